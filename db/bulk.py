@@ -1,0 +1,84 @@
+"""Bulk writes for imports and the demo: columnar frames in, rows in the table out.
+
+The ORM inserts one object at a time (75 s for 1M rows on these machines); this goes
+through the driver directly: ``executemany`` with tuples on SQLite, ``COPY`` on
+PostgreSQL. Callers hold the transaction; nothing here commits.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from sqlalchemy import text
+from sqlmodel import Session
+
+CHUNK_ROWS = 100_000
+# SQLAlchemy's SQLite DATETIME storage format: UTC, no offset, microseconds.
+SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def allocate_ids(session: Session, table: str, count: int) -> np.ndarray:
+    """Reserve ``count`` primary keys of ``table`` for rows the caller inserts next."""
+    if count == 0:
+        return np.empty(0, dtype=np.int64)
+    if session.get_bind().dialect.name == "sqlite":
+        # The caller holds SQLite's write lock (BEGIN IMMEDIATE), so MAX(id) is stable.
+        start = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one()
+        return np.arange(start + 1, start + 1 + count, dtype=np.int64)
+    ids = session.execute(
+        text(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)"),
+        {"n": count},
+    ).scalars().all()
+    return np.asarray(ids, dtype=np.int64)
+
+
+def _arrow_column(series: pd.Series, sqlite: bool) -> pa.Array:
+    if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series):
+        values = series.dt.tz_convert("UTC") if isinstance(series.dtype, pd.DatetimeTZDtype) else series.dt.tz_localize("UTC")
+        array = pa.array(values.dt.tz_localize(None).astype("datetime64[us]"), type=pa.timestamp("us"))
+        if sqlite:
+            return pc.strftime(array, format=SQLITE_DATETIME_FORMAT)
+        return array
+    if series.dtype == object and len(series) and isinstance(series.dropna().iloc[0] if series.notna().any() else None, (dict, list)):
+        return pa.array([None if v is None else json.dumps(v) for v in series], type=pa.string())
+    return pa.array(series, from_pandas=True)
+
+
+def insert_frame(session: Session, table: str, frame: pd.DataFrame) -> int:
+    """Insert every row of ``frame`` (columns named as the table's) into ``table``."""
+    if frame.empty:
+        return 0
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    columns = list(frame.columns)
+    raw = session.connection().connection.driver_connection
+    for start in range(0, len(frame), CHUNK_ROWS):
+        chunk = frame.iloc[start : start + CHUNK_ROWS]
+        arrays = [_arrow_column(chunk[c], sqlite) for c in columns]
+        if sqlite:
+            placeholders = ",".join("?" * len(columns))
+            sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES ({placeholders})"
+            raw.executemany(sql, zip(*(a.to_pylist() for a in arrays)))
+        else:
+            _copy_postgres(raw, table, columns, pa.table(arrays, names=columns))
+    return len(frame)
+
+
+def _copy_postgres(raw, table: str, columns: list[str], batch: pa.Table) -> None:  # noqa: ANN001
+    # Arrow writes a null as an empty unquoted field and an empty string as "", which
+    # is exactly how COPY's CSV format tells NULL from ''.
+    buffer = io.BytesIO()
+    pacsv.write_csv(batch, buffer, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    with raw.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({','.join(columns)}) FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write(buffer.getvalue())
+
+
+def insert_rows(session: Session, table: str, rows: Iterable[dict]) -> int:
+    return insert_frame(session, table, pd.DataFrame(list(rows)))

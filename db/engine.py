@@ -1,0 +1,138 @@
+"""The engine and session factory.
+
+``LOYALTY_DATABASE_URL`` names the database; the default is a SQLite file under
+``data/``. The same code runs on PostgreSQL through ``postgresql+psycopg://``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "sqlite:///data/loyalty.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def database_url() -> str:
+    return os.environ.get("LOYALTY_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def _normalise(url: str) -> str:
+    """Resolve a relative SQLite path against the project root, and pick psycopg 3."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:" and not db.startswith("file:") and not os.path.isabs(db):
+            path = PROJECT_ROOT / db
+            path.parent.mkdir(parents=True, exist_ok=True)
+            parsed = parsed.set(database=str(path))
+        elif db and os.path.isabs(db):
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+    elif parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Foreign keys on, WAL, a busy timeout, and explicit BEGIN control.
+
+    pysqlite's own implicit BEGIN is switched off so that a write use case can open
+    its transaction with ``BEGIN IMMEDIATE`` (see :func:`write_transaction`): it then
+    holds SQLite's single writer lock from its first read, which is what makes
+    check-then-write sequences (redemptions) safe across processes.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:  # noqa: ANN001
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for ``url`` (default: ``LOYALTY_DATABASE_URL``), created once per process."""
+    resolved = _normalise(url or database_url())
+    with _engines_lock:
+        engine = _engines.get(resolved)
+        if engine is None:
+            if resolved.startswith("sqlite"):
+                engine = create_engine(resolved, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+                _configure_sqlite(engine)
+            else:
+                engine = create_engine(resolved, pool_pre_ping=True)
+            _engines[resolved] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    """Forget every engine (tests and forked processes)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def new_session(engine: Engine | None = None) -> Session:
+    """A session for one unit of work: ``with new_session() as session: ...``."""
+    return Session(engine or get_engine(), expire_on_commit=False)
+
+
+def is_sqlite(session_or_engine: Session | Engine) -> bool:
+    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+    return bind.dialect.name == "sqlite"
+
+
+@contextmanager
+def write_transaction(session: Session) -> Iterator[Session]:
+    """Run one use case as one transaction that holds the write lock from its start.
+
+    On SQLite the transaction begins with ``BEGIN IMMEDIATE``; on PostgreSQL callers
+    take row locks (``SELECT ... FOR UPDATE``). Commits on success, rolls back
+    everything on any exception.
+    """
+    if session.in_transaction():
+        # Already inside a unit of work (a composed use case): join it.
+        yield session
+        return
+    session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def upgrade_to_head(engine: Engine | None = None) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = engine or get_engine()
+    config = Config()
+    config.set_main_option("script_location", str(PROJECT_ROOT / "db" / "migrations"))
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        connection.commit()

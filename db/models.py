@@ -1,0 +1,356 @@
+"""The program's tables, defined once.
+
+Every timestamp is timezone-aware and stored in UTC (sqlmodel's ``UTCDateTime``).
+Points balances are never stored: a member's balance is the sum of that member's
+``ledger_entry`` rows (see ``loyalty.ledger``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, MetaData, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# A naming convention makes constraint names stable, so Alembic's batch mode can
+# alter SQLite tables (https://alembic.sqlalchemy.org/en/latest/naming.html).
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata: MetaData = SQLModel.metadata
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, **kwargs))
+
+
+def _json_list() -> Any:
+    return Field(default_factory=list, sa_column=Column(JSON))
+
+
+# --- people -------------------------------------------------------------------------
+
+
+class Member(SQLModel, table=True):
+    __tablename__ = "member"
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(default="", max_length=200)
+    email: str = Field(default="", max_length=200, index=True)
+    phone: str = Field(default="", max_length=50)
+    joined_at: datetime
+    acquisition_channel: str = Field(default="unknown", max_length=50, index=True)
+    birth_date: date | None = None
+    city: str = Field(default="", max_length=100)
+    marketing_consent: bool = False
+    tier_id: int | None = Field(default=None, foreign_key="tier.id", index=True)
+    tier_since: datetime | None = None
+    erased_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Purchase(SQLModel, table=True):
+    __tablename__ = "purchase"
+    __table_args__ = (Index("ix_purchase_member_occurred", "member_id", "occurred_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The source system's purchase id, or a content hash when the file has none:
+    # the idempotency key of imports.
+    external_id: str = Field(max_length=80, unique=True)
+    member_id: int = Field(foreign_key="member.id")
+    occurred_at: datetime = Field(index=True)
+    amount: float
+    channel: str = Field(default="", max_length=50)
+    store: str = Field(default="", max_length=100)
+    category: str = Field(default="", max_length=100, index=True)
+    refunded_at: datetime | None = None
+    imported_at: datetime = Field(default_factory=utcnow)
+
+
+class Feedback(SQLModel, table=True):
+    """An answer to the NPS question (0-10) with an optional comment."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("member_id", "submitted_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    submitted_at: datetime = Field(index=True)
+    score: int
+    comment: str = ""
+
+
+# --- the points ledger ---------------------------------------------------------------
+
+
+class LedgerEntry(SQLModel, table=True):
+    """One append-only movement of points.
+
+    Positive entries (earn, bonus, positive adjust, returned points) are lots with an
+    ``expires_at``; negative entries (redeem, expire, reverse, negative adjust) consume
+    lots soonest-expiring first.
+    """
+
+    __tablename__ = "ledger_entry"
+    __table_args__ = (
+        Index("ix_ledger_member_occurred", "member_id", "occurred_at"),
+        Index("ix_ledger_kind_occurred", "kind", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id")
+    kind: str = Field(max_length=16)
+    points: int
+    occurred_at: datetime
+    expires_at: datetime | None = None
+    purchase_id: int | None = Field(default=None, foreign_key="purchase.id", index=True)
+    redemption_id: int | None = Field(default=None, foreign_key="redemption.id", index=True)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
+    reason: str = Field(default="", max_length=500)
+    actor: str = Field(default="system", max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- program configuration ------------------------------------------------------------
+
+
+class ProgramSetting(SQLModel, table=True):
+    __tablename__ = "program_setting"
+
+    key: str = Field(primary_key=True, max_length=100)
+    value: Any = Field(default=None, sa_column=Column(JSON))
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(default="system", max_length=100)
+
+
+class Tier(SQLModel, table=True):
+    __tablename__ = "tier"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50, unique=True)
+    rank: int = Field(unique=True)
+    min_spend: float = 0.0
+    min_purchases: int = 0
+    window_months: int = 12
+    multiplier: float = 1.0
+    benefits: list[str] = _json_list()
+    grace_months: int = 0
+
+
+class TierMovement(SQLModel, table=True):
+    __tablename__ = "tier_movement"
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    from_tier_id: int | None = Field(default=None, foreign_key="tier.id")
+    to_tier_id: int | None = Field(default=None, foreign_key="tier.id")
+    moved_at: datetime = Field(index=True)
+    reason: str = Field(default="", max_length=500)
+    as_of: date | None = None
+
+
+class Segment(SQLModel, table=True):
+    __tablename__ = "segment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    description: str = ""
+    rules: dict[str, Any] = _json()
+    created_by: str = Field(default="system", max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Campaign(SQLModel, table=True):
+    __tablename__ = "campaign"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    kind: str = Field(max_length=40)
+    status: str = Field(default="draft", max_length=20, index=True)
+    starts_at: datetime
+    ends_at: datetime
+    channels: list[str] = _json_list()
+    eligibility: dict[str, Any] = _json()
+    rule: dict[str, Any] = _json()
+    budget_points: int | None = None
+    holdout_pct: float = 0.0
+    description: str = ""
+    created_by: str = Field(default="system", max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class CampaignAssignment(SQLModel, table=True):
+    """A member's stable place in a campaign: ``treatment`` or ``holdout``."""
+
+    __tablename__ = "campaign_assignment"
+    __table_args__ = (Index("ix_assignment_member", "member_id"),)
+
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
+    member_id: int = Field(foreign_key="member.id", primary_key=True)
+    group: str = Field(max_length=10)
+    assigned_at: datetime = Field(default_factory=utcnow)
+
+
+class Reward(SQLModel, table=True):
+    __tablename__ = "reward"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    kind: str = Field(max_length=30)
+    description: str = ""
+    points_cost: int
+    # None means unlimited stock.
+    stock: int | None = None
+    min_tier_id: int | None = Field(default=None, foreign_key="tier.id")
+    partner: str = Field(default="", max_length=100)
+    available_from: datetime | None = None
+    available_until: datetime | None = None
+    active: bool = True
+
+
+class Redemption(SQLModel, table=True):
+    __tablename__ = "redemption"
+    __table_args__ = (Index("ix_redemption_status_requested", "status", "requested_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    reward_id: int = Field(foreign_key="reward.id", index=True)
+    points: int
+    status: str = Field(default="requested", max_length=20)
+    requested_at: datetime = Field(default_factory=utcnow)
+    fulfilled_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    handled_by: str = Field(default="", max_length=100)
+    note: str = ""
+
+
+# --- goals, KPIs and evaluations ---------------------------------------------------------
+
+
+class Goal(SQLModel, table=True):
+    __tablename__ = "goal"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    objective: str = Field(max_length=50)
+    owner: str = Field(default="", max_length=100)
+    starts_on: date
+    ends_on: date
+    reporting_frequency: str = Field(default="monthly", max_length=20)
+    strategy: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class KpiTarget(SQLModel, table=True):
+    __tablename__ = "kpi_target"
+
+    id: int | None = Field(default=None, primary_key=True)
+    goal_id: int = Field(foreign_key="goal.id", index=True)
+    metric: str = Field(max_length=50)
+    target_value: float
+    direction: str = Field(default="up", max_length=4)
+    period: str = Field(default="month", max_length=10)
+    segment_id: int | None = Field(default=None, foreign_key="segment.id")
+
+
+class KpiSnapshot(SQLModel, table=True):
+    __tablename__ = "kpi_snapshot"
+    __table_args__ = (
+        UniqueConstraint(
+            "metric", "period", "period_start", "dimension", "dimension_value",
+            name="uq_kpi_snapshot_key",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    metric: str = Field(max_length=50)
+    period: str = Field(max_length=10)
+    period_start: date = Field(index=True)
+    period_end: date
+    dimension: str = Field(default="overall", max_length=20)
+    dimension_value: str = Field(default="", max_length=100)
+    value: float | None = None
+    computed_at: datetime = Field(default_factory=utcnow)
+
+
+class Alert(SQLModel, table=True):
+    __tablename__ = "alert"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=40)
+    severity: str = Field(default="warning", max_length=10)
+    metric: str = Field(default="", max_length=50)
+    message: str
+    as_of: date = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    acknowledged_by: str = Field(default="", max_length=100)
+
+
+class JobRun(SQLModel, table=True):
+    __tablename__ = "job_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job: str = Field(max_length=50, index=True)
+    as_of: date | None = None
+    status: str = Field(default="running", max_length=20)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    rows: int = 0
+    error: str = ""
+    progress: float = 0.0
+
+
+class Report(SQLModel, table=True):
+    __tablename__ = "report"
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(max_length=20, index=True)
+    cadence: str = Field(default="monthly", max_length=10)
+    format: str = Field(max_length=10)
+    title: str = ""
+    content: bytes = b""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- access ----------------------------------------------------------------------------
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "app_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=100, unique=True, index=True)
+    display_name: str = Field(default="", max_length=200)
+    email: str = Field(default="", max_length=200, index=True)
+    role: str = Field(max_length=20)
+    password_hash: str = Field(default="", max_length=200)
+    active: bool = True
+    failed_attempts: int = 0
+    locked_until: datetime | None = None
+    last_login_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditLog(SQLModel, table=True):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_entity", "entity", "entity_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=100, index=True)
+    action: str = Field(max_length=60)
+    entity: str = Field(max_length=40)
+    entity_id: str = Field(default="", max_length=80)
+    before: Any = Field(default=None, sa_column=Column(JSON))
+    after: Any = Field(default=None, sa_column=Column(JSON))

@@ -1,0 +1,66 @@
+"""Who is acting, and what each role may do.
+
+Every write in ``loyalty/`` calls :func:`require` with the acting user, so a page that
+is merely hidden cannot be bypassed. The command line and the scheduler act as named
+system users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loyalty.errors import PermissionDenied
+
+ROLES = ("admin", "manager", "analyst", "operations", "executive")
+
+# permission -> roles allowed. admin may do everything.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "members.view": frozenset({"admin", "manager", "analyst", "operations"}),
+    "members.view_pii": frozenset({"admin", "manager", "analyst", "operations"}),
+    "members.export": frozenset({"admin", "manager", "analyst"}),
+    "members.erase": frozenset({"admin"}),
+    "data.import": frozenset({"admin", "manager"}),
+    "points.adjust": frozenset({"admin", "operations"}),
+    "purchases.refund": frozenset({"admin", "operations"}),
+    "redemptions.request": frozenset({"admin", "manager", "operations"}),
+    "redemptions.fulfil": frozenset({"admin", "operations"}),
+    "program.configure": frozenset({"admin", "manager"}),
+    "segments.manage": frozenset({"admin", "manager", "analyst"}),
+    "evaluations.run": frozenset({"admin", "manager"}),
+    "analysis.view": frozenset({"admin", "manager", "analyst"}),
+    "kpis.view": frozenset({"admin", "manager", "analyst", "executive"}),
+    "reports.view": frozenset({"admin", "manager", "analyst", "executive"}),
+    "audit.view": frozenset({"admin", "manager"}),
+    "users.manage": frozenset({"admin"}),
+    "settings.manage": frozenset({"admin"}),
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The user on whose behalf a use case runs."""
+
+    username: str
+    role: str
+
+    def can(self, permission: str) -> bool:
+        return can(self.role, permission)
+
+
+SYSTEM_CLI = Actor("system:cli", "admin")
+SYSTEM_SCHEDULER = Actor("system:scheduler", "admin")
+SYSTEM_DEMO = Actor("system:demo", "admin")
+
+
+def can(role: str, permission: str) -> bool:
+    if permission not in PERMISSIONS:
+        raise KeyError(f"unknown permission {permission!r}")
+    return role == "admin" or role in PERMISSIONS[permission]
+
+
+def require(actor: Actor, permission: str) -> None:
+    """Raise :class:`PermissionDenied` unless ``actor`` holds ``permission``."""
+    if not can(actor.role, permission):
+        raise PermissionDenied(
+            f"{actor.username} ({actor.role}) is not allowed to {permission.replace('.', ': ')}."
+        )

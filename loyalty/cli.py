@@ -1,0 +1,273 @@
+"""``python -m loyalty <command>``: the command line over the same functions the pages call.
+
+Command names, flags and JSON shapes are a contract other programs depend on.
+Exit codes: 0 ok, 2 invalid input, 3 refused (points or stock short), 4 not found,
+5 not allowed, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from db.engine import get_engine, new_session, upgrade_to_head
+from loyalty.access import SYSTEM_CLI
+from loyalty.errors import LoyaltyError
+
+
+def _print_json(payload: Any) -> None:
+    print(json.dumps(payload, default=str))
+
+
+class _TerminalProgress:
+    """A progress bar on stderr (stdout stays clean for ``--json``)."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label, self.enabled, self._bar = label, enabled, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=self.label, unit="rows", file=sys.stderr, unit_scale=True)
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from loyalty.bootstrap import ensure_admin
+
+    with new_session() as session:
+        created = ensure_admin(session)
+    if created:
+        print(f"Created admin user {created.username!r} with password: {created.password}", file=sys.stderr)
+        print("The password is shown once; change it with `python -m loyalty users reset-password`.", file=sys.stderr)
+    print(f"Database ready: {get_engine().url.render_as_string(hide_password=True)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from loyalty.demo import create_demo
+
+    progress = _TerminalProgress("demo", enabled=not args.json)
+    with new_session() as session:
+        summary = create_demo(
+            session, members=args.members, months=args.months, seed=args.seed, actor=SYSTEM_CLI,
+            progress=progress,
+        )
+    progress.close()
+    if args.json:
+        _print_json(summary)
+    else:
+        for key, value in summary.items():
+            if key != "users":
+                print(f"{key:>14}: {value:,}" if isinstance(value, int) else f"{key:>14}: {value}")
+        for user in summary.get("users", []):
+            print(f"demo user {user['username']:<12} role {user['role']:<11} password {user['password']}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from loyalty.imports import ImportRefused, import_csv
+
+    mapping = {}
+    for item in args.map or []:
+        source, sep, target = item.partition("=")
+        if not sep or not source or not target:
+            print(f"--map expects SOURCE=TARGET, got {item!r}", file=sys.stderr)
+            return 2
+        mapping[source] = target
+    progress = _TerminalProgress(f"import {args.kind}", enabled=sys.stderr.isatty() or not args.json)
+    try:
+        with new_session() as session:
+            result = import_csv(
+                session, args.kind, Path(args.file), actor=SYSTEM_CLI, mapping=mapping,
+                create_members=args.create_members, skip_invalid=args.skip_invalid, progress=progress,
+            )
+    except ImportRefused as refused:
+        progress.close()
+        if args.json:
+            _print_json({"imported": 0, "skipped": 0, "rejected": refused.rejected, "error": str(refused)})
+        print(refused.report(), file=sys.stderr)
+        return 2
+    progress.close()
+    if args.json:
+        _print_json({"imported": result.imported, "skipped": result.skipped, "rejected": result.rejected})
+    else:
+        print(f"imported {result.imported:,}, skipped {result.skipped:,} (already there), rejected {result.rejected:,}"
+              f" in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s)")
+        if result.rejected_path:
+            print(f"rejected rows with reasons: {result.rejected_path}")
+    return 0
+
+
+def cmd_rewards_list(args: argparse.Namespace) -> int:
+    from loyalty.rewards import list_rewards
+
+    with new_session() as session:
+        rewards = list_rewards(session)
+    if args.json:
+        _print_json([{"id": r["id"], "name": r["name"], "points_cost": r["points_cost"], "stock": r["stock"]} for r in rewards])
+    else:
+        for r in rewards:
+            stock = "unlimited" if r["stock"] is None else r["stock"]
+            print(f"{r['id']:>4}  {r['name']:<40} {r['points_cost']:>8,} pts  stock {stock}{'' if r['active'] else '  (inactive)'}")
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from loyalty.ledger import balance
+    from loyalty.members import find_member
+
+    with new_session() as session:
+        member = find_member(session, args.member)
+        points = balance(session, member.id)
+    if args.json:
+        _print_json({"member": args.member, "balance": points})
+    else:
+        print(f"{args.member}: {points:,} points")
+    return 0
+
+
+def cmd_redeem(args: argparse.Namespace) -> int:
+    from loyalty.members import find_member
+    from loyalty.rewards import redeem_reward
+
+    try:
+        with new_session() as session:
+            member = find_member(session, args.member)
+            result = redeem_reward(session=session, member_id=member.id, reward_id=args.reward, actor=SYSTEM_CLI)
+    except LoyaltyError as error:
+        if args.json:
+            _print_json({"ok": False, "error": str(error)})
+        else:
+            print(f"refused: {error}", file=sys.stderr)
+        return error.exit_code
+    if args.json:
+        _print_json({"ok": True, "redemption_id": result.redemption_id, "balance": result.balance})
+    else:
+        print(f"redemption {result.redemption_id} requested; balance now {result.balance:,}")
+    return 0
+
+
+def cmd_refund(args: argparse.Namespace) -> int:
+    from db.models import Purchase
+    from loyalty.errors import NotFound
+    from loyalty.ledger import reverse_purchase
+    from sqlmodel import select
+
+    with new_session() as session:
+        purchase_id = session.exec(select(Purchase.id).where(Purchase.external_id == args.purchase)).first()
+        if purchase_id is None:
+            raise NotFound(f"No purchase with id {args.purchase}.")
+        points = reverse_purchase(session=session, purchase_id=purchase_id, actor=SYSTEM_CLI, reason=args.reason)
+    _print_json({"ok": True, "purchase": args.purchase, "points_reversed": points}) if args.json else print(
+        f"purchase {args.purchase} refunded; {points:,} points taken back"
+    )
+    return 0
+
+
+def cmd_adjust(args: argparse.Namespace) -> int:
+    from loyalty.ledger import adjust_points, balance
+    from loyalty.members import find_member
+
+    with new_session() as session:
+        member = find_member(session, args.member)
+        adjust_points(session=session, member_id=member.id, points=args.points, reason=args.reason, actor=SYSTEM_CLI)
+        points = balance(session, member.id)
+    _print_json({"ok": True, "member": args.member, "balance": points}) if args.json else print(
+        f"{args.member}: balance now {points:,}"
+    )
+    return 0
+
+
+def cmd_expire(args: argparse.Namespace) -> int:
+    from loyalty.ledger import expire_points
+
+    with new_session() as session:
+        members = expire_points(session=session, actor=SYSTEM_CLI)
+    _print_json({"members": members}) if args.json else print(f"points expired for {members:,} members")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loyalty", description="Loyalty Console command line.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str, parent=sub) -> argparse.ArgumentParser:  # noqa: ANN001
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("init", cmd_init, "Create or upgrade the database schema (and the first admin user).")
+
+    p = add("demo", cmd_demo, "Fill the database with a synthetic demo program.")
+    p.add_argument("--members", type=int, default=5000)
+    p.add_argument("--months", type=int, default=24)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json", action="store_true")
+
+    p = add("import", cmd_import, "Import members, purchases or feedback from a CSV file.")
+    p.add_argument("kind", choices=["members", "purchases", "feedback"])
+    p.add_argument("file")
+    p.add_argument("--map", action="append", metavar="SOURCE=TARGET", help="rename a column of the file (repeatable)")
+    p.add_argument("--create-members", action="store_true", help="create members first seen in a purchase file")
+    p.add_argument("--skip-invalid", action="store_true", help="import valid rows; write rejected ones to a CSV beside the input")
+    p.add_argument("--json", action="store_true")
+
+    rewards = sub.add_parser("rewards", help="The rewards catalogue.").add_subparsers(dest="rewards_command", required=True)
+    p = add("list", cmd_rewards_list, "List rewards.", parent=rewards)
+    p.add_argument("--json", action="store_true")
+
+    p = add("balance", cmd_balance, "A member's points balance.")
+    p.add_argument("--member", required=True, metavar="MEMBER_ID")
+    p.add_argument("--json", action="store_true")
+
+    p = add("redeem", cmd_redeem, "Redeem a reward for a member (exit 3 when points or stock are short).")
+    p.add_argument("--member", required=True, metavar="MEMBER_ID")
+    p.add_argument("--reward", required=True, type=int, metavar="REWARD_ID")
+    p.add_argument("--json", action="store_true")
+
+    p = add("refund", cmd_refund, "Refund a purchase: take back the points it earned, once.")
+    p.add_argument("--purchase", required=True, metavar="PURCHASE_ID")
+    p.add_argument("--reason", default="refund")
+    p.add_argument("--json", action="store_true")
+
+    p = add("adjust", cmd_adjust, "Adjust a member's points with a reason.")
+    p.add_argument("--member", required=True, metavar="MEMBER_ID")
+    p.add_argument("--points", required=True, type=int)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--json", action="store_true")
+
+    p = add("expire", cmd_expire, "Expire every points lot past its date now.")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    upgrade_to_head()
+    try:
+        return args.handler(args)
+    except LoyaltyError as error:
+        if getattr(args, "json", False):
+            _print_json({"ok": False, "error": str(error)})
+        else:
+            print(f"error: {error}", file=sys.stderr)
+        return error.exit_code

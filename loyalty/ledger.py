@@ -1,0 +1,308 @@
+"""The points ledger: append-only entries, balances as sums, FIFO expiry.
+
+Rules
+-----
+* A member's balance is ``SUM(points)`` over that member's entries; it is never stored.
+* Positive entries (earn, bonus, positive adjust, points returned by a cancelled
+  redemption) are *lots*, each with an ``expires_at`` ``expiry_months`` after it was
+  earned (none when the period is 0).
+* Negative entries (redeem, expire, reverse, negative adjust) consume lots
+  soonest-expiring first, which with one expiry period is oldest first (FIFO).
+* Hence at time ``t`` the points still unconsumed in expired lots are
+  ``max(0, P(t) - D)`` where ``P(t)`` is the total of lots with ``expires_at <= t``
+  (a prefix of the consumption order) and ``D`` all points consumed so far. Expiry
+  writes exactly that as one ``expire`` entry per member, computed in one SQL
+  ``GROUP BY`` over the whole member base.
+* A refund reverses the points its purchase earned, once; if they were already spent
+  the balance may go below zero (a debt that later earnings repay), and the
+  negative-balance report lists it. Redemptions and adjustments never make a balance
+  negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import func, text, update
+from sqlmodel import Session, select
+
+from db.engine import write_transaction
+from db.models import LedgerEntry, Member, Purchase, utcnow
+from loyalty.access import Actor, require
+from loyalty.audit import record_audit
+from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
+from loyalty.settings import get_settings
+
+EARN, BONUS, REDEEM, EXPIRE, ADJUST, REVERSE = "earn", "bonus", "redeem", "expire", "adjust", "reverse"
+KINDS = (EARN, BONUS, REDEEM, EXPIRE, ADJUST, REVERSE)
+
+__all__ = [
+    "KINDS",
+    "Lot",
+    "adjust_points",
+    "balance",
+    "balances",
+    "expire_points",
+    "expiry_date",
+    "expiry_dates",
+    "member_ledger",
+    "negative_balances",
+    "open_lots",
+    "reverse_purchase",
+]
+
+
+def expiry_date(earned_at: datetime, months: int) -> datetime | None:
+    """The moment a lot earned at ``earned_at`` expires (``None`` if points never expire)."""
+    if months <= 0:
+        return None
+    return (pd.Timestamp(earned_at) + pd.DateOffset(months=months)).to_pydatetime()
+
+
+def expiry_dates(earned_at: pd.Series, months: int) -> pd.Series:
+    """Vectorised :func:`expiry_date` for a column of UTC timestamps."""
+    if months <= 0:
+        return pd.Series(pd.NaT, index=earned_at.index, dtype=earned_at.dtype)
+    return earned_at + pd.DateOffset(months=months)
+
+
+def balance(session: Session, member_id: int) -> int:
+    """The member's balance: the sum of the member's ledger entries."""
+    total = session.exec(
+        select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(LedgerEntry.member_id == member_id)
+    ).one()
+    return int(total)
+
+
+def balances(session: Session, member_ids: Sequence[int]) -> dict[int, int]:
+    if not member_ids:
+        return {}
+    rows = session.exec(
+        select(LedgerEntry.member_id, func.sum(LedgerEntry.points))
+        .where(LedgerEntry.member_id.in_(list(member_ids)))
+        .group_by(LedgerEntry.member_id)
+    ).all()
+    found = {int(m): int(p) for m, p in rows}
+    return {m: found.get(m, 0) for m in member_ids}
+
+
+def member_ledger(session: Session, member_id: int) -> pd.DataFrame:
+    """The member's entries, oldest first, with the running balance."""
+    rows = session.exec(
+        select(LedgerEntry).where(LedgerEntry.member_id == member_id).order_by(LedgerEntry.occurred_at, LedgerEntry.id)
+    ).all()
+    frame = pd.DataFrame(
+        [
+            {
+                "occurred_at": r.occurred_at,
+                "kind": r.kind,
+                "points": r.points,
+                "expires_at": r.expires_at,
+                "purchase_id": r.purchase_id,
+                "redemption_id": r.redemption_id,
+                "campaign_id": r.campaign_id,
+                "reason": r.reason,
+                "actor": r.actor,
+            }
+            for r in rows
+        ],
+        columns=["occurred_at", "kind", "points", "expires_at", "purchase_id", "redemption_id",
+                 "campaign_id", "reason", "actor"],
+    )
+    frame["balance"] = frame["points"].cumsum() if not frame.empty else pd.Series(dtype="int64")
+    return frame
+
+
+@dataclass(frozen=True)
+class Lot:
+    earned_at: datetime
+    expires_at: datetime | None
+    points: int
+    remaining: int
+
+
+def open_lots(session: Session, member_id: int) -> list[Lot]:
+    """The member's lots with what remains of each after FIFO consumption.
+
+    Used to show "points expiring soon"; the same rule as :func:`expire_points`.
+    """
+    entries = session.exec(
+        select(LedgerEntry.occurred_at, LedgerEntry.expires_at, LedgerEntry.points)
+        .where(LedgerEntry.member_id == member_id)
+    ).all()
+    return fifo_lots(entries)
+
+
+def fifo_lots(entries: Iterable[tuple[datetime, datetime | None, int]]) -> list[Lot]:
+    """Allocate every debit to lots soonest-expiring first (never-expiring lots last)."""
+    lots = sorted(
+        ((at, exp, pts) for at, exp, pts in entries if pts > 0),
+        key=lambda lot: (lot[1] is None, lot[1] or lot[0], lot[0]),
+    )
+    consumed = -sum(pts for _, _, pts in entries if pts < 0)
+    result = []
+    for at, exp, pts in lots:
+        used = min(pts, max(consumed, 0))
+        consumed -= used
+        result.append(Lot(earned_at=at, expires_at=exp, points=pts, remaining=pts - used))
+    return result
+
+
+_EXPIRY_SQL = """
+SELECT member_id, expired - consumed AS points
+FROM (
+    SELECT member_id,
+           SUM(CASE WHEN points > 0 AND expires_at IS NOT NULL AND expires_at <= :as_of
+                    THEN points ELSE 0 END) AS expired,
+           SUM(CASE WHEN points < 0 THEN -points ELSE 0 END) AS consumed
+    FROM ledger_entry
+    {where}
+    GROUP BY member_id
+) AS per_member
+WHERE expired > consumed
+"""
+
+
+def expire_points(
+    *,
+    session: Session,
+    as_of: datetime | None = None,
+    member_ids: Sequence[int] | None = None,
+    actor: Actor,
+) -> int:
+    """Expire every lot past its date, for all members or the given ones.
+
+    Returns the number of members whose points expired. Idempotent: a second run at the
+    same moment finds nothing left to expire. Runs inside the caller's transaction if
+    there is one (a redemption expires the member's stale lots first), otherwise in its
+    own.
+    """
+    if member_ids is None:
+        require(actor, "evaluations.run")
+    as_of = as_of or utcnow()
+    params: dict[str, object] = {"as_of": _db_time(session, as_of)}
+    where = ""
+    if member_ids is not None:
+        if not member_ids:
+            return 0
+        where = "WHERE member_id IN (" + ",".join(str(int(m)) for m in member_ids) + ")"
+    with write_transaction(session):
+        due = session.execute(text(_EXPIRY_SQL.format(where=where)), params).all()
+        if due:
+            from db.bulk import insert_frame
+
+            frame = pd.DataFrame(due, columns=["member_id", "points"])
+            frame["points"] = -frame["points"].astype("int64")
+            frame["kind"] = EXPIRE
+            frame["occurred_at"] = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
+            frame["reason"] = "lots past their expiry date"
+            frame["actor"] = actor.username
+            frame["created_at"] = pd.Timestamp(utcnow())
+            insert_frame(session, "ledger_entry", frame)
+    return len(due)
+
+
+def _db_time(session: Session, moment: datetime) -> object:
+    """A bind value comparable with stored timestamps in a raw SQL string."""
+    if moment.tzinfo is None:
+        raise InvalidInput("Timestamps must carry a time zone (UTC).")
+    utc = pd.Timestamp(moment).tz_convert("UTC")
+    if session.get_bind().dialect.name == "sqlite":
+        return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return utc.to_pydatetime()
+
+
+def adjust_points(
+    *, session: Session, member_id: int, points: int, reason: str, actor: Actor
+) -> LedgerEntry:
+    """A manual correction by operations, with a reason; never below a zero balance."""
+    require(actor, "points.adjust")
+    if not reason or not reason.strip():
+        raise InvalidInput("An adjustment needs a reason (it is shown to auditors).")
+    if points == 0:
+        raise InvalidInput("An adjustment of 0 points changes nothing.")
+    with write_transaction(session):
+        member = _lock_member(session, member_id)
+        now = utcnow()
+        if points < 0:
+            expire_points(session=session, as_of=now, member_ids=[member.id], actor=actor)
+            current = balance(session, member.id)
+            if current + points < 0:
+                raise InsufficientPoints(
+                    f"Member {member.external_id} has {current:,} points; cannot remove {-points:,}."
+                )
+        settings = get_settings(session)
+        entry = LedgerEntry(
+            member_id=member.id, kind=ADJUST, points=points, occurred_at=now,
+            expires_at=expiry_date(now, settings.expiry_months) if points > 0 else None,
+            reason=reason.strip(), actor=actor.username,
+        )
+        session.add(entry)
+        session.flush()
+        record_audit(
+            session, actor=actor, action="points.adjust", entity="member", entity_id=member.external_id,
+            after={"points": points, "reason": reason.strip(), "entry_id": entry.id},
+        )
+    return entry
+
+
+def reverse_purchase(*, session: Session, purchase_id: int, actor: Actor, reason: str = "refund") -> int:
+    """Take back every point a refunded purchase earned, exactly once.
+
+    Returns the points reversed. A second refund of the same purchase is refused.
+    """
+    require(actor, "purchases.refund")
+    with write_transaction(session):
+        purchase = session.get(Purchase, purchase_id)
+        if purchase is None:
+            raise NotFound(f"No purchase with id {purchase_id}.")
+        _lock_member(session, purchase.member_id)
+        now = utcnow()
+        marked = session.execute(
+            update(Purchase)
+            .where(Purchase.id == purchase_id, Purchase.refunded_at.is_(None))
+            .values(refunded_at=now)
+        ).rowcount
+        if marked == 0:
+            raise AlreadyDone(f"Purchase {purchase.external_id} was already refunded; its points were taken back then.")
+        earned = session.exec(
+            select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
+                LedgerEntry.purchase_id == purchase_id, LedgerEntry.kind.in_([EARN, BONUS])
+            )
+        ).one()
+        earned = int(earned)
+        if earned:
+            session.add(
+                LedgerEntry(
+                    member_id=purchase.member_id, kind=REVERSE, points=-earned, occurred_at=now,
+                    purchase_id=purchase_id, reason=reason, actor=actor.username,
+                )
+            )
+        record_audit(
+            session, actor=actor, action="purchase.refund", entity="purchase", entity_id=purchase.external_id,
+            after={"points_reversed": earned, "reason": reason},
+        )
+    return earned
+
+
+def negative_balances(session: Session) -> pd.DataFrame:
+    """Members whose balance is below zero (refunds after spending), most negative first."""
+    rows = session.exec(
+        select(Member.external_id, func.sum(LedgerEntry.points).label("balance"))
+        .join(Member, Member.id == LedgerEntry.member_id)
+        .group_by(Member.external_id)
+        .having(func.sum(LedgerEntry.points) < 0)
+        .order_by(func.sum(LedgerEntry.points))
+    ).all()
+    return pd.DataFrame(rows, columns=["member", "balance"])
+
+
+def _lock_member(session: Session, member_id: int) -> Member:
+    """Lock the member's row for this transaction (PostgreSQL; SQLite holds the db lock)."""
+    member = session.exec(select(Member).where(Member.id == member_id).with_for_update()).one_or_none()
+    if member is None:
+        raise NotFound(f"No member with id {member_id}.")
+    return member

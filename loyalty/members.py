@@ -1,0 +1,124 @@
+"""Looking members up: search, and everything about one member on one screen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import func, or_
+from sqlmodel import Session, select
+
+from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier
+from loyalty.access import Actor, require
+from loyalty.errors import NotFound
+from loyalty.ledger import balance, balances, member_ledger, open_lots
+
+__all__ = ["MemberProfile", "find_member", "mask", "member_profile", "search_members"]
+
+PERSONAL_FIELDS = ("name", "email", "phone", "city", "birth_date")
+
+
+def mask(value: object) -> str:
+    text = "" if value is None else str(value)
+    if not text:
+        return ""
+    if "@" in text:
+        local, _, domain = text.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return text[:1] + "***"
+
+
+def find_member(session: Session, external_id: str) -> Member:
+    member = session.exec(select(Member).where(Member.external_id == external_id)).one_or_none()
+    if member is None:
+        raise NotFound(f"No member with id {external_id}.")
+    return member
+
+
+def search_members(session: Session, query: str, *, actor: Actor, limit: int = 50) -> pd.DataFrame:
+    """Members whose id, name or email contains ``query`` (case-insensitive), with balances."""
+    require(actor, "members.view")
+    q = query.strip()
+    stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id).limit(limit)
+    if q:
+        like = f"%{q.lower()}%"
+        stmt = stmt.where(or_(func.lower(Member.external_id).like(like), func.lower(Member.name).like(like), func.lower(Member.email).like(like)))
+    rows = session.exec(stmt).all()
+    points = balances(session, [m.id for m, _ in rows])
+    show_pii = actor.can("members.view_pii")
+    return pd.DataFrame(
+        [
+            {
+                "member": m.external_id,
+                "name": m.name if show_pii else mask(m.name),
+                "email": m.email if show_pii else mask(m.email),
+                "tier": tier or "",
+                "balance": points[m.id],
+                "joined_at": m.joined_at,
+                "acquisition_channel": m.acquisition_channel,
+            }
+            for m, tier in rows
+        ],
+        columns=["member", "name", "email", "tier", "balance", "joined_at", "acquisition_channel"],
+    )
+
+
+@dataclass
+class MemberProfile:
+    member: dict
+    tier: str
+    balance: int
+    expiring_90_days: int
+    ledger: pd.DataFrame
+    purchases: pd.DataFrame
+    redemptions: pd.DataFrame
+    feedback: pd.DataFrame
+    total_spend: float
+    purchase_count: int
+
+
+def member_profile(session: Session, external_id: str, *, actor: Actor) -> MemberProfile:
+    require(actor, "members.view")
+    member = find_member(session, external_id)
+    tier = session.get(Tier, member.tier_id).name if member.tier_id else ""
+    details = member.model_dump(exclude={"tier_id"})
+    if not actor.can("members.view_pii"):
+        for field in PERSONAL_FIELDS:
+            details[field] = mask(details[field])
+    purchases = pd.DataFrame(
+        session.exec(
+            select(Purchase.external_id, Purchase.occurred_at, Purchase.amount, Purchase.channel, Purchase.store,
+                   Purchase.category, Purchase.refunded_at)
+            .where(Purchase.member_id == member.id).order_by(Purchase.occurred_at.desc())
+        ).all(),
+        columns=["purchase", "occurred_at", "amount", "channel", "store", "category", "refunded_at"],
+    )
+    redemptions = pd.DataFrame(
+        session.exec(
+            select(Redemption.id, Redemption.requested_at, Reward.name, Redemption.points, Redemption.status)
+            .join(Reward, Reward.id == Redemption.reward_id)
+            .where(Redemption.member_id == member.id).order_by(Redemption.requested_at.desc())
+        ).all(),
+        columns=["redemption_id", "requested_at", "reward", "points", "status"],
+    )
+    feedback = pd.DataFrame(
+        session.exec(
+            select(Feedback.submitted_at, Feedback.score, Feedback.comment)
+            .where(Feedback.member_id == member.id).order_by(Feedback.submitted_at.desc())
+        ).all(),
+        columns=["submitted_at", "score", "comment"],
+    )
+    now = pd.Timestamp.now(tz="UTC")
+    soon = now + pd.Timedelta(days=90)
+    expiring = sum(
+        lot.remaining for lot in open_lots(session, member.id)
+        if lot.expires_at is not None and now < pd.Timestamp(lot.expires_at) <= soon
+    )
+    active = purchases[purchases["refunded_at"].isna()] if not purchases.empty else purchases
+    return MemberProfile(
+        member=details, tier=tier, balance=balance(session, member.id), expiring_90_days=int(expiring),
+        ledger=member_ledger(session, member.id).iloc[::-1].reset_index(drop=True),
+        purchases=purchases, redemptions=redemptions, feedback=feedback,
+        total_spend=float(active["amount"].sum()) if not active.empty else 0.0,
+        purchase_count=len(active),
+    )
