@@ -64,3 +64,35 @@ def require(actor: Actor, permission: str) -> None:
         raise PermissionDenied(
             f"{actor.username} ({actor.role}) is not allowed to {permission.replace('.', ': ')}."
         )
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    section: str
+    path: str
+    title: str
+    icon: str
+    permission: str | None  # None: every signed-in user
+
+
+# The app's navigation: a page a role cannot use is not in that role's menu.
+PAGES: tuple[PageSpec, ...] = (
+    PageSpec("Overview", "pages/overview.py", "Overview", ":material/dashboard:", None),
+    PageSpec("Operate", "pages/members.py", "Members", ":material/group:", "members.view"),
+    PageSpec("Operate", "pages/redemptions.py", "Redemptions", ":material/redeem:", "redemptions.fulfil"),
+    PageSpec("Operate", "pages/import_data.py", "Import", ":material/upload_file:", "data.import"),
+    PageSpec("Admin", "pages/audit.py", "Audit", ":material/policy:", "audit.view"),
+    PageSpec("Admin", "pages/users.py", "Users", ":material/manage_accounts:", "users.manage"),
+    PageSpec("Admin", "pages/settings.py", "Settings", ":material/settings:", "settings.manage"),
+)
+SECTIONS = ("Overview", "Plan", "Analyse", "Operate", "Admin")
+
+
+def pages_for(role: str) -> dict[str, list[PageSpec]]:
+    """The navigation of ``role``: sections in order, each with the pages it may use."""
+    menu: dict[str, list[PageSpec]] = {}
+    for section in SECTIONS:
+        allowed = [p for p in PAGES if p.section == section and (p.permission is None or can(role, p.permission))]
+        if allowed:
+            menu[section] = allowed
+    return menu

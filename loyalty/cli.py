@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from db.engine import get_engine, new_session, upgrade_to_head
-from loyalty.access import SYSTEM_CLI
+from db.engine import get_engine, new_session
+from loyalty.access import ROLES, SYSTEM_CLI
+from loyalty.bootstrap import prepare_database
 from loyalty.errors import LoyaltyError
 
 
@@ -47,13 +48,7 @@ class _TerminalProgress:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from loyalty.bootstrap import ensure_admin
-
-    with new_session() as session:
-        created = ensure_admin(session)
-    if created:
-        print(f"Created admin user {created.username!r} with password: {created.password}", file=sys.stderr)
-        print("The password is shown once; change it with `python -m loyalty users reset-password`.", file=sys.stderr)
+    # main() has already migrated the schema and created the first admin.
     print(f"Database ready: {get_engine().url.render_as_string(hide_password=True)}")
     return 0
 
@@ -163,16 +158,10 @@ def cmd_redeem(args: argparse.Namespace) -> int:
 
 
 def cmd_refund(args: argparse.Namespace) -> int:
-    from db.models import Purchase
-    from loyalty.errors import NotFound
-    from loyalty.ledger import reverse_purchase
-    from sqlmodel import select
+    from loyalty.purchases import refund_purchase
 
     with new_session() as session:
-        purchase_id = session.exec(select(Purchase.id).where(Purchase.external_id == args.purchase)).first()
-        if purchase_id is None:
-            raise NotFound(f"No purchase with id {args.purchase}.")
-        points = reverse_purchase(session=session, purchase_id=purchase_id, actor=SYSTEM_CLI, reason=args.reason)
+        points = refund_purchase(session=session, purchase=args.purchase, actor=SYSTEM_CLI, reason=args.reason)
     _print_json({"ok": True, "purchase": args.purchase, "points_reversed": points}) if args.json else print(
         f"purchase {args.purchase} refunded; {points:,} points taken back"
     )
@@ -199,6 +188,76 @@ def cmd_expire(args: argparse.Namespace) -> int:
     with new_session() as session:
         members = expire_points(session=session, actor=SYSTEM_CLI)
     _print_json({"members": members}) if args.json else print(f"points expired for {members:,} members")
+    return 0
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from loyalty.users import create_user
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+    with new_session() as session:
+        created = create_user(session=session, username=args.username, role=args.role, actor=SYSTEM_CLI,
+                              password=password, email=args.email or "")
+    if args.json:
+        _print_json({"ok": True, "username": created.username, "role": created.role})
+    else:
+        print(f"user {created.username} ({created.role}) created")
+    if password is None:
+        print(f"password (shown once): {created.password}", file=sys.stderr)
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from loyalty.users import list_users
+
+    with new_session() as session:
+        users = list_users(session)
+    if args.json:
+        _print_json([{k: u[k] for k in ("username", "role", "active", "email", "last_login_at")} for u in users])
+    else:
+        for u in users:
+            print(f"{u['username']:<20} {u['role']:<11} {'active' if u['active'] else 'disabled'}")
+    return 0
+
+
+def cmd_users_set_role(args: argparse.Namespace) -> int:
+    from loyalty.users import set_role
+
+    with new_session() as session:
+        set_role(session=session, username=args.username, role=args.role, actor=SYSTEM_CLI)
+    print(f"{args.username} is now {args.role}")
+    return 0
+
+
+def cmd_users_disable(args: argparse.Namespace) -> int:
+    from loyalty.users import disable_user
+
+    with new_session() as session:
+        disable_user(session=session, username=args.username, actor=SYSTEM_CLI)
+    print(f"{args.username} disabled")
+    return 0
+
+
+def cmd_users_reset_password(args: argparse.Namespace) -> int:
+    from loyalty.users import reset_password
+
+    given = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+    with new_session() as session:
+        password = reset_password(session=session, username=args.username, actor=SYSTEM_CLI, password=given)
+    print(f"password of {args.username} reset; account unlocked")
+    if given is None:
+        print(f"new password (shown once): {password}", file=sys.stderr)
+    return 0
+
+
+def cmd_members_erase(args: argparse.Namespace) -> int:
+    from loyalty.members import erase_member
+
+    with new_session() as session:
+        erase_member(session=session, external_id=args.member_id, actor=SYSTEM_CLI)
+    _print_json({"ok": True, "member": args.member_id}) if args.json else print(
+        f"member {args.member_id} anonymised; ledger and purchase totals kept"
+    )
     return 0
 
 
@@ -254,6 +313,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True)
     p.add_argument("--json", action="store_true")
 
+    users = sub.add_parser("users", help="Console users and their roles.").add_subparsers(dest="users_command", required=True)
+    p = add("add", cmd_users_add, "Add a user (a random password is printed once unless --password-stdin).", parent=users)
+    p.add_argument("username")
+    p.add_argument("--role", required=True, choices=list(ROLES))
+    p.add_argument("--email")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.add_argument("--json", action="store_true")
+    p = add("list", cmd_users_list, "List users.", parent=users)
+    p.add_argument("--json", action="store_true")
+    p = add("set-role", cmd_users_set_role, "Change a user's role.", parent=users)
+    p.add_argument("username")
+    p.add_argument("role", choices=list(ROLES))
+    p = add("disable", cmd_users_disable, "Disable a user (they can no longer sign in).", parent=users)
+    p.add_argument("username")
+    p = add("reset-password", cmd_users_reset_password, "Set a new password and unlock the account.", parent=users)
+    p.add_argument("username")
+    p.add_argument("--password-stdin", action="store_true")
+
+    members = sub.add_parser("members", help="Member administration.").add_subparsers(dest="members_command", required=True)
+    p = add("erase", cmd_members_erase, "Anonymise a member (right to erasure); KPIs are unchanged.", parent=members)
+    p.add_argument("member_id", metavar="MEMBER_ID")
+    p.add_argument("--json", action="store_true")
+
     p = add("expire", cmd_expire, "Expire every points lot past its date now.")
     p.add_argument("--json", action="store_true")
     return parser
@@ -262,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    upgrade_to_head()
+    prepare_database()
     try:
         return args.handler(args)
     except LoyaltyError as error:

@@ -122,3 +122,30 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
         total_spend=float(active["amount"].sum()) if not active.empty else 0.0,
         purchase_count=len(active),
     )
+
+
+def erase_member(*, session: Session, external_id: str, actor: Actor) -> None:
+    """Anonymise a member (right to erasure), keeping the ledger and purchase totals.
+
+    Personal fields and free-text feedback comments are blanked; the member's purchases,
+    points and NPS scores stay (they are no longer linked to a person), so KPIs do not
+    change. The company's member id is kept so a later import recognises the member as
+    erased and does not bring the personal data back.
+    """
+    from db.engine import write_transaction
+    from db.models import utcnow
+    from loyalty.audit import record_audit
+    from loyalty.errors import AlreadyDone
+    from sqlalchemy import update
+
+    require(actor, "members.erase")
+    with write_transaction(session):
+        member = find_member(session, external_id)
+        if member.erased_at is not None:
+            raise AlreadyDone(f"Member {external_id} was already erased on {member.erased_at:%Y-%m-%d}.")
+        member.name, member.email, member.phone, member.city = "", "", "", ""
+        member.birth_date, member.marketing_consent, member.erased_at = None, False, utcnow()
+        session.add(member)
+        session.execute(update(Feedback).where(Feedback.member_id == member.id).values(comment=""))
+        record_audit(session, actor=actor, action="member.erase", entity="member", entity_id=external_id,
+                     after={"erased": True})

@@ -105,3 +105,16 @@ def record_purchase(
         add_purchases(session, frame, actor=actor)
         purchase_id = session.exec(select(Purchase.id).where(Purchase.external_id == key)).one()
     return int(purchase_id)
+
+
+def refund_purchase(*, session: Session, purchase: str, actor: Actor, reason: str = "refund") -> int:
+    """Refund a purchase by its company id; returns the points taken back (see ``reverse_purchase``)."""
+    from db.models import Purchase
+    from sqlmodel import select
+
+    from loyalty.ledger import reverse_purchase
+
+    purchase_id = session.exec(select(Purchase.id).where(Purchase.external_id == purchase)).first()
+    if purchase_id is None:
+        raise NotFound(f"No purchase with id {purchase}.")
+    return reverse_purchase(session=session, purchase_id=purchase_id, actor=actor, reason=reason)

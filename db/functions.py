@@ -1,0 +1,25 @@
+"""SQL expressions that differ between SQLite and PostgreSQL, written once."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import String
+
+
+class month_key(FunctionElement):  # noqa: N801  (reads like a SQL function)
+    """``'YYYY-MM'`` of a UTC timestamp column."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(month_key, "sqlite")
+def _month_key_sqlite(element, compiler, **kw) -> str:  # noqa: ANN001
+    # SQLite stores UTC timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff' text.
+    return "substr(%s, 1, 7)" % compiler.process(element.clauses, **kw)
+
+
+@compiles(month_key, "postgresql")
+def _month_key_postgresql(element, compiler, **kw) -> str:  # noqa: ANN001
+    return "to_char(%s AT TIME ZONE 'UTC', 'YYYY-MM')" % compiler.process(element.clauses, **kw)

@@ -1,0 +1,39 @@
+"""Chart builders: a DataFrame in, a Plotly figure out. No Streamlit, no queries."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+TEAL, AMBER, ROSE, SLATE = "#0f766e", "#d97706", "#e11d48", "#64748b"
+
+
+def _layout(fig: go.Figure, title: str, yaxis: str = "") -> go.Figure:
+    fig.update_layout(
+        title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10}, height=340, yaxis_title=yaxis,
+        legend={"orientation": "h", "y": -0.15}, hovermode="x unified",
+    )
+    return fig
+
+
+def monthly_revenue(monthly: pd.DataFrame, currency: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_bar(x=monthly["month"], y=monthly["revenue"], name="Revenue", marker_color=TEAL)
+    fig.add_scatter(x=monthly["month"], y=monthly["buyers"], name="Buying members", yaxis="y2", mode="lines+markers", line_color=AMBER)
+    fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "members"})
+    return _layout(fig, "Revenue and buying members per month", currency)
+
+
+def monthly_points(monthly: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    fig.add_bar(x=monthly["month"], y=monthly["points_earned"] + monthly.get("points_bonus", 0), name="Earned", marker_color=TEAL)
+    fig.add_bar(x=monthly["month"], y=-monthly["points_redeemed"], name="Redeemed", marker_color=AMBER)
+    fig.add_bar(x=monthly["month"], y=-monthly["points_expired"], name="Expired", marker_color=ROSE)
+    fig.update_layout(barmode="relative")
+    return _layout(fig, "Points earned, redeemed and expired per month", "points")
+
+
+def member_balance(ledger: pd.DataFrame) -> go.Figure:
+    ordered = ledger.sort_values("occurred_at")
+    fig = go.Figure(go.Scatter(x=ordered["occurred_at"], y=ordered["balance"], mode="lines", line_shape="hv", line_color=TEAL))
+    return _layout(fig, "Points balance over time", "points")

@@ -1,0 +1,80 @@
+"""Engine, sessions and error display for pages."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import streamlit as st
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from db.engine import database_url, get_engine, new_session
+from loyalty.errors import LoyaltyError
+
+T = TypeVar("T")
+DEMO_MEMBERS = 5000
+
+
+@st.cache_resource(show_spinner="Preparing the database…")
+def _prepared_engine(url: str) -> Engine:
+    from loyalty.bootstrap import prepare_database
+
+    prepare_database()
+    return get_engine(url)
+
+
+def engine() -> Engine:
+    """The engine of LOYALTY_DATABASE_URL, migrated and with a first admin, once per process."""
+    return _prepared_engine(database_url())
+
+
+@contextmanager
+def db_session() -> Iterator[Session]:
+    with new_session(engine()) as session:
+        yield session
+
+
+def run_action(action: Callable[[Session], T], *, success: str | None = None) -> T | None:
+    """Run a use case; show a domain refusal as ``st.error`` in the user's words."""
+    try:
+        with db_session() as session:
+            result = action(session)
+    except LoyaltyError as error:
+        st.error(str(error))
+        return None
+    if success:
+        st.success(success)
+    st.cache_data.clear()
+    return result
+
+
+def ensure_demo_program() -> None:
+    """On an empty database, fill the demo program (unless LOYALTY_DEMO=0), saying so on screen."""
+    if os.environ.get("LOYALTY_DEMO", "1") == "0" or st.session_state.get("demo_checked"):
+        return
+    from loyalty.bootstrap import has_members
+
+    with db_session() as session:
+        empty = not has_members(session)
+    if empty:
+        from loyalty.access import SYSTEM_DEMO
+        from loyalty.demo import create_demo
+
+        with st.status(f"First start: creating a demo program of {DEMO_MEMBERS:,} members…", expanded=True) as status:
+            bar = st.progress(0.0)
+
+            def progress(done: int, total: int) -> None:
+                bar.progress(min(done / max(total, 1), 1.0))
+
+            try:
+                with db_session() as session:
+                    summary = create_demo(session, members=DEMO_MEMBERS, actor=SYSTEM_DEMO, progress=progress)
+                status.update(label=f"Demo program ready: {summary['members']:,} members, {summary['purchases']:,} purchases.", state="complete", expanded=False)
+            except LoyaltyError:
+                # Another browser session created it at the same moment.
+                status.update(label="Demo program ready.", state="complete", expanded=False)
+        st.cache_data.clear()
+    st.session_state["demo_checked"] = True

@@ -1,0 +1,64 @@
+"""Import: members, purchases and NPS answers from the company's systems (CSV)."""
+
+import io
+
+import pandas as pd
+import streamlit as st
+
+from loyalty.imports import REQUIRED_COLUMNS, ImportRefused, import_csv, preview_csv
+from loyalty.ui.auth import page_actor
+from loyalty.ui.core import db_session
+
+actor = page_actor("data.import")
+st.title("Import")
+st.caption("Load CSV exports from the company's systems. A file is imported whole or not at all; importing the same file twice changes nothing.")
+
+kind = st.segmented_control("What are you importing?", ["members", "purchases", "feedback"], default="purchases", key="import_kind") or "purchases"
+st.markdown(f"Required columns: `{', '.join(REQUIRED_COLUMNS[kind])}`. Dates in ISO 8601 (e.g. 2025-03-01 or 2025-03-01T14:30:00Z).")
+upload = st.file_uploader("CSV file", type=["csv"], key="import_file")
+if upload is None:
+    st.info("Choose a file to see a preview before anything is written.")
+    st.stop()
+
+data = upload.getvalue()
+preview = preview_csv(io.BytesIO(data), kind, mapping=st.session_state.get("import_mapping", {}))
+mapping: dict[str, str] = {}
+if preview["missing"]:
+    st.warning(f"Missing column(s): {', '.join(preview['missing'])}. Map the file's own column names below.")
+    for target in preview["missing"]:
+        source = st.selectbox(f"File column for `{target}`", [""] + preview["columns"], key=f"import_map_{target}")
+        if source:
+            mapping[source] = target
+    if mapping:
+        preview = preview_csv(io.BytesIO(data), kind, mapping=mapping)
+
+st.markdown(f"**Preview** — {preview['rows']:,} data rows")
+st.dataframe(preview["sample"], hide_index=True, width="stretch")
+
+options = st.columns(2)
+create_members = options[0].checkbox("Create members first seen in this file", disabled=kind != "purchases", key="import_create_members")
+skip_invalid = options[1].checkbox("Import the valid rows and set invalid ones aside", key="import_skip_invalid")
+
+if st.button("Import", type="primary", disabled=bool(preview["missing"])):
+    bar = st.progress(0.0, text="Importing…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"Importing… {done:,} of {total:,} rows")
+
+    try:
+        with db_session() as session:
+            result = import_csv(session, kind, io.BytesIO(data), actor=actor, mapping=mapping, create_members=create_members,
+                                skip_invalid=skip_invalid, progress=progress)
+    except ImportRefused as refused:
+        bar.empty()
+        st.error(f"Nothing was imported: {len(refused.problems):,} problem(s) found. Fix the file, or tick “Import the valid rows”.")
+        st.dataframe(pd.DataFrame([vars(p) for p in refused.problems]), hide_index=True, width="stretch")
+        st.stop()
+    bar.progress(1.0, text="Done")
+    st.cache_data.clear()
+    st.success(f"Imported {result.imported:,} rows, skipped {result.skipped:,} already present, rejected {result.rejected:,} "
+               f"({result.rows_per_second:,.0f} rows/s).")
+    if result.problems:
+        st.dataframe(pd.DataFrame([vars(p) for p in result.problems]), hide_index=True, width="stretch")
+    if result.rejected_csv:
+        st.download_button("Download the rejected rows with reasons", result.rejected_csv, f"{kind}.rejected.csv", "text/csv")

@@ -1,0 +1,82 @@
+"""Members: find a member and see everything about them on one screen."""
+
+import streamlit as st
+
+from loyalty.ledger import adjust_points
+from loyalty.members import find_member, member_profile, search_members
+from loyalty.purchases import refund_purchase
+from loyalty.ui.auth import page_actor
+from loyalty.ui.charts import member_balance
+from loyalty.ui.core import db_session, run_action
+
+actor = page_actor("members.view")
+st.title("Members")
+
+query = st.text_input("Search by member id, name or e-mail", key="members_query", placeholder="e.g. M0000042, Garcia, @example.com")
+with db_session() as session:
+    results = search_members(session, query, actor=actor, limit=50)
+if results.empty:
+    st.info("No member matches this search." if query else "No members yet: import them on the Import page.")
+    st.stop()
+
+st.caption(f"Showing {len(results)} member(s){' (first 50)' if len(results) == 50 else ''}. Select a row to open the profile.")
+picked = st.dataframe(
+    results, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row", key="members_table",
+    column_config={"balance": st.column_config.NumberColumn("balance", format="%d pts"), "joined_at": st.column_config.DatetimeColumn("joined", format="YYYY-MM-DD")},
+)
+rows = picked.selection.rows if picked else []
+member_id = results.iloc[rows[0]]["member"] if rows else st.session_state.get("members_open", results.iloc[0]["member"] if len(results) == 1 else None)
+if member_id is None:
+    st.stop()
+st.session_state["members_open"] = member_id
+
+with db_session() as session:
+    profile = member_profile(session, member_id, actor=actor)
+m = profile.member
+st.subheader(f"{m['name'] or 'Anonymised member'} · {m['external_id']}")
+if m["erased_at"]:
+    st.warning("This member's personal data was erased; purchases and points are kept for the program's totals.")
+cols = st.columns(5)
+cols[0].metric("Tier", profile.tier or "none")
+cols[1].metric("Balance", f"{profile.balance:,} pts")
+cols[2].metric("Expiring in 90 days", f"{profile.expiring_90_days:,} pts")
+cols[3].metric("Total spend", f"{profile.total_spend:,.2f}")
+cols[4].metric("Purchases", f"{profile.purchase_count:,}")
+st.caption(
+    f"E-mail {m['email'] or '—'} · phone {m['phone'] or '—'} · {m['city'] or 'city unknown'} · joined {m['joined_at']:%Y-%m-%d} via "
+    f"{m['acquisition_channel']} · marketing consent: {'yes' if m['marketing_consent'] else 'no'}"
+)
+
+ledger_tab, purchases_tab, redemptions_tab, feedback_tab = st.tabs(["Points ledger", "Purchases", "Redemptions", "Feedback"])
+with ledger_tab:
+    if profile.ledger.empty:
+        st.info("No points movements yet.")
+    else:
+        st.plotly_chart(member_balance(profile.ledger), width="stretch")
+        st.dataframe(profile.ledger, hide_index=True, width="stretch")
+    if actor.can("points.adjust"):
+        with st.form("members_adjust", clear_on_submit=True):
+            st.markdown("**Adjust points**")
+            points = st.number_input("Points (negative to remove)", step=10, value=0)
+            reason = st.text_input("Reason (required, shown to auditors)")
+            if st.form_submit_button("Apply adjustment"):
+                if run_action(lambda s: adjust_points(session=s, member_id=find_member(s, member_id).id, points=int(points), reason=reason, actor=actor),
+                              success=f"Adjusted {int(points):+,} points."):
+                    st.rerun()
+with purchases_tab:
+    if profile.purchases.empty:
+        st.info("No purchases yet.")
+    else:
+        st.dataframe(profile.purchases, hide_index=True, width="stretch")
+        if actor.can("purchases.refund"):
+            open_purchases = profile.purchases[profile.purchases["refunded_at"].isna()]["purchase"].tolist()
+            with st.form("members_refund"):
+                chosen = st.selectbox("Refund a purchase (its points are taken back)", open_purchases)
+                if st.form_submit_button("Refund") and chosen:
+                    taken = run_action(lambda s: refund_purchase(session=s, purchase=chosen, actor=actor))
+                    if taken is not None:
+                        st.success(f"Refunded {chosen}: {taken:,} points taken back.")
+with redemptions_tab:
+    st.dataframe(profile.redemptions, hide_index=True, width="stretch") if not profile.redemptions.empty else st.info("No redemptions yet.")
+with feedback_tab:
+    st.dataframe(profile.feedback, hide_index=True, width="stretch") if not profile.feedback.empty else st.info("No survey answers yet.")
