@@ -20,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "sqlite:///data/loyalty.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+_IN_WRITE_TRANSACTION = "loyalty_in_write_transaction"
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
@@ -109,19 +110,25 @@ def write_transaction(session: Session) -> Iterator[Session]:
 
     On SQLite the transaction begins with ``BEGIN IMMEDIATE``; on PostgreSQL callers
     take row locks (``SELECT ... FOR UPDATE``). Commits on success, rolls back
-    everything on any exception.
+    everything on any exception. A use case called from inside another joins the
+    outer transaction. A read-only transaction the session had opened for earlier
+    queries is ended first, so the write lock is really taken at the start.
     """
-    if session.in_transaction():
-        # Already inside a unit of work (a composed use case): join it.
+    if session.info.get(_IN_WRITE_TRANSACTION):
         yield session
         return
-    session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    if session.in_transaction():
+        session.commit()
+    session.info[_IN_WRITE_TRANSACTION] = True
     try:
+        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
         yield session
         session.commit()
     except BaseException:
         session.rollback()
         raise
+    finally:
+        session.info.pop(_IN_WRITE_TRANSACTION, None)
 
 
 def upgrade_to_head(engine: Engine | None = None) -> None:

@@ -16,7 +16,7 @@ ROLES = ("admin", "manager", "analyst", "operations", "executive")
 # permission -> roles allowed. admin may do everything.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "members.view": frozenset({"admin", "manager", "analyst", "operations"}),
-    "members.view_pii": frozenset({"admin", "manager", "analyst", "operations"}),
+    "members.view_pii": frozenset({"admin", "manager", "operations"}),
     "members.export": frozenset({"admin", "manager", "analyst"}),
     "members.erase": frozenset({"admin"}),
     "data.import": frozenset({"admin", "manager"}),

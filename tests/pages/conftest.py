@@ -31,3 +31,28 @@ def app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
         return at
 
     return make
+
+
+def _decode(value):
+    """Plotly 7 writes NumPy arrays as {"dtype", "bdata" (base64), "shape"}: turn them back into lists."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        if isinstance(value.get("bdata"), str) and "dtype" in value:
+            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+            if "shape" in value:
+                array = array.reshape([int(n) for n in str(value["shape"]).split(",")])
+            return array.tolist()
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def figure(at: AppTest, index: int = 0) -> dict:
+    """The index-th Plotly chart of the page as plain JSON (data and layout), arrays decoded."""
+    import json
+
+    return _decode(json.loads(at.get("plotly_chart")[index].proto.spec))

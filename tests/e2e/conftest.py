@@ -1,0 +1,138 @@
+"""Browser tests: `streamlit run app.py` on a demo database, driven by Playwright in Debian's Chromium.
+
+Chromium comes from Debian (`apt-get install chromium`), never from `playwright
+install` (no browser download works here). Without it the tests skip with a reason.
+Screenshots go to $LOYALTY_SCREENSHOTS (default: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("LOYALTY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+PROJECT = Path(__file__).resolve().parents[2]
+PASSWORDS = {role: f"{role}-e2e-password" for role in ("admin", "manager", "analyst", "operations", "executive")}
+DEMO_MEMBERS = 400
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def e2e_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated database with the demo program and one user per role (known passwords)."""
+    from db.engine import dispose_engines, get_engine, new_session, upgrade_to_head
+    from loyalty.access import SYSTEM_CLI
+    from loyalty.demo import create_demo
+    from loyalty.users import create_user
+
+    pg = os.environ.get("LOYALTY_TEST_DATABASE_URL")
+    if pg:
+        import uuid
+
+        from sqlalchemy import create_engine, text
+
+        schema = f"e2e_{uuid.uuid4().hex[:10]}"
+        with create_engine(pg, isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{pg}{'&' if '?' in pg else '?'}options=-csearch_path%3D{schema}"
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'loyalty.db'}"
+    engine = get_engine(url)
+    upgrade_to_head(engine)
+    with new_session(engine) as session:
+        for role, password in PASSWORDS.items():
+            create_user(session=session, username=f"e2e-{role}", role=role, password=password, actor=SYSTEM_CLI)
+        create_demo(session, members=DEMO_MEMBERS, months=18, seed=7, actor=SYSTEM_CLI)
+    dispose_engines()
+    return url
+
+
+@pytest.fixture(scope="session")
+def app_url(e2e_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("e2e-log") / "streamlit.log"
+    env = {**os.environ, "LOYALTY_DATABASE_URL": e2e_database, "LOYALTY_DEMO": "0"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}",
+             "--server.address=127.0.0.1", "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"],
+            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"streamlit did not start; log:\n{log.read_text()}")
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium); .ci/run installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    folder = Path(os.environ.get("LOYALTY_SCREENSHOTS") or (Path(os.environ.get("TMPDIR", "/tmp")) / "loyalty-screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def sign_in(page, app_url: str, role: str) -> None:
+    page.goto(app_url)
+    page.get_by_label("Username").fill(f"e2e-{role}")
+    page.get_by_label("Password").fill(PASSWORDS[role])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign out").wait_for()
+
+
+def wait_for_page(page) -> None:
+    """Wait until Streamlit has finished running the script (no 'Running...' indicator)."""
+    page.wait_for_load_state("networkidle")
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=60_000)
+    page.wait_for_timeout(500)
