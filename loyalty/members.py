@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 
 from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier
 from loyalty.access import Actor, require
-from loyalty.errors import NotFound
+from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger import balance, balances, member_ledger, open_lots
 
 __all__ = ["MemberProfile", "find_member", "mask", "member_profile", "search_members"]
@@ -149,3 +149,48 @@ def erase_member(*, session: Session, external_id: str, actor: Actor) -> None:
         session.execute(update(Feedback).where(Feedback.member_id == member.id).values(comment=""))
         record_audit(session, actor=actor, action="member.erase", entity="member", entity_id=external_id,
                      after={"erased": True})
+
+
+EXPORT_PURPOSES = ("analysis", "marketing")
+
+
+def export_members(
+    session: Session, *, actor: Actor, purpose: str = "analysis", external_ids: list[str] | None = None
+) -> pd.DataFrame:
+    """A member list for export (CSV), audited.
+
+    For ``marketing`` the list leaves out members without marketing consent and erased
+    members. Personal fields are masked for roles that may not see them.
+    """
+    from loyalty.audit import record_audit
+
+    require(actor, "members.export")
+    if purpose not in EXPORT_PURPOSES:
+        raise InvalidInput(f"Unknown export purpose {purpose!r}; choose analysis or marketing.")
+    stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id)
+    if external_ids is not None:
+        stmt = stmt.where(Member.external_id.in_(external_ids))
+    if purpose == "marketing":
+        stmt = stmt.where(Member.marketing_consent.is_(True), Member.erased_at.is_(None))
+    rows = session.exec(stmt).all()
+    show_pii = actor.can("members.view_pii")
+    frame = pd.DataFrame(
+        [
+            {
+                "member_id": m.external_id,
+                "name": m.name if show_pii else mask(m.name),
+                "email": m.email if show_pii else mask(m.email),
+                "phone": m.phone if show_pii else mask(m.phone),
+                "city": m.city,
+                "tier": tier or "",
+                "joined_at": m.joined_at,
+                "acquisition_channel": m.acquisition_channel,
+                "marketing_consent": m.marketing_consent,
+            }
+            for m, tier in rows
+        ],
+        columns=["member_id", "name", "email", "phone", "city", "tier", "joined_at", "acquisition_channel", "marketing_consent"],
+    )
+    record_audit(session, actor=actor, action="members.export", entity="member", after={"purpose": purpose, "rows": len(frame)})
+    session.commit()
+    return frame

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from loyalty.ledger import adjust_points
-from loyalty.members import find_member, member_profile, search_members
+from loyalty.members import export_members, find_member, member_profile, search_members
 from loyalty.purchases import refund_purchase
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import member_balance
@@ -24,6 +24,16 @@ picked = st.dataframe(
     results, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row", key="members_table",
     column_config={"balance": st.column_config.NumberColumn("balance", format="%d pts"), "joined_at": st.column_config.DatetimeColumn("joined", format="YYYY-MM-DD")},
 )
+if actor.can("members.export"):
+    purpose = st.radio("Export for", ["analysis", "marketing"], horizontal=True, key="members_export_purpose",
+                       help="A marketing export leaves out members without marketing consent.")
+    with db_session() as session:
+        export = export_members(session, actor=actor, purpose=purpose, external_ids=results["member"].tolist()) if st.session_state.get("members_export_ready") else None
+    if export is None:
+        st.button("Prepare export of these members", on_click=lambda: st.session_state.update(members_export_ready=True))
+    else:
+        st.download_button(f"Download {len(export):,} members (CSV)", export.to_csv(index=False), f"members_{purpose}.csv", "text/csv",
+                           on_click=lambda: st.session_state.update(members_export_ready=False))
 rows = picked.selection.rows if picked else []
 member_id = results.iloc[rows[0]]["member"] if rows else st.session_state.get("members_open", results.iloc[0]["member"] if len(results) == 1 else None)
 if member_id is None:
