@@ -37,3 +37,18 @@ def member_balance(ledger: pd.DataFrame) -> go.Figure:
     ordered = ledger.sort_values("occurred_at")
     fig = go.Figure(go.Scatter(x=ordered["occurred_at"], y=ordered["balance"], mode="lines", line_shape="hv", line_color=TEAL))
     return _layout(fig, "Points balance over time", "points")
+
+
+def members_per_tier(tiers: pd.DataFrame, barrier: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Bar(x=tiers["name"], y=tiers["members"], name="Members now", marker_color=TEAL, text=tiers["members"], textposition="outside"))
+    if not barrier.empty:
+        fig.add_bar(x=barrier["tier"], y=barrier["reachable_members"], name="Active members who can reach it", marker_color=AMBER)
+    return _layout(fig, "Members per tier, and who can reach each", "members")
+
+
+def reward_reach(barrier: pd.DataFrame) -> go.Figure:
+    colours = [ROSE if flagged else TEAL for flagged in barrier["barrier"]]
+    fig = go.Figure(go.Bar(y=barrier["reward"], x=barrier["reachable_share"] * 100, orientation="h", marker_color=colours,
+                           text=[f"{v:.0%}" for v in barrier["reachable_share"]], textposition="outside"))
+    fig.update_layout(yaxis={"autorange": "reversed"}, xaxis={"range": [0, 105]}, hovermode="closest")
+    return _layout(fig, "Share of active members who can reach each reward within 12 months (red: entry barrier)", "")

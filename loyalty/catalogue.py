@@ -1,0 +1,80 @@
+"""The rewards catalogue: adding and changing rewards (audited)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, select
+
+from db.engine import write_transaction
+from db.models import Reward, Tier
+from loyalty.access import Actor, require
+from loyalty.audit import record_audit
+from loyalty.errors import InvalidInput, NotFound
+
+__all__ = ["REWARD_FIELDS", "REWARD_KINDS", "save_reward"]
+
+REWARD_KINDS = {
+    "discount": "Discount",
+    "product": "Product",
+    "experience": "Experience or event",
+    "exclusive_access": "Exclusive access",
+    "partner": "Partner reward",
+    "donation": "Donation (sustainability)",
+}
+REWARD_FIELDS = ("name", "kind", "description", "points_cost", "stock", "min_tier_id", "partner",
+                 "available_from", "available_until", "active")
+
+
+def _validate(session: Session, values: dict[str, Any], reward_id: int | None) -> None:
+    name = (values.get("name") or "").strip()
+    if not name:
+        raise InvalidInput("A reward needs a name.")
+    clash = session.exec(select(Reward.id).where(Reward.name == name)).first()
+    if clash is not None and clash != reward_id:
+        raise InvalidInput(f"A reward named {name!r} already exists.")
+    if values.get("kind") not in REWARD_KINDS:
+        raise InvalidInput(f"Unknown kind {values.get('kind')!r}; choose one of {', '.join(REWARD_KINDS)}.")
+    if not isinstance(values.get("points_cost"), int) or values["points_cost"] <= 0:
+        raise InvalidInput("The points cost must be a whole number above 0.")
+    if values.get("stock") is not None and values["stock"] < 0:
+        raise InvalidInput("Stock cannot be negative (leave it empty for unlimited).")
+    start, end = values.get("available_from"), values.get("available_until")
+    for label, moment in (("start", start), ("end", end)):
+        if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
+            raise InvalidInput(f"The availability {label} needs a date and time zone.")
+    if start and end and end <= start:
+        raise InvalidInput("The availability window ends before it starts.")
+    if values.get("min_tier_id") is not None and session.get(Tier, values["min_tier_id"]) is None:
+        raise InvalidInput("The required tier does not exist.")
+    if values.get("kind") == "partner" and not (values.get("partner") or "").strip():
+        raise InvalidInput("A partner reward needs the partner's name.")
+
+
+def save_reward(*, session: Session, actor: Actor, reward_id: int | None = None, **fields: Any) -> Reward:
+    """Create a reward (no ``reward_id``) or change one; refusals name the field and reason."""
+    require(actor, "program.configure")
+    unknown = set(fields) - set(REWARD_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown reward field(s): {', '.join(sorted(unknown))}.")
+    with write_transaction(session):
+        reward = session.get(Reward, reward_id) if reward_id is not None else None
+        if reward_id is not None and reward is None:
+            raise NotFound(f"No reward with id {reward_id}.")
+        before = reward.model_dump(include=set(REWARD_FIELDS), mode="json") if reward else None
+        values = {**(before or {"description": "", "stock": None, "min_tier_id": None, "partner": "", "available_from": None,
+                                "available_until": None, "active": True}), **fields}
+        if reward:
+            values["available_from"] = fields.get("available_from", reward.available_from)
+            values["available_until"] = fields.get("available_until", reward.available_until)
+        values["name"] = (values.get("name") or "").strip()
+        _validate(session, values, reward_id)
+        reward = reward or Reward(name=values["name"], kind=values["kind"], points_cost=values["points_cost"])
+        for field in REWARD_FIELDS:
+            setattr(reward, field, values[field])
+        session.add(reward)
+        session.flush()
+        record_audit(session, actor=actor, action="reward.create" if before is None else "reward.update", entity="reward",
+                     entity_id=reward.id, before=before, after=reward.model_dump(include=set(REWARD_FIELDS), mode="json"))
+    return reward
