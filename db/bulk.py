@@ -51,6 +51,11 @@ def _arrow_column(series: pd.Series, sqlite: bool) -> pa.Array:
     return pa.array(series, from_pandas=True)
 
 
+def _column_list(columns: list[str]) -> str:
+    # Quoted: some column names are SQL keywords ("group").
+    return ",".join(f'"{c}"' for c in columns)
+
+
 def insert_frame(session: Session, table: str, frame: pd.DataFrame) -> int:
     """Insert every row of ``frame`` (columns named as the table's) into ``table``."""
     if frame.empty:
@@ -63,7 +68,7 @@ def insert_frame(session: Session, table: str, frame: pd.DataFrame) -> int:
         arrays = [_arrow_column(chunk[c], sqlite) for c in columns]
         if sqlite:
             placeholders = ",".join("?" * len(columns))
-            sql = f"INSERT INTO {table} ({','.join(columns)}) VALUES ({placeholders})"
+            sql = f"INSERT INTO {table} ({_column_list(columns)}) VALUES ({placeholders})"
             raw.executemany(sql, zip(*(a.to_pylist() for a in arrays)))
         else:
             _copy_postgres(raw, table, columns, pa.table(arrays, names=columns))
@@ -76,7 +81,7 @@ def _copy_postgres(raw, table: str, columns: list[str], batch: pa.Table) -> None
     buffer = io.BytesIO()
     pacsv.write_csv(batch, buffer, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     with raw.cursor() as cursor:
-        with cursor.copy(f"COPY {table} ({','.join(columns)}) FROM STDIN WITH (FORMAT csv)") as copy:
+        with cursor.copy(f"COPY {table} ({_column_list(columns)}) FROM STDIN WITH (FORMAT csv)") as copy:
             copy.write(buffer.getvalue())
 
 

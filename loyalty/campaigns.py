@@ -1,0 +1,530 @@
+"""Campaigns: configuration, lifecycle, holdout groups and the campaign earn engine.
+
+Kinds and their ``rule`` parameters
+-----------------------------------
+=================  ==========================================  =====================================
+kind               rule                                        bonus on a qualifying purchase
+=================  ==========================================  =====================================
+multiplier         ``{"multiplier": 2.0}``                     base points x (multiplier - 1)
+category_bonus     ``{"categories": [...], "multiplier": 2}``  same, only in those categories
+fixed_bonus        ``{"points": 50, "min_amount": 20}``         fixed points per purchase
+spend_threshold    ``{"spend": 300, "points": 500}``           once, on the purchase whose
+                                                               cumulative spend in the campaign
+                                                               window reaches ``spend``
+win_back           ``{"inactive_days": 90, "points": 300}``    once, on the first purchase in the
+                                                               window; eligibility: no purchase in
+                                                               the ``inactive_days`` before start
+birthday           ``{"points": 200, "window_days": 7,         once, on a purchase within
+                   "occasion": "birthday"|"anniversary"}``     ``window_days`` of the date
+tier_offer         ``{"multiplier": 1.5}`` or ``{"points":..}``  as multiplier / fixed bonus,
+                                                               for the eligible tiers only
+=================  ==========================================  =====================================
+
+How campaigns stack on one purchase
+-----------------------------------
+* Base points are earned on the amount actually paid (after any discount).
+* Multiplier-type campaigns (multiplier, category_bonus, tier_offer with a multiplier)
+  do **not** compound: only the highest multiplier applies, credited to its campaign.
+* Fixed bonuses (fixed_bonus, spend_threshold, win_back, birthday, tier_offer with
+  points) **add**, each credited to its own campaign.
+* A campaign's budget cap stops its bonuses once reached (the last award is cut to
+  what remains); base points are never capped.
+
+Eligibility and holdout
+-----------------------
+On activation the eligible members (segment, tiers, acquisition channels, minimum
+spend in the last 12 months, win-back inactivity) are assigned once and for all:
+a stable pseudo-random ``holdout_pct`` of them to ``holdout`` (they get nothing, so
+the campaign's effect can be measured against them) and the rest to ``treatment``.
+A bonus goes only to treatment members, on purchases inside ``[starts_at, ends_at)``
+(and in the campaign's purchase channels, if it names any).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, text
+from sqlmodel import Session, select
+
+from db.bulk import insert_frame
+from db.engine import write_transaction
+from db.models import Campaign, CampaignAssignment, LedgerEntry, Member, Purchase, Segment, Tier, utcnow
+from loyalty.access import Actor, require
+from loyalty.audit import record_audit
+from loyalty.errors import InvalidInput, NotFound
+from loyalty.ledger import BONUS
+
+__all__ = [
+    "CAMPAIGN_KINDS",
+    "STATUSES",
+    "CampaignEngine",
+    "activate_campaign",
+    "campaign_overview",
+    "earn_rules_for",
+    "end_campaign",
+    "pause_campaign",
+    "preview_campaign",
+    "save_campaign",
+    "stable_uniform",
+]
+
+CAMPAIGN_KINDS = {
+    "multiplier": "Points multiplier",
+    "category_bonus": "Category bonus",
+    "fixed_bonus": "Fixed bonus per purchase",
+    "spend_threshold": "Spend-threshold bonus",
+    "win_back": "Win-back",
+    "birthday": "Birthday / anniversary bonus",
+    "tier_offer": "Tier-only offer",
+}
+MULTIPLIER_KINDS = {"multiplier", "category_bonus"}
+STATUSES = ("draft", "scheduled", "active", "paused", "ended")
+EARNING_STATUSES = ("scheduled", "active", "ended")
+COMMUNICATION_CHANNELS = ("email", "app", "sms", "social", "in-store")
+PREVIEW_LOOKBACK_DAYS = 90
+MIN_SPEND_WINDOW_DAYS = 365
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+def _validate(values: dict[str, Any]) -> None:
+    name = (values.get("name") or "").strip()
+    if not name:
+        raise InvalidInput("A campaign needs a name.")
+    kind = values.get("kind")
+    if kind not in CAMPAIGN_KINDS:
+        raise InvalidInput(f"Unknown campaign type {kind!r}; choose one of {', '.join(CAMPAIGN_KINDS)}.")
+    start, end = values.get("starts_at"), values.get("ends_at")
+    if not isinstance(start, datetime) or not isinstance(end, datetime) or start.tzinfo is None or end.tzinfo is None:
+        raise InvalidInput("Start and end need a date and a time zone.")
+    if end <= start:
+        raise InvalidInput("The campaign ends before it starts.")
+    pct = values.get("holdout_pct", 0.0)
+    if not 0 <= pct < 0.5:
+        raise InvalidInput("The holdout share must be between 0 % and 50 % (the control group gets nothing).")
+    budget = values.get("budget_points")
+    if budget is not None and budget <= 0:
+        raise InvalidInput("The points budget must be above 0 (leave it empty for no cap).")
+    rule = values.get("rule") or {}
+    mult = rule.get("multiplier")
+    points = rule.get("points")
+    if kind in MULTIPLIER_KINDS and (mult is None or mult <= 1):
+        raise InvalidInput("A multiplier campaign needs a multiplier above 1 (2 means double points).")
+    if kind == "category_bonus" and not rule.get("categories"):
+        raise InvalidInput("A category bonus needs at least one category (for example eco-friendly).")
+    if kind in {"fixed_bonus", "spend_threshold", "win_back", "birthday"} and (points is None or points <= 0):
+        raise InvalidInput("The bonus needs a number of points above 0.")
+    if kind == "spend_threshold" and (rule.get("spend") is None or rule["spend"] <= 0):
+        raise InvalidInput("A spend-threshold bonus needs the spend to reach, above 0.")
+    if kind == "win_back" and (rule.get("inactive_days") is None or rule["inactive_days"] < 1):
+        raise InvalidInput("A win-back campaign needs the number of inactive days (at least 1).")
+    if kind == "tier_offer":
+        if not (values.get("eligibility") or {}).get("tiers"):
+            raise InvalidInput("A tier-only offer needs the tiers it is for.")
+        if (mult is None or mult <= 1) and (points is None or points <= 0):
+            raise InvalidInput("A tier-only offer needs a multiplier above 1 or bonus points above 0.")
+    unknown = set(values.get("channels") or []) - set(COMMUNICATION_CHANNELS)
+    if unknown:
+        raise InvalidInput(f"Unknown channel(s): {', '.join(sorted(unknown))}.")
+
+
+def _snapshot(campaign: Campaign) -> dict[str, Any]:
+    return campaign.model_dump(mode="json", exclude={"created_at", "updated_at"})
+
+
+def save_campaign(*, session: Session, actor: Actor, campaign_id: int | None = None, **fields: Any) -> Campaign:
+    """Create a draft campaign, or change one (changes to a running campaign are audited as such).
+
+    Eligibility and holdout cannot change once members have been assigned.
+    """
+    require(actor, "program.configure")
+    allowed = {"name", "kind", "description", "starts_at", "ends_at", "channels", "eligibility", "rule", "budget_points", "holdout_pct"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise InvalidInput(f"Unknown campaign field(s): {', '.join(sorted(unknown))}.")
+    with write_transaction(session):
+        campaign = session.get(Campaign, campaign_id) if campaign_id is not None else None
+        if campaign_id is not None and campaign is None:
+            raise NotFound(f"No campaign with id {campaign_id}.")
+        before = _snapshot(campaign) if campaign else None
+        if campaign and campaign.status != "draft":
+            if campaign.status == "ended":
+                raise InvalidInput(f"{campaign.name} has ended and can no longer change.")
+            frozen = [f for f in ("eligibility", "holdout_pct", "kind") if f in fields and fields[f] != getattr(campaign, f)]
+            if frozen:
+                raise InvalidInput(f"{campaign.name} already has its members assigned: {', '.join(frozen)} cannot change now.")
+        values = {**(before or {"description": "", "channels": [], "eligibility": {}, "rule": {}, "budget_points": None, "holdout_pct": 0.0}), **fields}
+        if campaign:
+            values.setdefault("starts_at", campaign.starts_at)
+            values["starts_at"] = fields.get("starts_at", campaign.starts_at)
+            values["ends_at"] = fields.get("ends_at", campaign.ends_at)
+        values["name"] = (values.get("name") or "").strip()
+        _validate(values)
+        clash = session.exec(select(Campaign.id).where(Campaign.name == values["name"])).first()
+        if clash is not None and clash != campaign_id:
+            raise InvalidInput(f"A campaign named {values['name']!r} already exists.")
+        campaign = campaign or Campaign(name=values["name"], kind=values["kind"], starts_at=values["starts_at"],
+                                        ends_at=values["ends_at"], created_by=actor.username)
+        for field in allowed:
+            setattr(campaign, field, values[field])
+        campaign.updated_at = utcnow()
+        session.add(campaign)
+        session.flush()
+        action = "campaign.create" if before is None else ("campaign.update_running" if before["status"] in ("active", "scheduled", "paused") else "campaign.update")
+        record_audit(session, actor=actor, action=action, entity="campaign", entity_id=campaign.id, before=before, after=_snapshot(campaign))
+    return campaign
+
+
+# --- eligibility and holdout ------------------------------------------------------------
+
+
+def stable_uniform(campaign_id: int, member_ids: np.ndarray) -> np.ndarray:
+    """A number in [0, 1) per member, fixed for the (campaign, member) pair (splitmix64)."""
+    with np.errstate(over="ignore"):  # multiplication modulo 2**64 is the point
+        x = (np.uint64(campaign_id) * np.uint64(0x9E3779B97F4A7C15)) ^ member_ids.astype(np.uint64)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def eligible_members(session: Session, eligibility: dict[str, Any], *, kind: str, rule: dict[str, Any], as_of: datetime) -> np.ndarray:
+    """Member ids meeting a campaign's eligibility at ``as_of`` (vectorised, in SQL where it can)."""
+    query = select(Member.id).where(Member.erased_at.is_(None))
+    if eligibility.get("tiers"):
+        query = query.join(Tier, Tier.id == Member.tier_id).where(Tier.name.in_(eligibility["tiers"]))
+    if eligibility.get("acquisition_channels"):
+        query = query.where(Member.acquisition_channel.in_(eligibility["acquisition_channels"]))
+    ids = np.asarray(session.exec(query).all(), dtype=np.int64)
+    if eligibility.get("segment_id"):
+        segment = session.get(Segment, eligibility["segment_id"])
+        if segment is None:
+            raise InvalidInput("The campaign's segment no longer exists.")
+        from loyalty.segments import segment_member_ids
+
+        ids = np.intersect1d(ids, segment_member_ids(session, segment.rules, now=as_of))
+    if eligibility.get("min_spend"):
+        spend = session.exec(
+            select(Purchase.member_id).where(Purchase.occurred_at >= as_of - timedelta(days=MIN_SPEND_WINDOW_DAYS),
+                                             Purchase.occurred_at < as_of, Purchase.refunded_at.is_(None))
+            .group_by(Purchase.member_id).having(func.sum(Purchase.amount) >= float(eligibility["min_spend"]))
+        ).all()
+        ids = np.intersect1d(ids, np.asarray(spend, dtype=np.int64))
+    if kind == "win_back":
+        recent = session.exec(
+            select(Purchase.member_id).where(Purchase.occurred_at >= as_of - timedelta(days=int(rule["inactive_days"])),
+                                             Purchase.occurred_at < as_of).distinct()
+        ).all()
+        ever = session.exec(select(Purchase.member_id).where(Purchase.occurred_at < as_of).distinct()).all()
+        ids = np.setdiff1d(np.intersect1d(ids, np.asarray(ever, dtype=np.int64)), np.asarray(recent, dtype=np.int64))
+    return ids
+
+
+def _assign(session: Session, campaign: Campaign, as_of: datetime) -> tuple[int, int]:
+    ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=as_of)
+    holdout = stable_uniform(campaign.id, ids) < campaign.holdout_pct
+    frame = pd.DataFrame({"campaign_id": campaign.id, "member_id": ids, "group": np.where(holdout, "holdout", "treatment"),
+                          "assigned_at": pd.Timestamp(utcnow())})
+    insert_frame(session, "campaign_assignment", frame)
+    return int((~holdout).sum()), int(holdout.sum())
+
+
+# --- lifecycle ---------------------------------------------------------------------------
+
+
+def activate_campaign(*, session: Session, campaign_id: int, actor: Actor, now: datetime | None = None) -> Campaign:
+    """Draft -> scheduled (start in the future) or active; assigns members and the holdout once.
+
+    A paused campaign resumes (its members stay assigned).
+    """
+    require(actor, "program.configure")
+    now = now or utcnow()
+    with write_transaction(session):
+        campaign = session.exec(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).one_or_none()
+        if campaign is None:
+            raise NotFound(f"No campaign with id {campaign_id}.")
+        if campaign.status not in ("draft", "paused"):
+            raise InvalidInput(f"{campaign.name} is {campaign.status}; only a draft or paused campaign can be started.")
+        if campaign.ends_at <= now:
+            raise InvalidInput(f"{campaign.name} ended on {campaign.ends_at:%Y-%m-%d}; move its end date first.")
+        before = _snapshot(campaign)
+        after_extra: dict[str, Any] = {}
+        if campaign.status == "draft":
+            treatment, holdout = _assign(session, campaign, min(now, campaign.starts_at) if campaign.starts_at > now else now)
+            after_extra = {"treatment": treatment, "holdout": holdout}
+        campaign.status = "scheduled" if campaign.starts_at > now else "active"
+        campaign.updated_at = now
+        session.add(campaign)
+        record_audit(session, actor=actor, action="campaign.activate", entity="campaign", entity_id=campaign.id,
+                     before=before, after={**_snapshot(campaign), **after_extra})
+    return campaign
+
+
+def pause_campaign(*, session: Session, campaign_id: int, actor: Actor) -> Campaign:
+    return _set_status(session, campaign_id, actor, "paused", allowed_from=("scheduled", "active"))
+
+
+def end_campaign(*, session: Session, campaign_id: int, actor: Actor, now: datetime | None = None) -> Campaign:
+    """End now (purchases after this moment earn no bonus from it)."""
+    return _set_status(session, campaign_id, actor, "ended", allowed_from=("scheduled", "active", "paused"), now=now)
+
+
+def _set_status(session: Session, campaign_id: int, actor: Actor, status: str, *, allowed_from: tuple[str, ...], now: datetime | None = None) -> Campaign:
+    require(actor, "program.configure")
+    now = now or utcnow()
+    with write_transaction(session):
+        campaign = session.exec(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).one_or_none()
+        if campaign is None:
+            raise NotFound(f"No campaign with id {campaign_id}.")
+        if campaign.status not in allowed_from:
+            raise InvalidInput(f"{campaign.name} is {campaign.status}; it cannot become {status}.")
+        before = _snapshot(campaign)
+        campaign.status = status
+        if status == "ended" and campaign.ends_at > now:
+            campaign.ends_at = now
+        campaign.updated_at = now
+        session.add(campaign)
+        record_audit(session, actor=actor, action=f"campaign.{status}", entity="campaign", entity_id=campaign.id, before=before, after=_snapshot(campaign))
+    return campaign
+
+
+def advance_campaigns(session: Session, *, now: datetime | None = None) -> int:
+    """Scheduled campaigns whose start has come become active; active ones past their end, ended."""
+    now = now or utcnow()
+    with write_transaction(session):
+        changed = 0
+        for campaign in session.exec(select(Campaign).where(Campaign.status.in_(["scheduled", "active"]))):
+            new = "ended" if campaign.ends_at <= now else ("active" if campaign.starts_at <= now else campaign.status)
+            if new != campaign.status:
+                campaign.status, campaign.updated_at = new, now
+                session.add(campaign)
+                changed += 1
+    return changed
+
+
+# --- the earn engine ---------------------------------------------------------------------
+
+
+class CampaignEngine:
+    """Bonus ledger rows for a frame of new purchases, with the stacking rules above.
+
+    Implements ``loyalty.earning.EarnRule``: called with the purchases frame (``id,
+    member_id, occurred_at, amount, category, channel, base_points``).
+    """
+
+    def __init__(self, session: Session, campaigns: list[Campaign]) -> None:
+        self.session = session
+        self.campaigns = campaigns
+
+    def _treatment(self, campaign_id: int) -> np.ndarray:
+        # Cached for the session (an import calls the engine once per chunk); a campaign's
+        # assignment is written once, at activation, which also changes updated_at.
+        cache = self.session.info.setdefault("campaign_treatment", {})
+        updated = next(c.updated_at for c in self.campaigns if c.id == campaign_id)
+        key = (campaign_id, updated)
+        if key not in cache:
+            cache[key] = np.sort(np.asarray(self.session.execute(
+                text('SELECT member_id FROM campaign_assignment WHERE campaign_id = :c AND "group" = \'treatment\''), {"c": campaign_id}
+            ).scalars().all(), dtype=np.int64))
+        return cache[key]
+
+    def _already_awarded(self, campaign_id: int, member_ids: np.ndarray) -> np.ndarray:
+        awarded = np.asarray(self.session.execute(
+            text("SELECT DISTINCT member_id FROM ledger_entry WHERE campaign_id = :c AND kind = 'bonus'"), {"c": campaign_id}
+        ).scalars().all(), dtype=np.int64)
+        return np.isin(member_ids, awarded)
+
+    def _spent(self, campaign_id: int) -> int:
+        return int(self.session.execute(
+            text("SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE campaign_id = :c AND kind IN ('bonus', 'reverse')"), {"c": campaign_id}
+        ).scalar_one())
+
+    def _member_dates(self, member_ids: np.ndarray, occasion: str) -> pd.Series:
+        column = "birth_date" if occasion == "birthday" else "joined_at"
+        rows = self.session.execute(select(getattr(Member, "id"), getattr(Member, column)).where(Member.id.in_(np.unique(member_ids).tolist()))).all()
+        return pd.Series({m: d for m, d in rows if d is not None}, dtype=object)
+
+    def __call__(self, purchases: pd.DataFrame) -> pd.DataFrame:
+        columns = ["purchase_id", "member_id", "occurred_at", "kind", "points", "campaign_id"]
+        if purchases.empty or not self.campaigns:
+            return pd.DataFrame(columns=columns)
+        at = pd.to_datetime(purchases["occurred_at"], utc=True)
+        member = purchases["member_id"].to_numpy(dtype=np.int64)
+        base = purchases["base_points"].to_numpy(dtype=np.int64)
+        best_extra = np.zeros(len(purchases), dtype=np.int64)
+        best_campaign = np.full(len(purchases), -1, dtype=np.int64)
+        awards: list[pd.DataFrame] = []
+        for campaign in self.campaigns:
+            rule = campaign.rule or {}
+            mask = ((at >= pd.Timestamp(campaign.starts_at)) & (at < pd.Timestamp(campaign.ends_at))).to_numpy().copy()
+            mask &= np.isin(member, self._treatment(campaign.id))
+            purchase_channels = (campaign.eligibility or {}).get("purchase_channels")
+            if purchase_channels:
+                mask &= purchases["channel"].isin(purchase_channels).to_numpy()
+            if not mask.any():
+                continue
+            if campaign.kind in MULTIPLIER_KINDS or (campaign.kind == "tier_offer" and rule.get("multiplier")):
+                if campaign.kind == "category_bonus":
+                    mask &= purchases["category"].isin(rule["categories"]).to_numpy()
+                extra = np.where(mask, np.floor(base * (float(rule["multiplier"]) - 1) + 1e-9).astype(np.int64), 0)
+                better = extra > best_extra
+                best_extra = np.where(better, extra, best_extra)
+                best_campaign = np.where(better, campaign.id, best_campaign)
+                continue
+            points = np.zeros(len(purchases), dtype=np.int64)
+            if campaign.kind in ("fixed_bonus", "tier_offer"):
+                mask &= purchases["amount"].to_numpy() >= float(rule.get("min_amount", 0))
+                points[mask] = int(rule["points"])
+            else:
+                points = self._once_per_member(campaign, purchases, at, mask)
+            if points.any():
+                awards.append(self._rows(purchases, at, points, campaign.id))
+        multiplied = best_extra > 0
+        if multiplied.any():
+            for campaign_id in np.unique(best_campaign[multiplied]):
+                awards.insert(0, self._rows(purchases, at, np.where(best_campaign == campaign_id, best_extra, 0), int(campaign_id)))
+        if not awards:
+            return pd.DataFrame(columns=columns)
+        return self._apply_budgets(pd.concat(awards, ignore_index=True))[columns]
+
+    def _once_per_member(self, campaign: Campaign, purchases: pd.DataFrame, at: pd.Series, mask: np.ndarray) -> np.ndarray:
+        rule = campaign.rule or {}
+        points = np.zeros(len(purchases), dtype=np.int64)
+        idx = np.flatnonzero(mask)
+        candidates = pd.DataFrame({"row": idx, "member_id": purchases["member_id"].to_numpy()[idx], "at": at.to_numpy()[idx],
+                                   "amount": purchases["amount"].to_numpy()[idx]})
+        candidates = candidates[~self._already_awarded(campaign.id, candidates["member_id"].to_numpy())]
+        if candidates.empty:
+            return points
+        candidates = candidates.sort_values(["member_id", "at", "row"])
+        if campaign.kind == "spend_threshold":
+            prior = dict(self.session.execute(
+                select(Purchase.member_id, func.sum(Purchase.amount))
+                .where(Purchase.occurred_at >= campaign.starts_at, Purchase.occurred_at < campaign.ends_at,
+                       Purchase.refunded_at.is_(None), Purchase.id.not_in(purchases["id"].tolist()),
+                       Purchase.member_id.in_(candidates["member_id"].unique().tolist()))
+                .group_by(Purchase.member_id)
+            ).all())
+            running = candidates.groupby("member_id")["amount"].cumsum() + candidates["member_id"].map(prior).fillna(0.0)
+            candidates = candidates[running >= float(rule["spend"])]
+        elif campaign.kind == "birthday":
+            dates = self._member_dates(candidates["member_id"].to_numpy(), rule.get("occasion", "birthday"))
+            anchor = candidates["member_id"].map(dates)
+            keep = anchor.notna()
+            candidates, anchor = candidates[keep], anchor[keep]
+            when = pd.to_datetime(candidates["at"], utc=True)
+            day_of_year = pd.to_datetime({"year": when.dt.year, "month": [d.month for d in anchor], "day": [min(d.day, 28) if d.month == 2 else d.day for d in anchor]}, utc=True)
+            candidates = candidates[(when - day_of_year).abs().dt.days.to_numpy() <= int(rule.get("window_days", 7))]
+        first = candidates.drop_duplicates("member_id", keep="first")
+        points[first["row"].to_numpy()] = int(rule["points"])
+        return points
+
+    def _rows(self, purchases: pd.DataFrame, at: pd.Series, points: np.ndarray, campaign_id: int) -> pd.DataFrame:
+        hit = points > 0
+        return pd.DataFrame({"purchase_id": purchases["id"].to_numpy()[hit], "member_id": purchases["member_id"].to_numpy()[hit],
+                             "occurred_at": at.to_numpy()[hit], "kind": BONUS, "points": points[hit], "campaign_id": campaign_id})
+
+    def _apply_budgets(self, awards: pd.DataFrame) -> pd.DataFrame:
+        budgets = {c.id: c.budget_points for c in self.campaigns if c.budget_points}
+        if not budgets:
+            return awards
+        parts = []
+        for campaign_id, rows in awards.groupby("campaign_id", sort=False):
+            budget = budgets.get(int(campaign_id))
+            if budget is None:
+                parts.append(rows)
+                continue
+            # Earlier chunks of the same import are already in the ledger (same transaction).
+            remaining = max(0, budget - self._spent(int(campaign_id)))
+            rows = rows.sort_values(["occurred_at", "purchase_id"])
+            before = rows["points"].cumsum() - rows["points"]
+            rows = rows.assign(points=np.clip(remaining - before.to_numpy(), 0, rows["points"].to_numpy()))
+            parts.append(rows[rows["points"] > 0])
+        return pd.concat(parts, ignore_index=True) if parts else awards.iloc[0:0]
+
+
+def earn_rules_for(session: Session, purchases: pd.DataFrame) -> tuple[CampaignEngine, ...]:
+    """The campaign engine for campaigns whose window overlaps these purchases."""
+    if purchases.empty:
+        return ()
+    at = pd.to_datetime(purchases["occurred_at"], utc=True)
+    campaigns = session.exec(
+        select(Campaign).where(Campaign.status.in_(EARNING_STATUSES), Campaign.starts_at <= at.max().to_pydatetime(),
+                               Campaign.ends_at > at.min().to_pydatetime())
+    ).all()
+    return (CampaignEngine(session, list(campaigns)),) if campaigns else ()
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def campaign_overview(session: Session) -> pd.DataFrame:
+    """Every campaign with its members assigned and the budget burned so far."""
+    burned = dict(session.exec(
+        select(LedgerEntry.campaign_id, func.sum(LedgerEntry.points)).where(LedgerEntry.campaign_id.is_not(None)).group_by(LedgerEntry.campaign_id)
+    ).all())
+    groups = session.exec(
+        select(CampaignAssignment.campaign_id, CampaignAssignment.group, func.count()).group_by(CampaignAssignment.campaign_id, CampaignAssignment.group)
+    ).all()
+    assigned: dict[tuple[int, str], int] = {(c, g): n for c, g, n in groups}
+    rows = []
+    for c in session.exec(select(Campaign).order_by(Campaign.starts_at.desc())):
+        points = int(burned.get(c.id, 0))
+        rows.append({
+            "id": c.id, "name": c.name, "kind": c.kind, "status": c.status, "starts_at": c.starts_at, "ends_at": c.ends_at,
+            "treatment": assigned.get((c.id, "treatment"), 0), "holdout": assigned.get((c.id, "holdout"), 0),
+            "holdout_pct": c.holdout_pct, "budget_points": c.budget_points, "points_awarded": points,
+            "budget_burned": points / c.budget_points if c.budget_points else None,
+        })
+    return pd.DataFrame(rows, columns=["id", "name", "kind", "status", "starts_at", "ends_at", "treatment", "holdout", "holdout_pct",
+                                       "budget_points", "points_awarded", "budget_burned"])
+
+
+def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None = None) -> dict[str, Any]:
+    """Before activation: who is eligible, and the points cost estimated from recent behaviour.
+
+    Replays the eligible members' purchases of the last ``PREVIEW_LOOKBACK_DAYS`` days
+    through the campaign engine as if the campaign had run then, scales to the
+    campaign's length, and takes out the holdout share.
+    """
+    now = now or utcnow()
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"No campaign with id {campaign_id}.")
+    ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now)
+    holdout = stable_uniform(campaign.id, ids) < campaign.holdout_pct
+    since = now - timedelta(days=PREVIEW_LOOKBACK_DAYS)
+    from loyalty.earning import base_points, member_multipliers
+    from loyalty.settings import get_settings
+
+    recent = pd.DataFrame(session.exec(
+        select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel)
+        .where(Purchase.occurred_at >= since, Purchase.occurred_at < now, Purchase.refunded_at.is_(None))
+    ).all(), columns=["id", "member_id", "occurred_at", "amount", "category", "channel"])
+    recent = recent[recent["member_id"].isin(ids[~holdout])]
+    cost = 0
+    if not recent.empty:
+        mult = recent["member_id"].map(member_multipliers(session)).fillna(1.0)
+        recent = recent.assign(base_points=base_points(recent["amount"], mult, get_settings(session).points_per_currency_unit))
+        # The same campaign, as if it had run over the look-back window.
+        replayed = SimpleNamespace(**{f: getattr(campaign, f) for f in ("id", "kind", "rule", "eligibility", "budget_points", "updated_at")},
+                                   starts_at=since, ends_at=now)
+        engine = CampaignEngine(session, [replayed])
+        engine._treatment = lambda _cid: np.sort(ids[~holdout])  # the assignment activation would make
+        engine._already_awarded = lambda _cid, members: np.zeros(len(members), dtype=bool)
+        engine._spent = lambda _cid: 0
+        awards = engine(recent)
+        campaign_days = (campaign.ends_at - campaign.starts_at).total_seconds() / 86400
+        # Once-per-member bonuses do not grow with the campaign's length.
+        one_off = campaign.kind in ("spend_threshold", "win_back", "birthday")
+        cost = int(round(awards["points"].sum() * (1 if one_off else campaign_days / PREVIEW_LOOKBACK_DAYS)))
+        if campaign.budget_points:
+            cost = min(cost, campaign.budget_points)
+    return {"eligible": int(len(ids)), "treatment": int((~holdout).sum()), "holdout": int(holdout.sum()),
+            "estimated_points": cost, "lookback_days": PREVIEW_LOOKBACK_DAYS}
