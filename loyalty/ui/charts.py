@@ -52,3 +52,12 @@ def reward_reach(barrier: pd.DataFrame) -> go.Figure:
                            text=[f"{v:.0%}" for v in barrier["reachable_share"]], textposition="outside"))
     fig.update_layout(yaxis={"autorange": "reversed"}, xaxis={"range": [0, 105]}, hovermode="closest")
     return _layout(fig, "Share of active members who can reach each reward within 12 months (red: entry barrier)", "")
+
+
+def budget_burn(campaigns: pd.DataFrame) -> go.Figure:
+    capped = campaigns[campaigns["budget_points"].notna()]
+    fig = go.Figure()
+    fig.add_bar(y=capped["name"], x=capped["budget_points"], name="Budget", orientation="h", marker_color="#cbd5e1")
+    fig.add_bar(y=capped["name"], x=capped["points_awarded"], name="Awarded", orientation="h", marker_color=TEAL)
+    fig.update_layout(barmode="overlay", hovermode="closest", yaxis={"autorange": "reversed"})
+    return _layout(fig, "Points budget burned per campaign", "")

@@ -92,9 +92,9 @@ def test_each_use_case_accepts_exactly_the_roles_allowed_to_run_it(session, role
 
 
 EXPECTED_PAGES = {
-    "admin": {"Overview", "Tiers", "Rewards", "Members", "Redemptions", "Import", "Audit", "Users", "Settings"},
-    "manager": {"Overview", "Tiers", "Rewards", "Members", "Import", "Audit"},
-    "analyst": {"Overview", "Tiers", "Rewards", "Members"},
+    "admin": {"Overview", "Campaigns", "Tiers", "Rewards", "Members", "Redemptions", "Import", "Audit", "Users", "Settings"},
+    "manager": {"Overview", "Campaigns", "Tiers", "Rewards", "Members", "Import", "Audit"},
+    "analyst": {"Overview", "Campaigns", "Tiers", "Rewards", "Members"},
     "operations": {"Overview", "Members", "Redemptions"},
     "executive": {"Overview"},
 }

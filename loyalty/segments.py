@@ -1,0 +1,81 @@
+"""Segments: named, rule-based groups of members (CRUD, live size, revenue share, export).
+
+The rules and how they are evaluated live in ``loyalty.analytics.segments``; this
+module stores segments, checks who may change them and audits the changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from db.engine import write_transaction
+from db.models import Purchase, Segment, utcnow
+from loyalty.access import Actor, require
+from loyalty.audit import record_audit
+from loyalty.errors import InvalidInput, NotFound
+
+__all__ = ["REVENUE_WINDOW_DAYS", "list_segments", "save_segment", "segment_member_ids", "segment_stats"]
+
+REVENUE_WINDOW_DAYS = 365
+
+
+def segment_member_ids(session: Session, rules: dict[str, Any], *, now: datetime | None = None) -> np.ndarray:
+    """Sorted ids of the members matching ``rules``."""
+    from loyalty.analytics.segments import segment_members
+
+    ids = segment_members(session, rules, now=now) if now is not None else segment_members(session, rules)
+    return np.sort(np.fromiter((int(i) for i in ids), dtype=np.int64)) if not isinstance(ids, np.ndarray) else np.sort(ids.astype(np.int64))
+
+
+def list_segments(session: Session) -> pd.DataFrame:
+    rows = [{"id": s.id, "name": s.name, "description": s.description, "rules": s.rules, "created_by": s.created_by}
+            for s in session.exec(select(Segment).order_by(Segment.name))]
+    return pd.DataFrame(rows, columns=["id", "name", "description", "rules", "created_by"])
+
+
+def save_segment(*, session: Session, actor: Actor, name: str, rules: dict[str, Any], description: str = "", segment_id: int | None = None) -> Segment:
+    """Create or change a segment after checking its rules evaluate; audited."""
+    require(actor, "segments.manage")
+    name = name.strip()
+    if not name:
+        raise InvalidInput("A segment needs a name.")
+    if not rules:
+        raise InvalidInput("A segment needs at least one rule (otherwise it is simply all members).")
+    from loyalty.analytics.segments import validate_rules
+
+    validate_rules(rules)
+    with write_transaction(session):
+        segment = session.get(Segment, segment_id) if segment_id is not None else None
+        if segment_id is not None and segment is None:
+            raise NotFound(f"No segment with id {segment_id}.")
+        clash = session.exec(select(Segment.id).where(Segment.name == name)).first()
+        if clash is not None and clash != segment_id:
+            raise InvalidInput(f"A segment named {name!r} already exists.")
+        before = segment.model_dump(mode="json", include={"name", "description", "rules"}) if segment else None
+        segment = segment or Segment(name=name, created_by=actor.username)
+        segment.name, segment.description, segment.rules = name, description, rules
+        session.add(segment)
+        session.flush()
+        record_audit(session, actor=actor, action="segment.create" if before is None else "segment.update", entity="segment",
+                     entity_id=segment.id, before=before, after={"name": name, "description": description, "rules": rules})
+    return segment
+
+
+def segment_stats(session: Session, rules: dict[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
+    """Live size of a segment and its share of revenue over the last 12 months."""
+    now = now or utcnow()
+    ids = segment_member_ids(session, rules, now=now)
+    since = now - timedelta(days=REVENUE_WINDOW_DAYS)
+    revenue = pd.DataFrame(session.exec(
+        select(Purchase.member_id, func.sum(Purchase.amount)).where(Purchase.occurred_at >= since, Purchase.occurred_at < now,
+                                                                    Purchase.refunded_at.is_(None)).group_by(Purchase.member_id)
+    ).all(), columns=["member_id", "revenue"])
+    total = float(revenue["revenue"].sum())
+    inside = float(revenue.loc[revenue["member_id"].isin(ids), "revenue"].sum())
+    return {"members": int(len(ids)), "revenue": inside, "revenue_share": inside / total if total else 0.0, "member_ids": ids}
