@@ -78,6 +78,7 @@ class PageSpec:
 # The app's navigation: a page a role cannot use is not in that role's menu.
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("Overview", "pages/overview.py", "Overview", ":material/dashboard:", None),
+    PageSpec("Plan", "pages/goals.py", "Goals and KPIs", ":material/flag:", "kpis.view"),
     PageSpec("Plan", "pages/campaigns.py", "Campaigns", ":material/campaign:", "analysis.view"),
     PageSpec("Plan", "pages/tiers.py", "Tiers", ":material/military_tech:", "analysis.view"),
     PageSpec("Plan", "pages/rewards.py", "Rewards", ":material/card_giftcard:", "analysis.view"),

@@ -29,8 +29,7 @@ def segment_member_ids(session: Session, rules: dict[str, Any], *, now: datetime
     """Sorted ids of the members matching ``rules``."""
     from loyalty.analytics.segments import segment_members
 
-    ids = segment_members(session, rules, now=now) if now is not None else segment_members(session, rules)
-    return np.sort(np.fromiter((int(i) for i in ids), dtype=np.int64)) if not isinstance(ids, np.ndarray) else np.sort(ids.astype(np.int64))
+    return np.sort(np.asarray(segment_members(session, rules, as_of=(now or utcnow()).date()), dtype=np.int64))
 
 
 def list_segments(session: Session) -> pd.DataFrame:

@@ -1,0 +1,180 @@
+"""Goals and KPI targets, and each target's status from the stored KPI snapshots.
+
+Status of a target, from the latest snapshot of its metric, period and segment:
+
+* **on track** when the value meets the target in the metric's good direction;
+* **at risk** when it misses by no more than ``AT_RISK_MARGIN`` of the target;
+* **off track** otherwise; **no data** before the first snapshot.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pandas as pd
+from sqlmodel import Session, select
+
+from db.engine import write_transaction
+from db.models import Goal, KpiSnapshot, KpiTarget, Segment
+from loyalty.access import Actor, require
+from loyalty.audit import record_audit
+from loyalty.errors import InvalidInput, NotFound
+
+__all__ = [
+    "AT_RISK_MARGIN",
+    "OBJECTIVES",
+    "delete_kpi_target",
+    "goal_status",
+    "list_goals",
+    "save_goal",
+    "save_kpi_target",
+    "target_status",
+]
+
+OBJECTIVES = {
+    "grow_membership": "Grow membership",
+    "raise_sales": "Raise sales",
+    "raise_profit": "Raise profit",
+    "win_back": "Win back lapsing members",
+    "retain": "Keep existing members",
+    "satisfaction": "Raise satisfaction",
+    "liability": "Keep points liability in check",
+}
+FREQUENCIES = ("weekly", "monthly", "quarterly")
+PERIODS = ("month", "quarter")
+AT_RISK_MARGIN = 0.10
+TREND_POINTS = 12
+
+
+def _metrics() -> dict[str, Any]:
+    from loyalty.analytics.metrics import METRICS
+
+    return METRICS
+
+
+def list_goals(session: Session) -> pd.DataFrame:
+    rows = [g.model_dump() for g in session.exec(select(Goal).order_by(Goal.starts_on.desc(), Goal.name))]
+    return pd.DataFrame(rows, columns=["id", "name", "objective", "owner", "starts_on", "ends_on", "reporting_frequency", "strategy", "created_at"])
+
+
+def save_goal(
+    *, session: Session, actor: Actor, name: str, objective: str, owner: str, starts_on: date, ends_on: date,
+    reporting_frequency: str = "monthly", strategy: str = "", goal_id: int | None = None,
+) -> Goal:
+    require(actor, "program.configure")
+    name = name.strip()
+    if not name:
+        raise InvalidInput("A goal needs a name.")
+    if objective not in OBJECTIVES:
+        raise InvalidInput(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
+    if not owner.strip():
+        raise InvalidInput("A goal needs an owner: who answers for it?")
+    if ends_on <= starts_on:
+        raise InvalidInput("The goal ends before it starts.")
+    if reporting_frequency not in FREQUENCIES:
+        raise InvalidInput(f"Reporting frequency must be one of {', '.join(FREQUENCIES)}.")
+    with write_transaction(session):
+        goal = session.get(Goal, goal_id) if goal_id is not None else None
+        if goal_id is not None and goal is None:
+            raise NotFound(f"No goal with id {goal_id}.")
+        clash = session.exec(select(Goal.id).where(Goal.name == name)).first()
+        if clash is not None and clash != goal_id:
+            raise InvalidInput(f"A goal named {name!r} already exists.")
+        before = goal.model_dump(mode="json", exclude={"created_at"}) if goal else None
+        goal = goal or Goal(name=name, objective=objective, starts_on=starts_on, ends_on=ends_on)
+        goal.name, goal.objective, goal.owner, goal.starts_on, goal.ends_on = name, objective, owner.strip(), starts_on, ends_on
+        goal.reporting_frequency, goal.strategy = reporting_frequency, strategy.strip()
+        session.add(goal)
+        session.flush()
+        record_audit(session, actor=actor, action="goal.create" if before is None else "goal.update", entity="goal",
+                     entity_id=goal.id, before=before, after=goal.model_dump(mode="json", exclude={"created_at"}))
+    return goal
+
+
+def save_kpi_target(
+    *, session: Session, actor: Actor, goal_id: int, metric: str, target_value: float, direction: str | None = None,
+    period: str = "month", segment_id: int | None = None, target_id: int | None = None,
+) -> KpiTarget:
+    """Attach a KPI target to a goal; the direction defaults to the metric's good direction."""
+    require(actor, "program.configure")
+    metrics = _metrics()
+    if metric not in metrics:
+        raise InvalidInput(f"Unknown metric {metric!r}; choose one of the catalogue: {', '.join(metrics)}.")
+    direction = direction or metrics[metric].direction
+    if direction not in ("up", "down"):
+        raise InvalidInput("Direction must be up (higher is better) or down (lower is better).")
+    if period not in PERIODS:
+        raise InvalidInput(f"Period must be one of {', '.join(PERIODS)}.")
+    if metrics[metric].unit == "share" and not 0 <= target_value <= 1:
+        raise InvalidInput(f"{metrics[metric].label} is a share: give the target between 0 and 1 (0.35 for 35 %).")
+    if metric == "nps" and not -100 <= target_value <= 100:
+        raise InvalidInput("NPS runs from -100 to 100.")
+    if metrics[metric].unit != "score" and target_value < 0:
+        raise InvalidInput(f"A target for {metrics[metric].label} cannot be negative.")
+    with write_transaction(session):
+        if session.get(Goal, goal_id) is None:
+            raise NotFound(f"No goal with id {goal_id}.")
+        if segment_id is not None and session.get(Segment, segment_id) is None:
+            raise InvalidInput("That segment does not exist.")
+        target = session.get(KpiTarget, target_id) if target_id is not None else None
+        before = target.model_dump() if target else None
+        target = target or KpiTarget(goal_id=goal_id, metric=metric, target_value=target_value)
+        target.goal_id, target.metric, target.target_value = goal_id, metric, float(target_value)
+        target.direction, target.period, target.segment_id = direction, period, segment_id
+        session.add(target)
+        session.flush()
+        record_audit(session, actor=actor, action="kpi_target.save", entity="kpi_target", entity_id=target.id,
+                     before=before, after=target.model_dump())
+    return target
+
+
+def delete_kpi_target(*, session: Session, actor: Actor, target_id: int) -> None:
+    require(actor, "program.configure")
+    with write_transaction(session):
+        target = session.get(KpiTarget, target_id)
+        if target is None:
+            raise NotFound(f"No KPI target with id {target_id}.")
+        record_audit(session, actor=actor, action="kpi_target.delete", entity="kpi_target", entity_id=target_id, before=target.model_dump())
+        session.delete(target)
+
+
+def target_status(value: float | None, target: float, direction: str) -> str:
+    """``on track``, ``at risk``, ``off track`` or ``no data`` for one value against its target."""
+    if value is None or value != value:
+        return "no data"
+    gap = (target - value) if direction == "up" else (value - target)
+    if gap <= 0:
+        return "on track"
+    return "at risk" if gap <= AT_RISK_MARGIN * abs(target) else "off track"
+
+
+def goal_status(session: Session) -> pd.DataFrame:
+    """Every KPI target with its goal, latest value, status and recent trend (oldest first)."""
+    metrics = _metrics()
+    segments = dict(session.exec(select(Segment.id, Segment.name)).all())
+    rows = []
+    for target, goal in session.exec(select(KpiTarget, Goal).join(Goal, Goal.id == KpiTarget.goal_id).order_by(Goal.name, KpiTarget.id)):
+        dimension, value_key = ("segment", segments.get(target.segment_id, "")) if target.segment_id else ("overall", "")
+        history = session.exec(
+            select(KpiSnapshot.period_start, KpiSnapshot.value)
+            .where(KpiSnapshot.metric == target.metric, KpiSnapshot.period == target.period,
+                   KpiSnapshot.dimension == dimension, KpiSnapshot.dimension_value == value_key)
+            .order_by(KpiSnapshot.period_start.desc()).limit(TREND_POINTS)
+        ).all()[::-1]
+        latest = history[-1] if history else None
+        metric = metrics.get(target.metric)
+        value = latest[1] if latest else None
+        rows.append({
+            "goal_id": goal.id, "goal": goal.name, "objective": OBJECTIVES.get(goal.objective, goal.objective), "owner": goal.owner,
+            "target_id": target.id, "metric": target.metric, "label": metric.label if metric else target.metric,
+            "segment": segments.get(target.segment_id, "") if target.segment_id else "", "period": target.period,
+            "target": target.target_value, "direction": target.direction, "value": value,
+            "period_start": latest[0] if latest else None,
+            "status": target_status(value, target.target_value, target.direction),
+            "trend": [h[1] for h in history],
+            "value_text": metric.display(value) if metric else str(value),
+            "target_text": metric.display(target.target_value) if metric else str(target.target_value),
+        })
+    return pd.DataFrame(rows, columns=["goal_id", "goal", "objective", "owner", "target_id", "metric", "label", "segment", "period",
+                                       "target", "direction", "value", "period_start", "status", "trend", "value_text", "target_text"])
