@@ -80,6 +80,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("Overview", "pages/overview.py", "Overview", ":material/dashboard:", None),
     PageSpec("Plan", "pages/goals.py", "Goals and KPIs", ":material/flag:", "kpis.view"),
     PageSpec("Plan", "pages/campaigns.py", "Campaigns", ":material/campaign:", "analysis.view"),
+    PageSpec("Plan", "pages/segments.py", "Segments", ":material/groups:", "analysis.view"),
     PageSpec("Plan", "pages/tiers.py", "Tiers", ":material/military_tech:", "analysis.view"),
     PageSpec("Plan", "pages/rewards.py", "Rewards", ":material/card_giftcard:", "analysis.view"),
     PageSpec("Operate", "pages/members.py", "Members", ":material/group:", "members.view"),

@@ -1,0 +1,81 @@
+"""Segments: rule-based groups of members with their live size and revenue share."""
+
+import streamlit as st
+
+from loyalty.analytics.rfm import RFM_SEGMENTS
+from loyalty.members import export_members
+from loyalty.segments import list_segments, save_segment, segment_stats
+from loyalty.tiers import list_tiers
+from loyalty.ui.auth import page_actor
+from loyalty.ui.core import db_session, run_action
+
+actor = page_actor("analysis.view")
+st.title("Segments")
+st.caption("Every rule narrows the group (AND). Segments can be a campaign's eligibility and a KPI target's scope.")
+
+
+@st.cache_data(ttl=300, show_spinner="Counting members…")
+def stats(rules: dict) -> dict:
+    with db_session() as session:
+        return segment_stats(session, rules)
+
+
+with db_session() as session:
+    segments = list_segments(session)
+    tiers = list_tiers(session)["name"].tolist()
+
+if segments.empty:
+    st.info("No segments yet: build the first one below.")
+else:
+    rows = []
+    for segment in segments.itertuples():
+        live = stats(segment.rules)
+        rows.append({"segment": segment.name, "members": live["members"], "revenue_share": live["revenue_share"],
+                     "rules": segment.rules, "description": segment.description})
+    st.dataframe(rows, hide_index=True, width="stretch",
+                 column_config={"revenue_share": st.column_config.ProgressColumn("share of 12-month revenue", min_value=0, max_value=1, format="percent")})
+    if actor.can("members.export"):
+        cols = st.columns([2, 1, 1])
+        chosen = cols[0].selectbox("Export the members of", segments["name"].tolist(), key="segments_export_choice")
+        purpose = cols[1].radio("For", ["analysis", "marketing"], key="segments_export_purpose", help="Marketing leaves out members without consent.")
+        if cols[2].button("Prepare CSV"):
+            rules = segments.set_index("name").loc[chosen, "rules"]
+            export = run_action(lambda s: export_members(s, actor=actor, purpose=purpose, member_ids=stats(rules)["member_ids"].tolist()))
+            if export is not None:
+                st.download_button(f"Download {len(export):,} members", export.to_csv(index=False), f"segment_{chosen}_{purpose}.csv", "text/csv")
+
+if not actor.can("segments.manage"):
+    st.stop()
+
+st.subheader("Build a segment")
+rules: dict = {}
+cols = st.columns(3)
+if picked := cols[0].multiselect("RFM segment", list(RFM_SEGMENTS)):
+    rules["rfm_segment"] = picked
+if picked := cols[1].multiselect("Tier", tiers):
+    rules["tier"] = picked
+if picked := cols[2].multiselect("Acquisition channel", ["store", "web", "app", "referral", "social_ads", "partner", "unknown"]):
+    rules["acquisition_channel"] = picked
+cols = st.columns(3)
+low, high = cols[0].slider("Days since last purchase", 0, 730, (0, 730))
+if (low, high) != (0, 730):
+    rules["days_since_last_purchase"] = {k: v for k, v in (("min", low), ("max", high)) if (k == "min" and v > 0) or (k == "max" and v < 730)}
+if (spend := cols[1].number_input("Minimum lifetime spend", min_value=0.0, value=0.0, step=100.0)) > 0:
+    rules["spend"] = {"min": spend}
+consent = cols[2].selectbox("Marketing consent", ["any", "given", "not given"])
+if consent != "any":
+    rules["marketing_consent"] = consent == "given"
+if cities := [c.strip() for c in st.text_input("Cities (comma separated)").split(",") if c.strip()]:
+    rules["city"] = cities
+
+if rules:
+    live = stats(rules)
+    left, right = st.columns(2)
+    left.metric("Members now", f"{live['members']:,}")
+    right.metric("Share of 12-month revenue", f"{live['revenue_share']:.1%}")
+with st.form("segments_save"):
+    name = st.text_input("Segment name")
+    description = st.text_input("Description")
+    if st.form_submit_button("Save segment", type="primary"):
+        if run_action(lambda s: save_segment(session=s, actor=actor, name=name, rules=rules, description=description), success="Segment saved (audited)."):
+            st.rerun()

@@ -1,0 +1,48 @@
+"""Segments page: live size from the rules, save, refusal, export respecting consent."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from db.models import Segment
+from loyalty.access import SYSTEM_CLI
+from loyalty.segments import save_segment
+from tests.factories import make_member, make_purchase, utc
+
+
+def _open(app, role):
+    at = app(role=role).run()
+    at.switch_page("pages/segments.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_an_analyst_builds_and_saves_a_segment_with_its_live_size(app, session):
+    make_member(session, acquisition_channel="referral")
+    make_member(session, acquisition_channel="referral")
+    make_member(session, acquisition_channel="web")
+    at = _open(app, "analyst")
+    at.multiselect[2].set_value(["referral"]).run()
+    assert {m.label: m.value for m in at.metric}["Members now"] == "2"
+    at.text_input[1].input("Referred")
+    next(b for b in at.button if b.label == "Save segment").click().run()
+    session.rollback()
+    assert session.exec(select(Segment.rules)).one() == {"acquisition_channel": ["referral"]}
+
+
+def test_a_segment_without_rules_is_refused(app, session):
+    at = _open(app, "analyst")
+    at.text_input[1].input("Everyone")
+    next(b for b in at.button if b.label == "Save segment").click().run()
+    assert "at least one rule" in at.error[0].value
+
+
+def test_the_segment_list_shows_size_and_revenue_share(app, session):
+    a = make_member(session, acquisition_channel="referral", marketing_consent=True)
+    b = make_member(session, acquisition_channel="web")
+    make_purchase(session, a, 75.0, occurred_at=utc(2026, 10, 1))
+    make_purchase(session, b, 25.0, occurred_at=utc(2026, 10, 1))
+    save_segment(session=session, actor=SYSTEM_CLI, name="Referred", rules={"acquisition_channel": ["referral"]})
+    at = _open(app, "manager")
+    row = at.dataframe[0].value.iloc[0]
+    assert (row["segment"], row["members"], row["revenue_share"]) == ("Referred", 1, 0.75)
