@@ -45,7 +45,9 @@ def _arrow_column(series: pd.Series, sqlite: bool) -> pa.Array:
         array = pa.array(values.dt.tz_localize(None).astype("datetime64[us]"), type=pa.timestamp("us"))
         if sqlite:
             return pc.strftime(array, format=SQLITE_DATETIME_FORMAT)
-        return array
+        # Written with a "Z": COPY reads a time without an offset in the session's
+        # TimeZone (PGTZ, ALTER DATABASE ... SET timezone), which need not be UTC.
+        return array.cast(pa.timestamp("us", tz="UTC"))
     if series.dtype == object and len(series) and isinstance(series.dropna().iloc[0] if series.notna().any() else None, (dict, list)):
         return pa.array([None if v is None else json.dumps(v) for v in series], type=pa.string())
     return pa.array(series, from_pandas=True)

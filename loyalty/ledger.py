@@ -13,10 +13,15 @@ Rules
   (a prefix of the consumption order) and ``D`` all points consumed so far. Expiry
   writes exactly that as one ``expire`` entry per member, computed in one SQL
   ``GROUP BY`` over the whole member base.
-* A refund reverses the points its purchase earned, once; if they were already spent
-  the balance may go below zero (a debt that later earnings repay), and the
-  negative-balance report lists it. Redemptions and adjustments never make a balance
-  negative.
+* A refund reverses the points its purchase earned, once, less the part of them that
+  has already expired (expiry took those; taking them again would count them twice).
+  If the rest was already spent the balance may go below zero (a debt that later
+  earnings repay), and the negative-balance report lists it. Redemptions and
+  adjustments never make a balance negative.
+* On PostgreSQL, use cases that work on one member's ledger hold the ledger lock
+  shared and the all-member expiry run holds it exclusively, so the run never
+  computes from a snapshot that misses a redemption's own expiry (SQLite's
+  ``BEGIN IMMEDIATE`` already serialises every writer).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "expire_points",
     "expiry_date",
     "expiry_dates",
+    "lock_member",
     "member_ledger",
     "negative_balances",
     "open_lots",
@@ -59,7 +65,11 @@ def expiry_date(earned_at: datetime, months: int) -> datetime | None:
     """The moment a lot earned at ``earned_at`` expires (``None`` if points never expire)."""
     if months <= 0:
         return None
-    return (pd.Timestamp(earned_at) + pd.DateOffset(months=months)).to_pydatetime()
+    earned = pd.Timestamp(earned_at)
+    # Month arithmetic in UTC, as expiry_dates does: Jan 31 23:00 at UTC-2 is Feb 1 UTC.
+    if earned.tzinfo is not None:
+        earned = earned.tz_convert("UTC")
+    return (earned + pd.DateOffset(months=months)).to_pydatetime()
 
 
 def expiry_dates(earned_at: pd.Series, months: int) -> pd.Series:
@@ -190,6 +200,7 @@ def expire_points(
             return 0
         where = "WHERE member_id IN (" + ",".join(str(int(m)) for m in member_ids) + ")"
     with write_transaction(session):
+        _hold_ledger_lock(session, exclusive=member_ids is None)
         due = session.execute(text(_EXPIRY_SQL.format(where=where)), params).all()
         if due:
             from db.bulk import insert_frame
@@ -216,7 +227,7 @@ def _db_time(session: Session, moment: datetime) -> object:
 
 
 def adjust_points(
-    *, session: Session, member_id: int, points: int, reason: str, actor: Actor
+    *, session: Session, member_id: int, points: int, reason: str, actor: Actor, now: datetime | None = None
 ) -> LedgerEntry:
     """A manual correction by operations, with a reason; never below a zero balance."""
     require(actor, "points.adjust")
@@ -225,8 +236,8 @@ def adjust_points(
     if points == 0:
         raise InvalidInput("An adjustment of 0 points changes nothing.")
     with write_transaction(session):
-        member = _lock_member(session, member_id)
-        now = utcnow()
+        member = lock_member(session, member_id)
+        now = now or utcnow()
         if points < 0:
             expire_points(session=session, as_of=now, member_ids=[member.id], actor=actor)
             current = balance(session, member.id)
@@ -249,18 +260,22 @@ def adjust_points(
     return entry
 
 
-def reverse_purchase(*, session: Session, purchase_id: int, actor: Actor, reason: str = "refund") -> int:
-    """Take back every point a refunded purchase earned, exactly once.
+def reverse_purchase(
+    *, session: Session, purchase_id: int, actor: Actor, reason: str = "refund", now: datetime | None = None
+) -> int:
+    """Take back the points a refunded purchase earned, exactly once.
 
-    Returns the points reversed. A second refund of the same purchase is refused.
+    Points of the purchase that have already expired are not taken again. Returns the
+    points reversed. A second refund of the same purchase is refused.
     """
     require(actor, "purchases.refund")
     with write_transaction(session):
         purchase = session.get(Purchase, purchase_id)
         if purchase is None:
             raise NotFound(f"No purchase with id {purchase_id}.")
-        _lock_member(session, purchase.member_id)
-        now = utcnow()
+        lock_member(session, purchase.member_id)
+        now = now or utcnow()
+        expire_points(session=session, as_of=now, member_ids=[purchase.member_id], actor=actor)
         marked = session.execute(
             update(Purchase)
             .where(Purchase.id == purchase_id, Purchase.refunded_at.is_(None))
@@ -274,18 +289,50 @@ def reverse_purchase(*, session: Session, purchase_id: int, actor: Actor, reason
             )
         ).one()
         earned = int(earned)
-        if earned:
+        already_expired = _expired_share(session, purchase.member_id, purchase_id)
+        reversed_points = earned - already_expired
+        if reversed_points:
             session.add(
                 LedgerEntry(
-                    member_id=purchase.member_id, kind=REVERSE, points=-earned, occurred_at=now,
+                    member_id=purchase.member_id, kind=REVERSE, points=-reversed_points, occurred_at=now,
                     purchase_id=purchase_id, reason=reason, actor=actor.username,
                 )
             )
         record_audit(
             session, actor=actor, action="purchase.refund", entity="purchase", entity_id=purchase.external_id,
-            after={"points_reversed": earned, "reason": reason},
+            after={"points_reversed": reversed_points, "points_already_expired": already_expired, "reason": reason},
         )
-    return earned
+    return reversed_points
+
+
+def _expired_share(session: Session, member_id: int, purchase_id: int) -> int:
+    """Points of the purchase's lots that expiry has already taken.
+
+    The FIFO rule lines lots up soonest-expiring first and lets the debits, in the order
+    they were written, fill them from the front; the expired share is where ``expire``
+    debits overlap the purchase's earn and bonus lots.
+    """
+    rows = session.exec(
+        select(LedgerEntry.id, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.occurred_at,
+               LedgerEntry.expires_at, LedgerEntry.purchase_id)
+        .where(LedgerEntry.member_id == member_id)
+    ).all()
+    expired_spans, filled = [], 0
+    for row in sorted((r for r in rows if r.points < 0), key=lambda r: r.id):
+        if row.kind == EXPIRE:
+            expired_spans.append((filled, filled - row.points))
+        filled -= row.points
+    lots = sorted(
+        (r for r in rows if r.points > 0),
+        key=lambda r: (r.expires_at is None, r.expires_at or r.occurred_at, r.occurred_at, r.id),
+    )
+    share, start = 0, 0
+    for lot in lots:
+        end = start + lot.points
+        if lot.purchase_id == purchase_id and lot.kind in (EARN, BONUS):
+            share += sum(max(0, min(end, b) - max(start, a)) for a, b in expired_spans)
+        start = end
+    return share
 
 
 def negative_balances(session: Session) -> pd.DataFrame:
@@ -300,9 +347,28 @@ def negative_balances(session: Session) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["member", "balance"])
 
 
-def _lock_member(session: Session, member_id: int) -> Member:
-    """Lock the member's row for this transaction (PostgreSQL; SQLite holds the db lock)."""
-    member = session.exec(select(Member).where(Member.id == member_id).with_for_update()).one_or_none()
+def lock_member(session: Session, member_id: int) -> Member:
+    """Lock the member's row for this transaction (PostgreSQL; SQLite holds the db lock).
+
+    Takes the ledger lock shared first (see the module notes), then the row, and reads
+    the row afresh: an object this session loaded earlier may be out of date.
+    """
+    _hold_ledger_lock(session, exclusive=False)
+    member = session.exec(
+        select(Member).where(Member.id == member_id).with_for_update().execution_options(populate_existing=True)
+    ).one_or_none()
     if member is None:
         raise NotFound(f"No member with id {member_id}.")
     return member
+
+
+# An advisory lock per schema: (this key, hash of the schema name).
+_LEDGER_LOCK_KEY = 20_240_301
+
+
+def _hold_ledger_lock(session: Session, *, exclusive: bool) -> None:
+    """PostgreSQL: hold the ledger lock until the transaction ends (no-op on SQLite)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    session.execute(text(f"SELECT {function}(:key, hashtext(current_schema()))"), {"key": _LEDGER_LOCK_KEY})

@@ -20,7 +20,7 @@ from db.models import LedgerEntry, Member, Redemption, Reward, Tier, utcnow
 from loyalty.access import Actor, require
 from loyalty.audit import record_audit
 from loyalty.errors import AlreadyDone, InsufficientPoints, NotFound, OutOfStock, RewardUnavailable
-from loyalty.ledger import REDEEM, REVERSE, balance, expire_points, expiry_date
+from loyalty.ledger import REDEEM, REVERSE, balance, expire_points, expiry_date, lock_member
 from loyalty.settings import get_settings
 
 __all__ = ["RedemptionResult", "cancel_redemption", "fulfil_redemption", "list_rewards", "redeem_reward", "redemption_queue"]
@@ -53,10 +53,10 @@ def redeem_reward(
     require(actor, "redemptions.request")
     now = now or utcnow()
     with write_transaction(session):
-        member = session.exec(select(Member).where(Member.id == member_id).with_for_update()).one_or_none()
-        if member is None:
-            raise NotFound(f"No member with id {member_id}.")
-        reward = session.exec(select(Reward).where(Reward.id == reward_id).with_for_update()).one_or_none()
+        member = lock_member(session, member_id)
+        reward = session.exec(
+            select(Reward).where(Reward.id == reward_id).with_for_update().execution_options(populate_existing=True)
+        ).one_or_none()
         if reward is None:
             raise NotFound(f"No reward with id {reward_id}.")
         _check_available(session, reward, member, now)
@@ -121,6 +121,8 @@ def cancel_redemption(*, session: Session, redemption_id: int, actor: Actor, rea
     require(actor, "redemptions.fulfil")
     with write_transaction(session):
         redemption = _pending(session, redemption_id)
+        # Member before reward, the order redeem_reward locks them in (else a deadlock).
+        lock_member(session, redemption.member_id)
         now = utcnow()
         redemption.status, redemption.cancelled_at, redemption.handled_by = "cancelled", now, actor.username
         redemption.note = reason
@@ -144,7 +146,9 @@ def cancel_redemption(*, session: Session, redemption_id: int, actor: Actor, rea
 
 
 def _pending(session: Session, redemption_id: int) -> Redemption:
-    redemption = session.exec(select(Redemption).where(Redemption.id == redemption_id).with_for_update()).one_or_none()
+    redemption = session.exec(
+        select(Redemption).where(Redemption.id == redemption_id).with_for_update().execution_options(populate_existing=True)
+    ).one_or_none()
     if redemption is None:
         raise NotFound(f"No redemption with id {redemption_id}.")
     if redemption.status != "requested":
