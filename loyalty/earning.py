@@ -77,7 +77,7 @@ def earn_entries(
         {
             "purchase_id": work["id"].to_numpy(),
             "member_id": work["member_id"].to_numpy(),
-            "occurred_at": work["occurred_at"].to_numpy(),
+            "occurred_at": work["occurred_at"].array,  # .to_numpy() would build one Timestamp per row
             "kind": EARN,
             "points": work["base_points"].to_numpy(),
             "campaign_id": pd.array([pd.NA] * len(work), dtype="Int64"),

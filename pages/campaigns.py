@@ -66,7 +66,7 @@ if choice != "New campaign":
 kind = st.selectbox("Type", list(CAMPAIGN_KINDS), format_func=CAMPAIGN_KINDS.get, key="campaigns_kind")
 with st.form("campaigns_form"):
     name = st.text_input("Campaign name")
-    period = st.date_input("Runs", value=(date.today() + timedelta(days=1), date.today() + timedelta(days=31)))
+    period = st.date_input("Runs", value=(date.today(), date.today() + timedelta(days=30)))
     rule: dict = {}
     if kind in ("multiplier", "category_bonus", "tier_offer"):
         rule["multiplier"] = st.number_input("Points multiplier (2 = double points)", min_value=1.0, value=2.0, step=0.25)

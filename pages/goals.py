@@ -12,7 +12,7 @@ from loyalty.ui.core import db_session, run_action
 
 actor = page_actor("kpis.view")
 st.title("Goals and KPIs")
-STATUS_ICON = {"on track": "🟢 on track", "at risk": "🟠 at risk", "off track": "🔴 off track", "no data": "⚪ no data yet"}
+STATUS_COLOUR = {"on track": "#dcfce7", "at risk": "#fef3c7", "off track": "#fee2e2", "no data": "#f1f5f9"}
 
 with db_session() as session:
     goals = list_goals(session)
@@ -25,7 +25,7 @@ else:
     counts = status["status"].value_counts()
     cols = st.columns(4)
     for col, key in zip(cols, ["on track", "at risk", "off track", "no data"]):
-        col.metric(STATUS_ICON[key], int(counts.get(key, 0)))
+        col.metric(key.capitalize(), int(counts.get(key, 0)))
     for goal in goals.itertuples():
         with st.container(border=True):
             st.markdown(f"**{goal.name}** · {OBJECTIVES.get(goal.objective, goal.objective)} · owner {goal.owner} · "
@@ -36,8 +36,9 @@ else:
             if targets.empty:
                 st.caption("No KPI targets yet.")
                 continue
+            shown = targets.assign(segment=targets["segment"].replace("", "all members"))
             st.dataframe(
-                targets.assign(status=targets["status"].map(STATUS_ICON), segment=targets["segment"].replace("", "all members")),
+                shown.style.map(lambda v: f"background-color: {STATUS_COLOUR.get(v, '')}", subset=["status"]),
                 hide_index=True, width="stretch",
                 column_order=["label", "segment", "period", "value_text", "target_text", "direction", "status", "trend", "period_start"],
                 column_config={"label": "KPI", "value_text": "latest", "target_text": "target",

@@ -46,8 +46,10 @@ if st.button("Import", type="primary", disabled=bool(preview["missing"])):
         bar.progress(min(done / max(total, 1), 1.0), text=f"Importing… {done:,} of {total:,} rows")
 
     try:
+        buffer = io.BytesIO(data)
+        buffer.name = upload.name  # the audit trail records the file's name
         with db_session() as session:
-            result = import_csv(session, kind, io.BytesIO(data), actor=actor, mapping=mapping, create_members=create_members,
+            result = import_csv(session, kind, buffer, actor=actor, mapping=mapping, create_members=create_members,
                                 skip_invalid=skip_invalid, progress=progress)
     except ImportRefused as refused:
         bar.empty()

@@ -4,7 +4,7 @@ import streamlit as st
 
 from loyalty.overview import program_summary
 from loyalty.ui.auth import page_actor
-from loyalty.ui.charts import monthly_points, monthly_revenue
+from loyalty.ui.charts import compact, monthly_points, monthly_revenue
 from loyalty.ui.core import db_session
 
 page_actor()
@@ -25,9 +25,9 @@ if summary.members == 0:
 cols = st.columns(5)
 cols[0].metric("Members", f"{summary.members:,}")
 cols[1].metric("Active (90 days)", f"{summary.active_members:,}", help="Members with a purchase in the last 90 days.")
-cols[2].metric("Revenue, last 30 days", f"{summary.currency} {summary.revenue_30d:,.0f}", help=f"{summary.purchases_30d:,} purchases, refunds excluded.")
+cols[2].metric("Revenue, 30 days", compact(summary.revenue_30d, summary.currency), help=f"{summary.purchases_30d:,} purchases, refunds excluded.")
 cols[3].metric("Points outstanding", f"{summary.points_outstanding:,}", help="Sum of every member's balance: the program's liability.")
-cols[4].metric("Liability", f"{summary.currency} {summary.liability:,.0f}", help="Points outstanding at the configured value per point.")
+cols[4].metric("Liability", compact(summary.liability, summary.currency), help="Points outstanding at the configured value per point.")
 if summary.pending_redemptions:
     st.caption(f"{summary.pending_redemptions:,} redemptions are waiting to be fulfilled.")
 

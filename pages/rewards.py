@@ -26,7 +26,7 @@ if not rewards:
 else:
     st.dataframe(
         [{**r, "kind": REWARD_KINDS.get(r["kind"], r["kind"]), "min_tier": tier_names.get(r["min_tier_id"], ""),
-          "stock": "unlimited" if r["stock"] is None else r["stock"]} for r in rewards],
+          "stock": "unlimited" if r["stock"] is None else f"{r['stock']:,}"} for r in rewards],
         hide_index=True, width="stretch", column_order=["id", "name", "kind", "points_cost", "stock", "min_tier", "partner", "available_from", "available_until", "active"],
     )
 if not barrier.empty:

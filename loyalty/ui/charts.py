@@ -8,6 +8,15 @@ import plotly.graph_objects as go
 TEAL, AMBER, ROSE, SLATE = "#0f766e", "#d97706", "#e11d48", "#64748b"
 
 
+def compact(value: float, currency: str = "") -> str:
+    """A money amount short enough for a metric tile: 133.4k, 2.1M."""
+    prefix = f"{currency} " if currency else ""
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e4, "k")):
+        if abs(value) >= limit:
+            return f"{prefix}{value / (limit if limit != 1e4 else 1e3):,.1f}{suffix}"
+    return f"{prefix}{value:,.0f}"
+
+
 def _layout(fig: go.Figure, title: str, yaxis: str = "") -> go.Figure:
     fig.update_layout(
         title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10}, height=340, yaxis_title=yaxis,
@@ -20,7 +29,7 @@ def monthly_revenue(monthly: pd.DataFrame, currency: str) -> go.Figure:
     fig = go.Figure()
     fig.add_bar(x=monthly["month"], y=monthly["revenue"], name="Revenue", marker_color=TEAL)
     fig.add_scatter(x=monthly["month"], y=monthly["buyers"], name="Buying members", yaxis="y2", mode="lines+markers", line_color=AMBER)
-    fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "members"})
+    fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "members", "rangemode": "tozero"})
     return _layout(fig, "Revenue and buying members per month", currency)
 
 
@@ -50,8 +59,9 @@ def reward_reach(barrier: pd.DataFrame) -> go.Figure:
     colours = [ROSE if flagged else TEAL for flagged in barrier["barrier"]]
     fig = go.Figure(go.Bar(y=barrier["reward"], x=barrier["reachable_share"] * 100, orientation="h", marker_color=colours,
                            text=[f"{v:.0%}" for v in barrier["reachable_share"]], textposition="outside"))
-    fig.update_layout(yaxis={"autorange": "reversed"}, xaxis={"range": [0, 105]}, hovermode="closest")
-    return _layout(fig, "Share of active members who can reach each reward within 12 months (red: entry barrier)", "")
+    fig.update_layout(yaxis={"autorange": "reversed"}, xaxis={"range": [0, 105], "ticksuffix": "%"}, hovermode="closest")
+    fig = _layout(fig, "Share of active members who can reach each reward within 12 months (red: entry barrier)", "")
+    return fig.update_layout(height=max(340, 90 + 26 * len(barrier)))
 
 
 def budget_burn(campaigns: pd.DataFrame) -> go.Figure:

@@ -126,7 +126,7 @@ def screenshots() -> Path:
 def sign_in(page, app_url: str, role: str) -> None:
     page.goto(app_url)
     page.get_by_label("Username").fill(f"e2e-{role}")
-    page.get_by_label("Password").fill(PASSWORDS[role])
+    page.get_by_label("Password", exact=True).fill(PASSWORDS[role])
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("button", name="Sign out").wait_for()
 

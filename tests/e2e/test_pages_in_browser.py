@@ -33,7 +33,7 @@ def test_the_sign_in_page_is_all_a_visitor_sees(page, app_url, screenshots):
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
     page.screenshot(path=str(screenshots / "sign-in.png"))
     page.get_by_label("Username").fill("e2e-analyst")
-    page.get_by_label("Password").fill("wrong-password")
+    page.get_by_label("Password", exact=True).fill("wrong-password")
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("Wrong username or password.").wait_for()
 

@@ -30,7 +30,7 @@ def test_an_executive_reads_targets_with_their_status_and_trend(app, session):
     at = _open(app, "executive")
     table = at.dataframe[0].value
     assert table.iloc[0]["label"] == "Active members"
-    assert table.iloc[0]["status"] == "🟢 on track"
+    assert table.iloc[0]["status"] == "on track"
     assert table.iloc[0]["trend"] == [1.0]
     assert not [b for b in at.button if b.label == "Add goal"]
 
