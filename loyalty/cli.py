@@ -261,6 +261,40 @@ def cmd_members_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    with new_session() as session:
+        if args.analysis == "retention":
+            from loyalty.analytics.cohorts import retention_analysis
+
+            result = retention_analysis(session, period=args.period, as_of=args.as_of)
+        elif args.analysis == "clv":
+            from loyalty.analytics.clv import clv_analysis
+
+            result = clv_analysis(session, calibration_end=args.calibration_end, time_unit=args.time_unit)
+        elif args.analysis == "kpis":
+            from loyalty.analytics.metrics import kpi_summary
+
+            result = kpi_summary(session, args.date_from, args.date_to)
+        else:
+            from loyalty.analytics.rfm import rfm_analysis
+
+            result = rfm_analysis(session, as_of=args.as_of)
+    if args.json:
+        _print_json(result)
+    else:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------
 
 
@@ -334,6 +368,23 @@ def build_parser() -> argparse.ArgumentParser:
     members = sub.add_parser("members", help="Member administration.").add_subparsers(dest="members_command", required=True)
     p = add("erase", cmd_members_erase, "Anonymise a member (right to erasure); KPIs are unchanged.", parent=members)
     p.add_argument("member_id", metavar="MEMBER_ID")
+    p.add_argument("--json", action="store_true")
+
+    analyze = sub.add_parser("analyze", help="Analyses: retention cohorts, CLV model, KPIs, RFM.").add_subparsers(dest="analysis", required=True)
+    p = add("retention", cmd_analyze, "Cohort retention (cohort = month of first purchase).", parent=analyze)
+    p.add_argument("--period", choices=["month", "quarter"], default="month")
+    p.add_argument("--as-of", type=_date)
+    p.add_argument("--json", action="store_true")
+    p = add("clv", cmd_analyze, "Fit BG/NBD + Gamma-Gamma on purchases up to the calibration end.", parent=analyze)
+    p.add_argument("--calibration-end", type=_date, required=True)
+    p.add_argument("--time-unit", choices=["day", "week", "month"], default="week")
+    p.add_argument("--json", action="store_true")
+    p = add("kpis", cmd_analyze, "The KPI catalogue for a period [FROM, TO).", parent=analyze)
+    p.add_argument("--from", dest="date_from", type=_date, required=True)
+    p.add_argument("--to", dest="date_to", type=_date, required=True)
+    p.add_argument("--json", action="store_true")
+    p = add("rfm", cmd_analyze, "RFM segment counts and the thresholds used.", parent=analyze)
+    p.add_argument("--as-of", type=_date)
     p.add_argument("--json", action="store_true")
 
     p = add("expire", cmd_expire, "Expire every points lot past its date now.")
