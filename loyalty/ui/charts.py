@@ -71,3 +71,73 @@ def budget_burn(campaigns: pd.DataFrame) -> go.Figure:
     fig.add_bar(y=capped["name"], x=capped["points_awarded"], name="Awarded", orientation="h", marker_color=TEAL)
     fig.update_layout(barmode="overlay", hovermode="closest", yaxis={"autorange": "reversed"})
     return _layout(fig, "Points budget burned per campaign", "")
+
+
+def cohort_heatmap(matrix: pd.DataFrame, sizes: pd.Series) -> go.Figure:
+    labels = [f"{c} ({int(sizes.get(c, 0)):,})" for c in matrix.index]
+    fig = go.Figure(go.Heatmap(
+        z=matrix.to_numpy() * 100, x=[f"+{int(a)}" for a in matrix.columns], y=labels, colorscale="Teal", zmin=0, zmax=100,
+        text=[[("" if pd.isna(v) else f"{v:.0%}") for v in row] for row in matrix.to_numpy()], texttemplate="%{text}",
+        hovertemplate="cohort %{y}<br>month %{x}<br>%{z:.1f}% bought<extra></extra>", colorbar={"title": "%"},
+    ))
+    fig.update_layout(yaxis={"autorange": "reversed", "title": "cohort (first purchase month, size)"}, xaxis_title="months since first purchase")
+    return _layout(fig, "Cohort retention: share of each cohort buying k months later", "").update_layout(height=max(360, 60 + 28 * len(matrix)), hovermode="closest")
+
+
+def retention_curves_chart(curves: pd.DataFrame, by: str = "acquisition_channel") -> go.Figure:
+    fig = go.Figure()
+    for value, part in curves.groupby(by):
+        fig.add_scatter(x=part["age"], y=part["retention"] * 100, mode="lines+markers", name=str(value))
+    fig.update_layout(xaxis_title="months since first purchase", yaxis={"ticksuffix": "%", "range": [0, 105]})
+    return _layout(fig, "Retention by acquisition channel", "").update_layout(legend={"orientation": "h", "y": -0.28})
+
+
+def churn_chart(churn: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    fig.add_scatter(x=churn["period"], y=churn["retention_rate"] * 100, name="Retention", mode="lines+markers", line_color=TEAL)
+    fig.add_scatter(x=churn["period"], y=churn["churn_rate"] * 100, name="Churn", mode="lines+markers", line_color=ROSE)
+    fig.update_layout(yaxis={"ticksuffix": "%", "range": [0, 100]})
+    return _layout(fig, "Month-on-month retention and churn of active members", "")
+
+
+def histogram(values: pd.Series, title: str, x_title: str, *, bins: int = 40, colour: str = TEAL) -> go.Figure:
+    fig = go.Figure(go.Histogram(x=values, nbinsx=bins, marker_color=colour))
+    fig.update_layout(xaxis_title=x_title, bargap=0.05, hovermode="closest")
+    return _layout(fig, title, "members")
+
+
+def group_bars(frame: pd.DataFrame, columns: list[str], title: str, yaxis: str = "") -> go.Figure:
+    fig = go.Figure()
+    for column, colour in zip(columns, (TEAL, AMBER, SLATE)):
+        fig.add_bar(x=frame["group"].astype(str), y=frame[column], name=column.replace("_", " "), marker_color=colour)
+    return _layout(fig, title, yaxis).update_layout(hovermode="closest")
+
+
+def clv_scatter(members: pd.DataFrame) -> go.Figure:
+    sample = members.sample(min(len(members), 3000), random_state=0) if len(members) > 3000 else members
+    fig = go.Figure(go.Scattergl(
+        x=sample["historical_clv"], y=sample["predicted_clv"], mode="markers", text=sample["external_id"],
+        marker={"color": sample["probability_alive"], "colorscale": "RdYlGn", "cmin": 0, "cmax": 1, "size": 5, "colorbar": {"title": "P(alive)"}},
+        hovertemplate="%{text}<br>historical %{x:,.0f}<br>predicted 12 m %{y:,.0f}<extra></extra>",
+    ))
+    fig.update_layout(xaxis_title="historical CLV (spend to date)", hovermode="closest")
+    return _layout(fig, "Predicted (next 12 months) vs historical CLV, coloured by probability alive", "predicted CLV")
+
+
+def points_flow(monthly: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    fig.add_bar(x=monthly["month"], y=monthly["earned"], name="Earned", marker_color=TEAL)
+    fig.add_bar(x=monthly["month"], y=-monthly["redeemed"], name="Redeemed", marker_color=AMBER)
+    fig.add_bar(x=monthly["month"], y=-monthly["expired"], name="Expired", marker_color=ROSE)
+    fig.add_scatter(x=monthly["month"], y=monthly["redemption_rate"] * 100, name="Redemption rate", yaxis="y2", mode="lines+markers", line_color=SLATE)
+    fig.update_layout(barmode="relative", yaxis2={"overlaying": "y", "side": "right", "ticksuffix": "%", "showgrid": False, "rangemode": "tozero"})
+    return _layout(fig, "Points earned vs redeemed vs expired, and the redemption rate", "points")
+
+
+def nps_chart(monthly: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    # The line sits on the overlaying axis so it is drawn above the bars.
+    fig.add_bar(x=monthly["month"], y=monthly["answers"], name="Answers", marker_color="#cbd5e1")
+    fig.add_scatter(x=monthly["month"], y=monthly["nps"], name="NPS", mode="lines+markers", line_color=TEAL, yaxis="y2")
+    fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "range": [-100, 100], "title": "NPS"})
+    return _layout(fig, "Net Promoter Score per month (% promoters 9-10 minus % detractors 0-6)", "answers")

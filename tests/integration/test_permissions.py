@@ -92,9 +92,9 @@ def test_each_use_case_accepts_exactly_the_roles_allowed_to_run_it(session, role
 
 
 EXPECTED_PAGES = {
-    "admin": {"Overview", "Goals and KPIs", "Campaigns", "Segments", "Tiers", "Rewards", "Members", "Redemptions", "Import", "Audit", "Users", "Settings"},
-    "manager": {"Overview", "Goals and KPIs", "Campaigns", "Segments", "Tiers", "Rewards", "Members", "Import", "Audit"},
-    "analyst": {"Overview", "Goals and KPIs", "Campaigns", "Segments", "Tiers", "Rewards", "Members"},
+    "admin": {"Overview", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members", "Redemptions", "Import", "Audit", "Users", "Settings"},
+    "manager": {"Overview", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members", "Import", "Audit"},
+    "analyst": {"Overview", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members"},
     "operations": {"Overview", "Members", "Redemptions"},
     "executive": {"Overview", "Goals and KPIs"},
 }

@@ -1,0 +1,38 @@
+"""Feedback: NPS over time and by group, and what members say."""
+
+import streamlit as st
+
+from loyalty.analysis import Filters, feedback_view
+from loyalty.ui.auth import page_actor
+from loyalty.ui.charts import group_bars, nps_chart
+from loyalty.ui.core import db_session
+from loyalty.ui.filters import filter_bar
+
+page_actor("analysis.view")
+st.title("Feedback (NPS)")
+filters = filter_bar("feedback")
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def load(filters: Filters) -> dict:
+    with db_session() as session:
+        return feedback_view(session, filters)
+
+
+view = load(filters)
+if view["answers"].empty:
+    st.info("No survey answers in this range. Import them on the Import page (member_id, submitted_at, score 0-10, comment).")
+    st.stop()
+groups = view["answers"]["group"].value_counts()
+cols = st.columns(4)
+cols[0].metric("NPS", f"{view['nps']:+.0f}")
+cols[1].metric("Promoters (9-10)", f"{groups.get('promoter', 0):,}")
+cols[2].metric("Passives (7-8)", f"{groups.get('passive', 0):,}")
+cols[3].metric("Detractors (0-6)", f"{groups.get('detractor', 0):,}")
+st.plotly_chart(nps_chart(view["monthly"]), width="stretch")
+left, right = st.columns(2)
+left.plotly_chart(group_bars(view["by_tier"], ["nps"], "NPS by tier", "NPS"), width="stretch")
+right.plotly_chart(group_bars(view["by_channel"], ["nps"], "NPS by acquisition channel", "NPS"), width="stretch")
+st.download_button("Answers (CSV)", view["answers"].drop(columns=["member_id"]).to_csv(index=False), "nps_answers.csv", "text/csv")
+st.subheader("Latest comments")
+st.dataframe(view["comments"], hide_index=True, width="stretch")

@@ -1,0 +1,36 @@
+"""Purchase cycle: do purchases repeat often enough for a loyalty program?"""
+
+import streamlit as st
+
+from loyalty.analysis import Filters, purchase_cycle_view
+from loyalty.ui.auth import page_actor
+from loyalty.ui.charts import histogram
+from loyalty.ui.core import db_session
+from loyalty.ui.filters import filter_bar
+
+page_actor("analysis.view")
+st.title("Purchase cycle")
+filters = filter_bar("purchase_cycle")
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def load(filters: Filters) -> dict:
+    with db_session() as session:
+        return purchase_cycle_view(session, filters)
+
+
+view = load(filters)
+if view["active_members"] == 0:
+    st.info("No purchases in this range for these filters.")
+    st.stop()
+st.info(view["verdict"])
+cols = st.columns(3)
+cols[0].metric("Median days between purchases", "n/a" if view["median_gap"] is None else f"{view['median_gap']:.0f}")
+cols[1].metric("Members buying on 2+ days", "n/a" if view["repeat_share"] is None else f"{view['repeat_share']:.0%}")
+cols[2].metric("Active members in range", f"{view['active_members']:,}")
+left, right = st.columns(2)
+gaps = view["gaps"]["days_between_purchases"]
+left.plotly_chart(histogram(gaps[gaps <= gaps.quantile(0.99)] if len(gaps) else gaps, "Days between a member's purchases", "days"), width="stretch")
+right.plotly_chart(histogram(view["frequency"]["purchases_per_year"], "Purchase frequency per active member", "purchases per year"), width="stretch")
+left.download_button("Gaps (CSV)", view["gaps"].to_csv(index=False), "purchase_gaps.csv", "text/csv")
+right.download_button("Frequency (CSV)", view["frequency"].to_csv(index=False), "purchase_frequency.csv", "text/csv")

@@ -1,0 +1,47 @@
+"""Retention: cohorts, curves by acquisition channel, churn over time."""
+
+import streamlit as st
+
+from loyalty.analysis import Filters, cohort_members, retention_view
+from loyalty.ui.auth import page_actor
+from loyalty.ui.charts import churn_chart, cohort_heatmap, retention_curves_chart
+from loyalty.ui.core import db_session
+from loyalty.ui.filters import filter_bar
+
+page_actor("analysis.view")
+st.title("Retention")
+filters = filter_bar("retention")
+
+
+@st.cache_data(ttl=600, show_spinner="Computing cohorts…")
+def load(filters: Filters) -> dict:
+    with db_session() as session:
+        return retention_view(session, filters)
+
+
+view = load(filters)
+if view["matrix"].empty:
+    st.info("No purchases in this range for these filters: widen the date range or clear a filter.")
+    st.stop()
+
+st.plotly_chart(cohort_heatmap(view["matrix"], view["sizes"]), width="stretch")
+st.download_button("Cohort data (CSV)", view["cohorts"].to_csv(index=False), "retention_cohorts.csv", "text/csv")
+left, right = st.columns(2)
+if not view["curves"].empty:
+    left.plotly_chart(retention_curves_chart(view["curves"]), width="stretch")
+    left.download_button("Curves (CSV)", view["curves"].to_csv(index=False), "retention_by_channel.csv", "text/csv")
+if not view["churn"].empty:
+    right.plotly_chart(churn_chart(view["churn"]), width="stretch")
+    right.download_button("Churn (CSV)", view["churn"].to_csv(index=False), "churn.csv", "text/csv")
+
+st.subheader("The members behind a cell")
+cols = st.columns(2)
+cohort = cols[0].selectbox("Cohort", list(view["matrix"].index), key="retention_cohort")
+ages = [int(a) for a in view["matrix"].columns if view["matrix"].loc[cohort].notna().get(a, False)]
+age = cols[1].selectbox("Months after the first purchase", ages, index=min(1, len(ages) - 1), key="retention_age")
+with db_session() as session:
+    people = cohort_members(session, filters, cohort, age)
+kept = int(people["active_at_age"].sum())
+st.caption(f"{kept:,} of {len(people):,} members of the {cohort} cohort bought in month +{age}; the others are listed first.")
+st.dataframe(people, hide_index=True, width="stretch")
+st.download_button("These members (CSV)", people.to_csv(index=False), f"cohort_{cohort}_plus{age}.csv", "text/csv")

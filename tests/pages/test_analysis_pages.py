@@ -1,0 +1,97 @@
+"""Analyse pages: each draws the right numbers (read from the Plotly JSON) and has an empty state."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from db.models import Feedback
+from tests.factories import make_member, make_purchase, utc
+from tests.pages.conftest import figure
+
+TODAY = date.today()
+
+
+def _day(days_ago: int):
+    d = TODAY - timedelta(days=days_ago)
+    return utc(d.year, d.month, d.day, 12)
+
+
+@pytest.fixture
+def program(session):
+    """Three members: two buy in their first month and again 1 month later, one never returns."""
+    first = (TODAY.replace(day=1) - timedelta(days=40)).replace(day=3)
+    a, b, c = (make_member(session, acquisition_channel=ch) for ch in ("referral", "referral", "social_ads"))
+    for m in (a, b, c):
+        make_purchase(session, m, 50.0, occurred_at=utc(first.year, first.month, 3, 12))
+    nxt = (first.replace(day=28) + timedelta(days=5)).replace(day=10)
+    for m in (a, b):
+        make_purchase(session, m, 30.0, occurred_at=utc(nxt.year, nxt.month, 10, 12))
+    session.add_all([Feedback(member_id=a.id, submitted_at=_day(5), score=10, comment="Great"),
+                     Feedback(member_id=b.id, submitted_at=_day(4), score=9, comment=""),
+                     Feedback(member_id=c.id, submitted_at=_day(3), score=3, comment="Slow delivery")])
+    session.commit()
+    return first
+
+
+def _open(app, page, role="analyst"):
+    at = app(role=role).run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_retention_heatmap_shows_each_cohort_month_by_month(app, program):
+    at = _open(app, "pages/retention.py")
+    heat = figure(at, 0)["data"][0]
+    # One cohort of 3: all bought in month 0, two of three in month +1.
+    assert heat["z"][0][:2] == pytest.approx([100.0, 200 / 3])
+    assert heat["y"][0].endswith("(3)")
+    curves = {t["name"]: t["y"] for t in figure(at, 1)["data"]}
+    assert curves["referral"][:2] == pytest.approx([100.0, 100.0]) and curves["social_ads"][:2] == pytest.approx([100.0, 0.0])
+    people = at.dataframe[0].value
+    assert int(people["active_at_age"].sum()) == 2 and len(people) == 3
+
+
+def test_feedback_page_computes_nps_from_the_answers(app, program):
+    at = _open(app, "pages/feedback.py")
+    metrics = {m.label: m.value for m in at.metric}
+    # 2 promoters, 1 detractor of 3: 67 % - 33 % = +33.
+    assert metrics["NPS"] == "+33"
+    assert list(at.dataframe[0].value["comment"]) == ["Slow delivery", "Great"]
+
+
+def test_purchase_cycle_gives_a_verdict(app, program):
+    at = _open(app, "pages/purchase_cycle.py")
+    assert "median" in at.info[0].value
+    assert {m.label: m.value for m in at.metric}["Active members in range"] == "3"
+
+
+def test_redemption_page_shows_points_flow(app, program):
+    at = _open(app, "pages/redemptions_analysis.py")
+    flow = figure(at, 0)
+    earned = dict(zip(flow["data"][0]["x"], flow["data"][0]["y"]))
+    assert sum(earned.values()) == 3 * 50 + 2 * 30
+
+
+def test_clv_page_explains_when_too_few_members_bought_for_the_model(app, program):
+    at = _open(app, "pages/clv.py")
+    assert "cannot be fitted" in at.info[0].value and "at least 20" in at.info[0].value
+
+
+def test_clv_page_fits_the_model_and_lists_members_at_risk(app, session):
+    for i in range(40):
+        member = make_member(session)
+        for k in range(1 + i % 5):
+            make_purchase(session, member, 20.0 + i, occurred_at=_day(300 - 40 * k - i))
+    at = _open(app, "pages/clv.py")
+    assert {m.label: m.value for m in at.metric}["Members"] == "40"
+    scatter = figure(at, 1)["data"][0]
+    assert len(scatter["x"]) == 40 and min(scatter["marker"]["color"]) >= 0
+
+
+@pytest.mark.parametrize("page", ["pages/retention.py", "pages/feedback.py", "pages/purchase_cycle.py", "pages/redemptions_analysis.py", "pages/clv.py"])
+def test_each_analysis_page_says_so_when_there_is_no_data(app, session, page):
+    at = _open(app, page)
+    assert at.info, "an empty program shows an explanation, not an empty chart"
