@@ -26,6 +26,7 @@ __all__ = [
     "OBJECTIVES",
     "delete_kpi_target",
     "goal_status",
+    "kpi_tiles",
     "list_goals",
     "save_goal",
     "save_kpi_target",
@@ -178,3 +179,33 @@ def goal_status(session: Session) -> pd.DataFrame:
         })
     return pd.DataFrame(rows, columns=["goal_id", "goal", "objective", "owner", "target_id", "metric", "label", "segment", "period",
                                        "target", "direction", "value", "period_start", "status", "trend", "value_text", "target_text"])
+
+
+OVERVIEW_METRICS = ("active_members", "retention_rate", "average_transaction_value", "purchase_frequency", "nps", "redemption_rate", "points_outstanding")
+
+
+def kpi_tiles(session: Session, *, metrics: tuple[str, ...] = OVERVIEW_METRICS, period: str = "month") -> list[dict[str, Any]]:
+    """The Overview's KPI tiles: latest overall snapshot, change on the period before, target and status, trend."""
+    catalogue = _metrics()
+    targets = {t.metric: t for t in session.exec(select(KpiTarget).where(KpiTarget.period == period, KpiTarget.segment_id.is_(None)))}
+    tiles = []
+    for name in metrics:
+        history = session.exec(
+            select(KpiSnapshot.period_start, KpiSnapshot.value)
+            .where(KpiSnapshot.metric == name, KpiSnapshot.period == period, KpiSnapshot.dimension == "overall")
+            .order_by(KpiSnapshot.period_start.desc()).limit(TREND_POINTS)
+        ).all()[::-1]
+        metric = catalogue[name]
+        value = history[-1][1] if history else None
+        previous = history[-2][1] if len(history) > 1 else None
+        target = targets.get(name)
+        tiles.append({
+            "metric": name, "label": metric.label, "definition": metric.definition, "value": value,
+            "value_text": metric.display(value), "period_start": history[-1][0] if history else None,
+            "delta_text": None if value is None or previous is None else metric.display(value - previous),
+            "better_when": metric.direction,
+            "target_text": metric.display(target.target_value) if target else None,
+            "status": target_status(value, target.target_value, target.direction) if target else None,
+            "trend": [v for _, v in history if v is not None],
+        })
+    return tiles

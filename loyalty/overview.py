@@ -13,7 +13,7 @@ from db.functions import month_key
 from db.models import LedgerEntry, Member, Purchase, Redemption, utcnow
 from loyalty.settings import get_settings
 
-__all__ = ["ProgramSummary", "program_summary"]
+__all__ = ["ProgramSummary", "program_summary", "recent_alerts"]
 
 ACTIVE_WINDOW = timedelta(days=90)
 
@@ -75,3 +75,11 @@ def program_summary(session: Session, *, now: datetime | None = None, months: in
         points_outstanding=outstanding, liability=outstanding * settings.point_value, currency=settings.currency,
         pending_redemptions=int(pending), monthly=monthly,
     )
+
+
+def recent_alerts(session: Session, *, limit: int = 5) -> list[dict]:
+    """The newest unacknowledged alerts (retention falling, KPIs off track)."""
+    from db.models import Alert
+
+    rows = session.exec(select(Alert).where(Alert.acknowledged_by == "").order_by(Alert.as_of.desc(), Alert.id.desc()).limit(limit)).all()
+    return [{"as_of": a.as_of, "severity": a.severity, "message": a.message, "metric": a.metric, "kind": a.kind} for a in rows]

@@ -1,26 +1,31 @@
-"""Overview: the program at a glance."""
+"""Overview: the program at a glance, KPIs against their targets, and alerts."""
 
 import streamlit as st
 
-from loyalty.overview import program_summary
+from loyalty.analytics.metrics import members_behind, period_bounds
+from loyalty.goals import kpi_tiles
+from loyalty.overview import program_summary, recent_alerts
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, monthly_points, monthly_revenue
 from loyalty.ui.core import db_session
 
-page_actor()
+actor = page_actor()
 
 
 @st.cache_data(ttl=300, show_spinner=False)
-def load_summary():
+def load():
     with db_session() as session:
-        return program_summary(session)
+        return program_summary(session), kpi_tiles(session), recent_alerts(session)
 
 
 st.title("Overview")
-summary = load_summary()
+summary, tiles, alerts = load()
 if summary.members == 0:
     st.info("No members yet. An admin or manager can load members and purchases on the **Import** page.")
     st.stop()
+
+for alert in alerts:
+    (st.error if alert["severity"] == "critical" else st.warning)(f"**{alert['as_of']:%Y-%m-%d}** · {alert['message']}")
 
 cols = st.columns(5)
 cols[0].metric("Members", f"{summary.members:,}")
@@ -30,6 +35,25 @@ cols[3].metric("Points outstanding", f"{summary.points_outstanding:,}", help="Su
 cols[4].metric("Liability", compact(summary.liability, summary.currency), help="Points outstanding at the configured value per point.")
 if summary.pending_redemptions:
     st.caption(f"{summary.pending_redemptions:,} redemptions are waiting to be fulfilled.")
+
+measured = [t for t in tiles if t["value"] is not None]
+if measured:
+    latest = max(t["period_start"] for t in measured)
+    st.subheader(f"KPIs for {latest:%B %Y}")
+    cols = st.columns(len(tiles))
+    for col, tile in zip(cols, tiles):
+        target = f" · target {tile['target_text']} ({tile['status']})" if tile["target_text"] else ""
+        col.metric(tile["label"], tile["value_text"], delta=tile["delta_text"], delta_color="normal" if tile["better_when"] == "up" else "inverse",
+                   help=tile["definition"] + target, chart_data=tile["trend"] or None, border=True)
+    if actor.can("members.view"):
+        with st.expander("Members behind a KPI"):
+            chosen = st.selectbox("KPI", [t["metric"] for t in measured], format_func=dict((t["metric"], t["label"]) for t in tiles).get, key="overview_drill")
+            start, end = period_bounds("month", latest)
+            with db_session() as session:
+                people = members_behind(session, chosen, start, end)
+            st.dataframe(people.drop(columns=["member_id"], errors="ignore"), hide_index=True, width="stretch")
+else:
+    st.caption("KPI tiles appear after the first KPI snapshot (the nightly evaluation).")
 
 left, right = st.columns(2)
 left.plotly_chart(monthly_revenue(summary.monthly, summary.currency), width="stretch")

@@ -127,3 +127,27 @@ def test_a_page_outside_the_role_cannot_be_opened(app, session, role, page):
     at = app(role=role).run()
     with pytest.raises(ValueError):
         at.switch_page(page).run()
+
+
+def test_overview_shows_kpi_tiles_from_snapshots_with_target_and_alerts(app, program, session):
+    from datetime import date
+
+    from db.models import Alert, Goal, KpiTarget
+    from loyalty.snapshots import snapshot_kpis
+
+    snapshot_kpis(session, period="month", start=date(2026, 10, 1), end=date(2026, 11, 1), dimensions=(None,))
+    snapshot_kpis(session, period="month", start=date(2026, 11, 1), end=date(2026, 12, 1), dimensions=(None,))
+    goal = Goal(name="Grow", objective="grow_membership", owner="Rita", starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31))
+    session.add(goal)
+    session.commit()
+    session.add(KpiTarget(goal_id=goal.id, metric="active_members", target_value=5, direction="up", period="month"))
+    session.add(Alert(kind="kpi_off_track", severity="warning", metric="active_members", message="Active members are off track.", as_of=date(2026, 11, 23)))
+    session.commit()
+    at = _open(app, "manager", "pages/overview.py")
+    tiles = {m.label: m for m in at.metric}
+    # November: only Ana bought (2 Nov); October: Ana (5 Oct).
+    assert tiles["Active members"].value == "1"
+    assert "target 5 (off track)" in tiles["Active members"].help
+    assert "Active members are off track." in at.warning[0].value
+    people = at.dataframe[0].value
+    assert list(people["external_id"]) == ["M1"]
