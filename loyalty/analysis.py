@@ -33,6 +33,7 @@ __all__ = [
     "redemptions_view",
     "retention_view",
     "reward_redeemers",
+    "rfm_grid",
 ]
 
 AT_RISK_ALIVE = 0.5  # members at risk: probability alive below this...
@@ -261,3 +262,19 @@ def feedback_view(session: Session, filters: Filters, *, comments: int = 30) -> 
     latest = answers[answers["comment"].str.len() > 0].sort_values("submitted_at", ascending=False).head(comments)
     return {"answers": answers, "monthly": monthly, **by, "comments": latest[["submitted_at", "member", "score", "group", "comment"]],
             "nps": _nps(answers["score"])}
+
+
+def rfm_grid(session: Session, *, as_of: date | None = None) -> dict[str, pd.DataFrame]:
+    """The RFM grid: members and revenue per (recency score, frequency score) cell, and per segment."""
+    from loyalty.analytics.rfm import rfm_members
+
+    table = rfm_members(session, as_of=as_of)
+    if table.empty:
+        return {"cells": pd.DataFrame(columns=["r_score", "f_score", "segment", "members", "revenue"]), "segments": pd.DataFrame(), "members": table}
+    ids = load_members(session).select("member_id", "external_id").to_pandas()
+    table = table.merge(ids, on="member_id", how="left")
+    table = table[["external_id", *[c for c in table.columns if c != "external_id"]]]
+    cells = table.groupby(["r_score", "f_score", "segment"]).agg(members=("member_id", "size"), revenue=("monetary", "sum")).reset_index()
+    segments = table.groupby("segment").agg(members=("member_id", "size"), revenue=("monetary", "sum")).reset_index()
+    segments["revenue_share"] = segments["revenue"] / segments["revenue"].sum() if segments["revenue"].sum() else 0.0
+    return {"cells": cells, "segments": segments.sort_values("revenue", ascending=False), "members": table}

@@ -2,11 +2,13 @@
 
 import streamlit as st
 
+from loyalty.analysis import rfm_grid
 from loyalty.analytics.rfm import RFM_SEGMENTS
 from loyalty.members import export_members
 from loyalty.segments import list_segments, save_segment, segment_stats
 from loyalty.tiers import list_tiers
 from loyalty.ui.auth import page_actor
+from loyalty.ui.charts import rfm_heatmap
 from loyalty.ui.core import db_session, run_action
 
 actor = page_actor("analysis.view")
@@ -43,6 +45,30 @@ else:
             export = run_action(lambda s: export_members(s, actor=actor, purpose=purpose, member_ids=stats(rules)["member_ids"].tolist()))
             if export is not None:
                 st.download_button(f"Download {len(export):,} members", export.to_csv(index=False), f"segment_{chosen}_{purpose}.csv", "text/csv")
+
+st.subheader("RFM grid")
+
+
+@st.cache_data(ttl=600, show_spinner="Scoring members…")
+def rfm() -> dict:
+    with db_session() as session:
+        return rfm_grid(session)
+
+
+grid = rfm()
+if grid["cells"].empty:
+    st.info("No purchases yet, so no RFM scores.")
+else:
+    left, right = st.columns([3, 2])
+    left.plotly_chart(rfm_heatmap(grid["cells"]), width="stretch")
+    right.dataframe(grid["segments"], hide_index=True, width="stretch",
+                    column_config={"revenue": st.column_config.NumberColumn(format="%.0f"),
+                                   "revenue_share": st.column_config.ProgressColumn("revenue share", min_value=0, max_value=1, format="percent")})
+    right.download_button("RFM grid (CSV)", grid["cells"].to_csv(index=False), "rfm_grid.csv", "text/csv")
+    name = right.selectbox("Members of RFM segment", grid["segments"]["segment"].tolist(), key="segments_rfm_drill")
+    right.caption("Save it as a segment below with the RFM segment rule to target it.")
+    behind = grid["members"][grid["members"]["segment"] == name]
+    st.dataframe(behind.drop(columns=["member_id"]).head(500), hide_index=True, width="stretch")
 
 if not actor.can("segments.manage"):
     st.stop()

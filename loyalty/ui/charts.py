@@ -141,3 +141,14 @@ def nps_chart(monthly: pd.DataFrame) -> go.Figure:
     fig.add_scatter(x=monthly["month"], y=monthly["nps"], name="NPS", mode="lines+markers", line_color=TEAL, yaxis="y2")
     fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "range": [-100, 100], "title": "NPS"})
     return _layout(fig, "Net Promoter Score per month (% promoters 9-10 minus % detractors 0-6)", "answers")
+
+
+def rfm_heatmap(cells: pd.DataFrame) -> go.Figure:
+    """Recency score (rows, 5 = most recent) by frequency score (columns), members per cell."""
+    grid = cells.pivot_table(index="r_score", columns="f_score", values="members", aggfunc="sum").reindex(index=[5, 4, 3, 2, 1], columns=[1, 2, 3, 4, 5])
+    names = cells.drop_duplicates(["r_score", "f_score"]).set_index(["r_score", "f_score"])["segment"]
+    text = [[f"{names.get((r, f), '')}<br>{0 if pd.isna(grid.loc[r, f]) else int(grid.loc[r, f]):,}" for f in grid.columns] for r in grid.index]
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"F{f}" for f in grid.columns], y=[f"R{r}" for r in grid.index], text=text,
+                               texttemplate="%{text}", colorscale="Teal", hovertemplate="%{y} %{x}<br>%{z} members<extra></extra>"))
+    fig.update_layout(xaxis_title="frequency score (5 = most purchases)", yaxis_title="recency score (5 = most recent)", hovermode="closest")
+    return _layout(fig, "RFM grid: members per recency x frequency cell", "").update_layout(height=460)

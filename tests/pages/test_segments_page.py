@@ -46,3 +46,20 @@ def test_the_segment_list_shows_size_and_revenue_share(app, session):
     at = _open(app, "manager")
     row = at.dataframe[0].value.iloc[0]
     assert (row["segment"], row["members"], row["revenue_share"]) == ("Referred", 1, 0.75)
+
+
+def test_the_rfm_grid_counts_members_per_cell_and_lists_a_segments_members(app, session):
+    for i in range(10):
+        member = make_member(session)
+        for k in range(i + 1):
+            make_purchase(session, member, 10.0, occurred_at=utc(2026, 1 + k % 10, 1 + i))
+    at = _open(app, "analyst")
+    from tests.pages.conftest import figure
+
+    heat = figure(at, 0)["data"][0]
+    assert sum(v for row in heat["z"] for v in row if v == v and v is not None) == 10  # NaN: empty cell
+    segments = at.dataframe[0].value
+    assert segments["members"].sum() == 10
+    first = segments.iloc[0]
+    behind = at.dataframe[1].value
+    assert len(behind) == first["members"] and set(behind["segment"]) == {first["segment"]}
