@@ -23,6 +23,6 @@ else:
         section: [st.Page(p.path, title=p.title, icon=p.icon, default=(p.title == "Overview")) for p in specs]
         for section, specs in pages_for(actor.role).items()
     }
-    navigation = st.navigation(menu)
+    navigation = st.navigation(menu, expanded=True)
     sidebar_user(actor)
 navigation.run()
