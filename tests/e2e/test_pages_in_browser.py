@@ -31,6 +31,8 @@ def test_each_role_sees_exactly_its_pages_and_each_page_renders(page, app_url, r
 def test_the_sign_in_page_is_all_a_visitor_sees(page, app_url, screenshots):
     page.goto(app_url)
     page.get_by_role("button", name="Sign in").wait_for()
+    page.get_by_label("Username").wait_for()
+    page.wait_for_timeout(500)
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
     page.screenshot(path=str(screenshots / "sign-in.png"))
     page.get_by_label("Username").fill("e2e-analyst")
