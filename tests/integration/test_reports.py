@@ -1,0 +1,242 @@
+"""Executive reports: content in plain words, self-contained HTML, a PDF whose KPI table
+can be read back, storage that replaces, and e-mail to a local SMTP server.
+
+One test renders the charts for real (kaleido driving Debian's Chromium, ~3 s); the
+others replace the chart images with a tiny PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import socketserver
+import threading
+from collections.abc import Iterator
+from datetime import date
+from email import message_from_bytes, policy
+
+import pytest
+from PIL import Image
+from pypdf import PdfReader
+from sqlalchemy import func
+from sqlmodel import select
+
+from db.models import Report
+from loyalty.access import Actor
+from loyalty.campaigns import activate_campaign, save_campaign
+from loyalty.errors import InvalidInput
+from loyalty.goals import save_goal, save_kpi_target
+from loyalty.jobs import run_job
+from loyalty.reports import (
+    last_complete_period,
+    list_reports,
+    parse_period,
+    render_html,
+    render_report,
+    report_content,
+    report_figures,
+)
+from tests.factories import make_member, make_purchase, make_tier, utc
+
+MANAGER = Actor("max", "manager")
+
+
+@pytest.fixture
+def program(session):
+    """10 members buying monthly June-September; in October only the first 5 come back.
+
+    A double-points campaign in October with a 20 % holdout, a Silver tier reached on 20
+    October, and a goal whose retention and active-member targets October misses.
+    """
+    make_tier(session, name="Silver", rank=1, min_spend=30, min_purchases=3, window_months=12, grace_months=0)
+    members = [make_member(session) for _ in range(10)]
+    campaign = save_campaign(session=session, actor=MANAGER, name="Double points October", kind="multiplier",
+                             starts_at=utc(2026, 10, 1), ends_at=utc(2026, 11, 1), rule={"multiplier": 2.0}, holdout_pct=0.2)
+    activate_campaign(session=session, campaign_id=campaign.id, actor=MANAGER, now=utc(2026, 9, 30))
+    for month in (6, 7, 8, 9):
+        for m in members:
+            make_purchase(session, m, 10.0, occurred_at=utc(2026, month, 10))
+    for m in members[:5]:
+        make_purchase(session, m, 10.0, occurred_at=utc(2026, 10, 10))
+    goal = save_goal(session=session, actor=MANAGER, name="Keep them", objective="retain", owner="Rita",
+                     starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31))
+    save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="retention_rate", target_value=0.6)
+    save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="active_members", target_value=10)
+    save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="average_transaction_value", target_value=8)
+    assert run_job("tier-evaluation", as_of=date(2026, 10, 20), actor=MANAGER)["upgrades"] == 10
+    assert run_job("retention-alert", as_of=date(2026, 11, 2), actor=MANAGER)["rows"] >= 1
+    return members
+
+
+@pytest.fixture
+def no_chromium(monkeypatch):
+    """A 1x1 PNG per chart instead of kaleido (the chart content is tested elsewhere)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1), "white").save(buffer, format="PNG")
+    png = buffer.getvalue()
+    monkeypatch.setattr("loyalty.reports.figure_images", lambda figures, **_: [png] * len(figures))
+
+
+def test_the_content_says_what_happened_in_plain_words(session, program):
+    content = report_content(session, "2026-10")
+    assert content.title == "Executive report: October 2026"
+    targets = content.targets.set_index("metric")
+    assert (targets.loc["retention_rate", "value_text"], targets.loc["retention_rate", "status"]) == ("50.0%", "off track")
+    assert (targets.loc["active_members", "value_text"], targets.loc["active_members", "status"]) == ("5", "off track")
+    assert targets.loc["average_transaction_value", "status"] == "on track"
+    assert content.summary[0] == ("In October 2026, 5 members bought at least once (-50.0% against September 2026); "
+                                  "each spent 10.00 EUR on average.")
+    assert content.summary[1] == "Retention of existing members was 50.0% (target 60.0%), -50.0 pts against September 2026."
+    assert content.summary[2] == ("1 of 3 KPI targets are on track; off track: Retention rate (50.0% against 60.0%), "
+                                  "Active members (5 against 10).")
+    assert "10 members moved up a tier and 0 moved down." in content.summary
+    assert list(content.campaigns["campaign"]) == ["Double points October"]
+    assert list(content.tier_moves[["from_tier", "to_tier", "members"]].itertuples(index=False, name=None)) == [("(none)", "Silver", 10)]
+    assert set(content.alerts["kind"]) >= {"retention_below_target", "retention_below_trend"}
+    trend = content.trend.set_index("month")
+    assert trend.loc[date(2026, 10, 1), "active_members"] == 5
+    assert trend.loc[date(2026, 10, 1), "retention_rate"] == pytest.approx(0.5)
+    assert trend.loc[date(2026, 9, 1), "retention_rate"] == pytest.approx(1.0)
+
+
+def test_the_html_report_is_self_contained_with_plotly_js_embedded_once(session, program):
+    content = report_content(session, "2026-10")
+    figures = report_figures(content)
+    assert list(figures) == ["trend", "retention", "campaigns", "tiers"]
+    page = render_html(content, figures).decode("utf-8")
+    # Counts and booleans only: a failing assert on the 5 MB page would print all of it.
+    assert page.count("window.PlotlyConfig") == 1
+    assert page.count("* plotly.js v") == 1, "the library itself, once"
+    assert page.count("Plotly.newPlot(") == len(figures)
+    external_scripts = page.count("<script src=") + page.count('<script type="text/javascript" src=')
+    assert external_scripts == 0, "nothing loaded from a CDN"
+    assert all(text in page for text in ("KPIs against targets", "off track", "Double points October"))
+
+
+def test_the_pdf_report_shows_the_kpi_table_and_its_charts(session, program, tmp_path):
+    pdf = render_report(session, "2026-10", "pdf")  # real charts: kaleido + Chromium
+    (tmp_path / "report.pdf").write_bytes(pdf)
+    reader = PdfReader(io.BytesIO(pdf))
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    assert "Executive report: October 2026" in text
+    assert "KPIs against targets" in text
+    for cell in ("Keep them", "Retention rate", "50.0%", "60.0%", "off track", "Active members", "on track"):
+        assert cell in text, cell
+    assert "Campaign results" in text and "Double points" in text  # the name wraps in its table cell
+    images = sum(len(page.images) for page in reader.pages)
+    assert images == 4, "trend, retention, campaign and tier charts"
+    assert max(img.image.size[0] for page in reader.pages for img in page.images) >= 1000
+
+
+class _SmtpSink(socketserver.StreamRequestHandler):
+    """Just enough SMTP to accept messages (EHLO, MAIL, RCPT, DATA, QUIT)."""
+
+    timeout = 10  # seconds of silence before the handler gives up
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 sink ready\r\n")
+        lines: list[bytes] | None = None
+        while line := self.rfile.readline():
+            if lines is not None:
+                if line.rstrip(b"\r\n") == b".":
+                    self.server.messages.append(b"".join(lines))
+                    lines = None
+                    self.wfile.write(b"250 queued\r\n")
+                else:
+                    lines.append(line[1:] if line.startswith(b"..") else line)
+                continue
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                self.wfile.write(b"250-sink\r\n250 OK\r\n")
+            elif verb == b"RCPT":
+                self.server.recipients.append(line.decode().split(":", 1)[1].strip(" <>\r\n"))
+                self.wfile.write(b"250 OK\r\n")
+            elif verb == b"DATA":
+                lines = []
+                self.wfile.write(b"354 go ahead\r\n")
+            elif verb == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 OK\r\n")
+
+
+@pytest.fixture
+def smtp_server(monkeypatch) -> Iterator[socketserver.ThreadingTCPServer]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpSink)
+    server.daemon_threads = True
+    server.messages, server.recipients = [], []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("LOYALTY_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("LOYALTY_SMTP_PORT", str(server.server_address[1]))
+    monkeypatch.setenv("LOYALTY_SMTP_FROM", "loyalty@example.com")
+    monkeypatch.setenv("LOYALTY_SMTP_TO", "ceo@example.com, cfo@example.com")
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_the_report_job_stores_html_and_pdf_once_per_period_and_mails_the_pdf(session, program, no_chromium, smtp_server):
+    result = run_job("executive-report", as_of=date(2026, 11, 5), actor=MANAGER)
+    assert (result["status"], result["period"], result["rows"]) == ("succeeded", "2026-10", 2), result["error"]
+    assert result["emailed_to"] == ["ceo@example.com", "cfo@example.com"]
+
+    (message_bytes,) = smtp_server.messages
+    assert sorted(smtp_server.recipients) == ["ceo@example.com", "cfo@example.com"]
+    message = message_from_bytes(message_bytes, policy=policy.default)
+    assert message["Subject"] == "Executive report: October 2026"
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_filename() == "loyalty-report-2026-10.pdf"
+    assert attachment.get_content().startswith(b"%PDF")
+    assert "Retention of existing members was 50.0%" in message.get_body(("plain",)).get_content()
+
+    run_job("executive-report", as_of=date(2026, 11, 6), actor=MANAGER)
+    reports = list_reports(session)
+    assert sorted(zip(reports["period"], reports["format"])) == [("2026-10", "html"), ("2026-10", "pdf")]
+    assert session.exec(select(func.count()).select_from(Report)).one() == 2
+    assert reports.set_index("format").loc["pdf", "size_bytes"] > 1000
+
+
+def test_a_failed_delivery_fails_the_run_but_keeps_the_stored_report(session, program, no_chromium, monkeypatch):
+    monkeypatch.setenv("LOYALTY_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("LOYALTY_SMTP_PORT", "1")  # nothing listens there
+    monkeypatch.setenv("LOYALTY_SMTP_TO", "ceo@example.com")
+    result = run_job("executive-report", as_of=date(2026, 11, 5), actor=MANAGER)
+    assert result["status"] == "failed" and "Connection" in result["error"]
+    assert session.exec(select(func.count()).select_from(Report)).one() == 2
+
+
+def test_a_weekly_report_covers_an_iso_week(session, program, no_chromium):
+    content = report_content(session, "2026-W41")
+    assert content.title == "Executive report: week 41 of 2026 (5 Oct to 11 Oct 2026)"
+    assert content.targets.empty, "targets are monthly or quarterly"
+    assert content.key_numbers.set_index("metric").loc["active_members", "value"] == 5
+    assert render_report(session, "2026-W41", "pdf").startswith(b"%PDF")
+
+
+@pytest.mark.parametrize(
+    "period,start,end,previous",
+    [("2026-10", date(2026, 10, 1), date(2026, 11, 1), date(2026, 9, 1)),
+     ("2026-01", date(2026, 1, 1), date(2026, 2, 1), date(2025, 12, 1)),
+     ("2026-W01", date(2025, 12, 29), date(2026, 1, 5), date(2025, 12, 22))],
+    ids=["october", "january-follows-december", "iso-week-1-starts-in-december"],
+)
+def test_report_periods_are_months_or_iso_weeks(period, start, end, previous):
+    parsed = parse_period(period)
+    assert (parsed.start, parsed.end, parsed.previous_start) == (start, end, previous)
+
+
+@pytest.mark.parametrize("period", ["2026-13", "October", "2026-W60", ""], ids=["month-13", "words", "week-60", "empty"])
+def test_a_bad_period_is_refused_in_plain_words(period):
+    with pytest.raises(InvalidInput):
+        parse_period(period)
+
+
+def test_the_scheduled_report_covers_the_last_complete_period():
+    assert last_complete_period(date(2026, 11, 30)) == "2026-11"
+    assert last_complete_period(date(2026, 11, 29)) == "2026-10"
+    assert last_complete_period(date(2026, 11, 22), "weekly") == "2026-W47"  # Sunday ends the week
+    assert last_complete_period(date(2026, 11, 23), "weekly") == "2026-W47"
