@@ -91,6 +91,8 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("Operate", "pages/members.py", "Members", ":material/group:", "members.view"),
     PageSpec("Operate", "pages/redemptions.py", "Redemptions", ":material/redeem:", "redemptions.fulfil"),
     PageSpec("Operate", "pages/import_data.py", "Import", ":material/upload_file:", "data.import"),
+    PageSpec("Overview", "pages/reports.py", "Reports", ":material/summarize:", "reports.view"),
+    PageSpec("Admin", "pages/jobs.py", "Jobs", ":material/schedule:", "evaluations.run"),
     PageSpec("Admin", "pages/audit.py", "Audit", ":material/policy:", "audit.view"),
     PageSpec("Admin", "pages/users.py", "Users", ":material/manage_accounts:", "users.manage"),
     PageSpec("Admin", "pages/settings.py", "Settings", ":material/settings:", "settings.manage"),

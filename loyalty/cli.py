@@ -63,6 +63,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             progress=progress,
         )
     progress.close()
+    from loyalty.jobs import run_all
+
+    # The first evaluation, so KPI tiles, goal status and a report exist straight away.
+    summary["evaluations"] = {r["job"]: r["status"] for r in run_all(actor=SYSTEM_CLI)}
     if args.json:
         _print_json(summary)
     else:
@@ -295,6 +299,58 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from loyalty.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker()
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from loyalty.jobs import run_all, run_job
+
+    def progress(fraction: float, message: str) -> None:
+        if not args.json:
+            print(f"  {fraction:>4.0%}  {message}", file=sys.stderr)
+
+    if args.job == "all":
+        results = run_all(as_of=args.as_of, actor=SYSTEM_CLI, progress=progress)
+    else:
+        results = [run_job(args.job, as_of=args.as_of, actor=SYSTEM_CLI, progress=progress)]
+    if args.json:
+        _print_json(results if args.job == "all" else results[0])
+    else:
+        for r in results:
+            print(f"{r['job']:<20} {r['status']:<10} as of {r['as_of']}  rows {r['rows']:>8,}  {r.get('error') or ''}")
+    return 0 if all(r["status"] == "succeeded" for r in results) else 1
+
+
+def cmd_jobs_history(args: argparse.Namespace) -> int:
+    from loyalty.jobs import job_history
+
+    with new_session() as session:
+        history = job_history(session, args.limit)
+    if args.json:
+        _print_json(history)
+    else:
+        for h in history:
+            print(f"{h['started_at']}  {h['job']:<20} {h['status']:<10} as of {h['as_of']}  rows {h['rows']}  {h['error'] or ''}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from loyalty.reports import render_report
+
+    with new_session() as session:
+        content = render_report(session, args.period, args.format)
+    Path(args.out).write_bytes(content)
+    print(f"{args.format.upper()} report for {args.period} written to {args.out} ({len(content):,} bytes)")
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------
 
 
@@ -386,6 +442,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("rfm", cmd_analyze, "RFM segment counts and the thresholds used.", parent=analyze)
     p.add_argument("--as-of", type=_date)
     p.add_argument("--json", action="store_true")
+
+    add("worker", cmd_worker, "Run the scheduler (one active worker per database; others wait as standby).")
+    p = add("evaluate", cmd_evaluate, "Run an evaluation job once (or all of them).")
+    p.add_argument("--job", required=True, choices=["all", "kpi-snapshot", "tier-evaluation", "points-expiry", "campaign-evaluation", "retention-alert", "executive-report"])
+    p.add_argument("--as-of", type=_date, help="evaluate as of this day (default: yesterday)")
+    p.add_argument("--json", action="store_true")
+    jobs = sub.add_parser("jobs", help="Evaluation job runs.").add_subparsers(dest="jobs_command", required=True)
+    p = add("history", cmd_jobs_history, "Recent job runs, newest first.", parent=jobs)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p = add("report", cmd_report, "Render the executive report of a period.")
+    p.add_argument("--period", required=True, help="YYYY-MM (monthly) or YYYY-Www (weekly)")
+    p.add_argument("--format", choices=["html", "pdf"], default="html")
+    p.add_argument("--out", required=True)
 
     p = add("expire", cmd_expire, "Expire every points lot past its date now.")
     p.add_argument("--json", action="store_true")

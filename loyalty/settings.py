@@ -20,6 +20,7 @@ class ProgramSettings:
     expiry_months: int = 12  # 0 means points never expire
     point_value: float = 0.01  # money value of one point, for liability
     idle_timeout_minutes: int = 60
+    weekly_report: bool = False  # also render an executive report every Monday
 
     def validate(self) -> None:
         if self.points_per_currency_unit < 0:

@@ -18,6 +18,8 @@ def _run(connection) -> None:  # noqa: ANN001
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        # APScheduler creates and owns its job table; autogenerate must not drop it.
+        include_name=lambda name, type_, parents: not (type_ == "table" and name == "apscheduler_jobs"),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -23,6 +23,12 @@ def _prepared_engine(url: str) -> Engine:
     from loyalty.bootstrap import prepare_database
 
     prepare_database()
+    if os.environ.get("LOYALTY_WORKER", "1") != "0":
+        # The one-machine default: start the scheduler beside the app unless a worker
+        # already holds the lease (an extra one would only wait as standby).
+        from loyalty.worker import start_worker_process
+
+        start_worker_process()
     return get_engine(url)
 
 
@@ -72,6 +78,10 @@ def ensure_demo_program() -> None:
             try:
                 with db_session() as session:
                     summary = create_demo(session, members=DEMO_MEMBERS, actor=SYSTEM_DEMO, progress=progress)
+                status.update(label="Demo program created: running the first evaluation (KPIs, tiers, campaigns, alerts, report)…")
+                from loyalty.jobs import run_all
+
+                run_all(actor=SYSTEM_DEMO, progress=lambda fraction, _message: bar.progress(min(max(fraction, 0.0), 1.0)))
                 status.update(label=f"Demo program ready: {summary['members']:,} members, {summary['purchases']:,} purchases.", state="complete", expanded=False)
             except LoyaltyError:
                 # Another browser session created it at the same moment.

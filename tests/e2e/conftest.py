@@ -61,6 +61,9 @@ def e2e_database(tmp_path_factory: pytest.TempPathFactory) -> str:
         for role, password in PASSWORDS.items():
             create_user(session=session, username=f"e2e-{role}", role=role, password=password, actor=SYSTEM_CLI)
         create_demo(session, members=DEMO_MEMBERS, months=18, seed=7, actor=SYSTEM_CLI)
+    from loyalty.jobs import run_all
+
+    run_all(actor=SYSTEM_CLI, engine=engine)
     dispose_engines()
     return url
 
@@ -69,7 +72,7 @@ def e2e_database(tmp_path_factory: pytest.TempPathFactory) -> str:
 def app_url(e2e_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log = tmp_path_factory.mktemp("e2e-log") / "streamlit.log"
-    env = {**os.environ, "LOYALTY_DATABASE_URL": e2e_database, "LOYALTY_DEMO": "0"}
+    env = {**os.environ, "LOYALTY_DATABASE_URL": e2e_database, "LOYALTY_DEMO": "0", "LOYALTY_WORKER": "0"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}",

@@ -92,11 +92,11 @@ def test_each_use_case_accepts_exactly_the_roles_allowed_to_run_it(session, role
 
 
 EXPECTED_PAGES = {
-    "admin": {"Overview", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members", "Redemptions", "Import", "Audit", "Users", "Settings"},
-    "manager": {"Overview", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members", "Import", "Audit"},
-    "analyst": {"Overview", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members"},
+    "admin": {"Overview", "Reports", "Jobs", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members", "Redemptions", "Import", "Audit", "Users", "Settings"},
+    "manager": {"Overview", "Reports", "Jobs", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members", "Import", "Audit"},
+    "analyst": {"Overview", "Reports", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members"},
     "operations": {"Overview", "Members", "Redemptions"},
-    "executive": {"Overview", "Goals and KPIs"},
+    "executive": {"Overview", "Reports", "Goals and KPIs"},
 }
 
 

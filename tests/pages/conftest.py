@@ -20,6 +20,7 @@ APP_PATH = str(Path(__file__).resolve().parents[2] / "app.py")
 def app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
     """An AppTest of app.py on the test database; ``app(role=...)`` signs in first."""
     monkeypatch.setenv("LOYALTY_DEMO", "0")
+    monkeypatch.setenv("LOYALTY_WORKER", "0")
     st.cache_data.clear()
     st.cache_resource.clear()
 
