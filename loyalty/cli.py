@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("kpis", cmd_analyze, "The KPI catalogue for a period [FROM, TO).", parent=analyze)
     p.add_argument("--from", dest="date_from", type=_date, required=True)
-    p.add_argument("--to", dest="date_to", type=_date, required=True)
+    p.add_argument("--to", dest="date_to", type=_date, required=True, help="end of the period, exclusive (2026-11-01 ends with October)")
     p.add_argument("--json", action="store_true")
     p = add("rfm", cmd_analyze, "RFM segment counts and the thresholds used.", parent=analyze)
     p.add_argument("--as-of", type=_date)
