@@ -40,11 +40,11 @@ measured = [t for t in tiles if t["value"] is not None]
 if measured:
     latest = max(t["period_start"] for t in measured)
     st.subheader(f"KPIs for {latest:%B %Y}")
-    cols = st.columns(len(tiles))
+    cols = [c for _ in range(0, len(tiles), 4) for c in st.columns(4)]
     for col, tile in zip(cols, tiles):
         target = f" · target {tile['target_text']} ({tile['status']})" if tile["target_text"] else ""
         col.metric(tile["label"], tile["value_text"], delta=tile["delta_text"], delta_color="normal" if tile["better_when"] == "up" else "inverse",
-                   help=tile["definition"] + target, chart_data=tile["trend"] or None, border=True)
+                   help=tile["definition"] + target, chart_data=tile["trend"] if len(tile["trend"]) > 1 else None, border=True)
     if actor.can("members.view"):
         with st.expander("Members behind a KPI"):
             chosen = st.selectbox("KPI", [t["metric"] for t in measured], format_func=dict((t["metric"], t["label"]) for t in tiles).get, key="overview_drill")
