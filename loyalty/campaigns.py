@@ -53,7 +53,16 @@ from sqlmodel import Session, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
-from db.models import Campaign, CampaignAssignment, LedgerEntry, Member, Purchase, Segment, Tier, utcnow
+from db.models import (
+    Campaign,
+    CampaignAssignment,
+    LedgerEntry,
+    Member,
+    Purchase,
+    Segment,
+    Tier,
+    utcnow,
+)
 from loyalty.access import Actor, require
 from loyalty.audit import record_audit
 from loyalty.errors import InvalidInput, NotFound
@@ -246,9 +255,7 @@ def activate_campaign(*, session: Session, campaign_id: int, actor: Actor, now: 
     require(actor, "program.configure")
     now = now or utcnow()
     with write_transaction(session):
-        campaign = session.exec(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).one_or_none()
-        if campaign is None:
-            raise NotFound(f"No campaign with id {campaign_id}.")
+        campaign = _locked_campaign(session, campaign_id)
         if campaign.status not in ("draft", "paused"):
             raise InvalidInput(f"{campaign.name} is {campaign.status}; only a draft or paused campaign can be started.")
         if campaign.ends_at <= now:
@@ -275,13 +282,21 @@ def end_campaign(*, session: Session, campaign_id: int, actor: Actor, now: datet
     return _set_status(session, campaign_id, actor, "ended", allowed_from=("scheduled", "active", "paused"), now=now)
 
 
+def _locked_campaign(session: Session, campaign_id: int) -> Campaign:
+    """The campaign, locked and read afresh for this transaction."""
+    campaign = session.exec(
+        select(Campaign).where(Campaign.id == campaign_id).with_for_update().execution_options(populate_existing=True)
+    ).one_or_none()
+    if campaign is None:
+        raise NotFound(f"No campaign with id {campaign_id}.")
+    return campaign
+
+
 def _set_status(session: Session, campaign_id: int, actor: Actor, status: str, *, allowed_from: tuple[str, ...], now: datetime | None = None) -> Campaign:
     require(actor, "program.configure")
     now = now or utcnow()
     with write_transaction(session):
-        campaign = session.exec(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).one_or_none()
-        if campaign is None:
-            raise NotFound(f"No campaign with id {campaign_id}.")
+        campaign = _locked_campaign(session, campaign_id)
         if campaign.status not in allowed_from:
             raise InvalidInput(f"{campaign.name} is {campaign.status}; it cannot become {status}.")
         before = _snapshot(campaign)

@@ -57,3 +57,11 @@ def figure(at: AppTest, index: int = 0) -> dict:
     import json
 
     return _decode(json.loads(at.get("plotly_chart")[index].proto.spec))
+
+
+def open_page(app, role: str, page: str) -> AppTest:
+    """Sign in as ``role``, go to ``page`` and check it ran without an exception."""
+    at = app(role=role).run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at

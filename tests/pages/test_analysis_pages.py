@@ -8,7 +8,7 @@ import pytest
 
 from db.models import Feedback
 from tests.factories import make_member, make_purchase, utc
-from tests.pages.conftest import figure
+from tests.pages.conftest import figure, open_page
 
 TODAY = date.today()
 
@@ -36,10 +36,7 @@ def program(session):
 
 
 def _open(app, page, role="analyst"):
-    at = app(role=role).run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(app, role, page)
 
 
 def test_retention_heatmap_shows_each_cohort_month_by_month(app, program):

@@ -6,13 +6,11 @@ from sqlmodel import select
 
 from db.models import Campaign, CampaignAssignment
 from tests.factories import make_member, make_purchase, utc
+from tests.pages.conftest import open_page
 
 
 def _open(app, role):
-    at = app(role=role).run()
-    at.switch_page("pages/campaigns.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(app, role, "pages/campaigns.py")
 
 
 def test_a_manager_creates_previews_and_activates_a_campaign(app, session):

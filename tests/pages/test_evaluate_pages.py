@@ -8,19 +8,13 @@ from db.models import JobRun, KpiSnapshot
 from loyalty.access import SYSTEM_CLI
 from loyalty.jobs import run_job
 from tests.factories import make_member, make_purchase, utc
-
-
-def _open(app, role, page):
-    at = app(role=role).run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
+from tests.pages.conftest import open_page
 
 
 def test_the_jobs_page_lists_schedules_and_runs_a_job_now(app, session):
     member = make_member(session)
     make_purchase(session, member, 25.0, occurred_at=utc(2026, 10, 3))
-    at = _open(app, "manager", "pages/jobs.py")
+    at = open_page(app, "manager", "pages/jobs.py")
     assert "No worker holds the lease" in at.warning[0].value
     schedules = at.dataframe[0].value
     assert {"KPI snapshot", "Points expiry"} <= set(schedules["title"]) or len(schedules) >= 6
@@ -33,7 +27,7 @@ def test_the_jobs_page_lists_schedules_and_runs_a_job_now(app, session):
 
 
 def test_an_invalid_cron_expression_is_explained(app, session):
-    at = _open(app, "admin", "pages/jobs.py")
+    at = open_page(app, "admin", "pages/jobs.py")
     at.text_input[0].input("every day at noon")
     next(b for b in at.button if b.label == "Save schedule").click().run()
     assert at.error, "the page explains what is wrong with the schedule"
@@ -44,12 +38,12 @@ def test_the_reports_page_shows_a_generated_report(app, session):
     make_purchase(session, member, 25.0, occurred_at=utc(2026, 10, 3))
     result = run_job("executive-report", actor=SYSTEM_CLI)
     assert result["status"] == "succeeded", result
-    at = _open(app, "executive", "pages/reports.py")
+    at = open_page(app, "executive", "pages/reports.py")
     assert not at.info
     assert len(at.dataframe[0].value) >= 1
     assert at.get("download_button")
 
 
 def test_the_reports_page_says_when_there_is_none_yet(app, session):
-    at = _open(app, "executive", "pages/reports.py")
+    at = open_page(app, "executive", "pages/reports.py")
     assert "No report yet" in at.info[0].value

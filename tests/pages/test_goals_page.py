@@ -11,13 +11,11 @@ from loyalty.access import SYSTEM_CLI
 from loyalty.goals import save_goal, save_kpi_target
 from loyalty.snapshots import snapshot_kpis
 from tests.factories import make_member, make_purchase, utc
+from tests.pages.conftest import open_page
 
 
 def _open(app, role):
-    at = app(role=role).run()
-    at.switch_page("pages/goals.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(app, role, "pages/goals.py")
 
 
 def test_an_executive_reads_targets_with_their_status_and_trend(app, session):

@@ -9,8 +9,8 @@ from db.models import AuditLog, Redemption, User
 from loyalty.access import SYSTEM_CLI
 from loyalty.ledger import balance
 from loyalty.rewards import redeem_reward
-from tests.pages.conftest import figure
 from tests.factories import make_member, make_purchase, make_reward, utc
+from tests.pages.conftest import figure, open_page
 
 
 @pytest.fixture
@@ -27,10 +27,7 @@ def program(session):
 
 
 def _open(app, role: str, page: str):
-    at = app(role=role).run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(app, role, page)
 
 
 def test_overview_shows_the_program_totals(app, program):

@@ -10,7 +10,7 @@ from loyalty.access import SYSTEM_CLI
 from loyalty.catalogue import save_reward
 from loyalty.tiers import save_tiers
 from tests.factories import make_member, make_purchase, utc
-from tests.pages.conftest import figure
+from tests.pages.conftest import figure, open_page
 
 BASE = {"window_months": 12, "benefits": "", "grace_months": 0}
 
@@ -25,15 +25,10 @@ def tiers(session):
     return session
 
 
-def _open(app, role, page):
-    at = app(role=role).run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
 
 
 def test_the_tiers_page_charts_members_per_tier(app, tiers):
-    at = _open(app, "analyst", "pages/tiers.py")
+    at = open_page(app, "analyst", "pages/tiers.py")
     chart = figure(at, 0)
     assert dict(zip(chart["data"][0]["x"], chart["data"][0]["y"])) == {"Bronze": 1, "Silver": 0}
     assert not [b for b in at.button if b.label == "Save tiers"], "an analyst cannot change tiers"
@@ -41,13 +36,13 @@ def test_the_tiers_page_charts_members_per_tier(app, tiers):
 
 def test_a_manager_gets_an_editable_tier_table_with_a_save_button(app, tiers):
     # AppTest does not apply cell edits to st.data_editor; the browser test edits a cell.
-    at = _open(app, "manager", "pages/tiers.py")
+    at = open_page(app, "manager", "pages/tiers.py")
     assert at.data_editor(key="tiers_editor").editing_mode == "dynamic"
     assert [b for b in at.button if b.label == "Save tiers"]
 
 
 def test_a_manager_adds_a_reward_and_an_invalid_one_is_explained(app, tiers, session):
-    at = _open(app, "manager", "pages/rewards.py")
+    at = open_page(app, "manager", "pages/rewards.py")
     assert "catalogue is empty" in at.info[0].value
     at.text_input[0].input("Reusable bag")
     next(b for b in at.button if b.label == "Save reward").click().run()
@@ -63,7 +58,7 @@ def test_a_manager_adds_a_reward_and_an_invalid_one_is_explained(app, tiers, ses
 def test_the_rewards_page_shows_the_share_of_members_who_can_reach_each_reward(app, tiers, session):
     save_reward(session=session, actor=SYSTEM_CLI, name="Coffee", kind="product", points_cost=50)
     save_reward(session=session, actor=SYSTEM_CLI, name="Flight", kind="experience", points_cost=100000)
-    at = _open(app, "analyst", "pages/rewards.py")
+    at = open_page(app, "analyst", "pages/rewards.py")
     chart = figure(at, 0)
     shares = dict(zip(chart["data"][0]["y"], chart["data"][0]["x"]))
     assert shares == {"Coffee": 100.0, "Flight": 0.0}

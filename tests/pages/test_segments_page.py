@@ -8,13 +8,11 @@ from db.models import Segment
 from loyalty.access import SYSTEM_CLI
 from loyalty.segments import save_segment
 from tests.factories import make_member, make_purchase, utc
+from tests.pages.conftest import figure, open_page
 
 
 def _open(app, role):
-    at = app(role=role).run()
-    at.switch_page("pages/segments.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(app, role, "pages/segments.py")
 
 
 def test_an_analyst_builds_and_saves_a_segment_with_its_live_size(app, session):
@@ -54,7 +52,6 @@ def test_the_rfm_grid_counts_members_per_cell_and_lists_a_segments_members(app, 
         for k in range(i + 1):
             make_purchase(session, member, 10.0, occurred_at=utc(2026, 1 + k % 10, 1 + i))
     at = _open(app, "analyst")
-    from tests.pages.conftest import figure
 
     heat = figure(at, 0)["data"][0]
     assert sum(v for row in heat["z"] for v in row if v == v and v is not None) == 10  # NaN: empty cell
