@@ -362,7 +362,8 @@ class CampaignEngine:
 
     def _member_dates(self, member_ids: np.ndarray, occasion: str) -> pd.Series:
         column = "birth_date" if occasion == "birthday" else "joined_at"
-        rows = self.session.execute(select(getattr(Member, "id"), getattr(Member, column)).where(Member.id.in_(np.unique(member_ids).tolist()))).all()
+        rows = [row for batch in _batches(np.unique(member_ids))
+                for row in self.session.execute(select(Member.id, getattr(Member, column)).where(Member.id.in_(batch))).all()]
         return pd.Series({m: d for m, d in rows if d is not None}, dtype=object)
 
     def __call__(self, purchases: pd.DataFrame) -> pd.DataFrame:
@@ -419,13 +420,14 @@ class CampaignEngine:
             return points
         candidates = candidates.sort_values(["member_id", "at", "row"])
         if campaign.kind == "spend_threshold":
-            prior = dict(self.session.execute(
-                select(Purchase.member_id, func.sum(Purchase.amount))
-                .where(Purchase.occurred_at >= campaign.starts_at, Purchase.occurred_at < campaign.ends_at,
-                       Purchase.refunded_at.is_(None), Purchase.id.not_in(purchases["id"].tolist()),
-                       Purchase.member_id.in_(candidates["member_id"].unique().tolist()))
-                .group_by(Purchase.member_id)
-            ).all())
+            # New purchases get ids above every stored one, so "before this chunk" is an id bound.
+            first_new = int(purchases["id"].min())
+            prior = {member: spend for batch in _batches(candidates["member_id"].unique())
+                     for member, spend in self.session.execute(
+                         select(Purchase.member_id, func.sum(Purchase.amount))
+                         .where(Purchase.occurred_at >= campaign.starts_at, Purchase.occurred_at < campaign.ends_at,
+                                Purchase.refunded_at.is_(None), Purchase.id < first_new, Purchase.member_id.in_(batch))
+                         .group_by(Purchase.member_id)).all()}
             running = candidates.groupby("member_id")["amount"].cumsum() + candidates["member_id"].map(prior).fillna(0.0)
             candidates = candidates[running >= float(rule["spend"])]
         elif campaign.kind == "birthday":
@@ -462,6 +464,12 @@ class CampaignEngine:
             rows = rows.assign(points=np.clip(remaining - before.to_numpy(), 0, rows["points"].to_numpy()))
             parts.append(rows[rows["points"] > 0])
         return pd.concat(parts, ignore_index=True) if parts else awards.iloc[0:0]
+
+
+def _batches(ids: np.ndarray, size: int = 10_000) -> list[list[int]]:
+    """Ids in lists short enough for one SQL IN (SQLite binds 32,766 values, PostgreSQL 65,535)."""
+    values = [int(i) for i in ids]
+    return [values[start:start + size] for start in range(0, len(values), size)]
 
 
 def earn_rules_for(session: Session, purchases: pd.DataFrame) -> tuple[CampaignEngine, ...]:

@@ -70,9 +70,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(summary)
     else:
+        width = max(map(len, summary))
         for key, value in summary.items():
             if key != "users":
-                print(f"{key:>14}: {value:,}" if isinstance(value, int) else f"{key:>14}: {value}")
+                print(f"{key:>{width}}: {value:,}" if isinstance(value, int) else f"{key:>{width}}: {value}")
         for user in summary.get("users", []):
             print(f"demo user {user['username']:<12} role {user['role']:<11} password {user['password']}")
     return 0

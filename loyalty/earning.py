@@ -43,7 +43,8 @@ class EarnRule(Protocol):
 def member_multipliers(session: Session) -> pd.Series:
     """Earn multiplier of every member that has a tier, indexed by member id."""
     rows = session.execute(
-        text("SELECT m.id, t.multiplier FROM member m JOIN tier t ON t.id = m.tier_id")
+        # Members earning at 1x need no entry: earn_entries fills them with 1.0.
+        text("SELECT m.id, t.multiplier FROM member m JOIN tier t ON t.id = m.tier_id WHERE t.multiplier <> 1")
     ).all()
     if not rows:
         return pd.Series(dtype="float64")
