@@ -34,6 +34,7 @@ __all__ = [
     "retention_view",
     "reward_redeemers",
     "rfm_grid",
+    "slow_repeaters",
 ]
 
 AT_RISK_ALIVE = 0.5  # members at risk: probability alive below this...
@@ -278,3 +279,14 @@ def rfm_grid(session: Session, *, as_of: date | None = None) -> dict[str, pd.Dat
     segments = table.groupby("segment").agg(members=("member_id", "size"), revenue=("monetary", "sum")).reset_index()
     segments["revenue_share"] = segments["revenue"] / segments["revenue"].sum() if segments["revenue"].sum() else 0.0
     return {"cells": cells, "segments": segments.sort_values("revenue", ascending=False), "members": table}
+
+
+def slow_repeaters(session: Session, filters: Filters, *, min_gap_days: int) -> pd.DataFrame:
+    """Drill-down from the purchase-cycle chart: members whose typical gap is at least ``min_gap_days``."""
+    purchases, members = _inputs(session, filters)
+    days = purchases.filter(pl.col("occurred_on") >= filters.start).select("member_id", "occurred_on").unique().sort(["member_id", "occurred_on"])
+    gaps = days.with_columns(pl.col("occurred_on").diff().over("member_id").dt.total_days().alias("gap")).drop_nulls("gap")
+    per_member = gaps.group_by("member_id").agg(pl.col("gap").median().alias("median_gap_days"), (pl.len() + 1).alias("purchase_days"))
+    table = per_member.filter(pl.col("median_gap_days") >= min_gap_days).join(members, on="member_id", how="left")
+    return table.select(pl.col("external_id").alias("member"), "median_gap_days", "purchase_days", "tier", "acquisition_channel") \
+        .sort("median_gap_days", descending=True).to_pandas()

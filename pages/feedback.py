@@ -36,3 +36,9 @@ right.plotly_chart(group_bars(view["by_channel"], ["nps"], "NPS by acquisition c
 st.download_button("Answers (CSV)", view["answers"].drop(columns=["member_id"]).to_csv(index=False), "nps_answers.csv", "text/csv")
 st.subheader("Latest comments")
 st.dataframe(view["comments"], hide_index=True, width="stretch")
+
+st.subheader("Members behind the score")
+group = st.segmented_control("Show", ["detractor", "passive", "promoter"], default="detractor", key="feedback_group") or "detractor"
+people = view["answers"][view["answers"]["group"] == group][["submitted_at", "member", "score", "comment", "tier", "acquisition_channel"]]
+st.caption(f"{len(people):,} {group} answers in the range.")
+st.dataframe(people.sort_values("submitted_at", ascending=False), hide_index=True, width="stretch")

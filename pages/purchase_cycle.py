@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty.analysis import Filters, purchase_cycle_view
+from loyalty.analysis import Filters, purchase_cycle_view, slow_repeaters
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import histogram
 from loyalty.ui.core import db_session
@@ -34,3 +34,11 @@ left.plotly_chart(histogram(gaps[gaps <= gaps.quantile(0.99)] if len(gaps) else 
 right.plotly_chart(histogram(view["frequency"]["purchases_per_year"], "Purchase frequency per active member", "purchases per year"), width="stretch")
 left.download_button("Gaps (CSV)", view["gaps"].to_csv(index=False), "purchase_gaps.csv", "text/csv")
 right.download_button("Frequency (CSV)", view["frequency"].to_csv(index=False), "purchase_frequency.csv", "text/csv")
+
+st.subheader("Members behind the long gaps")
+threshold = st.slider("Typical gap between purchases of at least (days)", 7, 365, 90, key="purchase_cycle_gap")
+with db_session() as session:
+    slow = slow_repeaters(session, filters, min_gap_days=threshold)
+st.caption(f"{len(slow):,} repeat buyers usually wait {threshold} days or more between purchases.")
+st.dataframe(slow, hide_index=True, width="stretch")
+st.download_button("These members (CSV)", slow.to_csv(index=False), "slow_repeaters.csv", "text/csv")

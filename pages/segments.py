@@ -86,8 +86,10 @@ cols = st.columns(3)
 low, high = cols[0].slider("Days since last purchase", 0, 730, (0, 730))
 if (low, high) != (0, 730):
     rules["days_since_last_purchase"] = {k: v for k, v in (("min", low), ("max", high)) if (k == "min" and v > 0) or (k == "max" and v < 730)}
-if (spend := cols[1].number_input("Minimum lifetime spend", min_value=0.0, value=0.0, step=100.0)) > 0:
-    rules["spend"] = {"min": spend}
+clv_low, clv_high = cols[1].slider("CLV band: historical CLV (lifetime spend)", 0, 10_000, (0, 10_000), step=100,
+                                   help="Historical CLV is what the member has spent so far; 10,000 means no upper limit.")
+if (clv_low, clv_high) != (0, 10_000):
+    rules["spend"] = {k: float(v) for k, v in (("min", clv_low), ("max", clv_high)) if (k == "min" and v > 0) or (k == "max" and v < 10_000)}
 consent = cols[2].selectbox("Marketing consent", ["any", "given", "not given"])
 if consent != "any":
     rules["marketing_consent"] = consent == "given"

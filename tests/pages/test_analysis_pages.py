@@ -92,3 +92,17 @@ def test_clv_page_fits_the_model_and_lists_members_at_risk(app, session):
 def test_each_analysis_page_says_so_when_there_is_no_data(app, session, page):
     at = _open(app, page)
     assert at.info, "an empty program shows an explanation, not an empty chart"
+
+
+def test_purchase_cycle_lists_the_members_behind_long_gaps(app, program):
+    at = _open(app, "pages/purchase_cycle.py")
+    at.slider(key="purchase_cycle_gap").set_value(7).run()
+    slow = at.dataframe[0].value
+    # Two members bought twice, about five weeks apart; the third bought once.
+    assert len(slow) == 2 and (slow["median_gap_days"] >= 28).all()
+
+
+def test_feedback_lists_the_detractors_behind_the_score(app, program):
+    at = _open(app, "pages/feedback.py")
+    detractors = at.dataframe[1].value
+    assert list(detractors["score"]) == [3]
