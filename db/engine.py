@@ -104,6 +104,20 @@ def is_sqlite(session_or_engine: Session | Engine) -> bool:
     return bind.dialect.name == "sqlite"
 
 
+def begin_write(session: Session) -> None:
+    """Start a write use case that commits itself: end any read transaction, take the write lock.
+
+    On SQLite a transaction that reads and then writes must hold the lock from its start:
+    upgrading a read transaction fails at once ("database is locked") if another process
+    wrote in between, without waiting for the busy timeout.
+    """
+    if session.info.get(_IN_WRITE_TRANSACTION):
+        return
+    if session.in_transaction():
+        session.commit()
+    session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+
+
 @contextmanager
 def write_transaction(session: Session) -> Iterator[Session]:
     """Run one use case as one transaction that holds the write lock from its start.

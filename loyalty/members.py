@@ -168,6 +168,9 @@ def export_members(
     require(actor, "members.export")
     if purpose not in EXPORT_PURPOSES:
         raise InvalidInput(f"Unknown export purpose {purpose!r}; choose analysis or marketing.")
+    from db.engine import begin_write
+
+    begin_write(session)  # the export is audited
     stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id)
     if external_ids is not None:
         stmt = stmt.where(Member.external_id.in_(external_ids))

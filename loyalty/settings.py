@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from db.engine import begin_write
 from db.models import ProgramSetting, utcnow
 from loyalty.access import Actor, require
 from loyalty.audit import record_audit
@@ -42,6 +43,7 @@ def get_settings(session: Session) -> ProgramSettings:
 def update_settings(*, session: Session, actor: Actor, **changes: Any) -> ProgramSettings:
     """Change settings (admin only), audited. Unknown keys are refused."""
     require(actor, "settings.manage")
+    begin_write(session)
     current = get_settings(session)
     unknown = set(changes) - {f.name for f in fields(ProgramSettings)}
     if unknown:

@@ -17,6 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from db.engine import begin_write
 from db.models import User, utcnow
 from loyalty.access import ROLES, Actor, require
 from loyalty.audit import record_audit
@@ -91,6 +92,7 @@ def _get(session: Session, username: str) -> User:
 def authenticate(session: Session, username: str, password: str, *, now: datetime | None = None) -> Actor:
     """Check a username and password; count failures and lock the account after five."""
     now = now or utcnow()
+    begin_write(session)  # a sign-in writes (attempts, lock-out, last login)
     user = session.exec(select(User).where(User.username == username.strip())).one_or_none()
     if user is None:
         try:
@@ -148,6 +150,9 @@ def create_user(
     generated = password is None
     password = _random_password() if generated else password
     _check_password(password)
+    begin_write(session)
+    if session.exec(select(User).where(User.username == username)).first() is not None:
+        raise InvalidInput(f"A user named {username!r} already exists.")
     user = User(username=username, role=role, email=email.strip(), display_name=display_name or username,
                 password_hash=_hasher.hash(password))
     session.add(user)
@@ -166,6 +171,7 @@ def list_users(session: Session) -> list[dict]:
 
 def set_role(*, session: Session, username: str, role: str, actor: Actor) -> None:
     require(actor, "users.manage")
+    begin_write(session)
     if role not in ROLES:
         raise InvalidInput(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
     user = _get(session, username)
@@ -179,6 +185,7 @@ def set_role(*, session: Session, username: str, role: str, actor: Actor) -> Non
 
 def disable_user(*, session: Session, username: str, actor: Actor) -> None:
     require(actor, "users.manage")
+    begin_write(session)
     user = _get(session, username)
     before = _user_dict(user)
     _refuse_removing_last_admin(session, user, disabling=True)
@@ -191,6 +198,7 @@ def disable_user(*, session: Session, username: str, actor: Actor) -> None:
 def reset_password(*, session: Session, username: str, actor: Actor, password: str | None = None) -> str:
     """Set a new password (random unless given), unlock the account; returns the password."""
     require(actor, "users.manage")
+    begin_write(session)
     user = _get(session, username)
     password = password or _random_password()
     _check_password(password)
