@@ -13,7 +13,6 @@ from loyalty.ui.core import engine, ensure_demo_program
 st.set_page_config(page_title="Loyalty Console", page_icon=":material/loyalty:", layout="wide")
 
 engine()
-ensure_demo_program()
 actor = current_actor()
 if actor is None:
     # Always call st.navigation, so the pages/ folder is never auto-listed.
@@ -25,4 +24,6 @@ else:
     }
     navigation = st.navigation(menu, expanded=True)
     sidebar_user(actor)
+# After st.navigation, so the sidebar never lists the pages/ folder while the demo is made.
+ensure_demo_program()
 navigation.run()
