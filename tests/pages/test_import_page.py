@@ -1,0 +1,37 @@
+"""Import page: preview, import with progress and result, and the row-level error list."""
+
+from __future__ import annotations
+
+from sqlmodel import func, select
+
+from db.models import LedgerEntry, Purchase
+from tests.factories import make_member
+from tests.pages.conftest import open_page
+
+GOOD = b"purchase_id,member_id,occurred_at,amount,channel,store,category\nP1,M1,2026-10-01T10:00:00Z,42.50,store,S1,grocery\nP2,M1,2026-10-02,10,web,online,eco-friendly\n"
+BAD = b"purchase_id,member_id,occurred_at,amount,channel,store,category\nP1,M1,yesterday,42.50,store,S1,grocery\nP2,M9,2026-10-02,-10,web,online,eco-friendly\n"
+
+
+def test_a_manager_previews_and_imports_purchases_that_earn_points(app, session):
+    member = make_member(session, external_id="M1")
+    at = open_page(app, "manager", "pages/import_data.py")
+    assert "Choose a file" in at.info[0].value
+    at.file_uploader[0].set_value(("purchases.csv", GOOD, "text/csv")).run()
+    assert len(at.dataframe[0].value) == 2, "the preview shows the file's rows"
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert "Imported 2 rows" in at.success[0].value, [e.value for e in at.error]
+    session.rollback()
+    assert session.exec(select(func.count()).select_from(Purchase)).one() == 2
+    assert session.exec(select(func.sum(LedgerEntry.points)).where(LedgerEntry.member_id == member.id)).one() == 42 + 10
+
+
+def test_a_bad_file_is_refused_whole_with_each_problem_listed(app, session):
+    make_member(session, external_id="M1")
+    at = open_page(app, "manager", "pages/import_data.py")
+    at.file_uploader[0].set_value(("purchases.csv", BAD, "text/csv")).run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert "Nothing was imported" in at.error[0].value
+    problems = at.dataframe[-1].value
+    assert {(p.line, p.column) for p in problems.itertuples()} >= {(2, "occurred_at"), (3, "member_id"), (3, "amount")}
+    session.rollback()
+    assert session.exec(select(func.count()).select_from(Purchase)).one() == 0
