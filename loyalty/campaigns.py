@@ -422,11 +422,14 @@ class CampaignEngine:
         if campaign.kind == "spend_threshold":
             # New purchases get ids above every stored one, so "before this chunk" is an id bound.
             first_new = int(purchases["id"].min())
+            channels = (campaign.eligibility or {}).get("purchase_channels")
+            channel_filter = [Purchase.channel.in_(channels)] if channels else []
             prior = {member: spend for batch in _batches(candidates["member_id"].unique())
                      for member, spend in self.session.execute(
                          select(Purchase.member_id, func.sum(Purchase.amount))
                          .where(Purchase.occurred_at >= campaign.starts_at, Purchase.occurred_at < campaign.ends_at,
-                                Purchase.refunded_at.is_(None), Purchase.id < first_new, Purchase.member_id.in_(batch))
+                                Purchase.refunded_at.is_(None), Purchase.id < first_new, Purchase.member_id.in_(batch),
+                                *channel_filter)
                          .group_by(Purchase.member_id)).all()}
             running = candidates.groupby("member_id")["amount"].cumsum() + candidates["member_id"].map(prior).fillna(0.0)
             candidates = candidates[running >= float(rule["spend"])]
@@ -436,8 +439,14 @@ class CampaignEngine:
             keep = anchor.notna()
             candidates, anchor = candidates[keep], anchor[keep]
             when = pd.to_datetime(candidates["at"], utc=True)
-            day_of_year = pd.to_datetime({"year": when.dt.year, "month": [d.month for d in anchor], "day": [min(d.day, 28) if d.month == 2 else d.day for d in anchor]}, utc=True)
-            candidates = candidates[(when - day_of_year).abs().dt.days.to_numpy() <= int(rule.get("window_days", 7))]
+            months = [d.month for d in anchor]
+            days = [min(d.day, 28) if d.month == 2 else d.day for d in anchor]
+            # The nearest occurrence may fall in the year before or after (Dec 30 vs Jan 2).
+            distance = np.min([
+                (when - pd.to_datetime({"year": when.dt.year + k, "month": months, "day": days}, utc=True)).abs().dt.days.to_numpy()
+                for k in (-1, 0, 1)
+            ], axis=0)
+            candidates = candidates[distance <= int(rule.get("window_days", 7))]
         first = candidates.drop_duplicates("member_id", keep="first")
         points[first["row"].to_numpy()] = int(rule["points"])
         return points

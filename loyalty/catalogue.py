@@ -52,16 +52,27 @@ def _validate(session: Session, values: dict[str, Any], reward_id: int | None) -
         raise InvalidInput("A partner reward needs the partner's name.")
 
 
-def save_reward(*, session: Session, actor: Actor, reward_id: int | None = None, **fields: Any) -> Reward:
-    """Create a reward (no ``reward_id``) or change one; refusals name the field and reason."""
+_UNSEEN = object()
+
+
+def save_reward(*, session: Session, actor: Actor, reward_id: int | None = None, stock_seen: Any = _UNSEEN, **fields: Any) -> Reward:
+    """Create a reward (no ``reward_id``) or change one; refusals name the field and reason.
+
+    ``stock_seen``: the stock the editor was shown. If redemptions changed it since, the
+    save is refused rather than putting back units that were already taken.
+    """
     require(actor, "program.configure")
     unknown = set(fields) - set(REWARD_FIELDS)
     if unknown:
         raise InvalidInput(f"Unknown reward field(s): {', '.join(sorted(unknown))}.")
     with write_transaction(session):
-        reward = session.get(Reward, reward_id) if reward_id is not None else None
+        reward = session.exec(
+            select(Reward).where(Reward.id == reward_id).with_for_update().execution_options(populate_existing=True)
+        ).one_or_none() if reward_id is not None else None
         if reward_id is not None and reward is None:
             raise NotFound(f"No reward with id {reward_id}.")
+        if reward is not None and stock_seen is not _UNSEEN and reward.stock != stock_seen:
+            raise InvalidInput(f"{reward.name}'s stock changed to {reward.stock} since you opened it (redemptions): reload and try again.")
         before = reward.model_dump(include=set(REWARD_FIELDS), mode="json") if reward else None
         values = {**(before or {"description": "", "stock": None, "min_tier_id": None, "partner": "", "available_from": None,
                                 "available_until": None, "active": True}), **fields}

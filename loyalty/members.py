@@ -40,12 +40,14 @@ def search_members(session: Session, query: str, *, actor: Actor, limit: int = 5
     require(actor, "members.view")
     q = query.strip()
     stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id).limit(limit)
+    show_pii = actor.can("members.view_pii")
     if q:
         like = f"%{q.lower()}%"
-        stmt = stmt.where(or_(func.lower(Member.external_id).like(like), func.lower(Member.name).like(like), func.lower(Member.email).like(like)))
+        # Roles that see masked names may not search by them (a search would confirm a guess).
+        fields = [Member.external_id, Member.name, Member.email] if show_pii else [Member.external_id]
+        stmt = stmt.where(or_(*(func.lower(f).like(like) for f in fields)))
     rows = session.exec(stmt).all()
     points = balances(session, [m.id for m, _ in rows])
-    show_pii = actor.can("members.view_pii")
     return pd.DataFrame(
         [
             {
@@ -190,7 +192,7 @@ def export_members(
                 "name": m.name if show_pii else mask(m.name),
                 "email": m.email if show_pii else mask(m.email),
                 "phone": m.phone if show_pii else mask(m.phone),
-                "city": m.city,
+                "city": m.city if show_pii else mask(m.city),
                 "tier": tier or "",
                 "joined_at": m.joined_at,
                 "acquisition_channel": m.acquisition_channel,

@@ -33,6 +33,7 @@ __all__ = [
     "authenticate",
     "create_demo_users",
     "create_user",
+    "current_role",
     "disable_user",
     "ensure_admin",
     "list_users",
@@ -124,6 +125,12 @@ def authenticate(session: Session, username: str, password: str, *, now: datetim
     session.add(user)
     session.commit()
     return Actor(user.username, user.role)
+
+
+def current_role(session: Session, username: str) -> str | None:
+    """The user's role now, or None if the user no longer exists or is disabled."""
+    user = session.exec(select(User).where(User.username == username)).one_or_none()
+    return user.role if user is not None and user.active else None
 
 
 def actor_for_email(session: Session, email: str) -> Actor:

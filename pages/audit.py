@@ -15,7 +15,8 @@ st.caption("Every change to program configuration, users, points adjustments and
 with db_session() as session:
     facets = audit_facets(session)
 cols = st.columns(4)
-start, end = cols[0].date_input("Period", value=(date.today() - timedelta(days=30), date.today()), key="audit_period") or (None, None)
+chosen = cols[0].date_input("Period", value=(date.today() - timedelta(days=30), date.today()), key="audit_period")
+start, end = (list(chosen) + [None, None])[:2]  # a single date while the user is still picking the range
 who = cols[1].selectbox("Who", [""] + facets["actor"], format_func=lambda v: v or "anyone", key="audit_who")
 entity = cols[2].selectbox("What", [""] + facets["entity"], format_func=lambda v: v or "anything", key="audit_entity")
 action = cols[3].selectbox("Action", [""] + facets["action"], format_func=lambda v: v or "any action", key="audit_action")

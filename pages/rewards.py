@@ -51,14 +51,16 @@ if actor.can("program.configure"):
         min_tier = st.selectbox("Only for tier and above", tier_options, index=tier_options.index(current.get("min_tier_id")) if current.get("min_tier_id") in tier_options else 0,
                                 format_func=lambda t: "everyone" if t is None else tier_names[t])
         partner = st.text_input("Partner (for partner rewards)", value=current.get("partner", ""))
-        window = st.date_input("Available (leave empty for always)", value=[d.date() for d in (current.get("available_from"), current.get("available_until")) if d])
+        dates = st.columns(2)
+        start = dates[0].date_input("Available from (empty: now)", value=current["available_from"].date() if current.get("available_from") else None)
+        end = dates[1].date_input("Available until (empty: always)", value=current["available_until"].date() if current.get("available_until") else None)
         active = st.checkbox("Active", value=current.get("active", True))
         if st.form_submit_button("Save reward", type="primary"):
-            start, end = (list(window) + [None, None])[:2]
             fields = dict(name=name, kind=kind, points_cost=int(cost), stock=int(stock) if limited else None, min_tier_id=min_tier,
                           partner=partner, active=active,
                           available_from=datetime.combine(start, time.min, tzinfo=timezone.utc) if start else None,
                           available_until=datetime.combine(end, time.max, tzinfo=timezone.utc) if end else None)
-            saved = run_action(lambda s: save_reward(session=s, actor=actor, reward_id=current.get("id"), **fields))
+            seen = {"stock_seen": current["stock"]} if current else {}
+            saved = run_action(lambda s: save_reward(session=s, actor=actor, reward_id=current.get("id"), **seen, **fields))
             if saved:
                 st.success(f"{saved.name} saved (audited).")

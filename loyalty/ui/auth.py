@@ -26,12 +26,22 @@ def current_actor() -> Actor | None:
     """The signed-in user, or None (the app then shows :func:`sign_in_page`)."""
     actor: Actor | None = st.session_state.get(_KEY)
     if actor is not None:
+        from loyalty.users import current_role
+
         with db_session() as session:
             timeout = get_settings(session).idle_timeout_minutes * 60
+            # Read the user again: a disabled user or a changed role takes effect at once.
+            role = current_role(session, actor.username)
+        if role is None:
+            sign_out(message="Your account was disabled. Ask an administrator.")
+            return None
         if time.time() - st.session_state.get(_SEEN, 0) > timeout:
             sign_out(message="You were signed out after a period of inactivity.")
             return None
         st.session_state[_SEEN] = time.time()
+        if role != actor.role:
+            actor = Actor(actor.username, role)
+            st.session_state[_KEY] = actor
         return actor
     if _oidc_enabled() and getattr(st.user, "is_logged_in", False):
         from loyalty.users import actor_for_email

@@ -210,3 +210,13 @@ def test_the_preview_counts_eligible_members_and_estimates_the_cost(session):
 def test_an_operations_user_cannot_configure_campaigns(session):
     with pytest.raises(PermissionDenied):
         save_campaign(session=session, actor=Actor("ops", "operations"), name="x", kind="multiplier", rule={"multiplier": 2}, starts_at=START, ends_at=END)
+
+
+def test_a_birthday_bonus_reaches_across_the_new_year(session):
+    member = make_member(session, birth_date=date(1990, 12, 30))
+    campaign = save_campaign(session=session, actor=MANAGER, name="New year birthdays", kind="birthday",
+                             rule={"points": 200, "window_days": 7, "occasion": "birthday"},
+                             starts_at=utc(2026, 12, 1), ends_at=utc(2027, 2, 1))
+    activate_campaign(session=session, campaign_id=campaign.id, actor=MANAGER, now=utc(2026, 11, 30))
+    january = make_purchase(session, member, 10.0, occurred_at=utc(2027, 1, 2))
+    assert _points_by_campaign(session, january) == [(0, 10), (campaign.id, 200)]

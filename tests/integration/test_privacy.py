@@ -78,3 +78,10 @@ def test_the_cli_erases_a_member(session, members, capsys):
     assert '"ok": true' in capsys.readouterr().out
     session.expire_all()
     assert session.exec(select(Member.email).where(Member.external_id == "M2")).one() == ""
+
+
+def test_an_analyst_cannot_find_a_member_by_a_masked_name_or_email(session, members):
+    assert search_members(session, "ana@example.com", actor=ANALYST).empty
+    assert list(search_members(session, "M1", actor=ANALYST)["member"]) == ["M1"]
+    assert list(search_members(session, "ana@example.com", actor=MANAGER)["member"]) == ["M1"]
+    assert list(export_members(session, actor=ANALYST, purpose="analysis")["city"])[0] == "P***"

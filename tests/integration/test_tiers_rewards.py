@@ -135,3 +135,14 @@ def test_the_entry_barrier_counts_who_can_reach_each_reward_and_tier(session):
     tiers = barrier["tiers"].set_index("tier")
     # Gold needs 1000 spend and 10 purchases in 12 months: steady's pace is 1200 and 12.
     assert tiers.loc["Gold", "reachable_members"] == 1 and tiers.loc["Bronze", "reachable_members"] == 2
+
+
+def test_saving_a_reward_does_not_put_back_stock_taken_since_the_editor_opened(session):
+    reward = save_reward(session=session, actor=MANAGER, name="Mug", kind="product", points_cost=100, stock=10)
+    reward.stock = 5  # redemptions took five meanwhile
+    session.add(reward)
+    session.commit()
+    with pytest.raises(InvalidInput, match="stock changed to 5"):
+        save_reward(session=session, actor=MANAGER, reward_id=reward.id, stock_seen=10, name="Mug (blue)", stock=10)
+    saved = save_reward(session=session, actor=MANAGER, reward_id=reward.id, stock_seen=5, name="Mug (blue)", stock=5)
+    assert (saved.name, saved.stock) == ("Mug (blue)", 5)

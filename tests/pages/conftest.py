@@ -27,7 +27,9 @@ def app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
     def make(role: str | None = None, username: str | None = None) -> AppTest:
         at = AppTest.from_file(APP_PATH, default_timeout=APP_TIMEOUT)
         if role:
-            at.session_state["auth_actor"] = Actor(username or f"test-{role}", role)
+            username_ = username or f"test-{role}"
+            _ensure_user(db_url, username_, role)  # the app re-reads the signed-in user on every run
+            at.session_state["auth_actor"] = Actor(username_, role)
             at.session_state["auth_last_seen"] = time.time()
         return at
 
@@ -50,6 +52,19 @@ def _decode(value):
     if isinstance(value, list):
         return [_decode(v) for v in value]
     return value
+
+
+def _ensure_user(db_url: str, username: str, role: str) -> None:
+    from sqlmodel import select
+
+    from db.engine import get_engine, new_session
+    from db.models import User
+    from loyalty.access import SYSTEM_CLI
+    from loyalty.users import create_user
+
+    with new_session(get_engine(db_url)) as session:
+        if session.exec(select(User).where(User.username == username)).first() is None:
+            create_user(session=session, username=username, role=role, actor=SYSTEM_CLI)
 
 
 def figure(at: AppTest, index: int = 0) -> dict:

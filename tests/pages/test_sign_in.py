@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from sqlmodel import select
 
 from db.models import User
@@ -76,3 +78,21 @@ def test_sign_out_forgets_the_user_and_shows_no_page_content(app, session):
     at.run()
     assert "auth_actor" not in at.session_state
     assert not at.metric and "Overview" not in [t.value for t in at.title]
+
+
+def test_a_disabled_user_is_signed_out_and_a_new_role_applies_at_once(app, session):
+    from loyalty.users import disable_user, set_role
+
+    create_user(session=session, username="olga", role="operations", password=PASSWORD, actor=SYSTEM_CLI)
+    create_user(session=session, username="mark", role="manager", password=PASSWORD, actor=SYSTEM_CLI)
+    at = app(role="operations", username="olga").run()
+    at.switch_page("pages/members.py").run()
+    assert at.title[0].value == "Members"
+    set_role(session=session, username="olga", role="executive", actor=SYSTEM_CLI)
+    at = app(role="operations", username="olga").run()  # the session still says operations
+    with pytest.raises(ValueError):
+        at.switch_page("pages/members.py")  # an executive's navigation has no Members page
+    disable_user(session=session, username="olga", actor=SYSTEM_CLI)
+    at = app(role="executive", username="olga").run()  # her browser session still holds the sign-in
+    assert "auth_actor" not in at.session_state
+    assert [ti.label for ti in at.text_input] == ["Username", "Password"]
