@@ -1,6 +1,5 @@
 """Tiers: levels, thresholds, multipliers and benefits, edited as a table."""
 
-import pandas as pd
 import streamlit as st
 
 from loyalty.barrier import entry_barrier
