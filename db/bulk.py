@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -110,3 +111,22 @@ def _copy_postgres(raw, table: str, columns: list[str], batch: pa.Table) -> None
 
 def insert_rows(session: Session, table: str, rows: Iterable[dict]) -> int:
     return insert_frame(session, table, pd.DataFrame(list(rows)))
+
+
+@contextmanager
+def sqlite_page_cache(session: Session, kib: int) -> Iterator[None]:
+    """On SQLite, a ``kib`` page cache on the connection the transaction holds, put back afterwards.
+
+    The default 2 MB cache thrashes once the purchase and ledger indexes hold millions of
+    rows; other use cases on the pooled connection keep the default. No-op elsewhere.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        yield
+        return
+    driver = session.connection().connection.driver_connection
+    previous = driver.execute("PRAGMA cache_size").fetchone()[0]
+    driver.execute(f"PRAGMA cache_size=-{int(kib)}")
+    try:
+        yield
+    finally:
+        driver.execute(f"PRAGMA cache_size={int(previous)}")

@@ -53,8 +53,7 @@ does), so a long-running campaign does not include later joiners.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,7 +63,7 @@ import pandas as pd
 from sqlalchemy import bindparam, func, text, update
 from sqlmodel import Session, select
 
-from db.bulk import allocate_ids, insert_frame
+from db.bulk import allocate_ids, insert_frame, sqlite_page_cache
 from db.engine import is_sqlite, write_transaction
 from db.models import (
     Campaign,
@@ -435,7 +434,7 @@ def create_demo(
     # must compare equal on both databases.
     now = now.astimezone(UTC).replace(microsecond=0)
     started = time.perf_counter()
-    with write_transaction(session), _large_page_cache(session):
+    with write_transaction(session), sqlite_page_cache(session, SQLITE_CACHE_KIB):
         _refuse_unless_empty(session)
         summary = _Simulation(session, members=members, months=months, seed=seed, actor=actor, now=now,
                               redemptions=redemptions, progress=progress).run()
@@ -448,25 +447,6 @@ def create_demo(
         summary["users"] = [{"username": u.username, "role": u.role, "password": u.password}
                             for u in create_demo_users(session, actor=actor)]
     return summary
-
-
-@contextmanager
-def _large_page_cache(session: Session) -> Iterator[None]:
-    """On SQLite, a bigger page cache for this connection while the demo writes.
-
-    The default 2 MB cache thrashes once the purchase and ledger indexes hold millions
-    of rows; the connection goes back to the pool with its old setting.
-    """
-    if not is_sqlite(session):
-        yield
-        return
-    raw = session.connection().connection.driver_connection
-    before = raw.execute("PRAGMA cache_size").fetchone()[0]
-    raw.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-    try:
-        yield
-    finally:
-        raw.execute(f"PRAGMA cache_size={int(before)}")
 
 
 def _refuse_unless_empty(session: Session) -> None:

@@ -45,7 +45,7 @@ import pyarrow as pa
 from sqlalchemy import bindparam, text, update
 from sqlmodel import Session
 
-from db.bulk import allocate_ids, insert_frame
+from db.bulk import allocate_ids, insert_frame, sqlite_page_cache
 from db.engine import write_transaction
 from db.models import Member, Purchase, utcnow
 from loyalty.access import Actor, require
@@ -996,25 +996,6 @@ _PLANNERS: dict[str, Callable[..., _Plan]] = {
 
 
 @contextmanager
-def _bulk_load_cache(session: Session) -> Iterator[None]:
-    """On SQLite, a large page cache on this connection while the import writes.
-
-    Set on the driver connection the write transaction holds, and put back afterwards,
-    so other use cases on the pooled connection keep the default.
-    """
-    if session.get_bind().dialect.name != "sqlite":
-        yield
-        return
-    driver = session.connection().connection.driver_connection
-    previous = driver.execute("PRAGMA cache_size").fetchone()[0]
-    driver.execute(f"PRAGMA cache_size=-{SQLITE_IMPORT_CACHE_KIB}")
-    try:
-        yield
-    finally:
-        driver.execute(f"PRAGMA cache_size={int(previous)}")
-
-
-@contextmanager
 def _deferred_sqlite_indexes(session: Session, tables: Sequence[str], incoming: int) -> Iterator[None]:
     """On SQLite, drop the secondary indexes of ``tables`` and rebuild them at the end.
 
@@ -1125,7 +1106,7 @@ def import_csv(
     total = len(values)
     report = progress or (lambda done, total: None)
     checks = _Checks(table.lines[kept], file_name)
-    with write_transaction(session), _bulk_load_cache(session):
+    with write_transaction(session), sqlite_page_cache(session, SQLITE_IMPORT_CACHE_KIB):
         plan = _PLANNERS[kind](session, values, checks, actor=actor, create_members=create_members)
         found = checks.frame()
         problems = checks.problems()
