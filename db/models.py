@@ -354,3 +354,46 @@ class AuditLog(SQLModel, table=True):
     entity_id: str = Field(default="", max_length=80)
     before: Any = Field(default=None, sa_column=Column(JSON))
     after: Any = Field(default=None, sa_column=Column(JSON))
+
+
+# --- decisions (what-if scenarios, forecasts) ----------------------------------------
+
+
+class Scenario(SQLModel, table=True):
+    """A named what-if: changes to the program's rules and what the replay gave.
+
+    ``changes`` holds the rule changes (tiers, earn rate, reward costs, expiry) and
+    ``result`` the replay's summary under the changed and the current rules, so saved
+    scenarios can be compared without replaying them again.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    description: str = ""
+    changes: dict[str, Any] = _json()
+    result: dict[str, Any] = _json()
+    window_start: date | None = None
+    window_end: date | None = None
+    created_by: str = Field(default="system", max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class LiabilityForecast(SQLModel, table=True):
+    """One month of a stored points-liability forecast, with its band.
+
+    ``measure`` is one of outstanding, earned, redeemed, expired or breakage; money is
+    points times the point value in the program settings, applied when read.
+    """
+
+    __tablename__ = "liability_forecast"
+    __table_args__ = (Index("ix_liability_forecast_as_of_month", "as_of", "month"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    as_of: date
+    month: date
+    measure: str = Field(max_length=20)
+    points: float
+    points_low: float | None = None
+    points_high: float | None = None
+    computed_at: datetime = Field(default_factory=utcnow)
