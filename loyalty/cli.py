@@ -300,6 +300,34 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from loyalty.bench import BenchConfig, run_bench
+
+    if args.members < 10:
+        raise SystemExit("bench: --members must be at least 10.")
+    config = BenchConfig(members=args.members, purchases_per_member=args.purchases_per_member,
+                         database_url=args.database_url, workdir=Path(args.workdir) if args.workdir else None,
+                         steps=tuple(args.steps or ()))
+    echo = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    echo(f"{'step':<42} {'seconds':>11} {'peak':>12}")
+    result = run_bench(config, echo=echo)
+    if args.json:
+        _print_json(result)
+    else:
+        details = result["details"]
+        print(f"\n{result['members']:,} members, {result['purchases']:,} purchases on {details['database']}")
+        if "import_purchases" in details:
+            print(f"import: {details['import_purchases'].get('rows_per_second'):,} purchases a second (points included)")
+        if "baseline" in details:
+            print("engine vs pandas baseline (x faster): " + ", ".join(f"{k} {v}" for k, v in details["baseline"]["ratio"].items()))
+            print(f"in memory (retention + RFM + KPIs + tier review): {details['baseline']['in_memory_seconds']} s")
+        if "redemptions" in details:
+            r = details["redemptions"]
+            print(f"redemptions: {r['succeeded']} of {r['attempts']} succeeded, {r['attempts_per_second']} attempts/s, "
+                  f"overspend: {'YES' if r['overspend'] else 'none'}")
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
@@ -444,9 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", type=_date)
     p.add_argument("--json", action="store_true")
 
+    p = add("bench", cmd_bench, "Build a program of the given size and measure every step (issue 8).")
+    p.add_argument("--members", type=int, required=True)
+    p.add_argument("--purchases-per-member", type=float, default=10.0)
+    p.add_argument("--database-url", help="an empty database (default: a new SQLite file in the work directory)")
+    p.add_argument("--workdir", help="where the CSV files and the SQLite database go (default: a new temporary directory)")
+    p.add_argument("--steps", action="append", choices=["evaluate", "analyze", "pages", "redemptions"],
+                   help="only these measurement groups (repeatable; generation and imports always run)")
+    p.add_argument("--json", action="store_true")
     add("worker", cmd_worker, "Run the scheduler (one active worker per database; others wait as standby).")
     p = add("evaluate", cmd_evaluate, "Run an evaluation job once (or all of them).")
-    p.add_argument("--job", required=True, choices=["all", "kpi-snapshot", "tier-evaluation", "points-expiry", "campaign-evaluation", "retention-alert", "executive-report"])
+    from loyalty.jobs import JOBS
+
+    p.add_argument("--job", required=True, choices=["all", *JOBS])
     p.add_argument("--as-of", type=_date, help="evaluate as of this day (default: yesterday)")
     p.add_argument("--json", action="store_true")
     jobs = sub.add_parser("jobs", help="Evaluation job runs.").add_subparsers(dest="jobs_command", required=True)
