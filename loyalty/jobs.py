@@ -190,18 +190,16 @@ def _points_expiry_body(ctx: JobContext) -> dict[str, Any]:
 
 def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:
     from loyalty.evaluation import (
-        kpi_snapshot_frame,
+        kpi_snapshot_frames,
         snapshot_periods,
         store_kpi_snapshots,
         target_status_counts,
     )
 
     periods = snapshot_periods(ctx.as_of)
-    frames = []
-    for i, (period, start, end) in enumerate(periods):
-        ctx.progress(i / (len(periods) + 1), f"computing the KPIs of {period} {start}..{end}")
-        frames.append(kpi_snapshot_frame(ctx.session, period=period, start=start, end=end))
-    ctx.progress(len(periods) / (len(periods) + 1), "storing the snapshots")
+    ctx.progress(0.0, "reading purchases, members, answers and the points ledger")
+    frames = kpi_snapshot_frames(ctx.session, periods, progress=ctx.progress)
+    ctx.progress(0.8, "storing the snapshots")
     with write_transaction(ctx.session):
         hold_job_lock(ctx.session, "kpi-snapshot")
         rows = store_kpi_snapshots(ctx.session, frames, current_month=periods[0][2])

@@ -63,7 +63,9 @@ __all__ = [
     "close_readers",
     "fetch_frame",
     "ledger_totals",
+    "ledger_totals_from_entries",
     "load_feedback",
+    "load_ledger_entries",
     "load_members",
     "load_purchases",
     "members_frame",
@@ -652,6 +654,59 @@ def ledger_totals(
         .join(earned.group_by("member_id").agg(earned=pl.col("points").sum()), on="member_id", how="left")
         .join(outflows.group_by("member_id").agg(outflow_sums), on="member_id", how="left")
         .fill_null(0)
+        .cast({"member_id": pl.Int64, **schema})
+        .select("member_id", *LEDGER_TOTAL_COLUMNS)
+        .sort("member_id")
+    )
+
+
+def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto") -> pl.DataFrame:
+    """Every ledger entry before ``end``: ``member_id, kind, points, is_return, occurred_seconds``.
+
+    One read for several periods at once (the nightly KPI snapshot): the per-period
+    totals then come from :func:`ledger_totals_from_entries` in memory.
+    """
+    end = _check_day(end, "end")
+    dialect = _dialect(session)
+    return fetch_frame(
+        session,
+        f"SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
+        f"{_epoch(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < {_moment(dialect, end)}",
+        {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "occurred_seconds": pl.Int64},
+        reader=reader,
+    ).with_columns(pl.col("kind").cast(pl.Categorical))
+
+
+def ledger_totals_from_entries(entries: pl.DataFrame, start: date, end: date, *, trailing_start: date | None = None) -> pl.DataFrame:
+    """:func:`ledger_totals` with ``by_member=True``, from entries already read (same columns, same numbers)."""
+    trailing_start = trailing_start or start
+
+    def seconds(day: date) -> int:
+        return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+    lo, hi, trailing = seconds(start), seconds(end), seconds(trailing_start)
+    at, kind = pl.col("occurred_seconds"), pl.col("kind").cast(pl.String)
+    before_end = at < hi
+    in_period, in_trailing = (at >= lo) & before_end, (at >= trailing) & before_end
+    redeem, expire = kind == "redeem", kind == "expire"
+    returned = (kind == "reverse") & (pl.col("is_return") == 1)
+    earn = kind.is_in(list(EARN_KINDS))
+
+    def points_where(condition: pl.Expr, sign: int) -> pl.Expr:
+        return pl.when(condition).then(pl.col("points") * sign).otherwise(0).sum()
+
+    schema: dict[str, Any] = {name: pl.Int64 for name in LEDGER_TOTAL_COLUMNS}
+    return (
+        entries.lazy().filter(before_end).group_by("member_id").agg(
+            points_where(earn & in_period, 1).alias("earned"),
+            points_where(redeem & in_period, -1).alias("redeemed"),
+            points_where(returned & in_period, 1).alias("returned"),
+            points_where(expire & in_period, -1).alias("expired"),
+            points_where(redeem & in_trailing, -1).alias("trailing_redeemed"),
+            points_where(returned & in_trailing, 1).alias("trailing_returned"),
+            points_where(expire & in_trailing, -1).alias("trailing_expired"),
+            pl.col("points").sum().alias("balance"),
+        ).collect()
         .cast({"member_id": pl.Int64, **schema})
         .select("member_id", *LEDGER_TOTAL_COLUMNS)
         .sort("member_id")

@@ -48,7 +48,9 @@ from loyalty.analytics._arrays import align, member_arrays
 from loyalty.analytics.data import (
     Reader,
     ledger_totals,
+    ledger_totals_from_entries,
     load_feedback,
+    load_ledger_entries,
     load_members,
     load_purchases,
     members_frame,
@@ -678,6 +680,66 @@ def compute_kpis(
     names = _metric_names(metrics)
     inputs = load_kpi_inputs(session, start, end, by=by, metrics=names, point_value=point_value, reader=reader)
     return kpis_from_inputs(inputs, names).to_pandas()
+
+
+def kpis_for_periods(
+    session: Session,
+    periods: Sequence[tuple[date, date]],
+    *,
+    dimensions: Sequence[Dimension | None] = (None, *DIMENSIONS),
+    point_value: float | None = None,
+    reader: Reader = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> list[pd.DataFrame]:
+    """The default KPIs of several periods, overall and by each dimension, from one read.
+
+    What :func:`compute_kpis` gives for each ``(start, end)`` and dimension, but the
+    purchases, members, NPS answers and points ledger are read once for all of them
+    and cut per period in memory (the nightly snapshot: 3 periods x 4 splits would
+    otherwise read the same tables 72 times). One frame per period, splits stacked.
+    """
+    if not periods:
+        return []
+    for start, end in periods:
+        _check_period(start, end)
+    names = list(DEFAULT_METRICS)
+    if point_value is None:
+        from loyalty.settings import get_settings
+
+        point_value = get_settings(session).point_value
+    last_end = max(end for _, end in periods)
+    first_start = min(start for start, _ in periods)
+    purchases = load_purchases(session, end=last_end, reader=reader)
+    members = load_members(session, columns=["member_id", "joined_on", "acquisition_channel", "tier", "city", "marketing_consent"],
+                           reader=reader)
+    feedback = load_feedback(session, start=first_start, end=last_end, reader=reader)
+    entries = load_ledger_entries(session, last_end, reader=reader)
+    frames = []
+    for done, (start, end) in enumerate(periods):
+        if progress:
+            progress(done, len(periods))
+        cut = purchases.filter(pl.col("occurred_on") < end) if end < last_end else purchases
+        answers = feedback.filter(pl.col("submitted_at").dt.date().is_between(start, end, closed="left"))
+        ledger = ledger_totals_from_entries(entries, start, end, trailing_start=_add_months(end, -TRAILING_MONTHS))
+        overall_ledger = ledger.drop("member_id").sum()
+        parts = []
+        for by in dimensions:
+            groups = None
+            if by == "tier":
+                groups = members.select("member_id", dimension_value="tier")
+            elif by == "channel":
+                groups = members.select("member_id", dimension_value="acquisition_channel")
+            elif by == "segment":
+                from loyalty.analytics.segments import segment_memberships
+
+                groups = segment_memberships(session, as_of=end - timedelta(days=1), members=members, purchases=cut).rename(
+                    {"segment": "dimension_value"})
+            inputs = KpiInputs(start=start, end=end, purchases=cut, ledger=overall_ledger if by is None else ledger,
+                               point_value=float(point_value), members=members, feedback=answers, groups=groups,
+                               dimension=by or OVERALL)
+            parts.append(kpis_from_inputs(inputs, names).to_pandas())
+        frames.append(pd.concat(parts, ignore_index=True))
+    return frames
 
 
 def kpi_summary(session: Session, start: date, end: date, *, reader: Reader = "auto") -> dict[str, Any]:

@@ -44,6 +44,7 @@ from loyalty.analytics.data import (
     load_purchases,
 )
 from loyalty.analytics.metrics import (
+    kpis_for_periods,
     DEFAULT_METRICS,
     compute_kpis,
     kpi_summary,
@@ -199,6 +200,20 @@ def test_kpis_by_saved_segment(session: Session, programme) -> None:
     assert values[("retention_rate", "Referrals")] == 0.0  # B bought in May, not in June
     assert values[("active_members", "Lapsed")] == 0  # B: last purchase May 25, 36 days before June 30
     assert values[("nps", "Jakarta, reachable")] == pytest.approx(100 * (2 - 1) / 3)  # A: 10, 9; C: 3
+
+
+@READERS
+def test_several_periods_from_one_read_match_each_period_computed_alone(session: Session, programme, reader: str) -> None:
+    periods = [JUNE, (date(2024, 7, 1), date(2024, 7, 3)), (date(2024, 4, 1), date(2024, 7, 1))]
+    together = kpis_for_periods(session, periods, reader=reader)
+    for (start, end), frame in zip(periods, together):
+        alone = pd.concat([compute_kpis(session, start, end, by=by, reader=reader) for by in (None, "segment", "tier", "channel")],
+                          ignore_index=True)
+        alone["dimension"] = alone["dimension"].fillna("overall")
+        pd.testing.assert_frame_equal(frame.reset_index(drop=True), alone.reset_index(drop=True), check_dtype=False)
+    june = together[0].query("dimension == 'overall'").set_index("metric")["value"]
+    assert june["points_outstanding"] == EXPECTED_JUNE["points_outstanding"]
+    assert june["breakage_estimate"] == pytest.approx(EXPECTED_JUNE["breakage_estimate"])
 
 
 def test_the_members_behind_retention_are_the_retained_and_the_lost(session: Session, programme) -> None:
