@@ -128,24 +128,28 @@ def generate_files(members: int, purchases_per_member: float, out: Path, *, now:
     purchase_channel = rng.choice(len(PURCHASE_CHANNELS), size=len(owner), p=[0.6, 0.25, 0.15])
     store = rng.integers(1, 121, len(owner))
 
-    frame = pl.DataFrame({
-        "member_id": member_ids[owner],
-        "at": pl.from_epoch(pl.Series(moment), time_unit="s"),
-        "amount": amount,
-        "channel": np.array(PURCHASE_CHANNELS, dtype=object)[purchase_channel],
-        "store": pl.Series(store).cast(pl.String),
-        "category": np.array(CATEGORIES, dtype=object)[category],
-        "purchase_id": pl.Series(np.arange(1, len(owner) + 1)).cast(pl.String).str.zfill(10),
-    }).with_columns(
-        occurred_at=pl.col("at").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        month=pl.col("at").dt.strftime("%Y_%m"),
-        store=pl.lit("Store ") + pl.col("store"),
-        purchase_id=pl.lit("B") + pl.col("purchase_id"),
-    )
+    # One calendar month at a time: the strings of ten million rows never sit in memory at once.
+    first_day = datetime.fromtimestamp(start, UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    bounds = [first_day]
+    while bounds[-1].timestamp() <= end:
+        bounds.append((bounds[-1] + timedelta(days=32)).replace(day=1))
+    cuts = np.searchsorted(moment, [int(b.timestamp()) for b in bounds])
+    channels, categories = np.array(PURCHASE_CHANNELS, dtype=object), np.array(CATEGORIES, dtype=object)
     files = []
-    for (month,), part in frame.partition_by("month", as_dict=True, maintain_order=True).items():
-        path = out / f"purchases_{month}.csv"
-        part.select("member_id", "occurred_at", "amount", "channel", "store", "category", "purchase_id").write_csv(path)
+    for month, lo, hi in zip(bounds, cuts[:-1], cuts[1:]):
+        if hi <= lo:
+            continue
+        rows = slice(lo, hi)
+        path = out / f"purchases_{month:%Y_%m}.csv"
+        pl.DataFrame({
+            "member_id": member_ids[owner[rows]],
+            "occurred_at": pl.from_epoch(pl.Series(moment[rows]), time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "amount": amount[rows],
+            "channel": channels[purchase_channel[rows]],
+            "store": pl.Series(store[rows]).cast(pl.String),
+            "category": categories[category[rows]],
+            "purchase_id": pl.Series(np.arange(lo + 1, hi + 1)).cast(pl.String).str.zfill(10),
+        }).with_columns(store=pl.lit("Store ") + pl.col("store"), purchase_id=pl.lit("B") + pl.col("purchase_id")).write_csv(path)
         files.append(str(path))
     return {"members_file": str(out / "members.csv"), "purchase_files": files, "purchases": int(len(owner))}
 
