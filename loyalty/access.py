@@ -83,6 +83,8 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("Plan", "pages/segments.py", "Segments", ":material/groups:", "analysis.view"),
     PageSpec("Plan", "pages/tiers.py", "Tiers", ":material/military_tech:", "analysis.view"),
     PageSpec("Plan", "pages/rewards.py", "Rewards", ":material/card_giftcard:", "analysis.view"),
+    PageSpec("Plan", "pages/whatif.py", "What-if", ":material/science:", "analysis.view"),
+    PageSpec("Plan", "pages/winback.py", "Win-back", ":material/person_search:", "analysis.view"),
     PageSpec("Analyse", "pages/retention.py", "Retention", ":material/autorenew:", "analysis.view"),
     PageSpec("Analyse", "pages/clv.py", "Lifetime value", ":material/savings:", "analysis.view"),
     PageSpec("Analyse", "pages/redemptions_analysis.py", "Redemptions and liability", ":material/account_balance_wallet:", "analysis.view"),

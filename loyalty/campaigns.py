@@ -32,8 +32,9 @@ How campaigns stack on one purchase
 
 Eligibility and holdout
 -----------------------
-On activation the eligible members (segment, tiers, acquisition channels, minimum
-spend in the last 12 months, win-back inactivity) are assigned once and for all:
+On activation the eligible members (segment, tiers, acquisition channels, a fixed
+list of members ``member_ids``, minimum spend in the last 12 months, win-back
+inactivity) are assigned once and for all:
 a stable pseudo-random ``holdout_pct`` of them to ``holdout`` (they get nothing, so
 the campaign's effect can be measured against them) and the rest to ``treatment``.
 A bonus goes only to treatment members, on purchases inside ``[starts_at, ends_at)``
@@ -76,6 +77,7 @@ __all__ = [
     "campaign_overview",
     "earn_rules_for",
     "end_campaign",
+    "listed_member_ids",
     "pause_campaign",
     "preview_campaign",
     "save_campaign",
@@ -97,6 +99,9 @@ EARNING_STATUSES = ("scheduled", "active", "ended")
 COMMUNICATION_CHANNELS = ("email", "app", "sms", "social", "in-store")
 PREVIEW_LOOKBACK_DAYS = 90
 MIN_SPEND_WINDOW_DAYS = 365
+# A campaign for a fixed list of members (eligibility ``member_ids``, a win-back list
+# say) stores the list in the campaign; larger groups belong in a segment.
+MAX_LISTED_MEMBERS = 10_000
 
 
 # --- configuration ---------------------------------------------------------------------
@@ -175,6 +180,8 @@ def save_campaign(*, session: Session, actor: Actor, campaign_id: int | None = N
             values["ends_at"] = fields.get("ends_at", campaign.ends_at)
         values["name"] = (values.get("name") or "").strip()
         _validate(values)
+        if "member_ids" in (fields.get("eligibility") or {}):  # checked when set, not on every later edit
+            values["eligibility"] = {**values["eligibility"], "member_ids": listed_member_ids(session, values["eligibility"]["member_ids"])}
         clash = session.exec(select(Campaign.id).where(Campaign.name == values["name"])).first()
         if clash is not None and clash != campaign_id:
             raise InvalidInput(f"A campaign named {values['name']!r} already exists.")
@@ -191,6 +198,33 @@ def save_campaign(*, session: Session, actor: Actor, campaign_id: int | None = N
 
 
 # --- eligibility and holdout ------------------------------------------------------------
+
+
+def listed_member_ids(session: Session, member_ids: Any) -> list[int]:
+    """Check a fixed list of members (eligibility ``member_ids``): sorted, without repeats.
+
+    Refused unless the list holds 1 to ``MAX_LISTED_MEMBERS`` member ids (whole
+    numbers) of members that exist and are not erased.
+    """
+    if isinstance(member_ids, (str, bytes)) or not hasattr(member_ids, "__iter__"):
+        raise InvalidInput("The campaign's member list must be a list of member ids.")
+    values = list(member_ids)
+    if any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in values):
+        raise InvalidInput("The campaign's member list must hold member ids (whole numbers) only.")
+    ids = sorted({int(i) for i in values})
+    if not ids:
+        raise InvalidInput("A campaign for listed members needs at least one member.")
+    if len(ids) > MAX_LISTED_MEMBERS:
+        raise InvalidInput(f"A campaign can list at most {MAX_LISTED_MEMBERS:,} members (this list has {len(ids):,}); "
+                           "target a segment for a larger group.")
+    found = {i: erased for batch in _batches(np.asarray(ids))
+             for i, erased in session.exec(select(Member.id, Member.erased_at).where(Member.id.in_(batch))).all()}
+    for problem, bad in (("do not exist", [i for i in ids if i not in found]),
+                         ("were erased and cannot be targeted", [i for i in ids if found.get(i) is not None])):
+        if bad:
+            shown = ", ".join(str(i) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            raise InvalidInput(f"{len(bad):,} of the listed members {problem} (member ids {shown}); remove them from the list.")
+    return ids
 
 
 def stable_uniform(campaign_id: int, member_ids: np.ndarray) -> np.ndarray:
@@ -211,6 +245,8 @@ def eligible_members(session: Session, eligibility: dict[str, Any], *, kind: str
     if eligibility.get("acquisition_channels"):
         query = query.where(Member.acquisition_channel.in_(eligibility["acquisition_channels"]))
     ids = np.asarray(session.exec(query).all(), dtype=np.int64)
+    if "member_ids" in eligibility:
+        ids = np.intersect1d(ids, np.asarray(eligibility["member_ids"], dtype=np.int64))
     if eligibility.get("segment_id"):
         segment = session.get(Segment, eligibility["segment_id"])
         if segment is None:

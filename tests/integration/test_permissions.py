@@ -92,9 +92,9 @@ def test_each_use_case_accepts_exactly_the_roles_allowed_to_run_it(session, role
 
 
 EXPECTED_PAGES = {
-    "admin": {"Overview", "Reports", "Jobs", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members", "Redemptions", "Import", "Audit", "Users", "Settings"},
-    "manager": {"Overview", "Reports", "Jobs", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members", "Import", "Audit"},
-    "analyst": {"Overview", "Reports", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "Members"},
+    "admin": {"Overview", "Reports", "Jobs", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "What-if", "Win-back", "Members", "Redemptions", "Import", "Audit", "Users", "Settings"},
+    "manager": {"Overview", "Reports", "Jobs", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "What-if", "Win-back", "Members", "Import", "Audit"},
+    "analyst": {"Overview", "Reports", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "What-if", "Win-back", "Members"},
     "operations": {"Overview", "Members", "Redemptions"},
     "executive": {"Overview", "Reports", "Goals and KPIs"},
 }
