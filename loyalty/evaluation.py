@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sqlalchemy import and_, bindparam, delete, func, update
+from sqlalchemy import and_, delete, func, text
 from sqlmodel import Session, select
 
 from db.bulk import insert_frame
@@ -253,6 +253,26 @@ def _window_words(months: np.ndarray) -> pd.Series:
     return pd.Series(np.where(months == 1, "month", pd.Series(months).astype(str).to_numpy() + " months"))
 
 
+def _set_member_tiers(session: Session, changes: pd.DataFrame) -> None:
+    """Set ``tier_id`` and ``tier_since`` of many members in one statement.
+
+    The new values go to a temporary table by the bulk writer, then one ``UPDATE ...
+    FROM`` joins it (SQLite 3.33+ and PostgreSQL): an ``executemany`` of a million
+    single-row updates built in Python took 40 s here.
+    """
+    changes = changes.assign(tier_id=pd.array(changes["tier_id"], dtype="Int64"),
+                             tier_since=pd.to_datetime(changes["tier_since"], utc=True))
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    session.execute(text("DROP TABLE IF EXISTS tier_change"))
+    session.execute(text(
+        "CREATE TEMPORARY TABLE tier_change (member_id BIGINT PRIMARY KEY, tier_id BIGINT, tier_since "
+        + ("DATETIME" if sqlite else "TIMESTAMP WITH TIME ZONE") + ")"))
+    insert_frame(session, "tier_change", changes[["member_id", "tier_id", "tier_since"]])
+    session.execute(text("UPDATE member SET tier_id = c.tier_id, tier_since = c.tier_since FROM tier_change AS c "
+                         "WHERE member.id = c.member_id"))
+    session.execute(text("DROP TABLE tier_change"))
+
+
 def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Move members between tiers as of the end of ``as_of``; one transaction (see the module notes).
 
@@ -391,14 +411,8 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
         same_since = (final_since == current_since).fillna(False) | (final_since.isna() & current_since.isna())
         changed = members.index[~(same_tier & same_since).to_numpy()]
         if len(changed):
-            table = Member.__table__
-            session.execute(
-                update(table).where(table.c.id == bindparam("member")).values(tier_id=bindparam("tier"), tier_since=bindparam("since")),
-                [{"member": int(m),
-                  "tier": None if pd.isna(final_tier[m]) else int(final_tier[m]),
-                  "since": None if pd.isna(final_since[m]) else final_since[m].to_pydatetime()}
-                 for m in changed],
-            )
+            _set_member_tiers(session, pd.DataFrame({"member_id": changed.to_numpy(), "tier_id": final_tier.loc[changed].to_numpy(),
+                                                     "tier_since": final_since.loc[changed].to_numpy()}))
         insert_frame(session, "tier_movement", movements)
     return {"rows": int(moved.sum()), "upgrades": int(upward.sum()), "downgrades": int((~upward).sum()),
             "kept_in_grace": int(kept.sum()), "members": len(members), "replaced": len(todays),

@@ -201,8 +201,11 @@ def expire_points(
         where = "WHERE member_id IN (" + ",".join(str(int(m)) for m in member_ids) + ")"
     with write_transaction(session):
         _hold_ledger_lock(session, exclusive=member_ids is None)
-        due = session.execute(text(_EXPIRY_SQL.format(where=where)), params).all()
-        if due:
+        if member_ids is None and session.get_bind().dialect.name == "sqlite":
+            due = _due_everyone_sqlite(session, str(params["as_of"]))
+        else:
+            due = session.execute(text(_EXPIRY_SQL.format(where=where)), params).all()
+        if len(due):
             from db.bulk import insert_frame
 
             frame = pd.DataFrame(due, columns=["member_id", "points"])
@@ -214,6 +217,31 @@ def expire_points(
             frame["created_at"] = pd.Timestamp(utcnow())
             insert_frame(session, "ledger_entry", frame)
     return len(due)
+
+
+def _due_everyone_sqlite(session: Session, as_of_text: str) -> list[tuple[int, int]]:
+    """:data:`_EXPIRY_SQL` for every member, summed in Polars from one read of the ledger.
+
+    SQLite's ``GROUP BY member_id`` over the whole ledger takes 40 s at 10M entries;
+    reading the three columns through the analytics reader and summing in Polars takes
+    a few. The read sees the last commit, which is this transaction's state: it holds
+    SQLite's write lock and has written nothing yet.
+    """
+    import polars as pl
+
+    from loyalty.analytics.data import fetch_frame
+
+    entries = fetch_frame(
+        session,
+        "SELECT member_id, points, CASE WHEN points > 0 AND expires_at IS NOT NULL AND expires_at <= "
+        f"'{as_of_text}' THEN 1 ELSE 0 END AS due FROM ledger_entry",
+        {"member_id": pl.Int64, "points": pl.Int64, "due": pl.Int8},
+    )
+    per_member = entries.group_by("member_id").agg(
+        expired=pl.when(pl.col("due") == 1).then(pl.col("points")).otherwise(0).sum(),
+        consumed=pl.when(pl.col("points") < 0).then(-pl.col("points")).otherwise(0).sum(),
+    ).filter(pl.col("expired") > pl.col("consumed"))
+    return list(zip(per_member["member_id"].to_list(), (per_member["expired"] - per_member["consumed"]).to_list()))
 
 
 def _db_time(session: Session, moment: datetime) -> object:

@@ -63,6 +63,7 @@ __all__ = [
     "close_readers",
     "fetch_frame",
     "ledger_totals",
+    "ledger_totals_for_periods",
     "ledger_totals_from_entries",
     "load_feedback",
     "load_ledger_entries",
@@ -679,15 +680,19 @@ def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto")
 
 def ledger_totals_from_entries(entries: pl.DataFrame, start: date, end: date, *, trailing_start: date | None = None) -> pl.DataFrame:
     """:func:`ledger_totals` with ``by_member=True``, from entries already read (same columns, same numbers)."""
-    trailing_start = trailing_start or start
+    return ledger_totals_for_periods(entries, [(start, end, trailing_start or start)])[0]
 
+
+def ledger_totals_for_periods(entries: pl.DataFrame, periods: Sequence[tuple[date, date, date]]) -> list[pl.DataFrame]:
+    """Per-member :func:`ledger_totals` of several ``(start, end, trailing_start)`` periods in one pass.
+
+    One group-by over the entries computes every period's sums at once (the grouping,
+    the costly part, is done once).
+    """
     def seconds(day: date) -> int:
         return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
-    lo, hi, trailing = seconds(start), seconds(end), seconds(trailing_start)
     at, kind = pl.col("occurred_seconds"), pl.col("kind").cast(pl.String)
-    before_end = at < hi
-    in_period, in_trailing = (at >= lo) & before_end, (at >= trailing) & before_end
     redeem, expire = kind == "redeem", kind == "expire"
     returned = (kind == "reverse") & (pl.col("is_return") == 1)
     earn = kind.is_in(list(EARN_KINDS))
@@ -695,19 +700,30 @@ def ledger_totals_from_entries(entries: pl.DataFrame, start: date, end: date, *,
     def points_where(condition: pl.Expr, sign: int) -> pl.Expr:
         return pl.when(condition).then(pl.col("points") * sign).otherwise(0).sum()
 
+    aggregations, last_hi = [], max(seconds(end) for _, end, _ in periods)
+    for i, (start, end, trailing_start) in enumerate(periods):
+        lo, hi, trailing = seconds(start), seconds(end), seconds(trailing_start)
+        before_end = at < hi
+        in_period, in_trailing = (at >= lo) & before_end, (at >= trailing) & before_end
+        aggregations += [
+            points_where(earn & in_period, 1).alias(f"{i}:earned"),
+            points_where(redeem & in_period, -1).alias(f"{i}:redeemed"),
+            points_where(returned & in_period, 1).alias(f"{i}:returned"),
+            points_where(expire & in_period, -1).alias(f"{i}:expired"),
+            points_where(redeem & in_trailing, -1).alias(f"{i}:trailing_redeemed"),
+            points_where(returned & in_trailing, 1).alias(f"{i}:trailing_returned"),
+            points_where(expire & in_trailing, -1).alias(f"{i}:trailing_expired"),
+            points_where(before_end, 1).alias(f"{i}:balance"),
+            (before_end.sum() > 0).alias(f"{i}:present"),
+        ]
+    wide = entries.lazy().filter(at < last_hi).group_by("member_id").agg(aggregations).collect()
     schema: dict[str, Any] = {name: pl.Int64 for name in LEDGER_TOTAL_COLUMNS}
-    return (
-        entries.lazy().filter(before_end).group_by("member_id").agg(
-            points_where(earn & in_period, 1).alias("earned"),
-            points_where(redeem & in_period, -1).alias("redeemed"),
-            points_where(returned & in_period, 1).alias("returned"),
-            points_where(expire & in_period, -1).alias("expired"),
-            points_where(redeem & in_trailing, -1).alias("trailing_redeemed"),
-            points_where(returned & in_trailing, 1).alias("trailing_returned"),
-            points_where(expire & in_trailing, -1).alias("trailing_expired"),
-            pl.col("points").sum().alias("balance"),
-        ).collect()
-        .cast({"member_id": pl.Int64, **schema})
-        .select("member_id", *LEDGER_TOTAL_COLUMNS)
-        .sort("member_id")
-    )
+    frames = []
+    for i in range(len(periods)):
+        frames.append(
+            wide.filter(pl.col(f"{i}:present"))
+            .select("member_id", *(pl.col(f"{i}:{name}").alias(name) for name in LEDGER_TOTAL_COLUMNS))
+            .cast({"member_id": pl.Int64, **schema})
+            .sort("member_id")
+        )
+    return frames

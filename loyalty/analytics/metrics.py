@@ -48,7 +48,7 @@ from loyalty.analytics._arrays import align, member_arrays
 from loyalty.analytics.data import (
     Reader,
     ledger_totals,
-    ledger_totals_from_entries,
+    ledger_totals_for_periods,
     load_feedback,
     load_ledger_entries,
     load_members,
@@ -594,15 +594,19 @@ def _tables(inputs: KpiInputs) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     return members, points
 
 
-def kpis_from_inputs(inputs: KpiInputs, metrics: Sequence[str] | None = None) -> pl.DataFrame:
+def kpis_from_inputs(
+    inputs: KpiInputs, metrics: Sequence[str] | None = None, *, tables: tuple[pl.DataFrame, pl.DataFrame | None] | None = None
+) -> pl.DataFrame:
     """The KPI values from loaded inputs: ``metric, dimension, dimension_value, value``.
 
     Overall (``dimension = "overall"``, ``dimension_value = ""``), or one row per metric
     and group when ``inputs.groups`` is set; a group's value is the metric over its
-    members only. Undefined values (a ratio over nobody) are null.
+    members only. Undefined values (a ratio over nobody) are null. ``tables``: the
+    member and points tables of these inputs when already built (they do not depend on
+    the split).
     """
     names = _metric_names(metrics)
-    members, points = _tables(inputs)
+    members, points = tables if tables is not None else _tables(inputs)
     by_table: dict[str, list[Metric]] = {"members": [], "points": []}
     for name in names:
         by_table[METRICS[name].table].append(METRICS[name])
@@ -715,13 +719,16 @@ def kpis_for_periods(
     feedback = load_feedback(session, start=first_start, end=last_end, reader=reader)
     entries = load_ledger_entries(session, last_end, reader=reader)
     frames = []
-    for done, (start, end) in enumerate(periods):
+    ledgers = ledger_totals_for_periods(entries, [(start, end, _add_months(end, -TRAILING_MONTHS)) for start, end in periods])
+    for done, ((start, end), ledger) in enumerate(zip(periods, ledgers)):
         if progress:
             progress(done, len(periods))
         cut = purchases.filter(pl.col("occurred_on") < end) if end < last_end else purchases
         answers = feedback.filter(pl.col("submitted_at").dt.date().is_between(start, end, closed="left"))
-        ledger = ledger_totals_from_entries(entries, start, end, trailing_start=_add_months(end, -TRAILING_MONTHS))
         overall_ledger = ledger.drop("member_id").sum()
+        base = KpiInputs(start=start, end=end, purchases=cut, ledger=ledger, point_value=float(point_value), members=members,
+                         feedback=answers)
+        member_rows = _tables(KpiInputs(**{**base.__dict__, "ledger": None}))[0]
         parts = []
         for by in dimensions:
             groups = None
@@ -734,10 +741,9 @@ def kpis_for_periods(
 
                 groups = segment_memberships(session, as_of=end - timedelta(days=1), members=members, purchases=cut).rename(
                     {"segment": "dimension_value"})
-            inputs = KpiInputs(start=start, end=end, purchases=cut, ledger=overall_ledger if by is None else ledger,
-                               point_value=float(point_value), members=members, feedback=answers, groups=groups,
-                               dimension=by or OVERALL)
-            parts.append(kpis_from_inputs(inputs, names).to_pandas())
+            ledger_rows = overall_ledger if by is None else ledger
+            inputs = KpiInputs(**{**base.__dict__, "ledger": ledger_rows, "groups": groups, "dimension": by or OVERALL})
+            parts.append(kpis_from_inputs(inputs, names, tables=(member_rows, _points_table(ledger_rows, float(point_value)))).to_pandas())
         frames.append(pd.concat(parts, ignore_index=True))
     return frames
 
