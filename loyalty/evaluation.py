@@ -460,15 +460,37 @@ def proportion_difference_interval(
     return diff, diff - half, diff + half
 
 
+def _sql_moment(session: Session, moment: datetime) -> str:
+    """A SQL literal comparable with stored timestamps (SQLite: SQLAlchemy's text; PostgreSQL: timestamptz)."""
+    utc = pd.Timestamp(moment).tz_convert("UTC")
+    if session.get_bind().dialect.name == "sqlite":
+        return f"'{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+    return f"TIMESTAMPTZ '{utc.isoformat()}'"
+
+
 def _campaign_members(session: Session, campaign: Campaign, end: datetime) -> pd.DataFrame:
-    """Per assigned member: group, spend and purchases inside the campaign window."""
-    a, p = CampaignAssignment, Purchase
-    window = and_(p.member_id == a.member_id, p.occurred_at >= campaign.starts_at, p.occurred_at < end, p.refunded_at.is_(None))
-    rows = session.execute(
-        select(a.member_id, a.group, func.coalesce(func.sum(p.amount), 0.0), func.count(p.id))
-        .select_from(a).outerjoin(p, window).where(a.campaign_id == campaign.id).group_by(a.member_id, a.group)
-    ).all()
-    return pd.DataFrame(rows, columns=["member_id", "group", "spend", "purchases"])
+    """Per assigned member: group, spend and purchases inside the campaign window.
+
+    Two reads (the assignments, the window's purchases) joined in Polars: the SQL join
+    of every assignment with its purchases took 6 s per program-wide campaign at 1M
+    members on SQLite.
+    """
+    import polars as pl
+
+    from loyalty.analytics.data import fetch_frame
+
+    reader = analytics_reader(session)
+    assigned = fetch_frame(session, f'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = {int(campaign.id)}',
+                           {"member_id": pl.Int64, "group": pl.String}, reader=reader)
+    bought = fetch_frame(
+        session,
+        f"SELECT member_id, amount FROM purchase WHERE occurred_at >= {_sql_moment(session, campaign.starts_at)} "
+        f"AND occurred_at < {_sql_moment(session, end)} AND refunded_at IS NULL",
+        {"member_id": pl.Int64, "amount": pl.Float64}, reader=reader,
+    ).group_by("member_id").agg(spend=pl.col("amount").sum(), purchases=pl.len())
+    joined = assigned.join(bought, on="member_id", how="left").with_columns(
+        pl.col("spend").fill_null(0.0), pl.col("purchases").fill_null(0).cast(pl.Int64))
+    return joined.select("member_id", "group", "spend", "purchases").to_pandas()
 
 
 def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequence[int] | None = None) -> pd.DataFrame:
