@@ -15,6 +15,9 @@ campaign-evaluation daily 04:00      uplift of treatment over holdout per campai
                                      confidence intervals, points cost, revenue per point
 retention-alert     daily 05:00      alerts when retention falls below target or trend, and
                                      when a KPI target turns off track
+liability-forecast  monthly 1st      forecasts points earned, redeemed, expired and outstanding
+                    05:30            for the 12 months after ``D`` with a band, and stores it
+                                     with the 12 months before (``loyalty.forecast``)
 executive-report    monthly 1st      the report of the last complete month, HTML and PDF,
                     06:00            stored (and e-mailed when SMTP is configured)
 ==================  ===============  =========================================================
@@ -77,6 +80,7 @@ __all__ = [
     "job_history",
     "job_runs",
     "kpi_snapshot",
+    "liability_forecast",
     "mark_interrupted_runs",
     "points_expiry",
     "retention_alert",
@@ -241,6 +245,22 @@ def _retention_alert_body(ctx: JobContext) -> dict[str, Any]:
             "alerts_as_of": evaluation.as_of, "month": evaluation.month_start.strftime("%Y-%m")}
 
 
+def _liability_forecast_body(ctx: JobContext) -> dict[str, Any]:
+    from loyalty.forecast import forecast_liability, store_forecast
+
+    ctx.progress(0.1, "forecasting earning, redemption and expiry")
+    forecast = forecast_liability(ctx.session, ctx.as_of)
+    ctx.progress(0.8, "storing the forecast")
+    with write_transaction(ctx.session):
+        hold_job_lock(ctx.session, "liability-forecast")
+        rows = store_forecast(ctx.session, forecast=forecast)
+    end = forecast.frame[(forecast.frame["kind"] == "forecast") & (forecast.frame["measure"] == "outstanding")].iloc[-1]
+    return {"rows": rows, "model": forecast.model, "members": forecast.members,
+            "outstanding_now": round(forecast.outstanding_now),
+            "outstanding_in_12_months": round(float(end["points"])),
+            "breakage": forecast.details["horizon_breakage"]}
+
+
 def _report_body(ctx: JobContext, cadence: str) -> dict[str, Any]:
     from loyalty.reports import (
         last_complete_period,
@@ -300,6 +320,10 @@ JOBS: dict[str, JobSpec] = {
         JobSpec("retention-alert", "Retention alert", "loyalty.jobs:retention_alert", "0 5 * * *",
                 "Alerts when retention falls below its target or recent trend, and when a KPI target "
                 "turns off track.", _retention_alert_body),
+        JobSpec("liability-forecast", "Liability forecast", "loyalty.jobs:liability_forecast", "30 5 1 * *",
+                "Forecasts points earned, redeemed, expired and outstanding (liability) for the next 12 months "
+                "with a band, and stores it for the Redemptions page and the executive report.",
+                _liability_forecast_body),
         JobSpec("executive-report", "Executive report", "loyalty.jobs:executive_report", "0 6 1 * *",
                 "Renders the report of the last complete month (HTML and PDF), stores it and e-mails it "
                 "when SMTP is configured.", _executive_report_body),
@@ -309,9 +333,9 @@ JOBS: dict[str, JobSpec] = {
     )
 }
 # `evaluate --job all`: the order of the default schedule, so expiry lands before the
-# KPIs that count points and the alerts read the fresh snapshots.
+# KPIs that count points, the alerts read the fresh snapshots and the report the fresh forecast.
 JOB_ORDER: tuple[str, ...] = ("points-expiry", "kpi-snapshot", "tier-evaluation", "campaign-evaluation",
-                              "retention-alert", "executive-report")
+                              "retention-alert", "liability-forecast", "executive-report")
 
 
 # --- recording runs ------------------------------------------------------------------------------
@@ -554,6 +578,10 @@ def campaign_evaluation(as_of: date | None = None) -> dict[str, Any]:
 
 def retention_alert(as_of: date | None = None) -> dict[str, Any]:
     return run_job("retention-alert", as_of=as_of)
+
+
+def liability_forecast(as_of: date | None = None) -> dict[str, Any]:
+    return run_job("liability-forecast", as_of=as_of)
 
 
 def executive_report(as_of: date | None = None) -> dict[str, Any]:

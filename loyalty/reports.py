@@ -12,7 +12,11 @@ holds:
 * **Campaign results**: uplift of treatment over holdout for campaigns running in the
   period, with 95 % intervals, points cost and revenue per point
   (:func:`loyalty.evaluation.evaluate_campaigns`, as of the period end);
-* **Tier movements** of the period and **alerts** raised about it.
+* **Tier movements** of the period and **alerts** raised about it;
+* **Points liability forecast**: outstanding points in money 3, 6, 9 and 12 months after
+  the period with the forecast's band, expected redemptions, expiry and breakage
+  (:mod:`loyalty.forecast`: the stored forecast as of the period's last day, which the
+  liability-forecast job writes just before the monthly report; computed when absent).
 
 Formats
 -------
@@ -72,6 +76,7 @@ __all__ = [
     "figure_images",
     "get_report",
     "last_complete_period",
+    "liability_rows",
     "list_reports",
     "parse_period",
     "render_html",
@@ -184,6 +189,7 @@ class ReportContent:
     alerts: pd.DataFrame  # severity, kind, metric, message, as_of
     retention_target: float | None = None
     notes: list[str] = field(default_factory=list)
+    liability: dict[str, Any] | None = None  # loyalty.forecast.forecast_summary, None without a forecast
 
 
 def _reader(session: Session) -> str:
@@ -369,6 +375,14 @@ def _summary(content: ReportContent) -> list[str]:
         sentences.append(f"{up:,} members moved up a tier and {down:,} moved down.")
     else:
         sentences.append("No member changed tier.")
+    liability = content.liability
+    if liability is not None and liability["horizon_end"] is not None:
+        end = liability["horizon_end"]
+        breakage = liability["breakage"]
+        sentences.append(
+            f"Points outstanding are forecast at {end['money']:,.0f} {cur} on {end['last_day']:%-d %B %Y} "
+            f"({end['money_low']:,.0f} to {end['money_high']:,.0f} {cur}, {liability['band_words']} band)"
+            + (f", with {breakage:.1%} of the points leaving the program expected to expire unused." if breakage is not None else "."))
     if content.alerts.empty:
         sentences.append("No alerts were raised.")
     else:
@@ -404,14 +418,51 @@ def report_content(session: Session, period: str) -> ReportContent:
     campaigns = campaigns[[pd.Timestamp(e) > pd.Timestamp(begin) for e in campaigns["window_end"]]].reset_index(drop=True)
     moves, tiers = _tier_moves(session, p.start, p.end)
     alerts = list_alerts(session, since=p.start, until=p.end, limit=50)
+    liability = _liability(session, p)
     content = ReportContent(
-        period=p, title=f"Executive report: {p.name}" + (" (to date)" if notes else ""),
+        period=p, title=f"Executive report: {p.name}" + (" (to date)" if notes else ""), liability=liability,
         currency=get_settings(session).currency, generated_at=utcnow(), summary=[], key_numbers=key_numbers,
         targets=targets, trend=_trend(session, p.end), campaigns=campaigns, tier_moves=moves, tiers=tiers, alerts=alerts,
         retention_target=float(retention_targets["target"].iloc[0]) if len(retention_targets) else None, notes=notes,
     )
     content.summary = _summary(content)
     return content
+
+
+def _liability(session: Session, period: ReportPeriod) -> dict[str, Any] | None:
+    """The liability forecast as of the period's last day (or yesterday while it runs), None if none can be made."""
+    from loyalty.forecast import DEFAULT_BAND, liability_outlook
+
+    as_of = min(period.end, utcnow().date()) - timedelta(days=1)
+    try:
+        outlook = liability_outlook(session, as_of)
+    except InvalidInput:
+        return None
+    outlook["band_words"] = f"{DEFAULT_BAND:.0%}"
+    return outlook
+
+
+def liability_rows(content: ReportContent) -> pd.DataFrame:
+    """The forecast table of the report: months 3, 6, 9 and 12 after the as-of day."""
+    if content.liability is None:
+        return pd.DataFrame()
+    frame = content.liability["frame"]
+    future = frame[frame["kind"] == "forecast"].reset_index(drop=True)
+    cur = content.currency
+    rows = []
+    for end in (3, 6, 9, 12):
+        if len(future) < end:
+            break
+        window, last = future.iloc[end - 3:end], future.iloc[end - 1]
+        redeemed, expired = window["redeemed"].sum(), window["expired"].sum()
+        rows.append({
+            "month": f"{last['last_day']:%-d %b %Y}",
+            "outstanding": f"{last['outstanding_money']:,.0f} {cur}",
+            "band": f"{last['outstanding_money_low']:,.0f} to {last['outstanding_money_high']:,.0f}",
+            "redeemed": f"{redeemed:,.0f}", "expired": f"{expired:,.0f}",
+            "breakage": f"{expired / (expired + redeemed):.1%}" if expired + redeemed > 0 else "n/a",
+        })
+    return pd.DataFrame(rows)
 
 
 # --- charts (pure: frames in, figures out) --------------------------------------------------------------
@@ -567,6 +618,21 @@ _TARGET_COLUMNS = {"goal": "Goal", "kpi": "KPI", "segment": "Segment", "target_t
 _NUMBER_COLUMNS = {"kpi": "KPI", "value_text": "This period", "previous_text": "Previous period", "change_text": "Change"}
 _MOVE_COLUMNS = {"from_tier": "From", "to_tier": "To", "direction": "Direction", "members": "Members"}
 _SIZE_COLUMNS = {"tier": "Tier", "members": "Members now"}
+_LIABILITY_COLUMNS = {"month": "On", "outstanding": "Outstanding (money)", "band": "Band",
+                      "redeemed": "Redeemed in the 3 months (points)", "expired": "Expired in the 3 months (points)",
+                      "breakage": "Breakage"}
+
+
+def _liability_note(content: ReportContent) -> str:
+    liability = content.liability
+    if liability is None:
+        return "No forecast: the ledger has no points yet."
+    breakage = liability["breakage"]
+    source = "liability-forecast job" if liability.get("stored") else "computed for this report"
+    return (f"Forecast as of {liability['as_of']:%-d %b %Y} from members' earning and redemption behaviour "
+            f"({source}); the band holds {liability['band_words']} of the bootstrap paths. Expected over "
+            f"12 months: {liability['expected_redeemed']:,.0f} points redeemed, {liability['expected_expired']:,.0f} "
+            f"expired" + (f", breakage {breakage:.1%}." if breakage is not None else "."))
 
 
 def render_html(content: ReportContent, figures: Mapping[str, go.Figure] | None = None) -> bytes:
@@ -600,6 +666,8 @@ def render_html(content: ReportContent, figures: Mapping[str, go.Figure] | None 
         "<h2>Tier movements</h2>",
         _table_html(content.tier_moves, _MOVE_COLUMNS, ("members",)), _table_html(content.tiers, _SIZE_COLUMNS, ("members",)),
         charts.get("tiers", ""),
+        f"<h2>Points liability forecast</h2><p class='meta'>{html.escape(_liability_note(content))}</p>",
+        _table_html(liability_rows(content), _LIABILITY_COLUMNS, ("outstanding", "band", "redeemed", "expired", "breakage")),
         f"<h2>Alerts</h2><ul>{alerts}</ul>",
         "</body></html>",
     ]
@@ -733,6 +801,9 @@ def render_pdf(content: ReportContent, figures: Mapping[str, go.Figure] | None =
     table(content.tier_moves, _MOVE_COLUMNS, (50, 50, 40, 40))
     table(content.tiers, _SIZE_COLUMNS, (90, 90))
     chart("tiers")
+    heading("Points liability forecast")
+    paragraph(_liability_note(content), size=8.5, colour=(97, 97, 97))
+    table(liability_rows(content), _LIABILITY_COLUMNS, (28, 32, 36, 30, 30, 24))
     heading("Alerts")
     if content.alerts.empty:
         paragraph("None.")

@@ -425,8 +425,8 @@ def test_run_all_runs_every_job_in_schedule_order_and_goes_on_after_a_failure(se
     monkeypatch.setitem(JOBS, "executive-report", replace(JOBS["executive-report"], body=failing_report))
     summaries = run_all(as_of=date(2026, 1, 10), actor=MANAGER)
     assert [s["job"] for s in summaries] == ["points-expiry", "kpi-snapshot", "tier-evaluation", "campaign-evaluation",
-                                             "retention-alert", "executive-report"]
-    assert [s["status"] for s in summaries] == ["succeeded"] * 5 + ["failed"]
+                                             "retention-alert", "liability-forecast", "executive-report"]
+    assert [s["status"] for s in summaries] == ["succeeded"] * 6 + ["failed"]
     assert summaries[-1]["error"] == "RuntimeError: no Chromium (simulated)"
 
 
