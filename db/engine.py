@@ -150,9 +150,20 @@ def upgrade_to_head(engine: Engine | None = None) -> None:
     from alembic import command
     from alembic.config import Config
 
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import inspect, text
+
     engine = engine or get_engine()
     config = Config()
     config.set_main_option("script_location", str(PROJECT_ROOT / "db" / "migrations"))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.connect() as connection:
+        # Already at head (every start after the first): skip Alembic's environment,
+        # which imports every model and costs a good part of a command's start-up.
+        if inspect(connection).has_table("alembic_version"):
+            current = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+            if current == [head]:
+                return
     with engine.connect() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
