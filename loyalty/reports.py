@@ -230,6 +230,14 @@ def _kpis(session: Session, start: date, end: date, by: str | None = None) -> di
     return values
 
 
+def _overall_kpis(session: Session, periods: list[tuple[date, date]]) -> list[dict[str, float | None]]:
+    """``{metric: value}`` of the default KPIs overall, for each period, from one read of the tables."""
+    from loyalty.analytics.metrics import kpis_for_periods
+
+    frames = kpis_for_periods(session, periods, dimensions=(None,), reader=_reader(session))
+    return [{row.metric: _value(row.value) for row in frame.itertuples(index=False)} for frame in frames]
+
+
 def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | None]) -> pd.DataFrame:
     from db.models import Goal
     from loyalty.goals import target_status
@@ -402,8 +410,7 @@ def report_content(session: Session, period: str) -> ReportContent:
     if p.start > today:
         raise InvalidInput(f"{p.name} has not started yet: there is nothing to report.")
     notes = [f"{p.name} is not over yet: the numbers run to {today:%-d %B %Y}."] if p.end > today + timedelta(days=1) else []
-    current = _kpis(session, p.start, p.end).get("", {})
-    previous = _kpis(session, p.previous_start, p.previous_end).get("", {})
+    current, previous = _overall_kpis(session, [(p.start, p.end), (p.previous_start, p.previous_end)])
     key_numbers = pd.DataFrame([
         {"metric": m, "kpi": METRICS[m].label, "value": current.get(m), "previous": previous.get(m),
          "value_text": _display(m, current.get(m)), "previous_text": _display(m, previous.get(m)),
