@@ -21,7 +21,9 @@ real installation runs, each as a whole and, where it is a command, as its own p
    per-member predictions.
 6. **page:TITLE** - the first render of every page after the evaluation, with
    ``streamlit.testing.v1.AppTest`` (one process, each page's cold caches).
-7. **redemptions** - 1,000 redemption attempts from 8 client processes at once, on a
+7. **decide:...** - a what-if scenario replayed at this size, the win-back list and the
+   liability forecast's back-test (issue 9).
+8. **redemptions** - 1,000 redemption attempts from 8 client processes at once, on a
    small pool of members so that they collide; then the check that no member's balance
    went below zero and that every successful redemption took its points exactly once.
 
@@ -389,6 +391,40 @@ def _step_baseline(start: date, end: date) -> dict[str, Any]:
             "clv_seconds": clv_seconds, "in_memory": memory["steps"], "in_memory_seconds": memory["in_memory_seconds"]}
 
 
+def _step_decide() -> dict[str, Any]:
+    """Issue 9's heavy calls at this size: a what-if scenario (both rule sets replayed),
+    the win-back list and the liability forecast back-test."""
+    from db.engine import new_session
+    from loyalty.forecast import backtest_forecast
+    from loyalty.whatif import bench_whatif
+    from loyalty.winback import winback_candidates
+
+    seconds: dict[str, float] = {}
+    with new_session() as session:
+        timings = bench_whatif(session, changes={"points_per_currency_unit": 1.5, "expiry_months": 6})
+        seconds["whatif"] = round(timings["total_s"], 3)
+        t0 = time.perf_counter()
+        winback_candidates(session)
+        seconds["winback"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        backtest = backtest_forecast(session)
+        seconds["forecast-backtest"] = round(time.perf_counter() - t0, 3)
+    return {"seconds": seconds, "whatif": timings, "backtest": _plain(backtest)}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly: frames become records, numbers stay numbers."""
+    import pandas as pd
+
+    if isinstance(value, pd.DataFrame):
+        return value.to_dict(orient="records")
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _step_pages() -> dict[str, Any]:
     """First render of every page, as an admin, after the evaluation.
 
@@ -423,6 +459,8 @@ def _step_pages() -> dict[str, Any]:
             first = time.perf_counter() - t0
         if app.exception:
             raise RuntimeError(f"{spec.title}: {app.exception[0].message}")
+        if not app.title:
+            raise RuntimeError(f"{spec.title}: the page drew no title; it did not render")
         seconds[spec.title] = round(first, 3)
     return {"pages": seconds}
 
@@ -572,6 +610,11 @@ def run_bench(config: BenchConfig, *, echo: Any = print) -> dict[str, Any]:
             record(f"analyze:{name}", run_measured(_loyalty(*args), env))
         result = record("baseline", run_measured(_internal("baseline", start.isoformat(), end.isoformat()), env))
         details["baseline"] = result.output
+    if on("decide"):
+        result = run_measured(_internal("decide"), env)
+        details["decide"] = result.output
+        for name, seconds in result.output.get("seconds", {}).items():
+            record(f"decide:{name}", StepResult(seconds, result.peak_mb))
     if on("pages"):
         result = run_measured(_internal("pages"), env)
         details["pages_process"] = {"seconds": result.seconds, "peak_mb": result.peak_mb}
@@ -617,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("start", type=date.fromisoformat)
     p.add_argument("end", type=date.fromisoformat)
     sub.add_parser("pages")
+    sub.add_parser("decide")
     p = sub.add_parser("redemptions")
     p.add_argument("clients", type=int)
     p.add_argument("attempts", type=int)
@@ -629,6 +673,8 @@ def main(argv: list[str] | None = None) -> int:
         output = _step_baseline(args.start, args.end)
     elif args.step == "pages":
         output = _step_pages()
+    elif args.step == "decide":
+        output = _step_decide()
     else:
         output = _step_redemptions(args.clients, args.attempts)
     print(json.dumps(output, default=str))

@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--purchases-per-member", type=float, default=10.0)
     p.add_argument("--database-url", help="an empty database (default: a new SQLite file in the work directory)")
     p.add_argument("--workdir", help="where the CSV files and the SQLite database go (default: a new temporary directory)")
-    p.add_argument("--steps", action="append", choices=["evaluate", "analyze", "pages", "redemptions"],
+    p.add_argument("--steps", action="append", choices=["evaluate", "analyze", "decide", "pages", "redemptions"],
                    help="only these measurement groups (repeatable; generation and imports always run)")
     p.add_argument("--json", action="store_true")
     add("worker", cmd_worker, "Run the scheduler (one active worker per database; others wait as standby).")
