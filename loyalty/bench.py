@@ -650,8 +650,49 @@ def _machine() -> dict[str, Any]:
             "python": platform.python_version(), "system": platform.platform()}
 
 
+SCALING_STEPS = ("import-purchases", "evaluate-all", "evaluate:kpi-snapshot", "evaluate:tier-evaluation",
+                 "analyze:retention", "analyze:clv", "baseline", "page:Overview", "decide:whatif")
+
+
+def scaling_table(results: list[dict[str, Any]], steps: tuple[str, ...] = SCALING_STEPS) -> str:
+    """A Markdown table of seconds per step (rows) and program size (columns), with the
+    growth exponent between the two largest sizes (1 = linear)."""
+    import math
+
+    results = sorted(results, key=lambda r: r["members"])
+    head = "| step | " + " | ".join(f"{r['members']:,} members" for r in results) + " | growth exponent, last step |"
+    lines = [head, "|---" * (len(results) + 2) + "|"]
+    for step in steps:
+        seconds = [r["steps"].get(step, {}).get("seconds") for r in results]
+        exponent = ""
+        if len(results) >= 2 and seconds[-1] and seconds[-2]:
+            exponent = f"{math.log(seconds[-1] / seconds[-2]) / math.log(results[-1]['members'] / results[-2]['members']):.2f}"
+        lines.append(f"| {step} | " + " | ".join("" if v is None else f"{v:,.2f} s" for v in seconds) + f" | {exponent} |")
+    return "\n".join(lines)
+
+
+def scaling_figure(results: list[dict[str, Any]], steps: tuple[str, ...] = SCALING_STEPS) -> Any:
+    """Seconds against members, both axes logarithmic, with a linear-growth guide."""
+    import plotly.graph_objects as go
+
+    results = sorted(results, key=lambda r: r["members"])
+    members = [r["members"] for r in results]
+    fig = go.Figure()
+    for step in steps:
+        seconds = [r["steps"].get(step, {}).get("seconds") for r in results]
+        fig.add_trace(go.Scatter(x=members, y=seconds, mode="lines+markers", name=step))
+    reference = [r["steps"].get("evaluate-all", {}).get("seconds") for r in results]
+    if reference and reference[0]:
+        fig.add_trace(go.Scatter(x=members, y=[reference[0] * m / members[0] for m in members], mode="lines",
+                                 line={"dash": "dot", "color": "#888"}, name="linear growth (from evaluate-all at the smallest size)"))
+    fig.update_layout(title="How each step's time grows with the program (log-log)", xaxis_title="members",
+                      yaxis_title="seconds", xaxis_type="log", yaxis_type="log", template="plotly_white",
+                      width=1000, height=600, legend={"font": {"size": 11}})
+    return fig
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Internal steps, each run in its own process by :func:`run_bench`."""
+    """Internal steps, each run in its own process by :func:`run_bench`; ``report`` for the docs."""
     parser = argparse.ArgumentParser(prog="python -m loyalty.bench")
     sub = parser.add_subparsers(dest="step", required=True)
     sub.add_parser("configure").add_argument("--now", type=datetime.fromisoformat, required=True)
@@ -661,10 +702,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("end", type=date.fromisoformat)
     sub.add_parser("pages")
     sub.add_parser("decide")
+    p = sub.add_parser("report", help="a scaling table (Markdown) and a log-log chart from bench --json outputs")
+    p.add_argument("results", nargs="+")
+    p.add_argument("--png")
     p = sub.add_parser("redemptions")
     p.add_argument("clients", type=int)
     p.add_argument("attempts", type=int)
     args = parser.parse_args(argv)
+    if args.step == "report":
+        results = [json.loads(Path(path).read_text()) for path in args.results]
+        print(scaling_table(results))
+        if args.png:
+            scaling_figure(results).write_image(args.png)
+        return 0
     if args.step == "configure":
         output = _step_configure(args.now)
     elif args.step == "import-purchases":
