@@ -1,0 +1,61 @@
+"""The benchmark's parts: the generated feeds import cleanly, steps are measured, the scaling table."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from loyalty.access import SYSTEM_CLI
+from loyalty.bench import configure_program, generate_files, run_measured, scaling_table
+from loyalty.imports import import_csv
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def test_the_generated_feeds_import_without_a_rejected_row_and_earn_points(session: Session, tmp_path: Path) -> None:
+    files = generate_files(300, 5, tmp_path, now=NOW)
+    assert 1_200 <= files["purchases"] <= 1_800  # about members x purchases per member
+    assert len(files["purchase_files"]) >= 24  # one feed per calendar month of the two years
+    with open(files["purchase_files"][-1]) as feed:
+        rows = list(csv.DictReader(feed))
+    assert list(rows[0]) == ["member_id", "occurred_at", "amount", "channel", "store", "category", "purchase_id"]
+    assert all(r["occurred_at"] < "2026-11-23" for r in rows)
+    assert [r["purchase_id"] for r in rows] == sorted(r["purchase_id"] for r in rows)  # in time order, as a feed
+
+    assert import_csv(session, "members", Path(files["members_file"]), actor=SYSTEM_CLI).imported == 300
+    configured = configure_program(session, now=NOW)
+    assert configured == {"tiers": 4, "rewards": 17, "campaigns": 3, "segments": 6}
+    imported = sum(import_csv(session, "purchases", Path(p), actor=SYSTEM_CLI).imported for p in files["purchase_files"])
+    assert imported == files["purchases"]
+    points = session.connection().exec_driver_sql("SELECT COUNT(*), SUM(points) FROM ledger_entry WHERE kind = 'earn'").one()
+    assert points[0] == imported and points[1] > 0
+
+
+def test_a_measured_step_reports_its_time_memory_and_json_output() -> None:
+    program = "import json, time; data = bytearray(80 * 1024 * 1024); time.sleep(0.3); print(json.dumps({'rows': 3}))"
+    result = run_measured([sys.executable, "-c", program], env={"PATH": "/usr/bin:/bin"})
+    assert result.output == {"rows": 3}
+    assert result.seconds >= 0.3
+    assert result.peak_mb >= 80  # the 80 MB it held
+
+
+def test_a_failing_step_stops_the_benchmark_with_its_error() -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        run_measured([sys.executable, "-c", "raise SystemExit('boom')"], env={"PATH": "/usr/bin:/bin"})
+
+
+def test_the_scaling_table_gives_the_growth_exponent_between_the_two_largest_sizes() -> None:
+    results = [
+        {"members": 10_000, "steps": {"evaluate-all": {"seconds": 2.0}, "analyze:clv": {"seconds": 1.0}}},
+        {"members": 1_000_000, "steps": {"evaluate-all": {"seconds": 100.0}, "analyze:clv": {"seconds": 4.0}}},
+        {"members": 100_000, "steps": {"evaluate-all": {"seconds": 10.0}, "analyze:clv": {"seconds": 2.0}}},
+    ]
+    table = scaling_table(results, steps=("evaluate-all", "analyze:clv")).splitlines()
+    assert table[0].startswith("| step | 10,000 members | 100,000 members | 1,000,000 members |")
+    assert table[2] == "| evaluate-all | 2.00 s | 10.00 s | 100.00 s | 1.00 |"  # 10x the members, 10x the time
+    assert table[3] == "| analyze:clv | 1.00 s | 2.00 s | 4.00 s | 0.30 |"  # log 2 / log 10
