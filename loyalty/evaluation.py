@@ -168,6 +168,7 @@ def snapshot_periods(as_of: date) -> list[tuple[str, date, date]]:
 def kpi_snapshot_frames(
     session: Session, periods: Sequence[tuple[str, date, date]], *, dimensions: Sequence[str | None] = DIMENSIONS,
     progress: ProgressFn | None = None,
+    loaded: Callable[..., None] | None = None,
 ) -> list[pd.DataFrame]:
     """Every default KPI of each ``(period, start, end)`` overall and by each dimension, as snapshot rows.
 
@@ -182,7 +183,7 @@ def kpi_snapshot_frames(
             progress(0.2 + 0.6 * done / total, f"computing the KPIs of {period} {start}..{end}")
 
     computed = kpis_for_periods(session, [(start, end) for _, start, end in periods], dimensions=dimensions,
-                                reader=analytics_reader(session), progress=computing)
+                                reader=analytics_reader(session), progress=computing, loaded=loaded)
     frames = []
     for (period, start, end), values in zip(periods, computed):
         values["dimension"] = values["dimension"].fillna("overall")

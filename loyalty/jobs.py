@@ -202,11 +202,17 @@ def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:
 
     periods = snapshot_periods(ctx.as_of)
     ctx.progress(0.0, "reading purchases, members, answers and the points ledger")
-    frames = kpi_snapshot_frames(ctx.session, periods, progress=ctx.progress)
+    from loyalty.overview import program_snapshot_frame, store_program_snapshot
+
+    program: list = []
+    frames = kpi_snapshot_frames(ctx.session, periods, progress=ctx.progress,
+                                 loaded=lambda purchases, entries: program.append(
+                                     program_snapshot_frame(purchases, entries, as_of=ctx.as_of)))
     ctx.progress(0.8, "storing the snapshots")
     with write_transaction(ctx.session):
         hold_job_lock(ctx.session, "kpi-snapshot")
         rows = store_kpi_snapshots(ctx.session, frames, current_month=periods[0][2])
+        rows += store_program_snapshot(ctx.session, program[0])
     return {
         "rows": rows,
         "periods": [{"period": p, "start": s.isoformat(), "end": e.isoformat()} for p, s, e in periods],

@@ -33,8 +33,11 @@ cols[1].metric("Active (90 days)", f"{summary.active_members:,}", help="Members 
 cols[2].metric("Revenue, 30 days", compact(summary.revenue_30d, summary.currency), help=f"{summary.purchases_30d:,} purchases, refunds excluded.")
 cols[3].metric("Points outstanding", f"{summary.points_outstanding:,}", help="Sum of every member's balance: the program's liability.")
 cols[4].metric("Liability", compact(summary.liability, summary.currency), help="Points outstanding at the configured value per point.")
+notes = [f"Activity, revenue and points as of the end of {summary.as_of:%-d %B %Y} (nightly evaluation); members and the redemption queue are live."] if summary.as_of else []
 if summary.pending_redemptions:
-    st.caption(f"{summary.pending_redemptions:,} redemptions are waiting to be fulfilled.")
+    notes.append(f"{summary.pending_redemptions:,} redemptions are waiting to be fulfilled.")
+if notes:
+    st.caption(" ".join(notes))
 
 measured = [t for t in tiles if t["value"] is not None]
 if measured:
@@ -47,11 +50,13 @@ if measured:
                    help=tile["definition"] + target, chart_data=tile["trend"] if len(tile["trend"]) > 1 else None, border=True)
     if actor.can("members.view"):
         with st.expander("Members behind a KPI"):
-            chosen = st.selectbox("KPI", [t["metric"] for t in measured], format_func=dict((t["metric"], t["label"]) for t in tiles).get, key="overview_drill")
-            start, end = period_bounds("month", latest)
-            with db_session() as session:
-                people = members_behind(session, chosen, start, end)
-            st.dataframe(people.drop(columns=["member_id"], errors="ignore"), hide_index=True, width="stretch")
+            chosen = st.selectbox("KPI", [t["metric"] for t in measured], format_func=dict((t["metric"], t["label"]) for t in tiles).get,
+                                  index=None, placeholder="Choose a KPI to list its members", key="overview_drill")
+            if chosen:
+                start, end = period_bounds("month", latest)
+                with db_session() as session:
+                    people = members_behind(session, chosen, start, end)
+                st.dataframe(people.drop(columns=["member_id"], errors="ignore"), hide_index=True, width="stretch")
 else:
     st.caption("KPI tiles appear after the first KPI snapshot (the nightly evaluation).")
 

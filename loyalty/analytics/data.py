@@ -44,7 +44,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import pandas as pd
@@ -662,20 +662,25 @@ def ledger_totals(
 
 
 def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto") -> pl.DataFrame:
-    """Every ledger entry before ``end``: ``member_id, kind, points, is_return, occurred_seconds``.
+    """Every ledger entry up to and including the first moment of ``end`` (midnight):
+    ``member_id, kind, points, is_return, occurred_seconds``.
 
     One read for several periods at once (the nightly KPI snapshot): the per-period
-    totals then come from :func:`ledger_totals_from_entries` in memory.
+    totals then come from :func:`ledger_totals_for_periods`, which cut at each period's
+    end. The entries stamped exactly at midnight ``end`` are the expiry run of that
+    cutoff: the Overview's "as of" numbers include them.
     """
     end = _check_day(end, "end")
     dialect = _dialect(session)
+    end = end + timedelta(days=1)  # SQLite compares text: '<day+1' keeps 'day 00:00:00'; cut exactly in memory
     return fetch_frame(
         session,
         f"SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
         f"{_epoch(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < {_moment(dialect, end)}",
         {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "occurred_seconds": pl.Int64},
         reader=reader,
-    ).with_columns(pl.col("kind").cast(pl.Categorical))
+    ).filter(pl.col("occurred_seconds") <= int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp()) - SECONDS_PER_DAY).with_columns(
+        pl.col("kind").cast(pl.Categorical))
 
 
 def ledger_totals_from_entries(entries: pl.DataFrame, start: date, end: date, *, trailing_start: date | None = None) -> pl.DataFrame:

@@ -694,6 +694,7 @@ def kpis_for_periods(
     point_value: float | None = None,
     reader: Reader = "auto",
     progress: Callable[[int, int], None] | None = None,
+    loaded: Callable[[pl.DataFrame, pl.DataFrame], None] | None = None,
 ) -> list[pd.DataFrame]:
     """The default KPIs of several periods, overall and by each dimension, from one read.
 
@@ -718,6 +719,8 @@ def kpis_for_periods(
                            reader=reader)
     feedback = load_feedback(session, start=first_start, end=last_end, reader=reader)
     entries = load_ledger_entries(session, last_end, reader=reader)
+    if loaded:  # the caller reuses what was read (the nightly job: the Overview's numbers)
+        loaded(purchases, entries)
     frames = []
     ledgers = ledger_totals_for_periods(entries, [(start, end, _add_months(end, -TRAILING_MONTHS)) for start, end in periods])
     for done, ((start, end), ledger) in enumerate(zip(periods, ledgers)):

@@ -16,12 +16,13 @@ from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from scipy import stats
 from sqlalchemy import func
 from sqlmodel import select
 
-from db.models import Alert, JobRun, KpiSnapshot, Member, TierMovement
+from db.models import Alert, JobRun, KpiSnapshot, LedgerEntry, Member, TierMovement
 from loyalty.access import Actor
 from loyalty.alerts import acknowledge_alert
 from loyalty.campaigns import activate_campaign, save_campaign
@@ -407,6 +408,24 @@ def test_job_history_lists_each_run_newest_first_with_exactly_the_documented_key
     assert set(history[0]) == {"job", "as_of", "status", "started_at", "finished_at", "rows", "error"}
     assert (history[1]["as_of"], history[1]["status"], history[1]["rows"], history[1]["error"]) == ("2026-01-10", "succeeded", 0, "")
     assert history[1]["finished_at"] >= history[1]["started_at"]
+
+
+def test_kpi_snapshot_stores_the_overview_numbers_the_page_then_reads(session, two_buyers):
+    from loyalty.overview import program_summary
+
+    a, _ = two_buyers
+    session.add(LedgerEntry(member_id=a.id, kind="redeem", points=-5, occurred_at=utc(2026, 9, 20)))
+    session.commit()
+    run_job("kpi-snapshot", as_of=date(2026, 9, 30), actor=MANAGER)
+    stored = program_summary(_fresh(session))
+    live = program_summary(_fresh(session), now=utc(2026, 10, 1), live=True)
+    assert stored.as_of == date(2026, 9, 30) and live.as_of is None
+    # Purchases 10 + 30 + 20 earn 60 points; 5 redeemed in September.
+    assert (stored.points_outstanding, stored.active_members, stored.purchases_30d, stored.revenue_30d) == (55, 2, 1, 20.0)
+    assert (live.points_outstanding, live.active_members, live.purchases_30d, live.revenue_30d) == (55, 2, 1, 20.0)
+    pd.testing.assert_frame_equal(stored.monthly, live.monthly, check_dtype=False)
+    september = stored.monthly.set_index("month").loc["2026-09"]
+    assert (september["revenue"], september["buyers"], september["points_earned"], september["points_redeemed"]) == (20.0, 1, 20, 5)
 
 
 def test_progress_reaches_the_caller_and_the_run_record(session, two_buyers):

@@ -146,5 +146,7 @@ def test_overview_shows_kpi_tiles_from_snapshots_with_target_and_alerts(app, pro
     assert tiles["Active members"].value == "1"
     assert "target 5 (off track)" in tiles["Active members"].help
     assert "Active members are off track." in at.warning[0].value
+    assert not at.dataframe  # the members behind a KPI are read only when a KPI is chosen
+    at.selectbox(key="overview_drill").select("active_members").run()
     people = at.dataframe[0].value
     assert list(people["external_id"]) == ["M1"]
