@@ -946,7 +946,7 @@ def forecast_summary(long: pd.DataFrame, as_of: date, *, computed_at: datetime |
 
 
 def liability_outlook(session: Session, as_of: date) -> dict[str, Any]:
-    """The stored forecast as of ``as_of`` (or the newest of the month before it), else one computed now (not stored).
+    """The stored forecast as of ``as_of`` (or the newest of the month before it, else of the month after), else one computed now (not stored).
 
     The :func:`forecast_summary` dict plus ``stored`` (whether it was read from the table).
     Raises :class:`InvalidInput` when there is nothing to forecast from.
@@ -954,6 +954,11 @@ def liability_outlook(session: Session, as_of: date) -> dict[str, Any]:
     stored = latest_forecast(session, on_or_before=as_of)
     if stored is not None and stored["as_of"] >= as_of - timedelta(days=31):
         return {**stored, "stored": True}
+    # A report written some days after its period (the report of October, on 22 November)
+    # takes the forecast stored since, if it is at most a month newer: it says its date.
+    newest = latest_forecast(session)
+    if newest is not None and as_of < newest["as_of"] <= as_of + timedelta(days=31):
+        return {**newest, "stored": True}
     result = forecast_liability(session, as_of)
     long = result.frame.drop(columns="kind")
     return {**forecast_summary(long, result.as_of, computed_at=utcnow(), session=session), "stored": False}
