@@ -461,14 +461,6 @@ def proportion_difference_interval(
     return diff, diff - half, diff + half
 
 
-def _sql_moment(session: Session, moment: datetime) -> str:
-    """A SQL literal comparable with stored timestamps (SQLite: SQLAlchemy's text; PostgreSQL: timestamptz)."""
-    utc = pd.Timestamp(moment).tz_convert("UTC")
-    if session.get_bind().dialect.name == "sqlite":
-        return f"'{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
-    return f"TIMESTAMPTZ '{utc.isoformat()}'"
-
-
 def _campaign_members(session: Session, campaign: Campaign, end: datetime) -> pd.DataFrame:
     """Per assigned member: group, spend and purchases inside the campaign window.
 
@@ -478,7 +470,7 @@ def _campaign_members(session: Session, campaign: Campaign, end: datetime) -> pd
     """
     import polars as pl
 
-    from loyalty.analytics.data import fetch_frame
+    from loyalty.analytics.data import fetch_frame, sql_moment as _sql_moment
 
     reader = analytics_reader(session)
     assigned = fetch_frame(session, f'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = {int(campaign.id)}',

@@ -71,6 +71,7 @@ __all__ = [
     "load_purchases",
     "members_frame",
     "purchases_frame",
+    "sql_moment",
 ]
 
 Reader = Literal["auto", "adbc", "dbapi"]
@@ -188,6 +189,17 @@ def _moment(dialect: str, day: date) -> str:
         # Stored as 'YYYY-MM-DD HH:MM:SS[.ffffff]' UTC text: compare as text.
         return f"'{day.isoformat()}'"
     return f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"
+
+
+def sql_moment(session: Session, moment: datetime) -> str:
+    """A SQL literal for the instant ``moment`` (timezone-aware), comparable with stored timestamps."""
+    if moment.tzinfo is None:
+        raise InvalidInput("Timestamps must carry a time zone (UTC).")
+    utc = pd.Timestamp(moment).tz_convert("UTC")
+    if _dialect(session) == "sqlite":
+        # SQLAlchemy's SQLite text, 'YYYY-MM-DD HH:MM:SS.ffffff': compared as text.
+        return f"'{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+    return f"TIMESTAMPTZ '{utc.isoformat()}'"
 
 
 def _epoch(dialect: str, column: str) -> str:
