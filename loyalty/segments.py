@@ -20,7 +20,7 @@ from loyalty.access import Actor, require
 from loyalty.audit import record_audit
 from loyalty.errors import InvalidInput, NotFound
 
-__all__ = ["REVENUE_WINDOW_DAYS", "list_segments", "save_segment", "segment_member_ids", "segment_stats"]
+__all__ = ["REVENUE_WINDOW_DAYS", "list_segments", "save_segment", "segment_member_ids", "segment_stats", "segments_overview"]
 
 REVENUE_WINDOW_DAYS = 365
 
@@ -78,3 +78,34 @@ def segment_stats(session: Session, rules: dict[str, Any], *, now: datetime | No
     total = float(revenue["revenue"].sum())
     inside = float(revenue.loc[revenue["member_id"].isin(ids), "revenue"].sum())
     return {"members": int(len(ids)), "revenue": inside, "revenue_share": inside / total if total else 0.0, "member_ids": ids}
+
+
+def segments_overview(session: Session, *, now: datetime | None = None) -> pd.DataFrame:
+    """Every saved segment with its live size and share of the last 12 months' revenue.
+
+    Members and purchases are read once for all the segments (:func:`segment_stats`
+    per segment would read them once each); the revenue window is counted in whole
+    days, ending today.
+    """
+    import polars as pl
+
+    from loyalty.analytics.data import load_members, load_purchases
+    from loyalty.analytics.segments import segment_memberships
+
+    now = now or utcnow()
+    segments = list_segments(session)
+    if segments.empty:
+        return segments.assign(members=pd.Series(dtype="int64"), revenue=pd.Series(dtype=float), revenue_share=pd.Series(dtype=float))
+    today = now.date()
+    purchases = load_purchases(session, end=today + timedelta(days=1))
+    memberships = segment_memberships(session, as_of=today, members=load_members(session), purchases=purchases)
+    revenue = (purchases.filter(pl.col("occurred_on") >= today - timedelta(days=REVENUE_WINDOW_DAYS))
+               .group_by("member_id").agg(revenue=pl.col("amount").sum()))
+    total = float(revenue["revenue"].sum())
+    per_segment = (memberships.join(revenue, on="member_id", how="left").group_by("segment")
+                   .agg(members=pl.len(), revenue=pl.col("revenue").fill_null(0.0).sum()).to_pandas())
+    frame = segments.merge(per_segment, left_on="name", right_on="segment", how="left").drop(columns="segment")
+    frame["members"] = frame["members"].fillna(0).astype("int64")
+    frame["revenue"] = frame["revenue"].fillna(0.0)
+    frame["revenue_share"] = frame["revenue"] / total if total else 0.0
+    return frame

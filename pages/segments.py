@@ -5,7 +5,7 @@ import streamlit as st
 from loyalty.analysis import rfm_grid
 from loyalty.analytics.rfm import RFM_SEGMENTS
 from loyalty.members import export_members
-from loyalty.segments import list_segments, save_segment, segment_stats
+from loyalty.segments import list_segments, save_segment, segment_stats, segments_overview
 from loyalty.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import rfm_heatmap
@@ -22,6 +22,12 @@ def stats(rules: dict) -> dict:
         return segment_stats(session, rules)
 
 
+@st.cache_data(ttl=300, show_spinner="Counting members…")
+def overview_of_segments():
+    with db_session() as session:
+        return segments_overview(session)
+
+
 with db_session() as session:
     segments = list_segments(session)
     tiers = list_tiers(session)["name"].tolist()
@@ -29,11 +35,9 @@ with db_session() as session:
 if segments.empty:
     st.info("No segments yet: build the first one below.")
 else:
-    rows = []
-    for segment in segments.itertuples():
-        live = stats(segment.rules)
-        rows.append({"segment": segment.name, "members": live["members"], "revenue_share": live["revenue_share"],
-                     "rules": segment.rules, "description": segment.description})
+    overview = overview_of_segments()
+    rows = [{"segment": r.name, "members": r.members, "revenue_share": r.revenue_share, "rules": r.rules, "description": r.description}
+            for r in overview.itertuples()]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"revenue_share": st.column_config.ProgressColumn("share of 12-month revenue", min_value=0, max_value=1, format="percent")})
     if actor.can("members.export"):

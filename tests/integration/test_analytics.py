@@ -442,3 +442,16 @@ def test_a_reader_process_that_died_is_replaced(session: Session, programme) -> 
         reader.process.kill()
         reader.process.wait()
     assert load_members(session, columns=("member_id",), reader="adbc").height == 5
+
+
+def test_the_segments_overview_gives_each_segment_s_size_and_revenue_share_as_counted_one_by_one(session: Session, programme) -> None:
+    from loyalty.segments import segment_stats, segments_overview
+
+    now = datetime(2024, 7, 1, tzinfo=UTC)
+    overview = segments_overview(session, now=now).set_index("name")
+    assert sorted(overview.index) == ["Gold and up", "Jakarta, reachable", "Lapsed", "Referrals"]
+    for name, rules in zip(overview.index, overview["rules"]):
+        alone = segment_stats(session, rules, now=now)
+        assert overview.loc[name, "members"] == alone["members"], name
+        assert overview.loc[name, "revenue_share"] == pytest.approx(alone["revenue_share"]), name
+    assert overview.loc["Referrals", "members"] == 1  # B
