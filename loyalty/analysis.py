@@ -37,6 +37,7 @@ __all__ = [
     "slow_repeaters",
 ]
 
+FREQUENCY_BINS = 40  # bars of the purchase-frequency chart
 AT_RISK_ALIVE = 0.5  # members at risk: probability alive below this...
 AT_RISK_VALUE_QUANTILE = 0.8  # ...and historical or predicted CLV in the top fifth
 # Median days between purchases -> what it means for a loyalty program (DOMAIN.md, mistake 1).
@@ -223,9 +224,15 @@ def purchase_cycle_view(session: Session, filters: Filters) -> dict[str, Any]:
     median = float(np.median(gap_values)) if len(gap_values) else None
     verdict = next(text for limit, text in CYCLE_VERDICTS if median is None or median <= limit).format(days=median or 0) if median is not None else \
         "Not enough repeat purchases in this range to measure the purchase cycle."
+    # Counted here, not drawn raw: at a million members there are millions of gaps.
+    shown = gap_values[gap_values <= np.quantile(gap_values, 0.99)] if len(gap_values) else gap_values
+    gap_counts = np.bincount(shown.astype(np.int64)) if len(shown) else np.zeros(0, dtype=np.int64)
+    per_year = per_member["purchases"].to_numpy() / years
+    counts, edges = np.histogram(per_year, bins=FREQUENCY_BINS) if len(per_year) else (np.zeros(0, dtype=np.int64), np.zeros(1))
     return {
-        "gaps": pd.DataFrame({"days_between_purchases": gap_values}),
-        "frequency": pd.DataFrame({"purchases_per_year": per_member["purchases"].to_numpy() / years}),
+        "gaps": pd.DataFrame({"days_between_purchases": np.arange(len(gap_counts)), "gaps": gap_counts}).query("gaps > 0").reset_index(drop=True),
+        "frequency": pd.DataFrame({"purchases_per_year_from": edges[:-1].round(2), "purchases_per_year_to": edges[1:].round(2),
+                                   "members": counts}),
         "median_gap": median,
         "repeat_share": float((per_member["purchase_days"] >= 2).mean()) if per_member.height else None,
         "active_members": per_member.height,

@@ -4,7 +4,7 @@ import streamlit as st
 
 from loyalty.analysis import Filters, purchase_cycle_view, slow_repeaters
 from loyalty.ui.auth import page_actor
-from loyalty.ui.charts import histogram
+from loyalty.ui.charts import counted_bars
 from loyalty.ui.core import db_session
 from loyalty.ui.filters import filter_bar
 
@@ -29,16 +29,25 @@ cols[0].metric("Median days between purchases", "n/a" if view["median_gap"] is N
 cols[1].metric("Members buying on 2+ days", "n/a" if view["repeat_share"] is None else f"{view['repeat_share']:.0%}")
 cols[2].metric("Active members in range", f"{view['active_members']:,}")
 left, right = st.columns(2)
-gaps = view["gaps"]["days_between_purchases"]
-left.plotly_chart(histogram(gaps[gaps <= gaps.quantile(0.99)] if len(gaps) else gaps, "Days between a member's purchases", "days"), width="stretch")
-right.plotly_chart(histogram(view["frequency"]["purchases_per_year"], "Purchase frequency per active member", "purchases per year"), width="stretch")
+gaps, frequency = view["gaps"], view["frequency"]
+left.plotly_chart(counted_bars(gaps["days_between_purchases"], gaps["gaps"], "Days between a member's purchases (to the 99th percentile)",
+                               "days", "gaps"), width="stretch")
+right.plotly_chart(counted_bars((frequency["purchases_per_year_from"] + frequency["purchases_per_year_to"]) / 2, frequency["members"],
+                                "Purchase frequency per active member", "purchases per year", "members"), width="stretch")
 left.download_button("Gaps (CSV)", view["gaps"].to_csv(index=False), "purchase_gaps.csv", "text/csv")
 right.download_button("Frequency (CSV)", view["frequency"].to_csv(index=False), "purchase_frequency.csv", "text/csv")
 
 st.subheader("Members behind the long gaps")
 threshold = st.slider("Typical gap between purchases of at least (days)", 7, 365, 90, key="purchase_cycle_gap")
-with db_session() as session:
-    slow = slow_repeaters(session, filters, min_gap_days=threshold)
+
+
+@st.cache_data(ttl=600, show_spinner="Finding the members…")
+def slow(filters: Filters, threshold: int):
+    with db_session() as session:
+        return slow_repeaters(session, filters, min_gap_days=threshold)
+
+
+slow = slow(filters, threshold)
 st.caption(f"{len(slow):,} repeat buyers usually wait {threshold} days or more between purchases.")
 st.dataframe(slow, hide_index=True, width="stretch")
 st.download_button("These members (CSV)", slow.to_csv(index=False), "slow_repeaters.csv", "text/csv")

@@ -63,6 +63,9 @@ def test_purchase_cycle_gives_a_verdict(app, program):
     at = _open(app, "pages/purchase_cycle.py")
     assert "median" in at.info[0].value
     assert {m.label: m.value for m in at.metric}["Active members in range"] == "3"
+    gaps, frequency = figure(at, 0)["data"][0], figure(at, 1)["data"][0]
+    assert sum(gaps["y"]) == 2  # two members bought on two days: one gap each, counted per day
+    assert sum(frequency["y"]) == 3  # one bar count per active member
 
 
 def test_redemption_page_shows_points_flow(app, program):
