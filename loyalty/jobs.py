@@ -187,7 +187,9 @@ def _points_expiry_body(ctx: JobContext) -> dict[str, Any]:
                    LedgerEntry.occurred_at < moment + timedelta(seconds=1))
         )
         before = int(ctx.session.exec(expired_at_moment).one())
-        members = expire_points(session=ctx.session, as_of=moment, actor=ctx.actor)
+        # Nothing written yet in this transaction (the read above only reads), so the
+        # ledger can be read as last committed, outside this connection.
+        members = expire_points(session=ctx.session, as_of=moment, actor=ctx.actor, read_last_commit=True)
         points = before - int(ctx.session.exec(expired_at_moment).one())
     return {"rows": members, "members": members, "points_expired": points, "moment": moment.isoformat()}
 

@@ -182,13 +182,16 @@ def expire_points(
     as_of: datetime | None = None,
     member_ids: Sequence[int] | None = None,
     actor: Actor,
+    read_last_commit: bool = False,
 ) -> int:
     """Expire every lot past its date, for all members or the given ones.
 
     Returns the number of members whose points expired. Idempotent: a second run at the
     same moment finds nothing left to expire. Runs inside the caller's transaction if
     there is one (a redemption expires the member's stale lots first), otherwise in its
-    own.
+    own. ``read_last_commit`` (every member, SQLite): sum the ledger from a read of the
+    last commit in the analytics reader process, for a caller that has written nothing
+    in its transaction yet (the nightly job); much faster at ten million entries.
     """
     if member_ids is None:
         require(actor, "evaluations.run")
@@ -201,7 +204,7 @@ def expire_points(
         where = "WHERE member_id IN (" + ",".join(str(int(m)) for m in member_ids) + ")"
     with write_transaction(session):
         _hold_ledger_lock(session, exclusive=member_ids is None)
-        if member_ids is None and session.get_bind().dialect.name == "sqlite":
+        if read_last_commit and member_ids is None and session.get_bind().dialect.name == "sqlite":
             due = _due_everyone_sqlite(session, str(params["as_of"]))
         else:
             due = session.execute(text(_EXPIRY_SQL.format(where=where)), params).all()
