@@ -553,21 +553,25 @@ def load_kpi_inputs(
         members = load_members(session, columns=columns, reader=reader)
     feedback = load_feedback(session, start=start, end=end, reader=reader) if "feedback" in needs else None
     predicted = _predicted_clv(purchases, end) if "model" in needs else None
-    groups = None
-    if by == "tier":
-        groups = members.select("member_id", dimension_value="tier")
-    elif by == "channel":
-        groups = members.select("member_id", dimension_value="acquisition_channel")
-    elif by == "segment":
-        from loyalty.analytics.segments import segment_memberships
-
-        groups = segment_memberships(session, as_of=end - timedelta(days=1), members=members, purchases=purchases).rename(
-            {"segment": "dimension_value"}
-        )
+    groups = _groups(session, by, members, purchases, end)
     return KpiInputs(
         start=start, end=end, purchases=purchases, ledger=ledger, point_value=float(point_value), members=members,
         feedback=feedback, predicted_clv=predicted, groups=groups, dimension=by or OVERALL,
     )
+
+
+def _groups(session: Session, by: Dimension | None, members: pl.DataFrame | None, purchases: pl.DataFrame, end: date) -> pl.DataFrame | None:
+    """``member_id, dimension_value`` of a split (segments as of the period's last day), None overall."""
+    if by == "tier":
+        return members.select("member_id", dimension_value="tier")
+    if by == "channel":
+        return members.select("member_id", dimension_value="acquisition_channel")
+    if by == "segment":
+        from loyalty.analytics.segments import segment_memberships
+
+        return segment_memberships(session, as_of=end - timedelta(days=1), members=members, purchases=purchases).rename(
+            {"segment": "dimension_value"})
+    return None
 
 
 def _predicted_clv(purchases: pl.DataFrame, end: date) -> pl.DataFrame | None:
@@ -734,16 +738,7 @@ def kpis_for_periods(
         member_rows = _tables(KpiInputs(**{**base.__dict__, "ledger": None}))[0]
         parts = []
         for by in dimensions:
-            groups = None
-            if by == "tier":
-                groups = members.select("member_id", dimension_value="tier")
-            elif by == "channel":
-                groups = members.select("member_id", dimension_value="acquisition_channel")
-            elif by == "segment":
-                from loyalty.analytics.segments import segment_memberships
-
-                groups = segment_memberships(session, as_of=end - timedelta(days=1), members=members, purchases=cut).rename(
-                    {"segment": "dimension_value"})
+            groups = _groups(session, by, members, cut, end)
             ledger_rows = overall_ledger if by is None else ledger
             inputs = KpiInputs(**{**base.__dict__, "ledger": ledger_rows, "groups": groups, "dimension": by or OVERALL})
             parts.append(kpis_from_inputs(inputs, names, tables=(member_rows, _points_table(ledger_rows, float(point_value)))).to_pandas())
