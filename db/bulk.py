@@ -75,12 +75,6 @@ def _sqlite_datetime_sql(i: int) -> str:
     return f"strftime('%Y-%m-%d %H:%M:%S', (?{i} - {micro}) / 1000000, 'unixepoch') || printf('.%06d', {micro})"
 
 
-def _sqlite_datetime_text(series: pd.Series) -> list[str | None]:
-    """SQLAlchemy's SQLite DATETIME text, ``'YYYY-MM-DD HH:MM:SS.ffffff'`` UTC, None for NaT."""
-    return [None if pd.isna(v) else pd.Timestamp(v).strftime("%Y-%m-%d %H:%M:%S.%f") for v in
-            (series.dt.tz_convert("UTC") if isinstance(series.dtype, pd.DatetimeTZDtype) else series.dt.tz_localize("UTC"))]
-
-
 def _constant_literal(series: pd.Series) -> str | None:
     """The SQL literal of a column holding one value in every row (an import's own
     time, actor, kind...), so it is written once in the statement instead of bound per
@@ -94,7 +88,9 @@ def _constant_literal(series: pd.Series) -> str | None:
         return None
     if _is_datetime(series):
         us = _datetime_us(series).to_numpy()
-        return f"'{_sqlite_datetime_text(series.iloc[:1])[0]}'" if (us == us[0]).all() else None
+        # SQLAlchemy's SQLite text for the one instant (as _sqlite_datetime_sql builds per row).
+        text_value = pd.Timestamp(int(us[0]), unit="us").strftime("%Y-%m-%d %H:%M:%S.%f")
+        return f"'{text_value}'" if (us == us[0]).all() else None
     first = series.iloc[0]
     if isinstance(first, (bool, np.bool_)):
         literal = str(int(first))

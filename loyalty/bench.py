@@ -163,6 +163,8 @@ def configure_program(session: Any, *, now: datetime) -> dict[str, int]:
     campaigns are activated at their historical start so their members are assigned
     (with holdouts) before the purchases arrive, as in a live program.
     """
+    from sqlalchemy import text
+
     from loyalty.access import SYSTEM_CLI
     from loyalty.campaigns import activate_campaign, advance_campaigns, save_campaign
     from loyalty.catalogue import save_reward
@@ -173,8 +175,9 @@ def configure_program(session: Any, *, now: datetime) -> dict[str, int]:
 
     actor = SYSTEM_CLI
     save_tiers(session=session, tiers=[dict(t) for t in TIERS], actor=actor)
-    tier_id = dict(zip(list_tiers(session)["name"], list_tiers(session)["id"]))
-    members = int(session.execute(__import__("sqlalchemy").text("SELECT COUNT(*) FROM member")).scalar_one())
+    tiers = list_tiers(session)
+    tier_id = dict(zip(tiers["name"], tiers["id"]))
+    members = int(session.execute(text("SELECT COUNT(*) FROM member")).scalar_one())
     for plan in REWARDS:
         save_reward(session=session, actor=actor, name=plan.name, kind=plan.kind, description=plan.description,
                     points_cost=plan.points_cost, partner=plan.partner, active=plan.active,
@@ -469,6 +472,7 @@ def _redemption_client(args: tuple[str, list[int], list[int], int, int]) -> dict
     """One client: ``attempts`` redemptions of random rewards by random pool members."""
     url, pool, rewards, attempts, seed = args
     from db.engine import get_engine, new_session
+    from db.models import Redemption
     from loyalty.access import Actor
     from loyalty.errors import LoyaltyError
     from loyalty.rewards import redeem_reward
@@ -486,7 +490,7 @@ def _redemption_client(args: tuple[str, list[int], list[int], int, int]) -> dict
                 outcome["refused"] += 1
                 continue
             outcome["ok"] += 1
-            outcome["points"] += session.get(__import__("db.models", fromlist=["Redemption"]).Redemption, result.redemption_id).points
+            outcome["points"] += session.get(Redemption, result.redemption_id).points
     return outcome
 
 
@@ -567,7 +571,8 @@ def run_bench(config: BenchConfig, *, echo: Any = print) -> dict[str, Any]:
     workdir = config.workdir or Path(tempfile.mkdtemp(prefix="loyalty-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     url = config.database_url or f"sqlite:///{(workdir / 'bench.db').resolve()}"
-    _empty_database(url) if config.database_url else None
+    if config.database_url:
+        _empty_database(url)
     env = {**os.environ, "LOYALTY_DATABASE_URL": url, "LOYALTY_WORKER": "0", "LOYALTY_DEMO": "0"}
     wanted = set(config.steps)
     steps: dict[str, dict[str, float]] = {}

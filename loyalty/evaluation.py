@@ -470,15 +470,15 @@ def _campaign_members(session: Session, campaign: Campaign, end: datetime) -> pd
     """
     import polars as pl
 
-    from loyalty.analytics.data import fetch_frame, sql_moment as _sql_moment
+    from loyalty.analytics.data import fetch_frame, sql_moment
 
     reader = analytics_reader(session)
     assigned = fetch_frame(session, f'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = {int(campaign.id)}',
                            {"member_id": pl.Int64, "group": pl.String}, reader=reader)
     bought = fetch_frame(
         session,
-        f"SELECT member_id, amount FROM purchase WHERE occurred_at >= {_sql_moment(session, campaign.starts_at)} "
-        f"AND occurred_at < {_sql_moment(session, end)} AND refunded_at IS NULL",
+        f"SELECT member_id, amount FROM purchase WHERE occurred_at >= {sql_moment(session, campaign.starts_at)} "
+        f"AND occurred_at < {sql_moment(session, end)} AND refunded_at IS NULL",
         {"member_id": pl.Int64, "amount": pl.Float64}, reader=reader,
     ).group_by("member_id").agg(spend=pl.col("amount").sum(), purchases=pl.len())
     joined = assigned.join(bought, on="member_id", how="left").with_columns(

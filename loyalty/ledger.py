@@ -205,7 +205,7 @@ def expire_points(
     with write_transaction(session):
         _hold_ledger_lock(session, exclusive=member_ids is None)
         if read_last_commit and member_ids is None and session.get_bind().dialect.name == "sqlite":
-            due = _due_everyone_sqlite(session, str(params["as_of"]))
+            due = _due_everyone_sqlite(session, as_of)
         else:
             due = session.execute(text(_EXPIRY_SQL.format(where=where)), params).all()
         if len(due):
@@ -222,7 +222,7 @@ def expire_points(
     return len(due)
 
 
-def _due_everyone_sqlite(session: Session, as_of_text: str) -> list[tuple[int, int]]:
+def _due_everyone_sqlite(session: Session, as_of: datetime) -> list[tuple[int, int]]:
     """:data:`_EXPIRY_SQL` for every member, summed in Polars from one read of the ledger.
 
     SQLite's ``GROUP BY member_id`` over the whole ledger takes 40 s at 10M entries;
@@ -232,12 +232,12 @@ def _due_everyone_sqlite(session: Session, as_of_text: str) -> list[tuple[int, i
     """
     import polars as pl
 
-    from loyalty.analytics.data import fetch_frame
+    from loyalty.analytics.data import fetch_frame, sql_moment
 
     entries = fetch_frame(
         session,
         "SELECT member_id, points, CASE WHEN points > 0 AND expires_at IS NOT NULL AND expires_at <= "
-        f"'{as_of_text}' THEN 1 ELSE 0 END AS due FROM ledger_entry",
+        f"{sql_moment(session, as_of)} THEN 1 ELSE 0 END AS due FROM ledger_entry",
         {"member_id": pl.Int64, "points": pl.Int64, "due": pl.Int8},
     )
     per_member = entries.group_by("member_id").agg(

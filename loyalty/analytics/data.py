@@ -64,7 +64,6 @@ __all__ = [
     "fetch_frame",
     "ledger_totals",
     "ledger_totals_for_periods",
-    "ledger_totals_from_entries",
     "load_feedback",
     "load_ledger_entries",
     "load_members",
@@ -678,26 +677,22 @@ def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto")
     ``member_id, kind, points, is_return, occurred_seconds``.
 
     One read for several periods at once (the nightly KPI snapshot): the per-period
-    totals then come from :func:`ledger_totals_for_periods`, which cut at each period's
+    totals then come from :func:`ledger_totals_for_periods`, which cuts at each period's
     end. The entries stamped exactly at midnight ``end`` are the expiry run of that
     cutoff: the Overview's "as of" numbers include them.
     """
     end = _check_day(end, "end")
     dialect = _dialect(session)
-    end = end + timedelta(days=1)  # SQLite compares text: '<day+1' keeps 'day 00:00:00'; cut exactly in memory
+    last_second = int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp())
+    # SQLite compares text ('day 00:00:00' > 'day'), so read to the next day and cut exactly in memory.
+    end = end + timedelta(days=1)
     return fetch_frame(
         session,
         f"SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
         f"{_epoch(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < {_moment(dialect, end)}",
         {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "occurred_seconds": pl.Int64},
         reader=reader,
-    ).filter(pl.col("occurred_seconds") <= int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp()) - SECONDS_PER_DAY).with_columns(
-        pl.col("kind").cast(pl.Categorical))
-
-
-def ledger_totals_from_entries(entries: pl.DataFrame, start: date, end: date, *, trailing_start: date | None = None) -> pl.DataFrame:
-    """:func:`ledger_totals` with ``by_member=True``, from entries already read (same columns, same numbers)."""
-    return ledger_totals_for_periods(entries, [(start, end, trailing_start or start)])[0]
+    ).filter(pl.col("occurred_seconds") <= last_second).with_columns(pl.col("kind").cast(pl.Categorical))
 
 
 def ledger_totals_for_periods(entries: pl.DataFrame, periods: Sequence[tuple[date, date, date]]) -> list[pl.DataFrame]:

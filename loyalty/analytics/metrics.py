@@ -80,6 +80,8 @@ Dimension = Literal["segment", "tier", "channel"]
 DIMENSIONS: tuple[str, ...] = ("segment", "tier", "channel")
 OVERALL = "overall"
 TRAILING_MONTHS = 12  # breakage looks back this far
+# Member columns every split (tier, channel, segment rules) may need.
+SPLIT_MEMBER_COLUMNS = ("member_id", "joined_on", "acquisition_channel", "tier", "city", "marketing_consent")
 CLV_TIME_UNIT = "week"
 CLV_HORIZON_MONTHS = 12
 PROMOTER_MIN, DETRACTOR_MAX = 9, 6  # NPS: 9-10 promoters, 0-6 detractors
@@ -547,7 +549,7 @@ def load_kpi_inputs(
         elif by == "channel":
             columns.append("acquisition_channel")
         elif by == "segment":
-            columns = ["member_id", "joined_on", "acquisition_channel", "tier", "city", "marketing_consent"]
+            columns = list(SPLIT_MEMBER_COLUMNS)
         if per_member:
             columns.append("external_id")
         members = load_members(session, columns=columns, reader=reader)
@@ -719,8 +721,7 @@ def kpis_for_periods(
     last_end = max(end for _, end in periods)
     first_start = min(start for start, _ in periods)
     purchases = load_purchases(session, end=last_end, reader=reader)
-    members = load_members(session, columns=["member_id", "joined_on", "acquisition_channel", "tier", "city", "marketing_consent"],
-                           reader=reader)
+    members = load_members(session, columns=list(SPLIT_MEMBER_COLUMNS), reader=reader)
     feedback = load_feedback(session, start=first_start, end=last_end, reader=reader)
     entries = load_ledger_entries(session, last_end, reader=reader)
     if loaded:  # the caller reuses what was read (the nightly job: the Overview's numbers)
