@@ -88,6 +88,8 @@ __all__ = [
     "LEASE_KEY",
     "LEASE_SECONDS",
     "MISFIRE_GRACE_TIME",
+    "PARENT_CHECK_SECONDS",
+    "PARENT_PID_VARIABLE",
     "GuardedJobStore",
     "ScheduleConflict",
     "Worker",
@@ -104,10 +106,15 @@ __all__ = [
     "scheduled_job_ids",
     "start_worker_process",
     "take_lease",
+    "watch_parent",
     "worker_status",
 ]
 
 logger = logging.getLogger(__name__)
+
+# The app that started a worker names itself here; the worker stops when that process is gone.
+PARENT_PID_VARIABLE = "LOYALTY_WORKER_PARENT_PID"
+PARENT_CHECK_SECONDS = 2.0
 
 JOBSTORE_TABLE = "apscheduler_jobs"
 LEASE_KEY = "worker_lease"
@@ -674,7 +681,29 @@ def run_worker(
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop_event.set())
+    parent = os.environ.get(PARENT_PID_VARIABLE, "")
+    if parent.isdigit():
+        watch_parent(int(parent), stop_event)
     Worker(engine=engine, owner=owner, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds).run(stop_event)
+
+
+def watch_parent(parent_pid: int, stop_event: threading.Event, *, every_seconds: float = PARENT_CHECK_SECONDS) -> threading.Thread:
+    """Set ``stop_event`` once the process ``parent_pid`` is gone (stopped, killed or crashed).
+
+    The app's worker runs in a session of its own (Ctrl-C in the app's terminal does not
+    reach it), so it watches its parent instead: when the parent ends, the child is handed
+    to another process and ``os.getppid()`` changes.
+    """
+
+    def watch() -> None:
+        while not stop_event.wait(every_seconds):
+            if os.getppid() != parent_pid:
+                logger.info("worker: the app (pid %s) has stopped; stopping too", parent_pid)
+                stop_event.set()
+
+    thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def start_worker_process(*, env: dict[str, str] | None = None, log_path: str | os.PathLike[str] | None = None) -> subprocess.Popen | None:
@@ -683,9 +712,10 @@ def start_worker_process(*, env: dict[str, str] | None = None, log_path: str | o
     For the one-machine default: the app calls this at start-up so a new user gets the
     scheduled evaluations without starting anything. Starting one too many is harmless
     (it waits as standby). Returns the process, or None when a worker already runs.
-    ``log_path``: where its output goes (default: discarded).
+    ``log_path``: where its output goes (default: discarded). The worker stops by itself
+    within :data:`PARENT_CHECK_SECONDS` of this process ending, however it ends.
     """
-    environment = {**os.environ, **(env or {})}
+    environment = {**os.environ, **(env or {}), PARENT_PID_VARIABLE: str(os.getpid())}
     engine = get_engine(environment.get("LOYALTY_DATABASE_URL") or None)
     if worker_status(engine)["running"]:
         return None

@@ -314,3 +314,45 @@ def test_the_worker_never_overwrites_a_schedule_changed_while_it_read_the_job(db
             store.update_job(stale)
     finally:
         worker_view.shutdown(wait=False)
+
+
+_APP_THAT_DIES = """
+import sys, time
+from loyalty.worker import start_worker_process
+process = start_worker_process(log_path=sys.argv[1])
+print(process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_the_worker_the_app_started_stops_when_the_app_is_gone(db_url, tmp_path, how):
+    """Ctrl-C, SIGTERM or a crash of the app: its worker notices and stops, leaving nothing behind."""
+    import signal
+
+    engine = get_engine(db_url)
+    log = tmp_path / "worker.log"
+    app = subprocess.Popen([sys.executable, "-c", _APP_THAT_DIES, str(log)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                           env={**os.environ, "LOYALTY_DATABASE_URL": db_url, "PYTHONPATH": str(PROJECT_ROOT)})
+    worker_pid = int(app.stdout.readline())
+    try:
+        assert _wait_for(lambda: worker_status(engine)["running"], timeout=60), log.read_text()
+        app.send_signal(getattr(signal, how))
+        app.wait(timeout=30)
+        assert _wait_for(lambda: not _alive(worker_pid), timeout=30), "the worker outlived the app"
+        assert "has stopped; stopping too" in log.read_text()
+        assert not worker_status(engine)["running"], "a clean stop hands the lease over at once"
+    finally:
+        if app.poll() is None:
+            app.kill()
+        if _alive(worker_pid):
+            os.kill(worker_pid, 9)
+
+
+def _alive(pid: int) -> bool:
+    """Running (not a zombie): the worker is the dead app's child, reaped by init, never by the test."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
