@@ -342,6 +342,27 @@ class User(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class SignInSession(SQLModel, table=True):
+    """One sign-in of a user in one browser (see loyalty.sessions).
+
+    Only hashes are stored: the one-time grant the browser exchanges for its cookie, and
+    the token the cookie carries. A session ends at sign-out, idle time-out, password
+    reset or when the account is disabled; an ended session never comes back.
+    """
+
+    __tablename__ = "sign_in_session"
+
+    id: str = Field(primary_key=True, max_length=32)
+    username: str = Field(max_length=100, index=True)
+    grant_hash: str | None = Field(default=None, max_length=64, index=True)
+    grant_expires_at: datetime | None = None
+    token_hash: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    end_reason: str = Field(default="", max_length=40)
+
+
 class AuditLog(SQLModel, table=True):
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_entity", "entity", "entity_id"),)

@@ -440,6 +440,7 @@ def _step_pages() -> dict[str, Any]:
     from db.engine import new_session
     from db.models import User
     from loyalty.access import PAGES, SYSTEM_CLI, Actor
+    from loyalty.sessions import start_session
     from loyalty.users import create_user
 
     os.environ["LOYALTY_DEMO"] = os.environ["LOYALTY_WORKER"] = "0"
@@ -448,11 +449,12 @@ def _step_pages() -> dict[str, Any]:
         if session.exec(select(User).where(User.username == username)).first() is None:
             create_user(session=session, username=username, role="admin", actor=SYSTEM_CLI)
     app_path = str(Path(__file__).resolve().parents[1] / "app.py")
+    with new_session() as session:
+        session_id = start_session(session=session, actor=Actor(username, "admin")).id
     seconds: dict[str, float] = {}
     for spec in PAGES:
         app = AppTest.from_file(app_path, default_timeout=600)
-        app.session_state["auth_actor"] = Actor(username, "admin")
-        app.session_state["auth_last_seen"] = time.time()
+        app.session_state["auth_session_id"] = session_id
         t0 = time.perf_counter()
         app.run()
         first = time.perf_counter() - t0

@@ -22,6 +22,7 @@ from db.models import User, utcnow
 from loyalty.access import ROLES, Actor, require
 from loyalty.audit import record_audit
 from loyalty.errors import InvalidInput, LoyaltyError, NotFound
+from loyalty.sessions import end_user_sessions
 
 __all__ = [
     "AuthenticationFailed",
@@ -198,6 +199,7 @@ def disable_user(*, session: Session, username: str, actor: Actor) -> None:
     _refuse_removing_last_admin(session, user, disabling=True)
     user.active = False
     session.add(user)
+    end_user_sessions(session, username, "disabled")
     record_audit(session, actor=actor, action="user.disable", entity="user", entity_id=username, before=before, after=_user_dict(user))
     session.commit()
 
@@ -211,6 +213,7 @@ def reset_password(*, session: Session, username: str, actor: Actor, password: s
     _check_password(password)
     user.password_hash, user.failed_attempts, user.locked_until = _hasher.hash(password), 0, None
     session.add(user)
+    end_user_sessions(session, username, "password reset")
     record_audit(session, actor=actor, action="user.reset_password", entity="user", entity_id=username)
     session.commit()
     return password

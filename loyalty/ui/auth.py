@@ -1,18 +1,31 @@
-"""Sign-in, idle time-out and sign-out for the app."""
+"""Sign-in, sessions that survive a reload, idle time-out and sign-out for the app.
+
+A sign-in starts a server-side session (:mod:`loyalty.sessions`). The tab that signed in
+keeps the session's id in its Streamlit session state; the browser gets an HttpOnly
+cookie through the ``/auth/session`` route, so a reload or a new tab of the same browser
+finds the session again (``st.context.cookies``). Every run checks the session in the
+database: sign-out, the idle limit, a password reset or a disabled account end it.
+"""
 
 from __future__ import annotations
 
-import time
+import json
 
 import streamlit as st
 
 from loyalty.access import Actor
 from loyalty.errors import LoyaltyError
-from loyalty.settings import get_settings
+from loyalty.sessions import SESSION_COOKIE, check_session, end_session, resume_session, start_session
 from loyalty.ui.core import db_session
 
 _KEY = "auth_actor"
-_SEEN = "auth_last_seen"
+_SESSION = "auth_session_id"
+_GRANT = "auth_grant"  # the one-time grant the browser still has to exchange for its cookie
+_MESSAGE = "auth_message"
+_FORGET_COOKIE = "auth_forget_cookie"
+_COOKIE_REFUSED = "auth_cookie_refused"
+
+__all__ = ["current_actor", "page_actor", "sidebar_user", "sign_in_page", "sign_out"]
 
 
 def _oidc_enabled() -> bool:
@@ -22,27 +35,37 @@ def _oidc_enabled() -> bool:
         return False
 
 
+def _cookie() -> str | None:
+    try:
+        return st.context.cookies.get(SESSION_COOKIE)
+    except (AttributeError, RuntimeError):  # no browser request behind this run (AppTest)
+        return None
+
+
 def current_actor() -> Actor | None:
     """The signed-in user, or None (the app then shows :func:`sign_in_page`)."""
-    actor: Actor | None = st.session_state.get(_KEY)
-    if actor is not None:
-        from loyalty.users import current_role
-
+    session_id = st.session_state.get(_SESSION)
+    cookie = _cookie()
+    if session_id is None and cookie and st.session_state.get(_COOKIE_REFUSED) != cookie:
         with db_session() as session:
-            timeout = get_settings(session).idle_timeout_minutes * 60
-            # Read the user again: a disabled user or a changed role takes effect at once.
-            role = current_role(session, actor.username)
-        if role is None:
-            sign_out(message="Your account was disabled. Ask an administrator.")
+            check = resume_session(session=session, cookie=cookie)
+        if check.actor is None:
+            # A cookie of an ended session: say why once, and have the browser drop it.
+            st.session_state[_COOKIE_REFUSED] = cookie
+            _forget(check.message)
             return None
-        if time.time() - st.session_state.get(_SEEN, 0) > timeout:
-            sign_out(message="You were signed out after a period of inactivity.")
+        session_id = st.session_state[_SESSION] = check.session_id
+    if session_id is not None:
+        with db_session() as session:
+            check = check_session(session=session, session_id=session_id)
+        if check.actor is None:
+            _forget(check.message)
             return None
-        st.session_state[_SEEN] = time.time()
-        if role != actor.role:
-            actor = Actor(actor.username, role)
-            st.session_state[_KEY] = actor
-        return actor
+        st.session_state[_KEY] = check.actor
+        if not check.cookie_pending:
+            st.session_state.pop(_GRANT, None)
+        return check.actor
+    st.session_state.pop(_KEY, None)
     if _oidc_enabled() and getattr(st.user, "is_logged_in", False):
         from loyalty.users import actor_for_email
 
@@ -52,23 +75,45 @@ def current_actor() -> Actor | None:
         except LoyaltyError as error:
             st.error(str(error))
             return None
-        _remember(actor)
+        _start(actor)
         return actor
     return None
 
 
-def _remember(actor: Actor) -> None:
+def _start(actor: Actor) -> None:
+    with db_session() as session:
+        started = start_session(session=session, actor=actor)
     st.session_state[_KEY] = actor
-    st.session_state[_SEEN] = time.time()
+    st.session_state[_SESSION] = started.id
+    st.session_state[_GRANT] = started.grant
+    st.session_state.pop(_COOKIE_REFUSED, None)
+
+
+def _forget(message: str | None) -> None:
+    for key in (_KEY, _SESSION, _GRANT):
+        st.session_state.pop(key, None)
+    if message:
+        st.session_state[_MESSAGE] = message
+    st.session_state[_FORGET_COOKIE] = True
+
+
+def _in_browser(script: str) -> None:
+    """Run a line of JavaScript in the page (same origin), drawing nothing."""
+    st.html(f"<script>{script}</script>", unsafe_allow_javascript=True)
 
 
 def sign_in_page() -> None:
-    """The only page shown until someone signs in."""
+    """The only page shown until someone signs in, under every page's address.
+
+    So a page's address opened before signing in is where the sign-in leads.
+    """
     from loyalty.users import authenticate
 
     st.title("Loyalty Console")
-    if message := st.session_state.pop("auth_message", None):
+    if message := st.session_state.get(_MESSAGE):
         st.info(message)
+    if st.session_state.pop(_FORGET_COOKIE, False):
+        _in_browser("fetch('/auth/sign-out', {method: 'POST', credentials: 'same-origin'})")
     with st.form("sign_in"):
         username = st.text_input("Username")
         password = st.text_input("Password", type="password")
@@ -82,15 +127,16 @@ def sign_in_page() -> None:
         except LoyaltyError as error:
             st.error(str(error))
             return
-        _remember(actor)
+        st.session_state.pop(_MESSAGE, None)
+        _start(actor)
         st.rerun()
 
 
 def sign_out(message: str | None = None) -> None:
-    for key in (_KEY, _SEEN):
-        st.session_state.pop(key, None)
-    if message:
-        st.session_state["auth_message"] = message
+    if session_id := st.session_state.get(_SESSION):
+        with db_session() as session:
+            end_session(session=session, session_id=session_id)
+    _forget(message)
     # The sidebar button's callback can run after app.py has read the actor: the
     # page then reruns the app, which now shows the sign-in page.
     st.session_state["auth_signed_out"] = True
@@ -102,6 +148,11 @@ def sidebar_user(actor: Actor) -> None:
     with st.sidebar:
         st.caption(f"Signed in as **{actor.username}** ({actor.role})")
         st.button("Sign out", on_click=sign_out)
+        if grant := st.session_state.get(_GRANT):
+            # Hand the browser its session cookie (HttpOnly: set by the server route).
+            _in_browser(
+                f"fetch('/auth/session', {{method: 'POST', body: {json.dumps(grant)}, credentials: 'same-origin'}})"
+            )
 
 
 def page_actor(permission: str | None = None) -> Actor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,11 +28,21 @@ def app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
         if role:
             username_ = username or f"test-{role}"
             _ensure_user(db_url, username_, role)  # the app re-reads the signed-in user on every run
-            at.session_state["auth_actor"] = Actor(username_, role)
-            at.session_state["auth_last_seen"] = time.time()
+            at.session_state["auth_session_id"] = signed_in_session(db_url, Actor(username_, role))
         return at
 
     return make
+
+
+def signed_in_session(db_url: str, actor: Actor) -> str:
+    """A session for ``actor`` as a sign-in makes it, its cookie already handed out; returns its id."""
+    from db.engine import get_engine, new_session
+    from loyalty.sessions import exchange_grant, start_session
+
+    with new_session(get_engine(db_url)) as session:
+        started = start_session(session=session, actor=actor)
+        exchange_grant(session=session, grant=started.grant)
+    return started.id
 
 
 def _decode(value):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
+from datetime import timedelta
 
 import pytest
 
 from sqlmodel import select
 
-from db.models import User
+from db.models import SignInSession, User
 from loyalty.access import SYSTEM_CLI
 from loyalty.users import create_user
 
@@ -61,12 +61,49 @@ def test_five_failed_attempts_lock_the_account_even_against_the_right_password(a
     assert session.exec(select(User).where(User.username == "maria")).one().locked_until is not None
 
 
-def test_an_idle_session_is_signed_out(app, session):
-    at = app(role="manager")
-    at.session_state["auth_last_seen"] = time.time() - 24 * 3600
+def test_an_idle_session_is_signed_out_and_told_why(app, session):
+    at = app(role="manager").run()
+    assert at.session_state["auth_actor"].role == "manager"
+    row = session.get(SignInSession, at.session_state["auth_session_id"])
+    row.last_seen_at -= timedelta(minutes=61)  # the default idle limit is 60 minutes
+    session.add(row)
+    session.commit()
     at.run()
     assert "auth_actor" not in at.session_state
     assert [ti.label for ti in at.text_input] == ["Username", "Password"]
+    assert [i.value for i in at.info] == ["You were signed out after a period of inactivity."]
+
+
+def test_each_sign_in_starts_a_new_server_side_session(app, session):
+    create_user(session=session, username="maria", role="operations", password=PASSWORD, actor=SYSTEM_CLI)
+    first = _sign_in(app().run(), "maria", PASSWORD).session_state["auth_session_id"]
+    second = _sign_in(app().run(), "maria", PASSWORD).session_state["auth_session_id"]
+    assert first != second
+    rows = session.exec(select(SignInSession).where(SignInSession.username == "maria")).all()
+    assert {r.id for r in rows} == {first, second}
+    assert all(r.grant_hash and r.token_hash is None and r.ended_at is None for r in rows)
+
+
+def test_sign_out_ends_the_session_on_the_server(app, session):
+    at = app(role="admin").run()
+    session_id = at.session_state["auth_session_id"]
+    next(b for b in at.sidebar.button if b.label == "Sign out").click()
+    at.run()
+    session.expire_all()
+    row = session.get(SignInSession, session_id)
+    assert row.ended_at is not None and row.end_reason == "signed out"
+
+
+def test_a_password_reset_ends_the_users_sessions(app, session):
+    from loyalty.users import reset_password
+
+    create_user(session=session, username="olga", role="operations", password=PASSWORD, actor=SYSTEM_CLI)
+    at = _sign_in(app().run(), "olga", PASSWORD)
+    assert at.session_state["auth_actor"].username == "olga"
+    reset_password(session=session, username="olga", actor=SYSTEM_CLI, password="a-new-password-123")
+    at.run()
+    assert "auth_actor" not in at.session_state
+    assert [i.value for i in at.info] == ["Your password was reset. Please sign in with the new one."]
 
 
 def test_sign_out_forgets_the_user_and_shows_no_page_content(app, session):
