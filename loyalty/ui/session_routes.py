@@ -10,6 +10,9 @@ routes do, so the token never reaches JavaScript. See :mod:`loyalty.sessions`.
 
 from __future__ import annotations
 
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +24,7 @@ from loyalty.sessions import SESSION_COOKIE, end_session, exchange_grant, resume
 __all__ = ["ROUTES"]
 
 _MAX_GRANT_BYTES = 200
+logger = logging.getLogger(__name__)
 
 
 def _exchange(grant: str) -> str | None:
@@ -43,7 +47,11 @@ async def session_cookie(request: Request) -> Response:
     body = await request.body()
     if len(body) > _MAX_GRANT_BYTES:
         return Response(status_code=400)
-    cookie = await run_in_threadpool(_exchange, body.decode(errors="replace").strip())
+    try:
+        cookie = await run_in_threadpool(_exchange, body.decode(errors="replace").strip())
+    except SQLAlchemyError:
+        logger.exception("could not hand out a session cookie")
+        return Response("The database is not available; try again in a moment.", status_code=503)
     if cookie is None:
         return Response("This sign-in link has expired; sign in again.", status_code=403)
     response = Response(status_code=204, headers={"Cache-Control": "no-store"})
@@ -53,7 +61,10 @@ async def session_cookie(request: Request) -> Response:
 
 async def sign_out(request: Request) -> Response:
     if cookie := request.cookies.get(SESSION_COOKIE):
-        await run_in_threadpool(_sign_out, cookie)
+        try:
+            await run_in_threadpool(_sign_out, cookie)
+        except SQLAlchemyError:  # the cookie is deleted all the same; the session ends at its idle limit
+            logger.exception("could not end the session of a sign-out")
     response = Response(status_code=204, headers={"Cache-Control": "no-store"})
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request))
     return response
