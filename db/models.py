@@ -121,6 +121,24 @@ class LedgerEntry(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class PendingAdjustment(SQLModel, table=True):
+    """A point adjustment above the approval limit, waiting for a second admin (loyalty.approvals)."""
+
+    __tablename__ = "pending_adjustment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    points: int
+    reason: str = Field(max_length=500)
+    requested_by: str = Field(max_length=100)
+    requested_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default="pending", max_length=10, index=True)  # pending, approved, rejected
+    decided_by: str | None = Field(default=None, max_length=100)
+    decided_at: datetime | None = None
+    decision_note: str = Field(default="", max_length=500)
+    ledger_entry_id: int | None = Field(default=None, foreign_key="ledger_entry.id")
+
+
 # --- program configuration ------------------------------------------------------------
 
 

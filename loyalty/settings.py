@@ -22,6 +22,7 @@ class ProgramSettings:
     point_value: float = 0.01  # money value of one point, for liability
     idle_timeout_minutes: int = 60
     weekly_report: bool = False  # also render an executive report every Monday
+    adjustment_approval_limit: int = 10_000  # larger point adjustments wait for a second admin
 
     def validate(self) -> None:
         if self.points_per_currency_unit < 0:
@@ -32,6 +33,8 @@ class ProgramSettings:
             raise InvalidInput("The value of a point cannot be negative.")
         if self.idle_timeout_minutes <= 0:
             raise InvalidInput("The idle timeout must be at least one minute.")
+        if self.adjustment_approval_limit < 0:
+            raise InvalidInput("The adjustment approval limit cannot be negative.")
 
 
 def get_settings(session: Session) -> ProgramSettings:
