@@ -117,7 +117,8 @@ def impact_panel(campaign_id: int, preview: dict[str, Any]) -> None:
     cur = impact.currency
     if impact.reason:
         st.info(impact.reason)
-        st.caption(f"Points cost estimated from recent purchases: {impact.points_cost:,} points ({_money(impact.cost or 0, cur)}).")
+        if impact.points_cost is not None:
+            st.caption(f"Points cost estimated from recent purchases: {impact.points_cost:,} points ({_money(impact.cost, cur)}).")
     else:
         level = f"{impact.confidence:.0%}"
         cols = st.columns(4)
