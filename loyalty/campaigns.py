@@ -84,6 +84,7 @@ __all__ = [
     "activate_campaign",
     "archive_campaign",
     "campaign_confirmations",
+    "campaign_details",
     "campaign_overview",
     "clone_campaign",
     "delete_campaign",
@@ -402,6 +403,14 @@ def advance_campaigns(session: Session, *, now: datetime | None = None) -> int:
                 session.add(campaign)
                 changed += 1
     return changed
+
+
+def campaign_details(session: Session, campaign_id: int) -> dict[str, Any]:
+    """One campaign's settings as stored (rule, eligibility, channels, dates...), for its edit form."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"No campaign with id {campaign_id}.")
+    return {**campaign.model_dump(exclude={"archived_at"}), "archived": campaign.archived_at is not None}
 
 
 # --- edit, clone, archive ----------------------------------------------------------------

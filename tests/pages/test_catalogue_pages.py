@@ -89,3 +89,54 @@ def test_a_reward_is_edited_cloned_archived_and_restored_on_the_page(app, tiers,
     session.rollback()
     assert session.exec(select(Reward.name, Reward.stock, Reward.archived_at).order_by(Reward.id)).all() == [
         ("Lounge pass", 9, None), ("Lounge pass (copy)", 9, None)]
+
+
+def test_a_new_campaign_form_is_blank_after_creating_one_and_a_draft_is_edited(app, session):
+    at = open_page(app, "manager", "pages/campaigns.py")
+    _widget(at, "text_input", "Campaign name").input("Triple week")
+    _widget(at, "number_input", "Points multiplier (2 = double points)").set_value(3.0)
+    _widget(at, "number_input", "Points budget (0 = no cap)").set_value(5000)
+    _button(at, "Save as draft").click().run()
+    assert at.success[0].value == "Triple week saved as a draft. Check the preview, then activate it."
+    assert at.selectbox(key="campaigns_choice").value == "Triple week"
+    # Editing the draft: its values, then saved.
+    assert _widget(at, "text_input", "Campaign name").value == "Triple week"
+    assert _widget(at, "number_input", "Points budget (0 = no cap)").value == 5000
+    _widget(at, "number_input", "Points budget (0 = no cap)").set_value(8000)
+    _button(at, "Save changes").click().run()
+    at.selectbox(key="campaigns_choice").set_value("New campaign").run()
+    assert _widget(at, "text_input", "Campaign name").value == ""
+    assert _widget(at, "number_input", "Points multiplier (2 = double points)").value == 2.0
+    assert _widget(at, "number_input", "Points budget (0 = no cap)").value == 0
+    session.rollback()
+    assert session.exec(select(Campaign.name, Campaign.rule, Campaign.budget_points)).all() == [("Triple week", {"multiplier": 3.0}, 8000)]
+
+
+def test_a_started_campaign_says_only_a_draft_can_be_edited_and_is_cloned(app, session):
+    at = open_page(app, "manager", "pages/campaigns.py")
+    _widget(at, "text_input", "Campaign name").input("Now on")
+    _button(at, "Save as draft").click().run()
+    _button(at, "Activate").click().run()
+    assert "only a draft can be edited. Clone it" in at.info[0].value
+    assert not [b for b in at.button if b.label == "Save changes"]
+    _button(at, "Clone").click().run()
+    assert at.selectbox(key="campaigns_choice").value == "Now on (copy)"
+    assert _widget(at, "text_input", "Campaign name").value == "Now on (copy)"
+    session.rollback()
+    assert sorted(session.exec(select(Campaign.name, Campaign.status)).all()) == [("Now on", "active"), ("Now on (copy)", "draft")]
+
+
+def test_a_multiplier_above_ten_times_asks_to_confirm_before_saving(app, session):
+    at = open_page(app, "manager", "pages/campaigns.py")
+    _widget(at, "text_input", "Campaign name").input("Mega points")
+    _widget(at, "number_input", "Points multiplier (2 = double points)").set_value(12.0).run()
+    assert any("An earn multiplier of 12x is above 10x." in w.value for w in at.warning)
+    _button(at, "Save as draft").click().run()
+    assert at.error[0].value == "An earn multiplier of 12x is above 10x. Confirm to save it anyway."
+    session.rollback()
+    assert session.exec(select(Campaign)).all() == []
+    _widget(at, "checkbox", "Yes, save it with these values").check()
+    _button(at, "Save as draft").click().run()
+    assert at.success[0].value.startswith("Mega points saved as a draft")
+    session.rollback()
+    assert session.exec(select(Campaign.rule)).all() == [{"multiplier": 12.0}]
