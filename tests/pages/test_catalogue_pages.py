@@ -140,3 +140,24 @@ def test_a_multiplier_above_ten_times_asks_to_confirm_before_saving(app, session
     assert at.success[0].value.startswith("Mega points saved as a draft")
     session.rollback()
     assert session.exec(select(Campaign.rule)).all() == [{"multiplier": 12.0}]
+
+
+def test_goal_and_target_forms_start_blank_after_adding_and_a_goal_with_targets_is_archived_not_deleted(app, session):
+    at = open_page(app, "manager", "pages/goals.py")
+    _widget(at, "text_input", "Goal name").input("Win them back")
+    _widget(at, "text_input", "Owner").input("Rita")
+    _button(at, "Add goal").click().run()
+    assert at.success[0].value == "Goal Win them back saved (audited)."
+    assert (_widget(at, "text_input", "Goal name").value, _widget(at, "text_input", "Owner").value) == ("", "")
+    _widget(at, "number_input", "Target value (shares as 0-1, e.g. 0.35)").set_value(250.0)
+    _button(at, "Add target").click().run()
+    assert at.success[0].value == "KPI target saved (audited)."
+    assert _widget(at, "number_input", "Target value (shares as 0-1, e.g. 0.35)").value == 0.0
+    at.selectbox(key="goals_choice").set_value("Win them back").run()
+    assert _widget(at, "text_input", "Owner").value == "Rita"
+    _button(at, "Delete").click().run()
+    assert at.success[0].value == "Win them back is referred to by 1 KPI target, so it was archived instead of deleted (audited)."
+    assert at.selectbox(key="goals_choice").options == ["New goal"]
+    session.rollback()
+    goal = session.exec(select(Goal)).one()
+    assert goal.archived_at is not None and session.exec(select(KpiTarget.target_value)).all() == [250.0]
