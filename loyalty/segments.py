@@ -125,7 +125,7 @@ def segment_stats(session: Session, rules: dict[str, Any], *, now: datetime | No
     return {"members": len(ids), "revenue": inside, "revenue_share": inside / total if total else 0.0, "member_ids": ids}
 
 
-def segments_overview(session: Session, *, now: datetime | None = None) -> pd.DataFrame:
+def segments_overview(session: Session, *, now: datetime | None = None, include_archived: bool = False) -> pd.DataFrame:
     """Every saved segment with its live size and share of the last 12 months' revenue.
 
     Members and purchases are read once for all the segments (:func:`segment_stats`
@@ -138,7 +138,7 @@ def segments_overview(session: Session, *, now: datetime | None = None) -> pd.Da
     from loyalty.analytics.segments import segment_memberships
 
     now = now or utcnow()
-    segments = list_segments(session)
+    segments = list_segments(session, include_archived=include_archived)
     if segments.empty:
         return segments.assign(members=pd.Series(dtype="int64"), revenue=pd.Series(dtype=float), revenue_share=pd.Series(dtype=float))
     today = now.date()

@@ -25,7 +25,14 @@ from loyalty.goals import (
 from loyalty.segments import list_segments
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session, run_action
-from loyalty.ui.forms import archive_toggle, choice_box, form_key, form_saved, lifecycle_buttons, show_flash
+from loyalty.ui.forms import (
+    archive_toggle,
+    choice_box,
+    form_key,
+    form_saved,
+    lifecycle_buttons,
+    show_flash,
+)
 
 actor = page_actor("kpis.view")
 st.title("Goals and KPIs")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
 import pytest
 from sqlmodel import select
 
 from db.models import Campaign, Goal, KpiTarget, Reward, Segment, Tier
 from loyalty.access import SYSTEM_CLI
-from loyalty.goals import save_goal
 from loyalty.tiers import save_tiers
 from tests.pages.conftest import open_page
 
@@ -161,3 +158,20 @@ def test_goal_and_target_forms_start_blank_after_adding_and_a_goal_with_targets_
     session.rollback()
     goal = session.exec(select(Goal)).one()
     assert goal.archived_at is not None and session.exec(select(KpiTarget.target_value)).all() == [250.0]
+
+
+def test_after_saving_a_segment_the_builder_starts_blank_and_the_saved_one_is_edited_with_its_rules(app, session):
+    at = open_page(app, "manager", "pages/segments.py")
+    _widget(at, "multiselect", "Acquisition channel").set_value(["web"])
+    _widget(at, "text_input", "Segment name").input("Web joiners")
+    _button(at, "Save segment").click().run()
+    assert at.success[0].value == "Segment Web joiners saved (audited)."
+    assert _widget(at, "multiselect", "Acquisition channel").value == []
+    assert _widget(at, "text_input", "Segment name").value == ""
+    at.selectbox(key="segments_choice").set_value("Web joiners").run()
+    assert _widget(at, "multiselect", "Acquisition channel").value == ["web"]
+    _button(at, "Clone").click().run()
+    assert at.selectbox(key="segments_choice").value == "Web joiners (copy)"
+    session.rollback()
+    assert session.exec(select(Segment.name, Segment.rules).order_by(Segment.id)).all() == [
+        ("Web joiners", {"acquisition_channel": ["web"]}), ("Web joiners (copy)", {"acquisition_channel": ["web"]})]
