@@ -189,8 +189,11 @@ def cmd_redeem(args: argparse.Namespace) -> int:
 def cmd_refund(args: argparse.Namespace) -> int:
     from loyalty.purchases import refund_purchase
 
+    from loyalty.settings import get_settings
+
     with new_session() as session:
         done = refund_purchase(session=session, purchase=args.purchase, actor=SYSTEM_CLI, reason=args.reason, amount=args.amount)
+        currency = get_settings(session).currency
     if args.json:
         _print_json({
             "ok": True, "purchase": args.purchase, "points_reversed": done.points_reversed,
@@ -199,10 +202,7 @@ def cmd_refund(args: argparse.Namespace) -> int:
             "points_already_expired": done.points_already_expired,
         })
     else:
-        what = "refunded in full" if done.fully_returned else (
-            f"{done.returned_cents / 100:,.2f} of {done.purchase_cents / 100:,.2f} returned "
-            f"({done.total_returned_cents / 100:,.2f} so far)")
-        print(f"purchase {args.purchase} {what}; {done.points_reversed:,} points taken back")
+        print(done.summary(currency))
     return 0
 
 

@@ -409,6 +409,15 @@ class PurchaseReturn:
     def fully_returned(self) -> bool:
         return self.total_returned_cents >= self.purchase_cents
 
+    def summary(self, currency: str) -> str:
+        """In words, e.g. "Returned EUR 20.00 of purchase P12 (EUR 45.00): 20 points taken back."."""
+        if self.returned_cents == self.purchase_cents:
+            what = f"Refunded purchase {self.purchase} in full"
+        else:
+            what = (f"Returned {'the last ' if self.fully_returned else ''}{currency} {self.returned_cents / 100:,.2f} "
+                    f"of purchase {self.purchase} ({currency} {self.purchase_cents / 100:,.2f})")
+        return f"{what}: {self.points_reversed:,} points taken back."
+
 
 def return_purchase(
     *,

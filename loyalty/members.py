@@ -13,6 +13,7 @@ from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier
 from loyalty.access import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger import member_balance, member_ledger, open_lots, spendable_balances
+from loyalty.settings import get_settings
 
 __all__ = ["MemberProfile", "find_member", "mask", "member_profile", "search_members"]
 
@@ -82,6 +83,9 @@ class MemberProfile:
     feedback: pd.DataFrame
     total_spend: float
     purchase_count: int
+    # Purchases not yet returned in full, company id -> a label naming date, amount and returns.
+    returnable: dict[str, str]
+    currency: str
 
 
 def member_profile(session: Session, external_id: str, *, actor: Actor) -> MemberProfile:
@@ -123,13 +127,19 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
     )
     active = purchases[purchases["refunded_at"].isna()] if not purchases.empty else purchases
     points = member_balance(session, member.id, as_of=now.to_pydatetime())
+    currency = get_settings(session).currency
+    returnable = {
+        row.purchase: f"{row.purchase} · {row.occurred_at:%Y-%m-%d} · {currency} {row.amount:,.2f}"
+        + (f" ({currency} {row.returned:,.2f} returned)" if row.returned else "")
+        for row in active.itertuples()
+    }
     return MemberProfile(
         member=details, tier=tier, balance=points.points, expiring_90_days=int(expiring),
         next_expiry_on=points.next_expiry_on, next_expiry_points=points.next_expiry_points,
         ledger=member_ledger(session, member.id).iloc[::-1].reset_index(drop=True),
         purchases=purchases, redemptions=redemptions, feedback=feedback,
         total_spend=float((active["amount"] - active["returned"]).sum()) if not active.empty else 0.0,
-        purchase_count=len(active),
+        purchase_count=len(active), returnable=returnable, currency=currency,
     )
 
 
