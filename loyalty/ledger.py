@@ -416,7 +416,8 @@ class PurchaseReturn:
         else:
             what = (f"Returned {'the last ' if self.fully_returned else ''}{currency} {self.returned_cents / 100:,.2f} "
                     f"of purchase {self.purchase} ({currency} {self.purchase_cents / 100:,.2f})")
-        return f"{what}: {self.points_reversed:,} points taken back."
+        expired = f" ({self.points_already_expired:,} of its points had already expired)" if self.points_already_expired else ""
+        return f"{what}: {self.points_reversed:,} points taken back{expired}."
 
 
 def return_purchase(

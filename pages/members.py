@@ -54,7 +54,7 @@ cols = st.columns(6)
 cols[0].metric("Tier", profile.tier or "none")
 cols[1].metric("Balance", f"{profile.balance:,} pts", help="What the member can spend now: points past their expiry date are left out.")
 cols[2].metric("Next expiry", f"{profile.next_expiry_points:,} pts" if profile.next_expiry_on else "none",
-               delta=f"on {profile.next_expiry_on:%Y-%m-%d}" if profile.next_expiry_on else None, delta_color="off")
+               delta=f"on {profile.next_expiry_on:%Y-%m-%d}" if profile.next_expiry_on else None, delta_color="off", delta_arrow="off")
 cols[3].metric("Expiring in 90 days", f"{profile.expiring_90_days:,} pts")
 cols[4].metric("Total spend", f"{profile.total_spend:,.2f}", help="Less returns; refunded purchases left out.")
 cols[5].metric("Purchases", f"{profile.purchase_count:,}")
@@ -77,7 +77,10 @@ with ledger_tab:
         st.info("No points movements yet.")
     else:
         st.plotly_chart(member_balance(profile.ledger), width="stretch")
-        st.dataframe(profile.ledger, hide_index=True, width="stretch", key=f"members_ledger_{member_id}")
+        st.dataframe(profile.ledger, hide_index=True, width="stretch", key=f"members_ledger_{member_id}",
+                     column_config={"occurred_at": st.column_config.DatetimeColumn("when", format="YYYY-MM-DD HH:mm"),
+                                    "description": st.column_config.TextColumn("what", width="large"),
+                                    "expires_at": st.column_config.DatetimeColumn("expires", format="YYYY-MM-DD")})
     if actor.can("points.adjust"):
         with st.form("members_adjust", clear_on_submit=True):
             st.markdown("**Adjust points**")
@@ -91,7 +94,9 @@ with purchases_tab:
         st.info("No purchases yet.")
     else:
         st.dataframe(profile.purchases, hide_index=True, width="stretch", key=f"members_purchases_{member_id}",
-                     column_config={"returned": st.column_config.NumberColumn("returned", format="%.2f")})
+                     column_config={"returned": st.column_config.NumberColumn("returned", format="%.2f"),
+                                    "occurred_at": st.column_config.DatetimeColumn("bought", format="YYYY-MM-DD HH:mm"),
+                                    "refunded_at": st.column_config.DatetimeColumn("refunded in full", format="YYYY-MM-DD HH:mm")})
         if actor.can("purchases.refund") and profile.returnable:
             # The choice is the purchase's own id, kept under a key of this member: never a row position.
             with st.form(f"members_refund_{member_id}", clear_on_submit=True):

@@ -349,3 +349,34 @@ def test_refund_purchase_finds_the_purchase_by_its_company_id(session):
         done = refund_purchase(session=session, purchase="P901", amount="10.00", actor=OPERATIONS)
     assert (done.purchase, done.points_reversed, done.fully_returned) == ("P901", 10, False)
     assert balance(session, member.id) == 20
+
+
+# --- the migration -----------------------------------------------------------------------------
+
+
+def test_the_migration_counts_purchases_refunded_before_it_as_returned_in_full(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from db.engine import PROJECT_ROOT, dispose_engines
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(PROJECT_ROOT / "db" / "migrations"))
+    try:
+        with engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002")
+            connection.execute(text("INSERT INTO member (id, external_id, name, email, phone, joined_at, acquisition_channel, "
+                                    "city, marketing_consent, created_at) VALUES (1, 'M1', '', '', '', '2025-01-01', 'store', '', 0, "
+                                    "'2025-01-01')"))
+            connection.execute(text("INSERT INTO purchase (id, external_id, member_id, occurred_at, amount, channel, store, category, "
+                                    "refunded_at, imported_at) VALUES (1, 'P1', 1, '2025-02-01', 45.1, '', '', '', '2025-02-03', "
+                                    "'2025-02-01'), (2, 'P2', 1, '2025-02-01', 20.0, '', '', '', NULL, '2025-02-01')"))
+            connection.commit()
+            command.upgrade(config, "0004")
+            connection.commit()
+            assert connection.execute(text("SELECT external_id, returned_cents FROM purchase ORDER BY id")).all() == [("P1", 4510), ("P2", 0)]
+    finally:
+        dispose_engines()
