@@ -73,7 +73,10 @@ class Purchase(SQLModel, table=True):
     channel: str = Field(default="", max_length=50)
     store: str = Field(default="", max_length=100)
     category: str = Field(default="", max_length=100, index=True)
+    # Set when the purchase is returned in full (by one refund or the last of several returns).
     refunded_at: datetime | None = None
+    # What partial and full returns have taken back so far, in cents (never above the amount).
+    returned_cents: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     imported_at: datetime = Field(default_factory=utcnow)
 
 

@@ -128,16 +128,40 @@ def cmd_rewards_list(args: argparse.Namespace) -> int:
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
-    from loyalty.ledger import balance
+    from loyalty.ledger import member_balance
     from loyalty.members import find_member
 
     with new_session() as session:
         member = find_member(session, args.member)
-        points = balance(session, member.id)
+        points = member_balance(session, member.id)
     if args.json:
-        _print_json({"member": args.member, "balance": points})
+        _print_json({
+            "member": args.member, "balance": points.points, "past_expiry_points": points.past_expiry,
+            "next_expiry_on": points.next_expiry_on.isoformat() if points.next_expiry_on else None,
+            "next_expiry_points": points.next_expiry_points,
+        })
     else:
-        print(f"{args.member}: {points:,} points")
+        expiry = (f"; {points.next_expiry_points:,} expire on {points.next_expiry_on:%Y-%m-%d}"
+                  if points.next_expiry_on else "; none due to expire")
+        print(f"{args.member}: {points.points:,} points to spend{expiry}")
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from loyalty.ledger import member_ledger
+    from loyalty.members import find_member
+
+    with new_session() as session:
+        lines = member_ledger(session, find_member(session, args.member).id).tail(args.limit)
+    if args.json:
+        _print_json([
+            {**line, "occurred_at": line["occurred_at"].isoformat(),
+             "expires_at": line["expires_at"].isoformat() if line["expires_at"] is not None else None}
+            for line in lines.astype(object).where(lines.notna(), None).to_dict("records")
+        ])
+    else:
+        for line in lines.itertuples():
+            print(f"{line.occurred_at:%Y-%m-%d %H:%M}  {line.points:>+8,}  {line.balance:>8,}  {line.description}")
     return 0
 
 
@@ -165,24 +189,33 @@ def cmd_redeem(args: argparse.Namespace) -> int:
 def cmd_refund(args: argparse.Namespace) -> int:
     from loyalty.purchases import refund_purchase
 
+    from loyalty.settings import get_settings
+
     with new_session() as session:
-        points = refund_purchase(session=session, purchase=args.purchase, actor=SYSTEM_CLI, reason=args.reason)
-    _print_json({"ok": True, "purchase": args.purchase, "points_reversed": points}) if args.json else print(
-        f"purchase {args.purchase} refunded; {points:,} points taken back"
-    )
+        done = refund_purchase(session=session, purchase=args.purchase, actor=SYSTEM_CLI, reason=args.reason, amount=args.amount)
+        currency = get_settings(session).currency
+    if args.json:
+        _print_json({
+            "ok": True, "purchase": args.purchase, "points_reversed": done.points_reversed,
+            "amount_returned": done.returned_cents / 100, "returned_total": done.total_returned_cents / 100,
+            "purchase_amount": done.purchase_cents / 100, "fully_returned": done.fully_returned,
+            "points_already_expired": done.points_already_expired,
+        })
+    else:
+        print(done.summary(currency))
     return 0
 
 
 def cmd_adjust(args: argparse.Namespace) -> int:
     from loyalty.approvals import request_adjustment
-    from loyalty.ledger import balance
+    from loyalty.ledger import member_balance
     from loyalty.members import find_member
 
     with new_session() as session:
         member = find_member(session, args.member)
         outcome = request_adjustment(session=session, member_id=member.id, points=args.points, reason=args.reason,
                                      actor=SYSTEM_CLI)
-        points = balance(session, member.id)
+        points = member_balance(session, member.id).points
     if args.json:
         _print_json({"ok": True, "member": args.member, "balance": points, "pending_approval": outcome.pending_id})
     elif outcome.pending:
@@ -418,8 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("list", cmd_rewards_list, "List rewards.", parent=rewards)
     p.add_argument("--json", action="store_true")
 
-    p = add("balance", cmd_balance, "A member's points balance.")
+    p = add("balance", cmd_balance, "What a member can spend now (lots past their date left out), and the next expiry.")
     p.add_argument("--member", required=True, metavar="MEMBER_ID")
+    p.add_argument("--json", action="store_true")
+
+    p = add("ledger", cmd_ledger, "A member's points movements, newest last, each naming its purchase, reward or campaign.")
+    p.add_argument("--member", required=True, metavar="MEMBER_ID")
+    p.add_argument("--limit", type=int, default=50, help="the last N lines (default 50)")
     p.add_argument("--json", action="store_true")
 
     p = add("redeem", cmd_redeem, "Redeem a reward for a member (exit 3 when points or stock are short).")
@@ -427,8 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", required=True, type=int, metavar="REWARD_ID")
     p.add_argument("--json", action="store_true")
 
-    p = add("refund", cmd_refund, "Refund a purchase: take back the points it earned, once.")
+    p = add("refund", cmd_refund, "Refund a purchase, or return part of it (--amount): take back that share of its points, once.")
     p.add_argument("--purchase", required=True, metavar="PURCHASE_ID")
+    p.add_argument("--amount", metavar="AMOUNT", help="the amount returned, e.g. 12.50 (default: all that is left of the purchase)")
     p.add_argument("--reason", default="refund")
     p.add_argument("--json", action="store_true")
 

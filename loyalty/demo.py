@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import bindparam, func, text, update
+from sqlalchemy import Integer, bindparam, cast, func, text, update
 from sqlmodel import Session, select
 
 from db.bulk import allocate_ids, insert_frame, sqlite_page_cache
@@ -1045,7 +1045,8 @@ class _Simulation:
         when = last + 60 + (rng.random(len(rows)) * (0.45 * (month_end - last) - 60)).astype(np.int64)
         table = Purchase.__table__
         self.session.execute(
-            update(table).where(table.c.id == bindparam("purchase")).values(refunded_at=bindparam("at")),
+            update(table).where(table.c.id == bindparam("purchase")).values(
+                refunded_at=bindparam("at"), returned_cents=cast(func.round(table.c.amount * 100), Integer)),
             [{"purchase": int(p), "at": _moment(t)} for p, t in zip(ids, when)],
         )
         with_points = points > 0

@@ -13,11 +13,23 @@ Rules
   (a prefix of the consumption order) and ``D`` all points consumed so far. Expiry
   writes exactly that as one ``expire`` entry per member, computed in one SQL
   ``GROUP BY`` over the whole member base.
-* A refund reverses the points its purchase earned, once, less the part of them that
-  has already expired (expiry took those; taking them again would count them twice).
-  If the rest was already spent the balance may go below zero (a debt that later
-  earnings repay), and the negative-balance report lists it. Redemptions and
-  adjustments never make a balance negative.
+* A return takes back the returned share of the points its purchase earned (earn and
+  bonus entries): after returns totalling ``R`` of an amount ``A``, the purchase has
+  given back ``round_half_up(earned * R / A)`` points in all, so several partial
+  returns never take more than one full refund would, and a return of everything left
+  (a full refund) takes back exactly what remains. Returns never exceed the amount; a
+  fully returned purchase refuses another return.
+* Points of the purchase that have already expired are not taken again (expiry took
+  those; taking them again would count them twice): all returns of a purchase take
+  back at most ``earned - expired share``, the expired points counting first against
+  the part the member keeps.
+* **Points already spent** are taken back all the same: the balance may go below zero,
+  a debt that the member's next earnings repay first (FIFO), and the negative-balance
+  report lists it. A member in debt cannot redeem. Redemptions and adjustments never
+  make a balance negative.
+* The balance a member can spend *now* leaves out lots past their expiry date even
+  before the nightly expiry job writes them off (:func:`member_balance`,
+  :func:`spendable_balances`); :func:`balance` is the plain sum of the entries.
 * On PostgreSQL, use cases that work on one member's ledger hold the ledger lock
   shared and the all-member expiry run holds it exclusively, so the run never
   computes from a snapshot that misses a redemption's own expiry (SQLite's
@@ -28,14 +40,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import pandas as pd
-from sqlalchemy import func, text, update
+from sqlalchemy import Integer, case, cast, func, text, update
 from sqlmodel import Session, select
 
 from db.engine import write_transaction
-from db.models import LedgerEntry, Member, Purchase, utcnow
+from db.models import (
+    Campaign,
+    LedgerEntry,
+    Member,
+    Purchase,
+    Redemption,
+    Reward,
+    utcnow,
+)
 from loyalty.access import Actor, require
 from loyalty.audit import record_audit
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
@@ -47,17 +68,22 @@ KINDS = (EARN, BONUS, REDEEM, EXPIRE, ADJUST, REVERSE)
 __all__ = [
     "KINDS",
     "Lot",
+    "MemberBalance",
+    "PurchaseReturn",
     "adjust_points",
     "balance",
-    "balances",
+    "describe_entry",
     "expire_points",
     "expiry_date",
     "expiry_dates",
     "lock_member",
+    "member_balance",
     "member_ledger",
     "negative_balances",
     "open_lots",
+    "return_purchase",
     "reverse_purchase",
+    "spendable_balances",
 ]
 
 
@@ -87,43 +113,120 @@ def balance(session: Session, member_id: int) -> int:
     return int(total)
 
 
-def balances(session: Session, member_ids: Sequence[int]) -> dict[int, int]:
+def spendable_balances(session: Session, member_ids: Sequence[int], *, as_of: datetime | None = None) -> dict[int, int]:
+    """What each member can spend at ``as_of`` (default now), in one ``GROUP BY``.
+
+    The sum of the entries less the points still sitting in lots past their expiry
+    date (``max(0, P - D)``, see the module notes), so a balance never shows points
+    the nightly expiry job simply has not written off yet.
+    """
     if not member_ids:
         return {}
-    rows = session.exec(
-        select(LedgerEntry.member_id, func.sum(LedgerEntry.points))
-        .where(LedgerEntry.member_id.in_(list(member_ids)))
-        .group_by(LedgerEntry.member_id)
-    ).all()
-    found = {int(m): int(p) for m, p in rows}
-    return {m: found.get(m, 0) for m in member_ids}
+    as_of = as_of or utcnow()
+    due = func.sum(case(
+        ((LedgerEntry.points > 0) & LedgerEntry.expires_at.is_not(None) & (LedgerEntry.expires_at <= as_of), LedgerEntry.points),
+        else_=0,
+    ))
+    consumed = func.sum(case((LedgerEntry.points < 0, -LedgerEntry.points), else_=0))
+    ids, found = [int(m) for m in member_ids], {}
+    for start in range(0, len(ids), 10_000):  # a statement binds a limited number of values
+        rows = session.exec(
+            select(LedgerEntry.member_id, func.sum(LedgerEntry.points), due, consumed)
+            .where(LedgerEntry.member_id.in_(ids[start:start + 10_000]))
+            .group_by(LedgerEntry.member_id)
+        ).all()
+        found.update({int(m): int(total) - max(0, int(d) - int(c)) for m, total, d, c in rows})
+    return {m: found.get(m, 0) for m in ids}
+
+
+@dataclass(frozen=True)
+class MemberBalance:
+    """A member's balance as the member sees it.
+
+    ``points``: what can be spent now; ``past_expiry``: points in lots past their date
+    that the expiry job has not written off yet (not spendable); ``next_expiry_on`` and
+    ``next_expiry_points``: the next day (UTC) on which points expire, and how many.
+    """
+
+    points: int
+    past_expiry: int
+    next_expiry_on: date | None
+    next_expiry_points: int
+
+
+def member_balance(session: Session, member_id: int, *, as_of: datetime | None = None) -> MemberBalance:
+    """The member's spendable balance at ``as_of`` (default now) and the next expiry."""
+    as_of = as_of or utcnow()
+    lots = open_lots(session, member_id)
+    past = sum(lot.remaining for lot in lots if lot.expires_at is not None and lot.expires_at <= as_of)
+    ahead = sorted(
+        (lot for lot in lots if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > as_of),
+        key=lambda lot: lot.expires_at,
+    )
+    next_on = _utc_day(ahead[0].expires_at) if ahead else None
+    return MemberBalance(
+        points=balance(session, member_id) - past, past_expiry=past, next_expiry_on=next_on,
+        next_expiry_points=sum(lot.remaining for lot in ahead if _utc_day(lot.expires_at) == next_on),
+    )
+
+
+def _utc_day(moment: datetime) -> date:
+    return pd.Timestamp(moment).tz_convert("UTC").date()
+
+
+LEDGER_COLUMNS = ["occurred_at", "kind", "points", "description", "reason", "expires_at", "actor", "balance"]
 
 
 def member_ledger(session: Session, member_id: int) -> pd.DataFrame:
-    """The member's entries, oldest first, with the running balance."""
+    """The member's entries, oldest first, each named in words, with the running balance.
+
+    ``description`` names what the points came from or went to ("Redeemed: Free
+    coffee", "Campaign: Double points weekend", "Purchase #P123 (EUR 45.00,
+    2026-03-02)"), read with one join rather than a query per line.
+    """
     rows = session.exec(
-        select(LedgerEntry).where(LedgerEntry.member_id == member_id).order_by(LedgerEntry.occurred_at, LedgerEntry.id)
+        select(LedgerEntry.occurred_at, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.reason,
+               LedgerEntry.expires_at, LedgerEntry.actor, Purchase.external_id, Purchase.amount,
+               Purchase.occurred_at, Reward.name, Campaign.name, LedgerEntry.redemption_id.is_not(None))
+        .join(Purchase, Purchase.id == LedgerEntry.purchase_id, isouter=True)
+        .join(Redemption, Redemption.id == LedgerEntry.redemption_id, isouter=True)
+        .join(Reward, Reward.id == Redemption.reward_id, isouter=True)
+        .join(Campaign, Campaign.id == LedgerEntry.campaign_id, isouter=True)
+        .where(LedgerEntry.member_id == member_id)
+        .order_by(LedgerEntry.occurred_at, LedgerEntry.id)
     ).all()
+    currency = get_settings(session).currency
     frame = pd.DataFrame(
         [
-            {
-                "occurred_at": r.occurred_at,
-                "kind": r.kind,
-                "points": r.points,
-                "expires_at": r.expires_at,
-                "purchase_id": r.purchase_id,
-                "redemption_id": r.redemption_id,
-                "campaign_id": r.campaign_id,
-                "reason": r.reason,
-                "actor": r.actor,
-            }
-            for r in rows
+            (at, kind, points, describe_entry(kind, reason, purchase, amount, bought_at, reward, campaign, cancelled, currency),
+             reason, expires_at, actor)
+            for at, kind, points, reason, expires_at, actor, purchase, amount, bought_at, reward, campaign, cancelled in rows
         ],
-        columns=["occurred_at", "kind", "points", "expires_at", "purchase_id", "redemption_id",
-                 "campaign_id", "reason", "actor"],
+        columns=LEDGER_COLUMNS[:-1],
     )
     frame["balance"] = frame["points"].cumsum() if not frame.empty else pd.Series(dtype="int64")
     return frame
+
+
+def describe_entry(
+    kind: str, reason: str, purchase: str | None, amount: float | None, bought_at: datetime | None,
+    reward: str | None, campaign: str | None, redemption: bool, currency: str,
+) -> str:
+    """A ledger line in the loyalty team's words, naming its purchase, reward or campaign."""
+    bought = f"Purchase #{purchase} ({currency} {amount:,.2f}, {_utc_day(bought_at):%Y-%m-%d})" if purchase else ""
+    if campaign:
+        return f"Campaign: {campaign}" + (f" · {bought}" if bought else "")
+    if kind == REDEEM:
+        return f"Redeemed: {reward}" if reward else f"Redeemed: {reason}"
+    if kind == REVERSE and redemption:
+        return f"Redemption cancelled: {reward}" if reward else "Redemption cancelled"
+    if kind == REVERSE and bought:
+        return f"Returned: {bought}"
+    if kind == EXPIRE:
+        return "Expired: points past their expiry date"
+    if kind == ADJUST:
+        return f"Adjustment: {reason}"
+    return bought or reason
 
 
 @dataclass(frozen=True)
@@ -291,49 +394,143 @@ def adjust_points(
     return entry
 
 
-def reverse_purchase(
-    *, session: Session, purchase_id: int, actor: Actor, reason: str = "refund", now: datetime | None = None
-) -> int:
-    """Take back the points a refunded purchase earned, exactly once.
+@dataclass(frozen=True)
+class PurchaseReturn:
+    """What one return of a purchase did; amounts in cents, points taken back."""
 
-    Points of the purchase that have already expired are not taken again. Returns the
-    points reversed. A second refund of the same purchase is refused.
+    purchase: str
+    returned_cents: int
+    total_returned_cents: int
+    purchase_cents: int
+    points_reversed: int
+    points_already_expired: int
+
+    @property
+    def fully_returned(self) -> bool:
+        return self.total_returned_cents >= self.purchase_cents
+
+    def summary(self, currency: str) -> str:
+        """In words, e.g. "Returned EUR 20.00 of purchase P12 (EUR 45.00): 20 points taken back."."""
+        if self.returned_cents == self.purchase_cents:
+            what = f"Refunded purchase {self.purchase} in full"
+        else:
+            what = (f"Returned {'the last ' if self.fully_returned else ''}{currency} {self.returned_cents / 100:,.2f} "
+                    f"of purchase {self.purchase} ({currency} {self.purchase_cents / 100:,.2f})")
+        expired = f" ({self.points_already_expired:,} of its points had already expired)" if self.points_already_expired else ""
+        return f"{what}: {self.points_reversed:,} points taken back{expired}."
+
+
+def return_purchase(
+    *,
+    session: Session,
+    purchase_id: int,
+    actor: Actor,
+    amount: Decimal | float | str | None = None,
+    reason: str = "refund",
+    now: datetime | None = None,
+) -> PurchaseReturn:
+    """Take back the points for ``amount`` of a purchase returned (``None``: all that is left).
+
+    The purchase has then given back ``round_half_up(earned * returned / amount)`` of
+    the points it earned, counting every return so far (see the module notes); less
+    what had already expired, which is not taken twice. If the member already spent
+    those points, they are taken back all the same and the balance goes below zero: a
+    debt the member's next earnings repay first. Returns of one purchase never add up to
+    more than its amount, even when two run at once (the member's row lock, and a
+    conditional UPDATE on the purchase); a fully returned purchase refuses another.
     """
     require(actor, "purchases.refund")
     with write_transaction(session):
-        purchase = session.get(Purchase, purchase_id)
-        if purchase is None:
+        found = session.get(Purchase, purchase_id)
+        if found is None:
             raise NotFound(f"No purchase with id {purchase_id}.")
-        lock_member(session, purchase.member_id)
+        lock_member(session, found.member_id)
+        purchase = session.exec(
+            select(Purchase).where(Purchase.id == purchase_id).with_for_update().execution_options(populate_existing=True)
+        ).one()
+        currency = get_settings(session).currency
+        total = _cents(purchase.amount)
+        left = total - purchase.returned_cents
+        if purchase.refunded_at is not None:
+            raise AlreadyDone(
+                f"Purchase {purchase.external_id} was already refunded in full ({currency} {total / 100:,.2f}); "
+                "its points were taken back then."
+            )
+        returned = left if amount is None else _amount_in_cents(amount)
+        if returned > left:
+            raise InvalidInput(
+                f"Purchase {purchase.external_id} was {currency} {total / 100:,.2f} and {currency} "
+                f"{purchase.returned_cents / 100:,.2f} of it was returned before: at most {currency} {left / 100:,.2f} "
+                f"can be returned now, not {currency} {returned / 100:,.2f}."
+            )
         now = now or utcnow()
         expire_points(session=session, as_of=now, member_ids=[purchase.member_id], actor=actor)
+        after = purchase.returned_cents + returned
         marked = session.execute(
             update(Purchase)
-            .where(Purchase.id == purchase_id, Purchase.refunded_at.is_(None))
-            .values(refunded_at=now)
+            .where(Purchase.id == purchase_id, Purchase.refunded_at.is_(None),
+                   Purchase.returned_cents + returned <= cast(func.round(Purchase.amount * 100), Integer))
+            .values(returned_cents=Purchase.returned_cents + returned, refunded_at=now if after >= total else None)
         ).rowcount
-        if marked == 0:
-            raise AlreadyDone(f"Purchase {purchase.external_id} was already refunded; its points were taken back then.")
-        earned = session.exec(
-            select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
-                LedgerEntry.purchase_id == purchase_id, LedgerEntry.kind.in_([EARN, BONUS])
-            )
-        ).one()
-        earned = int(earned)
+        if marked == 0:  # the locks make this unreachable; the condition is the last guard
+            raise AlreadyDone(f"Purchase {purchase.external_id} was returned by someone else just now; look again.")
+        earned, taken_before = _purchase_points(session, purchase_id)
         already_expired = _expired_share(session, purchase.member_id, purchase_id)
-        reversed_points = earned - already_expired
+        due = earned if after >= total else (2 * earned * after + total) // (2 * total)  # round half up
+        reversed_points = max(0, min(due, earned - already_expired) - taken_before)
+        note = reason.strip() or "refund"
+        if returned != total:  # a partial return, or the rest after earlier ones
+            note = f"{currency} {returned / 100:,.2f} returned: {note}"
         if reversed_points:
             session.add(
                 LedgerEntry(
                     member_id=purchase.member_id, kind=REVERSE, points=-reversed_points, occurred_at=now,
-                    purchase_id=purchase_id, reason=reason, actor=actor.username,
+                    purchase_id=purchase_id, reason=note[:500], actor=actor.username,
                 )
             )
         record_audit(
             session, actor=actor, action="purchase.refund", entity="purchase", entity_id=purchase.external_id,
-            after={"points_reversed": reversed_points, "points_already_expired": already_expired, "reason": reason},
+            after={"amount_returned": returned / 100, "returned_total": after / 100, "points_reversed": reversed_points,
+                   "points_already_expired": already_expired, "reason": reason},
         )
-    return reversed_points
+    return PurchaseReturn(
+        purchase=purchase.external_id, returned_cents=returned, total_returned_cents=after, purchase_cents=total,
+        points_reversed=reversed_points, points_already_expired=already_expired,
+    )
+
+
+def reverse_purchase(
+    *, session: Session, purchase_id: int, actor: Actor, reason: str = "refund", now: datetime | None = None
+) -> int:
+    """Refund a purchase in full (what is left of it): :func:`return_purchase`; returns the points taken back."""
+    return return_purchase(session=session, purchase_id=purchase_id, actor=actor, reason=reason, now=now).points_reversed
+
+
+def _cents(amount: float) -> int:
+    return int(Decimal(str(amount)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP) * 100)
+
+
+def _amount_in_cents(amount: Decimal | float | str) -> int:
+    try:
+        value = Decimal(str(amount).strip())
+    except InvalidOperation:
+        raise InvalidInput(f"{amount!r} is not an amount of money (write it like 12.50).") from None
+    if not value.is_finite() or value <= 0:
+        raise InvalidInput("A returned amount must be above zero.")
+    if value != value.quantize(Decimal("0.01")):
+        raise InvalidInput(f"A returned amount has at most two decimals, not {amount}.")
+    return int(value * 100)
+
+
+def _purchase_points(session: Session, purchase_id: int) -> tuple[int, int]:
+    """(points the purchase earned, points its returns have taken back so far)."""
+    earned, taken = session.exec(
+        select(
+            func.coalesce(func.sum(case((LedgerEntry.kind.in_([EARN, BONUS]), LedgerEntry.points), else_=0)), 0),
+            func.coalesce(func.sum(case((LedgerEntry.kind == REVERSE, -LedgerEntry.points), else_=0)), 0),
+        ).where(LedgerEntry.purchase_id == purchase_id)
+    ).one()
+    return int(earned), int(taken)
 
 
 def _expired_share(session: Session, member_id: int, purchase_id: int) -> int:

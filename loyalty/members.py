@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import pandas as pd
 from sqlalchemy import func, or_
@@ -11,7 +12,8 @@ from sqlmodel import Session, select
 from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier
 from loyalty.access import Actor, require
 from loyalty.errors import InvalidInput, NotFound
-from loyalty.ledger import balance, balances, member_ledger, open_lots
+from loyalty.ledger import member_balance, member_ledger, open_lots, spendable_balances
+from loyalty.settings import get_settings
 
 __all__ = ["MemberProfile", "find_member", "mask", "member_profile", "search_members"]
 
@@ -36,7 +38,7 @@ def find_member(session: Session, external_id: str) -> Member:
 
 
 def search_members(session: Session, query: str, *, actor: Actor, limit: int = 50) -> pd.DataFrame:
-    """Members whose id, name or email contains ``query`` (case-insensitive), with balances."""
+    """Members whose id, name or email contains ``query`` (case-insensitive), with what each can spend now."""
     require(actor, "members.view")
     q = query.strip()
     stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id).limit(limit)
@@ -47,7 +49,7 @@ def search_members(session: Session, query: str, *, actor: Actor, limit: int = 5
         fields = [Member.external_id, Member.name, Member.email] if show_pii else [Member.external_id]
         stmt = stmt.where(or_(*(func.lower(f).like(like) for f in fields)))
     rows = session.exec(stmt).all()
-    points = balances(session, [m.id for m, _ in rows])
+    points = spendable_balances(session, [m.id for m, _ in rows])
     return pd.DataFrame(
         [
             {
@@ -67,16 +69,23 @@ def search_members(session: Session, query: str, *, actor: Actor, limit: int = 5
 
 @dataclass
 class MemberProfile:
+    """Everything about one member; ``balance`` is what the member can spend now."""
+
     member: dict
     tier: str
     balance: int
     expiring_90_days: int
+    next_expiry_on: date | None
+    next_expiry_points: int
     ledger: pd.DataFrame
     purchases: pd.DataFrame
     redemptions: pd.DataFrame
     feedback: pd.DataFrame
     total_spend: float
     purchase_count: int
+    # Purchases not yet returned in full, company id -> a label naming date, amount and returns.
+    returnable: dict[str, str]
+    currency: str
 
 
 def member_profile(session: Session, external_id: str, *, actor: Actor) -> MemberProfile:
@@ -89,11 +98,11 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
             details[field] = mask(details[field])
     purchases = pd.DataFrame(
         session.exec(
-            select(Purchase.external_id, Purchase.occurred_at, Purchase.amount, Purchase.channel, Purchase.store,
-                   Purchase.category, Purchase.refunded_at)
-            .where(Purchase.member_id == member.id).order_by(Purchase.occurred_at.desc())
+            select(Purchase.external_id, Purchase.occurred_at, Purchase.amount, Purchase.returned_cents / 100.0,
+                   Purchase.channel, Purchase.store, Purchase.category, Purchase.refunded_at)
+            .where(Purchase.member_id == member.id).order_by(Purchase.occurred_at.desc(), Purchase.id.desc())
         ).all(),
-        columns=["purchase", "occurred_at", "amount", "channel", "store", "category", "refunded_at"],
+        columns=["purchase", "occurred_at", "amount", "returned", "channel", "store", "category", "refunded_at"],
     )
     redemptions = pd.DataFrame(
         session.exec(
@@ -117,12 +126,20 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
         if lot.expires_at is not None and now < pd.Timestamp(lot.expires_at) <= soon
     )
     active = purchases[purchases["refunded_at"].isna()] if not purchases.empty else purchases
+    points = member_balance(session, member.id, as_of=now.to_pydatetime())
+    currency = get_settings(session).currency
+    returnable = {
+        row.purchase: f"{row.purchase} · {row.occurred_at:%Y-%m-%d} · {currency} {row.amount:,.2f}"
+        + (f" ({currency} {row.returned:,.2f} returned)" if row.returned else "")
+        for row in active.itertuples()
+    }
     return MemberProfile(
-        member=details, tier=tier, balance=balance(session, member.id), expiring_90_days=int(expiring),
+        member=details, tier=tier, balance=points.points, expiring_90_days=int(expiring),
+        next_expiry_on=points.next_expiry_on, next_expiry_points=points.next_expiry_points,
         ledger=member_ledger(session, member.id).iloc[::-1].reset_index(drop=True),
         purchases=purchases, redemptions=redemptions, feedback=feedback,
-        total_spend=float(active["amount"].sum()) if not active.empty else 0.0,
-        purchase_count=len(active),
+        total_spend=float((active["amount"] - active["returned"]).sum()) if not active.empty else 0.0,
+        purchase_count=len(active), returnable=returnable, currency=currency,
     )
 
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 
 import pandas as pd
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from db.bulk import allocate_ids, insert_frame
 from db.engine import write_transaction
-from db.models import utcnow
+from db.models import Member, Purchase, utcnow
 from loyalty.access import Actor, require
 from loyalty.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.ledger import PurchaseReturn, return_purchase
 from loyalty.settings import get_settings
 
-__all__ = ["PURCHASE_COLUMNS", "add_purchases", "record_purchase"]
+__all__ = ["PURCHASE_COLUMNS", "add_purchases", "record_purchase", "refund_purchase"]
 
 PURCHASE_COLUMNS = ["external_id", "member_id", "occurred_at", "amount", "channel", "store", "category"]
 ProgressFn = Callable[[int, int], None]
@@ -89,9 +91,6 @@ def record_purchase(
         raise InvalidInput("A purchase amount cannot be negative; record a refund instead.")
     if occurred_at.tzinfo is None:
         raise InvalidInput("The purchase time needs a time zone.")
-    from db.models import Member, Purchase
-    from sqlmodel import select
-
     with write_transaction(session):
         if session.get(Member, member_id) is None:
             raise NotFound(f"No member with id {member_id}.")
@@ -107,14 +106,16 @@ def record_purchase(
     return int(purchase_id)
 
 
-def refund_purchase(*, session: Session, purchase: str, actor: Actor, reason: str = "refund") -> int:
-    """Refund a purchase by its company id; returns the points taken back (see ``reverse_purchase``)."""
-    from db.models import Purchase
-    from sqlmodel import select
+def refund_purchase(
+    *, session: Session, purchase: str, actor: Actor, reason: str = "refund", amount: Decimal | float | str | None = None
+) -> PurchaseReturn:
+    """Return ``amount`` of a purchase by its company id (``None``: refund all that is left).
 
-    from loyalty.ledger import reverse_purchase
-
+    Takes back that share of the points the purchase earned, rounded half up; see
+    :func:`loyalty.ledger.return_purchase` for the rules (over-returns refused, expired
+    points not taken twice, spent points taken back as a debt).
+    """
     purchase_id = session.exec(select(Purchase.id).where(Purchase.external_id == purchase)).first()
     if purchase_id is None:
         raise NotFound(f"No purchase with id {purchase}.")
-    return reverse_purchase(session=session, purchase_id=purchase_id, actor=actor, reason=reason)
+    return return_purchase(session=session, purchase_id=purchase_id, actor=actor, amount=amount, reason=reason)
