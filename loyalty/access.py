@@ -21,6 +21,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "members.erase": frozenset({"admin"}),
     "data.import": frozenset({"admin", "manager"}),
     "points.adjust": frozenset({"admin", "operations"}),
+    "points.approve": frozenset({"admin"}),  # a second person decides on adjustments above the limit
     "purchases.refund": frozenset({"admin", "operations"}),
     "redemptions.request": frozenset({"admin", "manager", "operations"}),
     "redemptions.fulfil": frozenset({"admin", "operations"}),
@@ -94,6 +95,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("Operate", "pages/redemptions.py", "Redemptions", ":material/redeem:", "redemptions.fulfil"),
     PageSpec("Operate", "pages/import_data.py", "Import", ":material/upload_file:", "data.import"),
     PageSpec("Overview", "pages/reports.py", "Reports", ":material/summarize:", "reports.view"),
+    PageSpec("Admin", "pages/approvals.py", "Approvals", ":material/approval:", "points.approve"),
     PageSpec("Admin", "pages/jobs.py", "Jobs", ":material/schedule:", "evaluations.run"),
     PageSpec("Admin", "pages/audit.py", "Audit", ":material/policy:", "audit.view"),
     PageSpec("Admin", "pages/users.py", "Users", ":material/manage_accounts:", "users.manage"),

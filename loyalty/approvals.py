@@ -26,13 +26,11 @@ from loyalty.settings import get_settings
 __all__ = [
     "AdjustmentOutcome",
     "approve_adjustment",
+    "decided_adjustments",
     "pending_adjustments",
     "reject_adjustment",
     "request_adjustment",
 ]
-
-APPROVER_ROLE = "admin"
-
 
 @dataclass(frozen=True)
 class AdjustmentOutcome:
@@ -79,7 +77,7 @@ def request_adjustment(
 
 
 def _decide(session: Session, adjustment_id: int, actor: Actor, status: str, note: str) -> PendingAdjustment:
-    if actor.role != APPROVER_ROLE:
+    if not actor.can("points.approve"):
         raise PermissionDenied("Only an admin can approve or reject a large adjustment.")
     pending = session.get(PendingAdjustment, adjustment_id)
     if pending is None:
@@ -116,27 +114,39 @@ def approve_adjustment(*, session: Session, adjustment_id: int, actor: Actor, no
     return entry
 
 
-def reject_adjustment(*, session: Session, adjustment_id: int, actor: Actor, note: str = "") -> None:
-    """Refuse a pending adjustment (a second admin); nothing is posted."""
+def reject_adjustment(*, session: Session, adjustment_id: int, actor: Actor, note: str = "") -> PendingAdjustment:
+    """Refuse a pending adjustment (a second admin); nothing is posted. Returns it as decided."""
     with write_transaction(session):
         pending = _decide(session, adjustment_id, actor, "rejected", note)
         record_audit(
             session, actor=actor, action="points.adjust_rejected", entity="pending_adjustment",
             entity_id=str(pending.id), after={"points": pending.points, "note": note.strip()},
         )
+    return pending
 
 
-def pending_adjustments(session: Session, *, status: str = "pending") -> list[dict]:
-    """Adjustments in ``status``, oldest first, with the member they are for."""
-    rows = session.exec(
-        select(PendingAdjustment, Member.external_id, Member.name)
-        .join(Member, Member.id == PendingAdjustment.member_id)
-        .where(PendingAdjustment.status == status)
-        .order_by(PendingAdjustment.requested_at, PendingAdjustment.id)
-    ).all()
+def pending_adjustments(session: Session, *, member_external_id: str | None = None) -> list[dict]:
+    """Adjustments waiting for approval, oldest first, with their member."""
+    query = _listing().where(PendingAdjustment.status == "pending")
+    if member_external_id is not None:
+        query = query.where(Member.external_id == member_external_id)
+    return _rows(session, query.order_by(PendingAdjustment.requested_at, PendingAdjustment.id))
+
+
+def decided_adjustments(session: Session, *, limit: int = 20) -> list[dict]:
+    """The latest approved or rejected adjustments, newest decision first."""
+    query = _listing().where(PendingAdjustment.status != "pending")
+    return _rows(session, query.order_by(PendingAdjustment.decided_at.desc(), PendingAdjustment.id.desc()).limit(limit))
+
+
+def _listing():
+    return select(PendingAdjustment, Member.external_id, Member.name).join(Member, Member.id == PendingAdjustment.member_id)
+
+
+def _rows(session: Session, query) -> list[dict]:
     return [
         {"id": p.id, "member": external_id, "name": name, "points": p.points, "reason": p.reason,
          "requested_by": p.requested_by, "requested_at": p.requested_at, "status": p.status,
-         "decided_by": p.decided_by, "decided_at": p.decided_at}
-        for p, external_id, name in rows
+         "decided_by": p.decided_by, "decided_at": p.decided_at, "decision_note": p.decision_note}
+        for p, external_id, name in session.exec(query).all()
     ]

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty.ledger import adjust_points
+from loyalty.approvals import pending_adjustments, request_adjustment
 from loyalty.members import export_members, find_member, member_profile, search_members
 from loyalty.purchases import refund_purchase
 from loyalty.rewards import list_rewards, redeem_reward
@@ -86,9 +86,15 @@ with ledger_tab:
             st.markdown("**Adjust points**")
             points = st.number_input("Points (negative to remove)", step=10, value=0)
             reason = st.text_input("Reason (required, shown to auditors)")
-            if st.form_submit_button("Apply adjustment") and run_action(
-                    lambda s: adjust_points(session=s, member_id=find_member(s, member_id).id, points=int(points), reason=reason, actor=actor)):
-                done(f"Adjusted {int(points):+,} points.")
+            if st.form_submit_button("Apply adjustment") and (outcome := run_action(
+                    lambda s: request_adjustment(session=s, member_id=find_member(s, member_id).id, points=int(points), reason=reason, actor=actor))):
+                done(f"{int(points):+,} points is above the approval limit of {outcome.limit:,}: the adjustment waits for a second "
+                     "admin on the Approvals page." if outcome.pending else f"Adjusted {int(points):+,} points.")
+        with db_session() as session:
+            waiting = pending_adjustments(session, member_external_id=member_id)
+        for w in waiting:
+            st.warning(f"Waiting for approval: {w['points']:+,} points ({w['reason']}), asked by {w['requested_by']} "
+                       f"on {w['requested_at']:%Y-%m-%d}.")
 with purchases_tab:
     if profile.purchases.empty:
         st.info("No purchases yet.")

@@ -7,7 +7,7 @@ from sqlmodel import select
 
 from db.models import AuditLog, LedgerEntry
 from loyalty.access import Actor
-from loyalty.approvals import approve_adjustment, pending_adjustments, reject_adjustment, request_adjustment
+from loyalty.approvals import approve_adjustment, decided_adjustments, pending_adjustments, reject_adjustment, request_adjustment
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, PermissionDenied
 from loyalty.ledger import balance
 from loyalty.settings import update_settings
@@ -49,7 +49,7 @@ def test_above_the_limit_it_waits_and_a_second_admin_posts_it_once(session):
         approve_adjustment(session=session, adjustment_id=outcome.pending_id, actor=Actor("cy", "admin"))
     assert balance(session, member.id) == 10_001  # never twice
     assert pending_adjustments(session) == []
-    assert [w["decided_by"] for w in pending_adjustments(session, status="approved")] == ["bob"]
+    assert [(w["status"], w["decided_by"], w["decision_note"]) for w in decided_adjustments(session)] == [("approved", "bob", "checked")]
     actions = session.exec(select(AuditLog.action).order_by(AuditLog.id)).all()
     assert actions[-2:] == ["points.adjust", "points.adjust_approved"] and "points.adjust_requested" in actions
 
