@@ -718,7 +718,9 @@ def main(argv: list[str] | None = None) -> int:
         results = [json.loads(Path(path).read_text()) for path in args.results]
         print(scaling_table(results))
         if args.png:
-            scaling_figure(results).write_image(args.png)
+            from loyalty.static_charts import figure_png
+
+            Path(args.png).write_bytes(figure_png(scaling_figure(results)))
         return 0
     if args.step == "configure":
         output = _step_configure(args.now)
