@@ -778,7 +778,9 @@ def render_pdf(content: ReportContent, figures: Mapping[str, go.Figure] | None =
         if name in images:
             if pdf.get_y() + image_height(name) > pdf.h - pdf.b_margin:
                 pdf.add_page()
-            pdf.image(io.BytesIO(images[name]), w=width, h=image_height(name))
+            # The chart's title as the image's alternative text: screen readers, and tests, read it back.
+            title = figures[name].layout.title.text or name
+            pdf.image(io.BytesIO(images[name]), w=width, h=image_height(name), title=title, alt_text=title)
             pdf.ln(2)
 
     heading("Trends", keep_with=image_height("trend"))

@@ -49,7 +49,7 @@ from matplotlib.ticker import (
     NullFormatter,
 )
 
-__all__ = ["DEFAULT_HEIGHT_PX", "DEFAULT_WIDTH_PX", "UnsupportedFigure", "figure_png"]
+__all__ = ["DEFAULT_HEIGHT_PX", "DEFAULT_WIDTH_PX", "UnsupportedFigure", "draw_figure", "figure_png"]
 
 DEFAULT_WIDTH_PX, DEFAULT_HEIGHT_PX = 700, 500  # plotly's own defaults
 _DPI = 100
@@ -59,8 +59,7 @@ _TITLE_FONT_FACTOR, _AXIS_TITLE_FONT_FACTOR = 1.4, 1.2  # plotly.js: title and a
 _LINE_WIDTH_PX, _MARKER_SIZE_PX = 2, 6
 _ERROR_BAR = {"thickness_px": 2, "half_width_px": 4}
 _BAR_GROUP_WIDTH = 0.8  # plotly's default bargap of 0.2
-_DASHES = {"solid": "-", "dot": (0, (1, 2)), "dash": (0, (4, 2)), "longdash": (0, (8, 2)),
-           "dashdot": (0, (4, 2, 1, 2)), "longdashdot": (0, (8, 2, 1, 2))}
+_DASHES = {"solid": "-", "dot": ":", "dash": "--", "dashdot": "-.", "longdash": (0, (8, 2)), "longdashdot": (0, (8, 2, 1, 2))}
 _SI_SUFFIXES = {3: "k", 6: "M", 9: "B", 12: "T"}  # plotly's default exponentformat "B"
 _SI_MIN_EXPONENT = 3  # plotly's minexponent: 1000 stays 1000, 10000 is 10k
 _TICKFORMAT_RE = re.compile(r"^(?P<comma>,)?(?:\.(?P<precision>\d+))?(?P<kind>[df%])$")
@@ -100,6 +99,14 @@ def figure_png(figure: go.Figure, *, width: int | None = None, height: int | Non
     ``width`` and ``height`` default to the figure's layout, then to plotly's 700 x 500.
     Raises :class:`UnsupportedFigure` for a trace type, property or value not drawn here.
     """
+    drawing = draw_figure(figure, width=width, height=height, scale=scale)
+    buffer = io.BytesIO()
+    drawing.savefig(buffer, format="png", dpi=drawing.dpi)
+    return buffer.getvalue()
+
+
+def draw_figure(figure: go.Figure, *, width: int | None = None, height: int | None = None, scale: float = 1.0) -> Figure:
+    """The figure drawn on a new matplotlib ``Figure`` (Agg canvas, no pyplot), as :func:`figure_png` saves it."""
     spec = figure.to_plotly_json()
     layout = spec.get("layout", {})
     _check_keys(layout, _LAYOUT_KEYS, "layout")
@@ -113,7 +120,7 @@ def figure_png(figure: go.Figure, *, width: int | None = None, height: int | Non
     height_px = int(height or figure.layout.height or DEFAULT_HEIGHT_PX)
     if scale <= 0:
         raise ValueError(f"scale must be positive, not {scale}")
-    return _Drawing(figure, width_px, height_px, scale).png()
+    return _Drawing(figure, width_px, height_px, scale).draw()
 
 
 def _check_keys(node: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
@@ -141,8 +148,13 @@ def _colour(value: Any, where: str) -> Any:
 
 
 def _text(value: Any) -> str:
-    """Plain text for matplotlib: plotly's ``<br>`` is a new line; ``$`` is a dollar, not mathtext."""
-    return re.sub(r"<br\s*/?>", "\n", str(value), flags=re.IGNORECASE).replace("$", r"\$")
+    """Plain text: plotly's ``<br>`` is a new line (titles and labels are drawn with ``parse_math=False``)."""
+    return re.sub(r"<br\s*/?>", "\n", str(value), flags=re.IGNORECASE)
+
+
+def _tick_text(value: Any) -> str:
+    """A tick label: tick texts are parsed as mathtext, so ``$`` is escaped to stay a dollar."""
+    return _text(value).replace("$", r"\$")
 
 
 def _values(values: Any) -> list[Any]:
@@ -243,7 +255,7 @@ class _Drawing:
 
     # --- the whole figure -------------------------------------------------------------------------------
 
-    def png(self) -> bytes:
+    def draw(self) -> Figure:
         traces = list(self.figure.data)
         self._collect_categories(traces)
         if any(t.yaxis == "y2" for t in traces):
@@ -264,9 +276,7 @@ class _Drawing:
         self._title()
         self._legend(traces)
         self._turn_crowded_labels()
-        buffer = io.BytesIO()
-        self.canvas_figure.savefig(buffer, format="png", dpi=self.canvas_figure.dpi)
-        return buffer.getvalue()
+        return self.canvas_figure
 
     def _collect_categories(self, traces: Sequence[Any]) -> None:
         """Category names per axis in order of first appearance across traces, as plotly orders them."""
@@ -395,7 +405,7 @@ class _Drawing:
             if axis.tickformat:
                 raise UnsupportedFigure(f"{where}.tickformat on a category axis is not drawn")
             scale_axis.set_major_locator(FixedLocator(range(len(categories))))
-            scale_axis.set_major_formatter(lambda value, pos: _text(categories[round(value)])
+            scale_axis.set_major_formatter(lambda value, pos: _tick_text(categories[round(value)])
                                            if 0 <= round(value) < len(categories) else "")
             set_limits(-0.5, len(categories) - 0.5)
         elif axis_type == "log":
@@ -421,7 +431,7 @@ class _Drawing:
         font_pt = self.font_px * _PT_PER_PX
         if title:
             label = axes.set_xlabel if letter == "x" else axes.set_ylabel
-            label(_text(title), fontsize=self.font_px * _AXIS_TITLE_FONT_FACTOR * _PT_PER_PX, color=self.font_colour)
+            label(_text(title), parse_math=False, fontsize=self.font_px * _AXIS_TITLE_FONT_FACTOR * _PT_PER_PX, color=self.font_colour)
         axes.tick_params(axis=letter, which="major", labelsize=font_pt, labelcolor=self.font_colour, length=0, pad=6)
         axes.tick_params(axis=letter, which="minor", labelsize=font_pt * 0.75, labelcolor=self.font_colour, length=0, pad=6)
         for spine in axes.spines.values():
@@ -456,7 +466,7 @@ class _Drawing:
         title = self.layout.title.text
         if title:
             x = self.layout.title.x if self.layout.title.x is not None else (self.template.title.x or 0.5)
-            self.canvas_figure.suptitle(_text(title), x=x, ha="left" if x < 0.5 else "center",
+            self.canvas_figure.suptitle(_text(title), x=x, parse_math=False, ha="left" if x < 0.5 else "center",
                                         fontsize=self.font_px * _TITLE_FONT_FACTOR * _PT_PER_PX, color=self.font_colour)
 
     def _legend(self, traces: Sequence[Any]) -> None:
@@ -471,12 +481,13 @@ class _Drawing:
         labels = [_text(label) for _, label in shown]
         if legend.orientation == "h":
             below = legend.y is None or legend.y < 0.5
-            place = "outside lower left" if below else "outside upper left"
-            self.canvas_figure.legend(handles, labels, loc=place, ncols=len(shown), fontsize=font_pt, frameon=False,
-                                      labelcolor=self.font_colour, handlelength=2.2)
+            place, columns = ("outside lower left" if below else "outside upper left"), len(shown)
         else:
-            self.canvas_figure.legend(handles, labels, loc="outside right upper", fontsize=font_pt, frameon=False,
-                                      labelcolor=self.font_colour, handlelength=2.2)
+            place, columns = "outside right upper", 1
+        drawn = self.canvas_figure.legend(handles, labels, loc=place, ncols=columns, fontsize=font_pt, frameon=False,
+                                          labelcolor=self.font_colour, handlelength=2.2)
+        for text in drawn.get_texts():
+            text.set_parse_math(False)
 
     def _turn_crowded_labels(self) -> None:
         """Category labels that would overlap are turned 30 degrees, as plotly does."""
