@@ -19,6 +19,8 @@ from sqlmodel import Session
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "sqlite:///data/loyalty.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
+POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
 
 _IN_WRITE_TRANSACTION = "loyalty_in_write_transaction"
 _engines: dict[str, Engine] = {}
@@ -30,7 +32,7 @@ def database_url() -> str:
 
 
 def _normalise(url: str) -> str:
-    """Resolve a relative SQLite path against the project root, and pick psycopg 3."""
+    """Resolve a relative SQLite path against the project root; PostgreSQL: psycopg 3 and a connect timeout."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
@@ -40,8 +42,12 @@ def _normalise(url: str) -> str:
             parsed = parsed.set(database=str(path))
         elif db and os.path.isabs(db):
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-    elif parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if "connect_timeout" not in parsed.query:
+            # libpq waits for an unreachable server as long as the OS lets TCP try (minutes).
+            parsed = parsed.update_query_dict({"connect_timeout": str(POSTGRES_CONNECT_TIMEOUT_SECONDS)})
     return parsed.render_as_string(hide_password=False)
 
 
@@ -71,6 +77,24 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _configure_postgresql(engine: Engine) -> None:
+    """A lock wait (a row lock, an advisory lock) ends after :data:`POSTGRES_LOCK_TIMEOUT_MS`.
+
+    PostgreSQL waits for a lock without limit by default; SQLite gives up after its busy
+    timeout. Both now give up after the same time, with "lock timeout" / "database is locked".
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # a SET outside any transaction: it lasts for the connection
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(f"SET lock_timeout = {int(POSTGRES_LOCK_TIMEOUT_MS)}")
+        finally:
+            dbapi_connection.autocommit = autocommit
+
+
 def get_engine(url: str | None = None) -> Engine:
     """The engine for ``url`` (default: ``LOYALTY_DATABASE_URL``), created once per process."""
     resolved = _normalise(url or database_url())
@@ -82,6 +106,7 @@ def get_engine(url: str | None = None) -> Engine:
                 _configure_sqlite(engine)
             else:
                 engine = create_engine(resolved, pool_pre_ping=True)
+                _configure_postgresql(engine)
             _engines[resolved] = engine
     return engine
 

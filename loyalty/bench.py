@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,8 @@ REDEMPTION_CLIENTS = 8
 REDEMPTION_ATTEMPTS = 1_000
 REDEMPTION_POOL = 150  # members the clients fight over: collisions are the point
 SEED = 8
+# The longest step at 1M members took about 5 minutes (docs/performance.md): an hour means stuck.
+STEP_TIME_LIMIT_SECONDS = 3600.0
 
 
 @dataclass
@@ -241,8 +244,12 @@ class StepResult:
     output: dict[str, Any] = field(default_factory=dict)
 
 
-def run_measured(command: list[str], env: dict[str, str], *, sample_every: float = 0.05) -> StepResult:
+def run_measured(command: list[str], env: dict[str, str], *, sample_every: float = 0.05,
+                 time_limit: float = STEP_TIME_LIMIT_SECONDS) -> StepResult:
     """Run ``command``; wall seconds and the peak memory of its whole process tree.
+
+    A step still running after ``time_limit`` seconds is stopped with its whole process
+    group, and a RuntimeError says so.
 
     The peak is the larger of the child's own high-water mark (``VmHWM``, read while it
     runs) and the sampled sum of the tree's resident sets (readers and clients run in
@@ -251,12 +258,18 @@ def run_measured(command: list[str], env: dict[str, str], *, sample_every: float
     """
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        # A session of its own: a step over its time limit is stopped with its reader processes.
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
         peak_kb = 0
         while True:
             pid, status, _ = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
+            if time.perf_counter() - started > time_limit:
+                os.killpg(process.pid, signal.SIGKILL)
+                os.waitpid(process.pid, 0)
+                raise RuntimeError(f"{' '.join(command[2:])} did not finish within {time_limit:,.0f} s and was stopped "
+                                   "(raise STEP_TIME_LIMIT_SECONDS for a larger program).")
             tree, own = _tree_rss_kb(process.pid)
             peak_kb = max(peak_kb, tree, own)
             time.sleep(sample_every)
@@ -720,7 +733,9 @@ def main(argv: list[str] | None = None) -> int:
         results = [json.loads(Path(path).read_text()) for path in args.results]
         print(scaling_table(results))
         if args.png:
-            scaling_figure(results).write_image(args.png)
+            from loyalty.static_charts import figure_png
+
+            Path(args.png).write_bytes(figure_png(scaling_figure(results)))
         return 0
     if args.step == "configure":
         output = _step_configure(args.now)

@@ -370,10 +370,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
-    from loyalty.worker import run_worker
+    from loyalty.worker import exit_if_jobs_left_running, run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_worker()
+    exit_if_jobs_left_running(run_worker())
     return 0
 
 

@@ -287,7 +287,7 @@ def _report_body(ctx: JobContext, cadence: str) -> dict[str, Any]:
     figures = report_figures(content)
     ctx.progress(0.3, "rendering HTML")
     html = render_html(content, figures)
-    ctx.progress(0.4, "rendering PDF (charts through Chromium)")
+    ctx.progress(0.4, "rendering PDF (charts drawn by matplotlib)")
     pdf = render_pdf(content, figures)
     ctx.progress(0.9, "storing the report")
     with write_transaction(ctx.session):

@@ -22,10 +22,9 @@ Formats
 -------
 * ``html``: one self-contained file; plotly.js is embedded once (the first chart with
   ``include_plotlyjs=True``, the others ``False``), never from a CDN, so it opens offline.
-* ``pdf``: fpdf2 with the charts as PNG images rendered by kaleido through Debian's
-  Chromium (found by kaleido itself; ``BROWSER_PATH`` overrides). One kaleido server
-  renders every chart of the report (a browser start costs about 2 s; one per chart would
-  cost that each time). Text uses DejaVu Sans when installed, else Helvetica.
+* ``pdf``: fpdf2 with the same charts as PNG images, drawn from the same plotly figures by
+  matplotlib (:mod:`loyalty.static_charts`): pip-installed packages only, no browser.
+  Text uses DejaVu Sans when installed, else Helvetica.
 
 Delivery
 --------
@@ -43,8 +42,6 @@ import math
 import os
 import re
 import smtplib
-import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -105,8 +102,6 @@ STATUS_COLOURS = {"on track": "#2e7d32", "at risk": "#f9a825", "off track": "#c6
 _STATUS_FILL = {"on track": (220, 237, 200), "at risk": (255, 243, 196), "off track": (255, 205, 210), "no data": (238, 238, 238)}
 _PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$")
 _WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
-# kaleido's sync server is one per process: one report renders its charts at a time.
-_KALEIDO_LOCK = threading.Lock()
 
 
 # --- periods ------------------------------------------------------------------------------------------
@@ -543,24 +538,14 @@ def report_figures(content: ReportContent) -> dict[str, go.Figure]:
 
 def figure_images(figures: Sequence[go.Figure], *, width: int = CHART_WIDTH_PX, height: int = CHART_HEIGHT_PX,
                   scale: float = CHART_SCALE) -> list[bytes]:
-    """PNG images of ``figures``, all rendered by one kaleido server (one Chromium start)."""
-    if not figures:
-        return []
-    import kaleido
-    import plotly.io as pio
+    """PNG images of ``figures`` drawn by matplotlib (:mod:`loyalty.static_charts`): no browser needed.
 
-    with _KALEIDO_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "kopts ignored when using a server": intended
-        kaleido.start_sync_server(silence_warnings=True)
-        try:
-            return [pio.to_image(f, format="png", width=width, height=f.layout.height or height, scale=scale) for f in figures]
-        except Exception as exc:
-            raise RuntimeError(
-                f"Rendering the report's charts failed ({exc}). The PDF needs Chromium: apt-get install chromium "
-                "(or set BROWSER_PATH)."
-            ) from exc
-        finally:
-            kaleido.stop_sync_server(silence_warnings=True)
+    ``width`` x ``height`` pixels (a figure's own layout height wins, as the tier chart grows with its bars),
+    times ``scale`` for print.
+    """
+    from loyalty.static_charts import figure_png
+
+    return [figure_png(f, width=width, height=f.layout.height or height, scale=scale) for f in figures]
 
 
 # --- HTML -----------------------------------------------------------------------------------------------
@@ -707,7 +692,7 @@ def _latin1(text: str) -> str:
 
 
 def render_pdf(content: ReportContent, figures: Mapping[str, go.Figure] | None = None) -> bytes:
-    """The report as an A4 PDF with the charts as images (kaleido + Chromium)."""
+    """The report as an A4 PDF with the charts as images (drawn by matplotlib, no browser)."""
     figures = report_figures(content) if figures is None else figures
     images = dict(zip(figures, figure_images(list(figures.values()))))
     pdf = _pdf_class()(orientation="P", unit="mm", format="A4")
@@ -793,7 +778,9 @@ def render_pdf(content: ReportContent, figures: Mapping[str, go.Figure] | None =
         if name in images:
             if pdf.get_y() + image_height(name) > pdf.h - pdf.b_margin:
                 pdf.add_page()
-            pdf.image(io.BytesIO(images[name]), w=width, h=image_height(name))
+            # The chart's title as the image's alternative text: screen readers, and tests, read it back.
+            title = figures[name].layout.title.text or name
+            pdf.image(io.BytesIO(images[name]), w=width, h=image_height(name), title=title, alt_text=title)
             pdf.ln(2)
 
     heading("Trends", keep_with=image_height("trend"))

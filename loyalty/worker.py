@@ -24,6 +24,11 @@ One scheduler, one job store, one leader
   stops its scheduler at once. A second worker waits as standby, polling, and takes over
   when the holder stops (a clean stop releases the lease at once) or dies (after
   ``lease_seconds``). Clocks of the workers' hosts must agree (NTP).
+* **Stopping.** A clean stop lets a running job finish for at most
+  :data:`STOP_GRACE_SECONDS` (APScheduler's own ``shutdown(wait=True)`` would wait without
+  limit), logs the jobs it gives up on, and the worker process then exits at once with
+  status :data:`EXIT_JOBS_LEFT_RUNNING`; their transactions roll back and the next
+  leader marks their runs interrupted.
 
 Editing schedules from another process
 --------------------------------------
@@ -57,6 +62,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,6 +76,7 @@ from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import Engine, insert, update
@@ -90,11 +97,13 @@ __all__ = [
     "MISFIRE_GRACE_TIME",
     "PARENT_CHECK_SECONDS",
     "PARENT_PID_VARIABLE",
+    "STOP_GRACE_SECONDS",
     "GuardedJobStore",
     "ScheduleConflict",
     "Worker",
     "build_scheduler",
     "ensure_schedules",
+    "exit_if_jobs_left_running",
     "list_schedules",
     "parse_cron",
     "pause_job",
@@ -120,6 +129,11 @@ JOBSTORE_TABLE = "apscheduler_jobs"
 LEASE_KEY = "worker_lease"
 LEASE_SECONDS = 60.0
 HEARTBEAT_SECONDS = 5.0
+# A clean stop lets a running job finish for this long, then stops without it (the next
+# leader marks its run interrupted); the scheduler's own thread gets SCHEDULER_THREAD_STOP_SECONDS.
+STOP_GRACE_SECONDS = 30.0
+SCHEDULER_THREAD_STOP_SECONDS = 5.0
+EXIT_JOBS_LEFT_RUNNING = 3
 # None: no limit (see the module notes); coalescing makes it one catch-up run per job.
 MISFIRE_GRACE_TIME: int | None = None
 MIN_SCHEDULE_INTERVAL = timedelta(minutes=5)
@@ -198,6 +212,34 @@ class _WorkerScheduler(BackgroundScheduler):
             if self.state == STATE_STOPPED:
                 return None
             return super()._process_jobs()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop; with ``wait``, let running jobs finish for at most :data:`STOP_GRACE_SECONDS`."""
+        self.stop(grace_seconds=STOP_GRACE_SECONDS if wait else 0.0)
+
+    def stop(self, *, grace_seconds: float) -> list[str]:
+        """Stop the scheduler and wait at most ``grace_seconds`` for running jobs; the ids still running.
+
+        APScheduler's own ``shutdown(wait=True)`` waits for a running job without limit, and
+        its background thread is joined without limit even with ``wait=False``.
+        """
+        BlockingScheduler.shutdown(self, wait=False)  # stops the executors, wakes the loop; joins nothing
+        self._thread.join(timeout=SCHEDULER_THREAD_STOP_SECONDS)
+        if self._thread.is_alive():
+            logger.error("the scheduler's thread did not stop within %.0f s; leaving it (a daemon thread)",
+                         SCHEDULER_THREAD_STOP_SECONDS)
+        deadline = time.monotonic() + grace_seconds
+        while (running := self.running_job_ids()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if running:
+            logger.error("job(s) %s still running %.0f s after the stop: stopping without waiting for them; the "
+                         "next worker to lead marks their runs interrupted", ", ".join(running), grace_seconds)
+        return running
+
+    def running_job_ids(self) -> list[str]:
+        """The ids of the jobs this scheduler's executors are running now."""
+        return sorted({job_id for executor in self._executors.values()
+                       for job_id, count in list(getattr(executor, "_instances", {}).items()) if count})
 
 
 class _StoreEditor(BaseScheduler):
@@ -586,12 +628,14 @@ class Worker:
         owner: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        stop_grace_seconds: float = STOP_GRACE_SECONDS,
     ) -> None:
         if heartbeat_seconds * 2 > lease_seconds:
             raise InvalidInput("The heartbeat must be at most half the lease, or a healthy leader would lose it.")
         self.engine = engine or get_engine()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds, self.heartbeat_seconds = lease_seconds, heartbeat_seconds
+        self.stop_grace_seconds = stop_grace_seconds
         self._leadership: _Leadership | None = None
         self.became_leader = threading.Event()
 
@@ -621,16 +665,19 @@ class Worker:
         self.became_leader.set()
         logger.info("worker %s holds the lease and runs the schedules (added: %s)", self.owner, ", ".join(added) or "none")
 
-    def _step_down(self, *, release: bool, wait: bool) -> None:
+    def _step_down(self, *, release: bool, wait: bool) -> list[str]:
+        """Stop leading; the ids of jobs still running when the wait (at most ``stop_grace_seconds``) ended."""
         leadership, self._leadership = self._leadership, None
         self.became_leader.clear()
+        running: list[str] = []
         if leadership is not None:
             try:
-                leadership.scheduler.shutdown(wait=wait)
+                running = leadership.scheduler.stop(grace_seconds=self.stop_grace_seconds if wait else 0.0)
             except Exception:
                 logger.exception("stopping the scheduler failed")
         if release:
             release_lease(self.engine, self.owner)
+        return running
 
     def step(self) -> None:
         """One poll: renew (and wake the scheduler) as leader, or try to become leader."""
@@ -648,7 +695,8 @@ class Worker:
         elif self.is_leader:
             self.scheduler.wakeup()
 
-    def run(self, stop_event: threading.Event) -> None:
+    def run(self, stop_event: threading.Event) -> list[str]:
+        """Run until ``stop_event`` is set; the ids of jobs still running when the stop gave up waiting."""
         logger.info("worker %s starting (lease %ss, heartbeat %ss)", self.owner, self.lease_seconds, self.heartbeat_seconds)
         try:
             while not stop_event.is_set():
@@ -658,9 +706,10 @@ class Worker:
                     logger.exception("worker %s: heartbeat failed", self.owner)
                 stop_event.wait(self.heartbeat_seconds)
         finally:
-            # A clean stop lets a running job finish, then hands the lease over at once.
-            self._step_down(release=True, wait=True)
+            # A clean stop lets a running job finish (within the grace time), then hands the lease over at once.
+            running = self._step_down(release=True, wait=True)
             logger.info("worker %s stopped", self.owner)
+        return running
 
 
 def run_worker(
@@ -670,11 +719,14 @@ def run_worker(
     lease_seconds: float = LEASE_SECONDS,
     heartbeat_seconds: float = HEARTBEAT_SECONDS,
     owner: str | None = None,
-) -> None:
+    stop_grace_seconds: float = STOP_GRACE_SECONDS,
+) -> list[str]:
     """``python -m loyalty worker``: run until ``stop_event`` is set (or SIGTERM/SIGINT).
 
     The worker and the jobs it runs use ``LOYALTY_DATABASE_URL``. Start as many as you
-    like: one leads, the others wait as standby.
+    like: one leads, the others wait as standby. Returns the ids of jobs still running
+    ``stop_grace_seconds`` after the stop (the process should then end without them:
+    :func:`main` does).
     """
     if stop_event is None:
         stop_event = threading.Event()
@@ -684,7 +736,8 @@ def run_worker(
     parent = os.environ.get(PARENT_PID_VARIABLE, "")
     if parent.isdigit():
         watch_parent(int(parent), stop_event)
-    Worker(engine=engine, owner=owner, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds).run(stop_event)
+    return Worker(engine=engine, owner=owner, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
+                  stop_grace_seconds=stop_grace_seconds).run(stop_event)
 
 
 def watch_parent(parent_pid: int, stop_event: threading.Event, *, every_seconds: float = PARENT_CHECK_SECONDS) -> threading.Thread:
@@ -731,10 +784,24 @@ def start_worker_process(*, env: dict[str, str] | None = None, log_path: str | o
             output.close()
 
 
+def exit_if_jobs_left_running(running: list[str]) -> None:
+    """End the process at once when the stop left jobs running (exit status :data:`EXIT_JOBS_LEFT_RUNNING`).
+
+    A normal interpreter exit joins the executor's threads, so it would wait for those jobs
+    without limit. Their open transactions roll back with the connection.
+    """
+    if running:
+        logger.error("exiting with job(s) %s unfinished", ", ".join(running))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_JOBS_LEFT_RUNNING)
+
+
 def main() -> None:
     """``python -m loyalty.worker``: the worker with log lines on stderr."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_worker()
+    exit_if_jobs_left_running(run_worker())
 
 
 if __name__ == "__main__":

@@ -36,12 +36,14 @@ import atexit
 import importlib.util
 import io
 import os
+import select
 import sqlite3
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -59,7 +61,9 @@ __all__ = [
     "DEFAULT_PURCHASE_COLUMNS",
     "MEMBER_COLUMNS",
     "PURCHASE_COLUMNS",
+    "READER_QUERY_SECONDS",
     "Reader",
+    "ReaderTimeout",
     "close_readers",
     "fetch_frame",
     "ledger_totals",
@@ -275,8 +279,32 @@ for number in itertools.count():
 _ANSWER_FOLDER = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 
 
+# The longest read measured (ten million purchases) takes about 5 s: a reader silent this
+# long is stuck, and is stopped rather than waited for.
+READER_QUERY_SECONDS = 300.0
+
+
 class _ReaderStopped(RuntimeError):
     pass
+
+
+class ReaderTimeout(RuntimeError):
+    """The SQLite reader process did not answer (or stayed busy) within its time limit."""
+
+
+def _read_exactly(fd: int, size: int, deadline: float) -> bytes:
+    """``size`` bytes from the pipe ``fd``, or fewer if it closes; ReaderTimeout after ``deadline``."""
+    parts, remaining = [], size
+    while remaining:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise ReaderTimeout(f"The SQLite reader process did not answer within {READER_QUERY_SECONDS:.0f} s; it was stopped.")
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
 
 
 class _SqliteReader:
@@ -293,23 +321,30 @@ class _SqliteReader:
     def alive(self) -> bool:
         return self.pid == os.getpid() and self.process.poll() is None
 
-    def fetch(self, sql: str) -> pa.Table:
+    def fetch(self, sql: str, *, time_limit: float | None = None) -> pa.Table:
         assert self.process.stdin is not None and self.process.stdout is not None
+        limit = READER_QUERY_SECONDS if time_limit is None else time_limit
         query = sql.encode()
-        with self.lock:
-            try:
-                self.process.stdin.write(struct.pack("<Q", len(query)) + query)
-                self.process.stdin.flush()
-                head = self.process.stdout.read(8)
-                if len(head) < 8:
-                    raise _ReaderStopped("The SQLite reader process stopped; the query was not answered.")
-                reply = self.process.stdout.read(struct.unpack("<Q", head)[0])
-            except BrokenPipeError:
-                raise _ReaderStopped("The SQLite reader process stopped; the query was not sent.") from None
-            except BaseException:
-                # Half a reply left in the pipe would answer the next query: start afresh.
-                self.process.kill()
-                raise
+        # Another thread's query goes first; its own wait is limited too.
+        if not self.lock.acquire(timeout=2 * limit):
+            raise ReaderTimeout(f"The SQLite reader process stayed busy with another query for {2 * limit:.0f} s.")
+        try:
+            deadline = time.monotonic() + limit
+            self.process.stdin.write(struct.pack("<Q", len(query)) + query)
+            self.process.stdin.flush()
+            stdout = self.process.stdout.fileno()  # raw reads only: select() must see every unread byte
+            head = _read_exactly(stdout, 8, deadline)
+            if len(head) < 8:
+                raise _ReaderStopped("The SQLite reader process stopped; the query was not answered.")
+            reply = _read_exactly(stdout, struct.unpack("<Q", head)[0], deadline)
+        except BrokenPipeError:
+            raise _ReaderStopped("The SQLite reader process stopped; the query was not sent.") from None
+        except BaseException:
+            # Half a reply left in the pipe would answer the next query: start afresh.
+            self.process.kill()
+            raise
+        finally:
+            self.lock.release()
         if reply[:1] != b"\x00":
             raise RuntimeError(f"SQLite query failed in the reader process: {reply[1:].decode(errors='replace')}")
         path = reply[1:].decode()
@@ -320,14 +355,22 @@ class _SqliteReader:
             os.unlink(path)  # the mapping stays valid until the table is gone
 
     def close(self) -> None:
-        with self.lock:  # after any query in flight
+        # After any query in flight, but not longer than a query may take: then it is stopped anyway.
+        waited = self.lock.acquire(timeout=READER_QUERY_SECONDS)
+        try:
             if self.pid == os.getpid() and self.process.poll() is None:
+                if not waited:
+                    self.process.kill()
+                    return
                 assert self.process.stdin is not None
                 self.process.stdin.close()
                 try:
                     self.process.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     self.process.kill()
+        finally:
+            if waited:
+                self.lock.release()
 
 
 # Reader processes kept alive, most recently used last; beyond this many the oldest

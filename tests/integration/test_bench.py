@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +48,21 @@ def test_a_measured_step_reports_its_time_memory_and_json_output() -> None:
 def test_a_failing_step_stops_the_benchmark_with_its_error() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         run_measured([sys.executable, "-c", "raise SystemExit('boom')"], env={"PATH": "/usr/bin:/bin"})
+
+
+def test_a_step_over_its_time_limit_is_stopped_with_its_child_processes(tmp_path) -> None:
+    pid_file = tmp_path / "child.pid"
+    program = (f"import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+               f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)")
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"did not finish within 2 s and was stopped"):
+        run_measured([sys.executable, "-c", program], env={"PATH": "/usr/bin:/bin"}, time_limit=2.0)
+    assert time.monotonic() - started < 10
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # killed; reaped by init
+    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
 
 
 def test_the_scaling_table_gives_the_growth_exponent_between_the_two_largest_sizes() -> None:

@@ -462,3 +462,28 @@ def test_refused_runs_raise_before_anything_is_recorded(session, call, error):
     with pytest.raises(error):
         call()
     assert _fresh(session).exec(select(func.count()).select_from(JobRun)).one() == 0
+
+
+def test_on_postgresql_a_run_waiting_for_another_runs_lock_gives_up_after_the_lock_timeout(db_url, monkeypatch):
+    """PostgreSQL waits for a lock without limit by default; the engine sets ``lock_timeout``."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    import db.engine as engine_module
+    from db.engine import dispose_engines, get_engine, new_session, write_transaction
+    from loyalty.jobs import hold_job_lock
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's own busy timeout limits its lock waits")
+    dispose_engines()  # new connections take the shorter limit below
+    monkeypatch.setattr(engine_module, "POSTGRES_LOCK_TIMEOUT_MS", 1000)
+    engine = get_engine(db_url)
+    with new_session(engine) as holder, new_session(engine) as waiter:
+        with write_transaction(holder):
+            hold_job_lock(holder, "points-expiry")
+            started = time.monotonic()
+            with pytest.raises(OperationalError, match="lock timeout"), write_transaction(waiter):
+                hold_job_lock(waiter, "points-expiry")
+            assert time.monotonic() - started < 5
+    dispose_engines()

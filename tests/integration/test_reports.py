@@ -1,18 +1,24 @@
 """Executive reports: content in plain words, self-contained HTML, a PDF whose KPI table
 can be read back, storage that replaces, and e-mail to a local SMTP server.
 
-One test renders the charts for real (kaleido driving Debian's Chromium, ~3 s); the
-others replace the chart images with a tiny PNG.
+The PDF tests render the charts for real (matplotlib, no browser: one runs with Chromium
+hidden); the job tests replace the chart images with a tiny PNG.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
 import socketserver
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import date
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -31,6 +37,7 @@ from loyalty.reports import (
     list_reports,
     parse_period,
     render_html,
+    render_pdf,
     render_report,
     report_content,
     report_figures,
@@ -38,6 +45,7 @@ from loyalty.reports import (
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 MANAGER = Actor("max", "manager")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -68,8 +76,8 @@ def program(session):
 
 
 @pytest.fixture
-def no_chromium(monkeypatch):
-    """A 1x1 PNG per chart instead of kaleido (the chart content is tested elsewhere)."""
+def tiny_charts(monkeypatch):
+    """A 1x1 PNG per chart instead of drawing them (the chart content is tested elsewhere)."""
     buffer = io.BytesIO()
     Image.new("RGB", (1, 1), "white").save(buffer, format="PNG")
     png = buffer.getvalue()
@@ -112,8 +120,54 @@ def test_the_html_report_is_self_contained_with_plotly_js_embedded_once(session,
     assert all(text in page for text in ("KPIs against targets", "off track", "Double points October"))
 
 
+def _html_chart_titles(page: str) -> list[str]:
+    """The title of each plotly chart of an HTML report, in page order (from its ``Plotly.newPlot`` call)."""
+    decoder, titles = json.JSONDecoder(), []
+    for call in page.split("Plotly.newPlot(")[1:]:
+        _, end = decoder.raw_decode(call.lstrip())  # the div id
+        rest = call.lstrip()[end:].lstrip(" ,\n")
+        _, end = decoder.raw_decode(rest)  # the traces
+        layout, _ = decoder.raw_decode(rest[end:].lstrip(" ,\n"))
+        titles.append(layout["title"]["text"])
+    return titles
+
+
+def _pdf_image_titles(reader: PdfReader) -> list[str]:
+    """The alternative text of each image of a PDF, in document order (its structure tree)."""
+    titles: list[str] = []
+
+    def walk(node: object) -> None:
+        node = node.get_object() if hasattr(node, "get_object") else node
+        if isinstance(node, list):
+            for kid in node:
+                walk(kid)
+        elif isinstance(node, dict):
+            if node.get("/S") == "/Figure" and "/Alt" in node:
+                titles.append(str(node["/Alt"]))
+            if "/K" in node:
+                walk(node["/K"])
+
+    walk(reader.trailer["/Root"]["/StructTreeRoot"])
+    return titles
+
+
+def test_the_pdf_shows_the_same_charts_as_the_html_report(session, program):
+    content = report_content(session, "2026-10")
+    figures = report_figures(content)
+    html_titles = _html_chart_titles(render_html(content, figures).decode("utf-8"))
+    reader = PdfReader(io.BytesIO(render_pdf(content, figures)))
+    assert html_titles == [figure.layout.title.text for figure in figures.values()]
+    assert _pdf_image_titles(reader) == html_titles == [
+        "Revenue and active members by month", "Retention of existing members",
+        "Campaign uplift in spend per member (95 % interval)", "Tier movements"]
+    sizes = [image.image.size for page in reader.pages for image in page.images]
+    assert len(sizes) == 4
+    assert all(width == 2000 for width, _ in sizes), "1000 px wide at scale 2"
+    assert sizes[-1][1] == 2 * 215, "the tier chart's own height (170 + 45 px per move), as in the HTML report"
+
+
 def test_the_pdf_report_shows_the_kpi_table_and_its_charts(session, program, tmp_path):
-    pdf = render_report(session, "2026-10", "pdf")  # real charts: kaleido + Chromium
+    pdf = render_report(session, "2026-10", "pdf")  # real charts, drawn by matplotlib
     (tmp_path / "report.pdf").write_bytes(pdf)
     reader = PdfReader(io.BytesIO(pdf))
     text = "\n".join(page.extract_text() for page in reader.pages)
@@ -125,6 +179,43 @@ def test_the_pdf_report_shows_the_kpi_table_and_its_charts(session, program, tmp
     images = sum(len(page.images) for page in reader.pages)
     assert images == 4, "trend, retention, campaign and tier charts"
     assert max(img.image.size[0] for page in reader.pages for img in page.images) >= 1000
+
+
+# The CLI under a frozen clock (time-machine works in-process only), so "yesterday" is a fixed day.
+_CLI_AT = """
+import runpy, sys, time_machine
+with time_machine.travel(sys.argv[1], tick=True):
+    sys.argv = ["loyalty", *sys.argv[2:]]
+    runpy.run_module("loyalty", run_name="__main__", alter_sys=True)
+"""
+_NO_BROWSER_MODULE = "raise ImportError('the product must not need a browser (this test hides kaleido and Chromium)')\n"
+_NO_BROWSER_SECONDS = 120
+
+
+def test_the_report_job_finishes_on_a_machine_without_chromium(session, program, tmp_path):
+    # No Chromium anywhere it could be looked up: an empty PATH, a BROWSER_PATH to nothing, and
+    # kaleido and its browser driver unimportable, as on a laptop that never installed them.
+    hidden = tmp_path / "no-browser"
+    for module in ("kaleido", "choreographer"):
+        (hidden / module).mkdir(parents=True)
+        (hidden / module / "__init__.py").write_text(_NO_BROWSER_MODULE)
+    empty_path = tmp_path / "empty-path"
+    empty_path.mkdir()
+    env = {**os.environ, "PATH": str(empty_path), "BROWSER_PATH": str(tmp_path / "no-such-chromium"),
+           "PYTHONPATH": os.pathsep.join([str(hidden), str(PROJECT_ROOT)]), "LOYALTY_SMTP_HOST": ""}
+    started = time.monotonic()
+    finished = subprocess.run(
+        [sys.executable, "-c", _CLI_AT, "2026-11-02T06:00:00+00:00", "evaluate", "--job", "executive-report", "--json"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=_NO_BROWSER_SECONDS, check=False,
+    )
+    seconds = time.monotonic() - started
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    result = json.loads(finished.stdout)
+    assert (result["status"], result["period"], result["rows"]) == ("succeeded", "2026-10", 2)
+    assert seconds < _NO_BROWSER_SECONDS
+    session.expire_all()
+    stored = session.exec(select(Report).where(Report.period == "2026-10", Report.format == "pdf")).one()
+    assert sum(len(page.images) for page in PdfReader(io.BytesIO(stored.content)).pages) == 4
 
 
 class _SmtpSink(socketserver.StreamRequestHandler):
@@ -179,7 +270,7 @@ def smtp_server(monkeypatch) -> Iterator[socketserver.ThreadingTCPServer]:
         thread.join(timeout=5)
 
 
-def test_the_report_job_stores_html_and_pdf_once_per_period_and_mails_the_pdf(session, program, no_chromium, smtp_server):
+def test_the_report_job_stores_html_and_pdf_once_per_period_and_mails_the_pdf(session, program, tiny_charts, smtp_server):
     result = run_job("executive-report", as_of=date(2026, 11, 5), actor=MANAGER)
     assert (result["status"], result["period"], result["rows"]) == ("succeeded", "2026-10", 2), result["error"]
     assert result["emailed_to"] == ["ceo@example.com", "cfo@example.com"]
@@ -200,7 +291,7 @@ def test_the_report_job_stores_html_and_pdf_once_per_period_and_mails_the_pdf(se
     assert reports.set_index("format").loc["pdf", "size_bytes"] > 1000
 
 
-def test_a_failed_delivery_fails_the_run_but_keeps_the_stored_report(session, program, no_chromium, monkeypatch):
+def test_a_failed_delivery_fails_the_run_but_keeps_the_stored_report(session, program, tiny_charts, monkeypatch):
     monkeypatch.setenv("LOYALTY_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("LOYALTY_SMTP_PORT", "1")  # nothing listens there
     monkeypatch.setenv("LOYALTY_SMTP_TO", "ceo@example.com")
@@ -209,7 +300,7 @@ def test_a_failed_delivery_fails_the_run_but_keeps_the_stored_report(session, pr
     assert session.exec(select(func.count()).select_from(Report)).one() == 2
 
 
-def test_a_weekly_report_covers_an_iso_week(session, program, no_chromium):
+def test_a_weekly_report_covers_an_iso_week(session, program, tiny_charts):
     content = report_content(session, "2026-W41")
     assert content.title == "Executive report: week 41 of 2026 (5 Oct to 11 Oct 2026)"
     assert content.targets.empty, "targets are monthly or quarterly"

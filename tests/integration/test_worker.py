@@ -356,3 +356,47 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# --- a stop never waits without limit -------------------------------------------------------------------
+
+_STUCK_WORKER = """
+import logging, time
+import loyalty.jobs as jobs
+from loyalty.worker import JOBS, exit_if_jobs_left_running, run_worker
+
+def stuck(as_of=None):
+    print("job started", flush=True)
+    time.sleep(600)  # a job that would hold a stop for ten minutes
+
+for spec in JOBS.values():
+    setattr(jobs, spec.func_ref.split(":")[1], stuck)
+logging.basicConfig(level=logging.INFO)
+exit_if_jobs_left_running(run_worker(lease_seconds=2.0, heartbeat_seconds=0.2, owner="stuck", stop_grace_seconds=1.0))
+"""
+
+
+def test_a_stop_gives_a_running_job_a_grace_time_then_the_worker_exits_without_it(db_url, tmp_path):
+    import signal
+
+    engine = get_engine(db_url)
+    assert len(list_schedules(engine)) == len(DEFAULT_JOBS)  # the schedules exist...
+    _set_all_next_runs(engine, datetime.now(UTC) - timedelta(days=1))  # ...and every job is due at once
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        worker = subprocess.Popen([sys.executable, "-c", _STUCK_WORKER], cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "LOYALTY_DATABASE_URL": db_url, "PYTHONPATH": str(PROJECT_ROOT)})
+    try:
+        assert _wait_for(lambda: "job started" in log.read_text(), timeout=60), log.read_text()
+        worker.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        worker.wait(timeout=30)
+        seconds = time.monotonic() - stopped_at
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    text = log.read_text()
+    assert worker.returncode == 3, text
+    assert seconds < 1.0 + 5.0, f"stopped after {seconds:.1f} s: the grace is 1 s"
+    assert "still running 1 s after the stop" in text and "points-expiry" in text, text
+    assert not worker_status(engine)["running"], "the lease is handed over even so"
