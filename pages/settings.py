@@ -10,8 +10,8 @@ from loyalty.settings import (
     update_settings,
 )
 from loyalty.ui.auth import page_actor
-from loyalty.ui.core import db_session, run_action
-from loyalty.ui.notices import keep_notice, show_notice
+from loyalty.ui.core import db_session
+from loyalty.ui.notices import run_and_reload, show_notice
 
 actor = page_actor("settings.manage")
 st.title("Program settings")
@@ -44,10 +44,10 @@ if submitted:
                if st.session_state[f"settings_{name}"] != getattr(current, name)}
     if not changes:
         st.info("Nothing changed: the form holds what is stored.")
-    elif saved := run_action(lambda s: update_settings(session=s, actor=actor, **changes)):
-        keep_notice("settings", f"Settings saved (audited): {describe_settings(saved, changes)}. New rules apply from now on.")
-        st.session_state["settings_reload"] = True
-        st.rerun()
+    else:
+        run_and_reload("settings", lambda s: update_settings(session=s, actor=actor, **changes),
+                       lambda saved: f"Settings saved (audited): {describe_settings(saved, changes)}. New rules apply from now on.",
+                       on_success=lambda _: st.session_state.update(settings_reload=True))
 
 st.subheader("Stored now")
 st.dataframe(stored, hide_index=True, width="stretch",

@@ -7,13 +7,19 @@ and drawn by :func:`show_notice` on every run, with a button to dismiss it.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, NoReturn, TypeVar
 
 import streamlit as st
+from sqlmodel import Session
 
-__all__ = ["keep_notice", "show_notice"]
+from loyalty.errors import LoyaltyError
+from loyalty.ui.core import db_session
+
+__all__ = ["keep_notice", "run_and_reload", "show_notice"]
 
 NoticeKind = Literal["success", "error", "info"]
+T = TypeVar("T")
 
 
 def _key(page: str) -> str:
@@ -34,3 +40,25 @@ def show_notice(page: str) -> None:
     text, dismiss = st.columns([10, 1], vertical_alignment="center")
     getattr(text, kind)(message)
     dismiss.button("Dismiss", key=f"{page}_notice_dismiss", on_click=st.session_state.pop, args=(_key(page), None))
+
+
+def run_and_reload(
+    page: str,
+    action: Callable[[Session], T],
+    success: str | Callable[[T], str],
+    *,
+    on_success: Callable[[T], None] | None = None,
+) -> NoReturn:
+    """Run a use case, keep its outcome (done, or the refusal in the user's words) as the
+    page's notice, and rerun, so every table and widget is drawn from the database again."""
+    try:
+        with db_session() as session:
+            result = action(session)
+    except LoyaltyError as error:
+        keep_notice(page, str(error), "error")
+    else:
+        st.cache_data.clear()
+        keep_notice(page, success(result) if callable(success) else success)
+        if on_success is not None:
+            on_success(result)
+    st.rerun()
