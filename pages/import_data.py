@@ -39,22 +39,18 @@ if preview["missing"]:
         preview = preview_csv(io.BytesIO(data), kind, mapping=mapping)
 
 rows = f"{preview['rows']:,} row{'' if preview['rows'] == 1 else 's'}"
-st.markdown(f"**{upload.name}**: {rows} of data, {preview['separator']}-separated, UTF-8"
-            + (" with a byte-order mark (BOM, ignored)." if preview["bom"] else "."))
-columns_tab, rows_tab = st.columns([2, 3])
-with columns_tab:
-    st.markdown("**Column mapping**")
-    st.dataframe(preview["mapping"], hide_index=True, width="stretch",
-                 column_config={"file_column": "file column", "field": "imported as"})
-with rows_tab:
-    st.markdown(f"**First {min(len(preview['sample']), preview['rows']):,} rows**")
-    st.dataframe(preview["sample"], hide_index=True, width="stretch")
+st.markdown(f"**Preview** of {upload.name}: {rows} of data, {preview['separator']}-separated, UTF-8"
+            + (" with a byte-order mark (BOM, ignored)." if preview["bom"] else ".") + " Nothing is written until you press Import.")
+st.markdown("**Column mapping**: where each column of the file goes")
+st.dataframe(preview["mapping"], hide_index=True, width="stretch", column_config={"file_column": "file column", "field": "imported as"})
+st.markdown(f"**First {len(preview['sample']):,} rows**")
+st.dataframe(preview["sample"], hide_index=True, width="stretch")
 
 options = st.columns(2)
 create_members = options[0].checkbox("Create members first seen in this file", disabled=kind != "purchases", key="import_create_members")
 skip_invalid = options[1].checkbox("Import the valid rows and set invalid ones aside", key="import_skip_invalid")
 
-if st.button(f"Import {rows}", type="primary", disabled=bool(preview["missing"])):
+if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f"Write the file's {rows} to the database"):
     bar = st.progress(0.0, text="Importing…")
 
     def progress(done: int, total: int) -> None:

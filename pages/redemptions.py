@@ -23,7 +23,8 @@ st.caption(f"{len(queue):,} {status} redemption(s), oldest first." + (" Select r
 # Keyed by the rows shown: when they change, the selection starts empty instead of pointing at other rows.
 picked = st.dataframe(queue, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
                       key=selection_key(f"redemptions_table_{status}", queue["redemption_id"]),
-                      column_config={"requested_at": st.column_config.DatetimeColumn("requested", format="YYYY-MM-DD HH:mm")})
+                      column_config={"redemption_id": st.column_config.NumberColumn("#", format="%d"),
+                                     "requested_at": st.column_config.DatetimeColumn("requested", format="YYYY-MM-DD HH:mm")})
 chosen = selected_ids(picked.selection.rows, queue["redemption_id"]) if status == "requested" else []
 
 

@@ -51,4 +51,4 @@ if submitted:
 
 st.subheader("Stored now")
 st.dataframe(stored, hide_index=True, width="stretch",
-             column_config={"changed_at": st.column_config.DatetimeColumn("changed at", format="YYYY-MM-DD HH:mm")})
+             column_config={"changed_at": st.column_config.DatetimeColumn("changed at", format="YYYY-MM-DD HH:mm"), "changed_by": "changed by"})

@@ -37,8 +37,8 @@ with add, st.form("users_add", clear_on_submit=True):
 
 with change:
     enabled = {user["username"]: user["active"] for user in users}
-    target = st.selectbox("User", list(enabled), key="users_target",
-                          format_func=lambda name: name if enabled[name] else f"{name} (disabled)")
+    target = st.selectbox("User", list(enabled), key="users_target")
+    st.caption(f"{target} is {'enabled' if enabled[target] else 'disabled: they cannot sign in'}.")
     new_role = st.selectbox("New role", ROLES, key="users_new_role")
     b1, b2, b3 = st.columns(3)
     if b1.button("Change role"):

@@ -9,9 +9,21 @@ from db.models import Redemption
 from loyalty.access import Actor
 from loyalty.errors import AlreadyDone, InvalidInput, PermissionDenied
 from loyalty.ledger import balance
-from loyalty.rewards import cancel_redemption, cancel_redemptions, fulfil_redemption, fulfil_redemptions, redeem_reward
+from loyalty.rewards import (
+    cancel_redemption,
+    cancel_redemptions,
+    fulfil_redemption,
+    fulfil_redemptions,
+    redeem_reward,
+)
 from tests.factories import make_reward
-from tests.integration.test_redemptions import JULY, OPERATIONS, footprint, member_with_points, stock_of
+from tests.integration.test_redemptions import (
+    JULY,
+    OPERATIONS,
+    footprint,
+    member_with_points,
+    stock_of,
+)
 
 
 @pytest.fixture
@@ -32,7 +44,7 @@ def status_of(session, ids: list[int]) -> list[str]:
 
 
 def test_fulfilling_chosen_redemptions_touches_exactly_those_and_names_them(session, requested):
-    first, second, third = requested
+    first, _, third = requested
     handled = fulfil_redemptions(session=session, redemption_ids=[third, first], actor=OPERATIONS, note="posted")
     assert status_of(session, requested) == ["fulfilled", "requested", "fulfilled"]
     assert [r["id"] for r in handled.redemptions] == [third, first]

@@ -11,7 +11,14 @@ from db.models import AuditLog, User
 from loyalty.access import SYSTEM_CLI, Actor
 from loyalty.cli import main
 from loyalty.errors import AlreadyDone, InvalidInput, PermissionDenied
-from loyalty.users import AuthenticationFailed, authenticate, create_user, disable_user, enable_user, set_role
+from loyalty.users import (
+    AuthenticationFailed,
+    authenticate,
+    create_user,
+    disable_user,
+    enable_user,
+    set_role,
+)
 
 ADA = Actor("ada", "admin")
 
