@@ -190,13 +190,13 @@ def test_an_admin_adds_a_user_disables_and_enables_them_twice_and_cannot_disable
     choose_user(page, username)
     for round_ in range(2):
         page.get_by_role("button", name="Disable").click()
-        page.get_by_text(f"{username} is disabled").wait_for()
+        page.get_by_text(f"{username} is disabled: they can no longer sign in.").wait_for()
         wait_for_page(page)
         assert not is_enabled(e2e_database, username)
         if round_ == 0:
             page.screenshot(path=str(screenshots / "users-after-disable.png"), full_page=True)
         page.get_by_role("button", name="Enable").click()
-        page.get_by_text(f"{username} is enabled").wait_for()
+        page.get_by_text(f"{username} is enabled: they can sign in again.").wait_for()
         wait_for_page(page)
         assert is_enabled(e2e_database, username)
 
@@ -231,6 +231,8 @@ def test_a_semicolon_file_with_a_byte_order_mark_is_previewed_then_imported_and_
         page.get_by_text("2 rows of data, semicolon-separated, UTF-8 with a byte-order mark").wait_for()
         wait_for_page(page)
         page.get_by_text("Column mapping").wait_for()
+        page.locator('[data-testid="stDataFrame"] canvas').nth(1).wait_for()  # the mapping and the first rows drawn
+        page.wait_for_timeout(500)
         if attempt == 0:
             page.screenshot(path=str(screenshots / "import-preview-semicolon-bom.png"), full_page=True)
         page.get_by_role("button", name="Import", exact=True).click()
