@@ -121,6 +121,24 @@ class LedgerEntry(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class PendingAdjustment(SQLModel, table=True):
+    """A point adjustment above the approval limit, waiting for a second admin (loyalty.approvals)."""
+
+    __tablename__ = "pending_adjustment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    points: int
+    reason: str = Field(max_length=500)
+    requested_by: str = Field(max_length=100)
+    requested_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default="pending", max_length=10, index=True)  # pending, approved, rejected
+    decided_by: str | None = Field(default=None, max_length=100)
+    decided_at: datetime | None = None
+    decision_note: str = Field(default="", max_length=500)
+    ledger_entry_id: int | None = Field(default=None, foreign_key="ledger_entry.id")
+
+
 # --- program configuration ------------------------------------------------------------
 
 
@@ -168,6 +186,7 @@ class Segment(SQLModel, table=True):
     rules: dict[str, Any] = _json()
     created_by: str = Field(default="system", max_length=100)
     created_at: datetime = Field(default_factory=utcnow)
+    archived_at: datetime | None = None  # hidden from pickers and lists; restorable
 
 
 class Campaign(SQLModel, table=True):
@@ -188,6 +207,7 @@ class Campaign(SQLModel, table=True):
     created_by: str = Field(default="system", max_length=100)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    archived_at: datetime | None = None  # hidden from pickers and lists; restorable
 
 
 class CampaignAssignment(SQLModel, table=True):
@@ -217,6 +237,7 @@ class Reward(SQLModel, table=True):
     available_from: datetime | None = None
     available_until: datetime | None = None
     active: bool = True
+    archived_at: datetime | None = None  # hidden from pickers and lists; restorable
 
 
 class Redemption(SQLModel, table=True):
@@ -250,6 +271,7 @@ class Goal(SQLModel, table=True):
     reporting_frequency: str = Field(default="monthly", max_length=20)
     strategy: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+    archived_at: datetime | None = None  # hidden from pickers and lists; restorable
 
 
 class KpiTarget(SQLModel, table=True):
@@ -262,6 +284,7 @@ class KpiTarget(SQLModel, table=True):
     direction: str = Field(default="up", max_length=4)
     period: str = Field(default="month", max_length=10)
     segment_id: int | None = Field(default=None, foreign_key="segment.id")
+    archived_at: datetime | None = None  # hidden from pickers and lists; restorable
 
 
 class KpiSnapshot(SQLModel, table=True):

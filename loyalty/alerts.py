@@ -122,7 +122,8 @@ def _retention_targets(session: Session, month_start: date, month_end: date, ove
 
     targets = session.exec(
         select(KpiTarget, Goal).join(Goal, Goal.id == KpiTarget.goal_id)
-        .where(KpiTarget.metric == "retention_rate", KpiTarget.period == "month").order_by(KpiTarget.id)
+        .where(KpiTarget.metric == "retention_rate", KpiTarget.period == "month", KpiTarget.archived_at.is_(None), Goal.archived_at.is_(None))
+        .order_by(KpiTarget.id)
     ).all()
     by_segment: dict[str, float] = {}
     if any(t.segment_id for t, _ in targets):

@@ -80,7 +80,7 @@ def entry_barrier(session: Session, *, now: datetime | None = None) -> dict[str,
     points_pace = pace["points_pace"].to_numpy()
 
     reward_rows = []
-    for reward in session.exec(select(Reward).where(Reward.active.is_(True)).order_by(Reward.points_cost)):
+    for reward in session.exec(select(Reward).where(Reward.active.is_(True), Reward.archived_at.is_(None)).order_by(Reward.points_cost)):
         horizon = REWARD_HORIZON_MONTHS
         if reward.available_until is not None:
             horizon = max(0.0, min(horizon, (reward.available_until - now).days / _DAYS_PER_MONTH))

@@ -66,20 +66,35 @@ from db.models import (
 )
 from loyalty.access import Actor, require
 from loyalty.audit import record_audit
-from loyalty.errors import InvalidInput, NotFound
+from loyalty.errors import InvalidInput, NeedsConfirmation, NotFound
 from loyalty.ledger import BONUS
+from loyalty.lifecycle import (
+    Removal,
+    archive_record,
+    clone_record,
+    count_rows,
+    delete_record,
+    restore_record,
+)
 
 __all__ = [
     "CAMPAIGN_KINDS",
     "STATUSES",
     "CampaignEngine",
     "activate_campaign",
+    "archive_campaign",
+    "campaign_confirmations",
+    "campaign_details",
     "campaign_overview",
+    "clone_campaign",
+    "delete_campaign",
     "earn_rules_for",
+    "edit_campaign",
     "end_campaign",
     "listed_member_ids",
     "pause_campaign",
     "preview_campaign",
+    "restore_campaign",
     "save_campaign",
     "stable_uniform",
 ]
@@ -97,7 +112,17 @@ MULTIPLIER_KINDS = {"multiplier", "category_bonus"}
 STATUSES = ("draft", "scheduled", "active", "paused", "ended")
 EARNING_STATUSES = ("scheduled", "active", "ended")
 COMMUNICATION_CHANNELS = ("email", "app", "sms", "social", "in-store")
+# The preview: per-purchase kinds replay the eligible members' purchases of the last
+# PREVIEW_LOOKBACK_DAYS (a rate, scaled to the campaign's length); once-per-member kinds
+# replay a window as long as the campaign (up to MAX_REPLAY_DAYS). Fewer than
+# MIN_PREVIEW_PURCHASES purchases in the window give no estimate, not a 0.
 PREVIEW_LOOKBACK_DAYS = 90
+MAX_REPLAY_DAYS = 365
+MIN_PREVIEW_PURCHASES = 10
+ONCE_PER_MEMBER_KINDS = ("spend_threshold", "win_back", "birthday")
+# Guard rails: saving a campaign above these asks the person to confirm first.
+CONFIRM_MULTIPLIER_ABOVE = 10.0
+CONFIRM_BUDGET_ABOVE = 500_000
 MIN_SPEND_WINDOW_DAYS = 365
 # A campaign for a fixed list of members (eligibility ``member_ids``, a win-back list
 # say) stores the list in the campaign; larger groups belong in a segment.
@@ -149,13 +174,27 @@ def _validate(values: dict[str, Any]) -> None:
 
 
 def _snapshot(campaign: Campaign) -> dict[str, Any]:
-    return campaign.model_dump(mode="json", exclude={"created_at", "updated_at"})
+    return campaign.model_dump(mode="json", exclude={"created_at", "updated_at", "archived_at"})
 
 
-def save_campaign(*, session: Session, actor: Actor, campaign_id: int | None = None, **fields: Any) -> Campaign:
+def campaign_confirmations(rule: dict[str, Any] | None, budget_points: int | None, *, multiplier_above: float = CONFIRM_MULTIPLIER_ABOVE,
+                           budget_above: int = CONFIRM_BUDGET_ABOVE) -> list[str]:
+    """Why saving this campaign needs a confirmation (an earn multiplier above 10x, a budget above the limit); empty if it does not."""
+    reasons = []
+    multiplier = (rule or {}).get("multiplier")
+    if multiplier is not None and float(multiplier) > multiplier_above:
+        reasons.append(f"An earn multiplier of {float(multiplier):g}x is above {multiplier_above:g}x.")
+    if budget_points is not None and budget_points > budget_above:
+        reasons.append(f"A points budget of {budget_points:,} is above {budget_above:,}.")
+    return reasons
+
+
+def save_campaign(*, session: Session, actor: Actor, campaign_id: int | None = None, confirmed: bool = False, **fields: Any) -> Campaign:
     """Create a draft campaign, or change one (changes to a running campaign are audited as such).
 
-    Eligibility and holdout cannot change once members have been assigned.
+    Eligibility and holdout cannot change once members have been assigned. A multiplier
+    or budget above the guard rails (:func:`campaign_confirmations`) is saved only with
+    ``confirmed``; otherwise :class:`NeedsConfirmation` says why.
     """
     require(actor, "program.configure")
     allowed = {"name", "kind", "description", "starts_at", "ends_at", "channels", "eligibility", "rule", "budget_points", "holdout_pct"}
@@ -167,6 +206,8 @@ def save_campaign(*, session: Session, actor: Actor, campaign_id: int | None = N
         if campaign_id is not None and campaign is None:
             raise NotFound(f"No campaign with id {campaign_id}.")
         before = _snapshot(campaign) if campaign else None
+        if campaign and campaign.archived_at is not None:
+            raise InvalidInput(f"{campaign.name} is archived: restore it before changing it.")
         if campaign and campaign.status != "draft":
             if campaign.status == "ended":
                 raise InvalidInput(f"{campaign.name} has ended and can no longer change.")
@@ -180,6 +221,9 @@ def save_campaign(*, session: Session, actor: Actor, campaign_id: int | None = N
             values["ends_at"] = fields.get("ends_at", campaign.ends_at)
         values["name"] = (values.get("name") or "").strip()
         _validate(values)
+        reasons = campaign_confirmations(values["rule"], values["budget_points"])
+        if reasons and not confirmed and (before is None or reasons != campaign_confirmations(before["rule"], before["budget_points"])):
+            raise NeedsConfirmation(" ".join(reasons) + " Confirm to save it anyway.")
         if "member_ids" in (fields.get("eligibility") or {}):  # checked when set, not on every later edit
             values["eligibility"] = {**values["eligibility"], "member_ids": listed_member_ids(session, values["eligibility"]["member_ids"])}
         clash = session.exec(select(Campaign.id).where(Campaign.name == values["name"])).first()
@@ -292,6 +336,8 @@ def activate_campaign(*, session: Session, campaign_id: int, actor: Actor, now: 
     now = now or utcnow()
     with write_transaction(session):
         campaign = _locked_campaign(session, campaign_id)
+        if campaign.archived_at is not None:
+            raise InvalidInput(f"{campaign.name} is archived: restore it before starting it.")
         if campaign.status not in ("draft", "paused"):
             raise InvalidInput(f"{campaign.name} is {campaign.status}; only a draft or paused campaign can be started.")
         if campaign.ends_at <= now:
@@ -357,6 +403,76 @@ def advance_campaigns(session: Session, *, now: datetime | None = None) -> int:
                 session.add(campaign)
                 changed += 1
     return changed
+
+
+def campaign_details(session: Session, campaign_id: int) -> dict[str, Any]:
+    """One campaign's settings as stored (rule, eligibility, channels, dates...), for its edit form."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"No campaign with id {campaign_id}.")
+    return {**campaign.model_dump(exclude={"archived_at"}), "archived": campaign.archived_at is not None}
+
+
+# --- edit, clone, archive ----------------------------------------------------------------
+
+
+def edit_campaign(*, session: Session, actor: Actor, campaign_id: int, confirmed: bool = False, **fields: Any) -> Campaign:
+    """Change a draft campaign; a campaign that has started (or is scheduled) is refused: clone it instead."""
+    require(actor, "program.configure")
+    with write_transaction(session):
+        campaign = _locked_campaign(session, campaign_id)
+        if campaign.status != "draft":
+            raise InvalidInput(f"{campaign.name} is {campaign.status}: only a draft can be edited. Clone it to make a new draft.")
+        return save_campaign(session=session, actor=actor, campaign_id=campaign_id, confirmed=confirmed, **fields)
+
+
+def clone_campaign(*, session: Session, actor: Actor, campaign_id: int, now: datetime | None = None) -> Campaign:
+    """A new draft with the same rules, eligibility, channels, budget and holdout, named ``"<name> (copy)"``.
+
+    The copy keeps the dates of a campaign that has not started yet; otherwise it runs as
+    long, from the next midnight UTC. Audited as created and cloned.
+    """
+    now = now or utcnow()
+
+    def create(source: Campaign, name: str) -> Campaign:
+        starts_at, ends_at = source.starts_at, source.ends_at
+        if starts_at <= now:
+            starts_at = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=now.tzinfo)
+            ends_at = starts_at + (source.ends_at - source.starts_at)
+        # The source's guard-rail values were confirmed when it was saved.
+        return save_campaign(session=session, actor=actor, confirmed=True, name=name, kind=source.kind, description=source.description,
+                             starts_at=starts_at, ends_at=ends_at, channels=list(source.channels or []),
+                             eligibility=dict(source.eligibility or {}), rule=dict(source.rule or {}),
+                             budget_points=source.budget_points, holdout_pct=source.holdout_pct)
+
+    return clone_record(session=session, actor=actor, model=Campaign, record_id=campaign_id, entity="campaign",
+                        permission="program.configure", name_limit=200, create=create)
+
+
+def _not_running(campaign: Campaign) -> None:
+    if campaign.status in ("scheduled", "active", "paused"):
+        raise InvalidInput(f"{campaign.name} is {campaign.status}: end it before archiving or deleting it.")
+
+
+def archive_campaign(*, session: Session, actor: Actor, campaign_id: int) -> Campaign:
+    """Hide a draft or ended campaign from the list and pickers; its ledger entries keep naming it."""
+    return archive_record(session=session, actor=actor, model=Campaign, record_id=campaign_id, entity="campaign",
+                          permission="program.configure", check=_not_running)
+
+
+def restore_campaign(*, session: Session, actor: Actor, campaign_id: int) -> Campaign:
+    return restore_record(session=session, actor=actor, model=Campaign, record_id=campaign_id, entity="campaign", permission="program.configure")
+
+
+def _campaign_references(session: Session, campaign: Campaign) -> list[tuple[str, int]]:
+    return [("ledger entry", count_rows(session, LedgerEntry.campaign_id, campaign.id)),
+            ("assigned member", count_rows(session, CampaignAssignment.campaign_id, campaign.id))]
+
+
+def delete_campaign(*, session: Session, actor: Actor, campaign_id: int) -> Removal:
+    """Delete a draft or ended campaign that gave no points and assigned nobody; otherwise archive it."""
+    return delete_record(session=session, actor=actor, model=Campaign, record_id=campaign_id, entity="campaign",
+                         permission="program.configure", references=_campaign_references, snapshot=_snapshot, check=_not_running)
 
 
 # --- the earn engine ---------------------------------------------------------------------
@@ -532,8 +648,8 @@ def earn_rules_for(session: Session, purchases: pd.DataFrame) -> tuple[CampaignE
 # --- reading ------------------------------------------------------------------------------
 
 
-def campaign_overview(session: Session) -> pd.DataFrame:
-    """Every campaign with its members assigned and the budget burned so far."""
+def campaign_overview(session: Session, *, include_archived: bool = False) -> pd.DataFrame:
+    """Every campaign (archived ones only with ``include_archived``) with its members assigned and the budget burned so far."""
     burned = dict(session.exec(
         select(LedgerEntry.campaign_id, func.sum(LedgerEntry.points)).where(LedgerEntry.campaign_id.is_not(None)).group_by(LedgerEntry.campaign_id)
     ).all())
@@ -542,24 +658,53 @@ def campaign_overview(session: Session) -> pd.DataFrame:
     ).all()
     assigned: dict[tuple[int, str], int] = {(c, g): n for c, g, n in groups}
     rows = []
-    for c in session.exec(select(Campaign).order_by(Campaign.starts_at.desc())):
+    query = select(Campaign).order_by(Campaign.starts_at.desc())
+    if not include_archived:
+        query = query.where(Campaign.archived_at.is_(None))
+    for c in session.exec(query):
         points = int(burned.get(c.id, 0))
         rows.append({
             "id": c.id, "name": c.name, "kind": c.kind, "status": c.status, "starts_at": c.starts_at, "ends_at": c.ends_at,
             "treatment": assigned.get((c.id, "treatment"), 0), "holdout": assigned.get((c.id, "holdout"), 0),
             "holdout_pct": c.holdout_pct, "budget_points": c.budget_points, "points_awarded": points,
-            "budget_burned": points / c.budget_points if c.budget_points else None,
+            "budget_burned": points / c.budget_points if c.budget_points else None, "archived": c.archived_at is not None,
         })
     return pd.DataFrame(rows, columns=["id", "name", "kind", "status", "starts_at", "ends_at", "treatment", "holdout", "holdout_pct",
-                                       "budget_points", "points_awarded", "budget_burned"])
+                                       "budget_points", "points_awarded", "budget_burned", "archived"])
+
+
+def _replay_cohort(session: Session, campaign: Campaign, eligible: np.ndarray, since: datetime) -> np.ndarray:
+    """The members whose past the preview replays.
+
+    The eligible members (treatment and holdout alike: more history, and the holdout is
+    a stable random share of them), except for a win-back: its members were chosen because they
+    stopped buying, so their own recent past cannot say whether they come back. The
+    members who met the campaign's rules at the start of the replayed window (inactive
+    as long, same tiers, channels, segment, minimum spend) stand in for them; a fixed
+    list of members is left out of those rules for the same reason.
+    """
+    if campaign.kind != "win_back":
+        return np.sort(eligible)
+    rules = {k: v for k, v in (campaign.eligibility or {}).items() if k != "member_ids"}
+    return eligible_members(session, rules, kind=campaign.kind, rule=campaign.rule or {}, as_of=since)
 
 
 def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None = None) -> dict[str, Any]:
-    """Before activation: who is eligible, and the points cost estimated from recent behaviour.
+    """Before activation: who is eligible, and the points cost the campaign's own rules give on recent history.
 
-    Replays the eligible members' purchases of the last ``PREVIEW_LOOKBACK_DAYS`` days
-    through the campaign engine as if the campaign had run then, scales to the
-    campaign's length, and takes out the holdout share.
+    The campaign (its earn rule or bonus, eligibility, purchase channels and budget) is
+    replayed through the campaign engine as if it had run over a recent window:
+
+    * per-purchase kinds (multipliers, category and fixed bonuses, tier offers): the
+      eligible members' purchases of the last ``PREVIEW_LOOKBACK_DAYS`` days, the
+      bonus scaled to the campaign's length;
+    * once-per-member kinds (spend threshold, birthday, win-back): a window as long as
+      the campaign (at most ``MAX_REPLAY_DAYS``), not scaled; a win-back replays the
+      members who were inactive as long at the window's start (:func:`_replay_cohort`).
+
+    Cost = bonus points per replayed member x treatment members (the holdout gets
+    nothing), capped by the budget. Fewer than ``MIN_PREVIEW_PURCHASES`` purchases in
+    the window give ``estimated_points = None`` and ``not_enough_history`` saying so.
     """
     now = now or utcnow()
     campaign = session.get(Campaign, campaign_id)
@@ -567,7 +712,12 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
         raise NotFound(f"No campaign with id {campaign_id}.")
     ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now)
     holdout = stable_uniform(campaign.id, ids) < campaign.holdout_pct
-    since = now - timedelta(days=PREVIEW_LOOKBACK_DAYS)
+    treatment = np.sort(ids[~holdout])
+    campaign_days = (campaign.ends_at - campaign.starts_at).total_seconds() / 86400
+    once = campaign.kind in ONCE_PER_MEMBER_KINDS
+    window_days = min(campaign_days, MAX_REPLAY_DAYS) if once else PREVIEW_LOOKBACK_DAYS
+    since = now - timedelta(days=window_days)
+    cohort = _replay_cohort(session, campaign, ids, since)
     from loyalty.earning import base_points, member_multipliers
     from loyalty.settings import get_settings
 
@@ -575,24 +725,28 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
         select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel)
         .where(Purchase.occurred_at >= since, Purchase.occurred_at < now, Purchase.refunded_at.is_(None))
     ).all(), columns=["id", "member_id", "occurred_at", "amount", "category", "channel"])
-    recent = recent[recent["member_id"].isin(ids[~holdout])]
-    cost = 0
-    if not recent.empty:
-        mult = recent["member_id"].map(member_multipliers(session)).fillna(1.0)
-        recent = recent.assign(base_points=base_points(recent["amount"], mult, get_settings(session).points_per_currency_unit))
-        # The same campaign, as if it had run over the look-back window.
-        replayed = SimpleNamespace(**{f: getattr(campaign, f) for f in ("id", "kind", "rule", "eligibility", "budget_points", "updated_at")},
-                                   starts_at=since, ends_at=now)
-        engine = CampaignEngine(session, [replayed])
-        engine._treatment = lambda _cid: np.sort(ids[~holdout])  # the assignment activation would make
-        engine._already_awarded = lambda _cid, members: np.zeros(len(members), dtype=bool)
-        engine._spent = lambda _cid: 0
-        awards = engine(recent)
-        campaign_days = (campaign.ends_at - campaign.starts_at).total_seconds() / 86400
-        # Once-per-member bonuses do not grow with the campaign's length.
-        one_off = campaign.kind in ("spend_threshold", "win_back", "birthday")
-        cost = int(round(awards["points"].sum() * (1 if one_off else campaign_days / PREVIEW_LOOKBACK_DAYS)))
-        if campaign.budget_points:
-            cost = min(cost, campaign.budget_points)
-    return {"eligible": int(len(ids)), "treatment": int((~holdout).sum()), "holdout": int(holdout.sum()),
-            "estimated_points": cost, "lookback_days": PREVIEW_LOOKBACK_DAYS}
+    recent = recent[recent["member_id"].isin(cohort)]
+    preview: dict[str, Any] = {"eligible": len(ids), "treatment": len(treatment), "holdout": int(holdout.sum()),
+                               "estimated_points": 0, "lookback_days": round(window_days, 1), "replayed_members": len(cohort),
+                               "purchases_in_window": len(recent), "purchases_needed": MIN_PREVIEW_PURCHASES, "not_enough_history": None}
+    if len(treatment) == 0:
+        return preview  # nobody to pay: a cost of 0 is the estimate
+    if len(recent) < MIN_PREVIEW_PURCHASES:
+        preview["estimated_points"] = None
+        preview["not_enough_history"] = (f"Not enough history to estimate: {len(recent):,} purchases in the window, need "
+                                         f"{MIN_PREVIEW_PURCHASES:,} (the last {window_days:,.0f} days of the "
+                                         f"{len(cohort):,} member{'s' if len(cohort) != 1 else ''} the campaign's rules pick).")
+        return preview
+    mult = recent["member_id"].map(member_multipliers(session)).fillna(1.0)
+    recent = recent.assign(base_points=base_points(recent["amount"], mult, get_settings(session).points_per_currency_unit))
+    # The same campaign, as if it had run over the replayed window, every replayed member treated.
+    replayed = SimpleNamespace(**{f: getattr(campaign, f) for f in ("id", "kind", "rule", "eligibility", "updated_at")},
+                               budget_points=None, starts_at=since, ends_at=now)
+    engine = CampaignEngine(session, [replayed])
+    engine._treatment = lambda _cid: np.sort(cohort)
+    engine._already_awarded = lambda _cid, members: np.zeros(len(members), dtype=bool)
+    engine._spent = lambda _cid: 0
+    per_member = float(engine(recent)["points"].sum()) / len(cohort)
+    cost = round(per_member * len(treatment) * (1 if once else campaign_days / window_days))
+    preview["estimated_points"] = min(cost, campaign.budget_points) if campaign.budget_points else cost
+    return preview

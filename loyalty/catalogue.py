@@ -8,12 +8,20 @@ from typing import Any
 from sqlmodel import Session, select
 
 from db.engine import write_transaction
-from db.models import Reward, Tier
+from db.models import Redemption, Reward, Tier
 from loyalty.access import Actor, require
 from loyalty.audit import record_audit
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.lifecycle import (
+    Removal,
+    archive_record,
+    clone_record,
+    count_rows,
+    delete_record,
+    restore_record,
+)
 
-__all__ = ["REWARD_FIELDS", "REWARD_KINDS", "save_reward"]
+__all__ = ["REWARD_FIELDS", "REWARD_KINDS", "archive_reward", "clone_reward", "delete_reward", "restore_reward", "save_reward"]
 
 REWARD_KINDS = {
     "discount": "Discount",
@@ -71,6 +79,8 @@ def save_reward(*, session: Session, actor: Actor, reward_id: int | None = None,
         ).one_or_none() if reward_id is not None else None
         if reward_id is not None and reward is None:
             raise NotFound(f"No reward with id {reward_id}.")
+        if reward is not None and reward.archived_at is not None:
+            raise InvalidInput(f"{reward.name} is archived: restore it before changing it.")
         if reward is not None and stock_seen is not _UNSEEN and reward.stock != stock_seen:
             raise InvalidInput(f"{reward.name}'s stock changed to {reward.stock} since you opened it (redemptions): reload and try again.")
         before = reward.model_dump(include=set(REWARD_FIELDS), mode="json") if reward else None
@@ -89,3 +99,29 @@ def save_reward(*, session: Session, actor: Actor, reward_id: int | None = None,
         record_audit(session, actor=actor, action="reward.create" if before is None else "reward.update", entity="reward",
                      entity_id=reward.id, before=before, after=reward.model_dump(include=set(REWARD_FIELDS), mode="json"))
     return reward
+
+
+def clone_reward(*, session: Session, actor: Actor, reward_id: int) -> Reward:
+    """A new reward with the same settings, named ``"<name> (copy)"``; audited as created and cloned."""
+    return clone_record(session=session, actor=actor, model=Reward, record_id=reward_id, entity="reward", permission="program.configure",
+                        name_limit=200, create=lambda source, name: save_reward(
+                            session=session, actor=actor, **{**source.model_dump(include=set(REWARD_FIELDS)), "name": name}))
+
+
+def archive_reward(*, session: Session, actor: Actor, reward_id: int) -> Reward:
+    """Take a reward out of the catalogue members see and pickers offer; its redemptions keep their reward."""
+    return archive_record(session=session, actor=actor, model=Reward, record_id=reward_id, entity="reward", permission="program.configure")
+
+
+def restore_reward(*, session: Session, actor: Actor, reward_id: int) -> Reward:
+    return restore_record(session=session, actor=actor, model=Reward, record_id=reward_id, entity="reward", permission="program.configure")
+
+
+def _reward_references(session: Session, reward: Reward) -> list[tuple[str, int]]:
+    return [("redemption", count_rows(session, Redemption.reward_id, reward.id))]
+
+
+def delete_reward(*, session: Session, actor: Actor, reward_id: int) -> Removal:
+    """Delete a reward never redeemed; one with redemptions is archived instead (they keep naming it)."""
+    return delete_record(session=session, actor=actor, model=Reward, record_id=reward_id, entity="reward", permission="program.configure",
+                         references=_reward_references, snapshot=lambda r: r.model_dump(include=set(REWARD_FIELDS), mode="json"))

@@ -174,16 +174,22 @@ def cmd_refund(args: argparse.Namespace) -> int:
 
 
 def cmd_adjust(args: argparse.Namespace) -> int:
-    from loyalty.ledger import adjust_points, balance
+    from loyalty.approvals import request_adjustment
+    from loyalty.ledger import balance
     from loyalty.members import find_member
 
     with new_session() as session:
         member = find_member(session, args.member)
-        adjust_points(session=session, member_id=member.id, points=args.points, reason=args.reason, actor=SYSTEM_CLI)
+        outcome = request_adjustment(session=session, member_id=member.id, points=args.points, reason=args.reason,
+                                     actor=SYSTEM_CLI)
         points = balance(session, member.id)
-    _print_json({"ok": True, "member": args.member, "balance": points}) if args.json else print(
-        f"{args.member}: balance now {points:,}"
-    )
+    if args.json:
+        _print_json({"ok": True, "member": args.member, "balance": points, "pending_approval": outcome.pending_id})
+    elif outcome.pending:
+        print(f"{args.member}: {args.points:,} points is above the approval limit of {outcome.limit:,}; "
+              f"adjustment {outcome.pending_id} waits for an admin's approval (balance still {points:,})")
+    else:
+        print(f"{args.member}: balance now {points:,}")
     return 0
 
 

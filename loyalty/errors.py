@@ -40,3 +40,9 @@ class AlreadyDone(LoyaltyError):
     """The operation was already applied (a purchase refunded twice, say)."""
 
     exit_code = 3
+
+
+class NeedsConfirmation(LoyaltyError):
+    """The change is unusually large (a 12x multiplier, a huge budget): saved only once confirmed."""
+
+    exit_code = 2

@@ -434,7 +434,8 @@ def expected_campaign_impact(session: Session, *, campaign_id: int, confidence: 
     Treated members and the points cost come from :func:`loyalty.campaigns.preview_campaign`
     (pass ``preview`` when the caller already has it: the replay is the slow part, 2.3 s
     at 100,000 members); the uplift per member from the evaluated campaigns of the same
-    kind. Without such a campaign ``reason`` says so and the revenue fields stay ``None``.
+    kind. Without such a campaign, or when the preview had too little history to estimate
+    the cost, ``reason`` says so and the revenue fields stay ``None``.
     """
     if not 0 < confidence < 1:
         raise InvalidInput("The confidence level must be between 0 and 1 (90% is usual).")
@@ -449,16 +450,18 @@ def expected_campaign_impact(session: Session, *, campaign_id: int, confidence: 
     ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {},
                            as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now)
     segment = segment_spend(session, ids, days=days, as_of=now)
-    points = int(preview["estimated_points"])
-    cost = points * settings.point_value
+    points = None if preview["estimated_points"] is None else int(preview["estimated_points"])
+    cost = None if points is None else points * settings.point_value
     base: dict[str, Any] = {"kind": campaign.kind, "days": days, "eligible": preview["eligible"], "treatment": preview["treatment"],
                             "holdout": preview["holdout"], "points_cost": points, "cost": cost, "currency": settings.currency,
                             "confidence": confidence}
     comparable = comparable_campaigns(session, campaign.kind, exclude_campaign_id=campaign_id)
-    if comparable.empty:
+    if comparable.empty or cost is None:
+        # Without a points cost there is no net to show: the reason, never a 0.
         sizing = holdout_size(members=segment.members, sigma=segment.sigma, holdout_pct=campaign.holdout_pct, baseline=segment.mean)
-        return CampaignImpact(**base, comparable=comparable.reindex(columns=_COMPARABLE_COLUMNS), holdout_sizing=sizing,
-                              reason=_no_history_reason(session, campaign.kind, campaign_id, now))
+        return CampaignImpact(**base, comparable=comparable.iloc[0:0].reindex(columns=_COMPARABLE_COLUMNS), holdout_sizing=sizing,
+                              reason=" ".join(filter(None, [preview.get("not_enough_history"),
+                                                            _no_history_reason(session, campaign.kind, campaign_id, now) if comparable.empty else None])))
     pooled, comparable = impact_from_history(comparable, kind=campaign.kind, days=days)
     sizing = holdout_size(members=segment.members, sigma=segment.sigma, holdout_pct=campaign.holdout_pct, baseline=segment.mean,
                           target_uplift=pooled.mean if pooled.mean > 0 else None)

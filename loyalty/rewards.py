@@ -57,15 +57,18 @@ class RedemptionResult:
     balance: int
 
 
-def list_rewards(session: Session, *, active_only: bool = False) -> list[dict]:
+def list_rewards(session: Session, *, active_only: bool = False, include_archived: bool = False) -> list[dict]:
+    """The catalogue, cheapest first; archived rewards only with ``include_archived``."""
     query = select(Reward).order_by(Reward.points_cost, Reward.id)
     if active_only:
         query = query.where(Reward.active.is_(True))
+    if not include_archived:
+        query = query.where(Reward.archived_at.is_(None))
     return [
         {
             "id": r.id, "name": r.name, "kind": r.kind, "points_cost": r.points_cost, "stock": r.stock,
             "active": r.active, "partner": r.partner, "min_tier_id": r.min_tier_id,
-            "available_from": r.available_from, "available_until": r.available_until,
+            "available_from": r.available_from, "available_until": r.available_until, "archived": r.archived_at is not None,
         }
         for r in session.exec(query)
     ]
@@ -115,6 +118,8 @@ def redeem_reward(
 
 
 def _check_available(session: Session, reward: Reward, member: Member, now: datetime) -> None:
+    if reward.archived_at is not None:
+        raise RewardUnavailable(f"{reward.name} is archived (no longer in the catalogue).")
     if not reward.active:
         raise RewardUnavailable(f"{reward.name} is not active.")
     if reward.available_from and now < reward.available_from:

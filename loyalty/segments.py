@@ -15,12 +15,21 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from db.engine import write_transaction
-from db.models import Purchase, Segment, utcnow
+from db.models import Campaign, KpiTarget, Purchase, Segment, utcnow
 from loyalty.access import Actor, require
 from loyalty.audit import record_audit
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.lifecycle import (
+    Removal,
+    archive_record,
+    clone_record,
+    count_rows,
+    delete_record,
+    restore_record,
+)
 
-__all__ = ["REVENUE_WINDOW_DAYS", "list_segments", "save_segment", "segment_member_ids", "segment_stats", "segments_overview"]
+__all__ = ["REVENUE_WINDOW_DAYS", "archive_segment", "clone_segment", "delete_segment", "list_segments", "restore_segment", "save_segment",
+           "segment_member_ids", "segment_stats", "segments_overview"]
 
 REVENUE_WINDOW_DAYS = 365
 
@@ -32,10 +41,14 @@ def segment_member_ids(session: Session, rules: dict[str, Any], *, now: datetime
     return np.sort(np.asarray(segment_members(session, rules, as_of=(now or utcnow()).date()), dtype=np.int64))
 
 
-def list_segments(session: Session) -> pd.DataFrame:
-    rows = [{"id": s.id, "name": s.name, "description": s.description, "rules": s.rules, "created_by": s.created_by}
-            for s in session.exec(select(Segment).order_by(Segment.name))]
-    return pd.DataFrame(rows, columns=["id", "name", "description", "rules", "created_by"])
+def list_segments(session: Session, *, include_archived: bool = False) -> pd.DataFrame:
+    """The saved segments by name; archived ones only with ``include_archived``."""
+    query = select(Segment).order_by(Segment.name)
+    if not include_archived:
+        query = query.where(Segment.archived_at.is_(None))
+    rows = [{"id": s.id, "name": s.name, "description": s.description, "rules": s.rules, "created_by": s.created_by,
+             "archived": s.archived_at is not None} for s in session.exec(query)]
+    return pd.DataFrame(rows, columns=["id", "name", "description", "rules", "created_by", "archived"])
 
 
 def save_segment(*, session: Session, actor: Actor, name: str, rules: dict[str, Any], description: str = "", segment_id: int | None = None) -> Segment:
@@ -53,6 +66,8 @@ def save_segment(*, session: Session, actor: Actor, name: str, rules: dict[str, 
         segment = session.get(Segment, segment_id) if segment_id is not None else None
         if segment_id is not None and segment is None:
             raise NotFound(f"No segment with id {segment_id}.")
+        if segment is not None and segment.archived_at is not None:
+            raise InvalidInput(f"{segment.name} is archived: restore it before changing it.")
         clash = session.exec(select(Segment.id).where(Segment.name == name)).first()
         if clash is not None and clash != segment_id:
             raise InvalidInput(f"A segment named {name!r} already exists.")
@@ -66,6 +81,36 @@ def save_segment(*, session: Session, actor: Actor, name: str, rules: dict[str, 
     return segment
 
 
+def clone_segment(*, session: Session, actor: Actor, segment_id: int) -> Segment:
+    """A copy named ``"<name> (copy)"`` with the same rules and description; audited as created and cloned."""
+    return clone_record(session=session, actor=actor, model=Segment, record_id=segment_id, entity="segment", permission="segments.manage",
+                        name_limit=100, create=lambda source, name: save_segment(
+                            session=session, actor=actor, name=name, rules=dict(source.rules), description=source.description))
+
+
+def archive_segment(*, session: Session, actor: Actor, segment_id: int) -> Segment:
+    """Hide a segment from lists and pickers; campaigns and KPI targets that use it keep using it."""
+    return archive_record(session=session, actor=actor, model=Segment, record_id=segment_id, entity="segment", permission="segments.manage")
+
+
+def restore_segment(*, session: Session, actor: Actor, segment_id: int) -> Segment:
+    return restore_record(session=session, actor=actor, model=Segment, record_id=segment_id, entity="segment", permission="segments.manage")
+
+
+def _segment_references(session: Session, segment: Segment) -> list[tuple[str, int]]:
+    # A campaign names its segment inside its eligibility (JSON): counted here, not in SQL.
+    campaigns = sum(1 for eligibility in session.exec(select(Campaign.eligibility)).all()
+                    if (eligibility or {}).get("segment_id") == segment.id)
+    return [("KPI target", count_rows(session, KpiTarget.segment_id, segment.id)), ("campaign", campaigns)]
+
+
+def delete_segment(*, session: Session, actor: Actor, segment_id: int) -> Removal:
+    """Delete a segment no campaign or KPI target uses; one in use is archived instead."""
+    return delete_record(session=session, actor=actor, model=Segment, record_id=segment_id, entity="segment", permission="segments.manage",
+                         references=_segment_references,
+                         snapshot=lambda segment: segment.model_dump(mode="json", include={"name", "description", "rules"}))
+
+
 def segment_stats(session: Session, rules: dict[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
     """Live size of a segment and its share of revenue over the last 12 months."""
     now = now or utcnow()
@@ -77,10 +122,10 @@ def segment_stats(session: Session, rules: dict[str, Any], *, now: datetime | No
     ).all(), columns=["member_id", "revenue"])
     total = float(revenue["revenue"].sum())
     inside = float(revenue.loc[revenue["member_id"].isin(ids), "revenue"].sum())
-    return {"members": int(len(ids)), "revenue": inside, "revenue_share": inside / total if total else 0.0, "member_ids": ids}
+    return {"members": len(ids), "revenue": inside, "revenue_share": inside / total if total else 0.0, "member_ids": ids}
 
 
-def segments_overview(session: Session, *, now: datetime | None = None) -> pd.DataFrame:
+def segments_overview(session: Session, *, now: datetime | None = None, include_archived: bool = False) -> pd.DataFrame:
     """Every saved segment with its live size and share of the last 12 months' revenue.
 
     Members and purchases are read once for all the segments (:func:`segment_stats`
@@ -93,7 +138,7 @@ def segments_overview(session: Session, *, now: datetime | None = None) -> pd.Da
     from loyalty.analytics.segments import segment_memberships
 
     now = now or utcnow()
-    segments = list_segments(session)
+    segments = list_segments(session, include_archived=include_archived)
     if segments.empty:
         return segments.assign(members=pd.Series(dtype="int64"), revenue=pd.Series(dtype=float), revenue_share=pd.Series(dtype=float))
     today = now.date()

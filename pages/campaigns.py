@@ -1,31 +1,53 @@
 """Campaigns: plan, preview, launch and follow bonus campaigns with a holdout group."""
 
-from datetime import date, datetime, time, timedelta, timezone
-
 import streamlit as st
 
-from loyalty.campaigns import CAMPAIGN_KINDS, COMMUNICATION_CHANNELS, activate_campaign, campaign_overview, end_campaign, pause_campaign, preview_campaign, save_campaign
+from loyalty.campaigns import (
+    activate_campaign,
+    archive_campaign,
+    campaign_details,
+    campaign_overview,
+    clone_campaign,
+    delete_campaign,
+    edit_campaign,
+    end_campaign,
+    pause_campaign,
+    preview_campaign,
+    restore_campaign,
+    save_campaign,
+)
 from loyalty.segments import list_segments
 from loyalty.tiers import list_tiers
 from loyalty.ui.auth import page_actor
+from loyalty.ui.campaign_form import campaign_form
 from loyalty.ui.charts import budget_burn
 from loyalty.ui.core import db_session, run_action
-from loyalty.ui.planner_widgets import holdout_sizing_panel, impact_panel
+from loyalty.ui.forms import (
+    archive_toggle,
+    choice_box,
+    form_key,
+    form_saved,
+    lifecycle_buttons,
+    show_flash,
+)
+from loyalty.ui.planner_widgets import impact_panel
 
 actor = page_actor("analysis.view")
 st.title("Campaigns")
 st.caption("Multipliers do not compound: only the highest applies to a purchase. Fixed bonuses add. "
            "Points are earned on the amount paid. The holdout group gets nothing, so results can be measured.")
+show_flash("campaigns")
+show_archived = archive_toggle("campaigns", "campaigns")
 
 with db_session() as session:
-    campaigns = campaign_overview(session)
+    campaigns = campaign_overview(session, include_archived=show_archived)
     tiers = list_tiers(session)["name"].tolist()
     segments = list_segments(session)
 
 if campaigns.empty:
     st.info("No campaigns yet: create the first one below.")
 else:
-    st.dataframe(campaigns.drop(columns=["id"]), hide_index=True, width="stretch",
+    st.dataframe(campaigns.drop(columns=["id"] + ([] if show_archived else ["archived"])), hide_index=True, width="stretch",
                  column_config={"budget_burned": st.column_config.ProgressColumn("budget burned", min_value=0, max_value=1, format="percent"),
                                 "holdout_pct": st.column_config.NumberColumn("holdout", format="percent"),
                                 "starts_at": st.column_config.DatetimeColumn("starts", format="YYYY-MM-DD"),
@@ -37,79 +59,55 @@ if not actor.can("program.configure"):
     st.stop()
 
 names = dict(zip(campaigns["name"], campaigns["id"])) if not campaigns.empty else {}
-if (saved_name := st.session_state.pop("campaigns_saved", None)) in names:
-    st.session_state["campaigns_choice"] = saved_name
-    st.success(f"{saved_name} saved as a draft. Check the preview, then activate it.")
-choice = st.selectbox("Create or manage", ["New campaign"] + list(names), key="campaigns_choice")
+if (saved_name := st.session_state.pop("campaigns_saved", None)) in names:  # a draft made on the Win-back page
+    st.session_state["campaigns_pending_choice"] = saved_name
+choice = choice_box("campaigns", "Create or manage", ["New campaign"] + list(names))
+campaign = None
 if choice != "New campaign":
-    row = campaigns.set_index("name").loc[choice]
     campaign_id = int(names[choice])
     with db_session() as session:
-        preview = preview_campaign(session, campaign_id) if row["status"] == "draft" else None
+        campaign = campaign_details(session, campaign_id)
+        preview = preview_campaign(session, campaign_id) if campaign["status"] == "draft" else None
+    status = campaign["status"]
     if preview:
         cols = st.columns(4)
         cols[0].metric("Eligible members", f"{preview['eligible']:,}")
         cols[1].metric("Treatment", f"{preview['treatment']:,}")
         cols[2].metric("Holdout (gets nothing)", f"{preview['holdout']:,}")
-        cols[3].metric("Estimated points cost", f"{preview['estimated_points']:,}", help="From the eligible members' purchases of the last 90 days.")
+        estimate = preview["estimated_points"]
+        cols[3].metric("Estimated points cost", "not enough history" if estimate is None else f"{estimate:,}",
+                       help=f"The campaign's own rules replayed on the last {preview['lookback_days']:,.0f} days: "
+                            f"{preview['purchases_in_window']:,} purchases of {preview['replayed_members']:,} members.")
         impact_panel(campaign_id, preview)
     buttons = st.columns(3)
-    if row["status"] in ("draft", "paused") and buttons[0].button("Activate" if row["status"] == "draft" else "Resume", type="primary"):
+    if status in ("draft", "paused") and not campaign["archived"] and buttons[0].button("Activate" if status == "draft" else "Resume", type="primary"):
         if run_action(lambda s: activate_campaign(session=s, campaign_id=campaign_id, actor=actor), success=f"{choice} is live (or scheduled)."):
             st.rerun()
-    if row["status"] in ("scheduled", "active") and buttons[1].button("Pause"):
+    if status in ("scheduled", "active") and buttons[1].button("Pause"):
         if run_action(lambda s: pause_campaign(session=s, campaign_id=campaign_id, actor=actor)):
             st.rerun()
-    if row["status"] in ("scheduled", "active", "paused") and buttons[2].button("End now"):
+    if status in ("scheduled", "active", "paused") and buttons[2].button("End now"):
         if run_action(lambda s: end_campaign(session=s, campaign_id=campaign_id, actor=actor)):
             st.rerun()
-    st.stop()
+    lifecycle_buttons("campaigns", name=choice, archived=campaign["archived"], new_choice="New campaign",
+                      clone=lambda s: clone_campaign(session=s, actor=actor, campaign_id=campaign_id),
+                      archive=lambda s: archive_campaign(session=s, actor=actor, campaign_id=campaign_id),
+                      restore=lambda s: restore_campaign(session=s, actor=actor, campaign_id=campaign_id),
+                      delete=lambda s: delete_campaign(session=s, actor=actor, campaign_id=campaign_id))
+    if campaign["archived"] or status != "draft":
+        st.info(f"{choice} is archived: restore it to change it." if campaign["archived"] else
+                f"{choice} is {status}: only a draft can be edited. Clone it to make a new draft with its settings.")
+        st.stop()
+    st.subheader(f"Edit {choice}")
 
-kind = st.selectbox("Type", list(CAMPAIGN_KINDS), format_func=CAMPAIGN_KINDS.get, key="campaigns_kind")
-# No st.form: the holdout sizing follows the eligibility, dates and holdout as they change.
-name = st.text_input("Campaign name")
-period = st.date_input("Runs", value=(date.today(), date.today() + timedelta(days=30)))
-rule: dict = {}
-if kind in ("multiplier", "category_bonus", "tier_offer"):
-    rule["multiplier"] = st.number_input("Points multiplier (2 = double points)", min_value=1.0, value=2.0, step=0.25)
-if kind == "category_bonus":
-    rule["categories"] = [c.strip() for c in st.text_input("Categories (comma separated)", value="eco-friendly").split(",") if c.strip()]
-if kind in ("fixed_bonus", "spend_threshold", "win_back", "birthday") or kind == "tier_offer":
-    rule["points"] = st.number_input("Bonus points", min_value=0, value=0 if kind == "tier_offer" else 100, step=10)
-if kind == "fixed_bonus":
-    rule["min_amount"] = st.number_input("Minimum purchase amount", min_value=0.0, value=0.0)
-if kind == "spend_threshold":
-    rule["spend"] = st.number_input("Spend to reach within the campaign", min_value=0.0, value=300.0, step=50.0)
-if kind == "win_back":
-    rule["inactive_days"] = st.number_input("Members inactive for at least (days)", min_value=1, value=90)
-if kind == "birthday":
-    rule["occasion"] = st.radio("Occasion", ["birthday", "anniversary"], horizontal=True)
-    rule["window_days"] = st.number_input("Days either side", min_value=0, value=7)
-if kind == "tier_offer":
-    rule = {k: v for k, v in rule.items() if v and not (k == "multiplier" and v <= 1)}
-st.markdown("**Who is eligible**")
-eligibility: dict = {}
-eligibility["tiers"] = st.multiselect("Tiers (empty: all)", tiers)
-eligibility["acquisition_channels"] = st.multiselect("Acquisition channels (empty: all)", ["store", "web", "app", "referral", "social_ads", "partner", "unknown"])
-segment = st.selectbox("Segment", [None] + segments["id"].tolist(), format_func=lambda i: "all members" if i is None else segments.set_index("id").loc[i, "name"])
-eligibility["segment_id"] = segment
-eligibility["min_spend"] = st.number_input("Minimum spend in the last 12 months", min_value=0.0, value=0.0)
-eligibility = {k: v for k, v in eligibility.items() if v}
-channels = st.multiselect("Communication channels", COMMUNICATION_CHANNELS, default=["email", "app"])
-cols = st.columns(2)
-budget = cols[0].number_input("Points budget (0 = no cap)", min_value=0, value=0, step=1000)
-holdout = cols[1].slider("Holdout group (gets nothing)", 0, 40, 10, format="%d%%")
-start, end = (list(period) + [None, None])[:2]
-# The campaign runs from the start day's first moment to the end day's last: whole days.
-holdout_sizing_panel(kind=kind, eligibility=eligibility, rule=rule, days=(end - start).days + 1 if start and end else None, holdout_pct=holdout / 100)
-if st.button("Save as draft", type="primary"):
-    if not (start and end):
+key = form_key("campaigns", campaign["id"] if campaign else None)
+fields, confirmed = campaign_form(key, campaign, tiers=tiers, segments=segments)
+if st.button("Save as draft" if campaign is None else "Save changes", type="primary"):
+    if fields is None:
         st.error("Choose a start and an end date.")
     else:
-        saved = run_action(lambda s: save_campaign(
-            session=s, actor=actor, name=name, kind=kind, rule=rule, eligibility=eligibility, channels=channels,
-            starts_at=datetime.combine(start, time.min, tzinfo=timezone.utc), ends_at=datetime.combine(end, time.max, tzinfo=timezone.utc),
-            budget_points=int(budget) or None, holdout_pct=holdout / 100))
+        saved = run_action(lambda s: save_campaign(session=s, actor=actor, confirmed=confirmed, **fields) if campaign is None
+                           else edit_campaign(session=s, actor=actor, campaign_id=campaign["id"], confirmed=confirmed,
+                                              **{k: v for k, v in fields.items() if k != "kind"}))
         if saved:
-            st.session_state["campaigns_saved"] = saved.name
-            st.rerun()
+            form_saved("campaigns", f"{saved.name} saved as a draft. Check the preview, then activate it.", choice=saved.name)

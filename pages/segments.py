@@ -5,15 +5,34 @@ import streamlit as st
 from loyalty.analysis import rfm_grid
 from loyalty.analytics.rfm import RFM_SEGMENTS
 from loyalty.members import export_members
-from loyalty.segments import list_segments, save_segment, segment_stats, segments_overview
+from loyalty.segments import (
+    archive_segment,
+    clone_segment,
+    delete_segment,
+    list_segments,
+    restore_segment,
+    save_segment,
+    segment_stats,
+    segments_overview,
+)
 from loyalty.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import rfm_heatmap
 from loyalty.ui.core import db_session, run_action
+from loyalty.ui.forms import (
+    archive_toggle,
+    choice_box,
+    form_key,
+    form_saved,
+    lifecycle_buttons,
+    show_flash,
+)
 
 actor = page_actor("analysis.view")
 st.title("Segments")
 st.caption("Every rule narrows the group (AND). Segments can be a campaign's eligibility and a KPI target's scope.")
+show_flash("segments")
+show_archived = archive_toggle("segments", "segments")
 
 
 @st.cache_data(ttl=300, show_spinner="Counting members…")
@@ -23,21 +42,21 @@ def stats(rules: dict) -> dict:
 
 
 @st.cache_data(ttl=300, show_spinner="Counting members…")
-def overview_of_segments():
+def overview_of_segments(include_archived: bool):
     with db_session() as session:
-        return segments_overview(session)
+        return segments_overview(session, include_archived=include_archived)
 
 
 with db_session() as session:
-    segments = list_segments(session)
+    segments = list_segments(session, include_archived=show_archived)
     tiers = list_tiers(session)["name"].tolist()
 
 if segments.empty:
     st.info("No segments yet: build the first one below.")
 else:
-    overview = overview_of_segments()
+    overview = overview_of_segments(show_archived)
     rows = [{"segment": r.name, "members": r.members, "revenue_share": r.revenue_share, "rules": r.rules, "description": r.description}
-            for r in overview.itertuples()]
+            | ({"archived": r.archived} if show_archived else {}) for r in overview.itertuples()]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"revenue_share": st.column_config.ProgressColumn("share of 12-month revenue", min_value=0, max_value=1, format="percent")})
     if actor.can("members.export"):
@@ -77,27 +96,48 @@ else:
 if not actor.can("segments.manage"):
     st.stop()
 
-st.subheader("Build a segment")
+st.subheader("Build or edit a segment")
+by_name = {r.name: r for r in segments.itertuples()}
+choice = choice_box("segments", "Segment", ["New segment"] + list(by_name))
+current = by_name.get(choice)
+if current is not None:
+    lifecycle_buttons("segments", name=choice, archived=current.archived, new_choice="New segment",
+                      clone=lambda s: clone_segment(session=s, actor=actor, segment_id=current.id),
+                      archive=lambda s: archive_segment(session=s, actor=actor, segment_id=current.id),
+                      restore=lambda s: restore_segment(session=s, actor=actor, segment_id=current.id),
+                      delete=lambda s: delete_segment(session=s, actor=actor, segment_id=current.id))
+    if current.archived:
+        st.info(f"{choice} is archived: restore it to change it.")
+        st.stop()
+saved_rules: dict = current.rules if current is not None else {}
+key = form_key("segments", current.id if current is not None else None)
 rules: dict = {}
 cols = st.columns(3)
-if picked := cols[0].multiselect("RFM segment", list(RFM_SEGMENTS)):
+if picked := cols[0].multiselect("RFM segment", list(RFM_SEGMENTS), default=saved_rules.get("rfm_segment", []), key=f"{key}_rfm"):
     rules["rfm_segment"] = picked
-if picked := cols[1].multiselect("Tier", tiers):
+if picked := cols[1].multiselect("Tier", tiers, default=[t for t in saved_rules.get("tier", []) if t in tiers], key=f"{key}_tier"):
     rules["tier"] = picked
-if picked := cols[2].multiselect("Acquisition channel", ["store", "web", "app", "referral", "social_ads", "partner", "unknown"]):
+if picked := cols[2].multiselect("Acquisition channel", ["store", "web", "app", "referral", "social_ads", "partner", "unknown"],
+                                 default=saved_rules.get("acquisition_channel", []), key=f"{key}_channel"):
     rules["acquisition_channel"] = picked
 cols = st.columns(3)
-low, high = cols[0].slider("Days since last purchase", 0, 730, (0, 730))
+days = saved_rules.get("days_since_last_purchase", {})
+low, high = cols[0].slider("Days since last purchase", 0, 730, (days.get("min", 0), days.get("max", 730)), key=f"{key}_days")
 if (low, high) != (0, 730):
     rules["days_since_last_purchase"] = {k: v for k, v in (("min", low), ("max", high)) if (k == "min" and v > 0) or (k == "max" and v < 730)}
-clv_low, clv_high = cols[1].slider("CLV band: historical CLV (lifetime spend)", 0, 10_000, (0, 10_000), step=100,
+spend = saved_rules.get("spend", {})
+clv_low, clv_high = cols[1].slider("CLV band: historical CLV (lifetime spend)", 0, 10_000, (int(spend.get("min", 0)), int(spend.get("max", 10_000))),
+                                   step=100, key=f"{key}_clv",
                                    help="Historical CLV is what the member has spent so far; 10,000 means no upper limit.")
 if (clv_low, clv_high) != (0, 10_000):
     rules["spend"] = {k: float(v) for k, v in (("min", clv_low), ("max", clv_high)) if (k == "min" and v > 0) or (k == "max" and v < 10_000)}
-consent = cols[2].selectbox("Marketing consent", ["any", "given", "not given"])
+consents = ["any", "given", "not given"]
+consent = cols[2].selectbox("Marketing consent", consents, key=f"{key}_consent",
+                            index=0 if "marketing_consent" not in saved_rules else (1 if saved_rules["marketing_consent"] else 2))
 if consent != "any":
     rules["marketing_consent"] = consent == "given"
-if cities := [c.strip() for c in st.text_input("Cities (comma separated)").split(",") if c.strip()]:
+if cities := [c.strip() for c in st.text_input("Cities (comma separated)", value=", ".join(saved_rules.get("city", [])), key=f"{key}_cities").split(",")
+              if c.strip()]:
     rules["city"] = cities
 
 if rules:
@@ -105,9 +145,11 @@ if rules:
     left, right = st.columns(2)
     left.metric("Members now", f"{live['members']:,}")
     right.metric("Share of 12-month revenue", f"{live['revenue_share']:.1%}")
-with st.form("segments_save"):
-    name = st.text_input("Segment name")
-    description = st.text_input("Description")
+with st.form(f"{key}_save"):
+    name = st.text_input("Segment name", value=choice if current is not None else "", key=f"{key}_name")
+    description = st.text_input("Description", value=current.description if current is not None else "", key=f"{key}_description")
     if st.form_submit_button("Save segment", type="primary"):
-        if run_action(lambda s: save_segment(session=s, actor=actor, name=name, rules=rules, description=description), success="Segment saved (audited)."):
-            st.rerun()
+        saved = run_action(lambda s: save_segment(session=s, actor=actor, name=name, rules=rules, description=description,
+                                                  segment_id=current.id if current is not None else None))
+        if saved:
+            form_saved("segments", f"Segment {saved.name} saved (audited).", choice="New segment" if current is None else saved.name)

@@ -117,7 +117,8 @@ def impact_panel(campaign_id: int, preview: dict[str, Any]) -> None:
     cur = impact.currency
     if impact.reason:
         st.info(impact.reason)
-        st.caption(f"Points cost estimated from recent purchases: {impact.points_cost:,} points ({_money(impact.cost or 0, cur)}).")
+        if impact.points_cost is not None:
+            st.caption(f"Points cost estimated from recent purchases: {impact.points_cost:,} points ({_money(impact.cost, cur)}).")
     else:
         level = f"{impact.confidence:.0%}"
         cols = st.columns(4)
@@ -146,7 +147,10 @@ def impact_panel(campaign_id: int, preview: dict[str, Any]) -> None:
                        "bonuses: not scaled), then pooled with a random-effects mean (DerSimonian-Laird); between-campaign spread "
                        f"{_money(impact.between_campaign_sd or 0, cur)} per member.")
     sizing = impact.holdout_sizing
-    if sizing is not None and sizing.mde is not None:
+    if sizing is not None and sizing.mde is not None and sizing.mde <= 0:
+        # Nobody spent anything in as many days (a win-back's members have stopped buying): no spread to size from.
+        st.caption(f"Not enough history to size the holdout: the eligible members spent nothing in the last {impact.days:,.0f} days.")
+    elif sizing is not None and sizing.mde is not None:
         share = "" if sizing.mde_relative is None else f", {sizing.mde_relative:.0%} of the {_money(sizing.baseline, cur)} a member spent in as many days"
         text = (f"At its {sizing.holdout_pct:.0%} holdout this campaign can detect an uplift of {_money(sizing.mde, cur)} per member "
                 f"or more{share} ({sizing.power:.0%} power, {sizing.alpha:.0%} significance).")

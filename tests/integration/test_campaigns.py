@@ -204,7 +204,8 @@ def test_the_preview_counts_eligible_members_and_estimates_the_cost(session):
                           starts_at=START, ends_at=utc(2026, 11, 16), holdout_pct=0.0)
     preview = preview_campaign(session, draft.id, now=NOW)
     # 10 members x 30 extra points over the last 90 days, scaled to a 15-day campaign: 300 x 15/90 = 50.
-    assert preview == {"eligible": 10, "treatment": 10, "holdout": 0, "estimated_points": 50, "lookback_days": 90}
+    assert preview == {"eligible": 10, "treatment": 10, "holdout": 0, "estimated_points": 50, "lookback_days": 90, "replayed_members": 10,
+                       "purchases_in_window": 10, "purchases_needed": 10, "not_enough_history": None}
 
 
 def test_an_operations_user_cannot_configure_campaigns(session):
