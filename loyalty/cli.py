@@ -273,12 +273,16 @@ def cmd_users_set_role(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_users_disable(args: argparse.Namespace) -> int:
-    from loyalty.users import disable_user
+def cmd_users_enable_or_disable(args: argparse.Namespace) -> int:
+    from loyalty.users import disable_user, enable_user
 
+    enabling = args.users_command == "enable"
     with new_session() as session:
-        disable_user(session=session, username=args.username, actor=SYSTEM_CLI)
-    print(f"{args.username} disabled")
+        (enable_user if enabling else disable_user)(session=session, username=args.username, actor=SYSTEM_CLI)
+    if args.json:
+        _print_json({"ok": True, "username": args.username, "active": enabling})
+    else:
+        print(f"{args.username} {'enabled' if enabling else 'disabled'}")
     return 0
 
 
@@ -426,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loyalty", description="Loyalty Console command line.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str, parent=sub) -> argparse.ArgumentParser:  # noqa: ANN001
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str, parent=sub) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(handler=handler)
         return p
@@ -489,8 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("set-role", cmd_users_set_role, "Change a user's role.", parent=users)
     p.add_argument("username")
     p.add_argument("role", choices=list(ROLES))
-    p = add("disable", cmd_users_disable, "Disable a user (they can no longer sign in).", parent=users)
+    p = add("disable", cmd_users_enable_or_disable, "Disable a user (they can no longer sign in); not the last enabled admin.", parent=users)
     p.add_argument("username")
+    p.add_argument("--json", action="store_true")
+    p = add("enable", cmd_users_enable_or_disable, "Enable a disabled user again.", parent=users)
+    p.add_argument("username")
+    p.add_argument("--json", action="store_true")
     p = add("reset-password", cmd_users_reset_password, "Set a new password and unlock the account.", parent=users)
     p.add_argument("username")
     p.add_argument("--password-stdin", action="store_true")

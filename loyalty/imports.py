@@ -29,6 +29,8 @@ timezone-aware UTC.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
 import json
 import re
@@ -58,10 +60,12 @@ __all__ = [
     "MAX_PROBLEMS_SHOWN",
     "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
+    "SEPARATORS",
     "ImportKind",
     "ImportRefused",
     "ImportResult",
     "Problem",
+    "column_mapping",
     "import_csv",
     "preview_csv",
 ]
@@ -81,6 +85,9 @@ OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 MAX_PROBLEMS_SHOWN = 50
+# The separators a CSV export may use, named as people call them. A comma comes first: it
+# wins a tie. Spreadsheets set to a decimal comma (most of Europe) export with ";".
+SEPARATORS: dict[str, str] = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
 NPS_MIN, NPS_MAX = 0, 10
 # Members created from a purchase file: nothing is known of how they were acquired.
 UNKNOWN_CHANNEL = "unknown"
@@ -179,11 +186,25 @@ class _FileRefused(Exception):
 
 @dataclass
 class _Table:
-    """A CSV file read as text: the file's own columns, and each row's line number."""
+    """A CSV file read as text: the file's own columns, each row's line number, how it was written."""
 
     raw: pd.DataFrame
     lines: np.ndarray
     name: str
+    separator: str = ","
+    bom: bool = False  # the file starts with a UTF-8 byte-order mark (Excel's "CSV UTF-8")
+
+
+def _separator(data: bytes) -> str:
+    """The separator of a CSV file, read off its header line.
+
+    The candidate that splits the header into the most columns wins (a comma on a tie).
+    The header decides, not the data rows: a ``;`` file's data rows often hold decimal
+    commas ("42,50"), which makes ``csv.Sniffer`` guess a comma.
+    """
+    header = data.removeprefix(codecs.BOM_UTF8).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+    columns = {separator: len(next(csv.reader([header], delimiter=separator), [])) for separator in SEPARATORS}
+    return max(SEPARATORS, key=columns.__getitem__)
 
 
 def _read_bytes(source: Source) -> tuple[bytes, str, Path | None]:
@@ -212,7 +233,8 @@ def _read_table(data: bytes, name: str) -> _Table:
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise _FileRefused([Problem(line, "", "the file is not UTF-8 text: save it as 'CSV UTF-8'")]) from None
-    options: dict[str, Any] = {"dtype": str, "keep_default_na": False, "encoding": "utf-8-sig"}
+    separator = _separator(data)
+    options: dict[str, Any] = {"dtype": str, "keep_default_na": False, "encoding": "utf-8-sig", "sep": separator}
     raw: pd.DataFrame | None = None
     try:
         raw = pd.read_csv(io.BytesIO(data), engine="pyarrow", **options)
@@ -230,7 +252,7 @@ def _read_table(data: bytes, name: str) -> _Table:
             breaks += raw[column].str.count("\n").to_numpy(dtype=np.int64)
         lines = 2 + np.arange(len(raw), dtype=np.int64) + np.concatenate([[0], np.cumsum(breaks)[:-1]])
     raw.columns = [str(c).strip() for c in raw.columns]
-    return _Table(raw=raw, lines=lines, name=name)
+    return _Table(raw=raw, lines=lines, name=name, separator=separator, bom=data.startswith(codecs.BOM_UTF8))
 
 
 def _parser_problem(message: str) -> Problem:
@@ -387,7 +409,8 @@ def _numbers(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
     # "nan" and "inf" parse as floats but are no amount or score.
     unparsed = ~np.isfinite(parsed.to_numpy(dtype="float64")) & ~empty
     if unparsed.any():
-        checks.add(unparsed, column, _quoted(series[unparsed]) + " is not a number")
+        decimal_comma = np.where(series[unparsed].str.contains(",", regex=False), " (write decimals with a point, e.g. 42.50)", "")
+        checks.add(unparsed, column, _quoted(series[unparsed]) + " is not a number" + decimal_comma)
     return parsed.astype("float64")
 
 
@@ -1154,15 +1177,17 @@ def import_csv(
 def preview_csv(
     path_or_buffer: Source, kind: ImportKind, mapping: dict[str, str] | None = None, rows: int = 20
 ) -> dict[str, Any]:
-    """A look at a file before importing it: its columns, what is missing, the first rows.
+    """A look at a file before importing it: how it is written, its columns, the first rows.
 
     Returns
     -------
     dict
         ``columns`` (the file's), ``missing`` (required columns absent after
-        ``mapping``), ``sample`` (the first ``rows`` rows, columns renamed by
-        ``mapping``), ``rows`` (data rows in the file) and ``problems`` (why the file
-        cannot be read at all, if it cannot).
+        ``mapping``), ``mapping`` (:func:`column_mapping`: where each file column goes),
+        ``sample`` (the first ``rows`` rows, columns renamed by ``mapping``), ``rows``
+        (data rows in the file), ``separator`` (its name: comma, semicolon, tab...),
+        ``bom`` (the file starts with a UTF-8 byte-order mark) and ``problems`` (why the
+        file cannot be read at all, if it cannot).
     """
     if kind not in REQUIRED_COLUMNS:
         raise InvalidInput(f"Unknown import {kind!r}: choose members, purchases or feedback.")
@@ -1173,8 +1198,11 @@ def preview_csv(
         return {
             "columns": [],
             "missing": list(REQUIRED_COLUMNS[kind]),
+            "mapping": column_mapping([], kind),
             "sample": pd.DataFrame(),
             "rows": 0,
+            "separator": "",
+            "bom": False,
             "problems": refused.problems,
         }
     renames = {str(k).strip(): str(v).strip() for k, v in (mapping or {}).items()}
@@ -1182,7 +1210,38 @@ def preview_csv(
     return {
         "columns": list(table.raw.columns),
         "missing": [c for c in REQUIRED_COLUMNS[kind] if c not in renamed],
+        "mapping": column_mapping(list(table.raw.columns), kind, renames),
         "sample": table.raw.head(rows).rename(columns=renames),
         "rows": len(table.raw),
+        "separator": SEPARATORS[table.separator],
+        "bom": table.bom,
         "problems": [],
     }
+
+
+def column_mapping(columns: Sequence[str], kind: ImportKind, mapping: dict[str, str] | None = None) -> pd.DataFrame:
+    """Where each column of a file goes: one row per file column, then one per field the file lacks.
+
+    Columns ``file_column``, ``field`` and ``status``: ``required`` or ``optional`` (the
+    column is imported as that field, ``mapped`` when renamed by ``mapping``),
+    ``unknown: not imported``, ``duplicate: ...`` (another column already gives the
+    field), ``missing: required`` or ``absent: optional`` (no column gives the field).
+    """
+    required, optional = REQUIRED_COLUMNS[kind], OPTIONAL_COLUMNS[kind]
+    renames = mapping or {}
+    given: dict[str, str] = {}  # field -> the file column that gives it
+    rows = []
+    for column in columns:
+        field = renames.get(column, column)
+        if field not in required and field not in optional:
+            rows.append((column, "", "unknown: not imported"))
+            continue
+        if field in given:
+            rows.append((column, field, f"duplicate: column {given[field]} already gives {field}"))
+            continue
+        given[field] = column
+        status = "required" if field in required else "optional"
+        rows.append((column, field, f"{status}, mapped" if field != column else status))
+    rows += [("", field, "missing: required") for field in required if field not in given]
+    rows += [("", field, "absent: optional") for field in optional if field not in given]
+    return pd.DataFrame(rows, columns=["file_column", "field", "status"])

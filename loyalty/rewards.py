@@ -8,6 +8,7 @@ processes redeem at once (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: row locks).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,11 +20,35 @@ from db.engine import write_transaction
 from db.models import LedgerEntry, Member, Redemption, Reward, Tier, utcnow
 from loyalty.access import Actor, require
 from loyalty.audit import record_audit
-from loyalty.errors import AlreadyDone, InsufficientPoints, NotFound, OutOfStock, RewardUnavailable
-from loyalty.ledger import REDEEM, REVERSE, balance, expire_points, expiry_date, lock_member
+from loyalty.errors import (
+    AlreadyDone,
+    InsufficientPoints,
+    InvalidInput,
+    NotFound,
+    OutOfStock,
+    RewardUnavailable,
+)
+from loyalty.ledger import (
+    REDEEM,
+    REVERSE,
+    balance,
+    expire_points,
+    expiry_date,
+    lock_member,
+)
 from loyalty.settings import get_settings
 
-__all__ = ["RedemptionResult", "cancel_redemption", "fulfil_redemption", "list_rewards", "redeem_reward", "redemption_queue"]
+__all__ = [
+    "HandledRedemptions",
+    "RedemptionResult",
+    "cancel_redemption",
+    "cancel_redemptions",
+    "fulfil_redemption",
+    "fulfil_redemptions",
+    "list_rewards",
+    "redeem_reward",
+    "redemption_queue",
+]
 
 
 @dataclass(frozen=True)
@@ -124,6 +149,8 @@ def fulfil_redemption(*, session: Session, redemption_id: int, actor: Actor, not
 def cancel_redemption(*, session: Session, redemption_id: int, actor: Actor, reason: str) -> int:
     """Cancel a requested redemption: the points go back to the member, the stock back to the reward."""
     require(actor, "redemptions.fulfil")
+    if not reason.strip():
+        raise InvalidInput("Give a cancellation reason: the member and the auditors will see it.")
     with write_transaction(session):
         redemption = _pending(session, redemption_id)
         # Member before reward, the order redeem_reward locks them in (else a deadlock).
@@ -148,6 +175,69 @@ def cancel_redemption(*, session: Session, redemption_id: int, actor: Actor, rea
             before={"status": "requested"}, after={"status": "cancelled", "reason": reason, "points_returned": redemption.points},
         )
     return redemption.points
+
+
+@dataclass(frozen=True)
+class HandledRedemptions:
+    """Redemptions fulfilled or cancelled together: each one's id, member, reward and points."""
+
+    outcome: str  # "fulfilled" or "cancelled"
+    redemptions: list[dict]
+    points_returned: int = 0
+
+    @property
+    def summary(self) -> str:
+        """What was done, in the operations team's words, naming each redemption."""
+        count = len(self.redemptions)
+        done = f"{self.outcome.capitalize()} {count} redemption{'s' if count != 1 else ''}"
+        if self.points_returned:
+            done += f" and returned {self.points_returned:,} points"
+        return done + ": " + "; ".join(f"#{r['id']} {r['reward']} for {r['member']}" for r in self.redemptions) + "."
+
+
+def fulfil_redemptions(*, session: Session, redemption_ids: Sequence[int], actor: Actor, note: str = "") -> HandledRedemptions:
+    """Fulfil the chosen requested redemptions, by id, in one transaction: all of them or none.
+
+    Raises :class:`AlreadyDone` (nothing written) when one was fulfilled or cancelled meanwhile.
+    """
+    require(actor, "redemptions.fulfil")
+    ids = _chosen(redemption_ids)
+    with write_transaction(session):
+        for redemption_id in ids:
+            fulfil_redemption(session=session, redemption_id=redemption_id, actor=actor, note=note)
+        handled = _described(session, ids)
+    return HandledRedemptions("fulfilled", handled)
+
+
+def cancel_redemptions(*, session: Session, redemption_ids: Sequence[int], actor: Actor, reason: str) -> HandledRedemptions:
+    """Cancel the chosen requested redemptions, by id, in one transaction: all of them or none.
+
+    Each returns its points to its member and its unit of stock to its reward.
+    """
+    require(actor, "redemptions.fulfil")
+    ids = _chosen(redemption_ids)
+    with write_transaction(session):
+        returned = sum(cancel_redemption(session=session, redemption_id=rid, actor=actor, reason=reason) for rid in ids)
+        handled = _described(session, ids)
+    return HandledRedemptions("cancelled", handled, points_returned=returned)
+
+
+def _chosen(redemption_ids: Sequence[int]) -> list[int]:
+    ids = list(dict.fromkeys(int(rid) for rid in redemption_ids))
+    if not ids:
+        raise InvalidInput("Choose at least one redemption.")
+    return ids
+
+
+def _described(session: Session, ids: list[int]) -> list[dict]:
+    rows = session.exec(
+        select(Redemption.id, Member.external_id, Reward.name, Redemption.points)
+        .join(Member, Member.id == Redemption.member_id)
+        .join(Reward, Reward.id == Redemption.reward_id)
+        .where(Redemption.id.in_(ids))
+    ).all()
+    by_id = {row[0]: {"id": row[0], "member": row[1], "reward": row[2], "points": row[3]} for row in rows}
+    return [by_id[rid] for rid in ids]
 
 
 def _pending(session: Session, redemption_id: int) -> Redemption:

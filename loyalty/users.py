@@ -21,21 +21,22 @@ from db.engine import begin_write
 from db.models import User, utcnow
 from loyalty.access import ROLES, Actor, require
 from loyalty.audit import record_audit
-from loyalty.errors import InvalidInput, LoyaltyError, NotFound
+from loyalty.errors import AlreadyDone, InvalidInput, LoyaltyError, NotFound
 from loyalty.sessions import end_user_sessions
 
 __all__ = [
-    "AuthenticationFailed",
-    "CreatedUser",
     "DEMO_USERS",
     "LOCKOUT",
     "MAX_FAILED_ATTEMPTS",
+    "AuthenticationFailed",
+    "CreatedUser",
     "actor_for_email",
     "authenticate",
     "create_demo_users",
     "create_user",
     "current_role",
     "disable_user",
+    "enable_user",
     "ensure_admin",
     "list_users",
     "reset_password",
@@ -192,15 +193,34 @@ def set_role(*, session: Session, username: str, role: str, actor: Actor) -> Non
 
 
 def disable_user(*, session: Session, username: str, actor: Actor) -> None:
+    """Stop a user from signing in (their sessions end); never oneself, never the last enabled admin."""
     require(actor, "users.manage")
+    if username == actor.username:
+        raise InvalidInput("You cannot disable your own account: ask another admin to do it.")
     begin_write(session)
     user = _get(session, username)
+    if not user.active:
+        raise AlreadyDone(f"{username} is already disabled.")
     before = _user_dict(user)
     _refuse_removing_last_admin(session, user, disabling=True)
     user.active = False
     session.add(user)
     end_user_sessions(session, username, "disabled")
     record_audit(session, actor=actor, action="user.disable", entity="user", entity_id=username, before=before, after=_user_dict(user))
+    session.commit()
+
+
+def enable_user(*, session: Session, username: str, actor: Actor) -> None:
+    """Let a disabled user sign in again, with the role and password they had."""
+    require(actor, "users.manage")
+    begin_write(session)
+    user = _get(session, username)
+    if user.active:
+        raise AlreadyDone(f"{username} is already enabled.")
+    before = _user_dict(user)
+    user.active, user.failed_attempts, user.locked_until = True, 0, None
+    session.add(user)
+    record_audit(session, actor=actor, action="user.enable", entity="user", entity_id=username, before=before, after=_user_dict(user))
     session.commit()
 
 
@@ -224,7 +244,7 @@ def _refuse_removing_last_admin(session: Session, user: User, *, new_role: str |
         return
     admins = session.exec(select(func.count()).select_from(User).where(User.role == "admin", User.active.is_(True))).one()
     if admins <= 1:
-        raise InvalidInput("This is the last active admin; make another user admin first.")
+        raise InvalidInput(f"{user.username} is the last enabled admin: make another user admin first, or nobody could manage users.")
 
 
 def ensure_admin(session: Session) -> CreatedUser | None:

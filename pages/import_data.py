@@ -14,17 +14,23 @@ st.title("Import")
 st.caption("Load CSV exports from the company's systems. A file is imported whole or not at all; importing the same file twice changes nothing.")
 
 kind = st.segmented_control("What are you importing?", ["members", "purchases", "feedback"], default="purchases", key="import_kind") or "purchases"
-st.markdown(f"Required columns: `{', '.join(REQUIRED_COLUMNS[kind])}`. Dates in ISO 8601 (e.g. 2025-03-01 or 2025-03-01T14:30:00Z).")
-upload = st.file_uploader("CSV file", type=["csv"], key="import_file")
+st.markdown(f"Required columns: `{', '.join(REQUIRED_COLUMNS[kind])}`. Separated by commas, semicolons or tabs; "
+            "dates in ISO 8601 (e.g. 2025-03-01 or 2025-03-01T14:30:00Z).")
+upload = st.file_uploader("CSV file", type=["csv", "txt", "tsv"], key="import_file")
 if upload is None:
     st.info("Choose a file to see a preview before anything is written.")
     st.stop()
 
 data = upload.getvalue()
-preview = preview_csv(io.BytesIO(data), kind, mapping=st.session_state.get("import_mapping", {}))
+preview = preview_csv(io.BytesIO(data), kind)
+if preview["problems"]:
+    st.error("This file cannot be read, so nothing can be imported from it.")
+    st.dataframe(pd.DataFrame([vars(p) for p in preview["problems"]]), hide_index=True, width="stretch")
+    st.stop()
+
 mapping: dict[str, str] = {}
 if preview["missing"]:
-    st.warning(f"Missing column(s): {', '.join(preview['missing'])}. Map the file's own column names below.")
+    st.warning(f"Missing column(s): {', '.join(preview['missing'])}. Choose which of the file's columns gives each.")
     for target in preview["missing"]:
         source = st.selectbox(f"File column for `{target}`", [""] + preview["columns"], key=f"import_map_{target}")
         if source:
@@ -32,14 +38,19 @@ if preview["missing"]:
     if mapping:
         preview = preview_csv(io.BytesIO(data), kind, mapping=mapping)
 
-st.markdown(f"**Preview** — {preview['rows']:,} data rows")
+rows = f"{preview['rows']:,} row{'' if preview['rows'] == 1 else 's'}"
+st.markdown(f"**Preview** of {upload.name}: {rows} of data, {preview['separator']}-separated, UTF-8"
+            + (" with a byte-order mark (BOM, ignored)." if preview["bom"] else ".") + " Nothing is written until you press Import.")
+st.markdown("**Column mapping**: where each column of the file goes")
+st.dataframe(preview["mapping"], hide_index=True, width="stretch", column_config={"file_column": "file column", "field": "imported as"})
+st.markdown(f"**First {len(preview['sample']):,} rows**")
 st.dataframe(preview["sample"], hide_index=True, width="stretch")
 
 options = st.columns(2)
 create_members = options[0].checkbox("Create members first seen in this file", disabled=kind != "purchases", key="import_create_members")
 skip_invalid = options[1].checkbox("Import the valid rows and set invalid ones aside", key="import_skip_invalid")
 
-if st.button("Import", type="primary", disabled=bool(preview["missing"])):
+if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f"Write the file's {rows} to the database"):
     bar = st.progress(0.0, text="Importing…")
 
     def progress(done: int, total: int) -> None:

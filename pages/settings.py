@@ -2,29 +2,53 @@
 
 import streamlit as st
 
-from loyalty.settings import get_settings, update_settings
+from loyalty.settings import (
+    SETTING_LABELS,
+    describe_settings,
+    get_settings,
+    stored_settings,
+    update_settings,
+)
 from loyalty.ui.auth import page_actor
-from loyalty.ui.core import db_session, run_action
+from loyalty.ui.core import db_session
+from loyalty.ui.notices import run_and_reload, show_notice
 
 actor = page_actor("settings.manage")
 st.title("Program settings")
+show_notice("settings")
 
 with db_session() as session:
     current = get_settings(session)
+    stored = stored_settings(session)
+
+# The form's widgets are keyed and filled from the database on the first visit and after
+# each save, so they always start from what is stored (never from a stale earlier value).
+if st.session_state.pop("settings_reload", False) or "settings_currency" not in st.session_state:
+    for name in SETTING_LABELS:
+        st.session_state[f"settings_{name}"] = getattr(current, name)
 
 with st.form("settings_form"):
-    currency = st.text_input("Currency", value=current.currency, max_chars=3)
-    rate = st.number_input("Points per currency unit spent", min_value=0.0, value=float(current.points_per_currency_unit), step=0.5)
-    expiry = st.number_input("Points expire after (months, 0 = never)", min_value=0, value=int(current.expiry_months), step=1)
-    value = st.number_input("Money value of one point (for liability)", min_value=0.0, value=float(current.point_value), step=0.001, format="%.4f")
-    idle = st.number_input("Sign users out after idle minutes", min_value=1, value=int(current.idle_timeout_minutes), step=5)
-    if st.form_submit_button("Save settings", type="primary"):
-        changes = {
-            k: v for k, v in {"currency": currency.strip().upper(), "points_per_currency_unit": float(rate), "expiry_months": int(expiry),
-                              "point_value": float(value), "idle_timeout_minutes": int(idle)}.items()
-            if getattr(current, k) != v
-        }
-        if not changes:
-            st.info("Nothing changed.")
-        else:
-            run_action(lambda s: update_settings(session=s, actor=actor, **changes), success="Settings saved (audited). New rules apply to purchases from now on.")
+    left, right = st.columns(2)
+    left.text_input(SETTING_LABELS["currency"], max_chars=3, key="settings_currency")
+    left.number_input(SETTING_LABELS["points_per_currency_unit"], step=0.5, key="settings_points_per_currency_unit")
+    left.number_input(SETTING_LABELS["expiry_months"], step=1, key="settings_expiry_months")
+    left.number_input(SETTING_LABELS["point_value"], step=0.001, format="%.4f", key="settings_point_value")
+    right.number_input(SETTING_LABELS["idle_timeout_minutes"], step=5, key="settings_idle_timeout_minutes")
+    right.number_input(SETTING_LABELS["adjustment_approval_limit"], step=1000, key="settings_adjustment_approval_limit",
+                       help="A point adjustment above this many points waits for a second admin's approval.")
+    right.checkbox(SETTING_LABELS["weekly_report"], key="settings_weekly_report", help="Also render an executive report every Monday.")
+    submitted = st.form_submit_button("Save settings", type="primary")
+
+if submitted:
+    changes = {name: st.session_state[f"settings_{name}"] for name in SETTING_LABELS
+               if st.session_state[f"settings_{name}"] != getattr(current, name)}
+    if not changes:
+        st.info("Nothing changed: the form holds what is stored.")
+    else:
+        run_and_reload("settings", lambda s: update_settings(session=s, actor=actor, **changes),
+                       lambda saved: f"Settings saved (audited): {describe_settings(saved, changes)}. New rules apply from now on.",
+                       on_success=lambda _: st.session_state.update(settings_reload=True))
+
+st.subheader("Stored now")
+st.dataframe(stored, hide_index=True, width="stretch",
+             column_config={"changed_at": st.column_config.DatetimeColumn("changed at", format="YYYY-MM-DD HH:mm"), "changed_by": "changed by"})

@@ -9,6 +9,7 @@ from db.models import AuditLog, Redemption, User
 from loyalty.access import SYSTEM_CLI
 from loyalty.ledger import balance
 from loyalty.rewards import redeem_reward
+from loyalty.ui.tables import selection_key
 from tests.factories import make_member, make_purchase, make_reward, utc
 from tests.pages.conftest import figure, open_page
 
@@ -87,7 +88,7 @@ def test_operations_fulfil_a_requested_redemption(app, program, session):
     at = _open(app, "operations", "pages/redemptions.py")
     table = at.dataframe[0].value
     assert list(table["reward"]) == ["Free coffee"]
-    at.session_state["redemptions_table"] = {"selection": {"rows": [0], "columns": []}}
+    at.session_state[selection_key("redemptions_table_requested", table["redemption_id"])] = {"selection": {"rows": [0], "columns": []}}
     at.run()
     next(b for b in at.button if b.label.startswith("Mark 1 fulfilled")).click().run()
     session.expire_all()
