@@ -54,6 +54,6 @@ if decided:
                  column_config={"id": st.column_config.NumberColumn("#", format="%d"),
                                 "points": st.column_config.NumberColumn("points", format="%+d"),
                                 "decided_at": st.column_config.DatetimeColumn("decided at", format="YYYY-MM-DD HH:mm"),
-                                "decision_note": "note", "requested_by": "asked by"})
+                                "decision_note": "note", "requested_by": "asked by", "decided_by": "decided by"})
 else:
     st.info("Nothing decided yet.")
