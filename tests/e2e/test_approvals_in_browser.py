@@ -49,7 +49,9 @@ def test_a_large_adjustment_waits_until_a_second_admin_approves_or_rejects_it(br
     sign_in(admin, app_url, "admin")
     admin.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Approvals").click()
     wait_for_page(admin)
-    admin.get_by_text(f"asked by e2e-operations").first.wait_for()
+    admin.get_by_label("Adjustment", exact=True).wait_for()
+    admin.locator('[data-testid="stDataFrame"]').first.wait_for()
+    admin.wait_for_timeout(1000)  # the table draws its canvas after it appears
     admin.screenshot(path=str(screenshots / "approvals-waiting.png"), full_page=True)
     for points, decision, reason in requests:
         admin.get_by_label("Adjustment", exact=True).click()
