@@ -22,3 +22,4 @@ if os.environ.get("LOYALTY_TEST_NOW"):
         _instant = _instant.replace(tzinfo=UTC)
     _since = float(os.environ.get("LOYALTY_TEST_NOW_SINCE") or time.time())
     time_machine.travel(_instant + timedelta(seconds=time.time() - _since), tick=True).start()
+    time.time()  # a ticking clock starts at its first reading: now, not after the slow imports
