@@ -27,6 +27,7 @@ def _fresh(session):
     return session
 
 
+@pytest.mark.calendar
 def test_the_back_test_fits_twelve_months_and_misses_the_next_six_by_a_sane_margin(session):
     create_demo(session, members=400, months=20, seed=11, actor=MANAGER)
     result = backtest_forecast(session, paths=100)
@@ -47,6 +48,7 @@ def test_the_back_test_fits_twelve_months_and_misses_the_next_six_by_a_sane_marg
     assert ((months["low"] <= months["forecast"]) & (months["forecast"] <= months["high"])).all()
 
 
+@pytest.mark.calendar
 def test_a_back_test_needs_eighteen_months_of_history(session):
     create_demo(session, members=60, months=12, seed=2, actor=MANAGER)
     with pytest.raises(InvalidInput, match="needs data to"):

@@ -102,6 +102,7 @@ def _set_all_next_runs(engine, moment: datetime) -> None:
 # --- schedules ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.calendar
 def test_the_default_schedules_are_daily_and_monthly_in_utc(db_url):
     schedules = {s["id"]: s for s in list_schedules(get_engine(db_url))}
     assert list(schedules) == DEFAULT_JOBS, "the weekly report is off by default"
@@ -237,6 +238,7 @@ def test_the_app_starts_a_worker_only_when_none_runs_and_a_clean_stop_releases_t
 # --- restarts and missed runs ------------------------------------------------------------------------
 
 
+@pytest.mark.calendar
 def test_a_restart_after_missed_runs_runs_each_job_once_and_keeps_a_changed_schedule(db_url, start_worker, recorded_runs):
     engine = get_engine(db_url)
     reschedule_job("kpi-snapshot", "30 4 * * *", actor=MANAGER, engine=engine)  # a user's change
