@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pandas as pd
 import pytest
 from sqlalchemy import func
 from sqlmodel import select
@@ -55,6 +56,11 @@ def test_a_back_test_needs_eighteen_months_of_history(session):
         backtest_forecast(session)
 
 
+def _a_year_later(day: date) -> date:
+    """The same day a year later; 29 February becomes 28 February, as calendar months are clipped."""
+    return (pd.Timestamp(day) + pd.DateOffset(years=1)).date()
+
+
 def _one_purchase(session, day: date) -> date:
     """One member bought for 100 EUR (100 points) on ``day``, and nothing else happens.
 
@@ -87,7 +93,7 @@ def test_the_job_stores_the_forecast_and_a_second_run_replaces_it(session, one_l
     future = frame[frame["kind"] == "forecast"].reset_index(drop=True)
     assert len(future) == 12 and len(frame[frame["kind"] == "actual"]) == 12
     # The lot expires 12 months after it was earned, in forecast month 6 or 7, and nothing else happens to it.
-    expiry = one_lot.replace(year=one_lot.year + 1)
+    expiry = _a_year_later(one_lot)
     month = future.index[(future["month"] <= expiry)].max()
     assert month in (5, 6)
     assert future.loc[month, "expired"] == pytest.approx(100)
@@ -124,7 +130,7 @@ def test_the_executive_report_shows_the_stored_liability_forecast(session, today
     # earning one purchase-day per six months (100 points each): 12 x 100 / 6 = 200 points
     # = 2 EUR in a year, while the old lot expires unused and nobody ever redeemed.
     sentence = next(s for s in content.summary if s.startswith("Points outstanding are forecast"))
-    horizon_end = last_month_end.replace(year=last_month_end.year + 1)
+    horizon_end = _a_year_later(last_month_end)
     assert sentence.startswith(f"Points outstanding are forecast at 2 EUR on {horizon_end:%-d %B %Y} (2 to 2 EUR, 80% band)")
     assert sentence.endswith("with 100.0% of the points leaving the program expected to expire unused.")
     rows = liability_rows(content)
