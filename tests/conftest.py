@@ -4,6 +4,10 @@ By default each test gets a temporary SQLite file copied from a migrated templat
 With ``LOYALTY_TEST_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test``
 each test gets its own PostgreSQL schema (created, migrated, dropped), so the whole
 suite runs on PostgreSQL too.
+
+No test reads today's date: the session and each test run at a fixed instant
+(``tests.clock``), and so do the subprocesses they start. Tests marked ``calendar`` run
+once at each of ``tests.clock.CALENDAR_DATES``; the ``today`` fixture is the test's date.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlmodel import Session
+
+from tests.clock import CALENDAR_DATES, DEFAULT_INSTANT, at_noon, frozen_clock
 
 PG_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL", "")
 PG_SKIP_REASON = (
@@ -24,6 +31,41 @@ PG_SKIP_REASON = (
     "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test); .ci/run sets it"
 )
 
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("calendar"):
+        metafunc.parametrize("now", [at_noon(day) for day in CALENDAR_DATES], indirect=True,
+                             ids=[f"on-{day.isoformat()}" for day in CALENDAR_DATES])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_clock() -> Iterator[None]:
+    """Session fixtures (the e2e database and server) run at the default instant too."""
+    with pytest.MonkeyPatch.context() as environment, frozen_clock(DEFAULT_INSTANT, environment):
+        yield
+
+
+@pytest.fixture
+def now(request: pytest.FixtureRequest) -> datetime:
+    """The instant the test starts at: the default one, or each calendar date for ``calendar`` tests."""
+    return getattr(request, "param", DEFAULT_INSTANT)
+
+
+@pytest.fixture
+def today(now: datetime) -> date:
+    return now.date()
+
+
+@pytest.fixture(autouse=True)
+def clock(request: pytest.FixtureRequest, now: datetime, session_clock: None,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts at ``now``, whatever ran before it; a browser test keeps the session's
+    clock, which the app server it talks to reads."""
+    if "app_url" in request.fixturenames:
+        yield
+        return
+    with frozen_clock(now, monkeypatch):
+        yield
 
 
 @pytest.fixture(scope="session")

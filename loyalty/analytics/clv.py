@@ -452,8 +452,15 @@ def _cumulative_expected(
     if t <= 0:
         return np.zeros_like(ux)
     z = t / (alpha + uT + t)
-    hyp = special.hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + ux - 1.0, z)
-    return (a + b + ux - 1.0) / (a - 1.0) * (1.0 - np.power(1.0 - z, a - 1.0) * hyp)
+    with np.errstate(invalid="ignore", over="ignore"):
+        tail = np.power(1.0 - z, a - 1.0) * special.hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + ux - 1.0, z)
+    # With a large a (a fit whose dropout probability is narrowly known) the transformed 2F1
+    # overflows while (1 - z)^(a-1) underflows: eq. 10 as printed stays finite there.
+    direct = ~np.isfinite(tail)
+    if direct.any():
+        zd, xd = z[direct], ux[direct]
+        tail[direct] = np.power(1.0 - zd, r + xd) * special.hyp2f1(r + xd, b + xd, a + b + xd - 1.0, zd)
+    return (a + b + ux - 1.0) / (a - 1.0) * (1.0 - tail)
 
 
 def expected_purchases(

@@ -72,6 +72,8 @@ def e2e_database(tmp_path_factory: pytest.TempPathFactory) -> str:
 def app_url(e2e_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log = tmp_path_factory.mktemp("e2e-log") / "streamlit.log"
+    # os.environ carries the tests' frozen clock (tests/clock: LOYALTY_TEST_NOW and PYTHONPATH):
+    # the server reads the same date as the tests and the data they made.
     env = {**os.environ, "LOYALTY_DATABASE_URL": e2e_database, "LOYALTY_DEMO": "0", "LOYALTY_WORKER": "0"}
     with open(log, "wb") as out:
         process = subprocess.Popen(

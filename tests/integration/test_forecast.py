@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pandas as pd
 import pytest
 from sqlalchemy import func
 from sqlmodel import select
@@ -19,7 +20,6 @@ from loyalty.reports import liability_rows, report_content
 from tests.factories import make_member, make_purchase, utc
 
 MANAGER = Actor("max", "manager")
-TODAY = date.today()
 
 
 def _fresh(session):
@@ -28,6 +28,7 @@ def _fresh(session):
     return session
 
 
+@pytest.mark.calendar
 def test_the_back_test_fits_twelve_months_and_misses_the_next_six_by_a_sane_margin(session):
     create_demo(session, members=400, months=20, seed=11, actor=MANAGER)
     result = backtest_forecast(session, paths=100)
@@ -48,26 +49,36 @@ def test_the_back_test_fits_twelve_months_and_misses_the_next_six_by_a_sane_marg
     assert ((months["low"] <= months["forecast"]) & (months["forecast"] <= months["high"])).all()
 
 
+@pytest.mark.calendar
 def test_a_back_test_needs_eighteen_months_of_history(session):
     create_demo(session, members=60, months=12, seed=2, actor=MANAGER)
     with pytest.raises(InvalidInput, match="needs data to"):
         backtest_forecast(session)
 
 
-@pytest.fixture
-def one_lot(session):
-    """One member bought for 100 EUR (100 points) 200 days before the as-of day, and nothing since.
+def _a_year_later(day: date) -> date:
+    """The same day a year later; 29 February becomes 28 February, as calendar months are clipped."""
+    return (pd.Timestamp(day) + pd.DateOffset(years=1)).date()
 
-    Too few members for BG/NBD: the recent-rate model, and no earning day in the last six months.
+
+def _one_purchase(session, day: date) -> date:
+    """One member bought for 100 EUR (100 points) on ``day``, and nothing else happens.
+
+    Too few members for BG/NBD: the forecast uses the recent-rate model.
     """
-    member = make_member(session)
-    bought = TODAY - timedelta(days=201)
-    make_purchase(session, member, 100.0, occurred_at=utc(bought.year, bought.month, bought.day, 12))
-    return bought
+    make_purchase(session, make_member(session), 100.0, occurred_at=utc(day.year, day.month, day.day, 12))
+    return day
 
 
-def test_the_job_stores_the_forecast_and_a_second_run_replaces_it(session, one_lot):
-    as_of = TODAY - timedelta(days=1)
+@pytest.fixture
+def one_lot(session, today):
+    """The purchase 200 days before the as-of day (yesterday): no earning day in the last six months."""
+    return _one_purchase(session, today - timedelta(days=201))
+
+
+@pytest.mark.calendar
+def test_the_job_stores_the_forecast_and_a_second_run_replaces_it(session, one_lot, today):
+    as_of = today - timedelta(days=1)
     result = run_job("liability-forecast", as_of=as_of, actor=MANAGER)
     assert result["status"] == "succeeded", result["error"]
     assert result["outstanding_now"] == 100 and result["model"] == "recent-rate"
@@ -82,7 +93,7 @@ def test_the_job_stores_the_forecast_and_a_second_run_replaces_it(session, one_l
     future = frame[frame["kind"] == "forecast"].reset_index(drop=True)
     assert len(future) == 12 and len(frame[frame["kind"] == "actual"]) == 12
     # The lot expires 12 months after it was earned, in forecast month 6 or 7, and nothing else happens to it.
-    expiry = one_lot.replace(year=one_lot.year + 1)
+    expiry = _a_year_later(one_lot)
     month = future.index[(future["month"] <= expiry)].max()
     assert month in (5, 6)
     assert future.loc[month, "expired"] == pytest.approx(100)
@@ -93,8 +104,9 @@ def test_the_job_stores_the_forecast_and_a_second_run_replaces_it(session, one_l
     assert future.loc[0, "outstanding_money"] == pytest.approx(100 * 0.01), "money = points x the point value"
 
 
-def test_store_forecast_computes_when_not_given_and_latest_reads_the_newest(session, one_lot):
-    older, newer = TODAY - timedelta(days=10), TODAY - timedelta(days=2)
+@pytest.mark.calendar
+def test_store_forecast_computes_when_not_given_and_latest_reads_the_newest(session, one_lot, today):
+    older, newer = today - timedelta(days=10), today - timedelta(days=2)
     assert store_forecast(session, older) > 0
     assert store_forecast(session, newer) > 0
     assert latest_forecast(_fresh(session))["as_of"] == newer
@@ -105,8 +117,12 @@ def test_without_any_forecast_latest_says_none(session):
     assert latest_forecast(session) is None
 
 
-def test_the_executive_report_shows_the_stored_liability_forecast(session, one_lot):
-    last_month_end = TODAY.replace(day=1) - timedelta(days=1)
+@pytest.mark.calendar
+def test_the_executive_report_shows_the_stored_liability_forecast(session, today):
+    last_month_end = today.replace(day=1) - timedelta(days=1)
+    # 90 days before the month's end: inside its last six months on any date (200 days
+    # before today was not, on days 1 to 18 of a month).
+    _one_purchase(session, last_month_end - timedelta(days=90))
     store_forecast(session, last_month_end)
     content = report_content(_fresh(session), f"{last_month_end:%Y-%m}")
     assert content.liability is not None and content.liability["as_of"] == last_month_end
@@ -114,7 +130,7 @@ def test_the_executive_report_shows_the_stored_liability_forecast(session, one_l
     # earning one purchase-day per six months (100 points each): 12 x 100 / 6 = 200 points
     # = 2 EUR in a year, while the old lot expires unused and nobody ever redeemed.
     sentence = next(s for s in content.summary if s.startswith("Points outstanding are forecast"))
-    horizon_end = last_month_end.replace(year=last_month_end.year + 1)
+    horizon_end = _a_year_later(last_month_end)
     assert sentence.startswith(f"Points outstanding are forecast at 2 EUR on {horizon_end:%-d %B %Y} (2 to 2 EUR, 80% band)")
     assert sentence.endswith("with 100.0% of the points leaving the program expected to expire unused.")
     rows = liability_rows(content)

@@ -147,7 +147,7 @@ run_job("kpi-snapshot", as_of=date(2026, 10, 15))
 
 def test_a_job_killed_inside_its_transaction_leaves_no_results(session, db_url, two_buyers):
     process = subprocess.Popen([sys.executable, "-c", _KILLED_JOB], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "LOYALTY_DATABASE_URL": db_url, "PYTHONPATH": str(PROJECT_ROOT)})
+                               env={**os.environ, "LOYALTY_DATABASE_URL": db_url})
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)
     reader.start()

@@ -102,6 +102,7 @@ def _set_all_next_runs(engine, moment: datetime) -> None:
 # --- schedules ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.calendar
 def test_the_default_schedules_are_daily_and_monthly_in_utc(db_url):
     schedules = {s["id"]: s for s in list_schedules(get_engine(db_url))}
     assert list(schedules) == DEFAULT_JOBS, "the weekly report is off by default"
@@ -196,7 +197,7 @@ run_worker(lease_seconds=2.0, heartbeat_seconds=0.2, owner="doomed")
 def test_a_killed_worker_is_replaced_once_its_lease_expires(db_url, start_worker, recorded_runs):
     engine = get_engine(db_url)
     process = subprocess.Popen([sys.executable, "-c", _DOOMED_WORKER], cwd=PROJECT_ROOT,
-                               env={**os.environ, "LOYALTY_DATABASE_URL": db_url, "PYTHONPATH": str(PROJECT_ROOT)})
+                               env={**os.environ, "LOYALTY_DATABASE_URL": db_url})
     try:
         assert _wait_for(lambda: worker_status(engine)["owner"] == "doomed", timeout=60)
         standby = Worker(engine=engine, owner="standby", lease_seconds=2.0, heartbeat_seconds=0.2)
@@ -237,6 +238,7 @@ def test_the_app_starts_a_worker_only_when_none_runs_and_a_clean_stop_releases_t
 # --- restarts and missed runs ------------------------------------------------------------------------
 
 
+@pytest.mark.calendar
 def test_a_restart_after_missed_runs_runs_each_job_once_and_keeps_a_changed_schedule(db_url, start_worker, recorded_runs):
     engine = get_engine(db_url)
     reschedule_job("kpi-snapshot", "30 4 * * *", actor=MANAGER, engine=engine)  # a user's change
@@ -333,7 +335,7 @@ def test_the_worker_the_app_started_stops_when_the_app_is_gone(db_url, tmp_path,
     engine = get_engine(db_url)
     log = tmp_path / "worker.log"
     app = subprocess.Popen([sys.executable, "-c", _APP_THAT_DIES, str(log)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                           env={**os.environ, "LOYALTY_DATABASE_URL": db_url, "PYTHONPATH": str(PROJECT_ROOT)})
+                           env={**os.environ, "LOYALTY_DATABASE_URL": db_url})
     worker_pid = int(app.stdout.readline())
     try:
         assert _wait_for(lambda: worker_status(engine)["running"], timeout=60), log.read_text()

@@ -10,27 +10,25 @@ from db.models import Feedback
 from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import figure, open_page
 
-TODAY = date.today()
 
-
-def _day(days_ago: int):
-    d = TODAY - timedelta(days=days_ago)
+def _day(today: date, days_ago: int):
+    d = today - timedelta(days=days_ago)
     return utc(d.year, d.month, d.day, 12)
 
 
 @pytest.fixture
-def program(session):
+def program(session, today):
     """Three members: two buy in their first month and again 1 month later, one never returns."""
-    first = (TODAY.replace(day=1) - timedelta(days=40)).replace(day=3)
+    first = (today.replace(day=1) - timedelta(days=40)).replace(day=3)
     a, b, c = (make_member(session, acquisition_channel=ch) for ch in ("referral", "referral", "social_ads"))
     for m in (a, b, c):
         make_purchase(session, m, 50.0, occurred_at=utc(first.year, first.month, 3, 12))
     nxt = (first.replace(day=28) + timedelta(days=5)).replace(day=10)
     for m in (a, b):
         make_purchase(session, m, 30.0, occurred_at=utc(nxt.year, nxt.month, 10, 12))
-    session.add_all([Feedback(member_id=a.id, submitted_at=_day(5), score=10, comment="Great"),
-                     Feedback(member_id=b.id, submitted_at=_day(4), score=9, comment=""),
-                     Feedback(member_id=c.id, submitted_at=_day(3), score=3, comment="Slow delivery")])
+    session.add_all([Feedback(member_id=a.id, submitted_at=_day(today, 5), score=10, comment="Great"),
+                     Feedback(member_id=b.id, submitted_at=_day(today, 4), score=9, comment=""),
+                     Feedback(member_id=c.id, submitted_at=_day(today, 3), score=3, comment="Slow delivery")])
     session.commit()
     return first
 
@@ -39,6 +37,7 @@ def _open(app, page, role="analyst"):
     return open_page(app, role, page)
 
 
+@pytest.mark.calendar
 def test_retention_heatmap_shows_each_cohort_month_by_month(app, program):
     at = _open(app, "pages/retention.py")
     heat = figure(at, 0)["data"][0]
@@ -51,6 +50,7 @@ def test_retention_heatmap_shows_each_cohort_month_by_month(app, program):
     assert int(people["active_at_age"].sum()) == 2 and len(people) == 3
 
 
+@pytest.mark.calendar
 def test_feedback_page_computes_nps_from_the_answers(app, program):
     at = _open(app, "pages/feedback.py")
     metrics = {m.label: m.value for m in at.metric}
@@ -59,6 +59,7 @@ def test_feedback_page_computes_nps_from_the_answers(app, program):
     assert list(at.dataframe[0].value["comment"]) == ["Slow delivery", "Great"]
 
 
+@pytest.mark.calendar
 def test_purchase_cycle_gives_a_verdict(app, program):
     at = _open(app, "pages/purchase_cycle.py")
     assert "median" in at.info[0].value
@@ -68,6 +69,7 @@ def test_purchase_cycle_gives_a_verdict(app, program):
     assert sum(frequency["y"]) == 3  # one bar count per active member
 
 
+@pytest.mark.calendar
 def test_redemption_page_shows_points_flow(app, program):
     at = _open(app, "pages/redemptions_analysis.py")
     flow = figure(at, 0)
@@ -75,16 +77,18 @@ def test_redemption_page_shows_points_flow(app, program):
     assert sum(earned.values()) == 3 * 50 + 2 * 30
 
 
+@pytest.mark.calendar
 def test_clv_page_explains_when_too_few_members_bought_for_the_model(app, program):
     at = _open(app, "pages/clv.py")
     assert "cannot be fitted" in at.info[0].value and "at least 20" in at.info[0].value
 
 
-def test_clv_page_fits_the_model_and_lists_members_at_risk(app, session):
+@pytest.mark.calendar
+def test_clv_page_fits_the_model_and_lists_members_at_risk(app, session, today):
     for i in range(40):
         member = make_member(session)
         for k in range(1 + i % 5):
-            make_purchase(session, member, 20.0 + i, occurred_at=_day(300 - 40 * k - i))
+            make_purchase(session, member, 20.0 + i, occurred_at=_day(today, 300 - 40 * k - i))
     at = _open(app, "pages/clv.py")
     assert {m.label: m.value for m in at.metric}["Members"] == "40"
     scatter = figure(at, 1)["data"][0]
@@ -97,6 +101,7 @@ def test_each_analysis_page_says_so_when_there_is_no_data(app, session, page):
     assert at.info, "an empty program shows an explanation, not an empty chart"
 
 
+@pytest.mark.calendar
 def test_purchase_cycle_lists_the_members_behind_long_gaps(app, program):
     at = _open(app, "pages/purchase_cycle.py")
     at.slider(key="purchase_cycle_gap").set_value(7).run()
@@ -105,6 +110,7 @@ def test_purchase_cycle_lists_the_members_behind_long_gaps(app, program):
     assert len(slow) == 2 and (slow["median_gap_days"] >= 28).all()
 
 
+@pytest.mark.calendar
 def test_feedback_lists_the_detractors_behind_the_score(app, program):
     at = _open(app, "pages/feedback.py")
     detractors = at.dataframe[1].value

@@ -64,6 +64,7 @@ def _buyers_spending(session, amounts, days_ago=2):
     return members
 
 
+@pytest.mark.calendar
 def test_the_holdout_sizing_follows_the_holdout_and_the_target_as_they_change(app, session):
     # Spend 0, 10, 20, 30 in the last 31 days (the default campaign length): mean 15, sd sqrt(500/3) = 12.91.
     _buyers_spending(session, [0.0, 10.0, 20.0, 30.0])
@@ -110,6 +111,7 @@ def test_a_draft_of_a_kind_never_measured_shows_no_comparable_history(app, sessi
     assert "Incremental revenue" not in [m.label for m in at.metric]
 
 
+@pytest.mark.calendar
 def test_a_draft_shows_its_expected_impact_from_a_measured_campaign_of_its_kind(app, session):
     now = datetime.now(UTC)
     manager = Actor("max", "manager")

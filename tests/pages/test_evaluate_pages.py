@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import pytest
 from sqlmodel import select
 
 from db.models import JobRun, KpiSnapshot
@@ -11,9 +14,14 @@ from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import open_page
 
 
-def test_the_jobs_page_lists_schedules_and_runs_a_job_now(app, session):
-    member = make_member(session)
-    make_purchase(session, member, 25.0, occurred_at=utc(2026, 10, 3))
+def _bought_forty_days_ago(session, today) -> None:
+    day = today - timedelta(days=40)
+    make_purchase(session, make_member(session), 25.0, occurred_at=utc(day.year, day.month, day.day, 12))
+
+
+@pytest.mark.calendar
+def test_the_jobs_page_lists_schedules_and_runs_a_job_now(app, session, today):
+    _bought_forty_days_ago(session, today)
     at = open_page(app, "manager", "pages/jobs.py")
     assert "No worker holds the lease" in at.warning[0].value
     schedules = at.dataframe[0].value
@@ -33,9 +41,9 @@ def test_an_invalid_cron_expression_is_explained(app, session):
     assert at.error, "the page explains what is wrong with the schedule"
 
 
-def test_the_reports_page_shows_a_generated_report(app, session):
-    member = make_member(session)
-    make_purchase(session, member, 25.0, occurred_at=utc(2026, 10, 3))
+@pytest.mark.calendar
+def test_the_reports_page_shows_a_generated_report(app, session, today):
+    _bought_forty_days_ago(session, today)
     result = run_job("executive-report", actor=SYSTEM_CLI)
     assert result["status"] == "succeeded", result
     at = open_page(app, "executive", "pages/reports.py")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -10,17 +10,16 @@ from loyalty.forecast import store_forecast
 from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import figure, open_page
 
-TODAY = date.today()
 PAGE = "pages/redemptions_analysis.py"
 
 
 @pytest.fixture
-def forecast(session):
+def forecast(session, today):
     """One member earned 100 points 200 days ago and nothing since; the forecast is stored as of yesterday."""
     member = make_member(session)
-    bought = TODAY - timedelta(days=201)
+    bought = today - timedelta(days=201)
     make_purchase(session, member, 100.0, occurred_at=utc(bought.year, bought.month, bought.day, 12))
-    as_of = TODAY - timedelta(days=1)
+    as_of = today - timedelta(days=1)
     store_forecast(session, as_of)
     return bought
 
@@ -29,6 +28,7 @@ def _traces(chart: dict) -> dict[str, dict]:
     return {trace.get("name"): trace for trace in chart["data"]}
 
 
+@pytest.mark.calendar
 def test_the_liability_chart_shows_history_then_the_forecast_in_money(app, forecast):
     at = open_page(app, "analyst", PAGE)
     traces = _traces(figure(at, 1))

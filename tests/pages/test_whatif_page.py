@@ -36,6 +36,7 @@ def metric(at, label: str):
     return next(m for m in at.metric if m.label == label)
 
 
+@pytest.mark.calendar
 def test_an_analyst_runs_a_scenario_sees_the_numbers_and_saves_it(app, program, session):
     at = open_page(app, "analyst", "pages/whatif.py")
     assert not at.metric, "nothing is shown before a run"
@@ -63,6 +64,7 @@ def test_an_analyst_runs_a_scenario_sees_the_numbers_and_saves_it(app, program, 
     assert draft.disabled and "manager" in draft.help
 
 
+@pytest.mark.calendar
 def test_saved_scenarios_are_compared_side_by_side(app, program, session):
     for name, rate in (("Double", 2), ("Half", 0.5)):
         save_scenario(session=session, actor=Actor("ana", "analyst"), name=name, changes={"points_per_currency_unit": rate})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import pytest
 from sqlmodel import select
 
@@ -16,15 +14,16 @@ CREATE = "Create draft win-back campaign"
 
 
 @pytest.fixture
-def program(session):
+def program(session, today):
     """The integration tests' program (module docstring there), ending today: three Gold members lapsed 99 days ago."""
-    return winback_program(session, date.today())
+    return winback_program(session, today)
 
 
 def _open(app, role):
     return open_page(app, role, "pages/winback.py")
 
 
+@pytest.mark.calendar
 def test_a_manager_sees_the_lapsing_members_and_creates_a_draft_campaign_for_them(app, session, program):
     at = _open(app, "manager")
     lapsed = list(reversed(program["lapsed"][:3]))  # the most valuable first; the fourth is erased
@@ -54,6 +53,7 @@ def test_a_manager_sees_the_lapsing_members_and_creates_a_draft_campaign_for_the
     assert {m.label: m.value for m in campaigns.metric}["Eligible members"] == "3"
 
 
+@pytest.mark.calendar
 def test_an_analyst_sees_masked_names_and_a_disabled_action(app, session, program):
     at = _open(app, "analyst")
     table = at.dataframe[0].value
@@ -65,6 +65,7 @@ def test_an_analyst_sees_masked_names_and_a_disabled_action(app, session, progra
     assert session.exec(select(Campaign)).all() == []
 
 
+@pytest.mark.calendar
 def test_a_stricter_fall_than_anyone_s_shows_the_empty_state(app, program):
     at = _open(app, "manager")
     at.slider(key="winback_min_drop").set_value(90).run()  # their fall is about 0.986: 99 points would be needed

@@ -204,6 +204,15 @@ def test_expected_purchases_equal_equation_10_as_printed(x: int, t_x: float, age
     assert got == pytest.approx(_eq10_direct(params, t, x, t_x, age), rel=1e-9)
 
 
+def test_expected_purchases_stay_finite_when_the_dropout_probability_is_narrowly_known() -> None:
+    # A fit of a demo program (seed 11, as of 28 March 2026): a and b in the thousands, where
+    # Euler's form of the 2F1 gives 0 x inf.
+    params = BgNbdParams(1.786, 6.8025, 7977.2, 154777.6)
+    for x, t_x, age in [(0, 0.0, 0.0), (0, 0.0, 1.857), (3, 20.0, 30.0)]:
+        got = expected_purchases(params, 4.348, [x], [t_x], [age])[0]
+        assert np.isfinite(got) and got == pytest.approx(_eq10_direct(params, 4.348, x, t_x, age), rel=1e-9)
+
+
 def test_expected_purchases_stay_finite_for_members_with_many_purchases() -> None:
     params = BgNbdParams(0.243, 4.414, 0.793, 2.426)
     values = expected_purchases(params, 52.0, [400, 1000], [104.0, 104.0], [104.0, 104.0])
