@@ -92,7 +92,7 @@ def test_each_use_case_accepts_exactly_the_roles_allowed_to_run_it(session, role
 
 
 EXPECTED_PAGES = {
-    "admin": {"Overview", "Reports", "Jobs", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "What-if", "Win-back", "Members", "Redemptions", "Import", "Audit", "Users", "Settings"},
+    "admin": {"Overview", "Reports", "Jobs", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "What-if", "Win-back", "Members", "Redemptions", "Import", "Audit", "Users", "Settings", "Approvals"},
     "manager": {"Overview", "Reports", "Jobs", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "What-if", "Win-back", "Members", "Import", "Audit"},
     "analyst": {"Overview", "Reports", "Goals and KPIs", "Campaigns", "Segments", "Retention", "Lifetime value", "Redemptions and liability", "Purchase cycle", "Feedback", "Tiers", "Rewards", "What-if", "Win-back", "Members"},
     "operations": {"Overview", "Members", "Redemptions"},
