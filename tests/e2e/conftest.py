@@ -140,4 +140,8 @@ def wait_for_page(page) -> None:
     """Wait until Streamlit has finished running the script (no 'Running...' indicator)."""
     page.wait_for_load_state("networkidle")
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=60_000)
+    # Elements of the previous run stay on screen, marked stale, until the new run replaces them.
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stElementContainer\"][data-stale=\"true\"]')", timeout=60_000
+    )
     page.wait_for_timeout(500)
