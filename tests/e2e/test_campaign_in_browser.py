@@ -74,3 +74,31 @@ def test_a_new_campaign_gives_its_bonus_on_the_next_purchase(page, app_url, e2e_
     # The profile's balance tile (the ledger table itself is drawn on a canvas).
     page.get_by_text(f"{expected:,} pts").first.wait_for()
     page.screenshot(path=str(screenshots / "member-with-bonus.png"), full_page=True)
+
+
+def test_a_multiplier_above_ten_or_a_large_budget_is_saved_only_after_confirming(page, app_url, e2e_database, screenshots):
+    sign_in(page, app_url, "manager")
+    for n, (multiplier, budget, warning) in enumerate(
+        [("12", "0", "An earn multiplier of 12x is above 10x."), ("2", "900000", "A points budget of 900,000 is above")], start=1
+    ):
+        name = f"E2E guard rail {n}"
+        page.goto(f"{app_url}/campaigns")  # still signed in: a fresh page starts at "New campaign"
+        wait_for_page(page)
+        page.get_by_label("Campaign name").fill(name)
+        page.get_by_label("Points multiplier (2 = double points)").fill(multiplier)
+        page.get_by_label("Points budget (0 = no cap)").fill(budget)
+        page.get_by_label("Points budget (0 = no cap)").press("Tab")
+        wait_for_page(page)
+        page.get_by_text(warning).wait_for()
+        page.get_by_role("button", name="Save as draft").click()
+        wait_for_page(page)
+        with new_session(get_engine(e2e_database)) as session:
+            assert session.exec(select(Campaign).where(Campaign.name == name)).first() is None, "saved without confirming"
+        page.screenshot(path=str(screenshots / f"campaign-guard-rail-{n}.png"), full_page=True)
+        page.get_by_text("Yes, save it with these values").click()
+        page.get_by_role("button", name="Save as draft").click()
+        page.get_by_text(f"{name} saved as a draft").wait_for()
+        wait_for_page(page)
+        with new_session(get_engine(e2e_database)) as session:
+            saved = session.exec(select(Campaign).where(Campaign.name == name)).one()
+        assert saved.status == "draft" and (saved.rule.get("multiplier") == float(multiplier) or saved.budget_points == int(budget))
