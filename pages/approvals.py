@@ -6,6 +6,7 @@ from loyalty.approvals import approve_adjustment, decided_adjustments, pending_a
 from loyalty.settings import get_settings
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session, run_action
+from loyalty.ui.notices import keep_notice, show_notice
 
 actor = page_actor("points.approve")
 st.title("Approvals")
@@ -16,9 +17,7 @@ with db_session() as session:
 st.caption(f"Point adjustments above {limit:,} points (Settings) wait here until a second admin approves or rejects "
            "them. Nobody decides on their own request.")
 
-if notice := st.session_state.get("approvals_notice"):
-    st.success(notice)
-    st.button("Dismiss", key="approvals_dismiss", on_click=lambda: st.session_state.pop("approvals_notice", None))
+show_notice("approvals")
 
 if not waiting:
     st.info("No adjustment waits for approval.")
@@ -41,10 +40,10 @@ else:
         if chosen is None:
             st.error("Choose the adjustment to decide on.")
         elif approved and (entry := run_action(lambda s: approve_adjustment(session=s, adjustment_id=chosen, actor=actor, note=note))):
-            st.session_state["approvals_notice"] = f"Approved {labels[chosen]}: posted as ledger entry {entry.id}."
+            keep_notice("approvals", f"Approved {labels[chosen]}: posted as ledger entry {entry.id}.")
             st.rerun()
         elif rejected and run_action(lambda s: reject_adjustment(session=s, adjustment_id=chosen, actor=actor, note=note)):
-            st.session_state["approvals_notice"] = f"Rejected {labels[chosen]}: nothing was posted."
+            keep_notice("approvals", f"Rejected {labels[chosen]}: nothing was posted.")
             st.rerun()
 
 st.subheader("Recently decided")
