@@ -2,7 +2,12 @@
 
 import streamlit as st
 
-from loyalty.approvals import approve_adjustment, decided_adjustments, pending_adjustments, reject_adjustment
+from loyalty.approvals import (
+    approve_adjustment,
+    decided_adjustments,
+    pending_adjustments,
+    reject_adjustment,
+)
 from loyalty.settings import get_settings
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session, run_action

@@ -15,7 +15,13 @@ import streamlit as st
 
 from loyalty.access import Actor
 from loyalty.errors import LoyaltyError
-from loyalty.sessions import SESSION_COOKIE, check_session, end_session, resume_session, start_session
+from loyalty.sessions import (
+    SESSION_COOKIE,
+    check_session,
+    end_session,
+    resume_session,
+    start_session,
+)
 from loyalty.ui.core import db_session
 
 _KEY = "auth_actor"
