@@ -145,3 +145,18 @@ def wait_for_page(page) -> None:
         "() => !document.querySelector('[data-testid=\"stElementContainer\"][data-stale=\"true\"]')", timeout=60_000
     )
     page.wait_for_timeout(500)
+
+
+def scroll_to(page, selector: str, attempts: int = 5) -> None:
+    """Scroll the last element matching ``selector`` into view. A rerun can replace the element
+    between finding and scrolling it ("not attached to the DOM"): wait for the page and try again."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for attempt in range(attempts):
+        try:
+            page.locator(selector).last.scroll_into_view_if_needed(timeout=10_000)
+            return
+        except PlaywrightError as error:
+            if "not attached" not in str(error) or attempt == attempts - 1:
+                raise
+            wait_for_page(page)

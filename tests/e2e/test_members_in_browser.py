@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from db.engine import get_engine, new_session
 from db.models import LedgerEntry, Member, Purchase, Redemption, Reward
 from loyalty.ledger import member_balance
-from tests.e2e.conftest import sign_in, wait_for_page
+from tests.e2e.conftest import scroll_to, sign_in, wait_for_page
 
 pytestmark = pytest.mark.e2e
 
@@ -91,9 +91,11 @@ def test_refunding_two_chosen_purchases_in_a_row_touches_only_those_and_updates_
         offered = page.get_by_role("option").all_inner_texts()
         assert offered and not [o for o in offered if o.split(" · ")[0] in targets]
         page.keyboard.press("Escape")
+        wait_for_page(page)
         page.get_by_role("tab", name="Points ledger").click()
+        wait_for_page(page)
         page.locator(".js-plotly-plot").first.wait_for()
-        page.locator('[data-testid="stDataFrame"]:visible').last.scroll_into_view_if_needed()  # the table is drawn on a canvas
+        scroll_to(page, '[data-testid="stDataFrame"]:visible')  # the table is drawn on a canvas
         page.wait_for_timeout(500)
         page.screenshot(path=str(screenshots / "members-ledger.png"), full_page=True)
 
