@@ -16,7 +16,7 @@ if __name__ != "__main__":
 
     app = st.App(Path(__file__).resolve(), routes=ROUTES)
 else:
-    from loyalty.access import PAGES, pages_for
+    from loyalty.access.roles import PAGES, pages_for
     from loyalty.ui.auth import current_actor, sidebar_user, sign_in_page
     from loyalty.ui.core import engine, ensure_demo_program
 

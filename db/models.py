@@ -2,7 +2,7 @@
 
 Every timestamp is timezone-aware and stored in UTC (sqlmodel's ``UTCDateTime``).
 Points balances are never stored: a member's balance is the sum of that member's
-``ledger_entry`` rows (see ``loyalty.ledger``).
+``ledger_entry`` rows (see ``loyalty.ledger.entries``).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class LedgerEntry(SQLModel, table=True):
 
 
 class PendingAdjustment(SQLModel, table=True):
-    """A point adjustment above the approval limit, waiting for a second admin (loyalty.approvals)."""
+    """A point adjustment above the approval limit, waiting for a second admin (loyalty.ledger.approvals)."""
 
     __tablename__ = "pending_adjustment"
 
@@ -369,7 +369,7 @@ class User(SQLModel, table=True):
 
 
 class SignInSession(SQLModel, table=True):
-    """One sign-in of a user in one browser (see loyalty.sessions).
+    """One sign-in of a user in one browser (see loyalty.access.sessions).
 
     Only hashes are stored: the one-time grant the browser exchanges for its cookie, and
     the token the cookie carries. A session ends at sign-out, idle time-out, password

@@ -11,7 +11,7 @@ from db.engine import get_engine, new_session, upgrade_to_head
 from db.models import Member
 
 if TYPE_CHECKING:
-    from loyalty.users import CreatedUser
+    from loyalty.access.users import CreatedUser
 
 __all__ = ["has_members", "prepare_database"]
 
@@ -30,7 +30,7 @@ def prepare_database(*, announce: bool = True) -> "CreatedUser | None":
     with new_session(engine) as session:
         if session.exec(select(func.count()).select_from(User)).one() > 0:
             return None  # the usual case; password hashing (argon2) is not even imported
-        from loyalty.users import ensure_admin
+        from loyalty.access.users import ensure_admin
 
         created = ensure_admin(session)
     if created and announce:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from db.engine import get_engine, new_session
-from loyalty.access import ROLES, SYSTEM_CLI
+from loyalty.access.roles import ROLES, SYSTEM_CLI
 from loyalty.bootstrap import prepare_database
 from loyalty.errors import LoyaltyError
 
@@ -54,7 +54,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from loyalty.demo import create_demo
+    from loyalty.demo.simulation import create_demo
 
     progress = _TerminalProgress("demo", enabled=not args.json)
     with new_session() as session:
@@ -63,7 +63,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             progress=progress,
         )
     progress.close()
-    from loyalty.jobs import run_all
+    from loyalty.evaluation.jobs import run_all
 
     # The first evaluation, so KPI tiles, goal status and a report exist straight away.
     summary["evaluations"] = {r["job"]: r["status"] for r in run_all(actor=SYSTEM_CLI)}
@@ -80,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from loyalty.imports import ImportRefused, import_csv
+    from loyalty.ledger.imports import ImportRefused, import_csv
 
     mapping = {}
     for item in args.map or []:
@@ -114,7 +114,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_rewards_list(args: argparse.Namespace) -> int:
-    from loyalty.rewards import list_rewards
+    from loyalty.ledger.redemptions import list_rewards
 
     with new_session() as session:
         rewards = list_rewards(session)
@@ -128,8 +128,8 @@ def cmd_rewards_list(args: argparse.Namespace) -> int:
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
-    from loyalty.ledger import member_balance
-    from loyalty.members import find_member
+    from loyalty.ledger.entries import member_balance
+    from loyalty.ledger.members import find_member
 
     with new_session() as session:
         member = find_member(session, args.member)
@@ -148,8 +148,8 @@ def cmd_balance(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from loyalty.ledger import member_ledger
-    from loyalty.members import find_member
+    from loyalty.ledger.entries import member_ledger
+    from loyalty.ledger.members import find_member
 
     with new_session() as session:
         lines = member_ledger(session, find_member(session, args.member).id).tail(args.limit)
@@ -166,8 +166,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_redeem(args: argparse.Namespace) -> int:
-    from loyalty.members import find_member
-    from loyalty.rewards import redeem_reward
+    from loyalty.ledger.members import find_member
+    from loyalty.ledger.redemptions import redeem_reward
 
     try:
         with new_session() as session:
@@ -187,9 +187,9 @@ def cmd_redeem(args: argparse.Namespace) -> int:
 
 
 def cmd_refund(args: argparse.Namespace) -> int:
-    from loyalty.purchases import refund_purchase
+    from loyalty.ledger.purchases import refund_purchase
 
-    from loyalty.settings import get_settings
+    from loyalty.program.settings import get_settings
 
     with new_session() as session:
         done = refund_purchase(session=session, purchase=args.purchase, actor=SYSTEM_CLI, reason=args.reason, amount=args.amount)
@@ -207,9 +207,9 @@ def cmd_refund(args: argparse.Namespace) -> int:
 
 
 def cmd_adjust(args: argparse.Namespace) -> int:
-    from loyalty.approvals import request_adjustment
-    from loyalty.ledger import member_balance
-    from loyalty.members import find_member
+    from loyalty.ledger.approvals import request_adjustment
+    from loyalty.ledger.entries import member_balance
+    from loyalty.ledger.members import find_member
 
     with new_session() as session:
         member = find_member(session, args.member)
@@ -227,7 +227,7 @@ def cmd_adjust(args: argparse.Namespace) -> int:
 
 
 def cmd_expire(args: argparse.Namespace) -> int:
-    from loyalty.ledger import expire_points
+    from loyalty.ledger.entries import expire_points
 
     with new_session() as session:
         members = expire_points(session=session, actor=SYSTEM_CLI)
@@ -236,7 +236,7 @@ def cmd_expire(args: argparse.Namespace) -> int:
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
-    from loyalty.users import create_user
+    from loyalty.access.users import create_user
 
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
     with new_session() as session:
@@ -252,7 +252,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
-    from loyalty.users import list_users
+    from loyalty.access.users import list_users
 
     with new_session() as session:
         users = list_users(session)
@@ -265,7 +265,7 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_set_role(args: argparse.Namespace) -> int:
-    from loyalty.users import set_role
+    from loyalty.access.users import set_role
 
     with new_session() as session:
         set_role(session=session, username=args.username, role=args.role, actor=SYSTEM_CLI)
@@ -274,7 +274,7 @@ def cmd_users_set_role(args: argparse.Namespace) -> int:
 
 
 def cmd_users_enable_or_disable(args: argparse.Namespace) -> int:
-    from loyalty.users import disable_user, enable_user
+    from loyalty.access.users import disable_user, enable_user
 
     enabling = args.users_command == "enable"
     with new_session() as session:
@@ -287,7 +287,7 @@ def cmd_users_enable_or_disable(args: argparse.Namespace) -> int:
 
 
 def cmd_users_reset_password(args: argparse.Namespace) -> int:
-    from loyalty.users import reset_password
+    from loyalty.access.users import reset_password
 
     given = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
     with new_session() as session:
@@ -299,7 +299,7 @@ def cmd_users_reset_password(args: argparse.Namespace) -> int:
 
 
 def cmd_members_erase(args: argparse.Namespace) -> int:
-    from loyalty.members import erase_member
+    from loyalty.ledger.members import erase_member
 
     with new_session() as session:
         erase_member(session=session, external_id=args.member_id, actor=SYSTEM_CLI)
@@ -344,7 +344,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from loyalty.bench import BenchConfig, run_bench
+    from loyalty.devtools.bench import BenchConfig, run_bench
 
     if args.members < 10:
         raise SystemExit("bench: --members must be at least 10.")
@@ -374,7 +374,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
-    from loyalty.worker import exit_if_jobs_left_running, run_worker
+    from loyalty.evaluation.worker import exit_if_jobs_left_running, run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     exit_if_jobs_left_running(run_worker())
@@ -382,7 +382,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from loyalty.jobs import run_all, run_job
+    from loyalty.evaluation.jobs import run_all, run_job
 
     def progress(fraction: float, message: str) -> None:
         if not args.json:
@@ -401,7 +401,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_history(args: argparse.Namespace) -> int:
-    from loyalty.jobs import job_history
+    from loyalty.evaluation.jobs import job_history
 
     with new_session() as session:
         history = job_history(session, args.limit)
@@ -414,7 +414,7 @@ def cmd_jobs_history(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from loyalty.reports import render_report
+    from loyalty.evaluation.reports import render_report
 
     with new_session() as session:
         content = render_report(session, args.period, args.format)
@@ -535,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     add("worker", cmd_worker, "Run the scheduler (one active worker per database; others wait as standby).")
     p = add("evaluate", cmd_evaluate, "Run an evaluation job once (or all of them).")
-    from loyalty.jobs import JOBS
+    from loyalty.evaluation.jobs import JOBS
 
     p.add_argument("--job", required=True, choices=["all", *JOBS])
     p.add_argument("--as-of", type=_date, help="evaluate as of this day (default: yesterday)")

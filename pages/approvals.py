@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from loyalty.approvals import (
+from loyalty.ledger.approvals import (
     approve_adjustment,
     decided_adjustments,
     pending_adjustments,
     reject_adjustment,
 )
-from loyalty.settings import get_settings
+from loyalty.program.settings import get_settings
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session, run_action
 from loyalty.ui.notices import keep_notice, show_notice

@@ -4,7 +4,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import streamlit as st
 
-from loyalty.audit import audit_entries, audit_facets
+from loyalty.access.audit import audit_entries, audit_facets
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
 

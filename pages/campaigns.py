@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty.campaigns import (
+from loyalty.program.campaigns import (
     activate_campaign,
     archive_campaign,
     campaign_details,
@@ -16,8 +16,8 @@ from loyalty.campaigns import (
     restore_campaign,
     save_campaign,
 )
-from loyalty.segments import list_segments
-from loyalty.tiers import list_tiers
+from loyalty.program.segments import list_segments
+from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.campaign_form import campaign_form
 from loyalty.ui.charts import budget_burn

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty.analysis import AT_RISK_ALIVE, Filters, clv_view
+from loyalty.insights.analysis import AT_RISK_ALIVE, Filters, clv_view
 from loyalty.errors import LoyaltyError
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import clv_scatter, group_bars, histogram

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty.analysis import Filters, feedback_view
+from loyalty.insights.analysis import Filters, feedback_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import group_bars, nps_chart
 from loyalty.ui.core import db_session

@@ -5,7 +5,7 @@ from datetime import date, timedelta
 import streamlit as st
 
 from loyalty.analytics.metrics import METRICS
-from loyalty.goals import (
+from loyalty.program.goals import (
     FREQUENCIES,
     OBJECTIVES,
     PERIODS,
@@ -22,7 +22,7 @@ from loyalty.goals import (
     save_goal,
     save_kpi_target,
 )
-from loyalty.segments import list_segments
+from loyalty.program.segments import list_segments
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session, run_action
 from loyalty.ui.forms import (

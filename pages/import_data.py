@@ -5,7 +5,7 @@ import io
 import pandas as pd
 import streamlit as st
 
-from loyalty.imports import REQUIRED_COLUMNS, ImportRefused, import_csv, preview_csv
+from loyalty.ledger.imports import REQUIRED_COLUMNS, ImportRefused, import_csv, preview_csv
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
 

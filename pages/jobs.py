@@ -4,10 +4,10 @@ import pandas as pd
 import streamlit as st
 
 from loyalty.errors import LoyaltyError
-from loyalty.jobs import job_runs, run_job
+from loyalty.evaluation.jobs import job_runs, run_job
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
-from loyalty.worker import list_schedules, pause_job, preview_schedule, reschedule_job, resume_job, worker_status
+from loyalty.evaluation.worker import list_schedules, pause_job, preview_schedule, reschedule_job, resume_job, worker_status
 
 actor = page_actor("evaluations.run")
 st.title("Jobs")

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from loyalty.approvals import pending_adjustments, request_adjustment
-from loyalty.members import export_members, find_member, member_profile, search_members
-from loyalty.purchases import refund_purchase
-from loyalty.rewards import list_rewards, redeem_reward
+from loyalty.ledger.approvals import pending_adjustments, request_adjustment
+from loyalty.ledger.members import export_members, find_member, member_profile, search_members
+from loyalty.ledger.purchases import refund_purchase
+from loyalty.ledger.redemptions import list_rewards, redeem_reward
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import member_balance
 from loyalty.ui.core import db_session, run_action

@@ -3,8 +3,8 @@
 import streamlit as st
 
 from loyalty.analytics.metrics import members_behind, period_bounds
-from loyalty.goals import kpi_tiles
-from loyalty.overview import program_summary, recent_alerts
+from loyalty.program.goals import kpi_tiles
+from loyalty.insights.overview import program_summary, recent_alerts
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, monthly_points, monthly_revenue
 from loyalty.ui.core import db_session

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty.analysis import Filters, purchase_cycle_view, slow_repeaters
+from loyalty.insights.analysis import Filters, purchase_cycle_view, slow_repeaters
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import counted_bars
 from loyalty.ui.core import db_session

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty.rewards import cancel_redemptions, fulfil_redemptions, redemption_queue
+from loyalty.ledger.redemptions import cancel_redemptions, fulfil_redemptions, redemption_queue
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
 from loyalty.ui.notices import run_and_reload, show_notice

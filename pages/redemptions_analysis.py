@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from loyalty.analysis import Filters, redemptions_view, reward_redeemers
+from loyalty.insights.analysis import Filters, redemptions_view, reward_redeemers
 from loyalty.errors import InvalidInput
-from loyalty.forecast import backtest_forecast, backtest_table, latest_forecast
+from loyalty.decisions.forecast import backtest_forecast, backtest_table, latest_forecast
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, points_flow
 from loyalty.ui.core import db_session

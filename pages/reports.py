@@ -3,7 +3,7 @@
 import streamlit as st
 import streamlit.components.v1 as components
 
-from loyalty.reports import get_report, list_reports
+from loyalty.evaluation.reports import get_report, list_reports
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
 

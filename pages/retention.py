@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty.analysis import Filters, cohort_members, retention_view
+from loyalty.insights.analysis import Filters, cohort_members, retention_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import churn_chart, cohort_heatmap, retention_curves_chart
 from loyalty.ui.core import db_session

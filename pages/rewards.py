@@ -4,8 +4,8 @@ from datetime import datetime, time, timezone
 
 import streamlit as st
 
-from loyalty.barrier import entry_barrier
-from loyalty.catalogue import (
+from loyalty.decisions.barrier import entry_barrier
+from loyalty.program.rewards import (
     REWARD_KINDS,
     archive_reward,
     clone_reward,
@@ -13,8 +13,8 @@ from loyalty.catalogue import (
     restore_reward,
     save_reward,
 )
-from loyalty.rewards import list_rewards
-from loyalty.tiers import list_tiers
+from loyalty.ledger.redemptions import list_rewards
+from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import reward_reach
 from loyalty.ui.core import db_session, run_action

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from loyalty.analysis import rfm_grid
+from loyalty.insights.analysis import rfm_grid
 from loyalty.analytics.rfm import RFM_SEGMENTS
-from loyalty.members import export_members
-from loyalty.segments import (
+from loyalty.ledger.members import export_members
+from loyalty.program.segments import (
     archive_segment,
     clone_segment,
     delete_segment,
@@ -15,7 +15,7 @@ from loyalty.segments import (
     segment_stats,
     segments_overview,
 )
-from loyalty.tiers import list_tiers
+from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import rfm_heatmap
 from loyalty.ui.core import db_session, run_action

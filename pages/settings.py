@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty.settings import (
+from loyalty.program.settings import (
     SETTING_LABELS,
     describe_settings,
     get_settings,

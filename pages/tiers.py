@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from loyalty.barrier import entry_barrier
-from loyalty.tiers import list_tiers, save_tiers
+from loyalty.decisions.barrier import entry_barrier
+from loyalty.program.tiers import list_tiers, save_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import members_per_tier
 from loyalty.ui.core import db_session, run_action

@@ -3,11 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from loyalty.access import ROLES
+from loyalty.access.roles import ROLES
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
 from loyalty.ui.notices import run_and_reload, show_notice
-from loyalty.users import (
+from loyalty.access.users import (
     create_user,
     disable_user,
     enable_user,

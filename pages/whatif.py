@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty import whatif
+from loyalty.decisions import whatif
 from loyalty.errors import LoyaltyError
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session, run_action

@@ -4,13 +4,13 @@ from datetime import date, timedelta
 
 import streamlit as st
 
-from loyalty.access import Actor
+from loyalty.access.roles import Actor
 from loyalty.errors import LoyaltyError
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact
 from loyalty.ui.core import db_session, run_action
 from loyalty.ui.winback_charts import alive_then_vs_now
-from loyalty.winback import (
+from loyalty.decisions.winback import (
     DEFAULT_MAX_ALIVE,
     EXPORT_COLUMNS,
     WINBACK_HOLDOUT,

@@ -11,8 +11,8 @@ from sqlmodel import Session
 
 from db.engine import write_transaction
 from db.models import Member, Reward, Tier
-from loyalty.access import SYSTEM_CLI
-from loyalty.purchases import add_purchases
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.ledger.purchases import add_purchases
 
 _counter = itertools.count(1)
 

@@ -59,7 +59,7 @@ import polars as pl
 from scipy import optimize, special
 from sqlmodel import Session
 
-from loyalty.analytics._arrays import member_arrays
+from loyalty.analytics.arrays import member_arrays
 from loyalty.analytics.data import load_purchases, purchases_frame
 from loyalty.errors import InvalidInput
 

@@ -30,7 +30,7 @@ import pandas as pd
 import polars as pl
 from sqlmodel import Session
 
-from loyalty.analytics._arrays import MemberArrays, member_arrays, month_offsets
+from loyalty.analytics.arrays import MemberArrays, member_arrays, month_offsets
 from loyalty.analytics.data import (
     load_members,
     load_purchases,

@@ -90,7 +90,7 @@ NO_TIER = "(none)"
 SECONDS_PER_DAY = 86_400
 DBAPI_CHUNK_ROWS = 250_000
 
-# The ledger kinds (loyalty.ledger); repeated as SQL literals below.
+# The ledger kinds (loyalty.ledger.entries); repeated as SQL literals below.
 EARN_KINDS = ("earn", "bonus")
 
 

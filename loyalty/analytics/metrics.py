@@ -44,7 +44,7 @@ import pandas as pd
 import polars as pl
 from sqlmodel import Session
 
-from loyalty.analytics._arrays import align, member_arrays
+from loyalty.analytics.arrays import align, member_arrays
 from loyalty.analytics.data import (
     Reader,
     ledger_totals,
@@ -530,7 +530,7 @@ def load_kpi_inputs(
     names = _metric_names(metrics)
     needs = _needs(names)
     if point_value is None:
-        from loyalty.settings import get_settings
+        from loyalty.program.settings import get_settings
 
         point_value = get_settings(session).point_value
     previous_start, _ = previous_period(start, end)
@@ -715,7 +715,7 @@ def kpis_for_periods(
         _check_period(start, end)
     names = list(DEFAULT_METRICS)
     if point_value is None:
-        from loyalty.settings import get_settings
+        from loyalty.program.settings import get_settings
 
         point_value = get_settings(session).point_value
     last_end = max(end for _, end in periods)

@@ -34,7 +34,7 @@ import pandas as pd
 import polars as pl
 from sqlmodel import Session
 
-from loyalty.analytics._arrays import member_arrays
+from loyalty.analytics.arrays import member_arrays
 from loyalty.analytics.data import load_purchases, purchases_frame
 from loyalty.errors import InvalidInput
 

@@ -1,6 +1,6 @@
 """Sign-in, sessions that survive a reload, idle time-out and sign-out for the app.
 
-A sign-in starts a server-side session (:mod:`loyalty.sessions`). The tab that signed in
+A sign-in starts a server-side session (:mod:`loyalty.access.sessions`). The tab that signed in
 keeps the session's id in its Streamlit session state; the browser gets an HttpOnly
 cookie through the ``/auth/session`` route, so a reload or a new tab of the same browser
 finds the session again (``st.context.cookies``). Every run checks the session in the
@@ -13,9 +13,9 @@ import json
 
 import streamlit as st
 
-from loyalty.access import Actor
+from loyalty.access.roles import Actor
 from loyalty.errors import LoyaltyError
-from loyalty.sessions import (
+from loyalty.access.sessions import (
     SESSION_COOKIE,
     check_session,
     end_session,
@@ -73,7 +73,7 @@ def current_actor() -> Actor | None:
         return check.actor
     st.session_state.pop(_KEY, None)
     if _oidc_enabled() and getattr(st.user, "is_logged_in", False):
-        from loyalty.users import actor_for_email
+        from loyalty.access.users import actor_for_email
 
         try:
             with db_session() as session:
@@ -113,7 +113,7 @@ def sign_in_page() -> None:
 
     So a page's address opened before signing in is where the sign-in leads.
     """
-    from loyalty.users import authenticate
+    from loyalty.access.users import authenticate
 
     st.title("Loyalty Console")
     if message := st.session_state.get(_MESSAGE):

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from loyalty.campaigns import (
+from loyalty.program.campaigns import (
     CAMPAIGN_KINDS,
     COMMUNICATION_CHANNELS,
     campaign_confirmations,

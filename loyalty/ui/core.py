@@ -26,7 +26,7 @@ def _prepared_engine(url: str) -> Engine:
     if os.environ.get("LOYALTY_WORKER", "1") != "0":
         # The one-machine default: start the scheduler beside the app unless a worker
         # already holds the lease (an extra one would only wait as standby).
-        from loyalty.worker import start_worker_process
+        from loyalty.evaluation.worker import start_worker_process
 
         start_worker_process()
     return get_engine(url)
@@ -66,8 +66,8 @@ def ensure_demo_program() -> None:
     with db_session() as session:
         empty = not has_members(session)
     if empty:
-        from loyalty.access import SYSTEM_DEMO
-        from loyalty.demo import create_demo
+        from loyalty.access.roles import SYSTEM_DEMO
+        from loyalty.demo.simulation import create_demo
 
         with st.status(f"First start: creating a demo program of {DEMO_MEMBERS:,} members…", expanded=True) as status:
             bar = st.progress(0.0)
@@ -79,7 +79,7 @@ def ensure_demo_program() -> None:
                 with db_session() as session:
                     summary = create_demo(session, members=DEMO_MEMBERS, actor=SYSTEM_DEMO, progress=progress)
                 status.update(label="Demo program created: running the first evaluation (KPIs, tiers, campaigns, alerts, report)…")
-                from loyalty.jobs import run_all
+                from loyalty.evaluation.jobs import run_all
 
                 run_all(actor=SYSTEM_DEMO, progress=lambda fraction, _message: bar.progress(min(max(fraction, 0.0), 1.0)))
                 status.update(label=f"Demo program ready: {summary['members']:,} members, {summary['purchases']:,} purchases.", state="complete", expanded=False)

@@ -6,9 +6,9 @@ from datetime import date, timedelta
 
 import streamlit as st
 
-from loyalty.analysis import Filters
-from loyalty.segments import list_segments
-from loyalty.tiers import list_tiers
+from loyalty.insights.analysis import Filters
+from loyalty.program.segments import list_segments
+from loyalty.program.tiers import list_tiers
 from loyalty.ui.core import db_session
 
 CHANNELS = ("store", "web", "app", "referral", "social_ads", "partner", "unknown")

@@ -1,6 +1,6 @@
 """Chart builders for the liability forecast: a forecast frame in, a Plotly figure out. No Streamlit, no queries.
 
-The frame is ``loyalty.forecast.forecast_summary(...)["frame"]``: one row per month with
+The frame is ``loyalty.decisions.forecast.forecast_summary(...)["frame"]``: one row per month with
 ``kind`` (actual/forecast), each measure with ``_low``/``_high`` and ``outstanding_money``.
 """
 

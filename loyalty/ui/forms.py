@@ -60,7 +60,7 @@ def lifecycle_buttons(page: str, *, name: str, archived: bool, clone: Callable[[
                       restore: Callable[[Any], Any], delete: Callable[[Any], Any], new_choice: str) -> None:
     """Clone, Archive (or Restore) and Delete for the chosen record; each runs a use case, then the page starts afresh.
 
-    ``delete`` returns a :class:`loyalty.lifecycle.Removal` (archived instead when something refers to the record).
+    ``delete`` returns a :class:`loyalty.program.lifecycle.Removal` (archived instead when something refers to the record).
     """
     cols = st.columns(3)
     if cols[0].button("Clone", key=f"{page}_clone", help=f'A copy named "{name} (copy)".'):

@@ -1,6 +1,6 @@
 """The campaign planner on the Campaigns page: holdout sizing and expected impact panels.
 
-Streamlit widgets and display only; every number comes from :mod:`loyalty.planner`.
+Streamlit widgets and display only; every number comes from :mod:`loyalty.decisions.planner`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from loyalty.errors import LoyaltyError
-from loyalty.planner import DEFAULT_ALPHA, DEFAULT_POWER, CampaignImpact, HoldoutSizing, SegmentSpend, expected_campaign_impact, plan_holdout
-from loyalty.settings import get_settings
+from loyalty.decisions.planner import DEFAULT_ALPHA, DEFAULT_POWER, CampaignImpact, HoldoutSizing, SegmentSpend, expected_campaign_impact, plan_holdout
+from loyalty.program.settings import get_settings
 from loyalty.ui.core import db_session
 
 __all__ = ["holdout_sizing_panel", "impact_panel"]
@@ -106,7 +106,7 @@ def holdout_sizing_panel(*, kind: str, eligibility: dict[str, Any], rule: dict[s
 def impact_panel(campaign_id: int, preview: dict[str, Any]) -> None:
     """A draft's expected incremental revenue and cost from comparable past campaigns, or why there is none.
 
-    ``preview`` is :func:`loyalty.campaigns.preview_campaign` of the draft, which the page already shows.
+    ``preview`` is :func:`loyalty.program.campaigns.preview_campaign` of the draft, which the page already shows.
     """
     st.subheader("Expected impact")
     try:

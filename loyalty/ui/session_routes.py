@@ -5,7 +5,7 @@
 - ``POST /auth/sign-out`` ends the session the cookie names and deletes the cookie.
 
 Streamlit scripts can read cookies (``st.context.cookies``) but cannot set them; these
-routes do, so the token never reaches JavaScript. See :mod:`loyalty.sessions`.
+routes do, so the token never reaches JavaScript. See :mod:`loyalty.access.sessions`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from db.engine import get_engine, new_session
-from loyalty.sessions import SESSION_COOKIE, end_session, exchange_grant, resume_session
+from loyalty.access.sessions import SESSION_COOKIE, end_session, exchange_grant, resume_session
 
 __all__ = ["ROUTES"]
 

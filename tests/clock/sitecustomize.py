@@ -3,7 +3,7 @@
 ``tests/clock.frozen_clock`` puts this folder on PYTHONPATH and sets LOYALTY_TEST_NOW (the
 test's instant, ISO 8601) and LOYALTY_TEST_NOW_SINCE (the real Unix time at which the test's
 clock showed that instant). Python imports ``sitecustomize`` at start-up, so a
-``python -m loyalty ...``, ``python -m loyalty.worker`` or ``streamlit run`` a test starts
+``python -m loyalty ...``, ``python -m loyalty.evaluation.worker`` or ``streamlit run`` a test starts
 reads the same clock as the test: that instant plus the real time elapsed since, ticking.
 Without LOYALTY_TEST_NOW nothing happens.
 """

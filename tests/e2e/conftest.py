@@ -39,9 +39,9 @@ def _free_port() -> int:
 def e2e_database(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated database with the demo program and one user per role (known passwords)."""
     from db.engine import dispose_engines, get_engine, new_session, upgrade_to_head
-    from loyalty.access import SYSTEM_CLI
-    from loyalty.demo import create_demo
-    from loyalty.users import create_user
+    from loyalty.access.roles import SYSTEM_CLI
+    from loyalty.demo.simulation import create_demo
+    from loyalty.access.users import create_user
 
     pg = os.environ.get("LOYALTY_TEST_DATABASE_URL")
     if pg:
@@ -61,7 +61,7 @@ def e2e_database(tmp_path_factory: pytest.TempPathFactory) -> str:
         for role, password in PASSWORDS.items():
             create_user(session=session, username=f"e2e-{role}", role=role, password=password, actor=SYSTEM_CLI)
         create_demo(session, members=DEMO_MEMBERS, months=18, seed=7, actor=SYSTEM_CLI)
-    from loyalty.jobs import run_all
+    from loyalty.evaluation.jobs import run_all
 
     run_all(actor=SYSTEM_CLI, engine=engine)
     dispose_engines()

@@ -7,7 +7,7 @@ from sqlmodel import select
 
 from db.engine import get_engine, new_session
 from db.models import Member, PendingAdjustment
-from loyalty.ledger import member_balance
+from loyalty.ledger.entries import member_balance
 from tests.e2e.conftest import sign_in, wait_for_page
 from tests.e2e.test_members_in_browser import open_profile
 

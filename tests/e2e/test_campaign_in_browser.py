@@ -68,7 +68,7 @@ def test_a_new_campaign_gives_its_bonus_on_the_next_purchase(page, app_url, e2e_
     page.keyboard.press("Enter")
     wait_for_page(page)
     with new_session(get_engine(e2e_database)) as session:
-        from loyalty.ledger import member_balance
+        from loyalty.ledger.entries import member_balance
 
         expected = member_balance(session, member.id).points  # what the tile shows: lots past their date left out
     # The profile's balance tile (the ledger table itself is drawn on a canvas).

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from db.engine import get_engine, new_session
 from db.models import LedgerEntry, Member, Purchase, Redemption, Reward
-from loyalty.ledger import member_balance
+from loyalty.ledger.entries import member_balance
 from tests.e2e.conftest import scroll_to, sign_in, wait_for_page
 
 pytestmark = pytest.mark.e2e

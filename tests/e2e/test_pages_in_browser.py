@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loyalty.access import ROLES, pages_for
+from loyalty.access.roles import ROLES, pages_for
 from tests.e2e.conftest import sign_in, wait_for_page
 
 pytestmark = pytest.mark.e2e

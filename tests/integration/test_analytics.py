@@ -34,7 +34,7 @@ from sqlmodel import Session
 from db.bulk import allocate_ids, insert_frame
 from db.engine import write_transaction
 from db.models import Feedback, LedgerEntry, Member, Redemption, Segment
-from loyalty.access import SYSTEM_CLI
+from loyalty.access.roles import SYSTEM_CLI
 from loyalty.analytics.clv import clv_analysis, clv_members
 from loyalty.analytics.cohorts import retention_analysis, retention_by_channel
 from loyalty.analytics.data import (
@@ -53,9 +53,9 @@ from loyalty.analytics.metrics import (
 from loyalty.analytics.rfm import RFM_SEGMENTS, rfm_analysis, rfm_members
 from loyalty.analytics.segments import segment_members
 from loyalty.errors import InvalidInput
-from loyalty.ledger import reverse_purchase
-from loyalty.purchases import add_purchases
-from loyalty.settings import update_settings
+from loyalty.ledger.entries import reverse_purchase
+from loyalty.ledger.purchases import add_purchases
+from loyalty.program.settings import update_settings
 from tests.factories import make_member, make_purchase, make_reward, make_tier, utc
 
 JUNE = (date(2024, 6, 1), date(2024, 7, 1))
@@ -466,7 +466,7 @@ def test_a_reader_process_that_does_not_answer_in_time_is_stopped_and_replaced(s
 
 
 def test_the_segments_overview_gives_each_segment_s_size_and_revenue_share_as_counted_one_by_one(session: Session, programme) -> None:
-    from loyalty.segments import segment_stats, segments_overview
+    from loyalty.program.segments import segment_stats, segments_overview
 
     now = datetime(2024, 7, 1, tzinfo=UTC)
     overview = segments_overview(session, now=now).set_index("name")

@@ -6,11 +6,11 @@ import pytest
 from sqlmodel import select
 
 from db.models import AuditLog, LedgerEntry
-from loyalty.access import Actor
-from loyalty.approvals import approve_adjustment, decided_adjustments, pending_adjustments, reject_adjustment, request_adjustment
+from loyalty.access.roles import Actor
+from loyalty.ledger.approvals import approve_adjustment, decided_adjustments, pending_adjustments, reject_adjustment, request_adjustment
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, PermissionDenied
-from loyalty.ledger import balance
-from loyalty.settings import update_settings
+from loyalty.ledger.entries import balance
+from loyalty.program.settings import update_settings
 from tests.factories import make_member
 
 OPS = Actor("olga", "operations")

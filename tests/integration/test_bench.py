@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from loyalty.access import SYSTEM_CLI
-from loyalty.bench import configure_program, generate_files, run_measured, scaling_table
-from loyalty.imports import import_csv
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.devtools.bench import configure_program, generate_files, run_measured, scaling_table
+from loyalty.ledger.imports import import_csv
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from loyalty.access import Actor
-from loyalty.campaigns import MIN_PREVIEW_PURCHASES, preview_campaign, save_campaign
-from loyalty.planner import expected_campaign_impact
+from loyalty.access.roles import Actor
+from loyalty.program.campaigns import MIN_PREVIEW_PURCHASES, preview_campaign, save_campaign
+from loyalty.decisions.planner import expected_campaign_impact
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 MANAGER = Actor("max", "manager")

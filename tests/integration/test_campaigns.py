@@ -9,8 +9,8 @@ import pytest
 from sqlmodel import select
 
 from db.models import AuditLog, CampaignAssignment, LedgerEntry
-from loyalty.access import Actor
-from loyalty.campaigns import (
+from loyalty.access.roles import Actor
+from loyalty.program.campaigns import (
     activate_campaign,
     campaign_overview,
     end_campaign,
@@ -20,7 +20,7 @@ from loyalty.campaigns import (
     stable_uniform,
 )
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.ledger import balance, reverse_purchase
+from loyalty.ledger.entries import balance, reverse_purchase
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 MANAGER = Actor("max", "manager")

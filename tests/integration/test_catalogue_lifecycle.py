@@ -8,8 +8,8 @@ import pytest
 from sqlmodel import select
 
 from db.models import AuditLog, Campaign, Goal, KpiTarget, Reward, Segment
-from loyalty.access import Actor
-from loyalty.campaigns import (
+from loyalty.access.roles import Actor
+from loyalty.program.campaigns import (
     activate_campaign,
     archive_campaign,
     campaign_overview,
@@ -20,7 +20,7 @@ from loyalty.campaigns import (
     restore_campaign,
     save_campaign,
 )
-from loyalty.catalogue import (
+from loyalty.program.rewards import (
     archive_reward,
     clone_reward,
     delete_reward,
@@ -33,7 +33,7 @@ from loyalty.errors import (
     PermissionDenied,
     RewardUnavailable,
 )
-from loyalty.goals import (
+from loyalty.program.goals import (
     archive_goal,
     archive_kpi_target,
     clone_goal,
@@ -46,8 +46,8 @@ from loyalty.goals import (
     save_goal,
     save_kpi_target,
 )
-from loyalty.rewards import list_rewards, redeem_reward
-from loyalty.segments import (
+from loyalty.ledger.redemptions import list_rewards, redeem_reward
+from loyalty.program.segments import (
     archive_segment,
     clone_segment,
     delete_segment,

@@ -37,11 +37,11 @@ from db.models import (
     Tier,
     TierMovement,
 )
-from loyalty.access import Actor
-from loyalty.campaigns import stable_uniform
-from loyalty.demo import ACQUISITION_CHANNELS, create_demo
+from loyalty.access.roles import Actor
+from loyalty.program.campaigns import stable_uniform
+from loyalty.demo.simulation import ACQUISITION_CHANNELS, create_demo
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.ledger import expire_points, fifo_lots
+from loyalty.ledger.entries import expire_points, fifo_lots
 from tests.conftest import PG_URL
 from tests.factories import make_member, utc
 
@@ -204,7 +204,7 @@ def test_a_redemption_never_spends_more_than_the_balance_at_its_time(ledger: pd.
 
 def test_expiry_at_each_month_boundary_follows_the_fifo_rule(ledger: pd.DataFrame) -> None:
     # At a boundary t the unconsumed part of the lots due by t is max(0, P(t) - D(t)),
-    # D(t) being every debit before t (loyalty.ledger's rule).
+    # D(t) being every debit before t (loyalty.ledger.entries's rule).
     expired = ledger[ledger["kind"] == "expire"]
     lots, debits = ledger[ledger["points"] > 0], ledger[ledger["points"] < 0]
     boundaries = sorted(expired["occurred_at"].unique())
@@ -365,7 +365,7 @@ def test_campaign_bonuses_go_to_treatment_members_only(demo_session: Session, le
 
 def test_the_program_has_what_the_later_features_read(demo: tuple[Engine, dict], demo_session: Session) -> None:
     from loyalty.analytics.metrics import METRICS
-    from loyalty.catalogue import REWARD_KINDS
+    from loyalty.program.rewards import REWARD_KINDS
 
     summary = demo[1]
     assert summary["members"] == DEMO_MEMBERS
@@ -477,8 +477,8 @@ def test_without_redemptions_members_only_earn_and_expire(session: Session) -> N
 
 
 def test_an_admin_also_gets_one_demo_user_per_role(session: Session) -> None:
-    from loyalty.access import SYSTEM_DEMO
-    from loyalty.users import DEMO_USERS, authenticate
+    from loyalty.access.roles import SYSTEM_DEMO
+    from loyalty.access.users import DEMO_USERS, authenticate
 
     summary = create_demo(session, members=SMALL_MEMBERS, months=SMALL_MONTHS, actor=SYSTEM_DEMO, now=NOW)
     assert {(u["username"], u["role"]) for u in summary["users"]} == set(DEMO_USERS.items())

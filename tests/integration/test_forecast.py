@@ -11,12 +11,12 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from db.models import LiabilityForecast
-from loyalty.access import Actor
-from loyalty.demo import create_demo
+from loyalty.access.roles import Actor
+from loyalty.demo.simulation import create_demo
 from loyalty.errors import InvalidInput
-from loyalty.forecast import backtest_forecast, latest_forecast, store_forecast
-from loyalty.jobs import run_job
-from loyalty.reports import liability_rows, report_content
+from loyalty.decisions.forecast import backtest_forecast, latest_forecast, store_forecast
+from loyalty.evaluation.jobs import run_job
+from loyalty.evaluation.reports import liability_rows, report_content
 from tests.factories import make_member, make_purchase, utc
 
 MANAGER = Actor("max", "manager")

@@ -12,7 +12,7 @@ from pandas.testing import assert_frame_equal
 from sqlmodel import select
 
 from db.models import Purchase
-from loyalty.imports import ImportRefused, column_mapping, preview_csv
+from loyalty.ledger.imports import ImportRefused, column_mapping, preview_csv
 from tests.integration.test_imports import (
     PURCHASES_CSV,
     counts,

@@ -17,13 +17,13 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from db.models import AuditLog, Feedback, LedgerEntry, Member, Purchase
-from loyalty import imports
-from loyalty.access import SYSTEM_CLI, Actor
+from loyalty.ledger import imports
+from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.errors import PermissionDenied
-from loyalty.imports import MAX_PROBLEMS_SHOWN, ImportRefused, import_csv, preview_csv
-from loyalty.ledger import balance
-from loyalty.members import erase_member
-from loyalty.settings import update_settings
+from loyalty.ledger.imports import MAX_PROBLEMS_SHOWN, ImportRefused, import_csv, preview_csv
+from loyalty.ledger.entries import balance
+from loyalty.ledger.members import erase_member
+from loyalty.program.settings import update_settings
 from tests.factories import make_member, make_purchase, utc
 
 MEMBERS_CSV = """member_id,name,email,joined_at,acquisition_channel,birth_date,city,marketing_consent,phone

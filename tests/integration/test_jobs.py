@@ -23,14 +23,14 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from db.models import Alert, JobRun, KpiSnapshot, LedgerEntry, Member, TierMovement
-from loyalty.access import Actor
-from loyalty.alerts import acknowledge_alert
-from loyalty.campaigns import activate_campaign, save_campaign
+from loyalty.access.roles import Actor
+from loyalty.evaluation.alerts import acknowledge_alert
+from loyalty.program.campaigns import activate_campaign, save_campaign
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.evaluation import campaign_results, kpi_snapshot_frame, store_kpi_snapshots
-from loyalty.goals import save_goal, save_kpi_target
-from loyalty.jobs import JOBS, job_history, mark_interrupted_runs, run_all, run_job
-from loyalty.ledger import balance, reverse_purchase
+from loyalty.evaluation.kpis import campaign_results, kpi_snapshot_frame, store_kpi_snapshots
+from loyalty.program.goals import save_goal, save_kpi_target
+from loyalty.evaluation.jobs import JOBS, job_history, mark_interrupted_runs, run_all, run_job
+from loyalty.ledger.entries import balance, reverse_purchase
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 MANAGER = Actor("max", "manager")
@@ -113,7 +113,7 @@ def test_a_job_failing_half_way_leaves_the_previous_results_and_records_the_erro
         raise RuntimeError("disk full (simulated)")
 
     # The old rows are deleted first, in the same transaction, then the insert fails.
-    monkeypatch.setattr("loyalty.evaluation.insert_frame", disk_full)
+    monkeypatch.setattr("loyalty.evaluation.kpis.insert_frame", disk_full)
     result = run_job("kpi-snapshot", as_of=date(2026, 10, 15), actor=MANAGER)
 
     assert result["status"] == "failed" and result["rows"] == 0
@@ -128,9 +128,9 @@ def test_a_job_failing_half_way_leaves_the_previous_results_and_records_the_erro
 
 _KILLED_JOB = """
 import sys, time
-import loyalty.evaluation as evaluation
+import loyalty.evaluation.kpis as evaluation
 from datetime import date
-from loyalty.jobs import run_job
+from loyalty.evaluation.jobs import run_job
 
 original = evaluation.insert_frame
 
@@ -260,7 +260,7 @@ def test_a_tier_evaluation_failing_half_way_moves_nobody(session, tier_program, 
         raise RuntimeError("lost connection (simulated)")
 
     # Members' tiers are updated first, then the movements are inserted: that fails.
-    monkeypatch.setattr("loyalty.evaluation.insert_frame", broken)
+    monkeypatch.setattr("loyalty.evaluation.kpis.insert_frame", broken)
     before = _tiers_now(session, tier_program)
     result = run_job("tier-evaluation", as_of=date(2026, 10, 14), actor=MANAGER)
     assert result["status"] == "failed" and "lost connection" in result["error"]
@@ -411,7 +411,7 @@ def test_job_history_lists_each_run_newest_first_with_exactly_the_documented_key
 
 
 def test_kpi_snapshot_stores_the_overview_numbers_the_page_then_reads(session, two_buyers):
-    from loyalty.overview import program_summary
+    from loyalty.insights.overview import program_summary
 
     a, _ = two_buyers
     session.add(LedgerEntry(member_id=a.id, kind="redeem", points=-5, occurred_at=utc(2026, 9, 20)))
@@ -472,7 +472,7 @@ def test_on_postgresql_a_run_waiting_for_another_runs_lock_gives_up_after_the_lo
 
     import db.engine as engine_module
     from db.engine import dispose_engines, get_engine, new_session, write_transaction
-    from loyalty.jobs import hold_job_lock
+    from loyalty.evaluation.jobs import hold_job_lock
 
     if not db_url.startswith("postgresql"):
         pytest.skip("SQLite's own busy timeout limits its lock waits")

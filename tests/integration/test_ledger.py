@@ -31,9 +31,9 @@ from sqlmodel import Session, select
 
 from db.engine import get_engine, new_session
 from db.models import AuditLog, LedgerEntry, Member, Purchase, Redemption
-from loyalty.access import SYSTEM_SCHEDULER, Actor
+from loyalty.access.roles import SYSTEM_SCHEDULER, Actor
 from loyalty.errors import AlreadyDone, InsufficientPoints
-from loyalty.ledger import (
+from loyalty.ledger.entries import (
     adjust_points,
     balance,
     expire_points,
@@ -41,7 +41,7 @@ from loyalty.ledger import (
     open_lots,
     reverse_purchase,
 )
-from loyalty.rewards import redeem_reward
+from loyalty.ledger.redemptions import redeem_reward
 from tests.factories import make_member, make_purchase, make_reward, utc
 
 OPERATIONS = Actor("olga", "operations")

@@ -1,7 +1,7 @@
 """Every protected use case checks the acting user's role itself (the whole role x action matrix).
 
 The expectations are written out here from the issue's role descriptions, not derived
-from ``loyalty.access.PERMISSIONS``, so a wrong entry in that table fails a test.
+from ``loyalty.access.roles.PERMISSIONS``, so a wrong entry in that table fails a test.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from collections.abc import Callable
 import pytest
 from sqlmodel import Session
 
-from loyalty.access import ROLES, Actor, pages_for
-from loyalty.audit import audit_entries
+from loyalty.access.roles import ROLES, Actor, pages_for
+from loyalty.access.audit import audit_entries
 from loyalty.errors import LoyaltyError, PermissionDenied
-from loyalty.ledger import adjust_points, expire_points, reverse_purchase
-from loyalty.members import erase_member, member_profile, search_members
-from loyalty.purchases import record_purchase
-from loyalty.rewards import cancel_redemption, fulfil_redemption, redeem_reward
-from loyalty.settings import update_settings
-from loyalty.users import create_user, disable_user, reset_password, set_role
+from loyalty.ledger.entries import adjust_points, expire_points, reverse_purchase
+from loyalty.ledger.members import erase_member, member_profile, search_members
+from loyalty.ledger.purchases import record_purchase
+from loyalty.ledger.redemptions import cancel_redemption, fulfil_redemption, redeem_reward
+from loyalty.program.settings import update_settings
+from loyalty.access.users import create_user, disable_user, reset_password, set_role
 from tests.factories import make_member, make_purchase, make_reward, utc
 
 ALL = set(ROLES)
@@ -49,7 +49,7 @@ def _use_cases(session: Session) -> dict[str, Callable[[Actor], object]]:
     make_purchase(session, member, 500.0, occurred_at=utc(2026, 11, 1))
     purchase_id = make_purchase(session, member, 50.0, occurred_at=utc(2026, 11, 2))
     reward = make_reward(session, points_cost=10)
-    from loyalty.access import SYSTEM_CLI
+    from loyalty.access.roles import SYSTEM_CLI
 
     pending = redeem_reward(session=session, member_id=member.id, reward_id=reward.id, actor=SYSTEM_CLI).redemption_id
     create_user(session=session, username="target", role="analyst", password="target-password-1", actor=SYSTEM_CLI)
@@ -110,6 +110,6 @@ def test_a_forged_call_from_a_hidden_page_is_refused_and_writes_nothing(session)
     member = make_member(session)
     with pytest.raises(PermissionDenied, match="executive"):
         adjust_points(session=session, member_id=member.id, points=1000, reason="forged", actor=Actor("eve", "executive"))
-    from loyalty.ledger import balance
+    from loyalty.ledger.entries import balance
 
     assert balance(session, member.id) == 0

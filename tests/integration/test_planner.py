@@ -10,11 +10,11 @@ from scipy import stats
 from sqlmodel import select
 
 from db.models import CampaignAssignment
-from loyalty.access import Actor
-from loyalty.campaigns import activate_campaign, preview_campaign, save_campaign
-from loyalty.evaluation import campaign_results, evaluate_campaigns, store_campaign_results
-from loyalty.ledger import reverse_purchase
-from loyalty.planner import comparable_campaigns, expected_campaign_impact, plan_holdout, segment_spend
+from loyalty.access.roles import Actor
+from loyalty.program.campaigns import activate_campaign, preview_campaign, save_campaign
+from loyalty.evaluation.kpis import campaign_results, evaluate_campaigns, store_campaign_results
+from loyalty.ledger.entries import reverse_purchase
+from loyalty.decisions.planner import comparable_campaigns, expected_campaign_impact, plan_holdout, segment_spend
 from tests.factories import make_member, make_purchase, utc
 
 MANAGER = Actor("max", "manager")

@@ -6,11 +6,11 @@ import pytest
 from sqlmodel import select
 
 from db.models import AuditLog, Feedback, Member
-from loyalty.access import SYSTEM_CLI, Actor
+from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.errors import AlreadyDone
-from loyalty.ledger import balance
-from loyalty.members import erase_member, export_members, member_profile, search_members
-from loyalty.overview import program_summary
+from loyalty.ledger.entries import balance
+from loyalty.ledger.members import erase_member, export_members, member_profile, search_members
+from loyalty.insights.overview import program_summary
 from tests.factories import make_member, make_purchase, utc
 
 ANALYST, MANAGER = Actor("ann", "analyst"), Actor("max", "manager")

@@ -6,10 +6,10 @@ import pytest
 from sqlmodel import select
 
 from db.models import Redemption
-from loyalty.access import Actor
+from loyalty.access.roles import Actor
 from loyalty.errors import AlreadyDone, InvalidInput, PermissionDenied
-from loyalty.ledger import balance
-from loyalty.rewards import (
+from loyalty.ledger.entries import balance
+from loyalty.ledger.redemptions import (
     cancel_redemption,
     cancel_redemptions,
     fulfil_redemption,

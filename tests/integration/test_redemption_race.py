@@ -36,9 +36,9 @@ from sqlmodel import Session, select
 
 from db.engine import dispose_engines, get_engine, new_session
 from db.models import AuditLog, LedgerEntry, Member, Redemption, Reward
-from loyalty.access import SYSTEM_SCHEDULER, Actor
-from loyalty.ledger import balance, expire_points
-from loyalty.rewards import cancel_redemption, redeem_reward
+from loyalty.access.roles import SYSTEM_SCHEDULER, Actor
+from loyalty.ledger.entries import balance, expire_points
+from loyalty.ledger.redemptions import cancel_redemption, redeem_reward
 from tests.factories import make_member, make_purchase, make_reward, utc
 
 WORKERS = 20
@@ -52,8 +52,8 @@ OPERATIONS = Actor("olga", "operations")
 
 def _racer(index: int, jobs: ProcessQueue, barrier: ProcessBarrier, results: ProcessQueue) -> None:
     """One racing process: takes a race from ``jobs``, does everything slow, then waits at the barrier."""
-    import loyalty.members
-    import loyalty.rewards  # noqa: F401  (cmd_redeem imports them lazily: not after the start)
+    import loyalty.ledger.members
+    import loyalty.ledger.redemptions  # noqa: F401  (cmd_redeem imports them lazily: not after the start)
     from loyalty.cli import build_parser
 
     while (job := jobs.get()) is not None:

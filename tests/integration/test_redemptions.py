@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from db.engine import get_engine, new_session
 from db.models import AuditLog, LedgerEntry, Member, Redemption, Reward
-from loyalty.access import Actor
+from loyalty.access.roles import Actor
 from loyalty.cli import main
 from loyalty.errors import (
     AlreadyDone,
@@ -21,8 +21,8 @@ from loyalty.errors import (
     PermissionDenied,
     RewardUnavailable,
 )
-from loyalty.ledger import adjust_points, balance, expiry_date, reverse_purchase
-from loyalty.rewards import cancel_redemption, fulfil_redemption, redeem_reward
+from loyalty.ledger.entries import adjust_points, balance, expiry_date, reverse_purchase
+from loyalty.ledger.redemptions import cancel_redemption, fulfil_redemption, redeem_reward
 from tests.factories import make_member, make_purchase, make_reward, make_tier, utc
 
 OPERATIONS = Actor("olga", "operations")

@@ -27,12 +27,12 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from db.models import Report
-from loyalty.access import Actor
-from loyalty.campaigns import activate_campaign, save_campaign
+from loyalty.access.roles import Actor
+from loyalty.program.campaigns import activate_campaign, save_campaign
 from loyalty.errors import InvalidInput
-from loyalty.goals import save_goal, save_kpi_target
-from loyalty.jobs import run_job
-from loyalty.reports import (
+from loyalty.program.goals import save_goal, save_kpi_target
+from loyalty.evaluation.jobs import run_job
+from loyalty.evaluation.reports import (
     last_complete_period,
     list_reports,
     parse_period,
@@ -81,7 +81,7 @@ def tiny_charts(monkeypatch):
     buffer = io.BytesIO()
     Image.new("RGB", (1, 1), "white").save(buffer, format="PNG")
     png = buffer.getvalue()
-    monkeypatch.setattr("loyalty.reports.figure_images", lambda figures, **_: [png] * len(figures))
+    monkeypatch.setattr("loyalty.evaluation.reports.figure_images", lambda figures, **_: [png] * len(figures))
 
 
 def test_the_content_says_what_happened_in_plain_words(session, program):

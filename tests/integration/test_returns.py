@@ -18,10 +18,10 @@ from sqlmodel import Session, select
 
 from db.engine import get_engine, new_session
 from db.models import AuditLog, Campaign, LedgerEntry, Member, Purchase, Reward
-from loyalty.access import SYSTEM_SCHEDULER, Actor
+from loyalty.access.roles import SYSTEM_SCHEDULER, Actor
 from loyalty.cli import main
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, LoyaltyError
-from loyalty.ledger import (
+from loyalty.ledger.entries import (
     balance,
     expire_points,
     member_balance,
@@ -30,8 +30,8 @@ from loyalty.ledger import (
     reverse_purchase,
     spendable_balances,
 )
-from loyalty.purchases import refund_purchase
-from loyalty.rewards import cancel_redemption, redeem_reward
+from loyalty.ledger.purchases import refund_purchase
+from loyalty.ledger.redemptions import cancel_redemption, redeem_reward
 from tests.factories import make_member, make_purchase, make_reward, utc
 
 OPERATIONS = Actor("olga", "operations")

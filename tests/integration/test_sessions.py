@@ -8,8 +8,8 @@ import pytest
 import time_machine
 
 from db.models import SignInSession
-from loyalty.access import SYSTEM_CLI, Actor
-from loyalty.sessions import (
+from loyalty.access.roles import SYSTEM_CLI, Actor
+from loyalty.access.sessions import (
     GRANT_SECONDS,
     TOUCH_SECONDS,
     check_session,
@@ -18,7 +18,7 @@ from loyalty.sessions import (
     resume_session,
     start_session,
 )
-from loyalty.users import create_user, disable_user, reset_password
+from loyalty.access.users import create_user, disable_user, reset_password
 
 T0 = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
 OLGA = Actor("olga", "operations")
@@ -122,7 +122,7 @@ def test_sign_out_password_reset_and_disabling_end_sessions_for_good(session, ol
 
 
 def test_a_new_role_applies_to_an_open_session_at_once(session, olga):
-    from loyalty.users import set_role
+    from loyalty.access.users import set_role
 
     session_id, _ = _signed_in(session, olga)
     set_role(session=session, username="olga", role="analyst", actor=SYSTEM_CLI)

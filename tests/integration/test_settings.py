@@ -7,9 +7,9 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from db.models import AuditLog, ProgramSetting
-from loyalty.access import SYSTEM_CLI, Actor
+from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.settings import (
+from loyalty.program.settings import (
     InvalidSetting,
     get_settings,
     stored_settings,

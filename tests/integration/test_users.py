@@ -8,10 +8,10 @@ import pytest
 from sqlmodel import select
 
 from db.models import AuditLog, User
-from loyalty.access import SYSTEM_CLI, Actor
+from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.cli import main
 from loyalty.errors import AlreadyDone, InvalidInput, PermissionDenied
-from loyalty.users import (
+from loyalty.access.users import (
     AuthenticationFailed,
     authenticate,
     create_user,

@@ -8,11 +8,11 @@ import pytest
 from sqlmodel import select
 
 from db.models import AuditLog, Reward, Scenario, Tier
-from loyalty.access import SYSTEM_CLI, Actor
+from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.rewards import redeem_reward
-from loyalty.tiers import save_tiers
-from loyalty.whatif import (
+from loyalty.ledger.redemptions import redeem_reward
+from loyalty.program.tiers import save_tiers
+from loyalty.decisions.whatif import (
     apply_scenario_tiers,
     compare_scenarios,
     delete_scenario,
@@ -44,7 +44,7 @@ def program(session):
     make_purchase(session, ben, 80.0, occurred_at=utc(2024, 3, 5))  # warm-up year: expires inside the window
     make_purchase(session, ben, 40.0, occurred_at=utc(2025, 6, 20))
     refunded = make_purchase(session, ben, 500.0, occurred_at=utc(2025, 7, 1))
-    from loyalty.ledger import reverse_purchase
+    from loyalty.ledger.entries import reverse_purchase
 
     reverse_purchase(session=session, purchase_id=refunded, actor=SYSTEM_CLI)
     return {"coffee": coffee}

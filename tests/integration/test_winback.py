@@ -30,8 +30,8 @@ from sqlmodel import Session, select
 
 from db.engine import write_transaction
 from db.models import AuditLog, Campaign, CampaignAssignment, Member
-from loyalty.access import SYSTEM_CLI, Actor
-from loyalty.campaigns import (
+from loyalty.access.roles import SYSTEM_CLI, Actor
+from loyalty.program.campaigns import (
     MAX_LISTED_MEMBERS,
     activate_campaign,
     eligible_members,
@@ -39,9 +39,9 @@ from loyalty.campaigns import (
     save_campaign,
 )
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.members import erase_member
-from loyalty.purchases import add_purchases
-from loyalty.winback import create_winback_campaign, winback_candidates
+from loyalty.ledger.members import erase_member
+from loyalty.ledger.purchases import add_purchases
+from loyalty.decisions.winback import create_winback_campaign, winback_candidates
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 AS_OF = date(2026, 6, 30)

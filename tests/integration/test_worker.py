@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-import loyalty.jobs as jobs_module
+import loyalty.evaluation.jobs as jobs_module
 from db.engine import get_engine
 from db.models import AuditLog
-from loyalty.access import Actor
+from loyalty.access.roles import Actor
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.jobs import JOBS
-from loyalty.worker import (
+from loyalty.evaluation.jobs import JOBS
+from loyalty.evaluation.worker import (
     GuardedJobStore,
     Worker,
     build_scheduler,
@@ -60,7 +60,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 @pytest.fixture
 def recorded_runs(monkeypatch) -> Counter:
-    """Replace what the scheduler calls (``loyalty.jobs:<name>``) with recorders."""
+    """Replace what the scheduler calls (``loyalty.evaluation.jobs:<name>``) with recorders."""
     calls: Counter = Counter()
     for name, spec in JOBS.items():
         attribute = spec.func_ref.split(":")[1]
@@ -189,7 +189,7 @@ def test_the_lease_is_taken_with_one_conditional_update(db_url):
 
 
 _DOOMED_WORKER = """
-from loyalty.worker import run_worker
+from loyalty.evaluation.worker import run_worker
 run_worker(lease_seconds=2.0, heartbeat_seconds=0.2, owner="doomed")
 """
 
@@ -310,7 +310,7 @@ def test_the_worker_never_overwrites_a_schedule_changed_while_it_read_the_job(db
         stale = store.lookup_job("kpi-snapshot")
         reschedule_job("kpi-snapshot", "20 5 * * *", actor=MANAGER, engine=engine)
         stale._modify(next_run_time=datetime.now(UTC) + timedelta(days=2))
-        from loyalty.worker import ScheduleConflict
+        from loyalty.evaluation.worker import ScheduleConflict
 
         with pytest.raises(ScheduleConflict):
             store.update_job(stale)
@@ -320,7 +320,7 @@ def test_the_worker_never_overwrites_a_schedule_changed_while_it_read_the_job(db
 
 _APP_THAT_DIES = """
 import sys, time
-from loyalty.worker import start_worker_process
+from loyalty.evaluation.worker import start_worker_process
 process = start_worker_process(log_path=sys.argv[1])
 print(process.pid, flush=True)
 time.sleep(600)
@@ -364,8 +364,8 @@ def _alive(pid: int) -> bool:
 
 _STUCK_WORKER = """
 import logging, time
-import loyalty.jobs as jobs
-from loyalty.worker import JOBS, exit_if_jobs_left_running, run_worker
+import loyalty.evaluation.jobs as jobs
+from loyalty.evaluation.worker import JOBS, exit_if_jobs_left_running, run_worker
 
 def stuck(as_of=None):
     print("job started", flush=True)

@@ -9,7 +9,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from loyalty.access import Actor
+from loyalty.access.roles import Actor
 
 APP_TIMEOUT = 60
 APP_PATH = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -37,7 +37,7 @@ def app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
 def signed_in_session(db_url: str, actor: Actor) -> str:
     """A session for ``actor`` as a sign-in makes it, its cookie already handed out; returns its id."""
     from db.engine import get_engine, new_session
-    from loyalty.sessions import exchange_grant, start_session
+    from loyalty.access.sessions import exchange_grant, start_session
 
     with new_session(get_engine(db_url)) as session:
         started = start_session(session=session, actor=actor)
@@ -68,8 +68,8 @@ def _ensure_user(db_url: str, username: str, role: str) -> None:
 
     from db.engine import get_engine, new_session
     from db.models import User
-    from loyalty.access import SYSTEM_CLI
-    from loyalty.users import create_user
+    from loyalty.access.roles import SYSTEM_CLI
+    from loyalty.access.users import create_user
 
     with new_session(get_engine(db_url)) as session:
         if session.exec(select(User).where(User.username == username)).first() is None:

@@ -6,8 +6,8 @@ import pytest
 from sqlmodel import select
 
 from db.models import Campaign, Goal, KpiTarget, Reward, Segment, Tier
-from loyalty.access import SYSTEM_CLI
-from loyalty.tiers import save_tiers
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.program.tiers import save_tiers
 from tests.pages.conftest import open_page
 
 BASE = {"window_months": 12, "benefits": "", "grace_months": 0}

@@ -8,8 +8,8 @@ import pytest
 from sqlmodel import select
 
 from db.models import JobRun, KpiSnapshot
-from loyalty.access import SYSTEM_CLI
-from loyalty.jobs import run_job
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.evaluation.jobs import run_job
 from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import open_page
 

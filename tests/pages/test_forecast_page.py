@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from loyalty.forecast import store_forecast
+from loyalty.decisions.forecast import store_forecast
 from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import figure, open_page
 

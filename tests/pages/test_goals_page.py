@@ -7,9 +7,9 @@ from datetime import date
 from sqlmodel import select
 
 from db.models import Goal
-from loyalty.access import SYSTEM_CLI
-from loyalty.goals import save_goal, save_kpi_target
-from loyalty.snapshots import snapshot_kpis
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.program.goals import save_goal, save_kpi_target
+from loyalty.evaluation.snapshots import snapshot_kpis
 from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import open_page
 

@@ -7,7 +7,7 @@ import time_machine
 from sqlmodel import select
 
 from db.models import Purchase, Redemption
-from loyalty.ledger import balance
+from loyalty.ledger.entries import balance
 from tests.factories import make_member, make_purchase, make_reward, utc
 from tests.pages.conftest import open_page
 

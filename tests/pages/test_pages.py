@@ -6,9 +6,9 @@ import pytest
 from sqlmodel import select
 
 from db.models import AuditLog, Redemption, User
-from loyalty.access import SYSTEM_CLI
-from loyalty.ledger import balance
-from loyalty.rewards import redeem_reward
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.ledger.entries import balance
+from loyalty.ledger.redemptions import redeem_reward
 from loyalty.ui.tables import selection_key
 from tests.factories import make_member, make_purchase, make_reward, utc
 from tests.pages.conftest import figure, open_page
@@ -115,7 +115,7 @@ def test_settings_refuse_nothing_changed_and_save_a_change(app, session):
     at.number_input[1].set_value(18)
     next(b for b in at.button if b.label == "Save settings").click().run()
     assert "Settings saved" in at.success[0].value
-    from loyalty.settings import get_settings
+    from loyalty.program.settings import get_settings
 
     assert get_settings(session).expiry_months == 18
 
@@ -131,7 +131,7 @@ def test_overview_shows_kpi_tiles_from_snapshots_with_target_and_alerts(app, pro
     from datetime import date
 
     from db.models import Alert, Goal, KpiTarget
-    from loyalty.snapshots import snapshot_kpis
+    from loyalty.evaluation.snapshots import snapshot_kpis
 
     snapshot_kpis(session, period="month", start=date(2026, 10, 1), end=date(2026, 11, 1), dimensions=(None,))
     snapshot_kpis(session, period="month", start=date(2026, 11, 1), end=date(2026, 12, 1), dimensions=(None,))

@@ -6,9 +6,9 @@ import pytest
 from sqlmodel import select
 
 from db.models import Reward, Tier
-from loyalty.access import SYSTEM_CLI
-from loyalty.catalogue import save_reward
-from loyalty.tiers import save_tiers
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.program.rewards import save_reward
+from loyalty.program.tiers import save_tiers
 from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import figure, open_page
 

@@ -6,9 +6,9 @@ import pytest
 from sqlmodel import select
 
 from db.models import Redemption
-from loyalty.access import SYSTEM_CLI
-from loyalty.ledger import balance
-from loyalty.rewards import fulfil_redemption, redeem_reward
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.ledger.entries import balance
+from loyalty.ledger.redemptions import fulfil_redemption, redeem_reward
 from loyalty.ui.tables import selection_key
 from tests.factories import make_member, make_purchase, make_reward, utc
 from tests.pages.conftest import open_page

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlmodel import select
 
 from db.models import Segment
-from loyalty.access import SYSTEM_CLI
-from loyalty.segments import save_segment
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.program.segments import save_segment
 from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import figure, open_page
 

@@ -9,8 +9,8 @@ import pytest
 from sqlmodel import select
 
 from db.models import SignInSession, User
-from loyalty.access import SYSTEM_CLI
-from loyalty.users import create_user
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.access.users import create_user
 
 PASSWORD = "correct-horse-battery"
 
@@ -101,7 +101,7 @@ def test_sign_out_ends_the_session_on_the_server(app, session):
 
 
 def test_a_password_reset_ends_the_users_sessions(app, session):
-    from loyalty.users import reset_password
+    from loyalty.access.users import reset_password
 
     create_user(session=session, username="olga", role="operations", password=PASSWORD, actor=SYSTEM_CLI)
     at = _sign_in(app().run(), "olga", PASSWORD)
@@ -124,7 +124,7 @@ def test_sign_out_forgets_the_user_and_shows_no_page_content(app, session):
 
 
 def test_a_disabled_user_is_signed_out_and_a_new_role_applies_at_once(app, session):
-    from loyalty.users import disable_user, set_role
+    from loyalty.access.users import disable_user, set_role
 
     create_user(session=session, username="olga", role="operations", password=PASSWORD, actor=SYSTEM_CLI)
     create_user(session=session, username="mark", role="manager", password=PASSWORD, actor=SYSTEM_CLI)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from loyalty.access import SYSTEM_CLI
-from loyalty.users import create_user
+from loyalty.access.roles import SYSTEM_CLI
+from loyalty.access.users import create_user
 from tests.pages.conftest import open_page
 
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from loyalty.earning import base_points, earn_entries
-from loyalty.ledger import Lot, expiry_date, expiry_dates, fifo_lots
-from loyalty.settings import ProgramSettings
+from loyalty.ledger.earning import base_points, earn_entries
+from loyalty.ledger.entries import Lot, expiry_date, expiry_dates, fifo_lots
+from loyalty.program.settings import ProgramSettings
 
 
 def utc(*args: int) -> datetime:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyalty.forecast import (
+from loyalty.decisions.forecast import (
     forecast_from_entries,
     open_lots_by_month,
     project_liability,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from loyalty.errors import InvalidInput
-from loyalty.planner import (
+from loyalty.decisions.planner import (
     holdout_size,
     impact_from_history,
     length_factor,

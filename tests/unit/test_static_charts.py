@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from loyalty.static_charts import UnsupportedFigure, draw_figure, figure_png
+from loyalty.evaluation.static_charts import UnsupportedFigure, draw_figure, figure_png
 
 PURPLE, GREEN, RED, BLUE = "#6a1b9a", "#2e7d32", "#c62828", "#1565c0"
 

@@ -1,0 +1,1 @@
+"""The demo program: a realistic synthetic loyalty program, deterministic for a seed."""

@@ -1,0 +1,1 @@
+"""What the Overview and Analyse pages read: page-ready frames over the analytics engine and the program's configuration."""

@@ -1,0 +1,181 @@
+"""The program at a glance: the numbers on the Overview page, computed in SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import pandas as pd
+import polars as pl
+from sqlalchemy import delete, func
+from sqlmodel import Session, select
+
+from db.bulk import insert_frame
+from db.functions import month_key
+from db.models import KpiSnapshot, LedgerEntry, Member, Purchase, Redemption, utcnow
+from loyalty.program.settings import get_settings
+
+__all__ = ["PROGRAM_PERIOD", "ProgramSummary", "program_snapshot_frame", "program_summary", "recent_alerts", "store_program_snapshot"]
+
+ACTIVE_WINDOW = timedelta(days=90)
+# The nightly KPI snapshot also stores the Overview's numbers in ``kpi_snapshot`` under
+# this period, so the page reads a few dozen rows instead of aggregating the purchase
+# and ledger tables (tens of seconds at ten million rows on SQLite).
+PROGRAM_PERIOD = "program"
+MONTHLY_COLUMNS = ("revenue", "purchases", "buyers", "points_earned", "points_bonus", "points_redeemed", "points_expired")
+HEADLINE_COLUMNS = ("active_members", "purchases_30d", "revenue_30d", "points_outstanding")
+
+
+@dataclass
+class ProgramSummary:
+    members: int
+    active_members: int
+    purchases_30d: int
+    revenue_30d: float
+    points_outstanding: int
+    liability: float
+    currency: str
+    pending_redemptions: int
+    monthly: pd.DataFrame  # month, revenue, purchases, buyers, points_earned, points_redeemed, points_expired
+    as_of: date | None = None  # the nightly snapshot's day; None when computed live
+
+
+def program_summary(session: Session, *, now: datetime | None = None, months: int = 24, live: bool = False) -> ProgramSummary:
+    """Head-line numbers and a monthly series.
+
+    From the nightly snapshot when there is one (members and pending redemptions are
+    always counted live); otherwise, or with ``live``, each an aggregate query.
+    """
+    if not live and now is None:
+        stored = _stored_summary(session)
+        if stored is not None:
+            return stored
+    now = now or utcnow()
+    settings = get_settings(session)
+    members = session.exec(select(func.count()).select_from(Member)).one()
+    active = session.exec(
+        select(func.count(func.distinct(Purchase.member_id))).where(Purchase.occurred_at >= now - ACTIVE_WINDOW)
+    ).one()
+    count_30, revenue_30 = session.exec(
+        select(func.count(), func.coalesce(func.sum(Purchase.amount), 0.0)).where(
+            Purchase.occurred_at >= now - timedelta(days=30), Purchase.refunded_at.is_(None)
+        )
+    ).one()
+    outstanding = int(session.exec(select(func.coalesce(func.sum(LedgerEntry.points), 0))).one())
+    pending = session.exec(select(func.count()).select_from(Redemption).where(Redemption.status == "requested")).one()
+    since = (pd.Timestamp(now) - pd.DateOffset(months=months - 1)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    month = month_key(Purchase.occurred_at)
+    sales = pd.DataFrame(
+        session.exec(
+            select(month, func.sum(Purchase.amount), func.count(), func.count(func.distinct(Purchase.member_id)))
+            .where(Purchase.occurred_at >= since.to_pydatetime(), Purchase.refunded_at.is_(None))
+            .group_by(month)
+        ).all(),
+        columns=["month", "revenue", "purchases", "buyers"],
+    )
+    lmonth = month_key(LedgerEntry.occurred_at)
+    points = pd.DataFrame(
+        session.exec(
+            select(lmonth, LedgerEntry.kind, func.sum(LedgerEntry.points))
+            .where(LedgerEntry.occurred_at >= since.to_pydatetime())
+            .group_by(lmonth, LedgerEntry.kind)
+        ).all(),
+        columns=["month", "kind", "points"],
+    )
+    wide = points.pivot_table(index="month", columns="kind", values="points", aggfunc="sum", fill_value=0) if not points.empty else pd.DataFrame()
+    monthly = sales.set_index("month") if not sales.empty else pd.DataFrame(columns=["revenue", "purchases", "buyers"])
+    for kind, column, sign in (("earn", "points_earned", 1), ("bonus", "points_bonus", 1), ("redeem", "points_redeemed", -1), ("expire", "points_expired", -1)):
+        monthly[column] = (wide[kind] * sign if kind in wide else pd.Series(dtype="int64")).reindex(monthly.index).fillna(0).astype("int64")
+    monthly = monthly.sort_index().reset_index().rename(columns={"index": "month"})
+    return ProgramSummary(
+        members=int(members), active_members=int(active), purchases_30d=int(count_30), revenue_30d=float(revenue_30),
+        points_outstanding=outstanding, liability=outstanding * settings.point_value, currency=settings.currency,
+        pending_redemptions=int(pending), monthly=monthly,
+    )
+
+
+def program_snapshot_frame(purchases: pl.DataFrame, entries: pl.DataFrame, *, as_of: date, months: int = 24) -> pd.DataFrame:
+    """The Overview's numbers as of the end of ``as_of``, as ``kpi_snapshot`` rows.
+
+    ``purchases``: ``member_id, occurred_on, amount`` (refunds excluded); ``entries``:
+    the ledger before the end of ``as_of`` (``kind, points, occurred_seconds``), as the
+    KPI snapshot reads them. Monthly rows (``dimension = "month"``) for the last
+    ``months`` calendar months and head-line rows (``dimension = "headline"``).
+    """
+    end = as_of + timedelta(days=1)
+    first = (pd.Timestamp(end - timedelta(days=1)).replace(day=1) - pd.DateOffset(months=months - 1)).date()
+    bought = purchases.filter(pl.col("occurred_on") < end)
+    sales = (
+        bought.filter(pl.col("occurred_on") >= first)
+        .group_by(month=pl.col("occurred_on").dt.truncate("1mo"))
+        .agg(revenue=pl.col("amount").sum(), purchases=pl.len(), buyers=pl.col("member_id").n_unique())
+    )
+    moved = (
+        entries.with_columns(month=pl.from_epoch("occurred_seconds", time_unit="s").dt.date().dt.truncate("1mo"), kind=pl.col("kind").cast(pl.String))
+        .filter(pl.col("month") >= first)
+        .group_by("month")
+        .agg(points_earned=pl.col("points").filter(pl.col("kind") == "earn").sum(),
+             points_bonus=pl.col("points").filter(pl.col("kind") == "bonus").sum(),
+             points_redeemed=-pl.col("points").filter(pl.col("kind") == "redeem").sum(),
+             points_expired=-pl.col("points").filter(pl.col("kind") == "expire").sum())
+    )
+    monthly = sales.join(moved, on="month", how="full", coalesce=True).fill_null(0).sort("month").to_pandas()
+    rows = [
+        {"metric": column, "period_start": pd.Timestamp(m).date(), "period_end": (pd.Timestamp(m) + pd.DateOffset(months=1)).date(),
+         "dimension": "month", "value": float(v)}
+        for column in MONTHLY_COLUMNS for m, v in zip(monthly["month"], monthly[column])
+    ]
+    recent = bought.filter(pl.col("occurred_on") >= end - timedelta(days=30))
+    headline = {
+        "active_members": bought.filter(pl.col("occurred_on") >= end - ACTIVE_WINDOW)["member_id"].n_unique(),
+        "purchases_30d": recent.height,
+        "revenue_30d": float(recent["amount"].sum()),
+        "points_outstanding": int(entries["points"].sum()),
+    }
+    rows += [{"metric": k, "period_start": as_of, "period_end": end, "dimension": "headline", "value": float(v)} for k, v in headline.items()]
+    frame = pd.DataFrame(rows)
+    return frame.assign(period=PROGRAM_PERIOD, dimension_value="", computed_at=pd.Timestamp(utcnow()))[
+        ["metric", "period", "period_start", "period_end", "dimension", "dimension_value", "value", "computed_at"]]
+
+
+def store_program_snapshot(session: Session, frame: pd.DataFrame) -> int:
+    """Replace the stored Overview numbers (inside the caller's transaction)."""
+    session.execute(delete(KpiSnapshot).where(KpiSnapshot.period == PROGRAM_PERIOD))
+    return insert_frame(session, "kpi_snapshot", frame)
+
+
+def _stored_summary(session: Session) -> ProgramSummary | None:
+    rows = session.exec(select(KpiSnapshot.metric, KpiSnapshot.dimension, KpiSnapshot.period_start, KpiSnapshot.value)
+                        .where(KpiSnapshot.period == PROGRAM_PERIOD)).all()
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows, columns=["metric", "dimension", "period_start", "value"])
+    headline = frame[frame["dimension"] == "headline"]
+    values = dict(zip(headline["metric"], headline["value"]))
+    if set(HEADLINE_COLUMNS) - set(values):
+        return None
+    monthly = (frame[frame["dimension"] == "month"].pivot_table(index="period_start", columns="metric", values="value", aggfunc="sum")
+               .reindex(columns=list(MONTHLY_COLUMNS)).fillna(0.0))
+    monthly.index = pd.to_datetime(monthly.index).strftime("%Y-%m")
+    monthly = monthly.rename_axis("month").reset_index()
+    monthly.columns.name = None
+    for column in MONTHLY_COLUMNS[1:]:
+        monthly[column] = monthly[column].astype("int64")
+    settings = get_settings(session)
+    outstanding = int(values["points_outstanding"])
+    return ProgramSummary(
+        members=int(session.exec(select(func.count()).select_from(Member)).one()),
+        active_members=int(values["active_members"]), purchases_30d=int(values["purchases_30d"]),
+        revenue_30d=float(values["revenue_30d"]), points_outstanding=outstanding, liability=outstanding * settings.point_value,
+        currency=settings.currency,
+        pending_redemptions=int(session.exec(select(func.count()).select_from(Redemption).where(Redemption.status == "requested")).one()),
+        monthly=monthly, as_of=headline["period_start"].iloc[0],
+    )
+
+
+def recent_alerts(session: Session, *, limit: int = 5) -> list[dict]:
+    """The newest unacknowledged alerts (retention falling, KPIs off track)."""
+    from db.models import Alert
+
+    rows = session.exec(select(Alert).where(Alert.acknowledged_by == "").order_by(Alert.as_of.desc(), Alert.id.desc()).limit(limit)).all()
+    return [{"as_of": a.as_of, "severity": a.severity, "message": a.message, "metric": a.metric, "kind": a.kind} for a in rows]

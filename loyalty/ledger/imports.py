@@ -1,0 +1,1247 @@
+"""Imports: members, purchases and NPS answers arriving as CSV exports.
+
+One function, :func:`import_csv`, serves the command line (``python -m loyalty import``)
+and the app's Import page; :func:`preview_csv` shows a file before anything is written.
+
+Rules every import follows
+--------------------------
+* **Canonical columns** (``REQUIRED_COLUMNS`` and ``OPTIONAL_COLUMNS``); a ``mapping``
+  renames the file's own column names to them. ``member_id`` in a file is the company's
+  member id (``Member.external_id``), never our internal key.
+* **All or nothing.** Every row is checked first; if any row is invalid the import is
+  refused with :class:`ImportRefused`, listing each problem with its line, column and
+  reason, and nothing is written. With ``skip_invalid`` the valid rows are imported and
+  the rejected ones are written, with their reasons, beside the input.
+* **Idempotent.** Importing the same file twice changes nothing. Purchases are keyed by
+  ``purchase_id`` or, without one, by a hash of their content plus the occurrence of
+  identical rows in the file (``h:<hex>:<n>``); members by their id; NPS answers by
+  ``(member_id, submitted_at)``. A key already present with the same content is
+  skipped; with different content it is a problem (members: an update).
+* **One transaction**, through :func:`db.engine.write_transaction`; purchases enter
+  through :func:`loyalty.ledger.purchases.add_purchases`, which earns their points.
+* **Vectorised.** Parsing and checks run column by column in pandas and the database
+  is asked once per chunk of keys; on the happy path no Python loop runs per row (only
+  rows with problems, and members being updated, are handled one by one).
+
+Timestamps are ISO 8601; a timestamp without an offset is UTC. Everything is stored as
+timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import bindparam, text, update
+from sqlmodel import Session
+
+from db.bulk import allocate_ids, insert_frame, sqlite_page_cache
+from db.engine import write_transaction
+from db.models import Member, Purchase, utcnow
+from loyalty.access.roles import Actor, require
+from loyalty.access.audit import record_audit
+from loyalty.errors import InvalidInput
+from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
+
+__all__ = [
+    "IMPORT_KINDS",
+    "MAX_PROBLEMS_SHOWN",
+    "OPTIONAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "SEPARATORS",
+    "ImportKind",
+    "ImportRefused",
+    "ImportResult",
+    "Problem",
+    "column_mapping",
+    "import_csv",
+    "preview_csv",
+]
+
+ImportKind = Literal["members", "purchases", "feedback"]
+IMPORT_KINDS: tuple[str, ...] = ("members", "purchases", "feedback")
+
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "members": ("member_id", "name", "email", "joined_at", "acquisition_channel"),
+    "purchases": ("member_id", "occurred_at", "amount", "channel", "store", "category"),
+    "feedback": ("member_id", "submitted_at", "score", "comment"),
+}
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "members": ("birth_date", "city", "marketing_consent", "phone"),
+    "purchases": ("purchase_id",),
+    "feedback": (),
+}
+
+MAX_PROBLEMS_SHOWN = 50
+# The separators a CSV export may use, named as people call them. A comma comes first: it
+# wins a tie. Spreadsheets set to a decimal comma (most of Europe) export with ";".
+SEPARATORS: dict[str, str] = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
+NPS_MIN, NPS_MAX = 0, 10
+# Members created from a purchase file: nothing is known of how they were acquired.
+UNKNOWN_CHANNEL = "unknown"
+# Rows checked against the database per query, and written per progress step.
+LOOKUP_CHUNK = 200_000
+WRITE_CHUNK = 100_000
+# A bigger SQLite page cache for the duration of an import: updating the indexes of a
+# large table row by row spills the default 2 MB cache to the WAL every few hundred rows
+# (measured: 1M purchases into random-order indexes, 9.6 s with the default, 5.9 s with 512 MB).
+SQLITE_IMPORT_CACHE_KIB = 1024 * 1024
+# From this many new purchases, and when they outnumber those already stored, SQLite's
+# secondary indexes are rebuilt after the load instead of updated row by row.
+DEFER_INDEXES_MIN_ROWS = 100_000
+# Fixed so a content hash (the key of a purchase without purchase_id) never changes.
+_HASH_KEY = "loyaltyconsole01"
+_TRUE = ("true", "t", "yes", "y", "1", "on")
+_FALSE = ("false", "f", "no", "n", "0", "off", "")
+_DATE_HINT = "use ISO 8601, e.g. 2025-03-01 or 2025-03-01T14:30:00Z"
+_SHOWN_VALUE_CHARS = 60
+
+ProgressFn = Callable[[int, int], None]
+Source = str | Path | IO[bytes] | IO[str]
+
+
+# --- results and errors -----------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a file: where (line, column as the file names it) and why.
+
+    ``line`` counts lines of the file, the header being line 1; ``column`` is empty for
+    a problem with the whole line or file.
+    """
+
+    line: int
+    column: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}, column {self.column}" if self.column else f"line {self.line}"
+        return f"{where}: {self.reason}"
+
+
+class ImportRefused(InvalidInput):
+    """The file has invalid rows and ``skip_invalid`` was not given: nothing was written."""
+
+    def __init__(self, problems: list[Problem], rejected: int, file: str = "the file") -> None:
+        self.problems = problems
+        self.rejected = rejected
+        self.file = file
+        count = len(problems)
+        super().__init__(
+            f"Nothing was imported: {file} has {count:,} problem{'s' if count != 1 else ''}"
+            f" in {rejected:,} row{'s' if rejected != 1 else ''}. Fix them, or import the valid rows"
+            " and set the rest aside (--skip-invalid)."
+        )
+
+    def report(self, limit: int = MAX_PROBLEMS_SHOWN) -> str:
+        """The message, then the first ``limit`` problems one per line, then how many more."""
+        lines = [str(self)] + [str(p) for p in self.problems[:limit]]
+        if len(self.problems) > limit:
+            more = len(self.problems) - limit
+            lines.append(f"... and {more:,} more problem{'s' if more != 1 else ''}")
+        return "\n".join(lines)
+
+
+@dataclass
+class ImportResult:
+    """What an import did. ``imported`` counts new rows and updated members."""
+
+    imported: int
+    skipped: int
+    rejected: int
+    problems: list[Problem]
+    rejected_path: Path | None
+    seconds: float
+    rows_per_second: float
+    # When the input was an upload (no folder to write beside), the rejected rows as CSV.
+    rejected_csv: bytes | None = None
+    members_created: int = 0
+    kind: str = ""
+    file: str = ""
+
+
+class _FileRefused(Exception):
+    """A problem with the whole file (unreadable, missing column): no row can be imported."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Table:
+    """A CSV file read as text: the file's own columns, each row's line number, how it was written."""
+
+    raw: pd.DataFrame
+    lines: np.ndarray
+    name: str
+    separator: str = ","
+    bom: bool = False  # the file starts with a UTF-8 byte-order mark (Excel's "CSV UTF-8")
+
+
+def _separator(data: bytes) -> str:
+    """The separator of a CSV file, read off its header line.
+
+    The candidate that splits the header into the most columns wins (a comma on a tie).
+    The header decides, not the data rows: a ``;`` file's data rows often hold decimal
+    commas ("42,50"), which makes ``csv.Sniffer`` guess a comma.
+    """
+    header = data.removeprefix(codecs.BOM_UTF8).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+    columns = {separator: len(next(csv.reader([header], delimiter=separator), [])) for separator in SEPARATORS}
+    return max(SEPARATORS, key=columns.__getitem__)
+
+
+def _read_bytes(source: Source) -> tuple[bytes, str, Path | None]:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        return path.read_bytes(), path.name, path
+    data = source.read()
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    name = Path(str(getattr(source, "name", "") or "upload.csv")).name
+    return data, name, None
+
+
+def _read_table(data: bytes, name: str) -> _Table:
+    """Parse ``data`` with every value kept as text, and find each row's line number.
+
+    The pyarrow reader is fast but skips blank lines and cannot say where a row with a
+    quoted line break starts; when the number of line breaks shows either happened, the
+    C reader (which keeps blank lines) reads the file again and line breaks inside
+    values are counted per row.
+    """
+    if not data.strip():
+        raise _FileRefused([Problem(1, "", "the file is empty: it needs a header line with the column names")])
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise _FileRefused([Problem(line, "", "the file is not UTF-8 text: save it as 'CSV UTF-8'")]) from None
+    separator = _separator(data)
+    options: dict[str, Any] = {"dtype": str, "keep_default_na": False, "encoding": "utf-8-sig", "sep": separator}
+    raw: pd.DataFrame | None = None
+    try:
+        raw = pd.read_csv(io.BytesIO(data), engine="pyarrow", **options)
+    except (pd.errors.ParserError, ValueError):
+        raw = None  # the C reader below gives the error with its line number
+    if raw is not None and data.count(b"\n") == len(raw) + (1 if data.endswith(b"\n") else 0):
+        lines = np.arange(2, len(raw) + 2, dtype=np.int64)
+    else:
+        try:
+            raw = pd.read_csv(io.BytesIO(data), engine="c", skip_blank_lines=False, **options)
+        except pd.errors.ParserError as error:
+            raise _FileRefused([_parser_problem(str(error))]) from None
+        breaks = np.zeros(len(raw), dtype=np.int64)
+        for column in raw.columns:
+            breaks += raw[column].str.count("\n").to_numpy(dtype=np.int64)
+        lines = 2 + np.arange(len(raw), dtype=np.int64) + np.concatenate([[0], np.cumsum(breaks)[:-1]])
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return _Table(raw=raw, lines=lines, name=name, separator=separator, bom=data.startswith(codecs.BOM_UTF8))
+
+
+def _parser_problem(message: str) -> Problem:
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if found:
+        expected, line, saw = (int(g) for g in found.groups())
+        return Problem(
+            line, "", f"{saw} values where the header has {expected} columns (a separator inside an unquoted value?)"
+        )
+    return Problem(1, "", f"the file is not valid CSV: {message.strip()}")
+
+
+def _canonical(
+    table: _Table, kind: str, mapping: dict[str, str] | None
+) -> tuple[pd.DataFrame, dict[str, str], np.ndarray]:
+    """The canonical columns of ``kind`` present in the file, stripped, without blank rows.
+
+    Returns the values (canonical names), the file's name of each canonical column, and
+    the positions in ``table.raw`` of the rows kept. File-level problems (a missing
+    column, a mapping naming no column) raise :class:`_FileRefused`.
+    """
+    mapping = {str(k).strip(): str(v).strip() for k, v in (mapping or {}).items() if str(k).strip() and str(v).strip()}
+    problems = [
+        Problem(1, source, f"is not a column of this file (mapping {source}={target})")
+        for source, target in mapping.items()
+        if source not in table.raw.columns
+    ]
+    renamed = [mapping.get(c, c) for c in table.raw.columns]
+    file_name = {}  # canonical -> the file's column
+    wanted = REQUIRED_COLUMNS[kind] + OPTIONAL_COLUMNS[kind]
+    for original, new in zip(table.raw.columns, renamed):
+        if new in wanted:
+            if new in file_name:
+                problems.append(Problem(1, original, f"and column {file_name[new]} both give {new}; keep one"))
+            else:
+                file_name[new] = original
+    has = ", ".join(map(str, table.raw.columns)) or "none"
+    for column in REQUIRED_COLUMNS[kind]:
+        if column not in file_name:
+            problems.append(Problem(1, column, f"required column is missing (the file's columns: {has})"))
+    if problems:
+        raise _FileRefused(problems)
+    values = pd.DataFrame({c: table.raw[file_name[c]].str.strip() for c in wanted if c in file_name})
+    # A line with no value in any column we read (a blank or ",,,," line) is not a row.
+    blank = np.ones(len(values), dtype=bool)
+    for column in values.columns:
+        blank &= values[column].eq("").to_numpy()
+    keep = np.flatnonzero(~blank)
+    if len(keep) != len(values):
+        values = values.iloc[keep].reset_index(drop=True)
+    return values, file_name, keep
+
+
+# --- checks -----------------------------------------------------------------------------
+
+
+class _Checks:
+    """The problems found so far, recorded a column at a time (no loop over rows)."""
+
+    def __init__(self, lines: np.ndarray, file_name: dict[str, str]) -> None:
+        self.lines = lines
+        self.file_name = file_name
+        self.bad = np.zeros(len(lines), dtype=bool)
+        self._parts: list[pd.DataFrame] = []
+
+    def add(self, mask: np.ndarray | pd.Series, column: str, reason: str | pd.Series | np.ndarray) -> None:
+        """Record ``reason`` for every row where ``mask`` holds.
+
+        ``reason`` is one text for all, or one text per flagged row (in row order).
+        """
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            return
+        rows = np.flatnonzero(mask)
+        reasons = (
+            np.full(len(rows), reason, dtype=object) if isinstance(reason, str) else np.asarray(reason, dtype=object)
+        )
+        self.bad[rows] = True
+        self._parts.append(
+            pd.DataFrame(
+                {
+                    "row": rows,
+                    "order": len(self._parts),
+                    "column": self.file_name.get(column, column),
+                    "reason": reasons,
+                }
+            )
+        )
+
+    @property
+    def ok(self) -> np.ndarray:
+        return ~self.bad
+
+    def frame(self) -> pd.DataFrame:
+        """Every problem, by line: ``row, line, column, reason``."""
+        if not self._parts:
+            return pd.DataFrame({"row": [], "line": [], "column": [], "reason": []})
+        found = pd.concat(self._parts, ignore_index=True).sort_values(["row", "order"], kind="stable")
+        found["line"] = self.lines[found["row"].to_numpy()]
+        return found[["row", "line", "column", "reason"]].reset_index(drop=True)
+
+    def problems(self) -> list[Problem]:
+        found = self.frame()
+        return [
+            Problem(int(line), str(column), str(reason))
+            for line, column, reason in zip(found["line"], found["column"], found["reason"])
+        ]
+
+
+def _quoted(values: pd.Series) -> pd.Series:
+    shown = values.str.slice(0, _SHOWN_VALUE_CHARS)
+    return "'" + shown + "'" + np.where(values.str.len() > _SHOWN_VALUE_CHARS, "…", "")
+
+
+def _text(
+    checks: _Checks, values: pd.DataFrame, column: str, limit: int | None, *, required: bool = False
+) -> pd.Series:
+    """A text column; too long for the database, or empty when required, is a problem."""
+    if column not in values:
+        return pd.Series("", index=values.index, dtype="str")
+    series = values[column]
+    if required:
+        checks.add(series.eq(""), column, "is empty")
+    if limit is not None:
+        lengths = series.str.len().to_numpy()
+        too_long = lengths > limit
+        if too_long.any():
+            checks.add(
+                too_long,
+                column,
+                pd.Series(lengths[too_long]).map(lambda n: f"is {n} characters long; at most {limit} fit"),
+            )
+    return series
+
+
+def _timestamps(checks: _Checks, values: pd.DataFrame, column: str, *, required: bool = True) -> pd.Series:
+    """ISO 8601 timestamps as UTC; a value without an offset is taken as UTC."""
+    series = values[column]
+    parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601").dt.as_unit("us")
+    empty = series.eq("").to_numpy()
+    if required:
+        checks.add(empty, column, "is empty")
+    unparsed = parsed.isna().to_numpy() & ~empty
+    if unparsed.any():
+        checks.add(unparsed, column, _quoted(series[unparsed]) + f" is not a date ({_DATE_HINT})")
+    return parsed
+
+
+def _numbers(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
+    series = values[column]
+    parsed = pd.to_numeric(series, errors="coerce")
+    empty = series.eq("").to_numpy()
+    checks.add(empty, column, "is empty")
+    # "nan" and "inf" parse as floats but are no amount or score.
+    unparsed = ~np.isfinite(parsed.to_numpy(dtype="float64")) & ~empty
+    if unparsed.any():
+        decimal_comma = np.where(series[unparsed].str.contains(",", regex=False), " (write decimals with a point, e.g. 42.50)", "")
+        checks.add(unparsed, column, _quoted(series[unparsed]) + " is not a number" + decimal_comma)
+    return parsed.astype("float64")
+
+
+def _column_length(model: type, column: str) -> int | None:
+    return getattr(model.__table__.c[column].type, "length", None)
+
+
+def _content_hash(frame: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each row's values (stable across runs: fixed key)."""
+    return pd.util.hash_pandas_object(frame, index=False, hash_key=_HASH_KEY).to_numpy()
+
+
+def _hex(hashes: np.ndarray) -> np.ndarray:
+    """16 lower-case hex digits per uint64, without a Python loop."""
+    digits = np.array([f"{i:02x}" for i in range(256)], dtype="<U2")
+    as_bytes = hashes.astype(">u8").view(np.uint8).reshape(-1, 8)
+    return np.ascontiguousarray(digits[as_bytes]).view("<U16").ravel()
+
+
+def _in_file_duplicates(
+    checks: _Checks, key: pd.DataFrame, content: Callable[[np.ndarray], np.ndarray], column: str, what: str
+) -> np.ndarray:
+    """Among valid rows, repeats of a key: same content -> repeat (skipped), else a problem.
+
+    ``content(rows)`` hashes the content of the given rows; it is only called for rows
+    whose key repeats. Returns the mask of rows that merely repeat an earlier row.
+    """
+    ok = checks.ok
+    repeat = np.zeros(len(ok), dtype=bool)
+    rows = np.flatnonzero(ok)
+    if len(rows) == 0:
+        return repeat
+    keys = key.iloc[rows].reset_index(drop=True)
+    dup = keys.duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return repeat
+    sub = keys[dup].copy()
+    sub["_content"] = content(rows[dup])
+    sub["_row"] = rows[dup]
+    key_columns = list(key.columns)
+    variants = sub.groupby(key_columns, sort=False)["_content"].transform("nunique").to_numpy()
+    conflicting = variants > 1
+    if conflicting.any():
+        clash = sub[conflicting].copy()
+        clash["_line"] = checks.lines[clash["_row"].to_numpy()]
+        others = clash.groupby(key_columns, sort=False)["_line"].transform(lambda s: ", ".join(map(str, s)))
+        mask = np.zeros(len(ok), dtype=bool)
+        mask[clash["_row"].to_numpy()] = True
+        shown = clash[key_columns[0]].astype(str)
+        checks.add(
+            mask, column, (f"{what} '" + shown + "' appears on lines " + others + " with different content").to_numpy()
+        )
+    same = ~conflicting & sub.duplicated(key_columns, keep="first").to_numpy()
+    repeat[sub["_row"].to_numpy()[same]] = True
+    return repeat
+
+
+# --- database look-ups ------------------------------------------------------------------
+
+
+def _keys_table(session: Session, keys: Sequence[str] | Sequence[int]) -> tuple[str, dict[str, Any]]:
+    """A one-column table ``(import_key)`` of ``keys`` as SQL, bound as a single parameter.
+
+    One parameter whatever the number of keys: SQLite's ``json_each`` and PostgreSQL's
+    ``unnest`` sidestep the limit on bound variables and the cost of huge ``IN`` lists.
+    """
+    numeric = len(keys) > 0 and isinstance(keys[0], (int, np.integer))
+    if session.get_bind().dialect.name == "sqlite":
+        payload = [int(k) for k in keys] if numeric else [str(k) for k in keys]
+        return "(SELECT value AS import_key FROM json_each(:keys))", {"keys": json.dumps(payload)}
+    if numeric:
+        return "(SELECT unnest(CAST(:keys AS bigint[])) AS import_key)", {"keys": [int(k) for k in keys]}
+    return "(SELECT unnest(CAST(:keys AS text[])) AS import_key)", {"keys": [str(k) for k in keys]}
+
+
+def _select_by_keys(
+    session: Session, sql: str, keys: Sequence[str] | Sequence[int], columns: list[str]
+) -> pd.DataFrame:
+    """Run ``sql`` (``{keys}`` stands for :func:`_keys_table`) over ``keys``, in chunks.
+
+    ``FROM {keys} k CROSS JOIN table`` makes SQLite walk the keys and probe the table's
+    index for each, instead of scanning a table of millions of rows.
+    """
+    parts = []
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        table, params = _keys_table(session, keys[start : start + LOOKUP_CHUNK])
+        rows = session.execute(text(sql.format(keys=table)), params).all()
+        if rows:
+            # Column by column: pandas would otherwise probe each Row object's attributes.
+            parts.append(pd.DataFrame(dict(zip(columns, map(list, zip(*rows))))))
+    if not parts:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    return pd.concat(parts, ignore_index=True)
+
+
+def _resolve_members(session: Session, member: pd.Series, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Our id (NaN when unknown) and erasure flag of each row's member, looked up for ``wanted`` rows.
+
+    The company's ids are factorised first, so the database is asked once per member
+    and the answer spread back to a million rows by array indexing.
+    """
+    codes, uniques = pd.factorize(member)
+    needed = np.unique(codes[wanted & (codes >= 0)])
+    found = _select_by_keys(
+        session,
+        "SELECT m.external_id, m.id, CASE WHEN m.erased_at IS NULL THEN 0 ELSE 1 END"
+        " FROM {keys} k CROSS JOIN member m WHERE m.external_id = k.import_key",
+        [str(v) for v in np.asarray(uniques, dtype=object)[needed]],
+        ["external_id", "id", "erased"],
+    )
+    member_pk = np.full(len(uniques) + 1, np.nan)  # the extra slot answers code -1
+    erased = np.zeros(len(uniques) + 1, dtype=bool)
+    if not found.empty:
+        at = pd.Index(uniques).get_indexer(found["external_id"].astype(str))
+        member_pk[at] = found["id"].to_numpy(dtype="float64")
+        erased[at] = found["erased"].to_numpy(dtype=np.int64).astype(bool)
+    return member_pk[codes], erased[codes]
+
+
+def _as_utc(values: pd.Series) -> pd.Series:
+    """Timestamps read back from the database (SQLite text or driver datetimes) as UTC."""
+    if len(values) and isinstance(values.dropna().iloc[0] if values.notna().any() else None, str):
+        return pd.to_datetime(values, utc=True, format="ISO8601").dt.as_unit("us")
+    return pd.to_datetime(values, utc=True).dt.as_unit("us")
+
+
+def _table_is_empty(session: Session, table: str) -> bool:
+    return session.execute(text(f"SELECT 1 FROM {table} LIMIT 1")).first() is None
+
+
+def _values(series: pd.Series) -> np.ndarray:
+    """A column as a numpy array; timezone-aware timestamps as UTC ``datetime64[us]``.
+
+    (``Series.to_numpy()`` would give an object array of Timestamps, slow to compare.)
+    """
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.to_numpy(dtype="datetime64[us]")
+    return series.to_numpy()
+
+
+def _utc(values: np.ndarray) -> pd.Series:
+    """UTC ``datetime64`` values as a timezone-aware column (what ``insert_frame`` stores)."""
+    return pd.Series(values).dt.tz_localize("UTC")
+
+
+def _differs(mine: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Elementwise "not equal" where two missing values are equal."""
+    mine_missing, stored_missing = pd.isna(mine), pd.isna(stored)
+    with np.errstate(invalid="ignore"):
+        unequal = np.asarray(mine != stored, dtype=bool)
+    return np.where(mine_missing | stored_missing, mine_missing != stored_missing, unequal)
+
+
+def _first_difference(differs: dict[str, np.ndarray], stored: dict[str, np.ndarray], rows: np.ndarray) -> pd.Series:
+    """For each of ``rows``, "<column> was '<stored value>'" for its first differing column."""
+    names = np.select([differs[c][rows] for c in differs], list(differs), default="")
+    was = np.select(
+        [differs[c][rows] for c in differs],
+        [pd.Series(stored[c][rows]).astype(str).to_numpy() for c in differs],
+        default="",
+    )
+    return pd.Series(names) + " was '" + pd.Series(was) + "'"
+
+
+# --- the three kinds --------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """What an import will write, decided (and checked) before anything is written."""
+
+    skipped: int
+    to_write: Callable[[], int]
+    write: Callable[[ProgressFn], tuple[int, int]]  # -> (rows imported, members created)
+
+
+def _chunked_insert(session: Session, table: str, frame: pd.DataFrame, progress: ProgressFn) -> int:
+    for start in range(0, len(frame), WRITE_CHUNK):
+        insert_frame(session, table, frame.iloc[start : start + WRITE_CHUNK])
+        progress(min(start + WRITE_CHUNK, len(frame)), len(frame))
+    return len(frame)
+
+
+def _plan_purchases(
+    session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool
+) -> _Plan:
+    member = _text(checks, values, "member_id", _column_length(Member, "external_id"), required=True)
+    occurred_at = _timestamps(checks, values, "occurred_at")
+    amount = _numbers(checks, values, "amount")
+    negative = (amount < 0).to_numpy()
+    if negative.any():
+        checks.add(negative, "amount", _quoted(values["amount"][negative]) + " is negative: record a refund instead")
+    purchase_id = _text(checks, values, "purchase_id", _column_length(Purchase, "external_id"))
+    channel = _text(checks, values, "channel", _column_length(Purchase, "channel"))
+    store = _text(checks, values, "store", _column_length(Purchase, "store"))
+    category = _text(checks, values, "category", _column_length(Purchase, "category"))
+
+    def content(rows: np.ndarray) -> np.ndarray:
+        return _content_hash(
+            pd.DataFrame(
+                {
+                    "member_id": member.iloc[rows],
+                    "occurred_at": occurred_at.iloc[rows].astype("int64"),
+                    "amount": amount.iloc[rows],
+                    "channel": channel.iloc[rows],
+                    "store": store.iloc[rows],
+                    "category": category.iloc[rows],
+                }
+            )
+        )
+
+    # Without a purchase_id the content is the identity; identical rows in one file are
+    # distinct purchases (two coffees at once), told apart by their occurrence number.
+    key = purchase_id
+    no_id = purchase_id.eq("").to_numpy()
+    if no_id.any():
+        hashes = content(np.flatnonzero(no_id))
+        occurrence = pd.Series(hashes).groupby(hashes).cumcount().astype(str)
+        key_values = purchase_id.to_numpy(dtype=object)
+        key_values[no_id] = ("h:" + pd.Series(_hex(hashes)) + ":" + occurrence).to_numpy(dtype=object)
+        key = pd.Series(key_values, dtype="str")
+    repeat = _in_file_duplicates(checks, pd.DataFrame({"purchase_id": key}), content, "purchase_id", "purchase_id")
+
+    # Already imported: the same content is skipped, different content is a conflict.
+    already = np.zeros(len(values), dtype=bool)
+    candidates = np.flatnonzero(checks.ok & ~repeat)
+    if len(candidates) and not _table_is_empty(session, "purchase"):
+        columns = ["member_id", "occurred_at", "amount", "channel", "store", "category"]
+        stored = _select_by_keys(
+            session,
+            "SELECT p.external_id, m.external_id, p.occurred_at, p.amount, p.channel, p.store, p.category"
+            " FROM {keys} k CROSS JOIN purchase p JOIN member m ON m.id = p.member_id"
+            " WHERE p.external_id = k.import_key",
+            key.iloc[candidates].tolist(),
+            ["key", *columns],
+        )
+        if not stored.empty:
+            at = pd.Index(stored["key"]).get_indexer(key.iloc[candidates])
+            rows, at = candidates[at >= 0], at[at >= 0]
+            stored = stored.iloc[at].reset_index(drop=True)
+            theirs = {
+                "member_id": stored["member_id"].astype(str).to_numpy(),
+                "occurred_at": _values(_as_utc(stored["occurred_at"])),
+                "amount": stored["amount"].to_numpy(dtype="float64"),
+                **{c: stored[c].astype(str).to_numpy() for c in ("channel", "store", "category")},
+            }
+            ours = {
+                "member_id": member.iloc[rows].to_numpy(),
+                "occurred_at": _values(occurred_at.iloc[rows]),
+                "amount": amount.iloc[rows].to_numpy(),
+                **{
+                    c: s.iloc[rows].to_numpy()
+                    for c, s in (("channel", channel), ("store", store), ("category", category))
+                },
+            }
+            differs = {c: _differs(ours[c], theirs[c]) for c in columns}
+            # Amounts travel through float; a difference below a millionth of a cent is none.
+            differs["amount"] = ~np.isclose(ours["amount"], theirs["amount"], rtol=0, atol=1e-9)
+            changed = np.logical_or.reduce(list(differs.values()))
+            already[rows[~changed]] = True
+            if changed.any():
+                mask = np.zeros(len(values), dtype=bool)
+                mask[rows[changed]] = True
+                reasons = (
+                    "purchase '"
+                    + key.iloc[rows[changed]].reset_index(drop=True)
+                    + "' was already imported with different content ("
+                    + _first_difference(differs, theirs, np.flatnonzero(changed))
+                    + ")"
+                )
+                checks.add(mask, "purchase_id", reasons.to_numpy())
+
+    # Members: known, created from their first purchase here, or a problem (reported on
+    # rows with other problems too, so one round of fixes is enough).
+    new = checks.ok & ~repeat & ~already
+    named = member.ne("").to_numpy() & ~repeat & ~already
+    member_pk, _ = _resolve_members(session, member, named)
+    unknown = named & np.isnan(member_pk)
+    if unknown.any() and not create_members:
+        checks.add(
+            unknown,
+            "member_id",
+            _quoted(member[unknown])
+            + " is not a known member: import members first, or create them from this file (--create-members)",
+        )
+
+    def rows_to_write() -> np.ndarray:
+        return np.flatnonzero(new & checks.ok)
+
+    def write(progress: ProgressFn) -> tuple[int, int]:
+        rows = rows_to_write()
+        pk = member_pk[rows]
+        created = 0
+        missing = np.isnan(pk)
+        if missing.any():
+            first_purchase = (
+                pd.DataFrame(
+                    {
+                        "external_id": member.iloc[rows[missing]].to_numpy(),
+                        "joined_at": _values(occurred_at.iloc[rows[missing]]),
+                    }
+                )
+                .groupby("external_id", sort=True)["joined_at"]
+                .min()
+            )
+            ids = _create_members_from_purchases(session, first_purchase)
+            created = len(ids)
+            pk[missing] = ids.reindex(member.iloc[rows[missing]].to_numpy()).to_numpy()
+
+        def column(series: pd.Series) -> pd.Series:
+            # Keeps pandas' Arrow-backed text as it is: no round trip through Python objects.
+            return (series if len(rows) == len(series) else series.iloc[rows]).reset_index(drop=True)
+
+        frame = pd.DataFrame(
+            {
+                "external_id": column(key),
+                "member_id": pk.astype("int64"),
+                "occurred_at": column(occurred_at),
+                "amount": column(amount),
+                "channel": column(channel),
+                "store": column(store),
+                "category": column(category),
+            }
+        )
+        with _deferred_sqlite_indexes(session, ("purchase", "ledger_entry"), len(frame)):
+            imported, _ = add_purchases(session, frame[PURCHASE_COLUMNS], actor=actor, progress=progress)
+        return imported, created
+
+    return _Plan(skipped=int((repeat | already).sum()), to_write=lambda: len(rows_to_write()), write=write)
+
+
+def _create_members_from_purchases(session: Session, first_purchase: pd.Series) -> pd.Series:
+    """Create the members first seen in a purchase file, joined at their first purchase.
+
+    Returns their new ids indexed by the company's member id.
+    """
+    ids = allocate_ids(session, "member", len(first_purchase))
+    insert_frame(
+        session,
+        "member",
+        pd.DataFrame(
+            {
+                "id": ids,
+                "external_id": first_purchase.index.to_numpy(),
+                "name": "",
+                "email": "",
+                "phone": "",
+                "joined_at": _utc(first_purchase.to_numpy()),
+                "acquisition_channel": UNKNOWN_CHANNEL,
+                "city": "",
+                "marketing_consent": False,
+                "created_at": pd.Timestamp(utcnow()),
+            }
+        ),
+    )
+    return pd.Series(ids, index=first_purchase.index.to_numpy())
+
+
+_MEMBER_TEXT = ("name", "email", "acquisition_channel", "phone", "city")
+
+
+def _plan_members(
+    session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool
+) -> _Plan:
+    external = _text(checks, values, "member_id", _column_length(Member, "external_id"), required=True)
+    fields: dict[str, pd.Series] = {}
+    for column in _MEMBER_TEXT:
+        if column in values:
+            fields[column] = _text(checks, values, column, _column_length(Member, column))
+    fields["acquisition_channel"] = fields["acquisition_channel"].where(
+        fields["acquisition_channel"].ne(""), UNKNOWN_CHANNEL
+    )
+    fields["joined_at"] = _timestamps(checks, values, "joined_at")
+    if "birth_date" in values:
+        # A date of birth is a calendar date: kept as midnight (naive) for comparisons.
+        fields["birth_date"] = (
+            _timestamps(checks, values, "birth_date", required=False).dt.tz_localize(None).dt.normalize()
+        )
+    if "marketing_consent" in values:
+        answer = values["marketing_consent"].str.lower()
+        valid = answer.isin(_TRUE + _FALSE).to_numpy()
+        if not valid.all():
+            checks.add(
+                ~valid,
+                "marketing_consent",
+                _quoted(values["marketing_consent"][~valid]) + " is not yes or no (use true/false, yes/no or 1/0)",
+            )
+        fields["marketing_consent"] = answer.isin(_TRUE)
+
+    def content(rows: np.ndarray) -> np.ndarray:
+        return _content_hash(
+            pd.DataFrame(
+                {
+                    c: (s.iloc[rows].astype("int64") if c in ("joined_at", "birth_date") else s.iloc[rows])
+                    for c, s in fields.items()
+                }
+            )
+        )
+
+    repeat = _in_file_duplicates(checks, pd.DataFrame({"member_id": external}), content, "member_id", "member_id")
+
+    # Existing members: identical -> skipped; erased -> skipped (their personal data is
+    # never brought back); otherwise updated with the file's values.
+    candidates = np.flatnonzero(checks.ok & ~repeat)
+    present = list(fields)
+    stored = (
+        _select_by_keys(
+            session,
+            "SELECT m.external_id, m.id, CASE WHEN m.erased_at IS NULL THEN 0 ELSE 1 END, "
+            + ", ".join(f"m.{c}" for c in present)
+            + " FROM {keys} k CROSS JOIN member m WHERE m.external_id = k.import_key",
+            external.iloc[candidates].tolist(),
+            ["external_id", "id", "erased", *present],
+        )
+        if len(candidates)
+        else pd.DataFrame()
+    )
+    exists = np.zeros(len(values), dtype=bool)
+    unchanged = np.zeros(len(values), dtype=bool)
+    erased = np.zeros(len(values), dtype=bool)
+    member_pk = np.zeros(len(values), dtype=np.int64)
+    if not stored.empty:
+        at = pd.Index(stored["external_id"]).get_indexer(external.iloc[candidates])
+        rows, at = candidates[at >= 0], at[at >= 0]
+        stored = stored.iloc[at].reset_index(drop=True)
+        exists[rows] = True
+        member_pk[rows] = stored["id"].to_numpy(dtype=np.int64)
+        erased[rows] = stored["erased"].astype(bool).to_numpy()
+        theirs: dict[str, np.ndarray] = {}
+        for column in present:
+            if column == "joined_at":
+                theirs[column] = _values(_as_utc(stored[column]))
+            elif column == "birth_date":
+                dates = pd.to_datetime(stored[column].astype("str"), errors="coerce", format="ISO8601")
+                theirs[column] = dates.dt.as_unit("us").to_numpy()
+            elif column == "marketing_consent":
+                theirs[column] = stored[column].astype(bool).to_numpy()
+            else:
+                theirs[column] = stored[column].astype(str).to_numpy()
+        changed = np.logical_or.reduce([_differs(_values(fields[c].iloc[rows]), theirs[c]) for c in present])
+        unchanged[rows[~changed]] = True
+
+    def new_rows() -> np.ndarray:
+        return np.flatnonzero(checks.ok & ~repeat & ~exists)
+
+    def changed_rows() -> np.ndarray:
+        return np.flatnonzero(checks.ok & exists & ~unchanged & ~erased)
+
+    def write(progress: ProgressFn) -> tuple[int, int]:
+        rows, updates = new_rows(), changed_rows()
+        total = len(rows) + len(updates)
+        frame = pd.DataFrame(
+            {
+                "external_id": external.iloc[rows].to_numpy(),
+                **{c: _values(fields[c].iloc[rows]) for c in present if c != "birth_date"},
+            }
+        )
+        for column, default in (("phone", ""), ("city", ""), ("marketing_consent", False)):
+            if column not in frame:
+                frame[column] = default
+        frame["birth_date"] = _calendar_dates(fields["birth_date"].iloc[rows]) if "birth_date" in fields else None
+        frame["joined_at"] = _utc(frame["joined_at"].to_numpy())
+        frame["created_at"] = pd.Timestamp(utcnow())
+        _chunked_insert(session, "member", frame, lambda done, _: progress(done, total))
+        _update_members(session, member_pk[updates], {c: fields[c].iloc[updates] for c in present})
+        progress(total, total)
+        return total, 0
+
+    return _Plan(
+        skipped=int((repeat | (checks.ok & exists & (unchanged | erased))).sum()),
+        to_write=lambda: len(new_rows()) + len(changed_rows()),
+        write=write,
+    )
+
+
+def _calendar_dates(values: pd.Series) -> np.ndarray:
+    """Midnight timestamps as ``datetime.date`` objects (None when missing), for a DATE column."""
+    days = values.to_numpy(dtype="datetime64[D]")
+    return np.array(pa.array(days, type=pa.date32(), mask=np.isnat(days)).to_pylist(), dtype=object)
+
+
+def _update_members(session: Session, member_ids: np.ndarray, fields: dict[str, pd.Series]) -> None:
+    """Core ``UPDATE ... WHERE id = ?`` (executemany) with the file's values."""
+    if len(member_ids) == 0:
+        return
+    table = Member.__table__
+    params: dict[str, Any] = {"b_id": member_ids.tolist()}
+    for column, series in fields.items():
+        if column == "joined_at":
+            params[f"b_{column}"] = list(series.dt.to_pydatetime())
+        elif column == "birth_date":
+            params[f"b_{column}"] = list(_calendar_dates(series))
+        elif column == "marketing_consent":
+            params[f"b_{column}"] = [bool(v) for v in series]
+        else:
+            params[f"b_{column}"] = series.tolist()
+    rows = [dict(zip(params, values)) for values in zip(*params.values())]
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values({column: bindparam(f"b_{column}") for column in fields})
+    )
+    session.execute(statement, rows)
+
+
+def _plan_feedback(
+    session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool
+) -> _Plan:
+    member = _text(checks, values, "member_id", _column_length(Member, "external_id"), required=True)
+    submitted_at = _timestamps(checks, values, "submitted_at")
+    score = _numbers(checks, values, "score")
+    finite = np.isfinite(score.to_numpy())
+    fraction = finite & (score.to_numpy() != np.round(score.to_numpy()))
+    if fraction.any():
+        checks.add(fraction, "score", _quoted(values["score"][fraction]) + " is not a whole number from 0 to 10")
+    outside = finite & ~fraction & ((score.to_numpy() < NPS_MIN) | (score.to_numpy() > NPS_MAX))
+    if outside.any():
+        checks.add(outside, "score", _quoted(values["score"][outside]) + " is outside 0-10")
+    comment = _text(checks, values, "comment", None)
+
+    key = pd.DataFrame({"member_id": member, "submitted_at": submitted_at.astype("int64")})
+
+    def content(rows: np.ndarray) -> np.ndarray:
+        return _content_hash(pd.DataFrame({"score": score.iloc[rows], "comment": comment.iloc[rows]}))
+
+    repeat = _in_file_duplicates(checks, key, content, "submitted_at", "an answer of member")
+
+    named = member.ne("").to_numpy() & ~repeat
+    member_pk, member_erased = _resolve_members(session, member, named)
+    unknown = named & np.isnan(member_pk)
+    checks.add(unknown, "member_id", _quoted(member[unknown]) + " is not a known member: import members first")
+
+    already = np.zeros(len(values), dtype=bool)
+    candidates = np.flatnonzero(checks.ok & ~repeat)
+    if len(candidates) and not _table_is_empty(session, "feedback"):
+        stored = _select_by_keys(
+            session,
+            "SELECT f.member_id, f.submitted_at, f.score, f.comment"
+            " FROM {keys} k CROSS JOIN feedback f WHERE f.member_id = k.import_key",
+            [int(m) for m in pd.unique(member_pk[candidates])],
+            ["member_pk", "submitted_at", "score", "comment"],
+        )
+        if not stored.empty:
+            stored_key = pd.MultiIndex.from_arrays(
+                [stored["member_pk"].astype("int64"), _as_utc(stored["submitted_at"]).astype("int64")]
+            )
+            ours = pd.MultiIndex.from_arrays(
+                [member_pk[candidates].astype("int64"), key["submitted_at"].iloc[candidates].to_numpy()]
+            )
+            at = stored_key.get_indexer(ours)
+            rows, at = candidates[at >= 0], at[at >= 0]
+            stored = stored.iloc[at].reset_index(drop=True)
+            score_differs = score.iloc[rows].to_numpy() != stored["score"].to_numpy(dtype="float64")
+            # An erased member's comment was blanked on purpose: only the score is compared.
+            comment_differs = (
+                comment.iloc[rows].to_numpy() != stored["comment"].astype(str).to_numpy()
+            ) & ~member_erased[rows]
+            already[rows[~score_differs & ~comment_differs]] = True
+            for differs, column, what in (
+                (score_differs, "score", "score"),
+                (comment_differs & ~score_differs, "comment", "comment"),
+            ):
+                if differs.any():
+                    mask = np.zeros(len(values), dtype=bool)
+                    mask[rows[differs]] = True
+                    was = stored[what][differs].astype(str).reset_index(drop=True)
+                    checks.add(
+                        mask,
+                        column,
+                        (
+                            "this member's answer of that time was already imported with a different "
+                            + what
+                            + " ('"
+                            + was
+                            + "')"
+                        ).to_numpy(),
+                    )
+
+    def rows_to_write() -> np.ndarray:
+        return np.flatnonzero(checks.ok & ~repeat & ~already)
+
+    def write(progress: ProgressFn) -> tuple[int, int]:
+        rows = rows_to_write()
+        frame = pd.DataFrame(
+            {
+                "member_id": member_pk[rows].astype("int64"),
+                "submitted_at": _utc(_values(submitted_at.iloc[rows])),
+                "score": score.iloc[rows].to_numpy().astype("int64"),
+                # Never store free text of a member erased under the right to erasure.
+                "comment": np.where(member_erased[rows], "", comment.iloc[rows].to_numpy(dtype=object)),
+            }
+        )
+        return _chunked_insert(session, "feedback", frame, progress), 0
+
+    return _Plan(skipped=int((repeat | already).sum()), to_write=lambda: len(rows_to_write()), write=write)
+
+
+_PLANNERS: dict[str, Callable[..., _Plan]] = {
+    "members": _plan_members,
+    "purchases": _plan_purchases,
+    "feedback": _plan_feedback,
+}
+
+
+# --- the use cases ------------------------------------------------------------------------
+
+
+@contextmanager
+def _deferred_sqlite_indexes(session: Session, tables: Sequence[str], incoming: int) -> Iterator[None]:
+    """On SQLite, drop the secondary indexes of ``tables`` and rebuild them at the end.
+
+    Inserting a million rows into five random-order B-trees costs more than the rows
+    themselves; ``CREATE INDEX`` builds the same index from a sort in a fraction of the
+    time. Worth it only when the rows coming in are many compared with the rows already
+    there (a first load of history), since a rebuild reads the whole table. Runs inside
+    the import's transaction: a failure rolls the indexes back with everything else, and
+    other connections never see the table without them (they read the last commit).
+    """
+    if session.get_bind().dialect.name != "sqlite" or incoming < DEFER_INDEXES_MIN_ROWS:
+        yield
+        return
+    present = max(session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one() for table in tables)
+    if incoming < present:
+        yield
+        return
+    names = ",".join(f"'{t}'" for t in tables)
+    # sql IS NULL for the automatic indexes of UNIQUE constraints: they stay.
+    indexes = session.execute(
+        text(f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ({names}) AND sql IS NOT NULL")
+    ).all()
+    for name, _ in indexes:
+        session.execute(text(f'DROP INDEX "{name}"'))
+    yield
+    for _, sql in indexes:
+        session.execute(text(sql))
+
+
+def _rejected_rows(table: _Table, kept: np.ndarray, found: pd.DataFrame) -> pd.DataFrame:
+    """The rejected rows as they are in the file, with their line and reasons first."""
+    if found.empty:
+        return pd.DataFrame()
+    reasons = (
+        ("column " + found["column"].astype(str) + ": " + found["reason"].astype(str))
+        .where(found["column"].astype(str).ne(""), found["reason"].astype(str))
+        .groupby(found["row"].to_numpy(), sort=True)
+        .agg("; ".join)
+    )
+    rows = reasons.index.to_numpy(dtype=np.int64)
+    rejected = table.raw.iloc[kept[rows]].reset_index(drop=True)
+    line_column = "line" if "line" not in rejected else "rejected_line"
+    reason_column = "reasons" if "reasons" not in rejected else "rejected_reasons"
+    rejected.insert(0, reason_column, reasons.to_numpy())
+    rejected.insert(0, line_column, table.lines[kept[rows]])
+    return rejected
+
+
+def import_csv(
+    session: Session,
+    kind: ImportKind,
+    path: Source,
+    *,
+    actor: Actor,
+    mapping: dict[str, str] | None = None,
+    create_members: bool = False,
+    skip_invalid: bool = False,
+    progress: ProgressFn | None = None,
+) -> ImportResult:
+    """Import a CSV file of members, purchases or NPS answers, all or nothing.
+
+    Parameters
+    ----------
+    session
+        A session for this unit of work; the import is one transaction on it.
+    kind
+        ``"members"``, ``"purchases"`` or ``"feedback"``; the columns expected are
+        ``REQUIRED_COLUMNS[kind]`` and, if present, ``OPTIONAL_COLUMNS[kind]``.
+    path
+        The CSV file, or an open binary file (an upload). For an upload the rejected
+        rows come back as ``ImportResult.rejected_csv`` instead of a file beside it.
+    actor
+        Who imports; needs the ``data.import`` permission.
+    mapping
+        ``{file column: canonical column}`` for files with their own column names.
+    create_members
+        Purchases only: create members first seen in the file (joined at their first
+        purchase in it, acquisition channel ``"unknown"``) instead of refusing them.
+    skip_invalid
+        Import the valid rows and set the invalid ones aside (``<stem>.rejected.csv``
+        beside the input, with line and reasons) instead of refusing the file.
+    progress
+        Called as ``progress(rows done, rows in the file)`` as chunks are written.
+
+    Returns
+    -------
+    ImportResult
+        Rows imported (new, or members updated), skipped (already there, or repeated
+        in the file, or erased members), rejected, and the problems found.
+
+    Raises
+    ------
+    ImportRefused
+        The file has problems and ``skip_invalid`` is false, or the file itself is
+        unusable (unreadable, a required column missing). Nothing was written.
+    """
+    require(actor, "data.import")
+    if kind not in _PLANNERS:
+        raise InvalidInput(f"Unknown import {kind!r}: choose members, purchases or feedback.")
+    started = time.perf_counter()
+    data, name, source_path = _read_bytes(path)
+    table: _Table | None = None
+    try:
+        table = _read_table(data, name)
+        values, file_name, kept = _canonical(table, kind, mapping)
+    except _FileRefused as refused:
+        raise ImportRefused(refused.problems, rejected=len(table.raw) if table is not None else 0, file=name) from None
+    total = len(values)
+    report = progress or (lambda done, total: None)
+    checks = _Checks(table.lines[kept], file_name)
+    with write_transaction(session), sqlite_page_cache(session, SQLITE_IMPORT_CACHE_KIB):
+        plan = _PLANNERS[kind](session, values, checks, actor=actor, create_members=create_members)
+        found = checks.frame()
+        problems = checks.problems()
+        rejected = int(checks.bad.sum())
+        if problems and not skip_invalid:
+            raise ImportRefused(problems, rejected=rejected, file=name)
+        writing = plan.to_write()
+        done_before = total - writing
+        report(done_before, total)
+        imported, created = plan.write(lambda done, _: report(done_before + done, total))
+        record_audit(
+            session,
+            actor=actor,
+            action="data.import",
+            entity=kind,
+            entity_id=name,
+            after={"file": name, "imported": imported, "skipped": plan.skipped, "rejected": rejected},
+        )
+    report(total, total)
+
+    rejected_path, rejected_csv = None, None
+    if rejected:
+        rejected_rows = _rejected_rows(table, kept, found).to_csv(index=False).encode("utf-8")
+        if source_path is not None:
+            rejected_path = source_path.with_name(f"{source_path.stem}.rejected.csv")
+            rejected_path.write_bytes(rejected_rows)
+        else:
+            rejected_csv = rejected_rows
+    seconds = time.perf_counter() - started
+    return ImportResult(
+        imported=imported,
+        skipped=plan.skipped,
+        rejected=rejected,
+        problems=problems,
+        rejected_path=rejected_path,
+        seconds=seconds,
+        rows_per_second=total / seconds if seconds > 0 else 0.0,
+        rejected_csv=rejected_csv,
+        members_created=created,
+        kind=kind,
+        file=name,
+    )
+
+
+def preview_csv(
+    path_or_buffer: Source, kind: ImportKind, mapping: dict[str, str] | None = None, rows: int = 20
+) -> dict[str, Any]:
+    """A look at a file before importing it: how it is written, its columns, the first rows.
+
+    Returns
+    -------
+    dict
+        ``columns`` (the file's), ``missing`` (required columns absent after
+        ``mapping``), ``mapping`` (:func:`column_mapping`: where each file column goes),
+        ``sample`` (the first ``rows`` rows, columns renamed by ``mapping``), ``rows``
+        (data rows in the file), ``separator`` (its name: comma, semicolon, tab...),
+        ``bom`` (the file starts with a UTF-8 byte-order mark) and ``problems`` (why the
+        file cannot be read at all, if it cannot).
+    """
+    if kind not in REQUIRED_COLUMNS:
+        raise InvalidInput(f"Unknown import {kind!r}: choose members, purchases or feedback.")
+    data, name, _ = _read_bytes(path_or_buffer)
+    try:
+        table = _read_table(data, name)
+    except _FileRefused as refused:
+        return {
+            "columns": [],
+            "missing": list(REQUIRED_COLUMNS[kind]),
+            "mapping": column_mapping([], kind),
+            "sample": pd.DataFrame(),
+            "rows": 0,
+            "separator": "",
+            "bom": False,
+            "problems": refused.problems,
+        }
+    renames = {str(k).strip(): str(v).strip() for k, v in (mapping or {}).items()}
+    renamed = [renames.get(c, c) for c in table.raw.columns]
+    return {
+        "columns": list(table.raw.columns),
+        "missing": [c for c in REQUIRED_COLUMNS[kind] if c not in renamed],
+        "mapping": column_mapping(list(table.raw.columns), kind, renames),
+        "sample": table.raw.head(rows).rename(columns=renames),
+        "rows": len(table.raw),
+        "separator": SEPARATORS[table.separator],
+        "bom": table.bom,
+        "problems": [],
+    }
+
+
+def column_mapping(columns: Sequence[str], kind: ImportKind, mapping: dict[str, str] | None = None) -> pd.DataFrame:
+    """Where each column of a file goes: one row per file column, then one per field the file lacks.
+
+    Columns ``file_column``, ``field`` and ``status``: ``required`` or ``optional`` (the
+    column is imported as that field, ``mapped`` when renamed by ``mapping``),
+    ``unknown: not imported``, ``duplicate: ...`` (another column already gives the
+    field), ``missing: required`` or ``absent: optional`` (no column gives the field).
+    """
+    required, optional = REQUIRED_COLUMNS[kind], OPTIONAL_COLUMNS[kind]
+    renames = mapping or {}
+    given: dict[str, str] = {}  # field -> the file column that gives it
+    rows = []
+    for column in columns:
+        field = renames.get(column, column)
+        if field not in required and field not in optional:
+            rows.append((column, "", "unknown: not imported"))
+            continue
+        if field in given:
+            rows.append((column, field, f"duplicate: column {given[field]} already gives {field}"))
+            continue
+        given[field] = column
+        status = "required" if field in required else "optional"
+        rows.append((column, field, f"{status}, mapped" if field != column else status))
+    rows += [("", field, "missing: required") for field in required if field not in given]
+    rows += [("", field, "absent: optional") for field in optional if field not in given]
+    return pd.DataFrame(rows, columns=["file_column", "field", "status"])

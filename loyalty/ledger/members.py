@@ -1,0 +1,224 @@
+"""Looking members up: search, and everything about one member on one screen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+from sqlalchemy import func, or_
+from sqlmodel import Session, select
+
+from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier
+from loyalty.access.roles import Actor, require
+from loyalty.errors import InvalidInput, NotFound
+from loyalty.ledger.entries import member_balance, member_ledger, open_lots, spendable_balances
+from loyalty.program.settings import get_settings
+
+__all__ = ["MemberProfile", "find_member", "mask", "member_profile", "search_members"]
+
+PERSONAL_FIELDS = ("name", "email", "phone", "city", "birth_date")
+
+
+def mask(value: object) -> str:
+    text = "" if value is None else str(value)
+    if not text:
+        return ""
+    if "@" in text:
+        local, _, domain = text.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return text[:1] + "***"
+
+
+def find_member(session: Session, external_id: str) -> Member:
+    member = session.exec(select(Member).where(Member.external_id == external_id)).one_or_none()
+    if member is None:
+        raise NotFound(f"No member with id {external_id}.")
+    return member
+
+
+def search_members(session: Session, query: str, *, actor: Actor, limit: int = 50) -> pd.DataFrame:
+    """Members whose id, name or email contains ``query`` (case-insensitive), with what each can spend now."""
+    require(actor, "members.view")
+    q = query.strip()
+    stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id).limit(limit)
+    show_pii = actor.can("members.view_pii")
+    if q:
+        like = f"%{q.lower()}%"
+        # Roles that see masked names may not search by them (a search would confirm a guess).
+        fields = [Member.external_id, Member.name, Member.email] if show_pii else [Member.external_id]
+        stmt = stmt.where(or_(*(func.lower(f).like(like) for f in fields)))
+    rows = session.exec(stmt).all()
+    points = spendable_balances(session, [m.id for m, _ in rows])
+    return pd.DataFrame(
+        [
+            {
+                "member": m.external_id,
+                "name": m.name if show_pii else mask(m.name),
+                "email": m.email if show_pii else mask(m.email),
+                "tier": tier or "",
+                "balance": points[m.id],
+                "joined_at": m.joined_at,
+                "acquisition_channel": m.acquisition_channel,
+            }
+            for m, tier in rows
+        ],
+        columns=["member", "name", "email", "tier", "balance", "joined_at", "acquisition_channel"],
+    )
+
+
+@dataclass
+class MemberProfile:
+    """Everything about one member; ``balance`` is what the member can spend now."""
+
+    member: dict
+    tier: str
+    balance: int
+    expiring_90_days: int
+    next_expiry_on: date | None
+    next_expiry_points: int
+    ledger: pd.DataFrame
+    purchases: pd.DataFrame
+    redemptions: pd.DataFrame
+    feedback: pd.DataFrame
+    total_spend: float
+    purchase_count: int
+    # Purchases not yet returned in full, company id -> a label naming date, amount and returns.
+    returnable: dict[str, str]
+    currency: str
+
+
+def member_profile(session: Session, external_id: str, *, actor: Actor) -> MemberProfile:
+    require(actor, "members.view")
+    member = find_member(session, external_id)
+    tier = session.get(Tier, member.tier_id).name if member.tier_id else ""
+    details = member.model_dump(exclude={"tier_id"})
+    if not actor.can("members.view_pii"):
+        for field in PERSONAL_FIELDS:
+            details[field] = mask(details[field])
+    purchases = pd.DataFrame(
+        session.exec(
+            select(Purchase.external_id, Purchase.occurred_at, Purchase.amount, Purchase.returned_cents / 100.0,
+                   Purchase.channel, Purchase.store, Purchase.category, Purchase.refunded_at)
+            .where(Purchase.member_id == member.id).order_by(Purchase.occurred_at.desc(), Purchase.id.desc())
+        ).all(),
+        columns=["purchase", "occurred_at", "amount", "returned", "channel", "store", "category", "refunded_at"],
+    )
+    redemptions = pd.DataFrame(
+        session.exec(
+            select(Redemption.id, Redemption.requested_at, Reward.name, Redemption.points, Redemption.status)
+            .join(Reward, Reward.id == Redemption.reward_id)
+            .where(Redemption.member_id == member.id).order_by(Redemption.requested_at.desc())
+        ).all(),
+        columns=["redemption_id", "requested_at", "reward", "points", "status"],
+    )
+    feedback = pd.DataFrame(
+        session.exec(
+            select(Feedback.submitted_at, Feedback.score, Feedback.comment)
+            .where(Feedback.member_id == member.id).order_by(Feedback.submitted_at.desc())
+        ).all(),
+        columns=["submitted_at", "score", "comment"],
+    )
+    now = pd.Timestamp.now(tz="UTC")
+    soon = now + pd.Timedelta(days=90)
+    expiring = sum(
+        lot.remaining for lot in open_lots(session, member.id)
+        if lot.expires_at is not None and now < pd.Timestamp(lot.expires_at) <= soon
+    )
+    active = purchases[purchases["refunded_at"].isna()] if not purchases.empty else purchases
+    points = member_balance(session, member.id, as_of=now.to_pydatetime())
+    currency = get_settings(session).currency
+    returnable = {
+        row.purchase: f"{row.purchase} · {row.occurred_at:%Y-%m-%d} · {currency} {row.amount:,.2f}"
+        + (f" ({currency} {row.returned:,.2f} returned)" if row.returned else "")
+        for row in active.itertuples()
+    }
+    return MemberProfile(
+        member=details, tier=tier, balance=points.points, expiring_90_days=int(expiring),
+        next_expiry_on=points.next_expiry_on, next_expiry_points=points.next_expiry_points,
+        ledger=member_ledger(session, member.id).iloc[::-1].reset_index(drop=True),
+        purchases=purchases, redemptions=redemptions, feedback=feedback,
+        total_spend=float((active["amount"] - active["returned"]).sum()) if not active.empty else 0.0,
+        purchase_count=len(active), returnable=returnable, currency=currency,
+    )
+
+
+def erase_member(*, session: Session, external_id: str, actor: Actor) -> None:
+    """Anonymise a member (right to erasure), keeping the ledger and purchase totals.
+
+    Personal fields and free-text feedback comments are blanked; the member's purchases,
+    points and NPS scores stay (they are no longer linked to a person), so KPIs do not
+    change. The company's member id is kept so a later import recognises the member as
+    erased and does not bring the personal data back.
+    """
+    from db.engine import write_transaction
+    from db.models import utcnow
+    from loyalty.access.audit import record_audit
+    from loyalty.errors import AlreadyDone
+    from sqlalchemy import update
+
+    require(actor, "members.erase")
+    with write_transaction(session):
+        member = find_member(session, external_id)
+        if member.erased_at is not None:
+            raise AlreadyDone(f"Member {external_id} was already erased on {member.erased_at:%Y-%m-%d}.")
+        member.name, member.email, member.phone, member.city = "", "", "", ""
+        member.birth_date, member.marketing_consent, member.erased_at = None, False, utcnow()
+        session.add(member)
+        session.execute(update(Feedback).where(Feedback.member_id == member.id).values(comment=""))
+        record_audit(session, actor=actor, action="member.erase", entity="member", entity_id=external_id,
+                     after={"erased": True})
+
+
+EXPORT_PURPOSES = ("analysis", "marketing")
+
+
+def export_members(
+    session: Session, *, actor: Actor, purpose: str = "analysis", external_ids: list[str] | None = None,
+    member_ids: list[int] | None = None,
+) -> pd.DataFrame:
+    """A member list for export (CSV), audited.
+
+    For ``marketing`` the list leaves out members without marketing consent and erased
+    members. Personal fields are masked for roles that may not see them.
+    """
+    from loyalty.access.audit import record_audit
+
+    require(actor, "members.export")
+    if purpose not in EXPORT_PURPOSES:
+        raise InvalidInput(f"Unknown export purpose {purpose!r}; choose analysis or marketing.")
+    from db.engine import begin_write
+
+    begin_write(session)  # the export is audited
+    stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id)
+    if external_ids is not None:
+        stmt = stmt.where(Member.external_id.in_(external_ids))
+    if purpose == "marketing":
+        stmt = stmt.where(Member.marketing_consent.is_(True), Member.erased_at.is_(None))
+    if member_ids is None:
+        rows = session.exec(stmt).all()
+    else:
+        ids = [int(i) for i in member_ids]
+        # In chunks: a segment can hold more members than one statement can bind.
+        rows = [row for start in range(0, len(ids), 10_000) for row in session.exec(stmt.where(Member.id.in_(ids[start:start + 10_000])))]
+    show_pii = actor.can("members.view_pii")
+    frame = pd.DataFrame(
+        [
+            {
+                "member_id": m.external_id,
+                "name": m.name if show_pii else mask(m.name),
+                "email": m.email if show_pii else mask(m.email),
+                "phone": m.phone if show_pii else mask(m.phone),
+                "city": m.city if show_pii else mask(m.city),
+                "tier": tier or "",
+                "joined_at": m.joined_at,
+                "acquisition_channel": m.acquisition_channel,
+                "marketing_consent": m.marketing_consent,
+            }
+            for m, tier in rows
+        ],
+        columns=["member_id", "name", "email", "phone", "city", "tier", "joined_at", "acquisition_channel", "marketing_consent"],
+    )
+    record_audit(session, actor=actor, action="members.export", entity="member", after={"purpose": purpose, "rows": len(frame)})
+    session.commit()
+    return frame

@@ -1,0 +1,178 @@
+"""Program-wide settings: earn rate, expiry period, value of a point, guard-rail limits.
+
+Each setting has a label (the words the Settings page and every refusal use) and a rule.
+An update is saved whole or refused whole, naming each field that was refused.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import pandas as pd
+from sqlmodel import Session, select
+
+from db.engine import begin_write
+from db.models import ProgramSetting, utcnow
+from loyalty.access.roles import Actor, require
+from loyalty.access.audit import record_audit
+from loyalty.errors import InvalidInput
+
+__all__ = [
+    "SETTING_LABELS",
+    "InvalidSetting",
+    "ProgramSettings",
+    "describe_settings",
+    "get_settings",
+    "stored_settings",
+    "update_settings",
+]
+
+
+@dataclass(frozen=True)
+class ProgramSettings:
+    currency: str = "EUR"
+    points_per_currency_unit: float = 1.0
+    expiry_months: int = 12  # 0 means points never expire
+    point_value: float = 0.01  # money value of one point, for liability
+    idle_timeout_minutes: int = 60
+    weekly_report: bool = False  # also render an executive report every Monday
+    # A point adjustment above this many points waits for a second admin's approval.
+    adjustment_approval_limit: int = 10_000
+
+
+SETTING_LABELS: dict[str, str] = {
+    "currency": "Currency",
+    "points_per_currency_unit": "Points per currency unit spent",
+    "expiry_months": "Points expire after (months, 0 = never)",
+    "point_value": "Money value of one point",
+    "idle_timeout_minutes": "Sign users out after idle minutes",
+    "adjustment_approval_limit": "Adjustment approval limit (points)",
+    "weekly_report": "Weekly executive report",
+}
+_DEFAULTS = ProgramSettings()
+
+
+class InvalidSetting(InvalidInput):
+    """One or more settings were refused; ``refused`` maps each field to the reason."""
+
+    def __init__(self, refused: dict[str, str]) -> None:
+        self.refused = refused
+        super().__init__(
+            "Nothing was saved. " + " ".join(f"{SETTING_LABELS.get(name, name)}: {reason}" for name, reason in refused.items())
+        )
+
+
+def _rule_broken(name: str, value: Any) -> str | None:
+    """Why ``value`` is not allowed for setting ``name``, or None when it is."""
+    if name == "currency":
+        return None if re.fullmatch(r"[A-Z]{3}", value) else f"must be a three-letter code such as EUR (you entered {value!r})."
+    if name == "points_per_currency_unit" and value <= 0:
+        return f"must be greater than 0, or members earn nothing (you entered {value:g})."
+    if name == "point_value" and value <= 0:
+        return f"must be greater than 0, or the points liability reads as nothing (you entered {value:g})."
+    if name == "idle_timeout_minutes" and value <= 0:
+        return f"must be at least 1 minute (you entered {value})."
+    if name in ("expiry_months", "adjustment_approval_limit") and value < 0:
+        return f"cannot be negative (you entered {value})."
+    return None
+
+
+def _typed(name: str, value: Any) -> tuple[Any, str | None]:
+    """``value`` as the type of setting ``name``, or the reason it is not one."""
+    expected = type(getattr(_DEFAULTS, name))
+    if expected is bool:
+        return (value, None) if isinstance(value, bool) else (value, "must be yes or no.")
+    if expected is str:
+        return (value.strip().upper(), None) if isinstance(value, str) else (value, "must be text.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return value, f"must be a number (you entered {value!r})."
+    if expected is int:
+        return (int(value), None) if float(value).is_integer() else (value, f"must be a whole number (you entered {value:g}).")
+    return float(value), None
+
+
+def get_settings(session: Session) -> ProgramSettings:
+    stored = {row.key: row.value for row in session.exec(select(ProgramSetting))}
+    # JSON keeps 2.0 as 2: give each value its setting's type back.
+    return ProgramSettings(**{k: float(v) if isinstance(getattr(_DEFAULTS, k), float) else v
+                              for k, v in stored.items() if k in SETTING_LABELS})
+
+
+def stored_settings(session: Session) -> pd.DataFrame:
+    """What the database holds now: each setting's label, value, and who changed it when.
+
+    A setting never changed shows its default, with an empty ``changed_at``.
+    """
+    rows = {row.key: row for row in session.exec(select(ProgramSetting))}
+    current = get_settings(session)
+    return pd.DataFrame(
+        [
+            {
+                "setting": label,
+                "value": _shown(getattr(current, name)),
+                "changed_at": rows[name].updated_at if name in rows else None,
+                "changed_by": rows[name].updated_by if name in rows else "(default)",
+            }
+            for name, label in SETTING_LABELS.items()
+        ],
+        columns=["setting", "value", "changed_at", "changed_by"],
+    )
+
+
+def describe_settings(settings: ProgramSettings, names: Iterable[str]) -> str:
+    """``"<label> is now <value>; ..."`` for the named settings, values as the page shows them."""
+    return "; ".join(f"{SETTING_LABELS[name]} is now {_shown(getattr(settings, name))}" for name in names)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def update_settings(*, session: Session, actor: Actor, **changes: Any) -> ProgramSettings:
+    """Change settings (admin only), audited; all saved or, naming each refused field, none.
+
+    Raises
+    ------
+    InvalidSetting
+        A value of the wrong type or breaking its rule (a point value of 0, say).
+    InvalidInput
+        An unknown setting.
+    """
+    require(actor, "settings.manage")
+    unknown = set(changes) - {f.name for f in fields(ProgramSettings)}
+    if unknown:
+        raise InvalidInput(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
+    typed, refused = {}, {}
+    for name, value in changes.items():
+        typed[name], reason = _typed(name, value)
+        # Only the fields being changed are checked: a value stored long ago never blocks another edit.
+        if reason := reason or _rule_broken(name, typed[name]):
+            refused[name] = reason
+    if refused:
+        raise InvalidSetting(refused)
+    begin_write(session)
+    current = get_settings(session)
+    updated = ProgramSettings(**{**asdict(current), **typed})
+    for key, value in typed.items():
+        row = session.get(ProgramSetting, key)
+        if row is None:
+            session.add(ProgramSetting(key=key, value=value, updated_by=actor.username))
+        else:
+            row.value, row.updated_at, row.updated_by = value, utcnow(), actor.username
+            session.add(row)
+    record_audit(
+        session, actor=actor, action="settings.update", entity="settings",
+        before={k: getattr(current, k) for k in typed}, after=typed,
+    )
+    session.commit()
+    return updated
