@@ -32,7 +32,6 @@ See :data:`METRICS` for the exact words; the code below is the reference.
 
 from __future__ import annotations
 
-import calendar
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from loyalty.analytics.data import (
     purchases_frame,
 )
 from loyalty.errors import InvalidInput
+from loyalty.periods import add_months, check_period, period_bounds, previous_period
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -88,44 +88,6 @@ PROMOTER_MIN, DETRACTOR_MAX = 9, 6  # NPS: 9-10 promoters, 0-6 detractors
 
 
 # --- periods --------------------------------------------------------------------------------
-
-
-def _add_months(day: date, months: int) -> date:
-    index = day.year * 12 + day.month - 1 + months
-    year, month = divmod(index, 12)
-    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
-
-
-def previous_period(start: date, end: date) -> tuple[date, date]:
-    """The period just before ``[start, end)``: same months if both are month starts, else same days."""
-    _check_period(start, end)
-    if start.day == 1 and end.day == 1:
-        months = (end.year - start.year) * 12 + end.month - start.month
-        return _add_months(start, -months), start
-    return start - (end - start), start
-
-
-def period_bounds(period: Literal["week", "month", "quarter", "year"], day: date) -> tuple[date, date]:
-    """``[start, end)`` of the calendar week (Monday first), month, quarter or year holding ``day``."""
-    if period == "week":
-        start = day - timedelta(days=day.weekday())
-        return start, start + timedelta(days=7)
-    if period == "month":
-        start = day.replace(day=1)
-        return start, _add_months(start, 1)
-    if period == "quarter":
-        start = date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
-        return start, _add_months(start, 3)
-    if period == "year":
-        return date(day.year, 1, 1), date(day.year + 1, 1, 1)
-    raise InvalidInput(f"Unknown period {period!r}; choose week, month, quarter or year.")
-
-
-def _check_period(start: date, end: date) -> None:
-    if not isinstance(start, date) or not isinstance(end, date):
-        raise InvalidInput(f"A period is two dates (YYYY-MM-DD); got {start!r} and {end!r}.")
-    if start >= end:
-        raise InvalidInput(f"The period must end after it starts: from {start} to {end} is empty (the end is exclusive).")
 
 
 # --- the catalogue -----------------------------------------------------------------------------
@@ -405,7 +367,7 @@ def member_table(
         retained, revenue_to_date, customer, joined, answers, promoters, detractors,
         last_score, predicted_clv``.
     """
-    _check_period(start, end)
+    check_period(start, end)
     previous_start, _ = previous_period(start, end)
     frame = purchases_frame(purchases)
     epoch = date(1970, 1, 1)
@@ -524,7 +486,7 @@ def load_kpi_inputs(
     history); the points ledger summed (per member only when split or ``per_member``);
     members when split or when new members are asked for; NPS answers of the period.
     """
-    _check_period(start, end)
+    check_period(start, end)
     if by is not None and by not in DIMENSIONS:
         raise InvalidInput(f"Split KPIs by one of {', '.join(DIMENSIONS)}, not {by!r}.")
     names = _metric_names(metrics)
@@ -537,7 +499,7 @@ def load_kpi_inputs(
     history = "history" in needs or by == "segment"
     purchases = load_purchases(session, start=None if history else previous_start, end=end, reader=reader)
     if any(METRICS[n].table == "points" for n in names):
-        trailing = _add_months(end, -TRAILING_MONTHS)
+        trailing = add_months(end, -TRAILING_MONTHS)
         ledger = ledger_totals(session, start, end, trailing_start=trailing, by_member=by is not None or per_member, reader=reader)
     else:
         ledger = None
@@ -712,7 +674,7 @@ def kpis_for_periods(
     if not periods:
         return []
     for start, end in periods:
-        _check_period(start, end)
+        check_period(start, end)
     names = list(DEFAULT_METRICS)
     if point_value is None:
         from loyalty.program.settings import get_settings
@@ -727,7 +689,7 @@ def kpis_for_periods(
     if loaded:  # the caller reuses what was read (the nightly job: the Overview's numbers)
         loaded(purchases, entries)
     frames = []
-    ledgers = ledger_totals_for_periods(entries, [(start, end, _add_months(end, -TRAILING_MONTHS)) for start, end in periods])
+    ledgers = ledger_totals_for_periods(entries, [(start, end, add_months(end, -TRAILING_MONTHS)) for start, end in periods])
     for done, ((start, end), ledger) in enumerate(zip(periods, ledgers)):
         if progress:
             progress(done, len(periods))

@@ -98,6 +98,7 @@ from loyalty.analytics.clv import (
 )
 from loyalty.analytics.data import _dialect, _epoch, _moment, fetch_frame
 from loyalty.errors import InvalidInput
+from loyalty.periods import cutoff_of
 from loyalty.program.settings import get_settings
 
 __all__ = [
@@ -167,11 +168,6 @@ class ForecastResult:
 # --- time grid ---------------------------------------------------------------------------------------
 
 
-def _cutoff(as_of: date) -> datetime:
-    following = as_of + timedelta(days=1)
-    return datetime(following.year, following.month, following.day, tzinfo=UTC)
-
-
 def _edges(cutoff: datetime, before: int, after: int) -> list[datetime]:
     """Starts of the month-long periods ``cutoff + j months`` for ``j = -before .. after``."""
     base = pd.Timestamp(cutoff)
@@ -189,7 +185,7 @@ def _read_ledger(session: Session, until: datetime) -> pl.DataFrame:
     """Every ledger row before ``until``: member_id, kind code, points, occurred_s, expires_s."""
     dialect = _dialect(session)
     day = until.astimezone(UTC).date()
-    if until != _cutoff(day - timedelta(days=1)):
+    if until != cutoff_of(day - timedelta(days=1)):
         raise InvalidInput("A forecast cutoff is the start of a UTC day.")
     kind = (f"CASE kind WHEN 'earn' THEN {_EARN} WHEN 'bonus' THEN {_BONUS} WHEN 'redeem' THEN {_REDEEM} "
             f"WHEN 'expire' THEN {_EXPIRE} WHEN 'reverse' THEN CASE WHEN redemption_id IS NOT NULL AND points > 0 "
@@ -610,7 +606,7 @@ def _forecast_from_ledger(
     ledger: pl.DataFrame, as_of: date, *, horizon: int, band: float, expiry_months: int, paths: int, seed: int,
     cheapest_reward: float | None,
 ) -> ForecastResult:
-    cutoff = _cutoff(as_of)
+    cutoff = cutoff_of(as_of)
     before = ledger.filter(pl.col("occurred_s") < int(cutoff.timestamp()))
     inputs = _inputs(before, cutoff, horizon, cheapest_reward)
     hazard = inputs.hazard()
@@ -753,7 +749,7 @@ def forecast_liability(
     as_of = as_of or (utcnow().date() - timedelta(days=1))
     _check(horizon, band, paths)
     settings = get_settings(session)
-    ledger = _read_ledger(session, _cutoff(as_of))
+    ledger = _read_ledger(session, cutoff_of(as_of))
     return _forecast_from_ledger(ledger, as_of, horizon=horizon, band=band, expiry_months=int(settings.expiry_months),
                                  cheapest_reward=_cheapest_reward(session),
                                  paths=paths, seed=seed)

@@ -4,7 +4,7 @@ Expected impact
 ---------------
 The campaign-evaluation job stores, per campaign with a holdout, the spend uplift per
 treated member over the campaign window with its 95 % Welch interval
-(:func:`loyalty.evaluation.kpis.campaign_results`). A draft's *comparable history* is every
+(:func:`loyalty.insights.campaign_results.campaign_results`). A draft's *comparable history* is every
 evaluated campaign of the same kind, whatever its segment (an uplift measured on Gold
 members is not adjusted when the draft targets everyone), including a running campaign
 evaluated so far. For each comparable campaign ``i``:
@@ -68,8 +68,8 @@ from sqlmodel import Session, select
 from db.models import Campaign, Purchase, utcnow
 from loyalty.program.campaigns import CAMPAIGN_KINDS, eligible_members, preview_campaign
 from loyalty.errors import InvalidInput, NotFound
-from loyalty.evaluation.kpis import CONFIDENCE as EVALUATION_CONFIDENCE
-from loyalty.evaluation.kpis import campaign_results
+from loyalty.insights.campaign_results import CONFIDENCE as EVALUATION_CONFIDENCE
+from loyalty.insights.campaign_results import campaign_results
 from loyalty.program.settings import get_settings
 
 __all__ = [

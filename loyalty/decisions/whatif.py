@@ -17,7 +17,7 @@ The model (calendar months, UTC; vectorised over members, a loop over months onl
   expire after more than :data:`MAX_WARMUP_MONTHS`).
 * **Purchases**: the real ones, refunded purchases left out (a refund takes back the
   points it earned, so it ends up neither revenue nor points), read in one query.
-* **Tiers** (as :func:`loyalty.evaluation.kpis.evaluate_tiers`): evaluated at the start of
+* **Tiers** (as :func:`loyalty.evaluation.tiers.evaluate_tiers`): evaluated at the start of
   every month on each tier's trailing window of spend **and** purchase count
   (:func:`loyalty.program.tiers.qualifying_tier_index`); upgrades at once, a downgrade once the
   grace period of the tier, counted from the month it was reached, is over. At the
@@ -95,6 +95,7 @@ from loyalty.access.audit import record_audit
 from loyalty.program.rewards import save_reward
 from loyalty.ledger.earning import base_points
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.periods import add_months, month_start
 from loyalty.program.settings import get_settings
 from loyalty.program.tiers import list_tiers, qualifying_tier_index, save_tiers, validate_tiers
 
@@ -293,19 +294,10 @@ def changes_from_inputs(program: dict[str, Any], *, tiers: list[dict[str, Any]],
 # --- history ---------------------------------------------------------------------------------------
 
 
-def _month_start(day: date) -> date:
-    return date(day.year, day.month, 1)
-
-
-def _add_months(day: date, months: int) -> date:
-    index = day.year * 12 + day.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
-
-
 def window_of(as_of: date | None = None) -> tuple[date, date]:
     """``(start, end)`` of the replayed window: the 12 complete months before ``as_of``'s month."""
-    end = _month_start(as_of or datetime.now(UTC).date())
-    return _add_months(end, -WINDOW_MONTHS), end
+    end = month_start(as_of or datetime.now(UTC).date())
+    return add_months(end, -WINDOW_MONTHS), end
 
 
 def window_purchases(session: Session, *, as_of: date | None = None) -> int:
@@ -318,7 +310,7 @@ def window_purchases(session: Session, *, as_of: date | None = None) -> int:
 def window_label(as_of: date | None = None) -> str:
     """``"Nov 2025 – Oct 2026"``: the months of the replayed window."""
     start, end = window_of(as_of)
-    return f"{start:%b %Y} – {_add_months(end, -1):%b %Y}"
+    return f"{start:%b %Y} – {add_months(end, -1):%b %Y}"
 
 
 @dataclass
@@ -370,8 +362,8 @@ def _month_number(day: date) -> int:
 def load_history(session: Session, *, as_of: date | None, lookback: int, warmup: int, reader: Reader = "auto") -> History:
     """Purchases (one query), redemptions, members and rewards for a replay."""
     window_start, window_end = window_of(as_of)
-    replay_start = _add_months(window_start, -warmup)
-    read_start = _add_months(replay_start, -lookback)
+    replay_start = add_months(window_start, -warmup)
+    read_start = add_months(replay_start, -lookback)
     months = lookback + warmup + WINDOW_MONTHS
     base = _month_number(read_start)
 
@@ -547,7 +539,7 @@ def replay(history: History, rules: Rules, *, demand: np.ndarray, path: np.ndarr
         "first_reward_reach": rewards[0]["reach"] if rewards else None,
         "tiers": tiers,
         "rewards": rewards,
-        "monthly": {"month": [_add_months(history.window_start, i).isoformat() for i in range(WINDOW_MONTHS)], **flows},
+        "monthly": {"month": [add_months(history.window_start, i).isoformat() for i in range(WINDOW_MONTHS)], **flows},
     }
 
 

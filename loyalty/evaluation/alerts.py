@@ -33,10 +33,11 @@ from sqlmodel import Session, select
 from db.engine import write_transaction
 from db.models import Alert, KpiTarget, Segment, utcnow
 from loyalty.access.roles import Actor, require
-from loyalty.analytics.metrics import METRICS, period_bounds
+from loyalty.analytics.metrics import METRICS
 from loyalty.access.audit import record_audit
 from loyalty.errors import NotFound
 from loyalty.program.goals import goal_status, target_status
+from loyalty.periods import add_months, period_bounds
 
 __all__ = [
     "ALERT_KINDS",
@@ -79,10 +80,6 @@ class AlertEvaluation:
     retention: pd.Series | None = None
 
 
-def _add_months(day: date, months: int) -> date:
-    return (pd.Timestamp(day) + pd.DateOffset(months=months)).date()
-
-
 def _month_name(day: date) -> str:
     return day.strftime("%B %Y")
 
@@ -94,7 +91,7 @@ def _share(value: float) -> str:
 def evaluated_month(as_of: date) -> tuple[date, date]:
     """``[start, end)`` of the last complete month before the end of ``as_of``."""
     end = period_bounds("month", as_of + timedelta(days=1))[0]
-    return _add_months(end, -1), end
+    return add_months(end, -1), end
 
 
 def monthly_retention(session: Session, first_month: date, end: date) -> pd.Series:
@@ -109,9 +106,9 @@ def monthly_retention(session: Session, first_month: date, end: date) -> pd.Seri
     from loyalty.analytics.data import load_purchases
     from loyalty.evaluation.kpis import analytics_reader
 
-    purchases = load_purchases(session, start=_add_months(first_month, -1), end=end, reader=analytics_reader(session))
+    purchases = load_purchases(session, start=add_months(first_month, -1), end=end, reader=analytics_reader(session))
     table = churn_over_time(purchases, "month", as_of=end - timedelta(days=1)).to_pandas()
-    months = pd.date_range(first_month, _add_months(end, -1), freq="MS").date
+    months = pd.date_range(first_month, add_months(end, -1), freq="MS").date
     found = {date.fromisoformat(f"{label}-01"): rate for label, rate in zip(table["period"], table["retention_rate"])}
     return pd.Series([found.get(m, float("nan")) for m in months], index=list(months), dtype=float, name="retention_rate")
 
@@ -160,7 +157,7 @@ def evaluate_alerts(
     evaluation = AlertEvaluation(as_of=alert_day, month_start=month_start)
     month = _month_name(month_start)
 
-    retention = monthly_retention(session, _add_months(month_start, -trend_months), month_end)
+    retention = monthly_retention(session, add_months(month_start, -trend_months), month_end)
     evaluation.retention = retention
     latest = retention.iloc[-1]
     if not pd.isna(latest):

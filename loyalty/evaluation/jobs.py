@@ -56,13 +56,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, update
 from sqlmodel import Session, select
 
 from db.engine import get_engine, new_session, write_transaction
 from db.models import JobRun, utcnow
 from loyalty.access.roles import SYSTEM_SCHEDULER, Actor, require
 from loyalty.errors import InvalidInput
+from loyalty import periods
+from loyalty.periods import cutoff_of
+from loyalty.evaluation.runs import ProgressFn, hold_job_lock
 
 __all__ = [
     "JOBS",
@@ -76,7 +79,6 @@ __all__ = [
     "default_as_of",
     "executive_report",
     "executive_report_weekly",
-    "hold_job_lock",
     "job_history",
     "job_runs",
     "kpi_snapshot",
@@ -91,7 +93,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[float, str], None]
 # A run still "running" this long after it started died with its process (killed,
 # machine restarted): the worker marks it failed when it takes the lease.
 STALE_RUN_AFTER = timedelta(hours=6)
@@ -99,7 +100,6 @@ STALE_RUN_AFTER = timedelta(hours=6)
 PROGRESS_MIN_INTERVAL_S = 0.5
 ERROR_MAX_CHARS = 2000
 # pg_advisory_xact_lock(schema hash, job hash): one writer per job and schema.
-_JOB_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext(:name))"
 
 
 @dataclass(frozen=True)
@@ -131,13 +131,7 @@ class JobSpec:
 
 def default_as_of(now: datetime | None = None) -> date:
     """Yesterday in UTC: the last complete day."""
-    return (now or utcnow()).astimezone(UTC).date() - timedelta(days=1)
-
-
-def cutoff_of(as_of: date) -> datetime:
-    """The end of ``as_of`` (UTC): what a run as of that day sees is everything before it."""
-    following = as_of + timedelta(days=1)
-    return datetime(following.year, following.month, following.day, tzinfo=UTC)
+    return periods.default_as_of(now or utcnow())
 
 
 def _resolve_as_of(as_of: date | None) -> date:
@@ -151,16 +145,6 @@ def _resolve_as_of(as_of: date | None) -> date:
     if as_of > today:
         raise InvalidInput(f"The as-of date {as_of} is in the future (today is {today} UTC): jobs evaluate what has happened.")
     return as_of
-
-
-def hold_job_lock(session: Session, name: str) -> None:
-    """Serialise the writes of job ``name`` across processes, until the transaction ends.
-
-    SQLite's ``BEGIN IMMEDIATE`` (``write_transaction``) already admits one writer at a
-    time; PostgreSQL takes a transaction-scoped advisory lock per job and schema.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(_JOB_LOCK_SQL), {"name": f"loyalty-job:{name}"})
 
 
 # --- the job bodies --------------------------------------------------------------------------
@@ -223,13 +207,13 @@ def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:
 
 
 def _tier_evaluation_body(ctx: JobContext) -> dict[str, Any]:
-    from loyalty.evaluation.kpis import evaluate_tiers
+    from loyalty.evaluation.tiers import evaluate_tiers
 
     return evaluate_tiers(ctx.session, as_of=ctx.as_of, progress=ctx.progress)
 
 
 def _campaign_evaluation_body(ctx: JobContext) -> dict[str, Any]:
-    from loyalty.evaluation.kpis import evaluate_campaigns, store_campaign_results
+    from loyalty.insights.campaign_results import evaluate_campaigns, store_campaign_results
 
     ctx.progress(0.1, "comparing treatment and holdout")
     results = evaluate_campaigns(ctx.session, cutoff=ctx.cutoff)

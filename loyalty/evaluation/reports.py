@@ -11,7 +11,7 @@ holds:
 * **Trends**: revenue, active members and retention over the last 12 months (charts);
 * **Campaign results**: uplift of treatment over holdout for campaigns running in the
   period, with 95 % intervals, points cost and revenue per point
-  (:func:`loyalty.evaluation.kpis.evaluate_campaigns`, as of the period end);
+  (:func:`loyalty.insights.campaign_results.evaluate_campaigns`, as of the period end);
 * **Tier movements** of the period and **alerts** raised about it;
 * **Points liability forecast**: outstanding points in money 3, 6, 9 and 12 months after
   the period with the forecast's band, expected redemptions, expiry and breakage
@@ -59,8 +59,9 @@ from sqlmodel import Session, select
 
 from db.engine import write_transaction
 from db.models import KpiTarget, Report, Segment, Tier, TierMovement, utcnow
-from loyalty.analytics.metrics import METRICS, period_bounds
+from loyalty.analytics.metrics import METRICS
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.periods import period_bounds
 
 __all__ = [
     "CADENCES",
@@ -397,7 +398,7 @@ def _summary(content: ReportContent) -> list[str]:
 def report_content(session: Session, period: str) -> ReportContent:
     """Compute everything the report of ``period`` shows (reads only)."""
     from loyalty.evaluation.alerts import list_alerts
-    from loyalty.evaluation.kpis import evaluate_campaigns
+    from loyalty.insights.campaign_results import evaluate_campaigns
     from loyalty.program.settings import get_settings
 
     p = parse_period(period)

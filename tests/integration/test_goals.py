@@ -11,7 +11,7 @@ from db.models import KpiSnapshot
 from loyalty.access.roles import Actor
 from loyalty.errors import InvalidInput, PermissionDenied
 from loyalty.program.goals import goal_status, save_goal, save_kpi_target, target_status
-from loyalty.evaluation.snapshots import snapshot_kpis
+from loyalty.evaluation.kpis import snapshot_kpis
 from tests.factories import make_member, make_purchase, utc
 
 MANAGER = Actor("max", "manager")

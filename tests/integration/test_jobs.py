@@ -27,7 +27,8 @@ from loyalty.access.roles import Actor
 from loyalty.evaluation.alerts import acknowledge_alert
 from loyalty.program.campaigns import activate_campaign, save_campaign
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.evaluation.kpis import campaign_results, kpi_snapshot_frame, store_kpi_snapshots
+from loyalty.evaluation.kpis import kpi_snapshot_frame, store_kpi_snapshots
+from loyalty.insights.campaign_results import campaign_results
 from loyalty.program.goals import save_goal, save_kpi_target
 from loyalty.evaluation.jobs import JOBS, job_history, mark_interrupted_runs, run_all, run_job
 from loyalty.ledger.entries import balance, reverse_purchase
@@ -260,7 +261,7 @@ def test_a_tier_evaluation_failing_half_way_moves_nobody(session, tier_program, 
         raise RuntimeError("lost connection (simulated)")
 
     # Members' tiers are updated first, then the movements are inserted: that fails.
-    monkeypatch.setattr("loyalty.evaluation.kpis.insert_frame", broken)
+    monkeypatch.setattr("loyalty.evaluation.tiers.insert_frame", broken)
     before = _tiers_now(session, tier_program)
     result = run_job("tier-evaluation", as_of=date(2026, 10, 14), actor=MANAGER)
     assert result["status"] == "failed" and "lost connection" in result["error"]
@@ -472,7 +473,7 @@ def test_on_postgresql_a_run_waiting_for_another_runs_lock_gives_up_after_the_lo
 
     import db.engine as engine_module
     from db.engine import dispose_engines, get_engine, new_session, write_transaction
-    from loyalty.evaluation.jobs import hold_job_lock
+    from loyalty.evaluation.runs import hold_job_lock
 
     if not db_url.startswith("postgresql"):
         pytest.skip("SQLite's own busy timeout limits its lock waits")

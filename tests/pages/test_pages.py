@@ -131,7 +131,7 @@ def test_overview_shows_kpi_tiles_from_snapshots_with_target_and_alerts(app, pro
     from datetime import date
 
     from db.models import Alert, Goal, KpiTarget
-    from loyalty.evaluation.snapshots import snapshot_kpis
+    from loyalty.evaluation.kpis import snapshot_kpis
 
     snapshot_kpis(session, period="month", start=date(2026, 10, 1), end=date(2026, 11, 1), dimensions=(None,))
     snapshot_kpis(session, period="month", start=date(2026, 11, 1), end=date(2026, 12, 1), dimensions=(None,))

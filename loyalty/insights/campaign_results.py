@@ -1,0 +1,244 @@
+"""Campaign results: the measured effect of each campaign against its holdout group.
+
+Campaign evaluation
+-------------------
+For every campaign that has started and has a holdout, over its window ``[starts_at,
+min(ends_at, cutoff))``, per assigned member: spend and purchases (non-refunded), and
+*retained* = at least one purchase in the window. Treatment minus holdout:
+
+* spend and purchases per member: difference of means with a Welch t-interval,
+  ``d ± t(0.975, ν) · sqrt(s₁²/n₁ + s₀²/n₀)``, ν by Welch–Satterthwaite
+  (Welch 1947, *Biometrika* 34);
+* retention: difference of proportions with the normal approximation,
+  ``d ± z(0.975) · sqrt(p₁(1-p₁)/n₁ + p₀(1-p₀)/n₀)``;
+* points cost: the campaign's bonus points (``bonus`` and ``reverse`` entries of the
+  campaign) before the cutoff;
+* incremental revenue = spend uplift per member × treatment size (with the interval
+  scaled the same way); incremental revenue per point = that / points cost.
+
+Results are stored as :class:`~db.models.KpiSnapshot` rows (no new table): ``period
+"campaign"``, ``dimension "campaign"``, ``dimension_value`` the campaign id,
+``period_start``/``period_end`` the window's days, metric ``campaign_<column>`` for each
+of :data:`CAMPAIGN_METRICS`. :func:`campaign_results` reads them back as one row per
+campaign.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sqlalchemy import delete, func
+from sqlmodel import Session, select
+
+from db.bulk import insert_frame
+from db.engine import write_transaction
+from loyalty.evaluation.kpis import analytics_reader  # moves to loyalty.analytics.reader
+from db.models import (
+    Campaign,
+    KpiSnapshot,
+    LedgerEntry,
+    utcnow,
+)
+
+__all__ = [
+    "CAMPAIGN_METRICS",
+    "CONFIDENCE",
+    "campaign_results",
+    "evaluate_campaigns",
+    "proportion_difference_interval",
+    "store_campaign_results",
+    "welch_interval",
+]
+
+CONFIDENCE = 0.95
+CAMPAIGN_PERIOD = "campaign"
+CAMPAIGN_DIMENSION = "campaign"
+# Every numeric column of evaluate_campaigns, stored as metric "campaign_<name>".
+CAMPAIGN_METRICS: tuple[str, ...] = (
+    "treatment_members", "holdout_members",
+    "spend_treatment", "spend_holdout", "spend_uplift", "spend_uplift_ci_low", "spend_uplift_ci_high",
+    "purchases_treatment", "purchases_holdout", "purchases_uplift", "purchases_uplift_ci_low", "purchases_uplift_ci_high",
+    "retention_treatment", "retention_holdout", "retention_uplift", "retention_uplift_ci_low", "retention_uplift_ci_high",
+    "points_cost", "incremental_revenue", "incremental_revenue_ci_low", "incremental_revenue_ci_high", "revenue_per_point",
+)
+
+# --- campaign evaluation ------------------------------------------------------------------------------
+
+
+def welch_interval(treatment: np.ndarray, control: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:
+    """Difference of means ``treatment - control`` with its Welch t-interval.
+
+    ``d ± t(1 - α/2, ν) · se`` with ``se² = s₁²/n₁ + s₀²/n₀`` and
+    ``ν = se⁴ / ((s₁²/n₁)²/(n₁-1) + (s₀²/n₀)²/(n₀-1))``. The interval is ``None`` when a
+    group has fewer than two members (no variance to estimate).
+    """
+    treatment, control = np.asarray(treatment, dtype=float), np.asarray(control, dtype=float)
+    if len(treatment) == 0 or len(control) == 0:
+        return math.nan, None, None
+    diff = float(treatment.mean() - control.mean())
+    if len(treatment) < 2 or len(control) < 2:
+        return diff, None, None
+    v1 = treatment.var(ddof=1) / len(treatment)
+    v0 = control.var(ddof=1) / len(control)
+    se2 = v1 + v0
+    if se2 == 0:
+        return diff, diff, diff
+    dof = se2**2 / (v1**2 / (len(treatment) - 1) + v0**2 / (len(control) - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof) * math.sqrt(se2))
+    return diff, diff - half, diff + half
+
+
+def proportion_difference_interval(
+    successes_treatment: int, size_treatment: int, successes_control: int, size_control: int, confidence: float = CONFIDENCE
+) -> tuple[float, float | None, float | None]:
+    """Difference of proportions ``p₁ - p₀`` with the normal-approximation (Wald) interval.
+
+    ``d ± z(1 - α/2) · sqrt(p₁(1-p₁)/n₁ + p₀(1-p₀)/n₀)``.
+    """
+    if size_treatment == 0 or size_control == 0:
+        return math.nan, None, None
+    p1, p0 = successes_treatment / size_treatment, successes_control / size_control
+    diff = p1 - p0
+    half = float(stats.norm.ppf(0.5 + confidence / 2) * math.sqrt(p1 * (1 - p1) / size_treatment + p0 * (1 - p0) / size_control))
+    return diff, diff - half, diff + half
+
+
+def _campaign_members(session: Session, campaign: Campaign, end: datetime) -> pd.DataFrame:
+    """Per assigned member: group, spend and purchases inside the campaign window.
+
+    Two reads (the assignments, the window's purchases) joined in Polars: the SQL join
+    of every assignment with its purchases took 6 s per program-wide campaign at 1M
+    members on SQLite.
+    """
+    import polars as pl
+
+    from loyalty.analytics.data import fetch_frame, sql_moment
+
+    reader = analytics_reader(session)
+    assigned = fetch_frame(session, f'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = {int(campaign.id)}',
+                           {"member_id": pl.Int64, "group": pl.String}, reader=reader)
+    bought = fetch_frame(
+        session,
+        f"SELECT member_id, amount FROM purchase WHERE occurred_at >= {sql_moment(session, campaign.starts_at)} "
+        f"AND occurred_at < {sql_moment(session, end)} AND refunded_at IS NULL",
+        {"member_id": pl.Int64, "amount": pl.Float64}, reader=reader,
+    ).group_by("member_id").agg(spend=pl.col("amount").sum(), purchases=pl.len())
+    joined = assigned.join(bought, on="member_id", how="left").with_columns(
+        pl.col("spend").fill_null(0.0), pl.col("purchases").fill_null(0).cast(pl.Int64))
+    return joined.select("member_id", "group", "spend", "purchases").to_pandas()
+
+
+def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Treatment vs holdout for every started campaign with a holdout, as of ``cutoff``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per campaign: ``campaign_id, campaign, kind, status, window_start,
+        window_end`` and :data:`CAMPAIGN_METRICS` (``None`` where undefined, e.g. an
+        interval with a one-member group or revenue per point without points). A
+        campaign whose treatment or holdout group is empty is left out: there is nothing
+        to compare.
+    """
+    query = select(Campaign).where(Campaign.status != "draft", Campaign.holdout_pct > 0, Campaign.starts_at < cutoff).order_by(Campaign.starts_at)
+    if campaign_ids is not None:
+        query = query.where(Campaign.id.in_(list(campaign_ids)))
+    results = []
+    for campaign in session.exec(query):
+        end = min(campaign.ends_at, cutoff)
+        members = _campaign_members(session, campaign, end)
+        treated, held = members[members["group"] == "treatment"], members[members["group"] == "holdout"]
+        if treated.empty or held.empty:
+            continue
+        spend = welch_interval(treated["spend"].to_numpy(), held["spend"].to_numpy())
+        purchases = welch_interval(treated["purchases"].to_numpy(), held["purchases"].to_numpy())
+        retained_t, retained_h = int((treated["purchases"] > 0).sum()), int((held["purchases"] > 0).sum())
+        retention = proportion_difference_interval(retained_t, len(treated), retained_h, len(held))
+        cost = int(session.execute(
+            select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
+                LedgerEntry.campaign_id == campaign.id, LedgerEntry.kind.in_(["bonus", "reverse"]), LedgerEntry.occurred_at < cutoff)
+        ).scalar_one())
+        n_t = len(treated)
+        incremental, incremental_low, incremental_high = (None if v is None else v * n_t for v in spend)
+        results.append({
+            "campaign_id": campaign.id, "campaign": campaign.name, "kind": campaign.kind, "status": campaign.status,
+            "window_start": campaign.starts_at, "window_end": end,
+            "treatment_members": n_t, "holdout_members": len(held),
+            "spend_treatment": float(treated["spend"].mean()), "spend_holdout": float(held["spend"].mean()),
+            "spend_uplift": spend[0], "spend_uplift_ci_low": spend[1], "spend_uplift_ci_high": spend[2],
+            "purchases_treatment": float(treated["purchases"].mean()), "purchases_holdout": float(held["purchases"].mean()),
+            "purchases_uplift": purchases[0], "purchases_uplift_ci_low": purchases[1], "purchases_uplift_ci_high": purchases[2],
+            "retention_treatment": retained_t / n_t, "retention_holdout": retained_h / len(held),
+            "retention_uplift": retention[0], "retention_uplift_ci_low": retention[1], "retention_uplift_ci_high": retention[2],
+            "points_cost": cost, "incremental_revenue": incremental,
+            "incremental_revenue_ci_low": incremental_low, "incremental_revenue_ci_high": incremental_high,
+            "revenue_per_point": incremental / cost if cost > 0 and incremental is not None else None,
+        })
+    return pd.DataFrame(results, columns=["campaign_id", "campaign", "kind", "status", "window_start", "window_end", *CAMPAIGN_METRICS])
+
+
+def _day_after_or_at(moment: datetime) -> date:
+    """The exclusive end day of a window ending at ``moment`` (UTC)."""
+    moment = moment.astimezone(UTC)
+    at_midnight = moment == datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    return moment.date() if at_midnight else moment.date() + timedelta(days=1)
+
+
+def store_campaign_results(session: Session, results: pd.DataFrame) -> int:
+    """Replace the stored results of the campaigns in ``results``; returns rows written."""
+    if results.empty:
+        return 0
+    now = pd.Timestamp(utcnow())
+    long = results.melt(id_vars=["campaign_id", "window_start", "window_end"], value_vars=list(CAMPAIGN_METRICS),
+                        var_name="metric", value_name="value")
+    frame = pd.DataFrame({
+        "metric": "campaign_" + long["metric"],
+        "period": CAMPAIGN_PERIOD,
+        "period_start": [pd.Timestamp(s).tz_convert("UTC").date() for s in long["window_start"]],
+        "period_end": [_day_after_or_at(pd.Timestamp(e).to_pydatetime()) for e in long["window_end"]],
+        "dimension": CAMPAIGN_DIMENSION,
+        "dimension_value": long["campaign_id"].astype(int).astype(str),
+        "value": [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in long["value"]],
+        "computed_at": now,
+    })
+    ids = sorted(set(frame["dimension_value"]))
+    with write_transaction(session):
+        session.execute(delete(KpiSnapshot).where(
+            KpiSnapshot.period == CAMPAIGN_PERIOD, KpiSnapshot.dimension == CAMPAIGN_DIMENSION, KpiSnapshot.dimension_value.in_(ids)))
+        return insert_frame(session, "kpi_snapshot", frame)
+
+
+def campaign_results(session: Session) -> pd.DataFrame:
+    """The stored campaign evaluations, one row per campaign, latest window first.
+
+    Columns: ``campaign_id, campaign, kind, status, window_start, window_end (days,
+    end exclusive), computed_at`` and :data:`CAMPAIGN_METRICS`.
+    """
+    rows = session.execute(
+        select(KpiSnapshot.dimension_value, KpiSnapshot.metric, KpiSnapshot.value, KpiSnapshot.period_start,
+               KpiSnapshot.period_end, KpiSnapshot.computed_at)
+        .where(KpiSnapshot.period == CAMPAIGN_PERIOD, KpiSnapshot.dimension == CAMPAIGN_DIMENSION)
+    ).all()
+    columns = ["campaign_id", "campaign", "kind", "status", "window_start", "window_end", "computed_at", *CAMPAIGN_METRICS]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    long = pd.DataFrame(rows, columns=["campaign_id", "metric", "value", "window_start", "window_end", "computed_at"])
+    long["campaign_id"] = long["campaign_id"].astype(int)
+    long["metric"] = long["metric"].str.removeprefix("campaign_")
+    wide = long.pivot_table(index="campaign_id", columns="metric", values="value", aggfunc="first", dropna=False)
+    meta = long.groupby("campaign_id").agg(window_start=("window_start", "first"), window_end=("window_end", "first"),
+                                          computed_at=("computed_at", "max"))
+    campaigns = pd.DataFrame(
+        session.execute(select(Campaign.id, Campaign.name, Campaign.kind, Campaign.status)).all(),
+        columns=["campaign_id", "campaign", "kind", "status"],
+    ).set_index("campaign_id")
+    table = meta.join(wide).join(campaigns, how="inner").reset_index()
+    for metric in CAMPAIGN_METRICS:
+        if metric not in table:
+            table[metric] = None
+    return table[columns].sort_values("window_start", ascending=False, ignore_index=True)
