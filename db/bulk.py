@@ -167,3 +167,9 @@ def sqlite_page_cache(session: Session, kib: int) -> Iterator[None]:
         yield
     finally:
         driver.execute(f"PRAGMA cache_size={int(previous)}")
+
+
+def id_batches(ids: np.ndarray, size: int = 10_000) -> list[list[int]]:
+    """Ids in lists short enough for one SQL IN (SQLite binds 32,766 values, PostgreSQL 65,535)."""
+    values = [int(i) for i in ids]
+    return [values[start:start + size] for start in range(0, len(values), size)]

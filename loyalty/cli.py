@@ -189,7 +189,7 @@ def cmd_redeem(args: argparse.Namespace) -> int:
 def cmd_refund(args: argparse.Namespace) -> int:
     from loyalty.ledger.purchases import refund_purchase
 
-    from loyalty.program.settings import get_settings
+    from loyalty.settings import get_settings
 
     with new_session() as session:
         done = refund_purchase(session=session, purchase=args.purchase, actor=SYSTEM_CLI, reason=args.reason, amount=args.amount)

@@ -8,7 +8,7 @@ from loyalty.ledger.approvals import (
     pending_adjustments,
     reject_adjustment,
 )
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session, run_action
 from loyalty.ui.notices import keep_notice, show_notice

@@ -12,10 +12,10 @@ from loyalty.program.campaigns import (
     edit_campaign,
     end_campaign,
     pause_campaign,
-    preview_campaign,
     restore_campaign,
     save_campaign,
 )
+from loyalty.decisions.planner import preview_campaign
 from loyalty.program.segments import list_segments
 from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor

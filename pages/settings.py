@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from loyalty.program.settings import (
+from loyalty.settings import (
     SETTING_LABELS,
     describe_settings,
     get_settings,

@@ -29,7 +29,6 @@ from sqlmodel import Session, select
 from db.engine import begin_write
 from db.models import ProgramSetting, SignInSession, User, utcnow
 from loyalty.access.roles import Actor
-from loyalty.program.settings import get_settings
 
 __all__ = [
     "GRANT_SECONDS",
@@ -53,6 +52,8 @@ _KEY_SETTING = "session_signing_key"
 
 IDLE_MESSAGE = "You were signed out after a period of inactivity."
 DISABLED_MESSAGE = "Your account was disabled. Ask an administrator."
+# Sign a session out after this many minutes without activity, unless the settings say otherwise.
+DEFAULT_IDLE_MINUTES = 60
 ENDED_MESSAGES = {
     "password reset": "Your password was reset. Please sign in with the new one.",
     "disabled": DISABLED_MESSAGE,
@@ -139,8 +140,11 @@ def _parse_cookie(session: Session, cookie: str) -> tuple[str, str] | None:
     return session_id, token
 
 
-def resume_session(*, session: Session, cookie: str, now: datetime | None = None) -> SessionCheck:
-    """The session a browser's cookie names, checked (signature, token, idle limit, account)."""
+def resume_session(*, session: Session, cookie: str, now: datetime | None = None, idle_minutes: int = DEFAULT_IDLE_MINUTES) -> SessionCheck:
+    """The session a browser's cookie names, checked (signature, token, idle limit, account).
+
+    ``idle_minutes`` is the program's setting (:mod:`loyalty.settings`), which the caller reads.
+    """
     parsed = _parse_cookie(session, cookie)
     if parsed is None:
         return SessionCheck(None)
@@ -148,25 +152,25 @@ def resume_session(*, session: Session, cookie: str, now: datetime | None = None
     row = session.get(SignInSession, session_id)
     if row is None or row.token_hash is None or not hmac.compare_digest(row.token_hash, _digest(token)):
         return SessionCheck(None)
-    return _check(session, row, now or utcnow())
+    return _check(session, row, now or utcnow(), idle_minutes)
 
 
-def check_session(*, session: Session, session_id: str, now: datetime | None = None) -> SessionCheck:
+def check_session(*, session: Session, session_id: str, now: datetime | None = None, idle_minutes: int = DEFAULT_IDLE_MINUTES) -> SessionCheck:
     """Check the session this browser tab signed in with (by id, the tab holds no cookie)."""
     row = session.get(SignInSession, session_id)
     if row is None:
         return SessionCheck(None)
-    return _check(session, row, now or utcnow())
+    return _check(session, row, now or utcnow(), idle_minutes)
 
 
-def _check(session: Session, row: SignInSession, now: datetime) -> SessionCheck:
+def _check(session: Session, row: SignInSession, now: datetime, idle_minutes: int) -> SessionCheck:
     if row.ended_at is not None:
         return SessionCheck(None, row.id, ENDED_MESSAGES.get(row.end_reason))
     user = session.exec(select(User).where(User.username == row.username)).one_or_none()
     if user is None or not user.active:
         _end(session, [row.id], "disabled", now)
         return SessionCheck(None, row.id, DISABLED_MESSAGE)
-    idle_limit = timedelta(minutes=get_settings(session).idle_timeout_minutes)
+    idle_limit = timedelta(minutes=idle_minutes)
     if now - row.last_seen_at > idle_limit:
         _end(session, [row.id], "idle", now)
         return SessionCheck(None, row.id, IDLE_MESSAGE)

@@ -492,7 +492,7 @@ def load_kpi_inputs(
     names = _metric_names(metrics)
     needs = _needs(names)
     if point_value is None:
-        from loyalty.program.settings import get_settings
+        from loyalty.settings import get_settings
 
         point_value = get_settings(session).point_value
     previous_start, _ = previous_period(start, end)
@@ -677,7 +677,7 @@ def kpis_for_periods(
         check_period(start, end)
     names = list(DEFAULT_METRICS)
     if point_value is None:
-        from loyalty.program.settings import get_settings
+        from loyalty.settings import get_settings
 
         point_value = get_settings(session).point_value
     last_end = max(end for _, end in periods)

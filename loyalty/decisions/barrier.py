@@ -24,7 +24,7 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from db.models import Reward, Tier, utcnow
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 __all__ = ["BARRIER_FLAG_SHARE", "PACE_MONTHS", "REWARD_HORIZON_MONTHS", "entry_barrier", "member_pace"]
 

@@ -99,7 +99,7 @@ from loyalty.analytics.clv import (
 from loyalty.analytics.data import _dialect, _epoch, _moment, fetch_frame
 from loyalty.errors import InvalidInput
 from loyalty.periods import cutoff_of
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 __all__ = [
     "ACTIVITY_CLASSES",

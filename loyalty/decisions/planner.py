@@ -33,7 +33,7 @@ A new campaign's own uplift varies around ``μ`` by ``τ``, so its interval is t
 prediction interval ``μ ± z · sqrt(se(μ)² + τ²)`` (Higgins, Thompson & Spiegelhalter
 2009, *JRSS A* 172; the normal quantile instead of their ``t(k-2)``, which needs three
 campaigns). Expected incremental revenue = ``μ × treated members`` (and the interval
-likewise); the points cost is :func:`loyalty.program.campaigns.preview_campaign`'s replay of the
+likewise); the points cost is :func:`loyalty.decisions.planner.preview_campaign`'s replay of the
 eligible members' recent purchases, in money at ``ProgramSettings.point_value``.
 With one comparable campaign ``τ`` cannot be estimated and the interval is that
 campaign's alone: too narrow, and said so. With none there is no number, only the reason.
@@ -54,6 +54,8 @@ Calculations in Clinical Research*, 2nd ed. 2008, sec. 3.2.1).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -66,11 +68,21 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from db.models import Campaign, Purchase, utcnow
-from loyalty.program.campaigns import CAMPAIGN_KINDS, eligible_members, preview_campaign
+from loyalty.ledger.campaign_earning import CampaignEngine
+from loyalty.ledger.earning import base_points, member_multipliers
+from loyalty.program.campaigns import (
+    CAMPAIGN_KINDS,
+    MAX_REPLAY_DAYS,
+    MIN_PREVIEW_PURCHASES,
+    ONCE_PER_MEMBER_KINDS as AWARDED_ONCE_KINDS,
+    PREVIEW_LOOKBACK_DAYS,
+    eligible_members,
+    stable_uniform,
+)
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.insights.campaign_results import CONFIDENCE as EVALUATION_CONFIDENCE
 from loyalty.insights.campaign_results import campaign_results
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -431,7 +443,7 @@ def expected_campaign_impact(session: Session, *, campaign_id: int, confidence: 
                              now: datetime | None = None, preview: dict[str, Any] | None = None) -> CampaignImpact:
     """Before launch: a draft campaign's expected incremental revenue and points cost (module notes).
 
-    Treated members and the points cost come from :func:`loyalty.program.campaigns.preview_campaign`
+    Treated members and the points cost come from :func:`loyalty.decisions.planner.preview_campaign`
     (pass ``preview`` when the caller already has it: the replay is the slow part, 2.3 s
     at 100,000 members); the uplift per member from the evaluated campaigns of the same
     kind. Without such a campaign, or when the preview had too little history to estimate
@@ -485,3 +497,79 @@ def expected_campaign_impact(session: Session, *, campaign_id: int, confidence: 
         revenue_per_point=revenue / points if points > 0 else None, between_campaign_sd=pooled.tau, holdout_sizing=sizing,
         notes=tuple(notes),
     )
+
+
+# --- preview of a draft ---------------------------------------------------------------------
+
+
+def _replay_cohort(session: Session, campaign: Campaign, eligible: np.ndarray, since: datetime) -> np.ndarray:
+    """The members whose past the preview replays.
+
+    The eligible members (treatment and holdout alike: more history, and the holdout is
+    a stable random share of them), except for a win-back: its members were chosen because they
+    stopped buying, so their own recent past cannot say whether they come back. The
+    members who met the campaign's rules at the start of the replayed window (inactive
+    as long, same tiers, channels, segment, minimum spend) stand in for them; a fixed
+    list of members is left out of those rules for the same reason.
+    """
+    if campaign.kind != "win_back":
+        return np.sort(eligible)
+    rules = {k: v for k, v in (campaign.eligibility or {}).items() if k != "member_ids"}
+    return eligible_members(session, rules, kind=campaign.kind, rule=campaign.rule or {}, as_of=since)
+
+
+def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None = None) -> dict[str, Any]:
+    """Before activation: who is eligible, and the points cost the campaign's own rules give on recent history.
+
+    The campaign (its earn rule or bonus, eligibility, purchase channels and budget) is
+    replayed through the campaign engine as if it had run over a recent window:
+
+    * per-purchase kinds (multipliers, category and fixed bonuses, tier offers): the
+      eligible members' purchases of the last ``PREVIEW_LOOKBACK_DAYS`` days, the
+      bonus scaled to the campaign's length;
+    * once-per-member kinds (spend threshold, birthday, win-back): a window as long as
+      the campaign (at most ``MAX_REPLAY_DAYS``), not scaled; a win-back replays the
+      members who were inactive as long at the window's start (:func:`_replay_cohort`).
+
+    Cost = bonus points per replayed member x treatment members (the holdout gets
+    nothing), capped by the budget. Fewer than ``MIN_PREVIEW_PURCHASES`` purchases in
+    the window give ``estimated_points = None`` and ``not_enough_history`` saying so.
+    """
+    now = now or utcnow()
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFound(f"No campaign with id {campaign_id}.")
+    ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now)
+    holdout = stable_uniform(campaign.id, ids) < campaign.holdout_pct
+    treatment = np.sort(ids[~holdout])
+    campaign_days = (campaign.ends_at - campaign.starts_at).total_seconds() / 86400
+    once = campaign.kind in AWARDED_ONCE_KINDS
+    window_days = min(campaign_days, MAX_REPLAY_DAYS) if once else PREVIEW_LOOKBACK_DAYS
+    since = now - timedelta(days=window_days)
+    cohort = _replay_cohort(session, campaign, ids, since)
+    recent = pd.DataFrame(session.exec(
+        select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel)
+        .where(Purchase.occurred_at >= since, Purchase.occurred_at < now, Purchase.refunded_at.is_(None))
+    ).all(), columns=["id", "member_id", "occurred_at", "amount", "category", "channel"])
+    recent = recent[recent["member_id"].isin(cohort)]
+    preview: dict[str, Any] = {"eligible": len(ids), "treatment": len(treatment), "holdout": int(holdout.sum()),
+                               "estimated_points": 0, "lookback_days": round(window_days, 1), "replayed_members": len(cohort),
+                               "purchases_in_window": len(recent), "purchases_needed": MIN_PREVIEW_PURCHASES, "not_enough_history": None}
+    if len(treatment) == 0:
+        return preview  # nobody to pay: a cost of 0 is the estimate
+    if len(recent) < MIN_PREVIEW_PURCHASES:
+        preview["estimated_points"] = None
+        preview["not_enough_history"] = (f"Not enough history to estimate: {len(recent):,} purchases in the window, need "
+                                         f"{MIN_PREVIEW_PURCHASES:,} (the last {window_days:,.0f} days of the "
+                                         f"{len(cohort):,} member{'s' if len(cohort) != 1 else ''} the campaign's rules pick).")
+        return preview
+    mult = recent["member_id"].map(member_multipliers(session)).fillna(1.0)
+    recent = recent.assign(base_points=base_points(recent["amount"], mult, get_settings(session).points_per_currency_unit))
+    # The same campaign, as if it had run over the replayed window, every replayed member treated.
+    replayed = SimpleNamespace(**{f: getattr(campaign, f) for f in ("id", "kind", "rule", "eligibility", "updated_at")},
+                               budget_points=None, starts_at=since, ends_at=now)
+    engine = CampaignEngine.replaying(session, replayed, cohort)
+    per_member = float(engine(recent)["points"].sum()) / len(cohort)
+    cost = round(per_member * len(treatment) * (1 if once else campaign_days / window_days))
+    preview["estimated_points"] = min(cost, campaign.budget_points) if campaign.budget_points else cost
+    return preview

@@ -96,7 +96,7 @@ from loyalty.program.rewards import save_reward
 from loyalty.ledger.earning import base_points
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.periods import add_months, month_start
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 from loyalty.program.tiers import list_tiers, qualifying_tier_index, save_tiers, validate_tiers
 
 __all__ = [

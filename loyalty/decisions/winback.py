@@ -50,7 +50,7 @@ from loyalty.analytics.data import load_members, load_purchases
 from loyalty.program.campaigns import listed_member_ids, save_campaign
 from loyalty.errors import InvalidInput
 from loyalty.ledger.members import mask
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 __all__ = [
     "CANDIDATE_COLUMNS",

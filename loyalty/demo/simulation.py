@@ -84,7 +84,7 @@ from loyalty.ledger.earning import base_points
 from loyalty.errors import InvalidInput
 from loyalty.ledger.entries import EXPIRE, REDEEM, REVERSE, expire_points, expiry_dates
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 from loyalty.program.tiers import qualifying_tier_index, save_tiers
 
 __all__ = [

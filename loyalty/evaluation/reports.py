@@ -399,7 +399,7 @@ def report_content(session: Session, period: str) -> ReportContent:
     """Compute everything the report of ``period`` shows (reads only)."""
     from loyalty.evaluation.alerts import list_alerts
     from loyalty.insights.campaign_results import evaluate_campaigns
-    from loyalty.program.settings import get_settings
+    from loyalty.settings import get_settings
 
     p = parse_period(period)
     today = utcnow().date()

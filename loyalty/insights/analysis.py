@@ -21,7 +21,7 @@ from db.functions import month_key
 from db.models import Feedback, LedgerEntry, Member, Redemption, Reward
 from loyalty.analytics.cohorts import churn_over_time, cohort_table, period_label, retention_curves
 from loyalty.analytics.data import load_members, load_purchases
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 __all__ = [
     "CYCLE_VERDICTS",

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from db.bulk import insert_frame
 from db.functions import month_key
 from db.models import KpiSnapshot, LedgerEntry, Member, Purchase, Redemption, utcnow
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 __all__ = ["PROGRAM_PERIOD", "ProgramSummary", "program_snapshot_frame", "program_summary", "recent_alerts", "store_program_snapshot"]
 

@@ -21,7 +21,7 @@ from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
 from loyalty.errors import AlreadyDone, InvalidInput, NotFound, PermissionDenied
 from loyalty.ledger.entries import adjust_points, lock_member
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 __all__ = [
     "AdjustmentOutcome",

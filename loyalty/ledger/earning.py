@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from loyalty.ledger.entries import BONUS, EARN, expiry_dates
-from loyalty.program.settings import ProgramSettings, get_settings
+from loyalty.settings import ProgramSettings, get_settings
 
 __all__ = ["EarnRule", "LEDGER_COLUMNS", "base_points", "earn_entries", "member_multipliers"]
 

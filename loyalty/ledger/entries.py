@@ -60,7 +60,7 @@ from db.models import (
 from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 EARN, BONUS, REDEEM, EXPIRE, ADJUST, REVERSE = "earn", "bonus", "redeem", "expire", "adjust", "reverse"
 KINDS = (EARN, BONUS, REDEEM, EXPIRE, ADJUST, REVERSE)

@@ -13,7 +13,7 @@ from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.entries import member_balance, member_ledger, open_lots, spendable_balances
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 __all__ = ["MemberProfile", "find_member", "mask", "member_profile", "search_members"]
 

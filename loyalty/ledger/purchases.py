@@ -21,7 +21,7 @@ from loyalty.access.roles import Actor, require
 from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.entries import PurchaseReturn, return_purchase
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 __all__ = ["PURCHASE_COLUMNS", "add_purchases", "record_purchase", "refund_purchase"]
 
@@ -32,7 +32,7 @@ ProgressFn = Callable[[int, int], None]
 def campaign_rules(session: Session, purchases: pd.DataFrame) -> tuple[EarnRule, ...]:
     """The earn rules of campaigns active over these purchases (``loyalty.program.campaigns``)."""
     try:
-        from loyalty.program.campaigns import earn_rules_for
+        from loyalty.ledger.campaign_earning import earn_rules_for
     except ImportError:  # campaigns arrive with the planning workspace
         return ()
     return earn_rules_for(session, purchases)

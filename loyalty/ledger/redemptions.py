@@ -36,7 +36,7 @@ from loyalty.ledger.entries import (
     expiry_date,
     lock_member,
 )
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 
 __all__ = [
     "HandledRedemptions",

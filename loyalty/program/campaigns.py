@@ -1,4 +1,4 @@
-"""Campaigns: configuration, lifecycle, holdout groups and the campaign earn engine.
+"""Campaigns: configuration, lifecycle and holdout groups (the earn engine: loyalty.ledger.campaign_earning).
 
 Kinds and their ``rule`` parameters
 -----------------------------------
@@ -44,15 +44,14 @@ A bonus goes only to treatment members, on purchases inside ``[starts_at, ends_a
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, text
+from sqlalchemy import func
 from sqlmodel import Session, select
 
-from db.bulk import insert_frame
+from db.bulk import id_batches, insert_frame
 from db.engine import write_transaction
 from db.models import (
     Campaign,
@@ -67,7 +66,6 @@ from db.models import (
 from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
 from loyalty.errors import InvalidInput, NeedsConfirmation, NotFound
-from loyalty.ledger.entries import BONUS
 from loyalty.program.lifecycle import (
     Removal,
     archive_record,
@@ -80,7 +78,6 @@ from loyalty.program.lifecycle import (
 __all__ = [
     "CAMPAIGN_KINDS",
     "STATUSES",
-    "CampaignEngine",
     "activate_campaign",
     "archive_campaign",
     "campaign_confirmations",
@@ -88,12 +85,10 @@ __all__ = [
     "campaign_overview",
     "clone_campaign",
     "delete_campaign",
-    "earn_rules_for",
     "edit_campaign",
     "end_campaign",
     "listed_member_ids",
     "pause_campaign",
-    "preview_campaign",
     "restore_campaign",
     "save_campaign",
     "stable_uniform",
@@ -261,7 +256,7 @@ def listed_member_ids(session: Session, member_ids: Any) -> list[int]:
     if len(ids) > MAX_LISTED_MEMBERS:
         raise InvalidInput(f"A campaign can list at most {MAX_LISTED_MEMBERS:,} members (this list has {len(ids):,}); "
                            "target a segment for a larger group.")
-    found = {i: erased for batch in _batches(np.asarray(ids))
+    found = {i: erased for batch in id_batches(np.asarray(ids))
              for i, erased in session.exec(select(Member.id, Member.erased_at).where(Member.id.in_(batch))).all()}
     for problem, bad in (("do not exist", [i for i in ids if i not in found]),
                          ("were erased and cannot be targeted", [i for i in ids if found.get(i) is not None])):
@@ -475,176 +470,6 @@ def delete_campaign(*, session: Session, actor: Actor, campaign_id: int) -> Remo
                          permission="program.configure", references=_campaign_references, snapshot=_snapshot, check=_not_running)
 
 
-# --- the earn engine ---------------------------------------------------------------------
-
-
-class CampaignEngine:
-    """Bonus ledger rows for a frame of new purchases, with the stacking rules above.
-
-    Implements ``loyalty.ledger.earning.EarnRule``: called with the purchases frame (``id,
-    member_id, occurred_at, amount, category, channel, base_points``).
-    """
-
-    def __init__(self, session: Session, campaigns: list[Campaign]) -> None:
-        self.session = session
-        self.campaigns = campaigns
-
-    def _treatment(self, campaign_id: int) -> np.ndarray:
-        # Cached for the session (an import calls the engine once per chunk); a campaign's
-        # assignment is written once, at activation, which also changes updated_at.
-        cache = self.session.info.setdefault("campaign_treatment", {})
-        updated = next(c.updated_at for c in self.campaigns if c.id == campaign_id)
-        key = (campaign_id, updated)
-        if key not in cache:
-            cache[key] = np.sort(np.asarray(self.session.execute(
-                text('SELECT member_id FROM campaign_assignment WHERE campaign_id = :c AND "group" = \'treatment\''), {"c": campaign_id}
-            ).scalars().all(), dtype=np.int64))
-        return cache[key]
-
-    def _already_awarded(self, campaign_id: int, member_ids: np.ndarray) -> np.ndarray:
-        awarded = np.asarray(self.session.execute(
-            text("SELECT DISTINCT member_id FROM ledger_entry WHERE campaign_id = :c AND kind = 'bonus'"), {"c": campaign_id}
-        ).scalars().all(), dtype=np.int64)
-        return np.isin(member_ids, awarded)
-
-    def _spent(self, campaign_id: int) -> int:
-        return int(self.session.execute(
-            text("SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE campaign_id = :c AND kind IN ('bonus', 'reverse')"), {"c": campaign_id}
-        ).scalar_one())
-
-    def _member_dates(self, member_ids: np.ndarray, occasion: str) -> pd.Series:
-        column = "birth_date" if occasion == "birthday" else "joined_at"
-        rows = [row for batch in _batches(np.unique(member_ids))
-                for row in self.session.execute(select(Member.id, getattr(Member, column)).where(Member.id.in_(batch))).all()]
-        return pd.Series({m: d for m, d in rows if d is not None}, dtype=object)
-
-    def __call__(self, purchases: pd.DataFrame) -> pd.DataFrame:
-        columns = ["purchase_id", "member_id", "occurred_at", "kind", "points", "campaign_id"]
-        if purchases.empty or not self.campaigns:
-            return pd.DataFrame(columns=columns)
-        at = pd.to_datetime(purchases["occurred_at"], utc=True)
-        member = purchases["member_id"].to_numpy(dtype=np.int64)
-        base = purchases["base_points"].to_numpy(dtype=np.int64)
-        best_extra = np.zeros(len(purchases), dtype=np.int64)
-        best_campaign = np.full(len(purchases), -1, dtype=np.int64)
-        awards: list[pd.DataFrame] = []
-        for campaign in self.campaigns:
-            rule = campaign.rule or {}
-            mask = ((at >= pd.Timestamp(campaign.starts_at)) & (at < pd.Timestamp(campaign.ends_at))).to_numpy().copy()
-            mask &= np.isin(member, self._treatment(campaign.id))
-            purchase_channels = (campaign.eligibility or {}).get("purchase_channels")
-            if purchase_channels:
-                mask &= purchases["channel"].isin(purchase_channels).to_numpy()
-            if not mask.any():
-                continue
-            if campaign.kind in MULTIPLIER_KINDS or (campaign.kind == "tier_offer" and rule.get("multiplier")):
-                if campaign.kind == "category_bonus":
-                    mask &= purchases["category"].isin(rule["categories"]).to_numpy()
-                extra = np.where(mask, np.floor(base * (float(rule["multiplier"]) - 1) + 1e-9).astype(np.int64), 0)
-                better = extra > best_extra
-                best_extra = np.where(better, extra, best_extra)
-                best_campaign = np.where(better, campaign.id, best_campaign)
-                continue
-            points = np.zeros(len(purchases), dtype=np.int64)
-            if campaign.kind in ("fixed_bonus", "tier_offer"):
-                mask &= purchases["amount"].to_numpy() >= float(rule.get("min_amount", 0))
-                points[mask] = int(rule["points"])
-            else:
-                points = self._once_per_member(campaign, purchases, at, mask)
-            if points.any():
-                awards.append(self._rows(purchases, at, points, campaign.id))
-        multiplied = best_extra > 0
-        if multiplied.any():
-            for campaign_id in np.unique(best_campaign[multiplied]):
-                awards.insert(0, self._rows(purchases, at, np.where(best_campaign == campaign_id, best_extra, 0), int(campaign_id)))
-        if not awards:
-            return pd.DataFrame(columns=columns)
-        return self._apply_budgets(pd.concat(awards, ignore_index=True))[columns]
-
-    def _once_per_member(self, campaign: Campaign, purchases: pd.DataFrame, at: pd.Series, mask: np.ndarray) -> np.ndarray:
-        rule = campaign.rule or {}
-        points = np.zeros(len(purchases), dtype=np.int64)
-        idx = np.flatnonzero(mask)
-        candidates = pd.DataFrame({"row": idx, "member_id": purchases["member_id"].to_numpy()[idx], "at": at.to_numpy()[idx],
-                                   "amount": purchases["amount"].to_numpy()[idx]})
-        candidates = candidates[~self._already_awarded(campaign.id, candidates["member_id"].to_numpy())]
-        if candidates.empty:
-            return points
-        candidates = candidates.sort_values(["member_id", "at", "row"])
-        if campaign.kind == "spend_threshold":
-            # New purchases get ids above every stored one, so "before this chunk" is an id bound.
-            first_new = int(purchases["id"].min())
-            channels = (campaign.eligibility or {}).get("purchase_channels")
-            channel_filter = [Purchase.channel.in_(channels)] if channels else []
-            prior = {member: spend for batch in _batches(candidates["member_id"].unique())
-                     for member, spend in self.session.execute(
-                         select(Purchase.member_id, func.sum(Purchase.amount))
-                         .where(Purchase.occurred_at >= campaign.starts_at, Purchase.occurred_at < campaign.ends_at,
-                                Purchase.refunded_at.is_(None), Purchase.id < first_new, Purchase.member_id.in_(batch),
-                                *channel_filter)
-                         .group_by(Purchase.member_id)).all()}
-            running = candidates.groupby("member_id")["amount"].cumsum() + candidates["member_id"].map(prior).fillna(0.0)
-            candidates = candidates[running >= float(rule["spend"])]
-        elif campaign.kind == "birthday":
-            dates = self._member_dates(candidates["member_id"].to_numpy(), rule.get("occasion", "birthday"))
-            anchor = candidates["member_id"].map(dates)
-            keep = anchor.notna()
-            candidates, anchor = candidates[keep], anchor[keep]
-            when = pd.to_datetime(candidates["at"], utc=True)
-            months = [d.month for d in anchor]
-            days = [min(d.day, 28) if d.month == 2 else d.day for d in anchor]
-            # The nearest occurrence may fall in the year before or after (Dec 30 vs Jan 2).
-            distance = np.min([
-                (when - pd.to_datetime({"year": when.dt.year + k, "month": months, "day": days}, utc=True)).abs().dt.days.to_numpy()
-                for k in (-1, 0, 1)
-            ], axis=0)
-            candidates = candidates[distance <= int(rule.get("window_days", 7))]
-        first = candidates.drop_duplicates("member_id", keep="first")
-        points[first["row"].to_numpy()] = int(rule["points"])
-        return points
-
-    def _rows(self, purchases: pd.DataFrame, at: pd.Series, points: np.ndarray, campaign_id: int) -> pd.DataFrame:
-        hit = points > 0
-        return pd.DataFrame({"purchase_id": purchases["id"].to_numpy()[hit], "member_id": purchases["member_id"].to_numpy()[hit],
-                             "occurred_at": at.to_numpy()[hit], "kind": BONUS, "points": points[hit], "campaign_id": campaign_id})
-
-    def _apply_budgets(self, awards: pd.DataFrame) -> pd.DataFrame:
-        budgets = {c.id: c.budget_points for c in self.campaigns if c.budget_points}
-        if not budgets:
-            return awards
-        parts = []
-        for campaign_id, rows in awards.groupby("campaign_id", sort=False):
-            budget = budgets.get(int(campaign_id))
-            if budget is None:
-                parts.append(rows)
-                continue
-            # Earlier chunks of the same import are already in the ledger (same transaction).
-            remaining = max(0, budget - self._spent(int(campaign_id)))
-            rows = rows.sort_values(["occurred_at", "purchase_id"])
-            before = rows["points"].cumsum() - rows["points"]
-            rows = rows.assign(points=np.clip(remaining - before.to_numpy(), 0, rows["points"].to_numpy()))
-            parts.append(rows[rows["points"] > 0])
-        return pd.concat(parts, ignore_index=True) if parts else awards.iloc[0:0]
-
-
-def _batches(ids: np.ndarray, size: int = 10_000) -> list[list[int]]:
-    """Ids in lists short enough for one SQL IN (SQLite binds 32,766 values, PostgreSQL 65,535)."""
-    values = [int(i) for i in ids]
-    return [values[start:start + size] for start in range(0, len(values), size)]
-
-
-def earn_rules_for(session: Session, purchases: pd.DataFrame) -> tuple[CampaignEngine, ...]:
-    """The campaign engine for campaigns whose window overlaps these purchases."""
-    if purchases.empty:
-        return ()
-    at = pd.to_datetime(purchases["occurred_at"], utc=True)
-    campaigns = session.exec(
-        select(Campaign).where(Campaign.status.in_(EARNING_STATUSES), Campaign.starts_at <= at.max().to_pydatetime(),
-                               Campaign.ends_at > at.min().to_pydatetime())
-    ).all()
-    return (CampaignEngine(session, list(campaigns)),) if campaigns else ()
-
-
 # --- reading ------------------------------------------------------------------------------
 
 
@@ -671,82 +496,3 @@ def campaign_overview(session: Session, *, include_archived: bool = False) -> pd
         })
     return pd.DataFrame(rows, columns=["id", "name", "kind", "status", "starts_at", "ends_at", "treatment", "holdout", "holdout_pct",
                                        "budget_points", "points_awarded", "budget_burned", "archived"])
-
-
-def _replay_cohort(session: Session, campaign: Campaign, eligible: np.ndarray, since: datetime) -> np.ndarray:
-    """The members whose past the preview replays.
-
-    The eligible members (treatment and holdout alike: more history, and the holdout is
-    a stable random share of them), except for a win-back: its members were chosen because they
-    stopped buying, so their own recent past cannot say whether they come back. The
-    members who met the campaign's rules at the start of the replayed window (inactive
-    as long, same tiers, channels, segment, minimum spend) stand in for them; a fixed
-    list of members is left out of those rules for the same reason.
-    """
-    if campaign.kind != "win_back":
-        return np.sort(eligible)
-    rules = {k: v for k, v in (campaign.eligibility or {}).items() if k != "member_ids"}
-    return eligible_members(session, rules, kind=campaign.kind, rule=campaign.rule or {}, as_of=since)
-
-
-def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None = None) -> dict[str, Any]:
-    """Before activation: who is eligible, and the points cost the campaign's own rules give on recent history.
-
-    The campaign (its earn rule or bonus, eligibility, purchase channels and budget) is
-    replayed through the campaign engine as if it had run over a recent window:
-
-    * per-purchase kinds (multipliers, category and fixed bonuses, tier offers): the
-      eligible members' purchases of the last ``PREVIEW_LOOKBACK_DAYS`` days, the
-      bonus scaled to the campaign's length;
-    * once-per-member kinds (spend threshold, birthday, win-back): a window as long as
-      the campaign (at most ``MAX_REPLAY_DAYS``), not scaled; a win-back replays the
-      members who were inactive as long at the window's start (:func:`_replay_cohort`).
-
-    Cost = bonus points per replayed member x treatment members (the holdout gets
-    nothing), capped by the budget. Fewer than ``MIN_PREVIEW_PURCHASES`` purchases in
-    the window give ``estimated_points = None`` and ``not_enough_history`` saying so.
-    """
-    now = now or utcnow()
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise NotFound(f"No campaign with id {campaign_id}.")
-    ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now)
-    holdout = stable_uniform(campaign.id, ids) < campaign.holdout_pct
-    treatment = np.sort(ids[~holdout])
-    campaign_days = (campaign.ends_at - campaign.starts_at).total_seconds() / 86400
-    once = campaign.kind in ONCE_PER_MEMBER_KINDS
-    window_days = min(campaign_days, MAX_REPLAY_DAYS) if once else PREVIEW_LOOKBACK_DAYS
-    since = now - timedelta(days=window_days)
-    cohort = _replay_cohort(session, campaign, ids, since)
-    from loyalty.ledger.earning import base_points, member_multipliers
-    from loyalty.program.settings import get_settings
-
-    recent = pd.DataFrame(session.exec(
-        select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel)
-        .where(Purchase.occurred_at >= since, Purchase.occurred_at < now, Purchase.refunded_at.is_(None))
-    ).all(), columns=["id", "member_id", "occurred_at", "amount", "category", "channel"])
-    recent = recent[recent["member_id"].isin(cohort)]
-    preview: dict[str, Any] = {"eligible": len(ids), "treatment": len(treatment), "holdout": int(holdout.sum()),
-                               "estimated_points": 0, "lookback_days": round(window_days, 1), "replayed_members": len(cohort),
-                               "purchases_in_window": len(recent), "purchases_needed": MIN_PREVIEW_PURCHASES, "not_enough_history": None}
-    if len(treatment) == 0:
-        return preview  # nobody to pay: a cost of 0 is the estimate
-    if len(recent) < MIN_PREVIEW_PURCHASES:
-        preview["estimated_points"] = None
-        preview["not_enough_history"] = (f"Not enough history to estimate: {len(recent):,} purchases in the window, need "
-                                         f"{MIN_PREVIEW_PURCHASES:,} (the last {window_days:,.0f} days of the "
-                                         f"{len(cohort):,} member{'s' if len(cohort) != 1 else ''} the campaign's rules pick).")
-        return preview
-    mult = recent["member_id"].map(member_multipliers(session)).fillna(1.0)
-    recent = recent.assign(base_points=base_points(recent["amount"], mult, get_settings(session).points_per_currency_unit))
-    # The same campaign, as if it had run over the replayed window, every replayed member treated.
-    replayed = SimpleNamespace(**{f: getattr(campaign, f) for f in ("id", "kind", "rule", "eligibility", "updated_at")},
-                               budget_points=None, starts_at=since, ends_at=now)
-    engine = CampaignEngine(session, [replayed])
-    engine._treatment = lambda _cid: np.sort(cohort)
-    engine._already_awarded = lambda _cid, members: np.zeros(len(members), dtype=bool)
-    engine._spent = lambda _cid: 0
-    per_member = float(engine(recent)["points"].sum()) / len(cohort)
-    cost = round(per_member * len(treatment) * (1 if once else campaign_days / window_days))
-    preview["estimated_points"] = min(cost, campaign.budget_points) if campaign.budget_points else cost
-    return preview

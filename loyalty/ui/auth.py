@@ -15,6 +15,7 @@ import streamlit as st
 
 from loyalty.access.roles import Actor
 from loyalty.errors import LoyaltyError
+from loyalty.settings import get_settings
 from loyalty.access.sessions import (
     SESSION_COOKIE,
     check_session,
@@ -54,7 +55,7 @@ def current_actor() -> Actor | None:
     cookie = _cookie()
     if session_id is None and cookie and st.session_state.get(_COOKIE_REFUSED) != cookie:
         with db_session() as session:
-            check = resume_session(session=session, cookie=cookie)
+            check = resume_session(session=session, cookie=cookie, idle_minutes=get_settings(session).idle_timeout_minutes)
         if check.actor is None:
             # A cookie of an ended session: say why once, and have the browser drop it.
             st.session_state[_COOKIE_REFUSED] = cookie
@@ -63,7 +64,7 @@ def current_actor() -> Actor | None:
         session_id = st.session_state[_SESSION] = check.session_id
     if session_id is not None:
         with db_session() as session:
-            check = check_session(session=session, session_id=session_id)
+            check = check_session(session=session, session_id=session_id, idle_minutes=get_settings(session).idle_timeout_minutes)
         if check.actor is None:
             _forget(check.message)
             return None

@@ -13,7 +13,7 @@ import streamlit as st
 
 from loyalty.errors import LoyaltyError
 from loyalty.decisions.planner import DEFAULT_ALPHA, DEFAULT_POWER, CampaignImpact, HoldoutSizing, SegmentSpend, expected_campaign_impact, plan_holdout
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 from loyalty.ui.core import db_session
 
 __all__ = ["holdout_sizing_panel", "impact_panel"]
@@ -106,7 +106,7 @@ def holdout_sizing_panel(*, kind: str, eligibility: dict[str, Any], rule: dict[s
 def impact_panel(campaign_id: int, preview: dict[str, Any]) -> None:
     """A draft's expected incremental revenue and cost from comparable past campaigns, or why there is none.
 
-    ``preview`` is :func:`loyalty.program.campaigns.preview_campaign` of the draft, which the page already shows.
+    ``preview`` is :func:`loyalty.decisions.planner.preview_campaign` of the draft, which the page already shows.
     """
     st.subheader("Expected impact")
     try:

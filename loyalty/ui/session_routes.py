@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from db.engine import get_engine, new_session
+from loyalty.settings import get_settings
 from loyalty.access.sessions import SESSION_COOKIE, end_session, exchange_grant, resume_session
 
 __all__ = ["ROUTES"]
@@ -34,7 +35,7 @@ def _exchange(grant: str) -> str | None:
 
 def _sign_out(cookie: str) -> None:
     with new_session(get_engine()) as session:
-        check = resume_session(session=session, cookie=cookie)
+        check = resume_session(session=session, cookie=cookie, idle_minutes=get_settings(session).idle_timeout_minutes)
         if check.session_id:
             end_session(session=session, session_id=check.session_id)
 

@@ -15,7 +15,7 @@ from db.engine import get_engine, new_session
 from db.models import LedgerEntry, Member, Purchase, Redemption, Reward, User
 from loyalty.access.roles import SYSTEM_CLI
 from loyalty.ledger.redemptions import redeem_reward
-from loyalty.program.settings import get_settings, update_settings
+from loyalty.settings import get_settings, update_settings
 from tests.e2e.conftest import sign_in, wait_for_page
 from tests.factories import utc
 

@@ -55,7 +55,7 @@ from loyalty.analytics.segments import segment_members
 from loyalty.errors import InvalidInput
 from loyalty.ledger.entries import reverse_purchase
 from loyalty.ledger.purchases import add_purchases
-from loyalty.program.settings import update_settings
+from loyalty.settings import update_settings
 from tests.factories import make_member, make_purchase, make_reward, make_tier, utc
 
 JUNE = (date(2024, 6, 1), date(2024, 7, 1))

@@ -10,7 +10,7 @@ from loyalty.access.roles import Actor
 from loyalty.ledger.approvals import approve_adjustment, decided_adjustments, pending_adjustments, reject_adjustment, request_adjustment
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, PermissionDenied
 from loyalty.ledger.entries import balance
-from loyalty.program.settings import update_settings
+from loyalty.settings import update_settings
 from tests.factories import make_member
 
 OPS = Actor("olga", "operations")

@@ -15,10 +15,10 @@ from loyalty.program.campaigns import (
     campaign_overview,
     end_campaign,
     pause_campaign,
-    preview_campaign,
     save_campaign,
     stable_uniform,
 )
+from loyalty.decisions.planner import preview_campaign
 from loyalty.errors import InvalidInput, PermissionDenied
 from loyalty.ledger.entries import balance, reverse_purchase
 from tests.factories import make_member, make_purchase, make_tier, utc

@@ -23,7 +23,7 @@ from loyalty.errors import PermissionDenied
 from loyalty.ledger.imports import MAX_PROBLEMS_SHOWN, ImportRefused, import_csv, preview_csv
 from loyalty.ledger.entries import balance
 from loyalty.ledger.members import erase_member
-from loyalty.program.settings import update_settings
+from loyalty.settings import update_settings
 from tests.factories import make_member, make_purchase, utc
 
 MEMBERS_CSV = """member_id,name,email,joined_at,acquisition_channel,birth_date,city,marketing_consent,phone

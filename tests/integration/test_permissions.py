@@ -18,7 +18,7 @@ from loyalty.ledger.entries import adjust_points, expire_points, reverse_purchas
 from loyalty.ledger.members import erase_member, member_profile, search_members
 from loyalty.ledger.purchases import record_purchase
 from loyalty.ledger.redemptions import cancel_redemption, fulfil_redemption, redeem_reward
-from loyalty.program.settings import update_settings
+from loyalty.settings import update_settings
 from loyalty.access.users import create_user, disable_user, reset_password, set_role
 from tests.factories import make_member, make_purchase, make_reward, utc
 

@@ -115,7 +115,7 @@ def test_settings_refuse_nothing_changed_and_save_a_change(app, session):
     at.number_input[1].set_value(18)
     next(b for b in at.button if b.label == "Save settings").click().run()
     assert "Settings saved" in at.success[0].value
-    from loyalty.program.settings import get_settings
+    from loyalty.settings import get_settings
 
     assert get_settings(session).expiry_months == 18
 

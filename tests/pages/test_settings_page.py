@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loyalty.program.settings import get_settings
+from loyalty.settings import get_settings
 from tests.pages.conftest import open_page
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from loyalty.ledger.earning import base_points, earn_entries
 from loyalty.ledger.entries import Lot, expiry_date, expiry_dates, fifo_lots
-from loyalty.program.settings import ProgramSettings
+from loyalty.settings import ProgramSettings
 
 
 def utc(*args: int) -> datetime:

@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 from db.engine import begin_write
 from db.models import ProgramSetting, utcnow
 from loyalty.access.roles import Actor, require
+from loyalty.access.sessions import DEFAULT_IDLE_MINUTES
 from loyalty.access.audit import record_audit
 from loyalty.errors import InvalidInput
 
@@ -38,7 +39,7 @@ class ProgramSettings:
     points_per_currency_unit: float = 1.0
     expiry_months: int = 12  # 0 means points never expire
     point_value: float = 0.01  # money value of one point, for liability
-    idle_timeout_minutes: int = 60
+    idle_timeout_minutes: int = DEFAULT_IDLE_MINUTES
     weekly_report: bool = False  # also render an executive report every Monday
     # A point adjustment above this many points waits for a second admin's approval.
     adjustment_approval_limit: int = 10_000
