@@ -61,6 +61,8 @@ from db.engine import write_transaction
 from db.models import KpiTarget, Report, Segment, Tier, TierMovement, utcnow
 from loyalty.analytics.metrics import METRICS
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.figures import house_layout
+from loyalty.formatting import money
 from loyalty.periods import period_bounds
 
 __all__ = [
@@ -321,10 +323,6 @@ def _tier_moves(session: Session, start: date, end: date) -> tuple[pd.DataFrame,
     return moves, sizes
 
 
-def _money(value: float | None, currency: str) -> str:
-    return "n/a" if value is None else f"{value:,.2f} {currency}"
-
-
 def _interval_words(low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return "too few members to tell"
@@ -352,7 +350,7 @@ def _summary(content: ReportContent) -> list[str]:
     if active is not None:
         sentences.append(
             f"In {p.name}, {active_text} members bought at least once ({active_change} against {p.previous_name}); "
-            f"each spent {revenue_text} {cur} on average.")
+            f"each spent {cur} {revenue_text} on average.")
     retention, retention_text, retention_change = number("retention_rate")
     if retention is not None:
         goal = f" (target {content.retention_target:.1%})" if content.retention_target is not None else ""
@@ -366,13 +364,13 @@ def _summary(content: ReportContent) -> list[str]:
                 f"{r.kpi}{' for ' + r.segment if r.segment else ''} ({r.value_text} against {r.target_text})" for r in off.itertuples())
         sentences.append(line + ".")
     for c in content.campaigns.itertuples():
-        revenue_words = _money(_value(c.incremental_revenue), cur)
+        revenue_words = money(_value(c.incremental_revenue), cur)
         per_point = _value(c.revenue_per_point)
         sentences.append(
-            f"Campaign {c.campaign!r}: members who got it spent {_value(c.spend_uplift) or 0:,.2f} {cur} more per head than the "
+            f"Campaign {c.campaign!r}: members who got it spent {money(_value(c.spend_uplift) or 0, cur)} more per head than the "
             f"holdout ({_interval_words(_value(c.spend_uplift_ci_low), _value(c.spend_uplift_ci_high))}), an estimated "
             f"{revenue_words} of extra revenue for {int(c.points_cost):,} bonus points"
-            + (f" ({per_point:,.2f} {cur} per point)." if per_point is not None else "."))
+            + (f" ({money(per_point, cur)} per point)." if per_point is not None else "."))
     if not content.tier_moves.empty:
         up = int(content.tier_moves.loc[content.tier_moves["direction"] == "up", "members"].sum())
         down = int(content.tier_moves.loc[content.tier_moves["direction"] == "down", "members"].sum())
@@ -384,8 +382,8 @@ def _summary(content: ReportContent) -> list[str]:
         end = liability["horizon_end"]
         breakage = liability["breakage"]
         sentences.append(
-            f"Points outstanding are forecast at {end['money']:,.0f} {cur} on {end['last_day']:%-d %B %Y} "
-            f"({end['money_low']:,.0f} to {end['money_high']:,.0f} {cur}, {liability['band_words']} band)"
+            f"Points outstanding are forecast at {money(end['money'], cur, decimals=0)} on {end['last_day']:%-d %B %Y} "
+            f"({money(end['money_low'], cur, decimals=0)} to {money(end['money_high'], cur, decimals=0)}, {liability['band_words']} band)"
             + (f", with {breakage:.1%} of the points leaving the program expected to expire unused." if breakage is not None else "."))
     if content.alerts.empty:
         sentences.append("No alerts were raised.")
@@ -460,7 +458,7 @@ def liability_rows(content: ReportContent) -> pd.DataFrame:
         redeemed, expired = window["redeemed"].sum(), window["expired"].sum()
         rows.append({
             "month": f"{last['last_day']:%-d %b %Y}",
-            "outstanding": f"{last['outstanding_money']:,.0f} {cur}",
+            "outstanding": money(last['outstanding_money'], cur, decimals=0),
             "band": f"{last['outstanding_money_low']:,.0f} to {last['outstanding_money_high']:,.0f}",
             "redeemed": f"{redeemed:,.0f}", "expired": f"{expired:,.0f}",
             "breakage": f"{expired / (expired + redeemed):.1%}" if expired + redeemed > 0 else "n/a",
@@ -469,12 +467,6 @@ def liability_rows(content: ReportContent) -> pd.DataFrame:
 
 
 # --- charts (pure: frames in, figures out) --------------------------------------------------------------
-
-
-def _layout(fig: go.Figure, title: str) -> go.Figure:
-    fig.update_layout(title=title, template="plotly_white", margin={"l": 60, "r": 30, "t": 60, "b": 40},
-                      legend={"orientation": "h", "y": -0.15}, font={"size": 13})
-    return fig
 
 
 def trend_figure(trend: pd.DataFrame, currency: str = "") -> go.Figure:
@@ -487,7 +479,7 @@ def trend_figure(trend: pd.DataFrame, currency: str = "") -> go.Figure:
     fig.update_layout(yaxis={"title": "Revenue", "rangemode": "tozero"},
                       yaxis2={"title": "Active members", "overlaying": "y", "side": "right", "rangemode": "tozero",
                               "tickmode": "auto", "showgrid": False, "tickformat": ",d"})
-    return _layout(fig, "Revenue and active members by month")
+    return house_layout(fig, "Revenue and active members by month", medium="print")
 
 
 def retention_figure(trend: pd.DataFrame, target: float | None = None) -> go.Figure:
@@ -498,7 +490,7 @@ def retention_figure(trend: pd.DataFrame, target: float | None = None) -> go.Fig
     if target is not None:
         fig.add_scatter(x=months, y=[target] * len(months), name="Target", mode="lines", line={"color": "#c62828", "dash": "dash"})
     fig.update_layout(yaxis={"title": "Share of last month's buyers who bought again", "tickformat": ".0%", "rangemode": "tozero"})
-    return _layout(fig, "Retention of existing members")
+    return house_layout(fig, "Retention of existing members", medium="print")
 
 
 def campaign_figure(campaigns: pd.DataFrame) -> go.Figure | None:
@@ -514,7 +506,7 @@ def campaign_figure(campaigns: pd.DataFrame) -> go.Figure | None:
     ))
     fig.update_layout(yaxis={"title": "Treatment minus holdout, per member", "zeroline": True, "zerolinewidth": 2,
                              "zerolinecolor": "#9e9e9e"})
-    return _layout(fig, "Campaign uplift in spend per member (95 % interval)")
+    return house_layout(fig, "Campaign uplift in spend per member (95 % interval)", medium="print")
 
 
 def tier_movement_figure(moves: pd.DataFrame) -> go.Figure | None:
@@ -526,7 +518,7 @@ def tier_movement_figure(moves: pd.DataFrame) -> go.Figure | None:
     fig = go.Figure(go.Bar(x=moves["members"], y=labels, orientation="h", marker_color=colours))
     # One bar per kind of move: the chart grows with them instead of stretching one bar.
     fig.update_layout(xaxis={"title": "Members"}, yaxis={"autorange": "reversed"}, height=min(CHART_HEIGHT_PX, 170 + 45 * len(moves)))
-    return _layout(fig, "Tier movements")
+    return house_layout(fig, "Tier movements", medium="print")
 
 
 def report_figures(content: ReportContent) -> dict[str, go.Figure]:
@@ -598,7 +590,7 @@ def _campaign_rows(content: ReportContent) -> pd.DataFrame:
             "spend": f"{_value(c.spend_uplift) or 0:+,.2f}" + (f" ({low:+,.2f} to {high:+,.2f})" if low is not None else ""),
             "retention": f"{100 * (_value(c.retention_uplift) or 0):+.1f} pts"
                          + (f" ({100 * r_low:+.1f} to {100 * r_high:+.1f})" if r_low is not None else ""),
-            "points": f"{int(c.points_cost):,}", "revenue": _money(_value(c.incremental_revenue), cur),
+            "points": f"{int(c.points_cost):,}", "revenue": money(_value(c.incremental_revenue), cur),
             "per_point": "n/a" if _value(c.revenue_per_point) is None else f"{_value(c.revenue_per_point):,.2f}",
         })
     return pd.DataFrame(rows)

@@ -59,6 +59,7 @@ from db.models import (
 )
 from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.records import locked
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
 from loyalty.settings import get_settings
 
@@ -445,9 +446,7 @@ def return_purchase(
         if found is None:
             raise NotFound(f"No purchase with id {purchase_id}.")
         lock_member(session, found.member_id)
-        purchase = session.exec(
-            select(Purchase).where(Purchase.id == purchase_id).with_for_update().execution_options(populate_existing=True)
-        ).one()
+        purchase = locked(session, Purchase, purchase_id, "purchase")
         currency = get_settings(session).currency
         total = _cents(purchase.amount)
         left = total - purchase.returned_cents
@@ -582,12 +581,7 @@ def lock_member(session: Session, member_id: int) -> Member:
     the row afresh: an object this session loaded earlier may be out of date.
     """
     _hold_ledger_lock(session, exclusive=False)
-    member = session.exec(
-        select(Member).where(Member.id == member_id).with_for_update().execution_options(populate_existing=True)
-    ).one_or_none()
-    if member is None:
-        raise NotFound(f"No member with id {member_id}.")
-    return member
+    return locked(session, Member, member_id, "member")
 
 
 # An advisory lock per schema: (this key, hash of the schema name).

@@ -20,11 +20,11 @@ from db.engine import write_transaction
 from db.models import LedgerEntry, Member, Redemption, Reward, Tier, utcnow
 from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.records import locked
 from loyalty.errors import (
     AlreadyDone,
     InsufficientPoints,
     InvalidInput,
-    NotFound,
     OutOfStock,
     RewardUnavailable,
 )
@@ -82,11 +82,7 @@ def redeem_reward(
     now = now or utcnow()
     with write_transaction(session):
         member = lock_member(session, member_id)
-        reward = session.exec(
-            select(Reward).where(Reward.id == reward_id).with_for_update().execution_options(populate_existing=True)
-        ).one_or_none()
-        if reward is None:
-            raise NotFound(f"No reward with id {reward_id}.")
+        reward = locked(session, Reward, reward_id, "reward")
         _check_available(session, reward, member, now)
         expire_points(session=session, as_of=now, member_ids=[member.id], actor=actor)
         current = balance(session, member.id)
@@ -241,11 +237,7 @@ def _described(session: Session, ids: list[int]) -> list[dict]:
 
 
 def _pending(session: Session, redemption_id: int) -> Redemption:
-    redemption = session.exec(
-        select(Redemption).where(Redemption.id == redemption_id).with_for_update().execution_options(populate_existing=True)
-    ).one_or_none()
-    if redemption is None:
-        raise NotFound(f"No redemption with id {redemption_id}.")
+    redemption = locked(session, Redemption, redemption_id, "redemption")
     if redemption.status != "requested":
         raise AlreadyDone(f"Redemption {redemption_id} is already {redemption.status}.")
     return redemption

@@ -65,6 +65,7 @@ from db.models import (
 )
 from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.records import locked
 from loyalty.errors import InvalidInput, NeedsConfirmation, NotFound
 from loyalty.program.lifecycle import (
     Removal,
@@ -361,12 +362,7 @@ def end_campaign(*, session: Session, campaign_id: int, actor: Actor, now: datet
 
 def _locked_campaign(session: Session, campaign_id: int) -> Campaign:
     """The campaign, locked and read afresh for this transaction."""
-    campaign = session.exec(
-        select(Campaign).where(Campaign.id == campaign_id).with_for_update().execution_options(populate_existing=True)
-    ).one_or_none()
-    if campaign is None:
-        raise NotFound(f"No campaign with id {campaign_id}.")
-    return campaign
+    return locked(session, Campaign, campaign_id, "campaign")
 
 
 def _set_status(session: Session, campaign_id: int, actor: Actor, status: str, *, allowed_from: tuple[str, ...], now: datetime | None = None) -> Campaign:

@@ -26,6 +26,7 @@ from db.engine import write_transaction
 from db.models import utcnow
 from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.records import locked
 from loyalty.errors import InvalidInput, NotFound
 
 __all__ = ["Removal", "archive_record", "clone_record", "copy_name", "count_rows", "delete_record", "restore_record"]
@@ -60,12 +61,7 @@ def count_rows(session: Session, column: Any, value: Any) -> int:
 
 
 def _get(session: Session, model: type[Record], record_id: int, entity: str) -> Record:
-    record = session.exec(
-        select(model).where(model.id == record_id).with_for_update().execution_options(populate_existing=True)
-    ).one_or_none()
-    if record is None:
-        raise NotFound(f"No {entity.replace('_', ' ')} with id {record_id}.")
-    return record
+    return locked(session, model, record_id, entity.replace("_", " "))
 
 
 def _label(record: Any) -> str:

@@ -11,7 +11,8 @@ from db.engine import write_transaction
 from db.models import Redemption, Reward, Tier
 from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
-from loyalty.errors import InvalidInput, NotFound
+from loyalty.records import locked
+from loyalty.errors import InvalidInput
 from loyalty.program.lifecycle import (
     Removal,
     archive_record,
@@ -74,11 +75,7 @@ def save_reward(*, session: Session, actor: Actor, reward_id: int | None = None,
     if unknown:
         raise InvalidInput(f"Unknown reward field(s): {', '.join(sorted(unknown))}.")
     with write_transaction(session):
-        reward = session.exec(
-            select(Reward).where(Reward.id == reward_id).with_for_update().execution_options(populate_existing=True)
-        ).one_or_none() if reward_id is not None else None
-        if reward_id is not None and reward is None:
-            raise NotFound(f"No reward with id {reward_id}.")
+        reward = locked(session, Reward, reward_id, "reward") if reward_id is not None else None
         if reward is not None and reward.archived_at is not None:
             raise InvalidInput(f"{reward.name} is archived: restore it before changing it.")
         if reward is not None and stock_seen is not _UNSEEN and reward.stock != stock_seen:

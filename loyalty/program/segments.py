@@ -6,16 +6,16 @@ module stores segments, checks who may change them and audits the changes.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func
 from sqlmodel import Session, select
 
 from db.engine import write_transaction
-from db.models import Campaign, KpiTarget, Purchase, Segment, utcnow
+from db.models import Campaign, KpiTarget, Segment, utcnow
 from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
 from loyalty.errors import InvalidInput, NotFound
@@ -32,6 +32,9 @@ __all__ = ["REVENUE_WINDOW_DAYS", "archive_segment", "clone_segment", "delete_se
            "segment_member_ids", "segment_stats", "segments_overview"]
 
 REVENUE_WINDOW_DAYS = 365
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 def segment_member_ids(session: Session, rules: dict[str, Any], *, now: datetime | None = None) -> np.ndarray:
@@ -111,17 +114,28 @@ def delete_segment(*, session: Session, actor: Actor, segment_id: int) -> Remova
                          snapshot=lambda segment: segment.model_dump(mode="json", include={"name", "description", "rules"}))
 
 
+def _revenue_in_window(purchases: pl.DataFrame, today: date) -> pl.DataFrame:
+    """``member_id, revenue`` over the last ``REVENUE_WINDOW_DAYS`` whole days ending today: the one
+    window both the overview of every segment and one segment's live figures count."""
+    import polars as pl
+
+    return (purchases.filter(pl.col("occurred_on") >= today - timedelta(days=REVENUE_WINDOW_DAYS))
+            .group_by("member_id").agg(revenue=pl.col("amount").sum()))
+
+
 def segment_stats(session: Session, rules: dict[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
-    """Live size of a segment and its share of revenue over the last 12 months."""
+    """Live size of a segment (saved or a draft's rules) and its share of the last 12 months' revenue,
+    counted as :func:`segments_overview` counts every saved segment."""
+    import polars as pl
+
+    from loyalty.analytics.data import load_purchases
+
     now = now or utcnow()
+    today = now.date()
     ids = segment_member_ids(session, rules, now=now)
-    since = now - timedelta(days=REVENUE_WINDOW_DAYS)
-    revenue = pd.DataFrame(session.exec(
-        select(Purchase.member_id, func.sum(Purchase.amount)).where(Purchase.occurred_at >= since, Purchase.occurred_at < now,
-                                                                    Purchase.refunded_at.is_(None)).group_by(Purchase.member_id)
-    ).all(), columns=["member_id", "revenue"])
+    revenue = _revenue_in_window(load_purchases(session, end=today + timedelta(days=1)), today)
     total = float(revenue["revenue"].sum())
-    inside = float(revenue.loc[revenue["member_id"].isin(ids), "revenue"].sum())
+    inside = float(revenue.filter(pl.col("member_id").is_in(ids.tolist()))["revenue"].sum())
     return {"members": len(ids), "revenue": inside, "revenue_share": inside / total if total else 0.0, "member_ids": ids}
 
 
@@ -144,8 +158,7 @@ def segments_overview(session: Session, *, now: datetime | None = None, include_
     today = now.date()
     purchases = load_purchases(session, end=today + timedelta(days=1))
     memberships = segment_memberships(session, as_of=today, members=load_members(session), purchases=purchases)
-    revenue = (purchases.filter(pl.col("occurred_on") >= today - timedelta(days=REVENUE_WINDOW_DAYS))
-               .group_by("member_id").agg(revenue=pl.col("amount").sum()))
+    revenue = _revenue_in_window(purchases, today)
     total = float(revenue["revenue"].sum())
     per_segment = (memberships.join(revenue, on="member_id", how="left").group_by("segment")
                    .agg(members=pl.len(), revenue=pl.col("revenue").fill_null(0.0).sum()).to_pandas())

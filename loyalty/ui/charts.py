@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from loyalty.figures import house_layout
+
 TEAL, AMBER, ROSE, SLATE = "#0f766e", "#d97706", "#e11d48", "#64748b"
 
 
@@ -17,12 +19,6 @@ def compact(value: float, currency: str = "") -> str:
     return f"{prefix}{value:,.0f}"
 
 
-def _layout(fig: go.Figure, title: str, yaxis: str = "") -> go.Figure:
-    fig.update_layout(
-        title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10}, height=340, yaxis_title=yaxis,
-        legend={"orientation": "h", "y": -0.15}, hovermode="x unified",
-    )
-    return fig
 
 
 def monthly_revenue(monthly: pd.DataFrame, currency: str) -> go.Figure:
@@ -30,7 +26,7 @@ def monthly_revenue(monthly: pd.DataFrame, currency: str) -> go.Figure:
     fig.add_bar(x=monthly["month"], y=monthly["revenue"], name="Revenue", marker_color=TEAL)
     fig.add_scatter(x=monthly["month"], y=monthly["buyers"], name="Buying members", yaxis="y2", mode="lines+markers", line_color=AMBER)
     fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "members", "rangemode": "tozero"})
-    return _layout(fig, "Revenue and buying members per month", currency)
+    return house_layout(fig, "Revenue and buying members per month", yaxis_title=currency)
 
 
 def monthly_points(monthly: pd.DataFrame) -> go.Figure:
@@ -39,20 +35,20 @@ def monthly_points(monthly: pd.DataFrame) -> go.Figure:
     fig.add_bar(x=monthly["month"], y=-monthly["points_redeemed"], name="Redeemed", marker_color=AMBER)
     fig.add_bar(x=monthly["month"], y=-monthly["points_expired"], name="Expired", marker_color=ROSE)
     fig.update_layout(barmode="relative")
-    return _layout(fig, "Points earned, redeemed and expired per month", "points")
+    return house_layout(fig, "Points earned, redeemed and expired per month", yaxis_title="points")
 
 
 def member_balance(ledger: pd.DataFrame) -> go.Figure:
     ordered = ledger.sort_values("occurred_at")
     fig = go.Figure(go.Scatter(x=ordered["occurred_at"], y=ordered["balance"], mode="lines", line_shape="hv", line_color=TEAL))
-    return _layout(fig, "Points balance over time", "points")
+    return house_layout(fig, "Points balance over time", yaxis_title="points")
 
 
 def members_per_tier(tiers: pd.DataFrame, barrier: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Bar(x=tiers["name"], y=tiers["members"], name="Members now", marker_color=TEAL, text=tiers["members"], textposition="outside"))
     if not barrier.empty:
         fig.add_bar(x=barrier["tier"], y=barrier["reachable_members"], name="Active members who can reach it", marker_color=AMBER)
-    return _layout(fig, "Members per tier, and who can reach each", "members")
+    return house_layout(fig, "Members per tier, and who can reach each", yaxis_title="members")
 
 
 def reward_reach(barrier: pd.DataFrame) -> go.Figure:
@@ -60,7 +56,7 @@ def reward_reach(barrier: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Bar(y=barrier["reward"], x=barrier["reachable_share"] * 100, orientation="h", marker_color=colours,
                            text=[f"{v:.0%}" for v in barrier["reachable_share"]], textposition="outside"))
     fig.update_layout(yaxis={"autorange": "reversed"}, xaxis={"range": [0, 105], "ticksuffix": "%"}, hovermode="closest")
-    fig = _layout(fig, "Share of active members who can reach each reward within 12 months (red: entry barrier)", "")
+    fig = house_layout(fig, "Share of active members who can reach each reward within 12 months (red: entry barrier)", yaxis_title="")
     return fig.update_layout(height=max(340, 90 + 26 * len(barrier)))
 
 
@@ -70,7 +66,7 @@ def budget_burn(campaigns: pd.DataFrame) -> go.Figure:
     fig.add_bar(y=capped["name"], x=capped["budget_points"], name="Budget", orientation="h", marker_color="#cbd5e1")
     fig.add_bar(y=capped["name"], x=capped["points_awarded"], name="Awarded", orientation="h", marker_color=TEAL)
     fig.update_layout(barmode="overlay", hovermode="closest", yaxis={"autorange": "reversed"})
-    return _layout(fig, "Points budget burned per campaign", "")
+    return house_layout(fig, "Points budget burned per campaign", yaxis_title="")
 
 
 def cohort_heatmap(matrix: pd.DataFrame, sizes: pd.Series) -> go.Figure:
@@ -81,7 +77,7 @@ def cohort_heatmap(matrix: pd.DataFrame, sizes: pd.Series) -> go.Figure:
         hovertemplate="cohort %{y}<br>month %{x}<br>%{z:.1f}% bought<extra></extra>", colorbar={"title": "%"},
     ))
     fig.update_layout(yaxis={"autorange": "reversed", "title": "cohort (first purchase month, size)"}, xaxis_title="months since first purchase")
-    return _layout(fig, "Cohort retention: share of each cohort buying k months later", "").update_layout(height=max(360, 60 + 28 * len(matrix)), hovermode="closest")
+    return house_layout(fig, "Cohort retention: share of each cohort buying k months later", yaxis_title="").update_layout(height=max(360, 60 + 28 * len(matrix)), hovermode="closest")
 
 
 def retention_curves_chart(curves: pd.DataFrame, by: str = "acquisition_channel") -> go.Figure:
@@ -89,7 +85,7 @@ def retention_curves_chart(curves: pd.DataFrame, by: str = "acquisition_channel"
     for value, part in curves.groupby(by):
         fig.add_scatter(x=part["age"], y=part["retention"] * 100, mode="lines+markers", name=str(value))
     fig.update_layout(xaxis_title="months since first purchase", yaxis={"ticksuffix": "%", "range": [0, 105]})
-    return _layout(fig, "Retention by acquisition channel", "").update_layout(legend={"orientation": "h", "y": -0.28})
+    return house_layout(fig, "Retention by acquisition channel", yaxis_title="").update_layout(legend={"orientation": "h", "y": -0.28})
 
 
 def churn_chart(churn: pd.DataFrame) -> go.Figure:
@@ -97,27 +93,27 @@ def churn_chart(churn: pd.DataFrame) -> go.Figure:
     fig.add_scatter(x=churn["period"], y=churn["retention_rate"] * 100, name="Retention", mode="lines+markers", line_color=TEAL)
     fig.add_scatter(x=churn["period"], y=churn["churn_rate"] * 100, name="Churn", mode="lines+markers", line_color=ROSE)
     fig.update_layout(yaxis={"ticksuffix": "%", "range": [0, 100]})
-    return _layout(fig, "Month-on-month retention and churn of active members", "")
+    return house_layout(fig, "Month-on-month retention and churn of active members", yaxis_title="")
 
 
 def histogram(values: pd.Series, title: str, x_title: str, *, bins: int = 40, colour: str = TEAL) -> go.Figure:
     fig = go.Figure(go.Histogram(x=values, nbinsx=bins, marker_color=colour))
     fig.update_layout(xaxis_title=x_title, bargap=0.05, hovermode="closest")
-    return _layout(fig, title, "members")
+    return house_layout(fig, title, yaxis_title="members")
 
 
 def counted_bars(x: pd.Series, counts: pd.Series, title: str, x_title: str, y_title: str, *, colour: str = TEAL) -> go.Figure:
     """A histogram already counted (bins in ``x``, their counts): small to send whatever the data size."""
     fig = go.Figure(go.Bar(x=x, y=counts, marker_color=colour))
     fig.update_layout(xaxis_title=x_title, bargap=0.05, hovermode="closest")
-    return _layout(fig, title, y_title)
+    return house_layout(fig, title, yaxis_title=y_title)
 
 
 def group_bars(frame: pd.DataFrame, columns: list[str], title: str, yaxis: str = "") -> go.Figure:
     fig = go.Figure()
     for column, colour in zip(columns, (TEAL, AMBER, SLATE)):
         fig.add_bar(x=frame["group"].astype(str), y=frame[column], name=column.replace("_", " "), marker_color=colour)
-    return _layout(fig, title, yaxis).update_layout(hovermode="closest")
+    return house_layout(fig, title, yaxis_title=yaxis).update_layout(hovermode="closest")
 
 
 def clv_scatter(members: pd.DataFrame) -> go.Figure:
@@ -128,7 +124,7 @@ def clv_scatter(members: pd.DataFrame) -> go.Figure:
         hovertemplate="%{text}<br>historical %{x:,.0f}<br>predicted 12 m %{y:,.0f}<extra></extra>",
     ))
     fig.update_layout(xaxis_title="historical CLV (spend to date)", hovermode="closest")
-    return _layout(fig, "Predicted (next 12 months) vs historical CLV, coloured by probability alive", "predicted CLV")
+    return house_layout(fig, "Predicted (next 12 months) vs historical CLV, coloured by probability alive", yaxis_title="predicted CLV")
 
 
 def points_flow(monthly: pd.DataFrame) -> go.Figure:
@@ -138,7 +134,7 @@ def points_flow(monthly: pd.DataFrame) -> go.Figure:
     fig.add_bar(x=monthly["month"], y=-monthly["expired"], name="Expired", marker_color=ROSE)
     fig.add_scatter(x=monthly["month"], y=monthly["redemption_rate"] * 100, name="Redemption rate", yaxis="y2", mode="lines+markers", line_color=SLATE)
     fig.update_layout(barmode="relative", yaxis2={"overlaying": "y", "side": "right", "ticksuffix": "%", "showgrid": False, "rangemode": "tozero"})
-    return _layout(fig, "Points earned vs redeemed vs expired, and the redemption rate", "points")
+    return house_layout(fig, "Points earned vs redeemed vs expired, and the redemption rate", yaxis_title="points")
 
 
 def nps_chart(monthly: pd.DataFrame) -> go.Figure:
@@ -147,7 +143,7 @@ def nps_chart(monthly: pd.DataFrame) -> go.Figure:
     fig.add_bar(x=monthly["month"], y=monthly["answers"], name="Answers", marker_color="#cbd5e1")
     fig.add_scatter(x=monthly["month"], y=monthly["nps"], name="NPS", mode="lines+markers", line_color=TEAL, yaxis="y2")
     fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "range": [-100, 100], "title": "NPS"})
-    return _layout(fig, "Net Promoter Score per month (% promoters 9-10 minus % detractors 0-6)", "answers")
+    return house_layout(fig, "Net Promoter Score per month (% promoters 9-10 minus % detractors 0-6)", yaxis_title="answers")
 
 
 def rfm_heatmap(cells: pd.DataFrame) -> go.Figure:
@@ -158,4 +154,4 @@ def rfm_heatmap(cells: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"F{f}" for f in grid.columns], y=[f"R{r}" for r in grid.index], text=text,
                                texttemplate="%{text}", colorscale="Teal", hovertemplate="%{y} %{x}<br>%{z} members<extra></extra>"))
     fig.update_layout(xaxis_title="frequency score (5 = most purchases)", yaxis_title="recency score (5 = most recent)", hovermode="closest")
-    return _layout(fig, "RFM grid: members per recency x frequency cell", "").update_layout(height=460)
+    return house_layout(fig, "RFM grid: members per recency x frequency cell", yaxis_title="").update_layout(height=460)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from loyalty.ui.charts import AMBER, ROSE, SLATE, TEAL, _layout
+from loyalty.figures import house_layout
+from loyalty.ui.charts import AMBER, ROSE, SLATE, TEAL
 
 __all__ = ["liability_chart", "redemption_expiry_chart"]
 
@@ -35,7 +36,7 @@ def liability_chart(frame: pd.DataFrame, currency: str, band: float = 0.8) -> go
     fig.add_scatter(x=joined["last_day"], y=joined["outstanding_money"], name="Forecast", mode="lines+markers",
                     line={"color": TEAL, "dash": "dash"})
     fig.update_layout(yaxis={"rangemode": "tozero", "tickformat": ",.0f"})
-    return _layout(fig, "Points outstanding (liability) at each month's end: history and forecast", currency)
+    return house_layout(fig, "Points outstanding (liability) at each month's end: history and forecast", yaxis_title=currency)
 
 
 def redemption_expiry_chart(frame: pd.DataFrame) -> go.Figure:
@@ -51,4 +52,4 @@ def redemption_expiry_chart(frame: pd.DataFrame) -> go.Figure:
     fig.update_layout(barmode="group", yaxis={"tickformat": ",.0f"},
                       yaxis2={"overlaying": "y", "side": "right", "ticksuffix": "%", "showgrid": False, "rangemode": "tozero",
                               "tickmode": "auto", "tickformat": ".0f"})
-    return _layout(fig, "Expected redemptions and expiry per month, and breakage (expired / (expired + redeemed))", "points")
+    return house_layout(fig, "Expected redemptions and expiry per month, and breakage (expired / (expired + redeemed))", yaxis_title="points")

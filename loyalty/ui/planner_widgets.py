@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from loyalty.formatting import money
 from loyalty.errors import LoyaltyError
 from loyalty.decisions.planner import DEFAULT_ALPHA, DEFAULT_POWER, CampaignImpact, HoldoutSizing, SegmentSpend, expected_campaign_impact, plan_holdout
 from loyalty.settings import get_settings
@@ -38,10 +39,6 @@ def _impact(campaign_id: int, preview: dict[str, Any]) -> CampaignImpact:
     # keeps the cost shown here the one in the preview tiles above.
     with db_session() as session:
         return expected_campaign_impact(session, campaign_id=campaign_id, preview=preview)
-
-
-def _money(value: float, currency: str) -> str:
-    return f"{currency} {value:,.2f}"
 
 
 def _pct(share: float) -> str:
@@ -76,17 +73,17 @@ def holdout_sizing_panel(*, kind: str, eligibility: dict[str, Any], rule: dict[s
     if sizing.target_uplift is None and sizing.message:
         st.warning(sizing.message)
         return
-    st.caption(f"The {segment.members:,} members this campaign would reach spent on average {_money(segment.mean, currency)} each "
-               f"(standard deviation {_money(segment.sigma, currency)}) in the last {days:,.0f} days, as long as this campaign.")
+    st.caption(f"The {segment.members:,} members this campaign would reach spent on average {money(segment.mean, currency)} each "
+               f"(standard deviation {money(segment.sigma, currency)}) in the last {days:,.0f} days, as long as this campaign.")
     metrics = st.columns(2)
     if sizing.mde is None:
         metrics[0].metric(f"Smallest detectable uplift at {holdout_pct:.0%} holdout", "none")
         st.warning(sizing.message)
     else:
-        metrics[0].metric(f"Smallest detectable uplift at {holdout_pct:.0%} holdout", f"{_money(sizing.mde, currency)} per member",
+        metrics[0].metric(f"Smallest detectable uplift at {holdout_pct:.0%} holdout", f"{money(sizing.mde, currency)} per member",
                           delta=None if sizing.mde_relative is None else f"{sizing.mde_relative:.0%} of spend", delta_color="off", delta_arrow="off",
                           help=f"The smallest uplift in spend per member this holdout detects with {power:.0%} power at {alpha:.0%} significance.")
-    goal = _money(sizing.target_uplift, currency) + " per member" + (f" (+{target:g}%)" if relative else "")
+    goal = money(sizing.target_uplift, currency) + " per member" + (f" (+{target:g}%)" if relative else "")
     if sizing.needed_pct is None:
         metrics[1].metric("Holdout needed", "over 50%")
         st.warning(f"Target {goal}. {sizing.message}")
@@ -118,47 +115,47 @@ def impact_panel(campaign_id: int, preview: dict[str, Any]) -> None:
     if impact.reason:
         st.info(impact.reason)
         if impact.points_cost is not None:
-            st.caption(f"Points cost estimated from recent purchases: {impact.points_cost:,} points ({_money(impact.cost, cur)}).")
+            st.caption(f"Points cost estimated from recent purchases: {impact.points_cost:,} points ({money(impact.cost, cur)}).")
     else:
         level = f"{impact.confidence:.0%}"
         cols = st.columns(4)
-        cols[0].metric("Incremental revenue", _money(impact.incremental_revenue, cur),
-                       help=f"{level} interval {_money(impact.incremental_revenue_low, cur)} to {_money(impact.incremental_revenue_high, cur)}.")
-        cols[1].metric("Points cost", f"{impact.points_cost:,} pts", delta=_money(impact.cost, cur), delta_color="off", delta_arrow="off")
-        cols[2].metric("Net of points cost", _money(impact.net, cur))
+        cols[0].metric("Incremental revenue", money(impact.incremental_revenue, cur),
+                       help=f"{level} interval {money(impact.incremental_revenue_low, cur)} to {money(impact.incremental_revenue_high, cur)}.")
+        cols[1].metric("Points cost", f"{impact.points_cost:,} pts", delta=money(impact.cost, cur), delta_color="off", delta_arrow="off")
+        cols[2].metric("Net of points cost", money(impact.net, cur))
         cols[3].metric(f"Revenue per point ({cur})", "n/a" if impact.revenue_per_point is None else f"{impact.revenue_per_point:,.3f}")
         st.markdown(
-            f"Expected uplift **{_money(impact.uplift_per_member, cur)}** per treated member over {impact.days:,.0f} days "
-            f"({level} interval {_money(impact.uplift_low, cur)} to {_money(impact.uplift_high, cur)}), "
-            f"× {impact.treatment:,} treated members = **{_money(impact.incremental_revenue, cur)}** "
-            f"({_money(impact.incremental_revenue_low, cur)} to {_money(impact.incremental_revenue_high, cur)}); "
-            f"net of points cost {_money(impact.net_low, cur)} to {_money(impact.net_high, cur)}."
+            f"Expected uplift **{money(impact.uplift_per_member, cur)}** per treated member over {impact.days:,.0f} days "
+            f"({level} interval {money(impact.uplift_low, cur)} to {money(impact.uplift_high, cur)}), "
+            f"× {impact.treatment:,} treated members = **{money(impact.incremental_revenue, cur)}** "
+            f"({money(impact.incremental_revenue_low, cur)} to {money(impact.incremental_revenue_high, cur)}); "
+            f"net of points cost {money(impact.net_low, cur)} to {money(impact.net_high, cur)}."
         )
         for note in impact.notes:
             st.caption(note)
         with st.expander(f"From {len(impact.comparable)} comparable campaign(s) measured against their holdout"):
-            money = st.column_config.NumberColumn(format="%.2f")
+            amount = st.column_config.NumberColumn(format="%.2f")
             st.dataframe(_comparable_table(impact.comparable, impact.days), hide_index=True, width="stretch",
-                         column_config={"uplift per member": money, "standard error": money, f"over {impact.days:,.0f} days": money,
+                         column_config={"uplift per member": amount, "standard error": amount, f"over {impact.days:,.0f} days": amount,
                                         "started": st.column_config.DateColumn(format="YYYY-MM-DD"),
                                         "weight": st.column_config.ProgressColumn("weight", min_value=0, max_value=1, format="percent")})
             st.caption("Comparable = the same type of campaign, whatever its segment. Each uplift is scaled to this campaign's "
                        "length (per-purchase bonuses: in proportion to the days, assuming the daily uplift holds; once-per-member "
                        "bonuses: not scaled), then pooled with a random-effects mean (DerSimonian-Laird); between-campaign spread "
-                       f"{_money(impact.between_campaign_sd or 0, cur)} per member.")
+                       f"{money(impact.between_campaign_sd or 0, cur)} per member.")
     sizing = impact.holdout_sizing
     if sizing is not None and sizing.mde is not None and sizing.mde <= 0:
         # Nobody spent anything in as many days (a win-back's members have stopped buying): no spread to size from.
         st.caption(f"Not enough history to size the holdout: the eligible members spent nothing in the last {impact.days:,.0f} days.")
     elif sizing is not None and sizing.mde is not None:
-        share = "" if sizing.mde_relative is None else f", {sizing.mde_relative:.0%} of the {_money(sizing.baseline, cur)} a member spent in as many days"
-        text = (f"At its {sizing.holdout_pct:.0%} holdout this campaign can detect an uplift of {_money(sizing.mde, cur)} per member "
+        share = "" if sizing.mde_relative is None else f", {sizing.mde_relative:.0%} of the {money(sizing.baseline, cur)} a member spent in as many days"
+        text = (f"At its {sizing.holdout_pct:.0%} holdout this campaign can detect an uplift of {money(sizing.mde, cur)} per member "
                 f"or more{share} ({sizing.power:.0%} power, {sizing.alpha:.0%} significance).")
         if sizing.target_uplift is not None and sizing.needed_pct is not None:
             needed = math.ceil(sizing.needed_pct * 100 - 1e-9)
-            text += f" Detecting the expected {_money(sizing.target_uplift, cur)} needs a {needed}% holdout."
+            text += f" Detecting the expected {money(sizing.target_uplift, cur)} needs a {needed}% holdout."
         elif sizing.target_uplift is not None:
-            text += f" The expected {_money(sizing.target_uplift, cur)} is too small to detect even with a 50% holdout."
+            text += f" The expected {money(sizing.target_uplift, cur)} is too small to detect even with a 50% holdout."
         st.caption(text)
     elif sizing is not None:
         st.caption("This draft has no holdout: its uplift will not be measured.")

@@ -7,7 +7,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from loyalty.ui.charts import AMBER, SLATE, TEAL, _layout, compact
+from loyalty.figures import house_layout
+from loyalty.ui.charts import AMBER, SLATE, TEAL, compact
 
 __all__ = ["comparison_chart", "comparison_table", "delta_colour", "flows_chart", "format_delta", "format_settings", "format_value",
            "tiers_chart"]
@@ -53,7 +54,7 @@ def tiers_chart(tiers: pd.DataFrame) -> go.Figure:
     fig.add_bar(x=tiers["tier"], y=tiers["members_scenario"], name="Scenario", marker_color=TEAL,
                 text=tiers["members_scenario"], textposition="outside")
     fig.update_layout(barmode="group", hovermode="closest")
-    return _layout(fig, "Members per tier at the end of the window", "members")
+    return house_layout(fig, "Members per tier at the end of the window", yaxis_title="members")
 
 
 def flows_chart(flows: pd.DataFrame) -> go.Figure:
@@ -62,7 +63,7 @@ def flows_chart(flows: pd.DataFrame) -> go.Figure:
     fig.add_bar(x=flows["measure"], y=flows["current"], name="Current rules", marker_color=SLATE)
     fig.add_bar(x=flows["measure"], y=flows["scenario"], name="Scenario", marker_color=TEAL)
     fig.update_layout(barmode="group", hovermode="closest")
-    return _layout(fig, "Points over the 12 months", "points")
+    return house_layout(fig, "Points over the 12 months", yaxis_title="points")
 
 
 def comparison_chart(comparison: pd.DataFrame) -> go.Figure:
@@ -83,7 +84,7 @@ def comparison_chart(comparison: pd.DataFrame) -> go.Figure:
             else:
                 change.append((then - now) / now * 100 if now else None)
         fig.add_bar(y=headline["label"], x=change, name=name, orientation="h", marker_color=_SCENARIO_COLOURS[i % len(_SCENARIO_COLOURS)])
-    fig = _layout(fig, "Change against the current rules (% of current; shares in points of %)")
+    fig = house_layout(fig, "Change against the current rules (% of current; shares in points of %)")
     fig.update_layout(barmode="group", hovermode="closest", height=120 + 28 * len(headline) * max(len(scenarios), 1) ** 0.5,
                       yaxis={"autorange": "reversed"}, xaxis={"title": "%", "zeroline": True})
     return fig

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from loyalty.ui.charts import SLATE, _layout
+from loyalty.figures import house_layout
+from loyalty.ui.charts import SLATE
 
 __all__ = ["alive_then_vs_now"]
 
@@ -37,4 +38,4 @@ def alive_then_vs_now(candidates: pd.DataFrame, *, min_drop: float, max_alive: f
     )
     fig.update_layout(xaxis={"title": "P(alive) at the reference date", "range": [0, 1.02], "tickformat": ".0%"},
                       yaxis={"range": [0, 1.02], "tickformat": ".0%"}, hovermode="closest")
-    return _layout(fig, "Probability of being alive: then vs now (high-value candidates)", "P(alive) now")
+    return house_layout(fig, "Probability of being alive: then vs now (high-value candidates)", yaxis_title="P(alive) now")

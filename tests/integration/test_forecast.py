@@ -131,8 +131,8 @@ def test_the_executive_report_shows_the_stored_liability_forecast(session, today
     # = 2 EUR in a year, while the old lot expires unused and nobody ever redeemed.
     sentence = next(s for s in content.summary if s.startswith("Points outstanding are forecast"))
     horizon_end = _a_year_later(last_month_end)
-    assert sentence.startswith(f"Points outstanding are forecast at 2 EUR on {horizon_end:%-d %B %Y} (2 to 2 EUR, 80% band)")
+    assert sentence.startswith(f"Points outstanding are forecast at EUR 2 on {horizon_end:%-d %B %Y} (EUR 2 to EUR 2, 80% band)")
     assert sentence.endswith("with 100.0% of the points leaving the program expected to expire unused.")
     rows = liability_rows(content)
     assert rows["month"].iloc[-1] == f"{horizon_end:%-d %b %Y}"
-    assert len(rows) == 4 and rows["outstanding"].iloc[-1] == "2 EUR" and rows["redeemed"].tolist() == ["0"] * 4
+    assert len(rows) == 4 and rows["outstanding"].iloc[-1] == "EUR 2" and rows["redeemed"].tolist() == ["0"] * 4

@@ -92,7 +92,7 @@ def test_the_content_says_what_happened_in_plain_words(session, program):
     assert (targets.loc["active_members", "value_text"], targets.loc["active_members", "status"]) == ("5", "off track")
     assert targets.loc["average_transaction_value", "status"] == "on track"
     assert content.summary[0] == ("In October 2026, 5 members bought at least once (-50.0% against September 2026); "
-                                  "each spent 10.00 EUR on average.")
+                                  "each spent EUR 10.00 on average.")
     assert content.summary[1] == "Retention of existing members was 50.0% (target 60.0%), -50.0 pts against September 2026."
     assert content.summary[2] == ("1 of 3 KPI targets are on track; off track: Retention rate (50.0% against 60.0%), "
                                   "Active members (5 against 10).")

@@ -35,9 +35,9 @@ from loyalty.program.campaigns import (
     MAX_LISTED_MEMBERS,
     activate_campaign,
     eligible_members,
-    preview_campaign,
     save_campaign,
 )
+from loyalty.decisions.planner import preview_campaign
 from loyalty.errors import InvalidInput, PermissionDenied
 from loyalty.ledger.members import erase_member
 from loyalty.ledger.purchases import add_purchases

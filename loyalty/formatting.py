@@ -1,0 +1,16 @@
+"""How numbers read in words: money, the same everywhere (pages, reports, messages)."""
+
+from __future__ import annotations
+
+__all__ = ["money"]
+
+
+def money(value: float | None, currency: str, *, decimals: int = 2) -> str:
+    """``EUR 1,234.50``: the currency code, then the amount with thousands separators; ``n/a`` for no value.
+
+    >>> money(1234.5, "EUR"), money(-3, "EUR", decimals=0), money(None, "EUR")
+    ('EUR 1,234.50', 'EUR -3', 'n/a')
+    """
+    if value is None:
+        return "n/a"
+    return f"{currency} {value:,.{decimals}f}"
