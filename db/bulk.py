@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -144,10 +144,6 @@ def _copy_postgres(raw, table: str, columns: list[str], batch: pa.Table) -> None
     pacsv.write_csv(batch, buffer, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({_column_list(columns)}) FROM STDIN WITH (FORMAT csv)") as copy:
         copy.write(buffer.getvalue())
-
-
-def insert_rows(session: Session, table: str, rows: Iterable[dict]) -> int:
-    return insert_frame(session, table, pd.DataFrame(list(rows)))
 
 
 @contextmanager

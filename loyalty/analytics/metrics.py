@@ -143,11 +143,6 @@ class Metric:
     columns: tuple[str, ...] = ()
     needs: frozenset[str] = field(default_factory=frozenset)
 
-    def compute(self, table: pl.DataFrame) -> float | None:
-        """The metric's value over all rows of ``table`` (the member or points table)."""
-        value = table.select(self.aggregate()).item() if table.height else None
-        return None if value is None else float(value)
-
     def display(self, value: float | None) -> str:
         """The value formatted for a tile ("n/a" when undefined)."""
         return "n/a" if value is None or math.isnan(value) else format(value, self.format)

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from db.engine import PROJECT_ROOT
+
 __all__ = ["BenchConfig", "generate_files", "run_bench"]
 
 HISTORY_DAYS = 730
@@ -461,7 +463,7 @@ def _step_pages() -> dict[str, Any]:
     with new_session() as session:
         if session.exec(select(User).where(User.username == username)).first() is None:
             create_user(session=session, username=username, role="admin", actor=SYSTEM_CLI)
-    app_path = str(Path(__file__).resolve().parents[1] / "app.py")
+    app_path = str(PROJECT_ROOT / "app.py")
     with new_session() as session:
         session_id = start_session(session=session, actor=Actor(username, "admin")).id
     seconds: dict[str, float] = {}

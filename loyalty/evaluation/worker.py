@@ -82,7 +82,7 @@ from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import IntegrityError
 
-from db.engine import get_engine, new_session, write_transaction
+from db.engine import PROJECT_ROOT, get_engine, new_session, write_transaction
 from db.models import ProgramSetting, utcnow
 from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
@@ -775,7 +775,7 @@ def start_worker_process(*, env: dict[str, str] | None = None, log_path: str | o
     output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "loyalty.evaluation.worker"], env=environment, cwd=str(Path(__file__).resolve().parent.parent),
+            [sys.executable, "-m", "loyalty.evaluation.worker"], env=environment, cwd=str(PROJECT_ROOT),
             stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,  # not stopped with the app's process group (Ctrl-C in the terminal)
         )

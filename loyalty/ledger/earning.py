@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from loyalty.ledger.entries import BONUS, EARN, expiry_dates
-from loyalty.settings import ProgramSettings, get_settings
+from loyalty.settings import ProgramSettings
 
 __all__ = ["EarnRule", "LEDGER_COLUMNS", "base_points", "earn_entries", "member_multipliers"]
 
@@ -92,7 +92,3 @@ def earn_entries(
     entries["reason"] = np.where(entries["kind"] == BONUS, "campaign bonus", "purchase")
     entries["actor"] = actor
     return entries[LEDGER_COLUMNS].reset_index(drop=True)
-
-
-def load_settings_and_multipliers(session: Session) -> tuple[ProgramSettings, pd.Series]:
-    return get_settings(session), member_multipliers(session)

@@ -41,10 +41,6 @@ def _impact(campaign_id: int, preview: dict[str, Any]) -> CampaignImpact:
         return expected_campaign_impact(session, campaign_id=campaign_id, preview=preview)
 
 
-def _pct(share: float) -> str:
-    return f"{share:.0%}" if share >= 0.1 else f"{share:.1%}"
-
-
 def holdout_sizing_panel(*, kind: str, eligibility: dict[str, Any], rule: dict[str, Any], days: float | None, holdout_pct: float) -> None:
     """Live sizing of the holdout chosen in the form: what it can detect, and what a target needs."""
     st.markdown("**Can this holdout measure the campaign?**")
