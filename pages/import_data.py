@@ -50,7 +50,7 @@ options = st.columns(2)
 create_members = options[0].checkbox("Create members first seen in this file", disabled=kind != "purchases", key="import_create_members")
 skip_invalid = options[1].checkbox("Import the valid rows and set invalid ones aside", key="import_skip_invalid")
 
-if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f"Write the file's {rows} to the database"):
+if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f"Write the file's {rows} to the database", key="import_run"):
     bar = st.progress(0.0, text="Importing…")
 
     def progress(done: int, total: int) -> None:
@@ -74,4 +74,4 @@ if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f
     if result.problems:
         st.dataframe(pd.DataFrame([vars(p) for p in result.problems]), hide_index=True, width="stretch")
     if result.rejected_csv:
-        st.download_button("Download the rejected rows with reasons", result.rejected_csv, f"{kind}.rejected.csv", "text/csv")
+        st.download_button("Download the rejected rows with reasons", result.rejected_csv, f"{kind}.rejected.csv", "text/csv", key="import_download_rejected")

@@ -63,11 +63,11 @@ else:
         cols = st.columns([2, 1, 1])
         chosen = cols[0].selectbox("Export the members of", segments["name"].tolist(), key="segments_export_choice")
         purpose = cols[1].radio("For", ["analysis", "marketing"], key="segments_export_purpose", help="Marketing leaves out members without consent.")
-        if cols[2].button("Prepare CSV"):
+        if cols[2].button("Prepare CSV", key="segments_export_prepare"):
             rules = segments.set_index("name").loc[chosen, "rules"]
             export = run_action(lambda s: export_members(s, actor=actor, purpose=purpose, member_ids=stats(rules)["member_ids"].tolist()))
             if export is not None:
-                st.download_button(f"Download {len(export):,} members", export.to_csv(index=False), f"segment_{chosen}_{purpose}.csv", "text/csv")
+                st.download_button(f"Download {len(export):,} members", export.to_csv(index=False), f"segment_{chosen}_{purpose}.csv", "text/csv", key="segments_export_download")
 
 st.subheader("RFM grid")
 
@@ -87,7 +87,7 @@ else:
     right.dataframe(grid["segments"], hide_index=True, width="stretch",
                     column_config={"revenue": st.column_config.NumberColumn(format="%.0f"),
                                    "revenue_share": st.column_config.ProgressColumn("revenue share", min_value=0, max_value=1, format="percent")})
-    right.download_button("RFM grid (CSV)", grid["cells"].to_csv(index=False), "rfm_grid.csv", "text/csv")
+    right.download_button("RFM grid (CSV)", grid["cells"].to_csv(index=False), "rfm_grid.csv", "text/csv", key="segments_download_rfm")
     name = right.selectbox("Members of RFM segment", grid["segments"]["segment"].tolist(), key="segments_rfm_drill")
     right.caption("Save it as a segment below with the RFM segment rule to target it.")
     behind = grid["members"][grid["members"]["segment"] == name]
@@ -148,7 +148,7 @@ if rules:
 with st.form(f"{key}_save"):
     name = st.text_input("Segment name", value=choice if current is not None else "", key=f"{key}_name")
     description = st.text_input("Description", value=current.description if current is not None else "", key=f"{key}_description")
-    if st.form_submit_button("Save segment", type="primary"):
+    if st.form_submit_button("Save segment", type="primary", key=f"{key}_submit"):
         saved = run_action(lambda s: save_segment(session=s, actor=actor, name=name, rules=rules, description=description,
                                                   segment_id=current.id if current is not None else None))
         if saved:
