@@ -7,12 +7,12 @@ from loyalty.errors import LoyaltyError
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import clv_scatter, group_bars, histogram
 from loyalty.ui.core import db_session
-from loyalty.ui.filters import filter_bar
+from loyalty.ui.filters import analysis_header
 
 page_actor("analysis.view")
-st.title("Customer lifetime value")
-st.caption("Predicted CLV: BG/NBD purchase model with Gamma-Gamma spend (Fader, Hardie and Lee 2005), fitted on purchases up to the end of the range; 12-month horizon, 1 % monthly discount.")
-filters = filter_bar("clv", default_days=730)
+filters = analysis_header("clv", "Customer lifetime value",
+                          "Predicted CLV: BG/NBD purchase model with Gamma-Gamma spend (Fader, Hardie and Lee 2005), fitted on purchases up to the end of the range; 12-month horizon, 1 % monthly discount.",
+                          default_days=730)
 
 
 @st.cache_data(ttl=600, show_spinner="Fitting the CLV model…")

@@ -6,11 +6,10 @@ from loyalty.insights.analysis import Filters, feedback_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import group_bars, nps_chart
 from loyalty.ui.core import db_session
-from loyalty.ui.filters import filter_bar
+from loyalty.ui.filters import analysis_header
 
 page_actor("analysis.view")
-st.title("Feedback (NPS)")
-filters = filter_bar("feedback")
+filters = analysis_header("feedback", "Feedback (NPS)")
 
 
 @st.cache_data(ttl=600, show_spinner=False)

@@ -6,11 +6,10 @@ from loyalty.insights.analysis import Filters, purchase_cycle_view, slow_repeate
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import counted_bars
 from loyalty.ui.core import db_session
-from loyalty.ui.filters import filter_bar
+from loyalty.ui.filters import analysis_header
 
 page_actor("analysis.view")
-st.title("Purchase cycle")
-filters = filter_bar("purchase_cycle")
+filters = analysis_header("purchase_cycle", "Purchase cycle")
 
 
 @st.cache_data(ttl=600, show_spinner=False)

@@ -8,12 +8,11 @@ from loyalty.decisions.forecast import backtest_forecast, backtest_table, latest
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, points_flow
 from loyalty.ui.core import db_session
-from loyalty.ui.filters import filter_bar
+from loyalty.ui.filters import analysis_header
 from loyalty.ui.forecast_charts import liability_chart, redemption_expiry_chart
 
 page_actor("analysis.view")
-st.title("Redemptions and liability")
-filters = filter_bar("redemption_analysis")
+filters = analysis_header("redemption_analysis", "Redemptions and liability")
 
 
 @st.cache_data(ttl=600, show_spinner=False)

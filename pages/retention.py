@@ -6,11 +6,10 @@ from loyalty.insights.analysis import Filters, cohort_members, retention_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import churn_chart, cohort_heatmap, retention_curves_chart
 from loyalty.ui.core import db_session
-from loyalty.ui.filters import filter_bar
+from loyalty.ui.filters import analysis_header
 
 page_actor("analysis.view")
-st.title("Retention")
-filters = filter_bar("retention")
+filters = analysis_header("retention", "Retention")
 
 
 @st.cache_data(ttl=600, show_spinner="Computing cohorts…")
