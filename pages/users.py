@@ -1,6 +1,5 @@
 """Users: who may use the console, and with which role (admin)."""
 
-import pandas as pd
 import streamlit as st
 
 from loyalty.access.roles import ROLES
@@ -22,7 +21,7 @@ show_notice("users")
 
 with db_session() as session:
     users = list_users(session)
-st.dataframe(pd.DataFrame(users), hide_index=True, width="stretch",
+st.dataframe(users, hide_index=True, width="stretch",
              column_config={"active": st.column_config.CheckboxColumn("enabled")})
 
 add, change = st.columns(2)
