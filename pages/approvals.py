@@ -37,10 +37,10 @@ else:
     with st.form("approvals_decide", clear_on_submit=True):
         chosen = st.selectbox("Adjustment", list(labels), index=None, format_func=labels.get, placeholder="Choose the adjustment",
                               key=f"approvals_choice_{'-'.join(map(str, labels))}")
-        note = st.text_input("Note (kept in the audit trail)")
+        note = st.text_input("Note (kept in the audit trail)", key="approvals_note")
         approve, reject = st.columns(2)
-        approved = approve.form_submit_button("Approve and post", type="primary")
-        rejected = reject.form_submit_button("Reject")
+        approved = approve.form_submit_button("Approve and post", type="primary", key="approvals_approve")
+        rejected = reject.form_submit_button("Reject", key="approvals_reject")
     if approved or rejected:
         if chosen is None:
             st.error("Choose the adjustment to decide on.")

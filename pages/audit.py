@@ -31,4 +31,4 @@ if entries.empty:
     st.stop()
 st.caption(f"{len(entries):,} change(s){' (newest 5,000)' if len(entries) == 5000 else ''}.")
 st.dataframe(entries, hide_index=True, width="stretch", column_config={"at": st.column_config.DatetimeColumn("when", format="YYYY-MM-DD HH:mm:ss")})
-st.download_button("Download as CSV", entries.to_csv(index=False), "audit_log.csv", "text/csv")
+st.download_button("Download as CSV", entries.to_csv(index=False), "audit_log.csv", "text/csv", key="audit_download")

@@ -80,13 +80,13 @@ if choice != "New campaign":
                             f"{preview['purchases_in_window']:,} purchases of {preview['replayed_members']:,} members.")
         impact_panel(campaign_id, preview)
     buttons = st.columns(3)
-    if status in ("draft", "paused") and not campaign["archived"] and buttons[0].button("Activate" if status == "draft" else "Resume", type="primary"):
+    if status in ("draft", "paused") and not campaign["archived"] and buttons[0].button("Activate" if status == "draft" else "Resume", type="primary", key="campaigns_activate"):
         if run_action(lambda s: activate_campaign(session=s, campaign_id=campaign_id, actor=actor), success=f"{choice} is live (or scheduled)."):
             st.rerun()
-    if status in ("scheduled", "active") and buttons[1].button("Pause"):
+    if status in ("scheduled", "active") and buttons[1].button("Pause", key="campaigns_pause"):
         if run_action(lambda s: pause_campaign(session=s, campaign_id=campaign_id, actor=actor)):
             st.rerun()
-    if status in ("scheduled", "active", "paused") and buttons[2].button("End now"):
+    if status in ("scheduled", "active", "paused") and buttons[2].button("End now", key="campaigns_end"):
         if run_action(lambda s: end_campaign(session=s, campaign_id=campaign_id, actor=actor)):
             st.rerun()
     lifecycle_buttons("campaigns", name=choice, archived=campaign["archived"], new_choice="New campaign",
@@ -102,7 +102,7 @@ if choice != "New campaign":
 
 key = form_key("campaigns", campaign["id"] if campaign else None)
 fields, confirmed = campaign_form(key, campaign, tiers=tiers, segments=segments)
-if st.button("Save as draft" if campaign is None else "Save changes", type="primary"):
+if st.button("Save as draft" if campaign is None else "Save changes", type="primary", key="campaigns_save"):
     if fields is None:
         st.error("Choose a start and an end date.")
     else:

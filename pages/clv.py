@@ -7,12 +7,12 @@ from loyalty.errors import LoyaltyError
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import clv_scatter, group_bars, histogram
 from loyalty.ui.core import db_session
-from loyalty.ui.filters import filter_bar
+from loyalty.ui.filters import analysis_header
 
 page_actor("analysis.view")
-st.title("Customer lifetime value")
-st.caption("Predicted CLV: BG/NBD purchase model with Gamma-Gamma spend (Fader, Hardie and Lee 2005), fitted on purchases up to the end of the range; 12-month horizon, 1 % monthly discount.")
-filters = filter_bar("clv", default_days=730)
+filters = analysis_header("clv", "Customer lifetime value",
+                          "Predicted CLV: BG/NBD purchase model with Gamma-Gamma spend (Fader, Hardie and Lee 2005), fitted on purchases up to the end of the range; 12-month horizon, 1 % monthly discount.",
+                          default_days=730)
 
 
 @st.cache_data(ttl=600, show_spinner="Fitting the CLV model…")
@@ -43,10 +43,10 @@ right.plotly_chart(clv_scatter(members), width="stretch")
 left, right = st.columns(2)
 left.plotly_chart(group_bars(view["by_tier"], ["historical_clv", "predicted_clv"], "Mean CLV by tier"), width="stretch")
 right.plotly_chart(group_bars(view["by_channel"], ["historical_clv", "predicted_clv"], "Mean CLV by acquisition channel"), width="stretch")
-st.download_button("Per-member CLV (CSV)", members.to_csv(index=False), "clv_members.csv", "text/csv")
+st.download_button("Per-member CLV (CSV)", members.to_csv(index=False), "clv_members.csv", "text/csv", key="clv_download_members")
 
 st.subheader("Members at risk: high value, falling probability of being alive")
 st.dataframe(view["at_risk"], hide_index=True, width="stretch",
              column_config={"probability_alive": st.column_config.ProgressColumn("P(alive)", min_value=0, max_value=1, format="percent"),
                             "historical_clv": st.column_config.NumberColumn(format="%.0f"), "predicted_clv": st.column_config.NumberColumn(format="%.0f")})
-st.download_button("Members at risk (CSV)", view["at_risk"].to_csv(index=False), "clv_at_risk.csv", "text/csv")
+st.download_button("Members at risk (CSV)", view["at_risk"].to_csv(index=False), "clv_at_risk.csv", "text/csv", key="clv_download_at_risk")

@@ -6,11 +6,10 @@ from loyalty.insights.analysis import Filters, feedback_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import group_bars, nps_chart
 from loyalty.ui.core import db_session
-from loyalty.ui.filters import filter_bar
+from loyalty.ui.filters import analysis_header
 
 page_actor("analysis.view")
-st.title("Feedback (NPS)")
-filters = filter_bar("feedback")
+filters = analysis_header("feedback", "Feedback (NPS)")
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -33,7 +32,7 @@ st.plotly_chart(nps_chart(view["monthly"]), width="stretch")
 left, right = st.columns(2)
 left.plotly_chart(group_bars(view["by_tier"], ["nps"], "NPS by tier", "NPS"), width="stretch")
 right.plotly_chart(group_bars(view["by_channel"], ["nps"], "NPS by acquisition channel", "NPS"), width="stretch")
-st.download_button("Answers (CSV)", view["answers"].drop(columns=["member_id"]).to_csv(index=False), "nps_answers.csv", "text/csv")
+st.download_button("Answers (CSV)", view["answers"].drop(columns=["member_id"]).to_csv(index=False), "nps_answers.csv", "text/csv", key="feedback_download_answers")
 st.subheader("Latest comments")
 st.dataframe(view["comments"], hide_index=True, width="stretch")
 

@@ -105,7 +105,7 @@ with left:
             frequency = st.selectbox("Reporting frequency", FREQUENCIES, index=FREQUENCIES.index(goal.get("reporting_frequency", "monthly")),
                                      key=f"{key}_frequency")
             strategy = st.text_area("Strategy (short)", value=goal.get("strategy", ""), key=f"{key}_strategy")
-            if st.form_submit_button("Save goal" if goal else "Add goal", type="primary"):
+            if st.form_submit_button("Save goal" if goal else "Add goal", type="primary", key=f"{key}_submit"):
                 start, end = (list(period) + [None, None])[:2]
                 saved = run_action(lambda s: save_goal(session=s, actor=actor, name=name, objective=objective, owner=owner, starts_on=start,
                                                        ends_on=end or start, reporting_frequency=frequency, strategy=strategy, goal_id=goal.get("id")))
@@ -142,7 +142,7 @@ if not live_goals.empty:
                 segment = st.selectbox("For segment", segment_options, format_func=lambda i: "all members" if i is None else segment_names[i],
                                        index=segment_options.index(target.segment_id) if target and target.segment_id in segment_options else 0,
                                        key=f"{key}_segment")
-                if st.form_submit_button("Save target" if target else "Add target", type="primary"):
+                if st.form_submit_button("Save target" if target else "Add target", type="primary", key=f"{key}_submit"):
                     saved = run_action(lambda s: save_kpi_target(session=s, actor=actor, goal_id=goal_id, metric=metric, target_value=value,
                                                                  period=target_period, segment_id=segment,
                                                                  target_id=target.target_id if target else None))

@@ -2,7 +2,6 @@
 
 import io
 
-import pandas as pd
 import streamlit as st
 
 from loyalty.ledger.imports import REQUIRED_COLUMNS, ImportRefused, import_csv, preview_csv
@@ -25,7 +24,7 @@ data = upload.getvalue()
 preview = preview_csv(io.BytesIO(data), kind)
 if preview["problems"]:
     st.error("This file cannot be read, so nothing can be imported from it.")
-    st.dataframe(pd.DataFrame([vars(p) for p in preview["problems"]]), hide_index=True, width="stretch")
+    st.dataframe([vars(p) for p in preview["problems"]], hide_index=True, width="stretch")
     st.stop()
 
 mapping: dict[str, str] = {}
@@ -50,7 +49,7 @@ options = st.columns(2)
 create_members = options[0].checkbox("Create members first seen in this file", disabled=kind != "purchases", key="import_create_members")
 skip_invalid = options[1].checkbox("Import the valid rows and set invalid ones aside", key="import_skip_invalid")
 
-if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f"Write the file's {rows} to the database"):
+if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f"Write the file's {rows} to the database", key="import_run"):
     bar = st.progress(0.0, text="Importing…")
 
     def progress(done: int, total: int) -> None:
@@ -65,13 +64,13 @@ if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f
     except ImportRefused as refused:
         bar.empty()
         st.error(f"Nothing was imported: {len(refused.problems):,} problem(s) found. Fix the file, or tick “Import the valid rows”.")
-        st.dataframe(pd.DataFrame([vars(p) for p in refused.problems]), hide_index=True, width="stretch")
+        st.dataframe([vars(p) for p in refused.problems], hide_index=True, width="stretch")
         st.stop()
     bar.progress(1.0, text="Done")
     st.cache_data.clear()
     st.success(f"Imported {result.imported:,} rows, skipped {result.skipped:,} already present, rejected {result.rejected:,} "
                f"({result.rows_per_second:,.0f} rows/s).")
     if result.problems:
-        st.dataframe(pd.DataFrame([vars(p) for p in result.problems]), hide_index=True, width="stretch")
+        st.dataframe([vars(p) for p in result.problems], hide_index=True, width="stretch")
     if result.rejected_csv:
-        st.download_button("Download the rejected rows with reasons", result.rejected_csv, f"{kind}.rejected.csv", "text/csv")
+        st.download_button("Download the rejected rows with reasons", result.rejected_csv, f"{kind}.rejected.csv", "text/csv", key="import_download_rejected")

@@ -26,28 +26,28 @@ st.dataframe(schedules[["title", "schedule", "cron", "next_run_time", "paused"]]
 job_id = st.selectbox("Job", schedules["id"].tolist(), format_func=dict(zip(schedules["id"], schedules["title"])).get, key="jobs_choice")
 row = schedules.set_index("id").loc[job_id]
 cols = st.columns(3)
-if cols[0].button("Run now", type="primary"):
+if cols[0].button("Run now", type="primary", key="jobs_run_now"):
     bar = st.progress(0.0, text=f"Running {row['title']}…")
     result = run_job(job_id, actor=actor, progress=lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=message))
     (st.success if result["status"] == "succeeded" else st.error)(
         f"{row['title']}: {result['status']}, {result['rows']:,} rows. {result.get('error') or ''}")
     st.cache_data.clear()
 if row["paused"]:
-    if cols[1].button("Resume"):
+    if cols[1].button("Resume", key="jobs_resume"):
         resume_job(job_id, actor=actor)
         st.rerun()
-elif cols[1].button("Pause"):
+elif cols[1].button("Pause", key="jobs_pause"):
     pause_job(job_id, actor=actor)
     st.rerun()
 
 with st.form("jobs_reschedule"):
-    cron = st.text_input("Schedule (cron: minute hour day month weekday, UTC)", value=row["cron"])
+    cron = st.text_input("Schedule (cron: minute hour day month weekday, UTC)", value=row["cron"], key=f"jobs_cron_{job_id}")
     try:
         preview = preview_schedule(cron)
         st.caption(f"{preview['description']}. Next runs: {', '.join(preview['next_runs_text'])}.")
     except LoyaltyError as error:
         st.error(str(error))
-    if st.form_submit_button("Save schedule"):
+    if st.form_submit_button("Save schedule", key="jobs_save_schedule"):
         try:
             reschedule_job(job_id, cron, actor=actor)
             st.rerun()
@@ -61,4 +61,4 @@ if runs.empty:
     st.info("No job has run yet.")
 else:
     st.dataframe(runs, hide_index=True, width="stretch")
-    st.download_button("History (CSV)", runs.to_csv(index=False), "job_runs.csv", "text/csv")
+    st.download_button("History (CSV)", runs.to_csv(index=False), "job_runs.csv", "text/csv", key="jobs_download_history")

@@ -32,10 +32,10 @@ if actor.can("members.export"):
     with db_session() as session:
         export = export_members(session, actor=actor, purpose=purpose, external_ids=results["member"].tolist()) if st.session_state.get("members_export_ready") else None
     if export is None:
-        st.button("Prepare export of these members", on_click=lambda: st.session_state.update(members_export_ready=True))
+        st.button("Prepare export of these members", on_click=lambda: st.session_state.update(members_export_ready=True), key="members_export_prepare")
     else:
         st.download_button(f"Download {len(export):,} members (CSV)", export.to_csv(index=False), f"members_{purpose}.csv", "text/csv",
-                           on_click=lambda: st.session_state.update(members_export_ready=False))
+                           on_click=lambda: st.session_state.update(members_export_ready=False), key="members_export_download")
 rows = picked.selection.rows if picked else []
 member_id = results.iloc[rows[0]]["member"] if rows else st.session_state.get("members_open", results.iloc[0]["member"] if len(results) == 1 else None)
 if member_id is None:
@@ -84,9 +84,9 @@ with ledger_tab:
     if actor.can("points.adjust"):
         with st.form("members_adjust", clear_on_submit=True):
             st.markdown("**Adjust points**")
-            points = st.number_input("Points (negative to remove)", step=10, value=0)
-            reason = st.text_input("Reason (required, shown to auditors)")
-            if st.form_submit_button("Apply adjustment") and (outcome := run_action(
+            points = st.number_input("Points (negative to remove)", step=10, value=0, key="members_adjust_points")
+            reason = st.text_input("Reason (required, shown to auditors)", key="members_adjust_reason")
+            if st.form_submit_button("Apply adjustment", key="members_adjust_apply") and (outcome := run_action(
                     lambda s: request_adjustment(session=s, member_id=find_member(s, member_id).id, points=int(points), reason=reason, actor=actor))):
                 done(f"{int(points):+,} points is above the approval limit of {outcome.limit:,}: the adjustment waits for a second "
                      "admin on the Approvals page." if outcome.pending else f"Adjusted {int(points):+,} points.")
@@ -110,9 +110,9 @@ with purchases_tab:
                 chosen = st.selectbox("Purchase", list(profile.returnable), index=None, format_func=profile.returnable.get,
                                       placeholder="Choose the purchase", key=f"members_refund_purchase_{member_id}")
                 amount = st.number_input(f"Amount returned ({profile.currency}); empty refunds all that is left",
-                                         min_value=0.01, value=None, step=1.0, format="%.2f")
-                why = st.text_input("Reason", placeholder="e.g. one item returned")
-                if st.form_submit_button("Refund"):
+                                         min_value=0.01, value=None, step=1.0, format="%.2f", key=f"members_refund_amount_{member_id}")
+                why = st.text_input("Reason", placeholder="e.g. one item returned", key=f"members_refund_reason_{member_id}")
+                if st.form_submit_button("Refund", key=f"members_refund_submit_{member_id}"):
                     if chosen is None:
                         st.error("Choose the purchase to refund.")
                     elif back := run_action(lambda s: refund_purchase(session=s, purchase=chosen, actor=actor, reason=why or "refund",
@@ -127,7 +127,7 @@ with redemptions_tab:
             st.markdown(f"**Redeem a reward at the counter** ({profile.balance:,} points to spend)")
             reward_id = st.selectbox("Reward", list(rewards), index=None, format_func=rewards.get, placeholder="Choose the reward",
                                      key=f"members_redeem_reward_{member_id}")
-            if st.form_submit_button("Redeem"):
+            if st.form_submit_button("Redeem", key=f"members_redeem_submit_{member_id}"):
                 if reward_id is None:
                     st.error("Choose the reward to redeem.")
                 elif result := run_action(lambda s: redeem_reward(session=s, member_id=find_member(s, member_id).id, reward_id=reward_id, actor=actor)):

@@ -63,4 +63,4 @@ else:
 left, right = st.columns(2)
 left.plotly_chart(monthly_revenue(summary.monthly, summary.currency), width="stretch")
 right.plotly_chart(monthly_points(summary.monthly), width="stretch")
-st.download_button("Download the monthly figures (CSV)", summary.monthly.to_csv(index=False), "overview_monthly.csv", "text/csv")
+st.download_button("Download the monthly figures (CSV)", summary.monthly.to_csv(index=False), "overview_monthly.csv", "text/csv", key="overview_download_monthly")

@@ -6,11 +6,10 @@ from loyalty.insights.analysis import Filters, purchase_cycle_view, slow_repeate
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import counted_bars
 from loyalty.ui.core import db_session
-from loyalty.ui.filters import filter_bar
+from loyalty.ui.filters import analysis_header
 
 page_actor("analysis.view")
-st.title("Purchase cycle")
-filters = filter_bar("purchase_cycle")
+filters = analysis_header("purchase_cycle", "Purchase cycle")
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -34,8 +33,8 @@ left.plotly_chart(counted_bars(gaps["days_between_purchases"], gaps["gaps"], "Da
                                "days", "gaps"), width="stretch")
 right.plotly_chart(counted_bars((frequency["purchases_per_year_from"] + frequency["purchases_per_year_to"]) / 2, frequency["members"],
                                 "Purchase frequency per active member", "purchases per year", "members"), width="stretch")
-left.download_button("Gaps (CSV)", view["gaps"].to_csv(index=False), "purchase_gaps.csv", "text/csv")
-right.download_button("Frequency (CSV)", view["frequency"].to_csv(index=False), "purchase_frequency.csv", "text/csv")
+left.download_button("Gaps (CSV)", view["gaps"].to_csv(index=False), "purchase_gaps.csv", "text/csv", key="purchase_cycle_download_gaps")
+right.download_button("Frequency (CSV)", view["frequency"].to_csv(index=False), "purchase_frequency.csv", "text/csv", key="purchase_cycle_download_frequency")
 
 st.subheader("Members behind the long gaps")
 threshold = st.slider("Typical gap between purchases of at least (days)", 7, 365, 90, key="purchase_cycle_gap")
@@ -50,4 +49,4 @@ def slow(filters: Filters, threshold: int):
 slow = slow(filters, threshold)
 st.caption(f"{len(slow):,} repeat buyers usually wait {threshold} days or more between purchases.")
 st.dataframe(slow, hide_index=True, width="stretch")
-st.download_button("These members (CSV)", slow.to_csv(index=False), "slow_repeaters.csv", "text/csv")
+st.download_button("These members (CSV)", slow.to_csv(index=False), "slow_repeaters.csv", "text/csv", key="purchase_cycle_download_slow")

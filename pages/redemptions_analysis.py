@@ -8,12 +8,11 @@ from loyalty.decisions.forecast import backtest_forecast, backtest_table, latest
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, points_flow
 from loyalty.ui.core import db_session
-from loyalty.ui.filters import filter_bar
+from loyalty.ui.filters import analysis_header
 from loyalty.ui.forecast_charts import liability_chart, redemption_expiry_chart
 
 page_actor("analysis.view")
-st.title("Redemptions and liability")
-filters = filter_bar("redemption_analysis")
+filters = analysis_header("redemption_analysis", "Redemptions and liability")
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -46,14 +45,14 @@ else:
     cols[4].metric("Liability", compact(view["liability"], view["currency"]))
 
     st.plotly_chart(points_flow(view["monthly"]), width="stretch")
-    st.download_button("Monthly points (CSV)", view["monthly"].to_csv(index=False), "points_monthly.csv", "text/csv")
+    st.download_button("Monthly points (CSV)", view["monthly"].to_csv(index=False), "points_monthly.csv", "text/csv", key="redemption_analysis_download_monthly")
 
     st.subheader("Rewards redeemed")
     if view["by_reward"].empty:
         st.info("No rewards redeemed in this range.")
     else:
         st.bar_chart(view["by_reward"], x="reward", y="redemptions", horizontal=True)
-        st.download_button("Rewards (CSV)", view["by_reward"].to_csv(index=False), "rewards_redeemed.csv", "text/csv")
+        st.download_button("Rewards (CSV)", view["by_reward"].to_csv(index=False), "rewards_redeemed.csv", "text/csv", key="redemption_analysis_download_rewards")
         reward = st.selectbox("Who redeemed", view["by_reward"]["reward"].tolist(), key="redemption_analysis_reward")
         with db_session() as session:
             st.dataframe(reward_redeemers(session, filters, reward), hide_index=True, width="stretch")
@@ -79,7 +78,7 @@ cols[3].metric("Expected breakage", "n/a" if forecast["breakage"] is None else f
                help="Expired / (expired + redeemed) over the 12 forecast months.")
 st.plotly_chart(liability_chart(forecast["frame"], currency), width="stretch")
 st.plotly_chart(redemption_expiry_chart(forecast["frame"]), width="stretch")
-st.download_button("Liability forecast (CSV)", forecast["frame"].to_csv(index=False), "liability_forecast.csv", "text/csv")
+st.download_button("Liability forecast (CSV)", forecast["frame"].to_csv(index=False), "liability_forecast.csv", "text/csv", key="redemption_analysis_download_forecast")
 
 st.markdown("**Back-test**: fit on the first 12 months of the history, forecast months 13-18, compare with what happened.")
 if st.button("Run the back-test", key="redemption_analysis_backtest") or st.session_state.get("redemption_analysis_backtested"):

@@ -23,7 +23,7 @@ chosen = st.selectbox("Report", list(labels), format_func=labels.get, key="repor
 with db_session() as session:
     report = get_report(session, chosen)
 mime = "text/html" if report.format == "html" else "application/pdf"
-st.download_button(f"Download {report.format.upper()}", report.content, f"loyalty-report-{report.period}.{report.format}", mime)
+st.download_button(f"Download {report.format.upper()}", report.content, f"loyalty-report-{report.period}.{report.format}", mime, key="reports_download")
 if report.format == "html":
     components.html(report.content.decode("utf-8"), height=900, scrolling=True)
 else:

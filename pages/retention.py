@@ -6,11 +6,10 @@ from loyalty.insights.analysis import Filters, cohort_members, retention_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import churn_chart, cohort_heatmap, retention_curves_chart
 from loyalty.ui.core import db_session
-from loyalty.ui.filters import filter_bar
+from loyalty.ui.filters import analysis_header
 
 page_actor("analysis.view")
-st.title("Retention")
-filters = filter_bar("retention")
+filters = analysis_header("retention", "Retention")
 
 
 @st.cache_data(ttl=600, show_spinner="Computing cohorts…")
@@ -25,14 +24,14 @@ if view["matrix"].empty:
     st.stop()
 
 st.plotly_chart(cohort_heatmap(view["matrix"], view["sizes"]), width="stretch")
-st.download_button("Cohort data (CSV)", view["cohorts"].to_csv(index=False), "retention_cohorts.csv", "text/csv")
+st.download_button("Cohort data (CSV)", view["cohorts"].to_csv(index=False), "retention_cohorts.csv", "text/csv", key="retention_download_cohorts")
 left, right = st.columns(2)
 if not view["curves"].empty:
     left.plotly_chart(retention_curves_chart(view["curves"]), width="stretch")
-    left.download_button("Curves (CSV)", view["curves"].to_csv(index=False), "retention_by_channel.csv", "text/csv")
+    left.download_button("Curves (CSV)", view["curves"].to_csv(index=False), "retention_by_channel.csv", "text/csv", key="retention_download_curves")
 if not view["churn"].empty:
     right.plotly_chart(churn_chart(view["churn"]), width="stretch")
-    right.download_button("Churn (CSV)", view["churn"].to_csv(index=False), "churn.csv", "text/csv")
+    right.download_button("Churn (CSV)", view["churn"].to_csv(index=False), "churn.csv", "text/csv", key="retention_download_churn")
 
 st.subheader("The members behind a cell")
 cols = st.columns(2)
@@ -44,4 +43,4 @@ with db_session() as session:
 kept = int(people["active_at_age"].sum())
 st.caption(f"{kept:,} of {len(people):,} members of the {cohort} cohort bought in month +{age}; the others are listed first.")
 st.dataframe(people, hide_index=True, width="stretch")
-st.download_button("These members (CSV)", people.to_csv(index=False), f"cohort_{cohort}_plus{age}.csv", "text/csv")
+st.download_button("These members (CSV)", people.to_csv(index=False), f"cohort_{cohort}_plus{age}.csv", "text/csv", key="retention_download_members")

@@ -85,7 +85,7 @@ with st.form(key):
     start = dates[0].date_input("Available from (empty: now)", value=current["available_from"].date() if current.get("available_from") else None, key=f"{key}_from")
     end = dates[1].date_input("Available until (empty: always)", value=current["available_until"].date() if current.get("available_until") else None, key=f"{key}_until")
     active = st.checkbox("Active", value=current.get("active", True), key=f"{key}_active")
-    if st.form_submit_button("Save reward", type="primary"):
+    if st.form_submit_button("Save reward", type="primary", key=f"{key}_submit"):
         fields = dict(name=name, kind=kind, points_cost=int(cost), stock=int(stock) if limited else None, min_tier_id=min_tier,
                       partner=partner, active=active,
                       available_from=datetime.combine(start, time.min, tzinfo=timezone.utc) if start else None,

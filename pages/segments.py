@@ -3,7 +3,6 @@
 import streamlit as st
 
 from loyalty.insights.analysis import rfm_grid
-from loyalty.analytics.rfm import RFM_SEGMENTS
 from loyalty.ledger.members import export_members
 from loyalty.program.segments import (
     archive_segment,
@@ -27,6 +26,7 @@ from loyalty.ui.forms import (
     lifecycle_buttons,
     show_flash,
 )
+from loyalty.ui.segment_form import segment_rules
 
 actor = page_actor("analysis.view")
 st.title("Segments")
@@ -63,11 +63,11 @@ else:
         cols = st.columns([2, 1, 1])
         chosen = cols[0].selectbox("Export the members of", segments["name"].tolist(), key="segments_export_choice")
         purpose = cols[1].radio("For", ["analysis", "marketing"], key="segments_export_purpose", help="Marketing leaves out members without consent.")
-        if cols[2].button("Prepare CSV"):
+        if cols[2].button("Prepare CSV", key="segments_export_prepare"):
             rules = segments.set_index("name").loc[chosen, "rules"]
             export = run_action(lambda s: export_members(s, actor=actor, purpose=purpose, member_ids=stats(rules)["member_ids"].tolist()))
             if export is not None:
-                st.download_button(f"Download {len(export):,} members", export.to_csv(index=False), f"segment_{chosen}_{purpose}.csv", "text/csv")
+                st.download_button(f"Download {len(export):,} members", export.to_csv(index=False), f"segment_{chosen}_{purpose}.csv", "text/csv", key="segments_export_download")
 
 st.subheader("RFM grid")
 
@@ -87,7 +87,7 @@ else:
     right.dataframe(grid["segments"], hide_index=True, width="stretch",
                     column_config={"revenue": st.column_config.NumberColumn(format="%.0f"),
                                    "revenue_share": st.column_config.ProgressColumn("revenue share", min_value=0, max_value=1, format="percent")})
-    right.download_button("RFM grid (CSV)", grid["cells"].to_csv(index=False), "rfm_grid.csv", "text/csv")
+    right.download_button("RFM grid (CSV)", grid["cells"].to_csv(index=False), "rfm_grid.csv", "text/csv", key="segments_download_rfm")
     name = right.selectbox("Members of RFM segment", grid["segments"]["segment"].tolist(), key="segments_rfm_drill")
     right.caption("Save it as a segment below with the RFM segment rule to target it.")
     behind = grid["members"][grid["members"]["segment"] == name]
@@ -111,34 +111,7 @@ if current is not None:
         st.stop()
 saved_rules: dict = current.rules if current is not None else {}
 key = form_key("segments", current.id if current is not None else None)
-rules: dict = {}
-cols = st.columns(3)
-if picked := cols[0].multiselect("RFM segment", list(RFM_SEGMENTS), default=saved_rules.get("rfm_segment", []), key=f"{key}_rfm"):
-    rules["rfm_segment"] = picked
-if picked := cols[1].multiselect("Tier", tiers, default=[t for t in saved_rules.get("tier", []) if t in tiers], key=f"{key}_tier"):
-    rules["tier"] = picked
-if picked := cols[2].multiselect("Acquisition channel", ["store", "web", "app", "referral", "social_ads", "partner", "unknown"],
-                                 default=saved_rules.get("acquisition_channel", []), key=f"{key}_channel"):
-    rules["acquisition_channel"] = picked
-cols = st.columns(3)
-days = saved_rules.get("days_since_last_purchase", {})
-low, high = cols[0].slider("Days since last purchase", 0, 730, (days.get("min", 0), days.get("max", 730)), key=f"{key}_days")
-if (low, high) != (0, 730):
-    rules["days_since_last_purchase"] = {k: v for k, v in (("min", low), ("max", high)) if (k == "min" and v > 0) or (k == "max" and v < 730)}
-spend = saved_rules.get("spend", {})
-clv_low, clv_high = cols[1].slider("CLV band: historical CLV (lifetime spend)", 0, 10_000, (int(spend.get("min", 0)), int(spend.get("max", 10_000))),
-                                   step=100, key=f"{key}_clv",
-                                   help="Historical CLV is what the member has spent so far; 10,000 means no upper limit.")
-if (clv_low, clv_high) != (0, 10_000):
-    rules["spend"] = {k: float(v) for k, v in (("min", clv_low), ("max", clv_high)) if (k == "min" and v > 0) or (k == "max" and v < 10_000)}
-consents = ["any", "given", "not given"]
-consent = cols[2].selectbox("Marketing consent", consents, key=f"{key}_consent",
-                            index=0 if "marketing_consent" not in saved_rules else (1 if saved_rules["marketing_consent"] else 2))
-if consent != "any":
-    rules["marketing_consent"] = consent == "given"
-if cities := [c.strip() for c in st.text_input("Cities (comma separated)", value=", ".join(saved_rules.get("city", [])), key=f"{key}_cities").split(",")
-              if c.strip()]:
-    rules["city"] = cities
+rules = segment_rules(key, saved_rules, tiers)
 
 if rules:
     live = stats(rules)
@@ -148,7 +121,7 @@ if rules:
 with st.form(f"{key}_save"):
     name = st.text_input("Segment name", value=choice if current is not None else "", key=f"{key}_name")
     description = st.text_input("Description", value=current.description if current is not None else "", key=f"{key}_description")
-    if st.form_submit_button("Save segment", type="primary"):
+    if st.form_submit_button("Save segment", type="primary", key=f"{key}_submit"):
         saved = run_action(lambda s: save_segment(session=s, actor=actor, name=name, rules=rules, description=description,
                                                   segment_id=current.id if current is not None else None))
         if saved:

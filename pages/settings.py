@@ -37,7 +37,7 @@ with st.form("settings_form"):
     right.number_input(SETTING_LABELS["adjustment_approval_limit"], step=1000, key="settings_adjustment_approval_limit",
                        help="A point adjustment above this many points waits for a second admin's approval.")
     right.checkbox(SETTING_LABELS["weekly_report"], key="settings_weekly_report", help="Also render an executive report every Monday.")
-    submitted = st.form_submit_button("Save settings", type="primary")
+    submitted = st.form_submit_button("Save settings", type="primary", key="settings_save")
 
 if submitted:
     changes = {name: st.session_state[f"settings_{name}"] for name in SETTING_LABELS

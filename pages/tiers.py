@@ -37,7 +37,7 @@ edited = st.data_editor(
 )
 if editable:
     st.caption("Order rows from the lowest tier to the highest. Removing a tier that still has members is refused.")
-    if st.button("Save tiers", type="primary"):
+    if st.button("Save tiers", type="primary", key="tiers_save"):
         rows = edited.drop(columns=["members"]).to_dict("records")
         if run_action(lambda s: save_tiers(session=s, tiers=rows, actor=actor), success="Tiers saved (audited).") is not None:
             st.rerun()

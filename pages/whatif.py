@@ -53,7 +53,7 @@ with st.form("whatif_form"):
         rewards = st.data_editor(program["rewards"], hide_index=True, width="stretch", disabled=["name", "active"], key="whatif_rewards",
                                  column_config={"id": None, "name": "Reward", "active": "Active",
                                                 "points_cost": st.column_config.NumberColumn("Points cost", min_value=1, step=1)})
-    run = st.form_submit_button("Run", type="primary")
+    run = st.form_submit_button("Run", type="primary", key="whatif_run")
 
 if run:
     changes = whatif.changes_from_inputs(program, tiers=tiers.to_dict("records"), points_per_currency_unit=rate, expiry_months=int(expiry),
@@ -85,7 +85,7 @@ if result:
     with st.form("whatif_save", clear_on_submit=True):
         name = st.text_input("Scenario name", key="whatif_name")
         description = st.text_input("Description (optional)", key="whatif_description")
-        if st.form_submit_button("Save scenario"):
+        if st.form_submit_button("Save scenario", key="whatif_save_scenario"):
             run_action(lambda s: whatif.save_scenario(session=s, actor=actor, name=name, description=description,
                                                       changes=result["changes"], result=result), success=f"Scenario {name!r} saved.")
 

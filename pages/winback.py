@@ -79,7 +79,7 @@ st.dataframe(candidates, hide_index=True, width="stretch", column_order=EXPORT_C
     "days_since_last_purchase": st.column_config.NumberColumn("days since"),
     "purchase_days": st.column_config.NumberColumn("purchase days"),
 })
-st.download_button("Win-back list (CSV)", candidates.to_csv(index=False, columns=EXPORT_COLUMNS), "winback_members.csv", "text/csv")
+st.download_button("Win-back list (CSV)", candidates.to_csv(index=False, columns=EXPORT_COLUMNS), "winback_members.csv", "text/csv", key="winback_download")
 
 st.subheader("Act on the list")
 starts, ends = campaign_window()
@@ -88,7 +88,7 @@ st.caption(f"A draft campaign of the win-back kind for the {len(candidates):,} m
            f"{WINBACK_HOLDOUT:.0%} held out to measure the effect. Nothing is sent or awarded until it is activated on the Campaigns page.")
 can_create = actor.can("program.configure")
 name = st.text_input("Campaign name", value=f"Win-back {date.today():%Y-%m-%d}", key="winback_name", disabled=not can_create)
-if st.button("Create draft win-back campaign", type="primary", disabled=not can_create,
+if st.button("Create draft win-back campaign", type="primary", disabled=not can_create, key="winback_create",
              help=None if can_create else "Only a loyalty manager or an administrator can create campaigns."):
     campaign = run_action(lambda s: create_winback_campaign(session=s, actor=actor, member_ids=candidates["member_id"].tolist(),
                                                             name=name, criteria=criteria))

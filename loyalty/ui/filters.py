@@ -1,4 +1,4 @@
-"""The filter bar of the Analyse pages: date range, segment, tier, acquisition channel."""
+"""The head of the Analyse pages: title, caption and the filter bar (date range, segment, tier, acquisition channel)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,14 @@ def filter_bar(page: str, *, default_days: int = 365) -> Filters:
         channel = st.selectbox("Acquisition channel", [None, *CHANNELS], format_func=lambda c: "all channels" if c is None else c, key=f"{page}_channel")
     start = start or today - timedelta(days=default_days)
     return Filters(start=start, end=(end or today) + timedelta(days=1), segment_id=segment, tier=tier, channel=channel)
+
+
+def analysis_header(page: str, title: str, caption: str | None = None, *, default_days: int = 365) -> Filters:
+    """Draw an Analyse page's title, its caption if any and the sidebar filter bar; return the filters chosen.
+
+    ``page`` prefixes the filter widgets' keys, so each page keeps its own choices.
+    """
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    return filter_bar(page, default_days=default_days)

@@ -83,6 +83,13 @@ def figure(at: AppTest, index: int = 0) -> dict:
     return _decode(json.loads(at.get("plotly_chart")[index].proto.spec))
 
 
+def form_key_of(at: AppTest, page: str, record_id=None) -> str:
+    """The key prefix of ``page``'s record form as :func:`loyalty.ui.forms.form_key` makes it (``None``: a new record)."""
+    generation_key = f"{page}_form_generation"
+    generation = at.session_state[generation_key] if generation_key in at.session_state else 0
+    return f"{page}_form_{'new' if record_id is None else record_id}_{generation}"
+
+
 def open_page(app, role: str, page: str) -> AppTest:
     """Sign in as ``role``, go to ``page`` and check it ran without an exception."""
     at = app(role=role).run()

@@ -14,7 +14,7 @@ from loyalty.program.campaigns import activate_campaign, save_campaign
 from loyalty.insights.campaign_results import evaluate_campaigns, store_campaign_results
 from loyalty.decisions.planner import expected_campaign_impact
 from tests.factories import make_member, make_purchase, utc
-from tests.pages.conftest import open_page
+from tests.pages.conftest import form_key_of, open_page
 
 
 def _open(app, role):
@@ -27,13 +27,13 @@ def test_a_manager_creates_previews_and_activates_a_campaign(app, session):
         make_purchase(session, m, 20.0, occurred_at=utc(2026, 11, 1))
     at = _open(app, "manager")
     assert "No campaigns yet" in at.info[0].value
-    at.text_input[0].input("Double November")
-    next(b for b in at.button if b.label == "Save as draft").click().run()
+    at.text_input(key=f"{form_key_of(at, 'campaigns')}_name").input("Double November")
+    at.button(key="campaigns_save").click().run()
     assert "saved as a draft" in at.success[0].value, [e.value for e in at.error]
     assert at.selectbox(key="campaigns_choice").value == "Double November"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Eligible members"] == "5"
-    next(b for b in at.button if b.label == "Activate").click().run()
+    at.button(key="campaigns_activate").click().run()
     session.rollback()
     campaign = session.exec(select(Campaign)).one()
     assert campaign.status in ("scheduled", "active")
@@ -42,7 +42,7 @@ def test_a_manager_creates_previews_and_activates_a_campaign(app, session):
 
 def test_a_campaign_without_a_name_is_refused_in_words(app, session):
     at = _open(app, "manager")
-    next(b for b in at.button if b.label == "Save as draft").click().run()
+    at.button(key="campaigns_save").click().run()
     assert at.error[0].value == "A campaign needs a name."
     session.rollback()
     assert session.exec(select(Campaign)).all() == []
@@ -80,7 +80,7 @@ def test_the_holdout_sizing_follows_the_holdout_and_the_target_as_they_change(ap
     assert {m.label: m.value for m in at.metric}["Holdout needed"] == "16%"
     assert at.info[-1].value == "A 10% holdout is too small to detect EUR 50.00 per member: raise it to 16%."
 
-    at.slider[0].set_value(20).run()
+    at.slider(key=f"{form_key_of(at, 'campaigns')}_holdout").set_value(20).run()
     metrics = {m.label: m.value for m in at.metric}
     # 20 %: 36.1680 * sqrt(1/3.2 + 1/0.8) = 36.1680 * 1.25 = 45.21
     assert metrics["Smallest detectable uplift at 20% holdout"] == "EUR 45.21 per member"

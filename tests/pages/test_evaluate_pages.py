@@ -27,7 +27,7 @@ def test_the_jobs_page_lists_schedules_and_runs_a_job_now(app, session, today):
     schedules = at.dataframe[0].value
     assert {"KPI snapshot", "Points expiry"} <= set(schedules["title"]) or len(schedules) >= 6
     at.selectbox(key="jobs_choice").set_value("kpi-snapshot").run()
-    next(b for b in at.button if b.label == "Run now").click().run()
+    at.button(key="jobs_run_now").click().run()
     assert "succeeded" in at.success[-1].value, [e.value for e in at.error]
     session.rollback()
     assert session.exec(select(JobRun.status)).all() == ["succeeded"]
@@ -36,8 +36,8 @@ def test_the_jobs_page_lists_schedules_and_runs_a_job_now(app, session, today):
 
 def test_an_invalid_cron_expression_is_explained(app, session):
     at = open_page(app, "admin", "pages/jobs.py")
-    at.text_input[0].input("every day at noon")
-    next(b for b in at.button if b.label == "Save schedule").click().run()
+    at.text_input(key=f"jobs_cron_{at.selectbox(key='jobs_choice').value}").input("every day at noon")
+    at.button(key="jobs_save_schedule").click().run()
     assert at.error, "the page explains what is wrong with the schedule"
 
 

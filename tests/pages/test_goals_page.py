@@ -11,7 +11,7 @@ from loyalty.access.roles import SYSTEM_CLI
 from loyalty.program.goals import save_goal, save_kpi_target
 from loyalty.evaluation.kpis import snapshot_kpis
 from tests.factories import make_member, make_purchase, utc
-from tests.pages.conftest import open_page
+from tests.pages.conftest import form_key_of, open_page
 
 
 def _open(app, role):
@@ -36,11 +36,11 @@ def test_an_executive_reads_targets_with_their_status_and_trend(app, session):
 def test_a_manager_adds_a_goal_and_a_goal_without_owner_is_refused(app, session):
     at = _open(app, "manager")
     assert "No goals yet" in at.info[0].value
-    at.text_input[0].input("Win them back")
-    next(b for b in at.button if b.label == "Add goal").click().run()
+    at.text_input(key=f"{form_key_of(at, 'goals')}_name").input("Win them back")
+    at.button(key=f"{form_key_of(at, 'goals')}_submit").click().run()
     assert "needs an owner" in at.error[0].value
-    at.text_input[0].input("Win them back")
-    at.text_input[1].input("Rita")
-    next(b for b in at.button if b.label == "Add goal").click().run()
+    at.text_input(key=f"{form_key_of(at, 'goals')}_name").input("Win them back")
+    at.text_input(key=f"{form_key_of(at, 'goals')}_owner").input("Rita")
+    at.button(key=f"{form_key_of(at, 'goals')}_submit").click().run()
     session.rollback()
     assert session.exec(select(Goal.name)).all() == ["Win them back"]

@@ -16,9 +16,9 @@ def test_a_manager_previews_and_imports_purchases_that_earn_points(app, session)
     member = make_member(session, external_id="M1")
     at = open_page(app, "manager", "pages/import_data.py")
     assert "Choose a file" in at.info[0].value
-    at.file_uploader[0].set_value(("purchases.csv", GOOD, "text/csv")).run()
+    at.file_uploader(key="import_file").set_value(("purchases.csv", GOOD, "text/csv")).run()
     assert len(at.dataframe[1].value) == 2, "the preview shows the file's rows"
-    next(b for b in at.button if b.label == "Import").click().run()
+    at.button(key="import_run").click().run()
     assert "Imported 2 rows" in at.success[0].value, [e.value for e in at.error]
     session.rollback()
     assert session.exec(select(func.count()).select_from(Purchase)).one() == 2
@@ -28,8 +28,8 @@ def test_a_manager_previews_and_imports_purchases_that_earn_points(app, session)
 def test_a_bad_file_is_refused_whole_with_each_problem_listed(app, session):
     make_member(session, external_id="M1")
     at = open_page(app, "manager", "pages/import_data.py")
-    at.file_uploader[0].set_value(("purchases.csv", BAD, "text/csv")).run()
-    next(b for b in at.button if b.label == "Import").click().run()
+    at.file_uploader(key="import_file").set_value(("purchases.csv", BAD, "text/csv")).run()
+    at.button(key="import_run").click().run()
     assert "Nothing was imported" in at.error[0].value
     problems = at.dataframe[-1].value
     assert {(p.line, p.column) for p in problems.itertuples()} >= {(2, "occurred_at"), (3, "member_id"), (3, "amount")}
@@ -44,7 +44,7 @@ TAB_OWN_NAMES = b"Order\tCustomer\toccurred_at\tamount\tchannel\tstore\tcategory
 def test_a_semicolon_file_with_a_byte_order_mark_is_previewed_with_its_mapping_then_imported(app, session):
     make_member(session, external_id="M1")
     at = open_page(app, "manager", "pages/import_data.py")
-    at.file_uploader[0].set_value(("till.csv", SEMICOLON_BOM, "text/csv")).run()
+    at.file_uploader(key="import_file").set_value(("till.csv", SEMICOLON_BOM, "text/csv")).run()
     assert any("of till.csv: 1 row of data, semicolon-separated, UTF-8 with a byte-order mark" in m.value for m in at.markdown)
     mapping = at.dataframe[0].value.set_index("file_column")
     assert mapping.loc["purchase_id", "status"] == "optional" and mapping.loc["amount", "status"] == "required"
@@ -52,7 +52,7 @@ def test_a_semicolon_file_with_a_byte_order_mark_is_previewed_with_its_mapping_t
     assert at.dataframe[1].value.loc[0, "amount"] == "42.50"
     session.rollback()
     assert session.exec(select(func.count()).select_from(Purchase)).one() == 0, "nothing is written before the import is confirmed"
-    next(b for b in at.button if b.label == "Import").click().run()
+    at.button(key="import_run").click().run()
     assert "Imported 1 rows" in at.success[0].value, [e.value for e in at.error]
     session.rollback()
     assert session.exec(select(Purchase.external_id)).all() == ["P1"]
@@ -61,13 +61,13 @@ def test_a_semicolon_file_with_a_byte_order_mark_is_previewed_with_its_mapping_t
 def test_a_missing_column_is_mapped_from_the_files_own_columns_before_importing(app, session):
     make_member(session, external_id="M1")
     at = open_page(app, "manager", "pages/import_data.py")
-    at.file_uploader[0].set_value(("orders.tsv", TAB_OWN_NAMES, "text/tab-separated-values")).run()
+    at.file_uploader(key="import_file").set_value(("orders.tsv", TAB_OWN_NAMES, "text/tab-separated-values")).run()
     assert "Missing column(s): member_id" in at.warning[0].value
-    assert next(b for b in at.button if b.label == "Import").disabled
+    assert at.button(key="import_run").disabled
     missing = at.dataframe[0].value.query("file_column == ''")
     assert list(missing["status"]) == ["missing: required", "absent: optional"]
     at.selectbox(key="import_map_member_id").set_value("Customer").run()
     mapping = at.dataframe[0].value.set_index("file_column")
     assert mapping.loc["Customer", "field"] == "member_id" and mapping.loc["Customer", "status"] == "required, mapped"
-    next(b for b in at.button if b.label == "Import").click().run()
+    at.button(key="import_run").click().run()
     assert "Imported 1 rows" in at.success[0].value, [e.value for e in at.error]

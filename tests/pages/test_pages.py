@@ -66,9 +66,9 @@ def test_an_analyst_sees_member_details_with_personal_fields_masked(app, program
 def test_operations_adjust_points_with_a_reason_and_it_is_audited(app, program, session):
     at = _open(app, "operations", "pages/members.py")
     at.text_input(key="members_query").input("M2").run()
-    at.number_input[0].set_value(25)
-    at.text_input[1].input("Goodwill after a late delivery")
-    next(b for b in at.button if b.label == "Apply adjustment").click().run()
+    at.number_input(key="members_adjust_points").set_value(25)
+    at.text_input(key="members_adjust_reason").input("Goodwill after a late delivery")
+    at.button(key="members_adjust_apply").click().run()
     assert not at.error
     assert balance(session, program["ben"].id) == 65
     audit = session.exec(select(AuditLog).where(AuditLog.action == "points.adjust")).one()
@@ -78,8 +78,8 @@ def test_operations_adjust_points_with_a_reason_and_it_is_audited(app, program, 
 def test_an_adjustment_without_a_reason_is_refused_in_words(app, program, session):
     at = _open(app, "operations", "pages/members.py")
     at.text_input(key="members_query").input("M2").run()
-    at.number_input[0].set_value(25)
-    next(b for b in at.button if b.label == "Apply adjustment").click().run()
+    at.number_input(key="members_adjust_points").set_value(25)
+    at.button(key="members_adjust_apply").click().run()
     assert "needs a reason" in at.error[0].value
     assert balance(session, program["ben"].id) == 40
 
@@ -104,16 +104,16 @@ def test_the_audit_page_lists_changes_and_offers_a_download(app, program):
 
 def test_an_admin_adds_a_user_and_sees_the_password_once(app, session):
     at = _open(app, "admin", "pages/users.py")
-    at.text_input[0].input("new.analyst")
-    next(b for b in at.button if b.label == "Add user").click().run()
+    at.text_input(key="users_add_username").input("new.analyst")
+    at.button(key="users_add_submit").click().run()
     assert "new.analyst added" in at.success[0].value
     assert session.exec(select(User).where(User.username == "new.analyst")).one().role == "analyst"
 
 
 def test_settings_refuse_nothing_changed_and_save_a_change(app, session):
     at = _open(app, "admin", "pages/settings.py")
-    at.number_input[1].set_value(18)
-    next(b for b in at.button if b.label == "Save settings").click().run()
+    at.number_input(key="settings_expiry_months").set_value(18)
+    at.button(key="settings_save").click().run()
     assert "Settings saved" in at.success[0].value
     from loyalty.settings import get_settings
 

@@ -10,7 +10,7 @@ from loyalty.access.roles import SYSTEM_CLI
 from loyalty.program.rewards import save_reward
 from loyalty.program.tiers import save_tiers
 from tests.factories import make_member, make_purchase, utc
-from tests.pages.conftest import figure, open_page
+from tests.pages.conftest import figure, form_key_of, open_page
 
 BASE = {"window_months": 12, "benefits": "", "grace_months": 0}
 
@@ -44,12 +44,12 @@ def test_a_manager_gets_an_editable_tier_table_with_a_save_button(app, tiers):
 def test_a_manager_adds_a_reward_and_an_invalid_one_is_explained(app, tiers, session):
     at = open_page(app, "manager", "pages/rewards.py")
     assert "catalogue is empty" in at.info[0].value
-    at.text_input[0].input("Reusable bag")
-    next(b for b in at.button if b.label == "Save reward").click().run()
+    at.text_input(key=f"{form_key_of(at, 'rewards')}_name").input("Reusable bag")
+    at.button(key=f"{form_key_of(at, 'rewards')}_submit").click().run()
     assert "Reusable bag saved" in at.success[0].value
-    at.text_input[0].input("Partner lounge")
-    at.selectbox[1].set_value("partner")
-    next(b for b in at.button if b.label == "Save reward").click().run()
+    at.text_input(key=f"{form_key_of(at, 'rewards')}_name").input("Partner lounge")
+    at.selectbox(key=f"{form_key_of(at, 'rewards')}_kind").set_value("partner")
+    at.button(key=f"{form_key_of(at, 'rewards')}_submit").click().run()
     assert "partner's name" in at.error[0].value
     session.rollback()  # end the test session's read snapshot to see the page's commits
     assert session.exec(select(Reward.name)).all() == ["Reusable bag"]

@@ -8,7 +8,7 @@ from db.models import Segment
 from loyalty.access.roles import SYSTEM_CLI
 from loyalty.program.segments import save_segment
 from tests.factories import make_member, make_purchase, utc
-from tests.pages.conftest import figure, open_page
+from tests.pages.conftest import figure, form_key_of, open_page
 
 
 def _open(app, role):
@@ -20,18 +20,18 @@ def test_an_analyst_builds_and_saves_a_segment_with_its_live_size(app, session):
     make_member(session, acquisition_channel="referral")
     make_member(session, acquisition_channel="web")
     at = _open(app, "analyst")
-    at.multiselect[2].set_value(["referral"]).run()
+    at.multiselect(key=f"{form_key_of(at, 'segments')}_channel").set_value(["referral"]).run()
     assert {m.label: m.value for m in at.metric}["Members now"] == "2"
-    at.text_input[1].input("Referred")
-    next(b for b in at.button if b.label == "Save segment").click().run()
+    at.text_input(key=f"{form_key_of(at, 'segments')}_name").input("Referred")
+    at.button(key=f"{form_key_of(at, 'segments')}_submit").click().run()
     session.rollback()
     assert session.exec(select(Segment.rules)).one() == {"acquisition_channel": ["referral"]}
 
 
 def test_a_segment_without_rules_is_refused(app, session):
     at = _open(app, "analyst")
-    at.text_input[1].input("Everyone")
-    next(b for b in at.button if b.label == "Save segment").click().run()
+    at.text_input(key=f"{form_key_of(at, 'segments')}_name").input("Everyone")
+    at.button(key=f"{form_key_of(at, 'segments')}_submit").click().run()
     assert "at least one rule" in at.error[0].value
 
 

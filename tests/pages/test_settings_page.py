@@ -7,7 +7,7 @@ from tests.pages.conftest import open_page
 
 
 def save(at):
-    next(b for b in at.button if b.label == "Save settings").click().run()
+    at.button(key="settings_save").click().run()
     assert not at.exception, at.exception
     return at
 

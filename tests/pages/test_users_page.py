@@ -41,7 +41,7 @@ def test_an_admin_cannot_disable_themself(app, session):
 
 def test_a_new_user_appears_in_the_list_at_once_with_the_password_shown_until_dismissed(app, session):
     at = open_page(app, "admin", "pages/users.py")
-    at.text_input[0].input("new.analyst")
+    at.text_input(key="users_add_username").input("new.analyst")
     click(at, "Add user")
     assert "new.analyst added" in at.success[0].value
     assert enabled_in_list(at, "new.analyst")

@@ -37,7 +37,7 @@ def test_a_manager_sees_the_lapsing_members_and_creates_a_draft_campaign_for_the
     assert candidates["x"] == pytest.approx(table["p_alive_then"].tolist()) and candidates["y"] == pytest.approx(table["p_alive_now"].tolist())
 
     at.text_input(key="winback_name").input("Bring back Gold")
-    next(b for b in at.button if b.label == CREATE).click().run()
+    at.button(key="winback_create").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.success[0].value == "Bring back Gold saved as a draft for 3 members. Review it there, then activate it."
     assert at.session_state["campaigns_saved"] == "Bring back Gold"
@@ -58,7 +58,7 @@ def test_an_analyst_sees_masked_names_and_a_disabled_action(app, session, progra
     at = _open(app, "analyst")
     table = at.dataframe[0].value
     assert table["name"].tolist() == ["T***"] * 3 and table["email"].str.endswith("***@example.com").all()
-    button = next(b for b in at.button if b.label == CREATE)
+    button = at.button(key="winback_create")
     assert button.disabled
     assert any("Only a loyalty manager or an administrator" in c.value for c in at.caption)
     session.rollback()
