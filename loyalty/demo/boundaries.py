@@ -19,7 +19,17 @@ from loyalty.program.tiers import qualifying_tier_index
 
 
 def month_boundary(sim: Simulation, j: int) -> None:
+    """At boundary ``j`` (a 1st of the month), in this order: expiry, tier evaluation, campaigns starting."""
     moment = int(sim.b[j])
+    _expire_lots(sim, j, moment)
+    _evaluate_tiers(sim, j, moment)
+    for campaign, plan, start_index in sim.campaigns:
+        if start_index == j:
+            _assign_campaign(sim, campaign, plan, moment)
+
+
+def _expire_lots(sim: Simulation, j: int, moment: int) -> None:
+    """Expire each member's ``max(0, P(t) - D(t))``: lots now past their date, less what was debited (FIFO)."""
     if sim.expiry_months > 0 and j - sim.expiry_months - 1 >= 0:
         sim.due += sim.lots[(j - sim.expiry_months - 1) % len(sim.lots)]
         expired = np.maximum(0, sim.due - sim.debited)
@@ -30,10 +40,6 @@ def month_boundary(sim: Simulation, j: int) -> None:
                 "member_id": sim.member_ids[who], "kind": EXPIRE, "points": -expired[who],
                 "occurred_at": as_timestamps(np.full(len(who), moment)), "reason": "lots past their expiry date",
             }))
-    _evaluate_tiers(sim, j, moment)
-    for campaign, plan, start_index in sim.campaigns:
-        if start_index == j:
-            _assign_campaign(sim, campaign, plan, moment)
 
 
 def _evaluate_tiers(sim: Simulation, j: int, moment: int) -> None:
@@ -57,19 +63,7 @@ def _evaluate_tiers(sim: Simulation, j: int, moment: int) -> None:
     who, old, new = member[moved], current[moved], qualified[moved]
     sim.tier[who] = new
     sim.tier_reached[who] = j
-    names = object_array(sim.tier_names)
-    bought = pd.Series(count[moved])
-    lead = ("spent " + pd.Series(spend[moved]).map("{:,.2f}".format) + " and bought "
-            + pd.Series(np.where(bought == 1, "once", bought.astype(str) + " times")) + " in the last 12 months")
-    needs = (" (needs " + pd.Series(sim.tier_min_spend[old]).map("{:,.2f}".format) + " and "
-             + pd.Series(sim.tier_min_purchases[old]).astype(str) + " purchases)")
-    grace = pd.Series(np.where(sim.tier_grace[old] > 0,
-                               " and its " + pd.Series(sim.tier_grace[old]).astype(str) + "-month grace period is over", ""))
-    reason = pd.Series(np.where(
-        new > old,
-        (lead + ": qualifies for " + pd.Series(names[new])).to_numpy(),
-        (lead + ": below " + pd.Series(names[old]) + needs + grace + ": moves to " + pd.Series(names[new])).to_numpy(),
-    ))
+    reason = _movement_reasons(sim, spend[moved], count[moved], old, new)
     when = as_datetime(moment)
     insert_frame(sim.session, "tier_movement", pd.DataFrame({
         "member_id": sim.member_ids[who], "from_tier_id": sim.tier_ids[old], "to_tier_id": sim.tier_ids[new],
@@ -83,6 +77,25 @@ def _evaluate_tiers(sim: Simulation, j: int, moment: int) -> None:
         update(table).where(table.c.id == bindparam("member")).values(tier_id=bindparam("tier"), tier_since=bindparam("since")),
         [{"member": int(m), "tier": int(t), "since": when} for m, t in zip(sim.member_ids[who], sim.tier_ids[new])],
     )
+
+
+def _movement_reasons(sim: Simulation, spend: np.ndarray, count: np.ndarray, old: np.ndarray,
+                      new: np.ndarray) -> pd.Series:
+    """Why each member moved, worded as the tier evaluation job words it."""
+    names = object_array(sim.tier_names)
+    bought = pd.Series(count)
+    lead = ("spent " + pd.Series(spend).map("{:,.2f}".format) + " and bought "
+            + pd.Series(np.where(bought == 1, "once", bought.astype(str) + " times")) + " in the last 12 months")
+    needs = (" (needs " + pd.Series(sim.tier_min_spend[old]).map("{:,.2f}".format) + " and "
+             + pd.Series(sim.tier_min_purchases[old]).astype(str) + " purchases)")
+    grace = pd.Series(np.where(sim.tier_grace[old] > 0,
+                               " and its " + pd.Series(sim.tier_grace[old]).astype(str) + "-month grace period is over", ""))
+    reason = pd.Series(np.where(
+        new > old,
+        (lead + ": qualifies for " + pd.Series(names[new])).to_numpy(),
+        (lead + ": below " + pd.Series(names[old]) + needs + grace + ": moves to " + pd.Series(names[new])).to_numpy(),
+    ))
+    return reason
 
 
 def _eligible(sim: Simulation, plan: CampaignPlan, moment: int) -> np.ndarray:
@@ -100,6 +113,7 @@ def _eligible(sim: Simulation, plan: CampaignPlan, moment: int) -> np.ndarray:
 
 
 def _assign_campaign(sim: Simulation, campaign: Campaign, plan: CampaignPlan, moment: int) -> None:
+    """Assign a starting campaign's eligible members, with the stable holdout of ``activate_campaign``."""
     member = _eligible(sim, plan, moment)
     holdout = stable_uniform(int(campaign.id), sim.member_ids[member]) < campaign.holdout_pct
     insert_frame(sim.session, "campaign_assignment", pd.DataFrame({

@@ -23,6 +23,7 @@ from loyalty.program.campaigns import activate_campaign
 
 
 def finish_history(sim: Simulation) -> None:
+    """The end of the history: expiry at ``now``, reward stock left, scheduled campaigns, segments, goals."""
     session, actor = sim.session, sim.actor
     # The last boundary is `now` itself, not a 1st of the month: the ledger's own
     # expiry run computes it exactly.
@@ -85,6 +86,7 @@ def _baselines(sim: Simulation) -> dict[tuple[str, str | None], float]:
 
 
 def _create_goals(sim: Simulation) -> None:
+    """The goals, each with KPI targets set near the level of the last complete months."""
     from loyalty.program.goals import save_goal
 
     baselines = _baselines(sim)
@@ -113,10 +115,12 @@ def _create_goals(sim: Simulation) -> None:
 
 
 def _mean(values: list[float] | list[int]) -> float:
+    """The mean, 0 for no values."""
     return float(np.mean(values)) if len(values) else 0.0
 
 
 def _target_value(baseline: float, target: TargetPlan) -> float:
+    """A target from its baseline, rounded as the metric is shown (rates at most 1)."""
     value = baseline + target.amount if target.how == "plus" else baseline * target.amount
     if target.metric in ("new_members", "active_members", "points_outstanding", "nps"):
         return float(round(value))

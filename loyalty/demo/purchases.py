@@ -91,6 +91,7 @@ def _candidates(sim: Simulation, k: int, lo: np.ndarray, present: np.ndarray, mo
 
 def _add_candidates(sim: Simulation, members: list[np.ndarray], times: list[np.ndarray], who: np.ndarray, count: np.ndarray,
                     lo: np.ndarray, hi: np.ndarray) -> None:
+    """Add ``count[i]`` purchases of member ``who[i]`` at shop times in ``(lo[i], hi[i])``."""
     rows = np.repeat(np.arange(len(who)), count)
     members.append(who[rows])
     times.append(shop_times(sim.rng, lo[rows], hi[rows]))
@@ -115,7 +116,18 @@ def _dropout(sim: Simulation, member: np.ndarray, moment: np.ndarray) -> tuple[n
     return member[kept], moment[kept]
 
 
-def _write_purchases(sim: Simulation, k: int, stats: MonthStats, member: np.ndarray, moment: np.ndarray, month_end: int) -> None:
+def _write_purchases(sim: Simulation, k: int, stats: MonthStats, member: np.ndarray, moment: np.ndarray,
+                     month_end: int) -> None:
+    """Write month ``k``'s purchases (in time order) with their points, refund a few, keep the month's figures."""
+    frame, category, amount, external = _draw_baskets(sim, member, moment)
+    earn, bonus_purchase, bonus_points = _earn(sim, k, frame, member, moment, month_end)
+    refunded = _refunds(sim, member, category, earn, external, bonus_purchase, bonus_points, month_end)
+    _keep_figures(sim, k, stats, member, moment, amount, ~refunded)
+
+
+def _draw_baskets(sim: Simulation, member: np.ndarray,
+                  moment: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
+    """What each purchase is: category, channel, store, amount and external id; as rows for ``add_purchases``."""
     rng, n_rows = sim.rng, len(member)
     category = choose(rng, np.vstack([CATEGORY_SHARE, eco_category_shares()]), sim.eco[member].astype(np.int64))
     channel = choose(rng, sim.purchase_channel_probs, sim.channel[member])
@@ -132,15 +144,23 @@ def _write_purchases(sim: Simulation, k: int, stats: MonthStats, member: np.ndar
         "amount": amount, "channel": object_array(PURCHASE_CHANNELS)[channel], "store": store,
         "category": object_array(CATEGORIES)[category],
     })[PURCHASE_COLUMNS]
+    return frame, category, amount, external
 
+
+def _earn(sim: Simulation, k: int, frame: pd.DataFrame, member: np.ndarray, moment: np.ndarray,
+          month_end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Add the purchases through the earn engine; the base points of each, and the bonuses (purchase, points).
+
+    The lots just written are added to the month's: base points as the earn engine
+    computes them (the same function and tier multipliers), plus the campaign bonuses
+    read back.
+    """
     last_id = int(sim.session.execute(text("SELECT COALESCE(MAX(id), 0) FROM purchase")).scalar_one())
     chunk = CAMPAIGN_SAFE_CHUNK if _lookup_campaign_running(sim, int(sim.b[k]), month_end) else PURCHASE_CHUNK
     written, entries = add_purchases(sim.session, frame, actor=sim.actor, chunk_rows=chunk)
     sim.counts["purchases"] += written
     sim.counts["ledger_entries"] += entries
 
-    # The lots just written: base points as the earn engine computes them (the same
-    # function and tier multipliers), plus the campaign bonuses read back.
     earn = base_points(frame["amount"], pd.Series(sim.tier_multiplier[sim.tier[member]]), sim.rate)
     bonus = sim.session.execute(
         text("SELECT purchase_id, member_id, points FROM ledger_entry WHERE kind = 'bonus' AND purchase_id > :p"),
@@ -152,9 +172,12 @@ def _write_purchases(sim: Simulation, k: int, stats: MonthStats, member: np.ndar
     sim.month_lots += np.bincount(member, weights=earn, minlength=sim.n).astype(np.int64)
     sim.month_lots += np.bincount(bonus_member, weights=bonus_points, minlength=sim.n).astype(np.int64)
     np.maximum.at(sim.last_of_month, member, moment)
+    return earn, bonus_purchase, bonus_points
 
-    refunded = _refunds(sim, member, category, earn, external, bonus_purchase, bonus_points, month_end)
-    kept = ~refunded
+
+def _keep_figures(sim: Simulation, k: int, stats: MonthStats, member: np.ndarray, moment: np.ndarray,
+                  amount: np.ndarray, kept: np.ndarray) -> None:
+    """The purchases not refunded: the tier window's spend and count, last purchases, the month's figures."""
     slot = k % 12
     sim.window_spend[slot] = np.bincount(member[kept], weights=amount[kept], minlength=sim.n)
     sim.window_count[slot] = np.bincount(member[kept], minlength=sim.n)
@@ -171,6 +194,7 @@ def _write_purchases(sim: Simulation, k: int, stats: MonthStats, member: np.ndar
 
 
 def _lookup_campaign_running(sim: Simulation, month_start: int, month_end: int) -> bool:
+    """Whether a campaign that looks purchases up by id (spend threshold, birthday) runs in the month."""
     return any(
         plan.kind in ("spend_threshold", "birthday")
         and as_seconds(campaign.starts_at) < month_end and as_seconds(campaign.ends_at) > month_start
@@ -179,6 +203,7 @@ def _lookup_campaign_running(sim: Simulation, month_start: int, month_end: int) 
 
 
 def _purchase_ids(sim: Simulation, external: list[str]) -> np.ndarray:
+    """Our ids of the purchases with these external ids, in their order."""
     ids: dict[str, int] = {}
     for start in range(0, len(external), LOOKUP_CHUNK):
         keys = external[start : start + LOOKUP_CHUNK]

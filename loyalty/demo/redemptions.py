@@ -22,19 +22,36 @@ from loyalty.demo.timeline import as_seconds, as_timestamps, object_array
 from loyalty.ledger.entries import REDEEM, REVERSE, expiry_dates
 
 
-def simulate_redemptions(sim: Simulation, k: int, stats: MonthStats, settle_from: np.ndarray, month_end: int, present: np.ndarray) -> None:
-    """At most one redemption per member and month, of points the member holds then."""
+def simulate_redemptions(sim: Simulation, k: int, stats: MonthStats, settle_from: np.ndarray, month_end: int,
+                         present: np.ndarray) -> None:
+    """At most one redemption per member and month, of points the member holds then; a few cancelled."""
+    requests = _requests(sim, k, settle_from, month_end, present)
+    if requests is None:
+        return
+    who, pick, when = requests
+    if not len(who):
+        return
+    _write_redemptions(sim, stats, who, pick, when, month_end)
+
+
+def _requests(sim: Simulation, k: int, settle_from: np.ndarray, month_end: int,
+              present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Who redeems (member), which reward (index) and when; None when nobody can.
+
+    A member redeems a reward they can afford and their tier allows, leaning to the
+    bigger ones; limited stock goes to the earliest requests.
+    """
     rng = sim.rng
     balance = sim.credited + sim.month_lots - sim.debited
     room = month_end - settle_from
     open_rewards = sim.reward_available[:, k] & (sim.reward_stock != 0)
     if not open_rewards.any():
-        return
+        return None
     cheapest = sim.reward_cost[open_rewards].min()
     propensity = np.where(sim.alive & ~sim.never_buys, REDEEM_PROPENSITY_ACTIVE, REDEEM_PROPENSITY_LAPSED)
     who = np.flatnonzero(present & (room >= MIN_WINDOW) & (balance >= cheapest) & (rng.random(sim.n) < propensity))
     if not len(who):
-        return
+        return None
     reachable = ((sim.reward_cost[None, :] <= balance[who, None]) & open_rewards[None, :]
                  & (sim.reward_min_rank[None, :] <= sim.tier[who, None]))
     preference = sim.reward_weight * (sim.reward_cost / sim.reward_cost.min()) ** VALUE_PREFERENCE
@@ -48,10 +65,13 @@ def simulate_redemptions(sim: Simulation, k: int, stats: MonthStats, settle_from
         asked = np.flatnonzero(pick == reward)
         if len(asked) > sim.reward_stock[reward]:
             keep[asked[np.argsort(when[asked], kind="stable")][sim.reward_stock[reward]:]] = False
-    who, pick, when = who[keep], pick[keep], when[keep]
-    count = len(who)
-    if not count:
-        return
+    return who[keep], pick[keep], when[keep]
+
+
+def _write_redemptions(sim: Simulation, stats: MonthStats, who: np.ndarray, pick: np.ndarray, when: np.ndarray,
+                       month_end: int) -> None:
+    """Write the redemptions, their ``redeem`` entries, and for the cancelled ones the points returned."""
+    rng, count = sim.rng, len(who)
     cost = sim.reward_cost[pick]
     cancelled = rng.random(count) < CANCEL_SHARE
     cancelled_at = when + 60 + (rng.random(count) * (month_end - when - 120) * 0.9).astype(np.int64)
@@ -88,6 +108,7 @@ def simulate_redemptions(sim: Simulation, k: int, stats: MonthStats, settle_from
 
 
 def _returned_lot_expiry(sim: Simulation, moments: pd.Series) -> pd.Series:
+    """When points returned at ``moments`` expire (never, without an expiry period)."""
     if sim.expiry_months <= 0:
         return pd.Series(pd.NaT, index=moments.index, dtype=moments.dtype)
     return expiry_dates(moments, sim.expiry_months)

@@ -19,6 +19,7 @@ from loyalty.program.tiers import save_tiers
 
 
 def set_up_program(sim: Simulation) -> None:
+    """The program: tiers (kept in ``sim`` as arrays by rank), the rewards catalogue, the campaigns."""
     session, actor = sim.session, sim.actor
     save_tiers(session=session, tiers=[dict(t) for t in TIERS], actor=actor)
     tiers = session.exec(select(Tier).order_by(Tier.rank)).all()
@@ -34,6 +35,7 @@ def set_up_program(sim: Simulation) -> None:
 
 
 def _create_rewards(sim: Simulation, rank_of: dict[str, int]) -> None:
+    """The rewards catalogue, with the months each can be redeemed in and its stock per 1,000 members."""
     b, last = sim.b, sim.intervals
     summer = _last_full_summer(sim)
     recent_from = max(1, last - 6)

@@ -182,6 +182,7 @@ def create_demo(
 
 
 def _refuse_unless_empty(session: Session) -> None:
+    """Refuse a database that already has members or a program configured."""
     if not is_sqlite(session):
         # Two app processes starting on an empty database at once: the second waits
         # here, then finds the first one's members and is refused cleanly.

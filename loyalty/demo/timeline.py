@@ -11,14 +11,17 @@ from loyalty.demo.parameters import CLOSING, DAY, OPENING
 
 
 def as_seconds(moment: datetime | pd.Timestamp) -> int:
+    """A moment as epoch seconds."""
     return int(pd.Timestamp(moment).timestamp())
 
 
 def as_timestamps(seconds: np.ndarray) -> pd.Series:
+    """Epoch seconds as a column of UTC timestamps."""
     return pd.Series(pd.to_datetime(np.asarray(seconds, dtype=np.int64), unit="s", utc=True))
 
 
 def as_datetime(seconds: int) -> datetime:
+    """Epoch seconds as a UTC datetime."""
     return datetime.fromtimestamp(int(seconds), tz=UTC)
 
 
@@ -51,5 +54,6 @@ def choose(rng: np.random.Generator, probabilities: np.ndarray, rows: np.ndarray
 
 
 def object_array(values: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Texts as a numpy object array, for indexing by code."""
     return np.asarray(values, dtype=object)
 

@@ -654,6 +654,7 @@ class _FileKind:
     plan_writes: Callable[[_Batch, Any], _Plan]
 
     def content_columns(self, batch: _Batch) -> list[str]:
+        """The columns that make a row's content, in the order they are hashed."""
         return list(self.content) if self.content is not None else [c for c in batch.fields if c != "member_id"]
 
 
@@ -687,6 +688,7 @@ def _check_rows(kind: _FileKind, batch: _Batch) -> None:
 
 
 def _chunked_insert(session: Session, table: str, frame: pd.DataFrame, progress: ProgressFn) -> int:
+    """Insert ``frame`` into ``table`` a chunk at a time, telling ``progress``; the rows inserted."""
     for start in range(0, len(frame), WRITE_CHUNK):
         insert_frame(session, table, frame.iloc[start : start + WRITE_CHUNK])
         progress(min(start + WRITE_CHUNK, len(frame)), len(frame))
@@ -700,6 +702,7 @@ def _text_field(model: type, column: str, *, required: bool = False) -> _Parser:
 
 
 def _member_id_field() -> _Field:
+    """The company's member id: required, and it must fit ``Member.external_id``."""
     return _Field("member_id", _text_field(Member, "external_id", required=True))
 
 
@@ -930,6 +933,7 @@ def _consents(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _member_key(batch: _Batch) -> pd.DataFrame:
+    """A member is their id."""
     return pd.DataFrame({"member_id": batch.fields["member_id"]})
 
 
@@ -1080,6 +1084,7 @@ def _nps_scores(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series
 
 
 def _free_text(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
+    """Text of any length (a comment)."""
     return _text(checks, values, column, None)
 
 
