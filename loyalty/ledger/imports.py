@@ -37,7 +37,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -50,8 +50,8 @@ from sqlmodel import Session
 from db.bulk import allocate_ids, insert_frame, sqlite_page_cache
 from db.engine import write_transaction
 from db.models import Member, Purchase, utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
 
@@ -575,7 +575,13 @@ def _first_difference(differs: dict[str, np.ndarray], stored: dict[str, np.ndarr
     return pd.Series(names) + " was '" + pd.Series(was) + "'"
 
 
-# --- the three kinds --------------------------------------------------------------------
+# --- the planner ----------------------------------------------------------------------------
+#
+# Every kind of file is planned in the same four steps: parse its columns (each parser
+# records its own problems), check the rows against each other (a key repeated in the
+# file), check them against the database, and plan the writes. A kind is described by
+# :class:`_FileKind`; :func:`_plan` runs the steps. The order of the steps, and of the
+# columns within a step, is the order in which a row's problems are listed.
 
 
 @dataclass
@@ -587,159 +593,289 @@ class _Plan:
     write: Callable[[ProgressFn], tuple[int, int]]  # -> (rows imported, members created)
 
 
+_Parser = Callable[[_Checks, pd.DataFrame, str], pd.Series]
+
+
+@dataclass(frozen=True)
+class _Field:
+    """A canonical column and how it is parsed; an optional column absent from the file is left out."""
+
+    column: str
+    parse: _Parser
+    left_out_when_absent: bool = False
+
+
+@dataclass
+class _Batch:
+    """The rows of one file as the planning steps see them."""
+
+    session: Session
+    checks: _Checks
+    fields: dict[str, pd.Series]  # canonical column -> parsed values, in the order of the kind's fields
+    actor: Actor
+    create_members: bool
+    key: pd.DataFrame = field(default_factory=pd.DataFrame)  # what identifies a row (step 2)
+    repeat: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # rows repeating an earlier one
+
+    def __len__(self) -> int:
+        return len(self.checks.lines)
+
+    def content(self, rows: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+        """A hash of ``columns`` of ``rows`` (timestamps as integers)."""
+        return _content_hash(
+            pd.DataFrame(
+                {
+                    c: self.fields[c].iloc[rows].astype("int64")
+                    if pd.api.types.is_datetime64_any_dtype(self.fields[c])
+                    else self.fields[c].iloc[rows]
+                    for c in columns
+                }
+            )
+        )
+
+
+@dataclass(frozen=True)
+class _FileKind:
+    """One kind of file, declared: its columns, what identifies a row, and its own two last steps.
+
+    ``content`` lists the columns that make a row's content (``None``: every parsed column
+    but ``member_id``); ``key`` builds the key of each row from the batch; ``duplicate``
+    names the column a repeated key with different content is reported on, and how the
+    key is called in that message. ``check_stored`` compares the rows with the database
+    (recording problems) and returns what it found; ``plan_writes`` turns that into a
+    :class:`_Plan`.
+    """
+
+    fields: tuple[_Field, ...]
+    content: tuple[str, ...] | None
+    key: Callable[[_Batch], pd.DataFrame]
+    duplicate: tuple[str, str]
+    check_stored: Callable[[_Batch], Any]
+    plan_writes: Callable[[_Batch, Any], _Plan]
+
+    def content_columns(self, batch: _Batch) -> list[str]:
+        """The columns that make a row's content, in the order they are hashed."""
+        return list(self.content) if self.content is not None else [c for c in batch.fields if c != "member_id"]
+
+
+def _plan(
+    kind: _FileKind, session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool
+) -> _Plan:
+    """Plan the import of ``values``: parse, check rows, check against the database, plan writes."""
+    batch = _Batch(session, checks, _parse_fields(kind, values, checks), actor, create_members)
+    _check_rows(kind, batch)
+    found = kind.check_stored(batch)
+    return kind.plan_writes(batch, found)
+
+
+def _parse_fields(kind: _FileKind, values: pd.DataFrame, checks: _Checks) -> dict[str, pd.Series]:
+    """Step 1: each column parsed in the kind's order, its invalid values recorded as problems."""
+    return {
+        f.column: f.parse(checks, values, f.column)
+        for f in kind.fields
+        if f.column in values or not f.left_out_when_absent
+    }
+
+
+def _check_rows(kind: _FileKind, batch: _Batch) -> None:
+    """Step 2: the rows' keys, and the rows repeating a key of the file (skipped, or a problem if they differ)."""
+    columns = kind.content_columns(batch)
+    batch.key = kind.key(batch)
+    column, what = kind.duplicate
+    batch.repeat = _in_file_duplicates(
+        batch.checks, batch.key, lambda rows: batch.content(rows, columns), column, what
+    )
+
+
 def _chunked_insert(session: Session, table: str, frame: pd.DataFrame, progress: ProgressFn) -> int:
+    """Insert ``frame`` into ``table`` a chunk at a time, telling ``progress``; the rows inserted."""
     for start in range(0, len(frame), WRITE_CHUNK):
         insert_frame(session, table, frame.iloc[start : start + WRITE_CHUNK])
         progress(min(start + WRITE_CHUNK, len(frame)), len(frame))
     return len(frame)
 
 
-def _plan_purchases(
-    session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool
-) -> _Plan:
-    member = _text(checks, values, "member_id", _column_length(Member, "external_id"), required=True)
-    occurred_at = _timestamps(checks, values, "occurred_at")
-    amount = _numbers(checks, values, "amount")
+def _text_field(model: type, column: str, *, required: bool = False) -> _Parser:
+    """A text column that must fit ``model.column`` (and be filled, when ``required``)."""
+    limit = _column_length(model, column)
+    return lambda checks, values, name: _text(checks, values, name, limit, required=required)
+
+
+def _member_id_field() -> _Field:
+    """The company's member id: required, and it must fit ``Member.external_id``."""
+    return _Field("member_id", _text_field(Member, "external_id", required=True))
+
+
+# --- purchases ------------------------------------------------------------------------------
+
+_PURCHASE_CONTENT = ("member_id", "occurred_at", "amount", "channel", "store", "category")
+
+
+def _amounts(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
+    """Amounts: numbers, never negative (a refund is recorded as such)."""
+    amount = _numbers(checks, values, column)
     negative = (amount < 0).to_numpy()
     if negative.any():
-        checks.add(negative, "amount", _quoted(values["amount"][negative]) + " is negative: record a refund instead")
-    purchase_id = _text(checks, values, "purchase_id", _column_length(Purchase, "external_id"))
-    channel = _text(checks, values, "channel", _column_length(Purchase, "channel"))
-    store = _text(checks, values, "store", _column_length(Purchase, "store"))
-    category = _text(checks, values, "category", _column_length(Purchase, "category"))
+        checks.add(negative, column, _quoted(values[column][negative]) + " is negative: record a refund instead")
+    return amount
 
-    def content(rows: np.ndarray) -> np.ndarray:
-        return _content_hash(
-            pd.DataFrame(
-                {
-                    "member_id": member.iloc[rows],
-                    "occurred_at": occurred_at.iloc[rows].astype("int64"),
-                    "amount": amount.iloc[rows],
-                    "channel": channel.iloc[rows],
-                    "store": store.iloc[rows],
-                    "category": category.iloc[rows],
-                }
-            )
-        )
 
-    # Without a purchase_id the content is the identity; identical rows in one file are
-    # distinct purchases (two coffees at once), told apart by their occurrence number.
+def _purchase_key(batch: _Batch) -> pd.DataFrame:
+    """``purchase_id``, or without one ``h:<hash of the content>:<occurrence in the file>``.
+
+    Without a purchase_id the content is the identity; identical rows in one file are
+    distinct purchases (two coffees at once), told apart by their occurrence number.
+    """
+    purchase_id = batch.fields["purchase_id"]
     key = purchase_id
     no_id = purchase_id.eq("").to_numpy()
     if no_id.any():
-        hashes = content(np.flatnonzero(no_id))
+        hashes = batch.content(np.flatnonzero(no_id), _PURCHASE_CONTENT)
         occurrence = pd.Series(hashes).groupby(hashes).cumcount().astype(str)
         key_values = purchase_id.to_numpy(dtype=object)
         key_values[no_id] = ("h:" + pd.Series(_hex(hashes)) + ":" + occurrence).to_numpy(dtype=object)
         key = pd.Series(key_values, dtype="str")
-    repeat = _in_file_duplicates(checks, pd.DataFrame({"purchase_id": key}), content, "purchase_id", "purchase_id")
+    return pd.DataFrame({"purchase_id": key})
 
-    # Already imported: the same content is skipped, different content is a conflict.
-    already = np.zeros(len(values), dtype=bool)
-    candidates = np.flatnonzero(checks.ok & ~repeat)
-    if len(candidates) and not _table_is_empty(session, "purchase"):
-        columns = ["member_id", "occurred_at", "amount", "channel", "store", "category"]
-        stored = _select_by_keys(
-            session,
-            "SELECT p.external_id, m.external_id, p.occurred_at, p.amount, p.channel, p.store, p.category"
-            " FROM {keys} k CROSS JOIN purchase p JOIN member m ON m.id = p.member_id"
-            " WHERE p.external_id = k.import_key",
-            key.iloc[candidates].tolist(),
-            ["key", *columns],
-        )
-        if not stored.empty:
-            at = pd.Index(stored["key"]).get_indexer(key.iloc[candidates])
-            rows, at = candidates[at >= 0], at[at >= 0]
-            stored = stored.iloc[at].reset_index(drop=True)
-            theirs = {
-                "member_id": stored["member_id"].astype(str).to_numpy(),
-                "occurred_at": _values(_as_utc(stored["occurred_at"])),
-                "amount": stored["amount"].to_numpy(dtype="float64"),
-                **{c: stored[c].astype(str).to_numpy() for c in ("channel", "store", "category")},
-            }
-            ours = {
-                "member_id": member.iloc[rows].to_numpy(),
-                "occurred_at": _values(occurred_at.iloc[rows]),
-                "amount": amount.iloc[rows].to_numpy(),
-                **{
-                    c: s.iloc[rows].to_numpy()
-                    for c, s in (("channel", channel), ("store", store), ("category", category))
-                },
-            }
-            differs = {c: _differs(ours[c], theirs[c]) for c in columns}
-            # Amounts travel through float; a difference below a millionth of a cent is none.
-            differs["amount"] = ~np.isclose(ours["amount"], theirs["amount"], rtol=0, atol=1e-9)
-            changed = np.logical_or.reduce(list(differs.values()))
-            already[rows[~changed]] = True
-            if changed.any():
-                mask = np.zeros(len(values), dtype=bool)
-                mask[rows[changed]] = True
-                reasons = (
-                    "purchase '"
-                    + key.iloc[rows[changed]].reset_index(drop=True)
-                    + "' was already imported with different content ("
-                    + _first_difference(differs, theirs, np.flatnonzero(changed))
-                    + ")"
-                )
-                checks.add(mask, "purchase_id", reasons.to_numpy())
 
-    # Members: known, created from their first purchase here, or a problem (reported on
-    # rows with other problems too, so one round of fixes is enough).
-    new = checks.ok & ~repeat & ~already
-    named = member.ne("").to_numpy() & ~repeat & ~already
-    member_pk, _ = _resolve_members(session, member, named)
+@dataclass
+class _StoredPurchases:
+    already: np.ndarray  # rows imported before with the same content: skipped
+    new: np.ndarray  # rows neither repeated nor imported before (and valid when found)
+    member_pk: np.ndarray  # our member id per row, NaN when unknown
+
+
+def _check_stored_purchases(batch: _Batch) -> _StoredPurchases:
+    """Step 3: purchases imported before (same content: skipped; different: a problem), then members.
+
+    Unknown members are reported on rows with other problems too, so one round of fixes
+    is enough; with ``create_members`` they are created from their first purchase instead.
+    """
+    already = _purchases_already_imported(batch)
+    new = batch.checks.ok & ~batch.repeat & ~already
+    member = batch.fields["member_id"]
+    named = member.ne("").to_numpy() & ~batch.repeat & ~already
+    member_pk, _ = _resolve_members(batch.session, member, named)
     unknown = named & np.isnan(member_pk)
-    if unknown.any() and not create_members:
-        checks.add(
+    if unknown.any() and not batch.create_members:
+        batch.checks.add(
             unknown,
             "member_id",
             _quoted(member[unknown])
             + " is not a known member: import members first, or create them from this file (--create-members)",
         )
+    return _StoredPurchases(already=already, new=new, member_pk=member_pk)
+
+
+def _purchases_already_imported(batch: _Batch) -> np.ndarray:
+    """The rows whose key is stored with the same content; a stored key with other content is a problem."""
+    already = np.zeros(len(batch), dtype=bool)
+    candidates = np.flatnonzero(batch.checks.ok & ~batch.repeat)
+    if not len(candidates) or _table_is_empty(batch.session, "purchase"):
+        return already
+    key = batch.key["purchase_id"]
+    stored = _select_by_keys(
+        batch.session,
+        "SELECT p.external_id, m.external_id, p.occurred_at, p.amount, p.channel, p.store, p.category"
+        " FROM {keys} k CROSS JOIN purchase p JOIN member m ON m.id = p.member_id"
+        " WHERE p.external_id = k.import_key",
+        key.iloc[candidates].tolist(),
+        ["key", *_PURCHASE_CONTENT],
+    )
+    if stored.empty:
+        return already
+    at = pd.Index(stored["key"]).get_indexer(key.iloc[candidates])
+    rows, at = candidates[at >= 0], at[at >= 0]
+    differs, theirs = _purchase_differences(batch, rows, stored.iloc[at].reset_index(drop=True))
+    changed = np.logical_or.reduce(list(differs.values()))
+    already[rows[~changed]] = True
+    if changed.any():
+        mask = np.zeros(len(batch), dtype=bool)
+        mask[rows[changed]] = True
+        reasons = (
+            "purchase '"
+            + key.iloc[rows[changed]].reset_index(drop=True)
+            + "' was already imported with different content ("
+            + _first_difference(differs, theirs, np.flatnonzero(changed))
+            + ")"
+        )
+        batch.checks.add(mask, "purchase_id", reasons.to_numpy())
+    return already
+
+
+def _purchase_differences(
+    batch: _Batch, rows: np.ndarray, stored: pd.DataFrame
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per content column, where ``rows`` differ from their ``stored`` purchase; and the stored values."""
+    theirs = {
+        "member_id": stored["member_id"].astype(str).to_numpy(),
+        "occurred_at": _values(_as_utc(stored["occurred_at"])),
+        "amount": stored["amount"].to_numpy(dtype="float64"),
+        **{c: stored[c].astype(str).to_numpy() for c in ("channel", "store", "category")},
+    }
+    ours = {
+        "member_id": batch.fields["member_id"].iloc[rows].to_numpy(),
+        "occurred_at": _values(batch.fields["occurred_at"].iloc[rows]),
+        "amount": batch.fields["amount"].iloc[rows].to_numpy(),
+        **{c: batch.fields[c].iloc[rows].to_numpy() for c in ("channel", "store", "category")},
+    }
+    differs = {c: _differs(ours[c], theirs[c]) for c in _PURCHASE_CONTENT}
+    # Amounts travel through float; a difference below a millionth of a cent is none.
+    differs["amount"] = ~np.isclose(ours["amount"], theirs["amount"], rtol=0, atol=1e-9)
+    return differs, theirs
+
+
+def _plan_purchase_writes(batch: _Batch, found: _StoredPurchases) -> _Plan:
+    """Step 4: the valid new purchases, through ``add_purchases``; members first seen here created first."""
 
     def rows_to_write() -> np.ndarray:
-        return np.flatnonzero(new & checks.ok)
+        return np.flatnonzero(found.new & batch.checks.ok)
 
     def write(progress: ProgressFn) -> tuple[int, int]:
         rows = rows_to_write()
-        pk = member_pk[rows]
-        created = 0
-        missing = np.isnan(pk)
-        if missing.any():
-            first_purchase = (
-                pd.DataFrame(
-                    {
-                        "external_id": member.iloc[rows[missing]].to_numpy(),
-                        "joined_at": _values(occurred_at.iloc[rows[missing]]),
-                    }
-                )
-                .groupby("external_id", sort=True)["joined_at"]
-                .min()
-            )
-            ids = _create_members_from_purchases(session, first_purchase)
-            created = len(ids)
-            pk[missing] = ids.reindex(member.iloc[rows[missing]].to_numpy()).to_numpy()
+        member_pk, created = _purchase_members(batch, found, rows)
 
         def column(series: pd.Series) -> pd.Series:
             # Keeps pandas' Arrow-backed text as it is: no round trip through Python objects.
             return (series if len(rows) == len(series) else series.iloc[rows]).reset_index(drop=True)
 
+        fields = batch.fields
         frame = pd.DataFrame(
             {
-                "external_id": column(key),
-                "member_id": pk.astype("int64"),
-                "occurred_at": column(occurred_at),
-                "amount": column(amount),
-                "channel": column(channel),
-                "store": column(store),
-                "category": column(category),
+                "external_id": column(batch.key["purchase_id"]),
+                "member_id": member_pk.astype("int64"),
+                **{c: column(fields[c]) for c in ("occurred_at", "amount", "channel", "store", "category")},
             }
         )
-        with _deferred_sqlite_indexes(session, ("purchase", "ledger_entry"), len(frame)):
-            imported, _ = add_purchases(session, frame[PURCHASE_COLUMNS], actor=actor, progress=progress)
+        with _deferred_sqlite_indexes(batch.session, ("purchase", "ledger_entry"), len(frame)):
+            imported, _ = add_purchases(batch.session, frame[PURCHASE_COLUMNS], actor=batch.actor, progress=progress)
         return imported, created
 
-    return _Plan(skipped=int((repeat | already).sum()), to_write=lambda: len(rows_to_write()), write=write)
+    return _Plan(
+        skipped=int((batch.repeat | found.already).sum()), to_write=lambda: len(rows_to_write()), write=write
+    )
+
+
+def _purchase_members(batch: _Batch, found: _StoredPurchases, rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """Our member id for each of ``rows``, creating the members not known yet; and how many were created."""
+    member, occurred_at = batch.fields["member_id"], batch.fields["occurred_at"]
+    pk = found.member_pk[rows]
+    missing = np.isnan(pk)
+    if not missing.any():
+        return pk, 0
+    first_purchase = (
+        pd.DataFrame(
+            {
+                "external_id": member.iloc[rows[missing]].to_numpy(),
+                "joined_at": _values(occurred_at.iloc[rows[missing]]),
+            }
+        )
+        .groupby("external_id", sort=True)["joined_at"]
+        .min()
+    )
+    ids = _create_members_from_purchases(batch.session, first_purchase)
+    pk[missing] = ids.reindex(member.iloc[rows[missing]].to_numpy()).to_numpy()
+    return pk, len(ids)
 
 
 def _create_members_from_purchases(session: Session, first_purchase: pd.Series) -> pd.Series:
@@ -769,121 +905,136 @@ def _create_members_from_purchases(session: Session, first_purchase: pd.Series) 
     return pd.Series(ids, index=first_purchase.index.to_numpy())
 
 
-_MEMBER_TEXT = ("name", "email", "acquisition_channel", "phone", "city")
+# --- members --------------------------------------------------------------------------------
 
 
-def _plan_members(
-    session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool
-) -> _Plan:
-    external = _text(checks, values, "member_id", _column_length(Member, "external_id"), required=True)
-    fields: dict[str, pd.Series] = {}
-    for column in _MEMBER_TEXT:
-        if column in values:
-            fields[column] = _text(checks, values, column, _column_length(Member, column))
-    fields["acquisition_channel"] = fields["acquisition_channel"].where(
-        fields["acquisition_channel"].ne(""), UNKNOWN_CHANNEL
+def _acquisition_channels(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
+    """Acquisition channels as text; an empty one is ``unknown``."""
+    channel = _text(checks, values, column, _column_length(Member, column))
+    return channel.where(channel.ne(""), UNKNOWN_CHANNEL)
+
+
+def _birth_dates(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
+    """A date of birth is a calendar date: kept as midnight (naive) for comparisons."""
+    return _timestamps(checks, values, column, required=False).dt.tz_localize(None).dt.normalize()
+
+
+def _consents(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
+    """Marketing consent as yes or no (true/false, yes/no, 1/0 ...)."""
+    answer = values[column].str.lower()
+    valid = answer.isin(_TRUE + _FALSE).to_numpy()
+    if not valid.all():
+        checks.add(
+            ~valid,
+            column,
+            _quoted(values[column][~valid]) + " is not yes or no (use true/false, yes/no or 1/0)",
+        )
+    return answer.isin(_TRUE)
+
+
+def _member_key(batch: _Batch) -> pd.DataFrame:
+    """A member is their id."""
+    return pd.DataFrame({"member_id": batch.fields["member_id"]})
+
+
+@dataclass
+class _StoredMembers:
+    exists: np.ndarray  # rows of members already stored
+    unchanged: np.ndarray  # ... with the file's values already
+    erased: np.ndarray  # ... erased: their personal data is never brought back
+    member_pk: np.ndarray  # our id of the stored ones
+
+
+def _member_columns(batch: _Batch) -> list[str]:
+    """The member's columns the file gives (all but their id)."""
+    return [c for c in batch.fields if c != "member_id"]
+
+
+def _check_stored_members(batch: _Batch) -> _StoredMembers:
+    """Step 3: members already stored: identical or erased ones are skipped, the others updated."""
+    size = len(batch)
+    found = _StoredMembers(*(np.zeros(size, dtype=bool) for _ in range(3)), np.zeros(size, dtype=np.int64))
+    candidates = np.flatnonzero(batch.checks.ok & ~batch.repeat)
+    present = _member_columns(batch)
+    external = batch.fields["member_id"]
+    if not len(candidates):
+        return found
+    stored = _select_by_keys(
+        batch.session,
+        "SELECT m.external_id, m.id, CASE WHEN m.erased_at IS NULL THEN 0 ELSE 1 END, "
+        + ", ".join(f"m.{c}" for c in present)
+        + " FROM {keys} k CROSS JOIN member m WHERE m.external_id = k.import_key",
+        external.iloc[candidates].tolist(),
+        ["external_id", "id", "erased", *present],
     )
-    fields["joined_at"] = _timestamps(checks, values, "joined_at")
-    if "birth_date" in values:
-        # A date of birth is a calendar date: kept as midnight (naive) for comparisons.
-        fields["birth_date"] = (
-            _timestamps(checks, values, "birth_date", required=False).dt.tz_localize(None).dt.normalize()
-        )
-    if "marketing_consent" in values:
-        answer = values["marketing_consent"].str.lower()
-        valid = answer.isin(_TRUE + _FALSE).to_numpy()
-        if not valid.all():
-            checks.add(
-                ~valid,
-                "marketing_consent",
-                _quoted(values["marketing_consent"][~valid]) + " is not yes or no (use true/false, yes/no or 1/0)",
-            )
-        fields["marketing_consent"] = answer.isin(_TRUE)
+    if stored.empty:
+        return found
+    at = pd.Index(stored["external_id"]).get_indexer(external.iloc[candidates])
+    rows, at = candidates[at >= 0], at[at >= 0]
+    stored = stored.iloc[at].reset_index(drop=True)
+    found.exists[rows] = True
+    found.member_pk[rows] = stored["id"].to_numpy(dtype=np.int64)
+    found.erased[rows] = stored["erased"].astype(bool).to_numpy()
+    theirs = {column: _stored_member_values(stored[column], column) for column in present}
+    changed = np.logical_or.reduce([_differs(_values(batch.fields[c].iloc[rows]), theirs[c]) for c in present])
+    found.unchanged[rows[~changed]] = True
+    return found
 
-    def content(rows: np.ndarray) -> np.ndarray:
-        return _content_hash(
-            pd.DataFrame(
-                {
-                    c: (s.iloc[rows].astype("int64") if c in ("joined_at", "birth_date") else s.iloc[rows])
-                    for c, s in fields.items()
-                }
-            )
-        )
 
-    repeat = _in_file_duplicates(checks, pd.DataFrame({"member_id": external}), content, "member_id", "member_id")
+def _stored_member_values(stored: pd.Series, column: str) -> np.ndarray:
+    """A member column as read back from the database, comparable with the parsed file."""
+    if column == "joined_at":
+        return _values(_as_utc(stored))
+    if column == "birth_date":
+        dates = pd.to_datetime(stored.astype("str"), errors="coerce", format="ISO8601")
+        return dates.dt.as_unit("us").to_numpy()
+    if column == "marketing_consent":
+        return stored.astype(bool).to_numpy()
+    return stored.astype(str).to_numpy()
 
-    # Existing members: identical -> skipped; erased -> skipped (their personal data is
-    # never brought back); otherwise updated with the file's values.
-    candidates = np.flatnonzero(checks.ok & ~repeat)
-    present = list(fields)
-    stored = (
-        _select_by_keys(
-            session,
-            "SELECT m.external_id, m.id, CASE WHEN m.erased_at IS NULL THEN 0 ELSE 1 END, "
-            + ", ".join(f"m.{c}" for c in present)
-            + " FROM {keys} k CROSS JOIN member m WHERE m.external_id = k.import_key",
-            external.iloc[candidates].tolist(),
-            ["external_id", "id", "erased", *present],
-        )
-        if len(candidates)
-        else pd.DataFrame()
-    )
-    exists = np.zeros(len(values), dtype=bool)
-    unchanged = np.zeros(len(values), dtype=bool)
-    erased = np.zeros(len(values), dtype=bool)
-    member_pk = np.zeros(len(values), dtype=np.int64)
-    if not stored.empty:
-        at = pd.Index(stored["external_id"]).get_indexer(external.iloc[candidates])
-        rows, at = candidates[at >= 0], at[at >= 0]
-        stored = stored.iloc[at].reset_index(drop=True)
-        exists[rows] = True
-        member_pk[rows] = stored["id"].to_numpy(dtype=np.int64)
-        erased[rows] = stored["erased"].astype(bool).to_numpy()
-        theirs: dict[str, np.ndarray] = {}
-        for column in present:
-            if column == "joined_at":
-                theirs[column] = _values(_as_utc(stored[column]))
-            elif column == "birth_date":
-                dates = pd.to_datetime(stored[column].astype("str"), errors="coerce", format="ISO8601")
-                theirs[column] = dates.dt.as_unit("us").to_numpy()
-            elif column == "marketing_consent":
-                theirs[column] = stored[column].astype(bool).to_numpy()
-            else:
-                theirs[column] = stored[column].astype(str).to_numpy()
-        changed = np.logical_or.reduce([_differs(_values(fields[c].iloc[rows]), theirs[c]) for c in present])
-        unchanged[rows[~changed]] = True
+
+def _plan_member_writes(batch: _Batch, found: _StoredMembers) -> _Plan:
+    """Step 4: new members inserted, changed ones updated (erased ones never)."""
+    checks = batch.checks
 
     def new_rows() -> np.ndarray:
-        return np.flatnonzero(checks.ok & ~repeat & ~exists)
+        return np.flatnonzero(checks.ok & ~batch.repeat & ~found.exists)
 
     def changed_rows() -> np.ndarray:
-        return np.flatnonzero(checks.ok & exists & ~unchanged & ~erased)
+        return np.flatnonzero(checks.ok & found.exists & ~found.unchanged & ~found.erased)
 
     def write(progress: ProgressFn) -> tuple[int, int]:
         rows, updates = new_rows(), changed_rows()
         total = len(rows) + len(updates)
-        frame = pd.DataFrame(
-            {
-                "external_id": external.iloc[rows].to_numpy(),
-                **{c: _values(fields[c].iloc[rows]) for c in present if c != "birth_date"},
-            }
-        )
-        for column, default in (("phone", ""), ("city", ""), ("marketing_consent", False)):
-            if column not in frame:
-                frame[column] = default
-        frame["birth_date"] = _calendar_dates(fields["birth_date"].iloc[rows]) if "birth_date" in fields else None
-        frame["joined_at"] = _utc(frame["joined_at"].to_numpy())
-        frame["created_at"] = pd.Timestamp(utcnow())
-        _chunked_insert(session, "member", frame, lambda done, _: progress(done, total))
-        _update_members(session, member_pk[updates], {c: fields[c].iloc[updates] for c in present})
+        _chunked_insert(batch.session, "member", _new_members(batch, rows), lambda done, _: progress(done, total))
+        present = _member_columns(batch)
+        _update_members(batch.session, found.member_pk[updates], {c: batch.fields[c].iloc[updates] for c in present})
         progress(total, total)
         return total, 0
 
     return _Plan(
-        skipped=int((repeat | (checks.ok & exists & (unchanged | erased))).sum()),
+        skipped=int((batch.repeat | (checks.ok & found.exists & (found.unchanged | found.erased))).sum()),
         to_write=lambda: len(new_rows()) + len(changed_rows()),
         write=write,
     )
+
+
+def _new_members(batch: _Batch, rows: np.ndarray) -> pd.DataFrame:
+    """The rows of the ``member`` table for ``rows`` (columns the file lacks get their defaults)."""
+    fields = batch.fields
+    frame = pd.DataFrame(
+        {
+            "external_id": fields["member_id"].iloc[rows].to_numpy(),
+            **{c: _values(fields[c].iloc[rows]) for c in _member_columns(batch) if c != "birth_date"},
+        }
+    )
+    for column, default in (("phone", ""), ("city", ""), ("marketing_consent", False)):
+        if column not in frame:
+            frame[column] = default
+    frame["birth_date"] = _calendar_dates(fields["birth_date"].iloc[rows]) if "birth_date" in fields else None
+    frame["joined_at"] = _utc(frame["joined_at"].to_numpy())
+    frame["created_at"] = pd.Timestamp(utcnow())
+    return frame
 
 
 def _calendar_dates(values: pd.Series) -> np.ndarray:
@@ -916,102 +1067,173 @@ def _update_members(session: Session, member_ids: np.ndarray, fields: dict[str, 
     session.execute(statement, rows)
 
 
-def _plan_feedback(
-    session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool
-) -> _Plan:
-    member = _text(checks, values, "member_id", _column_length(Member, "external_id"), required=True)
-    submitted_at = _timestamps(checks, values, "submitted_at")
-    score = _numbers(checks, values, "score")
+# --- NPS answers ----------------------------------------------------------------------------
+
+
+def _nps_scores(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
+    """Scores: whole numbers from 0 to 10."""
+    score = _numbers(checks, values, column)
     finite = np.isfinite(score.to_numpy())
     fraction = finite & (score.to_numpy() != np.round(score.to_numpy()))
     if fraction.any():
-        checks.add(fraction, "score", _quoted(values["score"][fraction]) + " is not a whole number from 0 to 10")
+        checks.add(fraction, column, _quoted(values[column][fraction]) + " is not a whole number from 0 to 10")
     outside = finite & ~fraction & ((score.to_numpy() < NPS_MIN) | (score.to_numpy() > NPS_MAX))
     if outside.any():
-        checks.add(outside, "score", _quoted(values["score"][outside]) + " is outside 0-10")
-    comment = _text(checks, values, "comment", None)
+        checks.add(outside, column, _quoted(values[column][outside]) + " is outside 0-10")
+    return score
 
-    key = pd.DataFrame({"member_id": member, "submitted_at": submitted_at.astype("int64")})
 
-    def content(rows: np.ndarray) -> np.ndarray:
-        return _content_hash(pd.DataFrame({"score": score.iloc[rows], "comment": comment.iloc[rows]}))
+def _free_text(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
+    """Text of any length (a comment)."""
+    return _text(checks, values, column, None)
 
-    repeat = _in_file_duplicates(checks, key, content, "submitted_at", "an answer of member")
 
-    named = member.ne("").to_numpy() & ~repeat
-    member_pk, member_erased = _resolve_members(session, member, named)
+def _answer_key(batch: _Batch) -> pd.DataFrame:
+    """An answer is the member's at a moment."""
+    return pd.DataFrame(
+        {"member_id": batch.fields["member_id"], "submitted_at": batch.fields["submitted_at"].astype("int64")}
+    )
+
+
+@dataclass
+class _StoredAnswers:
+    already: np.ndarray  # answers imported before, the same: skipped
+    member_pk: np.ndarray  # our member id per row, NaN when unknown
+    member_erased: np.ndarray  # the member was erased (their comments are never stored)
+
+
+def _check_stored_answers(batch: _Batch) -> _StoredAnswers:
+    """Step 3: every answer's member must be known; an answer imported before must be the same."""
+    member = batch.fields["member_id"]
+    named = member.ne("").to_numpy() & ~batch.repeat
+    member_pk, member_erased = _resolve_members(batch.session, member, named)
     unknown = named & np.isnan(member_pk)
-    checks.add(unknown, "member_id", _quoted(member[unknown]) + " is not a known member: import members first")
+    batch.checks.add(unknown, "member_id", _quoted(member[unknown]) + " is not a known member: import members first")
+    found = _StoredAnswers(np.zeros(len(batch), dtype=bool), member_pk, member_erased)
+    candidates = np.flatnonzero(batch.checks.ok & ~batch.repeat)
+    if len(candidates) and not _table_is_empty(batch.session, "feedback"):
+        _answers_already_imported(batch, found, candidates)
+    return found
 
-    already = np.zeros(len(values), dtype=bool)
-    candidates = np.flatnonzero(checks.ok & ~repeat)
-    if len(candidates) and not _table_is_empty(session, "feedback"):
-        stored = _select_by_keys(
-            session,
-            "SELECT f.member_id, f.submitted_at, f.score, f.comment"
-            " FROM {keys} k CROSS JOIN feedback f WHERE f.member_id = k.import_key",
-            [int(m) for m in pd.unique(member_pk[candidates])],
-            ["member_pk", "submitted_at", "score", "comment"],
-        )
-        if not stored.empty:
-            stored_key = pd.MultiIndex.from_arrays(
-                [stored["member_pk"].astype("int64"), _as_utc(stored["submitted_at"]).astype("int64")]
+
+def _answers_already_imported(batch: _Batch, found: _StoredAnswers, candidates: np.ndarray) -> None:
+    """Mark the ``candidates`` stored with the same score and comment; other content is a problem."""
+    stored = _select_by_keys(
+        batch.session,
+        "SELECT f.member_id, f.submitted_at, f.score, f.comment"
+        " FROM {keys} k CROSS JOIN feedback f WHERE f.member_id = k.import_key",
+        [int(m) for m in pd.unique(found.member_pk[candidates])],
+        ["member_pk", "submitted_at", "score", "comment"],
+    )
+    if stored.empty:
+        return
+    stored_key = pd.MultiIndex.from_arrays(
+        [stored["member_pk"].astype("int64"), _as_utc(stored["submitted_at"]).astype("int64")]
+    )
+    ours = pd.MultiIndex.from_arrays(
+        [found.member_pk[candidates].astype("int64"), batch.key["submitted_at"].iloc[candidates].to_numpy()]
+    )
+    at = stored_key.get_indexer(ours)
+    rows, at = candidates[at >= 0], at[at >= 0]
+    stored = stored.iloc[at].reset_index(drop=True)
+    score_differs = batch.fields["score"].iloc[rows].to_numpy() != stored["score"].to_numpy(dtype="float64")
+    # An erased member's comment was blanked on purpose: only the score is compared.
+    comment_differs = (
+        batch.fields["comment"].iloc[rows].to_numpy() != stored["comment"].astype(str).to_numpy()
+    ) & ~found.member_erased[rows]
+    found.already[rows[~score_differs & ~comment_differs]] = True
+    for differs, column in ((score_differs, "score"), (comment_differs & ~score_differs, "comment")):
+        if differs.any():
+            mask = np.zeros(len(batch), dtype=bool)
+            mask[rows[differs]] = True
+            was = stored[column][differs].astype(str).reset_index(drop=True)
+            batch.checks.add(
+                mask,
+                column,
+                (
+                    "this member's answer of that time was already imported with a different "
+                    + column
+                    + " ('"
+                    + was
+                    + "')"
+                ).to_numpy(),
             )
-            ours = pd.MultiIndex.from_arrays(
-                [member_pk[candidates].astype("int64"), key["submitted_at"].iloc[candidates].to_numpy()]
-            )
-            at = stored_key.get_indexer(ours)
-            rows, at = candidates[at >= 0], at[at >= 0]
-            stored = stored.iloc[at].reset_index(drop=True)
-            score_differs = score.iloc[rows].to_numpy() != stored["score"].to_numpy(dtype="float64")
-            # An erased member's comment was blanked on purpose: only the score is compared.
-            comment_differs = (
-                comment.iloc[rows].to_numpy() != stored["comment"].astype(str).to_numpy()
-            ) & ~member_erased[rows]
-            already[rows[~score_differs & ~comment_differs]] = True
-            for differs, column, what in (
-                (score_differs, "score", "score"),
-                (comment_differs & ~score_differs, "comment", "comment"),
-            ):
-                if differs.any():
-                    mask = np.zeros(len(values), dtype=bool)
-                    mask[rows[differs]] = True
-                    was = stored[what][differs].astype(str).reset_index(drop=True)
-                    checks.add(
-                        mask,
-                        column,
-                        (
-                            "this member's answer of that time was already imported with a different "
-                            + what
-                            + " ('"
-                            + was
-                            + "')"
-                        ).to_numpy(),
-                    )
+
+
+def _plan_answer_writes(batch: _Batch, found: _StoredAnswers) -> _Plan:
+    """Step 4: the valid new answers, inserted (without the comment of an erased member)."""
 
     def rows_to_write() -> np.ndarray:
-        return np.flatnonzero(checks.ok & ~repeat & ~already)
+        return np.flatnonzero(batch.checks.ok & ~batch.repeat & ~found.already)
 
     def write(progress: ProgressFn) -> tuple[int, int]:
         rows = rows_to_write()
+        fields = batch.fields
         frame = pd.DataFrame(
             {
-                "member_id": member_pk[rows].astype("int64"),
-                "submitted_at": _utc(_values(submitted_at.iloc[rows])),
-                "score": score.iloc[rows].to_numpy().astype("int64"),
+                "member_id": found.member_pk[rows].astype("int64"),
+                "submitted_at": _utc(_values(fields["submitted_at"].iloc[rows])),
+                "score": fields["score"].iloc[rows].to_numpy().astype("int64"),
                 # Never store free text of a member erased under the right to erasure.
-                "comment": np.where(member_erased[rows], "", comment.iloc[rows].to_numpy(dtype=object)),
+                "comment": np.where(found.member_erased[rows], "", fields["comment"].iloc[rows].to_numpy(dtype=object)),
             }
         )
-        return _chunked_insert(session, "feedback", frame, progress), 0
+        return _chunked_insert(batch.session, "feedback", frame, progress), 0
 
-    return _Plan(skipped=int((repeat | already).sum()), to_write=lambda: len(rows_to_write()), write=write)
+    return _Plan(
+        skipped=int((batch.repeat | found.already).sum()), to_write=lambda: len(rows_to_write()), write=write
+    )
 
 
-_PLANNERS: dict[str, Callable[..., _Plan]] = {
-    "members": _plan_members,
-    "purchases": _plan_purchases,
-    "feedback": _plan_feedback,
+# --- the kinds, declared --------------------------------------------------------------------
+
+_FILE_KINDS: dict[str, _FileKind] = {
+    "members": _FileKind(
+        fields=(
+            _member_id_field(),
+            *(
+                _Field(c, _text_field(Member, c), left_out_when_absent=True)
+                for c in ("name", "email")
+            ),
+            _Field("acquisition_channel", _acquisition_channels, left_out_when_absent=True),
+            *(_Field(c, _text_field(Member, c), left_out_when_absent=True) for c in ("phone", "city")),
+            _Field("joined_at", _timestamps),
+            _Field("birth_date", _birth_dates, left_out_when_absent=True),
+            _Field("marketing_consent", _consents, left_out_when_absent=True),
+        ),
+        content=None,
+        key=_member_key,
+        duplicate=("member_id", "member_id"),
+        check_stored=_check_stored_members,
+        plan_writes=_plan_member_writes,
+    ),
+    "purchases": _FileKind(
+        fields=(
+            _member_id_field(),
+            _Field("occurred_at", _timestamps),
+            _Field("amount", _amounts),
+            _Field("purchase_id", _text_field(Purchase, "external_id")),
+            *(_Field(c, _text_field(Purchase, c)) for c in ("channel", "store", "category")),
+        ),
+        content=_PURCHASE_CONTENT,
+        key=_purchase_key,
+        duplicate=("purchase_id", "purchase_id"),
+        check_stored=_check_stored_purchases,
+        plan_writes=_plan_purchase_writes,
+    ),
+    "feedback": _FileKind(
+        fields=(
+            _member_id_field(),
+            _Field("submitted_at", _timestamps),
+            _Field("score", _nps_scores),
+            _Field("comment", _free_text),
+        ),
+        content=("score", "comment"),
+        key=_answer_key,
+        duplicate=("submitted_at", "an answer of member"),
+        check_stored=_check_stored_answers,
+        plan_writes=_plan_answer_writes,
+    ),
 }
 
 
@@ -1116,7 +1338,7 @@ def import_csv(
         unusable (unreadable, a required column missing). Nothing was written.
     """
     require(actor, "data.import")
-    if kind not in _PLANNERS:
+    if kind not in _FILE_KINDS:
         raise InvalidInput(f"Unknown import {kind!r}: choose members, purchases or feedback.")
     started = time.perf_counter()
     data, name, source_path = _read_bytes(path)
@@ -1130,7 +1352,7 @@ def import_csv(
     report = progress or (lambda done, total: None)
     checks = _Checks(table.lines[kept], file_name)
     with write_transaction(session), sqlite_page_cache(session, SQLITE_IMPORT_CACHE_KIB):
-        plan = _PLANNERS[kind](session, values, checks, actor=actor, create_members=create_members)
+        plan = _plan(_FILE_KINDS[kind], session, values, checks, actor=actor, create_members=create_members)
         found = checks.frame()
         problems = checks.problems()
         rejected = int(checks.bad.sum())
