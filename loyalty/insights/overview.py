@@ -1,4 +1,4 @@
-"""The program at a glance: the numbers on the Overview page, computed in SQL."""
+"""The program at a glance: the numbers on the Overview page, computed once and stored by the nightly KPI snapshot."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sqlalchemy import delete, func
 from sqlmodel import Session, select
 
 from db.bulk import insert_frame
-from db.functions import month_key
-from db.models import KpiSnapshot, LedgerEntry, Member, Purchase, Redemption, utcnow
+from db.models import KpiSnapshot, Member, Redemption, utcnow
+from loyalty.periods import default_as_of
 from loyalty.settings import get_settings
 
 __all__ = ["PROGRAM_PERIOD", "ProgramSummary", "program_snapshot_frame", "program_summary", "recent_alerts", "store_program_snapshot"]
@@ -41,57 +41,29 @@ class ProgramSummary:
 
 
 def program_summary(session: Session, *, now: datetime | None = None, months: int = 24, live: bool = False) -> ProgramSummary:
-    """Head-line numbers and a monthly series.
+    """Head-line numbers and a monthly series, as of the last complete day.
 
-    From the nightly snapshot when there is one (members and pending redemptions are
-    always counted live); otherwise, or with ``live``, each an aggregate query.
+    One computation, :func:`program_snapshot_frame`: the nightly KPI snapshot stores its rows
+    and this reads them back; before the first snapshot, or with ``live`` or ``now``, it runs
+    on the purchases and ledger as of the day before ``now``. Members and pending redemptions
+    are always counted live.
     """
     if not live and now is None:
-        stored = _stored_summary(session)
+        stored = _summary_of(session, _stored_rows(session))
         if stored is not None:
             return stored
-    now = now or utcnow()
-    settings = get_settings(session)
-    members = session.exec(select(func.count()).select_from(Member)).one()
-    active = session.exec(
-        select(func.count(func.distinct(Purchase.member_id))).where(Purchase.occurred_at >= now - ACTIVE_WINDOW)
-    ).one()
-    count_30, revenue_30 = session.exec(
-        select(func.count(), func.coalesce(func.sum(Purchase.amount), 0.0)).where(
-            Purchase.occurred_at >= now - timedelta(days=30), Purchase.refunded_at.is_(None)
-        )
-    ).one()
-    outstanding = int(session.exec(select(func.coalesce(func.sum(LedgerEntry.points), 0))).one())
-    pending = session.exec(select(func.count()).select_from(Redemption).where(Redemption.status == "requested")).one()
-    since = (pd.Timestamp(now) - pd.DateOffset(months=months - 1)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    month = month_key(Purchase.occurred_at)
-    sales = pd.DataFrame(
-        session.exec(
-            select(month, func.sum(Purchase.amount), func.count(), func.count(func.distinct(Purchase.member_id)))
-            .where(Purchase.occurred_at >= since.to_pydatetime(), Purchase.refunded_at.is_(None))
-            .group_by(month)
-        ).all(),
-        columns=["month", "revenue", "purchases", "buyers"],
-    )
-    lmonth = month_key(LedgerEntry.occurred_at)
-    points = pd.DataFrame(
-        session.exec(
-            select(lmonth, LedgerEntry.kind, func.sum(LedgerEntry.points))
-            .where(LedgerEntry.occurred_at >= since.to_pydatetime())
-            .group_by(lmonth, LedgerEntry.kind)
-        ).all(),
-        columns=["month", "kind", "points"],
-    )
-    wide = points.pivot_table(index="month", columns="kind", values="points", aggfunc="sum", fill_value=0) if not points.empty else pd.DataFrame()
-    monthly = sales.set_index("month") if not sales.empty else pd.DataFrame(columns=["revenue", "purchases", "buyers"])
-    for kind, column, sign in (("earn", "points_earned", 1), ("bonus", "points_bonus", 1), ("redeem", "points_redeemed", -1), ("expire", "points_expired", -1)):
-        monthly[column] = (wide[kind] * sign if kind in wide else pd.Series(dtype="int64")).reindex(monthly.index).fillna(0).astype("int64")
-    monthly = monthly.sort_index().reset_index().rename(columns={"index": "month"})
-    return ProgramSummary(
-        members=int(members), active_members=int(active), purchases_30d=int(count_30), revenue_30d=float(revenue_30),
-        points_outstanding=outstanding, liability=outstanding * settings.point_value, currency=settings.currency,
-        pending_redemptions=int(pending), monthly=monthly,
-    )
+    from loyalty.analytics.data import load_ledger_entries, load_purchases
+    from loyalty.analytics.reader import analytics_reader
+
+    as_of = default_as_of(now or utcnow())
+    reader = analytics_reader(session)
+    end = as_of + timedelta(days=1)
+    purchases = load_purchases(session, end=end, reader=reader)
+    frame = program_snapshot_frame(purchases, load_ledger_entries(session, end, reader=reader), as_of=as_of, months=months)
+    summary = _summary_of(session, frame)
+    assert summary is not None  # the frame has every head-line row
+    summary.as_of = None  # computed now, not read from a snapshot
+    return summary
 
 
 def program_snapshot_frame(purchases: pl.DataFrame, entries: pl.DataFrame, *, as_of: date, months: int = 24) -> pd.DataFrame:
@@ -144,12 +116,16 @@ def store_program_snapshot(session: Session, frame: pd.DataFrame) -> int:
     return insert_frame(session, "kpi_snapshot", frame)
 
 
-def _stored_summary(session: Session) -> ProgramSummary | None:
-    rows = session.exec(select(KpiSnapshot.metric, KpiSnapshot.dimension, KpiSnapshot.period_start, KpiSnapshot.value)
-                        .where(KpiSnapshot.period == PROGRAM_PERIOD)).all()
-    if not rows:
+def _stored_rows(session: Session) -> pd.DataFrame:
+    return pd.DataFrame(session.exec(select(KpiSnapshot.metric, KpiSnapshot.dimension, KpiSnapshot.period_start, KpiSnapshot.value)
+                                     .where(KpiSnapshot.period == PROGRAM_PERIOD)).all(),
+                        columns=["metric", "dimension", "period_start", "value"])
+
+
+def _summary_of(session: Session, frame: pd.DataFrame) -> ProgramSummary | None:
+    """The summary the snapshot rows ``frame`` hold (None without every head-line number)."""
+    if frame.empty:
         return None
-    frame = pd.DataFrame(rows, columns=["metric", "dimension", "period_start", "value"])
     headline = frame[frame["dimension"] == "headline"]
     values = dict(zip(headline["metric"], headline["value"]))
     if set(HEADLINE_COLUMNS) - set(values):
