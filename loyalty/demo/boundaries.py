@@ -43,7 +43,7 @@ def _expire_lots(sim: Simulation, j: int, moment: int) -> None:
 
 
 def _evaluate_tiers(sim: Simulation, j: int, moment: int) -> None:
-    """The monthly tier evaluation, by the rule of ``loyalty.evaluation.kpis``'s job.
+    """The monthly tier evaluation, by the rule of ``loyalty.evaluation.tiers``'s job.
 
     Upgrades at once; a downgrade only once the tier's grace period, counted from
     the day the member reached it, is over. Movements read as the job writes them.

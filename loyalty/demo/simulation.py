@@ -29,7 +29,7 @@ order:
    :mod:`loyalty.ledger.entries`), dated at the boundary. With calendar boundaries, the lots of
    month ``k`` expire inside month ``k + expiry_months``, so all of them, and no later
    ones, are due at boundary ``k + expiry_months + 1``;
-2. tier evaluation, by the rule of the scheduled job (``loyalty.evaluation.kpis``): spend
+2. tier evaluation, by the rule of the scheduled job (``loyalty.evaluation.tiers``): spend
    *and* purchase count over the last 12 months; upgrades at once, a downgrade only
    after the tier's grace period from the day it was reached; each movement recorded. Purchases of the month then earn with
    the member's tier multiplier at that time, as a live program would;
