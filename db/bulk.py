@@ -112,6 +112,7 @@ def insert_frame(session: Session, table: str, frame: pd.DataFrame) -> int:
     sqlite = session.get_bind().dialect.name == "sqlite"
     columns = list(frame.columns)
     raw = session.connection().connection.driver_connection
+    assert raw is not None  # a checked-out connection always has its driver connection
     for start in range(0, len(frame), CHUNK_ROWS):
         chunk = frame.iloc[start : start + CHUNK_ROWS]
         if sqlite:
@@ -161,6 +162,7 @@ def sqlite_page_cache(session: Session, kib: int) -> Iterator[None]:
         yield
         return
     driver = session.connection().connection.driver_connection
+    assert driver is not None  # a checked-out connection always has its driver connection
     previous = driver.execute("PRAGMA cache_size").fetchone()[0]
     driver.execute(f"PRAGMA cache_size=-{int(kib)}")
     try:
