@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import begin_write
 from db.models import User, utcnow
@@ -242,7 +242,7 @@ def reset_password(*, session: Session, username: str, actor: Actor, password: s
 def _refuse_removing_last_admin(session: Session, user: User, *, new_role: str | None = None, disabling: bool = False) -> None:
     if user.role != "admin" or (new_role == "admin" and not disabling):
         return
-    admins = session.exec(select(func.count()).select_from(User).where(User.role == "admin", User.active.is_(True))).one()
+    admins = session.exec(select(func.count()).select_from(User).where(User.role == "admin", col(User.active).is_(True))).one()
     if admins <= 1:
         raise InvalidInput(f"{user.username} is the last enabled admin: make another user admin first, or nobody could manage users.")
 

@@ -84,7 +84,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from sqlalchemy import delete, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import LedgerEntry, LiabilityForecast, Reward, utcnow
@@ -868,7 +868,7 @@ def store_forecast(session: Session, as_of: date | None = None, *, forecast: For
     frame = forecast.frame.dropna(subset=["points"])
     now = utcnow()
     with write_transaction(session):
-        session.execute(delete(LiabilityForecast).where(LiabilityForecast.as_of == as_of))
+        session.execute(delete(LiabilityForecast).where(col(LiabilityForecast.as_of) == as_of))
         session.add_all([
             LiabilityForecast(as_of=as_of, month=r.month, measure=r.measure, points=float(r.points),
                               points_low=None if pd.isna(r.points_low) else float(r.points_low),

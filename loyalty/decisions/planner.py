@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.models import Campaign, Purchase, utcnow
 from loyalty.program.campaigns import CAMPAIGN_KINDS, eligible_members, preview_campaign
@@ -239,8 +239,8 @@ def segment_spend(session: Session, member_ids: np.ndarray, *, days: float, as_o
         return SegmentSpend(0, 0.0, 0.0, days, since, as_of)
     rows = session.execute(
         select(Purchase.member_id, func.sum(Purchase.amount))
-        .where(Purchase.occurred_at >= since, Purchase.occurred_at < as_of, Purchase.refunded_at.is_(None))
-        .group_by(Purchase.member_id)
+        .where(Purchase.occurred_at >= since, Purchase.occurred_at < as_of, col(Purchase.refunded_at).is_(None))
+        .group_by(col(Purchase.member_id))
     ).all()
     buyers = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     spend = np.fromiter((r[1] for r in rows), dtype=float, count=len(rows))
@@ -386,7 +386,7 @@ def comparable_campaigns(session: Session, kind: str, *, exclude_campaign_id: in
         frame[column] = pd.to_numeric(frame[column]).astype(float)
     # The stored window is in whole days (its end rounded up); the campaign's own times are exact.
     times = {cid: (start, end) for cid, start, end in session.execute(
-        select(Campaign.id, Campaign.starts_at, Campaign.ends_at).where(Campaign.id.in_([int(c) for c in frame["campaign_id"]]))).all()}
+        select(Campaign.id, Campaign.starts_at, Campaign.ends_at).where(col(Campaign.id).in_([int(c) for c in frame["campaign_id"]]))).all()}
     frame["days"] = [_window_days(*times[int(cid)], window_end) for cid, window_end in zip(frame["campaign_id"], frame["window_end"])]
     dof = frame["treatment_members"] + frame["holdout_members"] - 2
     t = stats.t.ppf(0.5 + EVALUATION_CONFIDENCE / 2, dof.to_numpy()) if len(frame) else np.array([])

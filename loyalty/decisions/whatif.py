@@ -85,7 +85,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Member, Purchase, Reward, Scenario
@@ -174,7 +174,7 @@ def current_program(session: Session) -> dict[str, Any]:
     ``id, name, points_cost, active``), ``points_per_currency_unit``, ``expiry_months``,
     ``point_value``, ``currency``."""
     settings = get_settings(session)
-    rewards = pd.DataFrame(session.exec(select(Reward.id, Reward.name, Reward.points_cost, Reward.active).order_by(Reward.points_cost, Reward.id)).all(),
+    rewards = pd.DataFrame(session.exec(select(col(Reward.id), col(Reward.name), col(Reward.points_cost), col(Reward.active)).order_by(col(Reward.points_cost), col(Reward.id))).all(),
                            columns=["id", "name", "points_cost", "active"])
     return {"tiers": list_tiers(session), "rewards": rewards, "points_per_currency_unit": float(settings.points_per_currency_unit),
             "expiry_months": int(settings.expiry_months), "point_value": float(settings.point_value), "currency": settings.currency}
@@ -312,7 +312,7 @@ def window_purchases(session: Session, *, as_of: date | None = None) -> int:
     """Purchases (not refunded) in the replayed window: 0 means there is nothing to replay."""
     start, end = (datetime(d.year, d.month, 1, tzinfo=UTC) for d in window_of(as_of))
     return int(session.exec(select(func.count()).select_from(Purchase).where(
-        Purchase.occurred_at >= start, Purchase.occurred_at < end, Purchase.refunded_at.is_(None))).one())
+        Purchase.occurred_at >= start, Purchase.occurred_at < end, col(Purchase.refunded_at).is_(None))).one())
 
 
 def window_label(as_of: date | None = None) -> str:
@@ -396,9 +396,9 @@ def load_history(session: Session, *, as_of: date | None, lookback: int, warmup:
     position = np.searchsorted(member_ids, r_member)
     known = (position < n) & (member_ids[np.minimum(position, max(n - 1, 0))] == r_member) if n else np.zeros(len(r_member), bool)
 
-    erased_ids = np.asarray(session.exec(select(Member.id).where(Member.erased_at.is_not(None))).all(), dtype=np.int64)
+    erased_ids = np.asarray(session.exec(select(Member.id).where(col(Member.erased_at).is_not(None))).all(), dtype=np.int64)
     end_moment = datetime(window_end.year, window_end.month, 1, tzinfo=UTC)
-    total = int(session.exec(select(func.count()).select_from(Member).where(Member.erased_at.is_(None), Member.joined_at < end_moment)).one())
+    total = int(session.exec(select(func.count()).select_from(Member).where(col(Member.erased_at).is_(None), Member.joined_at < end_moment)).one())
     rewards = session.exec(select(Reward.id, Reward.name, Reward.active)).all()
     return History(
         window_start=window_start, window_end=window_end, read_start=read_start, lookback=lookback, warmup=warmup,
@@ -702,7 +702,7 @@ def list_scenarios(session: Session) -> pd.DataFrame:
     rows = [{"id": s.id, "name": s.name, "description": s.description, "window_start": s.window_start, "window_end": s.window_end,
              "created_by": s.created_by, "created_at": s.created_at,
              **{k: (s.result.get("scenario") or {}).get(k) for k in ("points_issued", "liability", "first_reward_reach", "cost_share")}}
-            for s in session.exec(select(Scenario).order_by(Scenario.created_at.desc(), Scenario.id.desc()))]
+            for s in session.exec(select(Scenario).order_by(col(Scenario.created_at).desc(), col(Scenario.id).desc()))]
     return pd.DataFrame(rows, columns=columns)
 
 

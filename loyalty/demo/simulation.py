@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import Integer, bindparam, cast, func, text, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.bulk import allocate_ids, insert_frame, sqlite_page_cache
 from db.engine import is_sqlite, write_transaction
@@ -595,7 +595,7 @@ class _Simulation:
     def _configure(self) -> None:
         session, actor = self.session, self.actor
         save_tiers(session=session, tiers=[dict(t) for t in TIERS], actor=actor)
-        tiers = session.exec(select(Tier).order_by(Tier.rank)).all()
+        tiers = session.exec(select(Tier).order_by(col(Tier.rank))).all()
         self.tier_ids = np.array([t.id for t in tiers], dtype=np.int64)
         self.tier_names = [t.name for t in tiers]
         self.tier_multiplier = np.array([t.multiplier for t in tiers], dtype=np.float64)
@@ -1016,7 +1016,7 @@ class _Simulation:
         for start in range(0, len(external), LOOKUP_CHUNK):
             keys = external[start : start + LOOKUP_CHUNK]
             ids.update(self.session.execute(
-                select(Purchase.external_id, Purchase.id).where(Purchase.external_id.in_(keys))
+                select(Purchase.external_id, Purchase.id).where(col(Purchase.external_id).in_(keys))
             ).tuples().all())
         return np.array([ids[e] for e in external], dtype=np.int64)
 

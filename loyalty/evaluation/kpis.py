@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sqlalchemy import and_, delete, func, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
@@ -214,7 +214,7 @@ def store_kpi_snapshots(session: Session, frames: Sequence[pd.DataFrame], *, cur
             period, start = frame["period"].iloc[0], frame["period_start"].iloc[0]
             session.execute(delete(KpiSnapshot).where(KpiSnapshot.period == period, KpiSnapshot.period_start == start))
         if current_month is not None:
-            session.execute(delete(KpiSnapshot).where(KpiSnapshot.period == "mtd", KpiSnapshot.period_start < current_month))
+            session.execute(delete(KpiSnapshot).where(col(KpiSnapshot.period) == "mtd", col(KpiSnapshot.period_start) < current_month))
         rows = pd.concat([f for f in frames if not f.empty], ignore_index=True) if frames else pd.DataFrame()
         return insert_frame(session, "kpi_snapshot", rows) if not rows.empty else 0
 
@@ -235,8 +235,8 @@ def _window_totals(session: Session, cutoff: datetime, months: int) -> pd.DataFr
     since = (pd.Timestamp(cutoff) - pd.DateOffset(months=months)).to_pydatetime()
     rows = session.execute(
         select(Purchase.member_id, func.sum(Purchase.amount), func.count())
-        .where(Purchase.occurred_at >= since, Purchase.occurred_at < cutoff, Purchase.refunded_at.is_(None))
-        .group_by(Purchase.member_id)
+        .where(Purchase.occurred_at >= since, Purchase.occurred_at < cutoff, col(Purchase.refunded_at).is_(None))
+        .group_by(col(Purchase.member_id))
     ).all()
     return pd.DataFrame(rows, columns=["member_id", "spend", "purchases"]).set_index("member_id")
 
@@ -289,7 +289,7 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
 
     report = progress or (lambda _f, _m: None)
     cutoff = _cutoff(as_of)
-    tiers = session.exec(select(Tier).order_by(Tier.rank)).all()
+    tiers = session.exec(select(Tier).order_by(col(Tier.rank))).all()
     if not tiers:
         return {"rows": 0, "upgrades": 0, "downgrades": 0, "kept_in_grace": 0, "members": 0, "replaced": 0,
                 "skipped_later": 0, "note": "no tiers are configured"}
@@ -309,11 +309,11 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
     with write_transaction(session):
         hold_job_lock(session, "tier-evaluation")
         members = pd.DataFrame(
-            session.execute(select(Member.id, Member.tier_id, Member.tier_since, Member.joined_at).where(Member.erased_at.is_(None))).all(),
+            session.execute(select(Member.id, Member.tier_id, Member.tier_since, Member.joined_at).where(col(Member.erased_at).is_(None))).all(),
             columns=["member_id", "tier_id", "tier_since", "joined_at"],
         ).set_index("member_id")
         later = {int(m) for m in session.execute(
-            select(TierMovement.member_id).group_by(TierMovement.member_id).having(func.max(TierMovement.as_of) > as_of)
+            select(col(TierMovement.member_id)).group_by(col(TierMovement.member_id)).having(func.max(col(TierMovement.as_of)) > as_of)
         ).scalars()}
         members = members[~members.index.isin(list(later))]
         current_tier = members["tier_id"].astype("Int64")
@@ -322,7 +322,7 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
         # Undo this day's earlier movements, in memory: the state before them.
         todays = pd.DataFrame(
             session.execute(
-                select(TierMovement.id, TierMovement.member_id, TierMovement.from_tier_id).where(TierMovement.as_of == as_of).order_by(TierMovement.id)
+                select(col(TierMovement.id), col(TierMovement.member_id), col(TierMovement.from_tier_id)).where(col(TierMovement.as_of) == as_of).order_by(col(TierMovement.id))
             ).all(),
             columns=["id", "member_id", "from_tier_id"],
         )
@@ -331,11 +331,11 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
         if not todays.empty:
             first = todays.drop_duplicates("member_id", keep="first").set_index("member_id")
             first_ids = select(TierMovement.member_id, func.min(TierMovement.id).label("first_id")).where(
-                TierMovement.as_of == as_of).group_by(TierMovement.member_id).subquery()
+                col(TierMovement.as_of) == as_of).group_by(col(TierMovement.member_id)).subquery()
             previous = dict(session.execute(
                 select(TierMovement.member_id, func.max(TierMovement.moved_at))
                 .join(first_ids, first_ids.c.member_id == TierMovement.member_id)
-                .where(TierMovement.id < first_ids.c.first_id).group_by(TierMovement.member_id)
+                .where(col(TierMovement.id) < first_ids.c.first_id).group_by(col(TierMovement.member_id))
             ).all())
             undone = first.index
             base_tier.loc[undone] = first["from_tier_id"].astype("Int64")
@@ -407,7 +407,7 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
         # Write: drop this day's earlier movements, set the members that change, add the moves.
         if not todays.empty:
             for chunk in np.array_split(todays["id"].to_numpy(), max(1, math.ceil(len(todays) / 10_000))):
-                session.execute(delete(TierMovement).where(TierMovement.id.in_(chunk.tolist())))
+                session.execute(delete(TierMovement).where(col(TierMovement.id).in_(chunk.tolist())))
         same_tier = (final_tier == current_tier).fillna(False) | (final_tier.isna() & current_tier.isna())
         same_since = (final_since == current_since).fillna(False) | (final_since.isna() & current_since.isna())
         changed = members.index[~(same_tier & same_since).to_numpy()]
@@ -498,9 +498,9 @@ def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequ
         campaign whose treatment or holdout group is empty is left out: there is nothing
         to compare.
     """
-    query = select(Campaign).where(Campaign.status != "draft", Campaign.holdout_pct > 0, Campaign.starts_at < cutoff).order_by(Campaign.starts_at)
+    query = select(Campaign).where(col(Campaign.status) != "draft", col(Campaign.holdout_pct) > 0, col(Campaign.starts_at) < cutoff).order_by(col(Campaign.starts_at))
     if campaign_ids is not None:
-        query = query.where(Campaign.id.in_(list(campaign_ids)))
+        query = query.where(col(Campaign.id).in_(list(campaign_ids)))
     results = []
     for campaign in session.exec(query):
         end = min(campaign.ends_at, cutoff)
@@ -514,7 +514,7 @@ def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequ
         retention = proportion_difference_interval(retained_t, len(treated), retained_h, len(held))
         cost = int(session.execute(
             select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
-                LedgerEntry.campaign_id == campaign.id, LedgerEntry.kind.in_(["bonus", "reverse"]), LedgerEntry.occurred_at < cutoff)
+                LedgerEntry.campaign_id == campaign.id, col(LedgerEntry.kind).in_(["bonus", "reverse"]), LedgerEntry.occurred_at < cutoff)
         ).scalar_one())
         n_t = len(treated)
         incremental, incremental_low, incremental_high = (None if v is None else v * n_t for v in spend)
@@ -562,7 +562,7 @@ def store_campaign_results(session: Session, results: pd.DataFrame) -> int:
     ids = sorted(set(frame["dimension_value"]))
     with write_transaction(session):
         session.execute(delete(KpiSnapshot).where(
-            KpiSnapshot.period == CAMPAIGN_PERIOD, KpiSnapshot.dimension == CAMPAIGN_DIMENSION, KpiSnapshot.dimension_value.in_(ids)))
+            col(KpiSnapshot.period) == CAMPAIGN_PERIOD, col(KpiSnapshot.dimension) == CAMPAIGN_DIMENSION, col(KpiSnapshot.dimension_value).in_(ids)))
         return insert_frame(session, "kpi_snapshot", frame)
 
 

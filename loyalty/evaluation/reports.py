@@ -55,7 +55,7 @@ import plotly.graph_objects as go
 import polars as pl
 from PIL import Image
 from sqlalchemy import delete, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import KpiTarget, Report, Segment, Tier, TierMovement, utcnow
@@ -245,8 +245,8 @@ def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | 
     if quarter_end == period.end:
         periods["quarter"] = (quarter_start, quarter_end)
     targets = session.exec(
-        select(KpiTarget, Goal).join(Goal, Goal.id == KpiTarget.goal_id)
-        .where(KpiTarget.period.in_(list(periods))).order_by(Goal.name, KpiTarget.id)
+        select(KpiTarget, Goal).join(Goal, col(Goal.id) == KpiTarget.goal_id)
+        .where(col(KpiTarget.period).in_(list(periods))).order_by(col(Goal.name), col(KpiTarget.id))
     ).all()
     segments = dict(session.exec(select(Segment.id, Segment.name)).all())
     cache: dict[tuple[str, str | None], dict[str, dict[str, float | None]]] = {("month", None): {"": overall}}
@@ -298,7 +298,7 @@ def _trend(session: Session, end: date) -> pd.DataFrame:
 
 
 def _tier_moves(session: Session, start: date, end: date) -> tuple[pd.DataFrame, pd.DataFrame]:
-    tiers = session.exec(select(Tier).order_by(Tier.rank)).all()
+    tiers = session.exec(select(Tier).order_by(col(Tier.rank))).all()
     names = {t.id: t.name for t in tiers}
     ranks = {t.id: t.rank for t in tiers}
     begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
@@ -306,7 +306,7 @@ def _tier_moves(session: Session, start: date, end: date) -> tuple[pd.DataFrame,
     rows = session.execute(
         select(TierMovement.from_tier_id, TierMovement.to_tier_id, func.count())
         .where(TierMovement.moved_at >= begin, TierMovement.moved_at < finish)
-        .group_by(TierMovement.from_tier_id, TierMovement.to_tier_id)
+        .group_by(col(TierMovement.from_tier_id), col(TierMovement.to_tier_id))
     ).all()
     moves = pd.DataFrame([
         {"from_tier": names.get(a, "(none)") if a else "(none)", "to_tier": names.get(b, "(none)") if b else "(none)",
@@ -837,7 +837,7 @@ def store_report(session: Session, *, period: str, fmt: str, content: bytes, tit
     if fmt not in FORMATS:
         raise InvalidInput(f"Format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
     with write_transaction(session):
-        session.execute(delete(Report).where(Report.period == parsed.label, Report.cadence == parsed.cadence, Report.format == fmt))
+        session.execute(delete(Report).where(col(Report.period) == parsed.label, col(Report.cadence) == parsed.cadence, col(Report.format) == fmt))
         report = Report(period=parsed.label, cadence=parsed.cadence, format=fmt, title=title or f"Executive report: {parsed.name}",
                         content=content, created_at=utcnow())
         session.add(report)
@@ -849,7 +849,7 @@ def list_reports(session: Session) -> pd.DataFrame:
     """Stored reports, newest period first: ``id, period, cadence, format, title, created_at, size_bytes``."""
     rows = session.execute(
         select(Report.id, Report.period, Report.cadence, Report.format, Report.title, Report.created_at, func.length(Report.content))
-        .order_by(Report.period.desc(), Report.cadence, Report.format)
+        .order_by(col(Report.period).desc(), Report.cadence, Report.format)
     ).all()
     return pd.DataFrame(rows, columns=["id", "period", "cadence", "format", "title", "created_at", "size_bytes"])
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.functions import month_key
 from db.models import Feedback, LedgerEntry, Member, Redemption, Reward
@@ -165,7 +165,7 @@ def redemptions_view(session: Session, filters: Filters) -> dict[str, Any]:
              .group_by(month, LedgerEntry.kind))
     ids = _member_ids(session, filters, load_members(session)) if filters.restricts_members else None
     if ids is not None:
-        query = query.where(LedgerEntry.member_id.in_(ids.tolist()))
+        query = query.where(col(LedgerEntry.member_id).in_(ids.tolist()))
     rows = pd.DataFrame(session.exec(query).all(), columns=["month", "kind", "points"])
     monthly = rows.pivot_table(index="month", columns="kind", values="points", aggfunc="sum", fill_value=0) if not rows.empty else pd.DataFrame()
     frame = pd.DataFrame(index=monthly.index)
@@ -174,15 +174,15 @@ def redemptions_view(session: Session, filters: Filters) -> dict[str, Any]:
     frame = frame.reset_index()
     frame["redemption_rate"] = np.where(frame["earned"] > 0, frame["redeemed"] / frame["earned"].where(frame["earned"] > 0, 1), np.nan)
     rewards_query = (select(Reward.name, func.count(), func.sum(Redemption.points))
-                     .join(Reward, Reward.id == Redemption.reward_id)
+                     .join(Reward, col(Reward.id) == Redemption.reward_id)
                      .where(Redemption.requested_at >= _moment(filters.start), Redemption.requested_at < _moment(filters.end),
                             Redemption.status != "cancelled").group_by(Reward.name).order_by(func.count().desc()))
     if ids is not None:
-        rewards_query = rewards_query.where(Redemption.member_id.in_(ids.tolist()))
+        rewards_query = rewards_query.where(col(Redemption.member_id).in_(ids.tolist()))
     by_reward = pd.DataFrame(session.exec(rewards_query).all(), columns=["reward", "redemptions", "points"])
     outstanding_query = select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(LedgerEntry.occurred_at < _moment(filters.end))
     if ids is not None:
-        outstanding_query = outstanding_query.where(LedgerEntry.member_id.in_(ids.tolist()))
+        outstanding_query = outstanding_query.where(col(LedgerEntry.member_id).in_(ids.tolist()))
     outstanding = int(session.exec(outstanding_query).one())
     settings = get_settings(session)
     earned, redeemed, expired = (int(frame[c].sum()) if not frame.empty else 0 for c in ("earned", "redeemed", "expired"))
@@ -196,9 +196,9 @@ def reward_redeemers(session: Session, filters: Filters, reward: str) -> pd.Data
     """Drill-down: who redeemed a reward in the range."""
     rows = session.exec(
         select(Member.external_id, Redemption.requested_at, Redemption.points, Redemption.status)
-        .join(Member, Member.id == Redemption.member_id).join(Reward, Reward.id == Redemption.reward_id)
+        .join(Member, col(Member.id) == Redemption.member_id).join(Reward, col(Reward.id) == Redemption.reward_id)
         .where(Reward.name == reward, Redemption.requested_at >= _moment(filters.start), Redemption.requested_at < _moment(filters.end))
-        .order_by(Redemption.requested_at.desc())
+        .order_by(col(Redemption.requested_at).desc())
     ).all()
     return pd.DataFrame(rows, columns=["member", "requested_at", "points", "status"])
 

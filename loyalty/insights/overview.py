@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import polars as pl
 from sqlalchemy import delete, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.functions import month_key
@@ -58,7 +58,7 @@ def program_summary(session: Session, *, now: datetime | None = None, months: in
     ).one()
     count_30, revenue_30 = session.exec(
         select(func.count(), func.coalesce(func.sum(Purchase.amount), 0.0)).where(
-            Purchase.occurred_at >= now - timedelta(days=30), Purchase.refunded_at.is_(None)
+            Purchase.occurred_at >= now - timedelta(days=30), col(Purchase.refunded_at).is_(None)
         )
     ).one()
     outstanding = int(session.exec(select(func.coalesce(func.sum(LedgerEntry.points), 0))).one())
@@ -68,7 +68,7 @@ def program_summary(session: Session, *, now: datetime | None = None, months: in
     sales = pd.DataFrame(
         session.exec(
             select(month, func.sum(Purchase.amount), func.count(), func.count(func.distinct(Purchase.member_id)))
-            .where(Purchase.occurred_at >= since.to_pydatetime(), Purchase.refunded_at.is_(None))
+            .where(Purchase.occurred_at >= since.to_pydatetime(), col(Purchase.refunded_at).is_(None))
             .group_by(month)
         ).all(),
         columns=["month", "revenue", "purchases", "buyers"],
@@ -140,7 +140,7 @@ def program_snapshot_frame(purchases: pl.DataFrame, entries: pl.DataFrame, *, as
 
 def store_program_snapshot(session: Session, frame: pd.DataFrame) -> int:
     """Replace the stored Overview numbers (inside the caller's transaction)."""
-    session.execute(delete(KpiSnapshot).where(KpiSnapshot.period == PROGRAM_PERIOD))
+    session.execute(delete(KpiSnapshot).where(col(KpiSnapshot.period) == PROGRAM_PERIOD))
     return insert_frame(session, "kpi_snapshot", frame)
 
 
@@ -177,5 +177,5 @@ def recent_alerts(session: Session, *, limit: int = 5) -> list[dict]:
     """The newest unacknowledged alerts (retention falling, KPIs off track)."""
     from db.models import Alert
 
-    rows = session.exec(select(Alert).where(Alert.acknowledged_by == "").order_by(Alert.as_of.desc(), Alert.id.desc()).limit(limit)).all()
+    rows = session.exec(select(Alert).where(Alert.acknowledged_by == "").order_by(col(Alert.as_of).desc(), col(Alert.id).desc()).limit(limit)).all()
     return [{"as_of": a.as_of, "severity": a.severity, "message": a.message, "metric": a.metric, "kind": a.kind} for a in rows]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import LedgerEntry, Member, PendingAdjustment, utcnow
@@ -87,7 +87,7 @@ def _decide(session: Session, adjustment_id: int, actor: Actor, status: str, not
     # Conditional update: of two admins deciding at once, exactly one wins.
     decided = session.execute(
         update(PendingAdjustment)
-        .where(PendingAdjustment.id == adjustment_id, PendingAdjustment.status == "pending")
+        .where(col(PendingAdjustment.id) == adjustment_id, col(PendingAdjustment.status) == "pending")
         .values(status=status, decided_by=actor.username, decided_at=utcnow(), decision_note=note.strip())
     ).rowcount
     if decided == 0:
@@ -136,7 +136,7 @@ def pending_adjustments(session: Session, *, member_external_id: str | None = No
 def decided_adjustments(session: Session, *, limit: int = 20) -> list[dict]:
     """The latest approved or rejected adjustments, newest decision first."""
     query = _listing().where(PendingAdjustment.status != "pending")
-    return _rows(session, query.order_by(PendingAdjustment.decided_at.desc(), PendingAdjustment.id.desc()).limit(limit))
+    return _rows(session, query.order_by(col(PendingAdjustment.decided_at).desc(), col(PendingAdjustment.id).desc()).limit(limit))
 
 
 def _listing():

@@ -45,7 +45,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import pandas as pd
 from sqlalchemy import Integer, case, cast, func, text, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import (
@@ -124,16 +124,16 @@ def spendable_balances(session: Session, member_ids: Sequence[int], *, as_of: da
         return {}
     as_of = as_of or utcnow()
     due = func.sum(case(
-        ((LedgerEntry.points > 0) & LedgerEntry.expires_at.is_not(None) & (LedgerEntry.expires_at <= as_of), LedgerEntry.points),
+        ((LedgerEntry.points > 0) & col(LedgerEntry.expires_at).is_not(None) & (LedgerEntry.expires_at <= as_of), LedgerEntry.points),
         else_=0,
     ))
-    consumed = func.sum(case((LedgerEntry.points < 0, -LedgerEntry.points), else_=0))
+    consumed = func.sum(case((col(LedgerEntry.points) < 0, -LedgerEntry.points), else_=0))
     ids, found = [int(m) for m in member_ids], {}
     for start in range(0, len(ids), 10_000):  # a statement binds a limited number of values
         rows = session.exec(
             select(LedgerEntry.member_id, func.sum(LedgerEntry.points), due, consumed)
-            .where(LedgerEntry.member_id.in_(ids[start:start + 10_000]))
-            .group_by(LedgerEntry.member_id)
+            .where(col(LedgerEntry.member_id).in_(ids[start:start + 10_000]))
+            .group_by(col(LedgerEntry.member_id))
         ).all()
         found.update({int(m): int(total) - max(0, int(d) - int(c)) for m, total, d, c in rows})
     return {m: found.get(m, 0) for m in ids}
@@ -187,7 +187,7 @@ def member_ledger(session: Session, member_id: int) -> pd.DataFrame:
     rows = session.exec(
         select(LedgerEntry.occurred_at, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.reason,
                LedgerEntry.expires_at, LedgerEntry.actor, Purchase.external_id, Purchase.amount,
-               Purchase.occurred_at, Reward.name, Campaign.name, LedgerEntry.redemption_id.is_not(None))
+               Purchase.occurred_at, Reward.name, Campaign.name, col(LedgerEntry.redemption_id).is_not(None))
         .join(Purchase, Purchase.id == LedgerEntry.purchase_id, isouter=True)
         .join(Redemption, Redemption.id == LedgerEntry.redemption_id, isouter=True)
         .join(Reward, Reward.id == Redemption.reward_id, isouter=True)
@@ -468,7 +468,7 @@ def return_purchase(
         after = purchase.returned_cents + returned
         marked = session.execute(
             update(Purchase)
-            .where(Purchase.id == purchase_id, Purchase.refunded_at.is_(None),
+            .where(col(Purchase.id) == purchase_id, col(Purchase.refunded_at).is_(None),
                    Purchase.returned_cents + returned <= cast(func.round(Purchase.amount * 100), Integer))
             .values(returned_cents=Purchase.returned_cents + returned, refunded_at=now if after >= total else None)
         ).rowcount
@@ -526,8 +526,8 @@ def _purchase_points(session: Session, purchase_id: int) -> tuple[int, int]:
     """(points the purchase earned, points its returns have taken back so far)."""
     earned, taken = session.exec(
         select(
-            func.coalesce(func.sum(case((LedgerEntry.kind.in_([EARN, BONUS]), LedgerEntry.points), else_=0)), 0),
-            func.coalesce(func.sum(case((LedgerEntry.kind == REVERSE, -LedgerEntry.points), else_=0)), 0),
+            func.coalesce(func.sum(case((col(LedgerEntry.kind).in_([EARN, BONUS]), LedgerEntry.points), else_=0)), 0),
+            func.coalesce(func.sum(case((col(LedgerEntry.kind) == REVERSE, -LedgerEntry.points), else_=0)), 0),
         ).where(LedgerEntry.purchase_id == purchase_id)
     ).one()
     return int(earned), int(taken)
@@ -567,7 +567,7 @@ def negative_balances(session: Session) -> pd.DataFrame:
     """Members whose balance is below zero (refunds after spending), most negative first."""
     rows = session.exec(
         select(Member.external_id, func.sum(LedgerEntry.points).label("balance"))
-        .join(Member, Member.id == LedgerEntry.member_id)
+        .join(Member, col(Member.id) == LedgerEntry.member_id)
         .group_by(Member.external_id)
         .having(func.sum(LedgerEntry.points) < 0)
         .order_by(func.sum(LedgerEntry.points))

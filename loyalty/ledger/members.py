@@ -7,7 +7,7 @@ from datetime import date
 
 import pandas as pd
 from sqlalchemy import func, or_
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier
 from loyalty.access.roles import Actor, require
@@ -41,7 +41,7 @@ def search_members(session: Session, query: str, *, actor: Actor, limit: int = 5
     """Members whose id, name or email contains ``query`` (case-insensitive), with what each can spend now."""
     require(actor, "members.view")
     q = query.strip()
-    stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id).limit(limit)
+    stmt = select(Member, col(Tier.name)).join(Tier, col(Tier.id) == Member.tier_id, isouter=True).order_by(col(Member.external_id)).limit(limit)
     show_pii = actor.can("members.view_pii")
     if q:
         like = f"%{q.lower()}%"
@@ -100,7 +100,7 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
         session.exec(
             select(Purchase.external_id, Purchase.occurred_at, Purchase.amount, Purchase.returned_cents / 100.0,
                    Purchase.channel, Purchase.store, Purchase.category, Purchase.refunded_at)
-            .where(Purchase.member_id == member.id).order_by(Purchase.occurred_at.desc(), Purchase.id.desc())
+            .where(Purchase.member_id == member.id).order_by(col(Purchase.occurred_at).desc(), col(Purchase.id).desc())
         ).all(),
         columns=["purchase", "occurred_at", "amount", "returned", "channel", "store", "category", "refunded_at"],
     )
@@ -108,14 +108,14 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
         session.exec(
             select(Redemption.id, Redemption.requested_at, Reward.name, Redemption.points, Redemption.status)
             .join(Reward, Reward.id == Redemption.reward_id)
-            .where(Redemption.member_id == member.id).order_by(Redemption.requested_at.desc())
+            .where(Redemption.member_id == member.id).order_by(col(Redemption.requested_at).desc())
         ).all(),
         columns=["redemption_id", "requested_at", "reward", "points", "status"],
     )
     feedback = pd.DataFrame(
         session.exec(
             select(Feedback.submitted_at, Feedback.score, Feedback.comment)
-            .where(Feedback.member_id == member.id).order_by(Feedback.submitted_at.desc())
+            .where(Feedback.member_id == member.id).order_by(col(Feedback.submitted_at).desc())
         ).all(),
         columns=["submitted_at", "score", "comment"],
     )
@@ -165,7 +165,7 @@ def erase_member(*, session: Session, external_id: str, actor: Actor) -> None:
         member.name, member.email, member.phone, member.city = "", "", "", ""
         member.birth_date, member.marketing_consent, member.erased_at = None, False, utcnow()
         session.add(member)
-        session.execute(update(Feedback).where(Feedback.member_id == member.id).values(comment=""))
+        session.execute(update(Feedback).where(col(Feedback.member_id) == member.id).values(comment=""))
         record_audit(session, actor=actor, action="member.erase", entity="member", entity_id=external_id,
                      after={"erased": True})
 
@@ -190,17 +190,17 @@ def export_members(
     from db.engine import begin_write
 
     begin_write(session)  # the export is audited
-    stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id)
+    stmt = select(Member, col(Tier.name)).join(Tier, col(Tier.id) == Member.tier_id, isouter=True).order_by(col(Member.external_id))
     if external_ids is not None:
-        stmt = stmt.where(Member.external_id.in_(external_ids))
+        stmt = stmt.where(col(Member.external_id).in_(external_ids))
     if purpose == "marketing":
-        stmt = stmt.where(Member.marketing_consent.is_(True), Member.erased_at.is_(None))
+        stmt = stmt.where(col(Member.marketing_consent).is_(True), col(Member.erased_at).is_(None))
     if member_ids is None:
         rows = session.exec(stmt).all()
     else:
         ids = [int(i) for i in member_ids]
         # In chunks: a segment can hold more members than one statement can bind.
-        rows = [row for start in range(0, len(ids), 10_000) for row in session.exec(stmt.where(Member.id.in_(ids[start:start + 10_000])))]
+        rows = [row for start in range(0, len(ids), 10_000) for row in session.exec(stmt.where(col(Member.id).in_(ids[start:start + 10_000])))]
     show_pii = actor.can("members.view_pii")
     frame = pd.DataFrame(
         [

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import LedgerEntry, Member, Redemption, Reward, Tier, utcnow
@@ -59,11 +59,11 @@ class RedemptionResult:
 
 def list_rewards(session: Session, *, active_only: bool = False, include_archived: bool = False) -> list[dict]:
     """The catalogue, cheapest first; archived rewards only with ``include_archived``."""
-    query = select(Reward).order_by(Reward.points_cost, Reward.id)
+    query = select(Reward).order_by(col(Reward.points_cost), col(Reward.id))
     if active_only:
-        query = query.where(Reward.active.is_(True))
+        query = query.where(col(Reward.active).is_(True))
     if not include_archived:
-        query = query.where(Reward.archived_at.is_(None))
+        query = query.where(col(Reward.archived_at).is_(None))
     return [
         {
             "id": r.id, "name": r.name, "kind": r.kind, "points_cost": r.points_cost, "stock": r.stock,
@@ -96,7 +96,7 @@ def redeem_reward(
             )
         if reward.stock is not None:
             taken = session.execute(
-                update(Reward).where(Reward.id == reward.id, Reward.stock > 0).values(stock=Reward.stock - 1)
+                update(Reward).where(col(Reward.id) == reward.id, col(Reward.stock) > 0).values(stock=col(Reward.stock) - 1)
             ).rowcount
             if taken == 0:
                 raise OutOfStock(f"{reward.name} is out of stock.")
@@ -160,7 +160,7 @@ def cancel_redemption(*, session: Session, redemption_id: int, actor: Actor, rea
         redemption.note = reason
         session.add(redemption)
         session.execute(
-            update(Reward).where(Reward.id == redemption.reward_id, Reward.stock.is_not(None)).values(stock=Reward.stock + 1)
+            update(Reward).where(col(Reward.id) == redemption.reward_id, col(Reward.stock).is_not(None)).values(stock=col(Reward.stock) + 1)
         )
         # Returned points are a new lot with a fresh expiry period.
         session.add(
@@ -232,9 +232,9 @@ def _chosen(redemption_ids: Sequence[int]) -> list[int]:
 def _described(session: Session, ids: list[int]) -> list[dict]:
     rows = session.exec(
         select(Redemption.id, Member.external_id, Reward.name, Redemption.points)
-        .join(Member, Member.id == Redemption.member_id)
-        .join(Reward, Reward.id == Redemption.reward_id)
-        .where(Redemption.id.in_(ids))
+        .join(Member, col(Member.id) == Redemption.member_id)
+        .join(Reward, col(Reward.id) == Redemption.reward_id)
+        .where(col(Redemption.id).in_(ids))
     ).all()
     by_id = {row[0]: {"id": row[0], "member": row[1], "reward": row[2], "points": row[3]} for row in rows}
     return [by_id[rid] for rid in ids]

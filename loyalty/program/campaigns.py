@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import func, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
@@ -262,7 +262,7 @@ def listed_member_ids(session: Session, member_ids: Any) -> list[int]:
         raise InvalidInput(f"A campaign can list at most {MAX_LISTED_MEMBERS:,} members (this list has {len(ids):,}); "
                            "target a segment for a larger group.")
     found = {i: erased for batch in _batches(np.asarray(ids))
-             for i, erased in session.exec(select(Member.id, Member.erased_at).where(Member.id.in_(batch))).all()}
+             for i, erased in session.exec(select(Member.id, Member.erased_at).where(col(Member.id).in_(batch))).all()}
     for problem, bad in (("do not exist", [i for i in ids if i not in found]),
                          ("were erased and cannot be targeted", [i for i in ids if found.get(i) is not None])):
         if bad:
@@ -283,11 +283,11 @@ def stable_uniform(campaign_id: int, member_ids: np.ndarray) -> np.ndarray:
 
 def eligible_members(session: Session, eligibility: dict[str, Any], *, kind: str, rule: dict[str, Any], as_of: datetime) -> np.ndarray:
     """Member ids meeting a campaign's eligibility at ``as_of`` (vectorised, in SQL where it can)."""
-    query = select(Member.id).where(Member.erased_at.is_(None))
+    query = select(Member.id).where(col(Member.erased_at).is_(None))
     if eligibility.get("tiers"):
-        query = query.join(Tier, Tier.id == Member.tier_id).where(Tier.name.in_(eligibility["tiers"]))
+        query = query.join(Tier, col(Tier.id) == Member.tier_id).where(col(Tier.name).in_(eligibility["tiers"]))
     if eligibility.get("acquisition_channels"):
-        query = query.where(Member.acquisition_channel.in_(eligibility["acquisition_channels"]))
+        query = query.where(col(Member.acquisition_channel).in_(eligibility["acquisition_channels"]))
     ids = np.asarray(session.exec(query).all(), dtype=np.int64)
     if "member_ids" in eligibility:
         ids = np.intersect1d(ids, np.asarray(eligibility["member_ids"], dtype=np.int64))
@@ -301,8 +301,8 @@ def eligible_members(session: Session, eligibility: dict[str, Any], *, kind: str
     if eligibility.get("min_spend"):
         spend = session.exec(
             select(Purchase.member_id).where(Purchase.occurred_at >= as_of - timedelta(days=MIN_SPEND_WINDOW_DAYS),
-                                             Purchase.occurred_at < as_of, Purchase.refunded_at.is_(None))
-            .group_by(Purchase.member_id).having(func.sum(Purchase.amount) >= float(eligibility["min_spend"]))
+                                             Purchase.occurred_at < as_of, col(Purchase.refunded_at).is_(None))
+            .group_by(col(Purchase.member_id)).having(func.sum(col(Purchase.amount)) >= float(eligibility["min_spend"]))
         ).all()
         ids = np.intersect1d(ids, np.asarray(spend, dtype=np.int64))
     if kind == "win_back":
@@ -396,7 +396,7 @@ def advance_campaigns(session: Session, *, now: datetime | None = None) -> int:
     now = now or utcnow()
     with write_transaction(session):
         changed = 0
-        for campaign in session.exec(select(Campaign).where(Campaign.status.in_(["scheduled", "active"]))):
+        for campaign in session.exec(select(Campaign).where(col(Campaign.status).in_(["scheduled", "active"]))):
             new = "ended" if campaign.ends_at <= now else ("active" if campaign.starts_at <= now else campaign.status)
             if new != campaign.status:
                 campaign.status, campaign.updated_at = new, now
@@ -515,7 +515,7 @@ class CampaignEngine:
     def _member_dates(self, member_ids: np.ndarray, occasion: str) -> pd.Series:
         column = "birth_date" if occasion == "birthday" else "joined_at"
         rows = [row for batch in _batches(np.unique(member_ids))
-                for row in self.session.execute(select(Member.id, getattr(Member, column)).where(Member.id.in_(batch))).all()]
+                for row in self.session.execute(select(Member.id, getattr(Member, column)).where(col(Member.id).in_(batch))).all()]
         return pd.Series({m: d for m, d in rows if d is not None}, dtype=object)
 
     def __call__(self, purchases: pd.DataFrame) -> pd.DataFrame:
@@ -575,14 +575,14 @@ class CampaignEngine:
             # New purchases get ids above every stored one, so "before this chunk" is an id bound.
             first_new = int(purchases["id"].min())
             channels = (campaign.eligibility or {}).get("purchase_channels")
-            channel_filter = [Purchase.channel.in_(channels)] if channels else []
+            channel_filter = [col(Purchase.channel).in_(channels)] if channels else []
             prior = {member: spend for batch in _batches(candidates["member_id"].unique())
                      for member, spend in self.session.execute(
                          select(Purchase.member_id, func.sum(Purchase.amount))
                          .where(Purchase.occurred_at >= campaign.starts_at, Purchase.occurred_at < campaign.ends_at,
-                                Purchase.refunded_at.is_(None), Purchase.id < first_new, Purchase.member_id.in_(batch),
+                                col(Purchase.refunded_at).is_(None), Purchase.id < first_new, col(Purchase.member_id).in_(batch),
                                 *channel_filter)
-                         .group_by(Purchase.member_id)).all()}
+                         .group_by(col(Purchase.member_id))).all()}
             running = candidates.groupby("member_id")["amount"].cumsum() + candidates["member_id"].map(prior).fillna(0.0)
             candidates = candidates[running >= float(rule["spend"])]
         elif campaign.kind == "birthday":
@@ -639,7 +639,7 @@ def earn_rules_for(session: Session, purchases: pd.DataFrame) -> tuple[CampaignE
         return ()
     at = pd.to_datetime(purchases["occurred_at"], utc=True)
     campaigns = session.exec(
-        select(Campaign).where(Campaign.status.in_(EARNING_STATUSES), Campaign.starts_at <= at.max().to_pydatetime(),
+        select(Campaign).where(col(Campaign.status).in_(EARNING_STATUSES), Campaign.starts_at <= at.max().to_pydatetime(),
                                Campaign.ends_at > at.min().to_pydatetime())
     ).all()
     return (CampaignEngine(session, list(campaigns)),) if campaigns else ()
@@ -651,16 +651,16 @@ def earn_rules_for(session: Session, purchases: pd.DataFrame) -> tuple[CampaignE
 def campaign_overview(session: Session, *, include_archived: bool = False) -> pd.DataFrame:
     """Every campaign (archived ones only with ``include_archived``) with its members assigned and the budget burned so far."""
     burned = dict(session.exec(
-        select(LedgerEntry.campaign_id, func.sum(LedgerEntry.points)).where(LedgerEntry.campaign_id.is_not(None)).group_by(LedgerEntry.campaign_id)
+        select(col(LedgerEntry.campaign_id), func.sum(col(LedgerEntry.points))).where(col(LedgerEntry.campaign_id).is_not(None)).group_by(col(LedgerEntry.campaign_id))
     ).all())
     groups = session.exec(
-        select(CampaignAssignment.campaign_id, CampaignAssignment.group, func.count()).group_by(CampaignAssignment.campaign_id, CampaignAssignment.group)
+        select(col(CampaignAssignment.campaign_id), col(CampaignAssignment.group), func.count()).group_by(col(CampaignAssignment.campaign_id), col(CampaignAssignment.group))
     ).all()
     assigned: dict[tuple[int, str], int] = {(c, g): n for c, g, n in groups}
     rows = []
-    query = select(Campaign).order_by(Campaign.starts_at.desc())
+    query = select(Campaign).order_by(col(Campaign.starts_at).desc())
     if not include_archived:
-        query = query.where(Campaign.archived_at.is_(None))
+        query = query.where(col(Campaign.archived_at).is_(None))
     for c in session.exec(query):
         points = int(burned.get(c.id, 0))
         rows.append({
@@ -723,7 +723,7 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
 
     recent = pd.DataFrame(session.exec(
         select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel)
-        .where(Purchase.occurred_at >= since, Purchase.occurred_at < now, Purchase.refunded_at.is_(None))
+        .where(Purchase.occurred_at >= since, Purchase.occurred_at < now, col(Purchase.refunded_at).is_(None))
     ).all(), columns=["id", "member_id", "occurred_at", "amount", "category", "channel"])
     recent = recent[recent["member_id"].isin(cohort)]
     preview: dict[str, Any] = {"eligible": len(ids), "treatment": len(treatment), "holdout": int(holdout.sum()),

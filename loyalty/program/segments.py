@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Campaign, KpiTarget, Purchase, Segment, utcnow
@@ -45,7 +45,7 @@ def list_segments(session: Session, *, include_archived: bool = False) -> pd.Dat
     """The saved segments by name; archived ones only with ``include_archived``."""
     query = select(Segment).order_by(Segment.name)
     if not include_archived:
-        query = query.where(Segment.archived_at.is_(None))
+        query = query.where(col(Segment.archived_at).is_(None))
     rows = [{"id": s.id, "name": s.name, "description": s.description, "rules": s.rules, "created_by": s.created_by,
              "archived": s.archived_at is not None} for s in session.exec(query)]
     return pd.DataFrame(rows, columns=["id", "name", "description", "rules", "created_by", "archived"])
@@ -118,7 +118,7 @@ def segment_stats(session: Session, rules: dict[str, Any], *, now: datetime | No
     since = now - timedelta(days=REVENUE_WINDOW_DAYS)
     revenue = pd.DataFrame(session.exec(
         select(Purchase.member_id, func.sum(Purchase.amount)).where(Purchase.occurred_at >= since, Purchase.occurred_at < now,
-                                                                    Purchase.refunded_at.is_(None)).group_by(Purchase.member_id)
+                                                                    col(Purchase.refunded_at).is_(None)).group_by(col(Purchase.member_id))
     ).all(), columns=["member_id", "revenue"])
     total = float(revenue["revenue"].sum())
     inside = float(revenue.loc[revenue["member_id"].isin(ids), "revenue"].sum())
