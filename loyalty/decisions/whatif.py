@@ -406,8 +406,8 @@ def load_history(session: Session, *, as_of: date | None, lookback: int, warmup:
         purchase_member=member_pos, purchase_month=month, purchase_amount=amount, spend_cum=spend_cum, count_cum=count_cum,
         redemption_member=position[known], redemption_month=(_month_numbers(redemptions["requested"].to_numpy()) - base - lookback)[known],
         redemption_reward=redemptions["reward_id"].to_numpy()[known], redemption_points=redemptions["points"].to_numpy()[known].astype(np.float64),
-        members_total=total, reward_names={int(i): name for i, name, _ in rewards},
-        active_rewards=[int(i) for i, _, active in rewards if active],
+        members_total=total, reward_names={int(i): name for i, name, _ in rewards if i is not None},
+        active_rewards=[int(i) for i, _, active in rewards if active and i is not None],
     )
 
 

@@ -74,6 +74,7 @@ from db.models import (
     Reward,
     Segment,
     Tier,
+    stored_id,
     utcnow,
 )
 from loyalty.access.roles import Actor, require
@@ -828,7 +829,7 @@ class _Simulation:
             "as_of": np.full(len(who), (when - timedelta(days=1)).date(), dtype=object),
         }))
         self.counts["tier_movements"] += len(who)
-        table = Member.__table__
+        table = Member.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
         self.session.execute(
             update(table).where(table.c.id == bindparam("member")).values(tier_id=bindparam("tier"), tier_since=bindparam("since")),
             [{"member": int(m), "tier": int(t), "since": when} for m, t in zip(self.member_ids[who], self.tier_ids[new])],
@@ -849,14 +850,14 @@ class _Simulation:
 
     def _assign(self, campaign: Campaign, plan: _CampaignPlan, moment: int) -> None:
         member = self._eligible(plan, moment)
-        holdout = stable_uniform(int(campaign.id), self.member_ids[member]) < campaign.holdout_pct
+        holdout = stable_uniform(stored_id(campaign), self.member_ids[member]) < campaign.holdout_pct
         insert_frame(self.session, "campaign_assignment", pd.DataFrame({
-            "campaign_id": int(campaign.id), "member_id": self.member_ids[member],
+            "campaign_id": stored_id(campaign), "member_id": self.member_ids[member],
             "group": np.where(holdout, "holdout", "treatment"), "assigned_at": _timestamps(np.full(len(member), moment)),
         }))
         self.counts["campaign_assignments"] += len(member)
         treated = member[~holdout]
-        self.treated[int(campaign.id)] = treated
+        self.treated[stored_id(campaign)] = treated
         if plan.revive:
             # A win-back brings some lapsed members back; the holdout shows how many
             # would have come back anyway (none, here).
@@ -903,7 +904,7 @@ class _Simulation:
         expected = self.rate_per_month[buying] * season * (month_end - lo[buying]) / MONTH
         self._add_candidates(members, times, buying, rng.poisson(expected), lo[buying], np.full(len(buying), month_end))
         for campaign, plan, _ in self.campaigns:
-            treated = self.treated.get(int(campaign.id))
+            treated = self.treated.get(stored_id(campaign))
             start, end = _seconds(campaign.starts_at), _seconds(campaign.ends_at)
             if treated is None or end <= month_start or start >= month_end:
                 continue
@@ -1043,7 +1044,7 @@ class _Simulation:
         # redemption, if any, comes in the second half.
         last = self.last_of_month[member[rows]]
         when = last + 60 + (rng.random(len(rows)) * (0.45 * (month_end - last) - 60)).astype(np.int64)
-        table = Purchase.__table__
+        table = Purchase.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
         self.session.execute(
             update(table).where(table.c.id == bindparam("purchase")).values(
                 refunded_at=bindparam("at"), returned_cents=cast(func.round(table.c.amount * 100), Integer)),
@@ -1170,14 +1171,14 @@ class _Simulation:
         # expiry run computes it exactly.
         if self.expiry_months > 0:
             self.counts["ledger_entries"] += expire_points(session=session, as_of=self.now, actor=actor)
-        table = Reward.__table__
+        table = Reward.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
         limited = np.flatnonzero(self.reward_stock >= 0)
         if len(limited):
             session.execute(update(table).where(table.c.id == bindparam("reward")).values(stock=bindparam("left")),
                             [{"reward": int(self.reward_ids[r]), "left": int(self.reward_stock[r])} for r in limited])
         for campaign, plan, _ in self.campaigns:
             if plan.lifecycle == "schedule":
-                activate_campaign(session=session, campaign_id=int(campaign.id), actor=actor, now=self.now)
+                activate_campaign(session=session, campaign_id=stored_id(campaign), actor=actor, now=self.now)
                 self.counts["campaign_assignments"] += int(session.execute(
                     text("SELECT COUNT(*) FROM campaign_assignment WHERE campaign_id = :c"), {"c": campaign.id}).scalar_one())
         self.segment_ids: dict[str, int] = {}
@@ -1185,7 +1186,7 @@ class _Simulation:
             segment = Segment(name=name, description=description, rules=rules, created_by=actor.username)
             session.add(segment)
             session.flush()
-            self.segment_ids[name] = int(segment.id)
+            self.segment_ids[name] = stored_id(segment)
         self.points_outstanding = int(session.execute(text("SELECT COALESCE(SUM(points), 0) FROM ledger_entry")).scalar_one())
         self._goals()
         record_audit(session, actor=actor, action="demo.create", entity="program", after={
@@ -1240,7 +1241,7 @@ class _Simulation:
                 # Written as loyalty.program.goals.save_kpi_target does, without importing the
                 # analytics catalogue (scipy and all: seconds) only to check names this
                 # module's tests already check against it.
-                target = KpiTarget(goal_id=int(goal.id), metric=plan.metric, period=plan.period,
+                target = KpiTarget(goal_id=stored_id(goal), metric=plan.metric, period=plan.period,
                                    target_value=_target_value(baselines[(plan.metric, plan.segment)], plan),
                                    direction=TARGET_DIRECTIONS.get(plan.metric, "up"),
                                    segment_id=self.segment_ids[plan.segment] if plan.segment else None)

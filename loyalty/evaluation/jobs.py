@@ -528,7 +528,7 @@ def mark_interrupted_runs(engine: Engine | None = None, *, older_than: timedelta
             .where(col(JobRun.status) == "running", col(JobRun.started_at) < utcnow() - older_than)
             .values(status="failed", finished_at=utcnow(),
                     error=f"interrupted: no result {older_than} after it started (its process stopped)")
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
         session.commit()
     return int(marked or 0)
 

@@ -83,9 +83,11 @@ from db.models import (
     Purchase,
     Tier,
     TierMovement,
+    stored_id,
     utcnow,
 )
-from loyalty.analytics.metrics import period_bounds
+from loyalty.analytics.data import Reader
+from loyalty.analytics.metrics import Dimension, period_bounds
 from loyalty.evaluation.snapshots import DIMENSIONS
 from loyalty.program.tiers import qualifying_tier_index
 
@@ -125,7 +127,7 @@ def _add_months(day: date, months: int) -> date:
     return (pd.Timestamp(day) + pd.DateOffset(months=months)).date()
 
 
-def analytics_reader(session: Session) -> str:
+def analytics_reader(session: Session) -> Reader:
     """The analytics reader jobs and reports use.
 
     * SQLite: ``"auto"``, the ADBC reader process of :mod:`loyalty.analytics.data`
@@ -166,7 +168,7 @@ def snapshot_periods(as_of: date) -> list[tuple[str, date, date]]:
 
 
 def kpi_snapshot_frames(
-    session: Session, periods: Sequence[tuple[str, date, date]], *, dimensions: Sequence[str | None] = DIMENSIONS,
+    session: Session, periods: Sequence[tuple[str, date, date]], *, dimensions: Sequence[Dimension | None] = DIMENSIONS,
     progress: ProgressFn | None = None,
     loaded: Callable[..., None] | None = None,
 ) -> list[pd.DataFrame]:
@@ -195,7 +197,7 @@ def kpi_snapshot_frames(
 
 
 def kpi_snapshot_frame(
-    session: Session, *, period: str, start: date, end: date, dimensions: Sequence[str | None] = DIMENSIONS
+    session: Session, *, period: str, start: date, end: date, dimensions: Sequence[Dimension | None] = DIMENSIONS
 ) -> pd.DataFrame:
     """Every default KPI of ``[start, end)`` overall and by each dimension, as snapshot rows."""
     return kpi_snapshot_frames(session, [(period, start, end)], dimensions=dimensions)[0]
@@ -473,7 +475,7 @@ def _campaign_members(session: Session, campaign: Campaign, end: datetime) -> pd
     from loyalty.analytics.data import fetch_frame, sql_moment
 
     reader = analytics_reader(session)
-    assigned = fetch_frame(session, f'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = {int(campaign.id)}',
+    assigned = fetch_frame(session, f'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = {stored_id(campaign)}',
                            {"member_id": pl.Int64, "group": pl.String}, reader=reader)
     bought = fetch_frame(
         session,
@@ -573,7 +575,7 @@ def campaign_results(session: Session) -> pd.DataFrame:
     end exclusive), computed_at`` and :data:`CAMPAIGN_METRICS`.
     """
     rows = session.execute(
-        select(KpiSnapshot.dimension_value, KpiSnapshot.metric, KpiSnapshot.value, KpiSnapshot.period_start,
+        select(KpiSnapshot.dimension_value, KpiSnapshot.metric, KpiSnapshot.value, KpiSnapshot.period_start,  # type: ignore[call-overload]  # typed for at most 4 columns
                KpiSnapshot.period_end, KpiSnapshot.computed_at)
         .where(KpiSnapshot.period == CAMPAIGN_PERIOD, KpiSnapshot.dimension == CAMPAIGN_DIMENSION)
     ).all()

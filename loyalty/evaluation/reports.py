@@ -59,7 +59,8 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import KpiTarget, Report, Segment, Tier, TierMovement, utcnow
-from loyalty.analytics.metrics import METRICS, period_bounds
+from loyalty.analytics.data import Reader
+from loyalty.analytics.metrics import METRICS, Dimension, period_bounds
 from loyalty.errors import InvalidInput, NotFound
 
 __all__ = [
@@ -187,7 +188,7 @@ class ReportContent:
     liability: dict[str, Any] | None = None  # loyalty.decisions.forecast.forecast_summary, None without a forecast
 
 
-def _reader(session: Session) -> str:
+def _reader(session: Session) -> Reader:
     from loyalty.evaluation.kpis import analytics_reader
 
     return analytics_reader(session)
@@ -214,7 +215,7 @@ def _change_text(metric: str, value: float | None, previous: float | None) -> st
     return f"{(value - previous) / abs(previous):+.1%}"
 
 
-def _kpis(session: Session, start: date, end: date, by: str | None = None) -> dict[str, dict[str, float | None]]:
+def _kpis(session: Session, start: date, end: date, by: Dimension | None = None) -> dict[str, dict[str, float | None]]:
     """``{dimension_value: {metric: value}}`` of the default KPIs for ``[start, end)``."""
     from loyalty.analytics.metrics import compute_kpis
 
@@ -252,7 +253,7 @@ def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | 
     cache: dict[tuple[str, str | None], dict[str, dict[str, float | None]]] = {("month", None): {"": overall}}
     rows = []
     for target, goal in targets:
-        by = "segment" if target.segment_id else None
+        by: Dimension | None = "segment" if target.segment_id else None
         key = (target.period, by)
         if key not in cache:
             cache[key] = _kpis(session, *periods[target.period], by=by)
@@ -596,7 +597,7 @@ def _campaign_rows(content: ReportContent) -> pd.DataFrame:
             "campaign": c.campaign, "groups": f"{int(c.treatment_members):,} / {int(c.holdout_members):,}",
             "spend": f"{_value(c.spend_uplift) or 0:+,.2f}" + (f" ({low:+,.2f} to {high:+,.2f})" if low is not None else ""),
             "retention": f"{100 * (_value(c.retention_uplift) or 0):+.1f} pts"
-                         + (f" ({100 * r_low:+.1f} to {100 * r_high:+.1f})" if r_low is not None else ""),
+                         + (f" ({100 * r_low:+.1f} to {100 * r_high:+.1f})" if r_low is not None and r_high is not None else ""),
             "points": f"{int(c.points_cost):,}", "revenue": _money(_value(c.incremental_revenue), cur),
             "per_point": "n/a" if _value(c.revenue_per_point) is None else f"{_value(c.revenue_per_point):,.2f}",
         })
@@ -848,7 +849,7 @@ def store_report(session: Session, *, period: str, fmt: str, content: bytes, tit
 def list_reports(session: Session) -> pd.DataFrame:
     """Stored reports, newest period first: ``id, period, cadence, format, title, created_at, size_bytes``."""
     rows = session.execute(
-        select(Report.id, Report.period, Report.cadence, Report.format, Report.title, Report.created_at, func.length(Report.content))
+        select(Report.id, Report.period, Report.cadence, Report.format, Report.title, Report.created_at, func.length(Report.content))  # type: ignore[call-overload]  # typed for at most 4 columns
         .order_by(col(Report.period).desc(), Report.cadence, Report.format)
     ).all()
     return pd.DataFrame(rows, columns=["id", "period", "cadence", "format", "title", "created_at", "size_bytes"])

@@ -552,7 +552,7 @@ def take_lease(engine: Engine, owner: str, *, lease_seconds: float = LEASE_SECON
     """
     now = now or utcnow()
     value = _lease_value(owner, now, lease_seconds)
-    table = ProgramSetting.__table__
+    table = ProgramSetting.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     with engine.connect() as connection:
         connection = connection.execution_options(sqlite_begin="IMMEDIATE")
         with connection.begin():
@@ -577,7 +577,7 @@ def take_lease(engine: Engine, owner: str, *, lease_seconds: float = LEASE_SECON
 
 def release_lease(engine: Engine, owner: str) -> bool:
     """Give the lease up (if ``owner`` holds it) so a standby takes over at its next poll."""
-    table = ProgramSetting.__table__
+    table = ProgramSetting.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     with engine.begin() as connection:
         released = connection.execute(
             update(table).where(table.c.key == LEASE_KEY, table.c.updated_by == owner)

@@ -250,7 +250,7 @@ def _nps(scores: pd.Series) -> float:
 def feedback_view(session: Session, filters: Filters, *, comments: int = 30) -> dict[str, Any]:
     """NPS per month and by tier and channel, with the latest comments."""
     rows = session.exec(
-        select(Feedback.member_id, Feedback.submitted_at, Feedback.score, Feedback.comment, Member.external_id)
+        select(Feedback.member_id, Feedback.submitted_at, Feedback.score, Feedback.comment, Member.external_id)  # type: ignore[call-overload]  # typed for at most 4 columns
         .join(Member, Member.id == Feedback.member_id)
         .where(Feedback.submitted_at >= _moment(filters.start), Feedback.submitted_at < _moment(filters.end))
     ).all()

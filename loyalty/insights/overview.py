@@ -145,7 +145,7 @@ def store_program_snapshot(session: Session, frame: pd.DataFrame) -> int:
 
 
 def _stored_summary(session: Session) -> ProgramSummary | None:
-    rows = session.exec(select(KpiSnapshot.metric, KpiSnapshot.dimension, KpiSnapshot.period_start, KpiSnapshot.value)
+    rows = session.exec(select(KpiSnapshot.metric, KpiSnapshot.dimension, KpiSnapshot.period_start, KpiSnapshot.value)  # type: ignore[call-overload]  # value is Optional: no overload takes a "float | None" column
                         .where(KpiSnapshot.period == PROGRAM_PERIOD)).all()
     if not rows:
         return None

@@ -65,6 +65,7 @@ def request_adjustment(
                                                actor=actor, now=now), None, limit)
     with write_transaction(session):
         member = lock_member(session, member_id)
+        assert member.id is not None  # a locked member is a stored row
         pending = PendingAdjustment(member_id=member.id, points=points, reason=reason, requested_by=actor.username,
                                     requested_at=now or utcnow())
         session.add(pending)
@@ -89,7 +90,7 @@ def _decide(session: Session, adjustment_id: int, actor: Actor, status: str, not
         update(PendingAdjustment)
         .where(col(PendingAdjustment.id) == adjustment_id, col(PendingAdjustment.status) == "pending")
         .values(status=status, decided_by=actor.username, decided_at=utcnow(), decision_note=note.strip())
-    ).rowcount
+    ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
     if decided == 0:
         session.refresh(pending)
         raise AlreadyDone(f"This adjustment was already {pending.status} by {pending.decided_by}.")

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Integer, case, cast, func, text, update
@@ -124,7 +125,7 @@ def spendable_balances(session: Session, member_ids: Sequence[int], *, as_of: da
         return {}
     as_of = as_of or utcnow()
     due = func.sum(case(
-        ((LedgerEntry.points > 0) & col(LedgerEntry.expires_at).is_not(None) & (LedgerEntry.expires_at <= as_of), LedgerEntry.points),
+        ((col(LedgerEntry.points) > 0) & col(LedgerEntry.expires_at).is_not(None) & (col(LedgerEntry.expires_at) <= as_of), LedgerEntry.points),
         else_=0,
     ))
     consumed = func.sum(case((col(LedgerEntry.points) < 0, -LedgerEntry.points), else_=0))
@@ -159,14 +160,14 @@ def member_balance(session: Session, member_id: int, *, as_of: datetime | None =
     as_of = as_of or utcnow()
     lots = open_lots(session, member_id)
     past = sum(lot.remaining for lot in lots if lot.expires_at is not None and lot.expires_at <= as_of)
-    ahead = sorted(
-        (lot for lot in lots if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > as_of),
-        key=lambda lot: lot.expires_at,
+    ahead = sorted(  # (expiry, points) of the lots still to expire, soonest first
+        ((lot.expires_at, lot.remaining) for lot in lots if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > as_of),
+        key=lambda due: due[0],
     )
-    next_on = _utc_day(ahead[0].expires_at) if ahead else None
+    next_on = _utc_day(ahead[0][0]) if ahead else None
     return MemberBalance(
         points=balance(session, member_id) - past, past_expiry=past, next_expiry_on=next_on,
-        next_expiry_points=sum(lot.remaining for lot in ahead if _utc_day(lot.expires_at) == next_on),
+        next_expiry_points=sum(remaining for expires_at, remaining in ahead if _utc_day(expires_at) == next_on),
     )
 
 
@@ -185,7 +186,7 @@ def member_ledger(session: Session, member_id: int) -> pd.DataFrame:
     2026-03-02)"), read with one join rather than a query per line.
     """
     rows = session.exec(
-        select(LedgerEntry.occurred_at, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.reason,
+        select(LedgerEntry.occurred_at, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.reason,  # type: ignore[call-overload]  # typed for at most 4 columns
                LedgerEntry.expires_at, LedgerEntry.actor, Purchase.external_id, Purchase.amount,
                Purchase.occurred_at, Reward.name, Campaign.name, col(LedgerEntry.redemption_id).is_not(None))
         .join(Purchase, Purchase.id == LedgerEntry.purchase_id, isouter=True)
@@ -213,7 +214,7 @@ def describe_entry(
     reward: str | None, campaign: str | None, redemption: bool, currency: str,
 ) -> str:
     """A ledger line in the loyalty team's words, naming its purchase, reward or campaign."""
-    bought = f"Purchase #{purchase} ({currency} {amount:,.2f}, {_utc_day(bought_at):%Y-%m-%d})" if purchase else ""
+    bought = f"Purchase #{purchase} ({currency} {amount:,.2f}, {_utc_day(bought_at):%Y-%m-%d})" if purchase and bought_at else ""
     if campaign:
         return f"Campaign: {campaign}" + (f" · {bought}" if bought else "")
     if kind == REDEEM:
@@ -307,6 +308,7 @@ def expire_points(
         where = "WHERE member_id IN (" + ",".join(str(int(m)) for m in member_ids) + ")"
     with write_transaction(session):
         _hold_ledger_lock(session, exclusive=member_ids is None)
+        due: Sequence[Any]
         if read_last_commit and member_ids is None and session.get_bind().dialect.name == "sqlite":
             due = _due_everyone_sqlite(session, as_of)
         else:
@@ -371,6 +373,7 @@ def adjust_points(
         raise InvalidInput("An adjustment of 0 points changes nothing.")
     with write_transaction(session):
         member = lock_member(session, member_id)
+        assert member.id is not None  # a locked member is a stored row
         now = now or utcnow()
         if points < 0:
             expire_points(session=session, as_of=now, member_ids=[member.id], actor=actor)
@@ -471,7 +474,7 @@ def return_purchase(
             .where(col(Purchase.id) == purchase_id, col(Purchase.refunded_at).is_(None),
                    Purchase.returned_cents + returned <= cast(func.round(Purchase.amount * 100), Integer))
             .values(returned_cents=Purchase.returned_cents + returned, refunded_at=now if after >= total else None)
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
         if marked == 0:  # the locks make this unreachable; the condition is the last guard
             raise AlreadyDone(f"Purchase {purchase.external_id} was returned by someone else just now; look again.")
         earned, taken_before = _purchase_points(session, purchase_id)
@@ -540,8 +543,8 @@ def _expired_share(session: Session, member_id: int, purchase_id: int) -> int:
     they were written, fill them from the front; the expired share is where ``expire``
     debits overlap the purchase's earn and bonus lots.
     """
-    rows = session.exec(
-        select(LedgerEntry.id, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.occurred_at,
+    rows: Sequence[Any] = session.exec(  # Rows, read by column name
+        select(LedgerEntry.id, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.occurred_at,  # type: ignore[call-overload]  # typed for at most 4 columns
                LedgerEntry.expires_at, LedgerEntry.purchase_id)
         .where(LedgerEntry.member_id == member_id)
     ).all()

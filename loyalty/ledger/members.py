@@ -98,7 +98,7 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
             details[field] = mask(details[field])
     purchases = pd.DataFrame(
         session.exec(
-            select(Purchase.external_id, Purchase.occurred_at, Purchase.amount, Purchase.returned_cents / 100.0,
+            select(Purchase.external_id, Purchase.occurred_at, Purchase.amount, Purchase.returned_cents / 100.0,  # type: ignore[call-overload]  # typed for at most 4 columns
                    Purchase.channel, Purchase.store, Purchase.category, Purchase.refunded_at)
             .where(Purchase.member_id == member.id).order_by(col(Purchase.occurred_at).desc(), col(Purchase.id).desc())
         ).all(),
@@ -106,7 +106,7 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
     )
     redemptions = pd.DataFrame(
         session.exec(
-            select(Redemption.id, Redemption.requested_at, Reward.name, Redemption.points, Redemption.status)
+            select(Redemption.id, Redemption.requested_at, Reward.name, Redemption.points, Redemption.status)  # type: ignore[call-overload]  # typed for at most 4 columns
             .join(Reward, Reward.id == Redemption.reward_id)
             .where(Redemption.member_id == member.id).order_by(col(Redemption.requested_at).desc())
         ).all(),

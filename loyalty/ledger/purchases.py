@@ -103,6 +103,7 @@ def record_purchase(
         )
         add_purchases(session, frame, actor=actor)
         purchase_id = session.exec(select(Purchase.id).where(Purchase.external_id == key)).one()
+    assert purchase_id is not None  # the purchase was just stored
     return int(purchase_id)
 
 

@@ -82,10 +82,11 @@ def redeem_reward(
     now = now or utcnow()
     with write_transaction(session):
         member = lock_member(session, member_id)
+        assert member.id is not None  # a locked member is a stored row
         reward = session.exec(
             select(Reward).where(Reward.id == reward_id).with_for_update().execution_options(populate_existing=True)
         ).one_or_none()
-        if reward is None:
+        if reward is None or reward.id is None:
             raise NotFound(f"No reward with id {reward_id}.")
         _check_available(session, reward, member, now)
         expire_points(session=session, as_of=now, member_ids=[member.id], actor=actor)
@@ -97,7 +98,7 @@ def redeem_reward(
         if reward.stock is not None:
             taken = session.execute(
                 update(Reward).where(col(Reward.id) == reward.id, col(Reward.stock) > 0).values(stock=col(Reward.stock) - 1)
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
             if taken == 0:
                 raise OutOfStock(f"{reward.name} is out of stock.")
         redemption = Redemption(member_id=member.id, reward_id=reward.id, points=reward.points_cost, requested_at=now)
@@ -113,6 +114,7 @@ def redeem_reward(
             session, actor=actor, action="redemption.request", entity="redemption", entity_id=redemption.id,
             after={"member": member.external_id, "reward": reward.name, "points": reward.points_cost},
         )
+        assert redemption.id is not None  # flushed above
         result = RedemptionResult(redemption_id=int(redemption.id), balance=current - reward.points_cost)
     return result
 
@@ -253,7 +255,7 @@ def _pending(session: Session, redemption_id: int) -> Redemption:
 
 def redemption_queue(session: Session, *, status: str = "requested", limit: int = 500) -> pd.DataFrame:
     rows = session.exec(
-        select(Redemption.id, Redemption.requested_at, Member.external_id, Reward.name, Redemption.points, Redemption.status)
+        select(Redemption.id, Redemption.requested_at, Member.external_id, Reward.name, Redemption.points, Redemption.status)  # type: ignore[call-overload]  # typed for at most 4 columns
         .join(Member, Member.id == Redemption.member_id)
         .join(Reward, Reward.id == Redemption.reward_id)
         .where(Redemption.status == status)

@@ -722,7 +722,7 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
     from loyalty.program.settings import get_settings
 
     recent = pd.DataFrame(session.exec(
-        select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel)
+        select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel)  # type: ignore[call-overload]  # typed for at most 4 columns
         .where(Purchase.occurred_at >= since, Purchase.occurred_at < now, col(Purchase.refunded_at).is_(None))
     ).all(), columns=["id", "member_id", "occurred_at", "amount", "category", "channel"])
     recent = recent[recent["member_id"].isin(cohort)]

@@ -248,7 +248,7 @@ def goal_status(session: Session, *, include_archived: bool = False) -> pd.DataF
     for target, goal in session.exec(query):
         dimension, value_key = ("segment", segments.get(target.segment_id, "")) if target.segment_id else ("overall", "")
         history = session.exec(
-            select(KpiSnapshot.period_start, KpiSnapshot.value)
+            select(KpiSnapshot.period_start, KpiSnapshot.value)  # type: ignore[call-overload]  # value is Optional: no overload takes a "float | None" column
             .where(KpiSnapshot.metric == target.metric, KpiSnapshot.period == target.period,
                    KpiSnapshot.dimension == dimension, KpiSnapshot.dimension_value == value_key)
             .order_by(col(KpiSnapshot.period_start).desc()).limit(TREND_POINTS)
@@ -285,7 +285,7 @@ def kpi_tiles(session: Session, *, metrics: tuple[str, ...] = OVERVIEW_METRICS, 
     tiles = []
     for name in metrics:
         history = session.exec(
-            select(KpiSnapshot.period_start, KpiSnapshot.value)
+            select(KpiSnapshot.period_start, KpiSnapshot.value)  # type: ignore[call-overload]  # value is Optional: no overload takes a "float | None" column
             .where(KpiSnapshot.metric == name, KpiSnapshot.period == period, KpiSnapshot.dimension == "overall")
             .order_by(col(KpiSnapshot.period_start).desc()).limit(TREND_POINTS)
         ).all()[::-1]
