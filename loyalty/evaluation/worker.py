@@ -692,8 +692,8 @@ class Worker:
             self._step_down(release=False, wait=False)
         elif holds and not self.is_leader:
             self._lead()
-        elif self.is_leader:
-            self.scheduler.wakeup()
+        elif self._leadership is not None:  # leading already
+            self._leadership.scheduler.wakeup()
 
     def run(self, stop_event: threading.Event) -> list[str]:
         """Run until ``stop_event`` is set; the ids of jobs still running when the stop gave up waiting."""
@@ -780,7 +780,7 @@ def start_worker_process(*, env: dict[str, str] | None = None, log_path: str | o
             start_new_session=True,  # not stopped with the app's process group (Ctrl-C in the terminal)
         )
     finally:
-        if log_path:
+        if not isinstance(output, int):  # the log file, not DEVNULL
             output.close()
 
 
