@@ -269,7 +269,7 @@ def plan_holdout(session: Session, *, kind: str, eligibility: dict[str, Any], ru
     segment = segment_spend(session, ids, days=days, as_of=now)
     target, message = target_uplift, ""
     if target is not None and relative:
-        target = target_uplift * segment.mean if segment.mean > 0 else None
+        target = target * segment.mean if segment.mean > 0 else None
         if target is None:
             message = "These members spent nothing in a period as long as the campaign: give the uplift in money."
     sizing = holdout_size(members=segment.members, sigma=segment.sigma, holdout_pct=holdout_pct, target_uplift=target,
@@ -478,6 +478,7 @@ def expected_campaign_impact(session: Session, *, campaign_id: int, confidence: 
         notes.append("This draft has no holdout: its own uplift will not be measured.")
     if campaign.budget_points:
         notes.append("The points budget caps the cost; the uplift of past campaigns is not adjusted for it.")
+    assert points is not None  # the cost is known, so is the points cost it came from
     return CampaignImpact(
         **base, comparable=comparable[_COMPARABLE_COLUMNS], uplift_per_member=pooled.mean, uplift_low=low, uplift_high=high,
         incremental_revenue=revenue, incremental_revenue_low=revenue_low, incremental_revenue_high=revenue_high,

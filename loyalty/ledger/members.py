@@ -9,7 +9,7 @@ import pandas as pd
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
-from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier
+from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier, stored_id
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.entries import member_balance, member_ledger, open_lots, spendable_balances
@@ -49,7 +49,7 @@ def search_members(session: Session, query: str, *, actor: Actor, limit: int = 5
         fields = [Member.external_id, Member.name, Member.email] if show_pii else [Member.external_id]
         stmt = stmt.where(or_(*(func.lower(f).like(like) for f in fields)))
     rows = session.exec(stmt).all()
-    points = spendable_balances(session, [m.id for m, _ in rows])
+    points = spendable_balances(session, [stored_id(m) for m, _ in rows])
     return pd.DataFrame(
         [
             {
@@ -57,7 +57,7 @@ def search_members(session: Session, query: str, *, actor: Actor, limit: int = 5
                 "name": m.name if show_pii else mask(m.name),
                 "email": m.email if show_pii else mask(m.email),
                 "tier": tier or "",
-                "balance": points[m.id],
+                "balance": points[stored_id(m)],
                 "joined_at": m.joined_at,
                 "acquisition_channel": m.acquisition_channel,
             }
@@ -91,7 +91,8 @@ class MemberProfile:
 def member_profile(session: Session, external_id: str, *, actor: Actor) -> MemberProfile:
     require(actor, "members.view")
     member = find_member(session, external_id)
-    tier = session.get(Tier, member.tier_id).name if member.tier_id else ""
+    tier_row = session.get(Tier, member.tier_id) if member.tier_id else None
+    tier = tier_row.name if tier_row else ""
     details = member.model_dump(exclude={"tier_id"})
     if not actor.can("members.view_pii"):
         for field in PERSONAL_FIELDS:
@@ -122,11 +123,11 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
     now = pd.Timestamp.now(tz="UTC")
     soon = now + pd.Timedelta(days=90)
     expiring = sum(
-        lot.remaining for lot in open_lots(session, member.id)
+        lot.remaining for lot in open_lots(session, stored_id(member))
         if lot.expires_at is not None and now < pd.Timestamp(lot.expires_at) <= soon
     )
     active = purchases[purchases["refunded_at"].isna()] if not purchases.empty else purchases
-    points = member_balance(session, member.id, as_of=now.to_pydatetime())
+    points = member_balance(session, stored_id(member), as_of=now.to_pydatetime())
     currency = get_settings(session).currency
     returnable = {
         row.purchase: f"{row.purchase} · {row.occurred_at:%Y-%m-%d} · {currency} {row.amount:,.2f}"
@@ -136,7 +137,7 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
     return MemberProfile(
         member=details, tier=tier, balance=points.points, expiring_90_days=int(expiring),
         next_expiry_on=points.next_expiry_on, next_expiry_points=points.next_expiry_points,
-        ledger=member_ledger(session, member.id).iloc[::-1].reset_index(drop=True),
+        ledger=member_ledger(session, stored_id(member)).iloc[::-1].reset_index(drop=True),
         purchases=purchases, redemptions=redemptions, feedback=feedback,
         total_spend=float((active["amount"] - active["returned"]).sum()) if not active.empty else 0.0,
         purchase_count=len(active), returnable=returnable, currency=currency,

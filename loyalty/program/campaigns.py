@@ -62,6 +62,7 @@ from db.models import (
     Purchase,
     Segment,
     Tier,
+    stored_id,
     utcnow,
 )
 from loyalty.access.roles import Actor, require
@@ -317,7 +318,7 @@ def eligible_members(session: Session, eligibility: dict[str, Any], *, kind: str
 
 def _assign(session: Session, campaign: Campaign, as_of: datetime) -> tuple[int, int]:
     ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=as_of)
-    holdout = stable_uniform(campaign.id, ids) < campaign.holdout_pct
+    holdout = stable_uniform(stored_id(campaign), ids) < campaign.holdout_pct
     frame = pd.DataFrame({"campaign_id": campaign.id, "member_id": ids, "group": np.where(holdout, "holdout", "treatment"),
                           "assigned_at": pd.Timestamp(utcnow())})
     insert_frame(session, "campaign_assignment", frame)
@@ -531,7 +532,7 @@ class CampaignEngine:
         for campaign in self.campaigns:
             rule = campaign.rule or {}
             mask = ((at >= pd.Timestamp(campaign.starts_at)) & (at < pd.Timestamp(campaign.ends_at))).to_numpy().copy()
-            mask &= np.isin(member, self._treatment(campaign.id))
+            mask &= np.isin(member, self._treatment(stored_id(campaign)))
             purchase_channels = (campaign.eligibility or {}).get("purchase_channels")
             if purchase_channels:
                 mask &= purchases["channel"].isin(purchase_channels).to_numpy()
@@ -543,7 +544,7 @@ class CampaignEngine:
                 extra = np.where(mask, np.floor(base * (float(rule["multiplier"]) - 1) + 1e-9).astype(np.int64), 0)
                 better = extra > best_extra
                 best_extra = np.where(better, extra, best_extra)
-                best_campaign = np.where(better, campaign.id, best_campaign)
+                best_campaign = np.where(better, stored_id(campaign), best_campaign)
                 continue
             points = np.zeros(len(purchases), dtype=np.int64)
             if campaign.kind in ("fixed_bonus", "tier_offer"):
@@ -552,7 +553,7 @@ class CampaignEngine:
             else:
                 points = self._once_per_member(campaign, purchases, at, mask)
             if points.any():
-                awards.append(self._rows(purchases, at, points, campaign.id))
+                awards.append(self._rows(purchases, at, points, stored_id(campaign)))
         multiplied = best_extra > 0
         if multiplied.any():
             for campaign_id in np.unique(best_campaign[multiplied]):
@@ -567,7 +568,7 @@ class CampaignEngine:
         idx = np.flatnonzero(mask)
         candidates = pd.DataFrame({"row": idx, "member_id": purchases["member_id"].to_numpy()[idx], "at": at.to_numpy()[idx],
                                    "amount": purchases["amount"].to_numpy()[idx]})
-        candidates = candidates[~self._already_awarded(campaign.id, candidates["member_id"].to_numpy())]
+        candidates = candidates[~self._already_awarded(stored_id(campaign), candidates["member_id"].to_numpy())]
         if candidates.empty:
             return points
         candidates = candidates.sort_values(["member_id", "at", "row"])
@@ -580,7 +581,7 @@ class CampaignEngine:
                      for member, spend in self.session.execute(
                          select(Purchase.member_id, func.sum(Purchase.amount))
                          .where(Purchase.occurred_at >= campaign.starts_at, Purchase.occurred_at < campaign.ends_at,
-                                col(Purchase.refunded_at).is_(None), Purchase.id < first_new, col(Purchase.member_id).in_(batch),
+                                col(Purchase.refunded_at).is_(None), col(Purchase.id) < first_new, col(Purchase.member_id).in_(batch),
                                 *channel_filter)
                          .group_by(col(Purchase.member_id))).all()}
             running = candidates.groupby("member_id")["amount"].cumsum() + candidates["member_id"].map(prior).fillna(0.0)
@@ -665,7 +666,7 @@ def campaign_overview(session: Session, *, include_archived: bool = False) -> pd
         points = int(burned.get(c.id, 0))
         rows.append({
             "id": c.id, "name": c.name, "kind": c.kind, "status": c.status, "starts_at": c.starts_at, "ends_at": c.ends_at,
-            "treatment": assigned.get((c.id, "treatment"), 0), "holdout": assigned.get((c.id, "holdout"), 0),
+            "treatment": assigned.get((stored_id(c), "treatment"), 0), "holdout": assigned.get((stored_id(c), "holdout"), 0),
             "holdout_pct": c.holdout_pct, "budget_points": c.budget_points, "points_awarded": points,
             "budget_burned": points / c.budget_points if c.budget_points else None, "archived": c.archived_at is not None,
         })
@@ -711,7 +712,7 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
     if campaign is None:
         raise NotFound(f"No campaign with id {campaign_id}.")
     ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now)
-    holdout = stable_uniform(campaign.id, ids) < campaign.holdout_pct
+    holdout = stable_uniform(stored_id(campaign), ids) < campaign.holdout_pct
     treatment = np.sort(ids[~holdout])
     campaign_days = (campaign.ends_at - campaign.starts_at).total_seconds() / 86400
     once = campaign.kind in ONCE_PER_MEMBER_KINDS

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
-from db.models import Goal, KpiSnapshot, KpiTarget, Segment
+from db.models import Goal, KpiSnapshot, KpiTarget, Segment, stored_id
 from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
 from loyalty.errors import InvalidInput, NotFound
@@ -186,7 +186,7 @@ def clone_goal(*, session: Session, actor: Actor, goal_id: int) -> Goal:
     def create(source: Goal, name: str) -> Goal:
         clone = save_goal(session=session, actor=actor, name=name, objective=source.objective, owner=source.owner, starts_on=source.starts_on,
                           ends_on=source.ends_on, reporting_frequency=source.reporting_frequency, strategy=source.strategy)
-        _copy_targets(session, actor, source.id, clone.id)
+        _copy_targets(session, actor, stored_id(source), stored_id(clone))
         return clone
 
     return clone_record(session=session, actor=actor, model=Goal, record_id=goal_id, entity="goal", permission="program.configure",
