@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -743,10 +743,18 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
     # The same campaign, as if it had run over the replayed window, every replayed member treated.
     replayed = SimpleNamespace(**{f: getattr(campaign, f) for f in ("id", "kind", "rule", "eligibility", "updated_at")},
                                budget_points=None, starts_at=since, ends_at=now)
-    engine = CampaignEngine(session, [replayed])
-    engine._treatment = lambda _cid: np.sort(cohort)
-    engine._already_awarded = lambda _cid, members: np.zeros(len(members), dtype=bool)
-    engine._spent = lambda _cid: 0
+
+    class ReplayEngine(CampaignEngine):  # every replayed member treated, nothing awarded or spent yet
+        def _treatment(self, campaign_id: int) -> np.ndarray:
+            return np.sort(cohort)
+
+        def _already_awarded(self, campaign_id: int, member_ids: np.ndarray) -> np.ndarray:
+            return np.zeros(len(member_ids), dtype=bool)
+
+        def _spent(self, campaign_id: int) -> int:
+            return 0
+
+    engine = ReplayEngine(session, [cast(Campaign, replayed)])  # the stand-in has the fields the engine reads
     per_member = float(engine(recent)["points"].sum()) / len(cohort)
     cost = round(per_member * len(treatment) * (1 if once else campaign_days / window_days))
     preview["estimated_points"] = min(cost, campaign.budget_points) if campaign.budget_points else cost

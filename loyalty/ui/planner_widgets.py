@@ -40,7 +40,8 @@ def _impact(campaign_id: int, preview: dict[str, Any]) -> CampaignImpact:
         return expected_campaign_impact(session, campaign_id=campaign_id, preview=preview)
 
 
-def _money(value: float, currency: str) -> str:
+def _money(value: float | None, currency: str) -> str:
+    assert value is not None, "an amount shown is always known here"  # the estimates are complete when there is no reason
     return f"{currency} {value:,.2f}"
 
 
