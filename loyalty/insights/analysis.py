@@ -234,7 +234,7 @@ def purchase_cycle_view(session: Session, filters: Filters) -> dict[str, Any]:
         "frequency": pd.DataFrame({"purchases_per_year_from": edges[:-1].round(2), "purchases_per_year_to": edges[1:].round(2),
                                    "members": counts}),
         "median_gap": median,
-        "repeat_share": float((per_member["purchase_days"] >= 2).mean()) if per_member.height else None,
+        "repeat_share": float((per_member["purchase_days"] >= 2).mean()) if per_member.height else None,  # type: ignore[arg-type]  # a non-empty mean
         "active_members": per_member.height,
         "verdict": verdict,
     }

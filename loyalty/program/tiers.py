@@ -124,8 +124,8 @@ def save_tiers(*, session: Session, tiers: list[dict[str, Any]], actor: Actor) -
         session.flush()
         for rank, (raw, values) in enumerate(zip(tiers, cleaned), start=1):
             raw_id = raw.get("id")
-            tier = existing.get(int(raw_id)) if raw_id is not None and not pd.isna(raw_id) else None
-            tier = tier or Tier(rank=rank, **values)
+            stored = existing.get(int(raw_id)) if raw_id is not None and not pd.isna(raw_id) else None
+            tier = stored or Tier(rank=rank, **values)
             for field, value in values.items():
                 setattr(tier, field, value)
             tier.rank = rank
