@@ -121,6 +121,7 @@ def exchange_grant(*, session: Session, grant: str, now: datetime | None = None)
         return None
     token = secrets.token_urlsafe(32)
     key = _signing_key(session, create=True)
+    assert key is not None  # create=True makes one when there is none
     row.token_hash, row.grant_hash, row.grant_expires_at, row.last_seen_at = _digest(token), None, None, now
     session.add(row)
     session.commit()

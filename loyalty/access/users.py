@@ -157,7 +157,7 @@ def create_user(
     if session.exec(select(User).where(User.username == username)).first() is not None:
         raise InvalidInput(f"A user named {username!r} already exists.")
     generated = password is None
-    password = _random_password() if generated else password
+    password = _random_password() if password is None else password
     _check_password(password)
     begin_write(session)
     if session.exec(select(User).where(User.username == username)).first() is not None:

@@ -81,7 +81,7 @@ def entry_barrier(session: Session, *, now: datetime | None = None) -> dict[str,
 
     reward_rows = []
     for reward in session.exec(select(Reward).where(col(Reward.active).is_(True), col(Reward.archived_at).is_(None)).order_by(col(Reward.points_cost))):
-        horizon = REWARD_HORIZON_MONTHS
+        horizon: float = REWARD_HORIZON_MONTHS
         if reward.available_until is not None:
             horizon = max(0.0, min(horizon, (reward.available_until - now).days / _DAYS_PER_MONTH))
         projected = balance + points_pace * horizon

@@ -388,7 +388,7 @@ class _Inputs:
         return _rate(self.cells[month, 0], self.cells[month, 1], rate)
 
 
-def _rate(numerator: np.ndarray, denominator: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+def _rate(numerator: np.ndarray, denominator: np.ndarray, fallback: np.ndarray | float) -> np.ndarray:
     fallback = np.broadcast_to(fallback, np.broadcast_shapes(numerator.shape, np.shape(fallback)))
     return np.divide(numerator, denominator, out=np.array(fallback, dtype=np.float64), where=denominator > 0)
 
@@ -479,8 +479,8 @@ def _hazard_cells(position: np.ndarray, n: int, kind: np.ndarray, points: np.nda
     if not n:
         return cells, last_earn
     begin = int(use[0]) if len(use) else months
-    for j in range(max(begin - ACTIVE_MONTHS + 1, 0), begin):
-        last_earn[np.bincount(position[(period == j) & (kind == _EARN)], minlength=n) > 0] = j
+    for month in range(max(begin - ACTIVE_MONTHS + 1, 0), begin):
+        last_earn[np.bincount(position[(period == month) & (kind == _EARN)], minlength=n) > 0] = month
     if not len(use):
         return cells, last_earn
     earlier = period < begin
@@ -640,7 +640,7 @@ def _forecast_from_ledger(
     rough = project_liability(lots, earned, p_active, hazard, inputs.band_edges, expiry_months, weights)
     low_q, high_q = (1.0 - band) / 2.0, 1.0 - (1.0 - band) / 2.0
     months = [m.date() for m in _edges(cutoff, 0, horizon)[:-1]]
-    rows = []
+    rows: list[tuple[date, str, str, float | None, float | None, float | None]] = []
     for measure in POINT_MEASURES:
         low, high = np.quantile(simulated[measure], [low_q, high_q], axis=0)
         centre = central[measure][0]

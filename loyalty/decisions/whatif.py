@@ -180,6 +180,10 @@ def current_program(session: Session) -> dict[str, Any]:
             "expiry_months": int(settings.expiry_months), "point_value": float(settings.point_value), "currency": settings.currency}
 
 
+def _reward_names(session: Session) -> dict[int, str]:
+    return {reward_id: name for reward_id, name in session.exec(select(Reward.id, Reward.name)).all() if reward_id is not None}
+
+
 def current_rules(session: Session) -> Rules:
     """The program's rules now: tiers, settings and reward costs."""
     program = current_program(session)
@@ -483,7 +487,7 @@ def _ledger(history: History, rules: Rules, earned: np.ndarray, demand: np.ndarr
     expiry = rules.expiry_months
     credited, debited, due = np.zeros(n), np.zeros(n), np.zeros(n)
     redeemed_in_window, peak = np.zeros(n), np.zeros(n)
-    flows = {"issued": [], "redeemed": [], "expired": [], "outstanding": []}
+    flows: dict[str, list[int]] = {"issued": [], "redeemed": [], "expired": [], "outstanding": []}
     for r in range(replay):
         credited += earned[r]
         redeemed = np.minimum(demand[r], np.maximum(credited - debited, 0.0))
@@ -527,7 +531,7 @@ def replay(history: History, rules: Rules, *, demand: np.ndarray, path: np.ndarr
         tiers.insert(0, {"tier": NO_TIER, "members": int(counts[0]), "reach": None})
 
     peak = np.sort(ledger["peak"][active])
-    rewards = sorted(({"reward_id": i, "reward": history.reward_names[i], "points_cost": rules.reward_costs[i]}
+    rewards: list[dict[str, Any]] = sorted(({"reward_id": i, "reward": history.reward_names[i], "points_cost": rules.reward_costs[i]}
                       for i in history.active_rewards if i in rules.reward_costs), key=lambda r: (r["points_cost"], r["reward_id"]))
     for reward in rewards:
         reward["reach"] = _share(len(peak) - int(np.searchsorted(peak, reward["points_cost"] - 1e-9)), n_active)
@@ -584,7 +588,7 @@ def simulate(session: Session, *, changes: dict[str, Any] | None = None, as_of: 
     started = time.perf_counter()
     settings = get_settings(session)
     current = current_rules(session)
-    names = dict(session.exec(select(Reward.id, Reward.name)).all())
+    names = _reward_names(session)
     clean = normalise_changes(changes or {}, current, names)
     scenario = scenario_rules(current, clean)
     lookback = max([t["window_months"] for t in (*current.tiers, *scenario.tiers)] or [0])
@@ -678,7 +682,7 @@ def save_scenario(*, session: Session, actor: Actor, name: str, changes: dict[st
         raise InvalidInput("name: a scenario needs a name.")
     if len(name) > 200:
         raise InvalidInput(f"name: at most 200 characters (got {len(name)}).")
-    if result is None or result.get("changes") != normalise_changes(changes, current_rules(session), dict(session.exec(select(Reward.id, Reward.name)).all())):
+    if result is None or result.get("changes") != normalise_changes(changes, current_rules(session), _reward_names(session)):
         result = simulate(session, changes=changes, as_of=as_of)
     with write_transaction(session):
         if session.exec(select(Scenario.id).where(Scenario.name == name)).first() is not None:
