@@ -281,7 +281,7 @@ def _canonical(
         if source not in table.raw.columns
     ]
     renamed = [mapping.get(c, c) for c in table.raw.columns]
-    file_name = {}  # canonical -> the file's column
+    file_name: dict[str, str] = {}  # canonical -> the file's column
     wanted = REQUIRED_COLUMNS[kind] + OPTIONAL_COLUMNS[kind]
     for original, new in zip(table.raw.columns, renamed):
         if new in wanted:

@@ -77,7 +77,7 @@ def current_actor() -> Actor | None:
 
         try:
             with db_session() as session:
-                actor = actor_for_email(session, st.user.email)
+                actor = actor_for_email(session, st.user.email)  # type: ignore[arg-type]  # an OIDC user's email is a str; Streamlit types any claim
         except LoyaltyError as error:
             st.error(str(error))
             return None

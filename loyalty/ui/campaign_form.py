@@ -75,8 +75,9 @@ def campaign_form(key: str, campaign: dict[str, Any] | None, *, tiers: list[str]
     """The fields of a campaign (``None`` until the dates are chosen) and whether the person confirmed the guard rails."""
     campaign = campaign or {}
     kinds = list(CAMPAIGN_KINDS)
-    kind = st.selectbox("Type", kinds, index=kinds.index(campaign.get("kind", kinds[0])), format_func=CAMPAIGN_KINDS.get, key=f"{key}_kind",
+    kind = st.selectbox("Type", kinds, index=kinds.index(campaign.get("kind", kinds[0])), format_func=CAMPAIGN_KINDS.__getitem__, key=f"{key}_kind",
                         disabled=bool(campaign))
+    assert kind is not None  # a selectbox with options and an index always has a choice
     name = st.text_input("Campaign name", value=campaign.get("name", ""), key=f"{key}_name")
     today = date.today()
     runs = (pd.Timestamp(campaign["starts_at"]).date(), (pd.Timestamp(campaign["ends_at"]) - timedelta(microseconds=1)).date()) if campaign \
