@@ -92,9 +92,7 @@ def _constant_literal(series: pd.Series) -> str | None:
         text_value = pd.Timestamp(int(us[0]), unit="us").strftime("%Y-%m-%d %H:%M:%S.%f")
         return f"'{text_value}'" if (us == us[0]).all() else None
     first = series.iloc[0]
-    if isinstance(first, (bool, np.bool_)):
-        literal = str(int(first))
-    elif isinstance(first, (int, np.integer)):
+    if isinstance(first, (bool, np.bool_, int, np.integer)):
         literal = str(int(first))
     elif isinstance(first, (float, np.floating)) and np.isfinite(first):
         literal = repr(float(first))

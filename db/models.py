@@ -7,7 +7,7 @@ Points balances are never stored: a member's balance is the sum of that member's
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, Column, Index, MetaData, UniqueConstraint
@@ -26,7 +26,7 @@ metadata: MetaData = SQLModel.metadata
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class _Row(Protocol):

@@ -192,7 +192,6 @@ def cmd_redeem(args: argparse.Namespace) -> int:
 
 def cmd_refund(args: argparse.Namespace) -> int:
     from loyalty.ledger.purchases import refund_purchase
-
     from loyalty.program.settings import get_settings
 
     with new_session() as session:

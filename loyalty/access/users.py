@@ -7,6 +7,7 @@ audit log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from sqlmodel import Session, col, select
 
 from db.engine import begin_write
 from db.models import User, utcnow
-from loyalty.access.roles import ROLES, Actor, require
 from loyalty.access.audit import record_audit
-from loyalty.errors import AlreadyDone, InvalidInput, LoyaltyError, NotFound
+from loyalty.access.roles import ROLES, Actor, require
 from loyalty.access.sessions import end_user_sessions
+from loyalty.errors import AlreadyDone, InvalidInput, LoyaltyError, NotFound
 
 __all__ = [
     "DEMO_USERS",
@@ -98,10 +99,8 @@ def authenticate(session: Session, username: str, password: str, *, now: datetim
     begin_write(session)  # a sign-in writes (attempts, lock-out, last login)
     user = session.exec(select(User).where(User.username == username.strip())).one_or_none()
     if user is None:
-        try:
+        with contextlib.suppress(VerificationError):
             _hasher.verify(_DUMMY_HASH, password)
-        except VerificationError:
-            pass
         raise AuthenticationFailed("Wrong username or password.")
     if not user.active:
         raise AuthenticationFailed("This account is disabled. Ask an administrator.")
@@ -156,7 +155,6 @@ def create_user(
         raise InvalidInput(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
     if session.exec(select(User).where(User.username == username)).first() is not None:
         raise InvalidInput(f"A user named {username!r} already exists.")
-    generated = password is None
     password = _random_password() if password is None else password
     _check_password(password)
     begin_write(session)

@@ -66,10 +66,10 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from db.models import Campaign, Purchase, utcnow
-from loyalty.program.campaigns import CAMPAIGN_KINDS, eligible_members, preview_campaign
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.evaluation.kpis import CONFIDENCE as EVALUATION_CONFIDENCE
 from loyalty.evaluation.kpis import campaign_results
+from loyalty.program.campaigns import CAMPAIGN_KINDS, eligible_members, preview_campaign
 from loyalty.program.settings import get_settings
 
 __all__ = [

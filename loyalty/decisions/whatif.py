@@ -89,12 +89,12 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Member, Purchase, Reward, Scenario
+from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.analytics.data import Reader, _epoch, _range, fetch_frame, load_purchases
-from loyalty.access.audit import record_audit
-from loyalty.program.rewards import save_reward
-from loyalty.ledger.earning import base_points
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.ledger.earning import base_points
+from loyalty.program.rewards import save_reward
 from loyalty.program.settings import get_settings
 from loyalty.program.tiers import list_tiers, qualifying_tier_index, save_tiers, validate_tiers
 

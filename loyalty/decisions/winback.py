@@ -47,9 +47,9 @@ from loyalty.analytics.clv import (
     summary_data,
 )
 from loyalty.analytics.data import load_members, load_purchases
-from loyalty.program.campaigns import listed_member_ids, save_campaign
 from loyalty.errors import InvalidInput
 from loyalty.ledger.members import mask
+from loyalty.program.campaigns import listed_member_ids, save_campaign
 from loyalty.program.settings import get_settings
 
 __all__ = [

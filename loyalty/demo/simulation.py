@@ -77,14 +77,14 @@ from db.models import (
     stored_id,
     utcnow,
 )
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
-from loyalty.program.campaigns import activate_campaign, save_campaign, stable_uniform
-from loyalty.program.rewards import save_reward
-from loyalty.ledger.earning import base_points
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput
+from loyalty.ledger.earning import base_points
 from loyalty.ledger.entries import EXPIRE, REDEEM, REVERSE, expire_points, expiry_dates
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
+from loyalty.program.campaigns import activate_campaign, save_campaign, stable_uniform
+from loyalty.program.rewards import save_reward
 from loyalty.program.settings import get_settings
 from loyalty.program.tiers import qualifying_tier_index, save_tiers
 

@@ -170,10 +170,10 @@ def configure_program(session: Any, *, now: datetime) -> dict[str, int]:
 
     from db.models import stored_id
     from loyalty.access.roles import SYSTEM_CLI
-    from loyalty.program.campaigns import activate_campaign, advance_campaigns, save_campaign
-    from loyalty.program.rewards import save_reward
     from loyalty.demo.simulation import REWARDS, SEGMENTS, TIERS
+    from loyalty.program.campaigns import activate_campaign, advance_campaigns, save_campaign
     from loyalty.program.goals import save_goal, save_kpi_target
+    from loyalty.program.rewards import save_reward
     from loyalty.program.segments import save_segment
     from loyalty.program.tiers import list_tiers, save_tiers
 
@@ -382,11 +382,11 @@ def _step_baseline(start: date, end: date) -> dict[str, Any]:
     import gc
 
     from db.engine import get_engine, new_session
-    from loyalty.devtools.analytics_bench import time_analyze
     from loyalty.analytics.clv import clv_analysis
     from loyalty.analytics.cohorts import retention_analysis
     from loyalty.analytics.metrics import kpi_summary
     from loyalty.analytics.rfm import rfm_analysis
+    from loyalty.devtools.analytics_bench import time_analyze
 
     url = get_engine().url.render_as_string(hide_password=False)
     engine_seconds: dict[str, float] = {}

@@ -32,9 +32,9 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Alert, KpiTarget, Segment, utcnow
+from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.analytics.metrics import METRICS, period_bounds
-from loyalty.access.audit import record_audit
 from loyalty.errors import NotFound
 from loyalty.program.goals import goal_status, target_status
 

@@ -69,14 +69,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sqlalchemy import and_, delete, func, text
+from sqlalchemy import delete, func, text
 from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
 from db.models import (
     Campaign,
-    CampaignAssignment,
     KpiSnapshot,
     LedgerEntry,
     Member,

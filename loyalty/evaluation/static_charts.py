@@ -202,10 +202,7 @@ class _TickFormat(Formatter):
         return f"{value:{comma}.{digits}{kind}}"
 
     def _default(self, value: float) -> str:
-        if self.each_on_its_own or self.axis is None:
-            largest = abs(value)
-        else:
-            largest = max(abs(v) for v in self.axis.get_view_interval())
+        largest = abs(value) if self.each_on_its_own or self.axis is None else max(abs(v) for v in self.axis.get_view_interval())
         exponent = _si_exponent(largest)
         divisor, suffix = 10.0 ** exponent, _SI_SUFFIXES.get(exponent, "")
         if self.each_on_its_own:

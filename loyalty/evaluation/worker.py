@@ -84,8 +84,8 @@ from sqlalchemy.exc import IntegrityError
 
 from db.engine import get_engine, new_session, write_transaction
 from db.models import ProgramSetting, utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.evaluation.jobs import JOBS, mark_interrupted_runs
 

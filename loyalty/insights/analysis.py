@@ -8,7 +8,7 @@ SQL or Polars (``loyalty.analytics``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from typing import Any
 
 import numpy as np
@@ -170,7 +170,7 @@ def redemptions_view(session: Session, filters: Filters) -> dict[str, Any]:
     monthly = rows.pivot_table(index="month", columns="kind", values="points", aggfunc="sum", fill_value=0) if not rows.empty else pd.DataFrame()
     frame = pd.DataFrame(index=monthly.index)
     for column, kinds, sign in (("earned", ["earn", "bonus"], 1), ("redeemed", ["redeem"], -1), ("expired", ["expire"], -1), ("reversed", ["reverse"], -1)):
-        frame[column] = sum((monthly[k] if k in monthly else 0) for k in kinds) * sign
+        frame[column] = sum(monthly.get(k, 0) for k in kinds) * sign
     frame = frame.reset_index()
     frame["redemption_rate"] = np.where(frame["earned"] > 0, frame["redeemed"] / frame["earned"].where(frame["earned"] > 0, 1), np.nan)
     rewards_query = (select(Reward.name, func.count(), func.sum(Redemption.points))
@@ -204,9 +204,9 @@ def reward_redeemers(session: Session, filters: Filters, reward: str) -> pd.Data
 
 
 def _moment(day: date):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 # --- purchase cycle --------------------------------------------------------------------------

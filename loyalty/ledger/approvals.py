@@ -17,8 +17,8 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import LedgerEntry, Member, PendingAdjustment, utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import AlreadyDone, InvalidInput, NotFound, PermissionDenied
 from loyalty.ledger.entries import adjust_points, lock_member
 from loyalty.program.settings import get_settings

@@ -58,8 +58,8 @@ from db.models import (
     Reward,
     utcnow,
 )
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
 from loyalty.program.settings import get_settings
 

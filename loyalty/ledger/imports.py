@@ -50,8 +50,8 @@ from sqlmodel import Session
 from db.bulk import allocate_ids, insert_frame, sqlite_page_cache
 from db.engine import write_transaction
 from db.models import Member, Purchase, utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
 

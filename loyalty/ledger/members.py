@@ -152,11 +152,12 @@ def erase_member(*, session: Session, external_id: str, actor: Actor) -> None:
     change. The company's member id is kept so a later import recognises the member as
     erased and does not bring the personal data back.
     """
+    from sqlalchemy import update
+
     from db.engine import write_transaction
     from db.models import utcnow
     from loyalty.access.audit import record_audit
     from loyalty.errors import AlreadyDone
-    from sqlalchemy import update
 
     require(actor, "members.erase")
     with write_transaction(session):

@@ -18,8 +18,8 @@ from db.bulk import allocate_ids, insert_frame
 from db.engine import write_transaction
 from db.models import Member, Purchase, utcnow
 from loyalty.access.roles import Actor, require
-from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.ledger.entries import PurchaseReturn, return_purchase
 from loyalty.program.settings import get_settings
 

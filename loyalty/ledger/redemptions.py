@@ -18,8 +18,8 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import LedgerEntry, Member, Redemption, Reward, Tier, utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import (
     AlreadyDone,
     InsufficientPoints,

@@ -65,8 +65,8 @@ from db.models import (
     stored_id,
     utcnow,
 )
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NeedsConfirmation, NotFound
 from loyalty.ledger.entries import BONUS
 from loyalty.program.lifecycle import (

@@ -17,8 +17,8 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Goal, KpiSnapshot, KpiTarget, Segment, stored_id
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.program.lifecycle import (
     Removal,

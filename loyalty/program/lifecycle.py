@@ -25,8 +25,8 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 
 __all__ = ["Removal", "archive_record", "clone_record", "copy_name", "count_rows", "delete_record", "restore_record"]

@@ -17,8 +17,8 @@ from sqlmodel import Session, select
 
 from db.engine import begin_write
 from db.models import ProgramSetting, utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput
 
 __all__ = [

@@ -17,8 +17,8 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Member, Reward, Tier
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput
 
 __all__ = ["TIER_FIELDS", "TierThresholdsNotIncreasing", "list_tiers", "qualifying_tier_index", "save_tiers", "validate_tiers"]

@@ -14,7 +14,6 @@ import json
 import streamlit as st
 
 from loyalty.access.roles import Actor
-from loyalty.errors import LoyaltyError
 from loyalty.access.sessions import (
     SESSION_COOKIE,
     check_session,
@@ -22,6 +21,7 @@ from loyalty.access.sessions import (
     resume_session,
     start_session,
 )
+from loyalty.errors import LoyaltyError
 from loyalty.ui.core import db_session
 
 _KEY = "auth_actor"

@@ -7,7 +7,7 @@ so a new campaign starts blank and an edited draft from what is stored.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pandas as pd
@@ -99,5 +99,5 @@ def campaign_form(key: str, campaign: dict[str, Any] | None, *, tiers: list[str]
     if not (start and end):
         return None, confirmed
     return {"name": name, "kind": kind, "rule": rule, "eligibility": eligibility, "channels": channels,
-            "starts_at": datetime.combine(start, time.min, tzinfo=timezone.utc), "ends_at": datetime.combine(end, time.max, tzinfo=timezone.utc),
+            "starts_at": datetime.combine(start, time.min, tzinfo=UTC), "ends_at": datetime.combine(end, time.max, tzinfo=UTC),
             "budget_points": int(budget) or None, "holdout_pct": holdout / 100}, confirmed

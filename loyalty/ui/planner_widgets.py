@@ -11,8 +11,16 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from loyalty.decisions.planner import (
+    DEFAULT_ALPHA,
+    DEFAULT_POWER,
+    CampaignImpact,
+    HoldoutSizing,
+    SegmentSpend,
+    expected_campaign_impact,
+    plan_holdout,
+)
 from loyalty.errors import LoyaltyError
-from loyalty.decisions.planner import DEFAULT_ALPHA, DEFAULT_POWER, CampaignImpact, HoldoutSizing, SegmentSpend, expected_campaign_impact, plan_holdout
 from loyalty.program.settings import get_settings
 from loyalty.ui.core import db_session
 
