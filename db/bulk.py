@@ -92,9 +92,7 @@ def _constant_literal(series: pd.Series) -> str | None:
         text_value = pd.Timestamp(int(us[0]), unit="us").strftime("%Y-%m-%d %H:%M:%S.%f")
         return f"'{text_value}'" if (us == us[0]).all() else None
     first = series.iloc[0]
-    if isinstance(first, (bool, np.bool_)):
-        literal = str(int(first))
-    elif isinstance(first, (int, np.integer)):
+    if isinstance(first, (bool, np.bool_, int, np.integer)):
         literal = str(int(first))
     elif isinstance(first, (float, np.floating)) and np.isfinite(first):
         literal = repr(float(first))
@@ -112,6 +110,7 @@ def insert_frame(session: Session, table: str, frame: pd.DataFrame) -> int:
     sqlite = session.get_bind().dialect.name == "sqlite"
     columns = list(frame.columns)
     raw = session.connection().connection.driver_connection
+    assert raw is not None  # a checked-out connection always has its driver connection
     for start in range(0, len(frame), CHUNK_ROWS):
         chunk = frame.iloc[start : start + CHUNK_ROWS]
         if sqlite:
@@ -157,6 +156,7 @@ def sqlite_page_cache(session: Session, kib: int) -> Iterator[None]:
         yield
         return
     driver = session.connection().connection.driver_connection
+    assert driver is not None  # a checked-out connection always has its driver connection
     previous = driver.execute("PRAGMA cache_size").fetchone()[0]
     driver.execute(f"PRAGMA cache_size=-{int(kib)}")
     try:

@@ -174,7 +174,6 @@ def upgrade_to_head(engine: Engine | None = None) -> None:
     """Bring the schema to the newest Alembic revision."""
     from alembic import command
     from alembic.config import Config
-
     from alembic.script import ScriptDirectory
     from sqlalchemy import inspect, text
 

@@ -7,8 +7,8 @@ Points balances are never stored: a member's balance is the sum of that member's
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, Column, Index, MetaData, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -26,7 +26,17 @@ metadata: MetaData = SQLModel.metadata
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
+
+
+class _Row(Protocol):
+    id: int | None
+
+
+def stored_id(row: _Row) -> int:
+    """The id of a row read from the database or flushed to it (``id`` is None only before that)."""
+    assert row.id is not None, f"{type(row).__name__} has no id: it was never stored"
+    return row.id
 
 
 def _json(**kwargs: Any) -> Any:

@@ -28,7 +28,8 @@ class _TerminalProgress:
     """A progress bar on stderr (stdout stays clean for ``--json``)."""
 
     def __init__(self, label: str, enabled: bool) -> None:
-        self.label, self.enabled, self._bar = label, enabled, None
+        self.label, self.enabled = label, enabled
+        self._bar: Any = None  # a tqdm bar, imported when first drawn
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
@@ -128,12 +129,13 @@ def cmd_rewards_list(args: argparse.Namespace) -> int:
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
+    from db.models import stored_id
     from loyalty.ledger.entries import member_balance
     from loyalty.ledger.members import find_member
 
     with new_session() as session:
         member = find_member(session, args.member)
-        points = member_balance(session, member.id)
+        points = member_balance(session, stored_id(member))
     if args.json:
         _print_json({
             "member": args.member, "balance": points.points, "past_expiry_points": points.past_expiry,
@@ -148,11 +150,12 @@ def cmd_balance(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
+    from db.models import stored_id
     from loyalty.ledger.entries import member_ledger
     from loyalty.ledger.members import find_member
 
     with new_session() as session:
-        lines = member_ledger(session, find_member(session, args.member).id).tail(args.limit)
+        lines = member_ledger(session, stored_id(find_member(session, args.member))).tail(args.limit)
     if args.json:
         _print_json([
             {**line, "occurred_at": line["occurred_at"].isoformat(),
@@ -166,13 +169,14 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_redeem(args: argparse.Namespace) -> int:
+    from db.models import stored_id
     from loyalty.ledger.members import find_member
     from loyalty.ledger.redemptions import redeem_reward
 
     try:
         with new_session() as session:
             member = find_member(session, args.member)
-            result = redeem_reward(session=session, member_id=member.id, reward_id=args.reward, actor=SYSTEM_CLI)
+            result = redeem_reward(session=session, member_id=stored_id(member), reward_id=args.reward, actor=SYSTEM_CLI)
     except LoyaltyError as error:
         if args.json:
             _print_json({"ok": False, "error": str(error)})
@@ -188,7 +192,6 @@ def cmd_redeem(args: argparse.Namespace) -> int:
 
 def cmd_refund(args: argparse.Namespace) -> int:
     from loyalty.ledger.purchases import refund_purchase
-
     from loyalty.settings import get_settings
 
     with new_session() as session:
@@ -207,15 +210,16 @@ def cmd_refund(args: argparse.Namespace) -> int:
 
 
 def cmd_adjust(args: argparse.Namespace) -> int:
+    from db.models import stored_id
     from loyalty.ledger.approvals import request_adjustment
     from loyalty.ledger.entries import member_balance
     from loyalty.ledger.members import find_member
 
     with new_session() as session:
         member = find_member(session, args.member)
-        outcome = request_adjustment(session=session, member_id=member.id, points=args.points, reason=args.reason,
+        outcome = request_adjustment(session=session, member_id=stored_id(member), points=args.points, reason=args.reason,
                                      actor=SYSTEM_CLI)
-        points = member_balance(session, member.id).points
+        points = member_balance(session, stored_id(member)).points
     if args.json:
         _print_json({"ok": True, "member": args.member, "balance": points, "pending_approval": outcome.pending_id})
     elif outcome.pending:

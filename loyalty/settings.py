@@ -17,9 +17,9 @@ from sqlmodel import Session, select
 
 from db.engine import begin_write
 from db.models import ProgramSetting, utcnow
+from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.access.sessions import DEFAULT_IDLE_MINUTES
-from loyalty.access.audit import record_audit
 from loyalty.errors import InvalidInput
 
 __all__ = [
@@ -99,8 +99,9 @@ def _typed(name: str, value: Any) -> tuple[Any, str | None]:
 def get_settings(session: Session) -> ProgramSettings:
     stored = {row.key: row.value for row in session.exec(select(ProgramSetting))}
     # JSON keeps 2.0 as 2: give each value its setting's type back.
-    return ProgramSettings(**{k: float(v) if isinstance(getattr(_DEFAULTS, k), float) else v
-                              for k, v in stored.items() if k in SETTING_LABELS})
+    values: dict[str, Any] = {k: float(v) if isinstance(getattr(_DEFAULTS, k), float) else v
+                              for k, v in stored.items() if k in SETTING_LABELS}
+    return ProgramSettings(**values)
 
 
 def stored_settings(session: Session) -> pd.DataFrame:

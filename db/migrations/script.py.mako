@@ -8,7 +8,7 @@ Create Date: ${create_date}
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel  # noqa: F401  (autogenerate emits sqlmodel.sql.sqltypes types)
+import sqlmodel.sql.sqltypes  # noqa: F401  (autogenerate emits sqlmodel.sql.sqltypes types)
 from alembic import op
 ${imports if imports else ""}
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.models import AuditLog
 from loyalty.access.roles import Actor, require
@@ -52,7 +52,7 @@ def audit_entries(
 ) -> pd.DataFrame:
     """The audit trail, newest first, filtered (admin and manager)."""
     require(actor, "audit.view")
-    query = select(AuditLog).order_by(AuditLog.at.desc()).limit(limit)
+    query = select(AuditLog).order_by(col(AuditLog.at).desc()).limit(limit)
     if since:
         query = query.where(AuditLog.at >= since)
     if until:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import begin_write
 from db.models import ProgramSetting, SignInSession, User, utcnow
@@ -122,6 +122,7 @@ def exchange_grant(*, session: Session, grant: str, now: datetime | None = None)
         return None
     token = secrets.token_urlsafe(32)
     key = _signing_key(session, create=True)
+    assert key is not None  # create=True makes one when there is none
     row.token_hash, row.grant_hash, row.grant_expires_at, row.last_seen_at = _digest(token), None, None, now
     session.add(row)
     session.commit()
@@ -176,7 +177,7 @@ def _check(session: Session, row: SignInSession, now: datetime, idle_minutes: in
         return SessionCheck(None, row.id, IDLE_MESSAGE)
     if now - row.last_seen_at > timedelta(seconds=TOUCH_SECONDS):
         begin_write(session)
-        session.execute(update(SignInSession).where(SignInSession.id == row.id).values(last_seen_at=now))
+        session.execute(update(SignInSession).where(col(SignInSession.id) == row.id).values(last_seen_at=now))
         session.commit()
     pending = row.token_hash is None and row.grant_expires_at is not None and row.grant_expires_at > now
     return SessionCheck(Actor(user.username, user.role), row.id, cookie_pending=pending)
@@ -186,7 +187,7 @@ def _end(session: Session, ids: list[str], reason: str, now: datetime) -> None:
     begin_write(session)
     session.execute(
         update(SignInSession)
-        .where(SignInSession.id.in_(ids), SignInSession.ended_at.is_(None))
+        .where(col(SignInSession.id).in_(ids), col(SignInSession.ended_at).is_(None))
         .values(ended_at=now, end_reason=reason, grant_hash=None)
     )
     session.commit()
@@ -204,6 +205,6 @@ def end_user_sessions(session: Session, username: str, reason: str) -> None:
     """
     session.execute(
         update(SignInSession)
-        .where(SignInSession.username == username, SignInSession.ended_at.is_(None))
+        .where(col(SignInSession.username) == username, col(SignInSession.ended_at).is_(None))
         .values(ended_at=utcnow(), end_reason=reason, grant_hash=None)
     )

@@ -7,6 +7,7 @@ audit log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -15,14 +16,14 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import begin_write
 from db.models import User, utcnow
-from loyalty.access.roles import ROLES, Actor, require
 from loyalty.access.audit import record_audit
-from loyalty.errors import AlreadyDone, InvalidInput, LoyaltyError, NotFound
+from loyalty.access.roles import ROLES, Actor, require
 from loyalty.access.sessions import end_user_sessions
+from loyalty.errors import AlreadyDone, InvalidInput, LoyaltyError, NotFound
 
 __all__ = [
     "DEMO_USERS",
@@ -98,10 +99,8 @@ def authenticate(session: Session, username: str, password: str, *, now: datetim
     begin_write(session)  # a sign-in writes (attempts, lock-out, last login)
     user = session.exec(select(User).where(User.username == username.strip())).one_or_none()
     if user is None:
-        try:
+        with contextlib.suppress(VerificationError):
             _hasher.verify(_DUMMY_HASH, password)
-        except VerificationError:
-            pass
         raise AuthenticationFailed("Wrong username or password.")
     if not user.active:
         raise AuthenticationFailed("This account is disabled. Ask an administrator.")
@@ -156,8 +155,7 @@ def create_user(
         raise InvalidInput(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
     if session.exec(select(User).where(User.username == username)).first() is not None:
         raise InvalidInput(f"A user named {username!r} already exists.")
-    generated = password is None
-    password = _random_password() if generated else password
+    password = _random_password() if password is None else password
     _check_password(password)
     begin_write(session)
     if session.exec(select(User).where(User.username == username)).first() is not None:
@@ -242,7 +240,7 @@ def reset_password(*, session: Session, username: str, actor: Actor, password: s
 def _refuse_removing_last_admin(session: Session, user: User, *, new_role: str | None = None, disabling: bool = False) -> None:
     if user.role != "admin" or (new_role == "admin" and not disabling):
         return
-    admins = session.exec(select(func.count()).select_from(User).where(User.role == "admin", User.active.is_(True))).one()
+    admins = session.exec(select(func.count()).select_from(User).where(User.role == "admin", col(User.active).is_(True))).one()
     if admins <= 1:
         raise InvalidInput(f"{user.username} is the last enabled admin: make another user admin first, or nobody could manage users.")
 

@@ -218,7 +218,7 @@ def retention_curves(
     member_table = members_frame(members)
     if by not in member_table.columns:
         raise InvalidInput(f"Members have no column {by!r}; choose one of {', '.join(member_table.columns)}.")
-    schema = {by: member_table.schema[by], "age": pl.Int32, "cohort_members": pl.Int64, "active": pl.Int64, "retention": pl.Float64}
+    schema: dict[str, Any] = {by: member_table.schema[by], "age": pl.Int32, "cohort_members": pl.Int64, "active": pl.Int64, "retention": pl.Float64}
     activity = _activity(purchases, period, as_of)
     if activity is None:
         return pl.DataFrame(schema=schema)

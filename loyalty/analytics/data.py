@@ -47,7 +47,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import pandas as pd
 import polars as pl
@@ -174,6 +174,12 @@ def _dialect(session: Session) -> str:
     return name
 
 
+@overload
+def _check_day(value: date, name: str) -> date: ...
+@overload
+def _check_day(value: None, name: str) -> None: ...
+@overload
+def _check_day(value: date | None, name: str) -> date | None: ...
 def _check_day(value: date | None, name: str) -> date | None:
     if value is None:
         return None
@@ -392,7 +398,7 @@ atexit.register(close_readers)
 
 
 def _adbc_sqlite(session: Session, sql: str) -> pa.Table | None:
-    database = session.get_bind().url.database
+    database = session.get_bind().engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     if importlib.util.find_spec("adbc_driver_sqlite") is None:
@@ -420,7 +426,7 @@ def _adbc_postgresql(session: Session, sql: str) -> pa.Table | None:
         import adbc_driver_postgresql.dbapi as adbc
     except ImportError:
         return None
-    url = session.get_bind().url.set(drivername="postgresql").render_as_string(hide_password=False)
+    url = session.get_bind().engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with adbc.connect(url) as connection, connection.cursor() as cursor:
         cursor.execute(sql)
         return cursor.fetch_arrow_table()
@@ -428,6 +434,7 @@ def _adbc_postgresql(session: Session, sql: str) -> pa.Table | None:
 
 def _dbapi_sqlite(session: Session, sql: str, schema: dict[str, Any]) -> pl.DataFrame:
     raw = session.connection().connection.driver_connection
+    assert raw is not None  # a checked-out connection always has its driver connection
     cursor = raw.cursor()
     try:
         cursor.execute(sql)
@@ -441,6 +448,7 @@ def _dbapi_sqlite(session: Session, sql: str, schema: dict[str, Any]) -> pl.Data
 
 def _copy_postgresql(session: Session, sql: str, schema: dict[str, Any]) -> pl.DataFrame:
     raw = session.connection().connection.driver_connection
+    assert raw is not None  # a checked-out connection always has its driver connection
     buffer = io.BytesIO()
     with raw.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy:
         for block in copy:
@@ -478,7 +486,7 @@ def fetch_frame(session: Session, sql: str, schema: dict[str, Any], *, reader: R
             frame.columns = list(schema)
             # ADBC hands over thousands of small batches; one contiguous block per
             # column makes every later pass (and to_numpy) cheaper.
-            return frame.cast(schema).rechunk() if frame.height else pl.DataFrame(schema=schema)
+            return frame.cast(schema).rechunk() if frame.height else pl.DataFrame(schema=schema)  # type: ignore[arg-type]  # polars types the keys as names or selectors
         if reader == "adbc":
             raise InvalidInput(
                 f"The ADBC reader needs `pip install adbc-driver-{dialect}` and a database file or server "
@@ -696,7 +704,7 @@ def ledger_totals(
         balance = fetch_frame(
             session, f"SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE occurred_at < {hi}", {"balance": pl.Int64}, reader=reader
         )
-        return pl.concat([earned, outflows.select(outflow_sums), balance], how="horizontal").fill_null(0).cast(schema).select(
+        return pl.concat([earned, outflows.select(outflow_sums), balance], how="horizontal").fill_null(0).cast(schema).select(  # type: ignore[arg-type]  # polars types the keys as names or selectors
             list(LEDGER_TOTAL_COLUMNS)
         )
     earned = fetch_frame(session, f"SELECT member_id, points FROM ledger_entry {earn_where}", {"member_id": pl.Int64, "points": pl.Int64}, reader=reader)
@@ -709,7 +717,7 @@ def ledger_totals(
         .join(earned.group_by("member_id").agg(earned=pl.col("points").sum()), on="member_id", how="left")
         .join(outflows.group_by("member_id").agg(outflow_sums), on="member_id", how="left")
         .fill_null(0)
-        .cast({"member_id": pl.Int64, **schema})
+        .cast({"member_id": pl.Int64, **schema})  # type: ignore[dict-item]  # polars types the keys as names or selectors
         .select("member_id", *LEDGER_TOTAL_COLUMNS)
         .sort("member_id")
     )
@@ -778,7 +786,7 @@ def ledger_totals_for_periods(entries: pl.DataFrame, periods: Sequence[tuple[dat
         frames.append(
             wide.filter(pl.col(f"{i}:present"))
             .select("member_id", *(pl.col(f"{i}:{name}").alias(name) for name in LEDGER_TOTAL_COLUMNS))
-            .cast({"member_id": pl.Int64, **schema})
+            .cast({"member_id": pl.Int64, **schema})  # type: ignore[dict-item]  # polars types the keys as names or selectors
             .sort("member_id")
         )
     return frames

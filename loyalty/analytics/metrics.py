@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 Dimension = Literal["segment", "tier", "channel"]
-DIMENSIONS: tuple[str, ...] = ("segment", "tier", "channel")
+DIMENSIONS: tuple[Dimension, ...] = ("segment", "tier", "channel")
 OVERALL = "overall"
 TRAILING_MONTHS = 12  # breakage looks back this far
 # Member columns every split (tier, channel, segment rules) may need.
@@ -522,8 +522,10 @@ def load_kpi_inputs(
 def _groups(session: Session, by: Dimension | None, members: pl.DataFrame | None, purchases: pl.DataFrame, end: date) -> pl.DataFrame | None:
     """``member_id, dimension_value`` of a split (segments as of the period's last day), None overall."""
     if by == "tier":
+        assert members is not None  # loaded for a tier or channel split
         return members.select("member_id", dimension_value="tier")
     if by == "channel":
+        assert members is not None
         return members.select("member_id", dimension_value="acquisition_channel")
     if by == "segment":
         from loyalty.analytics.segments import segment_memberships
@@ -581,7 +583,7 @@ def kpis_from_inputs(
         if table is None:
             raise InvalidInput("The points ledger was not loaded; load the inputs with these metrics.")
         expressions = [m.aggregate().alias(m.name) for m in chosen]
-        as_float = {m.name: pl.Float64 for m in chosen}
+        as_float: dict[Any, Any] = {m.name: pl.Float64 for m in chosen}  # polars types the keys as names or selectors
         if inputs.groups is None:
             wide.append(table.select(expressions).cast(as_float).with_columns(dimension_value=pl.lit("")))
         else:

@@ -27,7 +27,7 @@ the monetary score is reported but does not move a member between segments::
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -85,7 +85,7 @@ def rfm_measures(
     schema = {"member_id": pl.Int64, "recency_days": pl.Int64, "frequency": pl.Int64, "monetary": pl.Float64}
     if frame.height == 0:
         return pl.DataFrame(schema=schema)
-    as_of = as_of or frame["occurred_on"].max()
+    as_of = as_of or cast(date, frame["occurred_on"].max())  # a Date column's max (polars types it as any literal)
     if window_days is not None and window_days <= 0:
         raise InvalidInput(f"window_days must be a positive number of days, not {window_days}.")
     first_day = as_of - timedelta(days=window_days - 1) if window_days is not None else None
@@ -190,7 +190,7 @@ def rfm_summary(
     """
     frame = purchases_frame(purchases)
     if as_of is None and frame.height:
-        as_of = frame["occurred_on"].max()
+        as_of = cast(date, frame["occurred_on"].max())
     measures = rfm_measures(frame, as_of, window_days=window_days)
     thresholds = rfm_thresholds(measures)
     table = rfm_table(frame, as_of, window_days=window_days, thresholds=thresholds, measures=measures)

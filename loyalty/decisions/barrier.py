@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.models import Reward, Tier, utcnow
 from loyalty.settings import get_settings
@@ -80,8 +80,8 @@ def entry_barrier(session: Session, *, now: datetime | None = None) -> dict[str,
     points_pace = pace["points_pace"].to_numpy()
 
     reward_rows = []
-    for reward in session.exec(select(Reward).where(Reward.active.is_(True), Reward.archived_at.is_(None)).order_by(Reward.points_cost)):
-        horizon = REWARD_HORIZON_MONTHS
+    for reward in session.exec(select(Reward).where(col(Reward.active).is_(True), col(Reward.archived_at).is_(None)).order_by(col(Reward.points_cost))):
+        horizon: float = REWARD_HORIZON_MONTHS
         if reward.available_until is not None:
             horizon = max(0.0, min(horizon, (reward.available_until - now).days / _DAYS_PER_MONTH))
         projected = balance + points_pace * horizon
@@ -92,7 +92,7 @@ def entry_barrier(session: Session, *, now: datetime | None = None) -> dict[str,
                             "reachable_members": reachable, "active_members": active})
 
     tier_rows = []
-    for tier in session.exec(select(Tier).order_by(Tier.rank)):
+    for tier in session.exec(select(Tier).order_by(col(Tier.rank))):
         ok = (pace["spend_pace"].to_numpy() * tier.window_months >= tier.min_spend) & (
             pace["purchase_pace"].to_numpy() * tier.window_months >= tier.min_purchases)
         tier_rows.append({"tier_id": tier.id, "tier": tier.name, "min_spend": tier.min_spend, "min_purchases": tier.min_purchases,

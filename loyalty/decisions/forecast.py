@@ -84,7 +84,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from sqlalchemy import delete, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import LedgerEntry, LiabilityForecast, Reward, utcnow
@@ -384,7 +384,7 @@ class _Inputs:
         return _rate(self.cells[month, 0], self.cells[month, 1], rate)
 
 
-def _rate(numerator: np.ndarray, denominator: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+def _rate(numerator: np.ndarray, denominator: np.ndarray, fallback: np.ndarray | float) -> np.ndarray:
     fallback = np.broadcast_to(fallback, np.broadcast_shapes(numerator.shape, np.shape(fallback)))
     return np.divide(numerator, denominator, out=np.array(fallback, dtype=np.float64), where=denominator > 0)
 
@@ -475,8 +475,8 @@ def _hazard_cells(position: np.ndarray, n: int, kind: np.ndarray, points: np.nda
     if not n:
         return cells, last_earn
     begin = int(use[0]) if len(use) else months
-    for j in range(max(begin - ACTIVE_MONTHS + 1, 0), begin):
-        last_earn[np.bincount(position[(period == j) & (kind == _EARN)], minlength=n) > 0] = j
+    for month in range(max(begin - ACTIVE_MONTHS + 1, 0), begin):
+        last_earn[np.bincount(position[(period == month) & (kind == _EARN)], minlength=n) > 0] = month
     if not len(use):
         return cells, last_earn
     earlier = period < begin
@@ -636,7 +636,7 @@ def _forecast_from_ledger(
     rough = project_liability(lots, earned, p_active, hazard, inputs.band_edges, expiry_months, weights)
     low_q, high_q = (1.0 - band) / 2.0, 1.0 - (1.0 - band) / 2.0
     months = [m.date() for m in _edges(cutoff, 0, horizon)[:-1]]
-    rows = []
+    rows: list[tuple[date, str, str, float | None, float | None, float | None]] = []
     for measure in POINT_MEASURES:
         low, high = np.quantile(simulated[measure], [low_q, high_q], axis=0)
         centre = central[measure][0]
@@ -864,7 +864,7 @@ def store_forecast(session: Session, as_of: date | None = None, *, forecast: For
     frame = forecast.frame.dropna(subset=["points"])
     now = utcnow()
     with write_transaction(session):
-        session.execute(delete(LiabilityForecast).where(LiabilityForecast.as_of == as_of))
+        session.execute(delete(LiabilityForecast).where(col(LiabilityForecast.as_of) == as_of))
         session.add_all([
             LiabilityForecast(as_of=as_of, month=r.month, measure=r.measure, points=float(r.points),
                               points_low=None if pd.isna(r.points_low) else float(r.points_low),

@@ -54,34 +54,35 @@ Calculations in Clinical Research*, 2nd ed. 2008, sec. 3.2.1).
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.models import Campaign, Purchase, utcnow
+from loyalty.errors import InvalidInput, NotFound
+from loyalty.insights.campaign_results import CONFIDENCE as EVALUATION_CONFIDENCE
+from loyalty.insights.campaign_results import campaign_results
 from loyalty.ledger.campaign_earning import CampaignEngine
 from loyalty.ledger.earning import base_points, member_multipliers
 from loyalty.program.campaigns import (
     CAMPAIGN_KINDS,
     MAX_REPLAY_DAYS,
     MIN_PREVIEW_PURCHASES,
-    ONCE_PER_MEMBER_KINDS as AWARDED_ONCE_KINDS,
     PREVIEW_LOOKBACK_DAYS,
     eligible_members,
     stable_uniform,
 )
-from loyalty.errors import InvalidInput, NotFound
-from loyalty.insights.campaign_results import CONFIDENCE as EVALUATION_CONFIDENCE
-from loyalty.insights.campaign_results import campaign_results
+from loyalty.program.campaigns import (
+    ONCE_PER_MEMBER_KINDS as AWARDED_ONCE_KINDS,
+)
 from loyalty.settings import get_settings
 
 __all__ = [
@@ -251,8 +252,8 @@ def segment_spend(session: Session, member_ids: np.ndarray, *, days: float, as_o
         return SegmentSpend(0, 0.0, 0.0, days, since, as_of)
     rows = session.execute(
         select(Purchase.member_id, func.sum(Purchase.amount))
-        .where(Purchase.occurred_at >= since, Purchase.occurred_at < as_of, Purchase.refunded_at.is_(None))
-        .group_by(Purchase.member_id)
+        .where(Purchase.occurred_at >= since, Purchase.occurred_at < as_of, col(Purchase.refunded_at).is_(None))
+        .group_by(col(Purchase.member_id))
     ).all()
     buyers = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     spend = np.fromiter((r[1] for r in rows), dtype=float, count=len(rows))
@@ -281,7 +282,7 @@ def plan_holdout(session: Session, *, kind: str, eligibility: dict[str, Any], ru
     segment = segment_spend(session, ids, days=days, as_of=now)
     target, message = target_uplift, ""
     if target is not None and relative:
-        target = target_uplift * segment.mean if segment.mean > 0 else None
+        target = target * segment.mean if segment.mean > 0 else None
         if target is None:
             message = "These members spent nothing in a period as long as the campaign: give the uplift in money."
     sizing = holdout_size(members=segment.members, sigma=segment.sigma, holdout_pct=holdout_pct, target_uplift=target,
@@ -398,7 +399,7 @@ def comparable_campaigns(session: Session, kind: str, *, exclude_campaign_id: in
         frame[column] = pd.to_numeric(frame[column]).astype(float)
     # The stored window is in whole days (its end rounded up); the campaign's own times are exact.
     times = {cid: (start, end) for cid, start, end in session.execute(
-        select(Campaign.id, Campaign.starts_at, Campaign.ends_at).where(Campaign.id.in_([int(c) for c in frame["campaign_id"]]))).all()}
+        select(Campaign.id, Campaign.starts_at, Campaign.ends_at).where(col(Campaign.id).in_([int(c) for c in frame["campaign_id"]]))).all()}
     frame["days"] = [_window_days(*times[int(cid)], window_end) for cid, window_end in zip(frame["campaign_id"], frame["window_end"])]
     dof = frame["treatment_members"] + frame["holdout_members"] - 2
     t = stats.t.ppf(0.5 + EVALUATION_CONFIDENCE / 2, dof.to_numpy()) if len(frame) else np.array([])
@@ -490,6 +491,7 @@ def expected_campaign_impact(session: Session, *, campaign_id: int, confidence: 
         notes.append("This draft has no holdout: its own uplift will not be measured.")
     if campaign.budget_points:
         notes.append("The points budget caps the cost; the uplift of past campaigns is not adjusted for it.")
+    assert points is not None  # the cost is known, so is the points cost it came from
     return CampaignImpact(
         **base, comparable=comparable[_COMPARABLE_COLUMNS], uplift_per_member=pooled.mean, uplift_low=low, uplift_high=high,
         incremental_revenue=revenue, incremental_revenue_low=revenue_low, incremental_revenue_high=revenue_high,

@@ -85,19 +85,19 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Member, Purchase, Reward, Scenario
+from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.analytics.data import Reader, _epoch, _range, fetch_frame, load_purchases
-from loyalty.access.audit import record_audit
-from loyalty.program.rewards import save_reward
-from loyalty.ledger.earning import base_points
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.ledger.earning import base_points
 from loyalty.periods import add_months, month_start
-from loyalty.settings import get_settings
+from loyalty.program.rewards import save_reward
 from loyalty.program.tiers import list_tiers, qualifying_tier_index, save_tiers, validate_tiers
+from loyalty.settings import get_settings
 
 __all__ = [
     "CHANGE_KEYS",
@@ -175,10 +175,14 @@ def current_program(session: Session) -> dict[str, Any]:
     ``id, name, points_cost, active``), ``points_per_currency_unit``, ``expiry_months``,
     ``point_value``, ``currency``."""
     settings = get_settings(session)
-    rewards = pd.DataFrame(session.exec(select(Reward.id, Reward.name, Reward.points_cost, Reward.active).order_by(Reward.points_cost, Reward.id)).all(),
+    rewards = pd.DataFrame(session.exec(select(col(Reward.id), col(Reward.name), col(Reward.points_cost), col(Reward.active)).order_by(col(Reward.points_cost), col(Reward.id))).all(),
                            columns=["id", "name", "points_cost", "active"])
     return {"tiers": list_tiers(session), "rewards": rewards, "points_per_currency_unit": float(settings.points_per_currency_unit),
             "expiry_months": int(settings.expiry_months), "point_value": float(settings.point_value), "currency": settings.currency}
+
+
+def _reward_names(session: Session) -> dict[int, str]:
+    return {reward_id: name for reward_id, name in session.exec(select(Reward.id, Reward.name)).all() if reward_id is not None}
 
 
 def current_rules(session: Session) -> Rules:
@@ -304,7 +308,7 @@ def window_purchases(session: Session, *, as_of: date | None = None) -> int:
     """Purchases (not refunded) in the replayed window: 0 means there is nothing to replay."""
     start, end = (datetime(d.year, d.month, 1, tzinfo=UTC) for d in window_of(as_of))
     return int(session.exec(select(func.count()).select_from(Purchase).where(
-        Purchase.occurred_at >= start, Purchase.occurred_at < end, Purchase.refunded_at.is_(None))).one())
+        Purchase.occurred_at >= start, Purchase.occurred_at < end, col(Purchase.refunded_at).is_(None))).one())
 
 
 def window_label(as_of: date | None = None) -> str:
@@ -388,9 +392,9 @@ def load_history(session: Session, *, as_of: date | None, lookback: int, warmup:
     position = np.searchsorted(member_ids, r_member)
     known = (position < n) & (member_ids[np.minimum(position, max(n - 1, 0))] == r_member) if n else np.zeros(len(r_member), bool)
 
-    erased_ids = np.asarray(session.exec(select(Member.id).where(Member.erased_at.is_not(None))).all(), dtype=np.int64)
+    erased_ids = np.asarray(session.exec(select(Member.id).where(col(Member.erased_at).is_not(None))).all(), dtype=np.int64)
     end_moment = datetime(window_end.year, window_end.month, 1, tzinfo=UTC)
-    total = int(session.exec(select(func.count()).select_from(Member).where(Member.erased_at.is_(None), Member.joined_at < end_moment)).one())
+    total = int(session.exec(select(func.count()).select_from(Member).where(col(Member.erased_at).is_(None), Member.joined_at < end_moment)).one())
     rewards = session.exec(select(Reward.id, Reward.name, Reward.active)).all()
     return History(
         window_start=window_start, window_end=window_end, read_start=read_start, lookback=lookback, warmup=warmup,
@@ -398,8 +402,8 @@ def load_history(session: Session, *, as_of: date | None, lookback: int, warmup:
         purchase_member=member_pos, purchase_month=month, purchase_amount=amount, spend_cum=spend_cum, count_cum=count_cum,
         redemption_member=position[known], redemption_month=(_month_numbers(redemptions["requested"].to_numpy()) - base - lookback)[known],
         redemption_reward=redemptions["reward_id"].to_numpy()[known], redemption_points=redemptions["points"].to_numpy()[known].astype(np.float64),
-        members_total=total, reward_names={int(i): name for i, name, _ in rewards},
-        active_rewards=[int(i) for i, _, active in rewards if active],
+        members_total=total, reward_names={int(i): name for i, name, _ in rewards if i is not None},
+        active_rewards=[int(i) for i, _, active in rewards if active and i is not None],
     )
 
 
@@ -475,7 +479,7 @@ def _ledger(history: History, rules: Rules, earned: np.ndarray, demand: np.ndarr
     expiry = rules.expiry_months
     credited, debited, due = np.zeros(n), np.zeros(n), np.zeros(n)
     redeemed_in_window, peak = np.zeros(n), np.zeros(n)
-    flows = {"issued": [], "redeemed": [], "expired": [], "outstanding": []}
+    flows: dict[str, list[int]] = {"issued": [], "redeemed": [], "expired": [], "outstanding": []}
     for r in range(replay):
         credited += earned[r]
         redeemed = np.minimum(demand[r], np.maximum(credited - debited, 0.0))
@@ -519,7 +523,7 @@ def replay(history: History, rules: Rules, *, demand: np.ndarray, path: np.ndarr
         tiers.insert(0, {"tier": NO_TIER, "members": int(counts[0]), "reach": None})
 
     peak = np.sort(ledger["peak"][active])
-    rewards = sorted(({"reward_id": i, "reward": history.reward_names[i], "points_cost": rules.reward_costs[i]}
+    rewards: list[dict[str, Any]] = sorted(({"reward_id": i, "reward": history.reward_names[i], "points_cost": rules.reward_costs[i]}
                       for i in history.active_rewards if i in rules.reward_costs), key=lambda r: (r["points_cost"], r["reward_id"]))
     for reward in rewards:
         reward["reach"] = _share(len(peak) - int(np.searchsorted(peak, reward["points_cost"] - 1e-9)), n_active)
@@ -576,7 +580,7 @@ def simulate(session: Session, *, changes: dict[str, Any] | None = None, as_of: 
     started = time.perf_counter()
     settings = get_settings(session)
     current = current_rules(session)
-    names = dict(session.exec(select(Reward.id, Reward.name)).all())
+    names = _reward_names(session)
     clean = normalise_changes(changes or {}, current, names)
     scenario = scenario_rules(current, clean)
     lookback = max([t["window_months"] for t in (*current.tiers, *scenario.tiers)] or [0])
@@ -670,7 +674,7 @@ def save_scenario(*, session: Session, actor: Actor, name: str, changes: dict[st
         raise InvalidInput("name: a scenario needs a name.")
     if len(name) > 200:
         raise InvalidInput(f"name: at most 200 characters (got {len(name)}).")
-    if result is None or result.get("changes") != normalise_changes(changes, current_rules(session), dict(session.exec(select(Reward.id, Reward.name)).all())):
+    if result is None or result.get("changes") != normalise_changes(changes, current_rules(session), _reward_names(session)):
         result = simulate(session, changes=changes, as_of=as_of)
     with write_transaction(session):
         if session.exec(select(Scenario.id).where(Scenario.name == name)).first() is not None:
@@ -694,7 +698,7 @@ def list_scenarios(session: Session) -> pd.DataFrame:
     rows = [{"id": s.id, "name": s.name, "description": s.description, "window_start": s.window_start, "window_end": s.window_end,
              "created_by": s.created_by, "created_at": s.created_at,
              **{k: (s.result.get("scenario") or {}).get(k) for k in ("points_issued", "liability", "first_reward_reach", "cost_share")}}
-            for s in session.exec(select(Scenario).order_by(Scenario.created_at.desc(), Scenario.id.desc()))]
+            for s in session.exec(select(Scenario).order_by(col(Scenario.created_at).desc(), col(Scenario.id).desc()))]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Campaign, Member, Purchase, utcnow
@@ -47,9 +47,9 @@ from loyalty.analytics.clv import (
     summary_data,
 )
 from loyalty.analytics.data import load_members, load_purchases
-from loyalty.program.campaigns import listed_member_ids, save_campaign
 from loyalty.errors import InvalidInput
 from loyalty.ledger.members import mask
+from loyalty.program.campaigns import listed_member_ids, save_campaign
 from loyalty.settings import get_settings
 
 __all__ = [
@@ -236,7 +236,7 @@ def winback_candidates(
 def _contacts(session: Session, member_ids: list[int], *, show_pii: bool) -> pl.DataFrame:
     """Name and e-mail of the listed members, masked unless ``show_pii``."""
     rows = [row for start in range(0, len(member_ids), 10_000)
-            for row in session.exec(select(Member.id, Member.name, Member.email).where(Member.id.in_(member_ids[start:start + 10_000]))).all()]
+            for row in session.exec(select(Member.id, Member.name, Member.email).where(col(Member.id).in_(member_ids[start:start + 10_000]))).all()]
     shown = (lambda v: v or "") if show_pii else mask
     return pl.DataFrame({"member_id": [r[0] for r in rows], "name": [shown(r[1]) for r in rows], "email": [shown(r[2]) for r in rows]},
                         schema={"member_id": pl.Int64, "name": pl.String, "email": pl.String})
@@ -268,7 +268,7 @@ def _inactive_days(session: Session, member_ids: list[int], now: datetime) -> in
     time of day of that purchase, and still drops those who buy again meanwhile.
     """
     latest = [session.exec(select(func.max(Purchase.occurred_at)).where(
-        Purchase.member_id.in_(member_ids[start:start + 10_000]), Purchase.refunded_at.is_(None))).one()
+        col(Purchase.member_id).in_(member_ids[start:start + 10_000]), col(Purchase.refunded_at).is_(None))).one()
         for start in range(0, len(member_ids), 10_000)]
     latest = [moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in latest if moment is not None]
     if not latest:

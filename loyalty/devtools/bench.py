@@ -170,11 +170,12 @@ def configure_program(session: Any, *, now: datetime) -> dict[str, int]:
     """
     from sqlalchemy import text
 
+    from db.models import stored_id
     from loyalty.access.roles import SYSTEM_CLI
-    from loyalty.program.campaigns import activate_campaign, advance_campaigns, save_campaign
-    from loyalty.program.rewards import save_reward
     from loyalty.demo.simulation import REWARDS, SEGMENTS, TIERS
+    from loyalty.program.campaigns import activate_campaign, advance_campaigns, save_campaign
     from loyalty.program.goals import save_goal, save_kpi_target
+    from loyalty.program.rewards import save_reward
     from loyalty.program.segments import save_segment
     from loyalty.program.tiers import list_tiers, save_tiers
 
@@ -195,8 +196,8 @@ def configure_program(session: Any, *, now: datetime) -> dict[str, int]:
                      starts_on=today.replace(day=1) - timedelta(days=60), ends_on=today + timedelta(days=300))
     for metric, value in (("retention_rate", 0.4), ("average_transaction_value", 50.0), ("purchase_frequency", 1.3),
                           ("redemption_rate", 0.1)):
-        save_kpi_target(session=session, actor=actor, goal_id=int(goal.id), metric=metric, target_value=value)
-    campaigns = (
+        save_kpi_target(session=session, actor=actor, goal_id=stored_id(goal), metric=metric, target_value=value)
+    campaigns: tuple[tuple[str, str, dict[str, Any], int, int, dict[str, Any]], ...] = (
         ("Spring double points", "multiplier", {"multiplier": 2.0}, 600, 14, {}),
         ("Eco month: double points on eco-friendly", "category_bonus", {"categories": ["eco-friendly"], "multiplier": 2.0}, 330, 30, {}),
         ("Referral thank-you bonus", "fixed_bonus", {"points": 100, "min_amount": 20}, 150, 60, {"acquisition_channels": ["referral"]}),
@@ -206,7 +207,7 @@ def configure_program(session: Any, *, now: datetime) -> dict[str, int]:
         campaign = save_campaign(session=session, actor=actor, name=name, kind=kind, description=name, starts_at=starts_at,
                                  ends_at=starts_at + timedelta(days=days), channels=["email"], eligibility=eligibility,
                                  rule=rule, holdout_pct=0.1, budget_points=None)
-        activate_campaign(session=session, campaign_id=int(campaign.id), actor=actor, now=starts_at)
+        activate_campaign(session=session, campaign_id=stored_id(campaign), actor=actor, now=starts_at)
     advance_campaigns(session, now=now)
     return {"tiers": len(TIERS), "rewards": len(REWARDS), "campaigns": len(campaigns), "segments": len(SEGMENTS)}
 
@@ -383,11 +384,11 @@ def _step_baseline(start: date, end: date) -> dict[str, Any]:
     import gc
 
     from db.engine import get_engine, new_session
-    from loyalty.devtools.analytics_bench import time_analyze
     from loyalty.analytics.clv import clv_analysis
     from loyalty.analytics.cohorts import retention_analysis
     from loyalty.analytics.metrics import kpi_summary
     from loyalty.analytics.rfm import rfm_analysis
+    from loyalty.devtools.analytics_bench import time_analyze
 
     url = get_engine().url.render_as_string(hide_password=False)
     engine_seconds: dict[str, float] = {}
@@ -507,7 +508,9 @@ def _redemption_client(args: tuple[str, list[int], list[int], int, int]) -> dict
                 outcome["refused"] += 1
                 continue
             outcome["ok"] += 1
-            outcome["points"] += session.get(Redemption, result.redemption_id).points
+            redemption = session.get(Redemption, result.redemption_id)
+            assert redemption is not None  # redeem_reward committed it
+            outcome["points"] += redemption.points
     return outcome
 
 

@@ -28,16 +28,16 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import delete
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Alert, KpiTarget, Segment, utcnow
+from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.analytics.metrics import METRICS
-from loyalty.access.audit import record_audit
 from loyalty.errors import NotFound
-from loyalty.program.goals import goal_status, target_status
 from loyalty.periods import add_months, period_bounds
+from loyalty.program.goals import goal_status, target_status
 
 __all__ = [
     "ALERT_KINDS",
@@ -118,9 +118,9 @@ def _retention_targets(session: Session, month_start: date, month_end: date, ove
     from db.models import Goal
 
     targets = session.exec(
-        select(KpiTarget, Goal).join(Goal, Goal.id == KpiTarget.goal_id)
-        .where(KpiTarget.metric == "retention_rate", KpiTarget.period == "month", KpiTarget.archived_at.is_(None), Goal.archived_at.is_(None))
-        .order_by(KpiTarget.id)
+        select(KpiTarget, Goal).join(Goal, col(Goal.id) == KpiTarget.goal_id)
+        .where(KpiTarget.metric == "retention_rate", KpiTarget.period == "month", col(KpiTarget.archived_at).is_(None), col(Goal.archived_at).is_(None))
+        .order_by(col(KpiTarget.id))
     ).all()
     by_segment: dict[str, float] = {}
     if any(t.segment_id for t, _ in targets):
@@ -217,10 +217,10 @@ def store_alerts(session: Session, evaluation: AlertEvaluation) -> int:
     with write_transaction(session):
         acknowledged = {
             (a.kind, a.metric): a.acknowledged_by
-            for a in session.exec(select(Alert).where(Alert.as_of == evaluation.as_of, Alert.kind.in_(ALERT_KINDS)))
+            for a in session.exec(select(Alert).where(Alert.as_of == evaluation.as_of, col(Alert.kind).in_(ALERT_KINDS)))
             if a.acknowledged_by
         }
-        session.execute(delete(Alert).where(Alert.as_of == evaluation.as_of, Alert.kind.in_(ALERT_KINDS)))
+        session.execute(delete(Alert).where(col(Alert.as_of) == evaluation.as_of, col(Alert.kind).in_(ALERT_KINDS)))
         now = utcnow()
         for draft in evaluation.alerts:
             session.add(Alert(kind=draft.kind, severity=draft.severity, metric=draft.metric, message=draft.message[:4000],
@@ -236,7 +236,7 @@ def list_alerts(
 
     ``since``/``until`` bound ``as_of`` (``until`` exclusive).
     """
-    query = select(Alert).order_by(Alert.as_of.desc(), Alert.id.desc()).limit(limit)
+    query = select(Alert).order_by(col(Alert.as_of).desc(), col(Alert.id).desc()).limit(limit)
     if since is not None:
         query = query.where(Alert.as_of >= since)
     if until is not None:

@@ -57,15 +57,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import get_engine, new_session, write_transaction
 from db.models import JobRun, utcnow
+from loyalty import periods
 from loyalty.access.roles import SYSTEM_SCHEDULER, Actor, require
 from loyalty.errors import InvalidInput
-from loyalty import periods
-from loyalty.periods import cutoff_of
 from loyalty.evaluation.runs import ProgressFn, hold_job_lock
+from loyalty.periods import cutoff_of
 
 __all__ = [
     "JOBS",
@@ -358,7 +358,7 @@ class _ProgressReporter:
         self._last_write = now
         try:
             with self.engine.begin() as connection:
-                connection.execute(update(JobRun).where(JobRun.id == self.run_id).values(progress=fraction))
+                connection.execute(update(JobRun).where(col(JobRun.id) == self.run_id).values(progress=fraction))
         except Exception:  # progress is cosmetic: never fail a job over it
             logger.warning("could not record the progress of run %s", self.run_id, exc_info=True)
 
@@ -375,7 +375,7 @@ def _finish_run(engine: Engine, run_id: int, *, status: str, rows: int, error: s
     finished = utcnow()
     with new_session(engine) as session:
         session.execute(
-            update(JobRun).where(JobRun.id == run_id).values(
+            update(JobRun).where(col(JobRun.id) == run_id).values(
                 status=status, finished_at=finished, rows=int(rows), error=error[:ERROR_MAX_CHARS],
                 progress=1.0 if status == "succeeded" else JobRun.progress,
             )
@@ -509,10 +509,10 @@ def mark_interrupted_runs(engine: Engine | None = None, *, older_than: timedelta
     with new_session(engine) as session:
         marked = session.execute(
             update(JobRun)
-            .where(JobRun.status == "running", JobRun.started_at < utcnow() - older_than)
+            .where(col(JobRun.status) == "running", col(JobRun.started_at) < utcnow() - older_than)
             .values(status="failed", finished_at=utcnow(),
                     error=f"interrupted: no result {older_than} after it started (its process stopped)")
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
         session.commit()
     return int(marked or 0)
 
@@ -523,7 +523,7 @@ def job_history(session: Session, limit: int = 50, *, job: str | None = None) ->
     Each run is ``{"job", "as_of", "status", "started_at", "finished_at", "rows",
     "error"}`` with ISO dates (``None`` while running).
     """
-    query = select(JobRun).order_by(JobRun.started_at.desc(), JobRun.id.desc()).limit(limit)
+    query = select(JobRun).order_by(col(JobRun.started_at).desc(), col(JobRun.id).desc()).limit(limit)
     if job:
         query = query.where(JobRun.job == job)
     return [
@@ -535,7 +535,7 @@ def job_history(session: Session, limit: int = 50, *, job: str | None = None) ->
 
 def job_runs(session: Session, limit: int = 200, *, job: str | None = None) -> list[dict[str, Any]]:
     """The latest runs for the Jobs page: :func:`job_history` plus id, progress and duration in seconds."""
-    query = select(JobRun).order_by(JobRun.started_at.desc(), JobRun.id.desc()).limit(limit)
+    query = select(JobRun).order_by(col(JobRun.started_at).desc(), col(JobRun.id).desc()).limit(limit)
     if job:
         query = query.where(JobRun.job == job)
     runs = []

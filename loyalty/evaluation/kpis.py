@@ -22,7 +22,7 @@ from datetime import date, timedelta
 
 import pandas as pd
 from sqlalchemy import delete
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
@@ -30,6 +30,8 @@ from db.models import (
     KpiSnapshot,
     utcnow,
 )
+from loyalty.analytics.data import Reader
+from loyalty.analytics.metrics import Dimension
 from loyalty.evaluation.runs import ProgressFn
 from loyalty.periods import add_months, period_bounds
 
@@ -49,7 +51,7 @@ DIMENSIONS = (None, "segment", "tier", "channel")
 _SNAPSHOT_COLUMNS = ["metric", "period", "period_start", "period_end", "dimension", "dimension_value", "value", "computed_at"]
 
 
-def analytics_reader(session: Session) -> str:
+def analytics_reader(session: Session) -> Reader:
     """The analytics reader jobs and reports use.
 
     * SQLite: ``"auto"``, the ADBC reader process of :mod:`loyalty.analytics.data`
@@ -84,7 +86,7 @@ def snapshot_periods(as_of: date) -> list[tuple[str, date, date]]:
 
 
 def kpi_snapshot_frames(
-    session: Session, periods: Sequence[tuple[str, date, date]], *, dimensions: Sequence[str | None] = DIMENSIONS,
+    session: Session, periods: Sequence[tuple[str, date, date]], *, dimensions: Sequence[Dimension | None] = DIMENSIONS,
     progress: ProgressFn | None = None,
     loaded: Callable[..., None] | None = None,
 ) -> list[pd.DataFrame]:
@@ -113,7 +115,7 @@ def kpi_snapshot_frames(
 
 
 def kpi_snapshot_frame(
-    session: Session, *, period: str, start: date, end: date, dimensions: Sequence[str | None] = DIMENSIONS
+    session: Session, *, period: str, start: date, end: date, dimensions: Sequence[Dimension | None] = DIMENSIONS
 ) -> pd.DataFrame:
     """Every default KPI of ``[start, end)`` overall and by each dimension, as snapshot rows."""
     return kpi_snapshot_frames(session, [(period, start, end)], dimensions=dimensions)[0]
@@ -132,7 +134,7 @@ def store_kpi_snapshots(session: Session, frames: Sequence[pd.DataFrame], *, cur
             period, start = frame["period"].iloc[0], frame["period_start"].iloc[0]
             session.execute(delete(KpiSnapshot).where(KpiSnapshot.period == period, KpiSnapshot.period_start == start))
         if current_month is not None:
-            session.execute(delete(KpiSnapshot).where(KpiSnapshot.period == "mtd", KpiSnapshot.period_start < current_month))
+            session.execute(delete(KpiSnapshot).where(col(KpiSnapshot.period) == "mtd", col(KpiSnapshot.period_start) < current_month))
         rows = pd.concat([f for f in frames if not f.empty], ignore_index=True) if frames else pd.DataFrame()
         return insert_frame(session, "kpi_snapshot", rows) if not rows.empty else 0
 

@@ -55,11 +55,12 @@ import plotly.graph_objects as go
 import polars as pl
 from PIL import Image
 from sqlalchemy import delete, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import KpiTarget, Report, Segment, Tier, TierMovement, utcnow
-from loyalty.analytics.metrics import METRICS
+from loyalty.analytics.data import Reader
+from loyalty.analytics.metrics import METRICS, Dimension
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.figures import house_layout
 from loyalty.formatting import money
@@ -190,7 +191,7 @@ class ReportContent:
     liability: dict[str, Any] | None = None  # loyalty.decisions.forecast.forecast_summary, None without a forecast
 
 
-def _reader(session: Session) -> str:
+def _reader(session: Session) -> Reader:
     from loyalty.evaluation.kpis import analytics_reader
 
     return analytics_reader(session)
@@ -217,7 +218,7 @@ def _change_text(metric: str, value: float | None, previous: float | None) -> st
     return f"{(value - previous) / abs(previous):+.1%}"
 
 
-def _kpis(session: Session, start: date, end: date, by: str | None = None) -> dict[str, dict[str, float | None]]:
+def _kpis(session: Session, start: date, end: date, by: Dimension | None = None) -> dict[str, dict[str, float | None]]:
     """``{dimension_value: {metric: value}}`` of the default KPIs for ``[start, end)``."""
     from loyalty.analytics.metrics import compute_kpis
 
@@ -248,14 +249,14 @@ def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | 
     if quarter_end == period.end:
         periods["quarter"] = (quarter_start, quarter_end)
     targets = session.exec(
-        select(KpiTarget, Goal).join(Goal, Goal.id == KpiTarget.goal_id)
-        .where(KpiTarget.period.in_(list(periods))).order_by(Goal.name, KpiTarget.id)
+        select(KpiTarget, Goal).join(Goal, col(Goal.id) == KpiTarget.goal_id)
+        .where(col(KpiTarget.period).in_(list(periods))).order_by(col(Goal.name), col(KpiTarget.id))
     ).all()
     segments = dict(session.exec(select(Segment.id, Segment.name)).all())
     cache: dict[tuple[str, str | None], dict[str, dict[str, float | None]]] = {("month", None): {"": overall}}
     rows = []
     for target, goal in targets:
-        by = "segment" if target.segment_id else None
+        by: Dimension | None = "segment" if target.segment_id else None
         key = (target.period, by)
         if key not in cache:
             cache[key] = _kpis(session, *periods[target.period], by=by)
@@ -301,7 +302,7 @@ def _trend(session: Session, end: date) -> pd.DataFrame:
 
 
 def _tier_moves(session: Session, start: date, end: date) -> tuple[pd.DataFrame, pd.DataFrame]:
-    tiers = session.exec(select(Tier).order_by(Tier.rank)).all()
+    tiers = session.exec(select(Tier).order_by(col(Tier.rank))).all()
     names = {t.id: t.name for t in tiers}
     ranks = {t.id: t.rank for t in tiers}
     begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
@@ -309,7 +310,7 @@ def _tier_moves(session: Session, start: date, end: date) -> tuple[pd.DataFrame,
     rows = session.execute(
         select(TierMovement.from_tier_id, TierMovement.to_tier_id, func.count())
         .where(TierMovement.moved_at >= begin, TierMovement.moved_at < finish)
-        .group_by(TierMovement.from_tier_id, TierMovement.to_tier_id)
+        .group_by(col(TierMovement.from_tier_id), col(TierMovement.to_tier_id))
     ).all()
     moves = pd.DataFrame([
         {"from_tier": names.get(a, "(none)") if a else "(none)", "to_tier": names.get(b, "(none)") if b else "(none)",
@@ -830,7 +831,7 @@ def store_report(session: Session, *, period: str, fmt: str, content: bytes, tit
     if fmt not in FORMATS:
         raise InvalidInput(f"Format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
     with write_transaction(session):
-        session.execute(delete(Report).where(Report.period == parsed.label, Report.cadence == parsed.cadence, Report.format == fmt))
+        session.execute(delete(Report).where(col(Report.period) == parsed.label, col(Report.cadence) == parsed.cadence, col(Report.format) == fmt))
         report = Report(period=parsed.label, cadence=parsed.cadence, format=fmt, title=title or f"Executive report: {parsed.name}",
                         content=content, created_at=utcnow())
         session.add(report)
@@ -841,8 +842,8 @@ def store_report(session: Session, *, period: str, fmt: str, content: bytes, tit
 def list_reports(session: Session) -> pd.DataFrame:
     """Stored reports, newest period first: ``id, period, cadence, format, title, created_at, size_bytes``."""
     rows = session.execute(
-        select(Report.id, Report.period, Report.cadence, Report.format, Report.title, Report.created_at, func.length(Report.content))
-        .order_by(Report.period.desc(), Report.cadence, Report.format)
+        select(Report.id, Report.period, Report.cadence, Report.format, Report.title, Report.created_at, func.length(Report.content))  # type: ignore[call-overload]  # typed for at most 4 columns
+        .order_by(col(Report.period).desc(), Report.cadence, Report.format)
     ).all()
     return pd.DataFrame(rows, columns=["id", "period", "cadence", "format", "title", "created_at", "size_bytes"])
 

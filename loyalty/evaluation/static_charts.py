@@ -34,13 +34,14 @@ import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import plotly.graph_objects as go
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.ticker import (
     FixedLocator,
     Formatter,
@@ -182,7 +183,7 @@ class _TickFormat(Formatter):
             self.match = _TICKFORMAT_RE.match(tickformat)
             if self.match is None:
                 raise UnsupportedFigure(f"{where}.tickformat {tickformat!r} is not drawn; supported: d, ,d, .Nf, ,.Nf, .N%")
-        self.locs: Sequence[float] = ()
+        self.locs: list[float] = []
 
     def set_locs(self, locs: Sequence[float]) -> None:
         self.locs = [loc for loc in locs if math.isfinite(loc)]
@@ -192,6 +193,7 @@ class _TickFormat(Formatter):
         return text.replace("-", _MINUS) if text.startswith("-") else text
 
     def _d3(self, value: float) -> str:
+        assert self.match is not None  # called only with a tickformat
         comma = "," if self.match["comma"] else ""
         kind, precision = self.match["kind"], self.match["precision"]
         if kind == "d":
@@ -200,10 +202,7 @@ class _TickFormat(Formatter):
         return f"{value:{comma}.{digits}{kind}}"
 
     def _default(self, value: float) -> str:
-        if self.each_on_its_own or self.axis is None:
-            largest = abs(value)
-        else:
-            largest = max(abs(v) for v in self.axis.get_view_interval())
+        largest = abs(value) if self.each_on_its_own or self.axis is None else max(abs(v) for v in self.axis.get_view_interval())
         exponent = _si_exponent(largest)
         divisor, suffix = 10.0 ** exponent, _SI_SUFFIXES.get(exponent, "")
         if self.each_on_its_own:
@@ -244,7 +243,9 @@ class _Drawing:
         self.font_colour = _colour(self.layout.font.color or self.template.font.color or "#444", "layout.font.color")
         self.canvas_figure = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI * scale, layout="constrained",
                                     facecolor=_colour(self.template.paper_bgcolor or "white", "template.paper_bgcolor"))
-        self.canvas_figure.get_layout_engine().set(h_pad=0.12, w_pad=0.08)  # inches around the plot, as plotly leaves
+        layout_engine = self.canvas_figure.get_layout_engine()
+        assert isinstance(layout_engine, ConstrainedLayoutEngine)  # layout="constrained"
+        layout_engine.set(h_pad=0.12, w_pad=0.08)  # inches around the plot, as plotly leaves
         FigureCanvasAgg(self.canvas_figure)
         self.axes = self.canvas_figure.add_subplot()
         self.axes.set_facecolor(_colour(self.template.plot_bgcolor or "white", "template.plot_bgcolor"))
@@ -386,7 +387,7 @@ class _Drawing:
 
     # --- axes, title, legend --------------------------------------------------------------------------------
 
-    def _style_axis(self, axes: Axes, letter: str, axis: Any, where: str) -> None:
+    def _style_axis(self, axes: Axes, letter: Literal["x", "y"], axis: Any, where: str) -> None:
         template = self.template[f"{letter}axis"]
         scale_axis = axes.xaxis if letter == "x" else axes.yaxis
         axis_type = axis.type or "-"
@@ -443,7 +444,7 @@ class _Drawing:
         length_px = width_px - _AXES_FRAME_PX["x"] if letter == "x" else height_px - _AXES_FRAME_PX["y"]
         return int(min(max(length_px / _TICK_SPACING_PX[letter], 4), 9)) + 1
 
-    def _grid_and_zero_line(self, axes: Axes, letter: str, axis: Any, template: Any, categories: Sequence[str],
+    def _grid_and_zero_line(self, axes: Axes, letter: Literal["x", "y"], axis: Any, template: Any, categories: Sequence[str],
                             axis_type: str, where: str) -> None:
         # plotly draws no grid along a category axis that bars stand on (the lines would cross the bars).
         bars_along = any(t.type == "bar" and (t.orientation == "h") == (letter == "y") for t in self.figure.data)
@@ -481,6 +482,7 @@ class _Drawing:
         labels = [_text(label) for _, label in shown]
         if legend.orientation == "h":
             below = legend.y is None or legend.y < 0.5
+            place: Literal["outside lower left", "outside upper left", "outside right upper"]
             place, columns = ("outside lower left" if below else "outside upper left"), len(shown)
         else:
             place, columns = "outside right upper", 1
@@ -493,7 +495,9 @@ class _Drawing:
         """Category labels that would overlap are turned 30 degrees, as plotly does."""
         if not self.categories["x"]:
             return
-        renderer = self.canvas_figure.canvas.get_renderer()
+        canvas = self.canvas_figure.canvas
+        assert isinstance(canvas, FigureCanvasAgg)  # attached in __init__
+        renderer = canvas.get_renderer()
         self.canvas_figure.draw_without_rendering()
         boxes = [label.get_window_extent(renderer) for label in self.axes.get_xticklabels() if label.get_text()]
         if any(a.x1 > b.x0 for a, b in itertools.pairwise(boxes)):

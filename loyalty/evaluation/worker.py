@@ -68,7 +68,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -84,8 +83,8 @@ from sqlalchemy.exc import IntegrityError
 
 from db.engine import PROJECT_ROOT, get_engine, new_session, write_transaction
 from db.models import ProgramSetting, utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.evaluation.jobs import JOBS, mark_interrupted_runs
 
@@ -552,7 +551,7 @@ def take_lease(engine: Engine, owner: str, *, lease_seconds: float = LEASE_SECON
     """
     now = now or utcnow()
     value = _lease_value(owner, now, lease_seconds)
-    table = ProgramSetting.__table__
+    table = ProgramSetting.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     with engine.connect() as connection:
         connection = connection.execution_options(sqlite_begin="IMMEDIATE")
         with connection.begin():
@@ -577,7 +576,7 @@ def take_lease(engine: Engine, owner: str, *, lease_seconds: float = LEASE_SECON
 
 def release_lease(engine: Engine, owner: str) -> bool:
     """Give the lease up (if ``owner`` holds it) so a standby takes over at its next poll."""
-    table = ProgramSetting.__table__
+    table = ProgramSetting.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     with engine.begin() as connection:
         released = connection.execute(
             update(table).where(table.c.key == LEASE_KEY, table.c.updated_by == owner)
@@ -692,8 +691,8 @@ class Worker:
             self._step_down(release=False, wait=False)
         elif holds and not self.is_leader:
             self._lead()
-        elif self.is_leader:
-            self.scheduler.wakeup()
+        elif self._leadership is not None:  # leading already
+            self._leadership.scheduler.wakeup()
 
     def run(self, stop_event: threading.Event) -> list[str]:
         """Run until ``stop_event`` is set; the ids of jobs still running when the stop gave up waiting."""
@@ -780,7 +779,7 @@ def start_worker_process(*, env: dict[str, str] | None = None, log_path: str | o
             start_new_session=True,  # not stopped with the app's process group (Ctrl-C in the terminal)
         )
     finally:
-        if log_path:
+        if not isinstance(output, int):  # the log file, not DEVNULL
             output.close()
 
 

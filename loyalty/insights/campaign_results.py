@@ -37,13 +37,13 @@ from sqlmodel import Session, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
-from loyalty.evaluation.kpis import analytics_reader  # moves to loyalty.analytics.reader
 from db.models import (
     Campaign,
     KpiSnapshot,
     LedgerEntry,
     utcnow,
 )
+from loyalty.evaluation.kpis import analytics_reader  # moves to loyalty.analytics.reader
 
 __all__ = [
     "CAMPAIGN_METRICS",

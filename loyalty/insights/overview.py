@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import polars as pl
 from sqlalchemy import delete, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.models import KpiSnapshot, Member, Redemption, utcnow
@@ -112,7 +112,7 @@ def program_snapshot_frame(purchases: pl.DataFrame, entries: pl.DataFrame, *, as
 
 def store_program_snapshot(session: Session, frame: pd.DataFrame) -> int:
     """Replace the stored Overview numbers (inside the caller's transaction)."""
-    session.execute(delete(KpiSnapshot).where(KpiSnapshot.period == PROGRAM_PERIOD))
+    session.execute(delete(KpiSnapshot).where(col(KpiSnapshot.period) == PROGRAM_PERIOD))
     return insert_frame(session, "kpi_snapshot", frame)
 
 
@@ -153,5 +153,5 @@ def recent_alerts(session: Session, *, limit: int = 5) -> list[dict]:
     """The newest unacknowledged alerts (retention falling, KPIs off track)."""
     from db.models import Alert
 
-    rows = session.exec(select(Alert).where(Alert.acknowledged_by == "").order_by(Alert.as_of.desc(), Alert.id.desc()).limit(limit)).all()
+    rows = session.exec(select(Alert).where(Alert.acknowledged_by == "").order_by(col(Alert.as_of).desc(), col(Alert.id).desc()).limit(limit)).all()
     return [{"as_of": a.as_of, "severity": a.severity, "message": a.message, "metric": a.metric, "kind": a.kind} for a in rows]

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import LedgerEntry, Member, PendingAdjustment, utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import AlreadyDone, InvalidInput, NotFound, PermissionDenied
 from loyalty.ledger.entries import adjust_points, lock_member
 from loyalty.settings import get_settings
@@ -65,6 +65,7 @@ def request_adjustment(
                                                actor=actor, now=now), None, limit)
     with write_transaction(session):
         member = lock_member(session, member_id)
+        assert member.id is not None  # a locked member is a stored row
         pending = PendingAdjustment(member_id=member.id, points=points, reason=reason, requested_by=actor.username,
                                     requested_at=now or utcnow())
         session.add(pending)
@@ -87,9 +88,9 @@ def _decide(session: Session, adjustment_id: int, actor: Actor, status: str, not
     # Conditional update: of two admins deciding at once, exactly one wins.
     decided = session.execute(
         update(PendingAdjustment)
-        .where(PendingAdjustment.id == adjustment_id, PendingAdjustment.status == "pending")
+        .where(col(PendingAdjustment.id) == adjustment_id, col(PendingAdjustment.status) == "pending")
         .values(status=status, decided_by=actor.username, decided_at=utcnow(), decision_note=note.strip())
-    ).rowcount
+    ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
     if decided == 0:
         session.refresh(pending)
         raise AlreadyDone(f"This adjustment was already {pending.status} by {pending.decided_by}.")
@@ -136,7 +137,7 @@ def pending_adjustments(session: Session, *, member_external_id: str | None = No
 def decided_adjustments(session: Session, *, limit: int = 20) -> list[dict]:
     """The latest approved or rejected adjustments, newest decision first."""
     query = _listing().where(PendingAdjustment.status != "pending")
-    return _rows(session, query.order_by(PendingAdjustment.decided_at.desc(), PendingAdjustment.id.desc()).limit(limit))
+    return _rows(session, query.order_by(col(PendingAdjustment.decided_at).desc(), col(PendingAdjustment.id).desc()).limit(limit))
 
 
 def _listing():

@@ -21,7 +21,6 @@ from db.models import (
     Purchase,
 )
 from loyalty.ledger.entries import BONUS
-
 from loyalty.program.campaigns import EARNING_STATUSES, MULTIPLIER_KINDS
 
 __all__ = ["CampaignEngine", "earn_rules_for"]

@@ -42,10 +42,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Integer, case, cast, func, text, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import (
@@ -57,10 +58,10 @@ from db.models import (
     Reward,
     utcnow,
 )
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
-from loyalty.records import locked
+from loyalty.access.roles import Actor, require
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
+from loyalty.records import locked
 from loyalty.settings import get_settings
 
 EARN, BONUS, REDEEM, EXPIRE, ADJUST, REVERSE = "earn", "bonus", "redeem", "expire", "adjust", "reverse"
@@ -125,16 +126,16 @@ def spendable_balances(session: Session, member_ids: Sequence[int], *, as_of: da
         return {}
     as_of = as_of or utcnow()
     due = func.sum(case(
-        ((LedgerEntry.points > 0) & LedgerEntry.expires_at.is_not(None) & (LedgerEntry.expires_at <= as_of), LedgerEntry.points),
+        ((col(LedgerEntry.points) > 0) & col(LedgerEntry.expires_at).is_not(None) & (col(LedgerEntry.expires_at) <= as_of), LedgerEntry.points),
         else_=0,
     ))
-    consumed = func.sum(case((LedgerEntry.points < 0, -LedgerEntry.points), else_=0))
+    consumed = func.sum(case((col(LedgerEntry.points) < 0, -LedgerEntry.points), else_=0))
     ids, found = [int(m) for m in member_ids], {}
     for start in range(0, len(ids), 10_000):  # a statement binds a limited number of values
         rows = session.exec(
             select(LedgerEntry.member_id, func.sum(LedgerEntry.points), due, consumed)
-            .where(LedgerEntry.member_id.in_(ids[start:start + 10_000]))
-            .group_by(LedgerEntry.member_id)
+            .where(col(LedgerEntry.member_id).in_(ids[start:start + 10_000]))
+            .group_by(col(LedgerEntry.member_id))
         ).all()
         found.update({int(m): int(total) - max(0, int(d) - int(c)) for m, total, d, c in rows})
     return {m: found.get(m, 0) for m in ids}
@@ -160,14 +161,14 @@ def member_balance(session: Session, member_id: int, *, as_of: datetime | None =
     as_of = as_of or utcnow()
     lots = open_lots(session, member_id)
     past = sum(lot.remaining for lot in lots if lot.expires_at is not None and lot.expires_at <= as_of)
-    ahead = sorted(
-        (lot for lot in lots if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > as_of),
-        key=lambda lot: lot.expires_at,
+    ahead = sorted(  # (expiry, points) of the lots still to expire, soonest first
+        ((lot.expires_at, lot.remaining) for lot in lots if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > as_of),
+        key=lambda due: due[0],
     )
-    next_on = _utc_day(ahead[0].expires_at) if ahead else None
+    next_on = _utc_day(ahead[0][0]) if ahead else None
     return MemberBalance(
         points=balance(session, member_id) - past, past_expiry=past, next_expiry_on=next_on,
-        next_expiry_points=sum(lot.remaining for lot in ahead if _utc_day(lot.expires_at) == next_on),
+        next_expiry_points=sum(remaining for expires_at, remaining in ahead if _utc_day(expires_at) == next_on),
     )
 
 
@@ -186,9 +187,9 @@ def member_ledger(session: Session, member_id: int) -> pd.DataFrame:
     2026-03-02)"), read with one join rather than a query per line.
     """
     rows = session.exec(
-        select(LedgerEntry.occurred_at, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.reason,
+        select(LedgerEntry.occurred_at, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.reason,  # type: ignore[call-overload]  # typed for at most 4 columns
                LedgerEntry.expires_at, LedgerEntry.actor, Purchase.external_id, Purchase.amount,
-               Purchase.occurred_at, Reward.name, Campaign.name, LedgerEntry.redemption_id.is_not(None))
+               Purchase.occurred_at, Reward.name, Campaign.name, col(LedgerEntry.redemption_id).is_not(None))
         .join(Purchase, Purchase.id == LedgerEntry.purchase_id, isouter=True)
         .join(Redemption, Redemption.id == LedgerEntry.redemption_id, isouter=True)
         .join(Reward, Reward.id == Redemption.reward_id, isouter=True)
@@ -214,7 +215,7 @@ def describe_entry(
     reward: str | None, campaign: str | None, redemption: bool, currency: str,
 ) -> str:
     """A ledger line in the loyalty team's words, naming its purchase, reward or campaign."""
-    bought = f"Purchase #{purchase} ({currency} {amount:,.2f}, {_utc_day(bought_at):%Y-%m-%d})" if purchase else ""
+    bought = f"Purchase #{purchase} ({currency} {amount:,.2f}, {_utc_day(bought_at):%Y-%m-%d})" if purchase and bought_at else ""
     if campaign:
         return f"Campaign: {campaign}" + (f" · {bought}" if bought else "")
     if kind == REDEEM:
@@ -308,6 +309,7 @@ def expire_points(
         where = "WHERE member_id IN (" + ",".join(str(int(m)) for m in member_ids) + ")"
     with write_transaction(session):
         _hold_ledger_lock(session, exclusive=member_ids is None)
+        due: Sequence[Any]
         if read_last_commit and member_ids is None and session.get_bind().dialect.name == "sqlite":
             due = _due_everyone_sqlite(session, as_of)
         else:
@@ -372,6 +374,7 @@ def adjust_points(
         raise InvalidInput("An adjustment of 0 points changes nothing.")
     with write_transaction(session):
         member = lock_member(session, member_id)
+        assert member.id is not None  # a locked member is a stored row
         now = now or utcnow()
         if points < 0:
             expire_points(session=session, as_of=now, member_ids=[member.id], actor=actor)
@@ -467,10 +470,10 @@ def return_purchase(
         after = purchase.returned_cents + returned
         marked = session.execute(
             update(Purchase)
-            .where(Purchase.id == purchase_id, Purchase.refunded_at.is_(None),
+            .where(col(Purchase.id) == purchase_id, col(Purchase.refunded_at).is_(None),
                    Purchase.returned_cents + returned <= cast(func.round(Purchase.amount * 100), Integer))
             .values(returned_cents=Purchase.returned_cents + returned, refunded_at=now if after >= total else None)
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
         if marked == 0:  # the locks make this unreachable; the condition is the last guard
             raise AlreadyDone(f"Purchase {purchase.external_id} was returned by someone else just now; look again.")
         earned, taken_before = _purchase_points(session, purchase_id)
@@ -525,8 +528,8 @@ def _purchase_points(session: Session, purchase_id: int) -> tuple[int, int]:
     """(points the purchase earned, points its returns have taken back so far)."""
     earned, taken = session.exec(
         select(
-            func.coalesce(func.sum(case((LedgerEntry.kind.in_([EARN, BONUS]), LedgerEntry.points), else_=0)), 0),
-            func.coalesce(func.sum(case((LedgerEntry.kind == REVERSE, -LedgerEntry.points), else_=0)), 0),
+            func.coalesce(func.sum(case((col(LedgerEntry.kind).in_([EARN, BONUS]), LedgerEntry.points), else_=0)), 0),
+            func.coalesce(func.sum(case((col(LedgerEntry.kind) == REVERSE, -LedgerEntry.points), else_=0)), 0),
         ).where(LedgerEntry.purchase_id == purchase_id)
     ).one()
     return int(earned), int(taken)
@@ -539,8 +542,8 @@ def _expired_share(session: Session, member_id: int, purchase_id: int) -> int:
     they were written, fill them from the front; the expired share is where ``expire``
     debits overlap the purchase's earn and bonus lots.
     """
-    rows = session.exec(
-        select(LedgerEntry.id, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.occurred_at,
+    rows: Sequence[Any] = session.exec(  # Rows, read by column name
+        select(LedgerEntry.id, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.occurred_at,  # type: ignore[call-overload]  # typed for at most 4 columns
                LedgerEntry.expires_at, LedgerEntry.purchase_id)
         .where(LedgerEntry.member_id == member_id)
     ).all()
@@ -566,7 +569,7 @@ def negative_balances(session: Session) -> pd.DataFrame:
     """Members whose balance is below zero (refunds after spending), most negative first."""
     rows = session.exec(
         select(Member.external_id, func.sum(LedgerEntry.points).label("balance"))
-        .join(Member, Member.id == LedgerEntry.member_id)
+        .join(Member, col(Member.id) == LedgerEntry.member_id)
         .group_by(Member.external_id)
         .having(func.sum(LedgerEntry.points) < 0)
         .order_by(func.sum(LedgerEntry.points))

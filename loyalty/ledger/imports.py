@@ -281,7 +281,7 @@ def _canonical(
         if source not in table.raw.columns
     ]
     renamed = [mapping.get(c, c) for c in table.raw.columns]
-    file_name = {}  # canonical -> the file's column
+    file_name: dict[str, str] = {}  # canonical -> the file's column
     wanted = REQUIRED_COLUMNS[kind] + OPTIONAL_COLUMNS[kind]
     for original, new in zip(table.raw.columns, renamed):
         if new in wanted:
@@ -415,7 +415,7 @@ def _numbers(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _column_length(model: type, column: str) -> int | None:
-    return getattr(model.__table__.c[column].type, "length", None)
+    return getattr(model.__table__.c[column].type, "length", None)  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
 
 
 def _content_hash(frame: pd.DataFrame) -> np.ndarray:
@@ -1047,7 +1047,7 @@ def _update_members(session: Session, member_ids: np.ndarray, fields: dict[str, 
     """Core ``UPDATE ... WHERE id = ?`` (executemany) with the file's values."""
     if len(member_ids) == 0:
         return
-    table = Member.__table__
+    table = Member.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     params: dict[str, Any] = {"b_id": member_ids.tolist()}
     for column, series in fields.items():
         if column == "joined_at":

@@ -7,9 +7,9 @@ from datetime import date
 
 import pandas as pd
 from sqlalchemy import func, or_
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier
+from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier, stored_id
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.entries import member_balance, member_ledger, open_lots, spendable_balances
@@ -41,7 +41,7 @@ def search_members(session: Session, query: str, *, actor: Actor, limit: int = 5
     """Members whose id, name or email contains ``query`` (case-insensitive), with what each can spend now."""
     require(actor, "members.view")
     q = query.strip()
-    stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id).limit(limit)
+    stmt = select(Member, col(Tier.name)).join(Tier, col(Tier.id) == Member.tier_id, isouter=True).order_by(col(Member.external_id)).limit(limit)
     show_pii = actor.can("members.view_pii")
     if q:
         like = f"%{q.lower()}%"
@@ -49,7 +49,7 @@ def search_members(session: Session, query: str, *, actor: Actor, limit: int = 5
         fields = [Member.external_id, Member.name, Member.email] if show_pii else [Member.external_id]
         stmt = stmt.where(or_(*(func.lower(f).like(like) for f in fields)))
     rows = session.exec(stmt).all()
-    points = spendable_balances(session, [m.id for m, _ in rows])
+    points = spendable_balances(session, [stored_id(m) for m, _ in rows])
     return pd.DataFrame(
         [
             {
@@ -57,7 +57,7 @@ def search_members(session: Session, query: str, *, actor: Actor, limit: int = 5
                 "name": m.name if show_pii else mask(m.name),
                 "email": m.email if show_pii else mask(m.email),
                 "tier": tier or "",
-                "balance": points[m.id],
+                "balance": points[stored_id(m)],
                 "joined_at": m.joined_at,
                 "acquisition_channel": m.acquisition_channel,
             }
@@ -91,42 +91,43 @@ class MemberProfile:
 def member_profile(session: Session, external_id: str, *, actor: Actor) -> MemberProfile:
     require(actor, "members.view")
     member = find_member(session, external_id)
-    tier = session.get(Tier, member.tier_id).name if member.tier_id else ""
+    tier_row = session.get(Tier, member.tier_id) if member.tier_id else None
+    tier = tier_row.name if tier_row else ""
     details = member.model_dump(exclude={"tier_id"})
     if not actor.can("members.view_pii"):
         for field in PERSONAL_FIELDS:
             details[field] = mask(details[field])
     purchases = pd.DataFrame(
         session.exec(
-            select(Purchase.external_id, Purchase.occurred_at, Purchase.amount, Purchase.returned_cents / 100.0,
+            select(Purchase.external_id, Purchase.occurred_at, Purchase.amount, Purchase.returned_cents / 100.0,  # type: ignore[call-overload]  # typed for at most 4 columns
                    Purchase.channel, Purchase.store, Purchase.category, Purchase.refunded_at)
-            .where(Purchase.member_id == member.id).order_by(Purchase.occurred_at.desc(), Purchase.id.desc())
+            .where(Purchase.member_id == member.id).order_by(col(Purchase.occurred_at).desc(), col(Purchase.id).desc())
         ).all(),
         columns=["purchase", "occurred_at", "amount", "returned", "channel", "store", "category", "refunded_at"],
     )
     redemptions = pd.DataFrame(
         session.exec(
-            select(Redemption.id, Redemption.requested_at, Reward.name, Redemption.points, Redemption.status)
+            select(Redemption.id, Redemption.requested_at, Reward.name, Redemption.points, Redemption.status)  # type: ignore[call-overload]  # typed for at most 4 columns
             .join(Reward, Reward.id == Redemption.reward_id)
-            .where(Redemption.member_id == member.id).order_by(Redemption.requested_at.desc())
+            .where(Redemption.member_id == member.id).order_by(col(Redemption.requested_at).desc())
         ).all(),
         columns=["redemption_id", "requested_at", "reward", "points", "status"],
     )
     feedback = pd.DataFrame(
         session.exec(
             select(Feedback.submitted_at, Feedback.score, Feedback.comment)
-            .where(Feedback.member_id == member.id).order_by(Feedback.submitted_at.desc())
+            .where(Feedback.member_id == member.id).order_by(col(Feedback.submitted_at).desc())
         ).all(),
         columns=["submitted_at", "score", "comment"],
     )
     now = pd.Timestamp.now(tz="UTC")
     soon = now + pd.Timedelta(days=90)
     expiring = sum(
-        lot.remaining for lot in open_lots(session, member.id)
+        lot.remaining for lot in open_lots(session, stored_id(member))
         if lot.expires_at is not None and now < pd.Timestamp(lot.expires_at) <= soon
     )
     active = purchases[purchases["refunded_at"].isna()] if not purchases.empty else purchases
-    points = member_balance(session, member.id, as_of=now.to_pydatetime())
+    points = member_balance(session, stored_id(member), as_of=now.to_pydatetime())
     currency = get_settings(session).currency
     returnable = {
         row.purchase: f"{row.purchase} · {row.occurred_at:%Y-%m-%d} · {currency} {row.amount:,.2f}"
@@ -136,7 +137,7 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
     return MemberProfile(
         member=details, tier=tier, balance=points.points, expiring_90_days=int(expiring),
         next_expiry_on=points.next_expiry_on, next_expiry_points=points.next_expiry_points,
-        ledger=member_ledger(session, member.id).iloc[::-1].reset_index(drop=True),
+        ledger=member_ledger(session, stored_id(member)).iloc[::-1].reset_index(drop=True),
         purchases=purchases, redemptions=redemptions, feedback=feedback,
         total_spend=float((active["amount"] - active["returned"]).sum()) if not active.empty else 0.0,
         purchase_count=len(active), returnable=returnable, currency=currency,
@@ -151,11 +152,12 @@ def erase_member(*, session: Session, external_id: str, actor: Actor) -> None:
     change. The company's member id is kept so a later import recognises the member as
     erased and does not bring the personal data back.
     """
+    from sqlalchemy import update
+
     from db.engine import write_transaction
     from db.models import utcnow
     from loyalty.access.audit import record_audit
     from loyalty.errors import AlreadyDone
-    from sqlalchemy import update
 
     require(actor, "members.erase")
     with write_transaction(session):
@@ -165,7 +167,7 @@ def erase_member(*, session: Session, external_id: str, actor: Actor) -> None:
         member.name, member.email, member.phone, member.city = "", "", "", ""
         member.birth_date, member.marketing_consent, member.erased_at = None, False, utcnow()
         session.add(member)
-        session.execute(update(Feedback).where(Feedback.member_id == member.id).values(comment=""))
+        session.execute(update(Feedback).where(col(Feedback.member_id) == member.id).values(comment=""))
         record_audit(session, actor=actor, action="member.erase", entity="member", entity_id=external_id,
                      after={"erased": True})
 
@@ -190,17 +192,17 @@ def export_members(
     from db.engine import begin_write
 
     begin_write(session)  # the export is audited
-    stmt = select(Member, Tier.name).join(Tier, Tier.id == Member.tier_id, isouter=True).order_by(Member.external_id)
+    stmt = select(Member, col(Tier.name)).join(Tier, col(Tier.id) == Member.tier_id, isouter=True).order_by(col(Member.external_id))
     if external_ids is not None:
-        stmt = stmt.where(Member.external_id.in_(external_ids))
+        stmt = stmt.where(col(Member.external_id).in_(external_ids))
     if purpose == "marketing":
-        stmt = stmt.where(Member.marketing_consent.is_(True), Member.erased_at.is_(None))
+        stmt = stmt.where(col(Member.marketing_consent).is_(True), col(Member.erased_at).is_(None))
     if member_ids is None:
         rows = session.exec(stmt).all()
     else:
         ids = [int(i) for i in member_ids]
         # In chunks: a segment can hold more members than one statement can bind.
-        rows = [row for start in range(0, len(ids), 10_000) for row in session.exec(stmt.where(Member.id.in_(ids[start:start + 10_000])))]
+        rows = [row for start in range(0, len(ids), 10_000) for row in session.exec(stmt.where(col(Member.id).in_(ids[start:start + 10_000])))]
     show_pii = actor.can("members.view_pii")
     frame = pd.DataFrame(
         [

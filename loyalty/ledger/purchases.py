@@ -18,8 +18,8 @@ from db.bulk import allocate_ids, insert_frame
 from db.engine import write_transaction
 from db.models import Member, Purchase, utcnow
 from loyalty.access.roles import Actor, require
-from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.ledger.entries import PurchaseReturn, return_purchase
 from loyalty.settings import get_settings
 
@@ -103,6 +103,7 @@ def record_purchase(
         )
         add_purchases(session, frame, actor=actor)
         purchase_id = session.exec(select(Purchase.id).where(Purchase.external_id == key)).one()
+    assert purchase_id is not None  # the purchase was just stored
     return int(purchase_id)
 
 

@@ -14,13 +14,12 @@ from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import LedgerEntry, Member, Redemption, Reward, Tier, utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
-from loyalty.records import locked
+from loyalty.access.roles import Actor, require
 from loyalty.errors import (
     AlreadyDone,
     InsufficientPoints,
@@ -36,6 +35,7 @@ from loyalty.ledger.entries import (
     expiry_date,
     lock_member,
 )
+from loyalty.records import locked
 from loyalty.settings import get_settings
 
 __all__ = [
@@ -59,11 +59,11 @@ class RedemptionResult:
 
 def list_rewards(session: Session, *, active_only: bool = False, include_archived: bool = False) -> list[dict]:
     """The catalogue, cheapest first; archived rewards only with ``include_archived``."""
-    query = select(Reward).order_by(Reward.points_cost, Reward.id)
+    query = select(Reward).order_by(col(Reward.points_cost), col(Reward.id))
     if active_only:
-        query = query.where(Reward.active.is_(True))
+        query = query.where(col(Reward.active).is_(True))
     if not include_archived:
-        query = query.where(Reward.archived_at.is_(None))
+        query = query.where(col(Reward.archived_at).is_(None))
     return [
         {
             "id": r.id, "name": r.name, "kind": r.kind, "points_cost": r.points_cost, "stock": r.stock,
@@ -92,8 +92,8 @@ def redeem_reward(
             )
         if reward.stock is not None:
             taken = session.execute(
-                update(Reward).where(Reward.id == reward.id, Reward.stock > 0).values(stock=Reward.stock - 1)
-            ).rowcount
+                update(Reward).where(col(Reward.id) == reward.id, col(Reward.stock) > 0).values(stock=col(Reward.stock) - 1)
+            ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
             if taken == 0:
                 raise OutOfStock(f"{reward.name} is out of stock.")
         redemption = Redemption(member_id=member.id, reward_id=reward.id, points=reward.points_cost, requested_at=now)
@@ -109,6 +109,7 @@ def redeem_reward(
             session, actor=actor, action="redemption.request", entity="redemption", entity_id=redemption.id,
             after={"member": member.external_id, "reward": reward.name, "points": reward.points_cost},
         )
+        assert redemption.id is not None  # flushed above
         result = RedemptionResult(redemption_id=int(redemption.id), balance=current - reward.points_cost)
     return result
 
@@ -156,7 +157,7 @@ def cancel_redemption(*, session: Session, redemption_id: int, actor: Actor, rea
         redemption.note = reason
         session.add(redemption)
         session.execute(
-            update(Reward).where(Reward.id == redemption.reward_id, Reward.stock.is_not(None)).values(stock=Reward.stock + 1)
+            update(Reward).where(col(Reward.id) == redemption.reward_id, col(Reward.stock).is_not(None)).values(stock=col(Reward.stock) + 1)
         )
         # Returned points are a new lot with a fresh expiry period.
         session.add(
@@ -228,9 +229,9 @@ def _chosen(redemption_ids: Sequence[int]) -> list[int]:
 def _described(session: Session, ids: list[int]) -> list[dict]:
     rows = session.exec(
         select(Redemption.id, Member.external_id, Reward.name, Redemption.points)
-        .join(Member, Member.id == Redemption.member_id)
-        .join(Reward, Reward.id == Redemption.reward_id)
-        .where(Redemption.id.in_(ids))
+        .join(Member, col(Member.id) == Redemption.member_id)
+        .join(Reward, col(Reward.id) == Redemption.reward_id)
+        .where(col(Redemption.id).in_(ids))
     ).all()
     by_id = {row[0]: {"id": row[0], "member": row[1], "reward": row[2], "points": row[3]} for row in rows}
     return [by_id[rid] for rid in ids]
@@ -245,7 +246,7 @@ def _pending(session: Session, redemption_id: int) -> Redemption:
 
 def redemption_queue(session: Session, *, status: str = "requested", limit: int = 500) -> pd.DataFrame:
     rows = session.exec(
-        select(Redemption.id, Redemption.requested_at, Member.external_id, Reward.name, Redemption.points, Redemption.status)
+        select(Redemption.id, Redemption.requested_at, Member.external_id, Reward.name, Redemption.points, Redemption.status)  # type: ignore[call-overload]  # typed for at most 4 columns
         .join(Member, Member.id == Redemption.member_id)
         .join(Reward, Reward.id == Redemption.reward_id)
         .where(Redemption.status == status)

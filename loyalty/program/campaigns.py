@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.bulk import id_batches, insert_frame
 from db.engine import write_transaction
@@ -61,11 +61,11 @@ from db.models import (
     Purchase,
     Segment,
     Tier,
+    stored_id,
     utcnow,
 )
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
-from loyalty.records import locked
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NeedsConfirmation, NotFound
 from loyalty.program.lifecycle import (
     Removal,
@@ -75,6 +75,7 @@ from loyalty.program.lifecycle import (
     delete_record,
     restore_record,
 )
+from loyalty.records import locked
 
 __all__ = [
     "CAMPAIGN_KINDS",
@@ -279,11 +280,11 @@ def stable_uniform(campaign_id: int, member_ids: np.ndarray) -> np.ndarray:
 
 def eligible_members(session: Session, eligibility: dict[str, Any], *, kind: str, rule: dict[str, Any], as_of: datetime) -> np.ndarray:
     """Member ids meeting a campaign's eligibility at ``as_of`` (vectorised, in SQL where it can)."""
-    query = select(Member.id).where(Member.erased_at.is_(None))
+    query = select(Member.id).where(col(Member.erased_at).is_(None))
     if eligibility.get("tiers"):
-        query = query.join(Tier, Tier.id == Member.tier_id).where(Tier.name.in_(eligibility["tiers"]))
+        query = query.join(Tier, col(Tier.id) == Member.tier_id).where(col(Tier.name).in_(eligibility["tiers"]))
     if eligibility.get("acquisition_channels"):
-        query = query.where(Member.acquisition_channel.in_(eligibility["acquisition_channels"]))
+        query = query.where(col(Member.acquisition_channel).in_(eligibility["acquisition_channels"]))
     ids = np.asarray(session.exec(query).all(), dtype=np.int64)
     if "member_ids" in eligibility:
         ids = np.intersect1d(ids, np.asarray(eligibility["member_ids"], dtype=np.int64))
@@ -297,8 +298,8 @@ def eligible_members(session: Session, eligibility: dict[str, Any], *, kind: str
     if eligibility.get("min_spend"):
         spend = session.exec(
             select(Purchase.member_id).where(Purchase.occurred_at >= as_of - timedelta(days=MIN_SPEND_WINDOW_DAYS),
-                                             Purchase.occurred_at < as_of, Purchase.refunded_at.is_(None))
-            .group_by(Purchase.member_id).having(func.sum(Purchase.amount) >= float(eligibility["min_spend"]))
+                                             Purchase.occurred_at < as_of, col(Purchase.refunded_at).is_(None))
+            .group_by(col(Purchase.member_id)).having(func.sum(col(Purchase.amount)) >= float(eligibility["min_spend"]))
         ).all()
         ids = np.intersect1d(ids, np.asarray(spend, dtype=np.int64))
     if kind == "win_back":
@@ -313,7 +314,7 @@ def eligible_members(session: Session, eligibility: dict[str, Any], *, kind: str
 
 def _assign(session: Session, campaign: Campaign, as_of: datetime) -> tuple[int, int]:
     ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=as_of)
-    holdout = stable_uniform(campaign.id, ids) < campaign.holdout_pct
+    holdout = stable_uniform(stored_id(campaign), ids) < campaign.holdout_pct
     frame = pd.DataFrame({"campaign_id": campaign.id, "member_id": ids, "group": np.where(holdout, "holdout", "treatment"),
                           "assigned_at": pd.Timestamp(utcnow())})
     insert_frame(session, "campaign_assignment", frame)
@@ -387,7 +388,7 @@ def advance_campaigns(session: Session, *, now: datetime | None = None) -> int:
     now = now or utcnow()
     with write_transaction(session):
         changed = 0
-        for campaign in session.exec(select(Campaign).where(Campaign.status.in_(["scheduled", "active"]))):
+        for campaign in session.exec(select(Campaign).where(col(Campaign.status).in_(["scheduled", "active"]))):
             new = "ended" if campaign.ends_at <= now else ("active" if campaign.starts_at <= now else campaign.status)
             if new != campaign.status:
                 campaign.status, campaign.updated_at = new, now
@@ -472,21 +473,21 @@ def delete_campaign(*, session: Session, actor: Actor, campaign_id: int) -> Remo
 def campaign_overview(session: Session, *, include_archived: bool = False) -> pd.DataFrame:
     """Every campaign (archived ones only with ``include_archived``) with its members assigned and the budget burned so far."""
     burned = dict(session.exec(
-        select(LedgerEntry.campaign_id, func.sum(LedgerEntry.points)).where(LedgerEntry.campaign_id.is_not(None)).group_by(LedgerEntry.campaign_id)
+        select(col(LedgerEntry.campaign_id), func.sum(col(LedgerEntry.points))).where(col(LedgerEntry.campaign_id).is_not(None)).group_by(col(LedgerEntry.campaign_id))
     ).all())
     groups = session.exec(
-        select(CampaignAssignment.campaign_id, CampaignAssignment.group, func.count()).group_by(CampaignAssignment.campaign_id, CampaignAssignment.group)
+        select(col(CampaignAssignment.campaign_id), col(CampaignAssignment.group), func.count()).group_by(col(CampaignAssignment.campaign_id), col(CampaignAssignment.group))
     ).all()
     assigned: dict[tuple[int, str], int] = {(c, g): n for c, g, n in groups}
     rows = []
-    query = select(Campaign).order_by(Campaign.starts_at.desc())
+    query = select(Campaign).order_by(col(Campaign.starts_at).desc())
     if not include_archived:
-        query = query.where(Campaign.archived_at.is_(None))
+        query = query.where(col(Campaign.archived_at).is_(None))
     for c in session.exec(query):
         points = int(burned.get(c.id, 0))
         rows.append({
             "id": c.id, "name": c.name, "kind": c.kind, "status": c.status, "starts_at": c.starts_at, "ends_at": c.ends_at,
-            "treatment": assigned.get((c.id, "treatment"), 0), "holdout": assigned.get((c.id, "holdout"), 0),
+            "treatment": assigned.get((stored_id(c), "treatment"), 0), "holdout": assigned.get((stored_id(c), "holdout"), 0),
             "holdout_pct": c.holdout_pct, "budget_points": c.budget_points, "points_awarded": points,
             "budget_burned": points / c.budget_points if c.budget_points else None, "archived": c.archived_at is not None,
         })

@@ -13,12 +13,12 @@ from datetime import date
 from typing import Any
 
 import pandas as pd
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
-from db.models import Goal, KpiSnapshot, KpiTarget, Segment
-from loyalty.access.roles import Actor, require
+from db.models import Goal, KpiSnapshot, KpiTarget, Segment, stored_id
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.program.lifecycle import (
     Removal,
@@ -71,9 +71,9 @@ def _metrics() -> dict[str, Any]:
 
 def list_goals(session: Session, *, include_archived: bool = False) -> pd.DataFrame:
     """The goals, newest first; archived ones only with ``include_archived`` (column ``archived``)."""
-    query = select(Goal).order_by(Goal.starts_on.desc(), Goal.name)
+    query = select(Goal).order_by(col(Goal.starts_on).desc(), Goal.name)
     if not include_archived:
-        query = query.where(Goal.archived_at.is_(None))
+        query = query.where(col(Goal.archived_at).is_(None))
     rows = [{**g.model_dump(exclude={"archived_at"}), "archived": g.archived_at is not None} for g in session.exec(query)]
     return pd.DataFrame(rows, columns=["id", "name", "objective", "owner", "starts_on", "ends_on", "reporting_frequency", "strategy", "created_at",
                                        "archived"])
@@ -171,8 +171,8 @@ def delete_kpi_target(*, session: Session, actor: Actor, target_id: int) -> None
 
 
 def _copy_targets(session: Session, actor: Actor, source_goal_id: int, goal_id: int) -> None:
-    for target in session.exec(select(KpiTarget).where(KpiTarget.goal_id == source_goal_id, KpiTarget.archived_at.is_(None))
-                               .order_by(KpiTarget.id)).all():
+    for target in session.exec(select(KpiTarget).where(KpiTarget.goal_id == source_goal_id, col(KpiTarget.archived_at).is_(None))
+                               .order_by(col(KpiTarget.id))).all():
         _copy_target(session, actor, target, goal_id)
 
 
@@ -186,7 +186,7 @@ def clone_goal(*, session: Session, actor: Actor, goal_id: int) -> Goal:
     def create(source: Goal, name: str) -> Goal:
         clone = save_goal(session=session, actor=actor, name=name, objective=source.objective, owner=source.owner, starts_on=source.starts_on,
                           ends_on=source.ends_on, reporting_frequency=source.reporting_frequency, strategy=source.strategy)
-        _copy_targets(session, actor, source.id, clone.id)
+        _copy_targets(session, actor, stored_id(source), stored_id(clone))
         return clone
 
     return clone_record(session=session, actor=actor, model=Goal, record_id=goal_id, entity="goal", permission="program.configure",
@@ -242,16 +242,16 @@ def goal_status(session: Session, *, include_archived: bool = False) -> pd.DataF
     metrics = _metrics()
     segments = dict(session.exec(select(Segment.id, Segment.name)).all())
     rows = []
-    query = select(KpiTarget, Goal).join(Goal, Goal.id == KpiTarget.goal_id).order_by(Goal.name, KpiTarget.id)
+    query = select(KpiTarget, Goal).join(Goal, col(Goal.id) == KpiTarget.goal_id).order_by(col(Goal.name), col(KpiTarget.id))
     if not include_archived:
-        query = query.where(KpiTarget.archived_at.is_(None), Goal.archived_at.is_(None))
+        query = query.where(col(KpiTarget.archived_at).is_(None), col(Goal.archived_at).is_(None))
     for target, goal in session.exec(query):
         dimension, value_key = ("segment", segments.get(target.segment_id, "")) if target.segment_id else ("overall", "")
         history = session.exec(
-            select(KpiSnapshot.period_start, KpiSnapshot.value)
+            select(KpiSnapshot.period_start, KpiSnapshot.value)  # type: ignore[call-overload]  # value is Optional: no overload takes a "float | None" column
             .where(KpiSnapshot.metric == target.metric, KpiSnapshot.period == target.period,
                    KpiSnapshot.dimension == dimension, KpiSnapshot.dimension_value == value_key)
-            .order_by(KpiSnapshot.period_start.desc()).limit(TREND_POINTS)
+            .order_by(col(KpiSnapshot.period_start).desc()).limit(TREND_POINTS)
         ).all()[::-1]
         latest = history[-1] if history else None
         metric = metrics.get(target.metric)
@@ -280,14 +280,14 @@ def kpi_tiles(session: Session, *, metrics: tuple[str, ...] = OVERVIEW_METRICS, 
     """The Overview's KPI tiles: latest overall snapshot, change on the period before, target and status, trend."""
     catalogue = _metrics()
     targets = {t.metric: t for t in session.exec(
-        select(KpiTarget).join(Goal, Goal.id == KpiTarget.goal_id)
-        .where(KpiTarget.period == period, KpiTarget.segment_id.is_(None), KpiTarget.archived_at.is_(None), Goal.archived_at.is_(None)))}
+        select(KpiTarget).join(Goal, col(Goal.id) == KpiTarget.goal_id)
+        .where(KpiTarget.period == period, col(KpiTarget.segment_id).is_(None), col(KpiTarget.archived_at).is_(None), col(Goal.archived_at).is_(None)))}
     tiles = []
     for name in metrics:
         history = session.exec(
-            select(KpiSnapshot.period_start, KpiSnapshot.value)
+            select(KpiSnapshot.period_start, KpiSnapshot.value)  # type: ignore[call-overload]  # value is Optional: no overload takes a "float | None" column
             .where(KpiSnapshot.metric == name, KpiSnapshot.period == period, KpiSnapshot.dimension == "overall")
-            .order_by(KpiSnapshot.period_start.desc()).limit(TREND_POINTS)
+            .order_by(col(KpiSnapshot.period_start).desc()).limit(TREND_POINTS)
         ).all()[::-1]
         metric = catalogue[name]
         value = history[-1][1] if history else None

@@ -9,9 +9,8 @@ from sqlmodel import Session, select
 
 from db.engine import write_transaction
 from db.models import Redemption, Reward, Tier
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
-from loyalty.records import locked
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput
 from loyalty.program.lifecycle import (
     Removal,
@@ -21,6 +20,7 @@ from loyalty.program.lifecycle import (
     delete_record,
     restore_record,
 )
+from loyalty.records import locked
 
 __all__ = ["REWARD_FIELDS", "REWARD_KINDS", "archive_reward", "clone_reward", "delete_reward", "restore_reward", "save_reward"]
 

@@ -7,17 +7,16 @@ module stores segments, checks who may change them and audits the changes.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Campaign, KpiTarget, Segment, utcnow
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.program.lifecycle import (
     Removal,
@@ -48,7 +47,7 @@ def list_segments(session: Session, *, include_archived: bool = False) -> pd.Dat
     """The saved segments by name; archived ones only with ``include_archived``."""
     query = select(Segment).order_by(Segment.name)
     if not include_archived:
-        query = query.where(Segment.archived_at.is_(None))
+        query = query.where(col(Segment.archived_at).is_(None))
     rows = [{"id": s.id, "name": s.name, "description": s.description, "rules": s.rules, "created_by": s.created_by,
              "archived": s.archived_at is not None} for s in session.exec(query)]
     return pd.DataFrame(rows, columns=["id", "name", "description", "rules", "created_by", "archived"])

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import Member, Reward, Tier
-from loyalty.access.roles import Actor, require
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput
 
 __all__ = ["TIER_FIELDS", "TierThresholdsNotIncreasing", "list_tiers", "qualifying_tier_index", "save_tiers", "validate_tiers"]
@@ -32,12 +32,12 @@ class TierThresholdsNotIncreasing(InvalidInput):
 
 def list_tiers(session: Session) -> pd.DataFrame:
     """Tiers lowest first, with the number of members in each now."""
-    counts = dict(session.exec(select(Member.tier_id, func.count()).group_by(Member.tier_id)).all())
+    counts = dict(session.exec(select(col(Member.tier_id), func.count()).group_by(col(Member.tier_id))).all())
     rows = [
         {"id": t.id, "name": t.name, "min_spend": t.min_spend, "min_purchases": t.min_purchases,
          "window_months": t.window_months, "multiplier": t.multiplier, "benefits": "; ".join(t.benefits or []),
          "grace_months": t.grace_months, "members": int(counts.get(t.id, 0))}
-        for t in session.exec(select(Tier).order_by(Tier.rank))
+        for t in session.exec(select(Tier).order_by(col(Tier.rank)))
     ]
     return pd.DataFrame(rows, columns=["id", *TIER_FIELDS, "members"])
 
@@ -124,8 +124,8 @@ def save_tiers(*, session: Session, tiers: list[dict[str, Any]], actor: Actor) -
         session.flush()
         for rank, (raw, values) in enumerate(zip(tiers, cleaned), start=1):
             raw_id = raw.get("id")
-            tier = existing.get(int(raw_id)) if raw_id is not None and not pd.isna(raw_id) else None
-            tier = tier or Tier(rank=rank, **values)
+            stored = existing.get(int(raw_id)) if raw_id is not None and not pd.isna(raw_id) else None
+            tier = stored or Tier(rank=rank, **values)
             for field, value in values.items():
                 setattr(tier, field, value)
             tier.rank = rank

@@ -14,8 +14,6 @@ import json
 import streamlit as st
 
 from loyalty.access.roles import Actor
-from loyalty.errors import LoyaltyError
-from loyalty.settings import get_settings
 from loyalty.access.sessions import (
     SESSION_COOKIE,
     check_session,
@@ -23,6 +21,8 @@ from loyalty.access.sessions import (
     resume_session,
     start_session,
 )
+from loyalty.errors import LoyaltyError
+from loyalty.settings import get_settings
 from loyalty.ui.core import db_session
 
 _KEY = "auth_actor"
@@ -78,7 +78,7 @@ def current_actor() -> Actor | None:
 
         try:
             with db_session() as session:
-                actor = actor_for_email(session, st.user.email)
+                actor = actor_for_email(session, st.user.email)  # type: ignore[arg-type]  # an OIDC user's email is a str; Streamlit types any claim
         except LoyaltyError as error:
             st.error(str(error))
             return None

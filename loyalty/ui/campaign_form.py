@@ -7,7 +7,7 @@ so a new campaign starts blank and an edited draft from what is stored.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pandas as pd
@@ -75,8 +75,9 @@ def campaign_form(key: str, campaign: dict[str, Any] | None, *, tiers: list[str]
     """The fields of a campaign (``None`` until the dates are chosen) and whether the person confirmed the guard rails."""
     campaign = campaign or {}
     kinds = list(CAMPAIGN_KINDS)
-    kind = st.selectbox("Type", kinds, index=kinds.index(campaign.get("kind", kinds[0])), format_func=CAMPAIGN_KINDS.get, key=f"{key}_kind",
+    kind = st.selectbox("Type", kinds, index=kinds.index(campaign.get("kind", kinds[0])), format_func=CAMPAIGN_KINDS.__getitem__, key=f"{key}_kind",
                         disabled=bool(campaign))
+    assert kind is not None  # a selectbox with options and an index always has a choice
     name = st.text_input("Campaign name", value=campaign.get("name", ""), key=f"{key}_name")
     today = date.today()
     runs = (pd.Timestamp(campaign["starts_at"]).date(), (pd.Timestamp(campaign["ends_at"]) - timedelta(microseconds=1)).date()) if campaign \
@@ -98,5 +99,5 @@ def campaign_form(key: str, campaign: dict[str, Any] | None, *, tiers: list[str]
     if not (start and end):
         return None, confirmed
     return {"name": name, "kind": kind, "rule": rule, "eligibility": eligibility, "channels": channels,
-            "starts_at": datetime.combine(start, time.min, tzinfo=timezone.utc), "ends_at": datetime.combine(end, time.max, tzinfo=timezone.utc),
+            "starts_at": datetime.combine(start, time.min, tzinfo=UTC), "ends_at": datetime.combine(end, time.max, tzinfo=UTC),
             "budget_points": int(budget) or None, "holdout_pct": holdout / 100}, confirmed

@@ -81,7 +81,10 @@ def ensure_demo_program() -> None:
                 status.update(label="Demo program created: running the first evaluation (KPIs, tiers, campaigns, alerts, report)…")
                 from loyalty.evaluation.jobs import run_all
 
-                run_all(actor=SYSTEM_DEMO, progress=lambda fraction, _message: bar.progress(min(max(fraction, 0.0), 1.0)))
+                def show_progress(fraction: float, _message: str) -> None:
+                    bar.progress(min(max(fraction, 0.0), 1.0))
+
+                run_all(actor=SYSTEM_DEMO, progress=show_progress)
                 status.update(label=f"Demo program ready: {summary['members']:,} members, {summary['purchases']:,} purchases.", state="complete", expanded=False)
             except LoyaltyError:
                 # Another browser session created it at the same moment.

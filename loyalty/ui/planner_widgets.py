@@ -11,9 +11,17 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from loyalty.formatting import money
+from loyalty.decisions.planner import (
+    DEFAULT_ALPHA,
+    DEFAULT_POWER,
+    CampaignImpact,
+    HoldoutSizing,
+    SegmentSpend,
+    expected_campaign_impact,
+    plan_holdout,
+)
 from loyalty.errors import LoyaltyError
-from loyalty.decisions.planner import DEFAULT_ALPHA, DEFAULT_POWER, CampaignImpact, HoldoutSizing, SegmentSpend, expected_campaign_impact, plan_holdout
+from loyalty.formatting import money
 from loyalty.settings import get_settings
 from loyalty.ui.core import db_session
 

@@ -19,8 +19,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from db.engine import get_engine, new_session
-from loyalty.settings import get_settings
 from loyalty.access.sessions import SESSION_COOKIE, end_session, exchange_grant, resume_session
+from loyalty.settings import get_settings
 
 __all__ = ["ROUTES"]
 

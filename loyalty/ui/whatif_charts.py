@@ -75,7 +75,7 @@ def comparison_chart(comparison: pd.DataFrame) -> go.Figure:
     scenarios = [c for c in comparison.columns if c not in ("metric", "label", "kind", "Current rules")]
     fig = go.Figure()
     for i, name in enumerate(scenarios):
-        change = []
+        change: list[float | None] = []
         for now, then, kind in zip(headline["Current rules"], headline[name], headline["kind"]):
             if now is None or then is None or pd.isna(now) or pd.isna(then):
                 change.append(None)

@@ -8,7 +8,7 @@ Create Date: 2026-11-23 10:27:12.442359
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel  # noqa: F401  (autogenerate emits sqlmodel.sql.sqltypes types)
+import sqlmodel.sql.sqltypes  # the column types autogenerate emits
 from alembic import op
 
 
