@@ -188,7 +188,7 @@ class ReportContent:
 
 
 def _reader(session: Session) -> str:
-    from loyalty.evaluation.kpis import analytics_reader
+    from loyalty.analytics.reader import analytics_reader
 
     return analytics_reader(session)
 
