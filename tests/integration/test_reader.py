@@ -15,7 +15,12 @@ from sqlmodel import Session
 
 from loyalty.analytics import reader as analytics_reader_module
 from loyalty.analytics.data import fetch_frame, load_members
-from loyalty.analytics.reader import ReaderQueryError, ReaderTimeout, analytics_reader, read_sqlite
+from loyalty.analytics.reader import (
+    ReaderQueryError,
+    ReaderTimeout,
+    analytics_reader,
+    read_sqlite,
+)
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 SCHEMA = {"member_id": pl.Int64, "store": pl.String, "tier": pl.String, "amount": pl.Float64}
