@@ -52,21 +52,26 @@ def _arrow_column(series: pd.Series) -> pa.Array:
     return pa.array(series, from_pandas=True)
 
 
+# Temporary work tables some use cases create before a bulk insert (kpis.py: tier_change).
+WORK_TABLES = frozenset({"tier_change"})
+
+
 def table_name(table: str) -> str:
-    """``table`` itself if it is a table of the schema (:mod:`db.models`), else ValueError.
+    """``table`` itself if it is a table of the schema (:mod:`db.models`) or a :data:`WORK_TABLES`
+    name, else ValueError.
 
     Table names are the only names formatted into SQL text here; values are bound.
     """
     import db.models  # noqa: F401 - the tables register themselves in SQLModel.metadata
 
-    if table not in SQLModel.metadata.tables:
+    if table not in SQLModel.metadata.tables and table not in WORK_TABLES:
         raise ValueError(f"{table!r} is not a table of the schema.")
     return table
 
 
 def _column_list(table: str, columns: list[str]) -> str:
-    known = SQLModel.metadata.tables[table_name(table)].columns
-    unknown = [c for c in columns if c not in known]
+    schema_table = SQLModel.metadata.tables.get(table_name(table))
+    unknown = [c for c in columns if not c.isidentifier() or (schema_table is not None and c not in schema_table.columns)]
     if unknown:
         raise ValueError(f"{table} has no column(s) {unknown}.")
     # Quoted: some column names are SQL keywords ("group").
