@@ -8,16 +8,18 @@ PostgreSQL. Callers hold the transaction; nothing here commits.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import text
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 CHUNK_ROWS = 100_000
 
@@ -28,11 +30,11 @@ def allocate_ids(session: Session, table: str, count: int) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     if session.get_bind().dialect.name == "sqlite":
         # The caller holds SQLite's write lock (BEGIN IMMEDIATE), so MAX(id) is stable.
-        start = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one()
+        start = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table_name(table)}")).scalar_one()
         return np.arange(start + 1, start + 1 + count, dtype=np.int64)
     ids = session.execute(
-        text(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)"),
-        {"n": count},
+        text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
+        {"table": table_name(table), "n": count},
     ).scalars().all()
     return np.asarray(ids, dtype=np.int64)
 
@@ -50,9 +52,35 @@ def _arrow_column(series: pd.Series) -> pa.Array:
     return pa.array(series, from_pandas=True)
 
 
-def _column_list(columns: list[str]) -> str:
+# Temporary work tables some use cases create before a bulk insert (kpis.py: tier_change).
+WORK_TABLES = frozenset({"tier_change"})
+
+
+def table_name(table: str) -> str:
+    """``table`` itself if it is a table of the schema (:mod:`db.models`) or a :data:`WORK_TABLES`
+    name, else ValueError.
+
+    Table names are the only names formatted into SQL text here; values are bound.
+    """
+    import db.models  # noqa: F401 - the tables register themselves in SQLModel.metadata
+
+    if table not in SQLModel.metadata.tables and table not in WORK_TABLES:
+        raise ValueError(f"{table!r} is not a table of the schema.")
+    return table
+
+
+def _column_list(table: str, columns: list[str]) -> str:
+    schema_table = SQLModel.metadata.tables.get(table_name(table))
+    unknown = [c for c in columns if not c.isidentifier() or (schema_table is not None and c not in schema_table.columns)]
+    if unknown:
+        raise ValueError(f"{table} has no column(s) {unknown}.")
     # Quoted: some column names are SQL keywords ("group").
     return ",".join(f'"{c}"' for c in columns)
+
+
+def _placeholders(expressions: list[str]) -> str:
+    # Each is a numbered parameter (?N) or _sqlite_datetime_sql(N): no value is spliced in.
+    return ",".join(expressions)
 
 
 def _is_datetime(series: pd.Series) -> bool:
@@ -75,32 +103,36 @@ def _sqlite_datetime_sql(i: int) -> str:
     return f"strftime('%Y-%m-%d %H:%M:%S', (?{i} - {micro}) / 1000000, 'unixepoch') || printf('.%06d', {micro})"
 
 
-def _constant_literal(series: pd.Series) -> str | None:
-    """The SQL literal of a column holding one value in every row (an import's own
-    time, actor, kind...), so it is written once in the statement instead of bound per
-    row; None when the values differ or the column is not worth checking."""
+# What _constant_value returns for a column whose values differ.
+_VARIES = object()
+
+
+def _constant_value(series: pd.Series) -> Any:
+    """The value of a column holding one value in every row (an import's own time,
+    actor, kind...), so it is converted once and bound from a repeat instead of per row;
+    :data:`_VARIES` when the values differ or the column is not worth checking."""
     if len(series) < 1_000:
-        return None
+        return _VARIES
     missing = series.isna()
     if missing.all():
-        return "NULL"
-    if missing.any():
         return None
+    if missing.any():
+        return _VARIES
     if _is_datetime(series):
         us = _datetime_us(series).to_numpy()
         # SQLAlchemy's SQLite text for the one instant (as _sqlite_datetime_sql builds per row).
         text_value = pd.Timestamp(int(us[0]), unit="us").strftime("%Y-%m-%d %H:%M:%S.%f")
-        return f"'{text_value}'" if (us == us[0]).all() else None
+        return text_value if (us == us[0]).all() else _VARIES
     first = series.iloc[0]
     if isinstance(first, (bool, np.bool_, int, np.integer)):
-        literal = str(int(first))
+        value: Any = int(first)
     elif isinstance(first, (float, np.floating)) and np.isfinite(first):
-        literal = repr(float(first))
+        value = float(first)
     elif isinstance(first, str):
-        literal = "'" + first.replace("'", "''") + "'"
+        value = first
     else:
-        return None
-    return literal if bool((series == first).all()) else None
+        return _VARIES
+    return value if bool((series == first).all()) else _VARIES
 
 
 def insert_frame(session: Session, table: str, frame: pd.DataFrame) -> int:
@@ -116,16 +148,17 @@ def insert_frame(session: Session, table: str, frame: pd.DataFrame) -> int:
         if sqlite:
             bound, values_sql = [], []
             for column in columns:
-                literal = _constant_literal(chunk[column])
-                if literal is not None:
-                    values_sql.append(literal)
+                constant = _constant_value(chunk[column])
+                if constant is not _VARIES:
+                    bound.append(itertools.repeat(constant, len(chunk)))
+                    values_sql.append(f"?{len(bound)}")
                 elif _is_datetime(chunk[column]):
                     bound.append(_datetime_us(chunk[column]).to_pylist())
                     values_sql.append(_sqlite_datetime_sql(len(bound)))
                 else:
                     bound.append(_arrow_column(chunk[column]).to_pylist())
                     values_sql.append(f"?{len(bound)}")
-            sql = f"INSERT INTO {table} ({_column_list(columns)}) VALUES ({','.join(values_sql)})"
+            sql = f"INSERT INTO {table_name(table)} ({_column_list(table, columns)}) VALUES ({_placeholders(values_sql)})"
             if bound:
                 raw.executemany(sql, zip(*bound))
             else:
@@ -141,7 +174,7 @@ def _copy_postgres(raw, table: str, columns: list[str], batch: pa.Table) -> None
     # is exactly how COPY's CSV format tells NULL from ''.
     buffer = io.BytesIO()
     pacsv.write_csv(batch, buffer, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-    with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({_column_list(columns)}) FROM STDIN WITH (FORMAT csv)") as copy:
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table_name(table)} ({_column_list(table, columns)}) FROM STDIN WITH (FORMAT csv)") as copy:
         copy.write(buffer.getvalue())
 
 

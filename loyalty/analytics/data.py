@@ -16,13 +16,15 @@ How the rows travel
 SQLite: ADBC (``adbc-driver-sqlite``) returns Arrow columns straight from the file
 (measured here: 10M purchases in about 3 s, against 31 s for ``pandas.read_sql``). It
 runs in a reader process of its own (two copies of SQLite in one process corrupt each
-other's WAL: see ``_READER_PROGRAM``), so it sees committed data only. Without ADBC,
+other's WAL: see :mod:`loyalty.analytics.reader`), so it sees committed data only. Without ADBC,
 or for an in-memory database, the session's own ``sqlite3`` connection is read in
 chunks.
 PostgreSQL: ADBC (``adbc-driver-postgresql``) when installed, otherwise ``COPY (...) TO
 STDOUT`` through the session's psycopg connection, parsed by Polars' CSV reader.
 Timestamps travel as integer epoch seconds (``unixepoch()`` / ``EXTRACT(EPOCH ...)``):
-cheaper than text and the same on both databases.
+cheaper than text and the same on both databases. Values (days, moments, ids) travel
+as bound parameters (``:name`` in the text, a ``params`` dict beside it), never inside
+the statement.
 
 Dates
 -----
@@ -32,28 +34,23 @@ end=2024-02-01`` is January 2024.
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import io
 import os
-import select
 import sqlite3
-import struct
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, overload
 
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlmodel import Session
 
+from loyalty.analytics.reader import ReaderTimeout, close_readers, read_sqlite
 from loyalty.errors import InvalidInput
 
 __all__ = [
@@ -61,7 +58,6 @@ __all__ = [
     "DEFAULT_PURCHASE_COLUMNS",
     "MEMBER_COLUMNS",
     "PURCHASE_COLUMNS",
-    "READER_QUERY_SECONDS",
     "Reader",
     "ReaderTimeout",
     "close_readers",
@@ -74,7 +70,6 @@ __all__ = [
     "load_purchases",
     "members_frame",
     "purchases_frame",
-    "sql_moment",
 ]
 
 Reader = Literal["auto", "adbc", "dbapi"]
@@ -90,7 +85,7 @@ NO_TIER = "(none)"
 SECONDS_PER_DAY = 86_400
 DBAPI_CHUNK_ROWS = 250_000
 
-# The ledger kinds (loyalty.ledger.entries); repeated as SQL literals below.
+# The ledger kinds (loyalty.ledger.entries); bound as :kind_<name> in the reads below.
 EARN_KINDS = ("earn", "bonus")
 
 
@@ -192,27 +187,46 @@ def _check_day(value: date | None, name: str) -> date | None:
     return value
 
 
-def _moment(dialect: str, day: date) -> str:
-    """A SQL literal for UTC midnight starting ``day`` (``day`` is a checked date)."""
-    if dialect == "sqlite":
-        # Stored as 'YYYY-MM-DD HH:MM:SS[.ffffff]' UTC text: compare as text.
-        return f"'{day.isoformat()}'"
-    return f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"
+# Timestamp columns the reads here convert or filter on: _epoch and _range take no others,
+# so nothing but these names is ever formatted into a statement.
+_TIMESTAMP_COLUMNS = frozenset({"occurred_at", "submitted_at", "requested_at", "expires_at", "m.joined_at"})
+# Paramstyles of the statements the readers run: `?` for SQLite (sqlite3 and the ADBC
+# reader process bind by position), `$1` for ADBC PostgreSQL. COPY uses the session's own
+# dialect (psycopg's `%(name)s`).
+_SQLITE_STATEMENTS = sqlite_dialect.dialect()
+_ADBC_POSTGRESQL_STATEMENTS = postgresql_dialect.dialect(paramstyle="numeric_dollar")
 
 
-def sql_moment(session: Session, moment: datetime) -> str:
-    """A SQL literal for the instant ``moment`` (timezone-aware), comparable with stored timestamps."""
-    if moment.tzinfo is None:
-        raise InvalidInput("Timestamps must carry a time zone (UTC).")
-    utc = pd.Timestamp(moment).tz_convert("UTC")
-    if _dialect(session) == "sqlite":
-        # SQLAlchemy's SQLite text, 'YYYY-MM-DD HH:MM:SS.ffffff': compared as text.
-        return f"'{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
-    return f"TIMESTAMPTZ '{utc.isoformat()}'"
+def _timestamp_column(column: str) -> str:
+    if column not in _TIMESTAMP_COLUMNS:
+        raise ValueError(f"{column!r} is not one of the timestamp columns analytics reads: {sorted(_TIMESTAMP_COLUMNS)}.")
+    return column
+
+
+def _bind_value(dialect: str, value: Any) -> Any:
+    """A parameter as the database compares it with stored timestamps.
+
+    * ``datetime`` (timezone-aware): SQLite gets SQLAlchemy's stored text,
+      ``'YYYY-MM-DD HH:MM:SS.ffffff'`` in UTC (compared as text); PostgreSQL the instant.
+    * ``date``: the first moment of that UTC day; SQLite gets ``'YYYY-MM-DD'``, which
+      sorts before every stored time of that day.
+    * ``bool`` on SQLite: 0 or 1. Anything else as given.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidInput("Timestamps must carry a time zone (UTC).")
+        utc = value.astimezone(UTC)
+        return utc.strftime("%Y-%m-%d %H:%M:%S.%f") if dialect == "sqlite" else utc
+    if isinstance(value, date):
+        return value.isoformat() if dialect == "sqlite" else datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, bool) and dialect == "sqlite":
+        return int(value)
+    return value
 
 
 def _epoch(dialect: str, column: str) -> str:
-    """Integer UTC epoch seconds of a timestamp column."""
+    """Integer UTC epoch seconds of a timestamp column (one of :data:`_TIMESTAMP_COLUMNS`)."""
+    column = _timestamp_column(column)
     if dialect == "sqlite":
         if sqlite3.sqlite_version_info >= (3, 38, 0):
             return f"unixepoch({column})"
@@ -220,224 +234,71 @@ def _epoch(dialect: str, column: str) -> str:
     return f"CAST(FLOOR(EXTRACT(EPOCH FROM {column})) AS BIGINT)"
 
 
-def _range(dialect: str, column: str, start: date | None, end: date | None) -> list[str]:
-    conditions = []
+def _range(column: str, start: date | None, end: date | None) -> tuple[list[str], dict[str, date]]:
+    """Conditions ``start <= column < end`` on UTC days, bound as ``:start`` and ``:end``."""
+    column = _timestamp_column(column)
+    conditions, params = [], {}
     if start is not None:
-        conditions.append(f"{column} >= {_moment(dialect, start)}")
+        conditions.append(f"{column} >= :start")
+        params["start"] = start
     if end is not None:
-        conditions.append(f"{column} < {_moment(dialect, end)}")
-    return conditions
+        conditions.append(f"{column} < :end")
+        params["end"] = end
+    return conditions, params
 
 
 def _where(conditions: Sequence[str]) -> str:
+    """``WHERE`` and the conditions; each is written in code, values only as ``:name`` parameters."""
     return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+
+
+def _select_list(columns: Sequence[tuple[str, str]]) -> str:
+    """``expression AS name, ...`` from ``(expression, name)`` pairs written in code."""
+    for _, name in columns:
+        if not name.isidentifier():
+            raise ValueError(f"{name!r} is not a column name.")
+    return ", ".join(f"{expression} AS {name}" for expression, name in columns)
+
+
+def _positional(sql: str, params: dict[str, Any], statements: Any) -> tuple[str, list[Any]]:
+    """``sql`` with ``:name`` parameters as the positional statement of ``statements``' paramstyle, and its values."""
+    compiled = text(sql).compile(dialect=statements)
+    values = compiled.construct_params(params)
+    return compiled.string, [values[name] for name in compiled.positiontup or ()]
 
 
 # --- reading ------------------------------------------------------------------------------
 
 
-# SQLite through ADBC runs in a reader process of its own. ADBC links its own copy of
-# SQLite, and two copies in one process do not see each other's POSIX locks: when the
-# ADBC connection closed it believed it was the last one and deleted the WAL file
-# under the process's other connections (their next query: "disk I/O error"; see
-# sqlite.org/howtocorrupt.html, "multiple copies of SQLite in the same program").
-# Across processes SQLite's locking works as designed. The reader starts once per
-# process and database (about 0.3 s) and answers each query with an Arrow IPC stream.
-_READER_PROGRAM = r"""
-import itertools, os, struct, sys
-import adbc_driver_manager as manager
-import adbc_driver_sqlite as driver
-import pyarrow as pa
-
-database = driver.connect(sys.argv[1])
-folder = sys.argv[2]
-source, sink = sys.stdin.buffer, sys.stdout.buffer
-for number in itertools.count():
-    head = source.read(8)
-    if len(head) < 8:
-        break
-    sql = source.read(struct.unpack("<Q", head)[0]).decode()
-    try:
-        connection = manager.AdbcConnection(database)
-        try:
-            statement = manager.AdbcStatement(connection)
-            try:
-                statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
-                statement.set_sql_query(sql)
-                stream, _ = statement.execute_query()
-                reader = pa.RecordBatchReader._import_from_c(stream.address)
-                # An Arrow file in shared memory: the parent maps it without a copy.
-                path = os.path.join(folder, f"loyalty-analytics-{os.getpid()}-{number}.arrow")
-                with pa.OSFile(path, "wb") as out, pa.ipc.new_file(out, reader.schema) as writer:
-                    for batch in reader:
-                        writer.write_batch(batch)
-            finally:
-                statement.close()
-        finally:
-            connection.close()
-        reply = b"\x00" + path.encode()
-    except Exception as error:
-        reply = b"\x01" + f"{type(error).__name__}: {error}".encode()
-    sink.write(struct.pack("<Q", len(reply)) + reply)
-    sink.flush()
-"""
-# Where the reader leaves its answers: memory-backed when the system has it.
-_ANSWER_FOLDER = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-
-
-# The longest read measured (ten million purchases) takes about 5 s: a reader silent this
-# long is stuck, and is stopped rather than waited for.
-READER_QUERY_SECONDS = 300.0
-
-
-class _ReaderStopped(RuntimeError):
-    pass
-
-
-class ReaderTimeout(RuntimeError):
-    """The SQLite reader process did not answer (or stayed busy) within its time limit."""
-
-
-def _read_exactly(fd: int, size: int, deadline: float) -> bytes:
-    """``size`` bytes from the pipe ``fd``, or fewer if it closes; ReaderTimeout after ``deadline``."""
-    parts, remaining = [], size
-    while remaining:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise ReaderTimeout(f"The SQLite reader process did not answer within {READER_QUERY_SECONDS:.0f} s; it was stopped.")
-        chunk = os.read(fd, min(remaining, 1 << 20))
-        if not chunk:
-            break
-        parts.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(parts)
-
-
-class _SqliteReader:
-    """A child process that runs read-only queries on one SQLite file through ADBC."""
-
-    def __init__(self, path: str) -> None:
-        self.pid = os.getpid()
-        self.lock = threading.Lock()
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _READER_PROGRAM, path, _ANSWER_FOLDER],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )
-
-    def alive(self) -> bool:
-        return self.pid == os.getpid() and self.process.poll() is None
-
-    def fetch(self, sql: str, *, time_limit: float | None = None) -> pa.Table:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        limit = READER_QUERY_SECONDS if time_limit is None else time_limit
-        query = sql.encode()
-        # Another thread's query goes first; its own wait is limited too.
-        if not self.lock.acquire(timeout=2 * limit):
-            raise ReaderTimeout(f"The SQLite reader process stayed busy with another query for {2 * limit:.0f} s.")
-        try:
-            deadline = time.monotonic() + limit
-            self.process.stdin.write(struct.pack("<Q", len(query)) + query)
-            self.process.stdin.flush()
-            stdout = self.process.stdout.fileno()  # raw reads only: select() must see every unread byte
-            head = _read_exactly(stdout, 8, deadline)
-            if len(head) < 8:
-                raise _ReaderStopped("The SQLite reader process stopped; the query was not answered.")
-            reply = _read_exactly(stdout, struct.unpack("<Q", head)[0], deadline)
-        except BrokenPipeError:
-            raise _ReaderStopped("The SQLite reader process stopped; the query was not sent.") from None
-        except BaseException:
-            # Half a reply left in the pipe would answer the next query: start afresh.
-            self.process.kill()
-            raise
-        finally:
-            self.lock.release()
-        if reply[:1] != b"\x00":
-            raise RuntimeError(f"SQLite query failed in the reader process: {reply[1:].decode(errors='replace')}")
-        path = reply[1:].decode()
-        try:
-            with pa.memory_map(path) as source:
-                return pa.ipc.open_file(source).read_all()
-        finally:
-            os.unlink(path)  # the mapping stays valid until the table is gone
-
-    def close(self) -> None:
-        # After any query in flight, but not longer than a query may take: then it is stopped anyway.
-        waited = self.lock.acquire(timeout=READER_QUERY_SECONDS)
-        try:
-            if self.pid == os.getpid() and self.process.poll() is None:
-                if not waited:
-                    self.process.kill()
-                    return
-                assert self.process.stdin is not None
-                self.process.stdin.close()
-                try:
-                    self.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-        finally:
-            if waited:
-                self.lock.release()
-
-
-# Reader processes kept alive, most recently used last; beyond this many the oldest
-# stops (a test suite opens a database per test).
-MAX_READERS = 2
-_readers: OrderedDict[str, _SqliteReader] = OrderedDict()
-_readers_lock = threading.Lock()
-
-
-def close_readers() -> None:
-    """Stop the SQLite reader processes of this process (also done at exit)."""
-    with _readers_lock:
-        for reader in _readers.values():
-            reader.close()
-        _readers.clear()
-
-
-atexit.register(close_readers)
-
-
-def _adbc_sqlite(session: Session, sql: str) -> pa.Table | None:
-    database = session.get_bind().engine.url.database
+def _sqlite_file(session: Session) -> str | None:
+    """The database file the ADBC reader process can read, if there is one and the driver is installed."""
+    database = session.get_bind().url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     if importlib.util.find_spec("adbc_driver_sqlite") is None:
         return None
-    path = os.path.abspath(database)
-    for attempt in range(2):
-        with _readers_lock:
-            reader = _readers.pop(path, None)
-            if reader is None or not reader.alive():
-                reader = _SqliteReader(path)
-            _readers[path] = reader
-            while len(_readers) > MAX_READERS:
-                _readers.popitem(last=False)[1].close()
-        try:
-            return reader.fetch(sql)
-        except _ReaderStopped:
-            # Closed by another thread in between, or crashed: once more with a new one.
-            if attempt:
-                raise
-    return None
+    return os.path.abspath(database)
 
 
-def _adbc_postgresql(session: Session, sql: str) -> pa.Table | None:
+def _adbc_postgresql(session: Session, sql: str, params: dict[str, Any]) -> pa.Table | None:
     try:
         import adbc_driver_postgresql.dbapi as adbc
     except ImportError:
         return None
-    url = session.get_bind().engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    statement, values = _positional(sql, params, _ADBC_POSTGRESQL_STATEMENTS)
+    url = session.get_bind().url.set(drivername="postgresql").render_as_string(hide_password=False)
     with adbc.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute(sql)
+        cursor.execute(statement, values or None)
         return cursor.fetch_arrow_table()
 
 
-def _dbapi_sqlite(session: Session, sql: str, schema: dict[str, Any]) -> pl.DataFrame:
+def _dbapi_sqlite(session: Session, sql: str, params: dict[str, Any], schema: dict[str, Any]) -> pl.DataFrame:
+    statement, values = _positional(sql, params, _SQLITE_STATEMENTS)
     raw = session.connection().connection.driver_connection
     assert raw is not None  # a checked-out connection always has its driver connection
     cursor = raw.cursor()
     try:
-        cursor.execute(sql)
+        cursor.execute(statement, values)
         chunks = []
         while rows := cursor.fetchmany(DBAPI_CHUNK_ROWS):
             chunks.append(pl.DataFrame(rows, schema=schema, orient="row"))
@@ -446,11 +307,15 @@ def _dbapi_sqlite(session: Session, sql: str, schema: dict[str, Any]) -> pl.Data
     return pl.concat(chunks) if chunks else pl.DataFrame(schema=schema)
 
 
-def _copy_postgresql(session: Session, sql: str, schema: dict[str, Any]) -> pl.DataFrame:
+def _copy_postgresql(session: Session, sql: str, params: dict[str, Any], schema: dict[str, Any]) -> pl.DataFrame:
+    # psycopg binds COPY's parameters on the client (the server takes none in COPY); the
+    # session's dialect writes them as `%(name)s` and doubles any literal `%`.
+    compiled = text(sql).compile(dialect=session.get_bind().dialect)
     raw = session.connection().connection.driver_connection
     assert raw is not None  # a checked-out connection always has its driver connection
     buffer = io.BytesIO()
-    with raw.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy:
+    copy_sql = "COPY (" + compiled.string + ") TO STDOUT WITH (FORMAT csv)"
+    with raw.cursor() as cursor, cursor.copy(copy_sql, compiled.construct_params(params)) as copy:
         for block in copy:
             buffer.write(block)
     if buffer.tell() == 0:
@@ -459,7 +324,14 @@ def _copy_postgresql(session: Session, sql: str, schema: dict[str, Any]) -> pl.D
     return pl.read_csv(buffer, has_header=False, new_columns=list(schema), schema=schema)
 
 
-def fetch_frame(session: Session, sql: str, schema: dict[str, Any], *, reader: Reader = "auto") -> pl.DataFrame:
+def fetch_frame(
+    session: Session,
+    sql: str,
+    schema: dict[str, Any],
+    *,
+    params: Mapping[str, Any] | None = None,
+    reader: Reader = "auto",
+) -> pl.DataFrame:
     """Run a read-only ``sql`` and return its rows as a Polars frame of ``schema``.
 
     Parameters
@@ -467,9 +339,15 @@ def fetch_frame(session: Session, sql: str, schema: dict[str, Any], *, reader: R
     session
         Any session on the database; its connection URL is reused.
     sql
-        One ``SELECT`` in the session's dialect, with columns in ``schema``'s order.
+        One ``SELECT`` in the session's dialect, with columns in ``schema``'s order and
+        every value as a ``:name`` parameter (never formatted into the text).
     schema
         Column name -> Polars type of the result.
+    params
+        ``name -> value`` for the ``:name`` parameters, bound by each reader (the SQLite
+        reader process, ADBC PostgreSQL, ``sqlite3``, psycopg's ``COPY``). Timezone-aware
+        datetimes and dates compare with stored timestamps (a date is the first moment of
+        that UTC day); ``None`` is NULL.
     reader
         ``"adbc"`` (Arrow straight from the driver), ``"dbapi"`` (the session's own
         connection: ``sqlite3`` chunks or PostgreSQL ``COPY``), or ``"auto"``: ADBC when
@@ -478,8 +356,15 @@ def fetch_frame(session: Session, sql: str, schema: dict[str, Any], *, reader: R
     if reader not in ("auto", "adbc", "dbapi"):
         raise InvalidInput(f"reader must be 'auto', 'adbc' or 'dbapi', not {reader!r}.")
     dialect = _dialect(session)
+    values = {name: _bind_value(dialect, value) for name, value in (params or {}).items()}
     if reader != "dbapi":
-        table = _adbc_sqlite(session, sql) if dialect == "sqlite" else _adbc_postgresql(session, sql)
+        table: pa.Table | None = None
+        if dialect == "sqlite":
+            path = _sqlite_file(session)
+            if path is not None:
+                table = read_sqlite(path, *_positional(sql, values, _SQLITE_STATEMENTS))
+        else:
+            table = _adbc_postgresql(session, sql, values)
         if table is not None:
             frame = pl.from_arrow(table)
             assert isinstance(frame, pl.DataFrame)
@@ -493,8 +378,8 @@ def fetch_frame(session: Session, sql: str, schema: dict[str, Any], *, reader: R
                 "(not an in-memory SQLite database); use reader='dbapi' otherwise."
             )
     if dialect == "sqlite":
-        return _dbapi_sqlite(session, sql, schema)
-    return _copy_postgresql(session, sql, schema)
+        return _dbapi_sqlite(session, sql, values, schema)
+    return _copy_postgresql(session, sql, values, schema)
 
 
 def _with_times(frame: pl.DataFrame, column: str, *, keep_at: str | None, day: str | None) -> pl.DataFrame:
@@ -540,7 +425,7 @@ def load_purchases(
         raise InvalidInput(f"Unknown purchase column(s) {sorted(unknown)}; choose from {list(PURCHASE_COLUMNS)}.")
     start, end = _check_day(start, "start"), _check_day(end, "end")
     dialect = _dialect(session)
-    select: list[str] = []
+    select: list[tuple[str, str]] = []
     schema: dict[str, Any] = {}
     sources = {
         "purchase_id": ("id", pl.Int64),
@@ -554,18 +439,18 @@ def load_purchases(
     for name in columns:
         if name in sources:
             expression, dtype = sources[name]
-            select.append(f"{expression} AS {name}")
+            select.append((expression, name))
             schema[name] = dtype
     if wants_time:
-        select.append(f"{_epoch(dialect, 'occurred_at')} AS occurred_seconds")
+        select.append((_epoch(dialect, "occurred_at"), "occurred_seconds"))
         schema["occurred_seconds"] = pl.Int64
     if not select:
         raise InvalidInput("Ask load_purchases for at least one column.")
-    conditions = _range(dialect, "occurred_at", start, end)
+    conditions, params = _range("occurred_at", start, end)
     if not include_refunded:
         conditions.append("refunded_at IS NULL")
-    sql = f"SELECT {', '.join(select)} FROM purchase {_where(conditions)}"
-    frame = fetch_frame(session, sql, schema, reader=reader)
+    sql = f"SELECT {_select_list(select)} FROM purchase {_where(conditions)}"
+    frame = fetch_frame(session, sql, schema, params=params, reader=reader)
     if wants_time:
         frame = _with_times(
             frame, "occurred_seconds",
@@ -598,10 +483,12 @@ def load_members(
         "marketing_consent": ("CASE WHEN m.marketing_consent THEN 1 ELSE 0 END", pl.Int8),
         "erased": ("CASE WHEN m.erased_at IS NULL THEN 0 ELSE 1 END", pl.Int8),
     }
-    select = [f"{sources[name][0]} AS {name}" for name in columns]
+    select = [(sources[name][0], name) for name in columns]
     schema = {name: sources[name][1] for name in columns}
-    join = "LEFT JOIN tier t ON t.id = m.tier_id" if {"tier", "tier_rank"} & set(columns) else ""
-    frame = fetch_frame(session, f"SELECT {', '.join(select)} FROM member m {join}", schema, reader=reader)
+    sql = f"SELECT {_select_list(select)} FROM member m"
+    if {"tier", "tier_rank"} & set(columns):
+        sql += " LEFT JOIN tier t ON t.id = m.tier_id"
+    frame = fetch_frame(session, sql, schema, reader=reader)
     conversions = []
     if "joined_on" in columns:
         conversions.append((pl.col("joined_on") // SECONDS_PER_DAY).cast(pl.Int32).cast(pl.Date))
@@ -615,11 +502,11 @@ def load_feedback(
     """NPS answers with ``start <= submitted_at < end``: ``member_id, submitted_at, score``."""
     start, end = _check_day(start, "start"), _check_day(end, "end")
     dialect = _dialect(session)
-    sql = (
-        f"SELECT member_id, {_epoch(dialect, 'submitted_at')} AS submitted_seconds, score FROM feedback "
-        f"{_where(_range(dialect, 'submitted_at', start, end))}"
+    conditions, params = _range("submitted_at", start, end)
+    sql = f"SELECT member_id, {_epoch(dialect, 'submitted_at')} AS submitted_seconds, score FROM feedback {_where(conditions)}"
+    frame = fetch_frame(
+        session, sql, {"member_id": pl.Int64, "submitted_seconds": pl.Int64, "score": pl.Int64}, params=params, reader=reader
     )
-    frame = fetch_frame(session, sql, {"member_id": pl.Int64, "submitted_seconds": pl.Int64, "score": pl.Int64}, reader=reader)
     return _with_times(frame, "submitted_seconds", keep_at="submitted_at", day=None).select("member_id", "submitted_at", "score")
 
 
@@ -629,8 +516,8 @@ LEDGER_TOTAL_COLUMNS = (
 OUTFLOW_KINDS = ("redeem", "expire", "reverse")
 
 
-def _kinds(kinds: Sequence[str]) -> str:
-    return "(" + ", ".join(f"'{k}'" for k in kinds) + ")"
+# The parameters :kind_earn, :kind_bonus, ... of the statements below.
+_KIND_PARAMS = {f"kind_{kind}": kind for kind in (*EARN_KINDS, *OUTFLOW_KINDS)}
 
 
 def ledger_totals(
@@ -669,19 +556,17 @@ def ledger_totals(
     trailing_start = _check_day(trailing_start, "trailing_start") or start
     if start is None or end is None or start >= end:
         raise InvalidInput(f"The period must have start < end; got {start} to {end}.")
-    dialect = _dialect(session)
-    lo, hi = _moment(dialect, start), _moment(dialect, end)
-    since = _moment(dialect, min(start, trailing_start))
-    earn_where = f"WHERE kind IN {_kinds(EARN_KINDS)} AND occurred_at >= {lo} AND occurred_at < {hi}"
-    flag = "CASE WHEN {} THEN 1 ELSE 0 END"
+    _dialect(session)
+    params = {**_KIND_PARAMS, "start": start, "end": end, "trailing_start": trailing_start, "since": min(start, trailing_start)}
+    earn_where = "WHERE kind IN (:kind_earn, :kind_bonus) AND occurred_at >= :start AND occurred_at < :end"
     outflows = fetch_frame(
         session,
-        f"SELECT member_id, kind, points, {flag.format('redemption_id IS NOT NULL')} AS is_return, "
-        f"{flag.format(f'occurred_at >= {lo}')} AS in_period, "
-        f"{flag.format(f'occurred_at >= {_moment(dialect, trailing_start)}')} AS in_trailing "
-        f"FROM ledger_entry WHERE kind IN {_kinds(OUTFLOW_KINDS)} AND occurred_at >= {since} AND occurred_at < {hi}",
+        "SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
+        "CASE WHEN occurred_at >= :start THEN 1 ELSE 0 END AS in_period, "
+        "CASE WHEN occurred_at >= :trailing_start THEN 1 ELSE 0 END AS in_trailing "
+        "FROM ledger_entry WHERE kind IN (:kind_redeem, :kind_expire, :kind_reverse) AND occurred_at >= :since AND occurred_at < :end",
         {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "in_period": pl.Int8, "in_trailing": pl.Int8},
-        reader=reader,
+        params=params, reader=reader,
     )
     redeem, expire = pl.col("kind") == "redeem", pl.col("kind") == "expire"
     returned = (pl.col("kind") == "reverse") & (pl.col("is_return") == 1)
@@ -700,17 +585,23 @@ def ledger_totals(
     ]
     schema: dict[str, Any] = {name: pl.Int64 for name in LEDGER_TOTAL_COLUMNS}
     if not by_member:
-        earned = fetch_frame(session, f"SELECT COALESCE(SUM(points), 0) FROM ledger_entry {earn_where}", {"earned": pl.Int64}, reader=reader)
+        earned = fetch_frame(
+            session, "SELECT COALESCE(SUM(points), 0) FROM ledger_entry " + earn_where, {"earned": pl.Int64}, params=params, reader=reader
+        )
         balance = fetch_frame(
-            session, f"SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE occurred_at < {hi}", {"balance": pl.Int64}, reader=reader
+            session, "SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE occurred_at < :end", {"balance": pl.Int64},
+            params=params, reader=reader,
         )
         return pl.concat([earned, outflows.select(outflow_sums), balance], how="horizontal").fill_null(0).cast(schema).select(  # type: ignore[arg-type]  # polars types the keys as names or selectors
             list(LEDGER_TOTAL_COLUMNS)
         )
-    earned = fetch_frame(session, f"SELECT member_id, points FROM ledger_entry {earn_where}", {"member_id": pl.Int64, "points": pl.Int64}, reader=reader)
+    earned = fetch_frame(
+        session, "SELECT member_id, points FROM ledger_entry " + earn_where, {"member_id": pl.Int64, "points": pl.Int64},
+        params=params, reader=reader,
+    )
     entries = fetch_frame(
-        session, f"SELECT member_id, points FROM ledger_entry WHERE occurred_at < {hi}",
-        {"member_id": pl.Int64, "points": pl.Int64}, reader=reader,
+        session, "SELECT member_id, points FROM ledger_entry WHERE occurred_at < :end",
+        {"member_id": pl.Int64, "points": pl.Int64}, params=params, reader=reader,
     )
     return (
         entries.group_by("member_id").agg(balance=pl.col("points").sum())
@@ -739,10 +630,10 @@ def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto")
     end = end + timedelta(days=1)
     return fetch_frame(
         session,
-        f"SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
-        f"{_epoch(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < {_moment(dialect, end)}",
+        "SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
+        f"{_epoch(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < :end",
         {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "occurred_seconds": pl.Int64},
-        reader=reader,
+        params={"end": end}, reader=reader,
     ).filter(pl.col("occurred_seconds") <= last_second).with_columns(pl.col("kind").cast(pl.Categorical))
 
 

@@ -43,22 +43,22 @@ def member_pace(session: Session, *, now: datetime | None = None, pace_months: i
     """
     import polars as pl
 
-    from loyalty.analytics.data import fetch_frame, sql_moment
+    from loyalty.analytics.data import fetch_frame
 
     now = now or utcnow()
     since = now - timedelta(days=pace_months * _DAYS_PER_MONTH)
-    lo, hi = sql_moment(session, since), sql_moment(session, now)
+    window = {"since": since, "now": now}
     activity = fetch_frame(
-        session, f"SELECT member_id, amount FROM purchase WHERE occurred_at >= {lo} AND occurred_at < {hi} AND refunded_at IS NULL",
-        {"member_id": pl.Int64, "amount": pl.Float64},
+        session, "SELECT member_id, amount FROM purchase WHERE occurred_at >= :since AND occurred_at < :now AND refunded_at IS NULL",
+        {"member_id": pl.Int64, "amount": pl.Float64}, params=window,
     ).group_by("member_id").agg(spend=pl.col("amount").sum(), purchases=pl.len())
     if activity.is_empty():
         return pd.DataFrame(columns=["member_id", "balance", "spend_pace", "purchase_pace", "points_pace"])
     ledger = fetch_frame(
         session,
         "SELECT member_id, points, CASE WHEN kind IN ('earn', 'bonus') AND occurred_at >= "
-        f"{lo} AND occurred_at < {hi} THEN 1 ELSE 0 END AS recent FROM ledger_entry",
-        {"member_id": pl.Int64, "points": pl.Int64, "recent": pl.Int8},
+        ":since AND occurred_at < :now THEN 1 ELSE 0 END AS recent FROM ledger_entry",
+        {"member_id": pl.Int64, "points": pl.Int64, "recent": pl.Int8}, params=window,
     ).group_by("member_id").agg(balance=pl.col("points").sum(), earned=pl.col("points").filter(pl.col("recent") == 1).sum())
     frame = activity.join(ledger, on="member_id", how="left").fill_null(0).sort("member_id").to_pandas()
     return pd.DataFrame({

@@ -96,7 +96,7 @@ from loyalty.analytics.clv import (
     probability_alive,
     summary_data,
 )
-from loyalty.analytics.data import _dialect, _epoch, _moment, fetch_frame
+from loyalty.analytics.data import _dialect, _epoch, fetch_frame
 from loyalty.errors import InvalidInput
 from loyalty.periods import cutoff_of
 from loyalty.settings import get_settings
@@ -187,14 +187,16 @@ def _read_ledger(session: Session, until: datetime) -> pl.DataFrame:
     day = until.astimezone(UTC).date()
     if until != cutoff_of(day - timedelta(days=1)):
         raise InvalidInput("A forecast cutoff is the start of a UTC day.")
-    kind = (f"CASE kind WHEN 'earn' THEN {_EARN} WHEN 'bonus' THEN {_BONUS} WHEN 'redeem' THEN {_REDEEM} "
-            f"WHEN 'expire' THEN {_EXPIRE} WHEN 'reverse' THEN CASE WHEN redemption_id IS NOT NULL AND points > 0 "
-            f"THEN {_RETURNED} ELSE {_REFUND} END ELSE {_OTHER} END")
-    sql = (f"SELECT member_id, {kind} AS kind_code, points, {_epoch(dialect, 'occurred_at')} AS occurred_s, "
+    kind = ("CASE kind WHEN 'earn' THEN :earn WHEN 'bonus' THEN :bonus WHEN 'redeem' THEN :redeem "
+            "WHEN 'expire' THEN :expire WHEN 'reverse' THEN CASE WHEN redemption_id IS NOT NULL AND points > 0 "
+            "THEN :returned ELSE :refund END ELSE :other END")
+    codes = {"earn": _EARN, "bonus": _BONUS, "redeem": _REDEEM, "expire": _EXPIRE, "returned": _RETURNED, "refund": _REFUND,
+             "other": _OTHER}
+    sql = ("SELECT member_id, " + kind + f" AS kind_code, points, {_epoch(dialect, 'occurred_at')} AS occurred_s, "
            f"{_epoch(dialect, 'expires_at')} AS expires_s "
-           f"FROM ledger_entry WHERE occurred_at < {_moment(dialect, day)}")
+           "FROM ledger_entry WHERE occurred_at < :until")
     schema = {"member_id": pl.Int64, "kind": pl.Int8, "points": pl.Int64, "occurred_s": pl.Int64, "expires_s": pl.Int64}
-    return fetch_frame(session, sql, schema)
+    return fetch_frame(session, sql, schema, params={**codes, "until": day})
 
 
 # --- the projection (pure) -----------------------------------------------------------------------------

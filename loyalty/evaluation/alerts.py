@@ -104,7 +104,7 @@ def monthly_retention(session: Session, first_month: date, end: date) -> pd.Seri
     """
     from loyalty.analytics.cohorts import churn_over_time
     from loyalty.analytics.data import load_purchases
-    from loyalty.evaluation.kpis import analytics_reader
+    from loyalty.analytics.reader import analytics_reader
 
     purchases = load_purchases(session, start=add_months(first_month, -1), end=end, reader=analytics_reader(session))
     table = churn_over_time(purchases, "month", as_of=end - timedelta(days=1)).to_pandas()
@@ -125,7 +125,7 @@ def _retention_targets(session: Session, month_start: date, month_end: date, ove
     by_segment: dict[str, float] = {}
     if any(t.segment_id for t, _ in targets):
         from loyalty.analytics.metrics import compute_kpis
-        from loyalty.evaluation.kpis import analytics_reader
+        from loyalty.analytics.reader import analytics_reader
 
         frame = compute_kpis(session, month_start, month_end, by="segment", metrics=["retention_rate"], reader=analytics_reader(session))
         by_segment = dict(zip(frame["dimension_value"], frame["value"]))

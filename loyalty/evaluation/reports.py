@@ -191,8 +191,8 @@ class ReportContent:
     liability: dict[str, Any] | None = None  # loyalty.decisions.forecast.forecast_summary, None without a forecast
 
 
-def _reader(session: Session) -> Reader:
-    from loyalty.evaluation.kpis import analytics_reader
+def _reader(session: Session) -> str:
+    from loyalty.analytics.reader import analytics_reader
 
     return analytics_reader(session)
 

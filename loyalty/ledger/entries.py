@@ -338,13 +338,13 @@ def _due_everyone_sqlite(session: Session, as_of: datetime) -> list[tuple[int, i
     """
     import polars as pl
 
-    from loyalty.analytics.data import fetch_frame, sql_moment
+    from loyalty.analytics.data import fetch_frame
 
     entries = fetch_frame(
         session,
         "SELECT member_id, points, CASE WHEN points > 0 AND expires_at IS NOT NULL AND expires_at <= "
-        f"{sql_moment(session, as_of)} THEN 1 ELSE 0 END AS due FROM ledger_entry",
-        {"member_id": pl.Int64, "points": pl.Int64, "due": pl.Int8},
+        ":as_of THEN 1 ELSE 0 END AS due FROM ledger_entry",
+        {"member_id": pl.Int64, "points": pl.Int64, "due": pl.Int8}, params={"as_of": as_of},
     )
     per_member = entries.group_by("member_id").agg(
         expired=pl.when(pl.col("due") == 1).then(pl.col("points")).otherwise(0).sum(),
@@ -595,5 +595,8 @@ def _hold_ledger_lock(session: Session, *, exclusive: bool) -> None:
     """PostgreSQL: hold the ledger lock until the transaction ends (no-op on SQLite)."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    session.execute(text(f"SELECT {function}(:key, hashtext(current_schema()))"), {"key": _LEDGER_LOCK_KEY})
+    if exclusive:
+        statement = text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))")
+    else:
+        statement = text("SELECT pg_advisory_xact_lock_shared(:key, hashtext(current_schema()))")
+    session.execute(statement, {"key": _LEDGER_LOCK_KEY})

@@ -47,7 +47,7 @@ import pyarrow as pa
 from sqlalchemy import bindparam, text, update
 from sqlmodel import Session
 
-from db.bulk import allocate_ids, insert_frame, sqlite_page_cache
+from db.bulk import allocate_ids, insert_frame, sqlite_page_cache, table_name
 from db.engine import write_transaction
 from db.models import Member, Purchase, utcnow
 from loyalty.access.audit import record_audit
@@ -538,7 +538,7 @@ def _as_utc(values: pd.Series) -> pd.Series:
 
 
 def _table_is_empty(session: Session, table: str) -> bool:
-    return session.execute(text(f"SELECT 1 FROM {table} LIMIT 1")).first() is None
+    return session.execute(text(f"SELECT 1 FROM {table_name(table)} LIMIT 1")).first() is None
 
 
 def _values(series: pd.Series) -> np.ndarray:
@@ -1254,14 +1254,16 @@ def _deferred_sqlite_indexes(session: Session, tables: Sequence[str], incoming: 
     if session.get_bind().dialect.name != "sqlite" or incoming < DEFER_INDEXES_MIN_ROWS:
         yield
         return
-    present = max(session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one() for table in tables)
+    present = max(session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table_name(table)}")).scalar_one() for table in tables)
     if incoming < present:
         yield
         return
-    names = ",".join(f"'{t}'" for t in tables)
     # sql IS NULL for the automatic indexes of UNIQUE constraints: they stay.
     indexes = session.execute(
-        text(f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ({names}) AND sql IS NOT NULL")
+        text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN :tables AND sql IS NOT NULL").bindparams(
+            bindparam("tables", expanding=True)
+        ),
+        {"tables": list(tables)},
     ).all()
     for name, _ in indexes:
         session.execute(text(f'DROP INDEX "{name}"'))

@@ -413,7 +413,7 @@ def test_clv_with_too_few_buyers_says_what_to_do(session: Session, programme) ->
 
 
 def test_reading_through_adbc_leaves_this_process_s_sqlite_connections_working(session: Session, programme, db_url: str) -> None:
-    """Two copies of SQLite in one process delete each other's WAL (``data._READER_PROGRAM``)."""
+    """Two copies of SQLite in one process delete each other's WAL (:mod:`loyalty.analytics.reader`)."""
     if session.get_bind().dialect.name != "sqlite":
         pytest.skip("a SQLite hazard")
     pytest.importorskip("adbc_driver_sqlite", reason="pip install adbc-driver-sqlite (requirements.txt)")
@@ -429,40 +429,6 @@ def test_reading_through_adbc_leaves_this_process_s_sqlite_connections_working(s
     finally:
         fresh.dispose()
     assert load_members(session, columns=("external_id",), reader="adbc").height == 6
-
-
-def test_a_reader_process_that_died_is_replaced(session: Session, programme) -> None:
-    if session.get_bind().dialect.name != "sqlite":
-        pytest.skip("the reader process serves SQLite")
-    pytest.importorskip("adbc_driver_sqlite", reason="pip install adbc-driver-sqlite (requirements.txt)")
-    from loyalty.analytics import data
-
-    assert load_members(session, columns=("member_id",), reader="adbc").height == 5
-    for reader in list(data._readers.values()):
-        reader.process.kill()
-        reader.process.wait()
-    assert load_members(session, columns=("member_id",), reader="adbc").height == 5
-
-
-def test_a_reader_process_that_does_not_answer_in_time_is_stopped_and_replaced(session: Session, programme, monkeypatch) -> None:
-    if session.get_bind().dialect.name != "sqlite":
-        pytest.skip("the reader process serves SQLite")
-    pytest.importorskip("adbc_driver_sqlite", reason="pip install adbc-driver-sqlite (requirements.txt)")
-    import os
-    import signal
-    import time
-
-    from loyalty.analytics import data
-
-    monkeypatch.setattr(data, "READER_QUERY_SECONDS", 1.0)
-    endless = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT MAX(x) FROM n"
-    started = time.monotonic()
-    with pytest.raises(data.ReaderTimeout, match="did not answer within 1 s; it was stopped"):
-        data.fetch_frame(session, endless, {"x": pl.Int64}, reader="adbc")
-    assert time.monotonic() - started < 5
-    stuck = data._readers[os.path.abspath(session.get_bind().url.database)]
-    assert stuck.process.wait(timeout=5) == -signal.SIGKILL, "the stuck reader was stopped"
-    assert load_members(session, columns=("member_id",), reader="adbc").height == 5, "a new reader answers"
 
 
 def test_the_segments_overview_gives_each_segment_s_size_and_revenue_share_as_counted_one_by_one(session: Session, programme) -> None:
