@@ -65,7 +65,8 @@ def make_purchase(session: Session, member: Member, amount: float, occurred_at: 
     row.update(overrides)
     with write_transaction(session):
         add_purchases(session, pd.DataFrame([row]), actor=SYSTEM_CLI)
-    from db.models import Purchase
     from sqlmodel import select
+
+    from db.models import Purchase
 
     return int(session.exec(select(Purchase.id).where(Purchase.external_id == row["external_id"])).one())

@@ -61,6 +61,8 @@ __all__ = [
     "Reader",
     "ReaderTimeout",
     "close_readers",
+    "dialect_of",
+    "epoch_sql",
     "fetch_frame",
     "ledger_totals",
     "ledger_totals_for_periods",
@@ -68,6 +70,8 @@ __all__ = [
     "load_ledger_entries",
     "load_members",
     "load_purchases",
+    "range_conditions",
+    "where_clause",
     "members_frame",
     "purchases_frame",
 ]
@@ -162,7 +166,7 @@ def members_frame(members: pl.DataFrame | pd.DataFrame) -> pl.DataFrame:
 # --- SQL helpers --------------------------------------------------------------------------
 
 
-def _dialect(session: Session) -> str:
+def dialect_of(session: Session) -> str:
     name = session.get_bind().dialect.name
     if name not in ("sqlite", "postgresql"):
         raise InvalidInput(f"Analytics reads SQLite and PostgreSQL databases, not {name}.")
@@ -187,7 +191,7 @@ def _check_day(value: date | None, name: str) -> date | None:
     return value
 
 
-# Timestamp columns the reads here convert or filter on: _epoch and _range take no others,
+# Timestamp columns the reads here convert or filter on: epoch_sql and _range take no others,
 # so nothing but these names is ever formatted into a statement.
 _TIMESTAMP_COLUMNS = frozenset({"occurred_at", "submitted_at", "requested_at", "expires_at", "m.joined_at"})
 # Paramstyles of the statements the readers run: `?` for SQLite (sqlite3 and the ADBC
@@ -224,7 +228,7 @@ def _bind_value(dialect: str, value: Any) -> Any:
     return value
 
 
-def _epoch(dialect: str, column: str) -> str:
+def epoch_sql(dialect: str, column: str) -> str:
     """Integer UTC epoch seconds of a timestamp column (one of :data:`_TIMESTAMP_COLUMNS`)."""
     column = _timestamp_column(column)
     if dialect == "sqlite":
@@ -234,7 +238,7 @@ def _epoch(dialect: str, column: str) -> str:
     return f"CAST(FLOOR(EXTRACT(EPOCH FROM {column})) AS BIGINT)"
 
 
-def _range(column: str, start: date | None, end: date | None) -> tuple[list[str], dict[str, date]]:
+def range_conditions(column: str, start: date | None, end: date | None) -> tuple[list[str], dict[str, date]]:
     """Conditions ``start <= column < end`` on UTC days, bound as ``:start`` and ``:end``."""
     column = _timestamp_column(column)
     conditions, params = [], {}
@@ -247,7 +251,7 @@ def _range(column: str, start: date | None, end: date | None) -> tuple[list[str]
     return conditions, params
 
 
-def _where(conditions: Sequence[str]) -> str:
+def where_clause(conditions: Sequence[str]) -> str:
     """``WHERE`` and the conditions; each is written in code, values only as ``:name`` parameters."""
     return ("WHERE " + " AND ".join(conditions)) if conditions else ""
 
@@ -355,7 +359,7 @@ def fetch_frame(
     """
     if reader not in ("auto", "adbc", "dbapi"):
         raise InvalidInput(f"reader must be 'auto', 'adbc' or 'dbapi', not {reader!r}.")
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     values = {name: _bind_value(dialect, value) for name, value in (params or {}).items()}
     if reader != "dbapi":
         table: pa.Table | None = None
@@ -424,7 +428,7 @@ def load_purchases(
     if unknown:
         raise InvalidInput(f"Unknown purchase column(s) {sorted(unknown)}; choose from {list(PURCHASE_COLUMNS)}.")
     start, end = _check_day(start, "start"), _check_day(end, "end")
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     select: list[tuple[str, str]] = []
     schema: dict[str, Any] = {}
     sources = {
@@ -442,14 +446,14 @@ def load_purchases(
             select.append((expression, name))
             schema[name] = dtype
     if wants_time:
-        select.append((_epoch(dialect, "occurred_at"), "occurred_seconds"))
+        select.append((epoch_sql(dialect, "occurred_at"), "occurred_seconds"))
         schema["occurred_seconds"] = pl.Int64
     if not select:
         raise InvalidInput("Ask load_purchases for at least one column.")
-    conditions, params = _range("occurred_at", start, end)
+    conditions, params = range_conditions("occurred_at", start, end)
     if not include_refunded:
         conditions.append("refunded_at IS NULL")
-    sql = f"SELECT {_select_list(select)} FROM purchase {_where(conditions)}"
+    sql = f"SELECT {_select_list(select)} FROM purchase {where_clause(conditions)}"
     frame = fetch_frame(session, sql, schema, params=params, reader=reader)
     if wants_time:
         frame = _with_times(
@@ -471,11 +475,11 @@ def load_members(
     unknown = set(columns) - set(MEMBER_COLUMNS)
     if unknown:
         raise InvalidInput(f"Unknown member column(s) {sorted(unknown)}; choose from {list(MEMBER_COLUMNS)}.")
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     sources: dict[str, tuple[str, Any]] = {
         "member_id": ("m.id", pl.Int64),
         "external_id": ("m.external_id", pl.String),
-        "joined_on": (_epoch(dialect, "m.joined_at"), pl.Int64),
+        "joined_on": (epoch_sql(dialect, "m.joined_at"), pl.Int64),
         "acquisition_channel": ("COALESCE(m.acquisition_channel, '')", pl.String),
         "tier": (f"COALESCE(t.name, '{NO_TIER}')", pl.String),
         "tier_rank": ("COALESCE(t.rank, 0)", pl.Int64),
@@ -501,9 +505,9 @@ def load_feedback(
 ) -> pl.DataFrame:
     """NPS answers with ``start <= submitted_at < end``: ``member_id, submitted_at, score``."""
     start, end = _check_day(start, "start"), _check_day(end, "end")
-    dialect = _dialect(session)
-    conditions, params = _range("submitted_at", start, end)
-    sql = f"SELECT member_id, {_epoch(dialect, 'submitted_at')} AS submitted_seconds, score FROM feedback {_where(conditions)}"
+    dialect = dialect_of(session)
+    conditions, params = range_conditions("submitted_at", start, end)
+    sql = f"SELECT member_id, {epoch_sql(dialect, 'submitted_at')} AS submitted_seconds, score FROM feedback {where_clause(conditions)}"
     frame = fetch_frame(
         session, sql, {"member_id": pl.Int64, "submitted_seconds": pl.Int64, "score": pl.Int64}, params=params, reader=reader
     )
@@ -556,7 +560,7 @@ def ledger_totals(
     trailing_start = _check_day(trailing_start, "trailing_start") or start
     if start is None or end is None or start >= end:
         raise InvalidInput(f"The period must have start < end; got {start} to {end}.")
-    _dialect(session)
+    dialect_of(session)
     params = {**_KIND_PARAMS, "start": start, "end": end, "trailing_start": trailing_start, "since": min(start, trailing_start)}
     earn_where = "WHERE kind IN (:kind_earn, :kind_bonus) AND occurred_at >= :start AND occurred_at < :end"
     outflows = fetch_frame(
@@ -624,14 +628,14 @@ def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto")
     cutoff: the Overview's "as of" numbers include them.
     """
     end = _check_day(end, "end")
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     last_second = int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp())
     # SQLite compares text ('day 00:00:00' > 'day'), so read to the next day and cut exactly in memory.
     end = end + timedelta(days=1)
     return fetch_frame(
         session,
         "SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
-        f"{_epoch(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < :end",
+        f"{epoch_sql(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < :end",
         {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "occurred_seconds": pl.Int64},
         params={"end": end}, reader=reader,
     ).filter(pl.col("occurred_seconds") <= last_second).with_columns(pl.col("kind").cast(pl.Categorical))

@@ -96,7 +96,7 @@ from loyalty.analytics.clv import (
     probability_alive,
     summary_data,
 )
-from loyalty.analytics.data import _dialect, _epoch, fetch_frame
+from loyalty.analytics.data import dialect_of, epoch_sql, fetch_frame
 from loyalty.errors import InvalidInput
 from loyalty.periods import cutoff_of
 from loyalty.settings import get_settings
@@ -183,7 +183,7 @@ def _seconds(moments: list[datetime]) -> np.ndarray:
 
 def _read_ledger(session: Session, until: datetime) -> pl.DataFrame:
     """Every ledger row before ``until``: member_id, kind code, points, occurred_s, expires_s."""
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     day = until.astimezone(UTC).date()
     if until != cutoff_of(day - timedelta(days=1)):
         raise InvalidInput("A forecast cutoff is the start of a UTC day.")
@@ -192,8 +192,8 @@ def _read_ledger(session: Session, until: datetime) -> pl.DataFrame:
             "THEN :returned ELSE :refund END ELSE :other END")
     codes = {"earn": _EARN, "bonus": _BONUS, "redeem": _REDEEM, "expire": _EXPIRE, "returned": _RETURNED, "refund": _REFUND,
              "other": _OTHER}
-    sql = ("SELECT member_id, " + kind + f" AS kind_code, points, {_epoch(dialect, 'occurred_at')} AS occurred_s, "
-           f"{_epoch(dialect, 'expires_at')} AS expires_s "
+    sql = ("SELECT member_id, " + kind + f" AS kind_code, points, {epoch_sql(dialect, 'occurred_at')} AS occurred_s, "
+           f"{epoch_sql(dialect, 'expires_at')} AS expires_s "
            "FROM ledger_entry WHERE occurred_at < :until")
     schema = {"member_id": pl.Int64, "kind": pl.Int8, "points": pl.Int64, "occurred_s": pl.Int64, "expires_s": pl.Int64}
     return fetch_frame(session, sql, schema, params={**codes, "until": day})

@@ -91,10 +91,7 @@ from db.engine import write_transaction
 from db.models import Member, Purchase, Reward, Scenario
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
-from loyalty.analytics.data import Reader, _epoch, _range, _where, fetch_frame, load_purchases
-from loyalty.access.audit import record_audit
-from loyalty.program.rewards import save_reward
-from loyalty.ledger.earning import base_points
+from loyalty.analytics.data import Reader, epoch_sql, range_conditions, where_clause, fetch_frame, load_purchases
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.earning import base_points
 from loyalty.periods import add_months, month_start
@@ -387,11 +384,11 @@ def load_history(session: Session, *, as_of: date | None, lookback: int, warmup:
     np.cumsum(np.bincount(flat, minlength=n * months).reshape(months, n), axis=0, out=count_cum[1:])
 
     dialect = session.get_bind().dialect.name
-    conditions, window = _range("requested_at", replay_start, window_end)
+    conditions, window = range_conditions("requested_at", replay_start, window_end)
     redemptions = fetch_frame(
         session,
-        f"SELECT member_id, reward_id, {_epoch(dialect, 'requested_at')} AS requested, points FROM redemption "
-        + _where(["status <> 'cancelled'", *conditions]),
+        f"SELECT member_id, reward_id, {epoch_sql(dialect, 'requested_at')} AS requested, points FROM redemption "
+        + where_clause(["status <> 'cancelled'", *conditions]),
         {"member_id": pl.Int64, "reward_id": pl.Int64, "requested": pl.Int64, "points": pl.Int64}, params=window, reader=reader)
     r_member = redemptions["member_id"].to_numpy()
     position = np.searchsorted(member_ids, r_member)

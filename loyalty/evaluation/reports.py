@@ -59,7 +59,6 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import KpiTarget, Report, Segment, Tier, TierMovement, utcnow
-from loyalty.analytics.data import Reader
 from loyalty.analytics.metrics import METRICS, Dimension
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.figures import house_layout

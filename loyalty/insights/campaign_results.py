@@ -43,7 +43,7 @@ from db.models import (
     LedgerEntry,
     utcnow,
 )
-from loyalty.evaluation.kpis import analytics_reader  # moves to loyalty.analytics.reader
+from loyalty.analytics.reader import analytics_reader
 
 __all__ = [
     "CAMPAIGN_METRICS",
@@ -117,16 +117,15 @@ def _campaign_members(session: Session, campaign: Campaign, end: datetime) -> pd
     """
     import polars as pl
 
-    from loyalty.analytics.data import fetch_frame, sql_moment
+    from loyalty.analytics.data import fetch_frame
 
     reader = analytics_reader(session)
-    assigned = fetch_frame(session, f'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = {int(campaign.id)}',
-                           {"member_id": pl.Int64, "group": pl.String}, reader=reader)
+    assigned = fetch_frame(session, 'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = :campaign_id',
+                           {"member_id": pl.Int64, "group": pl.String}, params={"campaign_id": int(campaign.id)}, reader=reader)
     bought = fetch_frame(
         session,
-        f"SELECT member_id, amount FROM purchase WHERE occurred_at >= {sql_moment(session, campaign.starts_at)} "
-        f"AND occurred_at < {sql_moment(session, end)} AND refunded_at IS NULL",
-        {"member_id": pl.Int64, "amount": pl.Float64}, reader=reader,
+        "SELECT member_id, amount FROM purchase WHERE occurred_at >= :starts_at AND occurred_at < :ends_at AND refunded_at IS NULL",
+        {"member_id": pl.Int64, "amount": pl.Float64}, params={"starts_at": campaign.starts_at, "ends_at": end}, reader=reader,
     ).group_by("member_id").agg(spend=pl.col("amount").sum(), purchases=pl.len())
     joined = assigned.join(bought, on="member_id", how="left").with_columns(
         pl.col("spend").fill_null(0.0), pl.col("purchases").fill_null(0).cast(pl.Int64))

@@ -40,8 +40,8 @@ def e2e_database(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated database with the demo program and one user per role (known passwords)."""
     from db.engine import dispose_engines, get_engine, new_session, upgrade_to_head
     from loyalty.access.roles import SYSTEM_CLI
-    from loyalty.demo.simulation import create_demo
     from loyalty.access.users import create_user
+    from loyalty.demo.simulation import create_demo
 
     pg = os.environ.get("LOYALTY_TEST_DATABASE_URL")
     if pg:

@@ -44,10 +44,10 @@ from loyalty.analytics.data import (
     load_purchases,
 )
 from loyalty.analytics.metrics import (
-    kpis_for_periods,
     DEFAULT_METRICS,
     compute_kpis,
     kpi_summary,
+    kpis_for_periods,
     members_behind,
 )
 from loyalty.analytics.rfm import RFM_SEGMENTS, rfm_analysis, rfm_members

@@ -7,8 +7,8 @@ from sqlmodel import select
 
 from db.models import AuditLog, LedgerEntry
 from loyalty.access.roles import Actor
-from loyalty.ledger.approvals import approve_adjustment, decided_adjustments, pending_adjustments, reject_adjustment, request_adjustment
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, PermissionDenied
+from loyalty.ledger.approvals import approve_adjustment, decided_adjustments, pending_adjustments, reject_adjustment, request_adjustment
 from loyalty.ledger.entries import balance
 from loyalty.settings import update_settings
 from tests.factories import make_member

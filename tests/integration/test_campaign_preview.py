@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from loyalty.access.roles import Actor
-from loyalty.decisions.planner import preview_campaign
+from loyalty.decisions.planner import expected_campaign_impact, preview_campaign
 from loyalty.program.campaigns import MIN_PREVIEW_PURCHASES, save_campaign
-from loyalty.decisions.planner import expected_campaign_impact
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 MANAGER = Actor("max", "manager")

@@ -10,6 +10,9 @@ from sqlmodel import select
 
 from db.models import AuditLog, CampaignAssignment, LedgerEntry
 from loyalty.access.roles import Actor
+from loyalty.decisions.planner import preview_campaign
+from loyalty.errors import InvalidInput, PermissionDenied
+from loyalty.ledger.entries import balance, reverse_purchase
 from loyalty.program.campaigns import (
     activate_campaign,
     campaign_overview,
@@ -18,9 +21,6 @@ from loyalty.program.campaigns import (
     save_campaign,
     stable_uniform,
 )
-from loyalty.decisions.planner import preview_campaign
-from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.ledger.entries import balance, reverse_purchase
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 MANAGER = Actor("max", "manager")

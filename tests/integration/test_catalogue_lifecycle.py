@@ -9,6 +9,13 @@ from sqlmodel import select
 
 from db.models import AuditLog, Campaign, Goal, KpiTarget, Reward, Segment
 from loyalty.access.roles import Actor
+from loyalty.errors import (
+    InvalidInput,
+    NeedsConfirmation,
+    PermissionDenied,
+    RewardUnavailable,
+)
+from loyalty.ledger.redemptions import list_rewards, redeem_reward
 from loyalty.program.campaigns import (
     activate_campaign,
     archive_campaign,
@@ -19,19 +26,6 @@ from loyalty.program.campaigns import (
     end_campaign,
     restore_campaign,
     save_campaign,
-)
-from loyalty.program.rewards import (
-    archive_reward,
-    clone_reward,
-    delete_reward,
-    restore_reward,
-    save_reward,
-)
-from loyalty.errors import (
-    InvalidInput,
-    NeedsConfirmation,
-    PermissionDenied,
-    RewardUnavailable,
 )
 from loyalty.program.goals import (
     archive_goal,
@@ -46,7 +40,13 @@ from loyalty.program.goals import (
     save_goal,
     save_kpi_target,
 )
-from loyalty.ledger.redemptions import list_rewards, redeem_reward
+from loyalty.program.rewards import (
+    archive_reward,
+    clone_reward,
+    delete_reward,
+    restore_reward,
+    save_reward,
+)
 from loyalty.program.segments import (
     archive_segment,
     clone_segment,

@@ -38,10 +38,10 @@ from db.models import (
     TierMovement,
 )
 from loyalty.access.roles import Actor
-from loyalty.program.campaigns import stable_uniform
 from loyalty.demo.simulation import ACQUISITION_CHANNELS, create_demo
 from loyalty.errors import InvalidInput, PermissionDenied
 from loyalty.ledger.entries import expire_points, fifo_lots
+from loyalty.program.campaigns import stable_uniform
 from tests.conftest import PG_URL
 from tests.factories import make_member, utc
 

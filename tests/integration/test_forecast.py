@@ -12,9 +12,9 @@ from sqlmodel import select
 
 from db.models import LiabilityForecast
 from loyalty.access.roles import Actor
+from loyalty.decisions.forecast import backtest_forecast, latest_forecast, store_forecast
 from loyalty.demo.simulation import create_demo
 from loyalty.errors import InvalidInput
-from loyalty.decisions.forecast import backtest_forecast, latest_forecast, store_forecast
 from loyalty.evaluation.jobs import run_job
 from loyalty.evaluation.reports import liability_rows, report_content
 from tests.factories import make_member, make_purchase, utc

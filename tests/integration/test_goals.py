@@ -10,8 +10,8 @@ from sqlmodel import select
 from db.models import KpiSnapshot
 from loyalty.access.roles import Actor
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.program.goals import goal_status, save_goal, save_kpi_target, target_status
 from loyalty.evaluation.kpis import snapshot_kpis
+from loyalty.program.goals import goal_status, save_goal, save_kpi_target, target_status
 from tests.factories import make_member, make_purchase, utc
 
 MANAGER = Actor("max", "manager")

@@ -24,14 +24,14 @@ from sqlmodel import select
 
 from db.models import Alert, JobRun, KpiSnapshot, LedgerEntry, Member, TierMovement
 from loyalty.access.roles import Actor
-from loyalty.evaluation.alerts import acknowledge_alert
-from loyalty.program.campaigns import activate_campaign, save_campaign
 from loyalty.errors import InvalidInput, PermissionDenied
+from loyalty.evaluation.alerts import acknowledge_alert
+from loyalty.evaluation.jobs import JOBS, job_history, mark_interrupted_runs, run_all, run_job
 from loyalty.evaluation.kpis import kpi_snapshot_frame, store_kpi_snapshots
 from loyalty.insights.campaign_results import campaign_results
-from loyalty.program.goals import save_goal, save_kpi_target
-from loyalty.evaluation.jobs import JOBS, job_history, mark_interrupted_runs, run_all, run_job
 from loyalty.ledger.entries import balance, reverse_purchase
+from loyalty.program.campaigns import activate_campaign, save_campaign
+from loyalty.program.goals import save_goal, save_kpi_target
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 MANAGER = Actor("max", "manager")

@@ -11,11 +11,10 @@ from sqlmodel import select
 
 from db.models import CampaignAssignment
 from loyalty.access.roles import Actor
-from loyalty.decisions.planner import preview_campaign
-from loyalty.program.campaigns import activate_campaign, save_campaign
+from loyalty.decisions.planner import comparable_campaigns, expected_campaign_impact, plan_holdout, preview_campaign, segment_spend
 from loyalty.insights.campaign_results import campaign_results, evaluate_campaigns, store_campaign_results
 from loyalty.ledger.entries import reverse_purchase
-from loyalty.decisions.planner import comparable_campaigns, expected_campaign_impact, plan_holdout, segment_spend
+from loyalty.program.campaigns import activate_campaign, save_campaign
 from tests.factories import make_member, make_purchase, utc
 
 MANAGER = Actor("max", "manager")

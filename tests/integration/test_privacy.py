@@ -8,9 +8,9 @@ from sqlmodel import select
 from db.models import AuditLog, Feedback, Member
 from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.errors import AlreadyDone
+from loyalty.insights.overview import program_summary
 from loyalty.ledger.entries import balance
 from loyalty.ledger.members import erase_member, export_members, member_profile, search_members
-from loyalty.insights.overview import program_summary
 from tests.factories import make_member, make_purchase, utc
 
 ANALYST, MANAGER = Actor("ann", "analyst"), Actor("max", "manager")

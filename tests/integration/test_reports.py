@@ -28,9 +28,7 @@ from sqlmodel import select
 
 from db.models import Report
 from loyalty.access.roles import Actor
-from loyalty.program.campaigns import activate_campaign, save_campaign
 from loyalty.errors import InvalidInput
-from loyalty.program.goals import save_goal, save_kpi_target
 from loyalty.evaluation.jobs import run_job
 from loyalty.evaluation.reports import (
     last_complete_period,
@@ -42,6 +40,8 @@ from loyalty.evaluation.reports import (
     report_content,
     report_figures,
 )
+from loyalty.program.campaigns import activate_campaign, save_campaign
+from loyalty.program.goals import save_goal, save_kpi_target
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 MANAGER = Actor("max", "manager")

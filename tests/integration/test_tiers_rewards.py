@@ -11,8 +11,8 @@ from sqlmodel import select
 from db.models import AuditLog, Tier
 from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.decisions.barrier import entry_barrier
-from loyalty.program.rewards import save_reward
 from loyalty.errors import InvalidInput, PermissionDenied
+from loyalty.program.rewards import save_reward
 from loyalty.program.tiers import TierThresholdsNotIncreasing, list_tiers, qualifying_tier_index, save_tiers
 from tests.factories import make_member, make_purchase, make_tier, utc
 

@@ -9,8 +9,6 @@ from sqlmodel import select
 
 from db.models import AuditLog, User
 from loyalty.access.roles import SYSTEM_CLI, Actor
-from loyalty.cli import main
-from loyalty.errors import AlreadyDone, InvalidInput, PermissionDenied
 from loyalty.access.users import (
     AuthenticationFailed,
     authenticate,
@@ -19,6 +17,8 @@ from loyalty.access.users import (
     enable_user,
     set_role,
 )
+from loyalty.cli import main
+from loyalty.errors import AlreadyDone, InvalidInput, PermissionDenied
 
 ADA = Actor("ada", "admin")
 

@@ -9,9 +9,6 @@ from sqlmodel import select
 
 from db.models import AuditLog, Reward, Scenario, Tier
 from loyalty.access.roles import SYSTEM_CLI, Actor
-from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.ledger.redemptions import redeem_reward
-from loyalty.program.tiers import save_tiers
 from loyalty.decisions.whatif import (
     apply_scenario_tiers,
     compare_scenarios,
@@ -23,6 +20,9 @@ from loyalty.decisions.whatif import (
     summary_frame,
     tiers_frame,
 )
+from loyalty.errors import InvalidInput, PermissionDenied
+from loyalty.ledger.redemptions import redeem_reward
+from loyalty.program.tiers import save_tiers
 from tests.factories import make_member, make_purchase, make_reward, utc
 
 # The window: the 12 months before January 2026, i.e. January to December 2025.

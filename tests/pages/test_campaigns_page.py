@@ -10,9 +10,9 @@ from sqlmodel import select
 
 from db.models import Campaign, CampaignAssignment
 from loyalty.access.roles import Actor
-from loyalty.program.campaigns import activate_campaign, save_campaign
-from loyalty.insights.campaign_results import evaluate_campaigns, store_campaign_results
 from loyalty.decisions.planner import expected_campaign_impact
+from loyalty.insights.campaign_results import evaluate_campaigns, store_campaign_results
+from loyalty.program.campaigns import activate_campaign, save_campaign
 from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import form_key_of, open_page
 

@@ -8,8 +8,8 @@ from sqlmodel import select
 
 from db.models import Goal
 from loyalty.access.roles import SYSTEM_CLI
-from loyalty.program.goals import save_goal, save_kpi_target
 from loyalty.evaluation.kpis import snapshot_kpis
+from loyalty.program.goals import save_goal, save_kpi_target
 from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import form_key_of, open_page
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
 from sqlmodel import select
 
 from db.models import SignInSession, User

@@ -9,8 +9,8 @@ from sqlmodel import select
 
 from db.models import Scenario
 from loyalty.access.roles import SYSTEM_CLI, Actor
-from loyalty.program.tiers import save_tiers
 from loyalty.decisions.whatif import save_scenario, window_of
+from loyalty.program.tiers import save_tiers
 from tests.factories import make_member, make_purchase, make_reward, utc
 from tests.pages.conftest import figure, open_page
 

@@ -8,7 +8,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[2]
 
 # Lowest first. A package may import itself and the packages before it, never one after it.

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyalty.errors import InvalidInput
 from loyalty.decisions.planner import (
     holdout_size,
     impact_from_history,
@@ -17,6 +16,7 @@ from loyalty.decisions.planner import (
     pool_uplifts,
     required_sample_size,
 )
+from loyalty.errors import InvalidInput
 
 # z(0.975) + z(0.80), z(0.95): from any normal table.
 Z_5PCT_80PCT = 1.959963985 + 0.841621234

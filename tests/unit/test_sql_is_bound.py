@@ -22,11 +22,11 @@ SQL_KEYWORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|WHERE)\b")
 ALLOWED_HELPERS = {
     # loyalty/analytics/data.py: the dialect's epoch-seconds expression of a column
     # checked against a fixed set of timestamp columns.
-    "_epoch",
+    "epoch_sql",
     # loyalty/analytics/data.py: `expression AS name` pairs from fixed dicts; names checked.
     "_select_list",
     # loyalty/analytics/data.py: WHERE + conditions written in code, values as :name.
-    "_where",
+    "where_clause",
     # db/bulk.py: a table name checked against the schema's tables (SQLModel.metadata).
     "table_name",
     # db/bulk.py: quoted column names checked against that table's columns.
@@ -76,7 +76,7 @@ def test_a_value_spliced_into_sql_is_caught(tmp_path: Path) -> None:
     source.write_text(
         'campaign_id = 7\n'
         'bad = f"SELECT member_id FROM campaign_assignment WHERE campaign_id = {campaign_id}"\n'
-        'good = f"SELECT {_epoch(dialect, \'occurred_at\')} FROM purchase {_where(conditions)}"\n'
+        'good = f"SELECT {epoch_sql(dialect, \'occurred_at\')} FROM purchase {where_clause(conditions)}"\n'
         'prose = f"Imported {campaign_id} rows"\n'
     )
     found = _sql_fstrings(source)
