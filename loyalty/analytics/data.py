@@ -276,7 +276,7 @@ def _positional(sql: str, params: dict[str, Any], statements: Any) -> tuple[str,
 
 def _sqlite_file(session: Session) -> str | None:
     """The database file the ADBC reader process can read, if there is one and the driver is installed."""
-    database = session.get_bind().url.database
+    database = session.get_bind().engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     if importlib.util.find_spec("adbc_driver_sqlite") is None:
@@ -290,7 +290,7 @@ def _adbc_postgresql(session: Session, sql: str, params: dict[str, Any]) -> pa.T
     except ImportError:
         return None
     statement, values = _positional(sql, params, _ADBC_POSTGRESQL_STATEMENTS)
-    url = session.get_bind().url.set(drivername="postgresql").render_as_string(hide_password=False)
+    url = session.get_bind().engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with adbc.connect(url) as connection, connection.cursor() as cursor:
         cursor.execute(statement, values or None)
         return cursor.fetch_arrow_table()

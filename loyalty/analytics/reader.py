@@ -42,7 +42,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import pyarrow as pa
 
@@ -77,7 +77,7 @@ _ANSWER_FOLDER = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def analytics_reader(session: Session) -> str:
+def analytics_reader(session: Session) -> Literal["auto", "dbapi"]:
     """The analytics reader jobs and reports use.
 
     * SQLite: ``"auto"``, the ADBC reader process of this module (reading 10M

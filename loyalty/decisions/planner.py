@@ -66,7 +66,7 @@ from scipy import stats
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from db.models import Campaign, Purchase, utcnow
+from db.models import Campaign, Purchase, stored_id, utcnow
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.insights.campaign_results import CONFIDENCE as EVALUATION_CONFIDENCE
 from loyalty.insights.campaign_results import campaign_results
@@ -542,7 +542,7 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
     if campaign is None:
         raise NotFound(f"No campaign with id {campaign_id}.")
     ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now)
-    holdout = stable_uniform(campaign.id, ids) < campaign.holdout_pct
+    holdout = stable_uniform(stored_id(campaign), ids) < campaign.holdout_pct
     treatment = np.sort(ids[~holdout])
     campaign_days = (campaign.ends_at - campaign.starts_at).total_seconds() / 86400
     once = campaign.kind in AWARDED_ONCE_KINDS
@@ -550,8 +550,8 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
     since = now - timedelta(days=window_days)
     cohort = _replay_cohort(session, campaign, ids, since)
     recent = pd.DataFrame(session.exec(
-        select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel)
-        .where(Purchase.occurred_at >= since, Purchase.occurred_at < now, Purchase.refunded_at.is_(None))
+        select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel)  # type: ignore[call-overload]  # typed for at most 4 columns
+        .where(Purchase.occurred_at >= since, Purchase.occurred_at < now, col(Purchase.refunded_at).is_(None))
     ).all(), columns=["id", "member_id", "occurred_at", "amount", "category", "channel"])
     recent = recent[recent["member_id"].isin(cohort)]
     preview: dict[str, Any] = {"eligible": len(ids), "treatment": len(treatment), "holdout": int(holdout.sum()),

@@ -9,7 +9,7 @@ import pandas as pd
 from sqlalchemy import bindparam, update
 
 from db.bulk import insert_frame
-from db.models import Campaign, Member
+from db.models import Campaign, Member, stored_id
 from loyalty.demo.parameters import ACQUISITION_CHANNELS, DAY, CampaignPlan
 from loyalty.demo.state import Simulation
 from loyalty.demo.timeline import as_datetime, as_timestamps, object_array
@@ -72,7 +72,7 @@ def _evaluate_tiers(sim: Simulation, j: int, moment: int) -> None:
         "as_of": np.full(len(who), (when - timedelta(days=1)).date(), dtype=object),
     }))
     sim.counts["tier_movements"] += len(who)
-    table = Member.__table__
+    table = Member.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     sim.session.execute(
         update(table).where(table.c.id == bindparam("member")).values(tier_id=bindparam("tier"), tier_since=bindparam("since")),
         [{"member": int(m), "tier": int(t), "since": when} for m, t in zip(sim.member_ids[who], sim.tier_ids[new])],
@@ -115,14 +115,14 @@ def _eligible(sim: Simulation, plan: CampaignPlan, moment: int) -> np.ndarray:
 def _assign_campaign(sim: Simulation, campaign: Campaign, plan: CampaignPlan, moment: int) -> None:
     """Assign a starting campaign's eligible members, with the stable holdout of ``activate_campaign``."""
     member = _eligible(sim, plan, moment)
-    holdout = stable_uniform(int(campaign.id), sim.member_ids[member]) < campaign.holdout_pct
+    holdout = stable_uniform(stored_id(campaign), sim.member_ids[member]) < campaign.holdout_pct
     insert_frame(sim.session, "campaign_assignment", pd.DataFrame({
-        "campaign_id": int(campaign.id), "member_id": sim.member_ids[member],
+        "campaign_id": stored_id(campaign), "member_id": sim.member_ids[member],
         "group": np.where(holdout, "holdout", "treatment"), "assigned_at": as_timestamps(np.full(len(member), moment)),
     }))
     sim.counts["campaign_assignments"] += len(member)
     treated = member[~holdout]
-    sim.treated[int(campaign.id)] = treated
+    sim.treated[stored_id(campaign)] = treated
     if plan.revive:
         # A win-back brings some lapsed members back; the holdout shows how many
         # would have come back anyway (none, here).

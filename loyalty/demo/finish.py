@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import bindparam, text, update
 
-from db.models import KpiTarget, Reward, Segment
+from db.models import KpiTarget, Reward, Segment, stored_id
 from loyalty.access.audit import record_audit
 from loyalty.demo.parameters import (
     ACQUISITION_CHANNELS,
@@ -29,22 +29,22 @@ def finish_history(sim: Simulation) -> None:
     # expiry run computes it exactly.
     if sim.expiry_months > 0:
         sim.counts["ledger_entries"] += expire_points(session=session, as_of=sim.now, actor=actor)
-    table = Reward.__table__
+    table = Reward.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     limited = np.flatnonzero(sim.reward_stock >= 0)
     if len(limited):
         session.execute(update(table).where(table.c.id == bindparam("reward")).values(stock=bindparam("left")),
                         [{"reward": int(sim.reward_ids[r]), "left": int(sim.reward_stock[r])} for r in limited])
     for campaign, plan, _ in sim.campaigns:
         if plan.lifecycle == "schedule":
-            activate_campaign(session=session, campaign_id=int(campaign.id), actor=actor, now=sim.now)
+            activate_campaign(session=session, campaign_id=stored_id(campaign), actor=actor, now=sim.now)
             sim.counts["campaign_assignments"] += int(session.execute(
                 text("SELECT COUNT(*) FROM campaign_assignment WHERE campaign_id = :c"), {"c": campaign.id}).scalar_one())
-    sim.segment_ids: dict[str, int] = {}
+    sim.segment_ids = {}
     for name, description, rules in SEGMENTS:
         segment = Segment(name=name, description=description, rules=rules, created_by=actor.username)
         session.add(segment)
         session.flush()
-        sim.segment_ids[name] = int(segment.id)
+        sim.segment_ids[name] = stored_id(segment)
     sim.points_outstanding = int(session.execute(text("SELECT COALESCE(SUM(points), 0) FROM ledger_entry")).scalar_one())
     _create_goals(sim)
     record_audit(session, actor=actor, action="demo.create", entity="program", after={
@@ -102,7 +102,7 @@ def _create_goals(sim: Simulation) -> None:
             # Written as loyalty.program.goals.save_kpi_target does, without importing the
             # analytics catalogue (scipy and all: seconds) only to check names this
             # module's tests already check against it.
-            target = KpiTarget(goal_id=int(goal.id), metric=plan.metric, period=plan.period,
+            target = KpiTarget(goal_id=stored_id(goal), metric=plan.metric, period=plan.period,
                                target_value=_target_value(baselines[(plan.metric, plan.segment)], plan),
                                direction=TARGET_DIRECTIONS.get(plan.metric, "up"),
                                segment_id=sim.segment_ids[plan.segment] if plan.segment else None)

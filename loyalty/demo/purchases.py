@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sqlalchemy import Integer, bindparam, cast, func, text, update
-from sqlmodel import select
+from sqlmodel import col, select
 
-from db.models import Purchase
+from db.models import Purchase, stored_id
 from loyalty.demo.parameters import (
     APP_STORE,
     CAMPAIGN_SAFE_CHUNK,
@@ -65,7 +65,7 @@ def _candidates(sim: Simulation, k: int, lo: np.ndarray, present: np.ndarray, mo
     expected = sim.rate_per_month[buying] * season * (month_end - lo[buying]) / MONTH
     _add_candidates(sim, members, times, buying, rng.poisson(expected), lo[buying], np.full(len(buying), month_end))
     for campaign, plan, _ in sim.campaigns:
-        treated = sim.treated.get(int(campaign.id))
+        treated = sim.treated.get(stored_id(campaign))
         start, end = as_seconds(campaign.starts_at), as_seconds(campaign.ends_at)
         if treated is None or end <= month_start or start >= month_end:
             continue
@@ -208,7 +208,7 @@ def _purchase_ids(sim: Simulation, external: list[str]) -> np.ndarray:
     for start in range(0, len(external), LOOKUP_CHUNK):
         keys = external[start : start + LOOKUP_CHUNK]
         ids.update(sim.session.execute(
-            select(Purchase.external_id, Purchase.id).where(Purchase.external_id.in_(keys))
+            select(Purchase.external_id, Purchase.id).where(col(Purchase.external_id).in_(keys))
         ).tuples().all())
     return np.array([ids[e] for e in external], dtype=np.int64)
 
@@ -236,7 +236,7 @@ def _refunds(sim: Simulation, member: np.ndarray, category: np.ndarray, earn: np
     # redemption, if any, comes in the second half.
     last = sim.last_of_month[member[rows]]
     when = last + 60 + (rng.random(len(rows)) * (0.45 * (month_end - last) - 60)).astype(np.int64)
-    table = Purchase.__table__
+    table = Purchase.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     sim.session.execute(
         update(table).where(table.c.id == bindparam("purchase")).values(
             refunded_at=bindparam("at"), returned_cents=cast(func.round(table.c.amount * 100), Integer)),

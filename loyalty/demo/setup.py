@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlmodel import select
+from sqlmodel import col, select
 
-from db.models import Campaign, Tier
-from loyalty.demo.parameters import CAMPAIGNS, REWARDS, TIERS, CampaignPlan
+from db.models import Tier
+from loyalty.demo.parameters import CAMPAIGNS, REWARDS, TIERS
 from loyalty.demo.state import Simulation
 from loyalty.demo.timeline import as_datetime, object_array
 from loyalty.program.campaigns import save_campaign
@@ -22,7 +22,7 @@ def set_up_program(sim: Simulation) -> None:
     """The program: tiers (kept in ``sim`` as arrays by rank), the rewards catalogue, the campaigns."""
     session, actor = sim.session, sim.actor
     save_tiers(session=session, tiers=[dict(t) for t in TIERS], actor=actor)
-    tiers = session.exec(select(Tier).order_by(Tier.rank)).all()
+    tiers = session.exec(select(Tier).order_by(col(Tier.rank))).all()
     sim.tier_ids = np.array([t.id for t in tiers], dtype=np.int64)
     sim.tier_names = [t.name for t in tiers]
     sim.tier_multiplier = np.array([t.multiplier for t in tiers], dtype=np.float64)
@@ -90,7 +90,7 @@ def _create_campaigns(sim: Simulation) -> None:
     each campaign's start.
     """
     current = sim.intervals - 1  # the interval starting on the 1st of the current month
-    sim.campaigns: list[tuple[Campaign, CampaignPlan, int]] = []
+    sim.campaigns = []
     for plan in CAMPAIGNS:
         start_index = current - plan.months_back
         if plan.months_back >= 0 and start_index < 1:
@@ -111,4 +111,4 @@ def _create_campaigns(sim: Simulation) -> None:
             sim.session.add(campaign)
         sim.campaigns.append((campaign, plan, start_index if plan.lifecycle == "run" else -1))
     sim.session.flush()
-    sim.treated: dict[int, np.ndarray] = {}
+    sim.treated = {}

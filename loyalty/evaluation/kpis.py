@@ -45,7 +45,7 @@ __all__ = [
     "target_status_counts",
 ]
 
-DIMENSIONS = (None, "segment", "tier", "channel")
+DIMENSIONS: tuple[Dimension | None, ...] = (None, "segment", "tier", "channel")
 
 _SNAPSHOT_COLUMNS = ["metric", "period", "period_start", "period_end", "dimension", "dimension_value", "value", "computed_at"]
 
@@ -131,7 +131,7 @@ def target_status_counts(session: Session) -> dict[str, int]:
     return {str(k): int(v) for k, v in status["status"].value_counts().items()} if not status.empty else {}
 
 
-def snapshot_kpis(session: Session, *, period: str, start: date, end: date, dimensions: tuple[str | None, ...] = DIMENSIONS) -> int:
+def snapshot_kpis(session: Session, *, period: str, start: date, end: date, dimensions: tuple[Dimension | None, ...] = DIMENSIONS) -> int:
     """Compute every catalogue KPI for ``[start, end)`` overall and by each dimension; store them.
 
     Returns the number of snapshot rows written. The kpi-snapshot job uses the same two

@@ -59,6 +59,7 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import KpiTarget, Report, Segment, Tier, TierMovement, utcnow
+from loyalty.analytics.data import Reader
 from loyalty.analytics.metrics import METRICS, Dimension
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.figures import house_layout
@@ -190,7 +191,7 @@ class ReportContent:
     liability: dict[str, Any] | None = None  # loyalty.decisions.forecast.forecast_summary, None without a forecast
 
 
-def _reader(session: Session) -> str:
+def _reader(session: Session) -> Reader:
     from loyalty.analytics.reader import analytics_reader
 
     return analytics_reader(session)
@@ -589,7 +590,7 @@ def _campaign_rows(content: ReportContent) -> pd.DataFrame:
             "campaign": c.campaign, "groups": f"{int(c.treatment_members):,} / {int(c.holdout_members):,}",
             "spend": f"{_value(c.spend_uplift) or 0:+,.2f}" + (f" ({low:+,.2f} to {high:+,.2f})" if low is not None else ""),
             "retention": f"{100 * (_value(c.retention_uplift) or 0):+.1f} pts"
-                         + (f" ({100 * r_low:+.1f} to {100 * r_high:+.1f})" if r_low is not None else ""),
+                         + (f" ({100 * r_low:+.1f} to {100 * r_high:+.1f})" if r_low is not None and r_high is not None else ""),
             "points": f"{int(c.points_cost):,}", "revenue": money(_value(c.incremental_revenue), cur),
             "per_point": "n/a" if _value(c.revenue_per_point) is None else f"{_value(c.revenue_per_point):,.2f}",
         })

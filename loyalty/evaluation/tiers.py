@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import delete, func, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
@@ -57,8 +57,8 @@ def _window_totals(session: Session, cutoff: datetime, months: int) -> pd.DataFr
     since = (pd.Timestamp(cutoff) - pd.DateOffset(months=months)).to_pydatetime()
     rows = session.execute(
         select(Purchase.member_id, func.sum(Purchase.amount), func.count())
-        .where(Purchase.occurred_at >= since, Purchase.occurred_at < cutoff, Purchase.refunded_at.is_(None))
-        .group_by(Purchase.member_id)
+        .where(Purchase.occurred_at >= since, Purchase.occurred_at < cutoff, col(Purchase.refunded_at).is_(None))
+        .group_by(col(Purchase.member_id))
     ).all()
     return pd.DataFrame(rows, columns=["member_id", "spend", "purchases"]).set_index("member_id")
 
@@ -110,7 +110,7 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
 
     report = progress or (lambda _f, _m: None)
     cutoff = cutoff_of(as_of)
-    tiers = session.exec(select(Tier).order_by(Tier.rank)).all()
+    tiers = session.exec(select(Tier).order_by(col(Tier.rank))).all()
     if not tiers:
         return {"rows": 0, "upgrades": 0, "downgrades": 0, "kept_in_grace": 0, "members": 0, "replaced": 0,
                 "skipped_later": 0, "note": "no tiers are configured"}
@@ -130,11 +130,11 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
     with write_transaction(session):
         hold_job_lock(session, "tier-evaluation")
         members = pd.DataFrame(
-            session.execute(select(Member.id, Member.tier_id, Member.tier_since, Member.joined_at).where(Member.erased_at.is_(None))).all(),
+            session.execute(select(Member.id, Member.tier_id, Member.tier_since, Member.joined_at).where(col(Member.erased_at).is_(None))).all(),
             columns=["member_id", "tier_id", "tier_since", "joined_at"],
         ).set_index("member_id")
         later = {int(m) for m in session.execute(
-            select(TierMovement.member_id).group_by(TierMovement.member_id).having(func.max(TierMovement.as_of) > as_of)
+            select(col(TierMovement.member_id)).group_by(col(TierMovement.member_id)).having(func.max(col(TierMovement.as_of)) > as_of)
         ).scalars()}
         members = members[~members.index.isin(list(later))]
         current_tier = members["tier_id"].astype("Int64")
@@ -143,7 +143,7 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
         # Undo this day's earlier movements, in memory: the state before them.
         todays = pd.DataFrame(
             session.execute(
-                select(TierMovement.id, TierMovement.member_id, TierMovement.from_tier_id).where(TierMovement.as_of == as_of).order_by(TierMovement.id)
+                select(col(TierMovement.id), col(TierMovement.member_id), col(TierMovement.from_tier_id)).where(col(TierMovement.as_of) == as_of).order_by(col(TierMovement.id))
             ).all(),
             columns=["id", "member_id", "from_tier_id"],
         )
@@ -152,11 +152,11 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
         if not todays.empty:
             first = todays.drop_duplicates("member_id", keep="first").set_index("member_id")
             first_ids = select(TierMovement.member_id, func.min(TierMovement.id).label("first_id")).where(
-                TierMovement.as_of == as_of).group_by(TierMovement.member_id).subquery()
+                col(TierMovement.as_of) == as_of).group_by(col(TierMovement.member_id)).subquery()
             previous = dict(session.execute(
                 select(TierMovement.member_id, func.max(TierMovement.moved_at))
                 .join(first_ids, first_ids.c.member_id == TierMovement.member_id)
-                .where(TierMovement.id < first_ids.c.first_id).group_by(TierMovement.member_id)
+                .where(col(TierMovement.id) < first_ids.c.first_id).group_by(col(TierMovement.member_id))
             ).all())
             undone = first.index
             base_tier.loc[undone] = first["from_tier_id"].astype("Int64")
@@ -228,7 +228,7 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
         # Write: drop this day's earlier movements, set the members that change, add the moves.
         if not todays.empty:
             for chunk in np.array_split(todays["id"].to_numpy(), max(1, math.ceil(len(todays) / 10_000))):
-                session.execute(delete(TierMovement).where(TierMovement.id.in_(chunk.tolist())))
+                session.execute(delete(TierMovement).where(col(TierMovement.id).in_(chunk.tolist())))
         same_tier = (final_tier == current_tier).fillna(False) | (final_tier.isna() & current_tier.isna())
         same_since = (final_since == current_since).fillna(False) | (final_since.isna() & current_since.isna())
         changed = members.index[~(same_tier & same_since).to_numpy()]

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sqlalchemy import delete, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
@@ -41,6 +41,7 @@ from db.models import (
     Campaign,
     KpiSnapshot,
     LedgerEntry,
+    stored_id,
     utcnow,
 )
 from loyalty.analytics.reader import analytics_reader
@@ -121,7 +122,7 @@ def _campaign_members(session: Session, campaign: Campaign, end: datetime) -> pd
 
     reader = analytics_reader(session)
     assigned = fetch_frame(session, 'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = :campaign_id',
-                           {"member_id": pl.Int64, "group": pl.String}, params={"campaign_id": int(campaign.id)}, reader=reader)
+                           {"member_id": pl.Int64, "group": pl.String}, params={"campaign_id": int(stored_id(campaign))}, reader=reader)
     bought = fetch_frame(
         session,
         "SELECT member_id, amount FROM purchase WHERE occurred_at >= :starts_at AND occurred_at < :ends_at AND refunded_at IS NULL",
@@ -144,9 +145,9 @@ def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequ
         campaign whose treatment or holdout group is empty is left out: there is nothing
         to compare.
     """
-    query = select(Campaign).where(Campaign.status != "draft", Campaign.holdout_pct > 0, Campaign.starts_at < cutoff).order_by(Campaign.starts_at)
+    query = select(Campaign).where(col(Campaign.status) != "draft", col(Campaign.holdout_pct) > 0, col(Campaign.starts_at) < cutoff).order_by(col(Campaign.starts_at))
     if campaign_ids is not None:
-        query = query.where(Campaign.id.in_(list(campaign_ids)))
+        query = query.where(col(Campaign.id).in_(list(campaign_ids)))
     results = []
     for campaign in session.exec(query):
         end = min(campaign.ends_at, cutoff)
@@ -160,7 +161,7 @@ def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequ
         retention = proportion_difference_interval(retained_t, len(treated), retained_h, len(held))
         cost = int(session.execute(
             select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
-                LedgerEntry.campaign_id == campaign.id, LedgerEntry.kind.in_(["bonus", "reverse"]), LedgerEntry.occurred_at < cutoff)
+                LedgerEntry.campaign_id == campaign.id, col(LedgerEntry.kind).in_(["bonus", "reverse"]), LedgerEntry.occurred_at < cutoff)
         ).scalar_one())
         n_t = len(treated)
         incremental, incremental_low, incremental_high = (None if v is None else v * n_t for v in spend)
@@ -208,7 +209,7 @@ def store_campaign_results(session: Session, results: pd.DataFrame) -> int:
     ids = sorted(set(frame["dimension_value"]))
     with write_transaction(session):
         session.execute(delete(KpiSnapshot).where(
-            KpiSnapshot.period == CAMPAIGN_PERIOD, KpiSnapshot.dimension == CAMPAIGN_DIMENSION, KpiSnapshot.dimension_value.in_(ids)))
+            col(KpiSnapshot.period) == CAMPAIGN_PERIOD, col(KpiSnapshot.dimension) == CAMPAIGN_DIMENSION, col(KpiSnapshot.dimension_value).in_(ids)))
         return insert_frame(session, "kpi_snapshot", frame)
 
 
@@ -219,7 +220,7 @@ def campaign_results(session: Session) -> pd.DataFrame:
     end exclusive), computed_at`` and :data:`CAMPAIGN_METRICS`.
     """
     rows = session.execute(
-        select(KpiSnapshot.dimension_value, KpiSnapshot.metric, KpiSnapshot.value, KpiSnapshot.period_start,
+        select(KpiSnapshot.dimension_value, KpiSnapshot.metric, KpiSnapshot.value, KpiSnapshot.period_start,  # type: ignore[call-overload]  # typed for at most 4 columns
                KpiSnapshot.period_end, KpiSnapshot.computed_at)
         .where(KpiSnapshot.period == CAMPAIGN_PERIOD, KpiSnapshot.dimension == CAMPAIGN_DIMENSION)
     ).all()

@@ -117,8 +117,8 @@ def store_program_snapshot(session: Session, frame: pd.DataFrame) -> int:
 
 
 def _stored_rows(session: Session) -> pd.DataFrame:
-    return pd.DataFrame(session.exec(select(KpiSnapshot.metric, KpiSnapshot.dimension, KpiSnapshot.period_start, KpiSnapshot.value)
-                                     .where(KpiSnapshot.period == PROGRAM_PERIOD)).all(),
+    return pd.DataFrame(session.exec(select(col(KpiSnapshot.metric), col(KpiSnapshot.dimension), col(KpiSnapshot.period_start), col(KpiSnapshot.value))
+                                     .where(col(KpiSnapshot.period) == PROGRAM_PERIOD)).all(),
                         columns=["metric", "dimension", "period_start", "value"])
 
 

@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import func, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.bulk import id_batches
 from db.models import (
     Campaign,
     Member,
     Purchase,
+    stored_id,
 )
 from loyalty.ledger.entries import BONUS
 from loyalty.program.campaigns import EARNING_STATUSES, MULTIPLIER_KINDS
@@ -43,9 +44,9 @@ class CampaignEngine:
         treated, nothing awarded yet, no budget spent (what a preview of a draft assumes)."""
         engine = cls(session, [campaign])
         treated = np.sort(members)
-        engine._treatment = lambda _campaign_id: treated  # type: ignore[method-assign]
-        engine._already_awarded = lambda _campaign_id, ids: np.zeros(len(ids), dtype=bool)  # type: ignore[method-assign]
-        engine._spent = lambda _campaign_id: 0  # type: ignore[method-assign]
+        engine._treatment = lambda campaign_id: treated  # type: ignore[method-assign]
+        engine._already_awarded = lambda campaign_id, member_ids: np.zeros(len(member_ids), dtype=bool)  # type: ignore[method-assign]
+        engine._spent = lambda campaign_id: 0  # type: ignore[method-assign]
         return engine
 
     def _treatment(self, campaign_id: int) -> np.ndarray:
@@ -74,7 +75,7 @@ class CampaignEngine:
     def _member_dates(self, member_ids: np.ndarray, occasion: str) -> pd.Series:
         column = "birth_date" if occasion == "birthday" else "joined_at"
         rows = [row for batch in id_batches(np.unique(member_ids))
-                for row in self.session.execute(select(Member.id, getattr(Member, column)).where(Member.id.in_(batch))).all()]
+                for row in self.session.execute(select(Member.id, getattr(Member, column)).where(col(Member.id).in_(batch))).all()]
         return pd.Series({m: d for m, d in rows if d is not None}, dtype=object)
 
     def __call__(self, purchases: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +127,7 @@ class CampaignEngine:
         idx = np.flatnonzero(mask)
         candidates = pd.DataFrame({"row": idx, "member_id": purchases["member_id"].to_numpy()[idx], "at": at.to_numpy()[idx],
                                    "amount": purchases["amount"].to_numpy()[idx]})
-        candidates = candidates[~self._already_awarded(campaign.id, candidates["member_id"].to_numpy())]
+        candidates = candidates[~self._already_awarded(stored_id(campaign), candidates["member_id"].to_numpy())]
         if candidates.empty:
             return points
         candidates = candidates.sort_values(["member_id", "at", "row"])
@@ -134,14 +135,14 @@ class CampaignEngine:
             # New purchases get ids above every stored one, so "before this chunk" is an id bound.
             first_new = int(purchases["id"].min())
             channels = (campaign.eligibility or {}).get("purchase_channels")
-            channel_filter = [Purchase.channel.in_(channels)] if channels else []
+            channel_filter = [col(Purchase.channel).in_(channels)] if channels else []
             prior = {member: spend for batch in id_batches(candidates["member_id"].unique())
                      for member, spend in self.session.execute(
                          select(Purchase.member_id, func.sum(Purchase.amount))
                          .where(Purchase.occurred_at >= campaign.starts_at, Purchase.occurred_at < campaign.ends_at,
-                                Purchase.refunded_at.is_(None), Purchase.id < first_new, Purchase.member_id.in_(batch),
+                                col(Purchase.refunded_at).is_(None), col(Purchase.id) < first_new, col(Purchase.member_id).in_(batch),
                                 *channel_filter)
-                         .group_by(Purchase.member_id)).all()}
+                         .group_by(col(Purchase.member_id))).all()}
             running = candidates.groupby("member_id")["amount"].cumsum() + candidates["member_id"].map(prior).fillna(0.0)
             candidates = candidates[running >= float(rule["spend"])]
         elif campaign.kind == "birthday":
@@ -192,7 +193,7 @@ def earn_rules_for(session: Session, purchases: pd.DataFrame) -> tuple[CampaignE
         return ()
     at = pd.to_datetime(purchases["occurred_at"], utc=True)
     campaigns = session.exec(
-        select(Campaign).where(Campaign.status.in_(EARNING_STATUSES), Campaign.starts_at <= at.max().to_pydatetime(),
+        select(Campaign).where(col(Campaign.status).in_(EARNING_STATUSES), Campaign.starts_at <= at.max().to_pydatetime(),
                                Campaign.ends_at > at.min().to_pydatetime())
     ).all()
     return (CampaignEngine(session, list(campaigns)),) if campaigns else ()

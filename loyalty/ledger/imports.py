@@ -953,7 +953,8 @@ def _member_columns(batch: _Batch) -> list[str]:
 def _check_stored_members(batch: _Batch) -> _StoredMembers:
     """Step 3: members already stored: identical or erased ones are skipped, the others updated."""
     size = len(batch)
-    found = _StoredMembers(*(np.zeros(size, dtype=bool) for _ in range(3)), np.zeros(size, dtype=np.int64))
+    found = _StoredMembers(np.zeros(size, dtype=bool), np.zeros(size, dtype=bool), np.zeros(size, dtype=bool),
+                           np.zeros(size, dtype=np.int64))
     candidates = np.flatnonzero(batch.checks.ok & ~batch.repeat)
     present = _member_columns(batch)
     external = batch.fields["member_id"]

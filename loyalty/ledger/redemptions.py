@@ -82,7 +82,9 @@ def redeem_reward(
     now = now or utcnow()
     with write_transaction(session):
         member = lock_member(session, member_id)
+        assert member.id is not None  # a locked member is a stored row
         reward = locked(session, Reward, reward_id, "reward")
+        assert reward.id is not None  # a locked reward is a stored row
         _check_available(session, reward, member, now)
         expire_points(session=session, as_of=now, member_ids=[member.id], actor=actor)
         current = balance(session, member.id)

@@ -259,7 +259,7 @@ def listed_member_ids(session: Session, member_ids: Any) -> list[int]:
         raise InvalidInput(f"A campaign can list at most {MAX_LISTED_MEMBERS:,} members (this list has {len(ids):,}); "
                            "target a segment for a larger group.")
     found = {i: erased for batch in id_batches(np.asarray(ids))
-             for i, erased in session.exec(select(Member.id, Member.erased_at).where(Member.id.in_(batch))).all()}
+             for i, erased in session.exec(select(Member.id, Member.erased_at).where(col(Member.id).in_(batch))).all()}
     for problem, bad in (("do not exist", [i for i in ids if i not in found]),
                          ("were erased and cannot be targeted", [i for i in ids if found.get(i) is not None])):
         if bad:

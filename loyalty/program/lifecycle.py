@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -75,7 +75,8 @@ def count_rows(session: Session, column: Any, value: Any) -> int:
 
 
 def _get(session: Session, model: type[Record], record_id: int, entity: str) -> Record:
-    return locked(session, model, record_id, entity.replace("_", " "))
+    # Every _Archivable model is an SQLModel table; the protocol cannot say so, hence the cast.
+    return cast(Record, locked(session, cast(Any, model), record_id, entity.replace("_", " ")))
 
 
 def _label(record: Any) -> str:

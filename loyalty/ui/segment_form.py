@@ -42,7 +42,7 @@ def segment_rules(key: str, saved_rules: dict, tiers: list[str]) -> dict:
                                 index=0 if "marketing_consent" not in saved_rules else (1 if saved_rules["marketing_consent"] else 2))
     if consent != "any":
         rules["marketing_consent"] = consent == "given"
-    cities = st.text_input("Cities (comma separated)", value=", ".join(saved_rules.get("city", [])), key=f"{key}_cities")
-    if cities := [c.strip() for c in cities.split(",") if c.strip()]:
+    typed = st.text_input("Cities (comma separated)", value=", ".join(saved_rules.get("city", [])), key=f"{key}_cities")
+    if cities := [c.strip() for c in typed.split(",") if c.strip()]:
         rules["city"] = cities
     return rules
