@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -96,8 +97,59 @@ def _set_member_tiers(session: Session, changes: pd.DataFrame) -> None:
     session.execute(text("DROP TABLE tier_change"))
 
 
+@dataclass(frozen=True)
+class _TierTable:
+    """The tiers in rank order, as arrays indexed by a tier's position."""
+
+    ids: np.ndarray
+    names: np.ndarray
+    min_spend: np.ndarray
+    min_purchases: np.ndarray
+    window: np.ndarray
+    grace: np.ndarray
+
+    @classmethod
+    def of(cls, tiers: Sequence[Tier]) -> _TierTable:
+        return cls(ids=np.array([t.id for t in tiers], dtype=np.int64), names=np.array([t.name for t in tiers], dtype=object),
+                   min_spend=np.array([t.min_spend for t in tiers], dtype=float),
+                   min_purchases=np.array([t.min_purchases for t in tiers], dtype=np.int64),
+                   window=np.array([t.window_months for t in tiers], dtype=np.int64),
+                   grace=np.array([t.grace_months for t in tiers], dtype=np.int64))
+
+
+@dataclass
+class _Members:
+    """The members evaluated: their tier and tier-since now, and before this day's earlier movements."""
+
+    frame: pd.DataFrame  # member_id -> tier_id, tier_since, joined_at
+    later: set[int]  # members settled by a later evaluation, left alone
+    current_tier: pd.Series
+    current_since: pd.Series
+    todays: pd.DataFrame  # this day's earlier movements: id, member_id, from_tier_id
+    base_tier: pd.Series
+    base_since: pd.Series
+
+
+@dataclass
+class _Moves:
+    """Who moves where, and who stays inside their grace period."""
+
+    qualified: np.ndarray  # position of the highest tier each member qualifies for (-1: none)
+    base_idx: np.ndarray
+    final_idx: np.ndarray
+    moved: np.ndarray
+    kept: np.ndarray
+    final_tier: pd.Series
+    final_since: pd.Series
+
+
 def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Move members between tiers as of the end of ``as_of``; one transaction (see the module notes).
+
+    Steps: read each tier window's spend and purchases (outside the transaction: purchases
+    before the cutoff are settled history); then, holding the job lock, read the members and
+    undo this day's earlier movements in memory, find the tier each qualifies for, decide
+    the moves (grace periods), word the reasons, and write.
 
     Returns
     -------
@@ -107,137 +159,160 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
         (evaluated), ``replaced`` (movements of an earlier run for the same day undone),
         ``skipped_later`` (members settled by a later evaluation).
     """
-
     report = progress or (lambda _f, _m: None)
     cutoff = cutoff_of(as_of)
     tiers = session.exec(select(Tier).order_by(col(Tier.rank))).all()
     if not tiers:
         return {"rows": 0, "upgrades": 0, "downgrades": 0, "kept_in_grace": 0, "members": 0, "replaced": 0,
                 "skipped_later": 0, "note": "no tiers are configured"}
-    tier_ids = np.array([t.id for t in tiers], dtype=np.int64)
-    names = np.array([t.name for t in tiers], dtype=object)
-    min_spend = np.array([t.min_spend for t in tiers], dtype=float)
-    min_purchases = np.array([t.min_purchases for t in tiers], dtype=np.int64)
-    window = np.array([t.window_months for t in tiers], dtype=np.int64)
-    grace = np.array([t.grace_months for t in tiers], dtype=np.int64)
-    # Reads outside the write transaction: purchases up to the cutoff are settled history.
+    table = _TierTable.of(tiers)
+    totals = _read_window_totals(session, cutoff, table.window, report)
+    report(0.5, "moving members")
+    with write_transaction(session):
+        hold_job_lock(session, "tier-evaluation")
+        members = _read_members(session, as_of)
+        member_ids = members.frame.index.to_numpy()
+        spend_by_window = {m: totals[m]["spend"].reindex(member_ids).fillna(0.0).to_numpy() for m in totals}
+        count_by_window = {m: totals[m]["purchases"].reindex(member_ids).fillna(0).astype(np.int64).to_numpy() for m in totals}
+        moves = _decide_moves(table, members, spend_by_window, count_by_window, cutoff)
+        movements, upward = _movements(table, moves, member_ids, spend_by_window, count_by_window, cutoff=cutoff, as_of=as_of)
+        _write(session, members, moves, movements)
+    return {"rows": int(moves.moved.sum()), "upgrades": int(upward.sum()), "downgrades": int((~upward).sum()),
+            "kept_in_grace": int(moves.kept.sum()), "members": len(members.frame), "replaced": len(members.todays),
+            "skipped_later": len(members.later)}
+
+
+def _read_window_totals(session: Session, cutoff: datetime, window: np.ndarray, report: ProgressFn) -> dict[int, pd.DataFrame]:
+    """Spend and purchases per member over each distinct tier window before the cutoff."""
     totals: dict[int, pd.DataFrame] = {}
     for i, months in enumerate(sorted(set(window.tolist()))):
         report(0.1 + 0.4 * i / len(set(window.tolist())), f"spend and purchases over {months} months")
         totals[months] = _window_totals(session, cutoff, months)
-    report(0.5, "moving members")
-
-    with write_transaction(session):
-        hold_job_lock(session, "tier-evaluation")
-        members = pd.DataFrame(
-            session.execute(select(Member.id, Member.tier_id, Member.tier_since, Member.joined_at).where(col(Member.erased_at).is_(None))).all(),
-            columns=["member_id", "tier_id", "tier_since", "joined_at"],
-        ).set_index("member_id")
-        later = {int(m) for m in session.execute(
-            select(col(TierMovement.member_id)).group_by(col(TierMovement.member_id)).having(func.max(col(TierMovement.as_of)) > as_of)
-        ).scalars()}
-        members = members[~members.index.isin(list(later))]
-        current_tier = members["tier_id"].astype("Int64")
-        current_since = _utc_series(members["tier_since"], members.index)
-
-        # Undo this day's earlier movements, in memory: the state before them.
-        todays = pd.DataFrame(
-            session.execute(
-                select(col(TierMovement.id), col(TierMovement.member_id), col(TierMovement.from_tier_id)).where(col(TierMovement.as_of) == as_of).order_by(col(TierMovement.id))
-            ).all(),
-            columns=["id", "member_id", "from_tier_id"],
-        )
-        todays = todays[todays["member_id"].isin(members.index)]
-        base_tier, base_since = current_tier.copy(), current_since.copy()
-        if not todays.empty:
-            first = todays.drop_duplicates("member_id", keep="first").set_index("member_id")
-            first_ids = select(TierMovement.member_id, func.min(TierMovement.id).label("first_id")).where(
-                col(TierMovement.as_of) == as_of).group_by(col(TierMovement.member_id)).subquery()
-            previous = dict(session.execute(
-                select(TierMovement.member_id, func.max(TierMovement.moved_at))
-                .join(first_ids, first_ids.c.member_id == TierMovement.member_id)
-                .where(col(TierMovement.id) < first_ids.c.first_id).group_by(col(TierMovement.member_id))
-            ).all())
-            undone = first.index
-            base_tier.loc[undone] = first["from_tier_id"].astype("Int64")
-            restored = pd.Series([previous.get(m) for m in undone], index=undone, dtype=object)
-            joined = members.loc[undone, "joined_at"]
-            restored = restored.where(restored.notna(), joined.where(base_tier.loc[undone].notna().to_numpy(), None))
-            base_since.loc[undone] = _utc_series(restored, undone)
-
-        index_of = pd.Series(np.arange(len(tiers)), index=tier_ids)
-        base_idx = base_tier.map(index_of).fillna(-1).astype(np.int64).to_numpy()
-        member_ids = members.index.to_numpy()
-        spend_by_window = {m: totals[m]["spend"].reindex(member_ids).fillna(0.0).to_numpy() for m in totals}
-        count_by_window = {m: totals[m]["purchases"].reindex(member_ids).fillna(0).astype(np.int64).to_numpy() for m in totals}
-        qualified = np.full(len(members), -1, dtype=np.int64)
-        for months in totals:
-            group = np.flatnonzero(window == months)
-            local = qualifying_tier_index(spend_by_window[months], count_by_window[months], min_spend[group], min_purchases[group])
-            qualified = np.maximum(qualified, np.where(local >= 0, group[np.maximum(local, 0)], -1))
-
-        up = qualified > base_idx
-        below = qualified < base_idx
-        grace_end = pd.Series(pd.NaT, index=members.index, dtype="datetime64[us, UTC]")
-        for months in np.unique(grace[base_idx[below]]) if below.any() else []:
-            rows = below & (grace[np.maximum(base_idx, 0)] == months)
-            grace_end[rows] = base_since[rows] + pd.DateOffset(months=int(months))
-        grace_over = (base_since.isna() | (grace_end <= pd.Timestamp(cutoff))).to_numpy()
-        down = below & grace_over
-        kept = below & ~grace_over
-        moved = up | down
-        final_idx = np.where(moved, qualified, base_idx)
-        final_tier = pd.Series(np.where(final_idx >= 0, tier_ids[np.maximum(final_idx, 0)], 0), index=members.index).astype("Int64")
-        final_tier[final_idx < 0] = pd.NA
-        final_since = base_since.copy()
-        final_since[moved] = pd.Timestamp(cutoff)
-
-        # The movements, with the numbers behind each.
-        who = member_ids[moved]
-        old, new = base_idx[moved], final_idx[moved]
-        upward = new > old
-        # Upgrades quote the window of the tier reached, downgrades the one of the tier left.
-        quoted = np.where(upward, window[np.maximum(new, 0)], window[np.maximum(old, 0)])
-        positions = np.flatnonzero(moved)
-        spent, bought = np.zeros(len(positions)), np.zeros(len(positions), dtype=np.int64)
-        for months in totals:
-            quoting = quoted == months
-            spent[quoting] = spend_by_window[months][positions[quoting]]
-            bought[quoting] = count_by_window[months][positions[quoting]]
-        lead = ("spent " + pd.Series(spent).map("{:,.2f}".format) + " and bought " + _times(bought)
-                + " in the last " + _window_words(quoted))
-        reached = pd.Series(np.where(new >= 0, names[np.maximum(new, 0)], ""))
-        left = pd.Series(names[np.maximum(old, 0)])
-        needs = (" (needs " + pd.Series(min_spend[np.maximum(old, 0)]).map("{:,.2f}".format) + " and "
-                 + pd.Series(min_purchases[np.maximum(old, 0)]).astype(str) + " purchases)")
-        grace_words = pd.Series(np.where(grace[np.maximum(old, 0)] > 0,
-                                         " and its " + pd.Series(grace[np.maximum(old, 0)]).astype(str).to_numpy() + "-month grace period is over",
-                                         ""))
-        destination = pd.Series(np.where(new >= 0, "moves to " + reached.to_numpy(), "no longer qualifies for any tier"))
-        reasons = pd.Series(np.where(upward, (lead + ": qualifies for " + reached).to_numpy(),
-                                     (lead + ": below " + left + needs + grace_words + ": " + destination).to_numpy()))
-        movements = pd.DataFrame({
-            "member_id": who,
-            "from_tier_id": pd.array([tier_ids[i] if i >= 0 else None for i in old], dtype="Int64"),
-            "to_tier_id": pd.array([tier_ids[i] if i >= 0 else None for i in new], dtype="Int64"),
-            "moved_at": pd.Timestamp(cutoff),
-            "reason": reasons.str.slice(0, 500).to_numpy(),
-            "as_of": np.full(len(who), as_of, dtype=object),
-        })
-
-        # Write: drop this day's earlier movements, set the members that change, add the moves.
-        if not todays.empty:
-            for chunk in np.array_split(todays["id"].to_numpy(), max(1, math.ceil(len(todays) / 10_000))):
-                session.execute(delete(TierMovement).where(col(TierMovement.id).in_(chunk.tolist())))
-        same_tier = (final_tier == current_tier).fillna(False) | (final_tier.isna() & current_tier.isna())
-        same_since = (final_since == current_since).fillna(False) | (final_since.isna() & current_since.isna())
-        changed = members.index[~(same_tier & same_since).to_numpy()]
-        if len(changed):
-            _set_member_tiers(session, pd.DataFrame({"member_id": changed.to_numpy(), "tier_id": final_tier.loc[changed].to_numpy(),
-                                                     "tier_since": final_since.loc[changed].to_numpy()}))
-        insert_frame(session, "tier_movement", movements)
-    return {"rows": int(moved.sum()), "upgrades": int(upward.sum()), "downgrades": int((~upward).sum()),
-            "kept_in_grace": int(kept.sum()), "members": len(members), "replaced": len(todays),
-            "skipped_later": len(later)}
+    return totals
 
 
+def _read_members(session: Session, as_of: date) -> _Members:
+    """The members to evaluate, and their tier as it was before this day's earlier movements.
+
+    A member's first movement of the day gives back its ``from_tier``; tier-since goes back to
+    the member's previous movement, or the day they joined when there is none.
+    """
+    frame = pd.DataFrame(
+        session.execute(select(Member.id, Member.tier_id, Member.tier_since, Member.joined_at).where(col(Member.erased_at).is_(None))).all(),
+        columns=["member_id", "tier_id", "tier_since", "joined_at"],
+    ).set_index("member_id")
+    later = {int(m) for m in session.execute(
+        select(col(TierMovement.member_id)).group_by(col(TierMovement.member_id)).having(func.max(col(TierMovement.as_of)) > as_of)
+    ).scalars()}
+    frame = frame[~frame.index.isin(list(later))]
+    current_tier = frame["tier_id"].astype("Int64")
+    current_since = _utc_series(frame["tier_since"], frame.index)
+    # Undo this day's earlier movements, in memory: the state before them.
+    todays = pd.DataFrame(
+        session.execute(
+            select(col(TierMovement.id), col(TierMovement.member_id), col(TierMovement.from_tier_id)).where(col(TierMovement.as_of) == as_of).order_by(col(TierMovement.id))
+        ).all(),
+        columns=["id", "member_id", "from_tier_id"],
+    )
+    todays = todays[todays["member_id"].isin(frame.index)]
+    base_tier, base_since = current_tier.copy(), current_since.copy()
+    if not todays.empty:
+        first = todays.drop_duplicates("member_id", keep="first").set_index("member_id")
+        first_ids = select(TierMovement.member_id, func.min(TierMovement.id).label("first_id")).where(
+            col(TierMovement.as_of) == as_of).group_by(col(TierMovement.member_id)).subquery()
+        previous = dict(session.execute(
+            select(TierMovement.member_id, func.max(TierMovement.moved_at))
+            .join(first_ids, first_ids.c.member_id == TierMovement.member_id)
+            .where(col(TierMovement.id) < first_ids.c.first_id).group_by(col(TierMovement.member_id))
+        ).all())
+        undone = first.index
+        base_tier.loc[undone] = first["from_tier_id"].astype("Int64")
+        restored = pd.Series([previous.get(m) for m in undone], index=undone, dtype=object)
+        joined = frame.loc[undone, "joined_at"]
+        restored = restored.where(restored.notna(), joined.where(base_tier.loc[undone].notna().to_numpy(), None))
+        base_since.loc[undone] = _utc_series(restored, undone)
+    return _Members(frame, later, current_tier, current_since, todays, base_tier, base_since)
+
+
+def _decide_moves(table: _TierTable, members: _Members, spend_by_window: dict[int, np.ndarray], count_by_window: dict[int, np.ndarray],
+                  cutoff: datetime) -> _Moves:
+    """Up at once to the highest tier qualified for; down only once the grace period of the tier left is over."""
+    window, grace = table.window, table.grace
+    index_of = pd.Series(np.arange(len(table.ids)), index=table.ids)
+    base_idx = members.base_tier.map(index_of).fillna(-1).astype(np.int64).to_numpy()
+    qualified = np.full(len(members.frame), -1, dtype=np.int64)
+    for months in spend_by_window:
+        group = np.flatnonzero(window == months)
+        local = qualifying_tier_index(spend_by_window[months], count_by_window[months], table.min_spend[group], table.min_purchases[group])
+        qualified = np.maximum(qualified, np.where(local >= 0, group[np.maximum(local, 0)], -1))
+    up = qualified > base_idx
+    below = qualified < base_idx
+    grace_end = pd.Series(pd.NaT, index=members.frame.index, dtype="datetime64[us, UTC]")
+    for months in np.unique(grace[base_idx[below]]) if below.any() else []:
+        rows = below & (grace[np.maximum(base_idx, 0)] == months)
+        grace_end[rows] = members.base_since[rows] + pd.DateOffset(months=int(months))
+    grace_over = (members.base_since.isna() | (grace_end <= pd.Timestamp(cutoff))).to_numpy()
+    down = below & grace_over
+    kept = below & ~grace_over
+    moved = up | down
+    final_idx = np.where(moved, qualified, base_idx)
+    final_tier = pd.Series(np.where(final_idx >= 0, table.ids[np.maximum(final_idx, 0)], 0), index=members.frame.index).astype("Int64")
+    final_tier[final_idx < 0] = pd.NA
+    final_since = members.base_since.copy()
+    final_since[moved] = pd.Timestamp(cutoff)
+    return _Moves(qualified, base_idx, final_idx, moved, kept, final_tier, final_since)
+
+
+def _movements(table: _TierTable, moves: _Moves, member_ids: np.ndarray, spend_by_window: dict[int, np.ndarray],
+               count_by_window: dict[int, np.ndarray], *, cutoff: datetime, as_of: date) -> tuple[pd.DataFrame, np.ndarray]:
+    """The ``tier_movement`` rows, each with the numbers behind it in words; and which of them go up."""
+    window, grace, names, min_spend, min_purchases, tier_ids = table.window, table.grace, table.names, table.min_spend, table.min_purchases, table.ids
+    moved, base_idx, final_idx = moves.moved, moves.base_idx, moves.final_idx
+    who = member_ids[moved]
+    old, new = base_idx[moved], final_idx[moved]
+    upward = new > old
+    # Upgrades quote the window of the tier reached, downgrades the one of the tier left.
+    quoted = np.where(upward, window[np.maximum(new, 0)], window[np.maximum(old, 0)])
+    positions = np.flatnonzero(moved)
+    spent, bought = np.zeros(len(positions)), np.zeros(len(positions), dtype=np.int64)
+    for months in spend_by_window:
+        quoting = quoted == months
+        spent[quoting] = spend_by_window[months][positions[quoting]]
+        bought[quoting] = count_by_window[months][positions[quoting]]
+    lead = ("spent " + pd.Series(spent).map("{:,.2f}".format) + " and bought " + _times(bought)
+            + " in the last " + _window_words(quoted))
+    reached = pd.Series(np.where(new >= 0, names[np.maximum(new, 0)], ""))
+    left = pd.Series(names[np.maximum(old, 0)])
+    needs = (" (needs " + pd.Series(min_spend[np.maximum(old, 0)]).map("{:,.2f}".format) + " and "
+             + pd.Series(min_purchases[np.maximum(old, 0)]).astype(str) + " purchases)")
+    grace_words = pd.Series(np.where(grace[np.maximum(old, 0)] > 0,
+                                     " and its " + pd.Series(grace[np.maximum(old, 0)]).astype(str).to_numpy() + "-month grace period is over",
+                                     ""))
+    destination = pd.Series(np.where(new >= 0, "moves to " + reached.to_numpy(), "no longer qualifies for any tier"))
+    reasons = pd.Series(np.where(upward, (lead + ": qualifies for " + reached).to_numpy(),
+                                 (lead + ": below " + left + needs + grace_words + ": " + destination).to_numpy()))
+    movements = pd.DataFrame({
+        "member_id": who,
+        "from_tier_id": pd.array([tier_ids[i] if i >= 0 else None for i in old], dtype="Int64"),
+        "to_tier_id": pd.array([tier_ids[i] if i >= 0 else None for i in new], dtype="Int64"),
+        "moved_at": pd.Timestamp(cutoff),
+        "reason": reasons.str.slice(0, 500).to_numpy(),
+        "as_of": np.full(len(who), as_of, dtype=object),
+    })
+    return movements, upward
+
+
+def _write(session: Session, members: _Members, moves: _Moves, movements: pd.DataFrame) -> None:
+    """Drop this day's earlier movements, set the members whose tier or tier-since changes, add the moves."""
+    todays, current_tier, current_since = members.todays, members.current_tier, members.current_since
+    final_tier, final_since = moves.final_tier, moves.final_since
+    if not todays.empty:
+        for chunk in np.array_split(todays["id"].to_numpy(), max(1, math.ceil(len(todays) / 10_000))):
+            session.execute(delete(TierMovement).where(col(TierMovement.id).in_(chunk.tolist())))
+    same_tier = (final_tier == current_tier).fillna(False) | (final_tier.isna() & current_tier.isna())
+    same_since = (final_since == current_since).fillna(False) | (final_since.isna() & current_since.isna())
+    changed = members.frame.index[~(same_tier & same_since).to_numpy()]
+    if len(changed):
+        _set_member_tiers(session, pd.DataFrame({"member_id": changed.to_numpy(), "tier_id": final_tier.loc[changed].to_numpy(),
+                                                 "tier_since": final_since.loc[changed].to_numpy()}))
+    insert_frame(session, "tier_movement", movements)
