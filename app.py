@@ -35,10 +35,7 @@ else:
         navigation = st.navigation(sign_in, position="hidden")
     else:
         menu = {
-            section: [
-                st.Page(p.path, title=p.title, icon=p.icon, url_path=url_path(p.path), default=(p.title == "Overview"))
-                for p in specs
-            ]
+            section: [st.Page(p.path, title=p.title, icon=p.icon, url_path=url_path(p.path), default=(p.title == "Overview")) for p in specs]
             for section, specs in pages_for(actor.role).items()
         }
         navigation = st.navigation(menu, expanded=True)

@@ -32,10 +32,14 @@ def allocate_ids(session: Session, table: str, count: int) -> np.ndarray:
         # The caller holds SQLite's write lock (BEGIN IMMEDIATE), so MAX(id) is stable.
         start = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table_name(table)}")).scalar_one()
         return np.arange(start + 1, start + 1 + count, dtype=np.int64)
-    ids = session.execute(
-        text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
-        {"table": table_name(table), "n": count},
-    ).scalars().all()
+    ids = (
+        session.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
+            {"table": table_name(table), "n": count},
+        )
+        .scalars()
+        .all()
+    )
     return np.asarray(ids, dtype=np.int64)
 
 
@@ -201,4 +205,4 @@ def sqlite_page_cache(session: Session, kib: int) -> Iterator[None]:
 def id_batches(ids: np.ndarray, size: int = 10_000) -> list[list[int]]:
     """Ids in lists short enough for one SQL IN (SQLite binds 32,766 values, PostgreSQL 65,535)."""
     values = [int(i) for i in ids]
-    return [values[start:start + size] for start in range(0, len(values), size)]
+    return [values[start : start + size] for start in range(0, len(values), size)]

@@ -17,9 +17,9 @@ class month_key(FunctionElement):  # noqa: N801  (reads like a SQL function)
 @compiles(month_key, "sqlite")
 def _month_key_sqlite(element, compiler, **kw) -> str:  # noqa: ANN001
     # SQLite stores UTC timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff' text.
-    return "substr(%s, 1, 7)" % compiler.process(element.clauses, **kw)
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 7)"
 
 
 @compiles(month_key, "postgresql")
 def _month_key_postgresql(element, compiler, **kw) -> str:  # noqa: ANN001
-    return "to_char(%s AT TIME ZONE 'UTC', 'YYYY-MM')" % compiler.process(element.clauses, **kw)
+    return f"to_char({compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC', 'YYYY-MM')"

@@ -304,7 +304,11 @@ class KpiSnapshot(SQLModel, table=True):
     __tablename__ = "kpi_snapshot"
     __table_args__ = (
         UniqueConstraint(
-            "metric", "period", "period_start", "dimension", "dimension_value",
+            "metric",
+            "period",
+            "period_start",
+            "dimension",
+            "dimension_value",
             name="uq_kpi_snapshot_key",
         ),
     )

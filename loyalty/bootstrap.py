@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["has_members", "prepare_database"]
 
 
-def prepare_database(*, announce: bool = True) -> "CreatedUser | None":
+def prepare_database(*, announce: bool = True) -> CreatedUser | None:
     """Bring the schema to head and create the first admin if there is no user yet.
 
     A generated admin password is printed once to the terminal (stderr).
@@ -37,7 +37,8 @@ def prepare_database(*, announce: bool = True) -> "CreatedUser | None":
         print(
             f"\n*** Loyalty Console: created admin user {created.username!r} with password {created.password}\n"
             "*** It is shown only this once; change it with `python -m loyalty users reset-password`.\n",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
     return created
 

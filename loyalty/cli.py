@@ -60,7 +60,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     progress = _TerminalProgress("demo", enabled=not args.json)
     with new_session() as session:
         summary = create_demo(
-            session, members=args.members, months=args.months, seed=args.seed, actor=SYSTEM_CLI,
+            session,
+            members=args.members,
+            months=args.months,
+            seed=args.seed,
+            actor=SYSTEM_CLI,
             progress=progress,
         )
     progress.close()
@@ -94,8 +98,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         with new_session() as session:
             result = import_csv(
-                session, args.kind, Path(args.file), actor=SYSTEM_CLI, mapping=mapping,
-                create_members=args.create_members, skip_invalid=args.skip_invalid, progress=progress,
+                session,
+                args.kind,
+                Path(args.file),
+                actor=SYSTEM_CLI,
+                mapping=mapping,
+                create_members=args.create_members,
+                skip_invalid=args.skip_invalid,
+                progress=progress,
             )
     except ImportRefused as refused:
         progress.close()
@@ -107,8 +117,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"imported": result.imported, "skipped": result.skipped, "rejected": result.rejected})
     else:
-        print(f"imported {result.imported:,}, skipped {result.skipped:,} (already there), rejected {result.rejected:,}"
-              f" in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s)")
+        print(
+            f"imported {result.imported:,}, skipped {result.skipped:,} (already there), rejected {result.rejected:,}"
+            f" in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s)"
+        )
         if result.rejected_path:
             print(f"rejected rows with reasons: {result.rejected_path}")
     return 0
@@ -137,14 +149,17 @@ def cmd_balance(args: argparse.Namespace) -> int:
         member = find_member(session, args.member)
         points = member_balance(session, stored_id(member))
     if args.json:
-        _print_json({
-            "member": args.member, "balance": points.points, "past_expiry_points": points.past_expiry,
-            "next_expiry_on": points.next_expiry_on.isoformat() if points.next_expiry_on else None,
-            "next_expiry_points": points.next_expiry_points,
-        })
+        _print_json(
+            {
+                "member": args.member,
+                "balance": points.points,
+                "past_expiry_points": points.past_expiry,
+                "next_expiry_on": points.next_expiry_on.isoformat() if points.next_expiry_on else None,
+                "next_expiry_points": points.next_expiry_points,
+            }
+        )
     else:
-        expiry = (f"; {points.next_expiry_points:,} expire on {points.next_expiry_on:%Y-%m-%d}"
-                  if points.next_expiry_on else "; none due to expire")
+        expiry = f"; {points.next_expiry_points:,} expire on {points.next_expiry_on:%Y-%m-%d}" if points.next_expiry_on else "; none due to expire"
         print(f"{args.member}: {points.points:,} points to spend{expiry}")
     return 0
 
@@ -157,11 +172,16 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     with new_session() as session:
         lines = member_ledger(session, stored_id(find_member(session, args.member))).tail(args.limit)
     if args.json:
-        _print_json([
-            {**line, "occurred_at": line["occurred_at"].isoformat(),
-             "expires_at": line["expires_at"].isoformat() if line["expires_at"] is not None else None}
-            for line in lines.astype(object).where(lines.notna(), None).to_dict("records")
-        ])
+        _print_json(
+            [
+                {
+                    **line,
+                    "occurred_at": line["occurred_at"].isoformat(),
+                    "expires_at": line["expires_at"].isoformat() if line["expires_at"] is not None else None,
+                }
+                for line in lines.astype(object).where(lines.notna(), None).to_dict("records")
+            ]
+        )
     else:
         for line in lines.itertuples():
             print(f"{line.occurred_at:%Y-%m-%d %H:%M}  {line.points:>+8,}  {line.balance:>8,}  {line.description}")
@@ -198,12 +218,18 @@ def cmd_refund(args: argparse.Namespace) -> int:
         done = refund_purchase(session=session, purchase=args.purchase, actor=SYSTEM_CLI, reason=args.reason, amount=args.amount)
         currency = get_settings(session).currency
     if args.json:
-        _print_json({
-            "ok": True, "purchase": args.purchase, "points_reversed": done.points_reversed,
-            "amount_returned": done.returned_cents / 100, "returned_total": done.total_returned_cents / 100,
-            "purchase_amount": done.purchase_cents / 100, "fully_returned": done.fully_returned,
-            "points_already_expired": done.points_already_expired,
-        })
+        _print_json(
+            {
+                "ok": True,
+                "purchase": args.purchase,
+                "points_reversed": done.points_reversed,
+                "amount_returned": done.returned_cents / 100,
+                "returned_total": done.total_returned_cents / 100,
+                "purchase_amount": done.purchase_cents / 100,
+                "fully_returned": done.fully_returned,
+                "points_already_expired": done.points_already_expired,
+            }
+        )
     else:
         print(done.summary(currency))
     return 0
@@ -217,14 +243,15 @@ def cmd_adjust(args: argparse.Namespace) -> int:
 
     with new_session() as session:
         member = find_member(session, args.member)
-        outcome = request_adjustment(session=session, member_id=stored_id(member), points=args.points, reason=args.reason,
-                                     actor=SYSTEM_CLI)
+        outcome = request_adjustment(session=session, member_id=stored_id(member), points=args.points, reason=args.reason, actor=SYSTEM_CLI)
         points = member_balance(session, stored_id(member)).points
     if args.json:
         _print_json({"ok": True, "member": args.member, "balance": points, "pending_approval": outcome.pending_id})
     elif outcome.pending:
-        print(f"{args.member}: {args.points:,} points is above the approval limit of {outcome.limit:,}; "
-              f"adjustment {outcome.pending_id} waits for an admin's approval (balance still {points:,})")
+        print(
+            f"{args.member}: {args.points:,} points is above the approval limit of {outcome.limit:,}; "
+            f"adjustment {outcome.pending_id} waits for an admin's approval (balance still {points:,})"
+        )
     else:
         print(f"{args.member}: balance now {points:,}")
     return 0
@@ -244,8 +271,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
     with new_session() as session:
-        created = create_user(session=session, username=args.username, role=args.role, actor=SYSTEM_CLI,
-                              password=password, email=args.email or "")
+        created = create_user(session=session, username=args.username, role=args.role, actor=SYSTEM_CLI, password=password, email=args.email or "")
     if args.json:
         _print_json({"ok": True, "username": created.username, "role": created.role})
     else:
@@ -352,9 +378,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.members < 10:
         raise SystemExit("bench: --members must be at least 10.")
-    config = BenchConfig(members=args.members, purchases_per_member=args.purchases_per_member,
-                         database_url=args.database_url, workdir=Path(args.workdir) if args.workdir else None,
-                         steps=tuple(args.steps or ()))
+    config = BenchConfig(
+        members=args.members,
+        purchases_per_member=args.purchases_per_member,
+        database_url=args.database_url,
+        workdir=Path(args.workdir) if args.workdir else None,
+        steps=tuple(args.steps or ()),
+    )
     echo = (lambda line: print(line, file=sys.stderr)) if args.json else print
     echo(f"{'step':<42} {'seconds':>11} {'peak':>12}")
     result = run_bench(config, echo=echo)
@@ -370,8 +400,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"in memory (retention + RFM + KPIs + tier review): {details['baseline']['in_memory_seconds']} s")
         if "redemptions" in details:
             r = details["redemptions"]
-            print(f"redemptions: {r['succeeded']} of {r['attempts']} succeeded, {r['attempts_per_second']} attempts/s, "
-                  f"overspend: {'YES' if r['overspend'] else 'none'}")
+            print(
+                f"redemptions: {r['succeeded']} of {r['attempts']} succeeded, {r['attempts_per_second']} attempts/s, "
+                f"overspend: {'YES' if r['overspend'] else 'none'}"
+            )
     return 0
 
 
@@ -534,8 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--purchases-per-member", type=float, default=10.0)
     p.add_argument("--database-url", help="an empty database (default: a new SQLite file in the work directory)")
     p.add_argument("--workdir", help="where the CSV files and the SQLite database go (default: a new temporary directory)")
-    p.add_argument("--steps", action="append", choices=["evaluate", "analyze", "decide", "pages", "redemptions"],
-                   help="only these measurement groups (repeatable; generation and imports always run)")
+    p.add_argument(
+        "--steps",
+        action="append",
+        choices=["evaluate", "analyze", "decide", "pages", "redemptions"],
+        help="only these measurement groups (repeatable; generation and imports always run)",
+    )
     p.add_argument("--json", action="store_true")
     add("worker", cmd_worker, "Run the scheduler (one active worker per database; others wait as standby).")
     p = add("evaluate", cmd_evaluate, "Run an evaluation job once (or all of them).")

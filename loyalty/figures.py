@@ -9,11 +9,14 @@ import plotly.graph_objects as go
 __all__ = ["house_layout"]
 
 # On a page: compact, legend below, one hover label for all series at an x.
-_SCREEN = {"margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "height": 340, "legend": {"orientation": "h", "y": -0.15},
-           "hovermode": "x unified"}
+_SCREEN = {"margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "height": 340, "legend": {"orientation": "h", "y": -0.15}, "hovermode": "x unified"}
 # In a report: white background, room for axis labels, a larger font that survives printing.
-_PRINT = {"template": "plotly_white", "margin": {"l": 60, "r": 30, "t": 60, "b": 40}, "legend": {"orientation": "h", "y": -0.15},
-          "font": {"size": 13}}
+_PRINT = {
+    "template": "plotly_white",
+    "margin": {"l": 60, "r": 30, "t": 60, "b": 40},
+    "legend": {"orientation": "h", "y": -0.15},
+    "font": {"size": 13},
+}
 
 
 def house_layout(fig: go.Figure, title: str, *, yaxis_title: str = "", medium: Literal["screen", "print"] = "screen") -> go.Figure:

@@ -62,9 +62,7 @@ class InvalidSetting(InvalidInput):
 
     def __init__(self, refused: dict[str, str]) -> None:
         self.refused = refused
-        super().__init__(
-            "Nothing was saved. " + " ".join(f"{SETTING_LABELS.get(name, name)}: {reason}" for name, reason in refused.items())
-        )
+        super().__init__("Nothing was saved. " + " ".join(f"{SETTING_LABELS.get(name, name)}: {reason}" for name, reason in refused.items()))
 
 
 def _rule_broken(name: str, value: Any) -> str | None:
@@ -99,8 +97,7 @@ def _typed(name: str, value: Any) -> tuple[Any, str | None]:
 def get_settings(session: Session) -> ProgramSettings:
     stored = {row.key: row.value for row in session.exec(select(ProgramSetting))}
     # JSON keeps 2.0 as 2: give each value its setting's type back.
-    values: dict[str, Any] = {k: float(v) if isinstance(getattr(_DEFAULTS, k), float) else v
-                              for k, v in stored.items() if k in SETTING_LABELS}
+    values: dict[str, Any] = {k: float(v) if isinstance(getattr(_DEFAULTS, k), float) else v for k, v in stored.items() if k in SETTING_LABELS}
     return ProgramSettings(**values)
 
 
@@ -173,8 +170,12 @@ def update_settings(*, session: Session, actor: Actor, **changes: Any) -> Progra
             row.value, row.updated_at, row.updated_by = value, utcnow(), actor.username
             session.add(row)
     record_audit(
-        session, actor=actor, action="settings.update", entity="settings",
-        before={k: getattr(current, k) for k in typed}, after=typed,
+        session,
+        actor=actor,
+        action="settings.update",
+        entity="settings",
+        before={k: getattr(current, k) for k in typed},
+        after=typed,
     )
     session.commit()
     return updated

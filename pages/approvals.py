@@ -19,24 +19,38 @@ with db_session() as session:
     limit = get_settings(session).adjustment_approval_limit
     waiting = pending_adjustments(session)
     decided = decided_adjustments(session, limit=20)
-st.caption(f"Point adjustments above {limit:,} points (Settings) wait here until a second admin approves or rejects "
-           "them. Nobody decides on their own request.")
+st.caption(
+    f"Point adjustments above {limit:,} points (Settings) wait here until a second admin approves or rejects "
+    "them. Nobody decides on their own request."
+)
 
 show_notice("approvals")
 
 if not waiting:
     st.info("No adjustment waits for approval.")
 else:
-    st.dataframe(waiting, hide_index=True, width="stretch",
-                 column_order=["id", "member", "name", "points", "reason", "requested_by", "requested_at"],
-                 column_config={"id": st.column_config.NumberColumn("#", format="%d"),
-                                "points": st.column_config.NumberColumn("points", format="%+d"),
-                                "requested_at": st.column_config.DatetimeColumn("asked at", format="YYYY-MM-DD HH:mm"),
-                                "requested_by": "asked by"})
+    st.dataframe(
+        waiting,
+        hide_index=True,
+        width="stretch",
+        column_order=["id", "member", "name", "points", "reason", "requested_by", "requested_at"],
+        column_config={
+            "id": st.column_config.NumberColumn("#", format="%d"),
+            "points": st.column_config.NumberColumn("points", format="%+d"),
+            "requested_at": st.column_config.DatetimeColumn("asked at", format="YYYY-MM-DD HH:mm"),
+            "requested_by": "asked by",
+        },
+    )
     labels = {w["id"]: f"#{w['id']} · {w['points']:+,} points for {w['member']} · asked by {w['requested_by']}" for w in waiting}
     with st.form("approvals_decide", clear_on_submit=True):
-        chosen = st.selectbox("Adjustment", list(labels), index=None, format_func=labels.get, placeholder="Choose the adjustment",
-                              key=f"approvals_choice_{'-'.join(map(str, labels))}")
+        chosen = st.selectbox(
+            "Adjustment",
+            list(labels),
+            index=None,
+            format_func=labels.get,
+            placeholder="Choose the adjustment",
+            key=f"approvals_choice_{'-'.join(map(str, labels))}",
+        )
         note = st.text_input("Note (kept in the audit trail)", key="approvals_note")
         approve, reject = st.columns(2)
         approved = approve.form_submit_button("Approve and post", type="primary", key="approvals_approve")
@@ -53,11 +67,19 @@ else:
 
 st.subheader("Recently decided")
 if decided:
-    st.dataframe(decided, hide_index=True, width="stretch",
-                 column_order=["id", "member", "points", "status", "decided_by", "decided_at", "decision_note", "requested_by", "reason"],
-                 column_config={"id": st.column_config.NumberColumn("#", format="%d"),
-                                "points": st.column_config.NumberColumn("points", format="%+d"),
-                                "decided_at": st.column_config.DatetimeColumn("decided at", format="YYYY-MM-DD HH:mm"),
-                                "decision_note": "note", "requested_by": "asked by", "decided_by": "decided by"})
+    st.dataframe(
+        decided,
+        hide_index=True,
+        width="stretch",
+        column_order=["id", "member", "points", "status", "decided_by", "decided_at", "decision_note", "requested_by", "reason"],
+        column_config={
+            "id": st.column_config.NumberColumn("#", format="%d"),
+            "points": st.column_config.NumberColumn("points", format="%+d"),
+            "decided_at": st.column_config.DatetimeColumn("decided at", format="YYYY-MM-DD HH:mm"),
+            "decision_note": "note",
+            "requested_by": "asked by",
+            "decided_by": "decided by",
+        },
+    )
 else:
     st.info("Nothing decided yet.")

@@ -1,6 +1,6 @@
 """Audit: who changed what and when, filtered and exported."""
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import streamlit as st
 
@@ -21,8 +21,8 @@ who = cols[1].selectbox("Who", [""] + facets["actor"], format_func=lambda v: v o
 entity = cols[2].selectbox("What", [""] + facets["entity"], format_func=lambda v: v or "anything", key="audit_entity")
 action = cols[3].selectbox("Action", [""] + facets["action"], format_func=lambda v: v or "any action", key="audit_action")
 
-since = datetime.combine(start, time.min, tzinfo=timezone.utc) if start else None
-until = datetime.combine(end, time.min, tzinfo=timezone.utc) + timedelta(days=1) if end else None
+since = datetime.combine(start, time.min, tzinfo=UTC) if start else None
+until = datetime.combine(end, time.min, tzinfo=UTC) + timedelta(days=1) if end else None
 with db_session() as session:
     entries = audit_entries(session, actor=actor, since=since, until=until, who=who, entity=entity, action=action)
 

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from loyalty.decisions.planner import preview_campaign
 from loyalty.program.campaigns import (
     activate_campaign,
     archive_campaign,
@@ -15,7 +16,6 @@ from loyalty.program.campaigns import (
     restore_campaign,
     save_campaign,
 )
-from loyalty.decisions.planner import preview_campaign
 from loyalty.program.segments import list_segments
 from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
@@ -34,8 +34,10 @@ from loyalty.ui.planner_widgets import impact_panel
 
 actor = page_actor("analysis.view")
 st.title("Campaigns")
-st.caption("Multipliers do not compound: only the highest applies to a purchase. Fixed bonuses add. "
-           "Points are earned on the amount paid. The holdout group gets nothing, so results can be measured.")
+st.caption(
+    "Multipliers do not compound: only the highest applies to a purchase. Fixed bonuses add. "
+    "Points are earned on the amount paid. The holdout group gets nothing, so results can be measured."
+)
 show_flash("campaigns")
 show_archived = archive_toggle("campaigns", "campaigns")
 
@@ -47,11 +49,17 @@ with db_session() as session:
 if campaigns.empty:
     st.info("No campaigns yet: create the first one below.")
 else:
-    st.dataframe(campaigns.drop(columns=["id"] + ([] if show_archived else ["archived"])), hide_index=True, width="stretch",
-                 column_config={"budget_burned": st.column_config.ProgressColumn("budget burned", min_value=0, max_value=1, format="percent"),
-                                "holdout_pct": st.column_config.NumberColumn("holdout", format="percent"),
-                                "starts_at": st.column_config.DatetimeColumn("starts", format="YYYY-MM-DD"),
-                                "ends_at": st.column_config.DatetimeColumn("ends", format="YYYY-MM-DD")})
+    st.dataframe(
+        campaigns.drop(columns=["id"] + ([] if show_archived else ["archived"])),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "budget_burned": st.column_config.ProgressColumn("budget burned", min_value=0, max_value=1, format="percent"),
+            "holdout_pct": st.column_config.NumberColumn("holdout", format="percent"),
+            "starts_at": st.column_config.DatetimeColumn("starts", format="YYYY-MM-DD"),
+            "ends_at": st.column_config.DatetimeColumn("ends", format="YYYY-MM-DD"),
+        },
+    )
     if campaigns["budget_points"].notna().any():
         st.plotly_chart(budget_burn(campaigns), width="stretch")
 
@@ -75,12 +83,19 @@ if choice != "New campaign":
         cols[1].metric("Treatment", f"{preview['treatment']:,}")
         cols[2].metric("Holdout (gets nothing)", f"{preview['holdout']:,}")
         estimate = preview["estimated_points"]
-        cols[3].metric("Estimated points cost", "not enough history" if estimate is None else f"{estimate:,}",
-                       help=f"The campaign's own rules replayed on the last {preview['lookback_days']:,.0f} days: "
-                            f"{preview['purchases_in_window']:,} purchases of {preview['replayed_members']:,} members.")
+        cols[3].metric(
+            "Estimated points cost",
+            "not enough history" if estimate is None else f"{estimate:,}",
+            help=f"The campaign's own rules replayed on the last {preview['lookback_days']:,.0f} days: "
+            f"{preview['purchases_in_window']:,} purchases of {preview['replayed_members']:,} members.",
+        )
         impact_panel(campaign_id, preview)
     buttons = st.columns(3)
-    if status in ("draft", "paused") and not campaign["archived"] and buttons[0].button("Activate" if status == "draft" else "Resume", type="primary", key="campaigns_activate"):
+    if (
+        status in ("draft", "paused")
+        and not campaign["archived"]
+        and buttons[0].button("Activate" if status == "draft" else "Resume", type="primary", key="campaigns_activate")
+    ):
         if run_action(lambda s: activate_campaign(session=s, campaign_id=campaign_id, actor=actor), success=f"{choice} is live (or scheduled)."):
             st.rerun()
     if status in ("scheduled", "active") and buttons[1].button("Pause", key="campaigns_pause"):
@@ -89,14 +104,22 @@ if choice != "New campaign":
     if status in ("scheduled", "active", "paused") and buttons[2].button("End now", key="campaigns_end"):
         if run_action(lambda s: end_campaign(session=s, campaign_id=campaign_id, actor=actor)):
             st.rerun()
-    lifecycle_buttons("campaigns", name=choice, archived=campaign["archived"], new_choice="New campaign",
-                      clone=lambda s: clone_campaign(session=s, actor=actor, campaign_id=campaign_id),
-                      archive=lambda s: archive_campaign(session=s, actor=actor, campaign_id=campaign_id),
-                      restore=lambda s: restore_campaign(session=s, actor=actor, campaign_id=campaign_id),
-                      delete=lambda s: delete_campaign(session=s, actor=actor, campaign_id=campaign_id))
+    lifecycle_buttons(
+        "campaigns",
+        name=choice,
+        archived=campaign["archived"],
+        new_choice="New campaign",
+        clone=lambda s: clone_campaign(session=s, actor=actor, campaign_id=campaign_id),
+        archive=lambda s: archive_campaign(session=s, actor=actor, campaign_id=campaign_id),
+        restore=lambda s: restore_campaign(session=s, actor=actor, campaign_id=campaign_id),
+        delete=lambda s: delete_campaign(session=s, actor=actor, campaign_id=campaign_id),
+    )
     if campaign["archived"] or status != "draft":
-        st.info(f"{choice} is archived: restore it to change it." if campaign["archived"] else
-                f"{choice} is {status}: only a draft can be edited. Clone it to make a new draft with its settings.")
+        st.info(
+            f"{choice} is archived: restore it to change it."
+            if campaign["archived"]
+            else f"{choice} is {status}: only a draft can be edited. Clone it to make a new draft with its settings."
+        )
         st.stop()
     st.subheader(f"Edit {choice}")
 
@@ -106,8 +129,14 @@ if st.button("Save as draft" if campaign is None else "Save changes", type="prim
     if fields is None:
         st.error("Choose a start and an end date.")
     else:
-        saved = run_action(lambda s: save_campaign(session=s, actor=actor, confirmed=confirmed, **fields) if campaign is None
-                           else edit_campaign(session=s, actor=actor, campaign_id=campaign["id"], confirmed=confirmed,
-                                              **{k: v for k, v in fields.items() if k != "kind"}))
+        saved = run_action(
+            lambda s: (
+                save_campaign(session=s, actor=actor, confirmed=confirmed, **fields)
+                if campaign is None
+                else edit_campaign(
+                    session=s, actor=actor, campaign_id=campaign["id"], confirmed=confirmed, **{k: v for k, v in fields.items() if k != "kind"}
+                )
+            )
+        )
         if saved:
             form_saved("campaigns", f"{saved.name} saved as a draft. Check the preview, then activate it.", choice=saved.name)

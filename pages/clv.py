@@ -2,17 +2,20 @@
 
 import streamlit as st
 
-from loyalty.insights.analysis import AT_RISK_ALIVE, Filters, clv_view
 from loyalty.errors import LoyaltyError
+from loyalty.insights.analysis import AT_RISK_ALIVE, Filters, clv_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import clv_scatter, group_bars, histogram
 from loyalty.ui.core import db_session
 from loyalty.ui.filters import analysis_header
 
 page_actor("analysis.view")
-filters = analysis_header("clv", "Customer lifetime value",
-                          "Predicted CLV: BG/NBD purchase model with Gamma-Gamma spend (Fader, Hardie and Lee 2005), fitted on purchases up to the end of the range; 12-month horizon, 1 % monthly discount.",
-                          default_days=730)
+filters = analysis_header(
+    "clv",
+    "Customer lifetime value",
+    "Predicted CLV: BG/NBD purchase model with Gamma-Gamma spend (Fader, Hardie and Lee 2005), fitted on purchases up to the end of the range; 12-month horizon, 1 % monthly discount.",
+    default_days=730,
+)
 
 
 @st.cache_data(ttl=600, show_spinner="Fitting the CLV model…")
@@ -35,7 +38,9 @@ cols = st.columns(4)
 cols[0].metric("Members", f"{len(members):,}")
 cols[1].metric("Mean historical CLV", f"{members['historical_clv'].mean():,.0f}")
 cols[2].metric("Mean predicted CLV (12 m)", f"{members['predicted_clv'].mean():,.0f}")
-cols[3].metric("High value at risk", f"{len(view['at_risk']):,}", help=f"Top fifth by historical CLV with probability alive below {AT_RISK_ALIVE:.0%}.")
+cols[3].metric(
+    "High value at risk", f"{len(view['at_risk']):,}", help=f"Top fifth by historical CLV with probability alive below {AT_RISK_ALIVE:.0%}."
+)
 
 left, right = st.columns(2)
 left.plotly_chart(histogram(members["predicted_clv"], "Distribution of predicted CLV (12 months)", "predicted CLV"), width="stretch")
@@ -46,7 +51,14 @@ right.plotly_chart(group_bars(view["by_channel"], ["historical_clv", "predicted_
 st.download_button("Per-member CLV (CSV)", members.to_csv(index=False), "clv_members.csv", "text/csv", key="clv_download_members")
 
 st.subheader("Members at risk: high value, falling probability of being alive")
-st.dataframe(view["at_risk"], hide_index=True, width="stretch",
-             column_config={"probability_alive": st.column_config.ProgressColumn("P(alive)", min_value=0, max_value=1, format="percent"),
-                            "historical_clv": st.column_config.NumberColumn(format="%.0f"), "predicted_clv": st.column_config.NumberColumn(format="%.0f")})
+st.dataframe(
+    view["at_risk"],
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "probability_alive": st.column_config.ProgressColumn("P(alive)", min_value=0, max_value=1, format="percent"),
+        "historical_clv": st.column_config.NumberColumn(format="%.0f"),
+        "predicted_clv": st.column_config.NumberColumn(format="%.0f"),
+    },
+)
 st.download_button("Members at risk (CSV)", view["at_risk"].to_csv(index=False), "clv_at_risk.csv", "text/csv", key="clv_download_at_risk")

@@ -32,7 +32,9 @@ st.plotly_chart(nps_chart(view["monthly"]), width="stretch")
 left, right = st.columns(2)
 left.plotly_chart(group_bars(view["by_tier"], ["nps"], "NPS by tier", "NPS"), width="stretch")
 right.plotly_chart(group_bars(view["by_channel"], ["nps"], "NPS by acquisition channel", "NPS"), width="stretch")
-st.download_button("Answers (CSV)", view["answers"].drop(columns=["member_id"]).to_csv(index=False), "nps_answers.csv", "text/csv", key="feedback_download_answers")
+st.download_button(
+    "Answers (CSV)", view["answers"].drop(columns=["member_id"]).to_csv(index=False), "nps_answers.csv", "text/csv", key="feedback_download_answers"
+)
 st.subheader("Latest comments")
 st.dataframe(view["comments"], hide_index=True, width="stretch")
 

@@ -13,8 +13,10 @@ st.title("Import")
 st.caption("Load CSV exports from the company's systems. A file is imported whole or not at all; importing the same file twice changes nothing.")
 
 kind = st.segmented_control("What are you importing?", ["members", "purchases", "feedback"], default="purchases", key="import_kind") or "purchases"
-st.markdown(f"Required columns: `{', '.join(REQUIRED_COLUMNS[kind])}`. Separated by commas, semicolons or tabs; "
-            "dates in ISO 8601 (e.g. 2025-03-01 or 2025-03-01T14:30:00Z).")
+st.markdown(
+    f"Required columns: `{', '.join(REQUIRED_COLUMNS[kind])}`. Separated by commas, semicolons or tabs; "
+    "dates in ISO 8601 (e.g. 2025-03-01 or 2025-03-01T14:30:00Z)."
+)
 upload = st.file_uploader("CSV file", type=["csv", "txt", "tsv"], key="import_file")
 if upload is None:
     st.info("Choose a file to see a preview before anything is written.")
@@ -38,8 +40,11 @@ if preview["missing"]:
         preview = preview_csv(io.BytesIO(data), kind, mapping=mapping)
 
 rows = f"{preview['rows']:,} row{'' if preview['rows'] == 1 else 's'}"
-st.markdown(f"**Preview** of {upload.name}: {rows} of data, {preview['separator']}-separated, UTF-8"
-            + (" with a byte-order mark (BOM, ignored)." if preview["bom"] else ".") + " Nothing is written until you press Import.")
+st.markdown(
+    f"**Preview** of {upload.name}: {rows} of data, {preview['separator']}-separated, UTF-8"
+    + (" with a byte-order mark (BOM, ignored)." if preview["bom"] else ".")
+    + " Nothing is written until you press Import."
+)
 st.markdown("**Column mapping**: where each column of the file goes")
 st.dataframe(preview["mapping"], hide_index=True, width="stretch", column_config={"file_column": "file column", "field": "imported as"})
 st.markdown(f"**First {len(preview['sample']):,} rows**")
@@ -59,8 +64,9 @@ if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f
         buffer = io.BytesIO(data)
         buffer.name = upload.name  # the audit trail records the file's name
         with db_session() as session:
-            result = import_csv(session, kind, buffer, actor=actor, mapping=mapping, create_members=create_members,
-                                skip_invalid=skip_invalid, progress=progress)
+            result = import_csv(
+                session, kind, buffer, actor=actor, mapping=mapping, create_members=create_members, skip_invalid=skip_invalid, progress=progress
+            )
     except ImportRefused as refused:
         bar.empty()
         st.error(f"Nothing was imported: {len(refused.problems):,} problem(s) found. Fix the file, or tick “Import the valid rows”.")
@@ -68,9 +74,13 @@ if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f
         st.stop()
     bar.progress(1.0, text="Done")
     st.cache_data.clear()
-    st.success(f"Imported {result.imported:,} rows, skipped {result.skipped:,} already present, rejected {result.rejected:,} "
-               f"({result.rows_per_second:,.0f} rows/s).")
+    st.success(
+        f"Imported {result.imported:,} rows, skipped {result.skipped:,} already present, rejected {result.rejected:,} "
+        f"({result.rows_per_second:,.0f} rows/s)."
+    )
     if result.problems:
         st.dataframe([vars(p) for p in result.problems], hide_index=True, width="stretch")
     if result.rejected_csv:
-        st.download_button("Download the rejected rows with reasons", result.rejected_csv, f"{kind}.rejected.csv", "text/csv", key="import_download_rejected")
+        st.download_button(
+            "Download the rejected rows with reasons", result.rejected_csv, f"{kind}.rejected.csv", "text/csv", key="import_download_rejected"
+        )

@@ -5,9 +5,9 @@ import streamlit as st
 
 from loyalty.errors import LoyaltyError
 from loyalty.evaluation.jobs import job_runs, run_job
+from loyalty.evaluation.worker import list_schedules, pause_job, preview_schedule, reschedule_job, resume_job, worker_status
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
-from loyalty.evaluation.worker import list_schedules, pause_job, preview_schedule, reschedule_job, resume_job, worker_status
 
 actor = page_actor("evaluations.run")
 st.title("Jobs")
@@ -20,8 +20,12 @@ else:
 
 schedules = pd.DataFrame(list_schedules())
 st.subheader("Schedules")
-st.dataframe(schedules[["title", "schedule", "cron", "next_run_time", "paused"]], hide_index=True, width="stretch",
-             column_config={"next_run_time": st.column_config.DatetimeColumn("next run (UTC)", format="YYYY-MM-DD HH:mm")})
+st.dataframe(
+    schedules[["title", "schedule", "cron", "next_run_time", "paused"]],
+    hide_index=True,
+    width="stretch",
+    column_config={"next_run_time": st.column_config.DatetimeColumn("next run (UTC)", format="YYYY-MM-DD HH:mm")},
+)
 
 job_id = st.selectbox("Job", schedules["id"].tolist(), format_func=dict(zip(schedules["id"], schedules["title"])).get, key="jobs_choice")
 row = schedules.set_index("id").loc[job_id]
@@ -30,7 +34,8 @@ if cols[0].button("Run now", type="primary", key="jobs_run_now"):
     bar = st.progress(0.0, text=f"Running {row['title']}…")
     result = run_job(job_id, actor=actor, progress=lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=message))
     (st.success if result["status"] == "succeeded" else st.error)(
-        f"{row['title']}: {result['status']}, {result['rows']:,} rows. {result.get('error') or ''}")
+        f"{row['title']}: {result['status']}, {result['rows']:,} rows. {result.get('error') or ''}"
+    )
     st.cache_data.clear()
 if row["paused"]:
     if cols[1].button("Resume", key="jobs_resume"):

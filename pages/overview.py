@@ -3,8 +3,8 @@
 import streamlit as st
 
 from loyalty.analytics.metrics import members_behind, period_bounds
-from loyalty.program.goals import kpi_tiles
 from loyalty.insights.overview import program_summary, recent_alerts
+from loyalty.program.goals import kpi_tiles
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, monthly_points, monthly_revenue
 from loyalty.ui.core import db_session
@@ -33,7 +33,11 @@ cols[1].metric("Active (90 days)", f"{summary.active_members:,}", help="Members 
 cols[2].metric("Revenue, 30 days", compact(summary.revenue_30d, summary.currency), help=f"{summary.purchases_30d:,} purchases, refunds excluded.")
 cols[3].metric("Points outstanding", f"{summary.points_outstanding:,}", help="Sum of every member's balance: the program's liability.")
 cols[4].metric("Liability", compact(summary.liability, summary.currency), help="Points outstanding at the configured value per point.")
-notes = [f"Activity, revenue and points as of the end of {summary.as_of:%-d %B %Y} (nightly evaluation); members and the redemption queue are live."] if summary.as_of else []
+notes = (
+    [f"Activity, revenue and points as of the end of {summary.as_of:%-d %B %Y} (nightly evaluation); members and the redemption queue are live."]
+    if summary.as_of
+    else []
+)
 if summary.pending_redemptions:
     notes.append(f"{summary.pending_redemptions:,} redemptions are waiting to be fulfilled.")
 if notes:
@@ -46,12 +50,25 @@ if measured:
     cols = [c for _ in range(0, len(tiles), 4) for c in st.columns(4)]
     for col, tile in zip(cols, tiles):
         target = f" · target {tile['target_text']} ({tile['status']})" if tile["target_text"] else ""
-        col.metric(tile["label"], tile["value_text"], delta=tile["delta_text"], delta_color="normal" if tile["better_when"] == "up" else "inverse",
-                   help=tile["definition"] + target, chart_data=tile["trend"] if len(tile["trend"]) > 1 else None, border=True)
+        col.metric(
+            tile["label"],
+            tile["value_text"],
+            delta=tile["delta_text"],
+            delta_color="normal" if tile["better_when"] == "up" else "inverse",
+            help=tile["definition"] + target,
+            chart_data=tile["trend"] if len(tile["trend"]) > 1 else None,
+            border=True,
+        )
     if actor.can("members.view"):
         with st.expander("Members behind a KPI"):
-            chosen = st.selectbox("KPI", [t["metric"] for t in measured], format_func=dict((t["metric"], t["label"]) for t in tiles).get,
-                                  index=None, placeholder="Choose a KPI to list its members", key="overview_drill")
+            chosen = st.selectbox(
+                "KPI",
+                [t["metric"] for t in measured],
+                format_func=dict((t["metric"], t["label"]) for t in tiles).get,
+                index=None,
+                placeholder="Choose a KPI to list its members",
+                key="overview_drill",
+            )
             if chosen:
                 start, end = period_bounds("month", latest)
                 with db_session() as session:
@@ -63,4 +80,6 @@ else:
 left, right = st.columns(2)
 left.plotly_chart(monthly_revenue(summary.monthly, summary.currency), width="stretch")
 right.plotly_chart(monthly_points(summary.monthly), width="stretch")
-st.download_button("Download the monthly figures (CSV)", summary.monthly.to_csv(index=False), "overview_monthly.csv", "text/csv", key="overview_download_monthly")
+st.download_button(
+    "Download the monthly figures (CSV)", summary.monthly.to_csv(index=False), "overview_monthly.csv", "text/csv", key="overview_download_monthly"
+)

@@ -29,12 +29,24 @@ cols[1].metric("Members buying on 2+ days", "n/a" if view["repeat_share"] is Non
 cols[2].metric("Active members in range", f"{view['active_members']:,}")
 left, right = st.columns(2)
 gaps, frequency = view["gaps"], view["frequency"]
-left.plotly_chart(counted_bars(gaps["days_between_purchases"], gaps["gaps"], "Days between a member's purchases (to the 99th percentile)",
-                               "days", "gaps"), width="stretch")
-right.plotly_chart(counted_bars((frequency["purchases_per_year_from"] + frequency["purchases_per_year_to"]) / 2, frequency["members"],
-                                "Purchase frequency per active member", "purchases per year", "members"), width="stretch")
+left.plotly_chart(
+    counted_bars(gaps["days_between_purchases"], gaps["gaps"], "Days between a member's purchases (to the 99th percentile)", "days", "gaps"),
+    width="stretch",
+)
+right.plotly_chart(
+    counted_bars(
+        (frequency["purchases_per_year_from"] + frequency["purchases_per_year_to"]) / 2,
+        frequency["members"],
+        "Purchase frequency per active member",
+        "purchases per year",
+        "members",
+    ),
+    width="stretch",
+)
 left.download_button("Gaps (CSV)", view["gaps"].to_csv(index=False), "purchase_gaps.csv", "text/csv", key="purchase_cycle_download_gaps")
-right.download_button("Frequency (CSV)", view["frequency"].to_csv(index=False), "purchase_frequency.csv", "text/csv", key="purchase_cycle_download_frequency")
+right.download_button(
+    "Frequency (CSV)", view["frequency"].to_csv(index=False), "purchase_frequency.csv", "text/csv", key="purchase_cycle_download_frequency"
+)
 
 st.subheader("Members behind the long gaps")
 threshold = st.slider("Typical gap between purchases of at least (days)", 7, 365, 90, key="purchase_cycle_gap")

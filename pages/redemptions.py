@@ -21,10 +21,18 @@ if queue.empty:
     st.stop()
 st.caption(f"{len(queue):,} {status} redemption(s), oldest first." + (" Select rows to fulfil or cancel them." if status == "requested" else ""))
 # Keyed by the rows shown: when they change, the selection starts empty instead of pointing at other rows.
-picked = st.dataframe(queue, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
-                      key=selection_key(f"redemptions_table_{status}", queue["redemption_id"]),
-                      column_config={"redemption_id": st.column_config.NumberColumn("#", format="%d"),
-                                     "requested_at": st.column_config.DatetimeColumn("requested", format="YYYY-MM-DD HH:mm")})
+picked = st.dataframe(
+    queue,
+    hide_index=True,
+    width="stretch",
+    on_select="rerun",
+    selection_mode="multi-row",
+    key=selection_key(f"redemptions_table_{status}", queue["redemption_id"]),
+    column_config={
+        "redemption_id": st.column_config.NumberColumn("#", format="%d"),
+        "requested_at": st.column_config.DatetimeColumn("requested", format="YYYY-MM-DD HH:mm"),
+    },
+)
 chosen = selected_ids(picked.selection.rows, queue["redemption_id"]) if status == "requested" else []
 
 
@@ -59,8 +67,12 @@ if status == "requested":
     note = st.text_input("Note or cancellation reason", key="redemptions_note")
     left, right = st.columns(2)
     fulfil = left.button(f"Mark {len(chosen)} fulfilled", disabled=not chosen, type="primary", key="redemptions_fulfil")
-    cancel = right.button(f"Cancel {len(chosen)} and return the points", disabled=not chosen or not note.strip(), key="redemptions_cancel",
-                          help="Type a cancellation reason first: the member and the auditors will see it.")
+    cancel = right.button(
+        f"Cancel {len(chosen)} and return the points",
+        disabled=not chosen or not note.strip(),
+        key="redemptions_cancel",
+        help="Type a cancellation reason first: the member and the auditors will see it.",
+    )
     action = "fulfil" if fulfil else "cancel" if cancel else None
     if action and chosen:
         if len(chosen) == 1:

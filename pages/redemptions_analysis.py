@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from loyalty.insights.analysis import Filters, redemptions_view, reward_redeemers
-from loyalty.errors import InvalidInput
 from loyalty.decisions.forecast import backtest_forecast, backtest_table, latest_forecast
+from loyalty.errors import InvalidInput
+from loyalty.insights.analysis import Filters, redemptions_view, reward_redeemers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, points_flow
 from loyalty.ui.core import db_session
@@ -39,20 +39,32 @@ if view["monthly"].empty:
 else:
     cols = st.columns(5)
     cols[0].metric("Points earned", f"{view['earned']:,}")
-    cols[1].metric("Redemption rate", "n/a" if view["redemption_rate"] is None else f"{view['redemption_rate']:.1%}", help="Points redeemed / points earned in the range.")
-    cols[2].metric("Breakage", "n/a" if view["breakage"] is None else f"{view['breakage']:.1%}", help="Expired / (expired + redeemed): the share of points that leave without being used.")
+    cols[1].metric(
+        "Redemption rate",
+        "n/a" if view["redemption_rate"] is None else f"{view['redemption_rate']:.1%}",
+        help="Points redeemed / points earned in the range.",
+    )
+    cols[2].metric(
+        "Breakage",
+        "n/a" if view["breakage"] is None else f"{view['breakage']:.1%}",
+        help="Expired / (expired + redeemed): the share of points that leave without being used.",
+    )
     cols[3].metric("Points outstanding", f"{view['outstanding']:,}", help="At the end of the range.")
     cols[4].metric("Liability", compact(view["liability"], view["currency"]))
 
     st.plotly_chart(points_flow(view["monthly"]), width="stretch")
-    st.download_button("Monthly points (CSV)", view["monthly"].to_csv(index=False), "points_monthly.csv", "text/csv", key="redemption_analysis_download_monthly")
+    st.download_button(
+        "Monthly points (CSV)", view["monthly"].to_csv(index=False), "points_monthly.csv", "text/csv", key="redemption_analysis_download_monthly"
+    )
 
     st.subheader("Rewards redeemed")
     if view["by_reward"].empty:
         st.info("No rewards redeemed in this range.")
     else:
         st.bar_chart(view["by_reward"], x="reward", y="redemptions", horizontal=True)
-        st.download_button("Rewards (CSV)", view["by_reward"].to_csv(index=False), "rewards_redeemed.csv", "text/csv", key="redemption_analysis_download_rewards")
+        st.download_button(
+            "Rewards (CSV)", view["by_reward"].to_csv(index=False), "rewards_redeemed.csv", "text/csv", key="redemption_analysis_download_rewards"
+        )
         reward = st.selectbox("Who redeemed", view["by_reward"]["reward"].tolist(), key="redemption_analysis_reward")
         with db_session() as session:
             st.dataframe(reward_redeemers(session, filters, reward), hide_index=True, width="stretch")
@@ -60,25 +72,43 @@ else:
 st.subheader("Liability forecast")
 forecast = load_forecast()
 if forecast is None:
-    st.info("No liability forecast stored yet. The **liability-forecast** job makes it (monthly, on the 1st); run it now "
-            "from the Jobs page or with `python -m loyalty evaluate --job liability-forecast`.")
+    st.info(
+        "No liability forecast stored yet. The **liability-forecast** job makes it (monthly, on the 1st); run it now "
+        "from the Jobs page or with `python -m loyalty evaluate --job liability-forecast`."
+    )
     st.stop()
 
 currency, end = forecast["currency"], forecast["horizon_end"]
-st.caption(f"Whole program, as of {forecast['as_of']:%-d %b %Y}; the next 12 months from members' earning and "
-           "redemption behaviour, with an 80 % band. Filters above do not apply.")
+st.caption(
+    f"Whole program, as of {forecast['as_of']:%-d %b %Y}; the next 12 months from members' earning and "
+    "redemption behaviour, with an 80 % band. Filters above do not apply."
+)
 cols = st.columns(4)
 cols[0].metric("Liability now", compact((forecast["outstanding_now"] or 0) * forecast["point_value"], currency))
-cols[1].metric(f"Liability on {end['last_day']:%-d %b %Y}", compact(end["money"], currency),
-               help=f"80 % band: {end['money_low']:,.0f} to {end['money_high']:,.0f} {currency} "
-                    f"({end['low']:,.0f} to {end['high']:,.0f} points).")
-cols[2].metric("Expected redemptions, 12 months", f"{forecast['expected_redeemed']:,.0f} pts",
-               help=f"Expected expiry: {forecast['expected_expired']:,.0f} points.")
-cols[3].metric("Expected breakage", "n/a" if forecast["breakage"] is None else f"{forecast['breakage']:.1%}",
-               help="Expired / (expired + redeemed) over the 12 forecast months.")
+cols[1].metric(
+    f"Liability on {end['last_day']:%-d %b %Y}",
+    compact(end["money"], currency),
+    help=f"80 % band: {end['money_low']:,.0f} to {end['money_high']:,.0f} {currency} ({end['low']:,.0f} to {end['high']:,.0f} points).",
+)
+cols[2].metric(
+    "Expected redemptions, 12 months",
+    f"{forecast['expected_redeemed']:,.0f} pts",
+    help=f"Expected expiry: {forecast['expected_expired']:,.0f} points.",
+)
+cols[3].metric(
+    "Expected breakage",
+    "n/a" if forecast["breakage"] is None else f"{forecast['breakage']:.1%}",
+    help="Expired / (expired + redeemed) over the 12 forecast months.",
+)
 st.plotly_chart(liability_chart(forecast["frame"], currency), width="stretch")
 st.plotly_chart(redemption_expiry_chart(forecast["frame"]), width="stretch")
-st.download_button("Liability forecast (CSV)", forecast["frame"].to_csv(index=False), "liability_forecast.csv", "text/csv", key="redemption_analysis_download_forecast")
+st.download_button(
+    "Liability forecast (CSV)",
+    forecast["frame"].to_csv(index=False),
+    "liability_forecast.csv",
+    "text/csv",
+    key="redemption_analysis_download_forecast",
+)
 
 st.markdown("**Back-test**: fit on the first 12 months of the history, forecast months 13-18, compare with what happened.")
 if st.button("Run the back-test", key="redemption_analysis_backtest") or st.session_state.get("redemption_analysis_backtested"):

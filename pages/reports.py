@@ -16,14 +16,20 @@ if reports.empty:
     st.info("No report yet: the executive report is generated on the 1st of each month (or run it now on the Jobs page).")
     st.stop()
 
-st.dataframe(reports.drop(columns=["id"]), hide_index=True, width="stretch",
-             column_config={"created_at": st.column_config.DatetimeColumn("generated", format="YYYY-MM-DD HH:mm")})
+st.dataframe(
+    reports.drop(columns=["id"]),
+    hide_index=True,
+    width="stretch",
+    column_config={"created_at": st.column_config.DatetimeColumn("generated", format="YYYY-MM-DD HH:mm")},
+)
 labels = {r.id: f"{r.title or r.period} ({r.format.upper()})" for r in reports.itertuples()}
 chosen = st.selectbox("Report", list(labels), format_func=labels.get, key="reports_choice")
 with db_session() as session:
     report = get_report(session, chosen)
 mime = "text/html" if report.format == "html" else "application/pdf"
-st.download_button(f"Download {report.format.upper()}", report.content, f"loyalty-report-{report.period}.{report.format}", mime, key="reports_download")
+st.download_button(
+    f"Download {report.format.upper()}", report.content, f"loyalty-report-{report.period}.{report.format}", mime, key="reports_download"
+)
 if report.format == "html":
     components.html(report.content.decode("utf-8"), height=900, scrolling=True)
 else:

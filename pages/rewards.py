@@ -1,10 +1,11 @@
 """Rewards: the catalogue, and who can actually reach each reward."""
 
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 
 import streamlit as st
 
 from loyalty.decisions.barrier import entry_barrier
+from loyalty.ledger.redemptions import list_rewards
 from loyalty.program.rewards import (
     REWARD_KINDS,
     archive_reward,
@@ -13,7 +14,6 @@ from loyalty.program.rewards import (
     restore_reward,
     save_reward,
 )
-from loyalty.ledger.redemptions import list_rewards
 from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import reward_reach
@@ -42,9 +42,18 @@ if not rewards:
     st.info("The catalogue is empty: add the first reward below.")
 else:
     st.dataframe(
-        [{**r, "kind": REWARD_KINDS.get(r["kind"], r["kind"]), "min_tier": tier_names.get(r["min_tier_id"], ""),
-          "stock": "unlimited" if r["stock"] is None else f"{r['stock']:,}"} for r in rewards],
-        hide_index=True, width="stretch", column_order=["id", "name", "kind", "points_cost", "stock", "min_tier", "partner", "available_from", "available_until", "active"]
+        [
+            {
+                **r,
+                "kind": REWARD_KINDS.get(r["kind"], r["kind"]),
+                "min_tier": tier_names.get(r["min_tier_id"], ""),
+                "stock": "unlimited" if r["stock"] is None else f"{r['stock']:,}",
+            }
+            for r in rewards
+        ],
+        hide_index=True,
+        width="stretch",
+        column_order=["id", "name", "kind", "points_cost", "stock", "min_tier", "partner", "available_from", "available_until", "active"]
         + (["archived"] if show_archived else []),
     )
 if not barrier.empty:
@@ -60,11 +69,16 @@ existing = {r["name"]: r for r in rewards}
 choice = choice_box("rewards", "Add or edit", ["New reward"] + list(existing))
 current = existing.get(choice, {})
 if current:
-    lifecycle_buttons("rewards", name=choice, archived=current["archived"], new_choice="New reward",
-                      clone=lambda s: clone_reward(session=s, actor=actor, reward_id=current["id"]),
-                      archive=lambda s: archive_reward(session=s, actor=actor, reward_id=current["id"]),
-                      restore=lambda s: restore_reward(session=s, actor=actor, reward_id=current["id"]),
-                      delete=lambda s: delete_reward(session=s, actor=actor, reward_id=current["id"]))
+    lifecycle_buttons(
+        "rewards",
+        name=choice,
+        archived=current["archived"],
+        new_choice="New reward",
+        clone=lambda s: clone_reward(session=s, actor=actor, reward_id=current["id"]),
+        archive=lambda s: archive_reward(session=s, actor=actor, reward_id=current["id"]),
+        restore=lambda s: restore_reward(session=s, actor=actor, reward_id=current["id"]),
+        delete=lambda s: delete_reward(session=s, actor=actor, reward_id=current["id"]),
+    )
 if current.get("archived"):
     st.info(f"{choice} is archived: restore it to change it.")
     st.stop()
@@ -78,18 +92,34 @@ with st.form(key):
     limited = cols[1].checkbox("Limited stock", value=current.get("stock") is not None, key=f"{key}_limited")
     stock = cols[2].number_input("Stock", min_value=0, value=int(current.get("stock") or 0), step=1, key=f"{key}_stock")
     tier_options = [None] + list(tier_names)
-    min_tier = st.selectbox("Only for tier and above", tier_options, index=tier_options.index(current.get("min_tier_id")) if current.get("min_tier_id") in tier_options else 0,
-                            format_func=lambda t: "everyone" if t is None else tier_names[t], key=f"{key}_tier")
+    min_tier = st.selectbox(
+        "Only for tier and above",
+        tier_options,
+        index=tier_options.index(current.get("min_tier_id")) if current.get("min_tier_id") in tier_options else 0,
+        format_func=lambda t: "everyone" if t is None else tier_names[t],
+        key=f"{key}_tier",
+    )
     partner = st.text_input("Partner (for partner rewards)", value=current.get("partner", ""), key=f"{key}_partner")
     dates = st.columns(2)
-    start = dates[0].date_input("Available from (empty: now)", value=current["available_from"].date() if current.get("available_from") else None, key=f"{key}_from")
-    end = dates[1].date_input("Available until (empty: always)", value=current["available_until"].date() if current.get("available_until") else None, key=f"{key}_until")
+    start = dates[0].date_input(
+        "Available from (empty: now)", value=current["available_from"].date() if current.get("available_from") else None, key=f"{key}_from"
+    )
+    end = dates[1].date_input(
+        "Available until (empty: always)", value=current["available_until"].date() if current.get("available_until") else None, key=f"{key}_until"
+    )
     active = st.checkbox("Active", value=current.get("active", True), key=f"{key}_active")
     if st.form_submit_button("Save reward", type="primary", key=f"{key}_submit"):
-        fields = dict(name=name, kind=kind, points_cost=int(cost), stock=int(stock) if limited else None, min_tier_id=min_tier,
-                      partner=partner, active=active,
-                      available_from=datetime.combine(start, time.min, tzinfo=timezone.utc) if start else None,
-                      available_until=datetime.combine(end, time.max, tzinfo=timezone.utc) if end else None)
+        fields = dict(
+            name=name,
+            kind=kind,
+            points_cost=int(cost),
+            stock=int(stock) if limited else None,
+            min_tier_id=min_tier,
+            partner=partner,
+            active=active,
+            available_from=datetime.combine(start, time.min, tzinfo=UTC) if start else None,
+            available_until=datetime.combine(end, time.max, tzinfo=UTC) if end else None,
+        )
         seen = {"stock_seen": current["stock"]} if current else {}
         saved = run_action(lambda s: save_reward(session=s, actor=actor, reward_id=current.get("id"), **seen, **fields))
         if saved:

@@ -55,10 +55,17 @@ if segments.empty:
     st.info("No segments yet: build the first one below.")
 else:
     overview = overview_of_segments(show_archived)
-    rows = [{"segment": r.name, "members": r.members, "revenue_share": r.revenue_share, "rules": r.rules, "description": r.description}
-            | ({"archived": r.archived} if show_archived else {}) for r in overview.itertuples()]
-    st.dataframe(rows, hide_index=True, width="stretch",
-                 column_config={"revenue_share": st.column_config.ProgressColumn("share of 12-month revenue", min_value=0, max_value=1, format="percent")})
+    rows = [
+        {"segment": r.name, "members": r.members, "revenue_share": r.revenue_share, "rules": r.rules, "description": r.description}
+        | ({"archived": r.archived} if show_archived else {})
+        for r in overview.itertuples()
+    ]
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        column_config={"revenue_share": st.column_config.ProgressColumn("share of 12-month revenue", min_value=0, max_value=1, format="percent")},
+    )
     if actor.can("members.export"):
         cols = st.columns([2, 1, 1])
         chosen = cols[0].selectbox("Export the members of", segments["name"].tolist(), key="segments_export_choice")
@@ -67,7 +74,13 @@ else:
             rules = segments.set_index("name").loc[chosen, "rules"]
             export = run_action(lambda s: export_members(s, actor=actor, purpose=purpose, member_ids=stats(rules)["member_ids"].tolist()))
             if export is not None:
-                st.download_button(f"Download {len(export):,} members", export.to_csv(index=False), f"segment_{chosen}_{purpose}.csv", "text/csv", key="segments_export_download")
+                st.download_button(
+                    f"Download {len(export):,} members",
+                    export.to_csv(index=False),
+                    f"segment_{chosen}_{purpose}.csv",
+                    "text/csv",
+                    key="segments_export_download",
+                )
 
 st.subheader("RFM grid")
 
@@ -84,9 +97,15 @@ if grid["cells"].empty:
 else:
     left, right = st.columns([3, 2])
     left.plotly_chart(rfm_heatmap(grid["cells"]), width="stretch")
-    right.dataframe(grid["segments"], hide_index=True, width="stretch",
-                    column_config={"revenue": st.column_config.NumberColumn(format="%.0f"),
-                                   "revenue_share": st.column_config.ProgressColumn("revenue share", min_value=0, max_value=1, format="percent")})
+    right.dataframe(
+        grid["segments"],
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "revenue": st.column_config.NumberColumn(format="%.0f"),
+            "revenue_share": st.column_config.ProgressColumn("revenue share", min_value=0, max_value=1, format="percent"),
+        },
+    )
     right.download_button("RFM grid (CSV)", grid["cells"].to_csv(index=False), "rfm_grid.csv", "text/csv", key="segments_download_rfm")
     name = right.selectbox("Members of RFM segment", grid["segments"]["segment"].tolist(), key="segments_rfm_drill")
     right.caption("Save it as a segment below with the RFM segment rule to target it.")
@@ -101,11 +120,16 @@ by_name = {r.name: r for r in segments.itertuples()}
 choice = choice_box("segments", "Segment", ["New segment"] + list(by_name))
 current = by_name.get(choice)
 if current is not None:
-    lifecycle_buttons("segments", name=choice, archived=current.archived, new_choice="New segment",
-                      clone=lambda s: clone_segment(session=s, actor=actor, segment_id=current.id),
-                      archive=lambda s: archive_segment(session=s, actor=actor, segment_id=current.id),
-                      restore=lambda s: restore_segment(session=s, actor=actor, segment_id=current.id),
-                      delete=lambda s: delete_segment(session=s, actor=actor, segment_id=current.id))
+    lifecycle_buttons(
+        "segments",
+        name=choice,
+        archived=current.archived,
+        new_choice="New segment",
+        clone=lambda s: clone_segment(session=s, actor=actor, segment_id=current.id),
+        archive=lambda s: archive_segment(session=s, actor=actor, segment_id=current.id),
+        restore=lambda s: restore_segment(session=s, actor=actor, segment_id=current.id),
+        delete=lambda s: delete_segment(session=s, actor=actor, segment_id=current.id),
+    )
     if current.archived:
         st.info(f"{choice} is archived: restore it to change it.")
         st.stop()
@@ -122,7 +146,10 @@ with st.form(f"{key}_save"):
     name = st.text_input("Segment name", value=choice if current is not None else "", key=f"{key}_name")
     description = st.text_input("Description", value=current.description if current is not None else "", key=f"{key}_description")
     if st.form_submit_button("Save segment", type="primary", key=f"{key}_submit"):
-        saved = run_action(lambda s: save_segment(session=s, actor=actor, name=name, rules=rules, description=description,
-                                                  segment_id=current.id if current is not None else None))
+        saved = run_action(
+            lambda s: save_segment(
+                session=s, actor=actor, name=name, rules=rules, description=description, segment_id=current.id if current is not None else None
+            )
+        )
         if saved:
             form_saved("segments", f"Segment {saved.name} saved (audited).", choice="New segment" if current is None else saved.name)

@@ -34,21 +34,33 @@ with st.form("settings_form"):
     left.number_input(SETTING_LABELS["expiry_months"], step=1, key="settings_expiry_months")
     left.number_input(SETTING_LABELS["point_value"], step=0.001, format="%.4f", key="settings_point_value")
     right.number_input(SETTING_LABELS["idle_timeout_minutes"], step=5, key="settings_idle_timeout_minutes")
-    right.number_input(SETTING_LABELS["adjustment_approval_limit"], step=1000, key="settings_adjustment_approval_limit",
-                       help="A point adjustment above this many points waits for a second admin's approval.")
+    right.number_input(
+        SETTING_LABELS["adjustment_approval_limit"],
+        step=1000,
+        key="settings_adjustment_approval_limit",
+        help="A point adjustment above this many points waits for a second admin's approval.",
+    )
     right.checkbox(SETTING_LABELS["weekly_report"], key="settings_weekly_report", help="Also render an executive report every Monday.")
     submitted = st.form_submit_button("Save settings", type="primary", key="settings_save")
 
 if submitted:
-    changes = {name: st.session_state[f"settings_{name}"] for name in SETTING_LABELS
-               if st.session_state[f"settings_{name}"] != getattr(current, name)}
+    changes = {
+        name: st.session_state[f"settings_{name}"] for name in SETTING_LABELS if st.session_state[f"settings_{name}"] != getattr(current, name)
+    }
     if not changes:
         st.info("Nothing changed: the form holds what is stored.")
     else:
-        run_and_reload("settings", lambda s: update_settings(session=s, actor=actor, **changes),
-                       lambda saved: f"Settings saved (audited): {describe_settings(saved, changes)}. New rules apply from now on.",
-                       on_success=lambda _: st.session_state.update(settings_reload=True))
+        run_and_reload(
+            "settings",
+            lambda s: update_settings(session=s, actor=actor, **changes),
+            lambda saved: f"Settings saved (audited): {describe_settings(saved, changes)}. New rules apply from now on.",
+            on_success=lambda _: st.session_state.update(settings_reload=True),
+        )
 
 st.subheader("Stored now")
-st.dataframe(stored, hide_index=True, width="stretch",
-             column_config={"changed_at": st.column_config.DatetimeColumn("changed at", format="YYYY-MM-DD HH:mm"), "changed_by": "changed by"})
+st.dataframe(
+    stored,
+    hide_index=True,
+    width="stretch",
+    column_config={"changed_at": st.column_config.DatetimeColumn("changed at", format="YYYY-MM-DD HH:mm"), "changed_by": "changed by"},
+)

@@ -10,8 +10,10 @@ from loyalty.ui.core import db_session, run_action
 
 actor = page_actor("analysis.view")
 st.title("Tiers")
-st.caption("A member qualifies for the highest tier whose spend **and** purchase thresholds they meet, "
-           "both cumulative over the tier's rolling window. Downgrades wait for the grace period.")
+st.caption(
+    "A member qualifies for the highest tier whose spend **and** purchase thresholds they meet, "
+    "both cumulative over the tier's rolling window. Downgrades wait for the grace period."
+)
 
 with db_session() as session:
     tiers = list_tiers(session)
@@ -22,7 +24,12 @@ if not tiers.empty:
 
 editable = actor.can("program.configure")
 edited = st.data_editor(
-    tiers, hide_index=True, width="stretch", num_rows="dynamic" if editable else "fixed", disabled=not editable, key="tiers_editor",
+    tiers,
+    hide_index=True,
+    width="stretch",
+    num_rows="dynamic" if editable else "fixed",
+    disabled=not editable,
+    key="tiers_editor",
     column_config={
         "id": None,
         "name": st.column_config.TextColumn("Tier", required=True),
@@ -46,8 +53,9 @@ if not barrier.empty:
     st.subheader("Can members reach each tier?")
     st.caption("Share of active members (a purchase in the last 6 months) whose current pace reaches the tier's thresholds within its window.")
     shown = barrier.assign(reachable=lambda f: (f["reachable_share"] * 100).round(1).astype(str) + " %")
-    st.dataframe(shown[["tier", "min_spend", "min_purchases", "reachable_members", "active_members", "reachable", "barrier"]],
-                 hide_index=True, width="stretch")
+    st.dataframe(
+        shown[["tier", "min_spend", "min_purchases", "reachable_members", "active_members", "reachable", "barrier"]], hide_index=True, width="stretch"
+    )
     flagged = barrier.loc[barrier["barrier"], "tier"].tolist()
     if flagged:
         st.warning(f"Entry barrier: fewer than a quarter of active members can reach {', '.join(flagged)} at their current pace.")

@@ -5,11 +5,6 @@ from datetime import date, timedelta
 import streamlit as st
 
 from loyalty.access.roles import Actor
-from loyalty.errors import LoyaltyError
-from loyalty.ui.auth import page_actor
-from loyalty.ui.charts import compact
-from loyalty.ui.core import db_session, run_action
-from loyalty.ui.winback_charts import alive_then_vs_now
 from loyalty.decisions.winback import (
     DEFAULT_MAX_ALIVE,
     EXPORT_COLUMNS,
@@ -20,18 +15,26 @@ from loyalty.decisions.winback import (
     winback_candidates,
     winback_scores,
 )
+from loyalty.errors import LoyaltyError
+from loyalty.ui.auth import page_actor
+from loyalty.ui.charts import compact
+from loyalty.ui.core import db_session, run_action
+from loyalty.ui.winback_charts import alive_then_vs_now
 
 actor = page_actor("analysis.view")
 st.title("Win-back")
-st.caption("High-value members (top share by historical spend or predicted 12-month CLV) whose probability of being alive fell "
-           f"since the comparison date to below {DEFAULT_MAX_ALIVE:.0%} now. One BG/NBD model, fitted on every purchase to today, "
-           "scores each member then and now.")
+st.caption(
+    "High-value members (top share by historical spend or predicted 12-month CLV) whose probability of being alive fell "
+    f"since the comparison date to below {DEFAULT_MAX_ALIVE:.0%} now. One BG/NBD model, fitted on every purchase to today, "
+    "scores each member then and now."
+)
 
 cols = st.columns(3)
 top_share = cols[0].slider("High value: top share by CLV", 5, 50, 20, step=5, format="%d%%", key="winback_top_share")
 min_drop = cols[1].slider("Minimum fall in P(alive), in points", 5, 90, 20, step=5, key="winback_min_drop")
-reference_days = cols[2].selectbox("Compared with", [30, 60, 90, 180, 365], index=2, format_func=lambda d: f"{d} days ago",
-                                   key="winback_reference_days")
+reference_days = cols[2].selectbox(
+    "Compared with", [30, 60, 90, 180, 365], index=2, format_func=lambda d: f"{d} days ago", key="winback_reference_days"
+)
 
 
 @st.cache_data(ttl=600, show_spinner="Fitting the CLV model…")
@@ -43,8 +46,9 @@ def load_scores(reference_days: int):
 @st.cache_data(ttl=600, show_spinner="Selecting members…")
 def load_candidates(reference_days: int, top_share: int, min_drop: int, username: str, role: str):
     with db_session() as session:
-        return winback_candidates(session, actor=Actor(username, role), scores=load_scores(reference_days),
-                                  min_value_quantile=1 - top_share / 100, min_drop=min_drop / 100)
+        return winback_candidates(
+            session, actor=Actor(username, role), scores=load_scores(reference_days), min_value_quantile=1 - top_share / 100, min_drop=min_drop / 100
+        )
 
 
 try:
@@ -54,8 +58,10 @@ except LoyaltyError as error:  # too few buyers for the model, say
     st.stop()
 criteria = candidates.attrs["criteria"]
 if candidates.empty:
-    st.info(f"No high-value member's probability of being alive fell by {min_drop} points or more since {criteria['reference']} "
-            f"to below {DEFAULT_MAX_ALIVE:.0%}. Try a smaller fall, a larger value share or an earlier comparison date.")
+    st.info(
+        f"No high-value member's probability of being alive fell by {min_drop} points or more since {criteria['reference']} "
+        f"to below {DEFAULT_MAX_ALIVE:.0%}. Try a smaller fall, a larger value share or an earlier comparison date."
+    )
     st.stop()
 
 tiles = st.columns(4)
@@ -68,30 +74,46 @@ if criteria["matched"] > criteria["listed"]:
 
 st.plotly_chart(alive_then_vs_now(candidates, min_drop=min_drop / 100, max_alive=DEFAULT_MAX_ALIVE), width="stretch")
 percent = {"min_value": 0, "max_value": 1, "format": "percent"}
-st.dataframe(candidates, hide_index=True, width="stretch", column_order=EXPORT_COLUMNS, column_config={
-    "p_alive_then": st.column_config.ProgressColumn("P(alive) then", **percent),
-    "p_alive_now": st.column_config.ProgressColumn("P(alive) now", **percent),
-    "drop": st.column_config.NumberColumn("fall", format="percent"),
-    "historical_spend": st.column_config.NumberColumn("spend to date", format="%.0f"),
-    "predicted_clv_12m": st.column_config.NumberColumn("predicted CLV 12 m", format="%.0f"),
-    "expected_purchases_12m": st.column_config.NumberColumn("expected purchases 12 m", format="%.1f"),
-    "last_purchase": st.column_config.DateColumn("last purchase", format="YYYY-MM-DD"),
-    "days_since_last_purchase": st.column_config.NumberColumn("days since"),
-    "purchase_days": st.column_config.NumberColumn("purchase days"),
-})
-st.download_button("Win-back list (CSV)", candidates.to_csv(index=False, columns=EXPORT_COLUMNS), "winback_members.csv", "text/csv", key="winback_download")
+st.dataframe(
+    candidates,
+    hide_index=True,
+    width="stretch",
+    column_order=EXPORT_COLUMNS,
+    column_config={
+        "p_alive_then": st.column_config.ProgressColumn("P(alive) then", **percent),
+        "p_alive_now": st.column_config.ProgressColumn("P(alive) now", **percent),
+        "drop": st.column_config.NumberColumn("fall", format="percent"),
+        "historical_spend": st.column_config.NumberColumn("spend to date", format="%.0f"),
+        "predicted_clv_12m": st.column_config.NumberColumn("predicted CLV 12 m", format="%.0f"),
+        "expected_purchases_12m": st.column_config.NumberColumn("expected purchases 12 m", format="%.1f"),
+        "last_purchase": st.column_config.DateColumn("last purchase", format="YYYY-MM-DD"),
+        "days_since_last_purchase": st.column_config.NumberColumn("days since"),
+        "purchase_days": st.column_config.NumberColumn("purchase days"),
+    },
+)
+st.download_button(
+    "Win-back list (CSV)", candidates.to_csv(index=False, columns=EXPORT_COLUMNS), "winback_members.csv", "text/csv", key="winback_download"
+)
 
 st.subheader("Act on the list")
 starts, ends = campaign_window()
-st.caption(f"A draft campaign of the win-back kind for the {len(candidates):,} members listed: {WINBACK_POINTS} bonus points on "
-           f"their first purchase between {starts:%d %b} and {ends - timedelta(days=1):%d %b %Y}, with "
-           f"{WINBACK_HOLDOUT:.0%} held out to measure the effect. Nothing is sent or awarded until it is activated on the Campaigns page.")
+st.caption(
+    f"A draft campaign of the win-back kind for the {len(candidates):,} members listed: {WINBACK_POINTS} bonus points on "
+    f"their first purchase between {starts:%d %b} and {ends - timedelta(days=1):%d %b %Y}, with "
+    f"{WINBACK_HOLDOUT:.0%} held out to measure the effect. Nothing is sent or awarded until it is activated on the Campaigns page."
+)
 can_create = actor.can("program.configure")
 name = st.text_input("Campaign name", value=f"Win-back {date.today():%Y-%m-%d}", key="winback_name", disabled=not can_create)
-if st.button("Create draft win-back campaign", type="primary", disabled=not can_create, key="winback_create",
-             help=None if can_create else "Only a loyalty manager or an administrator can create campaigns."):
-    campaign = run_action(lambda s: create_winback_campaign(session=s, actor=actor, member_ids=candidates["member_id"].tolist(),
-                                                            name=name, criteria=criteria))
+if st.button(
+    "Create draft win-back campaign",
+    type="primary",
+    disabled=not can_create,
+    key="winback_create",
+    help=None if can_create else "Only a loyalty manager or an administrator can create campaigns.",
+):
+    campaign = run_action(
+        lambda s: create_winback_campaign(session=s, actor=actor, member_ids=candidates["member_id"].tolist(), name=name, criteria=criteria)
+    )
     if campaign:
         st.session_state["campaigns_saved"] = campaign.name  # the Campaigns page opens on it
         st.success(f"{campaign.name} saved as a draft for {len(candidates):,} members. Review it there, then activate it.")

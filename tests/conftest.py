@@ -26,16 +26,12 @@ from sqlmodel import Session
 from tests.clock import CALENDAR_DATES, DEFAULT_INSTANT, at_noon, frozen_clock
 
 PG_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL", "")
-PG_SKIP_REASON = (
-    "PostgreSQL tests need LOYALTY_TEST_DATABASE_URL "
-    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test); .ci/run sets it"
-)
+PG_SKIP_REASON = "PostgreSQL tests need LOYALTY_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test); .ci/run sets it"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.get_closest_marker("calendar"):
-        metafunc.parametrize("now", [at_noon(day) for day in CALENDAR_DATES], indirect=True,
-                             ids=[f"on-{day.isoformat()}" for day in CALENDAR_DATES])
+        metafunc.parametrize("now", [at_noon(day) for day in CALENDAR_DATES], indirect=True, ids=[f"on-{day.isoformat()}" for day in CALENDAR_DATES])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,8 +53,7 @@ def today(now: datetime) -> date:
 
 
 @pytest.fixture(autouse=True)
-def clock(request: pytest.FixtureRequest, now: datetime, session_clock: None,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clock(request: pytest.FixtureRequest, now: datetime, session_clock: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts at ``now``, whatever ran before it; a browser test keeps the session's
     clock, which the app server it talks to reads."""
     if "app_url" in request.fixturenames:

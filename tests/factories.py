@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -18,14 +18,17 @@ _counter = itertools.count(1)
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 def make_member(session: Session, **overrides: Any) -> Member:
     n = next(_counter)
     values: dict[str, Any] = {
-        "external_id": f"T{n:06d}", "name": f"Test Member {n}", "email": f"member{n}@example.com",
-        "joined_at": utc(2024, 1, 1), "acquisition_channel": "store",
+        "external_id": f"T{n:06d}",
+        "name": f"Test Member {n}",
+        "email": f"member{n}@example.com",
+        "joined_at": utc(2024, 1, 1),
+        "acquisition_channel": "store",
     }
     values.update(overrides)
     member = Member(**values)
@@ -58,9 +61,13 @@ def make_purchase(session: Session, member: Member, amount: float, occurred_at: 
     """Record a purchase through the real earn path; returns the purchase id."""
     n = next(_counter)
     row = {
-        "external_id": f"TP{n:07d}", "member_id": member.id,
+        "external_id": f"TP{n:07d}",
+        "member_id": member.id,
         "occurred_at": pd.Timestamp(occurred_at or utc(2024, 6, 1)).tz_convert("UTC"),
-        "amount": float(amount), "channel": "store", "store": "S1", "category": "grocery",
+        "amount": float(amount),
+        "channel": "store",
+        "store": "S1",
+        "category": "grocery",
     }
     row.update(overrides)
     with write_transaction(session):

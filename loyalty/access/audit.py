@@ -65,9 +65,18 @@ def audit_entries(
         query = query.where(AuditLog.action == action)
     rows = session.exec(query).all()
     return pd.DataFrame(
-        [{"at": r.at, "actor": r.actor, "action": r.action, "entity": r.entity, "entity_id": r.entity_id,
-          "before": json.dumps(r.before, default=str) if r.before is not None else "",
-          "after": json.dumps(r.after, default=str) if r.after is not None else ""} for r in rows],
+        [
+            {
+                "at": r.at,
+                "actor": r.actor,
+                "action": r.action,
+                "entity": r.entity,
+                "entity_id": r.entity_id,
+                "before": json.dumps(r.before, default=str) if r.before is not None else "",
+                "after": json.dumps(r.after, default=str) if r.after is not None else "",
+            }
+            for r in rows
+        ],
         columns=["at", "actor", "action", "entity", "entity_id", "before", "after"],
     )
 

@@ -62,9 +62,7 @@ def can(role: str, permission: str) -> bool:
 def require(actor: Actor, permission: str) -> None:
     """Raise :class:`PermissionDenied` unless ``actor`` holds ``permission``."""
     if not can(actor.role, permission):
-        raise PermissionDenied(
-            f"{actor.username} ({actor.role}) is not allowed to {permission.replace('.', ': ')}."
-        )
+        raise PermissionDenied(f"{actor.username} ({actor.role}) is not allowed to {permission.replace('.', ': ')}.")
 
 
 @dataclass(frozen=True)

@@ -101,8 +101,12 @@ def start_session(*, session: Session, actor: Actor, now: datetime | None = None
     now = now or utcnow()
     grant = secrets.token_urlsafe(32)
     row = SignInSession(
-        id=secrets.token_hex(16), username=actor.username, grant_hash=_digest(grant),
-        grant_expires_at=now + timedelta(seconds=GRANT_SECONDS), created_at=now, last_seen_at=now,
+        id=secrets.token_hex(16),
+        username=actor.username,
+        grant_hash=_digest(grant),
+        grant_expires_at=now + timedelta(seconds=GRANT_SECONDS),
+        created_at=now,
+        last_seen_at=now,
     )
     begin_write(session)
     session.add(row)

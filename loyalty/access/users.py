@@ -115,8 +115,14 @@ def authenticate(session: Session, username: str, password: str, *, now: datetim
         if user.failed_attempts >= MAX_FAILED_ATTEMPTS:
             user.locked_until, user.failed_attempts = now + LOCKOUT, 0
             message = "Too many failed attempts: this account is locked for 15 minutes."
-            record_audit(session, actor=Actor(user.username, user.role), action="user.locked", entity="user",
-                         entity_id=user.username, after={"locked_until": user.locked_until.isoformat()})
+            record_audit(
+                session,
+                actor=Actor(user.username, user.role),
+                action="user.locked",
+                entity="user",
+                entity_id=user.username,
+                after={"locked_until": user.locked_until.isoformat()},
+            )
         session.add(user)
         session.commit()
         raise AuthenticationFailed(message) from None
@@ -143,7 +149,13 @@ def actor_for_email(session: Session, email: str) -> Actor:
 
 
 def create_user(
-    *, session: Session, username: str, role: str, actor: Actor, password: str | None = None, email: str = "",
+    *,
+    session: Session,
+    username: str,
+    role: str,
+    actor: Actor,
+    password: str | None = None,
+    email: str = "",
     display_name: str = "",
 ) -> CreatedUser:
     """Add a user; without a password a random one is generated (and returned once)."""
@@ -160,8 +172,7 @@ def create_user(
     begin_write(session)
     if session.exec(select(User).where(User.username == username)).first() is not None:
         raise InvalidInput(f"A user named {username!r} already exists.")
-    user = User(username=username, role=role, email=email.strip(), display_name=display_name or username,
-                password_hash=_hasher.hash(password))
+    user = User(username=username, role=role, email=email.strip(), display_name=display_name or username, password_hash=_hasher.hash(password))
     session.add(user)
     record_audit(session, actor=actor, action="user.create", entity="user", entity_id=username, after=_user_dict(user))
     session.commit()
@@ -170,8 +181,13 @@ def create_user(
 
 def list_users(session: Session) -> list[dict]:
     return [
-        {**_user_dict(u), "display_name": u.display_name, "last_login_at": u.last_login_at,
-         "locked_until": u.locked_until, "created_at": u.created_at}
+        {
+            **_user_dict(u),
+            "display_name": u.display_name,
+            "last_login_at": u.last_login_at,
+            "locked_until": u.locked_until,
+            "created_at": u.created_at,
+        }
         for u in session.exec(select(User).order_by(User.username))
     ]
 
@@ -265,6 +281,9 @@ def create_demo_users(session: Session, *, actor: Actor) -> list[CreatedUser]:
     created = []
     for username, role in DEMO_USERS.items():
         if session.exec(select(User).where(User.username == username)).first() is None:
-            created.append(create_user(session=session, username=username, role=role, actor=actor,
-                                       password=f"{username}-demo-pass", email=f"{username}@loyalty.example"))
+            created.append(
+                create_user(
+                    session=session, username=username, role=role, actor=actor, password=f"{username}-demo-pass", email=f"{username}@loyalty.example"
+                )
+            )
     return created

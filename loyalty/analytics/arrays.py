@@ -84,11 +84,7 @@ def member_arrays(purchases: pl.DataFrame) -> MemberArrays:
     """Arrays of a normalised purchases frame (``member_id`` Int64, ``occurred_on`` Date, ``amount``)."""
     ids = purchases["member_id"].to_numpy().astype(np.int64, copy=False)
     day = purchases["occurred_on"].cast(pl.Int32).to_numpy()
-    amount = (
-        purchases["amount"].fill_null(0.0).to_numpy().astype(np.float64, copy=False)
-        if "amount" in purchases.columns
-        else np.zeros(len(ids))
-    )
+    amount = purchases["amount"].fill_null(0.0).to_numpy().astype(np.float64, copy=False) if "amount" in purchases.columns else np.zeros(len(ids))
     if len(ids) > SMALL_FRAME_ROWS and ids.min() >= 0 and ids.max() < DENSE_FACTOR * len(ids):
         return MemberArrays(ids, np.arange(int(ids.max()) + 1, dtype=np.int64), day, amount)
     # Rank the ids: a sort and a binary search (numpy's unique with return_inverse is

@@ -172,9 +172,7 @@ def months_in(time_unit: str) -> float:
     return TIME_UNITS["month"] / _unit_days(time_unit)
 
 
-def summary_data(
-    purchases: pl.DataFrame | pd.DataFrame, calibration_end: date, time_unit: str = DEFAULT_TIME_UNIT
-) -> pl.DataFrame:
+def summary_data(purchases: pl.DataFrame | pd.DataFrame, calibration_end: date, time_unit: str = DEFAULT_TIME_UNIT) -> pl.DataFrame:
     """Per-member frequency, recency, age and mean repeat spend for the CLV models.
 
     Parameters
@@ -203,8 +201,14 @@ def summary_data(
         raise InvalidInput(f"calibration_end must be a date, not {calibration_end!r}.")
     frame = purchases_frame(purchases).filter(pl.col("occurred_on") <= calibration_end)
     schema = {
-        "member_id": pl.Int64, "frequency": pl.Int64, "recency": pl.Float64, "T": pl.Float64,
-        "monetary_value": pl.Float64, "revenue": pl.Float64, "first_purchase": pl.Date, "last_purchase": pl.Date,
+        "member_id": pl.Int64,
+        "frequency": pl.Int64,
+        "recency": pl.Float64,
+        "T": pl.Float64,
+        "monetary_value": pl.Float64,
+        "revenue": pl.Float64,
+        "first_purchase": pl.Date,
+        "last_purchase": pl.Date,
     }
     if frame.height == 0:
         return pl.DataFrame(schema=schema)
@@ -430,10 +434,7 @@ def _log_odds_dead(r: float, alpha: float, a: float, b: float, x: np.ndarray, t_
     out = np.full(x.shape, -np.inf)
     repeat = x > 0
     xr = x[repeat]
-    out[repeat] = (
-        np.log(a) - np.log(b + xr - 1.0)
-        + (r + xr) * (np.log(alpha + age[repeat]) - np.log(alpha + t_x[repeat]))
-    )
+    out[repeat] = np.log(a) - np.log(b + xr - 1.0) + (r + xr) * (np.log(alpha + age[repeat]) - np.log(alpha + t_x[repeat]))
     return out
 
 
@@ -445,9 +446,7 @@ def _unique_pairs(x: np.ndarray, age: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return x[first], age[first], key
 
 
-def _cumulative_expected(
-    r: float, alpha: float, a: float, b: float, t: float, ux: np.ndarray, uT: np.ndarray
-) -> np.ndarray:
+def _cumulative_expected(r: float, alpha: float, a: float, b: float, t: float, ux: np.ndarray, uT: np.ndarray) -> np.ndarray:
     """The numerator of eq. 10 for each distinct (x, T), via Euler's transformation."""
     if t <= 0:
         return np.zeros_like(ux)
@@ -463,9 +462,7 @@ def _cumulative_expected(
     return (a + b + ux - 1.0) / (a - 1.0) * (1.0 - tail)
 
 
-def expected_purchases(
-    params: BgNbdParams | tuple[float, ...], t: float, frequency: Any, recency: Any, T: Any
-) -> np.ndarray:
+def expected_purchases(params: BgNbdParams | tuple[float, ...], t: float, frequency: Any, recency: Any, T: Any) -> np.ndarray:
     """Expected purchases in the next ``t`` time units (eq. 10 of Fader, Hardie and Lee 2005).
 
     Parameters
@@ -513,8 +510,11 @@ def _gamma_gamma_objective(log_params: np.ndarray, data: _GammaGammaData) -> tup
     ll = (
         _dot(W, (special.gammaln(px + q) - special.gammaln(px)))
         - data.n * (special.gammaln(q) - q * np.log(v))
-        + p * data.sum_x_ln_m - data.sum_ln_m + p * data.sum_x_ln_x
-        - p * x_ln_vmx - q * sum_ln_vmx
+        + p * data.sum_x_ln_m
+        - data.sum_ln_m
+        + p * data.sum_x_ln_x
+        - p * x_ln_vmx
+        - q * sum_ln_vmx
     )
     psi_pxq = special.digamma(px + q)
     g_p = _dot(W, (ux * (psi_pxq - special.digamma(px)))) + data.sum_x_ln_m + data.sum_x_ln_x - x_ln_vmx
@@ -556,10 +556,7 @@ def fit_gamma_gamma(frequency: Any, monetary: Any, *, initial: GammaGammaParams 
     """
     x, m = _repeat_spend(frequency, monetary)
     if len(x) < MIN_REPEAT_MEMBERS:
-        raise InvalidInput(
-            f"Gamma-Gamma needs at least {MIN_REPEAT_MEMBERS} members with repeat purchases; got {len(x)}. "
-            "Use a longer history."
-        )
+        raise InvalidInput(f"Gamma-Gamma needs at least {MIN_REPEAT_MEMBERS} members with repeat purchases; got {len(x)}. Use a longer history.")
     if initial is None:
         initial = GammaGammaParams(1.0, 2.0, float(np.mean(m)))
         if len(x) > WARM_START_MEMBERS:
@@ -665,8 +662,15 @@ def clv_table(
         expected_spend=pl.Series(expected_spend(model.gamma_gamma, x, m)),
         predicted_clv=pl.Series(
             predicted_clv(
-                model.bgnbd, model.gamma_gamma, x, t_x, age, m,
-                horizon=horizon_months, period_length=month, discount_rate=discount_rate,
+                model.bgnbd,
+                model.gamma_gamma,
+                x,
+                t_x,
+                age,
+                m,
+                horizon=horizon_months,
+                period_length=month,
+                discount_rate=discount_rate,
             )
         ),
         historical_clv=pl.col("revenue") if "revenue" in frame.columns else pl.lit(None, dtype=pl.Float64),

@@ -222,15 +222,15 @@ def retention_curves(
     activity = _activity(purchases, period, as_of)
     if activity is None:
         return pl.DataFrame(schema=schema)
-    labels = (
-        pl.DataFrame({"member_id": activity.arrays.member_ids})
-        .join(member_table.select("member_id", by), on="member_id", how="left", maintain_order="left")[by]
-    )
+    labels = pl.DataFrame({"member_id": activity.arrays.member_ids}).join(
+        member_table.select("member_id", by), on="member_id", how="left", maintain_order="left"
+    )[by]
     values = labels.unique().sort(nulls_last=True)
     codes = (
         labels.to_frame("value")
-        .join(pl.DataFrame({"value": values, "code": np.arange(len(values))}), on="value", how="left",
-              nulls_equal=True, maintain_order="left")["code"]
+        .join(pl.DataFrame({"value": values, "code": np.arange(len(values))}), on="value", how="left", nulls_equal=True, maintain_order="left")[
+            "code"
+        ]
         .to_numpy()
     )
     counts = _counts(activity, codes, len(values))
@@ -263,8 +263,12 @@ def churn_over_time(purchases: pl.DataFrame | pd.DataFrame, period: str = DEFAUL
         period of the data to the last.
     """
     schema = {
-        "period": pl.String, "active": pl.Int64, "active_previous": pl.Int64, "retained": pl.Int64,
-        "retention_rate": pl.Float64, "churn_rate": pl.Float64,
+        "period": pl.String,
+        "active": pl.Int64,
+        "active_previous": pl.Int64,
+        "retained": pl.Int64,
+        "retention_rate": pl.Float64,
+        "churn_rate": pl.Float64,
     }
     activity = _activity(purchases, period, as_of)
     if activity is None or activity.span < 2:

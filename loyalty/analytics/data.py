@@ -81,8 +81,15 @@ Reader = Literal["auto", "adbc", "dbapi"]
 PURCHASE_COLUMNS = ("purchase_id", "member_id", "occurred_at", "occurred_on", "amount", "category", "channel", "store")
 DEFAULT_PURCHASE_COLUMNS = ("member_id", "occurred_on", "amount")
 MEMBER_COLUMNS = (
-    "member_id", "external_id", "joined_on", "acquisition_channel", "tier", "tier_rank", "city",
-    "marketing_consent", "erased",
+    "member_id",
+    "external_id",
+    "joined_on",
+    "acquisition_channel",
+    "tier",
+    "tier_rank",
+    "city",
+    "marketing_consent",
+    "erased",
 )
 DEFAULT_MEMBER_COLUMNS = MEMBER_COLUMNS
 NO_TIER = "(none)"
@@ -457,16 +464,15 @@ def load_purchases(
     frame = fetch_frame(session, sql, schema, params=params, reader=reader)
     if wants_time:
         frame = _with_times(
-            frame, "occurred_seconds",
+            frame,
+            "occurred_seconds",
             keep_at="occurred_at" if "occurred_at" in columns else None,
             day="occurred_on" if "occurred_on" in columns else None,
         )
     return frame.select(list(columns))
 
 
-def load_members(
-    session: Session, *, columns: Sequence[str] = DEFAULT_MEMBER_COLUMNS, reader: Reader = "auto"
-) -> pl.DataFrame:
+def load_members(session: Session, *, columns: Sequence[str] = DEFAULT_MEMBER_COLUMNS, reader: Reader = "auto") -> pl.DataFrame:
     """Members as a Polars frame, one row each (erased members included: their history counts).
 
     ``tier`` is the member's current tier name (``"(none)"`` without one), ``tier_rank``
@@ -500,22 +506,25 @@ def load_members(
     return frame.with_columns(conversions) if conversions else frame
 
 
-def load_feedback(
-    session: Session, *, start: date | None = None, end: date | None = None, reader: Reader = "auto"
-) -> pl.DataFrame:
+def load_feedback(session: Session, *, start: date | None = None, end: date | None = None, reader: Reader = "auto") -> pl.DataFrame:
     """NPS answers with ``start <= submitted_at < end``: ``member_id, submitted_at, score``."""
     start, end = _check_day(start, "start"), _check_day(end, "end")
     dialect = dialect_of(session)
     conditions, params = range_conditions("submitted_at", start, end)
     sql = f"SELECT member_id, {epoch_sql(dialect, 'submitted_at')} AS submitted_seconds, score FROM feedback {where_clause(conditions)}"
-    frame = fetch_frame(
-        session, sql, {"member_id": pl.Int64, "submitted_seconds": pl.Int64, "score": pl.Int64}, params=params, reader=reader
-    )
+    frame = fetch_frame(session, sql, {"member_id": pl.Int64, "submitted_seconds": pl.Int64, "score": pl.Int64}, params=params, reader=reader)
     return _with_times(frame, "submitted_seconds", keep_at="submitted_at", day=None).select("member_id", "submitted_at", "score")
 
 
 LEDGER_TOTAL_COLUMNS = (
-    "earned", "redeemed", "returned", "expired", "trailing_redeemed", "trailing_returned", "trailing_expired", "balance",
+    "earned",
+    "redeemed",
+    "returned",
+    "expired",
+    "trailing_redeemed",
+    "trailing_returned",
+    "trailing_expired",
+    "balance",
 )
 OUTFLOW_KINDS = ("redeem", "expire", "reverse")
 
@@ -570,7 +579,8 @@ def ledger_totals(
         "CASE WHEN occurred_at >= :trailing_start THEN 1 ELSE 0 END AS in_trailing "
         "FROM ledger_entry WHERE kind IN (:kind_redeem, :kind_expire, :kind_reverse) AND occurred_at >= :since AND occurred_at < :end",
         {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "in_period": pl.Int8, "in_trailing": pl.Int8},
-        params=params, reader=reader,
+        params=params,
+        reader=reader,
     )
     redeem, expire = pl.col("kind") == "redeem", pl.col("kind") == "expire"
     returned = (pl.col("kind") == "reverse") & (pl.col("is_return") == 1)
@@ -593,22 +603,35 @@ def ledger_totals(
             session, "SELECT COALESCE(SUM(points), 0) FROM ledger_entry " + earn_where, {"earned": pl.Int64}, params=params, reader=reader
         )
         balance = fetch_frame(
-            session, "SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE occurred_at < :end", {"balance": pl.Int64},
-            params=params, reader=reader,
+            session,
+            "SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE occurred_at < :end",
+            {"balance": pl.Int64},
+            params=params,
+            reader=reader,
         )
-        return pl.concat([earned, outflows.select(outflow_sums), balance], how="horizontal").fill_null(0).cast(schema).select(  # type: ignore[arg-type]  # polars types the keys as names or selectors
-            list(LEDGER_TOTAL_COLUMNS)
+        return (
+            pl.concat([earned, outflows.select(outflow_sums), balance], how="horizontal")
+            .fill_null(0)
+            .cast(schema)  # type: ignore[arg-type]  # polars types the keys as names or selectors
+            .select(list(LEDGER_TOTAL_COLUMNS))
         )
     earned = fetch_frame(
-        session, "SELECT member_id, points FROM ledger_entry " + earn_where, {"member_id": pl.Int64, "points": pl.Int64},
-        params=params, reader=reader,
+        session,
+        "SELECT member_id, points FROM ledger_entry " + earn_where,
+        {"member_id": pl.Int64, "points": pl.Int64},
+        params=params,
+        reader=reader,
     )
     entries = fetch_frame(
-        session, "SELECT member_id, points FROM ledger_entry WHERE occurred_at < :end",
-        {"member_id": pl.Int64, "points": pl.Int64}, params=params, reader=reader,
+        session,
+        "SELECT member_id, points FROM ledger_entry WHERE occurred_at < :end",
+        {"member_id": pl.Int64, "points": pl.Int64},
+        params=params,
+        reader=reader,
     )
     return (
-        entries.group_by("member_id").agg(balance=pl.col("points").sum())
+        entries.group_by("member_id")
+        .agg(balance=pl.col("points").sum())
         .join(earned.group_by("member_id").agg(earned=pl.col("points").sum()), on="member_id", how="left")
         .join(outflows.group_by("member_id").agg(outflow_sums), on="member_id", how="left")
         .fill_null(0)
@@ -632,13 +655,18 @@ def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto")
     last_second = int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp())
     # SQLite compares text ('day 00:00:00' > 'day'), so read to the next day and cut exactly in memory.
     end = end + timedelta(days=1)
-    return fetch_frame(
-        session,
-        "SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
-        f"{epoch_sql(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < :end",
-        {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "occurred_seconds": pl.Int64},
-        params={"end": end}, reader=reader,
-    ).filter(pl.col("occurred_seconds") <= last_second).with_columns(pl.col("kind").cast(pl.Categorical))
+    return (
+        fetch_frame(
+            session,
+            "SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
+            f"{epoch_sql(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < :end",
+            {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "occurred_seconds": pl.Int64},
+            params={"end": end},
+            reader=reader,
+        )
+        .filter(pl.col("occurred_seconds") <= last_second)
+        .with_columns(pl.col("kind").cast(pl.Categorical))
+    )
 
 
 def ledger_totals_for_periods(entries: pl.DataFrame, periods: Sequence[tuple[date, date, date]]) -> list[pl.DataFrame]:
@@ -647,6 +675,7 @@ def ledger_totals_for_periods(entries: pl.DataFrame, periods: Sequence[tuple[dat
     One group-by over the entries computes every period's sums at once (the grouping,
     the costly part, is done once).
     """
+
     def seconds(day: date) -> int:
         return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 

@@ -162,97 +162,161 @@ METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
         Metric(
-            "active_members", "Active members",
+            "active_members",
+            "Active members",
             "Members with at least one purchase in the period.",
-            "members", ",.0f", "up", "members",
-            lambda: _count("active"), _active_role, _PERIOD_COLUMNS,
-        ),
-        Metric(
-            "new_members", "New members",
-            "Members who joined the programme (joined_at) in the period.",
-            "members", ",.0f", "up", "members",
-            lambda: _count("joined"), lambda: pl.when(pl.col("joined")).then(pl.lit("new")), ("joined_on",),
-            frozenset({"members"}),
-        ),
-        Metric(
-            "retention_rate", "Retention rate",
-            "Of the members active in the previous period (the same number of calendar months before, or of days "
-            "for other ranges), the share who are active again in this period.",
-            "share", ".1%", "up", "members",
-            lambda: _ratio(_count("retained"), _count("active_previous")), _retention_role, _PERIOD_COLUMNS,
-        ),
-        Metric(
-            "churn_rate", "Churn rate",
-            "1 - retention rate: of the members active in the previous period, the share with no purchase in this one.",
-            "share", ".1%", "down", "members",
-            lambda: 1.0 - _ratio(_count("retained"), _count("active_previous")), _retention_role, _PERIOD_COLUMNS,
-        ),
-        Metric(
-            "repeat_purchase_rate", "Repeat-purchase rate",
-            "Of the members active in the period, the share who bought on at least two different days in it "
-            "(several purchases on one UTC day are one visit).",
-            "share", ".1%", "up", "members",
-            lambda: _ratio((pl.col("purchase_days") >= 2).cast(pl.Int64).sum(), _count("active")),
-            lambda: pl.when(pl.col("active")).then(
-                pl.when(pl.col("purchase_days") >= 2).then(pl.lit("repeat")).otherwise(pl.lit("one visit"))
-            ),
+            "members",
+            ",.0f",
+            "up",
+            "members",
+            lambda: _count("active"),
+            _active_role,
             _PERIOD_COLUMNS,
         ),
         Metric(
-            "average_transaction_value", "Average transaction value",
+            "new_members",
+            "New members",
+            "Members who joined the programme (joined_at) in the period.",
+            "members",
+            ",.0f",
+            "up",
+            "members",
+            lambda: _count("joined"),
+            lambda: pl.when(pl.col("joined")).then(pl.lit("new")),
+            ("joined_on",),
+            frozenset({"members"}),
+        ),
+        Metric(
+            "retention_rate",
+            "Retention rate",
+            "Of the members active in the previous period (the same number of calendar months before, or of days "
+            "for other ranges), the share who are active again in this period.",
+            "share",
+            ".1%",
+            "up",
+            "members",
+            lambda: _ratio(_count("retained"), _count("active_previous")),
+            _retention_role,
+            _PERIOD_COLUMNS,
+        ),
+        Metric(
+            "churn_rate",
+            "Churn rate",
+            "1 - retention rate: of the members active in the previous period, the share with no purchase in this one.",
+            "share",
+            ".1%",
+            "down",
+            "members",
+            lambda: 1.0 - _ratio(_count("retained"), _count("active_previous")),
+            _retention_role,
+            _PERIOD_COLUMNS,
+        ),
+        Metric(
+            "repeat_purchase_rate",
+            "Repeat-purchase rate",
+            "Of the members active in the period, the share who bought on at least two different days in it "
+            "(several purchases on one UTC day are one visit).",
+            "share",
+            ".1%",
+            "up",
+            "members",
+            lambda: _ratio((pl.col("purchase_days") >= 2).cast(pl.Int64).sum(), _count("active")),
+            lambda: pl.when(pl.col("active")).then(pl.when(pl.col("purchase_days") >= 2).then(pl.lit("repeat")).otherwise(pl.lit("one visit"))),
+            _PERIOD_COLUMNS,
+        ),
+        Metric(
+            "average_transaction_value",
+            "Average transaction value",
             "Revenue in the period / number of purchases in the period.",
-            "money", ",.2f", "up", "members",
-            lambda: _ratio(pl.col("revenue").sum(), pl.col("purchases").sum()), _active_role, _PERIOD_COLUMNS,
+            "money",
+            ",.2f",
+            "up",
+            "members",
+            lambda: _ratio(pl.col("revenue").sum(), pl.col("purchases").sum()),
+            _active_role,
+            _PERIOD_COLUMNS,
         ),
         Metric(
-            "purchase_frequency", "Purchase frequency",
+            "purchase_frequency",
+            "Purchase frequency",
             "Purchases in the period / active members.",
-            "purchases", ",.2f", "up", "members",
-            lambda: _ratio(pl.col("purchases").sum(), _count("active")), _active_role, _PERIOD_COLUMNS,
+            "purchases",
+            ",.2f",
+            "up",
+            "members",
+            lambda: _ratio(pl.col("purchases").sum(), _count("active")),
+            _active_role,
+            _PERIOD_COLUMNS,
         ),
         Metric(
-            "revenue_per_member", "Revenue per active member",
+            "revenue_per_member",
+            "Revenue per active member",
             "Revenue in the period / active members.",
-            "money", ",.2f", "up", "members",
-            lambda: _ratio(pl.col("revenue").sum(), _count("active")), _active_role, _PERIOD_COLUMNS,
+            "money",
+            ",.2f",
+            "up",
+            "members",
+            lambda: _ratio(pl.col("revenue").sum(), _count("active")),
+            _active_role,
+            _PERIOD_COLUMNS,
         ),
         Metric(
-            "historical_clv", "Historical CLV",
+            "historical_clv",
+            "Historical CLV",
             "Mean spend to date per customer: revenue of all purchases before the period end / members with at "
             "least one purchase before the period end.",
-            "money", ",.2f", "up", "members",
+            "money",
+            ",.2f",
+            "up",
+            "members",
             lambda: _ratio(pl.col("revenue_to_date").sum(), _count("customer")),
-            lambda: pl.when(pl.col("customer")).then(pl.lit("customer")), ("revenue_to_date",),
+            lambda: pl.when(pl.col("customer")).then(pl.lit("customer")),
+            ("revenue_to_date",),
             frozenset({"history"}),
         ),
         Metric(
-            "predicted_clv", "Predicted CLV (12 months)",
+            "predicted_clv",
+            "Predicted CLV (12 months)",
             "Mean over the members with a purchase before the period end of their predicted spend in the next "
             "12 months (BG/NBD + Gamma-Gamma fitted on the purchases before the period end, weekly, discounted 1 % "
             "a month).",
-            "money", ",.2f", "up", "members",
+            "money",
+            ",.2f",
+            "up",
+            "members",
             lambda: pl.col("predicted_clv").mean(),
             lambda: pl.when(pl.col("predicted_clv").is_not_null()).then(pl.lit("customer")),
-            ("predicted_clv", "revenue_to_date"), frozenset({"history", "model"}),
+            ("predicted_clv", "revenue_to_date"),
+            frozenset({"history", "model"}),
         ),
         Metric(
-            "nps", "Net Promoter Score",
-            "Among the NPS answers submitted in the period (each answer counts once): % promoters (9-10) minus "
-            "% detractors (0-6), from -100 to 100.",
-            "score", "+.0f", "up", "members",
+            "nps",
+            "Net Promoter Score",
+            "Among the NPS answers submitted in the period (each answer counts once): % promoters (9-10) minus % detractors (0-6), from -100 to 100.",
+            "score",
+            "+.0f",
+            "up",
+            "members",
             lambda: _ratio(100.0 * (pl.col("promoters").sum() - pl.col("detractors").sum()), pl.col("answers").sum()),
             lambda: pl.when(pl.col("answers") > 0).then(
-                pl.when(pl.col("last_score") >= PROMOTER_MIN).then(pl.lit("promoter"))
-                .when(pl.col("last_score") <= DETRACTOR_MAX).then(pl.lit("detractor"))
+                pl.when(pl.col("last_score") >= PROMOTER_MIN)
+                .then(pl.lit("promoter"))
+                .when(pl.col("last_score") <= DETRACTOR_MAX)
+                .then(pl.lit("detractor"))
                 .otherwise(pl.lit("passive"))
             ),
-            ("answers", "promoters", "detractors", "last_score"), frozenset({"feedback"}),
+            ("answers", "promoters", "detractors", "last_score"),
+            frozenset({"feedback"}),
         ),
         Metric(
-            "redemption_rate", "Redemption rate",
+            "redemption_rate",
+            "Redemption rate",
             "Points redeemed in the period, less points returned by redemptions cancelled in the period, / points "
             "earned in the period (earn + bonus entries).",
-            "share", ".1%", "up", "points",
+            "share",
+            ".1%",
+            "up",
+            "points",
             lambda: _ratio(pl.col("redeemed").sum() - pl.col("returned").sum(), pl.col("earned").sum()),
             lambda: pl.when((pl.col("earned") > 0) | (pl.col("redeemed") > 0)).then(
                 pl.when(pl.col("redeemed") > pl.col("returned")).then(pl.lit("redeemed")).otherwise(pl.lit("earned only"))
@@ -260,36 +324,48 @@ METRICS: dict[str, Metric] = {
             ("earned", "redeemed", "returned"),
         ),
         Metric(
-            "points_outstanding", "Points outstanding",
+            "points_outstanding",
+            "Points outstanding",
             "Sum of every ledger entry before the period end: the points members hold then (a liability).",
-            "points", ",.0f", "down", "points",
+            "points",
+            ",.0f",
+            "down",
+            "points",
             lambda: pl.col("balance").sum(),
-            lambda: pl.when(pl.col("balance") > 0).then(pl.lit("holds points"))
-            .when(pl.col("balance") < 0).then(pl.lit("owes points")),
+            lambda: pl.when(pl.col("balance") > 0).then(pl.lit("holds points")).when(pl.col("balance") < 0).then(pl.lit("owes points")),
             ("balance",),
         ),
         Metric(
-            "points_liability", "Points liability",
+            "points_liability",
+            "Points liability",
             "Points outstanding at the period end x the money value of a point (programme setting point_value).",
-            "money", ",.2f", "down", "points",
+            "money",
+            ",.2f",
+            "down",
+            "points",
             lambda: pl.col("liability").sum(),
-            lambda: pl.when(pl.col("balance") > 0).then(pl.lit("holds points"))
-            .when(pl.col("balance") < 0).then(pl.lit("owes points")),
+            lambda: pl.when(pl.col("balance") > 0).then(pl.lit("holds points")).when(pl.col("balance") < 0).then(pl.lit("owes points")),
             ("balance", "liability"),
         ),
         Metric(
-            "breakage_estimate", "Breakage estimate",
+            "breakage_estimate",
+            "Breakage estimate",
             "Of the points that left members' balances in the 12 months before the period end, the share that "
             "expired rather than being redeemed: expired / (expired + redeemed - returned by cancellations). "
             "Applied to points outstanding it estimates how many will never be redeemed.",
-            "share", ".1%", "down", "points",
+            "share",
+            ".1%",
+            "down",
+            "points",
             lambda: _ratio(
                 pl.col("trailing_expired").sum(),
                 pl.col("trailing_expired").sum() + pl.col("trailing_redeemed").sum() - pl.col("trailing_returned").sum(),
             ),
             lambda: pl.when((pl.col("trailing_expired") > 0) | (pl.col("trailing_redeemed") > 0)).then(
-                pl.when(pl.col("trailing_redeemed") == 0).then(pl.lit("expired"))
-                .when(pl.col("trailing_expired") == 0).then(pl.lit("redeemed"))
+                pl.when(pl.col("trailing_redeemed") == 0)
+                .then(pl.lit("expired"))
+                .when(pl.col("trailing_expired") == 0)
+                .then(pl.lit("redeemed"))
                 .otherwise(pl.lit("expired and redeemed"))
             ),
             ("trailing_expired", "trailing_redeemed", "trailing_returned"),
@@ -299,8 +375,14 @@ METRICS: dict[str, Metric] = {
 
 # What `analyze kpis --json` prints, in this order (the contract), then the rest.
 KPI_SUMMARY_METRICS = (
-    "retention_rate", "repeat_purchase_rate", "active_members", "average_transaction_value",
-    "purchase_frequency", "nps", "redemption_rate", "points_outstanding",
+    "retention_rate",
+    "repeat_purchase_rate",
+    "active_members",
+    "average_transaction_value",
+    "purchase_frequency",
+    "nps",
+    "redemption_rate",
+    "points_outstanding",
 )
 # Everything that needs no model fit; predicted_clv fits BG/NBD + Gamma-Gamma (seconds
 # at a million members) and is computed when asked for by name.
@@ -392,11 +474,15 @@ def member_table(
         table = pl.DataFrame({"member_id": ids}, schema={"member_id": pl.Int64})
     # Gather each member's numbers by position (a sorted search, not a join).
     index, found = align(arrays.member_ids, table["member_id"].to_numpy())
-    table = table.with_columns(
-        # values is empty when nobody bought in the period: everyone gets 0.
-        pl.Series(name, np.where(found, values[index], values.dtype.type(0)) if len(values) else np.zeros(len(found), values.dtype))
-        for name, values in per_position.items()
-    ).with_columns(active=pl.col("purchases") > 0).with_columns(retained=pl.col("active") & pl.col("active_previous"))
+    table = (
+        table.with_columns(
+            # values is empty when nobody bought in the period: everyone gets 0.
+            pl.Series(name, np.where(found, values[index], values.dtype.type(0)) if len(values) else np.zeros(len(found), values.dtype))
+            for name, values in per_position.items()
+        )
+        .with_columns(active=pl.col("purchases") > 0)
+        .with_columns(retained=pl.col("active") & pl.col("active_previous"))
+    )
     if "joined_on" in table.columns:
         table = table.with_columns(joined=((pl.col("joined_on") >= start) & (pl.col("joined_on") < end)).fill_null(False))
     else:
@@ -404,8 +490,9 @@ def member_table(
     if answers is not None:
         table = table.join(answers, on="member_id", how="left", maintain_order="left")
     else:
-        table = table.with_columns(answers=pl.lit(None, pl.Int64), promoters=pl.lit(None, pl.Int64),
-                                   detractors=pl.lit(None, pl.Int64), last_score=pl.lit(None, pl.Int64))
+        table = table.with_columns(
+            answers=pl.lit(None, pl.Int64), promoters=pl.lit(None, pl.Int64), detractors=pl.lit(None, pl.Int64), last_score=pl.lit(None, pl.Int64)
+        )
     table = table.with_columns(pl.col("answers", "promoters", "detractors").fill_null(0))
     if predicted_clv is not None:
         table = table.join(predicted_clv.select("member_id", "predicted_clv"), on="member_id", how="left", maintain_order="left")
@@ -429,11 +516,15 @@ def _answers(feedback: pl.DataFrame | pd.DataFrame, start: date, end: date) -> p
     frame = frame.filter((pl.col("submitted_on") >= start) & (pl.col("submitted_on") < end))
     if frame.filter((pl.col("score") < 0) | (pl.col("score") > 10)).height:
         raise InvalidInput("NPS scores run from 0 to 10; fix the answers outside that range.")
-    return frame.sort("order").group_by("member_id").agg(
-        answers=pl.len().cast(pl.Int64),
-        promoters=(pl.col("score") >= PROMOTER_MIN).cast(pl.Int64).sum(),
-        detractors=(pl.col("score") <= DETRACTOR_MAX).cast(pl.Int64).sum(),
-        last_score=pl.col("score").last().cast(pl.Int64),
+    return (
+        frame.sort("order")
+        .group_by("member_id")
+        .agg(
+            answers=pl.len().cast(pl.Int64),
+            promoters=(pl.col("score") >= PROMOTER_MIN).cast(pl.Int64).sum(),
+            detractors=(pl.col("score") <= DETRACTOR_MAX).cast(pl.Int64).sum(),
+            last_score=pl.col("score").last().cast(pl.Int64),
+        )
     )
 
 
@@ -514,8 +605,16 @@ def load_kpi_inputs(
     predicted = _predicted_clv(purchases, end) if "model" in needs else None
     groups = _groups(session, by, members, purchases, end)
     return KpiInputs(
-        start=start, end=end, purchases=purchases, ledger=ledger, point_value=float(point_value), members=members,
-        feedback=feedback, predicted_clv=predicted, groups=groups, dimension=by or OVERALL,
+        start=start,
+        end=end,
+        purchases=purchases,
+        ledger=ledger,
+        point_value=float(point_value),
+        members=members,
+        feedback=feedback,
+        predicted_clv=predicted,
+        groups=groups,
+        dimension=by or OVERALL,
     )
 
 
@@ -531,7 +630,8 @@ def _groups(session: Session, by: Dimension | None, members: pl.DataFrame | None
         from loyalty.analytics.segments import segment_memberships
 
         return segment_memberships(session, as_of=end - timedelta(days=1), members=members, purchases=purchases).rename(
-            {"segment": "dimension_value"})
+            {"segment": "dimension_value"}
+        )
     return None
 
 
@@ -552,7 +652,11 @@ def _predicted_clv(purchases: pl.DataFrame, end: date) -> pl.DataFrame | None:
 
 def _tables(inputs: KpiInputs) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     members = member_table(
-        inputs.purchases, inputs.start, inputs.end, members=inputs.members, feedback=inputs.feedback,
+        inputs.purchases,
+        inputs.start,
+        inputs.end,
+        members=inputs.members,
+        feedback=inputs.feedback,
         predicted_clv=inputs.predicted_clv,
     )
     points = _points_table(inputs.ledger, inputs.point_value) if inputs.ledger is not None else None
@@ -693,8 +797,7 @@ def kpis_for_periods(
         cut = purchases.filter(pl.col("occurred_on") < end) if end < last_end else purchases
         answers = feedback.filter(pl.col("submitted_at").dt.date().is_between(start, end, closed="left"))
         overall_ledger = ledger.drop("member_id").sum()
-        base = KpiInputs(start=start, end=end, purchases=cut, ledger=ledger, point_value=float(point_value), members=members,
-                         feedback=answers)
+        base = KpiInputs(start=start, end=end, purchases=cut, ledger=ledger, point_value=float(point_value), members=members, feedback=answers)
         member_rows = _tables(KpiInputs(**{**base.__dict__, "ledger": None}))[0]
         parts = []
         for by in dimensions:
@@ -770,9 +873,7 @@ def members_behind(
     definition = get_metric(metric)
     if (dimension is None) != (value is None):
         raise InvalidInput("Give both a dimension and its value (e.g. tier and Gold), or neither.")
-    inputs = load_kpi_inputs(
-        session, start, end, by=dimension, metrics=[metric], per_member=True, point_value=point_value, reader=reader
-    )
+    inputs = load_kpi_inputs(session, start, end, by=dimension, metrics=[metric], per_member=True, point_value=point_value, reader=reader)
     members, points = _tables(inputs)
     table = members if definition.table == "members" else points
     assert table is not None

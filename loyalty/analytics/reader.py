@@ -199,7 +199,10 @@ class _SqliteReader:
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [_PROJECT_ROOT, environment.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "loyalty.analytics.reader", path, _ANSWER_FOLDER],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=environment,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=environment,
         )
 
     def alive(self) -> bool:

@@ -53,8 +53,17 @@ __all__ = [
 
 QUANTILES = (0.2, 0.4, 0.6, 0.8)
 RFM_SEGMENTS = (
-    "Champions", "Loyal", "Potential loyalists", "New", "Promising", "Need attention",
-    "About to sleep", "At risk", "Can't lose them", "Hibernating", "Lost",
+    "Champions",
+    "Loyal",
+    "Potential loyalists",
+    "New",
+    "Promising",
+    "Need attention",
+    "About to sleep",
+    "At risk",
+    "Can't lose them",
+    "Hibernating",
+    "Lost",
 )
 # RFM_GRID[r - 1][f - 1] is the segment of recency score r and frequency score f.
 RFM_GRID: tuple[tuple[str, ...], ...] = (
@@ -73,9 +82,7 @@ def rfm_segment_of(r_score: int, f_score: int) -> str:
     return RFM_GRID[r_score - 1][f_score - 1]
 
 
-def rfm_measures(
-    purchases: pl.DataFrame | pd.DataFrame, as_of: date | None = None, *, window_days: int | None = None
-) -> pl.DataFrame:
+def rfm_measures(purchases: pl.DataFrame | pd.DataFrame, as_of: date | None = None, *, window_days: int | None = None) -> pl.DataFrame:
     """Per-member ``recency_days, frequency, monetary`` (see the module docstring).
 
     One row per member with a purchase on or before ``as_of`` (default: the last
@@ -160,8 +167,11 @@ def rfm_table(
     thresholds = thresholds or rfm_thresholds(measures)
     if measures.height == 0:
         return measures.with_columns(
-            r_score=pl.lit(None, pl.Int8), f_score=pl.lit(None, pl.Int8), m_score=pl.lit(None, pl.Int8),
-            rfm_score=pl.lit(None, pl.String), segment=pl.lit(None, pl.String),
+            r_score=pl.lit(None, pl.Int8),
+            f_score=pl.lit(None, pl.Int8),
+            m_score=pl.lit(None, pl.Int8),
+            rfm_score=pl.lit(None, pl.String),
+            segment=pl.lit(None, pl.String),
         )
     r = _score(measures["recency_days"].to_numpy(), thresholds["recency_days"], reverse=True)
     f = _score(measures["frequency"].to_numpy(), thresholds["frequency"], reverse=False)
@@ -169,15 +179,15 @@ def rfm_table(
     cells = {(ri - 1) * 5 + (fi - 1): RFM_GRID[ri - 1][fi - 1] for ri in range(1, 6) for fi in range(1, 6)}
     # Built by Polars from small integers: a million Python strings would take half a second.
     return measures.with_columns(
-        r_score=pl.Series(r), f_score=pl.Series(f), m_score=pl.Series(m),
+        r_score=pl.Series(r),
+        f_score=pl.Series(f),
+        m_score=pl.Series(m),
         rfm_score=pl.Series(r.astype(np.int32) * 100 + f * 10 + m).cast(pl.String),
         segment=pl.Series((r.astype(np.int32) - 1) * 5 + f - 1).replace_strict(cells, return_dtype=pl.String),
     )
 
 
-def rfm_summary(
-    purchases: pl.DataFrame | pd.DataFrame, as_of: date | None = None, *, window_days: int | None = None
-) -> dict[str, Any]:
+def rfm_summary(purchases: pl.DataFrame | pd.DataFrame, as_of: date | None = None, *, window_days: int | None = None) -> dict[str, Any]:
     """Segment counts and revenue with the thresholds used (``analyze rfm --json``).
 
     Returns
@@ -195,12 +205,10 @@ def rfm_summary(
     thresholds = rfm_thresholds(measures)
     table = rfm_table(frame, as_of, window_days=window_days, thresholds=thresholds, measures=measures)
     per_segment = {
-        name: (members, revenue)
-        for name, members, revenue in table.group_by("segment").agg(pl.len(), pl.col("monetary").sum()).iter_rows()
+        name: (members, revenue) for name, members, revenue in table.group_by("segment").agg(pl.len(), pl.col("monetary").sum()).iter_rows()
     }
     segments = {
-        name: {"members": int(per_segment.get(name, (0, 0.0))[0]), "revenue": float(per_segment.get(name, (0, 0.0))[1])}
-        for name in RFM_SEGMENTS
+        name: {"members": int(per_segment.get(name, (0, 0.0))[0]), "revenue": float(per_segment.get(name, (0, 0.0))[1])} for name in RFM_SEGMENTS
     }
     return {
         "thresholds": thresholds,

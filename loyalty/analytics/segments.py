@@ -109,7 +109,7 @@ def validate_rules(rules: Mapping[str, Any] | None) -> dict[str, Any]:
     if rules is None:
         return {}
     if not isinstance(rules, Mapping):
-        raise InvalidInput(f"Segment rules are a JSON object such as {{\"tier\": [\"Gold\"]}}, not {rules!r}.")
+        raise InvalidInput(f'Segment rules are a JSON object such as {{"tier": ["Gold"]}}, not {rules!r}.')
     unknown = set(rules) - set(RULE_KEYS)
     if unknown:
         supported = "; ".join(f"{k}: {v}" for k, v in RULE_KEYS.items())
@@ -180,12 +180,8 @@ def match_members(
         if purchases is None:
             raise InvalidInput(f"Rules {sorted(PURCHASE_RULES & set(checked))} need the purchases frame.")
         bought = purchases_frame(purchases).filter(pl.col("occurred_on") <= as_of)
-        totals = rfm_measures(bought, as_of).select(
-            "member_id", days_since_last_purchase="recency_days", purchases="frequency", spend="monetary"
-        )
-        frame = frame.join(totals, on="member_id", how="left").with_columns(
-            pl.col("purchases").fill_null(0), pl.col("spend").fill_null(0.0)
-        )
+        totals = rfm_measures(bought, as_of).select("member_id", days_since_last_purchase="recency_days", purchases="frequency", spend="monetary")
+        frame = frame.join(totals, on="member_id", how="left").with_columns(pl.col("purchases").fill_null(0), pl.col("spend").fill_null(0.0))
         for key in RANGE_RULES:
             if key in checked:
                 conditions.append(_in_range(pl.col(key), *checked[key]).fill_null(False))

@@ -48,26 +48,39 @@ def member_pace(session: Session, *, now: datetime | None = None, pace_months: i
     now = now or utcnow()
     since = now - timedelta(days=pace_months * _DAYS_PER_MONTH)
     window = {"since": since, "now": now}
-    activity = fetch_frame(
-        session, "SELECT member_id, amount FROM purchase WHERE occurred_at >= :since AND occurred_at < :now AND refunded_at IS NULL",
-        {"member_id": pl.Int64, "amount": pl.Float64}, params=window,
-    ).group_by("member_id").agg(spend=pl.col("amount").sum(), purchases=pl.len())
+    activity = (
+        fetch_frame(
+            session,
+            "SELECT member_id, amount FROM purchase WHERE occurred_at >= :since AND occurred_at < :now AND refunded_at IS NULL",
+            {"member_id": pl.Int64, "amount": pl.Float64},
+            params=window,
+        )
+        .group_by("member_id")
+        .agg(spend=pl.col("amount").sum(), purchases=pl.len())
+    )
     if activity.is_empty():
         return pd.DataFrame(columns=["member_id", "balance", "spend_pace", "purchase_pace", "points_pace"])
-    ledger = fetch_frame(
-        session,
-        "SELECT member_id, points, CASE WHEN kind IN ('earn', 'bonus') AND occurred_at >= "
-        ":since AND occurred_at < :now THEN 1 ELSE 0 END AS recent FROM ledger_entry",
-        {"member_id": pl.Int64, "points": pl.Int64, "recent": pl.Int8}, params=window,
-    ).group_by("member_id").agg(balance=pl.col("points").sum(), earned=pl.col("points").filter(pl.col("recent") == 1).sum())
+    ledger = (
+        fetch_frame(
+            session,
+            "SELECT member_id, points, CASE WHEN kind IN ('earn', 'bonus') AND occurred_at >= "
+            ":since AND occurred_at < :now THEN 1 ELSE 0 END AS recent FROM ledger_entry",
+            {"member_id": pl.Int64, "points": pl.Int64, "recent": pl.Int8},
+            params=window,
+        )
+        .group_by("member_id")
+        .agg(balance=pl.col("points").sum(), earned=pl.col("points").filter(pl.col("recent") == 1).sum())
+    )
     frame = activity.join(ledger, on="member_id", how="left").fill_null(0).sort("member_id").to_pandas()
-    return pd.DataFrame({
-        "member_id": frame["member_id"].astype("int64"),
-        "balance": frame["balance"].astype("int64"),
-        "spend_pace": frame["spend"].astype(float) / pace_months,
-        "purchase_pace": frame["purchases"].astype(float) / pace_months,
-        "points_pace": frame["earned"].astype(float) / pace_months,
-    })
+    return pd.DataFrame(
+        {
+            "member_id": frame["member_id"].astype("int64"),
+            "balance": frame["balance"].astype("int64"),
+            "spend_pace": frame["spend"].astype(float) / pace_months,
+            "purchase_pace": frame["purchases"].astype(float) / pace_months,
+            "points_pace": frame["earned"].astype(float) / pace_months,
+        }
+    )
 
 
 def entry_barrier(session: Session, *, now: datetime | None = None) -> dict[str, pd.DataFrame]:
@@ -80,7 +93,9 @@ def entry_barrier(session: Session, *, now: datetime | None = None) -> dict[str,
     points_pace = pace["points_pace"].to_numpy()
 
     reward_rows = []
-    for reward in session.exec(select(Reward).where(col(Reward.active).is_(True), col(Reward.archived_at).is_(None)).order_by(col(Reward.points_cost))):
+    for reward in session.exec(
+        select(Reward).where(col(Reward.active).is_(True), col(Reward.archived_at).is_(None)).order_by(col(Reward.points_cost))
+    ):
         horizon: float = REWARD_HORIZON_MONTHS
         if reward.available_until is not None:
             horizon = max(0.0, min(horizon, (reward.available_until - now).days / _DAYS_PER_MONTH))
@@ -88,15 +103,31 @@ def entry_barrier(session: Session, *, now: datetime | None = None) -> dict[str,
         if expiry > 0:
             projected = np.maximum(balance, np.minimum(projected, points_pace * expiry))
         reachable = int((projected >= reward.points_cost).sum())
-        reward_rows.append({"reward_id": reward.id, "reward": reward.name, "points_cost": reward.points_cost,
-                            "reachable_members": reachable, "active_members": active})
+        reward_rows.append(
+            {
+                "reward_id": reward.id,
+                "reward": reward.name,
+                "points_cost": reward.points_cost,
+                "reachable_members": reachable,
+                "active_members": active,
+            }
+        )
 
     tier_rows = []
     for tier in session.exec(select(Tier).order_by(col(Tier.rank))):
         ok = (pace["spend_pace"].to_numpy() * tier.window_months >= tier.min_spend) & (
-            pace["purchase_pace"].to_numpy() * tier.window_months >= tier.min_purchases)
-        tier_rows.append({"tier_id": tier.id, "tier": tier.name, "min_spend": tier.min_spend, "min_purchases": tier.min_purchases,
-                          "reachable_members": int(ok.sum()), "active_members": active})
+            pace["purchase_pace"].to_numpy() * tier.window_months >= tier.min_purchases
+        )
+        tier_rows.append(
+            {
+                "tier_id": tier.id,
+                "tier": tier.name,
+                "min_spend": tier.min_spend,
+                "min_purchases": tier.min_purchases,
+                "reachable_members": int(ok.sum()),
+                "active_members": active,
+            }
+        )
 
     result = {}
     for key, rows in (("rewards", reward_rows), ("tiers", tier_rows)):

@@ -187,14 +187,17 @@ def _read_ledger(session: Session, until: datetime) -> pl.DataFrame:
     day = until.astimezone(UTC).date()
     if until != cutoff_of(day - timedelta(days=1)):
         raise InvalidInput("A forecast cutoff is the start of a UTC day.")
-    kind = ("CASE kind WHEN 'earn' THEN :earn WHEN 'bonus' THEN :bonus WHEN 'redeem' THEN :redeem "
-            "WHEN 'expire' THEN :expire WHEN 'reverse' THEN CASE WHEN redemption_id IS NOT NULL AND points > 0 "
-            "THEN :returned ELSE :refund END ELSE :other END")
-    codes = {"earn": _EARN, "bonus": _BONUS, "redeem": _REDEEM, "expire": _EXPIRE, "returned": _RETURNED, "refund": _REFUND,
-             "other": _OTHER}
-    sql = ("SELECT member_id, " + kind + f" AS kind_code, points, {epoch_sql(dialect, 'occurred_at')} AS occurred_s, "
-           f"{epoch_sql(dialect, 'expires_at')} AS expires_s "
-           "FROM ledger_entry WHERE occurred_at < :until")
+    kind = (
+        "CASE kind WHEN 'earn' THEN :earn WHEN 'bonus' THEN :bonus WHEN 'redeem' THEN :redeem "
+        "WHEN 'expire' THEN :expire WHEN 'reverse' THEN CASE WHEN redemption_id IS NOT NULL AND points > 0 "
+        "THEN :returned ELSE :refund END ELSE :other END"
+    )
+    codes = {"earn": _EARN, "bonus": _BONUS, "redeem": _REDEEM, "expire": _EXPIRE, "returned": _RETURNED, "refund": _REFUND, "other": _OTHER}
+    sql = (
+        "SELECT member_id, " + kind + f" AS kind_code, points, {epoch_sql(dialect, 'occurred_at')} AS occurred_s, "
+        f"{epoch_sql(dialect, 'expires_at')} AS expires_s "
+        "FROM ledger_entry WHERE occurred_at < :until"
+    )
     schema = {"member_id": pl.Int64, "kind": pl.Int8, "points": pl.Int64, "occurred_s": pl.Int64, "expires_s": pl.Int64}
     return fetch_frame(session, sql, schema, params={**codes, "until": day})
 
@@ -303,8 +306,12 @@ def open_lots_by_month(ledger: pl.DataFrame | pd.DataFrame, cutoff: datetime, ho
     """
     frame = ledger if isinstance(ledger, pl.DataFrame) else pl.from_pandas(ledger)
     seconds = {c: pl.col(c).dt.epoch("s") for c in ("occurred_at", "expires_at")}
-    rows = frame.select(pl.col("member_id").cast(pl.Int64), pl.col("points").cast(pl.Int64),
-                        seconds["occurred_at"].alias("occurred_s"), seconds["expires_at"].alias("expires_s"))
+    rows = frame.select(
+        pl.col("member_id").cast(pl.Int64),
+        pl.col("points").cast(pl.Int64),
+        seconds["occurred_at"].alias("occurred_s"),
+        seconds["expires_at"].alias("expires_s"),
+    )
     rows = rows.filter(pl.col("occurred_s") < int(cutoff.timestamp()))
     position, members = _member_positions(rows["member_id"].to_numpy())
     balance, held = _open_lots(rows, position, len(members), cutoff, horizon)
@@ -356,8 +363,7 @@ def _history(ledger: pl.DataFrame, edges: np.ndarray) -> pd.DataFrame:
     expired = monthly(kind == _EXPIRE, -1.0)
     before = points[period < 0].sum()
     outstanding = before + np.cumsum(monthly(np.ones_like(inside), 1.0))
-    return pd.DataFrame({"start": edges[:-1], "earned": earned, "redeemed": redeemed, "expired": expired,
-                         "outstanding": outstanding})
+    return pd.DataFrame({"start": edges[:-1], "earned": earned, "redeemed": redeemed, "expired": expired, "outstanding": outstanding})
 
 
 @dataclass
@@ -378,8 +384,7 @@ class _Inputs:
     def hazard(self, month: int | None = None) -> np.ndarray:
         """``(2, B)`` hazards pooled over the history months (or of one month, pooled where it has no data)."""
         pooled = self.cells.sum(axis=0)
-        rate = _rate(pooled[0], pooled[1], _rate(pooled[0].sum(axis=1, keepdims=True), pooled[1].sum(axis=1, keepdims=True),
-                                                 np.zeros((2, 1))))
+        rate = _rate(pooled[0], pooled[1], _rate(pooled[0].sum(axis=1, keepdims=True), pooled[1].sum(axis=1, keepdims=True), np.zeros((2, 1))))
         rate = np.broadcast_to(rate, pooled[0].shape)
         if month is None:
             return rate
@@ -424,11 +429,13 @@ def _inputs(ledger: pl.DataFrame, cutoff: datetime, horizon: int, cheapest_rewar
     residuals = _log_residuals(np.bincount(period[in_history], weights=points[in_history], minlength=months)[first_history:])
 
     # 3. Expected earning days per member and month, and their points.
-    earn_frame = pl.DataFrame({"member_id": position[earn_rows], "occurred_on": occurred[earn_rows] // 86_400,
-                               "amount": points[earn_rows]}).with_columns(pl.col("occurred_on").cast(pl.Int32).cast(pl.Date))
+    earn_frame = pl.DataFrame(
+        {"member_id": position[earn_rows], "occurred_on": occurred[earn_rows] // 86_400, "amount": points[earn_rows]}
+    ).with_columns(pl.col("occurred_on").cast(pl.Int32).cast(pl.Date))
     calibration_end = (cutoff - timedelta(days=1)).date()
     expected, model, new_curve, per_day, program_per_day, first_day = _expected_transactions(
-        earn_frame, calibration_end, horizon, n, history_edges, occurred[earn_rows], position[earn_rows])
+        earn_frame, calibration_end, horizon, n, history_edges, occurred[earn_rows], position[earn_rows]
+    )
     first_month = np.searchsorted(history_edges, first_day * 86_400, side="right") - 1
     new_per_month = np.bincount(first_month[first_month >= 0], minlength=months)[first_history:months].astype(np.float64)
 
@@ -444,9 +451,20 @@ def _inputs(ledger: pl.DataFrame, cutoff: datetime, horizon: int, cheapest_rewar
     total = expected.sum(axis=1)
     activity = np.empty(n, dtype=np.int64)
     activity[np.argsort(total, kind="stable")] = (np.arange(n) * ACTIVITY_CLASSES) // max(n, 1)
-    return _Inputs(lots=lots, earned=earned, p_active=p_active, weights=weights, members=n, activity=activity, cells=cells,
-                   band_edges=band_edges, new_per_month=new_per_month, earned_residuals=residuals, model=model,
-                   outstanding=float(balance.sum()))
+    return _Inputs(
+        lots=lots,
+        earned=earned,
+        p_active=p_active,
+        weights=weights,
+        members=n,
+        activity=activity,
+        cells=cells,
+        band_edges=band_edges,
+        new_per_month=new_per_month,
+        earned_residuals=residuals,
+        model=model,
+        outstanding=float(balance.sum()),
+    )
 
 
 def _band_edges(cheapest_reward: float | None, balance: np.ndarray) -> np.ndarray:
@@ -466,8 +484,9 @@ def _first_complete_month(occurred: np.ndarray, edges: np.ndarray) -> int:
     return min(int(np.searchsorted(edges, occurred.min(), side="left")), len(edges) - 1)
 
 
-def _hazard_cells(position: np.ndarray, n: int, kind: np.ndarray, points: np.ndarray, period: np.ndarray,
-                  months: int, first: int, band_edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _hazard_cells(
+    position: np.ndarray, n: int, kind: np.ndarray, points: np.ndarray, period: np.ndarray, months: int, first: int, band_edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per history month ``[month, redeemed|available, active|lapsed, band]`` summed over members,
     and each member's last history month with an earning purchase (-1000 when none)."""
     bands = len(band_edges) + 1
@@ -528,8 +547,13 @@ def _log_residuals(monthly: np.ndarray) -> np.ndarray:
 
 
 def _expected_transactions(
-    earn_frame: pl.DataFrame, calibration_end: date, horizon: int, n: int, history_edges: np.ndarray,
-    earn_seconds: np.ndarray, earn_position: np.ndarray,
+    earn_frame: pl.DataFrame,
+    calibration_end: date,
+    horizon: int,
+    n: int,
+    history_edges: np.ndarray,
+    earn_seconds: np.ndarray,
+    earn_position: np.ndarray,
 ) -> tuple[np.ndarray, str, np.ndarray, np.ndarray, float, np.ndarray]:
     """Expected earning days: ``(n, K)`` per member and month; the model name; the new-member
     curve ``(K,)`` (transactions of one member in the months after arriving, arrival month
@@ -605,7 +629,14 @@ def _classes(inputs: _Inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 
 def _forecast_from_ledger(
-    ledger: pl.DataFrame, as_of: date, *, horizon: int, band: float, expiry_months: int, paths: int, seed: int,
+    ledger: pl.DataFrame,
+    as_of: date,
+    *,
+    horizon: int,
+    band: float,
+    expiry_months: int,
+    paths: int,
+    seed: int,
     cheapest_reward: float | None,
 ) -> ForecastResult:
     cutoff = cutoff_of(as_of)
@@ -614,8 +645,9 @@ def _forecast_from_ledger(
     hazard = inputs.hazard()
     # Members holding nothing and expected to earn nothing add nothing: leave them out.
     live = (inputs.lots.sum(axis=1) > 0) | (inputs.earned.sum(axis=1) > 1e-9)
-    central = project_liability(inputs.lots[live], inputs.earned[live], inputs.p_active[live], hazard, inputs.band_edges,
-                                expiry_months, inputs.weights[live])
+    central = project_liability(
+        inputs.lots[live], inputs.earned[live], inputs.p_active[live], hazard, inputs.band_edges, expiry_months, inputs.weights[live]
+    )
     # The band: the same projection on classes of members, along bootstrap paths of the monthly rates.
     lots, earned, p_active, weights = _classes(inputs)
     rng = np.random.default_rng(seed)
@@ -646,8 +678,16 @@ def _forecast_from_ledger(
             ratio_low = np.where(rough[measure][0] > 0, low / rough[measure][0], 1.0)
             ratio_high = np.where(rough[measure][0] > 0, high / rough[measure][0], 1.0)
         for k, month in enumerate(months):
-            rows.append((month, measure, "forecast", float(centre[k]), float(min(centre[k], centre[k] * ratio_low[k])),
-                         float(max(centre[k], centre[k] * ratio_high[k]))))
+            rows.append(
+                (
+                    month,
+                    measure,
+                    "forecast",
+                    float(centre[k]),
+                    float(min(centre[k], centre[k] * ratio_low[k])),
+                    float(max(centre[k], centre[k] * ratio_high[k])),
+                )
+            )
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # months where nothing leaves: no breakage
         path_breakage = simulated["expired"] / (simulated["expired"] + simulated["redeemed"])
@@ -657,9 +697,16 @@ def _forecast_from_ledger(
     for k, month in enumerate(months):
         # Rates: shift the class band to the member-level centre, within 0-1.
         shift = central_breakage[k] - rough_breakage[k]
-        rows.append((month, "breakage", "forecast", _finite(central_breakage[k]),
-                     _finite(np.clip(min(low[k] + shift, central_breakage[k]), 0, 1)),
-                     _finite(np.clip(max(high[k] + shift, central_breakage[k]), 0, 1))))
+        rows.append(
+            (
+                month,
+                "breakage",
+                "forecast",
+                _finite(central_breakage[k]),
+                _finite(np.clip(min(low[k] + shift, central_breakage[k]), 0, 1)),
+                _finite(np.clip(max(high[k] + shift, central_breakage[k]), 0, 1)),
+            )
+        )
     actual = _history(before, _seconds(_edges(cutoff, HISTORY_MONTHS, 0)))
     for record in actual.itertuples():
         month = datetime.fromtimestamp(int(record.start), tz=UTC).date()
@@ -672,13 +719,22 @@ def _forecast_from_ledger(
     year = {m: float(central[m][0].sum()) for m in ("earned", "redeemed", "expired")}
     pooled = inputs.cells.sum(axis=0)
     return ForecastResult(
-        as_of=as_of, cutoff=cutoff, frame=frame, model=inputs.model, band=band,
+        as_of=as_of,
+        cutoff=cutoff,
+        frame=frame,
+        model=inputs.model,
+        band=band,
         h_active=float(_rate(pooled[0, 0].sum(), pooled[1, 0].sum(), 0.0)),
         h_lapsed=float(_rate(pooled[0, 1].sum(), pooled[1, 1].sum(), 0.0)),
-        new_members_per_month=central_arrivals, members=inputs.members, outstanding_now=inputs.outstanding,
-        details={"horizon_totals": year, "band_edges": inputs.band_edges.tolist(), "hazard": hazard.tolist(),
-                 "horizon_breakage": year["expired"] / (year["expired"] + year["redeemed"])
-                 if year["expired"] + year["redeemed"] > 0 else None},
+        new_members_per_month=central_arrivals,
+        members=inputs.members,
+        outstanding_now=inputs.outstanding,
+        details={
+            "horizon_totals": year,
+            "band_edges": inputs.band_edges.tolist(),
+            "hazard": hazard.tolist(),
+            "horizon_breakage": year["expired"] / (year["expired"] + year["redeemed"]) if year["expired"] + year["redeemed"] > 0 else None,
+        },
     )
 
 
@@ -702,19 +758,27 @@ def forecast_from_entries(
     _check(horizon, band, paths)
     codes = {"earn": _EARN, "bonus": _BONUS, "redeem": _REDEEM, "expire": _EXPIRE}
     redemption = entries["redemption_id"].notna() if "redemption_id" in entries else pd.Series(False, index=entries.index)
-    kind = [codes.get(k, _RETURNED if k == "reverse" and r and p > 0 else _REFUND if k == "reverse" else _OTHER)
-            for k, r, p in zip(entries["kind"], redemption, entries["points"], strict=True)]
+    kind = [
+        codes.get(k, _RETURNED if k == "reverse" and r and p > 0 else _REFUND if k == "reverse" else _OTHER)
+        for k, r, p in zip(entries["kind"], redemption, entries["points"], strict=True)
+    ]
 
     def seconds(column: str) -> pl.Series:
         moments = pd.to_datetime(entries[column], utc=True)
         values = (moments - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
         return pl.Series(column, values.astype("Int64").tolist(), dtype=pl.Int64)
 
-    ledger = pl.DataFrame({"member_id": entries["member_id"].astype("int64").to_numpy(),
-                           "kind": np.array(kind, dtype=np.int8), "points": entries["points"].astype("int64").to_numpy()})
+    ledger = pl.DataFrame(
+        {
+            "member_id": entries["member_id"].astype("int64").to_numpy(),
+            "kind": np.array(kind, dtype=np.int8),
+            "points": entries["points"].astype("int64").to_numpy(),
+        }
+    )
     ledger = ledger.with_columns(seconds("occurred_at").alias("occurred_s"), seconds("expires_at").alias("expires_s"))
-    return _forecast_from_ledger(ledger, as_of, horizon=horizon, band=band, expiry_months=expiry_months, paths=paths,
-                                 seed=seed, cheapest_reward=cheapest_reward)
+    return _forecast_from_ledger(
+        ledger, as_of, horizon=horizon, band=band, expiry_months=expiry_months, paths=paths, seed=seed, cheapest_reward=cheapest_reward
+    )
 
 
 def _finite(value: float) -> float | None:
@@ -752,9 +816,16 @@ def forecast_liability(
     _check(horizon, band, paths)
     settings = get_settings(session)
     ledger = _read_ledger(session, cutoff_of(as_of))
-    return _forecast_from_ledger(ledger, as_of, horizon=horizon, band=band, expiry_months=int(settings.expiry_months),
-                                 cheapest_reward=_cheapest_reward(session),
-                                 paths=paths, seed=seed)
+    return _forecast_from_ledger(
+        ledger,
+        as_of,
+        horizon=horizon,
+        band=band,
+        expiry_months=int(settings.expiry_months),
+        cheapest_reward=_cheapest_reward(session),
+        paths=paths,
+        seed=seed,
+    )
 
 
 def _cheapest_reward(session: Session) -> float | None:
@@ -810,14 +881,21 @@ def backtest_forecast(
     end = (month_one + pd.DateOffset(months=fit_months + horizon)).to_pydatetime()
     if end > utcnow():
         raise InvalidInput(
-            f"The history starts in {month_one:%B %Y}: back-testing {fit_months} + {horizon} months needs data to "
-            f"{end:%-d %B %Y}. Use fewer months.")
+            f"The history starts in {month_one:%B %Y}: back-testing {fit_months} + {horizon} months needs data to {end:%-d %B %Y}. Use fewer months."
+        )
     settings = get_settings(session)
     ledger = _read_ledger(session, end)
     as_of = (cutoff - timedelta(days=1)).date()
-    result = _forecast_from_ledger(ledger, as_of, horizon=horizon, band=band, expiry_months=int(settings.expiry_months),
-                                 cheapest_reward=_cheapest_reward(session),
-                                   paths=paths, seed=seed)
+    result = _forecast_from_ledger(
+        ledger,
+        as_of,
+        horizon=horizon,
+        band=band,
+        expiry_months=int(settings.expiry_months),
+        cheapest_reward=_cheapest_reward(session),
+        paths=paths,
+        seed=seed,
+    )
     actual = _history(ledger, _seconds(_edges(cutoff, 0, horizon)))
     actual["month"] = [datetime.fromtimestamp(int(s), tz=UTC).date() for s in actual["start"]]
     total = actual["expired"] + actual["redeemed"]
@@ -826,8 +904,16 @@ def backtest_forecast(
     rows = []
     for record in forecast.itertuples():
         value = float(actual.loc[actual["month"] == record.month, record.measure].iloc[0])
-        rows.append({"month": record.month, "measure": record.measure, "forecast": record.points,
-                     "low": record.points_low, "high": record.points_high, "actual": value})
+        rows.append(
+            {
+                "month": record.month,
+                "measure": record.measure,
+                "forecast": record.points,
+                "low": record.points_low,
+                "high": record.points_high,
+                "actual": value,
+            }
+        )
     months = pd.DataFrame(rows)
     months["error"] = months["forecast"] - months["actual"]
     months["abs_pct_error"] = np.where(months["actual"].abs() > 0, months["error"].abs() / months["actual"].abs(), np.nan)
@@ -845,10 +931,24 @@ def backtest_forecast(
                 total_error = float(last["error"] / last["actual"]) if last["actual"] else None
             else:
                 total_error = float(chosen["error"].sum() / chosen["actual"].sum()) if chosen["actual"].sum() else None
-        errors.append({"measure": measure, "mae": float(chosen["error"].abs().mean()), "mape": mape,
-                       "inside_band": float(chosen["inside"].mean()), "total_pct_error": total_error})
-    return {"cutoff": cutoff, "fit_months": fit_months, "horizon": horizon, "band": band, "model": result.model,
-            "months": months, "errors": pd.DataFrame(errors)}
+        errors.append(
+            {
+                "measure": measure,
+                "mae": float(chosen["error"].abs().mean()),
+                "mape": mape,
+                "inside_band": float(chosen["inside"].mean()),
+                "total_pct_error": total_error,
+            }
+        )
+    return {
+        "cutoff": cutoff,
+        "fit_months": fit_months,
+        "horizon": horizon,
+        "band": band,
+        "model": result.model,
+        "months": months,
+        "errors": pd.DataFrame(errors),
+    }
 
 
 # --- storing and reading back -------------------------------------------------------------------------
@@ -867,12 +967,20 @@ def store_forecast(session: Session, as_of: date | None = None, *, forecast: For
     now = utcnow()
     with write_transaction(session):
         session.execute(delete(LiabilityForecast).where(col(LiabilityForecast.as_of) == as_of))
-        session.add_all([
-            LiabilityForecast(as_of=as_of, month=r.month, measure=r.measure, points=float(r.points),
-                              points_low=None if pd.isna(r.points_low) else float(r.points_low),
-                              points_high=None if pd.isna(r.points_high) else float(r.points_high), computed_at=now)
-            for r in frame.itertuples()
-        ])
+        session.add_all(
+            [
+                LiabilityForecast(
+                    as_of=as_of,
+                    month=r.month,
+                    measure=r.measure,
+                    points=float(r.points),
+                    points_low=None if pd.isna(r.points_low) else float(r.points_low),
+                    points_high=None if pd.isna(r.points_high) else float(r.points_high),
+                    computed_at=now,
+                )
+                for r in frame.itertuples()
+            ]
+        )
         session.flush()
     return len(frame)
 
@@ -892,8 +1000,9 @@ def latest_forecast(session: Session, *, on_or_before: date | None = None) -> di
     if as_of is None:
         return None
     rows = session.exec(select(LiabilityForecast).where(LiabilityForecast.as_of == as_of)).all()
-    long = pd.DataFrame([{"month": r.month, "measure": r.measure, "points": r.points, "points_low": r.points_low,
-                          "points_high": r.points_high} for r in rows])
+    long = pd.DataFrame(
+        [{"month": r.month, "measure": r.measure, "points": r.points, "points_low": r.points_low, "points_high": r.points_high} for r in rows]
+    )
     return forecast_summary(long, as_of, computed_at=max(r.computed_at for r in rows), session=session)
 
 
@@ -913,8 +1022,7 @@ def forecast_summary(long: pd.DataFrame, as_of: date, *, computed_at: datetime |
         ``breakage`` = expected expired / (expired + redeemed).
     """
     cutoff_day = as_of + timedelta(days=1)
-    wide = long.pivot_table(index="month", columns="measure", values=["points", "points_low", "points_high"],
-                            aggfunc="first", dropna=False)
+    wide = long.pivot_table(index="month", columns="measure", values=["points", "points_low", "points_high"], aggfunc="first", dropna=False)
     frame = pd.DataFrame(index=wide.index)
     for measure in MEASURES:
         for column, suffix in (("points", ""), ("points_low", "_low"), ("points_high", "_high")):
@@ -932,13 +1040,27 @@ def forecast_summary(long: pd.DataFrame, as_of: date, *, computed_at: datetime |
     last = future.iloc[-1] if len(future) else None
     expired, redeemed = float(future["expired"].sum()), float(future["redeemed"].sum())
     return {
-        "as_of": as_of, "computed_at": computed_at, "currency": settings.currency, "point_value": settings.point_value,
-        "frame": frame, "outstanding_now": float(past["outstanding"].iloc[-1]) if len(past) else None,
-        "horizon_end": None if last is None else {
-            "month": last["month"], "last_day": last["last_day"], "points": float(last["outstanding"]), "low": float(last["outstanding_low"]),
-            "high": float(last["outstanding_high"]), "money": float(last["outstanding_money"]),
-            "money_low": float(last["outstanding_money_low"]), "money_high": float(last["outstanding_money_high"])},
-        "expected_earned": float(future["earned"].sum()), "expected_redeemed": redeemed, "expected_expired": expired,
+        "as_of": as_of,
+        "computed_at": computed_at,
+        "currency": settings.currency,
+        "point_value": settings.point_value,
+        "frame": frame,
+        "outstanding_now": float(past["outstanding"].iloc[-1]) if len(past) else None,
+        "horizon_end": None
+        if last is None
+        else {
+            "month": last["month"],
+            "last_day": last["last_day"],
+            "points": float(last["outstanding"]),
+            "low": float(last["outstanding_low"]),
+            "high": float(last["outstanding_high"]),
+            "money": float(last["outstanding_money"]),
+            "money_low": float(last["outstanding_money_low"]),
+            "money_high": float(last["outstanding_money_high"]),
+        },
+        "expected_earned": float(future["earned"].sum()),
+        "expected_redeemed": redeemed,
+        "expected_expired": expired,
         "breakage": expired / (expired + redeemed) if expired + redeemed > 0 else None,
     }
 
@@ -962,8 +1084,13 @@ def liability_outlook(session: Session, as_of: date) -> dict[str, Any]:
     return {**forecast_summary(long, result.as_of, computed_at=utcnow(), session=session), "stored": False}
 
 
-BACKTEST_LABELS = {"outstanding": "Outstanding at month end", "earned": "Points earned", "redeemed": "Points redeemed",
-                   "expired": "Points expired", "breakage": "Breakage rate"}
+BACKTEST_LABELS = {
+    "outstanding": "Outstanding at month end",
+    "earned": "Points earned",
+    "redeemed": "Points redeemed",
+    "expired": "Points expired",
+    "breakage": "Breakage rate",
+}
 
 
 def backtest_table(backtest: dict[str, Any]) -> pd.DataFrame:
@@ -971,11 +1098,13 @@ def backtest_table(backtest: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for r in backtest["errors"].itertuples():
         rate = r.measure == "breakage"
-        rows.append({
-            "measure": BACKTEST_LABELS[r.measure],
-            "mean absolute error": f"{r.mae * 100:.1f} pts" if rate else f"{r.mae:,.0f} points",
-            "mean absolute % error": "" if rate else f"{r.mape:.1%}",
-            "error of the total": "" if r.total_pct_error is None or pd.isna(r.total_pct_error) else f"{r.total_pct_error:+.1%}",
-            "months inside the band": f"{r.inside_band:.0%}",
-        })
+        rows.append(
+            {
+                "measure": BACKTEST_LABELS[r.measure],
+                "mean absolute error": f"{r.mae * 100:.1f} pts" if rate else f"{r.mae:,.0f} points",
+                "mean absolute % error": "" if rate else f"{r.mape:.1%}",
+                "error of the total": "" if r.total_pct_error is None or pd.isna(r.total_pct_error) else f"{r.total_pct_error:+.1%}",
+                "months inside the band": f"{r.inside_band:.0%}",
+            }
+        )
     return pd.DataFrame(rows)

@@ -123,8 +123,7 @@ def _z_sum(alpha: float, power: float) -> float:
     return float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
 
 
-def required_sample_size(delta: float, sigma: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
-                         ratio: float = 1.0) -> float:
+def required_sample_size(delta: float, sigma: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER, ratio: float = 1.0) -> float:
     """Members needed in the smaller-ratio group to detect a difference of means ``delta``.
 
     Chow, Shao & Wang (2008), *Sample Size Calculations in Clinical Research*, 2nd ed.,
@@ -145,8 +144,9 @@ def required_sample_size(delta: float, sigma: float, alpha: float = DEFAULT_ALPH
     return _z_sum(alpha, power) ** 2 * sigma**2 * (1 + 1 / ratio) / delta**2
 
 
-def minimum_detectable_uplift(*, members: int, sigma: float, holdout_pct: float, alpha: float = DEFAULT_ALPHA,
-                              power: float = DEFAULT_POWER) -> float | None:
+def minimum_detectable_uplift(
+    *, members: int, sigma: float, holdout_pct: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER
+) -> float | None:
     """The smallest uplift per member a holdout of ``holdout_pct`` detects with this power.
 
     ``(z(1 - α/2) + z(1 - β)) · σ · sqrt(1 / (N(1 - k)) + 1 / (N k))``; ``None`` when a
@@ -182,8 +182,16 @@ class HoldoutSizing:
     message: str = ""
 
 
-def holdout_size(*, members: int, sigma: float, holdout_pct: float, target_uplift: float | None = None, baseline: float = 0.0,
-                 alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> HoldoutSizing:
+def holdout_size(
+    *,
+    members: int,
+    sigma: float,
+    holdout_pct: float,
+    target_uplift: float | None = None,
+    baseline: float = 0.0,
+    alpha: float = DEFAULT_ALPHA,
+    power: float = DEFAULT_POWER,
+) -> HoldoutSizing:
     """Size the holdout of a segment of ``members`` with spend spread ``sigma`` (see the module notes).
 
     Parameters
@@ -204,24 +212,47 @@ def holdout_size(*, members: int, sigma: float, holdout_pct: float, target_uplif
         raise InvalidInput("The uplift to detect must be above 0.")
     z = _z_sum(alpha, power)
     mde = minimum_detectable_uplift(members=members, sigma=sigma, holdout_pct=holdout_pct, alpha=alpha, power=power)
-    common: dict[str, Any] = {"members": members, "sigma": sigma, "baseline": baseline, "alpha": alpha, "power": power,
-                              "holdout_pct": holdout_pct, "mde": mde,
-                              "mde_relative": mde / baseline if mde is not None and baseline > 0 else None}
+    common: dict[str, Any] = {
+        "members": members,
+        "sigma": sigma,
+        "baseline": baseline,
+        "alpha": alpha,
+        "power": power,
+        "holdout_pct": holdout_pct,
+        "mde": mde,
+        "mde_relative": mde / baseline if mde is not None and baseline > 0 else None,
+    }
     if target_uplift is None:
         return HoldoutSizing(**common, message="" if mde is not None else "Without a holdout the campaign's uplift cannot be measured.")
     if members < 2:
-        return HoldoutSizing(**common, target_uplift=target_uplift, enough_at_half=False,
-                             members_needed_at_half=math.ceil(4 * (z * sigma / target_uplift) ** 2) if sigma > 0 else 2,
-                             message="Too few members are eligible to split into two groups.")
+        return HoldoutSizing(
+            **common,
+            target_uplift=target_uplift,
+            enough_at_half=False,
+            members_needed_at_half=math.ceil(4 * (z * sigma / target_uplift) ** 2) if sigma > 0 else 2,
+            message="Too few members are eligible to split into two groups.",
+        )
     if sigma == 0:
-        return HoldoutSizing(**common, target_uplift=target_uplift, needed_pct=1 / members, enough_at_half=True, members_needed_at_half=2,
-                             message="Spend does not vary between these members: any holdout detects the uplift.")
+        return HoldoutSizing(
+            **common,
+            target_uplift=target_uplift,
+            needed_pct=1 / members,
+            enough_at_half=True,
+            members_needed_at_half=2,
+            message="Spend does not vary between these members: any holdout detects the uplift.",
+        )
     c = members * (target_uplift / (z * sigma)) ** 2
     needed_at_half = math.ceil(4 * (z * sigma / target_uplift) ** 2)  # 1/(k(1-k)) = 4 at k = 0.5
     if c < 4:
-        return HoldoutSizing(**common, target_uplift=target_uplift, needed_pct=None, enough_at_half=False, members_needed_at_half=needed_at_half,
-                             message=f"Even a 50% holdout cannot detect this uplift on {members:,} members: "
-                                     f"it would take a segment of {needed_at_half:,} members, or a larger uplift.")
+        return HoldoutSizing(
+            **common,
+            target_uplift=target_uplift,
+            needed_pct=None,
+            enough_at_half=False,
+            members_needed_at_half=needed_at_half,
+            message=f"Even a 50% holdout cannot detect this uplift on {members:,} members: "
+            f"it would take a segment of {needed_at_half:,} members, or a larger uplift.",
+        )
     needed = (1 - math.sqrt(1 - 4 / c)) / 2
     return HoldoutSizing(**common, target_uplift=target_uplift, needed_pct=needed, enough_at_half=True, members_needed_at_half=needed_at_half)
 
@@ -265,9 +296,20 @@ def segment_spend(session: Session, member_ids: np.ndarray, *, days: float, as_o
     return SegmentSpend(n, mean, math.sqrt(max(variance, 0.0)), days, since, as_of)
 
 
-def plan_holdout(session: Session, *, kind: str, eligibility: dict[str, Any], rule: dict[str, Any], days: float, holdout_pct: float,
-                 target_uplift: float | None = None, relative: bool = False, alpha: float = DEFAULT_ALPHA,
-                 power: float = DEFAULT_POWER, now: datetime | None = None) -> tuple[HoldoutSizing, SegmentSpend]:
+def plan_holdout(
+    session: Session,
+    *,
+    kind: str,
+    eligibility: dict[str, Any],
+    rule: dict[str, Any],
+    days: float,
+    holdout_pct: float,
+    target_uplift: float | None = None,
+    relative: bool = False,
+    alpha: float = DEFAULT_ALPHA,
+    power: float = DEFAULT_POWER,
+    now: datetime | None = None,
+) -> tuple[HoldoutSizing, SegmentSpend]:
     """Holdout sizing for a campaign being set up: measure the segment, then :func:`holdout_size`.
 
     ``target_uplift`` is money per member over the campaign, or with ``relative=True`` a
@@ -285,8 +327,9 @@ def plan_holdout(session: Session, *, kind: str, eligibility: dict[str, Any], ru
         target = target * segment.mean if segment.mean > 0 else None
         if target is None:
             message = "These members spent nothing in a period as long as the campaign: give the uplift in money."
-    sizing = holdout_size(members=segment.members, sigma=segment.sigma, holdout_pct=holdout_pct, target_uplift=target,
-                          baseline=segment.mean, alpha=alpha, power=power)
+    sizing = holdout_size(
+        members=segment.members, sigma=segment.sigma, holdout_pct=holdout_pct, target_uplift=target, baseline=segment.mean, alpha=alpha, power=power
+    )
     return (replace(sizing, message=message) if message else sizing), segment
 
 
@@ -333,8 +376,14 @@ def pool_uplifts(uplift: np.ndarray, se: np.ndarray) -> PooledUplift:
     scale = float(w.sum() - (w**2).sum() / w.sum())
     tau2 = max(0.0, (q - (len(y) - 1)) / scale) if len(y) > 1 else 0.0
     w_star = 1 / (s**2 + tau2)
-    return PooledUplift(k=len(y), mean=float((w_star * y).sum() / w_star.sum()), se=math.sqrt(1 / w_star.sum()),
-                        tau=math.sqrt(tau2), q=q, weights=w_star / w_star.sum())
+    return PooledUplift(
+        k=len(y),
+        mean=float((w_star * y).sum() / w_star.sum()),
+        se=math.sqrt(1 / w_star.sum()),
+        tau=math.sqrt(tau2),
+        q=q,
+        weights=w_star / w_star.sum(),
+    )
 
 
 @dataclass(frozen=True)
@@ -368,13 +417,29 @@ class CampaignImpact:
     notes: tuple[str, ...] = ()
 
 
-_COMPARABLE_COLUMNS = ["campaign_id", "campaign", "status", "window_start", "window_end", "days", "treatment_members",
-                       "holdout_members", "spend_uplift", "se", "factor", "scaled_uplift", "scaled_se", "weight",
-                       "points_cost", "points_per_member"]
+_COMPARABLE_COLUMNS = [
+    "campaign_id",
+    "campaign",
+    "status",
+    "window_start",
+    "window_end",
+    "days",
+    "treatment_members",
+    "holdout_members",
+    "spend_uplift",
+    "se",
+    "factor",
+    "scaled_uplift",
+    "scaled_se",
+    "weight",
+    "points_cost",
+    "points_per_member",
+]
 
 
 def _window_days(starts_at: datetime, ends_at: datetime, window_end: Any) -> float:
     """Days from the start to the end of the evaluated window (the campaign's end, or the evaluation's cutoff)."""
+
     def utc(moment: Any) -> pd.Timestamp:
         stamp = pd.Timestamp(moment)
         return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
@@ -393,13 +458,18 @@ def comparable_campaigns(session: Session, kind: str, *, exclude_campaign_id: in
     results = results[(results["kind"] == kind) & (results["campaign_id"] != exclude_campaign_id)]
     results = results.dropna(subset=["spend_uplift", "spend_uplift_ci_low", "spend_uplift_ci_high"])
     results = results[(results["treatment_members"] >= 2) & (results["holdout_members"] >= 2)]
-    frame = results[["campaign_id", "campaign", "status", "window_start", "window_end", "treatment_members", "holdout_members",
-                     "spend_uplift", "points_cost"]].copy()
+    frame = results[
+        ["campaign_id", "campaign", "status", "window_start", "window_end", "treatment_members", "holdout_members", "spend_uplift", "points_cost"]
+    ].copy()
     for column in ("treatment_members", "holdout_members", "spend_uplift", "points_cost"):
         frame[column] = pd.to_numeric(frame[column]).astype(float)
     # The stored window is in whole days (its end rounded up); the campaign's own times are exact.
-    times = {cid: (start, end) for cid, start, end in session.execute(
-        select(Campaign.id, Campaign.starts_at, Campaign.ends_at).where(col(Campaign.id).in_([int(c) for c in frame["campaign_id"]]))).all()}
+    times = {
+        cid: (start, end)
+        for cid, start, end in session.execute(
+            select(Campaign.id, Campaign.starts_at, Campaign.ends_at).where(col(Campaign.id).in_([int(c) for c in frame["campaign_id"]]))
+        ).all()
+    }
     frame["days"] = [_window_days(*times[int(cid)], window_end) for cid, window_end in zip(frame["campaign_id"], frame["window_end"])]
     dof = frame["treatment_members"] + frame["holdout_members"] - 2
     t = stats.t.ppf(0.5 + EVALUATION_CONFIDENCE / 2, dof.to_numpy()) if len(frame) else np.array([])
@@ -421,8 +491,11 @@ def impact_from_history(comparable: pd.DataFrame, *, kind: str, days: float) -> 
     if days <= 0:
         raise InvalidInput("The campaign must last more than 0 days.")
     factor = length_factor(kind, days, comparable["days"].to_numpy(dtype=float))
-    scaled = comparable.assign(factor=factor, scaled_uplift=comparable["spend_uplift"].to_numpy(dtype=float) * factor,
-                               scaled_se=comparable["se"].to_numpy(dtype=float) * factor)
+    scaled = comparable.assign(
+        factor=factor,
+        scaled_uplift=comparable["spend_uplift"].to_numpy(dtype=float) * factor,
+        scaled_se=comparable["se"].to_numpy(dtype=float) * factor,
+    )
     pooled = pool_uplifts(scaled["scaled_uplift"].to_numpy(), scaled["scaled_se"].to_numpy())
     return pooled, scaled.assign(weight=pooled.weights)
 
@@ -430,18 +503,35 @@ def impact_from_history(comparable: pd.DataFrame, *, kind: str, days: float) -> 
 def _no_history_reason(session: Session, kind: str, exclude_campaign_id: int | None, now: datetime) -> str:
     label = CAMPAIGN_KINDS.get(kind, kind)
     waiting = session.exec(
-        select(func.count()).select_from(Campaign).where(Campaign.kind == kind, Campaign.status != "draft", Campaign.holdout_pct > 0,
-                                                         Campaign.starts_at < now, Campaign.id != (exclude_campaign_id or -1))
+        select(func.count())
+        .select_from(Campaign)
+        .where(
+            Campaign.kind == kind,
+            Campaign.status != "draft",
+            Campaign.holdout_pct > 0,
+            Campaign.starts_at < now,
+            Campaign.id != (exclude_campaign_id or -1),
+        )
     ).one()
     if waiting:
-        return (f"No comparable history yet: {waiting} {label.lower()} campaign(s) with a holdout have run but are not evaluated. "
-                "Run the campaign-evaluation job (Jobs page, or `python -m loyalty evaluate --job campaign-evaluation`).")
-    return (f"No comparable history: no {label.lower()} campaign has been measured against a holdout yet, so there is no "
-            "uplift to estimate from. Run this one with a holdout and it becomes the history.")
+        return (
+            f"No comparable history yet: {waiting} {label.lower()} campaign(s) with a holdout have run but are not evaluated. "
+            "Run the campaign-evaluation job (Jobs page, or `python -m loyalty evaluate --job campaign-evaluation`)."
+        )
+    return (
+        f"No comparable history: no {label.lower()} campaign has been measured against a holdout yet, so there is no "
+        "uplift to estimate from. Run this one with a holdout and it becomes the history."
+    )
 
 
-def expected_campaign_impact(session: Session, *, campaign_id: int, confidence: float = DEFAULT_IMPACT_CONFIDENCE,
-                             now: datetime | None = None, preview: dict[str, Any] | None = None) -> CampaignImpact:
+def expected_campaign_impact(
+    session: Session,
+    *,
+    campaign_id: int,
+    confidence: float = DEFAULT_IMPACT_CONFIDENCE,
+    now: datetime | None = None,
+    preview: dict[str, Any] | None = None,
+) -> CampaignImpact:
     """Before launch: a draft campaign's expected incremental revenue and points cost (module notes).
 
     Treated members and the points cost come from :func:`loyalty.decisions.planner.preview_campaign`
@@ -460,31 +550,58 @@ def expected_campaign_impact(session: Session, *, campaign_id: int, confidence: 
     settings = get_settings(session)
     days = (campaign.ends_at - campaign.starts_at).total_seconds() / 86400
     # The members the preview counts (as of the start for a future draft), their spend over a period as long.
-    ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {},
-                           as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now)
+    ids = eligible_members(
+        session,
+        campaign.eligibility or {},
+        kind=campaign.kind,
+        rule=campaign.rule or {},
+        as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now,
+    )
     segment = segment_spend(session, ids, days=days, as_of=now)
     points = None if preview["estimated_points"] is None else int(preview["estimated_points"])
     cost = None if points is None else points * settings.point_value
-    base: dict[str, Any] = {"kind": campaign.kind, "days": days, "eligible": preview["eligible"], "treatment": preview["treatment"],
-                            "holdout": preview["holdout"], "points_cost": points, "cost": cost, "currency": settings.currency,
-                            "confidence": confidence}
+    base: dict[str, Any] = {
+        "kind": campaign.kind,
+        "days": days,
+        "eligible": preview["eligible"],
+        "treatment": preview["treatment"],
+        "holdout": preview["holdout"],
+        "points_cost": points,
+        "cost": cost,
+        "currency": settings.currency,
+        "confidence": confidence,
+    }
     comparable = comparable_campaigns(session, campaign.kind, exclude_campaign_id=campaign_id)
     if comparable.empty or cost is None:
         # Without a points cost there is no net to show: the reason, never a 0.
         sizing = holdout_size(members=segment.members, sigma=segment.sigma, holdout_pct=campaign.holdout_pct, baseline=segment.mean)
-        return CampaignImpact(**base, comparable=comparable.iloc[0:0].reindex(columns=_COMPARABLE_COLUMNS), holdout_sizing=sizing,
-                              reason=" ".join(filter(None, [preview.get("not_enough_history"),
-                                                            _no_history_reason(session, campaign.kind, campaign_id, now) if comparable.empty else None])))
+        return CampaignImpact(
+            **base,
+            comparable=comparable.iloc[0:0].reindex(columns=_COMPARABLE_COLUMNS),
+            holdout_sizing=sizing,
+            reason=" ".join(
+                filter(
+                    None,
+                    [preview.get("not_enough_history"), _no_history_reason(session, campaign.kind, campaign_id, now) if comparable.empty else None],
+                )
+            ),
+        )
     pooled, comparable = impact_from_history(comparable, kind=campaign.kind, days=days)
-    sizing = holdout_size(members=segment.members, sigma=segment.sigma, holdout_pct=campaign.holdout_pct, baseline=segment.mean,
-                          target_uplift=pooled.mean if pooled.mean > 0 else None)
+    sizing = holdout_size(
+        members=segment.members,
+        sigma=segment.sigma,
+        holdout_pct=campaign.holdout_pct,
+        baseline=segment.mean,
+        target_uplift=pooled.mean if pooled.mean > 0 else None,
+    )
     low, high = pooled.prediction_interval(confidence)
     n = preview["treatment"]
     revenue, revenue_low, revenue_high = pooled.mean * n, low * n, high * n
     notes = []
     if pooled.k == 1:
-        notes.append("Only one comparable campaign: the interval is its own and leaves out how much campaigns differ "
-                     "from one another, so it is too narrow.")
+        notes.append(
+            "Only one comparable campaign: the interval is its own and leaves out how much campaigns differ from one another, so it is too narrow."
+        )
     elif pooled.k < 4:
         notes.append(f"Only {pooled.k} comparable campaigns: the spread between campaigns is a rough estimate.")
     if campaign.holdout_pct == 0:
@@ -493,10 +610,20 @@ def expected_campaign_impact(session: Session, *, campaign_id: int, confidence: 
         notes.append("The points budget caps the cost; the uplift of past campaigns is not adjusted for it.")
     assert points is not None  # the cost is known, so is the points cost it came from
     return CampaignImpact(
-        **base, comparable=comparable[_COMPARABLE_COLUMNS], uplift_per_member=pooled.mean, uplift_low=low, uplift_high=high,
-        incremental_revenue=revenue, incremental_revenue_low=revenue_low, incremental_revenue_high=revenue_high,
-        net=revenue - cost, net_low=revenue_low - cost, net_high=revenue_high - cost,
-        revenue_per_point=revenue / points if points > 0 else None, between_campaign_sd=pooled.tau, holdout_sizing=sizing,
+        **base,
+        comparable=comparable[_COMPARABLE_COLUMNS],
+        uplift_per_member=pooled.mean,
+        uplift_low=low,
+        uplift_high=high,
+        incremental_revenue=revenue,
+        incremental_revenue_low=revenue_low,
+        incremental_revenue_high=revenue_high,
+        net=revenue - cost,
+        net_low=revenue_low - cost,
+        net_high=revenue_high - cost,
+        revenue_per_point=revenue / points if points > 0 else None,
+        between_campaign_sd=pooled.tau,
+        holdout_sizing=sizing,
         notes=tuple(notes),
     )
 
@@ -541,7 +668,13 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         raise NotFound(f"No campaign with id {campaign_id}.")
-    ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now)
+    ids = eligible_members(
+        session,
+        campaign.eligibility or {},
+        kind=campaign.kind,
+        rule=campaign.rule or {},
+        as_of=max(now, campaign.starts_at) if campaign.status == "draft" else now,
+    )
     holdout = stable_uniform(stored_id(campaign), ids) < campaign.holdout_pct
     treatment = np.sort(ids[~holdout])
     campaign_days = (campaign.ends_at - campaign.starts_at).total_seconds() / 86400
@@ -549,27 +682,42 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
     window_days = min(campaign_days, MAX_REPLAY_DAYS) if once else PREVIEW_LOOKBACK_DAYS
     since = now - timedelta(days=window_days)
     cohort = _replay_cohort(session, campaign, ids, since)
-    recent = pd.DataFrame(session.exec(
-        select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel)  # type: ignore[call-overload]  # typed for at most 4 columns
-        .where(Purchase.occurred_at >= since, Purchase.occurred_at < now, col(Purchase.refunded_at).is_(None))
-    ).all(), columns=["id", "member_id", "occurred_at", "amount", "category", "channel"])
+    recent = pd.DataFrame(
+        session.exec(
+            select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.channel).where(  # type: ignore[call-overload]  # typed for at most 4 columns
+                Purchase.occurred_at >= since, Purchase.occurred_at < now, col(Purchase.refunded_at).is_(None)
+            )
+        ).all(),
+        columns=["id", "member_id", "occurred_at", "amount", "category", "channel"],
+    )
     recent = recent[recent["member_id"].isin(cohort)]
-    preview: dict[str, Any] = {"eligible": len(ids), "treatment": len(treatment), "holdout": int(holdout.sum()),
-                               "estimated_points": 0, "lookback_days": round(window_days, 1), "replayed_members": len(cohort),
-                               "purchases_in_window": len(recent), "purchases_needed": MIN_PREVIEW_PURCHASES, "not_enough_history": None}
+    preview: dict[str, Any] = {
+        "eligible": len(ids),
+        "treatment": len(treatment),
+        "holdout": int(holdout.sum()),
+        "estimated_points": 0,
+        "lookback_days": round(window_days, 1),
+        "replayed_members": len(cohort),
+        "purchases_in_window": len(recent),
+        "purchases_needed": MIN_PREVIEW_PURCHASES,
+        "not_enough_history": None,
+    }
     if len(treatment) == 0:
         return preview  # nobody to pay: a cost of 0 is the estimate
     if len(recent) < MIN_PREVIEW_PURCHASES:
         preview["estimated_points"] = None
-        preview["not_enough_history"] = (f"Not enough history to estimate: {len(recent):,} purchases in the window, need "
-                                         f"{MIN_PREVIEW_PURCHASES:,} (the last {window_days:,.0f} days of the "
-                                         f"{len(cohort):,} member{'s' if len(cohort) != 1 else ''} the campaign's rules pick).")
+        preview["not_enough_history"] = (
+            f"Not enough history to estimate: {len(recent):,} purchases in the window, need "
+            f"{MIN_PREVIEW_PURCHASES:,} (the last {window_days:,.0f} days of the "
+            f"{len(cohort):,} member{'s' if len(cohort) != 1 else ''} the campaign's rules pick)."
+        )
         return preview
     mult = recent["member_id"].map(member_multipliers(session)).fillna(1.0)
     recent = recent.assign(base_points=base_points(recent["amount"], mult, get_settings(session).points_per_currency_unit))
     # The same campaign, as if it had run over the replayed window, every replayed member treated.
-    replayed = SimpleNamespace(**{f: getattr(campaign, f) for f in ("id", "kind", "rule", "eligibility", "updated_at")},
-                               budget_points=None, starts_at=since, ends_at=now)
+    replayed = SimpleNamespace(
+        **{f: getattr(campaign, f) for f in ("id", "kind", "rule", "eligibility", "updated_at")}, budget_points=None, starts_at=since, ends_at=now
+    )
     engine = CampaignEngine.replaying(session, replayed, cohort)
     per_member = float(engine(recent)["points"].sum()) / len(cohort)
     cost = round(per_member * len(treatment) * (1 if once else campaign_days / window_days))

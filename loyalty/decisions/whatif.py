@@ -91,7 +91,7 @@ from db.engine import write_transaction
 from db.models import Member, Purchase, Reward, Scenario
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
-from loyalty.analytics.data import Reader, epoch_sql, range_conditions, where_clause, fetch_frame, load_purchases
+from loyalty.analytics.data import Reader, epoch_sql, fetch_frame, load_purchases, range_conditions, where_clause
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.earning import base_points
 from loyalty.periods import add_months, month_start
@@ -175,10 +175,20 @@ def current_program(session: Session) -> dict[str, Any]:
     ``id, name, points_cost, active``), ``points_per_currency_unit``, ``expiry_months``,
     ``point_value``, ``currency``."""
     settings = get_settings(session)
-    rewards = pd.DataFrame(session.exec(select(col(Reward.id), col(Reward.name), col(Reward.points_cost), col(Reward.active)).order_by(col(Reward.points_cost), col(Reward.id))).all(),
-                           columns=["id", "name", "points_cost", "active"])
-    return {"tiers": list_tiers(session), "rewards": rewards, "points_per_currency_unit": float(settings.points_per_currency_unit),
-            "expiry_months": int(settings.expiry_months), "point_value": float(settings.point_value), "currency": settings.currency}
+    rewards = pd.DataFrame(
+        session.exec(
+            select(col(Reward.id), col(Reward.name), col(Reward.points_cost), col(Reward.active)).order_by(col(Reward.points_cost), col(Reward.id))
+        ).all(),
+        columns=["id", "name", "points_cost", "active"],
+    )
+    return {
+        "tiers": list_tiers(session),
+        "rewards": rewards,
+        "points_per_currency_unit": float(settings.points_per_currency_unit),
+        "expiry_months": int(settings.expiry_months),
+        "point_value": float(settings.point_value),
+        "currency": settings.currency,
+    }
 
 
 def _reward_names(session: Session) -> dict[int, str]:
@@ -227,8 +237,7 @@ def normalise_changes(changes: dict[str, Any], current: Rules, reward_names: dic
         rows = [dict(r) for r in changes["tiers"]]
         validated = validate_tiers(rows)
         clean["tiers"] = [
-            {**({"id": int(raw["id"])} if raw.get("id") is not None and not pd.isna(raw.get("id")) else {}), **v}
-            for raw, v in zip(rows, validated)
+            {**({"id": int(raw["id"])} if raw.get("id") is not None and not pd.isna(raw.get("id")) else {}), **v} for raw, v in zip(rows, validated)
         ]
     if changes.get("points_per_currency_unit") is not None:
         rate = _number(changes["points_per_currency_unit"], "points_per_currency_unit (the earn rate)", float)
@@ -259,8 +268,12 @@ def scenario_rules(current: Rules, changes: dict[str, Any]) -> Rules:
     """``current`` with normalised ``changes`` applied."""
     tiers = current.tiers if "tiers" not in changes else tuple(validate_tiers([dict(t) for t in changes["tiers"]]))
     costs = {**current.reward_costs, **{int(k): int(v) for k, v in changes.get("reward_costs", {}).items()}}
-    return Rules(tiers=tiers, earn_rate=float(changes.get("points_per_currency_unit", current.earn_rate)),
-                 expiry_months=int(changes.get("expiry_months", current.expiry_months)), reward_costs=costs)
+    return Rules(
+        tiers=tiers,
+        earn_rate=float(changes.get("points_per_currency_unit", current.earn_rate)),
+        expiry_months=int(changes.get("expiry_months", current.expiry_months)),
+        reward_costs=costs,
+    )
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -272,8 +285,9 @@ def _same(a: Any, b: Any) -> bool:
         return str(a).strip() == str(b).strip()
 
 
-def changes_from_inputs(program: dict[str, Any], *, tiers: list[dict[str, Any]], points_per_currency_unit: float,
-                        expiry_months: int, rewards: list[dict[str, Any]]) -> dict[str, Any]:
+def changes_from_inputs(
+    program: dict[str, Any], *, tiers: list[dict[str, Any]], points_per_currency_unit: float, expiry_months: int, rewards: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The changes an edited form holds against ``program`` (:func:`current_program`): only what differs.
 
     ``tiers`` rows need not carry ``benefits``: a row with the ``id`` of an existing tier keeps its benefits.
@@ -282,8 +296,15 @@ def changes_from_inputs(program: dict[str, Any], *, tiers: list[dict[str, Any]],
     now = program["tiers"].to_dict("records")
     if len(tiers) != len(now) or any(not _same(row.get(f), old[f]) for row, old in zip(tiers, now) for f in TIER_RULE_FIELDS):
         benefits = {int(t["id"]): t["benefits"] for t in now}
-        changes["tiers"] = [{**row, "benefits": row.get("benefits") or benefits.get(int(row["id"]), "")
-                             if row.get("id") is not None and not pd.isna(row.get("id")) else row.get("benefits", "")} for row in tiers]
+        changes["tiers"] = [
+            {
+                **row,
+                "benefits": row.get("benefits") or benefits.get(int(row["id"]), "")
+                if row.get("id") is not None and not pd.isna(row.get("id"))
+                else row.get("benefits", ""),
+            }
+            for row in tiers
+        ]
     if not _same(points_per_currency_unit, program["points_per_currency_unit"]):
         changes["points_per_currency_unit"] = points_per_currency_unit
     if not _same(expiry_months, program["expiry_months"]):
@@ -307,8 +328,13 @@ def window_of(as_of: date | None = None) -> tuple[date, date]:
 def window_purchases(session: Session, *, as_of: date | None = None) -> int:
     """Purchases (not refunded) in the replayed window: 0 means there is nothing to replay."""
     start, end = (datetime(d.year, d.month, 1, tzinfo=UTC) for d in window_of(as_of))
-    return int(session.exec(select(func.count()).select_from(Purchase).where(
-        Purchase.occurred_at >= start, Purchase.occurred_at < end, col(Purchase.refunded_at).is_(None))).one())
+    return int(
+        session.exec(
+            select(func.count())
+            .select_from(Purchase)
+            .where(Purchase.occurred_at >= start, Purchase.occurred_at < end, col(Purchase.refunded_at).is_(None))
+        ).one()
+    )
 
 
 def window_label(as_of: date | None = None) -> str:
@@ -389,7 +415,10 @@ def load_history(session: Session, *, as_of: date | None, lookback: int, warmup:
         session,
         f"SELECT member_id, reward_id, {epoch_sql(dialect, 'requested_at')} AS requested, points FROM redemption "
         + where_clause(["status <> 'cancelled'", *conditions]),
-        {"member_id": pl.Int64, "reward_id": pl.Int64, "requested": pl.Int64, "points": pl.Int64}, params=window, reader=reader)
+        {"member_id": pl.Int64, "reward_id": pl.Int64, "requested": pl.Int64, "points": pl.Int64},
+        params=window,
+        reader=reader,
+    )
     r_member = redemptions["member_id"].to_numpy()
     position = np.searchsorted(member_ids, r_member)
     known = (position < n) & (member_ids[np.minimum(position, max(n - 1, 0))] == r_member) if n else np.zeros(len(r_member), bool)
@@ -399,12 +428,24 @@ def load_history(session: Session, *, as_of: date | None, lookback: int, warmup:
     total = int(session.exec(select(func.count()).select_from(Member).where(col(Member.erased_at).is_(None), Member.joined_at < end_moment)).one())
     rewards = session.exec(select(Reward.id, Reward.name, Reward.active)).all()
     return History(
-        window_start=window_start, window_end=window_end, read_start=read_start, lookback=lookback, warmup=warmup,
-        member_ids=member_ids, erased=np.isin(member_ids, erased_ids),
-        purchase_member=member_pos, purchase_month=month, purchase_amount=amount, spend_cum=spend_cum, count_cum=count_cum,
-        redemption_member=position[known], redemption_month=(_month_numbers(redemptions["requested"].to_numpy()) - base - lookback)[known],
-        redemption_reward=redemptions["reward_id"].to_numpy()[known], redemption_points=redemptions["points"].to_numpy()[known].astype(np.float64),
-        members_total=total, reward_names={int(i): name for i, name, _ in rewards if i is not None},
+        window_start=window_start,
+        window_end=window_end,
+        read_start=read_start,
+        lookback=lookback,
+        warmup=warmup,
+        member_ids=member_ids,
+        erased=np.isin(member_ids, erased_ids),
+        purchase_member=member_pos,
+        purchase_month=month,
+        purchase_amount=amount,
+        spend_cum=spend_cum,
+        count_cum=count_cum,
+        redemption_member=position[known],
+        redemption_month=(_month_numbers(redemptions["requested"].to_numpy()) - base - lookback)[known],
+        redemption_reward=redemptions["reward_id"].to_numpy()[known],
+        redemption_points=redemptions["points"].to_numpy()[known].astype(np.float64),
+        members_total=total,
+        reward_names={int(i): name for i, name, _ in rewards if i is not None},
         active_rewards=[int(i) for i, _, active in rewards if active and i is not None],
     )
 
@@ -464,14 +505,20 @@ def _earned(history: History, rules: Rules, path: np.ndarray) -> np.ndarray:
 def _demand(history: History, rules: Rules, current: Rules, scale: np.ndarray) -> np.ndarray:
     """Points each member would redeem per replay month: real redemptions x cost change x earn change."""
     n, replay = len(history.member_ids), history.replay_months
-    size = 1 + max(max(current.reward_costs, default=0), max(rules.reward_costs, default=0),
-                   int(history.redemption_reward.max()) if len(history.redemption_reward) else 0)
+    size = 1 + max(
+        max(current.reward_costs, default=0),
+        max(rules.reward_costs, default=0),
+        int(history.redemption_reward.max()) if len(history.redemption_reward) else 0,
+    )
     now, new = np.zeros(size), np.zeros(size)
     now[list(current.reward_costs)] = list(current.reward_costs.values())
     new[list(rules.reward_costs)] = list(rules.reward_costs.values())
     factor_of = np.where(now > 0, new / np.where(now > 0, now, 1), 1.0)  # a reward unknown to both: unchanged
-    demand = np.bincount(history.redemption_month * n + history.redemption_member,
-                         weights=history.redemption_points * factor_of[history.redemption_reward], minlength=n * replay).reshape(replay, n)
+    demand = np.bincount(
+        history.redemption_month * n + history.redemption_member,
+        weights=history.redemption_points * factor_of[history.redemption_reward],
+        minlength=n * replay,
+    ).reshape(replay, n)
     return demand * scale[None, :]
 
 
@@ -504,8 +551,9 @@ def _share(part: float, whole: float) -> float | None:
     return float(part) / float(whole) if whole else None
 
 
-def replay(history: History, rules: Rules, *, demand: np.ndarray, path: np.ndarray, qualified: np.ndarray, earned: np.ndarray,
-           point_value: float) -> dict[str, Any]:
+def replay(
+    history: History, rules: Rules, *, demand: np.ndarray, path: np.ndarray, qualified: np.ndarray, earned: np.ndarray, point_value: float
+) -> dict[str, Any]:
     """The JSON-ready outcome of one rule set on ``history`` (see the module notes)."""
     ledger = _ledger(history, rules, earned, demand)
     first = history.lookback + history.warmup
@@ -519,14 +567,20 @@ def replay(history: History, rules: Rules, *, demand: np.ndarray, path: np.ndarr
     idle_tier = int(_qualified_idle(rules))
     counts = np.bincount(end_tier + 1, minlength=len(names) + 1)
     counts[idle_tier + 1] += max(idle, 0)
-    best = qualified[history.warmup:, active].max(axis=0) if n_active else np.zeros(0, dtype=np.int64)
+    best = qualified[history.warmup :, active].max(axis=0) if n_active else np.zeros(0, dtype=np.int64)
     tiers = [{"tier": name, "members": int(counts[k + 1]), "reach": _share(int((best >= k).sum()), n_active)} for k, name in enumerate(names)]
     if counts[0]:
         tiers.insert(0, {"tier": NO_TIER, "members": int(counts[0]), "reach": None})
 
     peak = np.sort(ledger["peak"][active])
-    rewards: list[dict[str, Any]] = sorted(({"reward_id": i, "reward": history.reward_names[i], "points_cost": rules.reward_costs[i]}
-                      for i in history.active_rewards if i in rules.reward_costs), key=lambda r: (r["points_cost"], r["reward_id"]))
+    rewards: list[dict[str, Any]] = sorted(
+        (
+            {"reward_id": i, "reward": history.reward_names[i], "points_cost": rules.reward_costs[i]}
+            for i in history.active_rewards
+            if i in rules.reward_costs
+        ),
+        key=lambda r: (r["points_cost"], r["reward_id"]),
+    )
     for reward in rewards:
         reward["reach"] = _share(len(peak) - int(np.searchsorted(peak, reward["points_cost"] - 1e-9)), n_active)
     flows = ledger["flows"]
@@ -554,12 +608,21 @@ def _qualified_idle(rules: Rules) -> int:
     if not rules.tiers:
         return -1
     zero = np.zeros(1)
-    return int(qualifying_tier_index(zero, zero.astype(np.int64), np.array([t["min_spend"] for t in rules.tiers]),
-                                     np.array([t["min_purchases"] for t in rules.tiers]))[0])
+    return int(
+        qualifying_tier_index(
+            zero, zero.astype(np.int64), np.array([t["min_spend"] for t in rules.tiers]), np.array([t["min_purchases"] for t in rules.tiers])
+        )[0]
+    )
 
 
-def simulate(session: Session, *, changes: dict[str, Any] | None = None, as_of: date | None = None, reader: Reader = "auto",
-             timings: dict[str, float] | None = None) -> dict[str, Any]:
+def simulate(
+    session: Session,
+    *,
+    changes: dict[str, Any] | None = None,
+    as_of: date | None = None,
+    reader: Reader = "auto",
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """Replay the last 12 months under the current rules and under ``changes``.
 
     Parameters
@@ -597,17 +660,30 @@ def simulate(session: Session, *, changes: dict[str, Any] | None = None, as_of: 
     outcome = {}
     for key, rules, scale in (("current", current, np.ones(len(before))), ("scenario", scenario, earn_change)):
         demand = _demand(history, rules, current, scale)
-        outcome[key] = replay(history, rules, demand=demand, path=paths[key][0], qualified=paths[key][1], earned=earned[key],
-                              point_value=float(settings.point_value))
+        outcome[key] = replay(
+            history, rules, demand=demand, path=paths[key][0], qualified=paths[key][1], earned=earned[key], point_value=float(settings.point_value)
+        )
     if timings is not None:
-        timings.update({"load_s": loaded - started, "replay_s": time.perf_counter() - loaded, "total_s": time.perf_counter() - started,
-                        "members": len(history.member_ids), "purchases": len(history.purchase_amount)})
+        timings.update(
+            {
+                "load_s": loaded - started,
+                "replay_s": time.perf_counter() - loaded,
+                "total_s": time.perf_counter() - started,
+                "members": len(history.member_ids),
+                "purchases": len(history.purchase_amount),
+            }
+        )
     return {
-        "window_start": history.window_start.isoformat(), "window_end": history.window_end.isoformat(),
-        "members": history.members_total, "purchases": int((history.purchase_month >= history.lookback + history.warmup).sum()),
-        "currency": settings.currency, "point_value": float(settings.point_value), "changes": clean,
+        "window_start": history.window_start.isoformat(),
+        "window_end": history.window_end.isoformat(),
+        "members": history.members_total,
+        "purchases": int((history.purchase_month >= history.lookback + history.warmup).sum()),
+        "currency": settings.currency,
+        "point_value": float(settings.point_value),
+        "changes": clean,
         "rules": {"current": current.as_json(names), "scenario": scenario.as_json(names)},
-        "current": outcome["current"], "scenario": outcome["scenario"],
+        "current": outcome["current"],
+        "scenario": outcome["scenario"],
     }
 
 
@@ -634,13 +710,23 @@ def _difference(current: Any, scenario: Any) -> Any:
 
 def summary_frame(result: dict[str, Any]) -> pd.DataFrame:
     """``metric, label, kind, current, scenario, difference`` for the headline numbers."""
-    rows = [{"metric": key, "label": label, "kind": kind, "current": result["current"][key], "scenario": result["scenario"][key],
-             "difference": _difference(result["current"][key], result["scenario"][key])} for key, label, kind in METRICS]
+    rows = [
+        {
+            "metric": key,
+            "label": label,
+            "kind": kind,
+            "current": result["current"][key],
+            "scenario": result["scenario"][key],
+            "difference": _difference(result["current"][key], result["scenario"][key]),
+        }
+        for key, label, kind in METRICS
+    ]
     return pd.DataFrame(rows)
 
 
 def tiers_frame(result: dict[str, Any]) -> pd.DataFrame:
     """``tier, members_current, members_scenario, difference, reach_current, reach_scenario`` (tiers by name)."""
+
     def frame(side: str) -> pd.DataFrame:
         return pd.DataFrame(result[side]["tiers"], columns=["tier", "members", "reach"]).set_index("tier")
 
@@ -654,8 +740,10 @@ def tiers_frame(result: dict[str, Any]) -> pd.DataFrame:
 
 def flows_frame(result: dict[str, Any]) -> pd.DataFrame:
     """``measure, current, scenario, difference`` for points issued, redeemed, expired and outstanding."""
-    rows = [{"measure": measure.capitalize(), "current": result["current"][f"points_{measure}"], "scenario": result["scenario"][f"points_{measure}"]}
-            for measure in ("issued", "redeemed", "expired", "outstanding")]
+    rows = [
+        {"measure": measure.capitalize(), "current": result["current"][f"points_{measure}"], "scenario": result["scenario"][f"points_{measure}"]}
+        for measure in ("issued", "redeemed", "expired", "outstanding")
+    ]
     frame = pd.DataFrame(rows)
     frame["difference"] = frame["scenario"] - frame["current"]
     return frame
@@ -664,8 +752,16 @@ def flows_frame(result: dict[str, Any]) -> pd.DataFrame:
 # --- scenarios -----------------------------------------------------------------------------------------
 
 
-def save_scenario(*, session: Session, actor: Actor, name: str, changes: dict[str, Any], description: str = "",
-                  as_of: date | None = None, result: dict[str, Any] | None = None) -> Scenario:
+def save_scenario(
+    *,
+    session: Session,
+    actor: Actor,
+    name: str,
+    changes: dict[str, Any],
+    description: str = "",
+    as_of: date | None = None,
+    result: dict[str, Any] | None = None,
+) -> Scenario:
     """Replay ``changes`` (or take the ``result`` of a run of the same changes) and store both, audited.
 
     Permission ``segments.manage`` (admin, manager, analyst): saving changes nothing in the program.
@@ -681,13 +777,25 @@ def save_scenario(*, session: Session, actor: Actor, name: str, changes: dict[st
     with write_transaction(session):
         if session.exec(select(Scenario.id).where(Scenario.name == name)).first() is not None:
             raise InvalidInput(f"name: a scenario named {name!r} already exists.")
-        scenario = Scenario(name=name, description=description.strip(), changes=result["changes"], result=result,
-                            window_start=date.fromisoformat(result["window_start"]), window_end=date.fromisoformat(result["window_end"]),
-                            created_by=actor.username)
+        scenario = Scenario(
+            name=name,
+            description=description.strip(),
+            changes=result["changes"],
+            result=result,
+            window_start=date.fromisoformat(result["window_start"]),
+            window_end=date.fromisoformat(result["window_end"]),
+            created_by=actor.username,
+        )
         session.add(scenario)
         session.flush()
-        record_audit(session, actor=actor, action="scenario.save", entity="scenario", entity_id=scenario.id,
-                     after={"name": name, "changes": result["changes"], "window_start": result["window_start"], "window_end": result["window_end"]})
+        record_audit(
+            session,
+            actor=actor,
+            action="scenario.save",
+            entity="scenario",
+            entity_id=scenario.id,
+            after={"name": name, "changes": result["changes"], "window_start": result["window_start"], "window_end": result["window_end"]},
+        )
     session.refresh(scenario)
     return scenario
 
@@ -695,12 +803,32 @@ def save_scenario(*, session: Session, actor: Actor, name: str, changes: dict[st
 def list_scenarios(session: Session) -> pd.DataFrame:
     """Saved scenarios, newest first: ``id, name, description, window_start, window_end, created_by, created_at``
     and the scenario's headline numbers."""
-    columns = ["id", "name", "description", "window_start", "window_end", "created_by", "created_at",
-               "points_issued", "liability", "first_reward_reach", "cost_share"]
-    rows = [{"id": s.id, "name": s.name, "description": s.description, "window_start": s.window_start, "window_end": s.window_end,
-             "created_by": s.created_by, "created_at": s.created_at,
-             **{k: (s.result.get("scenario") or {}).get(k) for k in ("points_issued", "liability", "first_reward_reach", "cost_share")}}
-            for s in session.exec(select(Scenario).order_by(col(Scenario.created_at).desc(), col(Scenario.id).desc()))]
+    columns = [
+        "id",
+        "name",
+        "description",
+        "window_start",
+        "window_end",
+        "created_by",
+        "created_at",
+        "points_issued",
+        "liability",
+        "first_reward_reach",
+        "cost_share",
+    ]
+    rows = [
+        {
+            "id": s.id,
+            "name": s.name,
+            "description": s.description,
+            "window_start": s.window_start,
+            "window_end": s.window_end,
+            "created_by": s.created_by,
+            "created_at": s.created_at,
+            **{k: (s.result.get("scenario") or {}).get(k) for k in ("points_issued", "liability", "first_reward_reach", "cost_share")},
+        }
+        for s in session.exec(select(Scenario).order_by(col(Scenario.created_at).desc(), col(Scenario.id).desc()))
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -716,8 +844,14 @@ def delete_scenario(*, session: Session, actor: Actor, scenario_id: int) -> str:
     require(actor, SCENARIO_PERMISSION)
     with write_transaction(session):
         scenario = _scenario(session, scenario_id)
-        record_audit(session, actor=actor, action="scenario.delete", entity="scenario", entity_id=scenario_id,
-                     before={"name": scenario.name, "changes": scenario.changes})
+        record_audit(
+            session,
+            actor=actor,
+            action="scenario.delete",
+            entity="scenario",
+            entity_id=scenario_id,
+            before={"name": scenario.name, "changes": scenario.changes},
+        )
         session.delete(scenario)
     return scenario.name
 
@@ -788,9 +922,20 @@ def draft_from_scenario(*, session: Session, actor: Actor, scenario_id: int) -> 
             name = f"{original.name} [draft: {scenario.name}]"[:200]
             if session.exec(select(Reward.id).where(Reward.name == name)).first() is not None:
                 raise InvalidInput(f"A draft of {original.name} from scenario {scenario.name!r} already exists ({name!r}).")
-            draft = save_reward(session=session, actor=actor, name=name, kind=original.kind, description=original.description,
-                                points_cost=int(cost), stock=original.stock, min_tier_id=original.min_tier_id, partner=original.partner,
-                                available_from=original.available_from, available_until=original.available_until, active=False)
+            draft = save_reward(
+                session=session,
+                actor=actor,
+                name=name,
+                kind=original.kind,
+                description=original.description,
+                points_cost=int(cost),
+                stock=original.stock,
+                min_tier_id=original.min_tier_id,
+                partner=original.partner,
+                available_from=original.available_from,
+                available_until=original.available_until,
+                active=False,
+            )
             created.append({"id": draft.id, "name": draft.name, "points_cost": draft.points_cost, "from_reward": original.name})
         proposal = {
             "rewards": created,

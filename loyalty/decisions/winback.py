@@ -83,8 +83,20 @@ WINBACK_DAYS = 30
 WINBACK_CHANNELS = ["email", "app"]
 
 CANDIDATE_COLUMNS = [
-    "member_id", "member", "name", "email", "tier", "historical_spend", "predicted_clv_12m", "p_alive_then",
-    "p_alive_now", "drop", "last_purchase", "days_since_last_purchase", "purchase_days", "expected_purchases_12m",
+    "member_id",
+    "member",
+    "name",
+    "email",
+    "tier",
+    "historical_spend",
+    "predicted_clv_12m",
+    "p_alive_then",
+    "p_alive_now",
+    "drop",
+    "last_purchase",
+    "days_since_last_purchase",
+    "purchase_days",
+    "expected_purchases_12m",
 ]
 EXPORT_COLUMNS = CANDIDATE_COLUMNS[1:]  # without the internal id
 
@@ -129,8 +141,9 @@ def winback_scores(
     then = summary_data(purchases, reference, time_unit)
     then_alive = then.select(
         "member_id",
-        pl.Series("p_alive_then", probability_alive(model.bgnbd, then["frequency"], then["recency"], then["T"]) if then.height else [],
-                  dtype=pl.Float64),
+        pl.Series(
+            "p_alive_then", probability_alive(model.bgnbd, then["frequency"], then["recency"], then["T"]) if then.height else [], dtype=pl.Float64
+        ),
     )
     members = table.select(
         "member_id",
@@ -202,11 +215,7 @@ def winback_candidates(
         high_value = high_value | (pl.col("predicted_clv_12m") >= predicted_line).fill_null(False)
     members = load_members(session, columns=("member_id", "external_id", "tier", "erased"))
     matched = (
-        scored.filter(
-            high_value
-            & (pl.col("p_alive_then") - pl.col("p_alive_now") >= min_drop)
-            & (pl.col("p_alive_now") < max_alive)
-        )
+        scored.filter(high_value & (pl.col("p_alive_then") - pl.col("p_alive_now") >= min_drop) & (pl.col("p_alive_now") < max_alive))
         .join(members, on="member_id", how="left")
         .filter(~pl.col("erased").fill_null(False))
         .with_columns(
@@ -217,29 +226,38 @@ def winback_candidates(
     )
     listed = matched.head(limit)
     contacts = _contacts(session, listed["member_id"].to_list(), show_pii=actor is not None and actor.can("members.view_pii"))
-    frame = (
-        listed.rename({"external_id": "member"})
-        .join(contacts, on="member_id", how="left")
-        .select(CANDIDATE_COLUMNS)
-        .to_pandas()
-    )
+    frame = listed.rename({"external_id": "member"}).join(contacts, on="member_id", how="left").select(CANDIDATE_COLUMNS).to_pandas()
     frame.attrs["criteria"] = {
-        "as_of": scores.as_of.isoformat(), "reference": scores.reference.isoformat(),
-        "reference_days": (scores.as_of - scores.reference).days, "min_value_quantile": min_value_quantile,
-        "min_drop": min_drop, "max_alive": max_alive, "historical_line": historical_line, "predicted_line": predicted_line,
-        "members_scored": scored.height, "matched": matched.height, "listed": len(frame),
-        "bgnbd": scores.model.bgnbd.as_dict(), "time_unit": scores.model.time_unit, "currency": get_settings(session).currency,
+        "as_of": scores.as_of.isoformat(),
+        "reference": scores.reference.isoformat(),
+        "reference_days": (scores.as_of - scores.reference).days,
+        "min_value_quantile": min_value_quantile,
+        "min_drop": min_drop,
+        "max_alive": max_alive,
+        "historical_line": historical_line,
+        "predicted_line": predicted_line,
+        "members_scored": scored.height,
+        "matched": matched.height,
+        "listed": len(frame),
+        "bgnbd": scores.model.bgnbd.as_dict(),
+        "time_unit": scores.model.time_unit,
+        "currency": get_settings(session).currency,
     }
     return frame
 
 
 def _contacts(session: Session, member_ids: list[int], *, show_pii: bool) -> pl.DataFrame:
     """Name and e-mail of the listed members, masked unless ``show_pii``."""
-    rows = [row for start in range(0, len(member_ids), 10_000)
-            for row in session.exec(select(Member.id, Member.name, Member.email).where(col(Member.id).in_(member_ids[start:start + 10_000]))).all()]
+    rows = [
+        row
+        for start in range(0, len(member_ids), 10_000)
+        for row in session.exec(select(Member.id, Member.name, Member.email).where(col(Member.id).in_(member_ids[start : start + 10_000]))).all()
+    ]
     shown = (lambda v: v or "") if show_pii else mask
-    return pl.DataFrame({"member_id": [r[0] for r in rows], "name": [shown(r[1]) for r in rows], "email": [shown(r[2]) for r in rows]},
-                        schema={"member_id": pl.Int64, "name": pl.String, "email": pl.String})
+    return pl.DataFrame(
+        {"member_id": [r[0] for r in rows], "name": [shown(r[1]) for r in rows], "email": [shown(r[2]) for r in rows]},
+        schema={"member_id": pl.Int64, "name": pl.String, "email": pl.String},
+    )
 
 
 def describe_selection(criteria: dict[str, Any] | None, members: int) -> str:
@@ -267,9 +285,14 @@ def _inactive_days(session: Session, member_ids: list[int], now: datetime) -> in
     activation; one day less than the gap keeps every listed member eligible whatever the
     time of day of that purchase, and still drops those who buy again meanwhile.
     """
-    latest = [session.exec(select(func.max(Purchase.occurred_at)).where(
-        col(Purchase.member_id).in_(member_ids[start:start + 10_000]), col(Purchase.refunded_at).is_(None))).one()
-        for start in range(0, len(member_ids), 10_000)]
+    latest = [
+        session.exec(
+            select(func.max(Purchase.occurred_at)).where(
+                col(Purchase.member_id).in_(member_ids[start : start + 10_000]), col(Purchase.refunded_at).is_(None)
+            )
+        ).one()
+        for start in range(0, len(member_ids), 10_000)
+    ]
     latest = [moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in latest if moment is not None]
     if not latest:
         return DEFAULT_REFERENCE_DAYS
@@ -313,8 +336,16 @@ def create_winback_campaign(
     with write_transaction(session):  # the checks and the save see the same members
         ids = listed_member_ids(session, member_ids)
         return save_campaign(
-            session=session, actor=actor, name=name, kind="win_back", description=describe_selection(criteria, len(ids)),
-            starts_at=starts_at, ends_at=ends_at, channels=list(WINBACK_CHANNELS),
-            eligibility={"member_ids": ids}, rule={"inactive_days": _inactive_days(session, ids, now), "points": int(points)},
-            holdout_pct=holdout_pct, budget_points=budget_points,
+            session=session,
+            actor=actor,
+            name=name,
+            kind="win_back",
+            description=describe_selection(criteria, len(ids)),
+            starts_at=starts_at,
+            ends_at=ends_at,
+            channels=list(WINBACK_CHANNELS),
+            eligibility={"member_ids": ids},
+            rule={"inactive_days": _inactive_days(session, ids, now), "points": int(points)},
+            holdout_pct=holdout_pct,
+            budget_points=budget_points,
         )

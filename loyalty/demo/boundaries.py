@@ -36,10 +36,17 @@ def _expire_lots(sim: Simulation, j: int, moment: int) -> None:
         who = np.flatnonzero(expired)
         if len(who):
             sim.debited[who] += expired[who]
-            sim.write_ledger(pd.DataFrame({
-                "member_id": sim.member_ids[who], "kind": EXPIRE, "points": -expired[who],
-                "occurred_at": as_timestamps(np.full(len(who), moment)), "reason": "lots past their expiry date",
-            }))
+            sim.write_ledger(
+                pd.DataFrame(
+                    {
+                        "member_id": sim.member_ids[who],
+                        "kind": EXPIRE,
+                        "points": -expired[who],
+                        "occurred_at": as_timestamps(np.full(len(who), moment)),
+                        "reason": "lots past their expiry date",
+                    }
+                )
+            )
 
 
 def _evaluate_tiers(sim: Simulation, j: int, moment: int) -> None:
@@ -65,12 +72,21 @@ def _evaluate_tiers(sim: Simulation, j: int, moment: int) -> None:
     sim.tier_reached[who] = j
     reason = _movement_reasons(sim, spend[moved], count[moved], old, new)
     when = as_datetime(moment)
-    insert_frame(sim.session, "tier_movement", pd.DataFrame({
-        "member_id": sim.member_ids[who], "from_tier_id": sim.tier_ids[old], "to_tier_id": sim.tier_ids[new],
-        "moved_at": as_timestamps(np.full(len(who), moment)), "reason": reason.to_numpy(),
-        # As the job: an evaluation as of day D takes effect at D + 1, 00:00 UTC.
-        "as_of": np.full(len(who), (when - timedelta(days=1)).date(), dtype=object),
-    }))
+    insert_frame(
+        sim.session,
+        "tier_movement",
+        pd.DataFrame(
+            {
+                "member_id": sim.member_ids[who],
+                "from_tier_id": sim.tier_ids[old],
+                "to_tier_id": sim.tier_ids[new],
+                "moved_at": as_timestamps(np.full(len(who), moment)),
+                "reason": reason.to_numpy(),
+                # As the job: an evaluation as of day D takes effect at D + 1, 00:00 UTC.
+                "as_of": np.full(len(who), (when - timedelta(days=1)).date(), dtype=object),
+            }
+        ),
+    )
     sim.counts["tier_movements"] += len(who)
     table = Member.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     sim.session.execute(
@@ -79,22 +95,32 @@ def _evaluate_tiers(sim: Simulation, j: int, moment: int) -> None:
     )
 
 
-def _movement_reasons(sim: Simulation, spend: np.ndarray, count: np.ndarray, old: np.ndarray,
-                      new: np.ndarray) -> pd.Series:
+def _movement_reasons(sim: Simulation, spend: np.ndarray, count: np.ndarray, old: np.ndarray, new: np.ndarray) -> pd.Series:
     """Why each member moved, worded as the tier evaluation job words it."""
     names = object_array(sim.tier_names)
     bought = pd.Series(count)
-    lead = ("spent " + pd.Series(spend).map("{:,.2f}".format) + " and bought "
-            + pd.Series(np.where(bought == 1, "once", bought.astype(str) + " times")) + " in the last 12 months")
-    needs = (" (needs " + pd.Series(sim.tier_min_spend[old]).map("{:,.2f}".format) + " and "
-             + pd.Series(sim.tier_min_purchases[old]).astype(str) + " purchases)")
-    grace = pd.Series(np.where(sim.tier_grace[old] > 0,
-                               " and its " + pd.Series(sim.tier_grace[old]).astype(str) + "-month grace period is over", ""))
-    reason = pd.Series(np.where(
-        new > old,
-        (lead + ": qualifies for " + pd.Series(names[new])).to_numpy(),
-        (lead + ": below " + pd.Series(names[old]) + needs + grace + ": moves to " + pd.Series(names[new])).to_numpy(),
-    ))
+    lead = (
+        "spent "
+        + pd.Series(spend).map("{:,.2f}".format)
+        + " and bought "
+        + pd.Series(np.where(bought == 1, "once", bought.astype(str) + " times"))
+        + " in the last 12 months"
+    )
+    needs = (
+        " (needs "
+        + pd.Series(sim.tier_min_spend[old]).map("{:,.2f}".format)
+        + " and "
+        + pd.Series(sim.tier_min_purchases[old]).astype(str)
+        + " purchases)"
+    )
+    grace = pd.Series(np.where(sim.tier_grace[old] > 0, " and its " + pd.Series(sim.tier_grace[old]).astype(str) + "-month grace period is over", ""))
+    reason = pd.Series(
+        np.where(
+            new > old,
+            (lead + ": qualifies for " + pd.Series(names[new])).to_numpy(),
+            (lead + ": below " + pd.Series(names[old]) + needs + grace + ": moves to " + pd.Series(names[new])).to_numpy(),
+        )
+    )
     return reason
 
 
@@ -116,10 +142,18 @@ def _assign_campaign(sim: Simulation, campaign: Campaign, plan: CampaignPlan, mo
     """Assign a starting campaign's eligible members, with the stable holdout of ``activate_campaign``."""
     member = _eligible(sim, plan, moment)
     holdout = stable_uniform(stored_id(campaign), sim.member_ids[member]) < campaign.holdout_pct
-    insert_frame(sim.session, "campaign_assignment", pd.DataFrame({
-        "campaign_id": stored_id(campaign), "member_id": sim.member_ids[member],
-        "group": np.where(holdout, "holdout", "treatment"), "assigned_at": as_timestamps(np.full(len(member), moment)),
-    }))
+    insert_frame(
+        sim.session,
+        "campaign_assignment",
+        pd.DataFrame(
+            {
+                "campaign_id": stored_id(campaign),
+                "member_id": sim.member_ids[member],
+                "group": np.where(holdout, "holdout", "treatment"),
+                "assigned_at": as_timestamps(np.full(len(member), moment)),
+            }
+        ),
+    )
     sim.counts["campaign_assignments"] += len(member)
     treated = member[~holdout]
     sim.treated[stored_id(campaign)] = treated

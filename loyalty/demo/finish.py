@@ -32,13 +32,16 @@ def finish_history(sim: Simulation) -> None:
     table = Reward.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     limited = np.flatnonzero(sim.reward_stock >= 0)
     if len(limited):
-        session.execute(update(table).where(table.c.id == bindparam("reward")).values(stock=bindparam("left")),
-                        [{"reward": int(sim.reward_ids[r]), "left": int(sim.reward_stock[r])} for r in limited])
+        session.execute(
+            update(table).where(table.c.id == bindparam("reward")).values(stock=bindparam("left")),
+            [{"reward": int(sim.reward_ids[r]), "left": int(sim.reward_stock[r])} for r in limited],
+        )
     for campaign, plan, _ in sim.campaigns:
         if plan.lifecycle == "schedule":
             activate_campaign(session=session, campaign_id=stored_id(campaign), actor=actor, now=sim.now)
-            sim.counts["campaign_assignments"] += int(session.execute(
-                text("SELECT COUNT(*) FROM campaign_assignment WHERE campaign_id = :c"), {"c": campaign.id}).scalar_one())
+            sim.counts["campaign_assignments"] += int(
+                session.execute(text("SELECT COUNT(*) FROM campaign_assignment WHERE campaign_id = :c"), {"c": campaign.id}).scalar_one()
+            )
     sim.segment_ids = {}
     for name, description, rules in SEGMENTS:
         segment = Segment(name=name, description=description, rules=rules, created_by=actor.username)
@@ -47,9 +50,18 @@ def finish_history(sim: Simulation) -> None:
         sim.segment_ids[name] = stored_id(segment)
     sim.points_outstanding = int(session.execute(text("SELECT COALESCE(SUM(points), 0) FROM ledger_entry")).scalar_one())
     _create_goals(sim)
-    record_audit(session, actor=actor, action="demo.create", entity="program", after={
-        "members": sim.n, "months": len(sim.b) - 1, "purchases": sim.counts["purchases"], "now": sim.now.isoformat(),
-    })
+    record_audit(
+        session,
+        actor=actor,
+        action="demo.create",
+        entity="program",
+        after={
+            "members": sim.n,
+            "months": len(sim.b) - 1,
+            "purchases": sim.counts["purchases"],
+            "now": sim.now.isoformat(),
+        },
+    )
 
 
 def _baselines(sim: Simulation) -> dict[tuple[str, str | None], float]:
@@ -95,23 +107,34 @@ def _create_goals(sim: Simulation) -> None:
     ends_on = (pd.Timestamp(today).replace(day=1) + pd.DateOffset(months=10)).date() - timedelta(days=1)
     sim.goal_count = sim.target_count = 0
     for name, objective, owner, frequency, strategy, targets in GOALS:
-        goal = save_goal(session=sim.session, actor=sim.actor, name=name, objective=objective, owner=owner,
-                         starts_on=starts_on, ends_on=ends_on, reporting_frequency=frequency, strategy=strategy)
+        goal = save_goal(
+            session=sim.session,
+            actor=sim.actor,
+            name=name,
+            objective=objective,
+            owner=owner,
+            starts_on=starts_on,
+            ends_on=ends_on,
+            reporting_frequency=frequency,
+            strategy=strategy,
+        )
         sim.goal_count += 1
         for plan in targets:
             # Written as loyalty.program.goals.save_kpi_target does, without importing the
             # analytics catalogue (scipy and all: seconds) only to check names this
             # module's tests already check against it.
-            target = KpiTarget(goal_id=stored_id(goal), metric=plan.metric, period=plan.period,
-                               target_value=_target_value(baselines[(plan.metric, plan.segment)], plan),
-                               direction=TARGET_DIRECTIONS.get(plan.metric, "up"),
-                               segment_id=sim.segment_ids[plan.segment] if plan.segment else None)
+            target = KpiTarget(
+                goal_id=stored_id(goal),
+                metric=plan.metric,
+                period=plan.period,
+                target_value=_target_value(baselines[(plan.metric, plan.segment)], plan),
+                direction=TARGET_DIRECTIONS.get(plan.metric, "up"),
+                segment_id=sim.segment_ids[plan.segment] if plan.segment else None,
+            )
             sim.session.add(target)
             sim.session.flush()
-            record_audit(sim.session, actor=sim.actor, action="kpi_target.save", entity="kpi_target",
-                         entity_id=target.id, after=target.model_dump())
+            record_audit(sim.session, actor=sim.actor, action="kpi_target.save", entity="kpi_target", entity_id=target.id, after=target.model_dump())
             sim.target_count += 1
-
 
 
 def _mean(values: list[float] | list[int]) -> float:
@@ -127,4 +150,3 @@ def _target_value(baseline: float, target: TargetPlan) -> float:
     if target.metric in ("retention_rate", "repeat_purchase_rate", "redemption_rate"):
         return float(min(round(value, 3), 1.0))
     return float(round(value, 2))
-

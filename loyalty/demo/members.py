@@ -70,8 +70,11 @@ def _draw_behaviour(sim: Simulation) -> None:
     sim.never_buys = rng.random(n) < np.array([p.never_buys for p in profiles])[ch]
     sim.buys_at_join = ~sim.never_buys & (rng.random(n) < np.array([p.buys_at_join for p in profiles])[ch])
     sim.eco = rng.random(n) < ECO_MEMBER_SHARE
-    sim.satisfaction = (0.4 * (np.log(sim.rate_per_month) - np.log(RATE_SHAPE * RATE_SCALE))
-                        + rng.normal(0.0, 1.0, size=n) + np.array([p.satisfaction for p in profiles])[ch])
+    sim.satisfaction = (
+        0.4 * (np.log(sim.rate_per_month) - np.log(RATE_SHAPE * RATE_SCALE))
+        + rng.normal(0.0, 1.0, size=n)
+        + np.array([p.satisfaction for p in profiles])[ch]
+    )
     sim.purchase_channel_probs = np.array([p.purchase_channels for p in profiles])
 
 
@@ -88,7 +91,7 @@ def _draw_details(sim: Simulation) -> pd.DataFrame:
     sim.home_store = city_first_store[city] + (rng.random(n) * city_store_count[city]).astype(np.int64)
     sim.store_names = object_array(stores)
     age_days = np.clip(rng.normal(41.0, 13.0, size=n), 18.0, 85.0) * 365.25
-    birth = (pd.Timestamp(sim.now).tz_localize(None).normalize() - pd.to_timedelta(age_days.astype(np.int64), unit="D"))
+    birth = pd.Timestamp(sim.now).tz_localize(None).normalize() - pd.to_timedelta(age_days.astype(np.int64), unit="D")
     sim.birth_month = birth.month.to_numpy() - 1
     # As the earn engine does: a 29 February birthday is kept on the 28th.
     sim.birth_day = np.where((sim.birth_month == 1) & (birth.day.to_numpy() == 29), 28, birth.day.to_numpy())
@@ -96,21 +99,22 @@ def _draw_details(sim: Simulation) -> pd.DataFrame:
     last = rng.integers(0, len(LAST_NAMES), size=n)
     number = np.arange(1, n + 1)
     first_names, last_names = object_array(FIRST_NAMES)[first], object_array(LAST_NAMES)[last]
-    return pd.DataFrame({
-        "external_id": [f"M{i:07d}" for i in number],
-        "name": first_names + " " + last_names,
-        "email": [f"{f}.{s}.{i}@example.com".lower().replace(" ", "").replace("ë", "e")
-                  for f, s, i in zip(first_names, last_names, number)],
-        "phone": "",
-        "joined_at": as_timestamps(sim.joined),
-        "acquisition_channel": object_array(list(ACQUISITION_CHANNELS))[ch],
-        "birth_date": pd.Series(birth).dt.date.to_numpy(),
-        "city": object_array([c[0] for c in CITIES])[city],
-        "marketing_consent": consent,
-        "tier_id": int(sim.tier_ids[0]),
-        "tier_since": as_timestamps(sim.joined),
-        "created_at": pd.Timestamp(utcnow()),
-    })
+    return pd.DataFrame(
+        {
+            "external_id": [f"M{i:07d}" for i in number],
+            "name": first_names + " " + last_names,
+            "email": [f"{f}.{s}.{i}@example.com".lower().replace(" ", "").replace("ë", "e") for f, s, i in zip(first_names, last_names, number)],
+            "phone": "",
+            "joined_at": as_timestamps(sim.joined),
+            "acquisition_channel": object_array(list(ACQUISITION_CHANNELS))[ch],
+            "birth_date": pd.Series(birth).dt.date.to_numpy(),
+            "city": object_array([c[0] for c in CITIES])[city],
+            "marketing_consent": consent,
+            "tier_id": int(sim.tier_ids[0]),
+            "tier_since": as_timestamps(sim.joined),
+            "created_at": pd.Timestamp(utcnow()),
+        }
+    )
 
 
 def _start_state(sim: Simulation) -> None:

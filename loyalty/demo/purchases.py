@@ -42,8 +42,7 @@ from loyalty.ledger.entries import REVERSE
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
 
 
-def simulate_purchases(sim: Simulation, k: int, stats: MonthStats, lo: np.ndarray, present: np.ndarray,
-                       month_start: int, month_end: int) -> None:
+def simulate_purchases(sim: Simulation, k: int, stats: MonthStats, lo: np.ndarray, present: np.ndarray, month_start: int, month_end: int) -> None:
     """Month ``k``'s purchases: candidates drawn, thinned by dropout, written in time order with their refunds."""
     member, moment = _candidates(sim, k, lo, present, month_start, month_end)
     member, moment = _dropout(sim, member, moment)
@@ -52,8 +51,7 @@ def simulate_purchases(sim: Simulation, k: int, stats: MonthStats, lo: np.ndarra
         _write_purchases(sim, k, stats, member[order], moment[order], month_end)
 
 
-def _candidates(sim: Simulation, k: int, lo: np.ndarray, present: np.ndarray, month_start: int,
-                month_end: int) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(sim: Simulation, k: int, lo: np.ndarray, present: np.ndarray, month_start: int, month_end: int) -> tuple[np.ndarray, np.ndarray]:
     """Purchases before dropout: the visit at enrolment, the member's own rate, campaign uplift."""
     rng = sim.rng
     season = SEASON[sim.calendar_month[k]]
@@ -89,8 +87,9 @@ def _candidates(sim: Simulation, k: int, lo: np.ndarray, present: np.ndarray, mo
     return np.concatenate(members), np.concatenate(times)
 
 
-def _add_candidates(sim: Simulation, members: list[np.ndarray], times: list[np.ndarray], who: np.ndarray, count: np.ndarray,
-                    lo: np.ndarray, hi: np.ndarray) -> None:
+def _add_candidates(
+    sim: Simulation, members: list[np.ndarray], times: list[np.ndarray], who: np.ndarray, count: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> None:
     """Add ``count[i]`` purchases of member ``who[i]`` at shop times in ``(lo[i], hi[i])``."""
     rows = np.repeat(np.arange(len(who)), count)
     members.append(who[rows])
@@ -116,8 +115,7 @@ def _dropout(sim: Simulation, member: np.ndarray, moment: np.ndarray) -> tuple[n
     return member[kept], moment[kept]
 
 
-def _write_purchases(sim: Simulation, k: int, stats: MonthStats, member: np.ndarray, moment: np.ndarray,
-                     month_end: int) -> None:
+def _write_purchases(sim: Simulation, k: int, stats: MonthStats, member: np.ndarray, moment: np.ndarray, month_end: int) -> None:
     """Write month ``k``'s purchases (in time order) with their points, refund a few, keep the month's figures."""
     frame, category, amount, external = _draw_baskets(sim, member, moment)
     earn, bonus_purchase, bonus_points = _earn(sim, k, frame, member, moment, month_end)
@@ -125,8 +123,7 @@ def _write_purchases(sim: Simulation, k: int, stats: MonthStats, member: np.ndar
     _keep_figures(sim, k, stats, member, moment, amount, ~refunded)
 
 
-def _draw_baskets(sim: Simulation, member: np.ndarray,
-                  moment: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
+def _draw_baskets(sim: Simulation, member: np.ndarray, moment: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
     """What each purchase is: category, channel, store, amount and external id; as rows for ``add_purchases``."""
     rng, n_rows = sim.rng, len(member)
     category = choose(rng, np.vstack([CATEGORY_SHARE, eco_category_shares()]), sim.eco[member].astype(np.int64))
@@ -139,16 +136,23 @@ def _draw_baskets(sim: Simulation, member: np.ndarray,
     first_number = sim.next_purchase_number
     sim.next_purchase_number += n_rows
     external = [f"P{i:09d}" for i in range(first_number, first_number + n_rows)]
-    frame = pd.DataFrame({
-        "external_id": external, "member_id": sim.member_ids[member], "occurred_at": as_timestamps(moment),
-        "amount": amount, "channel": object_array(PURCHASE_CHANNELS)[channel], "store": store,
-        "category": object_array(CATEGORIES)[category],
-    })[PURCHASE_COLUMNS]
+    frame = pd.DataFrame(
+        {
+            "external_id": external,
+            "member_id": sim.member_ids[member],
+            "occurred_at": as_timestamps(moment),
+            "amount": amount,
+            "channel": object_array(PURCHASE_CHANNELS)[channel],
+            "store": store,
+            "category": object_array(CATEGORIES)[category],
+        }
+    )[PURCHASE_COLUMNS]
     return frame, category, amount, external
 
 
-def _earn(sim: Simulation, k: int, frame: pd.DataFrame, member: np.ndarray, moment: np.ndarray,
-          month_end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _earn(
+    sim: Simulation, k: int, frame: pd.DataFrame, member: np.ndarray, moment: np.ndarray, month_end: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Add the purchases through the earn engine; the base points of each, and the bonuses (purchase, points).
 
     The lots just written are added to the month's: base points as the earn engine
@@ -175,8 +179,7 @@ def _earn(sim: Simulation, k: int, frame: pd.DataFrame, member: np.ndarray, mome
     return earn, bonus_purchase, bonus_points
 
 
-def _keep_figures(sim: Simulation, k: int, stats: MonthStats, member: np.ndarray, moment: np.ndarray,
-                  amount: np.ndarray, kept: np.ndarray) -> None:
+def _keep_figures(sim: Simulation, k: int, stats: MonthStats, member: np.ndarray, moment: np.ndarray, amount: np.ndarray, kept: np.ndarray) -> None:
     """The purchases not refunded: the tier window's spend and count, last purchases, the month's figures."""
     slot = k % 12
     sim.window_spend[slot] = np.bincount(member[kept], weights=amount[kept], minlength=sim.n)
@@ -196,9 +199,9 @@ def _keep_figures(sim: Simulation, k: int, stats: MonthStats, member: np.ndarray
 def _lookup_campaign_running(sim: Simulation, month_start: int, month_end: int) -> bool:
     """Whether a campaign that looks purchases up by id (spend threshold, birthday) runs in the month."""
     return any(
-        plan.kind in ("spend_threshold", "birthday")
-        and as_seconds(campaign.starts_at) < month_end and as_seconds(campaign.ends_at) > month_start
-        for campaign, plan, start_index in sim.campaigns if start_index >= 0
+        plan.kind in ("spend_threshold", "birthday") and as_seconds(campaign.starts_at) < month_end and as_seconds(campaign.ends_at) > month_start
+        for campaign, plan, start_index in sim.campaigns
+        if start_index >= 0
     )
 
 
@@ -207,14 +210,20 @@ def _purchase_ids(sim: Simulation, external: list[str]) -> np.ndarray:
     ids: dict[str, int] = {}
     for start in range(0, len(external), LOOKUP_CHUNK):
         keys = external[start : start + LOOKUP_CHUNK]
-        ids.update(sim.session.execute(
-            select(Purchase.external_id, Purchase.id).where(col(Purchase.external_id).in_(keys))
-        ).tuples().all())
+        ids.update(sim.session.execute(select(Purchase.external_id, Purchase.id).where(col(Purchase.external_id).in_(keys))).tuples().all())
     return np.array([ids[e] for e in external], dtype=np.int64)
 
 
-def _refunds(sim: Simulation, member: np.ndarray, category: np.ndarray, earn: np.ndarray, external: list[str],
-             bonus_purchase: np.ndarray, bonus_points: np.ndarray, month_end: int) -> np.ndarray:
+def _refunds(
+    sim: Simulation,
+    member: np.ndarray,
+    category: np.ndarray,
+    earn: np.ndarray,
+    external: list[str],
+    bonus_purchase: np.ndarray,
+    bonus_points: np.ndarray,
+    month_end: int,
+) -> np.ndarray:
     """Refund a few purchases, after the member's last purchase of the month.
 
     The ``reverse`` entry takes back exactly what the purchase earned (base and
@@ -230,23 +239,31 @@ def _refunds(sim: Simulation, member: np.ndarray, category: np.ndarray, earn: np
     order = np.argsort(bonus_purchase)
     sorted_ids, sorted_points = bonus_purchase[order], bonus_points[order]
     total_before = np.concatenate([[0], np.cumsum(sorted_points)])
-    points = earn[rows] + (total_before[np.searchsorted(sorted_ids, ids, "right")]
-                           - total_before[np.searchsorted(sorted_ids, ids, "left")])
+    points = earn[rows] + (total_before[np.searchsorted(sorted_ids, ids, "right")] - total_before[np.searchsorted(sorted_ids, ids, "left")])
     # In the first half of the time left after the member's last purchase; a
     # redemption, if any, comes in the second half.
     last = sim.last_of_month[member[rows]]
     when = last + 60 + (rng.random(len(rows)) * (0.45 * (month_end - last) - 60)).astype(np.int64)
     table = Purchase.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     sim.session.execute(
-        update(table).where(table.c.id == bindparam("purchase")).values(
-            refunded_at=bindparam("at"), returned_cents=cast(func.round(table.c.amount * 100), Integer)),
+        update(table)
+        .where(table.c.id == bindparam("purchase"))
+        .values(refunded_at=bindparam("at"), returned_cents=cast(func.round(table.c.amount * 100), Integer)),
         [{"purchase": int(p), "at": as_datetime(t)} for p, t in zip(ids, when)],
     )
     with_points = points > 0
-    sim.write_ledger(pd.DataFrame({
-        "member_id": sim.member_ids[member[rows][with_points]], "kind": REVERSE, "points": -points[with_points],
-        "occurred_at": as_timestamps(when[with_points]), "purchase_id": ids[with_points], "reason": "refund",
-    }))
+    sim.write_ledger(
+        pd.DataFrame(
+            {
+                "member_id": sim.member_ids[member[rows][with_points]],
+                "kind": REVERSE,
+                "points": -points[with_points],
+                "occurred_at": as_timestamps(when[with_points]),
+                "purchase_id": ids[with_points],
+                "reason": "refund",
+            }
+        )
+    )
     np.add.at(sim.debited, member[rows], points)
     sim.counts["refunds"] += len(rows)
     return refunded

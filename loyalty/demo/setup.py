@@ -53,9 +53,17 @@ def _create_rewards(sim: Simulation, rank_of: dict[str, int]) -> None:
             window_fields = {"available_from": as_datetime(b[recent_from])}
         units = None if plan.stock_per_1000 is None else max(1, round(plan.stock_per_1000 * sim.n / 1000))
         reward = save_reward(
-            session=sim.session, actor=sim.actor, name=plan.name, kind=plan.kind, description=plan.description,
-            points_cost=plan.points_cost, stock=units, partner=plan.partner, active=plan.active,
-            min_tier_id=int(sim.tier_ids[rank_of[plan.min_tier]]) if plan.min_tier else None, **window_fields,
+            session=sim.session,
+            actor=sim.actor,
+            name=plan.name,
+            kind=plan.kind,
+            description=plan.description,
+            points_cost=plan.points_cost,
+            stock=units,
+            partner=plan.partner,
+            active=plan.active,
+            min_tier_id=int(sim.tier_ids[rank_of[plan.min_tier]]) if plan.min_tier else None,
+            **window_fields,
         )
         ids.append(reward.id)
         costs.append(plan.points_cost)
@@ -63,7 +71,7 @@ def _create_rewards(sim: Simulation, rank_of: dict[str, int]) -> None:
         stock.append(-1 if units is None else units)
         min_rank.append(rank_of[plan.min_tier] if plan.min_tier else 0)
         open_months = np.zeros(last, dtype=bool)
-        open_months[window[0]:window[1]] = True
+        open_months[window[0] : window[1]] = True
         available.append(open_months)
     sim.reward_ids = np.array(ids, dtype=np.int64)
     sim.reward_names = object_array([p.name for p in REWARDS])
@@ -101,9 +109,17 @@ def _create_campaigns(sim: Simulation) -> None:
             starts_at = (pd.Timestamp(sim.b[-2], unit="s", tz="UTC") + pd.DateOffset(months=-plan.months_back)).to_pydatetime()
         ends_at = starts_at + timedelta(days=plan.days)
         campaign = save_campaign(
-            session=sim.session, actor=sim.actor, name=plan.name, kind=plan.kind, description=plan.description,
-            starts_at=starts_at, ends_at=ends_at, channels=list(plan.channels), eligibility=dict(plan.eligibility),
-            rule=dict(plan.rule), holdout_pct=plan.holdout_pct,
+            session=sim.session,
+            actor=sim.actor,
+            name=plan.name,
+            kind=plan.kind,
+            description=plan.description,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            channels=list(plan.channels),
+            eligibility=dict(plan.eligibility),
+            rule=dict(plan.rule),
+            holdout_pct=plan.holdout_pct,
             budget_points=int(plan.budget_per_member * sim.n) if plan.budget_per_member else None,
         )
         if plan.lifecycle == "run":

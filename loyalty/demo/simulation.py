@@ -168,16 +168,16 @@ def create_demo(
     started = time.perf_counter()
     with write_transaction(session), sqlite_page_cache(session, SQLITE_CACHE_KIB):
         _refuse_unless_empty(session)
-        summary = simulate(Simulation(session, members=members, months=months, seed=seed, actor=actor, now=now,
-                                      redemptions=redemptions, progress=progress))
+        summary = simulate(
+            Simulation(session, members=members, months=months, seed=seed, actor=actor, now=now, redemptions=redemptions, progress=progress)
+        )
     summary["seconds"] = round(time.perf_counter() - started, 2)
     if actor.can("users.manage"):
         # After the commit: create_user commits on its own, which would end the demo's
         # transaction half-way.
         from loyalty.access.users import create_demo_users
 
-        summary["users"] = [{"username": u.username, "role": u.role, "password": u.password}
-                            for u in create_demo_users(session, actor=actor)]
+        summary["users"] = [{"username": u.username, "role": u.role, "password": u.password} for u in create_demo_users(session, actor=actor)]
     return summary
 
 
@@ -199,8 +199,7 @@ def _refuse_unless_empty(session: Session) -> None:
     }
     present = [f"{n} {what}" for what, n in configured.items() if n]
     if present:
-        raise InvalidInput(f"The database already has a program configured ({', '.join(present)}): "
-                           "the demo program only fills an empty one.")
+        raise InvalidInput(f"The database already has a program configured ({', '.join(present)}): the demo program only fills an empty one.")
 
 
 def simulate(sim: Simulation) -> dict[str, Any]:

@@ -94,8 +94,9 @@ class Simulation:
     goal_count: int
     target_count: int
 
-    def __init__(self, session: Session, *, members: int, months: int, seed: int, actor: Actor, now: datetime,
-                 redemptions: bool, progress: ProgressFn | None) -> None:
+    def __init__(
+        self, session: Session, *, members: int, months: int, seed: int, actor: Actor, now: datetime, redemptions: bool, progress: ProgressFn | None
+    ) -> None:
         self.session, self.actor, self.now = session, actor, now
         self.n = members
         self.redemptions_on = redemptions
@@ -108,8 +109,15 @@ class Simulation:
         self.intervals = len(self.b) - 1
         self.calendar_month = np.array([pd.Timestamp(as_datetime(s)).month for s in self.b[:-1]]) - 1
         self.month_first = np.array([as_seconds(pd.Timestamp(as_datetime(s)).normalize().replace(day=1)) for s in self.b[:-1]])
-        self.counts: dict[str, int] = {"purchases": 0, "ledger_entries": 0, "redemptions": 0, "feedback": 0,
-                                       "refunds": 0, "tier_movements": 0, "campaign_assignments": 0}
+        self.counts: dict[str, int] = {
+            "purchases": 0,
+            "ledger_entries": 0,
+            "redemptions": 0,
+            "feedback": 0,
+            "refunds": 0,
+            "tier_movements": 0,
+            "campaign_assignments": 0,
+        }
         self.next_purchase_number = 1
         self.monthly: list[MonthStats] = []
 

@@ -56,4 +56,3 @@ def choose(rng: np.random.Generator, probabilities: np.ndarray, rows: np.ndarray
 def object_array(values: tuple[str, ...] | list[str]) -> np.ndarray:
     """Texts as a numpy object array, for indexing by code."""
     return np.asarray(values, dtype=object)
-

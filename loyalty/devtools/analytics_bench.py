@@ -111,8 +111,7 @@ def time_analyze(start: date, end: date, *, url: str | None = None) -> dict[str,
         inputs = KpiInputs(start=start, end=end, purchases=purchases, ledger=ledger, point_value=0.01, members=members)
         _timed(steps, "kpis in memory", lambda: kpis_from_inputs(inputs))
         tiers = members.select("member_id", dimension_value="tier")
-        split = KpiInputs(start=start, end=end, purchases=purchases, ledger=None, point_value=0.01, members=members,
-                          groups=tiers, dimension="tier")
+        split = KpiInputs(start=start, end=end, purchases=purchases, ledger=None, point_value=0.01, members=members, groups=tiers, dimension="tier")
         _timed(steps, "kpis by tier in memory", lambda: kpis_from_inputs(split, ["active_members", "retention_rate", "revenue_per_member"]))
         in_memory_seconds = time.perf_counter() - in_memory
         _timed(steps, "analyze kpis", lambda: kpi_summary(session, start, end))
@@ -133,10 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyze.add_argument("--to", dest="end", type=date.fromisoformat, required=True)
     analyze.add_argument("--database-url")
     args = parser.parse_args(argv)
-    if args.what == "clv":
-        result = time_clv(args.members, seed=args.seed)
-    else:
-        result = time_analyze(args.start, args.end, url=args.database_url)
+    result = time_clv(args.members, seed=args.seed) if args.what == "clv" else time_analyze(args.start, args.end, url=args.database_url)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

@@ -102,15 +102,17 @@ def generate_files(members: int, purchases_per_member: float, out: Path, *, now:
     channel = rng.choice(len(channel_names), size=members, p=shares / shares.sum())
     member_ids = np.char.add("M", np.char.zfill(np.arange(1, members + 1).astype(str), 7))
     consent = rng.random(members) < 0.6
-    pl.DataFrame({
-        "member_id": member_ids,
-        "name": np.char.add("Member ", np.arange(1, members + 1).astype(str)),
-        "email": np.char.add(np.char.add("member", np.arange(1, members + 1).astype(str)), "@example.com"),
-        "joined_at": pl.from_epoch(pl.Series(joined), time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "acquisition_channel": np.array(channel_names, dtype=object)[channel],
-        "marketing_consent": np.where(consent, "true", "false"),
-        "city": np.array(["Lyon", "Paris", "Lille", "Nantes", "Bordeaux", "Marseille"], dtype=object)[rng.integers(0, 6, members)],
-    }).write_csv(out / "members.csv")
+    pl.DataFrame(
+        {
+            "member_id": member_ids,
+            "name": np.char.add("Member ", np.arange(1, members + 1).astype(str)),
+            "email": np.char.add(np.char.add("member", np.arange(1, members + 1).astype(str)), "@example.com"),
+            "joined_at": pl.from_epoch(pl.Series(joined), time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "acquisition_channel": np.array(channel_names, dtype=object)[channel],
+            "marketing_consent": np.where(consent, "true", "false"),
+            "city": np.array(["Lyon", "Paris", "Lille", "Nantes", "Bordeaux", "Marseille"], dtype=object)[rng.integers(0, 6, members)],
+        }
+    ).write_csv(out / "members.csv")
 
     lifetime = rng.exponential(540 * 86_400, members)
     alive_until = np.minimum(joined + lifetime, end - 60)
@@ -148,15 +150,17 @@ def generate_files(members: int, purchases_per_member: float, out: Path, *, now:
             continue
         rows = slice(lo, hi)
         path = out / f"purchases_{month:%Y_%m}.csv"
-        pl.DataFrame({
-            "member_id": member_ids[owner[rows]],
-            "occurred_at": pl.from_epoch(pl.Series(moment[rows]), time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "amount": amount[rows],
-            "channel": channels[purchase_channel[rows]],
-            "store": pl.Series(store[rows]).cast(pl.String),
-            "category": categories[category[rows]],
-            "purchase_id": pl.Series(np.arange(lo + 1, hi + 1)).cast(pl.String).str.zfill(10),
-        }).with_columns(store=pl.lit("Store ") + pl.col("store"), purchase_id=pl.lit("B") + pl.col("purchase_id")).write_csv(path)
+        pl.DataFrame(
+            {
+                "member_id": member_ids[owner[rows]],
+                "occurred_at": pl.from_epoch(pl.Series(moment[rows]), time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "amount": amount[rows],
+                "channel": channels[purchase_channel[rows]],
+                "store": pl.Series(store[rows]).cast(pl.String),
+                "category": categories[category[rows]],
+                "purchase_id": pl.Series(np.arange(lo + 1, hi + 1)).cast(pl.String).str.zfill(10),
+            }
+        ).with_columns(store=pl.lit("Store ") + pl.col("store"), purchase_id=pl.lit("B") + pl.col("purchase_id")).write_csv(path)
         files.append(str(path))
     return {"members_file": str(out / "members.csv"), "purchase_files": files, "purchases": int(len(owner))}
 
@@ -185,17 +189,31 @@ def configure_program(session: Any, *, now: datetime) -> dict[str, int]:
     tier_id = dict(zip(tiers["name"], tiers["id"]))
     members = int(session.execute(text("SELECT COUNT(*) FROM member")).scalar_one())
     for plan in REWARDS:
-        save_reward(session=session, actor=actor, name=plan.name, kind=plan.kind, description=plan.description,
-                    points_cost=plan.points_cost, partner=plan.partner, active=plan.active,
-                    stock=None if plan.stock_per_1000 is None else max(10, round(plan.stock_per_1000 * members / 1000)),
-                    min_tier_id=int(tier_id[plan.min_tier]) if plan.min_tier else None)
+        save_reward(
+            session=session,
+            actor=actor,
+            name=plan.name,
+            kind=plan.kind,
+            description=plan.description,
+            points_cost=plan.points_cost,
+            partner=plan.partner,
+            active=plan.active,
+            stock=None if plan.stock_per_1000 is None else max(10, round(plan.stock_per_1000 * members / 1000)),
+            min_tier_id=int(tier_id[plan.min_tier]) if plan.min_tier else None,
+        )
     for name, description, rules in SEGMENTS:
         save_segment(session=session, actor=actor, name=name, description=description, rules=rules)
     today = now.date()
-    goal = save_goal(session=session, actor=actor, name="Grow loyal revenue", objective="retain", owner="Head of loyalty",
-                     starts_on=today.replace(day=1) - timedelta(days=60), ends_on=today + timedelta(days=300))
-    for metric, value in (("retention_rate", 0.4), ("average_transaction_value", 50.0), ("purchase_frequency", 1.3),
-                          ("redemption_rate", 0.1)):
+    goal = save_goal(
+        session=session,
+        actor=actor,
+        name="Grow loyal revenue",
+        objective="retain",
+        owner="Head of loyalty",
+        starts_on=today.replace(day=1) - timedelta(days=60),
+        ends_on=today + timedelta(days=300),
+    )
+    for metric, value in (("retention_rate", 0.4), ("average_transaction_value", 50.0), ("purchase_frequency", 1.3), ("redemption_rate", 0.1)):
         save_kpi_target(session=session, actor=actor, goal_id=stored_id(goal), metric=metric, target_value=value)
     campaigns: tuple[tuple[str, str, dict[str, Any], int, int, dict[str, Any]], ...] = (
         ("Spring double points", "multiplier", {"multiplier": 2.0}, 600, 14, {}),
@@ -204,9 +222,20 @@ def configure_program(session: Any, *, now: datetime) -> dict[str, int]:
     )
     for name, kind, rule, days_back, days, eligibility in campaigns:
         starts_at = now - timedelta(days=days_back)
-        campaign = save_campaign(session=session, actor=actor, name=name, kind=kind, description=name, starts_at=starts_at,
-                                 ends_at=starts_at + timedelta(days=days), channels=["email"], eligibility=eligibility,
-                                 rule=rule, holdout_pct=0.1, budget_points=None)
+        campaign = save_campaign(
+            session=session,
+            actor=actor,
+            name=name,
+            kind=kind,
+            description=name,
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(days=days),
+            channels=["email"],
+            eligibility=eligibility,
+            rule=rule,
+            holdout_pct=0.1,
+            budget_points=None,
+        )
         activate_campaign(session=session, campaign_id=stored_id(campaign), actor=actor, now=starts_at)
     advance_campaigns(session, now=now)
     return {"tiers": len(TIERS), "rewards": len(REWARDS), "campaigns": len(campaigns), "segments": len(SEGMENTS)}
@@ -247,8 +276,7 @@ class StepResult:
     output: dict[str, Any] = field(default_factory=dict)
 
 
-def run_measured(command: list[str], env: dict[str, str], *, sample_every: float = 0.05,
-                 time_limit: float = STEP_TIME_LIMIT_SECONDS) -> StepResult:
+def run_measured(command: list[str], env: dict[str, str], *, sample_every: float = 0.05, time_limit: float = STEP_TIME_LIMIT_SECONDS) -> StepResult:
     """Run ``command``; wall seconds and the peak memory of its whole process tree.
 
     A step still running after ``time_limit`` seconds is stopped with its whole process
@@ -271,8 +299,10 @@ def run_measured(command: list[str], env: dict[str, str], *, sample_every: float
             if time.perf_counter() - started > time_limit:
                 os.killpg(process.pid, signal.SIGKILL)
                 os.waitpid(process.pid, 0)
-                raise RuntimeError(f"{' '.join(command[2:])} did not finish within {time_limit:,.0f} s and was stopped "
-                                   "(raise STEP_TIME_LIMIT_SECONDS for a larger program).")
+                raise RuntimeError(
+                    f"{' '.join(command[2:])} did not finish within {time_limit:,.0f} s and was stopped "
+                    "(raise STEP_TIME_LIMIT_SECONDS for a larger program)."
+                )
             tree, own = _tree_rss_kb(process.pid)
             peak_kb = max(peak_kb, tree, own)
             time.sleep(sample_every)
@@ -393,9 +423,11 @@ def _step_baseline(start: date, end: date) -> dict[str, Any]:
     url = get_engine().url.render_as_string(hide_password=False)
     engine_seconds: dict[str, float] = {}
     with new_session() as session:
-        for name, work in (("retention", lambda: retention_analysis(session, "month")),
-                           ("rfm", lambda: rfm_analysis(session)),
-                           ("kpis", lambda: kpi_summary(session, start, end))):
+        for name, work in (
+            ("retention", lambda: retention_analysis(session, "month")),
+            ("rfm", lambda: rfm_analysis(session)),
+            ("kpis", lambda: kpi_summary(session, start, end)),
+        ):
             t0 = time.perf_counter()
             work()
             engine_seconds[name] = round(time.perf_counter() - t0, 3)
@@ -406,8 +438,14 @@ def _step_baseline(start: date, end: date) -> dict[str, Any]:
     gc.collect()
     baseline = _pandas_baseline(url, start, end)
     ratio = {name: round((baseline["read"] + baseline[name]) / engine_seconds[name], 1) for name in engine_seconds}
-    return {"engine_seconds": engine_seconds, "baseline_seconds": baseline, "ratio": ratio,
-            "clv_seconds": clv_seconds, "in_memory": memory["steps"], "in_memory_seconds": memory["in_memory_seconds"]}
+    return {
+        "engine_seconds": engine_seconds,
+        "baseline_seconds": baseline,
+        "ratio": ratio,
+        "clv_seconds": clv_seconds,
+        "in_memory": memory["steps"],
+        "in_memory_seconds": memory["in_memory_seconds"],
+    }
 
 
 def _step_decide() -> dict[str, Any]:
@@ -531,11 +569,14 @@ def _step_redemptions(clients: int, attempts: int) -> dict[str, Any]:
     engine = get_engine()
     url = engine.url.render_as_string(hide_password=False)
     with engine.connect() as conn:
-        pool = [r[0] for r in conn.execute(text(
-            "SELECT member_id FROM ledger_entry GROUP BY member_id HAVING SUM(points) BETWEEN 1500 AND 6000 "
-            "ORDER BY member_id LIMIT :n"), {"n": REDEMPTION_POOL})]
-        rewards = [r[0] for r in conn.execute(text(
-            "SELECT id FROM reward WHERE active AND min_tier_id IS NULL AND points_cost <= 1200 ORDER BY id"))]
+        pool = [
+            r[0]
+            for r in conn.execute(
+                text("SELECT member_id FROM ledger_entry GROUP BY member_id HAVING SUM(points) BETWEEN 1500 AND 6000 ORDER BY member_id LIMIT :n"),
+                {"n": REDEMPTION_POOL},
+            )
+        ]
+        rewards = [r[0] for r in conn.execute(text("SELECT id FROM reward WHERE active AND min_tier_id IS NULL AND points_cost <= 1200 ORDER BY id"))]
         before = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM redemption")).scalar_one()
     per_client = [attempts // clients + (1 if i < attempts % clients else 0) for i in range(clients)]
     engine.dispose()
@@ -544,17 +585,29 @@ def _step_redemptions(clients: int, attempts: int) -> dict[str, Any]:
         outcomes = list(executor.map(_redemption_client, [(url, pool, rewards, n, i + 1) for i, n in enumerate(per_client)]))
     seconds = time.perf_counter() - t0
     with engine.connect() as conn:
-        negative = conn.execute(text(
-            "SELECT COUNT(*) FROM (SELECT member_id FROM ledger_entry GROUP BY member_id HAVING SUM(points) < 0) AS n")).scalar_one()
-        redeemed = conn.execute(text(
-            "SELECT COUNT(*), COALESCE(SUM(r.points), 0), COALESCE(-SUM(l.points), 0) FROM redemption r "
-            "JOIN ledger_entry l ON l.redemption_id = r.id AND l.kind = 'redeem' WHERE r.id > :before"), {"before": before}).one()
+        negative = conn.execute(
+            text("SELECT COUNT(*) FROM (SELECT member_id FROM ledger_entry GROUP BY member_id HAVING SUM(points) < 0) AS n")
+        ).scalar_one()
+        redeemed = conn.execute(
+            text(
+                "SELECT COUNT(*), COALESCE(SUM(r.points), 0), COALESCE(-SUM(l.points), 0) FROM redemption r "
+                "JOIN ledger_entry l ON l.redemption_id = r.id AND l.kind = 'redeem' WHERE r.id > :before"
+            ),
+            {"before": before},
+        ).one()
     ok = sum(o["ok"] for o in outcomes)
     return {
-        "attempts": attempts, "clients": clients, "pool_members": len(pool), "succeeded": ok,
-        "refused": sum(o["refused"] for o in outcomes), "seconds": round(seconds, 3),
-        "attempts_per_second": round(attempts / seconds, 1), "members_below_zero": int(negative),
-        "redemptions_written": int(redeemed[0]), "points_redeemed": int(redeemed[1]), "ledger_points_taken": int(redeemed[2]),
+        "attempts": attempts,
+        "clients": clients,
+        "pool_members": len(pool),
+        "succeeded": ok,
+        "refused": sum(o["refused"] for o in outcomes),
+        "seconds": round(seconds, 3),
+        "attempts_per_second": round(attempts / seconds, 1),
+        "members_below_zero": int(negative),
+        "redemptions_written": int(redeemed[0]),
+        "points_redeemed": int(redeemed[1]),
+        "ledger_points_taken": int(redeemed[2]),
         "points_claimed_by_clients": sum(o["points"] for o in outcomes),
         "overspend": bool(negative or redeemed[0] != ok or redeemed[1] != redeemed[2]),
     }
@@ -652,8 +705,7 @@ def run_bench(config: BenchConfig, *, echo: Any = print) -> dict[str, Any]:
         for path in [files["members_file"], *files["purchase_files"]]:
             Path(path).unlink(missing_ok=True)
     purchases = details.get("import_purchases", {}).get("rows", files["purchases"])
-    return {"members": config.members, "purchases": purchases, "steps": steps, "details": details,
-            "pages": [p.title for p in PAGES]}
+    return {"members": config.members, "purchases": purchases, "steps": steps, "details": details, "pages": [p.title for p in PAGES]}
 
 
 def _machine() -> dict[str, Any]:
@@ -671,12 +723,26 @@ def _machine() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gb": round(memory_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "system": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(memory_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
 
 
-SCALING_STEPS = ("import-purchases", "evaluate-all", "evaluate:kpi-snapshot", "evaluate:tier-evaluation",
-                 "analyze:retention", "analyze:clv", "baseline", "page:Overview", "decide:whatif")
+SCALING_STEPS = (
+    "import-purchases",
+    "evaluate-all",
+    "evaluate:kpi-snapshot",
+    "evaluate:tier-evaluation",
+    "analyze:retention",
+    "analyze:clv",
+    "baseline",
+    "page:Overview",
+    "decide:whatif",
+)
 
 
 def scaling_table(results: list[dict[str, Any]], steps: tuple[str, ...] = SCALING_STEPS) -> str:
@@ -708,11 +774,26 @@ def scaling_figure(results: list[dict[str, Any]], steps: tuple[str, ...] = SCALI
         fig.add_trace(go.Scatter(x=members, y=seconds, mode="lines+markers", name=step))
     reference = [r["steps"].get("evaluate-all", {}).get("seconds") for r in results]
     if reference and reference[0]:
-        fig.add_trace(go.Scatter(x=members, y=[reference[0] * m / members[0] for m in members], mode="lines",
-                                 line={"dash": "dot", "color": "#888"}, name="linear growth (from evaluate-all at the smallest size)"))
-    fig.update_layout(title="How each step's time grows with the program (log-log)", xaxis_title="members",
-                      yaxis_title="seconds", xaxis_type="log", yaxis_type="log", template="plotly_white",
-                      width=1000, height=600, legend={"font": {"size": 11}})
+        fig.add_trace(
+            go.Scatter(
+                x=members,
+                y=[reference[0] * m / members[0] for m in members],
+                mode="lines",
+                line={"dash": "dot", "color": "#888"},
+                name="linear growth (from evaluate-all at the smallest size)",
+            )
+        )
+    fig.update_layout(
+        title="How each step's time grows with the program (log-log)",
+        xaxis_title="members",
+        yaxis_title="seconds",
+        xaxis_type="log",
+        yaxis_type="log",
+        template="plotly_white",
+        width=1000,
+        height=600,
+        legend={"font": {"size": 11}},
+    )
     return fig
 
 

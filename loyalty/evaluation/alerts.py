@@ -118,8 +118,11 @@ def _retention_targets(session: Session, month_start: date, month_end: date, ove
     from db.models import Goal
 
     targets = session.exec(
-        select(KpiTarget, Goal).join(Goal, col(Goal.id) == KpiTarget.goal_id)
-        .where(KpiTarget.metric == "retention_rate", KpiTarget.period == "month", col(KpiTarget.archived_at).is_(None), col(Goal.archived_at).is_(None))
+        select(KpiTarget, Goal)
+        .join(Goal, col(Goal.id) == KpiTarget.goal_id)
+        .where(
+            KpiTarget.metric == "retention_rate", KpiTarget.period == "month", col(KpiTarget.archived_at).is_(None), col(Goal.archived_at).is_(None)
+        )
         .order_by(col(KpiTarget.id))
     ).all()
     by_segment: dict[str, float] = {}
@@ -135,8 +138,15 @@ def _retention_targets(session: Session, month_start: date, month_end: date, ove
         segment = segments.get(target.segment_id, "") if target.segment_id else ""
         value = by_segment.get(segment) if segment else overall
         value = None if value is None or pd.isna(value) else float(value)
-        checked.append({"goal": goal.name, "segment": segment, "target": target.target_value, "value": value,
-                        "status": target_status(value, target.target_value, target.direction)})
+        checked.append(
+            {
+                "goal": goal.name,
+                "segment": segment,
+                "target": target.target_value,
+                "value": value,
+                "status": target_status(value, target.target_value, target.direction),
+            }
+        )
     return checked
 
 
@@ -161,26 +171,37 @@ def evaluate_alerts(
     evaluation.retention = retention
     latest = retention.iloc[-1]
     if not pd.isna(latest):
-        missed = [t for t in _retention_targets(session, month_start, month_end, float(latest))
-                  if t["status"] in ("at risk", "off track")]
+        missed = [t for t in _retention_targets(session, month_start, month_end, float(latest)) if t["status"] in ("at risk", "off track")]
         if missed:
             parts = [
                 f"{'in segment ' + repr(t['segment']) + ' ' if t['segment'] else ''}it was {_share(t['value'])}, below the "
                 f"{_share(t['target'])} target of goal {t['goal']!r} ({t['status']})"
                 for t in missed
             ]
-            evaluation.alerts.append(AlertDraft(
-                "retention_below_target", "critical" if any(t["status"] == "off track" for t in missed) else "warning",
-                "retention_rate", f"Retention of existing members in {month}: " + "; ".join(parts) + ".", alert_day))
+            evaluation.alerts.append(
+                AlertDraft(
+                    "retention_below_target",
+                    "critical" if any(t["status"] == "off track" for t in missed) else "warning",
+                    "retention_rate",
+                    f"Retention of existing members in {month}: " + "; ".join(parts) + ".",
+                    alert_day,
+                )
+            )
         before = retention.iloc[:-1]
         if len(before) == trend_months and before.notna().all():
             average = float(before.mean())
             if latest < average - drop_threshold:
-                evaluation.alerts.append(AlertDraft(
-                    "retention_below_trend", "warning", "retention_rate",
-                    f"Retention of existing members fell to {_share(latest)} in {month}, {100 * (average - latest):.1f} points "
-                    f"below its average of {_share(average)} over the previous {trend_months} months "
-                    f"({_month_name(before.index[0])} to {_month_name(before.index[-1])}).", alert_day))
+                evaluation.alerts.append(
+                    AlertDraft(
+                        "retention_below_trend",
+                        "warning",
+                        "retention_rate",
+                        f"Retention of existing members fell to {_share(latest)} in {month}, {100 * (average - latest):.1f} points "
+                        f"below its average of {_share(average)} over the previous {trend_months} months "
+                        f"({_month_name(before.index[0])} to {_month_name(before.index[-1])}).",
+                        alert_day,
+                    )
+                )
 
     # KPI targets turning off track, from the snapshots of this month (and quarter, in its last month).
     quarter_start, quarter_end = period_bounds("quarter", month_start)
@@ -201,11 +222,13 @@ def evaluate_alerts(
         where = f" for segment {row.segment!r}" if row.segment else ""
         turned.setdefault(row.metric, []).append(
             f"{row.value_text} against a target of {row.target_text}{where} (goal {row.goal!r}, "
-            f"{'quarter' if row.period == 'quarter' else 'month'}); before: {shown}, {before}")
+            f"{'quarter' if row.period == 'quarter' else 'month'}); before: {shown}, {before}"
+        )
     for metric_name, parts in turned.items():
         label = METRICS[metric_name].label if metric_name in METRICS else metric_name
-        evaluation.alerts.append(AlertDraft(
-            "kpi_off_track", "critical", metric_name, f"{label} turned off track in {month}: " + "; ".join(parts) + ".", alert_day))
+        evaluation.alerts.append(
+            AlertDraft("kpi_off_track", "critical", metric_name, f"{label} turned off track in {month}: " + "; ".join(parts) + ".", alert_day)
+        )
     return evaluation
 
 
@@ -223,8 +246,17 @@ def store_alerts(session: Session, evaluation: AlertEvaluation) -> int:
         session.execute(delete(Alert).where(col(Alert.as_of) == evaluation.as_of, col(Alert.kind).in_(ALERT_KINDS)))
         now = utcnow()
         for draft in evaluation.alerts:
-            session.add(Alert(kind=draft.kind, severity=draft.severity, metric=draft.metric, message=draft.message[:4000],
-                              as_of=draft.as_of, created_at=now, acknowledged_by=acknowledged.get((draft.kind, draft.metric), "")))
+            session.add(
+                Alert(
+                    kind=draft.kind,
+                    severity=draft.severity,
+                    metric=draft.metric,
+                    message=draft.message[:4000],
+                    as_of=draft.as_of,
+                    created_at=now,
+                    acknowledged_by=acknowledged.get((draft.kind, draft.metric), ""),
+                )
+            )
         session.flush()
     return len(evaluation.alerts)
 
@@ -260,6 +292,12 @@ def acknowledge_alert(*, session: Session, alert_id: int, actor: Actor) -> Alert
             raise NotFound(f"No alert with id {alert_id}.")
         alert.acknowledged_by = actor.username
         session.add(alert)
-        record_audit(session, actor=actor, action="alert.acknowledge", entity="alert", entity_id=alert_id,
-                     after={"kind": alert.kind, "metric": alert.metric, "as_of": alert.as_of.isoformat()})
+        record_audit(
+            session,
+            actor=actor,
+            action="alert.acknowledge",
+            entity="alert",
+            entity_id=alert_id,
+            after={"kind": alert.kind, "metric": alert.metric, "as_of": alert.as_of.isoformat()},
+        )
     return alert

@@ -165,10 +165,10 @@ def _points_expiry_body(ctx: JobContext) -> dict[str, Any]:
         hold_job_lock(ctx.session, "points-expiry")
         # Expiry entries at this moment, before and after: the difference is this run's
         # (bulk rows are stored to the second, hence a range rather than equality).
-        expired_at_moment = (
-            select(func.coalesce(func.sum(LedgerEntry.points), 0))
-            .where(LedgerEntry.kind == EXPIRE, LedgerEntry.occurred_at >= moment - timedelta(seconds=1),
-                   LedgerEntry.occurred_at < moment + timedelta(seconds=1))
+        expired_at_moment = select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
+            LedgerEntry.kind == EXPIRE,
+            LedgerEntry.occurred_at >= moment - timedelta(seconds=1),
+            LedgerEntry.occurred_at < moment + timedelta(seconds=1),
         )
         before = int(ctx.session.exec(expired_at_moment).one())
         # Nothing written yet in this transaction (the read above only reads), so the
@@ -191,9 +191,12 @@ def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:
     from loyalty.insights.overview import program_snapshot_frame, store_program_snapshot
 
     program: list = []
-    frames = kpi_snapshot_frames(ctx.session, periods, progress=ctx.progress,
-                                 loaded=lambda purchases, entries: program.append(
-                                     program_snapshot_frame(purchases, entries, as_of=ctx.as_of)))
+    frames = kpi_snapshot_frames(
+        ctx.session,
+        periods,
+        progress=ctx.progress,
+        loaded=lambda purchases, entries: program.append(program_snapshot_frame(purchases, entries, as_of=ctx.as_of)),
+    )
     ctx.progress(0.8, "storing the snapshots")
     with write_transaction(ctx.session):
         hold_job_lock(ctx.session, "kpi-snapshot")
@@ -233,8 +236,12 @@ def _retention_alert_body(ctx: JobContext) -> dict[str, Any]:
     with write_transaction(ctx.session):
         hold_job_lock(ctx.session, "retention-alert")
         rows = store_alerts(ctx.session, evaluation)
-    return {"rows": rows, "alerts": [{"kind": a.kind, "metric": a.metric, "severity": a.severity} for a in evaluation.alerts],
-            "alerts_as_of": evaluation.as_of, "month": evaluation.month_start.strftime("%Y-%m")}
+    return {
+        "rows": rows,
+        "alerts": [{"kind": a.kind, "metric": a.metric, "severity": a.severity} for a in evaluation.alerts],
+        "alerts_as_of": evaluation.as_of,
+        "month": evaluation.month_start.strftime("%Y-%m"),
+    }
 
 
 def _liability_forecast_body(ctx: JobContext) -> dict[str, Any]:
@@ -247,10 +254,14 @@ def _liability_forecast_body(ctx: JobContext) -> dict[str, Any]:
         hold_job_lock(ctx.session, "liability-forecast")
         rows = store_forecast(ctx.session, forecast=forecast)
     end = forecast.frame[(forecast.frame["kind"] == "forecast") & (forecast.frame["measure"] == "outstanding")].iloc[-1]
-    return {"rows": rows, "model": forecast.model, "members": forecast.members,
-            "outstanding_now": round(forecast.outstanding_now),
-            "outstanding_in_12_months": round(float(end["points"])),
-            "breakage": forecast.details["horizon_breakage"]}
+    return {
+        "rows": rows,
+        "model": forecast.model,
+        "members": forecast.members,
+        "outstanding_now": round(forecast.outstanding_now),
+        "outstanding_in_12_months": round(float(end["points"])),
+        "breakage": forecast.details["horizon_breakage"],
+    }
 
 
 def _report_body(ctx: JobContext, cadence: str) -> dict[str, Any]:
@@ -298,36 +309,86 @@ def _executive_report_weekly_body(ctx: JobContext) -> dict[str, Any]:
 JOBS: dict[str, JobSpec] = {
     spec.name: spec
     for spec in (
-        JobSpec("points-expiry", "Points expiry", "loyalty.evaluation.jobs:points_expiry", "0 1 * * *",
-                "Expires the points of every lot past its expiry date.", _points_expiry_body),
-        JobSpec("kpi-snapshot", "KPI snapshot", "loyalty.evaluation.jobs:kpi_snapshot", "0 2 * * *",
-                "Stores every KPI for the last complete month and quarter and the month to date, "
-                "overall and by segment, tier and channel; goal status reads them.", _kpi_snapshot_body),
-        JobSpec("tier-evaluation", "Tier evaluation", "loyalty.evaluation.jobs:tier_evaluation", "0 3 * * *",
-                "Moves members between tiers by spend and purchases over each tier's window; "
-                "downgrades wait for the tier's grace period.", _tier_evaluation_body),
-        JobSpec("campaign-evaluation", "Campaign evaluation", "loyalty.evaluation.jobs:campaign_evaluation", "0 4 * * *",
-                "Uplift of each campaign's treatment group over its holdout, with confidence intervals, "
-                "points cost and incremental revenue per point.", _campaign_evaluation_body),
-        JobSpec("retention-alert", "Retention alert", "loyalty.evaluation.jobs:retention_alert", "0 5 * * *",
-                "Alerts when retention falls below its target or recent trend, and when a KPI target "
-                "turns off track.", _retention_alert_body),
-        JobSpec("liability-forecast", "Liability forecast", "loyalty.evaluation.jobs:liability_forecast", "30 5 1 * *",
-                "Forecasts points earned, redeemed, expired and outstanding (liability) for the next 12 months "
-                "with a band, and stores it for the Redemptions page and the executive report.",
-                _liability_forecast_body),
-        JobSpec("executive-report", "Executive report", "loyalty.evaluation.jobs:executive_report", "0 6 1 * *",
-                "Renders the report of the last complete month (HTML and PDF), stores it and e-mails it "
-                "when SMTP is configured.", _executive_report_body),
-        JobSpec("executive-report-weekly", "Weekly executive report", "loyalty.evaluation.jobs:executive_report_weekly",
-                "30 6 * * mon", "The same report for the last complete week (when weekly reports are on).",
-                _executive_report_weekly_body, optional=True),
+        JobSpec(
+            "points-expiry",
+            "Points expiry",
+            "loyalty.evaluation.jobs:points_expiry",
+            "0 1 * * *",
+            "Expires the points of every lot past its expiry date.",
+            _points_expiry_body,
+        ),
+        JobSpec(
+            "kpi-snapshot",
+            "KPI snapshot",
+            "loyalty.evaluation.jobs:kpi_snapshot",
+            "0 2 * * *",
+            "Stores every KPI for the last complete month and quarter and the month to date, "
+            "overall and by segment, tier and channel; goal status reads them.",
+            _kpi_snapshot_body,
+        ),
+        JobSpec(
+            "tier-evaluation",
+            "Tier evaluation",
+            "loyalty.evaluation.jobs:tier_evaluation",
+            "0 3 * * *",
+            "Moves members between tiers by spend and purchases over each tier's window; downgrades wait for the tier's grace period.",
+            _tier_evaluation_body,
+        ),
+        JobSpec(
+            "campaign-evaluation",
+            "Campaign evaluation",
+            "loyalty.evaluation.jobs:campaign_evaluation",
+            "0 4 * * *",
+            "Uplift of each campaign's treatment group over its holdout, with confidence intervals, points cost and incremental revenue per point.",
+            _campaign_evaluation_body,
+        ),
+        JobSpec(
+            "retention-alert",
+            "Retention alert",
+            "loyalty.evaluation.jobs:retention_alert",
+            "0 5 * * *",
+            "Alerts when retention falls below its target or recent trend, and when a KPI target turns off track.",
+            _retention_alert_body,
+        ),
+        JobSpec(
+            "liability-forecast",
+            "Liability forecast",
+            "loyalty.evaluation.jobs:liability_forecast",
+            "30 5 1 * *",
+            "Forecasts points earned, redeemed, expired and outstanding (liability) for the next 12 months "
+            "with a band, and stores it for the Redemptions page and the executive report.",
+            _liability_forecast_body,
+        ),
+        JobSpec(
+            "executive-report",
+            "Executive report",
+            "loyalty.evaluation.jobs:executive_report",
+            "0 6 1 * *",
+            "Renders the report of the last complete month (HTML and PDF), stores it and e-mails it when SMTP is configured.",
+            _executive_report_body,
+        ),
+        JobSpec(
+            "executive-report-weekly",
+            "Weekly executive report",
+            "loyalty.evaluation.jobs:executive_report_weekly",
+            "30 6 * * mon",
+            "The same report for the last complete week (when weekly reports are on).",
+            _executive_report_weekly_body,
+            optional=True,
+        ),
     )
 }
 # `evaluate --job all`: the order of the default schedule, so expiry lands before the
 # KPIs that count points, the alerts read the fresh snapshots and the report the fresh forecast.
-JOB_ORDER: tuple[str, ...] = ("points-expiry", "kpi-snapshot", "tier-evaluation", "campaign-evaluation",
-                              "retention-alert", "liability-forecast", "executive-report")
+JOB_ORDER: tuple[str, ...] = (
+    "points-expiry",
+    "kpi-snapshot",
+    "tier-evaluation",
+    "campaign-evaluation",
+    "retention-alert",
+    "liability-forecast",
+    "executive-report",
+)
 
 
 # --- recording runs ------------------------------------------------------------------------------
@@ -375,8 +436,13 @@ def _finish_run(engine: Engine, run_id: int, *, status: str, rows: int, error: s
     finished = utcnow()
     with new_session(engine) as session:
         session.execute(
-            update(JobRun).where(col(JobRun.id) == run_id).values(
-                status=status, finished_at=finished, rows=int(rows), error=error[:ERROR_MAX_CHARS],
+            update(JobRun)
+            .where(col(JobRun.id) == run_id)
+            .values(
+                status=status,
+                finished_at=finished,
+                rows=int(rows),
+                error=error[:ERROR_MAX_CHARS],
                 progress=1.0 if status == "succeeded" else JobRun.progress,
             )
         )
@@ -471,10 +537,19 @@ def run_job(
     if status == "succeeded" and progress is not None:
         progress(1.0, "done")
     extras = {k: v for k, v in result.items() if k != "rows"}
-    return _jsonable({
-        "job": name, "as_of": as_of, "status": status, "rows": rows, "run_id": run.id,
-        "started_at": run.started_at, "finished_at": finished, "error": error, **extras,
-    })
+    return _jsonable(
+        {
+            "job": name,
+            "as_of": as_of,
+            "status": status,
+            "rows": rows,
+            "run_id": run.id,
+            "started_at": run.started_at,
+            "finished_at": finished,
+            "error": error,
+            **extras,
+        }
+    )
 
 
 def run_all(
@@ -492,6 +567,7 @@ def run_all(
     as_of = _resolve_as_of(as_of)
     summaries = []
     for i, name in enumerate(JOB_ORDER):
+
         def scaled(fraction: float, message: str, i: int = i, name: str = name) -> None:
             if progress is not None:
                 progress((i + fraction) / len(JOB_ORDER), f"{name}: {message}")
@@ -510,8 +586,7 @@ def mark_interrupted_runs(engine: Engine | None = None, *, older_than: timedelta
         marked = session.execute(
             update(JobRun)
             .where(col(JobRun.status) == "running", col(JobRun.started_at) < utcnow() - older_than)
-            .values(status="failed", finished_at=utcnow(),
-                    error=f"interrupted: no result {older_than} after it started (its process stopped)")
+            .values(status="failed", finished_at=utcnow(), error=f"interrupted: no result {older_than} after it started (its process stopped)")
         ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
         session.commit()
     return int(marked or 0)
@@ -527,8 +602,15 @@ def job_history(session: Session, limit: int = 50, *, job: str | None = None) ->
     if job:
         query = query.where(JobRun.job == job)
     return [
-        {"job": r.job, "as_of": _iso(r.as_of), "status": r.status, "started_at": _iso(r.started_at),
-         "finished_at": _iso(r.finished_at), "rows": r.rows, "error": r.error}
+        {
+            "job": r.job,
+            "as_of": _iso(r.as_of),
+            "status": r.status,
+            "started_at": _iso(r.started_at),
+            "finished_at": _iso(r.finished_at),
+            "rows": r.rows,
+            "error": r.error,
+        }
         for r in session.exec(query)
     ]
 
@@ -541,11 +623,20 @@ def job_runs(session: Session, limit: int = 200, *, job: str | None = None) -> l
     runs = []
     for r in session.exec(query):
         end = r.finished_at
-        runs.append({
-            "id": r.id, "job": r.job, "as_of": r.as_of, "status": r.status, "started_at": r.started_at,
-            "finished_at": end, "rows": r.rows, "error": r.error, "progress": r.progress,
-            "duration_s": (end - r.started_at).total_seconds() if end else None,
-        })
+        runs.append(
+            {
+                "id": r.id,
+                "job": r.job,
+                "as_of": r.as_of,
+                "status": r.status,
+                "started_at": r.started_at,
+                "finished_at": end,
+                "rows": r.rows,
+                "error": r.error,
+                "progress": r.progress,
+                "duration_s": (end - r.started_at).total_seconds() if end else None,
+            }
+        )
     return runs
 
 

@@ -70,7 +70,10 @@ def snapshot_periods(as_of: date) -> list[tuple[str, date, date]]:
 
 
 def kpi_snapshot_frames(
-    session: Session, periods: Sequence[tuple[str, date, date]], *, dimensions: Sequence[Dimension | None] = DIMENSIONS,
+    session: Session,
+    periods: Sequence[tuple[str, date, date]],
+    *,
+    dimensions: Sequence[Dimension | None] = DIMENSIONS,
     progress: ProgressFn | None = None,
     loaded: Callable[..., None] | None = None,
 ) -> list[pd.DataFrame]:
@@ -86,8 +89,14 @@ def kpi_snapshot_frames(
             period, start, end = periods[done]
             progress(0.2 + 0.6 * done / total, f"computing the KPIs of {period} {start}..{end}")
 
-    computed = kpis_for_periods(session, [(start, end) for _, start, end in periods], dimensions=dimensions,
-                                reader=analytics_reader(session), progress=computing, loaded=loaded)
+    computed = kpis_for_periods(
+        session,
+        [(start, end) for _, start, end in periods],
+        dimensions=dimensions,
+        reader=analytics_reader(session),
+        progress=computing,
+        loaded=loaded,
+    )
     frames = []
     for (period, start, end), values in zip(periods, computed):
         values["dimension"] = values["dimension"].fillna("overall")
@@ -98,9 +107,7 @@ def kpi_snapshot_frames(
     return frames
 
 
-def kpi_snapshot_frame(
-    session: Session, *, period: str, start: date, end: date, dimensions: Sequence[Dimension | None] = DIMENSIONS
-) -> pd.DataFrame:
+def kpi_snapshot_frame(session: Session, *, period: str, start: date, end: date, dimensions: Sequence[Dimension | None] = DIMENSIONS) -> pd.DataFrame:
     """Every default KPI of ``[start, end)`` overall and by each dimension, as snapshot rows."""
     return kpi_snapshot_frames(session, [(period, start, end)], dimensions=dimensions)[0]
 

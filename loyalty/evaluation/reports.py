@@ -96,8 +96,16 @@ __all__ = [
 FORMATS = ("html", "pdf")
 CADENCES = ("monthly", "weekly")
 HEADLINE_METRICS = (
-    "active_members", "new_members", "retention_rate", "repeat_purchase_rate", "average_transaction_value",
-    "purchase_frequency", "revenue_per_member", "nps", "redemption_rate", "points_liability",
+    "active_members",
+    "new_members",
+    "retention_rate",
+    "repeat_purchase_rate",
+    "average_transaction_value",
+    "purchase_frequency",
+    "revenue_per_member",
+    "nps",
+    "redemption_rate",
+    "points_liability",
 )
 TREND_MONTHS = 12
 CHART_WIDTH_PX, CHART_HEIGHT_PX, CHART_SCALE = 1000, 420, 2
@@ -151,8 +159,7 @@ def parse_period(period: str) -> ReportPeriod:
         except ValueError:
             raise InvalidInput(f"{period!r}: {match[1]} has no week {match[2]}.") from None
         previous_start = start - timedelta(days=7)
-        return ReportPeriod(text, "weekly", start, start + timedelta(days=7), _week_name(start), previous_start, start,
-                            _week_name(previous_start))
+        return ReportPeriod(text, "weekly", start, start + timedelta(days=7), _week_name(start), previous_start, start, _week_name(previous_start))
     raise InvalidInput(f"A report period is YYYY-MM (a month) or YYYY-Www (an ISO week), not {period!r}.")
 
 
@@ -249,8 +256,10 @@ def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | 
     if quarter_end == period.end:
         periods["quarter"] = (quarter_start, quarter_end)
     targets = session.exec(
-        select(KpiTarget, Goal).join(Goal, col(Goal.id) == KpiTarget.goal_id)
-        .where(col(KpiTarget.period).in_(list(periods))).order_by(col(Goal.name), col(KpiTarget.id))
+        select(KpiTarget, Goal)
+        .join(Goal, col(Goal.id) == KpiTarget.goal_id)
+        .where(col(KpiTarget.period).in_(list(periods)))
+        .order_by(col(Goal.name), col(KpiTarget.id))
     ).all()
     segments = dict(session.exec(select(Segment.id, Segment.name)).all())
     cache: dict[tuple[str, str | None], dict[str, dict[str, float | None]]] = {("month", None): {"": overall}}
@@ -263,11 +272,20 @@ def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | 
         segment = segments.get(target.segment_id, "") if target.segment_id else ""
         value = cache[key].get(segment, {}).get(target.metric)
         label = METRICS[target.metric].label if target.metric in METRICS else target.metric
-        rows.append({
-            "goal": goal.name, "kpi": label, "metric": target.metric, "segment": segment, "period": target.period,
-            "target": target.target_value, "value": value, "target_text": _display(target.metric, target.target_value),
-            "value_text": _display(target.metric, value), "status": target_status(value, target.target_value, target.direction),
-        })
+        rows.append(
+            {
+                "goal": goal.name,
+                "kpi": label,
+                "metric": target.metric,
+                "segment": segment,
+                "period": target.period,
+                "target": target.target_value,
+                "value": value,
+                "target_text": _display(target.metric, target.target_value),
+                "value_text": _display(target.metric, value),
+                "status": target_status(value, target.target_value, target.direction),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -286,7 +304,8 @@ def _trend(session: Session, end: date) -> pd.DataFrame:
     if purchases.height:
         monthly = (
             purchases.with_columns(month=pl.col("occurred_on").dt.truncate("1mo"))
-            .group_by("month").agg(revenue=pl.col("amount").sum(), purchases=pl.len(), active_members=pl.col("member_id").n_unique())
+            .group_by("month")
+            .agg(revenue=pl.col("amount").sum(), purchases=pl.len(), active_members=pl.col("member_id").n_unique())
             .to_pandas()
         )
         monthly["month"] = pd.to_datetime(monthly["month"]).dt.date
@@ -312,11 +331,18 @@ def _tier_moves(session: Session, start: date, end: date) -> tuple[pd.DataFrame,
         .where(TierMovement.moved_at >= begin, TierMovement.moved_at < finish)
         .group_by(col(TierMovement.from_tier_id), col(TierMovement.to_tier_id))
     ).all()
-    moves = pd.DataFrame([
-        {"from_tier": names.get(a, "(none)") if a else "(none)", "to_tier": names.get(b, "(none)") if b else "(none)",
-         "direction": "up" if ranks.get(b, 0) > ranks.get(a, 0) else "down", "members": int(n)}
-        for a, b, n in rows
-    ], columns=["from_tier", "to_tier", "direction", "members"])
+    moves = pd.DataFrame(
+        [
+            {
+                "from_tier": names.get(a, "(none)") if a else "(none)",
+                "to_tier": names.get(b, "(none)") if b else "(none)",
+                "direction": "up" if ranks.get(b, 0) > ranks.get(a, 0) else "down",
+                "members": int(n),
+            }
+            for a, b, n in rows
+        ],
+        columns=["from_tier", "to_tier", "direction", "members"],
+    )
     moves = moves.sort_values(["direction", "members"], ascending=[False, False], ignore_index=True)
     from loyalty.program.tiers import list_tiers
 
@@ -351,7 +377,8 @@ def _summary(content: ReportContent) -> list[str]:
     if active is not None:
         sentences.append(
             f"In {p.name}, {active_text} members bought at least once ({active_change} against {p.previous_name}); "
-            f"each spent {cur} {revenue_text} on average.")
+            f"each spent {cur} {revenue_text} on average."
+        )
     retention, retention_text, retention_change = number("retention_rate")
     if retention is not None:
         goal = f" (target {content.retention_target:.1%})" if content.retention_target is not None else ""
@@ -362,7 +389,8 @@ def _summary(content: ReportContent) -> list[str]:
         line = f"{int(counts.get('on track', 0))} of {len(content.targets)} KPI targets are on track"
         if not off.empty:
             line += "; off track: " + ", ".join(
-                f"{r.kpi}{' for ' + r.segment if r.segment else ''} ({r.value_text} against {r.target_text})" for r in off.itertuples())
+                f"{r.kpi}{' for ' + r.segment if r.segment else ''} ({r.value_text} against {r.target_text})" for r in off.itertuples()
+            )
         sentences.append(line + ".")
     for c in content.campaigns.itertuples():
         revenue_words = money(_value(c.incremental_revenue), cur)
@@ -371,7 +399,8 @@ def _summary(content: ReportContent) -> list[str]:
             f"Campaign {c.campaign!r}: members who got it spent {money(_value(c.spend_uplift) or 0, cur)} more per head than the "
             f"holdout ({_interval_words(_value(c.spend_uplift_ci_low), _value(c.spend_uplift_ci_high))}), an estimated "
             f"{revenue_words} of extra revenue for {int(c.points_cost):,} bonus points"
-            + (f" ({money(per_point, cur)} per point)." if per_point is not None else "."))
+            + (f" ({money(per_point, cur)} per point)." if per_point is not None else ".")
+        )
     if not content.tier_moves.empty:
         up = int(content.tier_moves.loc[content.tier_moves["direction"] == "up", "members"].sum())
         down = int(content.tier_moves.loc[content.tier_moves["direction"] == "down", "members"].sum())
@@ -385,7 +414,8 @@ def _summary(content: ReportContent) -> list[str]:
         sentences.append(
             f"Points outstanding are forecast at {money(end['money'], cur, decimals=0)} on {end['last_day']:%-d %B %Y} "
             f"({money(end['money_low'], cur, decimals=0)} to {money(end['money_high'], cur, decimals=0)}, {liability['band_words']} band)"
-            + (f", with {breakage:.1%} of the points leaving the program expected to expire unused." if breakage is not None else "."))
+            + (f", with {breakage:.1%} of the points leaving the program expected to expire unused." if breakage is not None else ".")
+        )
     if content.alerts.empty:
         sentences.append("No alerts were raised.")
     else:
@@ -406,12 +436,20 @@ def report_content(session: Session, period: str) -> ReportContent:
         raise InvalidInput(f"{p.name} has not started yet: there is nothing to report.")
     notes = [f"{p.name} is not over yet: the numbers run to {today:%-d %B %Y}."] if p.end > today + timedelta(days=1) else []
     current, previous = _overall_kpis(session, [(p.start, p.end), (p.previous_start, p.previous_end)])
-    key_numbers = pd.DataFrame([
-        {"metric": m, "kpi": METRICS[m].label, "value": current.get(m), "previous": previous.get(m),
-         "value_text": _display(m, current.get(m)), "previous_text": _display(m, previous.get(m)),
-         "change_text": _change_text(m, current.get(m), previous.get(m))}
-        for m in HEADLINE_METRICS
-    ])
+    key_numbers = pd.DataFrame(
+        [
+            {
+                "metric": m,
+                "kpi": METRICS[m].label,
+                "value": current.get(m),
+                "previous": previous.get(m),
+                "value_text": _display(m, current.get(m)),
+                "previous_text": _display(m, previous.get(m)),
+                "change_text": _change_text(m, current.get(m), previous.get(m)),
+            }
+            for m in HEADLINE_METRICS
+        ]
+    )
     targets = _targets(session, p, current)
     retention_targets = targets[(targets["metric"] == "retention_rate") & (targets["segment"] == "")]
     cutoff = datetime(p.end.year, p.end.month, p.end.day, tzinfo=UTC)
@@ -422,10 +460,21 @@ def report_content(session: Session, period: str) -> ReportContent:
     alerts = list_alerts(session, since=p.start, until=p.end, limit=50)
     liability = _liability(session, p)
     content = ReportContent(
-        period=p, title=f"Executive report: {p.name}" + (" (to date)" if notes else ""), liability=liability,
-        currency=get_settings(session).currency, generated_at=utcnow(), summary=[], key_numbers=key_numbers,
-        targets=targets, trend=_trend(session, p.end), campaigns=campaigns, tier_moves=moves, tiers=tiers, alerts=alerts,
-        retention_target=float(retention_targets["target"].iloc[0]) if len(retention_targets) else None, notes=notes,
+        period=p,
+        title=f"Executive report: {p.name}" + (" (to date)" if notes else ""),
+        liability=liability,
+        currency=get_settings(session).currency,
+        generated_at=utcnow(),
+        summary=[],
+        key_numbers=key_numbers,
+        targets=targets,
+        trend=_trend(session, p.end),
+        campaigns=campaigns,
+        tier_moves=moves,
+        tiers=tiers,
+        alerts=alerts,
+        retention_target=float(retention_targets["target"].iloc[0]) if len(retention_targets) else None,
+        notes=notes,
     )
     content.summary = _summary(content)
     return content
@@ -455,15 +504,18 @@ def liability_rows(content: ReportContent) -> pd.DataFrame:
     for end in (3, 6, 9, 12):
         if len(future) < end:
             break
-        window, last = future.iloc[end - 3:end], future.iloc[end - 1]
+        window, last = future.iloc[end - 3 : end], future.iloc[end - 1]
         redeemed, expired = window["redeemed"].sum(), window["expired"].sum()
-        rows.append({
-            "month": f"{last['last_day']:%-d %b %Y}",
-            "outstanding": money(last['outstanding_money'], cur, decimals=0),
-            "band": f"{last['outstanding_money_low']:,.0f} to {last['outstanding_money_high']:,.0f}",
-            "redeemed": f"{redeemed:,.0f}", "expired": f"{expired:,.0f}",
-            "breakage": f"{expired / (expired + redeemed):.1%}" if expired + redeemed > 0 else "n/a",
-        })
+        rows.append(
+            {
+                "month": f"{last['last_day']:%-d %b %Y}",
+                "outstanding": money(last["outstanding_money"], cur, decimals=0),
+                "band": f"{last['outstanding_money_low']:,.0f} to {last['outstanding_money_high']:,.0f}",
+                "redeemed": f"{redeemed:,.0f}",
+                "expired": f"{expired:,.0f}",
+                "breakage": f"{expired / (expired + redeemed):.1%}" if expired + redeemed > 0 else "n/a",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -475,11 +527,21 @@ def trend_figure(trend: pd.DataFrame, currency: str = "") -> go.Figure:
     months = [pd.Timestamp(m).strftime("%b %Y") for m in trend["month"]]
     fig = go.Figure()
     fig.add_bar(x=months, y=trend["revenue"], name=f"Revenue ({currency})" if currency else "Revenue", marker_color="#90caf9")
-    fig.add_scatter(x=months, y=trend["active_members"], name="Active members", yaxis="y2", mode="lines+markers",
-                    line={"color": "#1565c0", "width": 3})
-    fig.update_layout(yaxis={"title": "Revenue", "rangemode": "tozero"},
-                      yaxis2={"title": "Active members", "overlaying": "y", "side": "right", "rangemode": "tozero",
-                              "tickmode": "auto", "showgrid": False, "tickformat": ",d"})
+    fig.add_scatter(
+        x=months, y=trend["active_members"], name="Active members", yaxis="y2", mode="lines+markers", line={"color": "#1565c0", "width": 3}
+    )
+    fig.update_layout(
+        yaxis={"title": "Revenue", "rangemode": "tozero"},
+        yaxis2={
+            "title": "Active members",
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "tickmode": "auto",
+            "showgrid": False,
+            "tickformat": ",d",
+        },
+    )
     return house_layout(fig, "Revenue and active members by month", medium="print")
 
 
@@ -501,12 +563,16 @@ def campaign_figure(campaigns: pd.DataFrame) -> go.Figure | None:
     uplift = campaigns["spend_uplift"].astype(float)
     high = campaigns["spend_uplift_ci_high"].astype(float)
     low = campaigns["spend_uplift_ci_low"].astype(float)
-    fig = go.Figure(go.Bar(
-        x=campaigns["campaign"], y=uplift, marker_color="#6a1b9a", name="Spend uplift per member",
-        error_y={"type": "data", "symmetric": False, "array": (high - uplift).fillna(0), "arrayminus": (uplift - low).fillna(0)},
-    ))
-    fig.update_layout(yaxis={"title": "Treatment minus holdout, per member", "zeroline": True, "zerolinewidth": 2,
-                             "zerolinecolor": "#9e9e9e"})
+    fig = go.Figure(
+        go.Bar(
+            x=campaigns["campaign"],
+            y=uplift,
+            marker_color="#6a1b9a",
+            name="Spend uplift per member",
+            error_y={"type": "data", "symmetric": False, "array": (high - uplift).fillna(0), "arrayminus": (uplift - low).fillna(0)},
+        )
+    )
+    fig.update_layout(yaxis={"title": "Treatment minus holdout, per member", "zeroline": True, "zerolinewidth": 2, "zerolinecolor": "#9e9e9e"})
     return house_layout(fig, "Campaign uplift in spend per member (95 % interval)", medium="print")
 
 
@@ -524,14 +590,18 @@ def tier_movement_figure(moves: pd.DataFrame) -> go.Figure | None:
 
 def report_figures(content: ReportContent) -> dict[str, go.Figure]:
     """The report's charts by place: ``trend``, ``retention``, and ``campaigns`` / ``tiers`` when there are any."""
-    figures = {"trend": trend_figure(content.trend, content.currency),
-               "retention": retention_figure(content.trend, content.retention_target),
-               "campaigns": campaign_figure(content.campaigns), "tiers": tier_movement_figure(content.tier_moves)}
+    figures = {
+        "trend": trend_figure(content.trend, content.currency),
+        "retention": retention_figure(content.trend, content.retention_target),
+        "campaigns": campaign_figure(content.campaigns),
+        "tiers": tier_movement_figure(content.tier_moves),
+    }
     return {name: figure for name, figure in figures.items() if figure is not None}
 
 
-def figure_images(figures: Sequence[go.Figure], *, width: int = CHART_WIDTH_PX, height: int = CHART_HEIGHT_PX,
-                  scale: float = CHART_SCALE) -> list[bytes]:
+def figure_images(
+    figures: Sequence[go.Figure], *, width: int = CHART_WIDTH_PX, height: int = CHART_HEIGHT_PX, scale: float = CHART_SCALE
+) -> list[bytes]:
     """PNG images of ``figures`` drawn by matplotlib (:mod:`loyalty.evaluation.static_charts`): no browser needed.
 
     ``width`` x ``height`` pixels (a figure's own layout height wins, as the tier chart grows with its bars),
@@ -586,27 +656,42 @@ def _campaign_rows(content: ReportContent) -> pd.DataFrame:
     for c in content.campaigns.itertuples():
         low, high = _value(c.spend_uplift_ci_low), _value(c.spend_uplift_ci_high)
         r_low, r_high = _value(c.retention_uplift_ci_low), _value(c.retention_uplift_ci_high)
-        rows.append({
-            "campaign": c.campaign, "groups": f"{int(c.treatment_members):,} / {int(c.holdout_members):,}",
-            "spend": f"{_value(c.spend_uplift) or 0:+,.2f}" + (f" ({low:+,.2f} to {high:+,.2f})" if low is not None else ""),
-            "retention": f"{100 * (_value(c.retention_uplift) or 0):+.1f} pts"
-                         + (f" ({100 * r_low:+.1f} to {100 * r_high:+.1f})" if r_low is not None and r_high is not None else ""),
-            "points": f"{int(c.points_cost):,}", "revenue": money(_value(c.incremental_revenue), cur),
-            "per_point": "n/a" if _value(c.revenue_per_point) is None else f"{_value(c.revenue_per_point):,.2f}",
-        })
+        rows.append(
+            {
+                "campaign": c.campaign,
+                "groups": f"{int(c.treatment_members):,} / {int(c.holdout_members):,}",
+                "spend": f"{_value(c.spend_uplift) or 0:+,.2f}" + (f" ({low:+,.2f} to {high:+,.2f})" if low is not None else ""),
+                "retention": f"{100 * (_value(c.retention_uplift) or 0):+.1f} pts"
+                + (f" ({100 * r_low:+.1f} to {100 * r_high:+.1f})" if r_low is not None and r_high is not None else ""),
+                "points": f"{int(c.points_cost):,}",
+                "revenue": money(_value(c.incremental_revenue), cur),
+                "per_point": "n/a" if _value(c.revenue_per_point) is None else f"{_value(c.revenue_per_point):,.2f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
-_CAMPAIGN_COLUMNS = {"campaign": "Campaign", "groups": "Treatment / holdout", "spend": "Spend uplift per member (95 % CI)",
-                     "retention": "Retention uplift (95 % CI)", "points": "Points cost", "revenue": "Incremental revenue",
-                     "per_point": "Revenue per point"}
+_CAMPAIGN_COLUMNS = {
+    "campaign": "Campaign",
+    "groups": "Treatment / holdout",
+    "spend": "Spend uplift per member (95 % CI)",
+    "retention": "Retention uplift (95 % CI)",
+    "points": "Points cost",
+    "revenue": "Incremental revenue",
+    "per_point": "Revenue per point",
+}
 _TARGET_COLUMNS = {"goal": "Goal", "kpi": "KPI", "segment": "Segment", "target_text": "Target", "value_text": "Value", "status": "Status"}
 _NUMBER_COLUMNS = {"kpi": "KPI", "value_text": "This period", "previous_text": "Previous period", "change_text": "Change"}
 _MOVE_COLUMNS = {"from_tier": "From", "to_tier": "To", "direction": "Direction", "members": "Members"}
 _SIZE_COLUMNS = {"tier": "Tier", "members": "Members now"}
-_LIABILITY_COLUMNS = {"month": "On", "outstanding": "Outstanding (money)", "band": "Band",
-                      "redeemed": "Redeemed in the 3 months (points)", "expired": "Expired in the 3 months (points)",
-                      "breakage": "Breakage"}
+_LIABILITY_COLUMNS = {
+    "month": "On",
+    "outstanding": "Outstanding (money)",
+    "band": "Band",
+    "redeemed": "Redeemed in the 3 months (points)",
+    "expired": "Expired in the 3 months (points)",
+    "breakage": "Breakage",
+}
 
 
 def _liability_note(content: ReportContent) -> str:
@@ -615,42 +700,57 @@ def _liability_note(content: ReportContent) -> str:
         return "No forecast: the ledger has no points yet."
     breakage = liability["breakage"]
     source = "liability-forecast job" if liability.get("stored") else "computed for this report"
-    return (f"Forecast as of {liability['as_of']:%-d %b %Y} from members' earning and redemption behaviour "
-            f"({source}); the band holds {liability['band_words']} of the bootstrap paths. Expected over "
-            f"12 months: {liability['expected_redeemed']:,.0f} points redeemed, {liability['expected_expired']:,.0f} "
-            f"expired" + (f", breakage {breakage:.1%}." if breakage is not None else "."))
+    return (
+        f"Forecast as of {liability['as_of']:%-d %b %Y} from members' earning and redemption behaviour "
+        f"({source}); the band holds {liability['band_words']} of the bootstrap paths. Expected over "
+        f"12 months: {liability['expected_redeemed']:,.0f} points redeemed, {liability['expected_expired']:,.0f} "
+        f"expired" + (f", breakage {breakage:.1%}." if breakage is not None else ".")
+    )
 
 
 def render_html(content: ReportContent, figures: Mapping[str, go.Figure] | None = None) -> bytes:
     """The report as one self-contained HTML page (plotly.js embedded once, in the first chart)."""
     figures = report_figures(content) if figures is None else figures
     charts = {
-        name: "<div class='chart'>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_height="420px",
-                                                  config={"displaylogo": False}) + "</div>"
+        name: "<div class='chart'>"
+        + fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_height="420px", config={"displaylogo": False})
+        + "</div>"
         for i, (name, fig) in enumerate(figures.items())
     }
     p = content.period
-    alerts = "".join(
-        f"<li class='alert-{html.escape(a.severity)}'><b>{html.escape(a.severity)}</b> ({a.as_of:%-d %b %Y}): {html.escape(a.message)}</li>"
-        for a in content.alerts.itertuples()
-    ) or "<li>None.</li>"
+    alerts = (
+        "".join(
+            f"<li class='alert-{html.escape(a.severity)}'><b>{html.escape(a.severity)}</b> ({a.as_of:%-d %b %Y}): {html.escape(a.message)}</li>"
+            for a in content.alerts.itertuples()
+        )
+        or "<li>None.</li>"
+    )
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(content.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(content.title)}</h1>",
-        (f"<p class='meta'>{html.escape(p.name)} · {p.start:%-d %b %Y} to {p.end - timedelta(days=1):%-d %b %Y} · generated "
-         f"{content.generated_at:%-d %b %Y %H:%M} UTC by Loyalty Console</p>"),
+        (
+            f"<p class='meta'>{html.escape(p.name)} · {p.start:%-d %b %Y} to {p.end - timedelta(days=1):%-d %b %Y} · generated "
+            f"{content.generated_at:%-d %b %Y %H:%M} UTC by Loyalty Console</p>"
+        ),
         *[f"<p class='note'>{html.escape(n)}</p>" for n in content.notes],
         "<h2>In brief</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in content.summary) + "</ul>",
-        "<h2>KPIs against targets</h2>", _table_html(content.targets, _TARGET_COLUMNS, ("target_text", "value_text")),
+        "<h2>KPIs against targets</h2>",
+        _table_html(content.targets, _TARGET_COLUMNS, ("target_text", "value_text")),
         f"<h2>Key numbers</h2><p class='meta'>Against {html.escape(p.previous_name)}.</p>",
         _table_html(content.key_numbers, _NUMBER_COLUMNS, ("value_text", "previous_text", "change_text")),
-        "<h2>Trends</h2>", charts.get("trend", ""), charts.get("retention", ""),
-        ("<h2>Campaign results</h2><p class='meta'>Members who got the campaign against its no-reward holdout, over the "
-         "campaign window to the end of the period.</p>"),
-        _table_html(_campaign_rows(content), _CAMPAIGN_COLUMNS), charts.get("campaigns", ""),
+        "<h2>Trends</h2>",
+        charts.get("trend", ""),
+        charts.get("retention", ""),
+        (
+            "<h2>Campaign results</h2><p class='meta'>Members who got the campaign against its no-reward holdout, over the "
+            "campaign window to the end of the period.</p>"
+        ),
+        _table_html(_campaign_rows(content), _CAMPAIGN_COLUMNS),
+        charts.get("campaigns", ""),
         "<h2>Tier movements</h2>",
-        _table_html(content.tier_moves, _MOVE_COLUMNS, ("members",)), _table_html(content.tiers, _SIZE_COLUMNS, ("members",)),
+        _table_html(content.tier_moves, _MOVE_COLUMNS, ("members",)),
+        _table_html(content.tiers, _SIZE_COLUMNS, ("members",)),
         charts.get("tiers", ""),
         f"<h2>Points liability forecast</h2><p class='meta'>{html.escape(_liability_note(content))}</p>",
         _table_html(liability_rows(content), _LIABILITY_COLUMNS, ("outstanding", "band", "redeemed", "expired", "breakage")),
@@ -732,8 +832,9 @@ def render_pdf(content: ReportContent, figures: Mapping[str, go.Figure] | None =
             return
         pdf.set_font(family, "", 8.5)
         pdf.set_text_color(33, 33, 33)
-        with pdf.table(col_widths=tuple(widths), text_align="LEFT", line_height=5, first_row_as_headings=True,
-                       headings_style=_headings_style(family)) as grid:
+        with pdf.table(
+            col_widths=tuple(widths), text_align="LEFT", line_height=5, first_row_as_headings=True, headings_style=_headings_style(family)
+        ) as grid:
             header = grid.row()
             for label in columns.values():
                 header.cell(text(label))
@@ -749,8 +850,12 @@ def render_pdf(content: ReportContent, figures: Mapping[str, go.Figure] | None =
 
     pdf.set_font(family, "B", 18)
     pdf.multi_cell(width, 9, text(content.title), new_x="LMARGIN", new_y="NEXT")
-    paragraph(f"{p.name}: {p.start:%-d %b %Y} to {p.end - timedelta(days=1):%-d %b %Y}. Generated "
-              f"{content.generated_at:%-d %b %Y %H:%M} UTC by Loyalty Console.", size=9, colour=(97, 97, 97))
+    paragraph(
+        f"{p.name}: {p.start:%-d %b %Y} to {p.end - timedelta(days=1):%-d %b %Y}. Generated "
+        f"{content.generated_at:%-d %b %Y %H:%M} UTC by Loyalty Console.",
+        size=9,
+        colour=(97, 97, 97),
+    )
     for note in content.notes:
         paragraph(note, size=9, colour=(97, 97, 97))
     heading("In brief")
@@ -762,6 +867,7 @@ def render_pdf(content: ReportContent, figures: Mapping[str, go.Figure] | None =
     heading("Key numbers")
     paragraph(f"Against {p.previous_name}.", size=8.5, colour=(97, 97, 97))
     table(content.key_numbers, _NUMBER_COLUMNS, (70, 35, 40, 35))
+
     def image_height(name: str) -> float:
         if name not in images:
             return 0.0
@@ -781,8 +887,11 @@ def render_pdf(content: ReportContent, figures: Mapping[str, go.Figure] | None =
     chart("trend")
     chart("retention")
     heading("Campaign results")
-    paragraph("Members who got the campaign against its no-reward holdout, over the campaign window to the end of the period.",
-              size=8.5, colour=(97, 97, 97))
+    paragraph(
+        "Members who got the campaign against its no-reward holdout, over the campaign window to the end of the period.",
+        size=8.5,
+        colour=(97, 97, 97),
+    )
     table(_campaign_rows(content), _CAMPAIGN_COLUMNS, (28, 22, 34, 30, 18, 24, 24))
     chart("campaigns")
     heading("Tier movements")
@@ -832,8 +941,14 @@ def store_report(session: Session, *, period: str, fmt: str, content: bytes, tit
         raise InvalidInput(f"Format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
     with write_transaction(session):
         session.execute(delete(Report).where(col(Report.period) == parsed.label, col(Report.cadence) == parsed.cadence, col(Report.format) == fmt))
-        report = Report(period=parsed.label, cadence=parsed.cadence, format=fmt, title=title or f"Executive report: {parsed.name}",
-                        content=content, created_at=utcnow())
+        report = Report(
+            period=parsed.label,
+            cadence=parsed.cadence,
+            format=fmt,
+            title=title or f"Executive report: {parsed.name}",
+            content=content,
+            created_at=utcnow(),
+        )
         session.add(report)
         session.flush()
     return report
@@ -842,8 +957,9 @@ def store_report(session: Session, *, period: str, fmt: str, content: bytes, tit
 def list_reports(session: Session) -> pd.DataFrame:
     """Stored reports, newest period first: ``id, period, cadence, format, title, created_at, size_bytes``."""
     rows = session.execute(
-        select(Report.id, Report.period, Report.cadence, Report.format, Report.title, Report.created_at, func.length(Report.content))  # type: ignore[call-overload]  # typed for at most 4 columns
-        .order_by(col(Report.period).desc(), Report.cadence, Report.format)
+        select(Report.id, Report.period, Report.cadence, Report.format, Report.title, Report.created_at, func.length(Report.content)).order_by(  # type: ignore[call-overload]  # typed for at most 4 columns
+            col(Report.period).desc(), Report.cadence, Report.format
+        )
     ).all()
     return pd.DataFrame(rows, columns=["id", "period", "cadence", "format", "title", "created_at", "size_bytes"])
 
@@ -880,20 +996,34 @@ def smtp_settings(env: Mapping[str, str] | None = None) -> SmtpSettings | None:
         port = int(env.get("LOYALTY_SMTP_PORT", "25"))
     except ValueError:
         raise InvalidInput(f"LOYALTY_SMTP_PORT must be a number, not {env.get('LOYALTY_SMTP_PORT')!r}.") from None
-    return SmtpSettings(host=host, port=port, sender=env.get("LOYALTY_SMTP_FROM", "loyalty-console@localhost").strip(),
-                        recipients=recipients, user=env.get("LOYALTY_SMTP_USER", ""), password=env.get("LOYALTY_SMTP_PASSWORD", ""),
-                        starttls=env.get("LOYALTY_SMTP_STARTTLS", "") in ("1", "true", "yes"))
+    return SmtpSettings(
+        host=host,
+        port=port,
+        sender=env.get("LOYALTY_SMTP_FROM", "loyalty-console@localhost").strip(),
+        recipients=recipients,
+        user=env.get("LOYALTY_SMTP_USER", ""),
+        password=env.get("LOYALTY_SMTP_PASSWORD", ""),
+        starttls=env.get("LOYALTY_SMTP_STARTTLS", "") in ("1", "true", "yes"),
+    )
 
 
-def send_report_email(settings: SmtpSettings, *, title: str, pdf: bytes, period: str, summary: Sequence[str] = (),
-                      timeout: float = 30.0) -> list[str]:
+def send_report_email(
+    settings: SmtpSettings, *, title: str, pdf: bytes, period: str, summary: Sequence[str] = (), timeout: float = 30.0
+) -> list[str]:
     """E-mail the PDF report to the distribution list; returns the recipients."""
     message = EmailMessage()
     message["Subject"] = title
     message["From"] = settings.sender
     message["To"] = ", ".join(settings.recipients)
-    body = "\n".join([title, "", *[f"- {s}" for s in summary], "",
-                      "The full report is attached as a PDF; the interactive version is on the Reports page of Loyalty Console."])
+    body = "\n".join(
+        [
+            title,
+            "",
+            *[f"- {s}" for s in summary],
+            "",
+            "The full report is attached as a PDF; the interactive version is on the Reports page of Loyalty Console.",
+        ]
+    )
     message.set_content(body)
     message.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"loyalty-report-{period}.pdf")
     with smtplib.SMTP(settings.host, settings.port, timeout=timeout) as smtp:

@@ -71,22 +71,41 @@ _AXES_FRAME_PX = {"x": 150, "y": 140}  # what titles, labels and legend take fro
 
 # What may be set, as nested key sets; a key set to ``None`` is a leaf checked where it is drawn.
 _AXIS_KEYS: dict[str, Any] = {
-    "title": {"text": None}, "type": None, "rangemode": None, "autorange": None, "tickformat": None, "tickmode": None,
-    "showgrid": None, "zeroline": None, "zerolinewidth": None, "zerolinecolor": None, "overlaying": None, "side": None,
+    "title": {"text": None},
+    "type": None,
+    "rangemode": None,
+    "autorange": None,
+    "tickformat": None,
+    "tickmode": None,
+    "showgrid": None,
+    "zeroline": None,
+    "zerolinewidth": None,
+    "zerolinecolor": None,
+    "overlaying": None,
+    "side": None,
 }
 _LAYOUT_KEYS: dict[str, Any] = {
-    "template": None, "title": {"text": None}, "font": {"size": None}, "width": None, "height": None,
-    "margin": {"l": None, "r": None, "t": None, "b": None}, "showlegend": None,
+    "template": None,
+    "title": {"text": None},
+    "font": {"size": None},
+    "width": None,
+    "height": None,
+    "margin": {"l": None, "r": None, "t": None, "b": None},
+    "showlegend": None,
     "legend": {"orientation": None, "y": None, "font": {"size": None}},
-    "xaxis": _AXIS_KEYS, "yaxis": _AXIS_KEYS, "yaxis2": _AXIS_KEYS,
+    "xaxis": _AXIS_KEYS,
+    "yaxis": _AXIS_KEYS,
+    "yaxis2": _AXIS_KEYS,
 }
-_COMMON_TRACE_KEYS: dict[str, Any] = {"type": None, "x": None, "y": None, "name": None, "xaxis": None, "yaxis": None,
-                                      "showlegend": None}
+_COMMON_TRACE_KEYS: dict[str, Any] = {"type": None, "x": None, "y": None, "name": None, "xaxis": None, "yaxis": None, "showlegend": None}
 _TRACE_KEYS: dict[str, dict[str, Any]] = {
-    "bar": {**_COMMON_TRACE_KEYS, "orientation": None, "marker": {"color": None},
-            "error_y": {"type": None, "symmetric": None, "array": None, "arrayminus": None}},
-    "scatter": {**_COMMON_TRACE_KEYS, "mode": None, "line": {"color": None, "width": None, "dash": None},
-                "marker": {"color": None, "size": None}},
+    "bar": {
+        **_COMMON_TRACE_KEYS,
+        "orientation": None,
+        "marker": {"color": None},
+        "error_y": {"type": None, "symmetric": None, "array": None, "arrayminus": None},
+    },
+    "scatter": {**_COMMON_TRACE_KEYS, "mode": None, "line": {"color": None, "width": None, "dash": None}, "marker": {"color": None, "size": None}},
 }
 
 
@@ -114,8 +133,9 @@ def draw_figure(figure: go.Figure, *, width: int | None = None, height: int | No
     for index, trace in enumerate(spec.get("data", [])):
         kind = trace.get("type", "scatter")
         if kind not in _TRACE_KEYS:
-            raise UnsupportedFigure(f"trace {index} ({trace.get('name') or 'unnamed'}): type {kind!r} is not drawn; "
-                                    f"supported: {', '.join(_TRACE_KEYS)}")
+            raise UnsupportedFigure(
+                f"trace {index} ({trace.get('name') or 'unnamed'}): type {kind!r} is not drawn; supported: {', '.join(_TRACE_KEYS)}"
+            )
         _check_keys(trace, _TRACE_KEYS[kind], f"trace {index} ({kind})")
     width_px = int(width or figure.layout.width or DEFAULT_WIDTH_PX)
     height_px = int(height or figure.layout.height or DEFAULT_HEIGHT_PX)
@@ -204,7 +224,7 @@ class _TickFormat(Formatter):
     def _default(self, value: float) -> str:
         largest = abs(value) if self.each_on_its_own or self.axis is None else max(abs(v) for v in self.axis.get_view_interval())
         exponent = _si_exponent(largest)
-        divisor, suffix = 10.0 ** exponent, _SI_SUFFIXES.get(exponent, "")
+        divisor, suffix = 10.0**exponent, _SI_SUFFIXES.get(exponent, "")
         if self.each_on_its_own:
             step = abs(value) / divisor
         else:
@@ -241,8 +261,12 @@ class _Drawing:
         self.figure, self.layout, self.template = figure, figure.layout, figure.layout.template.layout
         self.font_px = self.layout.font.size or self.template.font.size or _DEFAULT_FONT_PX
         self.font_colour = _colour(self.layout.font.color or self.template.font.color or "#444", "layout.font.color")
-        self.canvas_figure = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI * scale, layout="constrained",
-                                    facecolor=_colour(self.template.paper_bgcolor or "white", "template.paper_bgcolor"))
+        self.canvas_figure = Figure(
+            figsize=(width_px / _DPI, height_px / _DPI),
+            dpi=_DPI * scale,
+            layout="constrained",
+            facecolor=_colour(self.template.paper_bgcolor or "white", "template.paper_bgcolor"),
+        )
         layout_engine = self.canvas_figure.get_layout_engine()
         assert isinstance(layout_engine, ConstrainedLayoutEngine)  # layout="constrained"
         layout_engine.set(h_pad=0.12, w_pad=0.08)  # inches around the plot, as plotly leaves
@@ -344,21 +368,31 @@ class _Drawing:
             return {"linewidth": 0}
         return {"edgecolor": _colour(line.color or "white", "template bar line"), "linewidth": line.width * _PT_PER_PX}
 
-    def _error_bars(self, axes: Axes, trace: Any, where: str, positions: np.ndarray, lengths: np.ndarray,
-                    horizontal: bool) -> None:
+    def _error_bars(self, axes: Axes, trace: Any, where: str, positions: np.ndarray, lengths: np.ndarray, horizontal: bool) -> None:
         error = trace.error_y
         if horizontal:
             raise UnsupportedFigure(f"{where}.error_y: error bars on horizontal bars are not drawn")
         if error.type != "data":
             raise UnsupportedFigure(f"{where}.error_y.type {error.type!r}: only 'data'")
         above = _numbers(_values(error.array), f"{where}.error_y.array")
-        below = above if error.symmetric in (None, True) or error.arrayminus is None else \
-            _numbers(_values(error.arrayminus), f"{where}.error_y.arrayminus")
+        below = (
+            above
+            if error.symmetric in (None, True) or error.arrayminus is None
+            else _numbers(_values(error.arrayminus), f"{where}.error_y.arrayminus")
+        )
         templates = self.figure.layout.template.data.bar
         colour = (templates[0].error_y.color if templates else None) or self.template.font.color or "#444"
-        axes.errorbar(positions, lengths, yerr=[np.nan_to_num(below), np.nan_to_num(above)], fmt="none", zorder=3,
-                      ecolor=_colour(colour, f"{where}.error_y colour"), elinewidth=_ERROR_BAR["thickness_px"] * _PT_PER_PX,
-                      capthick=_ERROR_BAR["thickness_px"] * _PT_PER_PX, capsize=_ERROR_BAR["half_width_px"] * _PT_PER_PX)
+        axes.errorbar(
+            positions,
+            lengths,
+            yerr=[np.nan_to_num(below), np.nan_to_num(above)],
+            fmt="none",
+            zorder=3,
+            ecolor=_colour(colour, f"{where}.error_y colour"),
+            elinewidth=_ERROR_BAR["thickness_px"] * _PT_PER_PX,
+            capthick=_ERROR_BAR["thickness_px"] * _PT_PER_PX,
+            capsize=_ERROR_BAR["half_width_px"] * _PT_PER_PX,
+        )
 
     def _scatter(self, trace: Any, where: str, default_colour: str) -> None:
         axes = self._axes_of(trace, where)
@@ -376,12 +410,16 @@ class _Drawing:
         x = self._positions("x", _values(trace.x), where)
         y = self._positions("y", _values(trace.y), where)
         (line,) = axes.plot(
-            x, y, zorder=4,
+            x,
+            y,
+            zorder=4,
             linestyle=_DASHES[dash] if "lines" in parts else "none",
-            linewidth=(trace.line.width if trace.line.width is not None else _LINE_WIDTH_PX) * _PT_PER_PX, color=line_colour,
+            linewidth=(trace.line.width if trace.line.width is not None else _LINE_WIDTH_PX) * _PT_PER_PX,
+            color=line_colour,
             marker="o" if "markers" in parts else None,
             markersize=(trace.marker.size or _MARKER_SIZE_PX) * _PT_PER_PX,
-            markerfacecolor=_colour(marker_colour, f"{where}.marker.color"), markeredgewidth=0,
+            markerfacecolor=_colour(marker_colour, f"{where}.marker.color"),
+            markeredgewidth=0,
         )
         self.legend_entries.append((line, trace.name or ""))
 
@@ -406,8 +444,7 @@ class _Drawing:
             if axis.tickformat:
                 raise UnsupportedFigure(f"{where}.tickformat on a category axis is not drawn")
             scale_axis.set_major_locator(FixedLocator(range(len(categories))))
-            scale_axis.set_major_formatter(lambda value, pos: _tick_text(categories[round(value)])
-                                           if 0 <= round(value) < len(categories) else "")
+            scale_axis.set_major_formatter(lambda value, pos: _tick_text(categories[round(value)]) if 0 <= round(value) < len(categories) else "")
             set_limits(-0.5, len(categories) - 0.5)
         elif axis_type == "log":
             if axis.rangemode == "tozero":
@@ -444,14 +481,14 @@ class _Drawing:
         length_px = width_px - _AXES_FRAME_PX["x"] if letter == "x" else height_px - _AXES_FRAME_PX["y"]
         return int(min(max(length_px / _TICK_SPACING_PX[letter], 4), 9)) + 1
 
-    def _grid_and_zero_line(self, axes: Axes, letter: Literal["x", "y"], axis: Any, template: Any, categories: Sequence[str],
-                            axis_type: str, where: str) -> None:
+    def _grid_and_zero_line(
+        self, axes: Axes, letter: Literal["x", "y"], axis: Any, template: Any, categories: Sequence[str], axis_type: str, where: str
+    ) -> None:
         # plotly draws no grid along a category axis that bars stand on (the lines would cross the bars).
         bars_along = any(t.type == "bar" and (t.orientation == "h") == (letter == "y") for t in self.figure.data)
         if axis.showgrid is True or (axis.showgrid is None and not (categories and bars_along)):
             grid_colour = _colour(template.gridcolor or "#eee", f"{where}.gridcolor")
-            axes.grid(True, axis=letter, which="both" if axis_type == "log" else "major", color=grid_colour,
-                      linewidth=_PT_PER_PX, zorder=0)
+            axes.grid(True, axis=letter, which="both" if axis_type == "log" else "major", color=grid_colour, linewidth=_PT_PER_PX, zorder=0)
             axes.set_axisbelow(True)
         if axis.zeroline is False or categories or axis_type == "log":
             return
@@ -467,8 +504,14 @@ class _Drawing:
         title = self.layout.title.text
         if title:
             x = self.layout.title.x if self.layout.title.x is not None else (self.template.title.x or 0.5)
-            self.canvas_figure.suptitle(_text(title), x=x, parse_math=False, ha="left" if x < 0.5 else "center",
-                                        fontsize=self.font_px * _TITLE_FONT_FACTOR * _PT_PER_PX, color=self.font_colour)
+            self.canvas_figure.suptitle(
+                _text(title),
+                x=x,
+                parse_math=False,
+                ha="left" if x < 0.5 else "center",
+                fontsize=self.font_px * _TITLE_FONT_FACTOR * _PT_PER_PX,
+                color=self.font_colour,
+            )
 
     def _legend(self, traces: Sequence[Any]) -> None:
         shown = [(handle, label) for (handle, label), trace in zip(self.legend_entries, traces) if trace.showlegend is not False]
@@ -486,8 +529,9 @@ class _Drawing:
             place, columns = ("outside lower left" if below else "outside upper left"), len(shown)
         else:
             place, columns = "outside right upper", 1
-        drawn = self.canvas_figure.legend(handles, labels, loc=place, ncols=columns, fontsize=font_pt, frameon=False,
-                                          labelcolor=self.font_colour, handlelength=2.2)
+        drawn = self.canvas_figure.legend(
+            handles, labels, loc=place, ncols=columns, fontsize=font_pt, frameon=False, labelcolor=self.font_colour, handlelength=2.2
+        )
         for text in drawn.get_texts():
             text.set_parse_math(False)
 
@@ -505,4 +549,3 @@ class _Drawing:
                 label.set_rotation(30)
                 label.set_horizontalalignment("right")
                 label.set_rotation_mode("anchor")
-

@@ -84,16 +84,18 @@ def _set_member_tiers(session: Session, changes: pd.DataFrame) -> None:
     FROM`` joins it (SQLite 3.33+ and PostgreSQL): an ``executemany`` of a million
     single-row updates built in Python took 40 s here.
     """
-    changes = changes.assign(tier_id=pd.array(changes["tier_id"], dtype="Int64"),
-                             tier_since=pd.to_datetime(changes["tier_since"], utc=True))
+    changes = changes.assign(tier_id=pd.array(changes["tier_id"], dtype="Int64"), tier_since=pd.to_datetime(changes["tier_since"], utc=True))
     sqlite = session.get_bind().dialect.name == "sqlite"
     session.execute(text("DROP TABLE IF EXISTS tier_change"))
-    session.execute(text(
-        "CREATE TEMPORARY TABLE tier_change (member_id BIGINT PRIMARY KEY, tier_id BIGINT, tier_since "
-        + ("DATETIME" if sqlite else "TIMESTAMP WITH TIME ZONE") + ")"))
+    session.execute(
+        text(
+            "CREATE TEMPORARY TABLE tier_change (member_id BIGINT PRIMARY KEY, tier_id BIGINT, tier_since "
+            + ("DATETIME" if sqlite else "TIMESTAMP WITH TIME ZONE")
+            + ")"
+        )
+    )
     insert_frame(session, "tier_change", changes[["member_id", "tier_id", "tier_since"]])
-    session.execute(text("UPDATE member SET tier_id = c.tier_id, tier_since = c.tier_since FROM tier_change AS c "
-                         "WHERE member.id = c.member_id"))
+    session.execute(text("UPDATE member SET tier_id = c.tier_id, tier_since = c.tier_since FROM tier_change AS c WHERE member.id = c.member_id"))
     session.execute(text("DROP TABLE tier_change"))
 
 
@@ -110,11 +112,14 @@ class _TierTable:
 
     @classmethod
     def of(cls, tiers: Sequence[Tier]) -> _TierTable:
-        return cls(ids=np.array([t.id for t in tiers], dtype=np.int64), names=np.array([t.name for t in tiers], dtype=object),
-                   min_spend=np.array([t.min_spend for t in tiers], dtype=float),
-                   min_purchases=np.array([t.min_purchases for t in tiers], dtype=np.int64),
-                   window=np.array([t.window_months for t in tiers], dtype=np.int64),
-                   grace=np.array([t.grace_months for t in tiers], dtype=np.int64))
+        return cls(
+            ids=np.array([t.id for t in tiers], dtype=np.int64),
+            names=np.array([t.name for t in tiers], dtype=object),
+            min_spend=np.array([t.min_spend for t in tiers], dtype=float),
+            min_purchases=np.array([t.min_purchases for t in tiers], dtype=np.int64),
+            window=np.array([t.window_months for t in tiers], dtype=np.int64),
+            grace=np.array([t.grace_months for t in tiers], dtype=np.int64),
+        )
 
 
 @dataclass
@@ -163,8 +168,16 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
     cutoff = cutoff_of(as_of)
     tiers = session.exec(select(Tier).order_by(col(Tier.rank))).all()
     if not tiers:
-        return {"rows": 0, "upgrades": 0, "downgrades": 0, "kept_in_grace": 0, "members": 0, "replaced": 0,
-                "skipped_later": 0, "note": "no tiers are configured"}
+        return {
+            "rows": 0,
+            "upgrades": 0,
+            "downgrades": 0,
+            "kept_in_grace": 0,
+            "members": 0,
+            "replaced": 0,
+            "skipped_later": 0,
+            "note": "no tiers are configured",
+        }
     table = _TierTable.of(tiers)
     totals = _read_window_totals(session, cutoff, table.window, report)
     report(0.5, "moving members")
@@ -177,9 +190,15 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
         moves = _decide_moves(table, members, spend_by_window, count_by_window, cutoff)
         movements, upward = _movements(table, moves, member_ids, spend_by_window, count_by_window, cutoff=cutoff, as_of=as_of)
         _write(session, members, moves, movements)
-    return {"rows": int(moves.moved.sum()), "upgrades": int(upward.sum()), "downgrades": int((~upward).sum()),
-            "kept_in_grace": int(moves.kept.sum()), "members": len(members.frame), "replaced": len(members.todays),
-            "skipped_later": len(members.later)}
+    return {
+        "rows": int(moves.moved.sum()),
+        "upgrades": int(upward.sum()),
+        "downgrades": int((~upward).sum()),
+        "kept_in_grace": int(moves.kept.sum()),
+        "members": len(members.frame),
+        "replaced": len(members.todays),
+        "skipped_later": len(members.later),
+    }
 
 
 def _read_window_totals(session: Session, cutoff: datetime, window: np.ndarray, report: ProgressFn) -> dict[int, pd.DataFrame]:
@@ -201,16 +220,21 @@ def _read_members(session: Session, as_of: date) -> _Members:
         session.execute(select(Member.id, Member.tier_id, Member.tier_since, Member.joined_at).where(col(Member.erased_at).is_(None))).all(),
         columns=["member_id", "tier_id", "tier_since", "joined_at"],
     ).set_index("member_id")
-    later = {int(m) for m in session.execute(
-        select(col(TierMovement.member_id)).group_by(col(TierMovement.member_id)).having(func.max(col(TierMovement.as_of)) > as_of)
-    ).scalars()}
+    later = {
+        int(m)
+        for m in session.execute(
+            select(col(TierMovement.member_id)).group_by(col(TierMovement.member_id)).having(func.max(col(TierMovement.as_of)) > as_of)
+        ).scalars()
+    }
     frame = frame[~frame.index.isin(list(later))]
     current_tier = frame["tier_id"].astype("Int64")
     current_since = _utc_series(frame["tier_since"], frame.index)
     # Undo this day's earlier movements, in memory: the state before them.
     todays = pd.DataFrame(
         session.execute(
-            select(col(TierMovement.id), col(TierMovement.member_id), col(TierMovement.from_tier_id)).where(col(TierMovement.as_of) == as_of).order_by(col(TierMovement.id))
+            select(col(TierMovement.id), col(TierMovement.member_id), col(TierMovement.from_tier_id))
+            .where(col(TierMovement.as_of) == as_of)
+            .order_by(col(TierMovement.id))
         ).all(),
         columns=["id", "member_id", "from_tier_id"],
     )
@@ -218,13 +242,20 @@ def _read_members(session: Session, as_of: date) -> _Members:
     base_tier, base_since = current_tier.copy(), current_since.copy()
     if not todays.empty:
         first = todays.drop_duplicates("member_id", keep="first").set_index("member_id")
-        first_ids = select(TierMovement.member_id, func.min(TierMovement.id).label("first_id")).where(
-            col(TierMovement.as_of) == as_of).group_by(col(TierMovement.member_id)).subquery()
-        previous = dict(session.execute(
-            select(TierMovement.member_id, func.max(TierMovement.moved_at))
-            .join(first_ids, first_ids.c.member_id == TierMovement.member_id)
-            .where(col(TierMovement.id) < first_ids.c.first_id).group_by(col(TierMovement.member_id))
-        ).all())
+        first_ids = (
+            select(TierMovement.member_id, func.min(TierMovement.id).label("first_id"))
+            .where(col(TierMovement.as_of) == as_of)
+            .group_by(col(TierMovement.member_id))
+            .subquery()
+        )
+        previous = dict(
+            session.execute(
+                select(TierMovement.member_id, func.max(TierMovement.moved_at))
+                .join(first_ids, first_ids.c.member_id == TierMovement.member_id)
+                .where(col(TierMovement.id) < first_ids.c.first_id)
+                .group_by(col(TierMovement.member_id))
+            ).all()
+        )
         undone = first.index
         base_tier.loc[undone] = first["from_tier_id"].astype("Int64")
         restored = pd.Series([previous.get(m) for m in undone], index=undone, dtype=object)
@@ -234,8 +265,9 @@ def _read_members(session: Session, as_of: date) -> _Members:
     return _Members(frame, later, current_tier, current_since, todays, base_tier, base_since)
 
 
-def _decide_moves(table: _TierTable, members: _Members, spend_by_window: dict[int, np.ndarray], count_by_window: dict[int, np.ndarray],
-                  cutoff: datetime) -> _Moves:
+def _decide_moves(
+    table: _TierTable, members: _Members, spend_by_window: dict[int, np.ndarray], count_by_window: dict[int, np.ndarray], cutoff: datetime
+) -> _Moves:
     """Up at once to the highest tier qualified for; down only once the grace period of the tier left is over."""
     window, grace = table.window, table.grace
     index_of = pd.Series(np.arange(len(table.ids)), index=table.ids)
@@ -263,8 +295,16 @@ def _decide_moves(table: _TierTable, members: _Members, spend_by_window: dict[in
     return _Moves(qualified, base_idx, final_idx, moved, kept, final_tier, final_since)
 
 
-def _movements(table: _TierTable, moves: _Moves, member_ids: np.ndarray, spend_by_window: dict[int, np.ndarray],
-               count_by_window: dict[int, np.ndarray], *, cutoff: datetime, as_of: date) -> tuple[pd.DataFrame, np.ndarray]:
+def _movements(
+    table: _TierTable,
+    moves: _Moves,
+    member_ids: np.ndarray,
+    spend_by_window: dict[int, np.ndarray],
+    count_by_window: dict[int, np.ndarray],
+    *,
+    cutoff: datetime,
+    as_of: date,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The ``tier_movement`` rows, each with the numbers behind it in words; and which of them go up."""
     window, grace, names, min_spend, min_purchases, tier_ids = table.window, table.grace, table.names, table.min_spend, table.min_purchases, table.ids
     moved, base_idx, final_idx = moves.moved, moves.base_idx, moves.final_idx
@@ -279,26 +319,39 @@ def _movements(table: _TierTable, moves: _Moves, member_ids: np.ndarray, spend_b
         quoting = quoted == months
         spent[quoting] = spend_by_window[months][positions[quoting]]
         bought[quoting] = count_by_window[months][positions[quoting]]
-    lead = ("spent " + pd.Series(spent).map("{:,.2f}".format) + " and bought " + _times(bought)
-            + " in the last " + _window_words(quoted))
+    lead = "spent " + pd.Series(spent).map("{:,.2f}".format) + " and bought " + _times(bought) + " in the last " + _window_words(quoted)
     reached = pd.Series(np.where(new >= 0, names[np.maximum(new, 0)], ""))
     left = pd.Series(names[np.maximum(old, 0)])
-    needs = (" (needs " + pd.Series(min_spend[np.maximum(old, 0)]).map("{:,.2f}".format) + " and "
-             + pd.Series(min_purchases[np.maximum(old, 0)]).astype(str) + " purchases)")
-    grace_words = pd.Series(np.where(grace[np.maximum(old, 0)] > 0,
-                                     " and its " + pd.Series(grace[np.maximum(old, 0)]).astype(str).to_numpy() + "-month grace period is over",
-                                     ""))
+    needs = (
+        " (needs "
+        + pd.Series(min_spend[np.maximum(old, 0)]).map("{:,.2f}".format)
+        + " and "
+        + pd.Series(min_purchases[np.maximum(old, 0)]).astype(str)
+        + " purchases)"
+    )
+    grace_words = pd.Series(
+        np.where(
+            grace[np.maximum(old, 0)] > 0,
+            " and its " + pd.Series(grace[np.maximum(old, 0)]).astype(str).to_numpy() + "-month grace period is over",
+            "",
+        )
+    )
     destination = pd.Series(np.where(new >= 0, "moves to " + reached.to_numpy(), "no longer qualifies for any tier"))
-    reasons = pd.Series(np.where(upward, (lead + ": qualifies for " + reached).to_numpy(),
-                                 (lead + ": below " + left + needs + grace_words + ": " + destination).to_numpy()))
-    movements = pd.DataFrame({
-        "member_id": who,
-        "from_tier_id": pd.array([tier_ids[i] if i >= 0 else None for i in old], dtype="Int64"),
-        "to_tier_id": pd.array([tier_ids[i] if i >= 0 else None for i in new], dtype="Int64"),
-        "moved_at": pd.Timestamp(cutoff),
-        "reason": reasons.str.slice(0, 500).to_numpy(),
-        "as_of": np.full(len(who), as_of, dtype=object),
-    })
+    reasons = pd.Series(
+        np.where(
+            upward, (lead + ": qualifies for " + reached).to_numpy(), (lead + ": below " + left + needs + grace_words + ": " + destination).to_numpy()
+        )
+    )
+    movements = pd.DataFrame(
+        {
+            "member_id": who,
+            "from_tier_id": pd.array([tier_ids[i] if i >= 0 else None for i in old], dtype="Int64"),
+            "to_tier_id": pd.array([tier_ids[i] if i >= 0 else None for i in new], dtype="Int64"),
+            "moved_at": pd.Timestamp(cutoff),
+            "reason": reasons.str.slice(0, 500).to_numpy(),
+            "as_of": np.full(len(who), as_of, dtype=object),
+        }
+    )
     return movements, upward
 
 
@@ -313,6 +366,10 @@ def _write(session: Session, members: _Members, moves: _Moves, movements: pd.Dat
     same_since = (final_since == current_since).fillna(False) | (final_since.isna() & current_since.isna())
     changed = members.frame.index[~(same_tier & same_since).to_numpy()]
     if len(changed):
-        _set_member_tiers(session, pd.DataFrame({"member_id": changed.to_numpy(), "tier_id": final_tier.loc[changed].to_numpy(),
-                                                 "tier_since": final_since.loc[changed].to_numpy()}))
+        _set_member_tiers(
+            session,
+            pd.DataFrame(
+                {"member_id": changed.to_numpy(), "tier_id": final_tier.loc[changed].to_numpy(), "tier_since": final_since.loc[changed].to_numpy()}
+            ),
+        )
     insert_frame(session, "tier_movement", movements)

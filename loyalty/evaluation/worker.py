@@ -225,20 +225,24 @@ class _WorkerScheduler(BackgroundScheduler):
         BlockingScheduler.shutdown(self, wait=False)  # stops the executors, wakes the loop; joins nothing
         self._thread.join(timeout=SCHEDULER_THREAD_STOP_SECONDS)
         if self._thread.is_alive():
-            logger.error("the scheduler's thread did not stop within %.0f s; leaving it (a daemon thread)",
-                         SCHEDULER_THREAD_STOP_SECONDS)
+            logger.error("the scheduler's thread did not stop within %.0f s; leaving it (a daemon thread)", SCHEDULER_THREAD_STOP_SECONDS)
         deadline = time.monotonic() + grace_seconds
         while (running := self.running_job_ids()) and time.monotonic() < deadline:
             time.sleep(0.05)
         if running:
-            logger.error("job(s) %s still running %.0f s after the stop: stopping without waiting for them; the "
-                         "next worker to lead marks their runs interrupted", ", ".join(running), grace_seconds)
+            logger.error(
+                "job(s) %s still running %.0f s after the stop: stopping without waiting for them; the "
+                "next worker to lead marks their runs interrupted",
+                ", ".join(running),
+                grace_seconds,
+            )
         return running
 
     def running_job_ids(self) -> list[str]:
         """The ids of the jobs this scheduler's executors are running now."""
-        return sorted({job_id for executor in self._executors.values()
-                       for job_id, count in list(getattr(executor, "_instances", {}).items()) if count})
+        return sorted(
+            {job_id for executor in self._executors.values() for job_id, count in list(getattr(executor, "_instances", {}).items()) if count}
+        )
 
 
 class _StoreEditor(BaseScheduler):
@@ -355,13 +359,11 @@ def parse_cron(expression: str) -> CronTrigger:
     fields = (expression or "").split()
     if len(fields) != 5:
         raise InvalidInput(
-            f"A schedule has 5 fields, minute hour day month day-of-week (e.g. '0 2 * * *' for 02:00 every day); "
-            f"got {len(fields)} in {expression!r}."
+            f"A schedule has 5 fields, minute hour day month day-of-week (e.g. '0 2 * * *' for 02:00 every day); got {len(fields)} in {expression!r}."
         )
     minute, hour, day, month, day_of_week = fields
     try:
-        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_translate_day_of_week(day_of_week),
-                           timezone=UTC)
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_translate_day_of_week(day_of_week), timezone=UTC)
     except InvalidInput:
         raise
     except (ValueError, TypeError) as exc:
@@ -384,8 +386,7 @@ def _describe(trigger: CronTrigger) -> str:
         if f["day"].isdigit() and f["day_of_week"] == "*":
             return f"on day {f['day']} of every month {at}"
         if f["day"] == "*":
-            names = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thursday", "fri": "Friday",
-                     "sat": "Saturday", "sun": "Sunday"}
+            names = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thursday", "fri": "Friday", "sat": "Saturday", "sun": "Sunday"}
             days = [names.get(d, d) for d in f["day_of_week"].split(",")]
             if f["day_of_week"] in ("mon-fri", "mon,tue,wed,thu,fri"):
                 return f"every weekday {at}"
@@ -426,8 +427,9 @@ def preview_schedule(expression: str, *, count: int = 3, now: datetime | None = 
         raise InvalidInput(f"{expression!r} never runs.")
     gaps = [b - a for a, b in itertools.pairwise(runs)]
     if gaps and min(gaps) < MIN_SCHEDULE_INTERVAL:
-        raise InvalidInput(f"{expression!r} runs more often than every {MIN_SCHEDULE_INTERVAL.seconds // 60} minutes; "
-                           "evaluations need a calmer schedule.")
+        raise InvalidInput(
+            f"{expression!r} runs more often than every {MIN_SCHEDULE_INTERVAL.seconds // 60} minutes; evaluations need a calmer schedule."
+        )
     runs = runs[:count]
     return {
         "cron": _cron_text(trigger),
@@ -480,8 +482,9 @@ def list_schedules(engine: Engine | None = None) -> list[dict[str, Any]]:
     return [_schedule_row(jobs[i]) for i in sorted(jobs, key=lambda i: order.index(i) if i in order else len(order))]
 
 
-def _edit(job_id: str, change: Callable[[BaseScheduler], Any], *, engine: Engine | None, actor: Actor,
-          action: str, after: dict[str, Any]) -> dict[str, Any]:
+def _edit(
+    job_id: str, change: Callable[[BaseScheduler], Any], *, engine: Engine | None, actor: Actor, action: str, after: dict[str, Any]
+) -> dict[str, Any]:
     require(actor, "evaluations.run")
     engine = engine or get_engine()
     if job_id not in JOBS:
@@ -501,8 +504,15 @@ def _edit(job_id: str, change: Callable[[BaseScheduler], Any], *, engine: Engine
                     raise InvalidInput(f"{job_id} kept changing while saving; try again.") from None
         row = _schedule_row(scheduler.get_job(job_id))
     with new_session(engine) as session, write_transaction(session):
-        record_audit(session, actor=actor, action=action, entity="schedule", entity_id=job_id,
-                     before={"cron": before["cron"], "paused": before["paused"]}, after=after)
+        record_audit(
+            session,
+            actor=actor,
+            action=action,
+            entity="schedule",
+            entity_id=job_id,
+            before={"cron": before["cron"], "paused": before["paused"]},
+            after=after,
+        )
     return row
 
 
@@ -538,8 +548,14 @@ def reschedule_job(job_id: str, cron: str, *, actor: Actor, engine: Engine | Non
 
 
 def _lease_value(owner: str, now: datetime, lease_seconds: float) -> dict[str, Any]:
-    return {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "renewed_at": now.isoformat(),
-            "expires_at": (now + timedelta(seconds=lease_seconds)).isoformat(), "lease_seconds": lease_seconds}
+    return {
+        "owner": owner,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "renewed_at": now.isoformat(),
+        "expires_at": (now + timedelta(seconds=lease_seconds)).isoformat(),
+        "lease_seconds": lease_seconds,
+    }
 
 
 def take_lease(engine: Engine, owner: str, *, lease_seconds: float = LEASE_SECONDS, now: datetime | None = None) -> bool:
@@ -557,8 +573,7 @@ def take_lease(engine: Engine, owner: str, *, lease_seconds: float = LEASE_SECON
         with connection.begin():
             taken = connection.execute(
                 update(table)
-                .where(table.c.key == LEASE_KEY,
-                       (table.c.updated_by == owner) | (table.c.updated_at < now - timedelta(seconds=lease_seconds)))
+                .where(table.c.key == LEASE_KEY, (table.c.updated_by == owner) | (table.c.updated_at < now - timedelta(seconds=lease_seconds)))
                 .values(value=value, updated_at=now, updated_by=owner)
             ).rowcount
             if taken == 1:
@@ -579,7 +594,8 @@ def release_lease(engine: Engine, owner: str) -> bool:
     table = ProgramSetting.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation, not in its stubs
     with engine.begin() as connection:
         released = connection.execute(
-            update(table).where(table.c.key == LEASE_KEY, table.c.updated_by == owner)
+            update(table)
+            .where(table.c.key == LEASE_KEY, table.c.updated_by == owner)
             .values(updated_at=_RELEASED, value={"owner": None, "released_by": owner, "released_at": utcnow().isoformat()})
         ).rowcount
     return released == 1
@@ -599,8 +615,11 @@ def worker_status(engine: Engine | None = None, *, now: datetime | None = None) 
     expires = datetime.fromisoformat(value["expires_at"]) if value.get("expires_at") and value.get("owner") else None
     return {
         "running": bool(expires and expires > now),
-        "owner": value.get("owner"), "host": value.get("host"), "pid": value.get("pid"),
-        "renewed_at": value.get("renewed_at"), "expires_at": value.get("expires_at"),
+        "owner": value.get("owner"),
+        "host": value.get("host"),
+        "pid": value.get("pid"),
+        "renewed_at": value.get("renewed_at"),
+        "expires_at": value.get("expires_at"),
     }
 
 
@@ -735,8 +754,9 @@ def run_worker(
     parent = os.environ.get(PARENT_PID_VARIABLE, "")
     if parent.isdigit():
         watch_parent(int(parent), stop_event)
-    return Worker(engine=engine, owner=owner, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
-                  stop_grace_seconds=stop_grace_seconds).run(stop_event)
+    return Worker(
+        engine=engine, owner=owner, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds, stop_grace_seconds=stop_grace_seconds
+    ).run(stop_event)
 
 
 def watch_parent(parent_pid: int, stop_event: threading.Event, *, every_seconds: float = PARENT_CHECK_SECONDS) -> threading.Thread:
@@ -774,8 +794,12 @@ def start_worker_process(*, env: dict[str, str] | None = None, log_path: str | o
     output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "loyalty.evaluation.worker"], env=environment, cwd=str(PROJECT_ROOT),
-            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "loyalty.evaluation.worker"],
+            env=environment,
+            cwd=str(PROJECT_ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # not stopped with the app's process group (Ctrl-C in the terminal)
         )
     finally:

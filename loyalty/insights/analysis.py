@@ -42,9 +42,18 @@ AT_RISK_ALIVE = 0.5  # members at risk: probability alive below this...
 AT_RISK_VALUE_QUANTILE = 0.8  # ...and historical or predicted CLV in the top fifth
 # Median days between purchases -> what it means for a loyalty program (DOMAIN.md, mistake 1).
 CYCLE_VERDICTS = (
-    (45, "Purchases repeat often (a median of {days:.0f} days between them): there is plenty of behaviour for points, tiers and campaigns to work with."),
-    (120, "Purchases repeat every {days:.0f} days at the median: workable, but rewards must be reachable within a few visits and points should not expire too soon."),
-    (365, "Purchases repeat only every {days:.0f} days at the median: a points program will see little behaviour; consider service benefits and long expiry instead."),
+    (
+        45,
+        "Purchases repeat often (a median of {days:.0f} days between them): there is plenty of behaviour for points, tiers and campaigns to work with.",
+    ),
+    (
+        120,
+        "Purchases repeat every {days:.0f} days at the median: workable, but rewards must be reachable within a few visits and points should not expire too soon.",
+    ),
+    (
+        365,
+        "Purchases repeat only every {days:.0f} days at the median: a points program will see little behaviour; consider service benefits and long expiry instead.",
+    ),
     (float("inf"), "Purchases almost never repeat (a median of {days:.0f} days): a loyalty program has too little behaviour to work with here."),
 )
 
@@ -81,7 +90,9 @@ def _member_ids(session: Session, filters: Filters, members: pl.DataFrame) -> np
     return ids
 
 
-def _inputs(session: Session, filters: Filters, columns: tuple[str, ...] = ("member_id", "occurred_on", "amount")) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _inputs(
+    session: Session, filters: Filters, columns: tuple[str, ...] = ("member_id", "occurred_on", "amount")
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     members = load_members(session)
     purchases = load_purchases(session, end=filters.end, columns=columns)
     ids = _member_ids(session, filters, members)
@@ -98,15 +109,22 @@ def retention_view(session: Session, filters: Filters, *, period: str = "month")
     """Cohort matrix (cohorts first purchasing in the date range), curves by channel, churn over time."""
     purchases, members = _inputs(session, filters)
     last_day = filters.end - timedelta(days=1)
-    long = cohort_table(purchases, period=period, as_of=last_day).to_pandas() if purchases.height else pd.DataFrame(
-        columns=["cohort", "age", "size", "active", "retention"])
+    long = (
+        cohort_table(purchases, period=period, as_of=last_day).to_pandas()
+        if purchases.height
+        else pd.DataFrame(columns=["cohort", "age", "size", "active", "retention"])
+    )
     if not long.empty:
         long["cohort"] = [c if isinstance(c, str) else period_label(int(c), period) for c in long["cohort"]]
         first = f"{filters.start:%Y-%m}" if period == "month" else period_label(filters.start.year * 4 + (filters.start.month - 1) // 3, period)
         long = long[long["cohort"] >= first]
     matrix = long.pivot_table(index="cohort", columns="age", values="retention") if not long.empty else pd.DataFrame()
     sizes = long.groupby("cohort")["size"].first() if not long.empty else pd.Series(dtype="int64")
-    curves = retention_curves(purchases, members, by="acquisition_channel", period=period, as_of=last_day).to_pandas() if purchases.height else pd.DataFrame()
+    curves = (
+        retention_curves(purchases, members, by="acquisition_channel", period=period, as_of=last_day).to_pandas()
+        if purchases.height
+        else pd.DataFrame()
+    )
     churn = churn_over_time(purchases, period=period, as_of=last_day).to_pandas() if purchases.height else pd.DataFrame()
     if not churn.empty:
         churn = churn[churn["period"] >= f"{filters.start:%Y-%m}"]
@@ -126,7 +144,11 @@ def cohort_members(session: Session, filters: Filters, cohort: str, age: int, *,
     cohort_ids = labels.filter(pl.col("cohort") == cohort)
     active = indexed.join(cohort_ids, on="member_id").filter(pl.col("p") == pl.col("first") + age)["member_id"].unique()
     table = cohort_ids.join(members, on="member_id", how="left").with_columns(pl.col("member_id").is_in(active.to_list()).alias("active_at_age"))
-    return table.select(pl.col("external_id").alias("member"), "acquisition_channel", "tier", "active_at_age").sort(["active_at_age", "member"]).to_pandas()
+    return (
+        table.select(pl.col("external_id").alias("member"), "acquisition_channel", "tier", "active_at_age")
+        .sort(["active_at_age", "member"])
+        .to_pandas()
+    )
 
 
 # --- CLV -----------------------------------------------------------------------------------
@@ -146,12 +168,24 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
         return {"members": table, "by_tier": pd.DataFrame(), "by_channel": pd.DataFrame(), "at_risk": table}
     value_line = table["historical_clv"].quantile(AT_RISK_VALUE_QUANTILE)
     at_risk = table[(table["probability_alive"] < AT_RISK_ALIVE) & (table["historical_clv"] >= value_line)]
-    by = {name: table.groupby(col).agg(members=("member_id", "size"), historical_clv=("historical_clv", "mean"),
-                                       predicted_clv=("predicted_clv", "mean")).reset_index().rename(columns={col: "group"})
-          for name, col in (("by_tier", "tier"), ("by_channel", "acquisition_channel"))}
-    columns = ["external_id", "tier", "acquisition_channel", "frequency", "historical_clv", "predicted_clv", "probability_alive", "expected_purchases"]
-    return {"members": table, **by,
-            "at_risk": at_risk.sort_values("historical_clv", ascending=False)[[c for c in columns if c in at_risk.columns]]}
+    by = {
+        name: table.groupby(col)
+        .agg(members=("member_id", "size"), historical_clv=("historical_clv", "mean"), predicted_clv=("predicted_clv", "mean"))
+        .reset_index()
+        .rename(columns={col: "group"})
+        for name, col in (("by_tier", "tier"), ("by_channel", "acquisition_channel"))
+    }
+    columns = [
+        "external_id",
+        "tier",
+        "acquisition_channel",
+        "frequency",
+        "historical_clv",
+        "predicted_clv",
+        "probability_alive",
+        "expected_purchases",
+    ]
+    return {"members": table, **by, "at_risk": at_risk.sort_values("historical_clv", ascending=False)[[c for c in columns if c in at_risk.columns]]}
 
 
 # --- redemptions and liability -------------------------------------------------------------
@@ -160,23 +194,33 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
 def redemptions_view(session: Session, filters: Filters) -> dict[str, Any]:
     """Points earned / redeemed / expired per month, redemption rate, rewards redeemed, liability."""
     month = month_key(LedgerEntry.occurred_at)
-    query = (select(month, LedgerEntry.kind, func.sum(LedgerEntry.points))
-             .where(LedgerEntry.occurred_at >= _moment(filters.start), LedgerEntry.occurred_at < _moment(filters.end))
-             .group_by(month, LedgerEntry.kind))
+    query = (
+        select(month, LedgerEntry.kind, func.sum(LedgerEntry.points))
+        .where(LedgerEntry.occurred_at >= _moment(filters.start), LedgerEntry.occurred_at < _moment(filters.end))
+        .group_by(month, LedgerEntry.kind)
+    )
     ids = _member_ids(session, filters, load_members(session)) if filters.restricts_members else None
     if ids is not None:
         query = query.where(col(LedgerEntry.member_id).in_(ids.tolist()))
     rows = pd.DataFrame(session.exec(query).all(), columns=["month", "kind", "points"])
     monthly = rows.pivot_table(index="month", columns="kind", values="points", aggfunc="sum", fill_value=0) if not rows.empty else pd.DataFrame()
     frame = pd.DataFrame(index=monthly.index)
-    for column, kinds, sign in (("earned", ["earn", "bonus"], 1), ("redeemed", ["redeem"], -1), ("expired", ["expire"], -1), ("reversed", ["reverse"], -1)):
+    for column, kinds, sign in (
+        ("earned", ["earn", "bonus"], 1),
+        ("redeemed", ["redeem"], -1),
+        ("expired", ["expire"], -1),
+        ("reversed", ["reverse"], -1),
+    ):
         frame[column] = sum(monthly.get(k, 0) for k in kinds) * sign
     frame = frame.reset_index()
     frame["redemption_rate"] = np.where(frame["earned"] > 0, frame["redeemed"] / frame["earned"].where(frame["earned"] > 0, 1), np.nan)
-    rewards_query = (select(Reward.name, func.count(), func.sum(Redemption.points))
-                     .join(Reward, col(Reward.id) == Redemption.reward_id)
-                     .where(Redemption.requested_at >= _moment(filters.start), Redemption.requested_at < _moment(filters.end),
-                            Redemption.status != "cancelled").group_by(Reward.name).order_by(func.count().desc()))
+    rewards_query = (
+        select(Reward.name, func.count(), func.sum(Redemption.points))
+        .join(Reward, col(Reward.id) == Redemption.reward_id)
+        .where(Redemption.requested_at >= _moment(filters.start), Redemption.requested_at < _moment(filters.end), Redemption.status != "cancelled")
+        .group_by(Reward.name)
+        .order_by(func.count().desc())
+    )
     if ids is not None:
         rewards_query = rewards_query.where(col(Redemption.member_id).in_(ids.tolist()))
     by_reward = pd.DataFrame(session.exec(rewards_query).all(), columns=["reward", "redemptions", "points"])
@@ -187,16 +231,26 @@ def redemptions_view(session: Session, filters: Filters) -> dict[str, Any]:
     settings = get_settings(session)
     earned, redeemed, expired = (int(frame[c].sum()) if not frame.empty else 0 for c in ("earned", "redeemed", "expired"))
     breakage = expired / (expired + redeemed) if expired + redeemed else None
-    return {"monthly": frame, "by_reward": by_reward, "outstanding": outstanding, "liability": outstanding * settings.point_value,
-            "currency": settings.currency, "earned": earned, "redeemed": redeemed, "expired": expired,
-            "redemption_rate": redeemed / earned if earned else None, "breakage": breakage}
+    return {
+        "monthly": frame,
+        "by_reward": by_reward,
+        "outstanding": outstanding,
+        "liability": outstanding * settings.point_value,
+        "currency": settings.currency,
+        "earned": earned,
+        "redeemed": redeemed,
+        "expired": expired,
+        "redemption_rate": redeemed / earned if earned else None,
+        "breakage": breakage,
+    }
 
 
 def reward_redeemers(session: Session, filters: Filters, reward: str) -> pd.DataFrame:
     """Drill-down: who redeemed a reward in the range."""
     rows = session.exec(
         select(Member.external_id, Redemption.requested_at, Redemption.points, Redemption.status)
-        .join(Member, col(Member.id) == Redemption.member_id).join(Reward, col(Reward.id) == Redemption.reward_id)
+        .join(Member, col(Member.id) == Redemption.member_id)
+        .join(Reward, col(Reward.id) == Redemption.reward_id)
         .where(Reward.name == reward, Redemption.requested_at >= _moment(filters.start), Redemption.requested_at < _moment(filters.end))
         .order_by(col(Redemption.requested_at).desc())
     ).all()
@@ -222,8 +276,11 @@ def purchase_cycle_view(session: Session, filters: Filters) -> dict[str, Any]:
     years = max((filters.end - filters.start).days / 365.25, 1 / 365.25)
     gap_values = gaps["gap"].to_numpy()
     median = float(np.median(gap_values)) if len(gap_values) else None
-    verdict = next(text for limit, text in CYCLE_VERDICTS if median is None or median <= limit).format(days=median or 0) if median is not None else \
-        "Not enough repeat purchases in this range to measure the purchase cycle."
+    verdict = (
+        next(text for limit, text in CYCLE_VERDICTS if median is None or median <= limit).format(days=median or 0)
+        if median is not None
+        else "Not enough repeat purchases in this range to measure the purchase cycle."
+    )
     # Counted here, not drawn raw: at a million members there are millions of gaps.
     shown = gap_values[gap_values <= np.quantile(gap_values, 0.99)] if len(gap_values) else gap_values
     gap_counts = np.bincount(shown.astype(np.int64)) if len(shown) else np.zeros(0, dtype=np.int64)
@@ -231,8 +288,7 @@ def purchase_cycle_view(session: Session, filters: Filters) -> dict[str, Any]:
     counts, edges = np.histogram(per_year, bins=FREQUENCY_BINS) if len(per_year) else (np.zeros(0, dtype=np.int64), np.zeros(1))
     return {
         "gaps": pd.DataFrame({"days_between_purchases": np.arange(len(gap_counts)), "gaps": gap_counts}).query("gaps > 0").reset_index(drop=True),
-        "frequency": pd.DataFrame({"purchases_per_year_from": edges[:-1].round(2), "purchases_per_year_to": edges[1:].round(2),
-                                   "members": counts}),
+        "frequency": pd.DataFrame({"purchases_per_year_from": edges[:-1].round(2), "purchases_per_year_to": edges[1:].round(2), "members": counts}),
         "median_gap": median,
         "repeat_share": float((per_member["purchase_days"] >= 2).mean()) if per_member.height else None,  # type: ignore[arg-type]  # a non-empty mean
         "active_members": per_member.height,
@@ -261,15 +317,29 @@ def feedback_view(session: Session, filters: Filters, *, comments: int = 30) -> 
         answers = answers[answers["member_id"].isin(ids)]
     answers = answers.merge(members[["member_id", "tier", "acquisition_channel"]], on="member_id", how="left")
     if answers.empty:
-        return {"answers": answers, "monthly": pd.DataFrame(), "by_tier": pd.DataFrame(), "by_channel": pd.DataFrame(), "comments": answers, "nps": None}
+        return {
+            "answers": answers,
+            "monthly": pd.DataFrame(),
+            "by_tier": pd.DataFrame(),
+            "by_channel": pd.DataFrame(),
+            "comments": answers,
+            "nps": None,
+        }
     answers["month"] = pd.to_datetime(answers["submitted_at"], utc=True).dt.strftime("%Y-%m")
     answers["group"] = pd.cut(answers["score"], [-1, 6, 8, 10], labels=["detractor", "passive", "promoter"])
     monthly = answers.groupby("month").agg(nps=("score", _nps), answers=("score", "size")).reset_index()
-    by = {f"by_{name}": answers.groupby(col).agg(nps=("score", _nps), answers=("score", "size")).reset_index().rename(columns={col: "group"})
-          for name, col in (("tier", "tier"), ("channel", "acquisition_channel"))}
+    by = {
+        f"by_{name}": answers.groupby(col).agg(nps=("score", _nps), answers=("score", "size")).reset_index().rename(columns={col: "group"})
+        for name, col in (("tier", "tier"), ("channel", "acquisition_channel"))
+    }
     latest = answers[answers["comment"].str.len() > 0].sort_values("submitted_at", ascending=False).head(comments)
-    return {"answers": answers, "monthly": monthly, **by, "comments": latest[["submitted_at", "member", "score", "group", "comment"]],
-            "nps": _nps(answers["score"])}
+    return {
+        "answers": answers,
+        "monthly": monthly,
+        **by,
+        "comments": latest[["submitted_at", "member", "score", "group", "comment"]],
+        "nps": _nps(answers["score"]),
+    }
 
 
 def rfm_grid(session: Session, *, as_of: date | None = None) -> dict[str, pd.DataFrame]:
@@ -295,5 +365,8 @@ def slow_repeaters(session: Session, filters: Filters, *, min_gap_days: int) -> 
     gaps = days.with_columns(pl.col("occurred_on").diff().over("member_id").dt.total_days().alias("gap")).drop_nulls("gap")
     per_member = gaps.group_by("member_id").agg(pl.col("gap").median().alias("median_gap_days"), (pl.len() + 1).alias("purchase_days"))
     table = per_member.filter(pl.col("median_gap_days") >= min_gap_days).join(members, on="member_id", how="left")
-    return table.select(pl.col("external_id").alias("member"), "median_gap_days", "purchase_days", "tier", "acquisition_channel") \
-        .sort("median_gap_days", descending=True).to_pandas()
+    return (
+        table.select(pl.col("external_id").alias("member"), "median_gap_days", "purchase_days", "tier", "acquisition_channel")
+        .sort("median_gap_days", descending=True)
+        .to_pandas()
+    )

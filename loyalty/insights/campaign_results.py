@@ -61,11 +61,28 @@ CAMPAIGN_PERIOD = "campaign"
 CAMPAIGN_DIMENSION = "campaign"
 # Every numeric column of evaluate_campaigns, stored as metric "campaign_<name>".
 CAMPAIGN_METRICS: tuple[str, ...] = (
-    "treatment_members", "holdout_members",
-    "spend_treatment", "spend_holdout", "spend_uplift", "spend_uplift_ci_low", "spend_uplift_ci_high",
-    "purchases_treatment", "purchases_holdout", "purchases_uplift", "purchases_uplift_ci_low", "purchases_uplift_ci_high",
-    "retention_treatment", "retention_holdout", "retention_uplift", "retention_uplift_ci_low", "retention_uplift_ci_high",
-    "points_cost", "incremental_revenue", "incremental_revenue_ci_low", "incremental_revenue_ci_high", "revenue_per_point",
+    "treatment_members",
+    "holdout_members",
+    "spend_treatment",
+    "spend_holdout",
+    "spend_uplift",
+    "spend_uplift_ci_low",
+    "spend_uplift_ci_high",
+    "purchases_treatment",
+    "purchases_holdout",
+    "purchases_uplift",
+    "purchases_uplift_ci_low",
+    "purchases_uplift_ci_high",
+    "retention_treatment",
+    "retention_holdout",
+    "retention_uplift",
+    "retention_uplift_ci_low",
+    "retention_uplift_ci_high",
+    "points_cost",
+    "incremental_revenue",
+    "incremental_revenue_ci_low",
+    "incremental_revenue_ci_high",
+    "revenue_per_point",
 )
 
 # --- campaign evaluation ------------------------------------------------------------------------------
@@ -121,15 +138,27 @@ def _campaign_members(session: Session, campaign: Campaign, end: datetime) -> pd
     from loyalty.analytics.data import fetch_frame
 
     reader = analytics_reader(session)
-    assigned = fetch_frame(session, 'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = :campaign_id',
-                           {"member_id": pl.Int64, "group": pl.String}, params={"campaign_id": int(stored_id(campaign))}, reader=reader)
-    bought = fetch_frame(
+    assigned = fetch_frame(
         session,
-        "SELECT member_id, amount FROM purchase WHERE occurred_at >= :starts_at AND occurred_at < :ends_at AND refunded_at IS NULL",
-        {"member_id": pl.Int64, "amount": pl.Float64}, params={"starts_at": campaign.starts_at, "ends_at": end}, reader=reader,
-    ).group_by("member_id").agg(spend=pl.col("amount").sum(), purchases=pl.len())
+        'SELECT member_id, "group" FROM campaign_assignment WHERE campaign_id = :campaign_id',
+        {"member_id": pl.Int64, "group": pl.String},
+        params={"campaign_id": int(stored_id(campaign))},
+        reader=reader,
+    )
+    bought = (
+        fetch_frame(
+            session,
+            "SELECT member_id, amount FROM purchase WHERE occurred_at >= :starts_at AND occurred_at < :ends_at AND refunded_at IS NULL",
+            {"member_id": pl.Int64, "amount": pl.Float64},
+            params={"starts_at": campaign.starts_at, "ends_at": end},
+            reader=reader,
+        )
+        .group_by("member_id")
+        .agg(spend=pl.col("amount").sum(), purchases=pl.len())
+    )
     joined = assigned.join(bought, on="member_id", how="left").with_columns(
-        pl.col("spend").fill_null(0.0), pl.col("purchases").fill_null(0).cast(pl.Int64))
+        pl.col("spend").fill_null(0.0), pl.col("purchases").fill_null(0).cast(pl.Int64)
+    )
     return joined.select("member_id", "group", "spend", "purchases").to_pandas()
 
 
@@ -145,7 +174,11 @@ def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequ
         campaign whose treatment or holdout group is empty is left out: there is nothing
         to compare.
     """
-    query = select(Campaign).where(col(Campaign.status) != "draft", col(Campaign.holdout_pct) > 0, col(Campaign.starts_at) < cutoff).order_by(col(Campaign.starts_at))
+    query = (
+        select(Campaign)
+        .where(col(Campaign.status) != "draft", col(Campaign.holdout_pct) > 0, col(Campaign.starts_at) < cutoff)
+        .order_by(col(Campaign.starts_at))
+    )
     if campaign_ids is not None:
         query = query.where(col(Campaign.id).in_(list(campaign_ids)))
     results = []
@@ -159,26 +192,47 @@ def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequ
         purchases = welch_interval(treated["purchases"].to_numpy(), held["purchases"].to_numpy())
         retained_t, retained_h = int((treated["purchases"] > 0).sum()), int((held["purchases"] > 0).sum())
         retention = proportion_difference_interval(retained_t, len(treated), retained_h, len(held))
-        cost = int(session.execute(
-            select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
-                LedgerEntry.campaign_id == campaign.id, col(LedgerEntry.kind).in_(["bonus", "reverse"]), LedgerEntry.occurred_at < cutoff)
-        ).scalar_one())
+        cost = int(
+            session.execute(
+                select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
+                    LedgerEntry.campaign_id == campaign.id, col(LedgerEntry.kind).in_(["bonus", "reverse"]), LedgerEntry.occurred_at < cutoff
+                )
+            ).scalar_one()
+        )
         n_t = len(treated)
         incremental, incremental_low, incremental_high = (None if v is None else v * n_t for v in spend)
-        results.append({
-            "campaign_id": campaign.id, "campaign": campaign.name, "kind": campaign.kind, "status": campaign.status,
-            "window_start": campaign.starts_at, "window_end": end,
-            "treatment_members": n_t, "holdout_members": len(held),
-            "spend_treatment": float(treated["spend"].mean()), "spend_holdout": float(held["spend"].mean()),
-            "spend_uplift": spend[0], "spend_uplift_ci_low": spend[1], "spend_uplift_ci_high": spend[2],
-            "purchases_treatment": float(treated["purchases"].mean()), "purchases_holdout": float(held["purchases"].mean()),
-            "purchases_uplift": purchases[0], "purchases_uplift_ci_low": purchases[1], "purchases_uplift_ci_high": purchases[2],
-            "retention_treatment": retained_t / n_t, "retention_holdout": retained_h / len(held),
-            "retention_uplift": retention[0], "retention_uplift_ci_low": retention[1], "retention_uplift_ci_high": retention[2],
-            "points_cost": cost, "incremental_revenue": incremental,
-            "incremental_revenue_ci_low": incremental_low, "incremental_revenue_ci_high": incremental_high,
-            "revenue_per_point": incremental / cost if cost > 0 and incremental is not None else None,
-        })
+        results.append(
+            {
+                "campaign_id": campaign.id,
+                "campaign": campaign.name,
+                "kind": campaign.kind,
+                "status": campaign.status,
+                "window_start": campaign.starts_at,
+                "window_end": end,
+                "treatment_members": n_t,
+                "holdout_members": len(held),
+                "spend_treatment": float(treated["spend"].mean()),
+                "spend_holdout": float(held["spend"].mean()),
+                "spend_uplift": spend[0],
+                "spend_uplift_ci_low": spend[1],
+                "spend_uplift_ci_high": spend[2],
+                "purchases_treatment": float(treated["purchases"].mean()),
+                "purchases_holdout": float(held["purchases"].mean()),
+                "purchases_uplift": purchases[0],
+                "purchases_uplift_ci_low": purchases[1],
+                "purchases_uplift_ci_high": purchases[2],
+                "retention_treatment": retained_t / n_t,
+                "retention_holdout": retained_h / len(held),
+                "retention_uplift": retention[0],
+                "retention_uplift_ci_low": retention[1],
+                "retention_uplift_ci_high": retention[2],
+                "points_cost": cost,
+                "incremental_revenue": incremental,
+                "incremental_revenue_ci_low": incremental_low,
+                "incremental_revenue_ci_high": incremental_high,
+                "revenue_per_point": incremental / cost if cost > 0 and incremental is not None else None,
+            }
+        )
     return pd.DataFrame(results, columns=["campaign_id", "campaign", "kind", "status", "window_start", "window_end", *CAMPAIGN_METRICS])
 
 
@@ -194,22 +248,30 @@ def store_campaign_results(session: Session, results: pd.DataFrame) -> int:
     if results.empty:
         return 0
     now = pd.Timestamp(utcnow())
-    long = results.melt(id_vars=["campaign_id", "window_start", "window_end"], value_vars=list(CAMPAIGN_METRICS),
-                        var_name="metric", value_name="value")
-    frame = pd.DataFrame({
-        "metric": "campaign_" + long["metric"],
-        "period": CAMPAIGN_PERIOD,
-        "period_start": [pd.Timestamp(s).tz_convert("UTC").date() for s in long["window_start"]],
-        "period_end": [_day_after_or_at(pd.Timestamp(e).to_pydatetime()) for e in long["window_end"]],
-        "dimension": CAMPAIGN_DIMENSION,
-        "dimension_value": long["campaign_id"].astype(int).astype(str),
-        "value": [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in long["value"]],
-        "computed_at": now,
-    })
+    long = results.melt(
+        id_vars=["campaign_id", "window_start", "window_end"], value_vars=list(CAMPAIGN_METRICS), var_name="metric", value_name="value"
+    )
+    frame = pd.DataFrame(
+        {
+            "metric": "campaign_" + long["metric"],
+            "period": CAMPAIGN_PERIOD,
+            "period_start": [pd.Timestamp(s).tz_convert("UTC").date() for s in long["window_start"]],
+            "period_end": [_day_after_or_at(pd.Timestamp(e).to_pydatetime()) for e in long["window_end"]],
+            "dimension": CAMPAIGN_DIMENSION,
+            "dimension_value": long["campaign_id"].astype(int).astype(str),
+            "value": [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in long["value"]],
+            "computed_at": now,
+        }
+    )
     ids = sorted(set(frame["dimension_value"]))
     with write_transaction(session):
-        session.execute(delete(KpiSnapshot).where(
-            col(KpiSnapshot.period) == CAMPAIGN_PERIOD, col(KpiSnapshot.dimension) == CAMPAIGN_DIMENSION, col(KpiSnapshot.dimension_value).in_(ids)))
+        session.execute(
+            delete(KpiSnapshot).where(
+                col(KpiSnapshot.period) == CAMPAIGN_PERIOD,
+                col(KpiSnapshot.dimension) == CAMPAIGN_DIMENSION,
+                col(KpiSnapshot.dimension_value).in_(ids),
+            )
+        )
         return insert_frame(session, "kpi_snapshot", frame)
 
 
@@ -220,9 +282,14 @@ def campaign_results(session: Session) -> pd.DataFrame:
     end exclusive), computed_at`` and :data:`CAMPAIGN_METRICS`.
     """
     rows = session.execute(
-        select(KpiSnapshot.dimension_value, KpiSnapshot.metric, KpiSnapshot.value, KpiSnapshot.period_start,  # type: ignore[call-overload]  # typed for at most 4 columns
-               KpiSnapshot.period_end, KpiSnapshot.computed_at)
-        .where(KpiSnapshot.period == CAMPAIGN_PERIOD, KpiSnapshot.dimension == CAMPAIGN_DIMENSION)
+        select(
+            KpiSnapshot.dimension_value,
+            KpiSnapshot.metric,
+            KpiSnapshot.value,
+            KpiSnapshot.period_start,  # type: ignore[call-overload]  # typed for at most 4 columns
+            KpiSnapshot.period_end,
+            KpiSnapshot.computed_at,
+        ).where(KpiSnapshot.period == CAMPAIGN_PERIOD, KpiSnapshot.dimension == CAMPAIGN_DIMENSION)
     ).all()
     columns = ["campaign_id", "campaign", "kind", "status", "window_start", "window_end", "computed_at", *CAMPAIGN_METRICS]
     if not rows:
@@ -231,8 +298,9 @@ def campaign_results(session: Session) -> pd.DataFrame:
     long["campaign_id"] = long["campaign_id"].astype(int)
     long["metric"] = long["metric"].str.removeprefix("campaign_")
     wide = long.pivot_table(index="campaign_id", columns="metric", values="value", aggfunc="first", dropna=False)
-    meta = long.groupby("campaign_id").agg(window_start=("window_start", "first"), window_end=("window_end", "first"),
-                                          computed_at=("computed_at", "max"))
+    meta = long.groupby("campaign_id").agg(
+        window_start=("window_start", "first"), window_end=("window_end", "first"), computed_at=("computed_at", "max")
+    )
     campaigns = pd.DataFrame(
         session.execute(select(Campaign.id, Campaign.name, Campaign.kind, Campaign.status)).all(),
         columns=["campaign_id", "campaign", "kind", "status"],

@@ -86,16 +86,24 @@ def program_snapshot_frame(purchases: pl.DataFrame, entries: pl.DataFrame, *, as
         entries.with_columns(month=pl.from_epoch("occurred_seconds", time_unit="s").dt.date().dt.truncate("1mo"), kind=pl.col("kind").cast(pl.String))
         .filter(pl.col("month") >= first)
         .group_by("month")
-        .agg(points_earned=pl.col("points").filter(pl.col("kind") == "earn").sum(),
-             points_bonus=pl.col("points").filter(pl.col("kind") == "bonus").sum(),
-             points_redeemed=-pl.col("points").filter(pl.col("kind") == "redeem").sum(),
-             points_expired=-pl.col("points").filter(pl.col("kind") == "expire").sum())
+        .agg(
+            points_earned=pl.col("points").filter(pl.col("kind") == "earn").sum(),
+            points_bonus=pl.col("points").filter(pl.col("kind") == "bonus").sum(),
+            points_redeemed=-pl.col("points").filter(pl.col("kind") == "redeem").sum(),
+            points_expired=-pl.col("points").filter(pl.col("kind") == "expire").sum(),
+        )
     )
     monthly = sales.join(moved, on="month", how="full", coalesce=True).fill_null(0).sort("month").to_pandas()
     rows = [
-        {"metric": column, "period_start": pd.Timestamp(m).date(), "period_end": (pd.Timestamp(m) + pd.DateOffset(months=1)).date(),
-         "dimension": "month", "value": float(v)}
-        for column in MONTHLY_COLUMNS for m, v in zip(monthly["month"], monthly[column])
+        {
+            "metric": column,
+            "period_start": pd.Timestamp(m).date(),
+            "period_end": (pd.Timestamp(m) + pd.DateOffset(months=1)).date(),
+            "dimension": "month",
+            "value": float(v),
+        }
+        for column in MONTHLY_COLUMNS
+        for m, v in zip(monthly["month"], monthly[column])
     ]
     recent = bought.filter(pl.col("occurred_on") >= end - timedelta(days=30))
     headline = {
@@ -107,7 +115,8 @@ def program_snapshot_frame(purchases: pl.DataFrame, entries: pl.DataFrame, *, as
     rows += [{"metric": k, "period_start": as_of, "period_end": end, "dimension": "headline", "value": float(v)} for k, v in headline.items()]
     frame = pd.DataFrame(rows)
     return frame.assign(period=PROGRAM_PERIOD, dimension_value="", computed_at=pd.Timestamp(utcnow()))[
-        ["metric", "period", "period_start", "period_end", "dimension", "dimension_value", "value", "computed_at"]]
+        ["metric", "period", "period_start", "period_end", "dimension", "dimension_value", "value", "computed_at"]
+    ]
 
 
 def store_program_snapshot(session: Session, frame: pd.DataFrame) -> int:
@@ -117,9 +126,14 @@ def store_program_snapshot(session: Session, frame: pd.DataFrame) -> int:
 
 
 def _stored_rows(session: Session) -> pd.DataFrame:
-    return pd.DataFrame(session.exec(select(col(KpiSnapshot.metric), col(KpiSnapshot.dimension), col(KpiSnapshot.period_start), col(KpiSnapshot.value))
-                                     .where(col(KpiSnapshot.period) == PROGRAM_PERIOD)).all(),
-                        columns=["metric", "dimension", "period_start", "value"])
+    return pd.DataFrame(
+        session.exec(
+            select(col(KpiSnapshot.metric), col(KpiSnapshot.dimension), col(KpiSnapshot.period_start), col(KpiSnapshot.value)).where(
+                col(KpiSnapshot.period) == PROGRAM_PERIOD
+            )
+        ).all(),
+        columns=["metric", "dimension", "period_start", "value"],
+    )
 
 
 def _summary_of(session: Session, frame: pd.DataFrame) -> ProgramSummary | None:
@@ -130,8 +144,12 @@ def _summary_of(session: Session, frame: pd.DataFrame) -> ProgramSummary | None:
     values = dict(zip(headline["metric"], headline["value"]))
     if set(HEADLINE_COLUMNS) - set(values):
         return None
-    monthly = (frame[frame["dimension"] == "month"].pivot_table(index="period_start", columns="metric", values="value", aggfunc="sum")
-               .reindex(columns=list(MONTHLY_COLUMNS)).fillna(0.0))
+    monthly = (
+        frame[frame["dimension"] == "month"]
+        .pivot_table(index="period_start", columns="metric", values="value", aggfunc="sum")
+        .reindex(columns=list(MONTHLY_COLUMNS))
+        .fillna(0.0)
+    )
     monthly.index = pd.to_datetime(monthly.index).strftime("%Y-%m")
     monthly = monthly.rename_axis("month").reset_index()
     monthly.columns.name = None
@@ -141,11 +159,15 @@ def _summary_of(session: Session, frame: pd.DataFrame) -> ProgramSummary | None:
     outstanding = int(values["points_outstanding"])
     return ProgramSummary(
         members=int(session.exec(select(func.count()).select_from(Member)).one()),
-        active_members=int(values["active_members"]), purchases_30d=int(values["purchases_30d"]),
-        revenue_30d=float(values["revenue_30d"]), points_outstanding=outstanding, liability=outstanding * settings.point_value,
+        active_members=int(values["active_members"]),
+        purchases_30d=int(values["purchases_30d"]),
+        revenue_30d=float(values["revenue_30d"]),
+        points_outstanding=outstanding,
+        liability=outstanding * settings.point_value,
         currency=settings.currency,
         pending_redemptions=int(session.exec(select(func.count()).select_from(Redemption).where(Redemption.status == "requested")).one()),
-        monthly=monthly, as_of=headline["period_start"].iloc[0],
+        monthly=monthly,
+        as_of=headline["period_start"].iloc[0],
     )
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "request_adjustment",
 ]
 
+
 @dataclass(frozen=True)
 class AdjustmentOutcome:
     """What became of an adjustment: posted at once, or waiting for approval."""
@@ -53,25 +54,25 @@ def _check(points: int, reason: str) -> str:
     return reason.strip()
 
 
-def request_adjustment(
-    *, session: Session, member_id: int, points: int, reason: str, actor: Actor, now: datetime | None = None
-) -> AdjustmentOutcome:
+def request_adjustment(*, session: Session, member_id: int, points: int, reason: str, actor: Actor, now: datetime | None = None) -> AdjustmentOutcome:
     """Adjust a member's points, or, above the approval limit, file the adjustment for approval."""
     require(actor, "points.adjust")
     reason = _check(points, reason)
     limit = get_settings(session).adjustment_approval_limit
     if abs(points) <= limit:
-        return AdjustmentOutcome(adjust_points(session=session, member_id=member_id, points=points, reason=reason,
-                                               actor=actor, now=now), None, limit)
+        return AdjustmentOutcome(adjust_points(session=session, member_id=member_id, points=points, reason=reason, actor=actor, now=now), None, limit)
     with write_transaction(session):
         member = lock_member(session, member_id)
         assert member.id is not None  # a locked member is a stored row
-        pending = PendingAdjustment(member_id=member.id, points=points, reason=reason, requested_by=actor.username,
-                                    requested_at=now or utcnow())
+        pending = PendingAdjustment(member_id=member.id, points=points, reason=reason, requested_by=actor.username, requested_at=now or utcnow())
         session.add(pending)
         session.flush()
         record_audit(
-            session, actor=actor, action="points.adjust_requested", entity="member", entity_id=member.external_id,
+            session,
+            actor=actor,
+            action="points.adjust_requested",
+            entity="member",
+            entity_id=member.external_id,
             after={"points": points, "reason": reason, "pending_id": pending.id, "limit": limit},
         )
     return AdjustmentOutcome(None, pending.id, limit)
@@ -103,14 +104,21 @@ def approve_adjustment(*, session: Session, adjustment_id: int, actor: Actor, no
     with write_transaction(session):
         pending = _decide(session, adjustment_id, actor, "approved", note)
         entry = adjust_points(
-            session=session, member_id=pending.member_id, points=pending.points,
-            reason=f"{pending.reason} (asked by {pending.requested_by}, approved by {actor.username})", actor=actor,
+            session=session,
+            member_id=pending.member_id,
+            points=pending.points,
+            reason=f"{pending.reason} (asked by {pending.requested_by}, approved by {actor.username})",
+            actor=actor,
         )
         pending.ledger_entry_id = entry.id
         session.add(pending)
         record_audit(
-            session, actor=actor, action="points.adjust_approved", entity="pending_adjustment",
-            entity_id=str(pending.id), after={"points": pending.points, "entry_id": entry.id, "note": note.strip()},
+            session,
+            actor=actor,
+            action="points.adjust_approved",
+            entity="pending_adjustment",
+            entity_id=str(pending.id),
+            after={"points": pending.points, "entry_id": entry.id, "note": note.strip()},
         )
     return entry
 
@@ -120,8 +128,12 @@ def reject_adjustment(*, session: Session, adjustment_id: int, actor: Actor, not
     with write_transaction(session):
         pending = _decide(session, adjustment_id, actor, "rejected", note)
         record_audit(
-            session, actor=actor, action="points.adjust_rejected", entity="pending_adjustment",
-            entity_id=str(pending.id), after={"points": pending.points, "note": note.strip()},
+            session,
+            actor=actor,
+            action="points.adjust_rejected",
+            entity="pending_adjustment",
+            entity_id=str(pending.id),
+            after={"points": pending.points, "note": note.strip()},
         )
     return pending
 
@@ -146,8 +158,18 @@ def _listing():
 
 def _rows(session: Session, query) -> list[dict]:
     return [
-        {"id": p.id, "member": external_id, "name": name, "points": p.points, "reason": p.reason,
-         "requested_by": p.requested_by, "requested_at": p.requested_at, "status": p.status,
-         "decided_by": p.decided_by, "decided_at": p.decided_at, "decision_note": p.decision_note}
+        {
+            "id": p.id,
+            "member": external_id,
+            "name": name,
+            "points": p.points,
+            "reason": p.reason,
+            "requested_by": p.requested_by,
+            "requested_at": p.requested_at,
+            "status": p.status,
+            "decided_by": p.decided_by,
+            "decided_at": p.decided_at,
+            "decision_note": p.decision_note,
+        }
         for p, external_id, name in session.exec(query).all()
     ]

@@ -56,26 +56,41 @@ class CampaignEngine:
         updated = next(c.updated_at for c in self.campaigns if c.id == campaign_id)
         key = (campaign_id, updated)
         if key not in cache:
-            cache[key] = np.sort(np.asarray(self.session.execute(
-                text('SELECT member_id FROM campaign_assignment WHERE campaign_id = :c AND "group" = \'treatment\''), {"c": campaign_id}
-            ).scalars().all(), dtype=np.int64))
+            cache[key] = np.sort(
+                np.asarray(
+                    self.session.execute(
+                        text("SELECT member_id FROM campaign_assignment WHERE campaign_id = :c AND \"group\" = 'treatment'"), {"c": campaign_id}
+                    )
+                    .scalars()
+                    .all(),
+                    dtype=np.int64,
+                )
+            )
         return cache[key]
 
     def _already_awarded(self, campaign_id: int, member_ids: np.ndarray) -> np.ndarray:
-        awarded = np.asarray(self.session.execute(
-            text("SELECT DISTINCT member_id FROM ledger_entry WHERE campaign_id = :c AND kind = 'bonus'"), {"c": campaign_id}
-        ).scalars().all(), dtype=np.int64)
+        awarded = np.asarray(
+            self.session.execute(text("SELECT DISTINCT member_id FROM ledger_entry WHERE campaign_id = :c AND kind = 'bonus'"), {"c": campaign_id})
+            .scalars()
+            .all(),
+            dtype=np.int64,
+        )
         return np.isin(member_ids, awarded)
 
     def _spent(self, campaign_id: int) -> int:
-        return int(self.session.execute(
-            text("SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE campaign_id = :c AND kind IN ('bonus', 'reverse')"), {"c": campaign_id}
-        ).scalar_one())
+        return int(
+            self.session.execute(
+                text("SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE campaign_id = :c AND kind IN ('bonus', 'reverse')"), {"c": campaign_id}
+            ).scalar_one()
+        )
 
     def _member_dates(self, member_ids: np.ndarray, occasion: str) -> pd.Series:
         column = "birth_date" if occasion == "birthday" else "joined_at"
-        rows = [row for batch in id_batches(np.unique(member_ids))
-                for row in self.session.execute(select(Member.id, getattr(Member, column)).where(col(Member.id).in_(batch))).all()]
+        rows = [
+            row
+            for batch in id_batches(np.unique(member_ids))
+            for row in self.session.execute(select(Member.id, getattr(Member, column)).where(col(Member.id).in_(batch))).all()
+        ]
         return pd.Series({m: d for m, d in rows if d is not None}, dtype=object)
 
     def __call__(self, purchases: pd.DataFrame) -> pd.DataFrame:
@@ -125,8 +140,9 @@ class CampaignEngine:
         rule = campaign.rule or {}
         points = np.zeros(len(purchases), dtype=np.int64)
         idx = np.flatnonzero(mask)
-        candidates = pd.DataFrame({"row": idx, "member_id": purchases["member_id"].to_numpy()[idx], "at": at.to_numpy()[idx],
-                                   "amount": purchases["amount"].to_numpy()[idx]})
+        candidates = pd.DataFrame(
+            {"row": idx, "member_id": purchases["member_id"].to_numpy()[idx], "at": at.to_numpy()[idx], "amount": purchases["amount"].to_numpy()[idx]}
+        )
         candidates = candidates[~self._already_awarded(stored_id(campaign), candidates["member_id"].to_numpy())]
         if candidates.empty:
             return points
@@ -136,13 +152,22 @@ class CampaignEngine:
             first_new = int(purchases["id"].min())
             channels = (campaign.eligibility or {}).get("purchase_channels")
             channel_filter = [col(Purchase.channel).in_(channels)] if channels else []
-            prior = {member: spend for batch in id_batches(candidates["member_id"].unique())
-                     for member, spend in self.session.execute(
-                         select(Purchase.member_id, func.sum(Purchase.amount))
-                         .where(Purchase.occurred_at >= campaign.starts_at, Purchase.occurred_at < campaign.ends_at,
-                                col(Purchase.refunded_at).is_(None), col(Purchase.id) < first_new, col(Purchase.member_id).in_(batch),
-                                *channel_filter)
-                         .group_by(col(Purchase.member_id))).all()}
+            prior = {
+                member: spend
+                for batch in id_batches(candidates["member_id"].unique())
+                for member, spend in self.session.execute(
+                    select(Purchase.member_id, func.sum(Purchase.amount))
+                    .where(
+                        Purchase.occurred_at >= campaign.starts_at,
+                        Purchase.occurred_at < campaign.ends_at,
+                        col(Purchase.refunded_at).is_(None),
+                        col(Purchase.id) < first_new,
+                        col(Purchase.member_id).in_(batch),
+                        *channel_filter,
+                    )
+                    .group_by(col(Purchase.member_id))
+                ).all()
+            }
             running = candidates.groupby("member_id")["amount"].cumsum() + candidates["member_id"].map(prior).fillna(0.0)
             candidates = candidates[running >= float(rule["spend"])]
         elif campaign.kind == "birthday":
@@ -154,10 +179,13 @@ class CampaignEngine:
             months = [d.month for d in anchor]
             days = [min(d.day, 28) if d.month == 2 else d.day for d in anchor]
             # The nearest occurrence may fall in the year before or after (Dec 30 vs Jan 2).
-            distance = np.min([
-                (when - pd.to_datetime({"year": when.dt.year + k, "month": months, "day": days}, utc=True)).abs().dt.days.to_numpy()
-                for k in (-1, 0, 1)
-            ], axis=0)
+            distance = np.min(
+                [
+                    (when - pd.to_datetime({"year": when.dt.year + k, "month": months, "day": days}, utc=True)).abs().dt.days.to_numpy()
+                    for k in (-1, 0, 1)
+                ],
+                axis=0,
+            )
             candidates = candidates[distance <= int(rule.get("window_days", 7))]
         first = candidates.drop_duplicates("member_id", keep="first")
         points[first["row"].to_numpy()] = int(rule["points"])
@@ -165,8 +193,16 @@ class CampaignEngine:
 
     def _rows(self, purchases: pd.DataFrame, at: pd.Series, points: np.ndarray, campaign_id: int) -> pd.DataFrame:
         hit = points > 0
-        return pd.DataFrame({"purchase_id": purchases["id"].to_numpy()[hit], "member_id": purchases["member_id"].to_numpy()[hit],
-                             "occurred_at": at.to_numpy()[hit], "kind": BONUS, "points": points[hit], "campaign_id": campaign_id})
+        return pd.DataFrame(
+            {
+                "purchase_id": purchases["id"].to_numpy()[hit],
+                "member_id": purchases["member_id"].to_numpy()[hit],
+                "occurred_at": at.to_numpy()[hit],
+                "kind": BONUS,
+                "points": points[hit],
+                "campaign_id": campaign_id,
+            }
+        )
 
     def _apply_budgets(self, awards: pd.DataFrame) -> pd.DataFrame:
         budgets = {c.id: c.budget_points for c in self.campaigns if c.budget_points}
@@ -193,9 +229,8 @@ def earn_rules_for(session: Session, purchases: pd.DataFrame) -> tuple[CampaignE
         return ()
     at = pd.to_datetime(purchases["occurred_at"], utc=True)
     campaigns = session.exec(
-        select(Campaign).where(col(Campaign.status).in_(EARNING_STATUSES), Campaign.starts_at <= at.max().to_pydatetime(),
-                               Campaign.ends_at > at.min().to_pydatetime())
+        select(Campaign).where(
+            col(Campaign.status).in_(EARNING_STATUSES), Campaign.starts_at <= at.max().to_pydatetime(), Campaign.ends_at > at.min().to_pydatetime()
+        )
     ).all()
     return (CampaignEngine(session, list(campaigns)),) if campaigns else ()
-
-

@@ -109,9 +109,7 @@ def expiry_dates(earned_at: pd.Series, months: int) -> pd.Series:
 
 def balance(session: Session, member_id: int) -> int:
     """The member's balance: the sum of the member's ledger entries."""
-    total = session.exec(
-        select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(LedgerEntry.member_id == member_id)
-    ).one()
+    total = session.exec(select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(LedgerEntry.member_id == member_id)).one()
     return int(total)
 
 
@@ -125,16 +123,18 @@ def spendable_balances(session: Session, member_ids: Sequence[int], *, as_of: da
     if not member_ids:
         return {}
     as_of = as_of or utcnow()
-    due = func.sum(case(
-        ((col(LedgerEntry.points) > 0) & col(LedgerEntry.expires_at).is_not(None) & (col(LedgerEntry.expires_at) <= as_of), LedgerEntry.points),
-        else_=0,
-    ))
+    due = func.sum(
+        case(
+            ((col(LedgerEntry.points) > 0) & col(LedgerEntry.expires_at).is_not(None) & (col(LedgerEntry.expires_at) <= as_of), LedgerEntry.points),
+            else_=0,
+        )
+    )
     consumed = func.sum(case((col(LedgerEntry.points) < 0, -LedgerEntry.points), else_=0))
     ids, found = [int(m) for m in member_ids], {}
     for start in range(0, len(ids), 10_000):  # a statement binds a limited number of values
         rows = session.exec(
             select(LedgerEntry.member_id, func.sum(LedgerEntry.points), due, consumed)
-            .where(col(LedgerEntry.member_id).in_(ids[start:start + 10_000]))
+            .where(col(LedgerEntry.member_id).in_(ids[start : start + 10_000]))
             .group_by(col(LedgerEntry.member_id))
         ).all()
         found.update({int(m): int(total) - max(0, int(d) - int(c)) for m, total, d, c in rows})
@@ -167,7 +167,9 @@ def member_balance(session: Session, member_id: int, *, as_of: datetime | None =
     )
     next_on = _utc_day(ahead[0][0]) if ahead else None
     return MemberBalance(
-        points=balance(session, member_id) - past, past_expiry=past, next_expiry_on=next_on,
+        points=balance(session, member_id) - past,
+        past_expiry=past,
+        next_expiry_on=next_on,
         next_expiry_points=sum(remaining for expires_at, remaining in ahead if _utc_day(expires_at) == next_on),
     )
 
@@ -187,9 +189,20 @@ def member_ledger(session: Session, member_id: int) -> pd.DataFrame:
     2026-03-02)"), read with one join rather than a query per line.
     """
     rows = session.exec(
-        select(LedgerEntry.occurred_at, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.reason,  # type: ignore[call-overload]  # typed for at most 4 columns
-               LedgerEntry.expires_at, LedgerEntry.actor, Purchase.external_id, Purchase.amount,
-               Purchase.occurred_at, Reward.name, Campaign.name, col(LedgerEntry.redemption_id).is_not(None))
+        select(
+            LedgerEntry.occurred_at,
+            LedgerEntry.kind,
+            LedgerEntry.points,
+            LedgerEntry.reason,  # type: ignore[call-overload]  # typed for at most 4 columns
+            LedgerEntry.expires_at,
+            LedgerEntry.actor,
+            Purchase.external_id,
+            Purchase.amount,
+            Purchase.occurred_at,
+            Reward.name,
+            Campaign.name,
+            col(LedgerEntry.redemption_id).is_not(None),
+        )
         .join(Purchase, Purchase.id == LedgerEntry.purchase_id, isouter=True)
         .join(Redemption, Redemption.id == LedgerEntry.redemption_id, isouter=True)
         .join(Reward, Reward.id == Redemption.reward_id, isouter=True)
@@ -200,8 +213,15 @@ def member_ledger(session: Session, member_id: int) -> pd.DataFrame:
     currency = get_settings(session).currency
     frame = pd.DataFrame(
         [
-            (at, kind, points, describe_entry(kind, reason, purchase, amount, bought_at, reward, campaign, cancelled, currency),
-             reason, expires_at, actor)
+            (
+                at,
+                kind,
+                points,
+                describe_entry(kind, reason, purchase, amount, bought_at, reward, campaign, cancelled, currency),
+                reason,
+                expires_at,
+                actor,
+            )
             for at, kind, points, reason, expires_at, actor, purchase, amount, bought_at, reward, campaign, cancelled in rows
         ],
         columns=LEDGER_COLUMNS[:-1],
@@ -211,8 +231,15 @@ def member_ledger(session: Session, member_id: int) -> pd.DataFrame:
 
 
 def describe_entry(
-    kind: str, reason: str, purchase: str | None, amount: float | None, bought_at: datetime | None,
-    reward: str | None, campaign: str | None, redemption: bool, currency: str,
+    kind: str,
+    reason: str,
+    purchase: str | None,
+    amount: float | None,
+    bought_at: datetime | None,
+    reward: str | None,
+    campaign: str | None,
+    redemption: bool,
+    currency: str,
 ) -> str:
     """A ledger line in the loyalty team's words, naming its purchase, reward or campaign."""
     bought = f"Purchase #{purchase} ({currency} {amount:,.2f}, {_utc_day(bought_at):%Y-%m-%d})" if purchase and bought_at else ""
@@ -245,8 +272,7 @@ def open_lots(session: Session, member_id: int) -> list[Lot]:
     Used to show "points expiring soon"; the same rule as :func:`expire_points`.
     """
     entries = session.exec(
-        select(LedgerEntry.occurred_at, LedgerEntry.expires_at, LedgerEntry.points)
-        .where(LedgerEntry.member_id == member_id)
+        select(LedgerEntry.occurred_at, LedgerEntry.expires_at, LedgerEntry.points).where(LedgerEntry.member_id == member_id)
     ).all()
     return fifo_lots(entries)
 
@@ -344,12 +370,17 @@ def _due_everyone_sqlite(session: Session, as_of: datetime) -> list[tuple[int, i
         session,
         "SELECT member_id, points, CASE WHEN points > 0 AND expires_at IS NOT NULL AND expires_at <= "
         ":as_of THEN 1 ELSE 0 END AS due FROM ledger_entry",
-        {"member_id": pl.Int64, "points": pl.Int64, "due": pl.Int8}, params={"as_of": as_of},
+        {"member_id": pl.Int64, "points": pl.Int64, "due": pl.Int8},
+        params={"as_of": as_of},
     )
-    per_member = entries.group_by("member_id").agg(
-        expired=pl.when(pl.col("due") == 1).then(pl.col("points")).otherwise(0).sum(),
-        consumed=pl.when(pl.col("points") < 0).then(-pl.col("points")).otherwise(0).sum(),
-    ).filter(pl.col("expired") > pl.col("consumed"))
+    per_member = (
+        entries.group_by("member_id")
+        .agg(
+            expired=pl.when(pl.col("due") == 1).then(pl.col("points")).otherwise(0).sum(),
+            consumed=pl.when(pl.col("points") < 0).then(-pl.col("points")).otherwise(0).sum(),
+        )
+        .filter(pl.col("expired") > pl.col("consumed"))
+    )
     return list(zip(per_member["member_id"].to_list(), (per_member["expired"] - per_member["consumed"]).to_list()))
 
 
@@ -363,9 +394,7 @@ def _db_time(session: Session, moment: datetime) -> object:
     return utc.to_pydatetime()
 
 
-def adjust_points(
-    *, session: Session, member_id: int, points: int, reason: str, actor: Actor, now: datetime | None = None
-) -> LedgerEntry:
+def adjust_points(*, session: Session, member_id: int, points: int, reason: str, actor: Actor, now: datetime | None = None) -> LedgerEntry:
     """A manual correction by operations, with a reason; never below a zero balance."""
     require(actor, "points.adjust")
     if not reason or not reason.strip():
@@ -380,19 +409,25 @@ def adjust_points(
             expire_points(session=session, as_of=now, member_ids=[member.id], actor=actor)
             current = balance(session, member.id)
             if current + points < 0:
-                raise InsufficientPoints(
-                    f"Member {member.external_id} has {current:,} points; cannot remove {-points:,}."
-                )
+                raise InsufficientPoints(f"Member {member.external_id} has {current:,} points; cannot remove {-points:,}.")
         settings = get_settings(session)
         entry = LedgerEntry(
-            member_id=member.id, kind=ADJUST, points=points, occurred_at=now,
+            member_id=member.id,
+            kind=ADJUST,
+            points=points,
+            occurred_at=now,
             expires_at=expiry_date(now, settings.expiry_months) if points > 0 else None,
-            reason=reason.strip(), actor=actor.username,
+            reason=reason.strip(),
+            actor=actor.username,
         )
         session.add(entry)
         session.flush()
         record_audit(
-            session, actor=actor, action="points.adjust", entity="member", entity_id=member.external_id,
+            session,
+            actor=actor,
+            action="points.adjust",
+            entity="member",
+            entity_id=member.external_id,
             after={"points": points, "reason": reason.strip(), "entry_id": entry.id},
         )
     return entry
@@ -418,8 +453,10 @@ class PurchaseReturn:
         if self.returned_cents == self.purchase_cents:
             what = f"Refunded purchase {self.purchase} in full"
         else:
-            what = (f"Returned {'the last ' if self.fully_returned else ''}{currency} {self.returned_cents / 100:,.2f} "
-                    f"of purchase {self.purchase} ({currency} {self.purchase_cents / 100:,.2f})")
+            what = (
+                f"Returned {'the last ' if self.fully_returned else ''}{currency} {self.returned_cents / 100:,.2f} "
+                f"of purchase {self.purchase} ({currency} {self.purchase_cents / 100:,.2f})"
+            )
         expired = f" ({self.points_already_expired:,} of its points had already expired)" if self.points_already_expired else ""
         return f"{what}: {self.points_reversed:,} points taken back{expired}."
 
@@ -455,8 +492,7 @@ def return_purchase(
         left = total - purchase.returned_cents
         if purchase.refunded_at is not None:
             raise AlreadyDone(
-                f"Purchase {purchase.external_id} was already refunded in full ({currency} {total / 100:,.2f}); "
-                "its points were taken back then."
+                f"Purchase {purchase.external_id} was already refunded in full ({currency} {total / 100:,.2f}); its points were taken back then."
             )
         returned = left if amount is None else _amount_in_cents(amount)
         if returned > left:
@@ -470,8 +506,11 @@ def return_purchase(
         after = purchase.returned_cents + returned
         marked = session.execute(
             update(Purchase)
-            .where(col(Purchase.id) == purchase_id, col(Purchase.refunded_at).is_(None),
-                   Purchase.returned_cents + returned <= cast(func.round(Purchase.amount * 100), Integer))
+            .where(
+                col(Purchase.id) == purchase_id,
+                col(Purchase.refunded_at).is_(None),
+                Purchase.returned_cents + returned <= cast(func.round(Purchase.amount * 100), Integer),
+            )
             .values(returned_cents=Purchase.returned_cents + returned, refunded_at=now if after >= total else None)
         ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
         if marked == 0:  # the locks make this unreachable; the condition is the last guard
@@ -486,24 +525,40 @@ def return_purchase(
         if reversed_points:
             session.add(
                 LedgerEntry(
-                    member_id=purchase.member_id, kind=REVERSE, points=-reversed_points, occurred_at=now,
-                    purchase_id=purchase_id, reason=note[:500], actor=actor.username,
+                    member_id=purchase.member_id,
+                    kind=REVERSE,
+                    points=-reversed_points,
+                    occurred_at=now,
+                    purchase_id=purchase_id,
+                    reason=note[:500],
+                    actor=actor.username,
                 )
             )
         record_audit(
-            session, actor=actor, action="purchase.refund", entity="purchase", entity_id=purchase.external_id,
-            after={"amount_returned": returned / 100, "returned_total": after / 100, "points_reversed": reversed_points,
-                   "points_already_expired": already_expired, "reason": reason},
+            session,
+            actor=actor,
+            action="purchase.refund",
+            entity="purchase",
+            entity_id=purchase.external_id,
+            after={
+                "amount_returned": returned / 100,
+                "returned_total": after / 100,
+                "points_reversed": reversed_points,
+                "points_already_expired": already_expired,
+                "reason": reason,
+            },
         )
     return PurchaseReturn(
-        purchase=purchase.external_id, returned_cents=returned, total_returned_cents=after, purchase_cents=total,
-        points_reversed=reversed_points, points_already_expired=already_expired,
+        purchase=purchase.external_id,
+        returned_cents=returned,
+        total_returned_cents=after,
+        purchase_cents=total,
+        points_reversed=reversed_points,
+        points_already_expired=already_expired,
     )
 
 
-def reverse_purchase(
-    *, session: Session, purchase_id: int, actor: Actor, reason: str = "refund", now: datetime | None = None
-) -> int:
+def reverse_purchase(*, session: Session, purchase_id: int, actor: Actor, reason: str = "refund", now: datetime | None = None) -> int:
     """Refund a purchase in full (what is left of it): :func:`return_purchase`; returns the points taken back."""
     return return_purchase(session=session, purchase_id=purchase_id, actor=actor, reason=reason, now=now).points_reversed
 
@@ -543,9 +598,14 @@ def _expired_share(session: Session, member_id: int, purchase_id: int) -> int:
     debits overlap the purchase's earn and bonus lots.
     """
     rows: Sequence[Any] = session.exec(  # Rows, read by column name
-        select(LedgerEntry.id, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.occurred_at,  # type: ignore[call-overload]  # typed for at most 4 columns
-               LedgerEntry.expires_at, LedgerEntry.purchase_id)
-        .where(LedgerEntry.member_id == member_id)
+        select(
+            LedgerEntry.id,
+            LedgerEntry.kind,
+            LedgerEntry.points,
+            LedgerEntry.occurred_at,  # type: ignore[call-overload]  # typed for at most 4 columns
+            LedgerEntry.expires_at,
+            LedgerEntry.purchase_id,
+        ).where(LedgerEntry.member_id == member_id)
     ).all()
     expired_spans, filled = [], 0
     for row in sorted((r for r in rows if r.points < 0), key=lambda r: r.id):

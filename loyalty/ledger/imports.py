@@ -259,15 +259,11 @@ def _parser_problem(message: str) -> Problem:
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if found:
         expected, line, saw = (int(g) for g in found.groups())
-        return Problem(
-            line, "", f"{saw} values where the header has {expected} columns (a separator inside an unquoted value?)"
-        )
+        return Problem(line, "", f"{saw} values where the header has {expected} columns (a separator inside an unquoted value?)")
     return Problem(1, "", f"the file is not valid CSV: {message.strip()}")
 
 
-def _canonical(
-    table: _Table, kind: str, mapping: dict[str, str] | None
-) -> tuple[pd.DataFrame, dict[str, str], np.ndarray]:
+def _canonical(table: _Table, kind: str, mapping: dict[str, str] | None) -> tuple[pd.DataFrame, dict[str, str], np.ndarray]:
     """The canonical columns of ``kind`` present in the file, stripped, without blank rows.
 
     Returns the values (canonical names), the file's name of each canonical column, and
@@ -327,9 +323,7 @@ class _Checks:
         if not mask.any():
             return
         rows = np.flatnonzero(mask)
-        reasons = (
-            np.full(len(rows), reason, dtype=object) if isinstance(reason, str) else np.asarray(reason, dtype=object)
-        )
+        reasons = np.full(len(rows), reason, dtype=object) if isinstance(reason, str) else np.asarray(reason, dtype=object)
         self.bad[rows] = True
         self._parts.append(
             pd.DataFrame(
@@ -356,10 +350,7 @@ class _Checks:
 
     def problems(self) -> list[Problem]:
         found = self.frame()
-        return [
-            Problem(int(line), str(column), str(reason))
-            for line, column, reason in zip(found["line"], found["column"], found["reason"])
-        ]
+        return [Problem(int(line), str(column), str(reason)) for line, column, reason in zip(found["line"], found["column"], found["reason"])]
 
 
 def _quoted(values: pd.Series) -> pd.Series:
@@ -367,9 +358,7 @@ def _quoted(values: pd.Series) -> pd.Series:
     return "'" + shown + "'" + np.where(values.str.len() > _SHOWN_VALUE_CHARS, "…", "")
 
 
-def _text(
-    checks: _Checks, values: pd.DataFrame, column: str, limit: int | None, *, required: bool = False
-) -> pd.Series:
+def _text(checks: _Checks, values: pd.DataFrame, column: str, limit: int | None, *, required: bool = False) -> pd.Series:
     """A text column; too long for the database, or empty when required, is a problem."""
     if column not in values:
         return pd.Series("", index=values.index, dtype="str")
@@ -430,9 +419,7 @@ def _hex(hashes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(digits[as_bytes]).view("<U16").ravel()
 
 
-def _in_file_duplicates(
-    checks: _Checks, key: pd.DataFrame, content: Callable[[np.ndarray], np.ndarray], column: str, what: str
-) -> np.ndarray:
+def _in_file_duplicates(checks: _Checks, key: pd.DataFrame, content: Callable[[np.ndarray], np.ndarray], column: str, what: str) -> np.ndarray:
     """Among valid rows, repeats of a key: same content -> repeat (skipped), else a problem.
 
     ``content(rows)`` hashes the content of the given rows; it is only called for rows
@@ -460,9 +447,7 @@ def _in_file_duplicates(
         mask = np.zeros(len(ok), dtype=bool)
         mask[clash["_row"].to_numpy()] = True
         shown = clash[key_columns[0]].astype(str)
-        checks.add(
-            mask, column, (f"{what} '" + shown + "' appears on lines " + others + " with different content").to_numpy()
-        )
+        checks.add(mask, column, (f"{what} '" + shown + "' appears on lines " + others + " with different content").to_numpy())
     same = ~conflicting & sub.duplicated(key_columns, keep="first").to_numpy()
     repeat[sub["_row"].to_numpy()[same]] = True
     return repeat
@@ -486,9 +471,7 @@ def _keys_table(session: Session, keys: Sequence[str] | Sequence[int]) -> tuple[
     return "(SELECT unnest(CAST(:keys AS text[])) AS import_key)", {"keys": [str(k) for k in keys]}
 
 
-def _select_by_keys(
-    session: Session, sql: str, keys: Sequence[str] | Sequence[int], columns: list[str]
-) -> pd.DataFrame:
+def _select_by_keys(session: Session, sql: str, keys: Sequence[str] | Sequence[int], columns: list[str]) -> pd.DataFrame:
     """Run ``sql`` (``{keys}`` stands for :func:`_keys_table`) over ``keys``, in chunks.
 
     ``FROM {keys} k CROSS JOIN table`` makes SQLite walk the keys and probe the table's
@@ -658,9 +641,7 @@ class _FileKind:
         return list(self.content) if self.content is not None else [c for c in batch.fields if c != "member_id"]
 
 
-def _plan(
-    kind: _FileKind, session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool
-) -> _Plan:
+def _plan(kind: _FileKind, session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool) -> _Plan:
     """Plan the import of ``values``: parse, check rows, check against the database, plan writes."""
     batch = _Batch(session, checks, _parse_fields(kind, values, checks), actor, create_members)
     _check_rows(kind, batch)
@@ -670,11 +651,7 @@ def _plan(
 
 def _parse_fields(kind: _FileKind, values: pd.DataFrame, checks: _Checks) -> dict[str, pd.Series]:
     """Step 1: each column parsed in the kind's order, its invalid values recorded as problems."""
-    return {
-        f.column: f.parse(checks, values, f.column)
-        for f in kind.fields
-        if f.column in values or not f.left_out_when_absent
-    }
+    return {f.column: f.parse(checks, values, f.column) for f in kind.fields if f.column in values or not f.left_out_when_absent}
 
 
 def _check_rows(kind: _FileKind, batch: _Batch) -> None:
@@ -682,9 +659,7 @@ def _check_rows(kind: _FileKind, batch: _Batch) -> None:
     columns = kind.content_columns(batch)
     batch.key = kind.key(batch)
     column, what = kind.duplicate
-    batch.repeat = _in_file_duplicates(
-        batch.checks, batch.key, lambda rows: batch.content(rows, columns), column, what
-    )
+    batch.repeat = _in_file_duplicates(batch.checks, batch.key, lambda rows: batch.content(rows, columns), column, what)
 
 
 def _chunked_insert(session: Session, table: str, frame: pd.DataFrame, progress: ProgressFn) -> int:
@@ -761,8 +736,7 @@ def _check_stored_purchases(batch: _Batch) -> _StoredPurchases:
         batch.checks.add(
             unknown,
             "member_id",
-            _quoted(member[unknown])
-            + " is not a known member: import members first, or create them from this file (--create-members)",
+            _quoted(member[unknown]) + " is not a known member: import members first, or create them from this file (--create-members)",
         )
     return _StoredPurchases(already=already, new=new, member_pk=member_pk)
 
@@ -803,9 +777,7 @@ def _purchases_already_imported(batch: _Batch) -> np.ndarray:
     return already
 
 
-def _purchase_differences(
-    batch: _Batch, rows: np.ndarray, stored: pd.DataFrame
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _purchase_differences(batch: _Batch, rows: np.ndarray, stored: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per content column, where ``rows`` differ from their ``stored`` purchase; and the stored values."""
     theirs = {
         "member_id": stored["member_id"].astype(str).to_numpy(),
@@ -851,9 +823,7 @@ def _plan_purchase_writes(batch: _Batch, found: _StoredPurchases) -> _Plan:
             imported, _ = add_purchases(batch.session, frame[PURCHASE_COLUMNS], actor=batch.actor, progress=progress)
         return imported, created
 
-    return _Plan(
-        skipped=int((batch.repeat | found.already).sum()), to_write=lambda: len(rows_to_write()), write=write
-    )
+    return _Plan(skipped=int((batch.repeat | found.already).sum()), to_write=lambda: len(rows_to_write()), write=write)
 
 
 def _purchase_members(batch: _Batch, found: _StoredPurchases, rows: np.ndarray) -> tuple[np.ndarray, int]:
@@ -953,8 +923,7 @@ def _member_columns(batch: _Batch) -> list[str]:
 def _check_stored_members(batch: _Batch) -> _StoredMembers:
     """Step 3: members already stored: identical or erased ones are skipped, the others updated."""
     size = len(batch)
-    found = _StoredMembers(np.zeros(size, dtype=bool), np.zeros(size, dtype=bool), np.zeros(size, dtype=bool),
-                           np.zeros(size, dtype=np.int64))
+    found = _StoredMembers(np.zeros(size, dtype=bool), np.zeros(size, dtype=bool), np.zeros(size, dtype=bool), np.zeros(size, dtype=np.int64))
     candidates = np.flatnonzero(batch.checks.ok & ~batch.repeat)
     present = _member_columns(batch)
     external = batch.fields["member_id"]
@@ -1060,11 +1029,7 @@ def _update_members(session: Session, member_ids: np.ndarray, fields: dict[str, 
         else:
             params[f"b_{column}"] = series.tolist()
     rows = [dict(zip(params, values)) for values in zip(*params.values())]
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values({column: bindparam(f"b_{column}") for column in fields})
-    )
+    statement = update(table).where(table.c.id == bindparam("b_id")).values({column: bindparam(f"b_{column}") for column in fields})
     session.execute(statement, rows)
 
 
@@ -1091,9 +1056,7 @@ def _free_text(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
 
 def _answer_key(batch: _Batch) -> pd.DataFrame:
     """An answer is the member's at a moment."""
-    return pd.DataFrame(
-        {"member_id": batch.fields["member_id"], "submitted_at": batch.fields["submitted_at"].astype("int64")}
-    )
+    return pd.DataFrame({"member_id": batch.fields["member_id"], "submitted_at": batch.fields["submitted_at"].astype("int64")})
 
 
 @dataclass
@@ -1121,27 +1084,20 @@ def _answers_already_imported(batch: _Batch, found: _StoredAnswers, candidates: 
     """Mark the ``candidates`` stored with the same score and comment; other content is a problem."""
     stored = _select_by_keys(
         batch.session,
-        "SELECT f.member_id, f.submitted_at, f.score, f.comment"
-        " FROM {keys} k CROSS JOIN feedback f WHERE f.member_id = k.import_key",
+        "SELECT f.member_id, f.submitted_at, f.score, f.comment FROM {keys} k CROSS JOIN feedback f WHERE f.member_id = k.import_key",
         [int(m) for m in pd.unique(found.member_pk[candidates])],
         ["member_pk", "submitted_at", "score", "comment"],
     )
     if stored.empty:
         return
-    stored_key = pd.MultiIndex.from_arrays(
-        [stored["member_pk"].astype("int64"), _as_utc(stored["submitted_at"]).astype("int64")]
-    )
-    ours = pd.MultiIndex.from_arrays(
-        [found.member_pk[candidates].astype("int64"), batch.key["submitted_at"].iloc[candidates].to_numpy()]
-    )
+    stored_key = pd.MultiIndex.from_arrays([stored["member_pk"].astype("int64"), _as_utc(stored["submitted_at"]).astype("int64")])
+    ours = pd.MultiIndex.from_arrays([found.member_pk[candidates].astype("int64"), batch.key["submitted_at"].iloc[candidates].to_numpy()])
     at = stored_key.get_indexer(ours)
     rows, at = candidates[at >= 0], at[at >= 0]
     stored = stored.iloc[at].reset_index(drop=True)
     score_differs = batch.fields["score"].iloc[rows].to_numpy() != stored["score"].to_numpy(dtype="float64")
     # An erased member's comment was blanked on purpose: only the score is compared.
-    comment_differs = (
-        batch.fields["comment"].iloc[rows].to_numpy() != stored["comment"].astype(str).to_numpy()
-    ) & ~found.member_erased[rows]
+    comment_differs = (batch.fields["comment"].iloc[rows].to_numpy() != stored["comment"].astype(str).to_numpy()) & ~found.member_erased[rows]
     found.already[rows[~score_differs & ~comment_differs]] = True
     for differs, column in ((score_differs, "score"), (comment_differs & ~score_differs, "comment")):
         if differs.any():
@@ -1151,13 +1107,7 @@ def _answers_already_imported(batch: _Batch, found: _StoredAnswers, candidates: 
             batch.checks.add(
                 mask,
                 column,
-                (
-                    "this member's answer of that time was already imported with a different "
-                    + column
-                    + " ('"
-                    + was
-                    + "')"
-                ).to_numpy(),
+                ("this member's answer of that time was already imported with a different " + column + " ('" + was + "')").to_numpy(),
             )
 
 
@@ -1181,9 +1131,7 @@ def _plan_answer_writes(batch: _Batch, found: _StoredAnswers) -> _Plan:
         )
         return _chunked_insert(batch.session, "feedback", frame, progress), 0
 
-    return _Plan(
-        skipped=int((batch.repeat | found.already).sum()), to_write=lambda: len(rows_to_write()), write=write
-    )
+    return _Plan(skipped=int((batch.repeat | found.already).sum()), to_write=lambda: len(rows_to_write()), write=write)
 
 
 # --- the kinds, declared --------------------------------------------------------------------
@@ -1192,10 +1140,7 @@ _FILE_KINDS: dict[str, _FileKind] = {
     "members": _FileKind(
         fields=(
             _member_id_field(),
-            *(
-                _Field(c, _text_field(Member, c), left_out_when_absent=True)
-                for c in ("name", "email")
-            ),
+            *(_Field(c, _text_field(Member, c), left_out_when_absent=True) for c in ("name", "email")),
             _Field("acquisition_channel", _acquisition_channels, left_out_when_absent=True),
             *(_Field(c, _text_field(Member, c), left_out_when_absent=True) for c in ("phone", "city")),
             _Field("joined_at", _timestamps),
@@ -1399,9 +1344,7 @@ def import_csv(
     )
 
 
-def preview_csv(
-    path_or_buffer: Source, kind: ImportKind, mapping: dict[str, str] | None = None, rows: int = 20
-) -> dict[str, Any]:
+def preview_csv(path_or_buffer: Source, kind: ImportKind, mapping: dict[str, str] | None = None, rows: int = 20) -> dict[str, Any]:
     """A look at a file before importing it: how it is written, its columns, the first rows.
 
     Returns

@@ -99,9 +99,18 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
             details[field] = mask(details[field])
     purchases = pd.DataFrame(
         session.exec(
-            select(Purchase.external_id, Purchase.occurred_at, Purchase.amount, Purchase.returned_cents / 100.0,  # type: ignore[call-overload]  # typed for at most 4 columns
-                   Purchase.channel, Purchase.store, Purchase.category, Purchase.refunded_at)
-            .where(Purchase.member_id == member.id).order_by(col(Purchase.occurred_at).desc(), col(Purchase.id).desc())
+            select(
+                Purchase.external_id,
+                Purchase.occurred_at,
+                Purchase.amount,
+                Purchase.returned_cents / 100.0,  # type: ignore[call-overload]  # typed for at most 4 columns
+                Purchase.channel,
+                Purchase.store,
+                Purchase.category,
+                Purchase.refunded_at,
+            )
+            .where(Purchase.member_id == member.id)
+            .order_by(col(Purchase.occurred_at).desc(), col(Purchase.id).desc())
         ).all(),
         columns=["purchase", "occurred_at", "amount", "returned", "channel", "store", "category", "refunded_at"],
     )
@@ -109,22 +118,23 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
         session.exec(
             select(Redemption.id, Redemption.requested_at, Reward.name, Redemption.points, Redemption.status)  # type: ignore[call-overload]  # typed for at most 4 columns
             .join(Reward, Reward.id == Redemption.reward_id)
-            .where(Redemption.member_id == member.id).order_by(col(Redemption.requested_at).desc())
+            .where(Redemption.member_id == member.id)
+            .order_by(col(Redemption.requested_at).desc())
         ).all(),
         columns=["redemption_id", "requested_at", "reward", "points", "status"],
     )
     feedback = pd.DataFrame(
         session.exec(
             select(Feedback.submitted_at, Feedback.score, Feedback.comment)
-            .where(Feedback.member_id == member.id).order_by(col(Feedback.submitted_at).desc())
+            .where(Feedback.member_id == member.id)
+            .order_by(col(Feedback.submitted_at).desc())
         ).all(),
         columns=["submitted_at", "score", "comment"],
     )
     now = pd.Timestamp.now(tz="UTC")
     soon = now + pd.Timedelta(days=90)
     expiring = sum(
-        lot.remaining for lot in open_lots(session, stored_id(member))
-        if lot.expires_at is not None and now < pd.Timestamp(lot.expires_at) <= soon
+        lot.remaining for lot in open_lots(session, stored_id(member)) if lot.expires_at is not None and now < pd.Timestamp(lot.expires_at) <= soon
     )
     active = purchases[purchases["refunded_at"].isna()] if not purchases.empty else purchases
     points = member_balance(session, stored_id(member), as_of=now.to_pydatetime())
@@ -135,12 +145,20 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
         for row in active.itertuples()
     }
     return MemberProfile(
-        member=details, tier=tier, balance=points.points, expiring_90_days=int(expiring),
-        next_expiry_on=points.next_expiry_on, next_expiry_points=points.next_expiry_points,
+        member=details,
+        tier=tier,
+        balance=points.points,
+        expiring_90_days=int(expiring),
+        next_expiry_on=points.next_expiry_on,
+        next_expiry_points=points.next_expiry_points,
         ledger=member_ledger(session, stored_id(member)).iloc[::-1].reset_index(drop=True),
-        purchases=purchases, redemptions=redemptions, feedback=feedback,
+        purchases=purchases,
+        redemptions=redemptions,
+        feedback=feedback,
         total_spend=float((active["amount"] - active["returned"]).sum()) if not active.empty else 0.0,
-        purchase_count=len(active), returnable=returnable, currency=currency,
+        purchase_count=len(active),
+        returnable=returnable,
+        currency=currency,
     )
 
 
@@ -168,15 +186,18 @@ def erase_member(*, session: Session, external_id: str, actor: Actor) -> None:
         member.birth_date, member.marketing_consent, member.erased_at = None, False, utcnow()
         session.add(member)
         session.execute(update(Feedback).where(col(Feedback.member_id) == member.id).values(comment=""))
-        record_audit(session, actor=actor, action="member.erase", entity="member", entity_id=external_id,
-                     after={"erased": True})
+        record_audit(session, actor=actor, action="member.erase", entity="member", entity_id=external_id, after={"erased": True})
 
 
 EXPORT_PURPOSES = ("analysis", "marketing")
 
 
 def export_members(
-    session: Session, *, actor: Actor, purpose: str = "analysis", external_ids: list[str] | None = None,
+    session: Session,
+    *,
+    actor: Actor,
+    purpose: str = "analysis",
+    external_ids: list[str] | None = None,
     member_ids: list[int] | None = None,
 ) -> pd.DataFrame:
     """A member list for export (CSV), audited.
@@ -202,7 +223,7 @@ def export_members(
     else:
         ids = [int(i) for i in member_ids]
         # In chunks: a segment can hold more members than one statement can bind.
-        rows = [row for start in range(0, len(ids), 10_000) for row in session.exec(stmt.where(col(Member.id).in_(ids[start:start + 10_000])))]
+        rows = [row for start in range(0, len(ids), 10_000) for row in session.exec(stmt.where(col(Member.id).in_(ids[start : start + 10_000])))]
     show_pii = actor.can("members.view_pii")
     frame = pd.DataFrame(
         [

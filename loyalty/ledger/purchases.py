@@ -63,8 +63,11 @@ def add_purchases(
         chunk["imported_at"] = now
         insert_frame(session, "purchase", chunk)
         entries = earn_entries(
-            chunk, settings=settings, multipliers=multipliers,
-            rules=campaign_rules(session, chunk), actor=actor.username,
+            chunk,
+            settings=settings,
+            multipliers=multipliers,
+            rules=campaign_rules(session, chunk),
+            actor=actor.username,
         )
         entries["created_at"] = now
         entries_written += insert_frame(session, "ledger_entry", entries)
@@ -98,8 +101,17 @@ def record_purchase(
         if session.exec(select(Purchase.id).where(Purchase.external_id == key)).first() is not None:
             raise InvalidInput(f"Purchase {key} was already recorded.")
         frame = pd.DataFrame(
-            [{"external_id": key, "member_id": member_id, "occurred_at": pd.Timestamp(occurred_at).tz_convert("UTC"),
-              "amount": float(amount), "channel": channel, "store": store, "category": category}]
+            [
+                {
+                    "external_id": key,
+                    "member_id": member_id,
+                    "occurred_at": pd.Timestamp(occurred_at).tz_convert("UTC"),
+                    "amount": float(amount),
+                    "channel": channel,
+                    "store": store,
+                    "category": category,
+                }
+            ]
         )
         add_purchases(session, frame, actor=actor)
         purchase_id = session.exec(select(Purchase.id).where(Purchase.external_id == key)).one()

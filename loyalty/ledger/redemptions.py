@@ -66,17 +66,23 @@ def list_rewards(session: Session, *, active_only: bool = False, include_archive
         query = query.where(col(Reward.archived_at).is_(None))
     return [
         {
-            "id": r.id, "name": r.name, "kind": r.kind, "points_cost": r.points_cost, "stock": r.stock,
-            "active": r.active, "partner": r.partner, "min_tier_id": r.min_tier_id,
-            "available_from": r.available_from, "available_until": r.available_until, "archived": r.archived_at is not None,
+            "id": r.id,
+            "name": r.name,
+            "kind": r.kind,
+            "points_cost": r.points_cost,
+            "stock": r.stock,
+            "active": r.active,
+            "partner": r.partner,
+            "min_tier_id": r.min_tier_id,
+            "available_from": r.available_from,
+            "available_until": r.available_until,
+            "archived": r.archived_at is not None,
         }
         for r in session.exec(query)
     ]
 
 
-def redeem_reward(
-    *, session: Session, member_id: int, reward_id: int, actor: Actor, now: datetime | None = None
-) -> RedemptionResult:
+def redeem_reward(*, session: Session, member_id: int, reward_id: int, actor: Actor, now: datetime | None = None) -> RedemptionResult:
     """Exchange a member's points for a reward; raises if points, stock or eligibility fall short."""
     require(actor, "redemptions.request")
     now = now or utcnow()
@@ -89,9 +95,7 @@ def redeem_reward(
         expire_points(session=session, as_of=now, member_ids=[member.id], actor=actor)
         current = balance(session, member.id)
         if current < reward.points_cost:
-            raise InsufficientPoints(
-                f"Member {member.external_id} has {current:,} points; {reward.name} costs {reward.points_cost:,}."
-            )
+            raise InsufficientPoints(f"Member {member.external_id} has {current:,} points; {reward.name} costs {reward.points_cost:,}.")
         if reward.stock is not None:
             taken = session.execute(
                 update(Reward).where(col(Reward.id) == reward.id, col(Reward.stock) > 0).values(stock=col(Reward.stock) - 1)
@@ -103,12 +107,21 @@ def redeem_reward(
         session.flush()
         session.add(
             LedgerEntry(
-                member_id=member.id, kind=REDEEM, points=-reward.points_cost, occurred_at=now,
-                redemption_id=redemption.id, reason=f"redeemed {reward.name}", actor=actor.username,
+                member_id=member.id,
+                kind=REDEEM,
+                points=-reward.points_cost,
+                occurred_at=now,
+                redemption_id=redemption.id,
+                reason=f"redeemed {reward.name}",
+                actor=actor.username,
             )
         )
         record_audit(
-            session, actor=actor, action="redemption.request", entity="redemption", entity_id=redemption.id,
+            session,
+            actor=actor,
+            action="redemption.request",
+            entity="redemption",
+            entity_id=redemption.id,
             after={"member": member.external_id, "reward": reward.name, "points": reward.points_cost},
         )
         assert redemption.id is not None  # flushed above
@@ -140,8 +153,13 @@ def fulfil_redemption(*, session: Session, redemption_id: int, actor: Actor, not
         redemption.note = note
         session.add(redemption)
         record_audit(
-            session, actor=actor, action="redemption.fulfil", entity="redemption", entity_id=redemption_id,
-            before={"status": "requested"}, after={"status": "fulfilled", "note": note},
+            session,
+            actor=actor,
+            action="redemption.fulfil",
+            entity="redemption",
+            entity_id=redemption_id,
+            before={"status": "requested"},
+            after={"status": "fulfilled", "note": note},
         )
 
 
@@ -164,14 +182,24 @@ def cancel_redemption(*, session: Session, redemption_id: int, actor: Actor, rea
         # Returned points are a new lot with a fresh expiry period.
         session.add(
             LedgerEntry(
-                member_id=redemption.member_id, kind=REVERSE, points=redemption.points, occurred_at=now,
+                member_id=redemption.member_id,
+                kind=REVERSE,
+                points=redemption.points,
+                occurred_at=now,
                 expires_at=expiry_date(now, get_settings(session).expiry_months),
-                redemption_id=redemption.id, reason=f"redemption cancelled: {reason}", actor=actor.username,
+                redemption_id=redemption.id,
+                reason=f"redemption cancelled: {reason}",
+                actor=actor.username,
             )
         )
         record_audit(
-            session, actor=actor, action="redemption.cancel", entity="redemption", entity_id=redemption_id,
-            before={"status": "requested"}, after={"status": "cancelled", "reason": reason, "points_returned": redemption.points},
+            session,
+            actor=actor,
+            action="redemption.cancel",
+            entity="redemption",
+            entity_id=redemption_id,
+            before={"status": "requested"},
+            after={"status": "cancelled", "reason": reason, "points_returned": redemption.points},
         )
     return redemption.points
 

@@ -174,8 +174,13 @@ def _snapshot(campaign: Campaign) -> dict[str, Any]:
     return campaign.model_dump(mode="json", exclude={"created_at", "updated_at", "archived_at"})
 
 
-def campaign_confirmations(rule: dict[str, Any] | None, budget_points: int | None, *, multiplier_above: float = CONFIRM_MULTIPLIER_ABOVE,
-                           budget_above: int = CONFIRM_BUDGET_ABOVE) -> list[str]:
+def campaign_confirmations(
+    rule: dict[str, Any] | None,
+    budget_points: int | None,
+    *,
+    multiplier_above: float = CONFIRM_MULTIPLIER_ABOVE,
+    budget_above: int = CONFIRM_BUDGET_ABOVE,
+) -> list[str]:
     """Why saving this campaign needs a confirmation (an earn multiplier above 10x, a budget above the limit); empty if it does not."""
     reasons = []
     multiplier = (rule or {}).get("multiplier")
@@ -211,7 +216,10 @@ def save_campaign(*, session: Session, actor: Actor, campaign_id: int | None = N
             frozen = [f for f in ("eligibility", "holdout_pct", "kind") if f in fields and fields[f] != getattr(campaign, f)]
             if frozen:
                 raise InvalidInput(f"{campaign.name} already has its members assigned: {', '.join(frozen)} cannot change now.")
-        values = {**(before or {"description": "", "channels": [], "eligibility": {}, "rule": {}, "budget_points": None, "holdout_pct": 0.0}), **fields}
+        values = {
+            **(before or {"description": "", "channels": [], "eligibility": {}, "rule": {}, "budget_points": None, "holdout_pct": 0.0}),
+            **fields,
+        }
         if campaign:
             values.setdefault("starts_at", campaign.starts_at)
             values["starts_at"] = fields.get("starts_at", campaign.starts_at)
@@ -226,14 +234,19 @@ def save_campaign(*, session: Session, actor: Actor, campaign_id: int | None = N
         clash = session.exec(select(Campaign.id).where(Campaign.name == values["name"])).first()
         if clash is not None and clash != campaign_id:
             raise InvalidInput(f"A campaign named {values['name']!r} already exists.")
-        campaign = campaign or Campaign(name=values["name"], kind=values["kind"], starts_at=values["starts_at"],
-                                        ends_at=values["ends_at"], created_by=actor.username)
+        campaign = campaign or Campaign(
+            name=values["name"], kind=values["kind"], starts_at=values["starts_at"], ends_at=values["ends_at"], created_by=actor.username
+        )
         for field in allowed:
             setattr(campaign, field, values[field])
         campaign.updated_at = utcnow()
         session.add(campaign)
         session.flush()
-        action = "campaign.create" if before is None else ("campaign.update_running" if before["status"] in ("active", "scheduled", "paused") else "campaign.update")
+        action = (
+            "campaign.create"
+            if before is None
+            else ("campaign.update_running" if before["status"] in ("active", "scheduled", "paused") else "campaign.update")
+        )
         record_audit(session, actor=actor, action=action, entity="campaign", entity_id=campaign.id, before=before, after=_snapshot(campaign))
     return campaign
 
@@ -256,12 +269,18 @@ def listed_member_ids(session: Session, member_ids: Any) -> list[int]:
     if not ids:
         raise InvalidInput("A campaign for listed members needs at least one member.")
     if len(ids) > MAX_LISTED_MEMBERS:
-        raise InvalidInput(f"A campaign can list at most {MAX_LISTED_MEMBERS:,} members (this list has {len(ids):,}); "
-                           "target a segment for a larger group.")
-    found = {i: erased for batch in id_batches(np.asarray(ids))
-             for i, erased in session.exec(select(Member.id, Member.erased_at).where(col(Member.id).in_(batch))).all()}
-    for problem, bad in (("do not exist", [i for i in ids if i not in found]),
-                         ("were erased and cannot be targeted", [i for i in ids if found.get(i) is not None])):
+        raise InvalidInput(
+            f"A campaign can list at most {MAX_LISTED_MEMBERS:,} members (this list has {len(ids):,}); target a segment for a larger group."
+        )
+    found = {
+        i: erased
+        for batch in id_batches(np.asarray(ids))
+        for i, erased in session.exec(select(Member.id, Member.erased_at).where(col(Member.id).in_(batch))).all()
+    }
+    for problem, bad in (
+        ("do not exist", [i for i in ids if i not in found]),
+        ("were erased and cannot be targeted", [i for i in ids if found.get(i) is not None]),
+    ):
         if bad:
             shown = ", ".join(str(i) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
             raise InvalidInput(f"{len(bad):,} of the listed members {problem} (member ids {shown}); remove them from the list.")
@@ -297,15 +316,21 @@ def eligible_members(session: Session, eligibility: dict[str, Any], *, kind: str
         ids = np.intersect1d(ids, segment_member_ids(session, segment.rules, now=as_of))
     if eligibility.get("min_spend"):
         spend = session.exec(
-            select(Purchase.member_id).where(Purchase.occurred_at >= as_of - timedelta(days=MIN_SPEND_WINDOW_DAYS),
-                                             Purchase.occurred_at < as_of, col(Purchase.refunded_at).is_(None))
-            .group_by(col(Purchase.member_id)).having(func.sum(col(Purchase.amount)) >= float(eligibility["min_spend"]))
+            select(Purchase.member_id)
+            .where(
+                Purchase.occurred_at >= as_of - timedelta(days=MIN_SPEND_WINDOW_DAYS),
+                Purchase.occurred_at < as_of,
+                col(Purchase.refunded_at).is_(None),
+            )
+            .group_by(col(Purchase.member_id))
+            .having(func.sum(col(Purchase.amount)) >= float(eligibility["min_spend"]))
         ).all()
         ids = np.intersect1d(ids, np.asarray(spend, dtype=np.int64))
     if kind == "win_back":
         recent = session.exec(
-            select(Purchase.member_id).where(Purchase.occurred_at >= as_of - timedelta(days=int(rule["inactive_days"])),
-                                             Purchase.occurred_at < as_of).distinct()
+            select(Purchase.member_id)
+            .where(Purchase.occurred_at >= as_of - timedelta(days=int(rule["inactive_days"])), Purchase.occurred_at < as_of)
+            .distinct()
         ).all()
         ever = session.exec(select(Purchase.member_id).where(Purchase.occurred_at < as_of).distinct()).all()
         ids = np.setdiff1d(np.intersect1d(ids, np.asarray(ever, dtype=np.int64)), np.asarray(recent, dtype=np.int64))
@@ -315,8 +340,9 @@ def eligible_members(session: Session, eligibility: dict[str, Any], *, kind: str
 def _assign(session: Session, campaign: Campaign, as_of: datetime) -> tuple[int, int]:
     ids = eligible_members(session, campaign.eligibility or {}, kind=campaign.kind, rule=campaign.rule or {}, as_of=as_of)
     holdout = stable_uniform(stored_id(campaign), ids) < campaign.holdout_pct
-    frame = pd.DataFrame({"campaign_id": campaign.id, "member_id": ids, "group": np.where(holdout, "holdout", "treatment"),
-                          "assigned_at": pd.Timestamp(utcnow())})
+    frame = pd.DataFrame(
+        {"campaign_id": campaign.id, "member_id": ids, "group": np.where(holdout, "holdout", "treatment"), "assigned_at": pd.Timestamp(utcnow())}
+    )
     insert_frame(session, "campaign_assignment", frame)
     return int((~holdout).sum()), int(holdout.sum())
 
@@ -347,8 +373,15 @@ def activate_campaign(*, session: Session, campaign_id: int, actor: Actor, now: 
         campaign.status = "scheduled" if campaign.starts_at > now else "active"
         campaign.updated_at = now
         session.add(campaign)
-        record_audit(session, actor=actor, action="campaign.activate", entity="campaign", entity_id=campaign.id,
-                     before=before, after={**_snapshot(campaign), **after_extra})
+        record_audit(
+            session,
+            actor=actor,
+            action="campaign.activate",
+            entity="campaign",
+            entity_id=campaign.id,
+            before=before,
+            after={**_snapshot(campaign), **after_extra},
+        )
     return campaign
 
 
@@ -366,7 +399,9 @@ def _locked_campaign(session: Session, campaign_id: int) -> Campaign:
     return locked(session, Campaign, campaign_id, "campaign")
 
 
-def _set_status(session: Session, campaign_id: int, actor: Actor, status: str, *, allowed_from: tuple[str, ...], now: datetime | None = None) -> Campaign:
+def _set_status(
+    session: Session, campaign_id: int, actor: Actor, status: str, *, allowed_from: tuple[str, ...], now: datetime | None = None
+) -> Campaign:
     require(actor, "program.configure")
     now = now or utcnow()
     with write_transaction(session):
@@ -379,7 +414,9 @@ def _set_status(session: Session, campaign_id: int, actor: Actor, status: str, *
             campaign.ends_at = now
         campaign.updated_at = now
         session.add(campaign)
-        record_audit(session, actor=actor, action=f"campaign.{status}", entity="campaign", entity_id=campaign.id, before=before, after=_snapshot(campaign))
+        record_audit(
+            session, actor=actor, action=f"campaign.{status}", entity="campaign", entity_id=campaign.id, before=before, after=_snapshot(campaign)
+        )
     return campaign
 
 
@@ -432,13 +469,32 @@ def clone_campaign(*, session: Session, actor: Actor, campaign_id: int, now: dat
             starts_at = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=now.tzinfo)
             ends_at = starts_at + (source.ends_at - source.starts_at)
         # The source's guard-rail values were confirmed when it was saved.
-        return save_campaign(session=session, actor=actor, confirmed=True, name=name, kind=source.kind, description=source.description,
-                             starts_at=starts_at, ends_at=ends_at, channels=list(source.channels or []),
-                             eligibility=dict(source.eligibility or {}), rule=dict(source.rule or {}),
-                             budget_points=source.budget_points, holdout_pct=source.holdout_pct)
+        return save_campaign(
+            session=session,
+            actor=actor,
+            confirmed=True,
+            name=name,
+            kind=source.kind,
+            description=source.description,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            channels=list(source.channels or []),
+            eligibility=dict(source.eligibility or {}),
+            rule=dict(source.rule or {}),
+            budget_points=source.budget_points,
+            holdout_pct=source.holdout_pct,
+        )
 
-    return clone_record(session=session, actor=actor, model=Campaign, record_id=campaign_id, entity="campaign",
-                        permission="program.configure", name_limit=200, create=create)
+    return clone_record(
+        session=session,
+        actor=actor,
+        model=Campaign,
+        record_id=campaign_id,
+        entity="campaign",
+        permission="program.configure",
+        name_limit=200,
+        create=create,
+    )
 
 
 def _not_running(campaign: Campaign) -> None:
@@ -448,8 +504,9 @@ def _not_running(campaign: Campaign) -> None:
 
 def archive_campaign(*, session: Session, actor: Actor, campaign_id: int) -> Campaign:
     """Hide a draft or ended campaign from the list and pickers; its ledger entries keep naming it."""
-    return archive_record(session=session, actor=actor, model=Campaign, record_id=campaign_id, entity="campaign",
-                          permission="program.configure", check=_not_running)
+    return archive_record(
+        session=session, actor=actor, model=Campaign, record_id=campaign_id, entity="campaign", permission="program.configure", check=_not_running
+    )
 
 
 def restore_campaign(*, session: Session, actor: Actor, campaign_id: int) -> Campaign:
@@ -457,14 +514,25 @@ def restore_campaign(*, session: Session, actor: Actor, campaign_id: int) -> Cam
 
 
 def _campaign_references(session: Session, campaign: Campaign) -> list[tuple[str, int]]:
-    return [("ledger entry", count_rows(session, LedgerEntry.campaign_id, campaign.id)),
-            ("assigned member", count_rows(session, CampaignAssignment.campaign_id, campaign.id))]
+    return [
+        ("ledger entry", count_rows(session, LedgerEntry.campaign_id, campaign.id)),
+        ("assigned member", count_rows(session, CampaignAssignment.campaign_id, campaign.id)),
+    ]
 
 
 def delete_campaign(*, session: Session, actor: Actor, campaign_id: int) -> Removal:
     """Delete a draft or ended campaign that gave no points and assigned nobody; otherwise archive it."""
-    return delete_record(session=session, actor=actor, model=Campaign, record_id=campaign_id, entity="campaign",
-                         permission="program.configure", references=_campaign_references, snapshot=_snapshot, check=_not_running)
+    return delete_record(
+        session=session,
+        actor=actor,
+        model=Campaign,
+        record_id=campaign_id,
+        entity="campaign",
+        permission="program.configure",
+        references=_campaign_references,
+        snapshot=_snapshot,
+        check=_not_running,
+    )
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -472,11 +540,17 @@ def delete_campaign(*, session: Session, actor: Actor, campaign_id: int) -> Remo
 
 def campaign_overview(session: Session, *, include_archived: bool = False) -> pd.DataFrame:
     """Every campaign (archived ones only with ``include_archived``) with its members assigned and the budget burned so far."""
-    burned = dict(session.exec(
-        select(col(LedgerEntry.campaign_id), func.sum(col(LedgerEntry.points))).where(col(LedgerEntry.campaign_id).is_not(None)).group_by(col(LedgerEntry.campaign_id))
-    ).all())
+    burned = dict(
+        session.exec(
+            select(col(LedgerEntry.campaign_id), func.sum(col(LedgerEntry.points)))
+            .where(col(LedgerEntry.campaign_id).is_not(None))
+            .group_by(col(LedgerEntry.campaign_id))
+        ).all()
+    )
     groups = session.exec(
-        select(col(CampaignAssignment.campaign_id), col(CampaignAssignment.group), func.count()).group_by(col(CampaignAssignment.campaign_id), col(CampaignAssignment.group))
+        select(col(CampaignAssignment.campaign_id), col(CampaignAssignment.group), func.count()).group_by(
+            col(CampaignAssignment.campaign_id), col(CampaignAssignment.group)
+        )
     ).all()
     assigned: dict[tuple[int, str], int] = {(c, g): n for c, g, n in groups}
     rows = []
@@ -485,11 +559,38 @@ def campaign_overview(session: Session, *, include_archived: bool = False) -> pd
         query = query.where(col(Campaign.archived_at).is_(None))
     for c in session.exec(query):
         points = int(burned.get(c.id, 0))
-        rows.append({
-            "id": c.id, "name": c.name, "kind": c.kind, "status": c.status, "starts_at": c.starts_at, "ends_at": c.ends_at,
-            "treatment": assigned.get((stored_id(c), "treatment"), 0), "holdout": assigned.get((stored_id(c), "holdout"), 0),
-            "holdout_pct": c.holdout_pct, "budget_points": c.budget_points, "points_awarded": points,
-            "budget_burned": points / c.budget_points if c.budget_points else None, "archived": c.archived_at is not None,
-        })
-    return pd.DataFrame(rows, columns=["id", "name", "kind", "status", "starts_at", "ends_at", "treatment", "holdout", "holdout_pct",
-                                       "budget_points", "points_awarded", "budget_burned", "archived"])
+        rows.append(
+            {
+                "id": c.id,
+                "name": c.name,
+                "kind": c.kind,
+                "status": c.status,
+                "starts_at": c.starts_at,
+                "ends_at": c.ends_at,
+                "treatment": assigned.get((stored_id(c), "treatment"), 0),
+                "holdout": assigned.get((stored_id(c), "holdout"), 0),
+                "holdout_pct": c.holdout_pct,
+                "budget_points": c.budget_points,
+                "points_awarded": points,
+                "budget_burned": points / c.budget_points if c.budget_points else None,
+                "archived": c.archived_at is not None,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "id",
+            "name",
+            "kind",
+            "status",
+            "starts_at",
+            "ends_at",
+            "treatment",
+            "holdout",
+            "holdout_pct",
+            "budget_points",
+            "points_awarded",
+            "budget_burned",
+            "archived",
+        ],
+    )

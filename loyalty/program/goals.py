@@ -75,13 +75,23 @@ def list_goals(session: Session, *, include_archived: bool = False) -> pd.DataFr
     if not include_archived:
         query = query.where(col(Goal.archived_at).is_(None))
     rows = [{**g.model_dump(exclude={"archived_at"}), "archived": g.archived_at is not None} for g in session.exec(query)]
-    return pd.DataFrame(rows, columns=["id", "name", "objective", "owner", "starts_on", "ends_on", "reporting_frequency", "strategy", "created_at",
-                                       "archived"])
+    return pd.DataFrame(
+        rows, columns=["id", "name", "objective", "owner", "starts_on", "ends_on", "reporting_frequency", "strategy", "created_at", "archived"]
+    )
 
 
 def save_goal(
-    *, session: Session, actor: Actor, name: str, objective: str, owner: str, starts_on: date, ends_on: date,
-    reporting_frequency: str = "monthly", strategy: str = "", goal_id: int | None = None,
+    *,
+    session: Session,
+    actor: Actor,
+    name: str,
+    objective: str,
+    owner: str,
+    starts_on: date,
+    ends_on: date,
+    reporting_frequency: str = "monthly",
+    strategy: str = "",
+    goal_id: int | None = None,
 ) -> Goal:
     require(actor, "program.configure")
     name = name.strip()
@@ -110,14 +120,29 @@ def save_goal(
         goal.reporting_frequency, goal.strategy = reporting_frequency, strategy.strip()
         session.add(goal)
         session.flush()
-        record_audit(session, actor=actor, action="goal.create" if before is None else "goal.update", entity="goal",
-                     entity_id=goal.id, before=before, after=goal.model_dump(mode="json", exclude={"created_at", "archived_at"}))
+        record_audit(
+            session,
+            actor=actor,
+            action="goal.create" if before is None else "goal.update",
+            entity="goal",
+            entity_id=goal.id,
+            before=before,
+            after=goal.model_dump(mode="json", exclude={"created_at", "archived_at"}),
+        )
     return goal
 
 
 def save_kpi_target(
-    *, session: Session, actor: Actor, goal_id: int, metric: str, target_value: float, direction: str | None = None,
-    period: str = "month", segment_id: int | None = None, target_id: int | None = None,
+    *,
+    session: Session,
+    actor: Actor,
+    goal_id: int,
+    metric: str,
+    target_value: float,
+    direction: str | None = None,
+    period: str = "month",
+    segment_id: int | None = None,
+    target_id: int | None = None,
 ) -> KpiTarget:
     """Attach a KPI target to a goal; the direction defaults to the metric's good direction."""
     require(actor, "program.configure")
@@ -154,8 +179,15 @@ def save_kpi_target(
         target.direction, target.period, target.segment_id = direction, period, segment_id
         session.add(target)
         session.flush()
-        record_audit(session, actor=actor, action="kpi_target.save", entity="kpi_target", entity_id=target.id,
-                     before=before, after=target.model_dump(exclude={"archived_at"}))
+        record_audit(
+            session,
+            actor=actor,
+            action="kpi_target.save",
+            entity="kpi_target",
+            entity_id=target.id,
+            before=before,
+            after=target.model_dump(exclude={"archived_at"}),
+        )
     return target
 
 
@@ -165,32 +197,53 @@ def delete_kpi_target(*, session: Session, actor: Actor, target_id: int) -> None
         target = session.get(KpiTarget, target_id)
         if target is None:
             raise NotFound(f"No KPI target with id {target_id}.")
-        record_audit(session, actor=actor, action="kpi_target.delete", entity="kpi_target", entity_id=target_id,
-                     before=target.model_dump(mode="json"))
+        record_audit(
+            session, actor=actor, action="kpi_target.delete", entity="kpi_target", entity_id=target_id, before=target.model_dump(mode="json")
+        )
         session.delete(target)
 
 
 def _copy_targets(session: Session, actor: Actor, source_goal_id: int, goal_id: int) -> None:
-    for target in session.exec(select(KpiTarget).where(KpiTarget.goal_id == source_goal_id, col(KpiTarget.archived_at).is_(None))
-                               .order_by(col(KpiTarget.id))).all():
+    for target in session.exec(
+        select(KpiTarget).where(KpiTarget.goal_id == source_goal_id, col(KpiTarget.archived_at).is_(None)).order_by(col(KpiTarget.id))
+    ).all():
         _copy_target(session, actor, target, goal_id)
 
 
 def _copy_target(session: Session, actor: Actor, target: KpiTarget, goal_id: int) -> KpiTarget:
-    return save_kpi_target(session=session, actor=actor, goal_id=goal_id, metric=target.metric, target_value=target.target_value,
-                           direction=target.direction, period=target.period, segment_id=target.segment_id)
+    return save_kpi_target(
+        session=session,
+        actor=actor,
+        goal_id=goal_id,
+        metric=target.metric,
+        target_value=target.target_value,
+        direction=target.direction,
+        period=target.period,
+        segment_id=target.segment_id,
+    )
 
 
 def clone_goal(*, session: Session, actor: Actor, goal_id: int) -> Goal:
     """A copy named ``"<name> (copy)"`` with the same objective, owner, period, strategy and (not archived) KPI targets."""
+
     def create(source: Goal, name: str) -> Goal:
-        clone = save_goal(session=session, actor=actor, name=name, objective=source.objective, owner=source.owner, starts_on=source.starts_on,
-                          ends_on=source.ends_on, reporting_frequency=source.reporting_frequency, strategy=source.strategy)
+        clone = save_goal(
+            session=session,
+            actor=actor,
+            name=name,
+            objective=source.objective,
+            owner=source.owner,
+            starts_on=source.starts_on,
+            ends_on=source.ends_on,
+            reporting_frequency=source.reporting_frequency,
+            strategy=source.strategy,
+        )
         _copy_targets(session, actor, stored_id(source), stored_id(clone))
         return clone
 
-    return clone_record(session=session, actor=actor, model=Goal, record_id=goal_id, entity="goal", permission="program.configure",
-                        name_limit=200, create=create)
+    return clone_record(
+        session=session, actor=actor, model=Goal, record_id=goal_id, entity="goal", permission="program.configure", name_limit=200, create=create
+    )
 
 
 def archive_goal(*, session: Session, actor: Actor, goal_id: int) -> Goal:
@@ -204,15 +257,29 @@ def restore_goal(*, session: Session, actor: Actor, goal_id: int) -> Goal:
 
 def delete_goal(*, session: Session, actor: Actor, goal_id: int) -> Removal:
     """Delete a goal without KPI targets; one with targets is archived instead (they keep their history)."""
-    return delete_record(session=session, actor=actor, model=Goal, record_id=goal_id, entity="goal", permission="program.configure",
-                         references=lambda s, goal: [("KPI target", count_rows(s, KpiTarget.goal_id, goal.id))],
-                         snapshot=lambda goal: goal.model_dump(mode="json", exclude={"created_at", "archived_at"}))
+    return delete_record(
+        session=session,
+        actor=actor,
+        model=Goal,
+        record_id=goal_id,
+        entity="goal",
+        permission="program.configure",
+        references=lambda s, goal: [("KPI target", count_rows(s, KpiTarget.goal_id, goal.id))],
+        snapshot=lambda goal: goal.model_dump(mode="json", exclude={"created_at", "archived_at"}),
+    )
 
 
 def clone_kpi_target(*, session: Session, actor: Actor, target_id: int) -> KpiTarget:
     """The same KPI target again on the same goal (to change its segment or period, say); audited."""
-    return clone_record(session=session, actor=actor, model=KpiTarget, record_id=target_id, entity="kpi_target", permission="program.configure",
-                        create=lambda source, _name: _copy_target(session, actor, source, source.goal_id))
+    return clone_record(
+        session=session,
+        actor=actor,
+        model=KpiTarget,
+        record_id=target_id,
+        entity="kpi_target",
+        permission="program.configure",
+        create=lambda source, _name: _copy_target(session, actor, source, source.goal_id),
+    )
 
 
 def archive_kpi_target(*, session: Session, actor: Actor, target_id: int) -> KpiTarget:
@@ -249,57 +316,116 @@ def goal_status(session: Session, *, include_archived: bool = False) -> pd.DataF
         dimension, value_key = ("segment", segments.get(target.segment_id, "")) if target.segment_id else ("overall", "")
         history = session.exec(
             select(KpiSnapshot.period_start, KpiSnapshot.value)  # type: ignore[call-overload]  # value is Optional: no overload takes a "float | None" column
-            .where(KpiSnapshot.metric == target.metric, KpiSnapshot.period == target.period,
-                   KpiSnapshot.dimension == dimension, KpiSnapshot.dimension_value == value_key)
-            .order_by(col(KpiSnapshot.period_start).desc()).limit(TREND_POINTS)
+            .where(
+                KpiSnapshot.metric == target.metric,
+                KpiSnapshot.period == target.period,
+                KpiSnapshot.dimension == dimension,
+                KpiSnapshot.dimension_value == value_key,
+            )
+            .order_by(col(KpiSnapshot.period_start).desc())
+            .limit(TREND_POINTS)
         ).all()[::-1]
         latest = history[-1] if history else None
         metric = metrics.get(target.metric)
         value = latest[1] if latest else None
-        rows.append({
-            "goal_id": goal.id, "goal": goal.name, "objective": OBJECTIVES.get(goal.objective, goal.objective), "owner": goal.owner,
-            "target_id": target.id, "metric": target.metric, "label": metric.label if metric else target.metric,
-            "segment": segments.get(target.segment_id, "") if target.segment_id else "", "period": target.period,
-            "target": target.target_value, "direction": target.direction, "value": value,
-            "period_start": latest[0] if latest else None,
-            "status": target_status(value, target.target_value, target.direction),
-            "trend": [h[1] for h in history],
-            "value_text": metric.display(value) if metric else str(value),
-            "target_text": metric.display(target.target_value) if metric else str(target.target_value),
-            "segment_id": target.segment_id, "archived": target.archived_at is not None or goal.archived_at is not None,
-        })
-    return pd.DataFrame(rows, columns=["goal_id", "goal", "objective", "owner", "target_id", "metric", "label", "segment", "period",
-                                       "target", "direction", "value", "period_start", "status", "trend", "value_text", "target_text",
-                                       "segment_id", "archived"])
+        rows.append(
+            {
+                "goal_id": goal.id,
+                "goal": goal.name,
+                "objective": OBJECTIVES.get(goal.objective, goal.objective),
+                "owner": goal.owner,
+                "target_id": target.id,
+                "metric": target.metric,
+                "label": metric.label if metric else target.metric,
+                "segment": segments.get(target.segment_id, "") if target.segment_id else "",
+                "period": target.period,
+                "target": target.target_value,
+                "direction": target.direction,
+                "value": value,
+                "period_start": latest[0] if latest else None,
+                "status": target_status(value, target.target_value, target.direction),
+                "trend": [h[1] for h in history],
+                "value_text": metric.display(value) if metric else str(value),
+                "target_text": metric.display(target.target_value) if metric else str(target.target_value),
+                "segment_id": target.segment_id,
+                "archived": target.archived_at is not None or goal.archived_at is not None,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "goal_id",
+            "goal",
+            "objective",
+            "owner",
+            "target_id",
+            "metric",
+            "label",
+            "segment",
+            "period",
+            "target",
+            "direction",
+            "value",
+            "period_start",
+            "status",
+            "trend",
+            "value_text",
+            "target_text",
+            "segment_id",
+            "archived",
+        ],
+    )
 
 
-OVERVIEW_METRICS = ("active_members", "retention_rate", "average_transaction_value", "purchase_frequency", "nps", "redemption_rate", "points_outstanding")
+OVERVIEW_METRICS = (
+    "active_members",
+    "retention_rate",
+    "average_transaction_value",
+    "purchase_frequency",
+    "nps",
+    "redemption_rate",
+    "points_outstanding",
+)
 
 
 def kpi_tiles(session: Session, *, metrics: tuple[str, ...] = OVERVIEW_METRICS, period: str = "month") -> list[dict[str, Any]]:
     """The Overview's KPI tiles: latest overall snapshot, change on the period before, target and status, trend."""
     catalogue = _metrics()
-    targets = {t.metric: t for t in session.exec(
-        select(KpiTarget).join(Goal, col(Goal.id) == KpiTarget.goal_id)
-        .where(KpiTarget.period == period, col(KpiTarget.segment_id).is_(None), col(KpiTarget.archived_at).is_(None), col(Goal.archived_at).is_(None)))}
+    targets = {
+        t.metric: t
+        for t in session.exec(
+            select(KpiTarget)
+            .join(Goal, col(Goal.id) == KpiTarget.goal_id)
+            .where(
+                KpiTarget.period == period, col(KpiTarget.segment_id).is_(None), col(KpiTarget.archived_at).is_(None), col(Goal.archived_at).is_(None)
+            )
+        )
+    }
     tiles = []
     for name in metrics:
         history = session.exec(
             select(KpiSnapshot.period_start, KpiSnapshot.value)  # type: ignore[call-overload]  # value is Optional: no overload takes a "float | None" column
             .where(KpiSnapshot.metric == name, KpiSnapshot.period == period, KpiSnapshot.dimension == "overall")
-            .order_by(col(KpiSnapshot.period_start).desc()).limit(TREND_POINTS)
+            .order_by(col(KpiSnapshot.period_start).desc())
+            .limit(TREND_POINTS)
         ).all()[::-1]
         metric = catalogue[name]
         value = history[-1][1] if history else None
         previous = history[-2][1] if len(history) > 1 else None
         target = targets.get(name)
-        tiles.append({
-            "metric": name, "label": metric.label, "definition": metric.definition, "value": value,
-            "value_text": metric.display(value), "period_start": history[-1][0] if history else None,
-            "delta_text": None if value is None or previous is None else metric.display(value - previous),
-            "better_when": metric.direction,
-            "target_text": metric.display(target.target_value) if target else None,
-            "status": target_status(value, target.target_value, target.direction) if target else None,
-            "trend": [v for _, v in history if v is not None],
-        })
+        tiles.append(
+            {
+                "metric": name,
+                "label": metric.label,
+                "definition": metric.definition,
+                "value": value,
+                "value_text": metric.display(value),
+                "period_start": history[-1][0] if history else None,
+                "delta_text": None if value is None or previous is None else metric.display(value - previous),
+                "better_when": metric.direction,
+                "target_text": metric.display(target.target_value) if target else None,
+                "status": target_status(value, target.target_value, target.direction) if target else None,
+                "trend": [v for _, v in history if v is not None],
+            }
+        )
     return tiles

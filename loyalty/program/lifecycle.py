@@ -33,7 +33,6 @@ from loyalty.records import locked
 __all__ = ["Removal", "archive_record", "clone_record", "copy_name", "count_rows", "delete_record", "restore_record"]
 
 
-
 class _Archivable(Protocol):
     """A configuration record: a reward, campaign, goal, KPI target or segment."""
 
@@ -88,13 +87,27 @@ def _set_archived(session: Session, *, actor: Actor, record: Any, entity: str, a
     record.archived_at = utcnow() if archived else None
     session.add(record)
     session.flush()
-    record_audit(session, actor=actor, action=f"{entity}.{'archive' if archived else 'restore'}", entity=entity, entity_id=record.id,
-                 before={"name": _label(record), "archived_at": before},
-                 after={"name": _label(record), "archived_at": record.archived_at.isoformat() if record.archived_at else None, **(why or {})})
+    record_audit(
+        session,
+        actor=actor,
+        action=f"{entity}.{'archive' if archived else 'restore'}",
+        entity=entity,
+        entity_id=record.id,
+        before={"name": _label(record), "archived_at": before},
+        after={"name": _label(record), "archived_at": record.archived_at.isoformat() if record.archived_at else None, **(why or {})},
+    )
 
 
-def archive_record(*, session: Session, actor: Actor, model: type[Record], record_id: int, entity: str, permission: str,
-                   check: Callable[[Record], None] | None = None) -> Record:
+def archive_record(
+    *,
+    session: Session,
+    actor: Actor,
+    model: type[Record],
+    record_id: int,
+    entity: str,
+    permission: str,
+    check: Callable[[Record], None] | None = None,
+) -> Record:
     """Hide a record from pickers and lists; ``check`` may refuse (raise) first."""
     require(actor, permission)
     with write_transaction(session):
@@ -118,9 +131,18 @@ def restore_record(*, session: Session, actor: Actor, model: type[Record], recor
     return record
 
 
-def delete_record(*, session: Session, actor: Actor, model: type[Record], record_id: int, entity: str, permission: str,
-                  references: References, snapshot: Callable[[Record], dict[str, Any]],
-                  check: Callable[[Record], None] | None = None) -> Removal:
+def delete_record(
+    *,
+    session: Session,
+    actor: Actor,
+    model: type[Record],
+    record_id: int,
+    entity: str,
+    permission: str,
+    references: References,
+    snapshot: Callable[[Record], dict[str, Any]],
+    check: Callable[[Record], None] | None = None,
+) -> Removal:
     """Delete a record nothing refers to; archive it instead when something does."""
     require(actor, permission)
     with write_transaction(session):
@@ -131,16 +153,26 @@ def delete_record(*, session: Session, actor: Actor, model: type[Record], record
         found = tuple((what, n) for what, n in references(session, record) if n)
         if found:
             if record.archived_at is None:
-                _set_archived(session, actor=actor, record=record, entity=entity, archived=True,
-                              why={"instead_of_delete": f"referred to by {_describe(found)}"})
+                _set_archived(
+                    session, actor=actor, record=record, entity=entity, archived=True, why={"instead_of_delete": f"referred to by {_describe(found)}"}
+                )
             return Removal("archived", name, found)
         record_audit(session, actor=actor, action=f"{entity}.delete", entity=entity, entity_id=record.id, before=snapshot(record))
         session.delete(record)
     return Removal("deleted", name)
 
 
-def clone_record(*, session: Session, actor: Actor, model: type[Record], record_id: int, entity: str, permission: str,
-                 create: Callable[[Record, str], Record], name_limit: int | None = None) -> Record:
+def clone_record(
+    *,
+    session: Session,
+    actor: Actor,
+    model: type[Record],
+    record_id: int,
+    entity: str,
+    permission: str,
+    create: Callable[[Record, str], Record],
+    name_limit: int | None = None,
+) -> Record:
     """A copy made by ``create(source, name)`` (the kind's own save, audited as created), audited as ``<entity>.clone``.
 
     ``name`` is :func:`copy_name` of the source's name (``None`` for a record without a
@@ -154,8 +186,15 @@ def clone_record(*, session: Session, actor: Actor, model: type[Record], record_
         # Only kinds with a name pass name_limit (a KPI target has none).
         name = copy_name(session, model, source.name, limit=name_limit) if name_limit else None  # type: ignore[arg-type, attr-defined]
         clone = create(source, name)  # type: ignore[arg-type]  # None only for a KPI target, whose create ignores it
-        record_audit(session, actor=actor, action=f"{entity}.clone", entity=entity, entity_id=clone.id,
-                     before={"from": _label(source), "from_id": source.id}, after={"name": _label(clone)})
+        record_audit(
+            session,
+            actor=actor,
+            action=f"{entity}.clone",
+            entity=entity,
+            entity_id=clone.id,
+            before={"from": _label(source), "from_id": source.id},
+            after={"name": _label(clone)},
+        )
     return clone
 
 

@@ -32,8 +32,7 @@ REWARD_KINDS = {
     "partner": "Partner reward",
     "donation": "Donation (sustainability)",
 }
-REWARD_FIELDS = ("name", "kind", "description", "points_cost", "stock", "min_tier_id", "partner",
-                 "available_from", "available_until", "active")
+REWARD_FIELDS = ("name", "kind", "description", "points_cost", "stock", "min_tier_id", "partner", "available_from", "available_until", "active")
 
 
 def _validate(session: Session, values: dict[str, Any], reward_id: int | None) -> None:
@@ -81,8 +80,21 @@ def save_reward(*, session: Session, actor: Actor, reward_id: int | None = None,
         if reward is not None and stock_seen is not _UNSEEN and reward.stock != stock_seen:
             raise InvalidInput(f"{reward.name}'s stock changed to {reward.stock} since you opened it (redemptions): reload and try again.")
         before = reward.model_dump(include=set(REWARD_FIELDS), mode="json") if reward else None
-        values = {**(before or {"description": "", "stock": None, "min_tier_id": None, "partner": "", "available_from": None,
-                                "available_until": None, "active": True}), **fields}
+        values = {
+            **(
+                before
+                or {
+                    "description": "",
+                    "stock": None,
+                    "min_tier_id": None,
+                    "partner": "",
+                    "available_from": None,
+                    "available_until": None,
+                    "active": True,
+                }
+            ),
+            **fields,
+        }
         if reward:
             values["available_from"] = fields.get("available_from", reward.available_from)
             values["available_until"] = fields.get("available_until", reward.available_until)
@@ -93,16 +105,30 @@ def save_reward(*, session: Session, actor: Actor, reward_id: int | None = None,
             setattr(reward, field, values[field])
         session.add(reward)
         session.flush()
-        record_audit(session, actor=actor, action="reward.create" if before is None else "reward.update", entity="reward",
-                     entity_id=reward.id, before=before, after=reward.model_dump(include=set(REWARD_FIELDS), mode="json"))
+        record_audit(
+            session,
+            actor=actor,
+            action="reward.create" if before is None else "reward.update",
+            entity="reward",
+            entity_id=reward.id,
+            before=before,
+            after=reward.model_dump(include=set(REWARD_FIELDS), mode="json"),
+        )
     return reward
 
 
 def clone_reward(*, session: Session, actor: Actor, reward_id: int) -> Reward:
     """A new reward with the same settings, named ``"<name> (copy)"``; audited as created and cloned."""
-    return clone_record(session=session, actor=actor, model=Reward, record_id=reward_id, entity="reward", permission="program.configure",
-                        name_limit=200, create=lambda source, name: save_reward(
-                            session=session, actor=actor, **{**source.model_dump(include=set(REWARD_FIELDS)), "name": name}))
+    return clone_record(
+        session=session,
+        actor=actor,
+        model=Reward,
+        record_id=reward_id,
+        entity="reward",
+        permission="program.configure",
+        name_limit=200,
+        create=lambda source, name: save_reward(session=session, actor=actor, **{**source.model_dump(include=set(REWARD_FIELDS)), "name": name}),
+    )
 
 
 def archive_reward(*, session: Session, actor: Actor, reward_id: int) -> Reward:
@@ -120,5 +146,13 @@ def _reward_references(session: Session, reward: Reward) -> list[tuple[str, int]
 
 def delete_reward(*, session: Session, actor: Actor, reward_id: int) -> Removal:
     """Delete a reward never redeemed; one with redemptions is archived instead (they keep naming it)."""
-    return delete_record(session=session, actor=actor, model=Reward, record_id=reward_id, entity="reward", permission="program.configure",
-                         references=_reward_references, snapshot=lambda r: r.model_dump(include=set(REWARD_FIELDS), mode="json"))
+    return delete_record(
+        session=session,
+        actor=actor,
+        model=Reward,
+        record_id=reward_id,
+        entity="reward",
+        permission="program.configure",
+        references=_reward_references,
+        snapshot=lambda r: r.model_dump(include=set(REWARD_FIELDS), mode="json"),
+    )

@@ -27,8 +27,18 @@ from loyalty.program.lifecycle import (
     restore_record,
 )
 
-__all__ = ["REVENUE_WINDOW_DAYS", "archive_segment", "clone_segment", "delete_segment", "list_segments", "restore_segment", "save_segment",
-           "segment_member_ids", "segment_stats", "segments_overview"]
+__all__ = [
+    "REVENUE_WINDOW_DAYS",
+    "archive_segment",
+    "clone_segment",
+    "delete_segment",
+    "list_segments",
+    "restore_segment",
+    "save_segment",
+    "segment_member_ids",
+    "segment_stats",
+    "segments_overview",
+]
 
 REVENUE_WINDOW_DAYS = 365
 
@@ -48,12 +58,23 @@ def list_segments(session: Session, *, include_archived: bool = False) -> pd.Dat
     query = select(Segment).order_by(Segment.name)
     if not include_archived:
         query = query.where(col(Segment.archived_at).is_(None))
-    rows = [{"id": s.id, "name": s.name, "description": s.description, "rules": s.rules, "created_by": s.created_by,
-             "archived": s.archived_at is not None} for s in session.exec(query)]
+    rows = [
+        {
+            "id": s.id,
+            "name": s.name,
+            "description": s.description,
+            "rules": s.rules,
+            "created_by": s.created_by,
+            "archived": s.archived_at is not None,
+        }
+        for s in session.exec(query)
+    ]
     return pd.DataFrame(rows, columns=["id", "name", "description", "rules", "created_by", "archived"])
 
 
-def save_segment(*, session: Session, actor: Actor, name: str, rules: dict[str, Any], description: str = "", segment_id: int | None = None) -> Segment:
+def save_segment(
+    *, session: Session, actor: Actor, name: str, rules: dict[str, Any], description: str = "", segment_id: int | None = None
+) -> Segment:
     """Create or change a segment after checking its rules evaluate; audited."""
     require(actor, "segments.manage")
     name = name.strip()
@@ -78,16 +99,30 @@ def save_segment(*, session: Session, actor: Actor, name: str, rules: dict[str, 
         segment.name, segment.description, segment.rules = name, description, rules
         session.add(segment)
         session.flush()
-        record_audit(session, actor=actor, action="segment.create" if before is None else "segment.update", entity="segment",
-                     entity_id=segment.id, before=before, after={"name": name, "description": description, "rules": rules})
+        record_audit(
+            session,
+            actor=actor,
+            action="segment.create" if before is None else "segment.update",
+            entity="segment",
+            entity_id=segment.id,
+            before=before,
+            after={"name": name, "description": description, "rules": rules},
+        )
     return segment
 
 
 def clone_segment(*, session: Session, actor: Actor, segment_id: int) -> Segment:
     """A copy named ``"<name> (copy)"`` with the same rules and description; audited as created and cloned."""
-    return clone_record(session=session, actor=actor, model=Segment, record_id=segment_id, entity="segment", permission="segments.manage",
-                        name_limit=100, create=lambda source, name: save_segment(
-                            session=session, actor=actor, name=name, rules=dict(source.rules), description=source.description))
+    return clone_record(
+        session=session,
+        actor=actor,
+        model=Segment,
+        record_id=segment_id,
+        entity="segment",
+        permission="segments.manage",
+        name_limit=100,
+        create=lambda source, name: save_segment(session=session, actor=actor, name=name, rules=dict(source.rules), description=source.description),
+    )
 
 
 def archive_segment(*, session: Session, actor: Actor, segment_id: int) -> Segment:
@@ -101,16 +136,22 @@ def restore_segment(*, session: Session, actor: Actor, segment_id: int) -> Segme
 
 def _segment_references(session: Session, segment: Segment) -> list[tuple[str, int]]:
     # A campaign names its segment inside its eligibility (JSON): counted here, not in SQL.
-    campaigns = sum(1 for eligibility in session.exec(select(Campaign.eligibility)).all()
-                    if (eligibility or {}).get("segment_id") == segment.id)
+    campaigns = sum(1 for eligibility in session.exec(select(Campaign.eligibility)).all() if (eligibility or {}).get("segment_id") == segment.id)
     return [("KPI target", count_rows(session, KpiTarget.segment_id, segment.id)), ("campaign", campaigns)]
 
 
 def delete_segment(*, session: Session, actor: Actor, segment_id: int) -> Removal:
     """Delete a segment no campaign or KPI target uses; one in use is archived instead."""
-    return delete_record(session=session, actor=actor, model=Segment, record_id=segment_id, entity="segment", permission="segments.manage",
-                         references=_segment_references,
-                         snapshot=lambda segment: segment.model_dump(mode="json", include={"name", "description", "rules"}))
+    return delete_record(
+        session=session,
+        actor=actor,
+        model=Segment,
+        record_id=segment_id,
+        entity="segment",
+        permission="segments.manage",
+        references=_segment_references,
+        snapshot=lambda segment: segment.model_dump(mode="json", include={"name", "description", "rules"}),
+    )
 
 
 def _revenue_in_window(purchases: pl.DataFrame, today: date) -> pl.DataFrame:
@@ -118,8 +159,11 @@ def _revenue_in_window(purchases: pl.DataFrame, today: date) -> pl.DataFrame:
     window both the overview of every segment and one segment's live figures count."""
     import polars as pl
 
-    return (purchases.filter(pl.col("occurred_on") >= today - timedelta(days=REVENUE_WINDOW_DAYS))
-            .group_by("member_id").agg(revenue=pl.col("amount").sum()))
+    return (
+        purchases.filter(pl.col("occurred_on") >= today - timedelta(days=REVENUE_WINDOW_DAYS))
+        .group_by("member_id")
+        .agg(revenue=pl.col("amount").sum())
+    )
 
 
 def segment_stats(session: Session, rules: dict[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
@@ -159,8 +203,12 @@ def segments_overview(session: Session, *, now: datetime | None = None, include_
     memberships = segment_memberships(session, as_of=today, members=load_members(session), purchases=purchases)
     revenue = _revenue_in_window(purchases, today)
     total = float(revenue["revenue"].sum())
-    per_segment = (memberships.join(revenue, on="member_id", how="left").group_by("segment")
-                   .agg(members=pl.len(), revenue=pl.col("revenue").fill_null(0.0).sum()).to_pandas())
+    per_segment = (
+        memberships.join(revenue, on="member_id", how="left")
+        .group_by("segment")
+        .agg(members=pl.len(), revenue=pl.col("revenue").fill_null(0.0).sum())
+        .to_pandas()
+    )
     frame = segments.merge(per_segment, left_on="name", right_on="segment", how="left").drop(columns="segment")
     frame["members"] = frame["members"].fillna(0).astype("int64")
     frame["revenue"] = frame["revenue"].fillna(0.0)

@@ -34,9 +34,17 @@ def list_tiers(session: Session) -> pd.DataFrame:
     """Tiers lowest first, with the number of members in each now."""
     counts = dict(session.exec(select(col(Member.tier_id), func.count()).group_by(col(Member.tier_id))).all())
     rows = [
-        {"id": t.id, "name": t.name, "min_spend": t.min_spend, "min_purchases": t.min_purchases,
-         "window_months": t.window_months, "multiplier": t.multiplier, "benefits": "; ".join(t.benefits or []),
-         "grace_months": t.grace_months, "members": int(counts.get(t.id, 0))}
+        {
+            "id": t.id,
+            "name": t.name,
+            "min_spend": t.min_spend,
+            "min_purchases": t.min_purchases,
+            "window_months": t.window_months,
+            "multiplier": t.multiplier,
+            "benefits": "; ".join(t.benefits or []),
+            "grace_months": t.grace_months,
+            "members": int(counts.get(t.id, 0)),
+        }
         for t in session.exec(select(Tier).order_by(col(Tier.rank)))
     ]
     return pd.DataFrame(rows, columns=["id", *TIER_FIELDS, "members"])

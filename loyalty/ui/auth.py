@@ -157,9 +157,7 @@ def sidebar_user(actor: Actor) -> None:
         st.button("Sign out", on_click=sign_out)
         if grant := st.session_state.get(_GRANT):
             # Hand the browser its session cookie (HttpOnly: set by the server route).
-            _in_browser(
-                f"fetch('/auth/session', {{method: 'POST', body: {json.dumps(grant)}, credentials: 'same-origin'}})"
-            )
+            _in_browser(f"fetch('/auth/session', {{method: 'POST', body: {json.dumps(grant)}, credentials: 'same-origin'}})")
 
 
 def page_actor(permission: str | None = None) -> Actor:

@@ -19,8 +19,6 @@ def compact(value: float, currency: str = "") -> str:
     return f"{prefix}{value:,.0f}"
 
 
-
-
 def monthly_revenue(monthly: pd.DataFrame, currency: str) -> go.Figure:
     fig = go.Figure()
     fig.add_bar(x=monthly["month"], y=monthly["revenue"], name="Revenue", marker_color=TEAL)
@@ -53,8 +51,16 @@ def members_per_tier(tiers: pd.DataFrame, barrier: pd.DataFrame) -> go.Figure:
 
 def reward_reach(barrier: pd.DataFrame) -> go.Figure:
     colours = [ROSE if flagged else TEAL for flagged in barrier["barrier"]]
-    fig = go.Figure(go.Bar(y=barrier["reward"], x=barrier["reachable_share"] * 100, orientation="h", marker_color=colours,
-                           text=[f"{v:.0%}" for v in barrier["reachable_share"]], textposition="outside"))
+    fig = go.Figure(
+        go.Bar(
+            y=barrier["reward"],
+            x=barrier["reachable_share"] * 100,
+            orientation="h",
+            marker_color=colours,
+            text=[f"{v:.0%}" for v in barrier["reachable_share"]],
+            textposition="outside",
+        )
+    )
     fig.update_layout(yaxis={"autorange": "reversed"}, xaxis={"range": [0, 105], "ticksuffix": "%"}, hovermode="closest")
     fig = house_layout(fig, "Share of active members who can reach each reward within 12 months (red: entry barrier)", yaxis_title="")
     return fig.update_layout(height=max(340, 90 + 26 * len(barrier)))
@@ -71,13 +77,24 @@ def budget_burn(campaigns: pd.DataFrame) -> go.Figure:
 
 def cohort_heatmap(matrix: pd.DataFrame, sizes: pd.Series) -> go.Figure:
     labels = [f"{c} ({int(sizes.get(c, 0)):,})" for c in matrix.index]
-    fig = go.Figure(go.Heatmap(
-        z=matrix.to_numpy() * 100, x=[f"+{int(a)}" for a in matrix.columns], y=labels, colorscale="Teal", zmin=0, zmax=100,
-        text=[[("" if pd.isna(v) else f"{v:.0%}") for v in row] for row in matrix.to_numpy()], texttemplate="%{text}",
-        hovertemplate="cohort %{y}<br>month %{x}<br>%{z:.1f}% bought<extra></extra>", colorbar={"title": "%"},
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix.to_numpy() * 100,
+            x=[f"+{int(a)}" for a in matrix.columns],
+            y=labels,
+            colorscale="Teal",
+            zmin=0,
+            zmax=100,
+            text=[[("" if pd.isna(v) else f"{v:.0%}") for v in row] for row in matrix.to_numpy()],
+            texttemplate="%{text}",
+            hovertemplate="cohort %{y}<br>month %{x}<br>%{z:.1f}% bought<extra></extra>",
+            colorbar={"title": "%"},
+        )
+    )
     fig.update_layout(yaxis={"autorange": "reversed", "title": "cohort (first purchase month, size)"}, xaxis_title="months since first purchase")
-    return house_layout(fig, "Cohort retention: share of each cohort buying k months later", yaxis_title="").update_layout(height=max(360, 60 + 28 * len(matrix)), hovermode="closest")
+    return house_layout(fig, "Cohort retention: share of each cohort buying k months later", yaxis_title="").update_layout(
+        height=max(360, 60 + 28 * len(matrix)), hovermode="closest"
+    )
 
 
 def retention_curves_chart(curves: pd.DataFrame, by: str = "acquisition_channel") -> go.Figure:
@@ -118,11 +135,16 @@ def group_bars(frame: pd.DataFrame, columns: list[str], title: str, yaxis: str =
 
 def clv_scatter(members: pd.DataFrame) -> go.Figure:
     sample = members.sample(min(len(members), 3000), random_state=0) if len(members) > 3000 else members
-    fig = go.Figure(go.Scattergl(
-        x=sample["historical_clv"], y=sample["predicted_clv"], mode="markers", text=sample["external_id"],
-        marker={"color": sample["probability_alive"], "colorscale": "RdYlGn", "cmin": 0, "cmax": 1, "size": 5, "colorbar": {"title": "P(alive)"}},
-        hovertemplate="%{text}<br>historical %{x:,.0f}<br>predicted 12 m %{y:,.0f}<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Scattergl(
+            x=sample["historical_clv"],
+            y=sample["predicted_clv"],
+            mode="markers",
+            text=sample["external_id"],
+            marker={"color": sample["probability_alive"], "colorscale": "RdYlGn", "cmin": 0, "cmax": 1, "size": 5, "colorbar": {"title": "P(alive)"}},
+            hovertemplate="%{text}<br>historical %{x:,.0f}<br>predicted 12 m %{y:,.0f}<extra></extra>",
+        )
+    )
     fig.update_layout(xaxis_title="historical CLV (spend to date)", hovermode="closest")
     return house_layout(fig, "Predicted (next 12 months) vs historical CLV, coloured by probability alive", yaxis_title="predicted CLV")
 
@@ -132,7 +154,9 @@ def points_flow(monthly: pd.DataFrame) -> go.Figure:
     fig.add_bar(x=monthly["month"], y=monthly["earned"], name="Earned", marker_color=TEAL)
     fig.add_bar(x=monthly["month"], y=-monthly["redeemed"], name="Redeemed", marker_color=AMBER)
     fig.add_bar(x=monthly["month"], y=-monthly["expired"], name="Expired", marker_color=ROSE)
-    fig.add_scatter(x=monthly["month"], y=monthly["redemption_rate"] * 100, name="Redemption rate", yaxis="y2", mode="lines+markers", line_color=SLATE)
+    fig.add_scatter(
+        x=monthly["month"], y=monthly["redemption_rate"] * 100, name="Redemption rate", yaxis="y2", mode="lines+markers", line_color=SLATE
+    )
     fig.update_layout(barmode="relative", yaxis2={"overlaying": "y", "side": "right", "ticksuffix": "%", "showgrid": False, "rangemode": "tozero"})
     return house_layout(fig, "Points earned vs redeemed vs expired, and the redemption rate", yaxis_title="points")
 
@@ -148,10 +172,21 @@ def nps_chart(monthly: pd.DataFrame) -> go.Figure:
 
 def rfm_heatmap(cells: pd.DataFrame) -> go.Figure:
     """Recency score (rows, 5 = most recent) by frequency score (columns), members per cell."""
-    grid = cells.pivot_table(index="r_score", columns="f_score", values="members", aggfunc="sum").reindex(index=[5, 4, 3, 2, 1], columns=[1, 2, 3, 4, 5])
+    grid = cells.pivot_table(index="r_score", columns="f_score", values="members", aggfunc="sum").reindex(
+        index=[5, 4, 3, 2, 1], columns=[1, 2, 3, 4, 5]
+    )
     names = cells.drop_duplicates(["r_score", "f_score"]).set_index(["r_score", "f_score"])["segment"]
     text = [[f"{names.get((r, f), '')}<br>{0 if pd.isna(grid.loc[r, f]) else int(grid.loc[r, f]):,}" for f in grid.columns] for r in grid.index]
-    fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"F{f}" for f in grid.columns], y=[f"R{r}" for r in grid.index], text=text,
-                               texttemplate="%{text}", colorscale="Teal", hovertemplate="%{y} %{x}<br>%{z} members<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(),
+            x=[f"F{f}" for f in grid.columns],
+            y=[f"R{r}" for r in grid.index],
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Teal",
+            hovertemplate="%{y} %{x}<br>%{z} members<extra></extra>",
+        )
+    )
     fig.update_layout(xaxis_title="frequency score (5 = most purchases)", yaxis_title="recency score (5 = most recent)", hovermode="closest")
     return house_layout(fig, "RFM grid: members per recency x frequency cell", yaxis_title="").update_layout(height=460)

@@ -85,7 +85,9 @@ def ensure_demo_program() -> None:
                     bar.progress(min(max(fraction, 0.0), 1.0))
 
                 run_all(actor=SYSTEM_DEMO, progress=show_progress)
-                status.update(label=f"Demo program ready: {summary['members']:,} members, {summary['purchases']:,} purchases.", state="complete", expanded=False)
+                status.update(
+                    label=f"Demo program ready: {summary['members']:,} members, {summary['purchases']:,} purchases.", state="complete", expanded=False
+                )
             except LoyaltyError:
                 # Another browser session created it at the same moment.
                 status.update(label="Demo program ready.", state="complete", expanded=False)

@@ -31,7 +31,9 @@ def filter_bar(page: str, *, default_days: int = 365) -> Filters:
         start, end = (list(chosen) + [None, None])[:2] if isinstance(chosen, (tuple, list)) else (chosen, None)
         segment = st.selectbox("Segment", [None, *segments], format_func=lambda i: "all members" if i is None else segments[i], key=f"{page}_segment")
         tier = st.selectbox("Tier", [None, *tiers], format_func=lambda t: "all tiers" if t is None else t, key=f"{page}_tier")
-        channel = st.selectbox("Acquisition channel", [None, *CHANNELS], format_func=lambda c: "all channels" if c is None else c, key=f"{page}_channel")
+        channel = st.selectbox(
+            "Acquisition channel", [None, *CHANNELS], format_func=lambda c: "all channels" if c is None else c, key=f"{page}_channel"
+        )
     start = start or today - timedelta(days=default_days)
     return Filters(start=start, end=(end or today) + timedelta(days=1), segment_id=segment, tier=tier, channel=channel)
 

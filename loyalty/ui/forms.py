@@ -56,8 +56,17 @@ def archive_toggle(page: str, what: str) -> bool:
     return st.toggle(f"Show archived {what}", key=f"{page}_show_archived", help="Archived items are hidden from lists and pickers until restored.")
 
 
-def lifecycle_buttons(page: str, *, name: str, archived: bool, clone: Callable[[Any], Any], archive: Callable[[Any], Any],
-                      restore: Callable[[Any], Any], delete: Callable[[Any], Any], new_choice: str) -> None:
+def lifecycle_buttons(
+    page: str,
+    *,
+    name: str,
+    archived: bool,
+    clone: Callable[[Any], Any],
+    archive: Callable[[Any], Any],
+    restore: Callable[[Any], Any],
+    delete: Callable[[Any], Any],
+    new_choice: str,
+) -> None:
     """Clone, Archive (or Restore) and Delete for the chosen record; each runs a use case, then the page starts afresh.
 
     ``delete`` returns a :class:`loyalty.program.lifecycle.Removal` (archived instead when something refers to the record).
@@ -66,8 +75,9 @@ def lifecycle_buttons(page: str, *, name: str, archived: bool, clone: Callable[[
     if cols[0].button("Clone", key=f"{page}_clone", help=f'A copy named "{name} (copy)".'):
         copy = run_action(clone)
         if copy is not None:
-            form_saved(page, f"{copy.name if hasattr(copy, 'name') else 'A copy'} created from {name} (audited).",
-                       choice=getattr(copy, "name", new_choice))
+            form_saved(
+                page, f"{copy.name if hasattr(copy, 'name') else 'A copy'} created from {name} (audited).", choice=getattr(copy, "name", new_choice)
+            )
     if archived:
         if cols[1].button("Restore", key=f"{page}_restore", type="primary") and run_action(restore) is not None:
             form_saved(page, f"{name} restored (audited).", choice=name)

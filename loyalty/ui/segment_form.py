@@ -31,15 +31,27 @@ def segment_rules(key: str, saved_rules: dict, tiers: list[str]) -> dict:
     days = saved_rules.get("days_since_last_purchase", {})
     low, high = cols[0].slider("Days since last purchase", 0, MAX_DAYS, (days.get("min", 0), days.get("max", MAX_DAYS)), key=f"{key}_days")
     if (low, high) != (0, MAX_DAYS):
-        rules["days_since_last_purchase"] = {k: v for k, v in (("min", low), ("max", high)) if (k == "min" and v > 0) or (k == "max" and v < MAX_DAYS)}
+        rules["days_since_last_purchase"] = {
+            k: v for k, v in (("min", low), ("max", high)) if (k == "min" and v > 0) or (k == "max" and v < MAX_DAYS)
+        }
     spend = saved_rules.get("spend", {})
-    clv_low, clv_high = cols[1].slider("CLV band: historical CLV (lifetime spend)", 0, MAX_SPEND,
-                                       (int(spend.get("min", 0)), int(spend.get("max", MAX_SPEND))), step=100, key=f"{key}_clv",
-                                       help="Historical CLV is what the member has spent so far; 10,000 means no upper limit.")
+    clv_low, clv_high = cols[1].slider(
+        "CLV band: historical CLV (lifetime spend)",
+        0,
+        MAX_SPEND,
+        (int(spend.get("min", 0)), int(spend.get("max", MAX_SPEND))),
+        step=100,
+        key=f"{key}_clv",
+        help="Historical CLV is what the member has spent so far; 10,000 means no upper limit.",
+    )
     if (clv_low, clv_high) != (0, MAX_SPEND):
         rules["spend"] = {k: float(v) for k, v in (("min", clv_low), ("max", clv_high)) if (k == "min" and v > 0) or (k == "max" and v < MAX_SPEND)}
-    consent = cols[2].selectbox("Marketing consent", CONSENTS, key=f"{key}_consent",
-                                index=0 if "marketing_consent" not in saved_rules else (1 if saved_rules["marketing_consent"] else 2))
+    consent = cols[2].selectbox(
+        "Marketing consent",
+        CONSENTS,
+        key=f"{key}_consent",
+        index=0 if "marketing_consent" not in saved_rules else (1 if saved_rules["marketing_consent"] else 2),
+    )
     if consent != "any":
         rules["marketing_consent"] = consent == "given"
     typed = st.text_input("Cities (comma separated)", value=", ".join(saved_rules.get("city", [])), key=f"{key}_cities")

@@ -10,8 +10,7 @@ import plotly.graph_objects as go
 from loyalty.figures import house_layout
 from loyalty.ui.charts import AMBER, SLATE, TEAL, compact
 
-__all__ = ["comparison_chart", "comparison_table", "delta_colour", "flows_chart", "format_delta", "format_settings", "format_value",
-           "tiers_chart"]
+__all__ = ["comparison_chart", "comparison_table", "delta_colour", "flows_chart", "format_delta", "format_settings", "format_value", "tiers_chart"]
 
 # A rise in these is a cost to the program: shown red.
 _COSTLY = {"liability", "cost_share", "points_outstanding"}
@@ -49,10 +48,12 @@ def delta_colour(metric: str) -> str:
 def tiers_chart(tiers: pd.DataFrame) -> go.Figure:
     """Members per tier at the end of the window, current vs scenario (``tiers_frame``)."""
     fig = go.Figure()
-    fig.add_bar(x=tiers["tier"], y=tiers["members_current"], name="Current rules", marker_color=SLATE,
-                text=tiers["members_current"], textposition="outside")
-    fig.add_bar(x=tiers["tier"], y=tiers["members_scenario"], name="Scenario", marker_color=TEAL,
-                text=tiers["members_scenario"], textposition="outside")
+    fig.add_bar(
+        x=tiers["tier"], y=tiers["members_current"], name="Current rules", marker_color=SLATE, text=tiers["members_current"], textposition="outside"
+    )
+    fig.add_bar(
+        x=tiers["tier"], y=tiers["members_scenario"], name="Scenario", marker_color=TEAL, text=tiers["members_scenario"], textposition="outside"
+    )
     fig.update_layout(barmode="group", hovermode="closest")
     return house_layout(fig, "Members per tier at the end of the window", yaxis_title="members")
 
@@ -85,8 +86,13 @@ def comparison_chart(comparison: pd.DataFrame) -> go.Figure:
                 change.append((then - now) / now * 100 if now else None)
         fig.add_bar(y=headline["label"], x=change, name=name, orientation="h", marker_color=_SCENARIO_COLOURS[i % len(_SCENARIO_COLOURS)])
     fig = house_layout(fig, "Change against the current rules (% of current; shares in points of %)")
-    fig.update_layout(barmode="group", hovermode="closest", height=120 + 28 * len(headline) * max(len(scenarios), 1) ** 0.5,
-                      yaxis={"autorange": "reversed"}, xaxis={"title": "%", "zeroline": True})
+    fig.update_layout(
+        barmode="group",
+        hovermode="closest",
+        height=120 + 28 * len(headline) * max(len(scenarios), 1) ** 0.5,
+        yaxis={"autorange": "reversed"},
+        xaxis={"title": "%", "zeroline": True},
+    )
     return fig
 
 

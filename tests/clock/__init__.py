@@ -28,8 +28,7 @@ NOW_VARIABLE, SINCE_VARIABLE = "LOYALTY_TEST_NOW", "LOYALTY_TEST_NOW_SINCE"
 #: A month's first day, its middle, the last day every month has, the year's end and a leap day;
 #: LOYALTY_TEST_DATES (comma-separated ISO dates) overrides them.
 CALENDAR_DATES = tuple(
-    date.fromisoformat(day) for day in
-    (os.environ.get("LOYALTY_TEST_DATES") or "2026-03-01,2026-03-15,2026-03-28,2026-12-31,2028-02-29").split(",")
+    date.fromisoformat(day) for day in (os.environ.get("LOYALTY_TEST_DATES") or "2026-03-01,2026-03-15,2026-03-28,2026-12-31,2028-02-29").split(",")
 )
 
 

@@ -21,8 +21,15 @@ import pytest
 
 CHROMIUM = os.environ.get("LOYALTY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 PROJECT = Path(__file__).resolve().parents[2]
 PASSWORDS = {role: f"{role}-e2e-password" for role in ("admin", "manager", "analyst", "operations", "executive")}
@@ -77,9 +84,22 @@ def app_url(e2e_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     env = {**os.environ, "LOYALTY_DATABASE_URL": e2e_database, "LOYALTY_DEMO": "0", "LOYALTY_WORKER": "0"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}",
-             "--server.address=127.0.0.1", "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"],
-            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless=true",
+                f"--server.port={port}",
+                "--server.address=127.0.0.1",
+                "--browser.gatherUsageStats=false",
+                "--server.fileWatcherType=none",
+            ],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -141,9 +161,7 @@ def wait_for_page(page) -> None:
     page.wait_for_load_state("networkidle")
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=60_000)
     # Elements of the previous run stay on screen, marked stale, until the new run replaces them.
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stElementContainer\"][data-stale=\"true\"]')", timeout=60_000
-    )
+    page.wait_for_function('() => !document.querySelector(\'[data-testid="stElementContainer"][data-stale="true"]\')', timeout=60_000)
     page.wait_for_timeout(500)
 
 

@@ -22,9 +22,7 @@ def _balance(e2e_database: str, member: str) -> int:
 
 def _status(e2e_database: str, points: int, reason: str) -> str:
     with new_session(get_engine(e2e_database)) as session:
-        return session.exec(
-            select(PendingAdjustment.status).where(PendingAdjustment.points == points, PendingAdjustment.reason == reason)
-        ).one()
+        return session.exec(select(PendingAdjustment.status).where(PendingAdjustment.points == points, PendingAdjustment.reason == reason)).one()
 
 
 def test_a_large_adjustment_waits_until_a_second_admin_approves_or_rejects_it(browser, app_url, e2e_database, screenshots):

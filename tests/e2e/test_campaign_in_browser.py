@@ -4,7 +4,7 @@ imported on the Import page earns the campaign's bonus, and the member's ledger 
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlmodel import select
@@ -35,11 +35,13 @@ def test_a_new_campaign_gives_its_bonus_on_the_next_purchase(page, app_url, e2e_
         campaign = session.exec(select(Campaign).where(Campaign.name == "E2E triple points")).one()
         assert campaign.status == "active"
         member = session.exec(
-            select(Member).join(CampaignAssignment, CampaignAssignment.member_id == Member.id)
-            .where(CampaignAssignment.campaign_id == campaign.id, CampaignAssignment.group == "treatment").limit(1)
+            select(Member)
+            .join(CampaignAssignment, CampaignAssignment.member_id == Member.id)
+            .where(CampaignAssignment.campaign_id == campaign.id, CampaignAssignment.group == "treatment")
+            .limit(1)
         ).one()
 
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     csv = tmp_path / "purchase.csv"
     csv.write_text(f"purchase_id,member_id,occurred_at,amount,channel,store,category\nE2E-1,{member.external_id},{now},40.00,web,online,grocery\n")
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Import").click()
@@ -52,7 +54,8 @@ def test_a_new_campaign_gives_its_bonus_on_the_next_purchase(page, app_url, e2e_
 
     with new_session(get_engine(e2e_database)) as session:
         entries = session.exec(
-            select(LedgerEntry.kind, LedgerEntry.points, LedgerEntry.campaign_id).join(Purchase, Purchase.id == LedgerEntry.purchase_id)
+            select(LedgerEntry.kind, LedgerEntry.points, LedgerEntry.campaign_id)
+            .join(Purchase, Purchase.id == LedgerEntry.purchase_id)
             .where(Purchase.external_id == "E2E-1")
         ).all()
         multiplier = session.get(Tier, member.tier_id).multiplier if member.tier_id else 1.0

@@ -35,9 +35,13 @@ def _choose(page, label: str, option: str) -> None:
 
 
 def _reward_form(page) -> dict:
-    return {"name": page.get_by_label("Name", exact=True).input_value(), "stock": page.get_by_label("Stock", exact=True).input_value(),
-            "cost": page.get_by_label("Points cost").input_value(), "limited": page.get_by_role("checkbox", name="Limited stock").is_checked(),
-            "tier": _selectbox(page, "Only for tier and above").input_value()}
+    return {
+        "name": page.get_by_label("Name", exact=True).input_value(),
+        "stock": page.get_by_label("Stock", exact=True).input_value(),
+        "cost": page.get_by_label("Points cost").input_value(),
+        "limited": page.get_by_role("checkbox", name="Limited stock").is_checked(),
+        "tier": _selectbox(page, "Only for tier and above").input_value(),
+    }
 
 
 def _add_reward(page, name: str, stock: int) -> None:
@@ -98,9 +102,15 @@ def test_a_reward_is_edited_cloned_and_archived(page, app_url, e2e_database, scr
     page.keyboard.press("Escape")
     assert f"E2E mug {tag} 1" in options and not any("(copy)" in o and tag in o for o in options)
     with new_session(get_engine(e2e_database)) as session:
-        rows = session.exec(select(Reward.name, Reward.stock, Reward.archived_at).where(Reward.name.like(f"E2E mug {tag}%")).order_by(Reward.id)).all()
+        rows = session.exec(
+            select(Reward.name, Reward.stock, Reward.archived_at).where(Reward.name.like(f"E2E mug {tag}%")).order_by(Reward.id)
+        ).all()
     assert [(name, stock, archived is not None) for name, stock, archived in rows] == [
-        (f"E2E mug {tag} 1", 12, False), (f"E2E mug {tag} 1 (copy)", 12, True), (f"E2E mug {tag} 2", 12, False), (f"E2E mug {tag} 2 (copy)", 12, True)]
+        (f"E2E mug {tag} 1", 12, False),
+        (f"E2E mug {tag} 1 (copy)", 12, True),
+        (f"E2E mug {tag} 2", 12, False),
+        (f"E2E mug {tag} 2 (copy)", 12, True),
+    ]
 
 
 def test_a_win_back_draft_previews_a_cost_above_zero(page, app_url, e2e_database, screenshots):

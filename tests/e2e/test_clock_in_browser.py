@@ -23,6 +23,8 @@ def test_the_app_server_reads_the_tests_clock(page, app_url):
 
 def _shown_date(page, label: str) -> date:
     """A date field's year, month and day spin buttons, as a date."""
-    part = {name: int(page.get_by_role("spinbutton", name=f"{name}, {label}", exact=True).get_attribute("aria-valuenow"))
-            for name in ("year", "month", "day")}
+    part = {
+        name: int(page.get_by_role("spinbutton", name=f"{name}, {label}", exact=True).get_attribute("aria-valuenow"))
+        for name in ("year", "month", "day")
+    }
     return date(part["year"], part["month"], part["day"])

@@ -22,9 +22,15 @@ def members_with_open_purchases(session: Session, count: int, min_amount: float,
     rows = session.exec(
         select(Member.external_id)
         .join(Purchase, Purchase.member_id == Member.id)
-        .where(Purchase.refunded_at.is_(None), Purchase.returned_cents == 0, Purchase.amount >= min_amount,
-               Purchase.occurred_at >= (since or datetime(1970, 1, 1, tzinfo=UTC)))
-        .group_by(Member.external_id).having(func.count() >= count).order_by(Member.external_id)
+        .where(
+            Purchase.refunded_at.is_(None),
+            Purchase.returned_cents == 0,
+            Purchase.amount >= min_amount,
+            Purchase.occurred_at >= (since or datetime(1970, 1, 1, tzinfo=UTC)),
+        )
+        .group_by(Member.external_id)
+        .having(func.count() >= count)
+        .order_by(Member.external_id)
     ).all()
     return list(rows)
 
@@ -32,10 +38,14 @@ def members_with_open_purchases(session: Session, count: int, min_amount: float,
 def purchases_of(session: Session, member: str) -> dict[str, tuple[int, object]]:
     """Each purchase of the member: (cents returned, refunded at)."""
     session.rollback()
-    return {ref: (cents, at) for ref, cents, at in session.exec(
-        select(Purchase.external_id, Purchase.returned_cents, Purchase.refunded_at)
-        .join(Member, Member.id == Purchase.member_id).where(Member.external_id == member)
-    )}
+    return {
+        ref: (cents, at)
+        for ref, cents, at in session.exec(
+            select(Purchase.external_id, Purchase.returned_cents, Purchase.refunded_at)
+            .join(Member, Member.id == Purchase.member_id)
+            .where(Member.external_id == member)
+        )
+    }
 
 
 def shown_balance(page) -> str:
@@ -104,13 +114,25 @@ def test_returning_part_of_a_purchase_twice_takes_back_its_share_each_time(page,
     with new_session(get_engine(e2e_database)) as session:
         member = members_with_open_purchases(session, 2, 40.0, since=datetime.now(UTC) - timedelta(days=300))[1]
         target, amount_cents = session.exec(
-            select(Purchase.external_id, func.round(Purchase.amount * 100)).join(Member, Member.id == Purchase.member_id)
-            .where(Member.external_id == member, Purchase.refunded_at.is_(None), Purchase.returned_cents == 0, Purchase.amount >= 40,
-                   Purchase.occurred_at >= datetime.now(UTC) - timedelta(days=300))  # its points have not expired
+            select(Purchase.external_id, func.round(Purchase.amount * 100))
+            .join(Member, Member.id == Purchase.member_id)
+            .where(
+                Member.external_id == member,
+                Purchase.refunded_at.is_(None),
+                Purchase.returned_cents == 0,
+                Purchase.amount >= 40,
+                Purchase.occurred_at >= datetime.now(UTC) - timedelta(days=300),
+            )  # its points have not expired
             .order_by(Purchase.occurred_at.desc())
         ).first()
-        earned = session.exec(select(func.sum(LedgerEntry.points)).join(Purchase, Purchase.id == LedgerEntry.purchase_id)
-                              .where(Purchase.external_id == target, LedgerEntry.kind.in_(["earn", "bonus"]))).one() or 0
+        earned = (
+            session.exec(
+                select(func.sum(LedgerEntry.points))
+                .join(Purchase, Purchase.id == LedgerEntry.purchase_id)
+                .where(Purchase.external_id == target, LedgerEntry.kind.in_(["earn", "bonus"]))
+            ).one()
+            or 0
+        )
         open_profile(page, app_url, member)
         page.get_by_role("tab", name="Purchases").click()
         for n in (1, 2):
@@ -121,8 +143,11 @@ def test_returning_part_of_a_purchase_twice_takes_back_its_share_each_time(page,
             wait_for_page(page)
             assert purchases_of(session, member)[target] == (1250 * n, None)
             # In all, round half up of earned x returned / amount (nothing of it has expired).
-            taken = -session.exec(select(func.sum(LedgerEntry.points)).join(Purchase, Purchase.id == LedgerEntry.purchase_id)
-                                  .where(Purchase.external_id == target, LedgerEntry.kind == "reverse")).one()
+            taken = -session.exec(
+                select(func.sum(LedgerEntry.points))
+                .join(Purchase, Purchase.id == LedgerEntry.purchase_id)
+                .where(Purchase.external_id == target, LedgerEntry.kind == "reverse")
+            ).one()
             assert taken == (2 * earned * 1250 * n + int(amount_cents)) // (2 * int(amount_cents))
             assert shown_balance(page) == spendable(session, member)
             page.screenshot(path=str(screenshots / f"members-return-{n}.png"), full_page=True)
@@ -140,8 +165,7 @@ def test_operations_redeem_a_reward_for_a_member_at_the_counter_twice(page, app_
         reward = Reward(name="E2E counter voucher", kind="voucher", points_cost=10, stock=5)
         session.add(reward)
         session.commit()
-        member = next(m for m in members_with_open_purchases(session, 1, 1.0)[5:]
-                      if int(spendable(session, m).split()[0].replace(",", "")) >= 30)
+        member = next(m for m in members_with_open_purchases(session, 1, 1.0)[5:] if int(spendable(session, m).split()[0].replace(",", "")) >= 30)
         start = spendable(session, member)
         open_profile(page, app_url, member)
         page.get_by_role("tab", name="Redemptions").click()

@@ -56,14 +56,18 @@ def oldest_requests(e2e_database) -> list[int]:
         session.add(reward)
         session.commit()
         members = session.exec(
-            select(LedgerEntry.member_id).group_by(LedgerEntry.member_id).having(func.sum(LedgerEntry.points) > 10)
-            .order_by(LedgerEntry.member_id).limit(5)
+            select(LedgerEntry.member_id)
+            .group_by(LedgerEntry.member_id)
+            .having(func.sum(LedgerEntry.points) > 10)
+            .order_by(LedgerEntry.member_id)
+            .limit(5)
         ).all()
         first = session.exec(select(func.min(Redemption.requested_at))).one()
         start = min(first, utc(2000, 1, 1)) if first else utc(2000, 1, 1)
         return [
-            redeem_reward(session=session, member_id=member_id, reward_id=reward.id, actor=SYSTEM_CLI,
-                          now=start.replace(year=start.year - 1, hour=n)).redemption_id
+            redeem_reward(
+                session=session, member_id=member_id, reward_id=reward.id, actor=SYSTEM_CLI, now=start.replace(year=start.year - 1, hour=n)
+            ).redemption_id
             for n, member_id in enumerate(members)
         ]
 
@@ -219,11 +223,14 @@ def test_a_semicolon_file_with_a_byte_order_mark_is_previewed_then_imported_and_
     with new_session(get_engine(e2e_database)) as session:
         member = session.exec(select(Member.external_id).order_by(Member.id).limit(1)).one()
     csv = tmp_path / f"till-{tag}.csv"
-    csv.write_bytes(codecs.BOM_UTF8 + (
-        "purchase_id;member_id;occurred_at;amount;channel;store;category;till\n"
-        f"E2E-{tag}-1;{member};2026-10-01T10:00:00Z;12.50;store;S1;grocery;T4\n"
-        f"E2E-{tag}-2;{member};2026-10-02T10:00:00Z;7;store;S1;grocery;T4\n"
-    ).encode())
+    csv.write_bytes(
+        codecs.BOM_UTF8
+        + (
+            "purchase_id;member_id;occurred_at;amount;channel;store;category;till\n"
+            f"E2E-{tag}-1;{member};2026-10-01T10:00:00Z;12.50;store;S1;grocery;T4\n"
+            f"E2E-{tag}-2;{member};2026-10-02T10:00:00Z;7;store;S1;grocery;T4\n"
+        ).encode()
+    )
     sign_in(page, app_url, "manager")
     go_to(page, "Import")
     for attempt in range(2):

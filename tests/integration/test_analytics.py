@@ -73,19 +73,27 @@ def _adbc_driver(request: pytest.FixtureRequest, session: Session) -> None:
 @pytest.fixture
 def programme(session: Session) -> dict[str, Member]:
     gold, silver = make_tier(session, name="Gold"), make_tier(session, name="Silver")
-    a = make_member(session, external_id="A", joined_at=utc(2024, 1, 10), acquisition_channel="store",
-                    city="Jakarta", marketing_consent=True, tier_id=gold.id)
-    b = make_member(session, external_id="B", joined_at=utc(2024, 5, 20), acquisition_channel="referral",
-                    city="Bandung", marketing_consent=False)
-    c = make_member(session, external_id="C", joined_at=utc(2024, 6, 15), acquisition_channel="web",
-                    city="Jakarta", marketing_consent=True, tier_id=silver.id)
-    d = make_member(session, external_id="D", joined_at=utc(2024, 2, 1), acquisition_channel="store",
-                    city="Medan", marketing_consent=False, tier_id=gold.id)
+    a = make_member(
+        session, external_id="A", joined_at=utc(2024, 1, 10), acquisition_channel="store", city="Jakarta", marketing_consent=True, tier_id=gold.id
+    )
+    b = make_member(session, external_id="B", joined_at=utc(2024, 5, 20), acquisition_channel="referral", city="Bandung", marketing_consent=False)
+    c = make_member(
+        session, external_id="C", joined_at=utc(2024, 6, 15), acquisition_channel="web", city="Jakarta", marketing_consent=True, tier_id=silver.id
+    )
+    d = make_member(
+        session, external_id="D", joined_at=utc(2024, 2, 1), acquisition_channel="store", city="Medan", marketing_consent=False, tier_id=gold.id
+    )
     e = make_member(session, external_id="E", joined_at=utc(2024, 6, 3), acquisition_channel="web", city="Jakarta")
     for member, amount, moment in [
-        (a, 50.0, utc(2024, 5, 10, 12)), (a, 100.0, utc(2024, 6, 5, 9)), (a, 20.0, utc(2024, 6, 5, 18)),
-        (a, 30.0, utc(2024, 6, 20, 23, 59, 59)), (b, 40.0, utc(2024, 5, 25)), (c, 60.0, utc(2024, 6, 16)),
-        (c, 999.0, utc(2024, 7, 2)), (d, 80.0, utc(2024, 3, 1)), (d, 10.0, utc(2024, 5, 2)),
+        (a, 50.0, utc(2024, 5, 10, 12)),
+        (a, 100.0, utc(2024, 6, 5, 9)),
+        (a, 20.0, utc(2024, 6, 5, 18)),
+        (a, 30.0, utc(2024, 6, 20, 23, 59, 59)),
+        (b, 40.0, utc(2024, 5, 25)),
+        (c, 60.0, utc(2024, 6, 16)),
+        (c, 999.0, utc(2024, 7, 2)),
+        (d, 80.0, utc(2024, 3, 1)),
+        (d, 10.0, utc(2024, 5, 2)),
         (d, 200.0, utc(2024, 6, 28)),
     ]:
         make_purchase(session, member, amount, occurred_at=moment)
@@ -94,8 +102,9 @@ def programme(session: Session) -> dict[str, Member]:
 
     reward = make_reward(session, points_cost=100)
     kept = Redemption(member_id=a.id, reward_id=reward.id, points=100, status="fulfilled", requested_at=utc(2024, 6, 10))
-    cancelled = Redemption(member_id=d.id, reward_id=reward.id, points=150, status="cancelled",
-                           requested_at=utc(2024, 6, 12), cancelled_at=utc(2024, 6, 14))
+    cancelled = Redemption(
+        member_id=d.id, reward_id=reward.id, points=150, status="cancelled", requested_at=utc(2024, 6, 12), cancelled_at=utc(2024, 6, 14)
+    )
     may = Redemption(member_id=b.id, reward_id=reward.id, points=40, status="fulfilled", requested_at=utc(2024, 5, 26))
     session.add_all([kept, cancelled, may])
     session.flush()
@@ -110,8 +119,13 @@ def programme(session: Session) -> dict[str, Member]:
         ]
     )
     for member, moment, score in [
-        (a, utc(2024, 6, 2, 9), 10), (a, utc(2024, 6, 25, 9), 9), (b, utc(2024, 6, 3), 7), (c, utc(2024, 6, 17), 3),
-        (d, utc(2024, 6, 30, 23, 59), 9), (d, utc(2024, 5, 31, 23, 59), 0), (a, utc(2024, 7, 1), 2),
+        (a, utc(2024, 6, 2, 9), 10),
+        (a, utc(2024, 6, 25, 9), 9),
+        (b, utc(2024, 6, 3), 7),
+        (c, utc(2024, 6, 17), 3),
+        (d, utc(2024, 6, 30, 23, 59), 9),
+        (d, utc(2024, 5, 31, 23, 59), 0),
+        (a, utc(2024, 7, 1), 2),
     ]:
         session.add(Feedback(member_id=member.id, submitted_at=moment, score=score))
     session.add_all(
@@ -147,8 +161,14 @@ EXPECTED_JUNE = {
 def test_kpi_summary_prints_the_contract_shape_with_hand_counted_values(session: Session, programme) -> None:
     summary = kpi_summary(session, *JUNE)
     assert list(summary["kpis"])[:8] == [
-        "retention_rate", "repeat_purchase_rate", "active_members", "average_transaction_value",
-        "purchase_frequency", "nps", "redemption_rate", "points_outstanding",
+        "retention_rate",
+        "repeat_purchase_rate",
+        "active_members",
+        "average_transaction_value",
+        "purchase_frequency",
+        "nps",
+        "redemption_rate",
+        "points_outstanding",
     ]
     assert summary["kpis"] == pytest.approx({k: v for k, v in EXPECTED_JUNE.items() if k in summary["kpis"]}, rel=1e-12)
     assert isinstance(summary["kpis"]["active_members"], int) and isinstance(summary["kpis"]["points_outstanding"], int)
@@ -207,8 +227,7 @@ def test_several_periods_from_one_read_match_each_period_computed_alone(session:
     periods = [JUNE, (date(2024, 7, 1), date(2024, 7, 3)), (date(2024, 4, 1), date(2024, 7, 1))]
     together = kpis_for_periods(session, periods, reader=reader)
     for (start, end), frame in zip(periods, together):
-        alone = pd.concat([compute_kpis(session, start, end, by=by, reader=reader) for by in (None, "segment", "tier", "channel")],
-                          ignore_index=True)
+        alone = pd.concat([compute_kpis(session, start, end, by=by, reader=reader) for by in (None, "segment", "tier", "channel")], ignore_index=True)
         alone["dimension"] = alone["dimension"].fillna("overall")
         pd.testing.assert_frame_equal(frame.reset_index(drop=True), alone.reset_index(drop=True), check_dtype=False)
     june = together[0].query("dimension == 'overall'").set_index("metric")["value"]
@@ -270,7 +289,9 @@ def test_both_readers_return_the_same_frames(session: Session, programme, reader
     assert_frame_equal(purchases, load_purchases(session, columns=columns, reader="dbapi").sort("purchase_id"))
     members = load_members(session, reader=reader).sort("member_id")
     assert members.filter(pl.col("external_id") == "A").select("joined_on", "tier", "marketing_consent").row(0) == (
-        date(2024, 1, 10), "Gold", True,
+        date(2024, 1, 10),
+        "Gold",
+        True,
     )
     assert members.filter(pl.col("external_id") == "B")["tier"].item() == "(none)"
     assert_frame_equal(members, load_members(session, reader="dbapi").sort("member_id"))
@@ -283,13 +304,22 @@ def test_ledger_totals_per_member_add_up_to_the_overall_totals(session: Session,
     trailing = date(2023, 7, 1)
     overall = ledger_totals(session, *JUNE, trailing_start=trailing, reader=reader)
     assert overall.row(0, named=True) == {
-        "earned": 910, "redeemed": 250, "returned": 150, "expired": 0,
-        "trailing_redeemed": 290, "trailing_returned": 150, "trailing_expired": 30, "balance": 945,
+        "earned": 910,
+        "redeemed": 250,
+        "returned": 150,
+        "expired": 0,
+        "trailing_redeemed": 290,
+        "trailing_returned": 150,
+        "trailing_expired": 30,
+        "balance": 945,
     }
     per_member = ledger_totals(session, *JUNE, trailing_start=trailing, by_member=True, reader=reader)
     assert per_member.drop("member_id").sum().row(0) == overall.row(0)
     assert dict(zip(per_member["member_id"], per_member["balance"])) == {
-        programme["A"].id: 100, programme["B"].id: 0, programme["C"].id: 85, programme["D"].id: 760,
+        programme["A"].id: 100,
+        programme["B"].id: 0,
+        programme["C"].id: 85,
+        programme["D"].id: 760,
     }
 
 
@@ -305,8 +335,16 @@ def test_ledger_totals_per_member_add_up_to_the_overall_totals(session: Session,
         ({"spend": {"min": 250}}, ["D"]),
         ({"rfm_segment": ["Champions", "Loyal"]}, ["A", "D"]),
     ],
-    ids=["referrals", "gold and up", "no tier", "reachable in Jakarta", "lapsed 30 days", "three purchases",
-         "big spenders (the refund does not count)", "rfm champions and loyal"],
+    ids=[
+        "referrals",
+        "gold and up",
+        "no tier",
+        "reachable in Jakarta",
+        "lapsed 30 days",
+        "three purchases",
+        "big spenders (the refund does not count)",
+        "rfm champions and loyal",
+    ],
 )
 def test_segment_members_from_the_database(session: Session, programme, rules: dict, expected: list[str]) -> None:
     ids = segment_members(session, rules, as_of=date(2024, 6, 30))
@@ -345,7 +383,10 @@ def test_rfm_from_the_database(session: Session, programme) -> None:
     assert sum(s["revenue"] for s in summary["segments"].values()) == 590.0
     members = rfm_members(session, as_of=date(2024, 6, 30))
     assert dict(zip(members["member_id"], members["segment"])) == {
-        programme["A"].id: "Loyal", programme["B"].id: "Lost", programme["C"].id: "Hibernating", programme["D"].id: "Champions",
+        programme["A"].id: "Loyal",
+        programme["B"].id: "Lost",
+        programme["C"].id: "Hibernating",
+        programme["D"].id: "Champions",
     }
 
 
@@ -353,23 +394,32 @@ def test_rfm_from_the_database(session: Session, programme) -> None:
 
 
 def _load_cdnow(session: Session) -> None:
-    lifetimes = pytest.importorskip(
-        "lifetimes", reason="the CDNOW data ship with lifetimes==0.11.3 (pip install -r tests/requirements.txt)"
-    )
+    lifetimes = pytest.importorskip("lifetimes", reason="the CDNOW data ship with lifetimes==0.11.3 (pip install -r tests/requirements.txt)")
     raw = pd.read_csv(
-        Path(lifetimes.__file__).parent / "datasets" / "CDNOW_sample.txt", sep=r"\s+", header=None,
-        names=["master_id", "customer", "day", "cds", "amount"], dtype={"day": str},
+        Path(lifetimes.__file__).parent / "datasets" / "CDNOW_sample.txt",
+        sep=r"\s+",
+        header=None,
+        names=["master_id", "customer", "day", "cds", "amount"],
+        dtype={"day": str},
     )
     customers = np.sort(raw["customer"].unique())
     with write_transaction(session):
         ids = allocate_ids(session, "member", len(customers))
         moment = pd.Timestamp("1997-01-01", tz="UTC")
         insert_frame(
-            session, "member",
+            session,
+            "member",
             pd.DataFrame(
                 {
-                    "id": ids, "external_id": [f"CD{c:05d}" for c in customers], "name": "", "email": "", "phone": "",
-                    "joined_at": moment, "acquisition_channel": "cdnow", "city": "", "marketing_consent": False,
+                    "id": ids,
+                    "external_id": [f"CD{c:05d}" for c in customers],
+                    "name": "",
+                    "email": "",
+                    "phone": "",
+                    "joined_at": moment,
+                    "acquisition_channel": "cdnow",
+                    "city": "",
+                    "marketing_consent": False,
                     "created_at": moment,
                 }
             ),
@@ -381,7 +431,9 @@ def _load_cdnow(session: Session) -> None:
                 "member_id": raw["customer"].map(member_of).astype("int64"),
                 "occurred_at": pd.to_datetime(raw["day"], format="%Y%m%d").dt.tz_localize("UTC"),
                 "amount": raw["amount"].astype(float),
-                "channel": "mail", "store": "cdnow", "category": "music",
+                "channel": "mail",
+                "store": "cdnow",
+                "category": "music",
             }
         )
         add_purchases(session, purchases, actor=SYSTEM_CLI)

@@ -52,8 +52,10 @@ def test_a_failing_step_stops_the_benchmark_with_its_error() -> None:
 
 def test_a_step_over_its_time_limit_is_stopped_with_its_child_processes(tmp_path) -> None:
     pid_file = tmp_path / "child.pid"
-    program = (f"import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-               f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)")
+    program = (
+        f"import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)"
+    )
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"did not finish within 2 s and was stopped"):
         run_measured([sys.executable, "-c", program], env={"PATH": "/usr/bin:/bin"}, time_limit=2.0)

@@ -49,8 +49,17 @@ def program(session):
     ids=["multiplier", "category-bonus", "fixed-bonus", "tier-offer", "spend-threshold", "birthday", "win-back"],
 )
 def test_the_preview_cost_follows_each_campaign_types_own_rule(session, program, kind, rule, eligibility, expected):
-    draft = save_campaign(session=session, actor=MANAGER, name=f"Preview {kind}", kind=kind, rule=rule, eligibility=eligibility,
-                          starts_at=START, ends_at=END, holdout_pct=0.0)
+    draft = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name=f"Preview {kind}",
+        kind=kind,
+        rule=rule,
+        eligibility=eligibility,
+        starts_at=START,
+        ends_at=END,
+        holdout_pct=0.0,
+    )
     preview = preview_campaign(session, draft.id, now=NOW)
     assert preview["estimated_points"] == expected > 0
     assert preview["not_enough_history"] is None
@@ -58,8 +67,17 @@ def test_the_preview_cost_follows_each_campaign_types_own_rule(session, program,
 
 def test_a_win_back_preview_replays_members_inactive_as_long_not_the_listed_ones(session, program):
     listed = sorted(m.id for m in program["lapsed"])
-    draft = save_campaign(session=session, actor=MANAGER, name="Come back", kind="win_back", rule={"inactive_days": 60, "points": 300},
-                          eligibility={"member_ids": listed}, starts_at=START, ends_at=END, holdout_pct=0.0)
+    draft = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Come back",
+        kind="win_back",
+        rule={"inactive_days": 60, "points": 300},
+        eligibility={"member_ids": listed},
+        starts_at=START,
+        ends_at=END,
+        holdout_pct=0.0,
+    )
     preview = preview_campaign(session, draft.id, now=NOW)
     # The listed members bought nothing lately (that is why they are listed): their stand-ins are
     # the 17 members inactive 60 days on 2 May, 12 of whom came back and would have earned 300 each.
@@ -68,20 +86,45 @@ def test_a_win_back_preview_replays_members_inactive_as_long_not_the_listed_ones
 
 
 def test_the_holdout_gets_nothing_and_the_budget_caps_the_cost(session, program):
-    draft = save_campaign(session=session, actor=MANAGER, name="Half held out", kind="spend_threshold", rule={"spend": 40, "points": 500},
-                          starts_at=START, ends_at=END, holdout_pct=0.45)
+    draft = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Half held out",
+        kind="spend_threshold",
+        rule={"spend": 40, "points": 500},
+        starts_at=START,
+        ends_at=END,
+        holdout_pct=0.45,
+    )
     preview = preview_campaign(session, draft.id, now=NOW)
     assert preview["treatment"] + preview["holdout"] == RETURNERS + LAPSED and preview["holdout"] > 0
     # 12 x 500 earned by 17 replayed members: 6000 / 17 per treated member.
     assert preview["estimated_points"] == round(6000 / 17 * preview["treatment"])
-    capped = save_campaign(session=session, actor=MANAGER, name="Capped", kind="spend_threshold", rule={"spend": 40, "points": 500},
-                           starts_at=START, ends_at=END, holdout_pct=0.0, budget_points=1000)
+    capped = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Capped",
+        kind="spend_threshold",
+        rule={"spend": 40, "points": 500},
+        starts_at=START,
+        ends_at=END,
+        holdout_pct=0.0,
+        budget_points=1000,
+    )
     assert preview_campaign(session, capped.id, now=NOW)["estimated_points"] == 1000
 
 
 def test_with_too_little_history_the_preview_and_the_expected_impact_say_so_instead_of_zero(session, program):
-    draft = save_campaign(session=session, actor=MANAGER, name="Come back", kind="win_back", rule={"inactive_days": 60, "points": 300},
-                          starts_at=START, ends_at=utc(2026, 6, 9), holdout_pct=0.1)  # 7 days: no return in the last 7 days
+    draft = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Come back",
+        kind="win_back",
+        rule={"inactive_days": 60, "points": 300},
+        starts_at=START,
+        ends_at=utc(2026, 6, 9),
+        holdout_pct=0.1,
+    )  # 7 days: no return in the last 7 days
     preview = preview_campaign(session, draft.id, now=NOW)
     message = f"Not enough history to estimate: 0 purchases in the window, need {MIN_PREVIEW_PURCHASES}"
     assert preview["estimated_points"] is None
@@ -94,7 +137,16 @@ def test_with_too_little_history_the_preview_and_the_expected_impact_say_so_inst
 
 
 def test_nobody_eligible_costs_nothing(session, program):
-    draft = save_campaign(session=session, actor=MANAGER, name="Nobody", kind="tier_offer", rule={"points": 30},
-                          eligibility={"tiers": ["Platinum"]}, starts_at=START, ends_at=END, holdout_pct=0.0)
+    draft = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Nobody",
+        kind="tier_offer",
+        rule={"points": 30},
+        eligibility={"tiers": ["Platinum"]},
+        starts_at=START,
+        ends_at=END,
+        holdout_pct=0.0,
+    )
     preview = preview_campaign(session, draft.id, now=NOW)
     assert (preview["eligible"], preview["estimated_points"], preview["not_enough_history"]) == (0, 0, None)

@@ -28,8 +28,14 @@ START, END, NOW = utc(2026, 11, 1), utc(2026, 12, 1), utc(2026, 10, 31)
 
 
 def _campaign(session, kind="multiplier", rule=None, **extra):
-    values = {"name": extra.pop("name", f"{kind} campaign"), "kind": kind, "starts_at": START, "ends_at": END,
-              "rule": rule if rule is not None else {"multiplier": 2.0}, **extra}
+    values = {
+        "name": extra.pop("name", f"{kind} campaign"),
+        "kind": kind,
+        "starts_at": START,
+        "ends_at": END,
+        "rule": rule if rule is not None else {"multiplier": 2.0},
+        **extra,
+    }
     campaign = save_campaign(session=session, actor=MANAGER, **values)
     return activate_campaign(session=session, campaign_id=campaign.id, actor=MANAGER, now=NOW)
 
@@ -164,8 +170,17 @@ def test_a_refund_takes_back_the_campaign_bonus_too(session):
         ({"kind": "multiplier", "rule": {"multiplier": 2}, "budget_points": -5}, "budget must be above 0"),
         ({"kind": "lottery", "rule": {}}, "Unknown campaign type"),
     ],
-    ids=["multiplier-1", "category-missing", "zero-points", "threshold-missing", "tier-offer-no-tiers", "holdout-too-big",
-         "reversed-dates", "negative-budget", "unknown-kind"],
+    ids=[
+        "multiplier-1",
+        "category-missing",
+        "zero-points",
+        "threshold-missing",
+        "tier-offer-no-tiers",
+        "holdout-too-big",
+        "reversed-dates",
+        "negative-budget",
+        "unknown-kind",
+    ],
 )
 def test_invalid_campaigns_are_refused_in_plain_words(session, fields, message):
     with pytest.raises(InvalidInput, match=message):
@@ -200,24 +215,49 @@ def test_the_preview_counts_eligible_members_and_estimates_the_cost(session):
     members = [make_member(session) for _ in range(10)]
     for m in members:
         make_purchase(session, m, 30.0, occurred_at=utc(2026, 10, 1))
-    draft = save_campaign(session=session, actor=MANAGER, name="Preview", kind="multiplier", rule={"multiplier": 2},
-                          starts_at=START, ends_at=utc(2026, 11, 16), holdout_pct=0.0)
+    draft = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Preview",
+        kind="multiplier",
+        rule={"multiplier": 2},
+        starts_at=START,
+        ends_at=utc(2026, 11, 16),
+        holdout_pct=0.0,
+    )
     preview = preview_campaign(session, draft.id, now=NOW)
     # 10 members x 30 extra points over the last 90 days, scaled to a 15-day campaign: 300 x 15/90 = 50.
-    assert preview == {"eligible": 10, "treatment": 10, "holdout": 0, "estimated_points": 50, "lookback_days": 90, "replayed_members": 10,
-                       "purchases_in_window": 10, "purchases_needed": 10, "not_enough_history": None}
+    assert preview == {
+        "eligible": 10,
+        "treatment": 10,
+        "holdout": 0,
+        "estimated_points": 50,
+        "lookback_days": 90,
+        "replayed_members": 10,
+        "purchases_in_window": 10,
+        "purchases_needed": 10,
+        "not_enough_history": None,
+    }
 
 
 def test_an_operations_user_cannot_configure_campaigns(session):
     with pytest.raises(PermissionDenied):
-        save_campaign(session=session, actor=Actor("ops", "operations"), name="x", kind="multiplier", rule={"multiplier": 2}, starts_at=START, ends_at=END)
+        save_campaign(
+            session=session, actor=Actor("ops", "operations"), name="x", kind="multiplier", rule={"multiplier": 2}, starts_at=START, ends_at=END
+        )
 
 
 def test_a_birthday_bonus_reaches_across_the_new_year(session):
     member = make_member(session, birth_date=date(1990, 12, 30))
-    campaign = save_campaign(session=session, actor=MANAGER, name="New year birthdays", kind="birthday",
-                             rule={"points": 200, "window_days": 7, "occasion": "birthday"},
-                             starts_at=utc(2026, 12, 1), ends_at=utc(2027, 2, 1))
+    campaign = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="New year birthdays",
+        kind="birthday",
+        rule={"points": 200, "window_days": 7, "occasion": "birthday"},
+        starts_at=utc(2026, 12, 1),
+        ends_at=utc(2027, 2, 1),
+    )
     activate_campaign(session=session, campaign_id=campaign.id, actor=MANAGER, now=utc(2026, 11, 30))
     january = make_purchase(session, member, 10.0, occurred_at=utc(2027, 1, 2))
     assert _points_by_campaign(session, january) == [(0, 10), (campaign.id, 200)]

@@ -88,8 +88,16 @@ def test_a_reward_is_edited_cloned_archived_and_restored_with_an_audit_row_each(
         save_reward(session=session, actor=MANAGER, reward_id=reward.id, points_cost=400)
     restore_reward(session=session, actor=MANAGER, reward_id=reward.id)
     assert "Tote bag" in [r["name"] for r in list_rewards(session)]
-    assert _actions(session, "reward") == ["reward.create", "reward.update", "reward.create", "reward.clone", "reward.create",
-                                           "reward.clone", "reward.archive", "reward.restore"]
+    assert _actions(session, "reward") == [
+        "reward.create",
+        "reward.update",
+        "reward.create",
+        "reward.clone",
+        "reward.create",
+        "reward.clone",
+        "reward.archive",
+        "reward.restore",
+    ]
 
 
 def test_a_reward_never_redeemed_is_deleted(session):
@@ -140,7 +148,12 @@ def test_a_draft_campaign_is_edited_but_a_started_one_is_refused_and_must_be_clo
     clone = clone_campaign(session=session, actor=MANAGER, campaign_id=draft.id, now=utc(2027, 2, 1))
 
     assert (clone.name, clone.status, clone.rule, clone.budget_points, clone.holdout_pct) == (
-        "Spring double points (copy)", "draft", {"multiplier": 3.0}, 9000, 0.1)
+        "Spring double points (copy)",
+        "draft",
+        {"multiplier": 3.0},
+        9000,
+        0.1,
+    )
     assert (clone.starts_at, clone.ends_at) == (START, END)  # not started yet: same dates
     assert _actions(session, "campaign")[-2:] == ["campaign.create", "campaign.clone"]
 
@@ -181,14 +194,22 @@ def test_an_unused_draft_is_deleted_and_an_archived_draft_cannot_start(session):
         activate_campaign(session=session, campaign_id=kept.id, actor=MANAGER, now=utc(2027, 2, 1))
     restore_campaign(session=session, actor=MANAGER, campaign_id=kept.id)
     assert activate_campaign(session=session, campaign_id=kept.id, actor=MANAGER, now=utc(2027, 2, 1)).status == "scheduled"
-    assert _actions(session, "campaign") == ["campaign.create", "campaign.delete", "campaign.create", "campaign.archive",
-                                             "campaign.restore", "campaign.activate"]
+    assert _actions(session, "campaign") == [
+        "campaign.create",
+        "campaign.delete",
+        "campaign.create",
+        "campaign.archive",
+        "campaign.restore",
+        "campaign.activate",
+    ]
 
 
 @pytest.mark.parametrize(
     "fields,reason",
-    [({"rule": {"multiplier": 12.0}}, "An earn multiplier of 12x is above 10x."),
-     ({"budget_points": 600_000}, "A points budget of 600,000 is above 500,000.")],
+    [
+        ({"rule": {"multiplier": 12.0}}, "An earn multiplier of 12x is above 10x."),
+        ({"budget_points": 600_000}, "A points budget of 600,000 is above 500,000."),
+    ],
     ids=["multiplier-above-10x", "budget-above-limit"],
 )
 def test_a_large_multiplier_or_budget_is_saved_only_once_confirmed(session, fields, reason):
@@ -211,14 +232,30 @@ def test_ten_times_points_needs_no_confirmation(session):
 
 
 def _goal(session, name="Grow membership 2027"):
-    return save_goal(session=session, actor=MANAGER, name=name, objective="grow_membership", owner="Rita",
-                     starts_on=date(2027, 1, 1), ends_on=date(2027, 12, 31), strategy="Referral push")
+    return save_goal(
+        session=session,
+        actor=MANAGER,
+        name=name,
+        objective="grow_membership",
+        owner="Rita",
+        starts_on=date(2027, 1, 1),
+        ends_on=date(2027, 12, 31),
+        strategy="Referral push",
+    )
 
 
 def test_a_goal_is_cloned_with_its_targets_and_archiving_hides_it_and_its_targets(session):
     goal = _goal(session)
-    save_goal(session=session, actor=MANAGER, goal_id=goal.id, name=goal.name, objective="grow_membership", owner="Sam",
-              starts_on=date(2027, 1, 1), ends_on=date(2027, 12, 31))
+    save_goal(
+        session=session,
+        actor=MANAGER,
+        goal_id=goal.id,
+        name=goal.name,
+        objective="grow_membership",
+        owner="Sam",
+        starts_on=date(2027, 1, 1),
+        ends_on=date(2027, 12, 31),
+    )
     target = save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="active_members", target_value=500)
     archived_target = save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="retention_rate", target_value=0.4)
     archive_kpi_target(session=session, actor=MANAGER, target_id=archived_target.id)
@@ -227,8 +264,10 @@ def test_a_goal_is_cloned_with_its_targets_and_archiving_hides_it_and_its_target
 
     assert (clone.name, clone.owner, clone.objective) == ("Grow membership 2027 (copy)", "Sam", "grow_membership")
     status = goal_status(session)
-    assert sorted(zip(status["goal"], status["metric"])) == [("Grow membership 2027", "active_members"),
-                                                             ("Grow membership 2027 (copy)", "active_members")]
+    assert sorted(zip(status["goal"], status["metric"])) == [
+        ("Grow membership 2027", "active_members"),
+        ("Grow membership 2027 (copy)", "active_members"),
+    ]
     archive_goal(session=session, actor=MANAGER, goal_id=goal.id)
     assert list_goals(session)["name"].tolist() == ["Grow membership 2027 (copy)"]
     assert goal_status(session)["goal"].tolist() == ["Grow membership 2027 (copy)"]
@@ -245,8 +284,7 @@ def test_a_kpi_target_is_cloned_on_its_goal_and_edited(session):
     goal = _goal(session)
     target = save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="active_members", target_value=500)
     copy = clone_kpi_target(session=session, actor=MANAGER, target_id=target.id)
-    save_kpi_target(session=session, actor=MANAGER, target_id=copy.id, goal_id=goal.id, metric="active_members", target_value=800,
-                    period="quarter")
+    save_kpi_target(session=session, actor=MANAGER, target_id=copy.id, goal_id=goal.id, metric="active_members", target_value=800, period="quarter")
     session.expire_all()
     rows = session.exec(select(KpiTarget.target_value, KpiTarget.period).order_by(KpiTarget.id)).all()
     assert rows == [(500.0, "month"), (800.0, "quarter")]
@@ -284,5 +322,13 @@ def test_a_segment_in_use_is_archived_instead_of_deleted_cloned_and_restored(ses
         archive_segment(session=session, actor=MANAGER, segment_id=segment.id)
     session.expire_all()
     assert session.get(Segment, unused.id) is None
-    assert _actions(session, "segment") == ["segment.create", "segment.update", "segment.create", "segment.clone", "segment.archive",
-                                            "segment.delete", "segment.restore", "segment.archive"]
+    assert _actions(session, "segment") == [
+        "segment.create",
+        "segment.update",
+        "segment.create",
+        "segment.clone",
+        "segment.archive",
+        "segment.delete",
+        "segment.restore",
+        "segment.archive",
+    ]

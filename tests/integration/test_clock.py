@@ -35,8 +35,10 @@ def test_the_command_line_in_a_subprocess_evaluates_as_of_the_tests_yesterday(db
 def test_a_subprocess_reads_the_same_ticking_clock_as_the_test():
     # The offset of the frozen clock from the real one, read after a pause such as slow
     # imports: a worker's lease is 2 s, so the two processes must agree to the moment.
-    program = ("import time; import time_machine; from datetime import date; time.sleep(1); "
-               "print(time.time() - time_machine.escape_hatch.time.time(), date.today().isoformat())")
+    program = (
+        "import time; import time_machine; from datetime import date; time.sleep(1); "
+        "print(time.time() - time_machine.escape_hatch.time.time(), date.today().isoformat())"
+    )
     child_offset, child_today = _run("-c", program).split()
     offset = time.time() - time_machine.escape_hatch.time.time()
     assert float(child_offset) == pytest.approx(offset, abs=0.1)

@@ -104,10 +104,21 @@ def ledger(demo: tuple[Engine, dict]) -> pd.DataFrame:
     from db.engine import new_session
 
     with new_session(demo[0]) as session:
-        frame = _frame(session, select(LedgerEntry.id, LedgerEntry.member_id, LedgerEntry.kind, LedgerEntry.points,
-                                       LedgerEntry.occurred_at, LedgerEntry.expires_at, LedgerEntry.purchase_id,
-                                       LedgerEntry.redemption_id, LedgerEntry.campaign_id),
-                       ["id", "member_id", "kind", "points", "occurred_at", "expires_at", "purchase_id", "redemption_id", "campaign_id"])
+        frame = _frame(
+            session,
+            select(
+                LedgerEntry.id,
+                LedgerEntry.member_id,
+                LedgerEntry.kind,
+                LedgerEntry.points,
+                LedgerEntry.occurred_at,
+                LedgerEntry.expires_at,
+                LedgerEntry.purchase_id,
+                LedgerEntry.redemption_id,
+                LedgerEntry.campaign_id,
+            ),
+            ["id", "member_id", "kind", "points", "occurred_at", "expires_at", "purchase_id", "redemption_id", "campaign_id"],
+        )
     frame["occurred_at"], frame["expires_at"] = _utc(frame["occurred_at"]), _utc(frame["expires_at"])
     return frame
 
@@ -117,9 +128,11 @@ def purchases(demo: tuple[Engine, dict]) -> pd.DataFrame:
     from db.engine import new_session
 
     with new_session(demo[0]) as session:
-        frame = _frame(session, select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount,
-                                       Purchase.category, Purchase.refunded_at),
-                       ["id", "member_id", "occurred_at", "amount", "category", "refunded_at"])
+        frame = _frame(
+            session,
+            select(Purchase.id, Purchase.member_id, Purchase.occurred_at, Purchase.amount, Purchase.category, Purchase.refunded_at),
+            ["id", "member_id", "occurred_at", "amount", "category", "refunded_at"],
+        )
     frame["occurred_at"], frame["refunded_at"] = _utc(frame["occurred_at"]), _utc(frame["refunded_at"])
     return frame
 
@@ -131,21 +144,53 @@ def _checksum(session: Session) -> dict[str, str]:
     """A digest per table of everything the demo wrote, by content (never by row id)."""
     member = dict(session.exec(select(Member.id, Member.external_id)).all())
     tables = {
-        "members": _frame(session, select(Member.external_id, Member.name, Member.email, Member.joined_at, Member.city,
-                                          Member.acquisition_channel, Member.birth_date, Member.marketing_consent, Member.tier_id),
-                          ["external_id", "name", "email", "joined_at", "city", "channel", "birth", "consent", "tier"]),
-        "purchases": _frame(session, select(Purchase.external_id, Purchase.member_id, Purchase.occurred_at, Purchase.amount,
-                                            Purchase.category, Purchase.channel, Purchase.store, Purchase.refunded_at),
-                            ["external_id", "member", "at", "amount", "category", "channel", "store", "refunded"]),
-        "ledger": _frame(session, select(LedgerEntry.member_id, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.occurred_at,
-                                         LedgerEntry.expires_at, LedgerEntry.campaign_id),
-                         ["member", "kind", "points", "at", "expires", "campaign"]),
-        "redemptions": _frame(session, select(Redemption.member_id, Redemption.reward_id, Redemption.points, Redemption.status,
-                                              Redemption.requested_at), ["member", "reward", "points", "status", "at"]),
-        "feedback": _frame(session, select(Feedback.member_id, Feedback.submitted_at, Feedback.score, Feedback.comment),
-                           ["member", "at", "score", "comment"]),
-        "assignments": _frame(session, select(CampaignAssignment.campaign_id, CampaignAssignment.member_id, CampaignAssignment.group),
-                              ["campaign", "member", "group"]),
+        "members": _frame(
+            session,
+            select(
+                Member.external_id,
+                Member.name,
+                Member.email,
+                Member.joined_at,
+                Member.city,
+                Member.acquisition_channel,
+                Member.birth_date,
+                Member.marketing_consent,
+                Member.tier_id,
+            ),
+            ["external_id", "name", "email", "joined_at", "city", "channel", "birth", "consent", "tier"],
+        ),
+        "purchases": _frame(
+            session,
+            select(
+                Purchase.external_id,
+                Purchase.member_id,
+                Purchase.occurred_at,
+                Purchase.amount,
+                Purchase.category,
+                Purchase.channel,
+                Purchase.store,
+                Purchase.refunded_at,
+            ),
+            ["external_id", "member", "at", "amount", "category", "channel", "store", "refunded"],
+        ),
+        "ledger": _frame(
+            session,
+            select(
+                LedgerEntry.member_id, LedgerEntry.kind, LedgerEntry.points, LedgerEntry.occurred_at, LedgerEntry.expires_at, LedgerEntry.campaign_id
+            ),
+            ["member", "kind", "points", "at", "expires", "campaign"],
+        ),
+        "redemptions": _frame(
+            session,
+            select(Redemption.member_id, Redemption.reward_id, Redemption.points, Redemption.status, Redemption.requested_at),
+            ["member", "reward", "points", "status", "at"],
+        ),
+        "feedback": _frame(
+            session, select(Feedback.member_id, Feedback.submitted_at, Feedback.score, Feedback.comment), ["member", "at", "score", "comment"]
+        ),
+        "assignments": _frame(
+            session, select(CampaignAssignment.campaign_id, CampaignAssignment.member_id, CampaignAssignment.group), ["campaign", "member", "group"]
+        ),
         "stock": _frame(session, select(Reward.name, Reward.stock), ["name", "stock"]),
     }
     digests = {}
@@ -224,8 +269,10 @@ def test_expire_points_right_after_the_demo_finds_nothing_left_to_expire(demo_se
     # The same through the FIFO allocation a member's page shows: no lot past its date
     # keeps any points.
     for _, entries in list(ledger.groupby("member_id"))[:300]:
-        rows = [(at.to_pydatetime(), None if pd.isna(expires) else expires.to_pydatetime(), int(points))
-                for at, expires, points in zip(entries["occurred_at"], entries["expires_at"], entries["points"])]
+        rows = [
+            (at.to_pydatetime(), None if pd.isna(expires) else expires.to_pydatetime(), int(points))
+            for at, expires, points in zip(entries["occurred_at"], entries["expires_at"], entries["points"])
+        ]
         for lot in fifo_lots(rows):
             if lot.expires_at is not None and lot.expires_at <= NOW:
                 assert lot.remaining == 0
@@ -244,16 +291,20 @@ def test_a_refunded_purchase_nets_to_zero_points(ledger: pd.DataFrame, purchases
     assert (refund_rows["refunded_at"] > refund_rows["occurred_at"]).all()
 
 
-def test_purchases_earn_with_the_members_tier_multiplier_at_the_time(demo_session: Session, ledger: pd.DataFrame,
-                                                                     purchases: pd.DataFrame) -> None:
+def test_purchases_earn_with_the_members_tier_multiplier_at_the_time(demo_session: Session, ledger: pd.DataFrame, purchases: pd.DataFrame) -> None:
     tiers = _frame(demo_session, select(Tier.id, Tier.name, Tier.multiplier).order_by(Tier.rank), ["tier_id", "name", "multiplier"])
-    moves = _frame(demo_session, select(TierMovement.member_id, TierMovement.moved_at, TierMovement.to_tier_id),
-                   ["member_id", "moved_at", "tier_id"])
+    moves = _frame(demo_session, select(TierMovement.member_id, TierMovement.moved_at, TierMovement.to_tier_id), ["member_id", "moved_at", "tier_id"])
     moves["moved_at"] = _utc(moves["moved_at"])
     assert set(moves["tier_id"]) == set(tiers["tier_id"])  # every tier is reached by someone
     earn = ledger[ledger["kind"] == "earn"].merge(purchases[["id", "amount"]], left_on="purchase_id", right_on="id")
-    earn = pd.merge_asof(earn.sort_values("occurred_at"), moves.sort_values("moved_at"), left_on="occurred_at",
-                         right_on="moved_at", by="member_id", allow_exact_matches=True)
+    earn = pd.merge_asof(
+        earn.sort_values("occurred_at"),
+        moves.sort_values("moved_at"),
+        left_on="occurred_at",
+        right_on="moved_at",
+        by="member_id",
+        allow_exact_matches=True,
+    )
     multiplier = earn["tier_id"].map(tiers.set_index("tier_id")["multiplier"]).fillna(1.0)
     expected = np.floor(earn["amount"] * multiplier + 1e-9).astype("int64")
     assert (earn["points"] == expected).all()
@@ -263,8 +314,11 @@ def test_purchases_earn_with_the_members_tier_multiplier_at_the_time(demo_sessio
 def test_reward_stock_never_goes_below_zero_and_matches_the_redemptions(demo_session: Session) -> None:
     stock = _frame(demo_session, select(Reward.id, Reward.name, Reward.stock), ["id", "name", "stock"])
     created = {row.entity_id: row.after["stock"] for row in demo_session.exec(select(AuditLog).where(AuditLog.action == "reward.create"))}
-    taken = _frame(demo_session, select(Redemption.reward_id, func.count()).where(Redemption.status != "cancelled")
-                   .group_by(Redemption.reward_id), ["id", "taken"]).set_index("id")["taken"]
+    taken = _frame(
+        demo_session,
+        select(Redemption.reward_id, func.count()).where(Redemption.status != "cancelled").group_by(Redemption.reward_id),
+        ["id", "taken"],
+    ).set_index("id")["taken"]
     limited = stock[stock["stock"].notna()]
     assert len(limited) >= 5
     assert (limited["stock"] >= 0).all()
@@ -276,12 +330,14 @@ def test_reward_stock_never_goes_below_zero_and_matches_the_redemptions(demo_ses
 def test_tier_restricted_rewards_go_only_to_members_of_that_tier_or_above(demo_session: Session) -> None:
     rows = demo_session.exec(
         select(Redemption.requested_at, Redemption.member_id, Tier.rank)
-        .join(Reward, Reward.id == Redemption.reward_id).join(Tier, Tier.id == Reward.min_tier_id)
+        .join(Reward, Reward.id == Redemption.reward_id)
+        .join(Tier, Tier.id == Reward.min_tier_id)
     ).all()
     assert rows
     for requested_at, member_id, required_rank in rows:
         moved = demo_session.exec(
-            select(Tier.rank).join(TierMovement, TierMovement.to_tier_id == Tier.id)
+            select(Tier.rank)
+            .join(TierMovement, TierMovement.to_tier_id == Tier.id)
             .where(TierMovement.member_id == member_id, TierMovement.moved_at <= requested_at)
             .order_by(TierMovement.moved_at.desc())
         ).first()
@@ -291,8 +347,7 @@ def test_tier_restricted_rewards_go_only_to_members_of_that_tier_or_above(demo_s
 # --- realism -------------------------------------------------------------------------------------
 
 
-def test_every_acquisition_channel_is_present_and_retention_differs_by_channel(demo_session: Session,
-                                                                               purchases: pd.DataFrame) -> None:
+def test_every_acquisition_channel_is_present_and_retention_differs_by_channel(demo_session: Session, purchases: pd.DataFrame) -> None:
     members = _frame(demo_session, select(Member.id, Member.acquisition_channel), ["member_id", "channel"])
     assert set(members["channel"]) == set(ACQUISITION_CHANNELS)
     first = purchases.groupby("member_id")["occurred_at"].min().rename("first")
@@ -317,8 +372,11 @@ def test_purchases_peak_in_december(purchases: pd.DataFrame) -> None:
 
 def test_the_holdout_of_each_campaign_is_its_stable_share_of_the_eligible(demo_session: Session) -> None:
     campaigns = {c.id: c for c in demo_session.exec(select(Campaign))}
-    assigned = _frame(demo_session, select(CampaignAssignment.campaign_id, CampaignAssignment.member_id, CampaignAssignment.group),
-                      ["campaign_id", "member_id", "group"])
+    assigned = _frame(
+        demo_session,
+        select(CampaignAssignment.campaign_id, CampaignAssignment.member_id, CampaignAssignment.group),
+        ["campaign_id", "member_id", "group"],
+    )
     expected_holdout = variance = 0.0
     for campaign_id, group in assigned.groupby("campaign_id"):
         pct = campaigns[campaign_id].holdout_pct
@@ -327,18 +385,22 @@ def test_the_holdout_of_each_campaign_is_its_stable_share_of_the_eligible(demo_s
         expected_holdout += len(group) * pct
         variance += len(group) * pct * (1 - pct)
     observed = (assigned["group"] == "holdout").sum()
-    assert abs(observed - expected_holdout) <= 4 * variance ** 0.5
+    assert abs(observed - expected_holdout) <= 4 * variance**0.5
     assert observed > 100
 
 
 def test_treated_members_buy_more_during_a_campaign_than_the_holdout(demo_session: Session, purchases: pd.DataFrame) -> None:
-    assigned = _frame(demo_session, select(CampaignAssignment.campaign_id, CampaignAssignment.member_id, CampaignAssignment.group),
-                      ["campaign_id", "member_id", "group"])
+    assigned = _frame(
+        demo_session,
+        select(CampaignAssignment.campaign_id, CampaignAssignment.member_id, CampaignAssignment.group),
+        ["campaign_id", "member_id", "group"],
+    )
     treated = held = 0.0
     # The birthday campaign lifts purchases only in each member's birthday week, so its
     # whole window would mostly measure noise; the others lift their whole window.
-    campaigns = demo_session.exec(select(Campaign).where(Campaign.status.in_(["ended", "active"]), Campaign.holdout_pct > 0,
-                                                         Campaign.kind != "birthday")).all()
+    campaigns = demo_session.exec(
+        select(Campaign).where(Campaign.status.in_(["ended", "active"]), Campaign.holdout_pct > 0, Campaign.kind != "birthday")
+    ).all()
     assert len(campaigns) >= 5
     for campaign in campaigns:
         start, end = pd.Timestamp(campaign.starts_at), min(pd.Timestamp(campaign.ends_at), pd.Timestamp(NOW))
@@ -354,8 +416,11 @@ def test_treated_members_buy_more_during_a_campaign_than_the_holdout(demo_sessio
 
 
 def test_campaign_bonuses_go_to_treatment_members_only(demo_session: Session, ledger: pd.DataFrame) -> None:
-    assigned = _frame(demo_session, select(CampaignAssignment.campaign_id, CampaignAssignment.member_id, CampaignAssignment.group),
-                      ["campaign_id", "member_id", "group"])
+    assigned = _frame(
+        demo_session,
+        select(CampaignAssignment.campaign_id, CampaignAssignment.member_id, CampaignAssignment.group),
+        ["campaign_id", "member_id", "group"],
+    )
     bonus = ledger[ledger["kind"] == "bonus"].merge(assigned, on=["campaign_id", "member_id"], how="left")
     assert len(bonus) > 200
     assert (bonus["group"] == "treatment").all()
@@ -377,7 +442,7 @@ def test_the_program_has_what_the_later_features_read(demo: tuple[Engine, dict],
     assert {r.kind for r in rewards} == set(REWARD_KINDS)
     assert [r.min_tier_id for r in rewards if r.min_tier_id] == [tiers[2].id]
     assert sum(not r.active for r in rewards) == 1
-    assert 200 <= min(r.points_cost for r in rewards) and max(r.points_cost for r in rewards) == 10_000
+    assert min(r.points_cost for r in rewards) >= 200 and max(r.points_cost for r in rewards) == 10_000
     statuses = {c.status for c in demo_session.exec(select(Campaign))}
     assert {"ended", "active", "scheduled", "draft"} <= statuses
     assert {t.metric for t in demo_session.exec(select(KpiTarget))} <= set(METRICS)
@@ -444,25 +509,26 @@ def test_a_failure_half_way_leaves_nothing_behind(session: Session) -> None:
 
 def test_expire_points_later_expires_only_the_lots_due_since_the_demo(session: Session) -> None:
     create_demo(session, members=SMALL_MEMBERS, months=SMALL_MONTHS + 6, seed=5, actor=MANAGER, now=NOW)
-    entries = pd.DataFrame(session.exec(select(LedgerEntry.member_id, LedgerEntry.points, LedgerEntry.expires_at)).all(),
-                           columns=["member_id", "points", "expires_at"])
+    entries = pd.DataFrame(
+        session.exec(select(LedgerEntry.member_id, LedgerEntry.points, LedgerEntry.expires_at)).all(), columns=["member_id", "points", "expires_at"]
+    )
     entries["expires_at"] = _utc(entries["expires_at"])
     later = NOW + timedelta(days=45)
     newly_due = entries[(entries["expires_at"] > pd.Timestamp(NOW)) & (entries["expires_at"] <= pd.Timestamp(later))]
     newly_due = newly_due.groupby("member_id")["points"].sum()
 
     assert expire_points(session=session, as_of=later, actor=MANAGER) > 0
-    expired = pd.DataFrame(session.exec(select(LedgerEntry.member_id, LedgerEntry.points)
-                                        .where(LedgerEntry.kind == "expire", LedgerEntry.occurred_at == later)).all(),
-                           columns=["member_id", "points"]).set_index("member_id")["points"]
+    expired = pd.DataFrame(
+        session.exec(select(LedgerEntry.member_id, LedgerEntry.points).where(LedgerEntry.kind == "expire", LedgerEntry.occurred_at == later)).all(),
+        columns=["member_id", "points"],
+    ).set_index("member_id")["points"]
     assert (-expired <= newly_due.reindex(expired.index)).all()
     assert expire_points(session=session, as_of=later, actor=MANAGER) == 0
 
 
 def test_progress_is_reported_up_to_the_total(session: Session) -> None:
     calls: list[tuple[int, int]] = []
-    create_demo(session, members=SMALL_MEMBERS, months=SMALL_MONTHS, actor=MANAGER, now=NOW,
-                progress=lambda done, total: calls.append((done, total)))
+    create_demo(session, members=SMALL_MEMBERS, months=SMALL_MONTHS, actor=MANAGER, now=NOW, progress=lambda done, total: calls.append((done, total)))
     assert calls[-1][0] == calls[-1][1] and len(calls) > SMALL_MONTHS
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 

@@ -19,8 +19,15 @@ MANAGER = Actor("max", "manager")
 
 @pytest.mark.parametrize(
     "value,target,direction,expected",
-    [(0.40, 0.35, "up", "on track"), (0.33, 0.35, "up", "at risk"), (0.20, 0.35, "up", "off track"),
-     (900, 1000, "down", "on track"), (1080, 1000, "down", "at risk"), (1500, 1000, "down", "off track"), (None, 1, "up", "no data")],
+    [
+        (0.40, 0.35, "up", "on track"),
+        (0.33, 0.35, "up", "at risk"),
+        (0.20, 0.35, "up", "off track"),
+        (900, 1000, "down", "on track"),
+        (1080, 1000, "down", "at risk"),
+        (1500, 1000, "down", "off track"),
+        (None, 1, "up", "no data"),
+    ],
     ids=["up-met", "up-within-10pct", "up-missed", "down-met", "down-within-10pct", "down-missed", "no-snapshot"],
 )
 def test_status_compares_the_value_with_the_target_in_the_good_direction(value, target, direction, expected):
@@ -29,15 +36,41 @@ def test_status_compares_the_value_with_the_target_in_the_good_direction(value, 
 
 def test_a_goal_needs_an_owner_and_a_valid_period(session):
     with pytest.raises(InvalidInput, match="owner"):
-        save_goal(session=session, actor=MANAGER, name="Grow", objective="grow_membership", owner=" ", starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31))
+        save_goal(
+            session=session,
+            actor=MANAGER,
+            name="Grow",
+            objective="grow_membership",
+            owner=" ",
+            starts_on=date(2026, 1, 1),
+            ends_on=date(2026, 12, 31),
+        )
     with pytest.raises(InvalidInput, match="ends before it starts"):
-        save_goal(session=session, actor=MANAGER, name="Grow", objective="grow_membership", owner="Rita", starts_on=date(2026, 12, 1), ends_on=date(2026, 1, 1))
+        save_goal(
+            session=session,
+            actor=MANAGER,
+            name="Grow",
+            objective="grow_membership",
+            owner="Rita",
+            starts_on=date(2026, 12, 1),
+            ends_on=date(2026, 1, 1),
+        )
     with pytest.raises(PermissionDenied):
-        save_goal(session=session, actor=Actor("ann", "analyst"), name="Grow", objective="grow_membership", owner="Rita", starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31))
+        save_goal(
+            session=session,
+            actor=Actor("ann", "analyst"),
+            name="Grow",
+            objective="grow_membership",
+            owner="Rita",
+            starts_on=date(2026, 1, 1),
+            ends_on=date(2026, 12, 31),
+        )
 
 
 def test_targets_are_checked_against_the_metric_catalogue(session):
-    goal = save_goal(session=session, actor=MANAGER, name="Keep them", objective="retain", owner="Rita", starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31))
+    goal = save_goal(
+        session=session, actor=MANAGER, name="Keep them", objective="retain", owner="Rita", starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31)
+    )
     with pytest.raises(InvalidInput, match="Unknown metric"):
         save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="happiness", target_value=1)
     with pytest.raises(InvalidInput, match="between 0 and 1"):
@@ -51,7 +84,9 @@ def test_snapshots_feed_each_targets_latest_value_status_and_trend(session):
     make_purchase(session, a, 10.0, occurred_at=utc(2026, 9, 5))
     make_purchase(session, b, 10.0, occurred_at=utc(2026, 9, 6))
     make_purchase(session, a, 10.0, occurred_at=utc(2026, 10, 5))
-    goal = save_goal(session=session, actor=MANAGER, name="Keep them", objective="retain", owner="Rita", starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31))
+    goal = save_goal(
+        session=session, actor=MANAGER, name="Keep them", objective="retain", owner="Rita", starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31)
+    )
     save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="retention_rate", target_value=0.6)
     save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="active_members", target_value=2)
 

@@ -54,9 +54,11 @@ def test_the_preview_names_the_separator_and_the_byte_order_mark(separator, bom)
 
 @pytest.mark.usefixtures("members")
 def test_a_semicolon_file_with_decimal_commas_is_read_by_its_header_and_the_comma_is_explained(session, tmp_path):
-    text = ("purchase_id;member_id;occurred_at;amount;channel;store;category\n"
-            "P1;C001;2024-06-01T10:00:00Z;19,99;store;S1;grocery\n"
-            "P2;C002;2024-06-02T10:00:00Z;10;store;S1;grocery\n")
+    text = (
+        "purchase_id;member_id;occurred_at;amount;channel;store;category\n"
+        "P1;C001;2024-06-01T10:00:00Z;19,99;store;S1;grocery\n"
+        "P2;C002;2024-06-02T10:00:00Z;10;store;S1;grocery\n"
+    )
     path = tmp_path / "purchases.csv"
     path.write_bytes(codecs.BOM_UTF8 + text.encode())
     before = counts(session)
@@ -70,10 +72,12 @@ def test_a_semicolon_file_with_decimal_commas_is_read_by_its_header_and_the_comm
 
 @pytest.mark.usefixtures("members")
 def test_bad_rows_of_a_tab_file_are_named_by_line_column_and_reason(session, tmp_path):
-    text = ("purchase_id\tmember_id\toccurred_at\tamount\tchannel\tstore\tcategory\n"
-            "P1\tC001\t2024-06-01\t5\tstore\tS1\tgrocery\n"
-            "\n"
-            "P2\tGHOST\tsoon\t5\tstore\tS1\tgrocery\n")
+    text = (
+        "purchase_id\tmember_id\toccurred_at\tamount\tchannel\tstore\tcategory\n"
+        "P1\tC001\t2024-06-01\t5\tstore\tS1\tgrocery\n"
+        "\n"
+        "P2\tGHOST\tsoon\t5\tstore\tS1\tgrocery\n"
+    )
     before = counts(session)
     with pytest.raises(ImportRefused) as refused:
         import_file(session, "purchases", write_csv(tmp_path, text))
@@ -82,8 +86,11 @@ def test_bad_rows_of_a_tab_file_are_named_by_line_column_and_reason(session, tmp
 
 
 def test_the_column_mapping_says_where_each_file_column_goes_and_which_fields_are_missing():
-    mapping = column_mapping(["Order", "member_id", "Customer", "occurred_at", "amount", "Till", "member_id "],
-                             "purchases", {"Order": "purchase_id", "Customer": "member_id"})
+    mapping = column_mapping(
+        ["Order", "member_id", "Customer", "occurred_at", "amount", "Till", "member_id "],
+        "purchases",
+        {"Order": "purchase_id", "Customer": "member_id"},
+    )
     expected = pd.DataFrame(
         [
             ("Order", "purchase_id", "optional, mapped"),

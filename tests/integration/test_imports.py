@@ -108,9 +108,7 @@ def test_imported_purchases_earn_floor_of_amount_times_the_rate(session, tmp_pat
     assert set(purchases) == {"P1", "P2", "P3"}
     assert purchases["P1"].occurred_at == utc(2024, 6, 1, 10, 0)
     assert (purchases["P2"].amount, purchases["P2"].channel, purchases["P2"].store) == (10.0, "web", "")
-    earned = dict(
-        session.execute(select(LedgerEntry.purchase_id, LedgerEntry.points).where(LedgerEntry.kind == "earn")).all()
-    )
+    earned = dict(session.execute(select(LedgerEntry.purchase_id, LedgerEntry.points).where(LedgerEntry.kind == "earn")).all())
     assert earned == {
         purchases["P1"].id: math.floor(19.99 * 2.5),  # 49
         purchases["P2"].id: math.floor(10.00 * 2.5),  # 25
@@ -197,8 +195,7 @@ def test_a_same_purchase_written_differently_is_recognised(session, tmp_path, me
         "purchases",
         write_csv(
             tmp_path,
-            "member_id,occurred_at,amount,channel,store,category\n"
-            "C001,2024-06-01 12:00:00+02:00,3.50,store,S1,coffee\n",
+            "member_id,occurred_at,amount,channel,store,category\nC001,2024-06-01 12:00:00+02:00,3.50,store,S1,coffee\n",
             "b.csv",
         ),
     )
@@ -308,9 +305,7 @@ HEADERS = {
         "name-too-long",
     ],
 )
-def test_a_bad_row_refuses_the_whole_file_naming_line_column_and_reason(
-    session, tmp_path, members, kind, rows, line, column, reason
-):
+def test_a_bad_row_refuses_the_whole_file_naming_line_column_and_reason(session, tmp_path, members, kind, rows, line, column, reason):
     # A valid row first: it must not be written either.
     valid = {
         "purchases": "OK1,C001,2024-06-01T10:00:00Z,5,store,S1,grocery",
@@ -384,12 +379,7 @@ def test_the_report_shows_the_first_50_problems_then_how_many_more(session, tmp_
 
 
 def test_line_numbers_count_blank_lines_and_line_breaks_inside_quoted_values(session, tmp_path, members):
-    text = (
-        "member_id,submitted_at,score,comment\n"
-        'C001,2024-07-01,9,"first line\nsecond line"\n'
-        "\n"
-        "C002,2024-07-02,12,too high\n"
-    )
+    text = 'member_id,submitted_at,score,comment\nC001,2024-07-01,9,"first line\nsecond line"\n\nC002,2024-07-02,12,too high\n'
     with pytest.raises(ImportRefused) as refused:
         import_file(session, "feedback", write_csv(tmp_path, text))
 
@@ -398,9 +388,7 @@ def test_line_numbers_count_blank_lines_and_line_breaks_inside_quoted_values(ses
 
 def test_a_file_that_is_not_utf8_is_refused_with_advice(session, tmp_path):
     path = tmp_path / "latin1.csv"
-    path.write_bytes(
-        "member_id,name,email,joined_at,acquisition_channel\nC1,José,j@example.com,2024-01-01,web\n".encode("latin-1")
-    )
+    path.write_bytes("member_id,name,email,joined_at,acquisition_channel\nC1,José,j@example.com,2024-01-01,web\n".encode("latin-1"))
 
     with pytest.raises(ImportRefused) as refused:
         import_file(session, "members", path)
@@ -511,9 +499,7 @@ def test_a_member_whose_details_changed_is_updated(session, tmp_path, members):
 
 
 def test_a_members_file_without_optional_columns_leaves_them_as_they_are(session, tmp_path, members):
-    text = (
-        "member_id,name,email,joined_at,acquisition_channel\nC001,Ana L.,ana@example.com,2024-01-05T10:00:00Z,store\n"
-    )
+    text = "member_id,name,email,joined_at,acquisition_channel\nC001,Ana L.,ana@example.com,2024-01-05T10:00:00Z,store\n"
 
     result = import_file(session, "members", write_csv(tmp_path, text, "short.csv"))
 
@@ -544,9 +530,7 @@ def test_feedback_of_an_erased_member_keeps_the_score_but_never_the_comment(sess
     late = import_file(
         session,
         "feedback",
-        write_csv(
-            tmp_path, "member_id,submitted_at,score,comment\nC001,2024-08-01,10,call me on 900 000 001\n", "late.csv"
-        ),
+        write_csv(tmp_path, "member_id,submitted_at,score,comment\nC001,2024-08-01,10,call me on 900 000 001\n", "late.csv"),
     )
 
     assert (again.imported, again.skipped, late.imported) == (0, 3, 1)
@@ -598,8 +582,7 @@ def test_existing_purchases_recorded_elsewhere_are_recognised_by_their_id(sessio
         "purchases",
         write_csv(
             tmp_path,
-            "purchase_id,member_id,occurred_at,amount,channel,store,category\n"
-            "P1,C001,2024-06-01T10:00:00Z,19.99,store,S1,grocery\n",
+            "purchase_id,member_id,occurred_at,amount,channel,store,category\nP1,C001,2024-06-01T10:00:00Z,19.99,store,S1,grocery\n",
         ),
     )
 
@@ -633,10 +616,7 @@ def test_the_cli_refuses_a_bad_file_with_exit_code_2_and_lists_the_problems(sess
     after = counts(session)
     # The command line's start-up may audit the creation of its first admin; nothing else.
     assert {k: v for k, v in after.items() if k != "audit_log"} == {k: v for k, v in before.items() if k != "audit_log"}
-    assert (
-        session.exec(select(AuditLog).where(AuditLog.action == "data.import", AuditLog.entity == "purchases")).all()
-        == []
-    )
+    assert session.exec(select(AuditLog).where(AuditLog.action == "data.import", AuditLog.entity == "purchases")).all() == []
 
 
 def test_the_cli_prints_a_one_line_json_summary(session, tmp_path, members, capsys):
@@ -659,9 +639,7 @@ def test_the_cli_maps_columns_creates_members_and_sets_invalid_rows_aside(sessio
 
     path = write_csv(
         tmp_path,
-        "Receipt,Customer,Date,Total,channel,store,category\n"
-        "R1,NEW1,2024-06-01,10,store,S1,grocery\n"
-        "R2,NEW2,2024-06-02,oops,store,S1,grocery\n",
+        "Receipt,Customer,Date,Total,channel,store,category\nR1,NEW1,2024-06-01,10,store,S1,grocery\nR2,NEW2,2024-06-02,oops,store,S1,grocery\n",
         "pos.csv",
     )
 
@@ -726,11 +704,7 @@ def sqlite_indexes(session: Session) -> list[tuple[str, str]]:
 
     session.commit()
     return sorted(
-        session.execute(
-            text(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('purchase', 'ledger_entry')"
-            )
-        ).all()
+        session.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('purchase', 'ledger_entry')")).all()
     )
 
 

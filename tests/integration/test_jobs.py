@@ -48,10 +48,15 @@ def _fresh(session):
 
 
 def _snapshot_values(session, period: str, dimension: str = "overall", value: str = "") -> dict[str, float | None]:
-    rows = _fresh(session).exec(
-        select(KpiSnapshot.metric, KpiSnapshot.value)
-        .where(KpiSnapshot.period == period, KpiSnapshot.dimension == dimension, KpiSnapshot.dimension_value == value)
-    ).all()
+    rows = (
+        _fresh(session)
+        .exec(
+            select(KpiSnapshot.metric, KpiSnapshot.value).where(
+                KpiSnapshot.period == period, KpiSnapshot.dimension == dimension, KpiSnapshot.dimension_value == value
+            )
+        )
+        .all()
+    )
     return dict(rows)
 
 
@@ -76,7 +81,10 @@ def test_kpi_snapshot_stores_the_last_month_quarter_and_month_to_date_and_a_reru
     first = run_job("kpi-snapshot", as_of=date(2026, 10, 15), actor=MANAGER)
     assert first["status"] == "succeeded", first["error"]
     assert [(p["period"], p["start"], p["end"]) for p in first["periods"]] == [
-        ("month", "2026-09-01", "2026-10-01"), ("mtd", "2026-10-01", "2026-10-16"), ("quarter", "2026-07-01", "2026-10-01")]
+        ("month", "2026-09-01", "2026-10-01"),
+        ("mtd", "2026-10-01", "2026-10-16"),
+        ("quarter", "2026-07-01", "2026-10-01"),
+    ]
 
     september = _snapshot_values(session, "month")
     # Of the 2 members active in August, 1 (a) bought again in September, for 20.00.
@@ -147,8 +155,9 @@ run_job("kpi-snapshot", as_of=date(2026, 10, 15))
 
 
 def test_a_job_killed_inside_its_transaction_leaves_no_results(session, db_url, two_buyers):
-    process = subprocess.Popen([sys.executable, "-c", _KILLED_JOB], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "LOYALTY_DATABASE_URL": db_url})
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_JOB], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "LOYALTY_DATABASE_URL": db_url}
+    )
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)
     reader.start()
@@ -189,14 +198,12 @@ def tier_program(session):
     # Gold since June 2025, one purchase 19 months ago (outside the 12-month window).
     eli = make_member(session, tier_id=gold.id, tier_since=utc(2025, 6, 1))
     make_purchase(session, eli, 900.0, occurred_at=utc(2025, 3, 1))
-    return {"silver": silver, "gold": gold, "ann": ann, "bob": bob, "cleo": cleo, "dina": dina, "eli": eli,
-            "bob_purchases": bob_purchases}
+    return {"silver": silver, "gold": gold, "ann": ann, "bob": bob, "cleo": cleo, "dina": dina, "eli": eli, "bob_purchases": bob_purchases}
 
 
 def _tiers_now(session, program) -> dict[str, tuple[int | None, object]]:
     _fresh(session)
-    return {name: (m.tier_id, m.tier_since) for name in ("ann", "bob", "cleo", "dina", "eli")
-            for m in [session.get(Member, program[name].id)]}
+    return {name: (m.tier_id, m.tier_since) for name in ("ann", "bob", "cleo", "dina", "eli") for m in [session.get(Member, program[name].id)]}
 
 
 def _movements(session) -> dict[int, str]:
@@ -220,7 +227,7 @@ def test_tier_evaluation_upgrades_at_once_downgrades_after_the_grace_period_with
         p["ann"].id: "spent 600.00 and bought 6 times in the last 12 months: qualifies for Gold",
         p["bob"].id: "spent 160.00 and bought 2 times in the last 12 months: qualifies for Silver",
         p["eli"].id: "spent 0.00 and bought 0 times in the last 12 months: below Gold (needs 500.00 and 5 purchases) "
-                     "and its 3-month grace period is over: no longer qualifies for any tier",
+        "and its 3-month grace period is over: no longer qualifies for any tier",
     }
     movement = _fresh(session).exec(select(TierMovement).where(TierMovement.member_id == p["ann"].id)).one()
     assert (movement.from_tier_id, movement.to_tier_id, movement.as_of, movement.moved_at) == (None, p["gold"].id, date(2026, 10, 14), cutoff)
@@ -230,7 +237,8 @@ def test_tier_evaluation_upgrades_at_once_downgrades_after_the_grace_period_with
     assert (later["upgrades"], later["downgrades"]) == (0, 1)
     assert _movements(session)[p["dina"].id] == (
         "spent 140.00 and bought 2 times in the last 12 months: below Gold (needs 500.00 and 5 purchases) "
-        "and its 3-month grace period is over: moves to Silver")
+        "and its 3-month grace period is over: moves to Silver"
+    )
     assert _tiers_now(session, p)["dina"] == (p["silver"].id, utc(2026, 11, 6))
 
     # Re-evaluating October now leaves Dina alone: a later evaluation settled her.
@@ -294,9 +302,17 @@ def test_campaign_evaluation_measures_uplift_over_the_holdout_with_confidence_in
     for _ in range(4):
         make_member(session, acquisition_channel="web")
     shoppers = [make_member(session, acquisition_channel="shop") for _ in range(6)]
-    campaign = save_campaign(session=session, actor=MANAGER, name="Double points September", kind="multiplier",
-                             starts_at=utc(2026, 9, 1), ends_at=utc(2026, 10, 1), rule={"multiplier": 2.0},
-                             eligibility={"acquisition_channels": ["shop"]}, holdout_pct=0.2)
+    campaign = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Double points September",
+        kind="multiplier",
+        starts_at=utc(2026, 9, 1),
+        ends_at=utc(2026, 10, 1),
+        rule={"multiplier": 2.0},
+        eligibility={"acquisition_channels": ["shop"]},
+        holdout_pct=0.2,
+    )
     activate_campaign(session=session, campaign_id=campaign.id, actor=MANAGER, now=utc(2026, 8, 31))
     from db.models import CampaignAssignment
 
@@ -329,7 +345,8 @@ def test_campaign_evaluation_measures_uplift_over_the_holdout_with_confidence_in
     # Retention (>= 1 purchase in the window): 3/4 vs 1/2, normal approximation.
     half_r = stats.norm.ppf(0.975) * math.sqrt(0.75 * 0.25 / 4 + 0.5 * 0.5 / 2)
     assert (row["retention_uplift"], row["retention_uplift_ci_low"], row["retention_uplift_ci_high"]) == pytest.approx(
-        (0.25, 0.25 - half_r, 0.25 + half_r))
+        (0.25, 0.25 - half_r, 0.25 + half_r)
+    )
     # Double points: the bonus equals the base points of the treatment's 120.00 of purchases.
     assert row["points_cost"] == 120
     assert row["incremental_revenue"] == pytest.approx(20.0 * 4)
@@ -354,8 +371,9 @@ def falling_retention(session):
             make_purchase(session, m, 10.0, occurred_at=utc(2026, month, 10))
     for m in members[:2]:
         make_purchase(session, m, 10.0, occurred_at=utc(2026, 10, 10))
-    goal = save_goal(session=session, actor=MANAGER, name="Keep them", objective="retain", owner="Rita",
-                     starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31))
+    goal = save_goal(
+        session=session, actor=MANAGER, name="Keep them", objective="retain", owner="Rita", starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31)
+    )
     save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="retention_rate", target_value=0.6)
     save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="active_members", target_value=4)
     for start, end in ((date(2026, 9, 1), date(2026, 10, 1)), (date(2026, 10, 1), date(2026, 11, 1))):
@@ -367,16 +385,22 @@ def test_retention_alerts_for_target_trend_and_a_kpi_turning_off_track_and_a_rer
     result = run_job("retention-alert", as_of=date(2026, 11, 3), actor=MANAGER)
     assert (result["status"], result["rows"], result["alerts_as_of"], result["month"]) == ("succeeded", 3, "2026-10-31", "2026-10")
     alerts = {(a.kind, a.metric): a for a in _fresh(session).exec(select(Alert))}
-    assert set(alerts) == {("retention_below_target", "retention_rate"), ("retention_below_trend", "retention_rate"),
-                           ("kpi_off_track", "active_members")}
+    assert set(alerts) == {
+        ("retention_below_target", "retention_rate"),
+        ("retention_below_trend", "retention_rate"),
+        ("kpi_off_track", "active_members"),
+    }
     assert alerts[("retention_below_target", "retention_rate")].message == (
-        "Retention of existing members in October 2026: it was 50.0%, below the 60.0% target of goal 'Keep them' (off track).")
+        "Retention of existing members in October 2026: it was 50.0%, below the 60.0% target of goal 'Keep them' (off track)."
+    )
     assert alerts[("retention_below_target", "retention_rate")].severity == "critical"
     assert alerts[("retention_below_trend", "retention_rate")].message == (
         "Retention of existing members fell to 50.0% in October 2026, 50.0 points below its average of 100.0% over the "
-        "previous 3 months (July 2026 to September 2026).")
+        "previous 3 months (July 2026 to September 2026)."
+    )
     assert alerts[("kpi_off_track", "active_members")].message == (
-        "Active members turned off track in October 2026: 2 against a target of 4 (goal 'Keep them', month); before: 4, on track.")
+        "Active members turned off track in October 2026: 2 against a target of 4 (goal 'Keep them', month); before: 4, on track."
+    )
     assert {a.as_of for a in alerts.values()} == {date(2026, 10, 31)}
 
     acknowledge_alert(session=session, alert_id=alerts[("retention_below_trend", "retention_rate")].id, actor=MANAGER)
@@ -444,8 +468,15 @@ def test_run_all_runs_every_job_in_schedule_order_and_goes_on_after_a_failure(se
 
     monkeypatch.setitem(JOBS, "executive-report", replace(JOBS["executive-report"], body=failing_report))
     summaries = run_all(as_of=date(2026, 1, 10), actor=MANAGER)
-    assert [s["job"] for s in summaries] == ["points-expiry", "kpi-snapshot", "tier-evaluation", "campaign-evaluation",
-                                             "retention-alert", "liability-forecast", "executive-report"]
+    assert [s["job"] for s in summaries] == [
+        "points-expiry",
+        "kpi-snapshot",
+        "tier-evaluation",
+        "campaign-evaluation",
+        "retention-alert",
+        "liability-forecast",
+        "executive-report",
+    ]
     assert [s["status"] for s in summaries] == ["succeeded"] * 6 + ["failed"]
     assert summaries[-1]["error"] == "RuntimeError: no Chromium (simulated)"
 
@@ -480,11 +511,10 @@ def test_on_postgresql_a_run_waiting_for_another_runs_lock_gives_up_after_the_lo
     dispose_engines()  # new connections take the shorter limit below
     monkeypatch.setattr(engine_module, "POSTGRES_LOCK_TIMEOUT_MS", 1000)
     engine = get_engine(db_url)
-    with new_session(engine) as holder, new_session(engine) as waiter:
-        with write_transaction(holder):
-            hold_job_lock(holder, "points-expiry")
-            started = time.monotonic()
-            with pytest.raises(OperationalError, match="lock timeout"), write_transaction(waiter):
-                hold_job_lock(waiter, "points-expiry")
-            assert time.monotonic() - started < 5
+    with new_session(engine) as holder, new_session(engine) as waiter, write_transaction(holder):
+        hold_job_lock(holder, "points-expiry")
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="lock timeout"), write_transaction(waiter):
+            hold_job_lock(waiter, "points-expiry")
+        assert time.monotonic() - started < 5
     dispose_engines()

@@ -82,9 +82,7 @@ class LotModel:
     def earn(self, points: int, at: datetime, purchase: int | None = None) -> None:
         repaid = min(self.debt, points)
         self.debt -= repaid
-        self.lots.append(
-            ModelLot(len(self.lots), at, add_months(at, EXPIRY_MONTHS), points, points - repaid, purchase=purchase)
-        )
+        self.lots.append(ModelLot(len(self.lots), at, add_months(at, EXPIRY_MONTHS), points, points - repaid, purchase=purchase))
 
     def take(self, points: int) -> None:
         for lot in sorted(self.lots, key=lambda x: (x.expires_at, x.earned_at, x.seq)):
@@ -116,9 +114,7 @@ class LotModel:
 
 
 def entries_after(session: Session, member_id: int, last_id: int) -> list[LedgerEntry]:
-    return list(session.exec(
-        select(LedgerEntry).where(LedgerEntry.member_id == member_id, LedgerEntry.id > last_id).order_by(LedgerEntry.id)
-    ))
+    return list(session.exec(select(LedgerEntry).where(LedgerEntry.member_id == member_id, LedgerEntry.id > last_id).order_by(LedgerEntry.id)))
 
 
 def sum_of_entries(session: Session, member_id: int) -> int:
@@ -153,7 +149,12 @@ redeem = st.tuples(st.just("redeem"), st.integers(0, len(REWARD_COSTS) - 1))
 refund = st.tuples(st.just("refund"), st.integers(0, 1_000))  # which earlier purchase, modulo their number
 operation = st.one_of(
     # purchases, redemptions and refunds twice as likely: spending then refunding makes debts
-    purchase, purchase, redeem, redeem, refund, refund,
+    purchase,
+    purchase,
+    redeem,
+    redeem,
+    refund,
+    refund,
     st.tuples(st.just("adjust"), st.integers(-400, -1) | st.integers(1, 400)),
     st.tuples(st.just("expire"), st.just(0)),
 )
@@ -215,8 +216,7 @@ def test_any_sequence_of_operations_keeps_the_ledger_equal_to_the_reference_mode
             expired = trial.expire(now)
             if trial.balance + value < 0:
                 with pytest.raises(InsufficientPoints):
-                    adjust_points(session=session, member_id=member.id, points=value, reason="correction",
-                                  actor=OPERATIONS, now=now)
+                    adjust_points(session=session, member_id=member.id, points=value, reason="correction", actor=OPERATIONS, now=now)
                 assert footprint(session, member.id) == before, "a refused adjustment wrote something"
                 continue
             adjust_points(session=session, member_id=member.id, points=value, reason="correction", actor=OPERATIONS, now=now)
@@ -281,8 +281,7 @@ def test_points_expire_twelve_months_after_they_were_earned_oldest_lot_first(ses
     member = make_member(session)
     make_purchase(session, member, 100.00, occurred_at=utc(2024, 1, 31, 9))
     make_purchase(session, member, 50.00, occurred_at=utc(2024, 3, 15, 9))
-    adjust_points(session=session, member_id=member.id, points=-30, reason="correction", actor=OPERATIONS,
-                  now=utc(2024, 6, 1))
+    adjust_points(session=session, member_id=member.id, points=-30, reason="correction", actor=OPERATIONS, now=utc(2024, 6, 1))
 
     assert expire_points(session=session, as_of=utc(2025, 1, 31, 8, 59, 59), actor=SYSTEM_SCHEDULER) == 0
     assert expire_points(session=session, as_of=utc(2025, 1, 31, 9), actor=SYSTEM_SCHEDULER) == 1
@@ -359,7 +358,12 @@ def test_a_refund_of_a_partly_redeemed_partly_expired_purchase_takes_back_only_t
     assert balance(session, member.id) == 40
     expire_points(session=session, as_of=utc(2025, 6, 1), actor=SYSTEM_SCHEDULER)
     assert kinds_and_points(session, member) == [
-        ("earn", 100), ("earn", 100), ("redeem", -60), ("expire", -40), ("reverse", -60), ("expire", -40),
+        ("earn", 100),
+        ("earn", 100),
+        ("redeem", -60),
+        ("expire", -40),
+        ("reverse", -60),
+        ("expire", -40),
     ]
     assert balance(session, member.id) == 0
 
@@ -382,8 +386,7 @@ def test_removing_more_points_than_the_balance_is_refused_and_writes_nothing(ses
     make_purchase(session, member, 75.00, occurred_at=utc(2024, 3, 1))
     before = footprint(session, member.id)
     with pytest.raises(InsufficientPoints, match="has 75 points; cannot remove 76"):
-        adjust_points(session=session, member_id=member.id, points=-76, reason="correction", actor=OPERATIONS,
-                      now=utc(2024, 4, 1))
+        adjust_points(session=session, member_id=member.id, points=-76, reason="correction", actor=OPERATIONS, now=utc(2024, 4, 1))
     assert footprint(session, member.id) == before
     adjust_points(session=session, member_id=member.id, points=-75, reason="correction", actor=OPERATIONS, now=utc(2024, 4, 1))
     assert balance(session, member.id) == 0
@@ -394,8 +397,7 @@ def test_stale_lots_are_expired_before_a_negative_adjustment_is_checked(session)
     make_purchase(session, member, 60.00, occurred_at=utc(2024, 1, 1))
     make_purchase(session, member, 40.00, occurred_at=utc(2024, 9, 1))
     with pytest.raises(InsufficientPoints, match="has 40 points"):
-        adjust_points(session=session, member_id=member.id, points=-50, reason="correction", actor=OPERATIONS,
-                      now=utc(2025, 1, 2))
+        adjust_points(session=session, member_id=member.id, points=-50, reason="correction", actor=OPERATIONS, now=utc(2025, 1, 2))
     assert kinds_and_points(session, member) == [("earn", 60), ("earn", 40)]  # the expiry rolled back too
     adjust_points(session=session, member_id=member.id, points=-40, reason="correction", actor=OPERATIONS, now=utc(2025, 1, 2))
     assert kinds_and_points(session, member) == [("earn", 60), ("earn", 40), ("expire", -60), ("adjust", -40)]

@@ -30,8 +30,16 @@ def _groups(session, campaign_id):
 
 def _measured_double_points(session, members):
     """A 10-day double-points campaign, 45 % held out: treated members spend 50, held-out ones 20 and 40 in turn."""
-    past = save_campaign(session=session, actor=MANAGER, name="March double points", kind="multiplier", rule={"multiplier": 2.0},
-                         starts_at=PAST_START, ends_at=PAST_END, holdout_pct=0.45)
+    past = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="March double points",
+        kind="multiplier",
+        rule={"multiplier": 2.0},
+        starts_at=PAST_START,
+        ends_at=PAST_END,
+        holdout_pct=0.45,
+    )
     activate_campaign(session=session, campaign_id=past.id, actor=MANAGER, now=utc(2026, 2, 28))
     treated, held = _groups(session, past.id)
     assert len(treated) >= 2 and len(held) >= 2
@@ -48,8 +56,16 @@ def _measured_double_points(session, members):
 def test_a_draft_is_estimated_from_a_past_campaign_of_its_kind_measured_against_its_holdout(session):
     members = [make_member(session) for _ in range(20)]
     past, treated, holdout_spend = _measured_double_points(session, members)
-    draft = save_campaign(session=session, actor=MANAGER, name="May double points", kind="multiplier", rule={"multiplier": 2.0},
-                          starts_at=utc(2026, 5, 1), ends_at=utc(2026, 5, 21), holdout_pct=0.1)  # 20 days
+    draft = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="May double points",
+        kind="multiplier",
+        rule={"multiplier": 2.0},
+        starts_at=utc(2026, 5, 1),
+        ends_at=utc(2026, 5, 21),
+        holdout_pct=0.1,
+    )  # 20 days
 
     impact = expected_campaign_impact(session, campaign_id=draft.id, now=NOW)
 
@@ -81,8 +97,16 @@ def test_a_draft_is_estimated_from_a_past_campaign_of_its_kind_measured_against_
 def test_a_draft_of_a_kind_never_measured_says_there_is_no_comparable_history(session):
     members = [make_member(session) for _ in range(20)]
     _measured_double_points(session, members)
-    draft = save_campaign(session=session, actor=MANAGER, name="Referral bonus", kind="fixed_bonus", rule={"points": 100},
-                          starts_at=utc(2026, 5, 1), ends_at=utc(2026, 6, 1), holdout_pct=0.1)
+    draft = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Referral bonus",
+        kind="fixed_bonus",
+        rule={"points": 100},
+        starts_at=utc(2026, 5, 1),
+        ends_at=utc(2026, 6, 1),
+        holdout_pct=0.1,
+    )
 
     impact = expected_campaign_impact(session, campaign_id=draft.id, now=NOW)
 
@@ -96,11 +120,27 @@ def test_a_measured_kind_not_yet_evaluated_points_to_the_evaluation_job(session)
     members = [make_member(session) for _ in range(6)]
     for m in members:
         make_purchase(session, m, 30.0, occurred_at=utc(2026, 1, 5))
-    past = save_campaign(session=session, actor=MANAGER, name="Come back", kind="win_back", rule={"inactive_days": 30, "points": 300},
-                         starts_at=PAST_START, ends_at=PAST_END, holdout_pct=0.3)
+    past = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Come back",
+        kind="win_back",
+        rule={"inactive_days": 30, "points": 300},
+        starts_at=PAST_START,
+        ends_at=PAST_END,
+        holdout_pct=0.3,
+    )
     activate_campaign(session=session, campaign_id=past.id, actor=MANAGER, now=utc(2026, 2, 28))
-    draft = save_campaign(session=session, actor=MANAGER, name="Come back again", kind="win_back", rule={"inactive_days": 30, "points": 300},
-                          starts_at=utc(2026, 5, 1), ends_at=utc(2026, 6, 1), holdout_pct=0.3)
+    draft = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Come back again",
+        kind="win_back",
+        rule={"inactive_days": 30, "points": 300},
+        starts_at=utc(2026, 5, 1),
+        ends_at=utc(2026, 6, 1),
+        holdout_pct=0.3,
+    )
 
     impact = expected_campaign_impact(session, campaign_id=draft.id, now=NOW)
 
@@ -131,8 +171,17 @@ def test_holdout_planning_measures_the_eligible_segment_and_sizes_a_relative_tar
         if amount:
             make_purchase(session, member, amount, occurred_at=utc(2026, 4, 1))
 
-    sizing, segment = plan_holdout(session, kind="multiplier", eligibility={"acquisition_channels": ["app"]}, rule={"multiplier": 2},
-                                   days=30, holdout_pct=0.25, target_uplift=2.0, relative=True, now=NOW)
+    sizing, segment = plan_holdout(
+        session,
+        kind="multiplier",
+        eligibility={"acquisition_channels": ["app"]},
+        rule={"multiplier": 2},
+        days=30,
+        holdout_pct=0.25,
+        target_uplift=2.0,
+        relative=True,
+        now=NOW,
+    )
 
     sigma = math.sqrt(500 / 3)
     assert (segment.members, segment.mean, segment.sigma) == pytest.approx((4, 15.0, sigma))

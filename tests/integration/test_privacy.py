@@ -18,8 +18,9 @@ ANALYST, MANAGER = Actor("ann", "analyst"), Actor("max", "manager")
 
 @pytest.fixture
 def members(session):
-    ana = make_member(session, external_id="M1", name="Ana Lima", email="ana@example.com", phone="+351 900 000 001",
-                      city="Porto", marketing_consent=True)
+    ana = make_member(
+        session, external_id="M1", name="Ana Lima", email="ana@example.com", phone="+351 900 000 001", city="Porto", marketing_consent=True
+    )
     ben = make_member(session, external_id="M2", name="Ben Okoro", email="ben@example.com", marketing_consent=False)
     make_purchase(session, ana, 100.0, occurred_at=utc(2026, 10, 1))
     make_purchase(session, ben, 60.0, occurred_at=utc(2026, 10, 2))

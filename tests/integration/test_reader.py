@@ -57,11 +57,12 @@ def _path(session: Session) -> str:
     ("params", "expected"),
     [
         # 13:00 in UTC+2 is 11:00 UTC: the 10:00 purchase is before it.
-        ({"since": datetime(2024, 6, 1, 13, tzinfo=CEST), "until": date(2024, 6, 3), "store": None},
-         [("ann", "S1", None, 20.0), ("bob", "S1", "Gold", 40.0)]),
+        (
+            {"since": datetime(2024, 6, 1, 13, tzinfo=CEST), "until": date(2024, 6, 3), "store": None},
+            [("ann", "S1", None, 20.0), ("bob", "S1", "Gold", 40.0)],
+        ),
         # A day is its first moment (UTC): the purchase at midnight of June 2 is not before it.
-        ({"since": date(2024, 6, 1), "until": date(2024, 6, 2), "store": None},
-         [("ann", "O'Brien's", None, 10.0), ("ann", "S1", None, 20.0)]),
+        ({"since": date(2024, 6, 1), "until": date(2024, 6, 2), "store": None}, [("ann", "O'Brien's", None, 10.0), ("ann", "S1", None, 20.0)]),
         ({"since": date(2024, 1, 1), "until": date(2025, 1, 1), "store": "O'Brien's"}, [("ann", "O'Brien's", None, 10.0)]),
     ],
     ids=["an aware moment in another time zone", "days as UTC midnights", "a text with a quote is bound, not spliced"],
@@ -81,7 +82,8 @@ def test_the_reader_process_reads_what_the_session_s_driver_reads(
 def test_the_reader_process_binds_parameters_in_order_even_when_one_repeats(session: Session, purchases: dict[str, int]) -> None:
     _sqlite_only(session)
     table = read_sqlite(
-        _path(session), "SELECT ? AS a, ? AS b, ? AS c, ? AS d, COUNT(*) AS n FROM purchase WHERE store = ?",
+        _path(session),
+        "SELECT ? AS a, ? AS b, ? AS c, ? AS d, COUNT(*) AS n FROM purchase WHERE store = ?",
         ["text", 7, 2.5, None, "S1"],
     )
     assert table.to_pylist() == [{"a": "text", "b": 7, "c": 2.5, "d": None, "n": 2}]

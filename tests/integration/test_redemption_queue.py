@@ -31,8 +31,9 @@ def requested(session) -> list[int]:
     """Three requested redemptions of a 100-point reward (stock 10), by members M1, M2, M3."""
     reward = make_reward(session, name="Cinema ticket", points_cost=100, stock=10)
     return [
-        redeem_reward(session=session, member_id=member_with_points(session, 300, external_id=f"M{n}").id,
-                      reward_id=reward.id, actor=OPERATIONS, now=JULY).redemption_id
+        redeem_reward(
+            session=session, member_id=member_with_points(session, 300, external_id=f"M{n}").id, reward_id=reward.id, actor=OPERATIONS, now=JULY
+        ).redemption_id
         for n in (1, 2, 3)
     ]
 

@@ -92,10 +92,7 @@ class Racers:
         context = multiprocessing.get_context("spawn")
         self.barrier, self.results = context.Barrier(WORKERS), context.Queue()
         self.jobs = [context.Queue() for _ in range(WORKERS)]
-        self.children = [
-            context.Process(target=_racer, args=(i, self.jobs[i], self.barrier, self.results), daemon=True)
-            for i in range(WORKERS)
-        ]
+        self.children = [context.Process(target=_racer, args=(i, self.jobs[i], self.barrier, self.results), daemon=True) for i in range(WORKERS)]
         for child in self.children:
             child.start()
 
@@ -122,13 +119,8 @@ class Racers:
         errors = [f"racer {i}:\n{error}" for i, (_, _, error) in sorted(answers.items()) if error]
         assert not errors, "\n".join(errors)
         silent = sorted(set(range(WORKERS)) - set(answers))
-        assert not silent, (
-            f"racers {silent} gave no answer in {RACE_TIMEOUT_S} s: exit codes {[c.exitcode for c in self.children]}"
-        )
-        return [
-            Outcome(members[i % len(members)], rewards[i % len(rewards)], answers[i][0], json.loads(answers[i][1]))
-            for i in range(WORKERS)
-        ]
+        assert not silent, f"racers {silent} gave no answer in {RACE_TIMEOUT_S} s: exit codes {[c.exitcode for c in self.children]}"
+        return [Outcome(members[i % len(members)], rewards[i % len(rewards)], answers[i][0], json.loads(answers[i][1])) for i in range(WORKERS)]
 
     def close(self) -> None:
         for jobs in self.jobs:
@@ -167,9 +159,10 @@ def assert_ledger_consistent(session: Session, member: Member, *, balance_now: i
     assert sum(session.exec(select(LedgerEntry.points).where(LedgerEntry.member_id == member.id))) == balance_now
     assert min(running_balances(session, member.id)) >= 0, "the balance went below zero at some point"
     assert session.exec(select(func.count()).select_from(Redemption).where(Redemption.member_id == member.id)).one() == redemptions
-    assert session.exec(
-        select(func.count()).select_from(LedgerEntry).where(LedgerEntry.member_id == member.id, LedgerEntry.kind == "redeem")
-    ).one() == redemptions
+    assert (
+        session.exec(select(func.count()).select_from(LedgerEntry).where(LedgerEntry.member_id == member.id, LedgerEntry.kind == "redeem")).one()
+        == redemptions
+    )
 
 
 def yesterday() -> datetime:
@@ -194,8 +187,7 @@ def test_twenty_processes_redeeming_for_one_member_with_points_for_seven_get_exa
     refused = [o for o in outcomes if o.code != 0]
     assert len(won) == 7
     assert {o.code for o in refused} == {3}
-    assert all(o.payload == {"ok": False, "error": f"Member {member.external_id} has 0 points; Cinema ticket costs 100."}
-               for o in refused)
+    assert all(o.payload == {"ok": False, "error": f"Member {member.external_id} has 0 points; Cinema ticket costs 100."} for o in refused)
     # Each winner saw the balance its predecessors left: one each of 600, 500, ..., 0.
     assert sorted(o.payload["balance"] for o in won) == [0, 100, 200, 300, 400, 500, 600]
     with new_session(get_engine(url)) as session:
@@ -218,8 +210,7 @@ def test_twenty_processes_redeeming_a_reward_with_five_in_stock_get_exactly_five
     won = [o for o in outcomes if o.code == 0]
     assert len(won) == 5
     assert sorted(o.payload["balance"] for o in won) == [4500, 4600, 4700, 4800, 4900]
-    assert all(o.code == 3 and o.payload == {"ok": False, "error": "Signed poster is out of stock."}
-               for o in outcomes if o.code != 0)
+    assert all(o.code == 3 and o.payload == {"ok": False, "error": "Signed poster is out of stock."} for o in outcomes if o.code != 0)
     with new_session(get_engine(url)) as session:
         assert session.exec(select(Reward.stock).where(Reward.id == reward.id)).one() == 0
         assert_ledger_consistent(session, member, balance_now=4500, redemptions=5)
@@ -258,8 +249,7 @@ def test_twenty_members_racing_for_five_units_of_stock_leave_five_winners_and_no
 
     winners = {o.member for o in outcomes if o.code == 0}
     assert len(winners) == 5
-    assert all(o.payload == {"ok": True, "redemption_id": o.payload["redemption_id"], "balance": 0}
-               for o in outcomes if o.code == 0)
+    assert all(o.payload == {"ok": True, "redemption_id": o.payload["redemption_id"], "balance": 0} for o in outcomes if o.code == 0)
     assert all(o.code == 3 and o.payload["error"] == "Festival pass is out of stock." for o in outcomes if o.code != 0)
     with new_session(get_engine(url)) as session:
         assert session.exec(select(Reward.stock).where(Reward.id == reward.id)).one() == 0
@@ -301,9 +291,7 @@ class Interleaving:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.monitor.connect() as connection:
-                waiting = set(connection.execute(
-                    text("SELECT application_name FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-                ).scalars())
+                waiting = set(connection.execute(text("SELECT application_name FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).scalars())
             if wanted <= waiting:
                 return
             time.sleep(0.05)
@@ -346,8 +334,7 @@ def test_the_expiry_job_running_during_a_redemption_expires_each_lot_once(interl
     with interleaving.session("holder") as holder:
         # Stops the redemption after its own expiry and balance check, before it commits.
         holder.execute(text("LOCK TABLE redemption IN EXCLUSIVE MODE"))
-        interleaving.start("redeemer", lambda s: redeem_reward(
-            session=s, member_id=member.id, reward_id=reward.id, actor=OPERATIONS, now=now))
+        interleaving.start("redeemer", lambda s: redeem_reward(session=s, member_id=member.id, reward_id=reward.id, actor=OPERATIONS, now=now))
         interleaving.wait_until_blocked("redeemer")
         interleaving.start("expiry", lambda s: expire_points(session=s, as_of=now, actor=SYSTEM_SCHEDULER))
         interleaving.wait_until_blocked("expiry")
@@ -355,8 +342,7 @@ def test_the_expiry_job_running_during_a_redemption_expires_each_lot_once(interl
     interleaving.finish()
 
     with interleaving.session("check") as session:
-        entries = session.exec(select(LedgerEntry.kind, LedgerEntry.points).where(LedgerEntry.member_id == member.id)
-                               .order_by(LedgerEntry.id)).all()
+        entries = session.exec(select(LedgerEntry.kind, LedgerEntry.points).where(LedgerEntry.member_id == member.id).order_by(LedgerEntry.id)).all()
         assert [tuple(e) for e in entries] == [("earn", 100), ("earn", 100), ("expire", -100), ("redeem", -100)]
         assert balance(session, member.id) == 0
 
@@ -371,11 +357,9 @@ def test_cancelling_a_redemption_while_its_member_redeems_the_same_reward_does_n
     with interleaving.session("holder") as holder:
         # Stops the cancellation when it writes the returned points, holding what it locked so far.
         holder.execute(text("LOCK TABLE ledger_entry IN SHARE MODE"))
-        interleaving.start("cancel", lambda s: cancel_redemption(
-            session=s, redemption_id=first, actor=OPERATIONS, reason="member asked"))
+        interleaving.start("cancel", lambda s: cancel_redemption(session=s, redemption_id=first, actor=OPERATIONS, reason="member asked"))
         interleaving.wait_until_blocked("cancel")
-        interleaving.start("redeemer", lambda s: redeem_reward(
-            session=s, member_id=member.id, reward_id=reward.id, actor=OPERATIONS))
+        interleaving.start("redeemer", lambda s: redeem_reward(session=s, member_id=member.id, reward_id=reward.id, actor=OPERATIONS))
         interleaving.wait_until_blocked("redeemer")
         holder.commit()
     interleaving.finish()

@@ -66,15 +66,26 @@ def test_redeeming_a_reward_takes_its_points_and_one_unit_of_stock_and_is_audite
     assert stock_of(session, reward.id) == 2
     redemption = session.get(Redemption, result.redemption_id)
     assert (redemption.member_id, redemption.reward_id, redemption.points, redemption.status, redemption.requested_at) == (
-        member.id, reward.id, 120, "requested", JULY,
+        member.id,
+        reward.id,
+        120,
+        "requested",
+        JULY,
     )
     entry = session.exec(select(LedgerEntry).where(LedgerEntry.kind == "redeem")).one()
     assert (entry.member_id, entry.points, entry.occurred_at, entry.redemption_id, entry.actor) == (
-        member.id, -120, JULY, result.redemption_id, "olga",
+        member.id,
+        -120,
+        JULY,
+        result.redemption_id,
+        "olga",
     )
     audit = session.exec(select(AuditLog)).one()
     assert (audit.actor, audit.action, audit.entity, audit.entity_id) == (
-        "olga", "redemption.request", "redemption", str(result.redemption_id),
+        "olga",
+        "redemption.request",
+        "redemption",
+        str(result.redemption_id),
     )
     assert audit.after == {"member": member.external_id, "reward": "Cinema ticket", "points": 120}
 
@@ -175,7 +186,10 @@ def test_stale_lots_are_expired_before_the_balance_is_checked(session):
     assert redeem_reward(session=session, member_id=member.id, reward_id=cheap.id, actor=OPERATIONS, now=new_year).balance == 0
     entries = session.exec(select(LedgerEntry).where(LedgerEntry.member_id == member.id).order_by(LedgerEntry.id)).all()
     assert [(e.kind, e.points, e.occurred_at) for e in entries] == [
-        ("earn", 100, utc(2024, 1, 1)), ("earn", 50, utc(2024, 9, 1)), ("expire", -100, new_year), ("redeem", -50, new_year),
+        ("earn", 100, utc(2024, 1, 1)),
+        ("earn", 50, utc(2024, 9, 1)),
+        ("expire", -100, new_year),
+        ("redeem", -50, new_year),
     ]
 
 
@@ -360,7 +374,10 @@ def test_the_rewards_list_command_prints_id_name_cost_and_stock_cheapest_first(s
     mug = make_reward(session, name="Mug", points_cost=300, stock=7)
     ticket = make_reward(session, name="Ticket", points_cost=150, stock=None)
     code, payload = run_cli(capsys, "rewards", "list", "--json")
-    assert (code, payload) == (0, [
-        {"id": ticket.id, "name": "Ticket", "points_cost": 150, "stock": None},
-        {"id": mug.id, "name": "Mug", "points_cost": 300, "stock": 7},
-    ])
+    assert (code, payload) == (
+        0,
+        [
+            {"id": ticket.id, "name": "Ticket", "points_cost": 150, "stock": None},
+            {"id": mug.id, "name": "Mug", "points_cost": 300, "stock": 7},
+        ],
+    )

@@ -57,16 +57,25 @@ def program(session):
     """
     make_tier(session, name="Silver", rank=1, min_spend=30, min_purchases=3, window_months=12, grace_months=0)
     members = [make_member(session) for _ in range(10)]
-    campaign = save_campaign(session=session, actor=MANAGER, name="Double points October", kind="multiplier",
-                             starts_at=utc(2026, 10, 1), ends_at=utc(2026, 11, 1), rule={"multiplier": 2.0}, holdout_pct=0.2)
+    campaign = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Double points October",
+        kind="multiplier",
+        starts_at=utc(2026, 10, 1),
+        ends_at=utc(2026, 11, 1),
+        rule={"multiplier": 2.0},
+        holdout_pct=0.2,
+    )
     activate_campaign(session=session, campaign_id=campaign.id, actor=MANAGER, now=utc(2026, 9, 30))
     for month in (6, 7, 8, 9):
         for m in members:
             make_purchase(session, m, 10.0, occurred_at=utc(2026, month, 10))
     for m in members[:5]:
         make_purchase(session, m, 10.0, occurred_at=utc(2026, 10, 10))
-    goal = save_goal(session=session, actor=MANAGER, name="Keep them", objective="retain", owner="Rita",
-                     starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31))
+    goal = save_goal(
+        session=session, actor=MANAGER, name="Keep them", objective="retain", owner="Rita", starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31)
+    )
     save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="retention_rate", target_value=0.6)
     save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="active_members", target_value=10)
     save_kpi_target(session=session, actor=MANAGER, goal_id=goal.id, metric="average_transaction_value", target_value=8)
@@ -91,11 +100,9 @@ def test_the_content_says_what_happened_in_plain_words(session, program):
     assert (targets.loc["retention_rate", "value_text"], targets.loc["retention_rate", "status"]) == ("50.0%", "off track")
     assert (targets.loc["active_members", "value_text"], targets.loc["active_members", "status"]) == ("5", "off track")
     assert targets.loc["average_transaction_value", "status"] == "on track"
-    assert content.summary[0] == ("In October 2026, 5 members bought at least once (-50.0% against September 2026); "
-                                  "each spent EUR 10.00 on average.")
+    assert content.summary[0] == ("In October 2026, 5 members bought at least once (-50.0% against September 2026); each spent EUR 10.00 on average.")
     assert content.summary[1] == "Retention of existing members was 50.0% (target 60.0%), -50.0 pts against September 2026."
-    assert content.summary[2] == ("1 of 3 KPI targets are on track; off track: Retention rate (50.0% against 60.0%), "
-                                  "Active members (5 against 10).")
+    assert content.summary[2] == ("1 of 3 KPI targets are on track; off track: Retention rate (50.0% against 60.0%), Active members (5 against 10).")
     assert "10 members moved up a tier and 0 moved down." in content.summary
     assert list(content.campaigns["campaign"]) == ["Double points October"]
     assert list(content.tier_moves[["from_tier", "to_tier", "members"]].itertuples(index=False, name=None)) == [("(none)", "Silver", 10)]
@@ -157,9 +164,16 @@ def test_the_pdf_shows_the_same_charts_as_the_html_report(session, program):
     html_titles = _html_chart_titles(render_html(content, figures).decode("utf-8"))
     reader = PdfReader(io.BytesIO(render_pdf(content, figures)))
     assert html_titles == [figure.layout.title.text for figure in figures.values()]
-    assert _pdf_image_titles(reader) == html_titles == [
-        "Revenue and active members by month", "Retention of existing members",
-        "Campaign uplift in spend per member (95 % interval)", "Tier movements"]
+    assert (
+        _pdf_image_titles(reader)
+        == html_titles
+        == [
+            "Revenue and active members by month",
+            "Retention of existing members",
+            "Campaign uplift in spend per member (95 % interval)",
+            "Tier movements",
+        ]
+    )
     sizes = [image.image.size for page in reader.pages for image in page.images]
     assert len(sizes) == 4
     assert all(width == 2000 for width, _ in sizes), "1000 px wide at scale 2"
@@ -201,12 +215,22 @@ def test_the_report_job_finishes_on_a_machine_without_chromium(session, program,
         (hidden / module / "__init__.py").write_text(_NO_BROWSER_MODULE)
     empty_path = tmp_path / "empty-path"
     empty_path.mkdir()
-    env = {**os.environ, "PATH": str(empty_path), "BROWSER_PATH": str(tmp_path / "no-such-chromium"),
-           "PYTHONPATH": os.pathsep.join([str(hidden), str(PROJECT_ROOT)]), "LOYALTY_SMTP_HOST": ""}
+    env = {
+        **os.environ,
+        "PATH": str(empty_path),
+        "BROWSER_PATH": str(tmp_path / "no-such-chromium"),
+        "PYTHONPATH": os.pathsep.join([str(hidden), str(PROJECT_ROOT)]),
+        "LOYALTY_SMTP_HOST": "",
+    }
     started = time.monotonic()
     finished = subprocess.run(
         [sys.executable, "-c", _CLI_AT, "2026-11-02T06:00:00+00:00", "evaluate", "--job", "executive-report", "--json"],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=_NO_BROWSER_SECONDS, check=False,
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=_NO_BROWSER_SECONDS,
+        check=False,
     )
     seconds = time.monotonic() - started
     assert finished.returncode == 0, finished.stderr[-2000:]
@@ -310,9 +334,11 @@ def test_a_weekly_report_covers_an_iso_week(session, program, tiny_charts):
 
 @pytest.mark.parametrize(
     "period,start,end,previous",
-    [("2026-10", date(2026, 10, 1), date(2026, 11, 1), date(2026, 9, 1)),
-     ("2026-01", date(2026, 1, 1), date(2026, 2, 1), date(2025, 12, 1)),
-     ("2026-W01", date(2025, 12, 29), date(2026, 1, 5), date(2025, 12, 22))],
+    [
+        ("2026-10", date(2026, 10, 1), date(2026, 11, 1), date(2026, 9, 1)),
+        ("2026-01", date(2026, 1, 1), date(2026, 2, 1), date(2025, 12, 1)),
+        ("2026-W01", date(2025, 12, 29), date(2026, 1, 5), date(2025, 12, 22)),
+    ],
     ids=["october", "january-follows-december", "iso-week-1-starts-in-december"],
 )
 def test_report_periods_are_months_or_iso_weeks(period, start, end, previous):

@@ -38,10 +38,9 @@ OPERATIONS = Actor("olga", "operations")
 
 
 def reversed_points(session: Session, purchase_id: int) -> list[int]:
-    return list(session.exec(
-        select(LedgerEntry.points).where(LedgerEntry.purchase_id == purchase_id, LedgerEntry.kind == "reverse")
-        .order_by(LedgerEntry.id)
-    ))
+    return list(
+        session.exec(select(LedgerEntry.points).where(LedgerEntry.purchase_id == purchase_id, LedgerEntry.kind == "reverse").order_by(LedgerEntry.id))
+    )
 
 
 def spent_purchase(session: Session, amount: float, earned_at, spent_at) -> tuple[Member, Reward, int]:
@@ -91,7 +90,10 @@ def test_returns_never_add_up_to_more_than_the_purchase_and_a_refused_one_writes
     member = make_member(session)
     purchase_id = make_purchase(session, member, 45.00, occurred_at=utc(2025, 3, 2))
     return_purchase(session=session, purchase_id=purchase_id, amount="30.00", actor=OPERATIONS, now=utc(2025, 3, 5))
-    entries, audits = session.exec(select(func.count()).select_from(LedgerEntry)).one(), session.exec(select(func.count()).select_from(AuditLog)).one()
+    entries, audits = (
+        session.exec(select(func.count()).select_from(LedgerEntry)).one(),
+        session.exec(select(func.count()).select_from(AuditLog)).one(),
+    )
     with pytest.raises(InvalidInput, match="at most EUR 15.00 can be returned now, not EUR 20.00"):
         return_purchase(session=session, purchase_id=purchase_id, amount="20.00", actor=OPERATIONS, now=utc(2025, 3, 6))
     assert session.exec(select(func.count()).select_from(LedgerEntry)).one() == entries
@@ -177,8 +179,7 @@ def test_returns_of_one_purchase_at_the_same_moment_never_exceed_it(request, url
             session.connection().exec_driver_sql("SELECT 1")  # connected before the start
             start.wait(timeout=30)
             try:
-                done = return_purchase(session=session, purchase_id=purchase_id, amount="20.00", actor=OPERATIONS,
-                                       now=utc(2025, 3, 5))
+                done = return_purchase(session=session, purchase_id=purchase_id, amount="20.00", actor=OPERATIONS, now=utc(2025, 3, 5))
                 outcomes.append(done.points_reversed)
             except LoyaltyError as refused:
                 outcomes.append(type(refused).__name__)
@@ -247,14 +248,22 @@ def test_ledger_lines_name_the_purchase_reward_and_campaign_read_with_one_query(
     campaign = Campaign(name="Double points weekend", kind="multiplier", starts_at=utc(2026, 3, 1), ends_at=utc(2026, 3, 3))
     session.add(campaign)
     session.commit()
-    session.add(LedgerEntry(member_id=member.id, kind="bonus", points=45, occurred_at=utc(2026, 3, 2, 10),
-                            purchase_id=purchase_id, campaign_id=campaign.id, reason="campaign bonus"))
+    session.add(
+        LedgerEntry(
+            member_id=member.id,
+            kind="bonus",
+            points=45,
+            occurred_at=utc(2026, 3, 2, 10),
+            purchase_id=purchase_id,
+            campaign_id=campaign.id,
+            reason="campaign bonus",
+        )
+    )
     session.commit()
     first = redeem_reward(session=session, member_id=member.id, reward_id=coffee.id, actor=OPERATIONS, now=utc(2026, 3, 3))
     redeem_reward(session=session, member_id=member.id, reward_id=coffee.id, actor=OPERATIONS, now=utc(2026, 3, 4))
     cancel_redemption(session=session, redemption_id=first.redemption_id, actor=OPERATIONS, reason="changed mind")
-    return_purchase(session=session, purchase_id=purchase_id, amount="15.00", reason="one item", actor=OPERATIONS,
-                    now=utc(2026, 3, 5))
+    return_purchase(session=session, purchase_id=purchase_id, amount="15.00", reason="one item", actor=OPERATIONS, now=utc(2026, 3, 5))
 
     statements: list[str] = []
     bind = session.get_bind()
@@ -293,19 +302,35 @@ def test_the_refund_command_returns_part_of_a_purchase_then_the_rest_then_refuse
     member = make_member(session)
     make_purchase(session, member, 45.00, occurred_at=utc(2026, 3, 2), external_id="P777")
     with time_machine.travel(utc(2026, 3, 10), tick=False):
-        assert run_cli(capsys, "refund", "--purchase", "P777", "--amount", "12.50", "--reason", "one item", "--json") == (0, {
-            "ok": True, "purchase": "P777", "points_reversed": 13, "amount_returned": 12.5, "returned_total": 12.5,
-            "purchase_amount": 45.0, "fully_returned": False, "points_already_expired": 0,
-        })
-        assert run_cli(capsys, "refund", "--purchase", "P777", "--amount", "40", "--json") == (2, {
-            "ok": False, "error": "Purchase P777 was EUR 45.00 and EUR 12.50 of it was returned before: "
-                                  "at most EUR 32.50 can be returned now, not EUR 40.00.",
-        })
+        assert run_cli(capsys, "refund", "--purchase", "P777", "--amount", "12.50", "--reason", "one item", "--json") == (
+            0,
+            {
+                "ok": True,
+                "purchase": "P777",
+                "points_reversed": 13,
+                "amount_returned": 12.5,
+                "returned_total": 12.5,
+                "purchase_amount": 45.0,
+                "fully_returned": False,
+                "points_already_expired": 0,
+            },
+        )
+        assert run_cli(capsys, "refund", "--purchase", "P777", "--amount", "40", "--json") == (
+            2,
+            {
+                "ok": False,
+                "error": "Purchase P777 was EUR 45.00 and EUR 12.50 of it was returned before: at most EUR 32.50 can be returned now, not EUR 40.00.",
+            },
+        )
         code, payload = run_cli(capsys, "refund", "--purchase", "P777", "--json")
         assert (code, payload["points_reversed"], payload["returned_total"], payload["fully_returned"]) == (0, 32, 45.0, True)
-        assert run_cli(capsys, "refund", "--purchase", "P777", "--amount", "1", "--json") == (3, {
-            "ok": False, "error": "Purchase P777 was already refunded in full (EUR 45.00); its points were taken back then.",
-        })
+        assert run_cli(capsys, "refund", "--purchase", "P777", "--amount", "1", "--json") == (
+            3,
+            {
+                "ok": False,
+                "error": "Purchase P777 was already refunded in full (EUR 45.00); its points were taken back then.",
+            },
+        )
     session.rollback()  # end this session's read snapshot: the command wrote from another one
     assert balance(session, member.id) == 0
 
@@ -323,10 +348,16 @@ def test_the_balance_command_shows_what_can_be_spent_now_and_the_next_expiry(ses
     make_purchase(session, member, 1000.00, occurred_at=utc(2025, 1, 10))
     make_purchase(session, member, 60.00, occurred_at=utc(2025, 8, 20))
     with time_machine.travel(utc(2026, 2, 1), tick=False):
-        assert run_cli(capsys, "balance", "--member", member.external_id, "--json") == (0, {
-            "member": member.external_id, "balance": 60, "past_expiry_points": 1000,
-            "next_expiry_on": "2026-08-20", "next_expiry_points": 60,
-        })
+        assert run_cli(capsys, "balance", "--member", member.external_id, "--json") == (
+            0,
+            {
+                "member": member.external_id,
+                "balance": 60,
+                "past_expiry_points": 1000,
+                "next_expiry_on": "2026-08-20",
+                "next_expiry_points": 60,
+            },
+        )
         assert main(["balance", "--member", member.external_id]) == 0
     assert capsys.readouterr().out.strip() == f"{member.external_id}: 60 points to spend; 60 expire on 2026-08-20"
 
@@ -368,12 +399,20 @@ def test_the_migration_counts_purchases_refunded_before_it_as_returned_in_full(t
         with engine.connect() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "0002")
-            connection.execute(text("INSERT INTO member (id, external_id, name, email, phone, joined_at, acquisition_channel, "
-                                    "city, marketing_consent, created_at) VALUES (1, 'M1', '', '', '', '2025-01-01', 'store', '', 0, "
-                                    "'2025-01-01')"))
-            connection.execute(text("INSERT INTO purchase (id, external_id, member_id, occurred_at, amount, channel, store, category, "
-                                    "refunded_at, imported_at) VALUES (1, 'P1', 1, '2025-02-01', 45.1, '', '', '', '2025-02-03', "
-                                    "'2025-02-01'), (2, 'P2', 1, '2025-02-01', 20.0, '', '', '', NULL, '2025-02-01')"))
+            connection.execute(
+                text(
+                    "INSERT INTO member (id, external_id, name, email, phone, joined_at, acquisition_channel, "
+                    "city, marketing_consent, created_at) VALUES (1, 'M1', '', '', '', '2025-01-01', 'store', '', 0, "
+                    "'2025-01-01')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO purchase (id, external_id, member_id, occurred_at, amount, channel, store, category, "
+                    "refunded_at, imported_at) VALUES (1, 'P1', 1, '2025-02-01', 45.1, '', '', '', '2025-02-03', "
+                    "'2025-02-01'), (2, 'P2', 1, '2025-02-01', 20.0, '', '', '', NULL, '2025-02-01')"
+                )
+            )
             connection.commit()
             command.upgrade(config, "0004")
             connection.commit()

@@ -70,7 +70,8 @@ def test_a_cookie_brings_the_user_back_and_a_forged_one_does_not(session, olga):
         f"{sid}.{token}.{'0' * len(signature)}",  # a made-up signature
         f"{other_id}.{token}.{signature}",  # another session's id with this token
         f"{sid}.{token[:-2]}xy.{signature}",  # a changed token
-        "garbage", "",
+        "garbage",
+        "",
     ]
     for value in forged:
         assert resume_session(session=session, cookie=value, now=T0).actor is None, value

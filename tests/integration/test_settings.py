@@ -40,8 +40,18 @@ def test_two_edits_in_a_row_are_both_stored(session):
         ("currency", "EURO", "Currency: must be a three-letter code"),
         ("weekly_report", 1, "Weekly executive report: must be yes or no"),
     ],
-    ids=["point-value-0", "point-value-negative", "earn-rate-0", "idle-0", "expiry-negative", "approval-limit-negative",
-         "expiry-fraction", "point-value-text", "currency-4-letters", "weekly-report-number"],
+    ids=[
+        "point-value-0",
+        "point-value-negative",
+        "earn-rate-0",
+        "idle-0",
+        "expiry-negative",
+        "approval-limit-negative",
+        "expiry-fraction",
+        "point-value-text",
+        "currency-4-letters",
+        "weekly-report-number",
+    ],
 )
 def test_a_value_breaking_its_rule_is_refused_naming_the_field_and_nothing_is_written(session, field, value, words):
     with pytest.raises(InvalidSetting, match=words.replace("(", r"\(").replace(")", r"\)")) as refused:

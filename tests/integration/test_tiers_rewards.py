@@ -93,7 +93,10 @@ def test_the_highest_tier_met_on_both_spend_and_purchases_is_chosen():
         ({"name": "X", "kind": "product", "points_cost": 0}, "above 0"),
         ({"name": "X", "kind": "product", "points_cost": 100, "stock": -1}, "cannot be negative"),
         ({"name": "X", "kind": "partner", "points_cost": 100}, "partner's name"),
-        ({"name": "X", "kind": "product", "points_cost": 100, "available_from": utc(2026, 5, 1), "available_until": utc(2026, 4, 1)}, "ends before it starts"),
+        (
+            {"name": "X", "kind": "product", "points_cost": 100, "available_from": utc(2026, 5, 1), "available_until": utc(2026, 4, 1)},
+            "ends before it starts",
+        ),
     ],
     ids=["no-name", "unknown-kind", "zero-cost", "negative-stock", "partner-without-partner", "window-reversed"],
 )

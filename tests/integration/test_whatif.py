@@ -51,8 +51,7 @@ def program(session):
 
 
 def scenario_changes(coffee_id: int) -> dict:
-    return {"tiers": [BASE, {**GOLD, "min_spend": 500}], "points_per_currency_unit": 2, "expiry_months": 6,
-            "reward_costs": {coffee_id: 150}}
+    return {"tiers": [BASE, {**GOLD, "min_spend": 500}], "points_per_currency_unit": 2, "expiry_months": 6, "reward_costs": {coffee_id: 150}}
 
 
 def test_the_current_rules_replay_matches_the_hand_computed_year(session, program):
@@ -63,7 +62,12 @@ def test_the_current_rules_replay_matches_the_hand_computed_year(session, progra
     assert (result["window_start"], result["window_end"]) == ("2025-01-01", "2026-01-01")
     assert result["members"] == 3
     assert {k: current[k] for k in ("active_members", "points_issued", "points_redeemed", "points_expired", "points_outstanding")} == {
-        "active_members": 2, "points_issued": 390, "points_redeemed": 100, "points_expired": 80, "points_outstanding": 290}
+        "active_members": 2,
+        "points_issued": 390,
+        "points_redeemed": 100,
+        "points_expired": 80,
+        "points_outstanding": 290,
+    }
     assert current["liability"] == pytest.approx(2.90)
     assert current["revenue"] == pytest.approx(390.25)
     assert current["cost_share"] == pytest.approx(3.90 / 390.25)
@@ -81,7 +85,11 @@ def test_a_scenario_replay_matches_the_hand_computed_year(session, program):
     result = simulate(session, changes=scenario_changes(program["coffee"].id), as_of=AS_OF)
     scenario = result["scenario"]
     assert {k: scenario[k] for k in ("points_issued", "points_redeemed", "points_expired", "points_outstanding")} == {
-        "points_issued": 780, "points_redeemed": 300, "points_expired": 480, "points_outstanding": 0}
+        "points_issued": 780,
+        "points_redeemed": 300,
+        "points_expired": 480,
+        "points_outstanding": 0,
+    }
     assert scenario["liability"] == 0
     assert scenario["cost_share"] == pytest.approx(7.80 / 390.25)
     assert scenario["tiers"] == [{"tier": "Base", "members": 3, "reach": 1.0}, {"tier": "Gold", "members": 0, "reach": 0.0}]
@@ -95,15 +103,27 @@ def test_a_scenario_replay_matches_the_hand_computed_year(session, program):
     assert tiers[["tier", "members_current", "members_scenario", "difference"]].values.tolist() == [["Base", 2, 3, 1], ["Gold", 1, 0, -1]]
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"expiry_months": -1}, "expiry_months"),
-    ({"points_per_currency_unit": -0.5}, "points_per_currency_unit"),
-    ({"reward_costs": {"COFFEE": 0}}, "Coffee's points cost must be a whole number above 0"),
-    ({"tiers": [BASE, {**GOLD, "name": "base"}]}, "unique"),
-    ({"tiers": [BASE, {**GOLD, "min_spend": 0, "min_purchases": 0}]}, "same thresholds"),
-    ({"tiers": [BASE, {**GOLD, "multiplier": None}]}, "multiplier is missing"),
-    ({"bonus": 3}, "Unknown change"),
-], ids=["negative expiry", "negative earn rate", "zero cost", "duplicate tier name", "thresholds not increasing", "missing multiplier", "unknown key"])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"expiry_months": -1}, "expiry_months"),
+        ({"points_per_currency_unit": -0.5}, "points_per_currency_unit"),
+        ({"reward_costs": {"COFFEE": 0}}, "Coffee's points cost must be a whole number above 0"),
+        ({"tiers": [BASE, {**GOLD, "name": "base"}]}, "unique"),
+        ({"tiers": [BASE, {**GOLD, "min_spend": 0, "min_purchases": 0}]}, "same thresholds"),
+        ({"tiers": [BASE, {**GOLD, "multiplier": None}]}, "multiplier is missing"),
+        ({"bonus": 3}, "Unknown change"),
+    ],
+    ids=[
+        "negative expiry",
+        "negative earn rate",
+        "zero cost",
+        "duplicate tier name",
+        "thresholds not increasing",
+        "missing multiplier",
+        "unknown key",
+    ],
+)
 def test_invalid_changes_are_refused_naming_the_field(session, program, changes, message):
     if "reward_costs" in changes:
         changes = {"reward_costs": {program["coffee"].id: 0}}
@@ -113,8 +133,14 @@ def test_invalid_changes_are_refused_naming_the_field(session, program, changes,
 
 def test_analysts_save_and_compare_scenarios_and_each_save_is_audited(session, program):
     richer = save_scenario(session=session, actor=ANALYST, name="Richer", changes=scenario_changes(program["coffee"].id), as_of=AS_OF)
-    cheaper = save_scenario(session=session, actor=MANAGER, name="Cheap coffee", changes={"reward_costs": {program["coffee"].id: 50}},
-                            description="halve the coffee", as_of=AS_OF)
+    cheaper = save_scenario(
+        session=session,
+        actor=MANAGER,
+        name="Cheap coffee",
+        changes={"reward_costs": {program["coffee"].id: 50}},
+        description="halve the coffee",
+        as_of=AS_OF,
+    )
     assert richer.window_start == date(2025, 1, 1) and richer.result["scenario"]["points_issued"] == 780
     assert list_scenarios(session)["name"].tolist() == ["Cheap coffee", "Richer"]
     audit = session.exec(select(AuditLog).where(AuditLog.action == "scenario.save").order_by(AuditLog.id)).all()
@@ -164,7 +190,9 @@ def test_a_scenario_becomes_drafts_and_its_tiers_apply_only_when_a_manager_confi
     session.refresh(gold)
     assert gold.min_spend == 500
     assert session.exec(select(AuditLog.action).where(AuditLog.actor == "max").order_by(AuditLog.id.desc()).limit(2)).all() == [
-        "tiers.save", "scenario.apply_tiers"]
+        "tiers.save",
+        "scenario.apply_tiers",
+    ]
 
 
 def test_a_window_without_purchases_replays_to_zero(session):

@@ -67,11 +67,17 @@ def winback_program(session: Session, as_of: date) -> dict[str, list[Member]]:
     rows += [(m, first + timedelta(days=100), 50.0) for m in groups["single"]]
     rows += [(m, first + timedelta(days=7 * k), 20.0) for m in groups["gone"] for k in range(5)]
     rows += [(m, first + timedelta(days=7 * k), 20.0) for m in groups["quitters"] for k in range(2)]
-    frame = pd.DataFrame({
-        "external_id": [f"WB{n:05d}" for n in range(len(rows))], "member_id": [m.id for m, _, _ in rows],
-        "occurred_at": pd.to_datetime([at for _, at, _ in rows], utc=True), "amount": [a for _, _, a in rows],
-        "channel": "store", "store": "S1", "category": "grocery",
-    })
+    frame = pd.DataFrame(
+        {
+            "external_id": [f"WB{n:05d}" for n in range(len(rows))],
+            "member_id": [m.id for m, _, _ in rows],
+            "occurred_at": pd.to_datetime([at for _, at, _ in rows], utc=True),
+            "amount": [a for _, _, a in rows],
+            "channel": "store",
+            "store": "S1",
+            "category": "grocery",
+        }
+    )
     with write_transaction(session):
         add_purchases(session, frame, actor=SYSTEM_CLI)
     erase_member(session=session, external_id=groups["lapsed"][-1].external_id, actor=SYSTEM_CLI)
@@ -150,8 +156,9 @@ def test_too_few_buyers_for_the_model_is_said_in_words(session):
 def test_a_draft_campaign_targets_exactly_the_listed_members_and_is_audited(session, program):
     listed = winback_candidates(session, actor=MANAGER, as_of=AS_OF)
     now = utc(2026, 7, 1, 9)
-    campaign = create_winback_campaign(session=session, actor=MANAGER, member_ids=listed["member_id"].tolist(),
-                                       name="Win back Gold", criteria=listed.attrs["criteria"], now=now)
+    campaign = create_winback_campaign(
+        session=session, actor=MANAGER, member_ids=listed["member_id"].tolist(), name="Win back Gold", criteria=listed.attrs["criteria"], now=now
+    )
     ids = sorted(m.id for m in program["lapsed"][:3])
     assert (campaign.status, campaign.kind, campaign.eligibility) == ("draft", "win_back", {"member_ids": ids})
     assert (campaign.starts_at, campaign.ends_at) == (utc(2026, 7, 8), utc(2026, 8, 7))
@@ -207,15 +214,30 @@ def test_a_member_list_that_cannot_be_targeted_is_refused_in_words(session, prog
 def test_an_erased_member_cannot_be_listed(session, program):
     erased = program["lapsed"][-1]
     with pytest.raises(InvalidInput, match=f"1 of the listed members were erased and cannot be targeted \\(member ids {erased.id}\\)"):
-        save_campaign(session=session, actor=MANAGER, name="Listed", kind="fixed_bonus", rule={"points": 50},
-                      starts_at=utc(2026, 7, 8), ends_at=utc(2026, 8, 7), eligibility={"member_ids": [erased.id]})
+        save_campaign(
+            session=session,
+            actor=MANAGER,
+            name="Listed",
+            kind="fixed_bonus",
+            rule={"points": 50},
+            starts_at=utc(2026, 7, 8),
+            ends_at=utc(2026, 8, 7),
+            eligibility={"member_ids": [erased.id]},
+        )
 
 
 def test_a_member_list_combines_with_other_eligibility_and_repeats_count_once(session, program):
     gold_and_low = [m.id for m in program["lapsed"][:2] + program["low"][:1]]
-    campaign = save_campaign(session=session, actor=MANAGER, name="Gold listed", kind="fixed_bonus", rule={"points": 50},
-                             starts_at=utc(2026, 7, 8), ends_at=utc(2026, 8, 7),
-                             eligibility={"member_ids": gold_and_low + gold_and_low[:1], "tiers": ["Gold"]})
+    campaign = save_campaign(
+        session=session,
+        actor=MANAGER,
+        name="Gold listed",
+        kind="fixed_bonus",
+        rule={"points": 50},
+        starts_at=utc(2026, 7, 8),
+        ends_at=utc(2026, 8, 7),
+        eligibility={"member_ids": gold_and_low + gold_and_low[:1], "tiers": ["Gold"]},
+    )
     assert campaign.eligibility["member_ids"] == sorted(gold_and_low)
     eligible = eligible_members(session, campaign.eligibility, kind="fixed_bonus", rule=campaign.rule, as_of=utc(2026, 7, 8))
     assert eligible.tolist() == sorted(gold_and_low[:2]) and eligible.dtype == np.int64
@@ -228,5 +250,6 @@ def test_a_listed_campaign_can_still_be_renamed_after_one_of_its_members_is_eras
     renamed = save_campaign(session=session, actor=MANAGER, campaign_id=campaign.id, name="Come back")
     assert (renamed.name, renamed.eligibility) == ("Come back", {"member_ids": sorted(m.id for m in lapsed)})
     # The erased member is left out when members are assigned.
-    assert eligible_members(session, renamed.eligibility, kind="win_back", rule=renamed.rule, as_of=utc(2026, 7, 8)).tolist() == \
-        sorted(m.id for m in lapsed[1:])
+    assert eligible_members(session, renamed.eligibility, kind="win_back", rule=renamed.rule, as_of=utc(2026, 7, 8)).tolist() == sorted(
+        m.id for m in lapsed[1:]
+    )

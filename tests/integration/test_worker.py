@@ -45,8 +45,15 @@ from loyalty.evaluation.worker import (
 MANAGER = Actor("max", "manager")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LEASE, HEARTBEAT = 1.0, 0.1
-DEFAULT_JOBS = ["points-expiry", "kpi-snapshot", "tier-evaluation", "campaign-evaluation", "retention-alert",
-                "liability-forecast", "executive-report"]
+DEFAULT_JOBS = [
+    "points-expiry",
+    "kpi-snapshot",
+    "tier-evaluation",
+    "campaign-evaluation",
+    "retention-alert",
+    "liability-forecast",
+    "executive-report",
+]
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -82,7 +89,7 @@ def start_worker(db_url) -> Iterator[Callable[[str], tuple[Worker, threading.Eve
         return worker, stop
 
     yield start
-    for stop, thread in started:
+    for stop, _thread in started:
         stop.set()
     for _, thread in started:
         thread.join(timeout=30)
@@ -107,9 +114,14 @@ def test_the_default_schedules_are_daily_and_monthly_in_utc(db_url):
     schedules = {s["id"]: s for s in list_schedules(get_engine(db_url))}
     assert list(schedules) == DEFAULT_JOBS, "the weekly report is off by default"
     assert {i: s["cron"] for i, s in schedules.items()} == {
-        "points-expiry": "0 1 * * *", "kpi-snapshot": "0 2 * * *", "tier-evaluation": "0 3 * * *",
-        "campaign-evaluation": "0 4 * * *", "retention-alert": "0 5 * * *", "liability-forecast": "30 5 1 * *",
-        "executive-report": "0 6 1 * *"}
+        "points-expiry": "0 1 * * *",
+        "kpi-snapshot": "0 2 * * *",
+        "tier-evaluation": "0 3 * * *",
+        "campaign-evaluation": "0 4 * * *",
+        "retention-alert": "0 5 * * *",
+        "liability-forecast": "30 5 1 * *",
+        "executive-report": "0 6 1 * *",
+    }
     assert schedules["kpi-snapshot"]["schedule"] == "every day at 02:00 UTC"
     assert schedules["executive-report"]["schedule"] == "on day 1 of every month at 06:00 UTC"
     assert schedules["liability-forecast"]["schedule"] == "on day 1 of every month at 05:30 UTC"
@@ -137,8 +149,7 @@ def test_a_cron_preview_reads_like_crontab_and_lists_the_next_three_runs(cron, d
 
 @pytest.mark.parametrize(
     "cron,message",
-    [("0 2 * *", "5 fields"), ("61 2 * * *", "not a valid schedule"), ("* * * * *", "more often than every 5 minutes"),
-     ("0 2 * * 9", "Day of week")],
+    [("0 2 * *", "5 fields"), ("61 2 * * *", "not a valid schedule"), ("* * * * *", "more often than every 5 minutes"), ("0 2 * * 9", "Day of week")],
     ids=["four-fields", "minute-61", "every-minute", "day-9"],
 )
 def test_an_invalid_schedule_is_refused_in_plain_words(cron, message):
@@ -196,8 +207,7 @@ run_worker(lease_seconds=2.0, heartbeat_seconds=0.2, owner="doomed")
 
 def test_a_killed_worker_is_replaced_once_its_lease_expires(db_url, start_worker, recorded_runs):
     engine = get_engine(db_url)
-    process = subprocess.Popen([sys.executable, "-c", _DOOMED_WORKER], cwd=PROJECT_ROOT,
-                               env={**os.environ, "LOYALTY_DATABASE_URL": db_url})
+    process = subprocess.Popen([sys.executable, "-c", _DOOMED_WORKER], cwd=PROJECT_ROOT, env={**os.environ, "LOYALTY_DATABASE_URL": db_url})
     try:
         assert _wait_for(lambda: worker_status(engine)["owner"] == "doomed", timeout=60)
         standby = Worker(engine=engine, owner="standby", lease_seconds=2.0, heartbeat_seconds=0.2)
@@ -334,8 +344,9 @@ def test_the_worker_the_app_started_stops_when_the_app_is_gone(db_url, tmp_path,
 
     engine = get_engine(db_url)
     log = tmp_path / "worker.log"
-    app = subprocess.Popen([sys.executable, "-c", _APP_THAT_DIES, str(log)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                           env={**os.environ, "LOYALTY_DATABASE_URL": db_url})
+    app = subprocess.Popen(
+        [sys.executable, "-c", _APP_THAT_DIES, str(log)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, env={**os.environ, "LOYALTY_DATABASE_URL": db_url}
+    )
     worker_pid = int(app.stdout.readline())
     try:
         assert _wait_for(lambda: worker_status(engine)["running"], timeout=60), log.read_text()
@@ -386,8 +397,13 @@ def test_a_stop_gives_a_running_job_a_grace_time_then_the_worker_exits_without_i
     _set_all_next_runs(engine, datetime.now(UTC) - timedelta(days=1))  # ...and every job is due at once
     log = tmp_path / "worker.log"
     with log.open("wb") as output:
-        worker = subprocess.Popen([sys.executable, "-c", _STUCK_WORKER], cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "LOYALTY_DATABASE_URL": db_url, "PYTHONPATH": str(PROJECT_ROOT)})
+        worker = subprocess.Popen(
+            [sys.executable, "-c", _STUCK_WORKER],
+            cwd=PROJECT_ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "LOYALTY_DATABASE_URL": db_url, "PYTHONPATH": str(PROJECT_ROOT)},
+        )
     try:
         assert _wait_for(lambda: "job started" in log.read_text(), timeout=60), log.read_text()
         worker.send_signal(signal.SIGTERM)

@@ -86,7 +86,7 @@ def figure(at: AppTest, index: int = 0) -> dict:
 def form_key_of(at: AppTest, page: str, record_id=None) -> str:
     """The key prefix of ``page``'s record form as :func:`loyalty.ui.forms.form_key` makes it (``None``: a new record)."""
     generation_key = f"{page}_form_generation"
-    generation = at.session_state[generation_key] if generation_key in at.session_state else 0
+    generation = at.session_state[generation_key] if generation_key in at.session_state else 0  # noqa: SIM401 (AppTest's session state has no .get)
     return f"{page}_form_{'new' if record_id is None else record_id}_{generation}"
 
 

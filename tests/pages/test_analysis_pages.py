@@ -26,9 +26,13 @@ def program(session, today):
     nxt = (first.replace(day=28) + timedelta(days=5)).replace(day=10)
     for m in (a, b):
         make_purchase(session, m, 30.0, occurred_at=utc(nxt.year, nxt.month, 10, 12))
-    session.add_all([Feedback(member_id=a.id, submitted_at=_day(today, 5), score=10, comment="Great"),
-                     Feedback(member_id=b.id, submitted_at=_day(today, 4), score=9, comment=""),
-                     Feedback(member_id=c.id, submitted_at=_day(today, 3), score=3, comment="Slow delivery")])
+    session.add_all(
+        [
+            Feedback(member_id=a.id, submitted_at=_day(today, 5), score=10, comment="Great"),
+            Feedback(member_id=b.id, submitted_at=_day(today, 4), score=9, comment=""),
+            Feedback(member_id=c.id, submitted_at=_day(today, 3), score=3, comment="Slow delivery"),
+        ]
+    )
     session.commit()
     return first
 
@@ -95,7 +99,9 @@ def test_clv_page_fits_the_model_and_lists_members_at_risk(app, session, today):
     assert len(scatter["x"]) == 40 and min(scatter["marker"]["color"]) >= 0
 
 
-@pytest.mark.parametrize("page", ["pages/retention.py", "pages/feedback.py", "pages/purchase_cycle.py", "pages/redemptions_analysis.py", "pages/clv.py"])
+@pytest.mark.parametrize(
+    "page", ["pages/retention.py", "pages/feedback.py", "pages/purchase_cycle.py", "pages/redemptions_analysis.py", "pages/clv.py"]
+)
 def test_each_analysis_page_says_so_when_there_is_no_data(app, session, page):
     at = _open(app, page)
     assert at.info, "an empty program shows an explanation, not an empty chart"

@@ -55,6 +55,7 @@ def test_an_analyst_reads_campaigns_but_gets_no_form(app, session):
 
 # --- the campaign planner ----------------------------------------------------------------------------
 
+
 def _buyers_spending(session, amounts, days_ago=2):
     """Members who spent ``amounts`` (0: nothing) a few days ago, inside any holdout-sizing window."""
     members = [make_member(session) for _ in amounts]
@@ -92,15 +93,25 @@ def test_a_target_even_an_even_split_cannot_detect_is_said_in_words(app, session
     at = _open(app, "manager")
     # +20 % of 15 = 3 per member: c = 4 * (3 / 36.1680)^2 = 0.0275 < 4; 4 * (36.1680 / 3)^2 = 581.4 -> 582 members.
     assert {m.label: m.value for m in at.metric}["Holdout needed"] == "over 50%"
-    assert at.warning[0].value == ("Target EUR 3.00 per member (+20%). Even a 50% holdout cannot detect this uplift on 4 members: "
-                                   "it would take a segment of 582 members, or a larger uplift.")
+    assert at.warning[0].value == (
+        "Target EUR 3.00 per member (+20%). Even a 50% holdout cannot detect this uplift on 4 members: "
+        "it would take a segment of 582 members, or a larger uplift."
+    )
 
 
 def test_a_draft_of_a_kind_never_measured_shows_no_comparable_history(app, session):
     _buyers_spending(session, [20.0, 30.0])
     now = datetime.now(UTC)
-    save_campaign(session=session, actor=Actor("max", "manager"), name="Referral bonus", kind="fixed_bonus", rule={"points": 100},
-                  starts_at=now + timedelta(days=10), ends_at=now + timedelta(days=40), holdout_pct=0.1)
+    save_campaign(
+        session=session,
+        actor=Actor("max", "manager"),
+        name="Referral bonus",
+        kind="fixed_bonus",
+        rule={"points": 100},
+        starts_at=now + timedelta(days=10),
+        ends_at=now + timedelta(days=40),
+        holdout_pct=0.1,
+    )
     at = _open(app, "manager")
     at.selectbox(key="campaigns_choice").set_value("Referral bonus").run()
     assert not at.exception, at.exception
@@ -116,8 +127,16 @@ def test_a_draft_shows_its_expected_impact_from_a_measured_campaign_of_its_kind(
     now = datetime.now(UTC)
     manager = Actor("max", "manager")
     members = [make_member(session) for _ in range(20)]
-    past = save_campaign(session=session, actor=manager, name="Past double points", kind="multiplier", rule={"multiplier": 2.0},
-                         starts_at=now - timedelta(days=40), ends_at=now - timedelta(days=30), holdout_pct=0.45)
+    past = save_campaign(
+        session=session,
+        actor=manager,
+        name="Past double points",
+        kind="multiplier",
+        rule={"multiplier": 2.0},
+        starts_at=now - timedelta(days=40),
+        ends_at=now - timedelta(days=30),
+        holdout_pct=0.45,
+    )
     activate_campaign(session=session, campaign_id=past.id, actor=manager, now=now - timedelta(days=41))
     groups = dict(session.exec(select(CampaignAssignment.member_id, CampaignAssignment.group).where(CampaignAssignment.campaign_id == past.id)).all())
     held = [m for m in members if groups[m.id] == "holdout"]
@@ -125,8 +144,16 @@ def test_a_draft_shows_its_expected_impact_from_a_measured_campaign_of_its_kind(
         amount = 50.0 if groups[m.id] == "treatment" else (20.0 if held.index(m) % 2 == 0 else 40.0)
         make_purchase(session, m, amount, occurred_at=now - timedelta(days=35))
     store_campaign_results(session, evaluate_campaigns(session, cutoff=now))
-    draft = save_campaign(session=session, actor=manager, name="Next double points", kind="multiplier", rule={"multiplier": 2.0},
-                          starts_at=now + timedelta(days=5), ends_at=now + timedelta(days=25), holdout_pct=0.1)
+    draft = save_campaign(
+        session=session,
+        actor=manager,
+        name="Next double points",
+        kind="multiplier",
+        rule={"multiplier": 2.0},
+        starts_at=now + timedelta(days=5),
+        ends_at=now + timedelta(days=25),
+        holdout_pct=0.1,
+    )
 
     at = _open(app, "manager")
     at.selectbox(key="campaigns_choice").set_value("Next double points").run()

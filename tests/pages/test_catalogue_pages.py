@@ -19,8 +19,14 @@ def _button(at, label):
 
 @pytest.fixture
 def tiers(session):
-    save_tiers(session=session, tiers=[{**BASE, "name": "Bronze", "min_spend": 0, "min_purchases": 0, "multiplier": 1.0},
-                                       {**BASE, "name": "Silver", "min_spend": 500, "min_purchases": 5, "multiplier": 1.25}], actor=SYSTEM_CLI)
+    save_tiers(
+        session=session,
+        tiers=[
+            {**BASE, "name": "Bronze", "min_spend": 0, "min_purchases": 0, "multiplier": 1.0},
+            {**BASE, "name": "Silver", "min_spend": 500, "min_purchases": 5, "multiplier": 1.25},
+        ],
+        actor=SYSTEM_CLI,
+    )
     return session
 
 
@@ -28,8 +34,16 @@ def _widget(at, kind: str, label: str):
     return next(w for w in getattr(at, kind) if w.label == label)
 
 
-REWARD_FIELDS = {"Name": "text_input", "Kind": "selectbox", "Points cost": "number_input", "Limited stock": "checkbox", "Stock": "number_input",
-                 "Only for tier and above": "selectbox", "Partner (for partner rewards)": "text_input", "Active": "checkbox"}
+REWARD_FIELDS = {
+    "Name": "text_input",
+    "Kind": "selectbox",
+    "Points cost": "number_input",
+    "Limited stock": "checkbox",
+    "Stock": "number_input",
+    "Only for tier and above": "selectbox",
+    "Partner (for partner rewards)": "text_input",
+    "Active": "checkbox",
+}
 
 
 def _reward_form(at) -> dict:
@@ -61,7 +75,9 @@ def test_after_creating_a_reward_the_next_new_reward_form_is_blank(app, tiers, s
     assert _reward_form(at) == blank
     session.rollback()
     assert session.exec(select(Reward.name, Reward.stock, Reward.min_tier_id).order_by(Reward.id)).all() == [
-        ("Lounge pass", 7, silver), ("Spa day", 3, silver)]
+        ("Lounge pass", 7, silver),
+        ("Spa day", 3, silver),
+    ]
 
 
 def test_a_reward_is_edited_cloned_archived_and_restored_on_the_page(app, tiers, session):
@@ -85,7 +101,9 @@ def test_a_reward_is_edited_cloned_archived_and_restored_on_the_page(app, tiers,
     assert at.success[0].value == "Lounge pass (copy) restored (audited)."
     session.rollback()
     assert session.exec(select(Reward.name, Reward.stock, Reward.archived_at).order_by(Reward.id)).all() == [
-        ("Lounge pass", 9, None), ("Lounge pass (copy)", 9, None)]
+        ("Lounge pass", 9, None),
+        ("Lounge pass (copy)", 9, None),
+    ]
 
 
 def test_a_new_campaign_form_is_blank_after_creating_one_and_a_draft_is_edited(app, session):
@@ -174,4 +192,6 @@ def test_after_saving_a_segment_the_builder_starts_blank_and_the_saved_one_is_ed
     assert at.selectbox(key="segments_choice").value == "Web joiners (copy)"
     session.rollback()
     assert session.exec(select(Segment.name, Segment.rules).order_by(Segment.id)).all() == [
-        ("Web joiners", {"acquisition_channel": ["web"]}), ("Web joiners (copy)", {"acquisition_channel": ["web"]})]
+        ("Web joiners", {"acquisition_channel": ["web"]}),
+        ("Web joiners (copy)", {"acquisition_channel": ["web"]}),
+    ]

@@ -21,8 +21,15 @@ def _open(app, role):
 def test_an_executive_reads_targets_with_their_status_and_trend(app, session):
     member = make_member(session)
     make_purchase(session, member, 10.0, occurred_at=utc(2026, 10, 5))
-    goal = save_goal(session=session, actor=SYSTEM_CLI, name="Grow", objective="grow_membership", owner="Rita",
-                     starts_on=date(2026, 1, 1), ends_on=date(2026, 12, 31))
+    goal = save_goal(
+        session=session,
+        actor=SYSTEM_CLI,
+        name="Grow",
+        objective="grow_membership",
+        owner="Rita",
+        starts_on=date(2026, 1, 1),
+        ends_on=date(2026, 12, 31),
+    )
     save_kpi_target(session=session, actor=SYSTEM_CLI, goal_id=goal.id, metric="active_members", target_value=1)
     snapshot_kpis(session, period="month", start=date(2026, 10, 1), end=date(2026, 11, 1))
     at = _open(app, "executive")

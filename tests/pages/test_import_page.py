@@ -37,7 +37,9 @@ def test_a_bad_file_is_refused_whole_with_each_problem_listed(app, session):
     assert session.exec(select(func.count()).select_from(Purchase)).one() == 0
 
 
-SEMICOLON_BOM = "\ufeffpurchase_id;member_id;occurred_at;amount;channel;store;category;till\nP1;M1;2026-10-01T10:00:00Z;42.50;store;S1;grocery;T4\n".encode()
+SEMICOLON_BOM = (
+    "\ufeffpurchase_id;member_id;occurred_at;amount;channel;store;category;till\nP1;M1;2026-10-01T10:00:00Z;42.50;store;S1;grocery;T4\n".encode()
+)
 TAB_OWN_NAMES = b"Order\tCustomer\toccurred_at\tamount\tchannel\tstore\tcategory\nP7\tM1\t2026-10-03\t8\tstore\tS1\tgrocery\n"
 
 

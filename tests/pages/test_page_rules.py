@@ -36,8 +36,11 @@ def _imported_roots(source: str) -> set[str]:
 
 @pytest.mark.parametrize("path", PAGE_TESTS, ids=lambda p: p.name)
 def test_page_tests_find_widgets_by_key_never_by_position(path: Path):
-    found = [f"{path.name}:{number}: {line.strip()}" for number, line in enumerate(path.read_text().splitlines(), 1)
-             if POSITIONAL_LOOKUP.search(line) and path.name != Path(__file__).name]
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if POSITIONAL_LOOKUP.search(line) and path.name != Path(__file__).name
+    ]
     assert not found, "Find these widgets by key, e.g. at.button(key=...):\n" + "\n".join(found)
 
 
@@ -54,8 +57,9 @@ def test_a_page_only_draws_and_imports_no_database_or_dataframe_library(path: Pa
     assert not imported, f"{path.name} imports {sorted(imported)}: call a function of loyalty/ instead"
 
 
-@pytest.mark.parametrize("line", ["at.button[2].click()", "at.sidebar.text_input[0]", 'at.get("selectbox")[-1]', "list(at.radio)[0]",
-                                  "at.form_submit_button[1]"])
+@pytest.mark.parametrize(
+    "line", ["at.button[2].click()", "at.sidebar.text_input[0]", 'at.get("selectbox")[-1]', "list(at.radio)[0]", "at.form_submit_button[1]"]
+)
 def test_the_positional_lookup_rule_catches(line: str):
     assert POSITIONAL_LOOKUP.search(line)
 

@@ -139,7 +139,9 @@ def test_overview_shows_kpi_tiles_from_snapshots_with_target_and_alerts(app, pro
     session.add(goal)
     session.commit()
     session.add(KpiTarget(goal_id=goal.id, metric="active_members", target_value=5, direction="up", period="month"))
-    session.add(Alert(kind="kpi_off_track", severity="warning", metric="active_members", message="Active members are off track.", as_of=date(2026, 11, 23)))
+    session.add(
+        Alert(kind="kpi_off_track", severity="warning", metric="active_members", message="Active members are off track.", as_of=date(2026, 11, 23))
+    )
     session.commit()
     at = _open(app, "manager", "pages/overview.py")
     tiles = {m.label: m for m in at.metric}

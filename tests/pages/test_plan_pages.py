@@ -17,14 +17,18 @@ BASE = {"window_months": 12, "benefits": "", "grace_months": 0}
 
 @pytest.fixture
 def tiers(session):
-    save_tiers(session=session, tiers=[{**BASE, "name": "Bronze", "min_spend": 0, "min_purchases": 0, "multiplier": 1.0},
-                                       {**BASE, "name": "Silver", "min_spend": 500, "min_purchases": 5, "multiplier": 1.25}], actor=SYSTEM_CLI)
+    save_tiers(
+        session=session,
+        tiers=[
+            {**BASE, "name": "Bronze", "min_spend": 0, "min_purchases": 0, "multiplier": 1.0},
+            {**BASE, "name": "Silver", "min_spend": 500, "min_purchases": 5, "multiplier": 1.25},
+        ],
+        actor=SYSTEM_CLI,
+    )
     bronze = session.exec(select(Tier).where(Tier.name == "Bronze")).one()
     member = make_member(session, tier_id=bronze.id)
     make_purchase(session, member, 80.0, occurred_at=utc(2026, 11, 1))
     return session
-
-
 
 
 def test_the_tiers_page_charts_members_per_tier(app, tiers):

@@ -22,8 +22,9 @@ def queue(session) -> dict[str, int]:
         member = make_member(session, external_id=f"M{n}")
         make_purchase(session, member, 500.0, occurred_at=utc(2026, 10, 1))
         reward = make_reward(session, name=reward_name, points_cost=100 * n, stock=5)
-        ids[reward_name] = redeem_reward(session=session, member_id=member.id, reward_id=reward.id, actor=SYSTEM_CLI,
-                                         now=utc(2026, 11, n)).redemption_id
+        ids[reward_name] = redeem_reward(
+            session=session, member_id=member.id, reward_id=reward.id, actor=SYSTEM_CLI, now=utc(2026, 11, n)
+        ).redemption_id
     return ids
 
 

@@ -20,8 +20,14 @@ BASE = {"window_months": 12, "benefits": "", "grace_months": 0}
 @pytest.fixture
 def program(session):
     """One member who spent 200, 50 and 100 in three months of the default window (the last 12 complete months)."""
-    save_tiers(session=session, tiers=[{**BASE, "name": "Bronze", "min_spend": 0, "min_purchases": 0, "multiplier": 1.0},
-                                       {**BASE, "name": "Silver", "min_spend": 240, "min_purchases": 2, "multiplier": 1.5}], actor=SYSTEM_CLI)
+    save_tiers(
+        session=session,
+        tiers=[
+            {**BASE, "name": "Bronze", "min_spend": 0, "min_purchases": 0, "multiplier": 1.0},
+            {**BASE, "name": "Silver", "min_spend": 240, "min_purchases": 2, "multiplier": 1.5},
+        ],
+        actor=SYSTEM_CLI,
+    )
     make_reward(session, name="Coffee", points_cost=100)
     start, _ = window_of()
     member = make_member(session, joined_at=utc(2020, 1, 1))

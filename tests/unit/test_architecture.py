@@ -87,7 +87,7 @@ def test_no_module_imports_itself_through_others():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2
@@ -116,8 +116,12 @@ def test_no_private_name_is_imported_from_another_module():
         for taken in names
         if taken.startswith("_") and not taken.startswith("__") and dep != name
     ]
-    wrong += [f"{name}: imports private module {dep}" for name, path in MODULES.items() for dep, _, _ in _imports(name, path)
-              if any(part.startswith("_") and not part.startswith("__") for part in dep.split("."))]
+    wrong += [
+        f"{name}: imports private module {dep}"
+        for name, path in MODULES.items()
+        for dep, _, _ in _imports(name, path)
+        if any(part.startswith("_") and not part.startswith("__") for part in dep.split("."))
+    ]
     assert not wrong, "private names used across modules:\n" + "\n".join(sorted(wrong))
 
 

@@ -44,9 +44,7 @@ CDNOW_CALIBRATION_END = date(1997, 9, 30)  # 39 weeks after 1997-01-01 (T of a J
 
 
 def _cdnow_file(name: str) -> Path:
-    lifetimes = pytest.importorskip(
-        "lifetimes", reason="the CDNOW data ship with lifetimes==0.11.3 (pip install -r tests/requirements.txt)"
-    )
+    lifetimes = pytest.importorskip("lifetimes", reason="the CDNOW data ship with lifetimes==0.11.3 (pip install -r tests/requirements.txt)")
     path = Path(lifetimes.__file__).parent / "datasets" / name
     if not path.exists():
         pytest.skip(f"lifetimes has no {name}; install lifetimes==0.11.3")
@@ -71,12 +69,13 @@ def cdnow_summary() -> pd.DataFrame:
 def cdnow_transactions() -> pl.DataFrame:
     """The 1/10 CDNOW sample: 6,919 purchases of the same 2,357 customers, 1997-01 to 1998-06."""
     raw = pd.read_csv(
-        _cdnow_file("CDNOW_sample.txt"), sep=r"\s+", header=None,
-        names=["master_id", "member_id", "day", "cds", "amount"], dtype={"day": str},
+        _cdnow_file("CDNOW_sample.txt"),
+        sep=r"\s+",
+        header=None,
+        names=["master_id", "member_id", "day", "cds", "amount"],
+        dtype={"day": str},
     )
-    return pl.from_pandas(raw).select(
-        "member_id", pl.col("day").str.to_date("%Y%m%d").alias("occurred_on"), pl.col("amount").cast(pl.Float64)
-    )
+    return pl.from_pandas(raw).select("member_id", pl.col("day").str.to_date("%Y%m%d").alias("occurred_on"), pl.col("amount").cast(pl.Float64))
 
 
 # --- the published numbers -------------------------------------------------------------------------------
@@ -90,9 +89,7 @@ def test_bgnbd_reproduces_the_published_cdnow_parameters(cdnow_summary: pd.DataF
     assert round(log_likelihood, 1) == PUBLISHED_LOG_LIKELIHOOD
 
 
-def test_summary_data_rebuilds_the_cdnow_summary_from_the_raw_purchases(
-    cdnow_transactions: pl.DataFrame, cdnow_summary: pd.DataFrame
-) -> None:
+def test_summary_data_rebuilds_the_cdnow_summary_from_the_raw_purchases(cdnow_transactions: pl.DataFrame, cdnow_summary: pd.DataFrame) -> None:
     summary = summary_data(cdnow_transactions, CDNOW_CALIBRATION_END, "week").to_pandas()
     assert len(summary) == 2357
     expected = cdnow_summary.rename(columns={"ID": "member_id"})
@@ -131,6 +128,7 @@ def _standard_errors(log_likelihood, estimate: np.ndarray, step: float = 1e-3) -
     hessian = np.zeros((k, k))
     for i in range(k):
         for j in range(i, k):
+
             def at(di: float, dj: float, i: int = i, j: int = j) -> float:
                 point = estimate.copy()
                 point[i] += di
@@ -240,8 +238,7 @@ def test_predicted_clv_discounts_each_period_of_expected_purchases() -> None:
     month = months_in("week")
     spend = expected_spend(gamma_gamma, x, m)[0]
     by_hand = sum(
-        (expected_purchases(bgnbd, k * month, x, t_x, age)[0] - expected_purchases(bgnbd, (k - 1) * month, x, t_x, age)[0])
-        * spend / 1.01**k
+        (expected_purchases(bgnbd, k * month, x, t_x, age)[0] - expected_purchases(bgnbd, (k - 1) * month, x, t_x, age)[0]) * spend / 1.01**k
         for k in range(1, 4)
     )
     value = predicted_clv(bgnbd, gamma_gamma, x, t_x, age, m, horizon=3, period_length=month, discount_rate=0.01)
@@ -257,8 +254,7 @@ def test_summary_data_counts_purchase_days_in_weeks() -> None:
     purchases = pl.DataFrame(
         {
             "member_id": [1, 1, 1, 1, 2, 3],
-            "occurred_on": [date(2024, 1, 1), date(2024, 1, 1), date(2024, 1, 15), date(2024, 1, 29),
-                            date(2024, 1, 22), date(2024, 2, 5)],
+            "occurred_on": [date(2024, 1, 1), date(2024, 1, 1), date(2024, 1, 15), date(2024, 1, 29), date(2024, 1, 22), date(2024, 2, 5)],
             "amount": [10.0, 5.0, 30.0, 50.0, 20.0, 99.0],
         }
     )
@@ -339,9 +335,7 @@ def test_simulated_members_follow_the_model_on_average() -> None:
     assert math.isclose(members["recency"].max(), age, rel_tol=1e-3) and members["recency"].min() >= 0
 
 
-@pytest.mark.parametrize(
-    "model", ["bgnbd", "gamma_gamma"], ids=["BG/NBD gradient", "Gamma-Gamma gradient"]
-)
+@pytest.mark.parametrize("model", ["bgnbd", "gamma_gamma"], ids=["BG/NBD gradient", "Gamma-Gamma gradient"])
 def test_the_analytic_gradients_match_finite_differences(model: str, cdnow_transactions: pl.DataFrame) -> None:
     from scipy import optimize
 

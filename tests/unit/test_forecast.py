@@ -25,17 +25,19 @@ def _entries(rows: list[tuple]) -> pd.DataFrame:
 
 
 def test_open_lots_are_what_fifo_leaves_bucketed_by_the_month_they_expire_in():
-    ledger = _entries([
-        # Member 1: 100 (expire Jan 2027) and 50 (Mar 2027); 120 redeemed takes the first lot and 20 of the second.
-        (1, "earn", 100, utc(2026, 1, 10), utc(2027, 1, 10)),
-        (1, "earn", 50, utc(2026, 3, 5), utc(2027, 3, 5)),
-        (1, "redeem", -120, utc(2026, 4, 1), None),
-        # Member 2: a never-expiring adjustment.
-        (2, "adjust", 40, utc(2026, 5, 1), None),
-        # Member 3: a lot past its date that no expiry run has taken yet, and one expiring on the cutoff's month.
-        (3, "earn", 70, utc(2025, 10, 1), utc(2026, 10, 1)),
-        (3, "earn", 10, utc(2025, 12, 20), utc(2026, 12, 20)),
-    ])
+    ledger = _entries(
+        [
+            # Member 1: 100 (expire Jan 2027) and 50 (Mar 2027); 120 redeemed takes the first lot and 20 of the second.
+            (1, "earn", 100, utc(2026, 1, 10), utc(2027, 1, 10)),
+            (1, "earn", 50, utc(2026, 3, 5), utc(2027, 3, 5)),
+            (1, "redeem", -120, utc(2026, 4, 1), None),
+            # Member 2: a never-expiring adjustment.
+            (2, "adjust", 40, utc(2026, 5, 1), None),
+            # Member 3: a lot past its date that no expiry run has taken yet, and one expiring on the cutoff's month.
+            (3, "earn", 70, utc(2025, 10, 1), utc(2026, 10, 1)),
+            (3, "earn", 10, utc(2025, 12, 20), utc(2026, 12, 20)),
+        ]
+    )
     lots = open_lots_by_month(ledger, utc(2026, 12, 1), horizon=12).set_index("member_id")
     assert lots.loc[1, "balance"] == 30
     assert lots.loc[1, "m2"] == 0, "January 2027's lot was redeemed first"
@@ -49,8 +51,7 @@ def _one_row(lots: list[float], months: int = 3) -> np.ndarray:
 
 
 def test_a_lot_nobody_redeems_expires_whole_in_its_month():
-    out = project_liability(_one_row([0, 0, 100]), np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((2, 1)),
-                            np.array([]), expiry_months=12)
+    out = project_liability(_one_row([0, 0, 100]), np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((2, 1)), np.array([]), expiry_months=12)
     assert out["expired"][0].tolist() == [0, 100, 0]
     assert out["outstanding"][0].tolist() == [100, 0, 0]
 

@@ -67,9 +67,15 @@ def _utc(*args: int) -> datetime:
 @pytest.fixture
 def purchases() -> pl.DataFrame:
     rows = [
-        (A, date(2024, 5, 10), 50.0), (A, date(2024, 6, 5), 100.0), (A, date(2024, 6, 5), 20.0),
-        (A, date(2024, 6, 20), 30.0), (B, date(2024, 5, 25), 40.0), (C, date(2024, 6, 16), 60.0),
-        (C, date(2024, 7, 2), 999.0), (D, date(2024, 3, 1), 80.0), (D, date(2024, 5, 2), 10.0),
+        (A, date(2024, 5, 10), 50.0),
+        (A, date(2024, 6, 5), 100.0),
+        (A, date(2024, 6, 5), 20.0),
+        (A, date(2024, 6, 20), 30.0),
+        (B, date(2024, 5, 25), 40.0),
+        (C, date(2024, 6, 16), 60.0),
+        (C, date(2024, 7, 2), 999.0),
+        (D, date(2024, 3, 1), 80.0),
+        (D, date(2024, 5, 2), 10.0),
         (D, date(2024, 6, 28), 200.0),
     ]
     return pl.DataFrame(rows, schema={"member_id": pl.Int64, "occurred_on": pl.Date, "amount": pl.Float64}, orient="row")
@@ -95,8 +101,13 @@ def feedback() -> pl.DataFrame:
         {
             "member_id": [A, A, B, C, D, D, A],
             "submitted_at": [
-                _utc(2024, 6, 2, 9), _utc(2024, 6, 25, 9), _utc(2024, 6, 3), _utc(2024, 6, 17),
-                _utc(2024, 6, 30, 23, 59), _utc(2024, 5, 31, 23, 59), _utc(2024, 7, 1, 0, 0),
+                _utc(2024, 6, 2, 9),
+                _utc(2024, 6, 25, 9),
+                _utc(2024, 6, 3),
+                _utc(2024, 6, 17),
+                _utc(2024, 6, 30, 23, 59),
+                _utc(2024, 5, 31, 23, 59),
+                _utc(2024, 7, 1, 0, 0),
             ],
             "score": [10, 9, 7, 3, 9, 0, 2],
         }
@@ -124,8 +135,15 @@ def ledger() -> pl.DataFrame:
 def _inputs(purchases, members, feedback, ledger, groups=None, dimension="overall") -> KpiInputs:
     start, end = JUNE
     return KpiInputs(
-        start=start, end=end, purchases=purchases, ledger=ledger, point_value=0.01, members=members,
-        feedback=feedback, groups=groups, dimension=dimension,
+        start=start,
+        end=end,
+        purchases=purchases,
+        ledger=ledger,
+        point_value=0.01,
+        members=members,
+        feedback=feedback,
+        groups=groups,
+        dimension=dimension,
     )
 
 
@@ -168,8 +186,20 @@ def test_the_kpi_frame_has_one_row_per_metric_in_catalogue_order(purchases, memb
 
 def test_the_member_table_counts_each_member_by_hand(purchases, members, feedback) -> None:
     table = member_table(purchases, *JUNE, members=members, feedback=feedback).select(
-        "member_id", "purchases", "revenue", "purchase_days", "active", "active_previous", "retained",
-        "revenue_to_date", "customer", "joined", "answers", "promoters", "detractors", "last_score",
+        "member_id",
+        "purchases",
+        "revenue",
+        "purchase_days",
+        "active",
+        "active_previous",
+        "retained",
+        "revenue_to_date",
+        "customer",
+        "joined",
+        "answers",
+        "promoters",
+        "detractors",
+        "last_score",
     )
     expected = pl.DataFrame(
         {
@@ -188,8 +218,14 @@ def test_the_member_table_counts_each_member_by_hand(purchases, members, feedbac
             "detractors": [0, 0, 1, 0, 0],
             "last_score": [9, 7, 3, 9, None],
         },
-        schema_overrides={"purchases": pl.Int64, "purchase_days": pl.Int64, "answers": pl.Int64,
-                          "promoters": pl.Int64, "detractors": pl.Int64, "last_score": pl.Int64},
+        schema_overrides={
+            "purchases": pl.Int64,
+            "purchase_days": pl.Int64,
+            "answers": pl.Int64,
+            "promoters": pl.Int64,
+            "detractors": pl.Int64,
+            "last_score": pl.Int64,
+        },
     )
     assert_frame_equal(table, expected)
 
@@ -202,8 +238,7 @@ def test_kpis_split_by_tier_count_each_tier_alone(purchases, members, feedback, 
     )
     expected = pl.DataFrame(
         {
-            "metric": ["active_members"] * 3 + ["retention_rate"] * 3 + ["average_transaction_value"] * 3
-            + ["points_outstanding"] * 3,
+            "metric": ["active_members"] * 3 + ["retention_rate"] * 3 + ["average_transaction_value"] * 3 + ["points_outstanding"] * 3,
             "dimension": ["tier"] * 12,
             "dimension_value": ["(none)", "Gold", "Silver"] * 4,
             # (none) = B and E; Gold = A and D; Silver = C.
@@ -215,9 +250,7 @@ def test_kpis_split_by_tier_count_each_tier_alone(purchases, members, feedback, 
 
 def test_a_group_without_points_entries_has_zero_points_and_no_redemption_rate(purchases, members, ledger) -> None:
     groups = pl.DataFrame({"member_id": [E], "dimension_value": ["newcomers"]})
-    frame = kpis_from_inputs(
-        _inputs(purchases, members, None, ledger, groups, "segment"), ["points_outstanding", "redemption_rate"]
-    )
+    frame = kpis_from_inputs(_inputs(purchases, members, None, ledger, groups, "segment"), ["points_outstanding", "redemption_rate"])
     assert frame["value"].to_list() == [0.0, None]
 
 
@@ -243,8 +276,12 @@ def test_undefined_ratios_are_null_not_zero() -> None:
         (date(2024, 3, 1), date(2024, 3, 31), (date(2024, 1, 31), date(2024, 3, 1))),
         (date(2024, 1, 1), date(2025, 1, 1), (date(2023, 1, 1), date(2024, 1, 1))),
     ],
-    ids=["a month follows the previous calendar month", "a quarter follows the previous quarter",
-         "a custom range follows the same number of days", "a year follows the previous year"],
+    ids=[
+        "a month follows the previous calendar month",
+        "a quarter follows the previous quarter",
+        "a custom range follows the same number of days",
+        "a year follows the previous year",
+    ],
 )
 def test_the_previous_period(start: date, end: date, previous: tuple[date, date]) -> None:
     assert previous_period(start, end) == previous
@@ -282,8 +319,12 @@ def test_every_metric_is_fully_described() -> None:
 
 @pytest.mark.parametrize(
     ("metric", "value", "shown"),
-    [("retention_rate", 0.6667, "66.7%"), ("nps", 40.0, "+40"), ("points_outstanding", 12345.0, "12,345"),
-     ("average_transaction_value", None, "n/a")],
+    [
+        ("retention_rate", 0.6667, "66.7%"),
+        ("nps", 40.0, "+40"),
+        ("points_outstanding", 12345.0, "12,345"),
+        ("average_transaction_value", None, "n/a"),
+    ],
     ids=["share", "score", "points", "undefined"],
 )
 def test_metric_values_display_in_their_unit(metric: str, value: float | None, shown: str) -> None:
@@ -462,10 +503,7 @@ def test_rfm_summary_reports_thresholds_and_every_segment(five_customers) -> Non
 
 def test_a_value_on_a_threshold_falls_in_the_band_below() -> None:
     # Frequencies 1,1,1,1,2: every threshold is 1 except the 80 % one (1.2).
-    frame = pl.DataFrame(
-        {"member_id": [1, 2, 3, 4, 5, 5], "occurred_on": [date(2024, 6, 1)] * 5 + [date(2024, 6, 2)],
-         "amount": [1.0] * 6}
-    )
+    frame = pl.DataFrame({"member_id": [1, 2, 3, 4, 5, 5], "occurred_on": [date(2024, 6, 1)] * 5 + [date(2024, 6, 2)], "amount": [1.0] * 6})
     table = rfm_table(frame, date(2024, 6, 30))
     assert table["f_score"].to_list() == [1, 1, 1, 1, 5]
 
@@ -473,8 +511,13 @@ def test_a_value_on_a_threshold_falls_in_the_band_below() -> None:
 @pytest.mark.parametrize(
     ("r", "f", "segment"),
     [(5, 1, "New"), (1, 5, "Can't lose them"), (2, 4, "At risk"), (4, 2, "Potential loyalists"), (3, 1, "About to sleep")],
-    ids=["recent single buyer is new", "lapsed frequent buyer can't be lost", "lapsed regular is at risk",
-         "recent occasional buyer is a potential loyalist", "fading single buyer is about to sleep"],
+    ids=[
+        "recent single buyer is new",
+        "lapsed frequent buyer can't be lost",
+        "lapsed regular is at risk",
+        "recent occasional buyer is a potential loyalist",
+        "fading single buyer is about to sleep",
+    ],
 )
 def test_the_rfm_grid(r: int, f: int, segment: str) -> None:
     assert rfm_segment_of(r, f) == segment
@@ -505,9 +548,22 @@ def test_the_rfm_grid_names_only_catalogued_segments() -> None:
         ({"joined_on": {"min": "2024-05-01", "max": "2024-06-10"}}, [B, E]),
         ({"rfm_segment": ["Champions", "Loyal"]}, [A, D]),
     ],
-    ids=["no rules select everyone", "channel list", "a single channel string", "tiers", "members without a tier",
-         "city and consent together", "no consent", "lapsed 30 days or more", "bought within 10 days",
-         "three purchases or more", "never bought", "spend range", "joined between", "rfm segments"],
+    ids=[
+        "no rules select everyone",
+        "channel list",
+        "a single channel string",
+        "tiers",
+        "members without a tier",
+        "city and consent together",
+        "no consent",
+        "lapsed 30 days or more",
+        "bought within 10 days",
+        "three purchases or more",
+        "never bought",
+        "spend range",
+        "joined between",
+        "rfm segments",
+    ],
 )
 def test_segment_rules_select_members(rules: dict, expected: list[int], purchases, members) -> None:
     ids = match_members(members, rules, purchases=purchases, as_of=date(2024, 6, 30))
@@ -525,8 +581,7 @@ def test_segment_rules_select_members(rules: dict, expected: list[int], purchase
         ({"joined_on": {"min": "01/02/2024"}}, "YYYY-MM-DD"),
         ({"rfm_segment": ["Whales"]}, "Unknown RFM segment"),
     ],
-    ids=["unknown key", "empty list", "consent not boolean", "range not an object", "min above max",
-         "date not ISO", "unknown rfm segment"],
+    ids=["unknown key", "empty list", "consent not boolean", "range not an object", "min above max", "date not ISO", "unknown rfm segment"],
 )
 def test_bad_segment_rules_say_how_to_fix_them(rules: dict, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):

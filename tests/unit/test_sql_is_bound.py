@@ -66,17 +66,16 @@ def test_the_scan_sees_the_source() -> None:
 
 @pytest.mark.parametrize("path", SOURCES, ids=[str(path.relative_to(ROOT)) for path in SOURCES])
 def test_sql_text_formats_no_value(path: Path) -> None:
-    offenders = [f"{path.relative_to(ROOT)}:{line}: {', '.join(refused)} in {text[:60]!r}"
-                 for line, text, refused in _sql_fstrings(path) if refused]
+    offenders = [f"{path.relative_to(ROOT)}:{line}: {', '.join(refused)} in {text[:60]!r}" for line, text, refused in _sql_fstrings(path) if refused]
     assert not offenders, "bind these as parameters (:name) instead:\n" + "\n".join(offenders)
 
 
 def test_a_value_spliced_into_sql_is_caught(tmp_path: Path) -> None:
     source = tmp_path / "example.py"
     source.write_text(
-        'campaign_id = 7\n'
+        "campaign_id = 7\n"
         'bad = f"SELECT member_id FROM campaign_assignment WHERE campaign_id = {campaign_id}"\n'
-        'good = f"SELECT {epoch_sql(dialect, \'occurred_at\')} FROM purchase {where_clause(conditions)}"\n'
+        "good = f\"SELECT {epoch_sql(dialect, 'occurred_at')} FROM purchase {where_clause(conditions)}\"\n"
         'prose = f"Imported {campaign_id} rows"\n'
     )
     found = _sql_fstrings(source)

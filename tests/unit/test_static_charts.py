@@ -27,28 +27,38 @@ def _pixels(png: bytes) -> np.ndarray:
 
 
 def _count(pixels: np.ndarray, colour: str) -> int:
-    rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
     return int(np.all(pixels == rgb, axis=-1).sum())
 
 
 def _rows_of(pixels: np.ndarray, colour: str) -> np.ndarray:
-    rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
     return np.nonzero(np.all(pixels == rgb, axis=-1).any(axis=1))[0]
 
 
 def _vertical_bars() -> go.Figure:
-    fig = go.Figure(go.Bar(x=["Spring", "Autumn"], y=[3.2, -1.1], marker_color=PURPLE, name="Spend uplift",
-                           error_y={"type": "data", "symmetric": False, "array": [2.3, 3.0], "arrayminus": [2.2, 2.9]}))
-    fig.update_layout(title="Campaign uplift", template="plotly_white",
-                      yaxis={"title": "Treatment minus holdout", "zeroline": True, "zerolinecolor": "#9e9e9e", "zerolinewidth": 2})
+    fig = go.Figure(
+        go.Bar(
+            x=["Spring", "Autumn"],
+            y=[3.2, -1.1],
+            marker_color=PURPLE,
+            name="Spend uplift",
+            error_y={"type": "data", "symmetric": False, "array": [2.3, 3.0], "arrayminus": [2.2, 2.9]},
+        )
+    )
+    fig.update_layout(
+        title="Campaign uplift",
+        template="plotly_white",
+        yaxis={"title": "Treatment minus holdout", "zeroline": True, "zerolinecolor": "#9e9e9e", "zerolinewidth": 2},
+    )
     return fig
 
 
 def _horizontal_bars() -> go.Figure:
-    fig = go.Figure(go.Bar(x=[120, 35, 8], y=["(none) → Silver", "Silver → Gold", "Gold → Silver"], orientation="h",
-                           marker_color=[GREEN, GREEN, RED]))
-    fig.update_layout(title="Tier movements", template="plotly_white", xaxis={"title": "Members"},
-                      yaxis={"autorange": "reversed"}, height=305)
+    fig = go.Figure(
+        go.Bar(x=[120, 35, 8], y=["(none) → Silver", "Silver → Gold", "Gold → Silver"], orientation="h", marker_color=[GREEN, GREEN, RED])
+    )
+    fig.update_layout(title="Tier movements", template="plotly_white", xaxis={"title": "Members"}, yaxis={"autorange": "reversed"}, height=305)
     return fig
 
 
@@ -57,8 +67,9 @@ def _lines() -> go.Figure:
     fig = go.Figure()
     fig.add_scatter(x=months, y=[0.55, None, 0.61, 0.58], name="Retention", mode="lines+markers", line={"color": GREEN, "width": 3})
     fig.add_scatter(x=months, y=[0.6] * 4, name="Target", mode="lines", line={"color": RED, "dash": "dash"})
-    fig.update_layout(title="Retention", template="plotly_white", yaxis={"tickformat": ".0%", "rangemode": "tozero"},
-                      legend={"orientation": "h", "y": -0.15})
+    fig.update_layout(
+        title="Retention", template="plotly_white", yaxis={"tickformat": ".0%", "rangemode": "tozero"}, legend={"orientation": "h", "y": -0.15}
+    )
     return fig
 
 
@@ -66,12 +77,21 @@ def _bars_and_line_on_a_second_axis() -> go.Figure:
     months = ["Jan", "Feb", "Mar"]
     fig = go.Figure()
     fig.add_bar(x=months, y=[12000, 15000, 21000], name="Revenue ($)", marker_color="#90caf9")
-    fig.add_scatter(x=months, y=[410, 450, 500], name="Active members", yaxis="y2", mode="lines+markers",
-                    line={"color": BLUE, "width": 3})
-    fig.update_layout(title="Revenue ($) and active members", template="plotly_white",
-                      yaxis={"title": "Revenue", "rangemode": "tozero"},
-                      yaxis2={"title": "Active members", "overlaying": "y", "side": "right", "rangemode": "tozero",
-                              "tickmode": "auto", "showgrid": False, "tickformat": ",d"})
+    fig.add_scatter(x=months, y=[410, 450, 500], name="Active members", yaxis="y2", mode="lines+markers", line={"color": BLUE, "width": 3})
+    fig.update_layout(
+        title="Revenue ($) and active members",
+        template="plotly_white",
+        yaxis={"title": "Revenue", "rangemode": "tozero"},
+        yaxis2={
+            "title": "Active members",
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "tickmode": "auto",
+            "showgrid": False,
+            "tickformat": ",d",
+        },
+    )
     return fig
 
 
@@ -80,14 +100,26 @@ def _log_log() -> go.Figure:
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=members, y=[2.5, 7.0, 52.0], mode="lines+markers", name="evaluate-all"))
     fig.add_trace(go.Scatter(x=members, y=[2.5, 25.0, 250.0], mode="lines", name="linear growth", line={"dash": "dot", "color": "#888"}))
-    fig.update_layout(title="Growth (log-log)", xaxis_title="members", yaxis_title="seconds", xaxis_type="log",
-                      yaxis_type="log", template="plotly_white", width=1000, height=600)
+    fig.update_layout(
+        title="Growth (log-log)",
+        xaxis_title="members",
+        yaxis_title="seconds",
+        xaxis_type="log",
+        yaxis_type="log",
+        template="plotly_white",
+        width=1000,
+        height=600,
+    )
     return fig
 
 
-FIGURES = {"vertical bars with error bars": _vertical_bars, "horizontal bars, one colour each": _horizontal_bars,
-           "lines, markers and a dashed line": _lines, "bars and a line on a second y axis": _bars_and_line_on_a_second_axis,
-           "log-log lines": _log_log}
+FIGURES = {
+    "vertical bars with error bars": _vertical_bars,
+    "horizontal bars, one colour each": _horizontal_bars,
+    "lines, markers and a dashed line": _lines,
+    "bars and a line on a second y axis": _bars_and_line_on_a_second_axis,
+    "log-log lines": _log_log,
+}
 
 
 @pytest.mark.parametrize("make", FIGURES.values(), ids=FIGURES.keys())
