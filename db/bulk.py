@@ -34,8 +34,7 @@ def allocate_ids(session: Session, table: str, count: int) -> np.ndarray:
         return np.arange(start + 1, start + 1 + count, dtype=np.int64)
     ids = (
         session.execute(
-            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
-            {"table": table_name(table), "n": count},
+            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"), {"table": table_name(table), "n": count}
         )
         .scalars()
         .all()

@@ -115,10 +115,7 @@ class LedgerEntry(SQLModel, table=True):
     """
 
     __tablename__ = "ledger_entry"
-    __table_args__ = (
-        Index("ix_ledger_member_occurred", "member_id", "occurred_at"),
-        Index("ix_ledger_kind_occurred", "kind", "occurred_at"),
-    )
+    __table_args__ = (Index("ix_ledger_member_occurred", "member_id", "occurred_at"), Index("ix_ledger_kind_occurred", "kind", "occurred_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     member_id: int = Field(foreign_key="member.id")
@@ -302,16 +299,7 @@ class KpiTarget(SQLModel, table=True):
 
 class KpiSnapshot(SQLModel, table=True):
     __tablename__ = "kpi_snapshot"
-    __table_args__ = (
-        UniqueConstraint(
-            "metric",
-            "period",
-            "period_start",
-            "dimension",
-            "dimension_value",
-            name="uq_kpi_snapshot_key",
-        ),
-    )
+    __table_args__ = (UniqueConstraint("metric", "period", "period_start", "dimension", "dimension_value", name="uq_kpi_snapshot_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
     metric: str = Field(max_length=50)

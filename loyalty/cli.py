@@ -59,14 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     progress = _TerminalProgress("demo", enabled=not args.json)
     with new_session() as session:
-        summary = create_demo(
-            session,
-            members=args.members,
-            months=args.months,
-            seed=args.seed,
-            actor=SYSTEM_CLI,
-            progress=progress,
-        )
+        summary = create_demo(session, members=args.members, months=args.months, seed=args.seed, actor=SYSTEM_CLI, progress=progress)
     progress.close()
     from loyalty.evaluation.jobs import run_all
 

@@ -22,15 +22,7 @@ from loyalty.access.roles import Actor, require
 from loyalty.access.sessions import DEFAULT_IDLE_MINUTES
 from loyalty.errors import InvalidInput
 
-__all__ = [
-    "SETTING_LABELS",
-    "InvalidSetting",
-    "ProgramSettings",
-    "describe_settings",
-    "get_settings",
-    "stored_settings",
-    "update_settings",
-]
+__all__ = ["SETTING_LABELS", "InvalidSetting", "ProgramSettings", "describe_settings", "get_settings", "stored_settings", "update_settings"]
 
 
 @dataclass(frozen=True)
@@ -169,13 +161,6 @@ def update_settings(*, session: Session, actor: Actor, **changes: Any) -> Progra
         else:
             row.value, row.updated_at, row.updated_by = value, utcnow(), actor.username
             session.add(row)
-    record_audit(
-        session,
-        actor=actor,
-        action="settings.update",
-        entity="settings",
-        before={k: getattr(current, k) for k in typed},
-        after=typed,
-    )
+    record_audit(session, actor=actor, action="settings.update", entity="settings", before={k: getattr(current, k) for k in typed}, after=typed)
     session.commit()
     return updated

@@ -2,12 +2,7 @@
 
 import streamlit as st
 
-from loyalty.ledger.approvals import (
-    approve_adjustment,
-    decided_adjustments,
-    pending_adjustments,
-    reject_adjustment,
-)
+from loyalty.ledger.approvals import approve_adjustment, decided_adjustments, pending_adjustments, reject_adjustment
 from loyalty.settings import get_settings
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session, run_action

@@ -22,14 +22,7 @@ from loyalty.ui.auth import page_actor
 from loyalty.ui.campaign_form import campaign_form
 from loyalty.ui.charts import budget_burn
 from loyalty.ui.core import db_session, run_action
-from loyalty.ui.forms import (
-    archive_toggle,
-    choice_box,
-    form_key,
-    form_saved,
-    lifecycle_buttons,
-    show_flash,
-)
+from loyalty.ui.forms import archive_toggle, choice_box, form_key, form_saved, lifecycle_buttons, show_flash
 from loyalty.ui.planner_widgets import impact_panel
 
 actor = page_actor("analysis.view")

@@ -6,26 +6,12 @@ import streamlit as st
 
 from loyalty.decisions.barrier import entry_barrier
 from loyalty.ledger.redemptions import list_rewards
-from loyalty.program.rewards import (
-    REWARD_KINDS,
-    archive_reward,
-    clone_reward,
-    delete_reward,
-    restore_reward,
-    save_reward,
-)
+from loyalty.program.rewards import REWARD_KINDS, archive_reward, clone_reward, delete_reward, restore_reward, save_reward
 from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import reward_reach
 from loyalty.ui.core import db_session, run_action
-from loyalty.ui.forms import (
-    archive_toggle,
-    choice_box,
-    form_key,
-    form_saved,
-    lifecycle_buttons,
-    show_flash,
-)
+from loyalty.ui.forms import archive_toggle, choice_box, form_key, form_saved, lifecycle_buttons, show_flash
 
 actor = page_actor("analysis.view")
 st.title("Rewards")

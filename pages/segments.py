@@ -18,14 +18,7 @@ from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import rfm_heatmap
 from loyalty.ui.core import db_session, run_action
-from loyalty.ui.forms import (
-    archive_toggle,
-    choice_box,
-    form_key,
-    form_saved,
-    lifecycle_buttons,
-    show_flash,
-)
+from loyalty.ui.forms import archive_toggle, choice_box, form_key, form_saved, lifecycle_buttons, show_flash
 from loyalty.ui.segment_form import segment_rules
 
 actor = page_actor("analysis.view")

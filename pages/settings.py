@@ -2,13 +2,7 @@
 
 import streamlit as st
 
-from loyalty.settings import (
-    SETTING_LABELS,
-    describe_settings,
-    get_settings,
-    stored_settings,
-    update_settings,
-)
+from loyalty.settings import SETTING_LABELS, describe_settings, get_settings, stored_settings, update_settings
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
 from loyalty.ui.notices import run_and_reload, show_notice

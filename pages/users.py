@@ -3,14 +3,7 @@
 import streamlit as st
 
 from loyalty.access.roles import ROLES
-from loyalty.access.users import (
-    create_user,
-    disable_user,
-    enable_user,
-    list_users,
-    reset_password,
-    set_role,
-)
+from loyalty.access.users import create_user, disable_user, enable_user, list_users, reset_password, set_role
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
 from loyalty.ui.notices import run_and_reload, show_notice

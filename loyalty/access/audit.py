@@ -16,27 +16,9 @@ from db.models import AuditLog
 from loyalty.access.roles import Actor, require
 
 
-def record_audit(
-    session: Session,
-    *,
-    actor: Actor,
-    action: str,
-    entity: str,
-    entity_id: object = "",
-    before: Any = None,
-    after: Any = None,
-) -> None:
+def record_audit(session: Session, *, actor: Actor, action: str, entity: str, entity_id: object = "", before: Any = None, after: Any = None) -> None:
     """Add an audit row to the caller's transaction (it commits or rolls back with it)."""
-    session.add(
-        AuditLog(
-            actor=actor.username,
-            action=action,
-            entity=entity,
-            entity_id=str(entity_id),
-            before=before,
-            after=after,
-        )
-    )
+    session.add(AuditLog(actor=actor.username, action=action, entity=entity, entity_id=str(entity_id), before=before, after=after))
 
 
 def audit_entries(

@@ -54,11 +54,7 @@ IDLE_MESSAGE = "You were signed out after a period of inactivity."
 DISABLED_MESSAGE = "Your account was disabled. Ask an administrator."
 # Sign a session out after this many minutes without activity, unless the settings say otherwise.
 DEFAULT_IDLE_MINUTES = 60
-ENDED_MESSAGES = {
-    "password reset": "Your password was reset. Please sign in with the new one.",
-    "disabled": DISABLED_MESSAGE,
-    "idle": IDLE_MESSAGE,
-}
+ENDED_MESSAGES = {"password reset": "Your password was reset. Please sign in with the new one.", "disabled": DISABLED_MESSAGE, "idle": IDLE_MESSAGE}
 
 
 @dataclass(frozen=True)

@@ -53,13 +53,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 # One demo user per role; passwords are for the demo program only (listed in README).
-DEMO_USERS = {
-    "demo-admin": "admin",
-    "manager": "manager",
-    "analyst": "analyst",
-    "operations": "operations",
-    "executive": "executive",
-}
+DEMO_USERS = {"demo-admin": "admin", "manager": "manager", "analyst": "analyst", "operations": "operations", "executive": "executive"}
 
 
 class AuthenticationFailed(LoyaltyError):
@@ -149,14 +143,7 @@ def actor_for_email(session: Session, email: str) -> Actor:
 
 
 def create_user(
-    *,
-    session: Session,
-    username: str,
-    role: str,
-    actor: Actor,
-    password: str | None = None,
-    email: str = "",
-    display_name: str = "",
+    *, session: Session, username: str, role: str, actor: Actor, password: str | None = None, email: str = "", display_name: str = ""
 ) -> CreatedUser:
     """Add a user; without a password a random one is generated (and returned once)."""
     require(actor, "users.manage")

@@ -3,13 +3,13 @@
 Modules
 -------
 ``data``       columnar reads (ADBC / COPY) into Polars frames; refunds excluded
+``reader``     the SQLite reader process (ADBC, with a time limit) and which reader a job uses
 ``metrics``    the KPI catalogue (:data:`~loyalty.analytics.metrics.METRICS`),
                ``compute_kpis``, ``kpi_summary``, ``members_behind``
 ``segments``   rule-based segments: ``segment_members``, ``match_members``
 ``cohorts``    cohort retention, retention curves by channel, churn over time
 ``rfm``        RFM scores, segments and summary
 ``clv``        BG/NBD + Gamma-Gamma fitted by maximum likelihood, per-member CLV
-``benchmark``  timings for the scale targets
 
 Functions that take a ``session`` read the database and return pandas frames or
 JSON-ready dicts (what pages and the command line use); the others take pandas or

@@ -661,17 +661,7 @@ def clv_table(
         expected_purchases=pl.Series(expected_purchases(model.bgnbd, horizon_months * month, x, t_x, age)),
         expected_spend=pl.Series(expected_spend(model.gamma_gamma, x, m)),
         predicted_clv=pl.Series(
-            predicted_clv(
-                model.bgnbd,
-                model.gamma_gamma,
-                x,
-                t_x,
-                age,
-                m,
-                horizon=horizon_months,
-                period_length=month,
-                discount_rate=discount_rate,
-            )
+            predicted_clv(model.bgnbd, model.gamma_gamma, x, t_x, age, m, horizon=horizon_months, period_length=month, discount_rate=discount_rate)
         ),
         historical_clv=pl.col("revenue") if "revenue" in frame.columns else pl.lit(None, dtype=pl.Float64),
     )

@@ -31,12 +31,7 @@ import polars as pl
 from sqlmodel import Session
 
 from loyalty.analytics.arrays import MemberArrays, member_arrays, month_offsets
-from loyalty.analytics.data import (
-    load_members,
-    load_purchases,
-    members_frame,
-    purchases_frame,
-)
+from loyalty.analytics.data import load_members, load_purchases, members_frame, purchases_frame
 from loyalty.errors import InvalidInput
 
 __all__ = [

@@ -80,17 +80,7 @@ Reader = Literal["auto", "adbc", "dbapi"]
 
 PURCHASE_COLUMNS = ("purchase_id", "member_id", "occurred_at", "occurred_on", "amount", "category", "channel", "store")
 DEFAULT_PURCHASE_COLUMNS = ("member_id", "occurred_on", "amount")
-MEMBER_COLUMNS = (
-    "member_id",
-    "external_id",
-    "joined_on",
-    "acquisition_channel",
-    "tier",
-    "tier_rank",
-    "city",
-    "marketing_consent",
-    "erased",
-)
+MEMBER_COLUMNS = ("member_id", "external_id", "joined_on", "acquisition_channel", "tier", "tier_rank", "city", "marketing_consent", "erased")
 DEFAULT_MEMBER_COLUMNS = MEMBER_COLUMNS
 NO_TIER = "(none)"
 SECONDS_PER_DAY = 86_400
@@ -336,12 +326,7 @@ def _copy_postgresql(session: Session, sql: str, params: dict[str, Any], schema:
 
 
 def fetch_frame(
-    session: Session,
-    sql: str,
-    schema: dict[str, Any],
-    *,
-    params: Mapping[str, Any] | None = None,
-    reader: Reader = "auto",
+    session: Session, sql: str, schema: dict[str, Any], *, params: Mapping[str, Any] | None = None, reader: Reader = "auto"
 ) -> pl.DataFrame:
     """Run a read-only ``sql`` and return its rows as a Polars frame of ``schema``.
 
@@ -516,16 +501,7 @@ def load_feedback(session: Session, *, start: date | None = None, end: date | No
     return _with_times(frame, "submitted_seconds", keep_at="submitted_at", day=None).select("member_id", "submitted_at", "score")
 
 
-LEDGER_TOTAL_COLUMNS = (
-    "earned",
-    "redeemed",
-    "returned",
-    "expired",
-    "trailing_redeemed",
-    "trailing_returned",
-    "trailing_expired",
-    "balance",
-)
+LEDGER_TOTAL_COLUMNS = ("earned", "redeemed", "returned", "expired", "trailing_redeemed", "trailing_returned", "trailing_expired", "balance")
 OUTFLOW_KINDS = ("redeem", "expire", "reverse")
 
 
@@ -534,13 +510,7 @@ _KIND_PARAMS = {f"kind_{kind}": kind for kind in (*EARN_KINDS, *OUTFLOW_KINDS)}
 
 
 def ledger_totals(
-    session: Session,
-    start: date,
-    end: date,
-    *,
-    trailing_start: date | None = None,
-    by_member: bool = False,
-    reader: Reader = "auto",
+    session: Session, start: date, end: date, *, trailing_start: date | None = None, by_member: bool = False, reader: Reader = "auto"
 ) -> pl.DataFrame:
     """Points movements of a period, summed.
 
@@ -603,11 +573,7 @@ def ledger_totals(
             session, "SELECT COALESCE(SUM(points), 0) FROM ledger_entry " + earn_where, {"earned": pl.Int64}, params=params, reader=reader
         )
         balance = fetch_frame(
-            session,
-            "SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE occurred_at < :end",
-            {"balance": pl.Int64},
-            params=params,
-            reader=reader,
+            session, "SELECT COALESCE(SUM(points), 0) FROM ledger_entry WHERE occurred_at < :end", {"balance": pl.Int64}, params=params, reader=reader
         )
         return (
             pl.concat([earned, outflows.select(outflow_sums), balance], how="horizontal")
@@ -616,11 +582,7 @@ def ledger_totals(
             .select(list(LEDGER_TOTAL_COLUMNS))
         )
     earned = fetch_frame(
-        session,
-        "SELECT member_id, points FROM ledger_entry " + earn_where,
-        {"member_id": pl.Int64, "points": pl.Int64},
-        params=params,
-        reader=reader,
+        session, "SELECT member_id, points FROM ledger_entry " + earn_where, {"member_id": pl.Int64, "points": pl.Int64}, params=params, reader=reader
     )
     entries = fetch_frame(
         session,

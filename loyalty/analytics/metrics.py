@@ -652,12 +652,7 @@ def _predicted_clv(purchases: pl.DataFrame, end: date) -> pl.DataFrame | None:
 
 def _tables(inputs: KpiInputs) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     members = member_table(
-        inputs.purchases,
-        inputs.start,
-        inputs.end,
-        members=inputs.members,
-        feedback=inputs.feedback,
-        predicted_clv=inputs.predicted_clv,
+        inputs.purchases, inputs.start, inputs.end, members=inputs.members, feedback=inputs.feedback, predicted_clv=inputs.predicted_clv
     )
     points = _points_table(inputs.ledger, inputs.point_value) if inputs.ledger is not None else None
     return members, points

@@ -49,16 +49,7 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from sqlmodel import Session
 
-__all__ = [
-    "MAX_READERS",
-    "READER_QUERY_SECONDS",
-    "ReaderQueryError",
-    "ReaderTimeout",
-    "analytics_reader",
-    "close_readers",
-    "main",
-    "read_sqlite",
-]
+__all__ = ["MAX_READERS", "READER_QUERY_SECONDS", "ReaderQueryError", "ReaderTimeout", "analytics_reader", "close_readers", "main", "read_sqlite"]
 
 # The longest read measured (ten million purchases) takes about 5 s: a reader silent this
 # long is stuck, and is stopped rather than waited for.

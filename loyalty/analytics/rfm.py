@@ -210,12 +210,7 @@ def rfm_summary(purchases: pl.DataFrame | pd.DataFrame, as_of: date | None = Non
     segments = {
         name: {"members": int(per_segment.get(name, (0, 0.0))[0]), "revenue": float(per_segment.get(name, (0, 0.0))[1])} for name in RFM_SEGMENTS
     }
-    return {
-        "thresholds": thresholds,
-        "segments": segments,
-        "as_of": as_of.isoformat() if as_of else None,
-        "members": table.height,
-    }
+    return {"thresholds": thresholds, "segments": segments, "as_of": as_of.isoformat() if as_of else None, "members": table.height}
 
 
 def _purchases_until(session: Session, as_of: date | None, window_days: int | None) -> pl.DataFrame:

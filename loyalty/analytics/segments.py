@@ -37,22 +37,11 @@ import polars as pl
 from sqlmodel import Session, select
 
 from db.models import Segment
-from loyalty.analytics.data import (
-    load_members,
-    load_purchases,
-    members_frame,
-    purchases_frame,
-)
+from loyalty.analytics.data import load_members, load_purchases, members_frame, purchases_frame
 from loyalty.analytics.rfm import RFM_SEGMENTS, rfm_measures, rfm_table
 from loyalty.errors import InvalidInput
 
-__all__ = [
-    "RULE_KEYS",
-    "match_members",
-    "segment_members",
-    "segment_memberships",
-    "validate_rules",
-]
+__all__ = ["RULE_KEYS", "match_members", "segment_members", "segment_memberships", "validate_rules"]
 
 LIST_RULES = {"acquisition_channel": "acquisition_channel", "tier": "tier", "city": "city"}
 RANGE_RULES = ("days_since_last_purchase", "purchases", "spend")
@@ -213,11 +202,7 @@ def segment_members(session: Session, rules: Mapping[str, Any] | None, *, as_of:
 
 
 def segment_memberships(
-    session: Session,
-    *,
-    as_of: date | None = None,
-    members: pl.DataFrame | None = None,
-    purchases: pl.DataFrame | None = None,
+    session: Session, *, as_of: date | None = None, members: pl.DataFrame | None = None, purchases: pl.DataFrame | None = None
 ) -> pl.DataFrame:
     """Every saved segment's members: ``member_id, segment`` (a member may be in several).
 

@@ -88,14 +88,7 @@ from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
 from db.models import LedgerEntry, LiabilityForecast, Reward, utcnow
-from loyalty.analytics.clv import (
-    MIN_MEMBERS,
-    expected_purchases,
-    fit_bgnbd,
-    months_in,
-    probability_alive,
-    summary_data,
-)
+from loyalty.analytics.clv import MIN_MEMBERS, expected_purchases, fit_bgnbd, months_in, probability_alive, summary_data
 from loyalty.analytics.data import dialect_of, epoch_sql, fetch_frame
 from loyalty.errors import InvalidInput
 from loyalty.periods import cutoff_of
@@ -629,15 +622,7 @@ def _classes(inputs: _Inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 
 def _forecast_from_ledger(
-    ledger: pl.DataFrame,
-    as_of: date,
-    *,
-    horizon: int,
-    band: float,
-    expiry_months: int,
-    paths: int,
-    seed: int,
-    cheapest_reward: float | None,
+    ledger: pl.DataFrame, as_of: date, *, horizon: int, band: float, expiry_months: int, paths: int, seed: int, cheapest_reward: float | None
 ) -> ForecastResult:
     cutoff = cutoff_of(as_of)
     before = ledger.filter(pl.col("occurred_s") < int(cutoff.timestamp()))
@@ -846,13 +831,7 @@ def _check(horizon: int, band: float, paths: int) -> None:
 
 
 def backtest_forecast(
-    session: Session,
-    *,
-    fit_months: int = 12,
-    horizon: int = 6,
-    band: float = DEFAULT_BAND,
-    paths: int = BAND_PATHS,
-    seed: int = SEED,
+    session: Session, *, fit_months: int = 12, horizon: int = 6, band: float = DEFAULT_BAND, paths: int = BAND_PATHS, seed: int = SEED
 ) -> dict[str, Any]:
     """Fit on the first ``fit_months`` months of the history, forecast ``horizon`` more, compare.
 

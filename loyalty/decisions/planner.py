@@ -72,17 +72,8 @@ from loyalty.insights.campaign_results import CONFIDENCE as EVALUATION_CONFIDENC
 from loyalty.insights.campaign_results import campaign_results
 from loyalty.ledger.campaign_earning import CampaignEngine
 from loyalty.ledger.earning import base_points, member_multipliers
-from loyalty.program.campaigns import (
-    CAMPAIGN_KINDS,
-    MAX_REPLAY_DAYS,
-    MIN_PREVIEW_PURCHASES,
-    PREVIEW_LOOKBACK_DAYS,
-    eligible_members,
-    stable_uniform,
-)
-from loyalty.program.campaigns import (
-    ONCE_PER_MEMBER_KINDS as AWARDED_ONCE_KINDS,
-)
+from loyalty.program.campaigns import CAMPAIGN_KINDS, MAX_REPLAY_DAYS, MIN_PREVIEW_PURCHASES, PREVIEW_LOOKBACK_DAYS, eligible_members, stable_uniform
+from loyalty.program.campaigns import ONCE_PER_MEMBER_KINDS as AWARDED_ONCE_KINDS
 from loyalty.settings import get_settings
 
 __all__ = [

@@ -116,11 +116,7 @@ class WinbackScores(NamedTuple):
 
 
 def winback_scores(
-    session: Session,
-    *,
-    as_of: date | None = None,
-    reference_days: int = DEFAULT_REFERENCE_DAYS,
-    time_unit: str = DEFAULT_TIME_UNIT,
+    session: Session, *, as_of: date | None = None, reference_days: int = DEFAULT_REFERENCE_DAYS, time_unit: str = DEFAULT_TIME_UNIT
 ) -> WinbackScores:
     """Fit the CLV model on purchases up to ``as_of`` and score P(alive) now and ``reference_days`` earlier.
 

@@ -49,14 +49,7 @@ def collect_feedback(
     insert_frame(
         sim.session,
         "feedback",
-        pd.DataFrame(
-            {
-                "member_id": sim.member_ids[who],
-                "submitted_at": as_timestamps(when),
-                "score": score,
-                "comment": comment,
-            }
-        ),
+        pd.DataFrame({"member_id": sim.member_ids[who], "submitted_at": as_timestamps(when), "score": score, "comment": comment}),
     )
     sim.counts["feedback"] += len(who)
     stats.scores.append(score)

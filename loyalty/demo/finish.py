@@ -10,13 +10,7 @@ from sqlalchemy import bindparam, text, update
 
 from db.models import KpiTarget, Reward, Segment, stored_id
 from loyalty.access.audit import record_audit
-from loyalty.demo.parameters import (
-    ACQUISITION_CHANNELS,
-    GOALS,
-    SEGMENTS,
-    TARGET_DIRECTIONS,
-    TargetPlan,
-)
+from loyalty.demo.parameters import ACQUISITION_CHANNELS, GOALS, SEGMENTS, TARGET_DIRECTIONS, TargetPlan
 from loyalty.demo.state import Simulation
 from loyalty.ledger.entries import expire_points
 from loyalty.program.campaigns import activate_campaign
@@ -55,12 +49,7 @@ def finish_history(sim: Simulation) -> None:
         actor=actor,
         action="demo.create",
         entity="program",
-        after={
-            "members": sim.n,
-            "months": len(sim.b) - 1,
-            "purchases": sim.counts["purchases"],
-            "now": sim.now.isoformat(),
-        },
+        after={"members": sim.n, "months": len(sim.b) - 1, "purchases": sim.counts["purchases"], "now": sim.now.isoformat()},
     )
 
 

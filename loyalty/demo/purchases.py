@@ -29,14 +29,7 @@ from loyalty.demo.parameters import (
     eco_category_shares,
 )
 from loyalty.demo.state import MonthStats, Simulation
-from loyalty.demo.timeline import (
-    as_datetime,
-    as_seconds,
-    as_timestamps,
-    choose,
-    object_array,
-    shop_times,
-)
+from loyalty.demo.timeline import as_datetime, as_seconds, as_timestamps, choose, object_array, shop_times
 from loyalty.ledger.earning import base_points
 from loyalty.ledger.entries import REVERSE
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
@@ -167,8 +160,7 @@ def _earn(
 
     earn = base_points(frame["amount"], pd.Series(sim.tier_multiplier[sim.tier[member]]), sim.rate)
     bonus = sim.session.execute(
-        text("SELECT purchase_id, member_id, points FROM ledger_entry WHERE kind = 'bonus' AND purchase_id > :p"),
-        {"p": last_id},
+        text("SELECT purchase_id, member_id, points FROM ledger_entry WHERE kind = 'bonus' AND purchase_id > :p"), {"p": last_id}
     ).all()
     bonus_purchase = np.array([r[0] for r in bonus], dtype=np.int64)
     bonus_member = np.searchsorted(sim.member_ids, np.array([r[1] for r in bonus], dtype=np.int64))

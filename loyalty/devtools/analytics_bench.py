@@ -91,11 +91,7 @@ def time_analyze(start: date, end: date, *, url: str | None = None) -> dict[str,
     from loyalty.analytics.clv import clv_analysis
     from loyalty.analytics.cohorts import retention_analysis, retention_cohorts
     from loyalty.analytics.data import ledger_totals, load_members, load_purchases
-    from loyalty.analytics.metrics import (
-        KpiInputs,
-        kpi_summary,
-        kpis_from_inputs,
-    )
+    from loyalty.analytics.metrics import KpiInputs, kpi_summary, kpis_from_inputs
     from loyalty.analytics.rfm import rfm_analysis, rfm_summary
 
     steps: dict[str, dict[str, float]] = {}

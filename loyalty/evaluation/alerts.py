@@ -151,11 +151,7 @@ def _retention_targets(session: Session, month_start: date, month_end: date, ove
 
 
 def evaluate_alerts(
-    session: Session,
-    *,
-    as_of: date,
-    drop_threshold: float = RETENTION_DROP_THRESHOLD,
-    trend_months: int = TREND_MONTHS,
+    session: Session, *, as_of: date, drop_threshold: float = RETENTION_DROP_THRESHOLD, trend_months: int = TREND_MONTHS
 ) -> AlertEvaluation:
     """The alerts for the month evaluated as of the end of ``as_of`` (nothing is written).
 

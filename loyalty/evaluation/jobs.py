@@ -179,12 +179,7 @@ def _points_expiry_body(ctx: JobContext) -> dict[str, Any]:
 
 
 def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:
-    from loyalty.evaluation.kpis import (
-        kpi_snapshot_frames,
-        snapshot_periods,
-        store_kpi_snapshots,
-        target_status_counts,
-    )
+    from loyalty.evaluation.kpis import kpi_snapshot_frames, snapshot_periods, store_kpi_snapshots, target_status_counts
 
     periods = snapshot_periods(ctx.as_of)
     ctx.progress(0.0, "reading purchases, members, answers and the points ledger")
@@ -480,12 +475,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_job(
-    name: str,
-    *,
-    as_of: date | None = None,
-    actor: Actor = SYSTEM_SCHEDULER,
-    progress: ProgressFn | None = None,
-    engine: Engine | None = None,
+    name: str, *, as_of: date | None = None, actor: Actor = SYSTEM_SCHEDULER, progress: ProgressFn | None = None, engine: Engine | None = None
 ) -> dict[str, Any]:
     """Run job ``name`` once as of ``as_of`` (default yesterday, UTC) and record the run.
 
@@ -553,11 +543,7 @@ def run_job(
 
 
 def run_all(
-    *,
-    as_of: date | None = None,
-    actor: Actor = SYSTEM_SCHEDULER,
-    progress: ProgressFn | None = None,
-    engine: Engine | None = None,
+    *, as_of: date | None = None, actor: Actor = SYSTEM_SCHEDULER, progress: ProgressFn | None = None, engine: Engine | None = None
 ) -> list[dict[str, Any]]:
     """Run every job of :data:`JOB_ORDER` once, in order; one failure does not stop the rest.
 

@@ -26,10 +26,7 @@ from sqlmodel import Session, col
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
-from db.models import (
-    KpiSnapshot,
-    utcnow,
-)
+from db.models import KpiSnapshot, utcnow
 from loyalty.analytics.metrics import Dimension
 from loyalty.analytics.reader import analytics_reader
 from loyalty.evaluation.runs import ProgressFn

@@ -42,13 +42,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
-from matplotlib.ticker import (
-    FixedLocator,
-    Formatter,
-    LogLocator,
-    MaxNLocator,
-    NullFormatter,
-)
+from matplotlib.ticker import FixedLocator, Formatter, LogLocator, MaxNLocator, NullFormatter
 
 __all__ = ["DEFAULT_HEIGHT_PX", "DEFAULT_WIDTH_PX", "UnsupportedFigure", "draw_figure", "figure_png"]
 

@@ -38,12 +38,7 @@ from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
-from db.models import (
-    Member,
-    Purchase,
-    Tier,
-    TierMovement,
-)
+from db.models import Member, Purchase, Tier, TierMovement
 from loyalty.evaluation.runs import ProgressFn, hold_job_lock
 from loyalty.periods import cutoff_of
 from loyalty.program.tiers import qualifying_tier_index

@@ -37,13 +37,7 @@ from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
-from db.models import (
-    Campaign,
-    KpiSnapshot,
-    LedgerEntry,
-    stored_id,
-    utcnow,
-)
+from db.models import Campaign, KpiSnapshot, LedgerEntry, stored_id, utcnow
 from loyalty.analytics.reader import analytics_reader
 
 __all__ = [

@@ -23,14 +23,7 @@ from loyalty.errors import AlreadyDone, InvalidInput, NotFound, PermissionDenied
 from loyalty.ledger.entries import adjust_points, lock_member
 from loyalty.settings import get_settings
 
-__all__ = [
-    "AdjustmentOutcome",
-    "approve_adjustment",
-    "decided_adjustments",
-    "pending_adjustments",
-    "reject_adjustment",
-    "request_adjustment",
-]
+__all__ = ["AdjustmentOutcome", "approve_adjustment", "decided_adjustments", "pending_adjustments", "reject_adjustment", "request_adjustment"]
 
 
 @dataclass(frozen=True)

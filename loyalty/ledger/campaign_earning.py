@@ -15,12 +15,7 @@ from sqlalchemy import func, text
 from sqlmodel import Session, col, select
 
 from db.bulk import id_batches
-from db.models import (
-    Campaign,
-    Member,
-    Purchase,
-    stored_id,
-)
+from db.models import Campaign, Member, Purchase, stored_id
 from loyalty.ledger.entries import BONUS
 from loyalty.program.campaigns import EARNING_STATUSES, MULTIPLIER_KINDS
 

@@ -58,12 +58,7 @@ def base_points(amount: pd.Series, multiplier: pd.Series, rate: float) -> pd.Ser
 
 
 def earn_entries(
-    purchases: pd.DataFrame,
-    *,
-    settings: ProgramSettings,
-    multipliers: pd.Series,
-    rules: tuple[EarnRule, ...] = (),
-    actor: str = "system",
+    purchases: pd.DataFrame, *, settings: ProgramSettings, multipliers: pd.Series, rules: tuple[EarnRule, ...] = (), actor: str = "system"
 ) -> pd.DataFrame:
     """Ledger rows (``LEDGER_COLUMNS``) for a frame of new purchases.
 

@@ -49,15 +49,7 @@ from sqlalchemy import Integer, case, cast, func, text, update
 from sqlmodel import Session, col, select
 
 from db.engine import write_transaction
-from db.models import (
-    Campaign,
-    LedgerEntry,
-    Member,
-    Purchase,
-    Redemption,
-    Reward,
-    utcnow,
-)
+from db.models import Campaign, LedgerEntry, Member, Purchase, Redemption, Reward, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
@@ -279,10 +271,7 @@ def open_lots(session: Session, member_id: int) -> list[Lot]:
 
 def fifo_lots(entries: Iterable[tuple[datetime, datetime | None, int]]) -> list[Lot]:
     """Allocate every debit to lots soonest-expiring first (never-expiring lots last)."""
-    lots = sorted(
-        ((at, exp, pts) for at, exp, pts in entries if pts > 0),
-        key=lambda lot: (lot[1] is None, lot[1] or lot[0], lot[0]),
-    )
+    lots = sorted(((at, exp, pts) for at, exp, pts in entries if pts > 0), key=lambda lot: (lot[1] is None, lot[1] or lot[0], lot[0]))
     consumed = -sum(pts for _, _, pts in entries if pts < 0)
     result = []
     for at, exp, pts in lots:
@@ -308,12 +297,7 @@ WHERE expired > consumed
 
 
 def expire_points(
-    *,
-    session: Session,
-    as_of: datetime | None = None,
-    member_ids: Sequence[int] | None = None,
-    actor: Actor,
-    read_last_commit: bool = False,
+    *, session: Session, as_of: datetime | None = None, member_ids: Sequence[int] | None = None, actor: Actor, read_last_commit: bool = False
 ) -> int:
     """Expire every lot past its date, for all members or the given ones.
 
@@ -612,10 +596,7 @@ def _expired_share(session: Session, member_id: int, purchase_id: int) -> int:
         if row.kind == EXPIRE:
             expired_spans.append((filled, filled - row.points))
         filled -= row.points
-    lots = sorted(
-        (r for r in rows if r.points > 0),
-        key=lambda r: (r.expires_at is None, r.expires_at or r.occurred_at, r.occurred_at, r.id),
-    )
+    lots = sorted((r for r in rows if r.points > 0), key=lambda r: (r.expires_at is None, r.expires_at or r.occurred_at, r.occurred_at, r.id))
     share, start = 0, 0
     for lot in lots:
         end = start + lot.points

@@ -325,16 +325,7 @@ class _Checks:
         rows = np.flatnonzero(mask)
         reasons = np.full(len(rows), reason, dtype=object) if isinstance(reason, str) else np.asarray(reason, dtype=object)
         self.bad[rows] = True
-        self._parts.append(
-            pd.DataFrame(
-                {
-                    "row": rows,
-                    "order": len(self._parts),
-                    "column": self.file_name.get(column, column),
-                    "reason": reasons,
-                }
-            )
-        )
+        self._parts.append(pd.DataFrame({"row": rows, "order": len(self._parts), "column": self.file_name.get(column, column), "reason": reasons}))
 
     @property
     def ok(self) -> np.ndarray:
@@ -369,11 +360,7 @@ def _text(checks: _Checks, values: pd.DataFrame, column: str, limit: int | None,
         lengths = series.str.len().to_numpy()
         too_long = lengths > limit
         if too_long.any():
-            checks.add(
-                too_long,
-                column,
-                pd.Series(lengths[too_long]).map(lambda n: f"is {n} characters long; at most {limit} fit"),
-            )
+            checks.add(too_long, column, pd.Series(lengths[too_long]).map(lambda n: f"is {n} characters long; at most {limit} fit"))
     return series
 
 
@@ -550,11 +537,7 @@ def _differs(mine: np.ndarray, stored: np.ndarray) -> np.ndarray:
 def _first_difference(differs: dict[str, np.ndarray], stored: dict[str, np.ndarray], rows: np.ndarray) -> pd.Series:
     """For each of ``rows``, "<column> was '<stored value>'" for its first differing column."""
     names = np.select([differs[c][rows] for c in differs], list(differs), default="")
-    was = np.select(
-        [differs[c][rows] for c in differs],
-        [pd.Series(stored[c][rows]).astype(str).to_numpy() for c in differs],
-        default="",
-    )
+    was = np.select([differs[c][rows] for c in differs], [pd.Series(stored[c][rows]).astype(str).to_numpy() for c in differs], default="")
     return pd.Series(names) + " was '" + pd.Series(was) + "'"
 
 
@@ -834,12 +817,7 @@ def _purchase_members(batch: _Batch, found: _StoredPurchases, rows: np.ndarray) 
     if not missing.any():
         return pk, 0
     first_purchase = (
-        pd.DataFrame(
-            {
-                "external_id": member.iloc[rows[missing]].to_numpy(),
-                "joined_at": _values(occurred_at.iloc[rows[missing]]),
-            }
-        )
+        pd.DataFrame({"external_id": member.iloc[rows[missing]].to_numpy(), "joined_at": _values(occurred_at.iloc[rows[missing]])})
         .groupby("external_id", sort=True)["joined_at"]
         .min()
     )
@@ -894,11 +872,7 @@ def _consents(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
     answer = values[column].str.lower()
     valid = answer.isin(_TRUE + _FALSE).to_numpy()
     if not valid.all():
-        checks.add(
-            ~valid,
-            column,
-            _quoted(values[column][~valid]) + " is not yes or no (use true/false, yes/no or 1/0)",
-        )
+        checks.add(~valid, column, _quoted(values[column][~valid]) + " is not yes or no (use true/false, yes/no or 1/0)")
     return answer.isin(_TRUE)
 
 
@@ -1105,9 +1079,7 @@ def _answers_already_imported(batch: _Batch, found: _StoredAnswers, candidates: 
             mask[rows[differs]] = True
             was = stored[column][differs].astype(str).reset_index(drop=True)
             batch.checks.add(
-                mask,
-                column,
-                ("this member's answer of that time was already imported with a different " + column + " ('" + was + "')").to_numpy(),
+                mask, column, ("this member's answer of that time was already imported with a different " + column + " ('" + was + "')").to_numpy()
             )
 
 
@@ -1168,12 +1140,7 @@ _FILE_KINDS: dict[str, _FileKind] = {
         plan_writes=_plan_purchase_writes,
     ),
     "feedback": _FileKind(
-        fields=(
-            _member_id_field(),
-            _Field("submitted_at", _timestamps),
-            _Field("score", _nps_scores),
-            _Field("comment", _free_text),
-        ),
+        fields=(_member_id_field(), _Field("submitted_at", _timestamps), _Field("score", _nps_scores), _Field("comment", _free_text)),
         content=("score", "comment"),
         key=_answer_key,
         duplicate=("submitted_at", "an answer of member"),

@@ -193,12 +193,7 @@ EXPORT_PURPOSES = ("analysis", "marketing")
 
 
 def export_members(
-    session: Session,
-    *,
-    actor: Actor,
-    purpose: str = "analysis",
-    external_ids: list[str] | None = None,
-    member_ids: list[int] | None = None,
+    session: Session, *, actor: Actor, purpose: str = "analysis", external_ids: list[str] | None = None, member_ids: list[int] | None = None
 ) -> pd.DataFrame:
     """A member list for export (CSV), audited.
 

@@ -39,12 +39,7 @@ def campaign_rules(session: Session, purchases: pd.DataFrame) -> tuple[EarnRule,
 
 
 def add_purchases(
-    session: Session,
-    purchases: pd.DataFrame,
-    *,
-    actor: Actor,
-    progress: ProgressFn | None = None,
-    chunk_rows: int = 200_000,
+    session: Session, purchases: pd.DataFrame, *, actor: Actor, progress: ProgressFn | None = None, chunk_rows: int = 200_000
 ) -> tuple[int, int]:
     """Insert new purchases (``PURCHASE_COLUMNS``, ``member_id`` internal) and earn their points.
 
@@ -62,13 +57,7 @@ def add_purchases(
         chunk["id"] = allocate_ids(session, "purchase", len(chunk))
         chunk["imported_at"] = now
         insert_frame(session, "purchase", chunk)
-        entries = earn_entries(
-            chunk,
-            settings=settings,
-            multipliers=multipliers,
-            rules=campaign_rules(session, chunk),
-            actor=actor.username,
-        )
+        entries = earn_entries(chunk, settings=settings, multipliers=multipliers, rules=campaign_rules(session, chunk), actor=actor.username)
         entries["created_at"] = now
         entries_written += insert_frame(session, "ledger_entry", entries)
         if progress:

@@ -20,21 +20,8 @@ from db.engine import write_transaction
 from db.models import LedgerEntry, Member, Redemption, Reward, Tier, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
-from loyalty.errors import (
-    AlreadyDone,
-    InsufficientPoints,
-    InvalidInput,
-    OutOfStock,
-    RewardUnavailable,
-)
-from loyalty.ledger.entries import (
-    REDEEM,
-    REVERSE,
-    balance,
-    expire_points,
-    expiry_date,
-    lock_member,
-)
+from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, OutOfStock, RewardUnavailable
+from loyalty.ledger.entries import REDEEM, REVERSE, balance, expire_points, expiry_date, lock_member
 from loyalty.records import locked
 from loyalty.settings import get_settings
 

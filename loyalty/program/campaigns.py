@@ -53,28 +53,11 @@ from sqlmodel import Session, col, select
 
 from db.bulk import id_batches, insert_frame
 from db.engine import write_transaction
-from db.models import (
-    Campaign,
-    CampaignAssignment,
-    LedgerEntry,
-    Member,
-    Purchase,
-    Segment,
-    Tier,
-    stored_id,
-    utcnow,
-)
+from db.models import Campaign, CampaignAssignment, LedgerEntry, Member, Purchase, Segment, Tier, stored_id, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NeedsConfirmation, NotFound
-from loyalty.program.lifecycle import (
-    Removal,
-    archive_record,
-    clone_record,
-    count_rows,
-    delete_record,
-    restore_record,
-)
+from loyalty.program.lifecycle import Removal, archive_record, clone_record, count_rows, delete_record, restore_record
 from loyalty.records import locked
 
 __all__ = [

@@ -20,14 +20,7 @@ from db.models import Goal, KpiSnapshot, KpiTarget, Segment, stored_id
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
-from loyalty.program.lifecycle import (
-    Removal,
-    archive_record,
-    clone_record,
-    count_rows,
-    delete_record,
-    restore_record,
-)
+from loyalty.program.lifecycle import Removal, archive_record, clone_record, count_rows, delete_record, restore_record
 
 __all__ = [
     "AT_RISK_MARGIN",

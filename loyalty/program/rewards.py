@@ -12,14 +12,7 @@ from db.models import Redemption, Reward, Tier
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput
-from loyalty.program.lifecycle import (
-    Removal,
-    archive_record,
-    clone_record,
-    count_rows,
-    delete_record,
-    restore_record,
-)
+from loyalty.program.lifecycle import Removal, archive_record, clone_record, count_rows, delete_record, restore_record
 from loyalty.records import locked
 
 __all__ = ["REWARD_FIELDS", "REWARD_KINDS", "archive_reward", "clone_reward", "delete_reward", "restore_reward", "save_reward"]

@@ -18,14 +18,7 @@ from db.models import Campaign, KpiTarget, Segment, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
-from loyalty.program.lifecycle import (
-    Removal,
-    archive_record,
-    clone_record,
-    count_rows,
-    delete_record,
-    restore_record,
-)
+from loyalty.program.lifecycle import Removal, archive_record, clone_record, count_rows, delete_record, restore_record
 
 __all__ = [
     "REVENUE_WINDOW_DAYS",

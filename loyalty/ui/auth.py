@@ -14,13 +14,7 @@ import json
 import streamlit as st
 
 from loyalty.access.roles import Actor
-from loyalty.access.sessions import (
-    SESSION_COOKIE,
-    check_session,
-    end_session,
-    resume_session,
-    start_session,
-)
+from loyalty.access.sessions import SESSION_COOKIE, check_session, end_session, resume_session, start_session
 from loyalty.errors import LoyaltyError
 from loyalty.settings import get_settings
 from loyalty.ui.core import db_session

@@ -13,11 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from loyalty.program.campaigns import (
-    CAMPAIGN_KINDS,
-    COMMUNICATION_CHANNELS,
-    campaign_confirmations,
-)
+from loyalty.program.campaigns import CAMPAIGN_KINDS, COMMUNICATION_CHANNELS, campaign_confirmations
 from loyalty.ui.planner_widgets import holdout_sizing_panel
 
 __all__ = ["campaign_form"]

@@ -43,11 +43,7 @@ def show_notice(page: str) -> None:
 
 
 def run_and_reload(
-    page: str,
-    action: Callable[[Session], T],
-    success: str | Callable[[T], str],
-    *,
-    on_success: Callable[[T], None] | None = None,
+    page: str, action: Callable[[Session], T], success: str | Callable[[T], str], *, on_success: Callable[[T], None] | None = None
 ) -> NoReturn:
     """Run a use case, keep its outcome (done, or the refusal in the user's words) as the
     page's notice, and rerun, so every table and widget is drawn from the database again."""

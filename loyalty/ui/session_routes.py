@@ -71,7 +71,4 @@ async def sign_out(request: Request) -> Response:
     return response
 
 
-ROUTES = [
-    Route("/auth/session", session_cookie, methods=["POST"]),
-    Route("/auth/sign-out", sign_out, methods=["POST"]),
-]
+ROUTES = [Route("/auth/session", session_cookie, methods=["POST"]), Route("/auth/sign-out", sign_out, methods=["POST"])]

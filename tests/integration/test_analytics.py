@@ -37,19 +37,8 @@ from db.models import Feedback, LedgerEntry, Member, Redemption, Segment
 from loyalty.access.roles import SYSTEM_CLI
 from loyalty.analytics.clv import clv_analysis, clv_members
 from loyalty.analytics.cohorts import retention_analysis, retention_by_channel
-from loyalty.analytics.data import (
-    ledger_totals,
-    load_feedback,
-    load_members,
-    load_purchases,
-)
-from loyalty.analytics.metrics import (
-    DEFAULT_METRICS,
-    compute_kpis,
-    kpi_summary,
-    kpis_for_periods,
-    members_behind,
-)
+from loyalty.analytics.data import ledger_totals, load_feedback, load_members, load_purchases
+from loyalty.analytics.metrics import DEFAULT_METRICS, compute_kpis, kpi_summary, kpis_for_periods, members_behind
 from loyalty.analytics.rfm import RFM_SEGMENTS, rfm_analysis, rfm_members
 from loyalty.analytics.segments import segment_members
 from loyalty.errors import InvalidInput
@@ -288,11 +277,7 @@ def test_both_readers_return_the_same_frames(session: Session, programme, reader
     assert (first["category"], first["channel"], first["store"]) == ("grocery", "store", "S1")
     assert_frame_equal(purchases, load_purchases(session, columns=columns, reader="dbapi").sort("purchase_id"))
     members = load_members(session, reader=reader).sort("member_id")
-    assert members.filter(pl.col("external_id") == "A").select("joined_on", "tier", "marketing_consent").row(0) == (
-        date(2024, 1, 10),
-        "Gold",
-        True,
-    )
+    assert members.filter(pl.col("external_id") == "A").select("joined_on", "tier", "marketing_consent").row(0) == (date(2024, 1, 10), "Gold", True)
     assert members.filter(pl.col("external_id") == "B")["tier"].item() == "(none)"
     assert_frame_equal(members, load_members(session, reader="dbapi").sort("member_id"))
     feedback = load_feedback(session, start=date(2024, 6, 1), end=date(2024, 7, 1), reader=reader)

@@ -13,14 +13,7 @@ from loyalty.access.roles import Actor
 from loyalty.decisions.planner import preview_campaign
 from loyalty.errors import InvalidInput, PermissionDenied
 from loyalty.ledger.entries import balance, reverse_purchase
-from loyalty.program.campaigns import (
-    activate_campaign,
-    campaign_overview,
-    end_campaign,
-    pause_campaign,
-    save_campaign,
-    stable_uniform,
-)
+from loyalty.program.campaigns import activate_campaign, campaign_overview, end_campaign, pause_campaign, save_campaign, stable_uniform
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 MANAGER = Actor("max", "manager")

@@ -9,12 +9,7 @@ from sqlmodel import select
 
 from db.models import AuditLog, Campaign, Goal, KpiTarget, Reward, Segment
 from loyalty.access.roles import Actor
-from loyalty.errors import (
-    InvalidInput,
-    NeedsConfirmation,
-    PermissionDenied,
-    RewardUnavailable,
-)
+from loyalty.errors import InvalidInput, NeedsConfirmation, PermissionDenied, RewardUnavailable
 from loyalty.ledger.redemptions import list_rewards, redeem_reward
 from loyalty.program.campaigns import (
     activate_campaign,
@@ -40,21 +35,8 @@ from loyalty.program.goals import (
     save_goal,
     save_kpi_target,
 )
-from loyalty.program.rewards import (
-    archive_reward,
-    clone_reward,
-    delete_reward,
-    restore_reward,
-    save_reward,
-)
-from loyalty.program.segments import (
-    archive_segment,
-    clone_segment,
-    delete_segment,
-    list_segments,
-    restore_segment,
-    save_segment,
-)
+from loyalty.program.rewards import archive_reward, clone_reward, delete_reward, restore_reward, save_reward
+from loyalty.program.segments import archive_segment, clone_segment, delete_segment, list_segments, restore_segment, save_segment
 from tests.factories import make_member, make_purchase, make_reward, utc
 
 MANAGER = Actor("max", "manager")

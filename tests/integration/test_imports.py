@@ -136,13 +136,7 @@ def test_importing_feedback_stores_each_nps_answer(session, tmp_path, members):
 
 
 @pytest.mark.parametrize(
-    "kind, text",
-    [
-        ("members", MEMBERS_CSV),
-        ("purchases", PURCHASES_CSV),
-        ("feedback", FEEDBACK_CSV),
-    ],
-    ids=["members", "purchases", "feedback"],
+    "kind, text", [("members", MEMBERS_CSV), ("purchases", PURCHASES_CSV), ("feedback", FEEDBACK_CSV)], ids=["members", "purchases", "feedback"]
 )
 def test_importing_the_same_file_twice_changes_nothing(session, tmp_path, members, kind, text):
     path = write_csv(tmp_path, text, f"{kind}.csv")
@@ -183,21 +177,13 @@ def test_a_same_purchase_written_differently_is_recognised(session, tmp_path, me
     import_file(
         session,
         "purchases",
-        write_csv(
-            tmp_path,
-            "member_id,occurred_at,amount,channel,store,category\nC001,2024-06-01T10:00:00Z,3.5,store,S1,coffee\n",
-            "a.csv",
-        ),
+        write_csv(tmp_path, "member_id,occurred_at,amount,channel,store,category\nC001,2024-06-01T10:00:00Z,3.5,store,S1,coffee\n", "a.csv"),
     )
     # Same purchase: offset notation and trailing zero differ, the content does not.
     again = import_file(
         session,
         "purchases",
-        write_csv(
-            tmp_path,
-            "member_id,occurred_at,amount,channel,store,category\nC001,2024-06-01 12:00:00+02:00,3.50,store,S1,coffee\n",
-            "b.csv",
-        ),
+        write_csv(tmp_path, "member_id,occurred_at,amount,channel,store,category\nC001,2024-06-01 12:00:00+02:00,3.50,store,S1,coffee\n", "b.csv"),
     )
     assert (again.imported, again.skipped) == (0, 1)
 
@@ -265,13 +251,7 @@ BAD_FILES = [
     ("members", "C009,Dee,dee@example.com,2024-01-01,web,1990-13-01,,,", 2, "birth_date", "'1990-13-01' is not a date"),
     ("members", ",Dee,dee@example.com,2024-01-01,web,,,,", 2, "member_id", "is empty"),
     ("members", "C009,Dee,dee@example.com,,web,,,,", 2, "joined_at", "is empty"),
-    (
-        "members",
-        "C009," + "x" * 201 + ",dee@example.com,2024-01-01,web,,,,",
-        2,
-        "name",
-        "is 201 characters long; at most 200 fit",
-    ),
+    ("members", "C009," + "x" * 201 + ",dee@example.com,2024-01-01,web,,,,", 2, "name", "is 201 characters long; at most 200 fit"),
 ]
 HEADERS = {
     "purchases": "purchase_id,member_id,occurred_at,amount,channel,store,category",
@@ -356,12 +336,7 @@ P3,GHOST,2024-06-01,x,store,S1,grocery
     with pytest.raises(ImportRefused) as refused:
         import_file(session, "purchases", write_csv(tmp_path, text))
 
-    assert [(p.line, p.column) for p in refused.value.problems] == [
-        (3, "occurred_at"),
-        (3, "amount"),
-        (4, "amount"),
-        (4, "member_id"),
-    ]
+    assert [(p.line, p.column) for p in refused.value.problems] == [(3, "occurred_at"), (3, "amount"), (4, "amount"), (4, "member_id")]
     assert refused.value.rejected == 2
 
 
@@ -443,17 +418,7 @@ P4,C002,2024-06-01T10:00:00Z,7,store,S1,grocery
     assert sorted(session.exec(select(Purchase.external_id))) == ["P1", "P4"]
     assert result.rejected_path == tmp_path / "june.rejected.csv"
     rejected = pd.read_csv(result.rejected_path, dtype=str, keep_default_na=False)
-    assert list(rejected.columns) == [
-        "line",
-        "reasons",
-        "purchase_id",
-        "member_id",
-        "occurred_at",
-        "amount",
-        "channel",
-        "store",
-        "category",
-    ]
+    assert list(rejected.columns) == ["line", "reasons", "purchase_id", "member_id", "occurred_at", "amount", "channel", "store", "category"]
     assert list(rejected["line"]) == ["3", "4"]
     assert list(rejected["purchase_id"]) == ["P2", "P3"]
     assert rejected["reasons"][0] == "column amount: 'abc' is not a number"
@@ -528,9 +493,7 @@ def test_feedback_of_an_erased_member_keeps_the_score_but_never_the_comment(sess
 
     again = import_file(session, "feedback", path)  # the old file, comment included
     late = import_file(
-        session,
-        "feedback",
-        write_csv(tmp_path, "member_id,submitted_at,score,comment\nC001,2024-08-01,10,call me on 900 000 001\n", "late.csv"),
+        session, "feedback", write_csv(tmp_path, "member_id,submitted_at,score,comment\nC001,2024-08-01,10,call me on 900 000 001\n", "late.csv")
     )
 
     assert (again.imported, again.skipped, late.imported) == (0, 3, 1)
@@ -544,12 +507,7 @@ def test_feedback_of_an_erased_member_keeps_the_score_but_never_the_comment(sess
 def test_progress_is_reported_up_to_the_rows_in_the_file(session, tmp_path, members):
     calls: list[tuple[int, int]] = []
 
-    import_file(
-        session,
-        "purchases",
-        write_csv(tmp_path, PURCHASES_CSV),
-        progress=lambda done, total: calls.append((done, total)),
-    )
+    import_file(session, "purchases", write_csv(tmp_path, PURCHASES_CSV), progress=lambda done, total: calls.append((done, total)))
 
     assert calls[-1] == (3, 3)
     assert all(total == 3 for _, total in calls)
@@ -566,24 +524,12 @@ def test_an_import_is_audited_with_its_counts(session, tmp_path, members):
 
 def test_existing_purchases_recorded_elsewhere_are_recognised_by_their_id(session, tmp_path):
     ana = make_member(session, external_id="C001")
-    make_purchase(
-        session,
-        ana,
-        19.99,
-        occurred_at=utc(2024, 6, 1, 10),
-        external_id="P1",
-        channel="store",
-        store="S1",
-        category="grocery",
-    )
+    make_purchase(session, ana, 19.99, occurred_at=utc(2024, 6, 1, 10), external_id="P1", channel="store", store="S1", category="grocery")
 
     result = import_file(
         session,
         "purchases",
-        write_csv(
-            tmp_path,
-            "purchase_id,member_id,occurred_at,amount,channel,store,category\nP1,C001,2024-06-01T10:00:00Z,19.99,store,S1,grocery\n",
-        ),
+        write_csv(tmp_path, "purchase_id,member_id,occurred_at,amount,channel,store,category\nP1,C001,2024-06-01T10:00:00Z,19.99,store,S1,grocery\n"),
     )
 
     assert (result.imported, result.skipped) == (0, 1)

@@ -33,14 +33,7 @@ from db.engine import get_engine, new_session
 from db.models import AuditLog, LedgerEntry, Member, Purchase, Redemption
 from loyalty.access.roles import SYSTEM_SCHEDULER, Actor
 from loyalty.errors import AlreadyDone, InsufficientPoints
-from loyalty.ledger.entries import (
-    adjust_points,
-    balance,
-    expire_points,
-    negative_balances,
-    open_lots,
-    reverse_purchase,
-)
+from loyalty.ledger.entries import adjust_points, balance, expire_points, negative_balances, open_lots, reverse_purchase
 from loyalty.ledger.redemptions import redeem_reward
 from tests.factories import make_member, make_purchase, make_reward, utc
 
@@ -357,14 +350,7 @@ def test_a_refund_of_a_partly_redeemed_partly_expired_purchase_takes_back_only_t
     # As if January's purchase never happened: the reward came out of June's 100.
     assert balance(session, member.id) == 40
     expire_points(session=session, as_of=utc(2025, 6, 1), actor=SYSTEM_SCHEDULER)
-    assert kinds_and_points(session, member) == [
-        ("earn", 100),
-        ("earn", 100),
-        ("redeem", -60),
-        ("expire", -40),
-        ("reverse", -60),
-        ("expire", -40),
-    ]
+    assert kinds_and_points(session, member) == [("earn", 100), ("earn", 100), ("redeem", -60), ("expire", -40), ("reverse", -60), ("expire", -40)]
     assert balance(session, member.id) == 0
 
 
@@ -411,8 +397,7 @@ def test_imported_points_keep_their_utc_times_whatever_the_database_session_time
         member = make_member(session)
         purchase_id = make_purchase(session, member, 100.00, occurred_at=utc(2024, 1, 15, 12))
         stored = session.execute(
-            text("SELECT occurred_at AT TIME ZONE 'UTC', expires_at AT TIME ZONE 'UTC' FROM ledger_entry WHERE purchase_id = :p"),
-            {"p": purchase_id},
+            text("SELECT occurred_at AT TIME ZONE 'UTC', expires_at AT TIME ZONE 'UTC' FROM ledger_entry WHERE purchase_id = :p"), {"p": purchase_id}
         ).one()
         assert tuple(stored) == (datetime(2024, 1, 15, 12), datetime(2025, 1, 15, 12))
         assert session.exec(select(Purchase.occurred_at).where(Purchase.id == purchase_id)).one() == utc(2024, 1, 15, 12)

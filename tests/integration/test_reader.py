@@ -15,12 +15,7 @@ from sqlmodel import Session
 
 from loyalty.analytics import reader as analytics_reader_module
 from loyalty.analytics.data import fetch_frame, load_members
-from loyalty.analytics.reader import (
-    ReaderQueryError,
-    ReaderTimeout,
-    analytics_reader,
-    read_sqlite,
-)
+from loyalty.analytics.reader import ReaderQueryError, ReaderTimeout, analytics_reader, read_sqlite
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 SCHEMA = {"member_id": pl.Int64, "store": pl.String, "tier": pl.String, "amount": pl.Float64}
@@ -82,9 +77,7 @@ def test_the_reader_process_reads_what_the_session_s_driver_reads(
 def test_the_reader_process_binds_parameters_in_order_even_when_one_repeats(session: Session, purchases: dict[str, int]) -> None:
     _sqlite_only(session)
     table = read_sqlite(
-        _path(session),
-        "SELECT ? AS a, ? AS b, ? AS c, ? AS d, COUNT(*) AS n FROM purchase WHERE store = ?",
-        ["text", 7, 2.5, None, "S1"],
+        _path(session), "SELECT ? AS a, ? AS b, ? AS c, ? AS d, COUNT(*) AS n FROM purchase WHERE store = ?", ["text", 7, 2.5, None, "S1"]
     )
     assert table.to_pylist() == [{"a": "text", "b": 7, "c": 2.5, "d": None, "n": 2}]
 
@@ -150,8 +143,7 @@ def test_postgresql_copy_binds_parameters_on_the_client(postgres_session: Sessio
     params = {"since": datetime(2024, 6, 1, 11, 59, tzinfo=CEST), "until": date(2024, 6, 2), "store": None}
     through_copy = fetch_frame(session, sql, SCHEMA, params=params, reader="dbapi")
     expected = pl.DataFrame(
-        {"member_id": [ann.id, ann.id], "store": ["O'Brien's", "S1"], "tier": [None, None], "amount": [10.0, 20.0]},
-        schema=SCHEMA,
+        {"member_id": [ann.id, ann.id], "store": ["O'Brien's", "S1"], "tier": [None, None], "amount": [10.0, 20.0]}, schema=SCHEMA
     )
     assert_frame_equal(through_copy, expected)
     quoted = fetch_frame(session, sql, SCHEMA, params={**params, "store": "O'Brien's", "until": date(2025, 1, 1)}, reader="dbapi")

@@ -9,21 +9,9 @@ from db.models import Redemption
 from loyalty.access.roles import Actor
 from loyalty.errors import AlreadyDone, InvalidInput, PermissionDenied
 from loyalty.ledger.entries import balance
-from loyalty.ledger.redemptions import (
-    cancel_redemption,
-    cancel_redemptions,
-    fulfil_redemption,
-    fulfil_redemptions,
-    redeem_reward,
-)
+from loyalty.ledger.redemptions import cancel_redemption, cancel_redemptions, fulfil_redemption, fulfil_redemptions, redeem_reward
 from tests.factories import make_reward
-from tests.integration.test_redemptions import (
-    JULY,
-    OPERATIONS,
-    footprint,
-    member_with_points,
-    stock_of,
-)
+from tests.integration.test_redemptions import JULY, OPERATIONS, footprint, member_with_points, stock_of
 
 
 @pytest.fixture

@@ -308,8 +308,7 @@ class Interleaving:
         # Whatever happened, leave no backend behind to block the schema's DROP.
         with self.monitor.connect() as connection:
             connection.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE :tag"),
-                {"tag": f"lc_{self.tag}_%"},
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE :tag"), {"tag": f"lc_{self.tag}_%"}
             )
         self.monitor.dispose()
 

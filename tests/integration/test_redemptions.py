@@ -14,13 +14,7 @@ from db.engine import get_engine, new_session
 from db.models import AuditLog, LedgerEntry, Member, Redemption, Reward
 from loyalty.access.roles import Actor
 from loyalty.cli import main
-from loyalty.errors import (
-    AlreadyDone,
-    InsufficientPoints,
-    OutOfStock,
-    PermissionDenied,
-    RewardUnavailable,
-)
+from loyalty.errors import AlreadyDone, InsufficientPoints, OutOfStock, PermissionDenied, RewardUnavailable
 from loyalty.ledger.entries import adjust_points, balance, expiry_date, reverse_purchase
 from loyalty.ledger.redemptions import cancel_redemption, fulfil_redemption, redeem_reward
 from tests.factories import make_member, make_purchase, make_reward, make_tier, utc
@@ -81,12 +75,7 @@ def test_redeeming_a_reward_takes_its_points_and_one_unit_of_stock_and_is_audite
         "olga",
     )
     audit = session.exec(select(AuditLog)).one()
-    assert (audit.actor, audit.action, audit.entity, audit.entity_id) == (
-        "olga",
-        "redemption.request",
-        "redemption",
-        str(result.redemption_id),
-    )
+    assert (audit.actor, audit.action, audit.entity, audit.entity_id) == ("olga", "redemption.request", "redemption", str(result.redemption_id))
     assert audit.after == {"member": member.external_id, "reward": "Cinema ticket", "points": 120}
 
 
@@ -260,9 +249,7 @@ def test_a_redemption_cancelled_elsewhere_is_not_cancelled_again_by_a_session_th
 
 
 @pytest.mark.parametrize(
-    ("change", "expected"),
-    [({"active": False}, RewardUnavailable), ({"points_cost": 600}, InsufficientPoints)],
-    ids=["deactivated", "repriced"],
+    ("change", "expected"), [({"active": False}, RewardUnavailable), ({"points_cost": 600}, InsufficientPoints)], ids=["deactivated", "repriced"]
 )
 def test_a_reward_changed_elsewhere_is_redeemed_on_its_current_terms(session, db_url, change, expected):
     member = member_with_points(session, 500)
@@ -341,10 +328,7 @@ def test_the_redeem_command_prints_the_redemption_and_the_new_balance(session, c
 
 @pytest.mark.parametrize(
     ("points", "stock", "error"),
-    [
-        (99, 5, "Member {member} has 99 points; Gift card costs 100."),
-        (500, 0, "Gift card is out of stock."),
-    ],
+    [(99, 5, "Member {member} has 99 points; Gift card costs 100."), (500, 0, "Gift card is out of stock.")],
     ids=["points-short", "stock-short"],
 )
 def test_the_redeem_command_exits_3_with_the_reason_when_points_or_stock_are_short(session, capsys, points, stock, error):
@@ -376,8 +360,5 @@ def test_the_rewards_list_command_prints_id_name_cost_and_stock_cheapest_first(s
     code, payload = run_cli(capsys, "rewards", "list", "--json")
     assert (code, payload) == (
         0,
-        [
-            {"id": ticket.id, "name": "Ticket", "points_cost": 150, "stock": None},
-            {"id": mug.id, "name": "Mug", "points_cost": 300, "stock": 7},
-        ],
+        [{"id": ticket.id, "name": "Ticket", "points_cost": 150, "stock": None}, {"id": mug.id, "name": "Mug", "points_cost": 300, "stock": 7}],
     )

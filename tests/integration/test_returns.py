@@ -21,15 +21,7 @@ from db.models import AuditLog, Campaign, LedgerEntry, Member, Purchase, Reward
 from loyalty.access.roles import SYSTEM_SCHEDULER, Actor
 from loyalty.cli import main
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, LoyaltyError
-from loyalty.ledger.entries import (
-    balance,
-    expire_points,
-    member_balance,
-    member_ledger,
-    return_purchase,
-    reverse_purchase,
-    spendable_balances,
-)
+from loyalty.ledger.entries import balance, expire_points, member_balance, member_ledger, return_purchase, reverse_purchase, spendable_balances
 from loyalty.ledger.purchases import refund_purchase
 from loyalty.ledger.redemptions import cancel_redemption, redeem_reward
 from tests.factories import make_member, make_purchase, make_reward, utc
@@ -326,10 +318,7 @@ def test_the_refund_command_returns_part_of_a_purchase_then_the_rest_then_refuse
         assert (code, payload["points_reversed"], payload["returned_total"], payload["fully_returned"]) == (0, 32, 45.0, True)
         assert run_cli(capsys, "refund", "--purchase", "P777", "--amount", "1", "--json") == (
             3,
-            {
-                "ok": False,
-                "error": "Purchase P777 was already refunded in full (EUR 45.00); its points were taken back then.",
-            },
+            {"ok": False, "error": "Purchase P777 was already refunded in full (EUR 45.00); its points were taken back then."},
         )
     session.rollback()  # end this session's read snapshot: the command wrote from another one
     assert balance(session, member.id) == 0
@@ -350,13 +339,7 @@ def test_the_balance_command_shows_what_can_be_spent_now_and_the_next_expiry(ses
     with time_machine.travel(utc(2026, 2, 1), tick=False):
         assert run_cli(capsys, "balance", "--member", member.external_id, "--json") == (
             0,
-            {
-                "member": member.external_id,
-                "balance": 60,
-                "past_expiry_points": 1000,
-                "next_expiry_on": "2026-08-20",
-                "next_expiry_points": 60,
-            },
+            {"member": member.external_id, "balance": 60, "past_expiry_points": 1000, "next_expiry_on": "2026-08-20", "next_expiry_points": 60},
         )
         assert main(["balance", "--member", member.external_id]) == 0
     assert capsys.readouterr().out.strip() == f"{member.external_id}: 60 points to spend; 60 expire on 2026-08-20"
@@ -367,9 +350,7 @@ def test_the_ledger_command_names_each_line(session, capsys):
     make_purchase(session, member, 45.00, occurred_at=utc(2026, 3, 2), external_id="P900")
     code, lines = run_cli(capsys, "ledger", "--member", member.external_id, "--json")
     assert code == 0
-    assert [(line["kind"], line["points"], line["description"]) for line in lines] == [
-        ("earn", 45, "Purchase #P900 (EUR 45.00, 2026-03-02)"),
-    ]
+    assert [(line["kind"], line["points"], line["description"]) for line in lines] == [("earn", 45, "Purchase #P900 (EUR 45.00, 2026-03-02)")]
     assert lines[0]["occurred_at"] == "2026-03-02T00:00:00+00:00"
 
 

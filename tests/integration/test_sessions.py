@@ -9,15 +9,7 @@ import time_machine
 
 from db.models import SignInSession
 from loyalty.access.roles import SYSTEM_CLI, Actor
-from loyalty.access.sessions import (
-    GRANT_SECONDS,
-    TOUCH_SECONDS,
-    check_session,
-    end_session,
-    exchange_grant,
-    resume_session,
-    start_session,
-)
+from loyalty.access.sessions import GRANT_SECONDS, TOUCH_SECONDS, check_session, end_session, exchange_grant, resume_session, start_session
 from loyalty.access.users import create_user, disable_user, reset_password
 
 T0 = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)

@@ -9,12 +9,7 @@ from sqlmodel import select
 from db.models import AuditLog, ProgramSetting
 from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.settings import (
-    InvalidSetting,
-    get_settings,
-    stored_settings,
-    update_settings,
-)
+from loyalty.settings import InvalidSetting, get_settings, stored_settings, update_settings
 
 MANAGER = Actor("mia", "manager")
 

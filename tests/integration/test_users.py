@@ -9,14 +9,7 @@ from sqlmodel import select
 
 from db.models import AuditLog, User
 from loyalty.access.roles import SYSTEM_CLI, Actor
-from loyalty.access.users import (
-    AuthenticationFailed,
-    authenticate,
-    create_user,
-    disable_user,
-    enable_user,
-    set_role,
-)
+from loyalty.access.users import AuthenticationFailed, authenticate, create_user, disable_user, enable_user, set_role
 from loyalty.cli import main
 from loyalty.errors import AlreadyDone, InvalidInput, PermissionDenied
 

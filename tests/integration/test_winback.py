@@ -36,12 +36,7 @@ from loyalty.decisions.winback import create_winback_campaign, winback_candidate
 from loyalty.errors import InvalidInput, PermissionDenied
 from loyalty.ledger.members import erase_member
 from loyalty.ledger.purchases import add_purchases
-from loyalty.program.campaigns import (
-    MAX_LISTED_MEMBERS,
-    activate_campaign,
-    eligible_members,
-    save_campaign,
-)
+from loyalty.program.campaigns import MAX_LISTED_MEMBERS, activate_campaign, eligible_members, save_campaign
 from tests.factories import make_member, make_purchase, make_tier, utc
 
 AS_OF = date(2026, 6, 30)

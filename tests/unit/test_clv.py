@@ -69,11 +69,7 @@ def cdnow_summary() -> pd.DataFrame:
 def cdnow_transactions() -> pl.DataFrame:
     """The 1/10 CDNOW sample: 6,919 purchases of the same 2,357 customers, 1997-01 to 1998-06."""
     raw = pd.read_csv(
-        _cdnow_file("CDNOW_sample.txt"),
-        sep=r"\s+",
-        header=None,
-        names=["master_id", "member_id", "day", "cds", "amount"],
-        dtype={"day": str},
+        _cdnow_file("CDNOW_sample.txt"), sep=r"\s+", header=None, names=["master_id", "member_id", "day", "cds", "amount"], dtype={"day": str}
     )
     return pl.from_pandas(raw).select("member_id", pl.col("day").str.to_date("%Y%m%d").alias("occurred_on"), pl.col("amount").cast(pl.Float64))
 

@@ -179,12 +179,7 @@ def test_base_points_are_the_floor_of_amount_times_rate_times_tier_multiplier(am
 
 def test_earn_entries_apply_each_members_tier_multiplier_and_skip_purchases_earning_nothing():
     purchases = pd.DataFrame(
-        {
-            "id": [1, 2, 3],
-            "member_id": [10, 20, 10],
-            "occurred_at": pd.to_datetime([JAN, FEB, MAR], utc=True),
-            "amount": [19.99, 19.99, 0.5],
-        }
+        {"id": [1, 2, 3], "member_id": [10, 20, 10], "occurred_at": pd.to_datetime([JAN, FEB, MAR], utc=True), "amount": [19.99, 19.99, 0.5]}
     )
     entries = earn_entries(purchases, settings=ProgramSettings(), multipliers=pd.Series({20: 1.5}))
     assert entries[["purchase_id", "member_id", "kind", "points"]].to_dict("records") == [

@@ -9,11 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyalty.decisions.forecast import (
-    forecast_from_entries,
-    open_lots_by_month,
-    project_liability,
-)
+from loyalty.decisions.forecast import forecast_from_entries, open_lots_by_month, project_liability
 
 
 def utc(*args: int) -> datetime:

@@ -28,12 +28,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from loyalty.analytics.cohorts import (
-    churn_over_time,
-    cohort_table,
-    retention_cohorts,
-    retention_curves,
-)
+from loyalty.analytics.cohorts import churn_over_time, cohort_table, retention_cohorts, retention_curves
 from loyalty.analytics.data import purchases_frame
 from loyalty.analytics.metrics import (
     DEFAULT_METRICS,
@@ -46,13 +41,7 @@ from loyalty.analytics.metrics import (
     period_bounds,
     previous_period,
 )
-from loyalty.analytics.rfm import (
-    RFM_GRID,
-    RFM_SEGMENTS,
-    rfm_segment_of,
-    rfm_summary,
-    rfm_table,
-)
+from loyalty.analytics.rfm import RFM_GRID, RFM_SEGMENTS, rfm_segment_of, rfm_summary, rfm_table
 from loyalty.analytics.segments import RULE_KEYS, match_members, validate_rules
 from loyalty.errors import InvalidInput
 
@@ -357,11 +346,7 @@ def test_the_members_behind_a_number(metric: str, roles: dict[int, str], purchas
 
 def test_timestamps_become_utc_days() -> None:
     frame = pd.DataFrame(
-        {
-            "member_id": [1, 1],
-            "occurred_at": pd.to_datetime(["2024-06-30 23:30", "2024-07-01 06:00"]).tz_localize("Asia/Jakarta"),
-            "amount": [1, 2],
-        }
+        {"member_id": [1, 1], "occurred_at": pd.to_datetime(["2024-06-30 23:30", "2024-07-01 06:00"]).tz_localize("Asia/Jakarta"), "amount": [1, 2]}
     )
     assert purchases_frame(frame)["occurred_on"].to_list() == [date(2024, 6, 30), date(2024, 6, 30)]
 
@@ -393,10 +378,7 @@ def test_retention_cohorts_stop_at_as_of_and_ignore_later_purchases(purchases) -
 def test_quarterly_cohorts(purchases) -> None:
     assert retention_cohorts(purchases, period="quarter") == {
         "period": "quarter",
-        "cohorts": [
-            {"cohort": "2024-Q1", "size": 1, "retention": [1.0, 1.0, 0.0]},
-            {"cohort": "2024-Q2", "size": 3, "retention": [1.0, 1 / 3]},
-        ],
+        "cohorts": [{"cohort": "2024-Q1", "size": 1, "retention": [1.0, 1.0, 0.0]}, {"cohort": "2024-Q2", "size": 3, "retention": [1.0, 1 / 3]}],
     }
 
 

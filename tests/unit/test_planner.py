@@ -8,14 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyalty.decisions.planner import (
-    holdout_size,
-    impact_from_history,
-    length_factor,
-    minimum_detectable_uplift,
-    pool_uplifts,
-    required_sample_size,
-)
+from loyalty.decisions.planner import holdout_size, impact_from_history, length_factor, minimum_detectable_uplift, pool_uplifts, required_sample_size
 from loyalty.errors import InvalidInput
 
 # z(0.975) + z(0.80), z(0.95): from any normal table.
