@@ -37,6 +37,11 @@ def find_member(session: Session, external_id: str) -> Member:
     return member
 
 
+def member_key(session: Session, external_id: str) -> int:
+    """The stored id of the member known to people as ``external_id``; :class:`NotFound` when there is none."""
+    return stored_id(find_member(session, external_id))
+
+
 def search_members(session: Session, query: str, *, actor: Actor, limit: int = 50) -> pd.DataFrame:
     """Members whose id, name or email contains ``query`` (case-insensitive), with what each can spend now."""
     require(actor, "members.view")

@@ -80,8 +80,8 @@ def save_goal(
     name: str,
     objective: str,
     owner: str,
-    starts_on: date,
-    ends_on: date,
+    starts_on: date | None,
+    ends_on: date | None,
     reporting_frequency: str = "monthly",
     strategy: str = "",
     goal_id: int | None = None,
@@ -94,6 +94,8 @@ def save_goal(
         raise InvalidInput(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
     if not owner.strip():
         raise InvalidInput("A goal needs an owner: who answers for it?")
+    if starts_on is None or ends_on is None:
+        raise InvalidInput("A goal needs a period: choose its first and its last day.")
     if ends_on <= starts_on:
         raise InvalidInput("The goal ends before it starts.")
     if reporting_frequency not in FREQUENCIES:

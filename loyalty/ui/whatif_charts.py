@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -41,7 +41,7 @@ def format_delta(current: Any, scenario: Any, kind: str, currency: str = "") -> 
     return f"{'-' if difference < 0 else '+'}{amount}{relative}"
 
 
-def delta_colour(metric: str) -> str:
+def delta_colour(metric: str) -> Literal["normal", "inverse", "off"]:
     return "inverse" if metric in _COSTLY else "off" if metric in _NEUTRAL else "normal"
 
 
