@@ -70,7 +70,7 @@ from db.models import Campaign, Purchase, stored_id, utcnow
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.insights.campaign_results import CONFIDENCE as EVALUATION_CONFIDENCE
 from loyalty.insights.campaign_results import campaign_results
-from loyalty.ledger.campaign_earning import CampaignEngine
+from loyalty.ledger.campaign_earning import ReplayedCampaignEngine
 from loyalty.ledger.earning import base_points, member_multipliers
 from loyalty.program.campaigns import CAMPAIGN_KINDS, MAX_REPLAY_DAYS, MIN_PREVIEW_PURCHASES, PREVIEW_LOOKBACK_DAYS, eligible_members, stable_uniform
 from loyalty.program.campaigns import ONCE_PER_MEMBER_KINDS as AWARDED_ONCE_KINDS
@@ -709,7 +709,7 @@ def preview_campaign(session: Session, campaign_id: int, *, now: datetime | None
     replayed = SimpleNamespace(
         **{f: getattr(campaign, f) for f in ("id", "kind", "rule", "eligibility", "updated_at")}, budget_points=None, starts_at=since, ends_at=now
     )
-    engine = CampaignEngine.replaying(session, replayed, cohort)
+    engine = ReplayedCampaignEngine(session, replayed, cohort)
     per_member = float(engine(recent)["points"].sum()) / len(cohort)
     cost = round(per_member * len(treatment) * (1 if once else campaign_days / window_days))
     preview["estimated_points"] = min(cost, campaign.budget_points) if campaign.budget_points else cost

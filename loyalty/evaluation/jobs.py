@@ -76,7 +76,6 @@ __all__ = [
     "ProgressFn",
     "campaign_evaluation",
     "cutoff_of",
-    "default_as_of",
     "executive_report",
     "executive_report_weekly",
     "job_history",
@@ -129,14 +128,9 @@ class JobSpec:
 # --- as-of dates ---------------------------------------------------------------------------
 
 
-def default_as_of(now: datetime | None = None) -> date:
-    """Yesterday in UTC: the last complete day."""
-    return periods.default_as_of(now or utcnow())
-
-
 def _resolve_as_of(as_of: date | None) -> date:
     if as_of is None:
-        return default_as_of()
+        return periods.default_as_of(utcnow())  # yesterday in UTC: the last complete day
     if isinstance(as_of, datetime):
         as_of = as_of.astimezone(UTC).date()
     if not isinstance(as_of, date):

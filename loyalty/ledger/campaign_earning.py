@@ -19,7 +19,7 @@ from db.models import Campaign, Member, Purchase, stored_id
 from loyalty.ledger.entries import BONUS
 from loyalty.program.campaigns import EARNING_STATUSES, MULTIPLIER_KINDS
 
-__all__ = ["CampaignEngine", "earn_rules_for"]
+__all__ = ["CampaignEngine", "ReplayedCampaignEngine", "earn_rules_for"]
 
 
 class CampaignEngine:
@@ -32,17 +32,6 @@ class CampaignEngine:
     def __init__(self, session: Session, campaigns: list[Any]) -> None:
         self.session = session
         self.campaigns = campaigns
-
-    @classmethod
-    def replaying(cls, session: Session, campaign: Any, members: np.ndarray) -> CampaignEngine:
-        """The engine for ``campaign`` replayed over past purchases: every one of ``members``
-        treated, nothing awarded yet, no budget spent (what a preview of a draft assumes)."""
-        engine = cls(session, [campaign])
-        treated = np.sort(members)
-        engine._treatment = lambda campaign_id: treated  # type: ignore[method-assign]
-        engine._already_awarded = lambda campaign_id, member_ids: np.zeros(len(member_ids), dtype=bool)  # type: ignore[method-assign]
-        engine._spent = lambda campaign_id: 0  # type: ignore[method-assign]
-        return engine
 
     def _treatment(self, campaign_id: int) -> np.ndarray:
         # Cached for the session (an import calls the engine once per chunk); a campaign's
@@ -216,6 +205,24 @@ class CampaignEngine:
             rows = rows.assign(points=np.clip(remaining - before.to_numpy(), 0, rows["points"].to_numpy()))
             parts.append(rows[rows["points"] > 0])
         return pd.concat(parts, ignore_index=True) if parts else awards.iloc[0:0]
+
+
+class ReplayedCampaignEngine(CampaignEngine):
+    """One campaign replayed over past purchases: every one of ``members`` treated, nothing
+    awarded yet and no budget spent (what a preview of a draft assumes)."""
+
+    def __init__(self, session: Session, campaign: Any, members: np.ndarray) -> None:
+        super().__init__(session, [campaign])
+        self.treated = np.sort(members)
+
+    def _treatment(self, campaign_id: int) -> np.ndarray:
+        return self.treated
+
+    def _already_awarded(self, campaign_id: int, member_ids: np.ndarray) -> np.ndarray:
+        return np.zeros(len(member_ids), dtype=bool)
+
+    def _spent(self, campaign_id: int) -> int:
+        return 0
 
 
 def earn_rules_for(session: Session, purchases: pd.DataFrame) -> tuple[CampaignEngine, ...]:

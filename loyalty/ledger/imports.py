@@ -1204,6 +1204,16 @@ def _rejected_rows(table: _Table, kept: np.ndarray, found: pd.DataFrame) -> pd.D
     return rejected
 
 
+def _set_aside(rejected: pd.DataFrame, source_path: Path | None) -> tuple[Path | None, bytes | None]:
+    """The rejected rows as ``<stem>.rejected.csv`` beside a file on disk, or as bytes for an upload."""
+    rows = rejected.to_csv(index=False).encode("utf-8")
+    if source_path is None:
+        return None, rows
+    rejected_path = source_path.with_name(f"{source_path.stem}.rejected.csv")
+    rejected_path.write_bytes(rows)
+    return rejected_path, None
+
+
 def import_csv(
     session: Session,
     kind: ImportKind,
@@ -1287,14 +1297,7 @@ def import_csv(
         )
     report(total, total)
 
-    rejected_path, rejected_csv = None, None
-    if rejected:
-        rejected_rows = _rejected_rows(table, kept, found).to_csv(index=False).encode("utf-8")
-        if source_path is not None:
-            rejected_path = source_path.with_name(f"{source_path.stem}.rejected.csv")
-            rejected_path.write_bytes(rejected_rows)
-        else:
-            rejected_csv = rejected_rows
+    rejected_path, rejected_csv = _set_aside(_rejected_rows(table, kept, found), source_path) if rejected else (None, None)
     seconds = time.perf_counter() - started
     return ImportResult(
         imported=imported,
