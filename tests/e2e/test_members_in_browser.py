@@ -3,6 +3,7 @@ a reward from a member's profile, each twice in a row, and the page shows the re
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -49,8 +50,39 @@ def purchases_of(session: Session, member: str) -> dict[str, tuple[int, object]]
 
 
 def shown_balance(page) -> str:
-    tile = page.locator('[data-testid="stMetric"]').filter(has_text="Balance")
-    return tile.locator('[data-testid="stMetricValue"]').inner_text()
+    return balance_tile(page).inner_text()
+
+
+def balance_tile(page):
+    return page.locator('[data-testid="stMetric"]').filter(has_text="Balance").locator('[data-testid="stMetricValue"]')
+
+
+def eventually(check, timeout: float = 30.0) -> None:
+    """Run ``check`` (assertions) until it passes or ``timeout`` seconds have gone.
+
+    The notice of the first of two actions in a row is still on screen when the second is
+    clicked, so waiting for its text does not prove the second one was written yet.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+
+
+def assert_equal(actual, expected) -> None:
+    assert actual == expected
+
+
+def expect_balance(page, session: Session, member: str) -> None:
+    """The Balance tile comes to show what the member can spend now (it redraws after the write)."""
+    from playwright.sync_api import expect
+
+    expect(balance_tile(page)).to_have_text(spendable(session, member), timeout=30_000)
 
 
 def spendable(session: Session, member: str) -> str:
@@ -89,10 +121,14 @@ def test_refunding_two_chosen_purchases_in_a_row_touches_only_those_and_updates_
             page.get_by_role("button", name="Refund", exact=True).click()
             page.get_by_text(f"Refunded purchase {target} in full").wait_for()
             wait_for_page(page)
-            after = purchases_of(session, member)
-            changed = sorted(ref for ref in after if after[ref] != before[ref])
-            assert changed == sorted(targets[:n]), f"refund {n} changed {changed}, chose {targets[:n]}"
-            assert shown_balance(page) == spendable(session, member)
+
+            def refunded_so_far(n: int = n) -> None:
+                after = purchases_of(session, member)
+                changed = sorted(ref for ref in after if after[ref] != before[ref])
+                assert changed == sorted(targets[:n]), f"refund {n} changed {changed}, chose {targets[:n]}"
+
+            eventually(refunded_so_far)
+            expect_balance(page, session, member)
             page.screenshot(path=str(screenshots / f"members-refund-{n}.png"), full_page=True)
         # The Purchases tab stays open and no longer offers what was refunded.
         page.get_by_label("Purchase", exact=True).click()
@@ -141,7 +177,7 @@ def test_returning_part_of_a_purchase_twice_takes_back_its_share_each_time(page,
             page.get_by_role("button", name="Refund", exact=True).click()
             page.get_by_text(f"Returned EUR 12.50 of purchase {target}").wait_for()
             wait_for_page(page)
-            assert purchases_of(session, member)[target] == (1250 * n, None)
+            eventually(lambda n=n: assert_equal(purchases_of(session, member)[target], (1250 * n, None)))
             # In all, round half up of earned x returned / amount (nothing of it has expired).
             taken = -session.exec(
                 select(func.sum(LedgerEntry.points))
@@ -149,7 +185,7 @@ def test_returning_part_of_a_purchase_twice_takes_back_its_share_each_time(page,
                 .where(Purchase.external_id == target, LedgerEntry.kind == "reverse")
             ).one()
             assert taken == (2 * earned * 1250 * n + int(amount_cents)) // (2 * int(amount_cents))
-            assert shown_balance(page) == spendable(session, member)
+            expect_balance(page, session, member)
             page.screenshot(path=str(screenshots / f"members-return-{n}.png"), full_page=True)
         # More than is left of it is refused in words, and nothing changes.
         choose(page, "Purchase", target)
@@ -174,9 +210,13 @@ def test_operations_redeem_a_reward_for_a_member_at_the_counter_twice(page, app_
             page.get_by_role("button", name="Redeem", exact=True).click()
             page.get_by_text("Redeemed E2E counter voucher").wait_for()
             wait_for_page(page)
-            session.rollback()
-            assert session.get(Reward, reward.id).stock == 5 - n
-            assert session.exec(select(func.count()).select_from(Redemption).where(Redemption.reward_id == reward.id)).one() == n
-            assert shown_balance(page) == spendable(session, member)
+
+            def redeemed_so_far(n: int = n) -> None:
+                session.rollback()
+                assert session.get(Reward, reward.id).stock == 5 - n
+                assert session.exec(select(func.count()).select_from(Redemption).where(Redemption.reward_id == reward.id)).one() == n
+
+            eventually(redeemed_so_far)
+            expect_balance(page, session, member)
             page.screenshot(path=str(screenshots / f"members-redeem-{n}.png"), full_page=True)
         assert int(shown_balance(page).split()[0].replace(",", "")) <= int(start.split()[0].replace(",", "")) - 20
