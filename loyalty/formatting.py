@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["money"]
+__all__ = ["money", "number"]
 
 
 def money(value: float | None, currency: str, *, decimals: int = 2) -> str:
@@ -14,3 +14,10 @@ def money(value: float | None, currency: str, *, decimals: int = 2) -> str:
     if value is None:
         return "n/a"
     return f"{currency} {value:,.{decimals}f}"
+
+
+def number(value: float) -> str:
+    """A count or limit as people read it: ``1,000,000``, ``2.5``, ``1e+300`` only when it is that large."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:,.6g}"

@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
+from datetime import date
 from typing import Any
 
 import pandas as pd
@@ -35,6 +36,18 @@ class ProgramSettings:
     weekly_report: bool = False  # also render an executive report every Monday
     # A point adjustment above this many points waits for a second admin's approval.
     adjustment_approval_limit: int = 10_000
+    # Bounds of what comes in (import, pages, command line, API).
+    max_purchase_amount: float = 1_000_000.0  # in the currency
+    program_start: date = date(2000, 1, 1)  # nothing (a purchase, a member joining) happened before
+    max_import_megabytes: int = 1024  # a larger file is refused before it is read
+
+
+# The largest values the rules below allow; points and sums stay far from 64-bit overflow.
+MAX_POINTS_PER_CURRENCY_UNIT = 1_000
+MAX_PURCHASE_AMOUNT_LIMIT = 10_000_000  # in cents (returns count cents) it still fits a 32-bit column
+MAX_ADJUSTMENT_LIMIT = 1_000_000
+MAX_IMPORT_MEGABYTES = 100_000
+EARLIEST_PROGRAM_START = date(1900, 1, 1)
 
 
 SETTING_LABELS: dict[str, str] = {
@@ -44,6 +57,9 @@ SETTING_LABELS: dict[str, str] = {
     "point_value": "Money value of one point",
     "idle_timeout_minutes": "Sign users out after idle minutes",
     "adjustment_approval_limit": "Adjustment approval limit (points)",
+    "max_purchase_amount": "Largest purchase amount accepted",
+    "program_start": "Program start (nothing is dated before it)",
+    "max_import_megabytes": "Largest import file (MB)",
     "weekly_report": "Weekly executive report",
 }
 _DEFAULTS = ProgramSettings()
@@ -63,6 +79,16 @@ def _rule_broken(name: str, value: Any) -> str | None:
         return None if re.fullmatch(r"[A-Z]{3}", value) else f"must be a three-letter code such as EUR (you entered {value!r})."
     if name == "points_per_currency_unit" and value <= 0:
         return f"must be greater than 0, or members earn nothing (you entered {value:g})."
+    if name == "points_per_currency_unit" and value > MAX_POINTS_PER_CURRENCY_UNIT:
+        return f"can be at most {MAX_POINTS_PER_CURRENCY_UNIT:,} (you entered {value:g})."
+    if name == "max_purchase_amount" and not 0 < value <= MAX_PURCHASE_AMOUNT_LIMIT:
+        return f"must be above 0 and at most {MAX_PURCHASE_AMOUNT_LIMIT:,} (you entered {value:g})."
+    if name == "adjustment_approval_limit" and value > MAX_ADJUSTMENT_LIMIT:
+        return f"can be at most {MAX_ADJUSTMENT_LIMIT:,} points (you entered {value:,})."
+    if name == "max_import_megabytes" and not 1 <= value <= MAX_IMPORT_MEGABYTES:
+        return f"must be between 1 and {MAX_IMPORT_MEGABYTES:,} (you entered {value:,})."
+    if name == "program_start" and not EARLIEST_PROGRAM_START <= value <= date.today():
+        return f"must be a day between {EARLIEST_PROGRAM_START:%Y-%m-%d} and today (you entered {value:%Y-%m-%d})."
     if name == "point_value" and value <= 0:
         return f"must be greater than 0, or the points liability reads as nothing (you entered {value:g})."
     if name == "idle_timeout_minutes" and value <= 0:
@@ -75,6 +101,8 @@ def _rule_broken(name: str, value: Any) -> str | None:
 def _typed(name: str, value: Any) -> tuple[Any, str | None]:
     """``value`` as the type of setting ``name``, or the reason it is not one."""
     expected = type(getattr(_DEFAULTS, name))
+    if expected is date:
+        return _as_date(value)
     if expected is bool:
         return (value, None) if isinstance(value, bool) else (value, "must be yes or no.")
     if expected is str:
@@ -86,10 +114,28 @@ def _typed(name: str, value: Any) -> tuple[Any, str | None]:
     return float(value), None
 
 
+def _as_date(value: Any) -> tuple[Any, str | None]:
+    if isinstance(value, date):
+        return value, None
+    try:
+        return date.fromisoformat(str(value).strip()), None
+    except ValueError:
+        return value, f"must be a day written YYYY-MM-DD (you entered {value!r})."
+
+
+def _stored(name: str, value: Any) -> Any:
+    """A stored (JSON) value as its setting's type: JSON keeps 2.0 as 2 and a day as text."""
+    default = getattr(_DEFAULTS, name)
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, date):
+        return date.fromisoformat(value)
+    return value
+
+
 def get_settings(session: Session) -> ProgramSettings:
     stored = {row.key: row.value for row in session.exec(select(ProgramSetting))}
-    # JSON keeps 2.0 as 2: give each value its setting's type back.
-    values: dict[str, Any] = {k: float(v) if isinstance(getattr(_DEFAULTS, k), float) else v for k, v in stored.items() if k in SETTING_LABELS}
+    values: dict[str, Any] = {k: _stored(k, v) for k, v in stored.items() if k in SETTING_LABELS}
     return ProgramSettings(**values)
 
 
@@ -122,11 +168,17 @@ def describe_settings(settings: ProgramSettings, names: Iterable[str]) -> str:
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, date):
+        return f"{value:%Y-%m-%d}"
     if isinstance(value, float):
-        return f"{value:g}"
+        return f"{value:,.2f}" if value >= 1_000 else f"{value:g}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _json(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, date) else v for k, v in values.items()}
 
 
 def update_settings(*, session: Session, actor: Actor, **changes: Any) -> ProgramSettings:
@@ -154,13 +206,15 @@ def update_settings(*, session: Session, actor: Actor, **changes: Any) -> Progra
     begin_write(session)
     current = get_settings(session)
     updated = ProgramSettings(**{**asdict(current), **typed})
-    for key, value in typed.items():
+    for key, value in _json(typed).items():
         row = session.get(ProgramSetting, key)
         if row is None:
             session.add(ProgramSetting(key=key, value=value, updated_by=actor.username))
         else:
             row.value, row.updated_at, row.updated_by = value, utcnow(), actor.username
             session.add(row)
-    record_audit(session, actor=actor, action="settings.update", entity="settings", before={k: getattr(current, k) for k in typed}, after=typed)
+    record_audit(
+        session, actor=actor, action="settings.update", entity="settings", before=_json({k: getattr(current, k) for k in typed}), after=_json(typed)
+    )
     session.commit()
     return updated

@@ -1,5 +1,7 @@
 """Settings: the program-wide rules (admin)."""
 
+from datetime import date
+
 import streamlit as st
 
 from loyalty.settings import SETTING_LABELS, describe_settings, get_settings, stored_settings, update_settings
@@ -34,6 +36,20 @@ with st.form("settings_form"):
         key="settings_adjustment_approval_limit",
         help="A point adjustment above this many points waits for a second admin's approval.",
     )
+    left.number_input(
+        SETTING_LABELS["max_purchase_amount"],
+        step=1000.0,
+        format="%.2f",
+        key="settings_max_purchase_amount",
+        help="A purchase above this amount is refused wherever it comes in (import, page, command line).",
+    )
+    left.date_input(
+        SETTING_LABELS["program_start"],
+        key="settings_program_start",
+        help="A purchase or a member dated before this day is refused as a typing error.",
+        min_value=date(1900, 1, 1),
+    )
+    right.number_input(SETTING_LABELS["max_import_megabytes"], step=100, key="settings_max_import_megabytes")
     right.checkbox(SETTING_LABELS["weekly_report"], key="settings_weekly_report", help="Also render an executive report every Monday.")
     submitted = st.form_submit_button("Save settings", type="primary", key="settings_save")
 

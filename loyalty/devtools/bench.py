@@ -96,7 +96,8 @@ def generate_files(members: int, purchases_per_member: float, out: Path, *, now:
     start = end - HISTORY_DAYS * 86_400
     # A growing program: join density rising linearly (inverse CDF of a triangle-ish ramp).
     u = rng.random(members)
-    joined = start + ((np.sqrt(0.36 + 1.28 * u) - 0.6) / 0.64 * (end - 30 * 86_400 - start)).astype(np.int64)
+    # x = (sqrt(0.36 + 1.28 u) - 0.6) / (sqrt(1.64) - 0.6) runs from 0 to 1: no one joins in the last 30 days or later.
+    joined = start + ((np.sqrt(0.36 + 1.28 * u) - 0.6) / (np.sqrt(1.64) - 0.6) * (end - 30 * 86_400 - start)).astype(np.int64)
     channel_names = list(ACQUISITION_CHANNELS)
     shares = np.array([p.share for p in ACQUISITION_CHANNELS.values()])
     channel = rng.choice(len(channel_names), size=members, p=shares / shares.sum())

@@ -20,7 +20,7 @@ from db.models import LedgerEntry, Member, PendingAdjustment, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import AlreadyDone, InvalidInput, NotFound, PermissionDenied
-from loyalty.ledger.entries import adjust_points, lock_member
+from loyalty.ledger.entries import adjust_points, check_adjustment_points, lock_member
 from loyalty.settings import get_settings
 
 __all__ = ["AdjustmentOutcome", "approve_adjustment", "decided_adjustments", "pending_adjustments", "reject_adjustment", "request_adjustment"]
@@ -42,8 +42,7 @@ class AdjustmentOutcome:
 def _check(points: int, reason: str) -> str:
     if not reason or not reason.strip():
         raise InvalidInput("An adjustment needs a reason (it is shown to auditors).")
-    if points == 0:
-        raise InvalidInput("An adjustment of 0 points changes nothing.")
+    check_adjustment_points(points)
     return reason.strip()
 
 

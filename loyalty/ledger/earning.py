@@ -18,6 +18,8 @@ import pandas as pd
 from sqlalchemy import text
 from sqlmodel import Session
 
+from loyalty.bounds import MAX_POINTS_PER_ENTRY
+from loyalty.errors import InvalidInput
 from loyalty.ledger.entries import BONUS, EARN, expiry_dates
 from loyalty.settings import ProgramSettings
 
@@ -53,8 +55,15 @@ def member_multipliers(session: Session) -> pd.Series:
 
 
 def base_points(amount: pd.Series, multiplier: pd.Series, rate: float) -> pd.Series:
-    """``floor(amount x rate x multiplier)`` as integers."""
-    return np.floor(amount.to_numpy(dtype="float64") * rate * multiplier.to_numpy(dtype="float64") + _EPSILON).astype("int64")
+    """``floor(amount x rate x multiplier)`` as integers, checked: never a NaN, never past :data:`MAX_POINTS_PER_ENTRY`.
+
+    The bounds of every way in (:mod:`loyalty.bounds`) keep real purchases far below the
+    limit; reaching it means a bound was skipped, and nothing is written.
+    """
+    points = np.floor(amount.to_numpy(dtype="float64") * rate * multiplier.to_numpy(dtype="float64") + _EPSILON)
+    if len(points) and not (np.isfinite(points).all() and np.abs(points).max() <= MAX_POINTS_PER_ENTRY):
+        raise InvalidInput(f"A purchase would earn more than {MAX_POINTS_PER_ENTRY:,} points (or no number of points): nothing was written.")
+    return points.astype("int64")
 
 
 def earn_entries(
@@ -82,6 +91,8 @@ def earn_entries(
     parts = [base] + [rule(work) for rule in rules]
     entries = pd.concat([p for p in parts if not p.empty], ignore_index=True)
     entries = entries[entries["points"] > 0].copy()
+    if len(entries) and entries["points"].max() > MAX_POINTS_PER_ENTRY:  # a bonus on top of a large purchase
+        raise InvalidInput(f"A purchase would earn more than {MAX_POINTS_PER_ENTRY:,} points with its bonuses: nothing was written.")
     entries["occurred_at"] = pd.to_datetime(entries["occurred_at"], utc=True)
     entries["expires_at"] = expiry_dates(entries["occurred_at"], settings.expiry_months)
     entries["reason"] = np.where(entries["kind"] == BONUS, "campaign bonus", "purchase")

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from numbers import Integral
 from typing import Any
 
 import pandas as pd
@@ -52,6 +53,7 @@ from db.engine import write_transaction
 from db.models import Campaign, LedgerEntry, Member, Purchase, Redemption, Reward, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
+from loyalty.bounds import MAX_ADJUSTMENT_POINTS
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
 from loyalty.records import locked
 from loyalty.settings import get_settings
@@ -66,6 +68,7 @@ __all__ = [
     "PurchaseReturn",
     "adjust_points",
     "balance",
+    "check_adjustment_points",
     "describe_entry",
     "expire_points",
     "expiry_date",
@@ -378,13 +381,22 @@ def _db_time(session: Session, moment: datetime) -> object:
     return utc.to_pydatetime()
 
 
+def check_adjustment_points(points: Any) -> None:
+    """An adjustment is a whole number of points, not 0, at most :data:`MAX_ADJUSTMENT_POINTS` either way."""
+    if isinstance(points, bool) or not isinstance(points, Integral):
+        raise InvalidInput(f"An adjustment is a whole number of points, not {points!r}.")
+    if points == 0:
+        raise InvalidInput("An adjustment of 0 points changes nothing.")
+    if abs(int(points)) > MAX_ADJUSTMENT_POINTS:
+        raise InvalidInput(f"An adjustment can be at most {MAX_ADJUSTMENT_POINTS:,} points either way (got {points:+,}).")
+
+
 def adjust_points(*, session: Session, member_id: int, points: int, reason: str, actor: Actor, now: datetime | None = None) -> LedgerEntry:
     """A manual correction by operations, with a reason; never below a zero balance."""
     require(actor, "points.adjust")
     if not reason or not reason.strip():
         raise InvalidInput("An adjustment needs a reason (it is shown to auditors).")
-    if points == 0:
-        raise InvalidInput("An adjustment of 0 points changes nothing.")
+    check_adjustment_points(points)
     with write_transaction(session):
         member = lock_member(session, member_id)
         assert member.id is not None  # a locked member is a stored row

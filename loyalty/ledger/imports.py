@@ -29,15 +29,12 @@ timezone-aware UTC.
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import json
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -52,8 +49,11 @@ from db.engine import write_transaction
 from db.models import Member, Purchase, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
+from loyalty.bounds import Bounds, birth_date_problems
 from loyalty.errors import InvalidInput
+from loyalty.ledger.csv_files import SEPARATORS, UnreadableFile, read_csv_table
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
+from loyalty.settings import get_settings
 
 __all__ = [
     "IMPORT_KINDS",
@@ -87,7 +87,6 @@ OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
 MAX_PROBLEMS_SHOWN = 50
 # The separators a CSV export may use, named as people call them. A comma comes first: it
 # wins a tie. Spreadsheets set to a decimal comma (most of Europe) export with ";".
-SEPARATORS: dict[str, str] = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
 NPS_MIN, NPS_MAX = 0, 10
 # Members created from a purchase file: nothing is known of how they were acquired.
 UNKNOWN_CHANNEL = "unknown"
@@ -140,11 +139,15 @@ class ImportRefused(InvalidInput):
         self.rejected = rejected
         self.file = file
         count = len(problems)
-        super().__init__(
-            f"Nothing was imported: {file} has {count:,} problem{'s' if count != 1 else ''}"
-            f" in {rejected:,} row{'s' if rejected != 1 else ''}. Fix them, or import the valid rows"
-            " and set the rest aside (--skip-invalid)."
-        )
+        if rejected == 0:  # the file as a whole: no row can be imported, skipping bad rows does not help
+            message = f"Nothing was imported: {file} cannot be imported as it is ({count:,} problem{'s' if count != 1 else ''})."
+        else:
+            message = (
+                f"Nothing was imported: {file} has {count:,} problem{'s' if count != 1 else ''}"
+                f" in {rejected:,} row{'s' if rejected != 1 else ''}. Fix them, or import the valid rows"
+                " and set the rest aside (--skip-invalid)."
+            )
+        super().__init__(message)
 
     def report(self, limit: int = MAX_PROBLEMS_SHOWN) -> str:
         """The message, then the first ``limit`` problems one per line, then how many more."""
@@ -186,81 +189,52 @@ class _FileRefused(Exception):
 
 @dataclass
 class _Table:
-    """A CSV file read as text: the file's own columns, each row's line number, how it was written."""
+    """A CSV file read as text (:class:`loyalty.ledger.csv_files.CsvTable`) and its name."""
 
     raw: pd.DataFrame
     lines: np.ndarray
     name: str
     separator: str = ","
     bom: bool = False  # the file starts with a UTF-8 byte-order mark (Excel's "CSV UTF-8")
+    width_problems: dict[int, str] = field(default_factory=dict)  # row position -> why its values do not fit the header
 
 
-def _separator(data: bytes) -> str:
-    """The separator of a CSV file, read off its header line.
-
-    The candidate that splits the header into the most columns wins (a comma on a tie).
-    The header decides, not the data rows: a ``;`` file's data rows often hold decimal
-    commas ("42,50"), which makes ``csv.Sniffer`` guess a comma.
-    """
-    header = data.removeprefix(codecs.BOM_UTF8).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
-    columns = {separator: len(next(csv.reader([header], delimiter=separator), [])) for separator in SEPARATORS}
-    return max(SEPARATORS, key=columns.__getitem__)
-
-
-def _read_bytes(source: Source) -> tuple[bytes, str, Path | None]:
+def _read_bytes(source: Source, *, limit_megabytes: int | None = None) -> tuple[bytes, str, Path | None]:
+    """The file's bytes, its name and its path (None for an upload); a file above ``limit_megabytes`` is refused unread."""
+    limit = None if limit_megabytes is None else limit_megabytes * 1024 * 1024
     if isinstance(source, (str, Path)):
         path = Path(source)
+        if limit is not None and path.stat().st_size > limit:
+            raise _too_large(path.name, path.stat().st_size, limit)
         return path.read_bytes(), path.name, path
-    data = source.read()
+    data = source.read() if limit is None else source.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise _too_large(Path(str(getattr(source, "name", "") or "upload.csv")).name, None, limit)
     if isinstance(data, str):
         data = data.encode("utf-8")
     name = Path(str(getattr(source, "name", "") or "upload.csv")).name
     return data, name, None
 
 
+def _too_large(name: str, size: int | None, limit: int) -> ImportRefused:
+    shown = "larger" if size is None else f"{size / 1024 / 1024:,.0f} MB"
+    reason = f"the file is {shown}; at most {limit // 1024 // 1024:,} MB can be imported (Largest import file, in the settings)"
+    return ImportRefused([Problem(1, "", reason)], rejected=0, file=name)
+
+
+def _nul_characters(checks: _Checks, values: pd.DataFrame) -> None:
+    """A NUL character is no text (PostgreSQL cannot even store it): a sign of a binary or damaged file."""
+    for column in values.columns:
+        checks.add(values[column].str.contains("\x00", regex=False).to_numpy(dtype=bool), column, "holds a NUL character (a binary or damaged file?)")
+
+
 def _read_table(data: bytes, name: str) -> _Table:
-    """Parse ``data`` with every value kept as text, and find each row's line number.
-
-    The pyarrow reader is fast but skips blank lines and cannot say where a row with a
-    quoted line break starts; when the number of line breaks shows either happened, the
-    C reader (which keeps blank lines) reads the file again and line breaks inside
-    values are counted per row.
-    """
-    if not data.strip():
-        raise _FileRefused([Problem(1, "", "the file is empty: it needs a header line with the column names")])
+    """Parse ``data`` with every value kept as text and each row's line (:func:`read_csv_table`)."""
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise _FileRefused([Problem(line, "", "the file is not UTF-8 text: save it as 'CSV UTF-8'")]) from None
-    separator = _separator(data)
-    options: dict[str, Any] = {"dtype": str, "keep_default_na": False, "encoding": "utf-8-sig", "sep": separator}
-    raw: pd.DataFrame | None = None
-    try:
-        raw = pd.read_csv(io.BytesIO(data), engine="pyarrow", **options)
-    except (pd.errors.ParserError, ValueError):
-        raw = None  # the C reader below gives the error with its line number
-    if raw is not None and data.count(b"\n") == len(raw) + (1 if data.endswith(b"\n") else 0):
-        lines = np.arange(2, len(raw) + 2, dtype=np.int64)
-    else:
-        try:
-            raw = pd.read_csv(io.BytesIO(data), engine="c", skip_blank_lines=False, **options)
-        except pd.errors.ParserError as error:
-            raise _FileRefused([_parser_problem(str(error))]) from None
-        breaks = np.zeros(len(raw), dtype=np.int64)
-        for column in raw.columns:
-            breaks += raw[column].str.count("\n").to_numpy(dtype=np.int64)
-        lines = 2 + np.arange(len(raw), dtype=np.int64) + np.concatenate([[0], np.cumsum(breaks)[:-1]])
-    raw.columns = [str(c).strip() for c in raw.columns]
-    return _Table(raw=raw, lines=lines, name=name, separator=separator, bom=data.startswith(codecs.BOM_UTF8))
-
-
-def _parser_problem(message: str) -> Problem:
-    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
-    if found:
-        expected, line, saw = (int(g) for g in found.groups())
-        return Problem(line, "", f"{saw} values where the header has {expected} columns (a separator inside an unquoted value?)")
-    return Problem(1, "", f"the file is not valid CSV: {message.strip()}")
+        table = read_csv_table(data)
+    except UnreadableFile as unreadable:
+        raise _FileRefused([Problem(unreadable.line, "", unreadable.reason)]) from None
+    return _Table(raw=table.raw, lines=table.lines, name=name, separator=table.separator, bom=table.bom, width_problems=table.width_problems)
 
 
 def _canonical(table: _Table, kind: str, mapping: dict[str, str] | None) -> tuple[pd.DataFrame, dict[str, str], np.ndarray]:
@@ -308,11 +282,25 @@ def _canonical(table: _Table, kind: str, mapping: dict[str, str] | None) -> tupl
 class _Checks:
     """The problems found so far, recorded a column at a time (no loop over rows)."""
 
-    def __init__(self, lines: np.ndarray, file_name: dict[str, str]) -> None:
+    def __init__(self, lines: np.ndarray, file_name: dict[str, str], bounds: Bounds) -> None:
         self.lines = lines
         self.file_name = file_name
+        self.bounds = bounds
         self.bad = np.zeros(len(lines), dtype=bool)
+        self.whole = np.zeros(len(lines), dtype=bool)  # rows refused as a whole: their values say nothing
         self._parts: list[pd.DataFrame] = []
+
+    def refuse_rows(self, rows: np.ndarray, reasons: list[str]) -> None:
+        """Refuse these rows as a whole (their values do not fit the header): no other problem is reported for them."""
+        if len(rows):
+            self.add(np.isin(np.arange(len(self.lines)), rows), "", np.asarray(reasons, dtype=object)[np.argsort(rows, kind="stable")])
+            self.whole[rows] = True
+
+    def add_reasons(self, reasons: np.ndarray, column: str, values: pd.Series) -> None:
+        """Record, for each row with a reason (``""``: none), the value and its reason."""
+        flagged = reasons != ""
+        if flagged.any():
+            self.add(flagged, column, (_quoted(values[flagged]) + " " + pd.Series(reasons[flagged], dtype="str").to_numpy()).to_numpy())
 
     def add(self, mask: np.ndarray | pd.Series, column: str, reason: str | pd.Series | np.ndarray) -> None:
         """Record ``reason`` for every row where ``mask`` holds.
@@ -320,6 +308,10 @@ class _Checks:
         ``reason`` is one text for all, or one text per flagged row (in row order).
         """
         mask = np.asarray(mask, dtype=bool)
+        if self.whole.any() and mask.any():
+            if not isinstance(reason, str):
+                reason = np.asarray(reason, dtype=object)[~self.whole[mask]]
+            mask = mask & ~self.whole
         if not mask.any():
             return
         rows = np.flatnonzero(mask)
@@ -364,16 +356,36 @@ def _text(checks: _Checks, values: pd.DataFrame, column: str, limit: int | None,
     return series
 
 
+def _moments(series: pd.Series) -> pd.Series:
+    """ISO 8601 text as UTC timestamps (a value without an offset is taken as UTC); NaT where it is no date.
+
+    Pandas refuses a whole column for one value such as year 0000 ("year 0 is out of
+    range"): then each value is read on its own.
+    """
+    try:
+        return pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601").dt.as_unit("us")
+    except (ValueError, OverflowError):
+        return pd.Series([_moment(value) for value in series], index=series.index, dtype="datetime64[us, UTC]")
+
+
+def _moment(value: str) -> pd.Timestamp:
+    try:
+        return pd.to_datetime(value, utc=True, format="ISO8601")
+    except (ValueError, OverflowError):
+        return pd.NaT
+
+
 def _timestamps(checks: _Checks, values: pd.DataFrame, column: str, *, required: bool = True) -> pd.Series:
-    """ISO 8601 timestamps as UTC; a value without an offset is taken as UTC."""
+    """When something happened: ISO 8601, not before the program's start, not in the future (:class:`Bounds`)."""
     series = values[column]
-    parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601").dt.as_unit("us")
+    parsed = _moments(series)
     empty = series.eq("").to_numpy()
     if required:
         checks.add(empty, column, "is empty")
     unparsed = parsed.isna().to_numpy() & ~empty
     if unparsed.any():
         checks.add(unparsed, column, _quoted(series[unparsed]) + f" is not a date ({_DATE_HINT})")
+    checks.add_reasons(checks.bounds.moment_problems(parsed), column, series)
     return parsed
 
 
@@ -670,11 +682,9 @@ _PURCHASE_CONTENT = ("member_id", "occurred_at", "amount", "channel", "store", "
 
 
 def _amounts(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
-    """Amounts: numbers, never negative (a refund is recorded as such)."""
+    """Amounts: numbers above zero, at most the largest purchase, with the currency's decimals (:class:`Bounds`)."""
     amount = _numbers(checks, values, column)
-    negative = (amount < 0).to_numpy()
-    if negative.any():
-        checks.add(negative, column, _quoted(values[column][negative]) + " is negative: record a refund instead")
+    checks.add_reasons(checks.bounds.amount_problems(values[column], amount), column, values[column])
     return amount
 
 
@@ -863,8 +873,15 @@ def _acquisition_channels(checks: _Checks, values: pd.DataFrame, column: str) ->
 
 
 def _birth_dates(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
-    """A date of birth is a calendar date: kept as midnight (naive) for comparisons."""
-    return _timestamps(checks, values, column, required=False).dt.tz_localize(None).dt.normalize()
+    """A date of birth is a calendar date, not in the future nor before 1900: kept as midnight (naive) for comparisons."""
+    series = values[column]
+    parsed = _moments(series)
+    unparsed = parsed.isna().to_numpy() & series.ne("").to_numpy()
+    if unparsed.any():
+        checks.add(unparsed, column, _quoted(series[unparsed]) + f" is not a date ({_DATE_HINT})")
+    born = parsed.dt.tz_localize(None).dt.normalize()
+    checks.add_reasons(birth_date_problems(born, checks.bounds.latest.date() - timedelta(days=1)), column, series)
+    return born
 
 
 def _consents(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
@@ -1266,7 +1283,8 @@ def import_csv(
     if kind not in _FILE_KINDS:
         raise InvalidInput(f"Unknown import {kind!r}: choose members, purchases or feedback.")
     started = time.perf_counter()
-    data, name, source_path = _read_bytes(path)
+    settings = get_settings(session)
+    data, name, source_path = _read_bytes(path, limit_megabytes=settings.max_import_megabytes)
     table: _Table | None = None
     try:
         table = _read_table(data, name)
@@ -1275,7 +1293,12 @@ def import_csv(
         raise ImportRefused(refused.problems, rejected=len(table.raw) if table is not None else 0, file=name) from None
     total = len(values)
     report = progress or (lambda done, total: None)
-    checks = _Checks(table.lines[kept], file_name)
+    checks = _Checks(table.lines[kept], file_name, Bounds.of(settings, utcnow()))
+    if table.width_problems:
+        position = {int(p): i for i, p in enumerate(kept)}
+        misfits = [(position[p], reason) for p, reason in table.width_problems.items() if p in position]
+        checks.refuse_rows(np.array([row for row, _ in misfits], dtype=np.int64), [reason for _, reason in misfits])
+    _nul_characters(checks, values)
     with write_transaction(session), sqlite_page_cache(session, SQLITE_IMPORT_CACHE_KIB):
         plan = _plan(_FILE_KINDS[kind], session, values, checks, actor=actor, create_members=create_members)
         found = checks.frame()

@@ -18,6 +18,7 @@ from db.bulk import allocate_ids, insert_frame
 from db.engine import write_transaction
 from db.models import Member, Purchase, utcnow
 from loyalty.access.roles import Actor, require
+from loyalty.bounds import Bounds
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.ledger.entries import PurchaseReturn, return_purchase
@@ -79,10 +80,11 @@ def record_purchase(
 ) -> int:
     """Record one purchase as it happens (the API path) and earn its points."""
     require(actor, "data.import")
-    if amount < 0:
-        raise InvalidInput("A purchase amount cannot be negative; record a refund instead.")
-    if occurred_at.tzinfo is None:
-        raise InvalidInput("The purchase time needs a time zone.")
+    bounds = Bounds.of(get_settings(session), utcnow())
+    if problem := bounds.amount_problem(amount):
+        raise InvalidInput(f"The purchase amount {problem}.")
+    if problem := bounds.moment_problem(occurred_at):
+        raise InvalidInput(f"The purchase time {problem}.")
     with write_transaction(session):
         if session.get(Member, member_id) is None:
             raise NotFound(f"No member with id {member_id}.")

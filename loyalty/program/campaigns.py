@@ -43,6 +43,7 @@ A bonus goes only to treatment members, on purchases inside ``[starts_at, ends_a
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,7 +57,9 @@ from db.engine import write_transaction
 from db.models import Campaign, CampaignAssignment, LedgerEntry, Member, Purchase, Segment, Tier, stored_id, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
+from loyalty.bounds import MAX_BONUS_POINTS, MAX_MULTIPLIER, MAX_POINTS_PER_ENTRY
 from loyalty.errors import InvalidInput, NeedsConfirmation, NotFound
+from loyalty.formatting import number
 from loyalty.program.lifecycle import Removal, archive_record, clone_record, count_rows, delete_record, restore_record
 from loyalty.records import locked
 
@@ -112,6 +115,23 @@ MAX_LISTED_MEMBERS = 10_000
 # --- configuration ---------------------------------------------------------------------
 
 
+# The largest value each number of a rule may take (bounds of every way in: loyalty.bounds).
+_RULE_LIMITS = {"multiplier": MAX_MULTIPLIER, "points": MAX_BONUS_POINTS, "spend": 1_000_000_000, "inactive_days": 3_650}
+
+
+def _check_rule_numbers(rule: dict[str, Any]) -> None:
+    """Each number of the rule is a finite number within its limit (a NaN or 1e300 never reaches the ledger)."""
+    words = {"multiplier": "The multiplier", "points": "The bonus", "spend": "The spend to reach", "inactive_days": "The number of inactive days"}
+    for name, limit in _RULE_LIMITS.items():
+        value = rule.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidInput(f"{words[name]} must be a number (got {value!r}).")
+        if value > limit:
+            raise InvalidInput(f"{words[name]} can be at most {number(limit)} (got {number(value)}).")
+
+
 def _validate(values: dict[str, Any]) -> None:
     name = (values.get("name") or "").strip()
     if not name:
@@ -128,9 +148,10 @@ def _validate(values: dict[str, Any]) -> None:
     if not 0 <= pct < 0.5:
         raise InvalidInput("The holdout share must be between 0 % and 50 % (the control group gets nothing).")
     budget = values.get("budget_points")
-    if budget is not None and budget <= 0:
-        raise InvalidInput("The points budget must be above 0 (leave it empty for no cap).")
+    if budget is not None and not 0 < budget <= MAX_POINTS_PER_ENTRY:
+        raise InvalidInput(f"The points budget must be above 0 and at most {MAX_POINTS_PER_ENTRY:,} (leave it empty for no cap).")
     rule = values.get("rule") or {}
+    _check_rule_numbers(rule)
     mult = rule.get("multiplier")
     points = rule.get("points")
     if kind in MULTIPLIER_KINDS and (mult is None or mult <= 1):

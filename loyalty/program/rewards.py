@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from numbers import Real
 from typing import Any
 
 from sqlmodel import Session, select
@@ -28,6 +29,10 @@ REWARD_KINDS = {
 REWARD_FIELDS = ("name", "kind", "description", "points_cost", "stock", "min_tier_id", "partner", "available_from", "available_until", "active")
 
 
+MAX_REWARD_POINTS = 1_000_000_000
+MAX_STOCK = 1_000_000_000
+
+
 def _validate(session: Session, values: dict[str, Any], reward_id: int | None) -> None:
     name = (values.get("name") or "").strip()
     if not name:
@@ -37,10 +42,17 @@ def _validate(session: Session, values: dict[str, Any], reward_id: int | None) -
         raise InvalidInput(f"A reward named {name!r} already exists.")
     if values.get("kind") not in REWARD_KINDS:
         raise InvalidInput(f"Unknown kind {values.get('kind')!r}; choose one of {', '.join(REWARD_KINDS)}.")
-    if not isinstance(values.get("points_cost"), int) or values["points_cost"] <= 0:
-        raise InvalidInput("The points cost must be a whole number above 0.")
-    if values.get("stock") is not None and values["stock"] < 0:
-        raise InvalidInput("Stock cannot be negative (leave it empty for unlimited).")
+    cost = values.get("points_cost")
+    if isinstance(cost, bool) or not isinstance(cost, int) or not 0 < cost <= MAX_REWARD_POINTS:
+        raise InvalidInput(f"The points cost must be a whole number above 0 and at most {MAX_REWARD_POINTS:,}.")
+    stock = values.get("stock")
+    if stock is not None:
+        if isinstance(stock, bool) or not isinstance(stock, Real) or not float(stock).is_integer():
+            raise InvalidInput(f"Stock must be a whole number, not {stock!r} (leave it empty for unlimited).")
+        if stock < 0:
+            raise InvalidInput("Stock cannot be negative (leave it empty for unlimited).")
+        if float(stock) > MAX_STOCK:
+            raise InvalidInput(f"Stock can be at most {MAX_STOCK:,} (leave it empty for unlimited).")
     start, end = values.get("available_from"), values.get("available_until")
     for label, moment in (("start", start), ("end", end)):
         if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):

@@ -8,6 +8,7 @@ tier's grace period.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,9 @@ from db.engine import write_transaction
 from db.models import Member, Reward, Tier
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
+from loyalty.bounds import MAX_MULTIPLIER
 from loyalty.errors import InvalidInput
+from loyalty.formatting import number as readable
 
 __all__ = ["TIER_FIELDS", "TierThresholdsNotIncreasing", "list_tiers", "qualifying_tier_index", "save_tiers", "validate_tiers"]
 
@@ -50,8 +53,12 @@ def list_tiers(session: Session) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", *TIER_FIELDS, "members"])
 
 
+MAX_TIER_SPEND = 1_000_000_000
+MAX_TIER_PURCHASES = 1_000_000
+
+
 def _clean(row: dict[str, Any], line: int) -> dict[str, Any]:
-    def number(field: str, cast: type, minimum: float) -> Any:
+    def number(field: str, cast: type, minimum: float, maximum: float) -> Any:
         value = row.get(field)
         if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
             raise InvalidInput(f"Tier {line} ({row.get('name') or 'unnamed'}): {field.replace('_', ' ')} is missing.")
@@ -59,8 +66,14 @@ def _clean(row: dict[str, Any], line: int) -> dict[str, Any]:
             value = cast(value)
         except (TypeError, ValueError):
             raise InvalidInput(f"Tier {line}: {field.replace('_', ' ')} {value!r} is not a number.") from None
+        if not math.isfinite(value):
+            raise InvalidInput(f"Tier {line} ({row.get('name')}): {field.replace('_', ' ')} {value!r} is not a number.")
         if value < minimum:
             raise InvalidInput(f"Tier {line} ({row.get('name')}): {field.replace('_', ' ')} cannot be below {minimum:g} (got {value:g}).")
+        if value > maximum:
+            raise InvalidInput(
+                f"Tier {line} ({row.get('name')}): {field.replace('_', ' ')} can be at most {readable(maximum)} (got {readable(value)})."
+            )
         return value
 
     name = str(row.get("name") or "").strip()
@@ -71,12 +84,12 @@ def _clean(row: dict[str, Any], line: int) -> dict[str, Any]:
         benefits = [b.strip() for b in benefits.replace("\n", ";").split(";") if b.strip()]
     return {
         "name": name,
-        "min_spend": number("min_spend", float, 0),
-        "min_purchases": number("min_purchases", int, 0),
-        "window_months": number("window_months", int, 1),
-        "multiplier": number("multiplier", float, 0),
+        "min_spend": number("min_spend", float, 0, MAX_TIER_SPEND),
+        "min_purchases": number("min_purchases", int, 0, MAX_TIER_PURCHASES),
+        "window_months": number("window_months", int, 1, 120),
+        "multiplier": number("multiplier", float, 0, MAX_MULTIPLIER),
         "benefits": list(benefits),
-        "grace_months": number("grace_months", int, 0),
+        "grace_months": number("grace_months", int, 0, 120),
     }
 
 

@@ -92,13 +92,26 @@ def test_the_highest_tier_met_on_both_spend_and_purchases_is_chosen():
         ({"name": "X", "kind": "voucher", "points_cost": 100}, "Unknown kind"),
         ({"name": "X", "kind": "product", "points_cost": 0}, "above 0"),
         ({"name": "X", "kind": "product", "points_cost": 100, "stock": -1}, "cannot be negative"),
+        ({"name": "X", "kind": "product", "points_cost": 100, "stock": 10**12}, "at most 1,000,000,000"),
+        ({"name": "X", "kind": "product", "points_cost": 100, "stock": 2.5}, "whole number"),
+        ({"name": "X", "kind": "product", "points_cost": 10**12}, "at most 1,000,000,000"),
         ({"name": "X", "kind": "partner", "points_cost": 100}, "partner's name"),
         (
             {"name": "X", "kind": "product", "points_cost": 100, "available_from": utc(2026, 5, 1), "available_until": utc(2026, 4, 1)},
             "ends before it starts",
         ),
     ],
-    ids=["no-name", "unknown-kind", "zero-cost", "negative-stock", "partner-without-partner", "window-reversed"],
+    ids=[
+        "no-name",
+        "unknown-kind",
+        "zero-cost",
+        "negative-stock",
+        "huge-stock",
+        "fractional-stock",
+        "huge-cost",
+        "partner-without-partner",
+        "window-reversed",
+    ],
 )
 def test_invalid_rewards_are_refused(session, fields, message):
     with pytest.raises(InvalidInput, match=message):

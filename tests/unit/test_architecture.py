@@ -20,6 +20,7 @@ LAYERS: list[str] = [
     "loyalty.records",
     "loyalty.access",
     "loyalty.settings",
+    "loyalty.bounds",
     "loyalty.analytics",
     "loyalty.program",
     "loyalty.ledger",
