@@ -314,12 +314,12 @@ def _movements(
         quoting = quoted == months
         spent[quoting] = spend_by_window[months][positions[quoting]]
         bought[quoting] = count_by_window[months][positions[quoting]]
-    lead = "spent " + pd.Series(spent).map("{:,.2f}".format) + " and bought " + _times(bought) + " in the last " + _window_words(quoted)
+    lead = "spent " + _amounts_text(spent) + " and bought " + _times(bought) + " in the last " + _window_words(quoted)
     reached = pd.Series(np.where(new >= 0, names[np.maximum(new, 0)], ""))
     left = pd.Series(names[np.maximum(old, 0)])
     needs = (
         " (needs "
-        + pd.Series(min_spend[np.maximum(old, 0)]).map("{:,.2f}".format)
+        + _amounts_text(min_spend[np.maximum(old, 0)])
         + " and "
         + pd.Series(min_purchases[np.maximum(old, 0)]).astype(str)
         + " purchases)"
@@ -348,6 +348,11 @@ def _movements(
         }
     )
     return movements, upward
+
+
+def _amounts_text(values: np.ndarray) -> pd.Series:
+    """``1,234.50`` per value, as text even when there is none (an empty float column does not add to text)."""
+    return pd.Series(values, dtype="float64").map("{:,.2f}".format).astype("str")
 
 
 def _write(session: Session, members: _Members, moves: _Moves, movements: pd.DataFrame) -> None:

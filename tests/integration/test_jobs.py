@@ -264,6 +264,15 @@ def test_rerunning_tier_evaluation_for_the_same_day_replaces_its_movements(sessi
     assert _fresh(session).exec(select(func.count()).select_from(TierMovement)).one() == 2
 
 
+def test_a_tier_evaluation_on_a_day_nobody_moves_succeeds_and_writes_nothing(session, tier_program):
+    run_job("tier-evaluation", as_of=date(2026, 10, 14), actor=MANAGER)
+    moves = _movements(session)
+    quiet = run_job("tier-evaluation", as_of=date(2026, 10, 15), actor=MANAGER)  # the next day: the same qualification
+    assert quiet["status"] == "succeeded", quiet
+    assert (quiet["rows"], quiet["upgrades"], quiet["downgrades"]) == (0, 0, 0)
+    assert _movements(session) == moves
+
+
 def test_a_tier_evaluation_failing_half_way_moves_nobody(session, tier_program, monkeypatch):
     def broken(*_args, **_kwargs):
         raise RuntimeError("lost connection (simulated)")
