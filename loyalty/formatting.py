@@ -1,8 +1,10 @@
-"""How numbers read in words: money, the same everywhere (pages, reports, messages)."""
+"""How values read: money and numbers in words, the same everywhere (pages, reports, messages), and the CSV the product writes."""
 
 from __future__ import annotations
 
-__all__ = ["money", "number"]
+import pandas as pd
+
+__all__ = ["csv_text", "inert", "money", "number"]
 
 
 def money(value: float | None, currency: str, *, decimals: int = 2) -> str:
@@ -21,3 +23,27 @@ def number(value: float) -> str:
     if float(value).is_integer() and abs(value) < 1e15:
         return f"{int(value):,}"
     return f"{value:,.6g}"
+
+
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(value: str) -> str:
+    """``value`` as a spreadsheet cell that cannot run: a leading ``'`` when it starts like a formula.
+
+    >>> inert("=HYPERLINK(\\"http://x\\")"), inert("-5"), inert("Porto")
+    ('\\'=HYPERLINK("http://x")', "'-5", 'Porto')
+    """
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def csv_text(frame: pd.DataFrame, *, header: bool = True) -> str:
+    """The CSV the product hands to people (downloads, exports, rejected rows): every text cell made
+    :func:`inert`; numbers, dates and booleans are written as they are (a negative number stays one)."""
+    safe = frame.copy(deep=False)
+    for column in safe.columns:
+        values = safe[column]
+        if pd.api.types.is_string_dtype(values) or values.dtype == object:
+            safe[column] = values.map(lambda v: inert(v) if isinstance(v, str) else v)
+    return safe.to_csv(index=False, header=header)

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import streamlit as st
 
 from loyalty.access.audit import audit_entries, audit_facets
+from loyalty.formatting import csv_text
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
 
@@ -31,4 +32,4 @@ if entries.empty:
     st.stop()
 st.caption(f"{len(entries):,} change(s){' (newest 5,000)' if len(entries) == 5000 else ''}.")
 st.dataframe(entries, hide_index=True, width="stretch", column_config={"at": st.column_config.DatetimeColumn("when", format="YYYY-MM-DD HH:mm:ss")})
-st.download_button("Download as CSV", entries.to_csv(index=False), "audit_log.csv", "text/csv", key="audit_download")
+st.download_button("Download as CSV", csv_text(entries), "audit_log.csv", "text/csv", key="audit_download")

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from loyalty.errors import LoyaltyError
+from loyalty.formatting import csv_text
 from loyalty.insights.analysis import AT_RISK_ALIVE, Filters, clv_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import clv_scatter, group_bars, histogram
@@ -48,7 +49,7 @@ right.plotly_chart(clv_scatter(members), width="stretch")
 left, right = st.columns(2)
 left.plotly_chart(group_bars(view["by_tier"], ["historical_clv", "predicted_clv"], "Mean CLV by tier"), width="stretch")
 right.plotly_chart(group_bars(view["by_channel"], ["historical_clv", "predicted_clv"], "Mean CLV by acquisition channel"), width="stretch")
-st.download_button("Per-member CLV (CSV)", members.to_csv(index=False), "clv_members.csv", "text/csv", key="clv_download_members")
+st.download_button("Per-member CLV (CSV)", csv_text(members), "clv_members.csv", "text/csv", key="clv_download_members")
 
 st.subheader("Members at risk: high value, falling probability of being alive")
 st.dataframe(
@@ -61,4 +62,4 @@ st.dataframe(
         "predicted_clv": st.column_config.NumberColumn(format="%.0f"),
     },
 )
-st.download_button("Members at risk (CSV)", view["at_risk"].to_csv(index=False), "clv_at_risk.csv", "text/csv", key="clv_download_at_risk")
+st.download_button("Members at risk (CSV)", csv_text(view["at_risk"]), "clv_at_risk.csv", "text/csv", key="clv_download_at_risk")

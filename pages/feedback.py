@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from loyalty.formatting import csv_text
 from loyalty.insights.analysis import Filters, feedback_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import group_bars, nps_chart
@@ -33,7 +34,7 @@ left, right = st.columns(2)
 left.plotly_chart(group_bars(view["by_tier"], ["nps"], "NPS by tier", "NPS"), width="stretch")
 right.plotly_chart(group_bars(view["by_channel"], ["nps"], "NPS by acquisition channel", "NPS"), width="stretch")
 st.download_button(
-    "Answers (CSV)", view["answers"].drop(columns=["member_id"]).to_csv(index=False), "nps_answers.csv", "text/csv", key="feedback_download_answers"
+    "Answers (CSV)", csv_text(view["answers"].drop(columns=["member_id"])), "nps_answers.csv", "text/csv", key="feedback_download_answers"
 )
 st.subheader("Latest comments")
 st.dataframe(view["comments"], hide_index=True, width="stretch")

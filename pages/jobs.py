@@ -6,6 +6,7 @@ import streamlit as st
 from loyalty.errors import LoyaltyError
 from loyalty.evaluation.jobs import job_runs, run_job
 from loyalty.evaluation.worker import list_schedules, pause_job, preview_schedule, reschedule_job, resume_job, worker_status
+from loyalty.formatting import csv_text
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
 
@@ -66,4 +67,4 @@ if runs.empty:
     st.info("No job has run yet.")
 else:
     st.dataframe(runs, hide_index=True, width="stretch")
-    st.download_button("History (CSV)", runs.to_csv(index=False), "job_runs.csv", "text/csv", key="jobs_download_history")
+    st.download_button("History (CSV)", csv_text(runs), "job_runs.csv", "text/csv", key="jobs_download_history")

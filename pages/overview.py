@@ -3,6 +3,7 @@
 import streamlit as st
 
 from loyalty.analytics.metrics import members_behind, period_bounds
+from loyalty.formatting import csv_text
 from loyalty.insights.overview import program_summary, recent_alerts
 from loyalty.program.goals import kpi_tiles
 from loyalty.ui.auth import page_actor
@@ -81,5 +82,5 @@ left, right = st.columns(2)
 left.plotly_chart(monthly_revenue(summary.monthly, summary.currency), width="stretch")
 right.plotly_chart(monthly_points(summary.monthly), width="stretch")
 st.download_button(
-    "Download the monthly figures (CSV)", summary.monthly.to_csv(index=False), "overview_monthly.csv", "text/csv", key="overview_download_monthly"
+    "Download the monthly figures (CSV)", csv_text(summary.monthly), "overview_monthly.csv", "text/csv", key="overview_download_monthly"
 )

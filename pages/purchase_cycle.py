@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from loyalty.formatting import csv_text
 from loyalty.insights.analysis import Filters, purchase_cycle_view, slow_repeaters
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import counted_bars
@@ -43,10 +44,8 @@ right.plotly_chart(
     ),
     width="stretch",
 )
-left.download_button("Gaps (CSV)", view["gaps"].to_csv(index=False), "purchase_gaps.csv", "text/csv", key="purchase_cycle_download_gaps")
-right.download_button(
-    "Frequency (CSV)", view["frequency"].to_csv(index=False), "purchase_frequency.csv", "text/csv", key="purchase_cycle_download_frequency"
-)
+left.download_button("Gaps (CSV)", csv_text(view["gaps"]), "purchase_gaps.csv", "text/csv", key="purchase_cycle_download_gaps")
+right.download_button("Frequency (CSV)", csv_text(view["frequency"]), "purchase_frequency.csv", "text/csv", key="purchase_cycle_download_frequency")
 
 st.subheader("Members behind the long gaps")
 threshold = st.slider("Typical gap between purchases of at least (days)", 7, 365, 90, key="purchase_cycle_gap")
@@ -61,4 +60,4 @@ def slow(filters: Filters, threshold: int):
 slow = slow(filters, threshold)
 st.caption(f"{len(slow):,} repeat buyers usually wait {threshold} days or more between purchases.")
 st.dataframe(slow, hide_index=True, width="stretch")
-st.download_button("These members (CSV)", slow.to_csv(index=False), "slow_repeaters.csv", "text/csv", key="purchase_cycle_download_slow")
+st.download_button("These members (CSV)", csv_text(slow), "slow_repeaters.csv", "text/csv", key="purchase_cycle_download_slow")

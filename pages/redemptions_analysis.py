@@ -4,6 +4,7 @@ import streamlit as st
 
 from loyalty.decisions.forecast import backtest_forecast, backtest_table, latest_forecast
 from loyalty.errors import InvalidInput
+from loyalty.formatting import csv_text
 from loyalty.insights.analysis import Filters, redemptions_view, reward_redeemers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, points_flow
@@ -54,7 +55,7 @@ else:
 
     st.plotly_chart(points_flow(view["monthly"]), width="stretch")
     st.download_button(
-        "Monthly points (CSV)", view["monthly"].to_csv(index=False), "points_monthly.csv", "text/csv", key="redemption_analysis_download_monthly"
+        "Monthly points (CSV)", csv_text(view["monthly"]), "points_monthly.csv", "text/csv", key="redemption_analysis_download_monthly"
     )
 
     st.subheader("Rewards redeemed")
@@ -63,7 +64,7 @@ else:
     else:
         st.bar_chart(view["by_reward"], x="reward", y="redemptions", horizontal=True)
         st.download_button(
-            "Rewards (CSV)", view["by_reward"].to_csv(index=False), "rewards_redeemed.csv", "text/csv", key="redemption_analysis_download_rewards"
+            "Rewards (CSV)", csv_text(view["by_reward"]), "rewards_redeemed.csv", "text/csv", key="redemption_analysis_download_rewards"
         )
         reward = st.selectbox("Who redeemed", view["by_reward"]["reward"].tolist(), key="redemption_analysis_reward")
         with db_session() as session:
@@ -103,11 +104,7 @@ cols[3].metric(
 st.plotly_chart(liability_chart(forecast["frame"], currency), width="stretch")
 st.plotly_chart(redemption_expiry_chart(forecast["frame"]), width="stretch")
 st.download_button(
-    "Liability forecast (CSV)",
-    forecast["frame"].to_csv(index=False),
-    "liability_forecast.csv",
-    "text/csv",
-    key="redemption_analysis_download_forecast",
+    "Liability forecast (CSV)", csv_text(forecast["frame"]), "liability_forecast.csv", "text/csv", key="redemption_analysis_download_forecast"
 )
 
 st.markdown("**Back-test**: fit on the first 12 months of the history, forecast months 13-18, compare with what happened.")

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from loyalty.formatting import csv_text
 from loyalty.insights.analysis import Filters, cohort_members, retention_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import churn_chart, cohort_heatmap, retention_curves_chart
@@ -24,14 +25,14 @@ if view["matrix"].empty:
     st.stop()
 
 st.plotly_chart(cohort_heatmap(view["matrix"], view["sizes"]), width="stretch")
-st.download_button("Cohort data (CSV)", view["cohorts"].to_csv(index=False), "retention_cohorts.csv", "text/csv", key="retention_download_cohorts")
+st.download_button("Cohort data (CSV)", csv_text(view["cohorts"]), "retention_cohorts.csv", "text/csv", key="retention_download_cohorts")
 left, right = st.columns(2)
 if not view["curves"].empty:
     left.plotly_chart(retention_curves_chart(view["curves"]), width="stretch")
-    left.download_button("Curves (CSV)", view["curves"].to_csv(index=False), "retention_by_channel.csv", "text/csv", key="retention_download_curves")
+    left.download_button("Curves (CSV)", csv_text(view["curves"]), "retention_by_channel.csv", "text/csv", key="retention_download_curves")
 if not view["churn"].empty:
     right.plotly_chart(churn_chart(view["churn"]), width="stretch")
-    right.download_button("Churn (CSV)", view["churn"].to_csv(index=False), "churn.csv", "text/csv", key="retention_download_churn")
+    right.download_button("Churn (CSV)", csv_text(view["churn"]), "churn.csv", "text/csv", key="retention_download_churn")
 
 st.subheader("The members behind a cell")
 cols = st.columns(2)
@@ -43,4 +44,4 @@ with db_session() as session:
 kept = int(people["active_at_age"].sum())
 st.caption(f"{kept:,} of {len(people):,} members of the {cohort} cohort bought in month +{age}; the others are listed first.")
 st.dataframe(people, hide_index=True, width="stretch")
-st.download_button("These members (CSV)", people.to_csv(index=False), f"cohort_{cohort}_plus{age}.csv", "text/csv", key="retention_download_members")
+st.download_button("These members (CSV)", csv_text(people), f"cohort_{cohort}_plus{age}.csv", "text/csv", key="retention_download_members")

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from loyalty.formatting import csv_text
 from loyalty.insights.analysis import rfm_grid
 from loyalty.ledger.members import export_members
 from loyalty.program.segments import (
@@ -69,7 +70,7 @@ else:
             if export is not None:
                 st.download_button(
                     f"Download {len(export):,} members",
-                    export.to_csv(index=False),
+                    csv_text(export),
                     f"segment_{chosen}_{purpose}.csv",
                     "text/csv",
                     key="segments_export_download",
@@ -99,7 +100,7 @@ else:
             "revenue_share": st.column_config.ProgressColumn("revenue share", min_value=0, max_value=1, format="percent"),
         },
     )
-    right.download_button("RFM grid (CSV)", grid["cells"].to_csv(index=False), "rfm_grid.csv", "text/csv", key="segments_download_rfm")
+    right.download_button("RFM grid (CSV)", csv_text(grid["cells"]), "rfm_grid.csv", "text/csv", key="segments_download_rfm")
     name = right.selectbox("Members of RFM segment", grid["segments"]["segment"].tolist(), key="segments_rfm_drill")
     right.caption("Save it as a segment below with the RFM segment rule to target it.")
     behind = grid["members"][grid["members"]["segment"] == name]

@@ -16,6 +16,7 @@ from loyalty.decisions.winback import (
     winback_scores,
 )
 from loyalty.errors import LoyaltyError
+from loyalty.formatting import csv_text
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact
 from loyalty.ui.core import db_session, run_action
@@ -91,9 +92,7 @@ st.dataframe(
         "purchase_days": st.column_config.NumberColumn("purchase days"),
     },
 )
-st.download_button(
-    "Win-back list (CSV)", candidates.to_csv(index=False, columns=EXPORT_COLUMNS), "winback_members.csv", "text/csv", key="winback_download"
-)
+st.download_button("Win-back list (CSV)", csv_text(candidates[EXPORT_COLUMNS]), "winback_members.csv", "text/csv", key="winback_download")
 
 st.subheader("Act on the list")
 starts, ends = campaign_window()

@@ -318,11 +318,7 @@ def _movements(
     reached = pd.Series(np.where(new >= 0, names[np.maximum(new, 0)], ""))
     left = pd.Series(names[np.maximum(old, 0)])
     needs = (
-        " (needs "
-        + _amounts_text(min_spend[np.maximum(old, 0)])
-        + " and "
-        + pd.Series(min_purchases[np.maximum(old, 0)]).astype(str)
-        + " purchases)"
+        " (needs " + _amounts_text(min_spend[np.maximum(old, 0)]) + " and " + pd.Series(min_purchases[np.maximum(old, 0)]).astype(str) + " purchases)"
     )
     grace_words = pd.Series(
         np.where(

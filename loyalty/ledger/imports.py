@@ -51,6 +51,7 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import Bounds, birth_date_problems
 from loyalty.errors import InvalidInput
+from loyalty.formatting import csv_text
 from loyalty.ledger.csv_files import SEPARATORS, UnreadableFile, read_csv_table
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
 from loyalty.settings import get_settings
@@ -1223,7 +1224,7 @@ def _rejected_rows(table: _Table, kept: np.ndarray, found: pd.DataFrame) -> pd.D
 
 def _set_aside(rejected: pd.DataFrame, source_path: Path | None) -> tuple[Path | None, bytes | None]:
     """The rejected rows as ``<stem>.rejected.csv`` beside a file on disk, or as bytes for an upload."""
-    rows = rejected.to_csv(index=False).encode("utf-8")
+    rows = csv_text(rejected).encode("utf-8")
     if source_path is None:
         return None, rows
     rejected_path = source_path.with_name(f"{source_path.stem}.rejected.csv")

@@ -15,7 +15,7 @@ from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.entries import member_balance, member_ledger, open_lots, spendable_balances
 from loyalty.settings import get_settings
 
-__all__ = ["MemberProfile", "find_member", "mask", "member_profile", "search_members"]
+__all__ = ["MemberProfile", "export_members", "find_member", "mask", "member_export_rows", "member_key", "member_profile", "search_members"]
 
 PERSONAL_FIELDS = ("name", "email", "phone", "city", "birth_date")
 
@@ -207,6 +207,19 @@ def export_members(
     """
     from loyalty.access.audit import record_audit
 
+    frame = member_export_rows(session, actor=actor, purpose=purpose, external_ids=external_ids, member_ids=member_ids)
+    record_audit(session, actor=actor, action="members.export", entity="member", after={"purpose": purpose, "rows": len(frame)})
+    session.commit()
+    return frame
+
+
+MEMBER_EXPORT_COLUMNS = ["member_id", "name", "email", "phone", "city", "tier", "joined_at", "acquisition_channel", "marketing_consent"]
+
+
+def member_export_rows(
+    session: Session, *, actor: Actor, purpose: str = "analysis", external_ids: list[str] | None = None, member_ids: list[int] | None = None
+) -> pd.DataFrame:
+    """The rows of a member export (not audited: the caller audits the export once), masked as ``actor`` may see them."""
     require(actor, "members.export")
     if purpose not in EXPORT_PURPOSES:
         raise InvalidInput(f"Unknown export purpose {purpose!r}; choose analysis or marketing.")
@@ -225,7 +238,7 @@ def export_members(
         # In chunks: a segment can hold more members than one statement can bind.
         rows = [row for start in range(0, len(ids), 10_000) for row in session.exec(stmt.where(col(Member.id).in_(ids[start : start + 10_000])))]
     show_pii = actor.can("members.view_pii")
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         [
             {
                 "member_id": m.external_id,
@@ -240,8 +253,5 @@ def export_members(
             }
             for m, tier in rows
         ],
-        columns=["member_id", "name", "email", "phone", "city", "tier", "joined_at", "acquisition_channel", "marketing_consent"],
+        columns=MEMBER_EXPORT_COLUMNS,
     )
-    record_audit(session, actor=actor, action="members.export", entity="member", after={"purpose": purpose, "rows": len(frame)})
-    session.commit()
-    return frame

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from loyalty.access.roles import Actor
+from loyalty.formatting import csv_text
 from loyalty.ledger.approvals import pending_adjustments, request_adjustment
 from loyalty.ledger.members import MemberProfile, export_members, member_key
 from loyalty.ledger.purchases import refund_purchase
@@ -40,7 +41,7 @@ def export_panel(actor: Actor, results: pd.DataFrame) -> None:
         export = export_members(session, actor=actor, purpose=purpose, external_ids=results["member"].tolist())
     st.download_button(
         f"Download {len(export):,} members (CSV)",
-        export.to_csv(index=False),
+        csv_text(export),
         f"members_{purpose}.csv",
         "text/csv",
         on_click=lambda: st.session_state.update(members_export_ready=False),

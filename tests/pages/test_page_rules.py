@@ -67,3 +67,15 @@ def test_the_positional_lookup_rule_catches(line: str):
 @pytest.mark.parametrize("line", ['at.button(key="users_add_submit")', "at.dataframe[0].value", "at.success[-1].value", 'at.get("plotly_chart")[0]'])
 def test_the_positional_lookup_rule_lets_through(line: str):
     assert not POSITIONAL_LOOKUP.search(line)
+
+
+PRODUCT_CODE = sorted([*PAGES, ROOT / "app.py", *(ROOT / "loyalty").rglob("*.py")])
+# Files that write CSV for machines, not for a person's spreadsheet (the bench's generated feeds).
+CSV_FOR_MACHINES = {"bench.py", "analytics_bench.py", "formatting.py"}
+
+
+@pytest.mark.parametrize("path", [p for p in PRODUCT_CODE if p.name not in CSV_FOR_MACHINES], ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_csv_a_person_downloads_goes_through_csv_text(path: Path):
+    """``loyalty.formatting.csv_text`` makes formula-like cells inert (OWASP CSV injection); ``to_csv`` would not."""
+    found = [f"{path.name}:{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1) if ".to_csv(" in line]
+    assert not found, "Write CSV with loyalty.formatting.csv_text:\n" + "\n".join(found)
