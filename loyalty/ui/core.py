@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from db.engine import database_url, get_engine, new_session
-from loyalty.errors import LoyaltyError
+from loyalty.errors import LoyaltyError, describe_fault
 
 T = TypeVar("T")
 DEMO_MEMBERS = 5000
@@ -51,10 +51,26 @@ def run_action(action: Callable[[Session], T], *, success: str | None = None) ->
     except LoyaltyError as error:
         st.error(str(error))
         return None
+    except Exception as error:  # a fault of the environment (database down, read-only, disk full): said, not a traceback
+        if (fault := describe_fault(error)) is None:
+            raise
+        st.error(fault[0])
+        return None
     if success:
         st.success(success)
     st.cache_data.clear()
     return result
+
+
+def run_page(page: Callable[[], None]) -> None:
+    """Run the app's script; a fault of the environment anywhere in it is shown in words and stays on screen."""
+    try:
+        page()
+    except Exception as error:
+        if (fault := describe_fault(error)) is None:
+            raise
+        st.error(fault[0], icon=":material/error:")
+        st.caption("Reload the page once the cause is fixed; what was on the page was not changed.")
 
 
 def ensure_demo_program() -> None:

@@ -13,7 +13,7 @@ from typing import Literal, NoReturn, TypeVar
 import streamlit as st
 from sqlmodel import Session
 
-from loyalty.errors import LoyaltyError
+from loyalty.errors import LoyaltyError, describe_fault
 from loyalty.ui.core import db_session
 
 __all__ = ["keep_notice", "run_and_reload", "show_notice"]
@@ -52,6 +52,10 @@ def run_and_reload(
             result = action(session)
     except LoyaltyError as error:
         keep_notice(page, str(error), "error")
+    except Exception as error:  # a fault of the environment (read-only database, full disk): said, and kept
+        if (fault := describe_fault(error)) is None:
+            raise
+        keep_notice(page, fault[0], "error")
     else:
         st.cache_data.clear()
         keep_notice(page, success(result) if callable(success) else success)
