@@ -337,6 +337,8 @@ class JobRun(SQLModel, table=True):
     rows: int = 0
     error: str = ""
     progress: float = 0.0
+    owner: str = Field(default="", max_length=120, sa_column_kwargs={"server_default": ""})  # host:pid of the process running it
+    heartbeat_at: datetime | None = None  # renewed while it runs: a run whose beat stops has lost its process
 
 
 class Report(SQLModel, table=True):

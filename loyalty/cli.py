@@ -445,8 +445,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_history(args: argparse.Namespace) -> int:
-    from loyalty.evaluation.jobs import job_history
+    from loyalty.evaluation.jobs import job_history, mark_interrupted_runs
 
+    mark_interrupted_runs()  # a run whose process died reads as failed
     with new_session() as session:
         history = job_history(session, args.limit)
     if args.json:

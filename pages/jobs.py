@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from loyalty.errors import LoyaltyError
-from loyalty.evaluation.jobs import job_runs, run_job
+from loyalty.evaluation.jobs import job_runs, mark_interrupted_runs, run_job
 from loyalty.evaluation.worker import list_schedules, pause_job, preview_schedule, reschedule_job, resume_job, worker_status
 from loyalty.formatting import csv_text
 from loyalty.ui.auth import page_actor
@@ -61,6 +61,7 @@ with st.form("jobs_reschedule"):
             st.error(str(error))
 
 st.subheader("History")
+mark_interrupted_runs()  # a run whose process died reads as failed, not running for hours
 with db_session() as session:
     runs = pd.DataFrame(job_runs(session, 200))
 if runs.empty:

@@ -50,6 +50,9 @@ database named by ``LOYALTY_DATABASE_URL``.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,7 +63,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from db.engine import get_engine, new_session, write_transaction
-from db.models import JobRun, utcnow
+from db.models import JobRun, stored_id, utcnow
 from loyalty import periods
 from loyalty.access.roles import SYSTEM_SCHEDULER, Actor, require
 from loyalty.errors import InvalidInput
@@ -92,8 +95,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# A run still "running" this long after it started died with its process (killed,
-# machine restarted): the worker marks it failed when it takes the lease.
+# A run beats every RUN_HEARTBEAT_S while it runs. It died with its process (killed, machine
+# restarted) when its process is gone from this host, or when it has not beaten for RUN_LEASE
+# (its process is on another host); STALE_RUN_AFTER after its start is the last resort.
+RUN_HEARTBEAT_S = 15.0
+RUN_LEASE = timedelta(minutes=2)
 STALE_RUN_AFTER = timedelta(hours=6)
 # The page polls JobRun.progress; more than a couple of writes a second is noise.
 PROGRESS_MIN_INTERVAL_S = 0.5
@@ -413,9 +419,43 @@ class _ProgressReporter:
             logger.warning("could not record the progress of run %s", self.run_id, exc_info=True)
 
 
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:120]
+
+
+class _Heartbeat:
+    """Renews the run's ``heartbeat_at`` every :data:`RUN_HEARTBEAT_S` on its own connection, until stopped.
+
+    On SQLite a beat waits while the job holds the write lock and may miss; a run there is
+    judged by its process (same host), not by its beat.
+    """
+
+    def __init__(self, engine: Engine, run_id: int) -> None:
+        self.engine, self.run_id = engine, run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"job-run-{run_id}-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(RUN_HEARTBEAT_S):
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(update(JobRun).where(col(JobRun.id) == self.run_id).values(heartbeat_at=utcnow()))
+            except Exception:  # a missed beat is no failure of the job
+                logger.debug("missed a heartbeat of run %s", self.run_id, exc_info=True)
+
+
 def _start_run(engine: Engine, name: str, as_of: date) -> JobRun:
     with new_session(engine) as session:
-        run = JobRun(job=name, as_of=as_of, status="running", started_at=utcnow())
+        now = utcnow()
+        run = JobRun(job=name, as_of=as_of, status="running", started_at=now, owner=_owner(), heartbeat_at=now)
         session.add(run)
         session.commit()
         return run
@@ -506,7 +546,7 @@ def run_job(
     result: dict[str, Any] = {}
     status, error = "failed", ""
     try:
-        with new_session(engine) as session:
+        with _Heartbeat(engine, run.id), new_session(engine) as session:
             reporter.session = session
             result = spec.body(JobContext(session=session, as_of=as_of, cutoff=cutoff_of(as_of), actor=actor, progress=reporter))
         status = "succeeded"
@@ -556,20 +596,47 @@ def run_all(
     return summaries
 
 
-def mark_interrupted_runs(engine: Engine | None = None, *, older_than: timedelta = STALE_RUN_AFTER) -> int:
-    """Mark runs still ``running`` after ``older_than`` as failed: their process died.
+def mark_interrupted_runs(engine: Engine | None = None, *, older_than: timedelta = STALE_RUN_AFTER, lease: timedelta = RUN_LEASE) -> int:
+    """Mark runs left ``running`` by a process that died as failed; returns how many.
 
-    Returns how many were marked. Nothing they computed was stored (one transaction).
+    A run is dead when its process (``owner`` = host:pid) is gone from this host, when its
+    process is on another host and it has not beaten for ``lease``, or when it started
+    more than ``older_than`` ago. Nothing a dead run computed was stored (one transaction).
     """
     engine = engine or get_engine()
+    now, host = utcnow(), socket.gethostname()
     with new_session(engine) as session:
-        marked = session.execute(
-            update(JobRun)
-            .where(col(JobRun.status) == "running", col(JobRun.started_at) < utcnow() - older_than)
-            .values(status="failed", finished_at=utcnow(), error=f"interrupted: no result {older_than} after it started (its process stopped)")
-        ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult; SQLModel types execute() as Result
+        running = session.exec(select(JobRun).where(col(JobRun.status) == "running")).all()
+        dead: dict[int, str] = {}
+        for run in running:
+            owner_host, _, pid = run.owner.rpartition(":")
+            beat = run.heartbeat_at or run.started_at
+            if owner_host == host and pid.isdigit() and not _process_alive(int(pid)):
+                dead[stored_id(run)] = f"interrupted: its process ({run.owner}) stopped before it finished"
+            elif owner_host and owner_host != host and _aware(beat) < now - lease:
+                dead[stored_id(run)] = f"interrupted: no sign of life from {run.owner} for over {lease} (its process stopped)"
+            elif _aware(run.started_at) < now - older_than:
+                dead[stored_id(run)] = f"interrupted: no result {older_than} after it started (its process stopped)"
+        for run_id, why in dead.items():
+            session.execute(
+                update(JobRun).where(col(JobRun.id) == run_id, col(JobRun.status) == "running").values(status="failed", finished_at=now, error=why)
+            )
         session.commit()
-    return int(marked or 0)
+    return len(dead)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def job_history(session: Session, limit: int = 50, *, job: str | None = None) -> list[dict[str, Any]]:

@@ -712,6 +712,11 @@ class Worker:
             self._lead()
         elif self._leadership is not None:  # leading already
             self._leadership.scheduler.wakeup()
+            try:  # runs whose process died (on any host) are marked failed within a lease, not hours
+                if marked := mark_interrupted_runs(self.engine):
+                    logger.warning("marked %d run(s) left 'running' by a stopped process as failed", marked)
+            except Exception:
+                logger.exception("could not check for interrupted runs")
 
     def run(self, stop_event: threading.Event) -> list[str]:
         """Run until ``stop_event`` is set; the ids of jobs still running when the stop gave up waiting."""

@@ -172,9 +172,70 @@ def test_a_job_killed_inside_its_transaction_leaves_no_results(session, db_url, 
     assert _fresh(session).exec(select(func.count()).select_from(KpiSnapshot)).one() == 0
     (run,) = _runs(session, "kpi-snapshot")
     assert run.status == "running", "the killed process could not record its end"
-    assert mark_interrupted_runs(older_than=timedelta(0)) == 1
+    assert mark_interrupted_runs() == 1, "its process is gone: failed at once, not after hours"
     (run,) = _runs(session, "kpi-snapshot")
-    assert run.status == "failed" and run.error.startswith("interrupted")
+    assert run.status == "failed" and run.error == f"interrupted: its process ({run.owner}) stopped before it finished"
+
+
+def test_a_run_of_another_host_is_failed_once_its_heartbeat_is_older_than_the_lease(session, now):
+    import os
+    import socket
+
+    from db.models import JobRun
+
+    beat = now  # the tests' clock
+    runs = {
+        "quiet": JobRun(
+            job="kpi-snapshot",
+            status="running",
+            started_at=beat - timedelta(minutes=10),
+            owner="elsewhere:41",
+            heartbeat_at=beat - timedelta(minutes=3),
+        ),
+        "beating": JobRun(
+            job="kpi-snapshot",
+            status="running",
+            started_at=beat - timedelta(minutes=10),
+            owner="elsewhere:42",
+            heartbeat_at=beat - timedelta(seconds=20),
+        ),
+        "mine": JobRun(
+            job="kpi-snapshot",
+            status="running",
+            started_at=beat - timedelta(hours=1),
+            owner=f"{socket.gethostname()}:{os.getpid()}",
+            heartbeat_at=beat - timedelta(minutes=30),
+        ),
+    }
+    for run in runs.values():
+        session.add(run)
+    session.commit()
+    assert mark_interrupted_runs() == 1
+    _fresh(session).expire_all()
+    statuses = {name: session.get(JobRun, run.id).status for name, run in runs.items()}
+    assert statuses == {"quiet": "failed", "beating": "running", "mine": "running"}
+    assert "no sign of life from elsewhere:41" in session.get(JobRun, runs["quiet"].id).error
+
+
+def test_a_running_job_beats(session, two_buyers, monkeypatch):
+    from loyalty.evaluation import jobs
+
+    monkeypatch.setattr(jobs, "RUN_HEARTBEAT_S", 0.05)
+    beats = []
+    original = jobs.JOBS["kpi-snapshot"].body
+
+    def slow(context):
+        import time
+
+        time.sleep(0.4)
+        beats.append(_fresh(session).exec(select(JobRun.heartbeat_at).where(JobRun.status == "running")).first())
+        return original(context)
+
+    monkeypatch.setitem(jobs.JOBS, "kpi-snapshot", replace(jobs.JOBS["kpi-snapshot"], body=slow))
+    started = run_job("kpi-snapshot", as_of=date(2026, 10, 15), actor=MANAGER)
+    assert started["status"] == "succeeded"
+    (run,) = _runs(session, "kpi-snapshot")
+    assert beats and beats[0] is not None and beats[0] > run.started_at
 
 
 # --- tier-evaluation ------------------------------------------------------------------------------
