@@ -12,10 +12,11 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func
+from sqlalchemy import Table, func, or_, update
 from sqlmodel import Session, col, select
 
 from db.engine import begin_write
@@ -88,44 +89,67 @@ def _get(session: Session, username: str) -> User:
 
 
 def authenticate(session: Session, username: str, password: str, *, now: datetime | None = None) -> Actor:
-    """Check a username and password; count failures and lock the account after five."""
+    """Check a username and password; count every failure and lock the account at the fifth in a row.
+
+    Safe under concurrency: each failure is counted by one atomic ``UPDATE ... SET
+    failed_attempts = failed_attempts + 1``, and only the failure that takes the lock
+    records it, so 40 wrong passwords at once count 40 and lock once. An unknown user, a
+    disabled or locked account and a wrong password all cost one password hash check, so
+    their answers take the same time.
+    """
     now = now or utcnow()
     begin_write(session)  # a sign-in writes (attempts, lock-out, last login)
     user = session.exec(select(User).where(User.username == username.strip())).one_or_none()
-    if user is None:
+    if user is None or not user.active or (user.locked_until and user.locked_until > now):
         with contextlib.suppress(VerificationError):
             _hasher.verify(_DUMMY_HASH, password)
-        raise AuthenticationFailed("Wrong username or password.")
-    if not user.active:
-        raise AuthenticationFailed("This account is disabled. Ask an administrator.")
-    if user.locked_until and user.locked_until > now:
+        if user is None:
+            raise AuthenticationFailed("Wrong username or password.")
+        if not user.active:
+            raise AuthenticationFailed("This account is disabled. Ask an administrator.")
+        _count_failure(session, user, now)
+        session.commit()
+        assert user.locked_until is not None
         minutes = max(1, int((user.locked_until - now).total_seconds() // 60) + 1)
         raise AuthenticationFailed(f"Too many failed attempts: this account is locked for {minutes} more minute(s).")
     try:
         _hasher.verify(user.password_hash, password)
     except (VerifyMismatchError, InvalidHashError, VerificationError):
-        user.failed_attempts += 1
-        message = "Wrong username or password."
-        if user.failed_attempts >= MAX_FAILED_ATTEMPTS:
-            user.locked_until, user.failed_attempts = now + LOCKOUT, 0
-            message = "Too many failed attempts: this account is locked for 15 minutes."
-            record_audit(
-                session,
-                actor=Actor(user.username, user.role),
-                action="user.locked",
-                entity="user",
-                entity_id=user.username,
-                after={"locked_until": user.locked_until.isoformat()},
-            )
-        session.add(user)
+        locked = _count_failure(session, user, now)
         session.commit()
-        raise AuthenticationFailed(message) from None
+        if locked:
+            raise AuthenticationFailed("Too many failed attempts: this account is locked for 15 minutes.") from None
+        raise AuthenticationFailed("Wrong username or password.") from None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     user.failed_attempts, user.locked_until, user.last_login_at = 0, None, now
     session.add(user)
     session.commit()
     return Actor(user.username, user.role)
+
+
+def _count_failure(session: Session, user: User, now: datetime) -> bool:
+    """Count one failed attempt atomically; at each fifth in a row lock the account (once). True if this one locked it."""
+    table = cast(Table, User.__table__)  # type: ignore[attr-defined]  # set by SQLModel at class creation
+    failures = session.execute(
+        update(table).where(table.c.id == user.id).values(failed_attempts=table.c.failed_attempts + 1).returning(table.c.failed_attempts)
+    ).scalar_one()
+    locked = False
+    if failures % MAX_FAILED_ATTEMPTS == 0:
+        until = now + LOCKOUT
+        not_locked = or_(table.c.locked_until.is_(None), table.c.locked_until <= now)
+        locked = session.execute(update(table).where(table.c.id == user.id, not_locked).values(locked_until=until)).rowcount == 1  # type: ignore[attr-defined]
+        if locked:
+            record_audit(
+                session,
+                actor=Actor(user.username, user.role),
+                action="user.locked",
+                entity="user",
+                entity_id=user.username,
+                after={"locked_until": until.isoformat(), "failed_attempts": failures},
+            )
+    session.expire(user)  # the row changed underneath: read it again when needed
+    return locked
 
 
 def current_role(session: Session, username: str) -> str | None:
@@ -264,13 +288,9 @@ def ensure_admin(session: Session) -> CreatedUser | None:
 
 
 def create_demo_users(session: Session, *, actor: Actor) -> list[CreatedUser]:
-    """One user per role for the demo program, passwords ``<username>-demo-pass``."""
+    """One user per role for the demo program, each with a random password (returned once: the caller prints it)."""
     created = []
     for username, role in DEMO_USERS.items():
         if session.exec(select(User).where(User.username == username)).first() is None:
-            created.append(
-                create_user(
-                    session=session, username=username, role=role, actor=actor, password=f"{username}-demo-pass", email=f"{username}@loyalty.example"
-                )
-            )
+            created.append(create_user(session=session, username=username, role=role, actor=actor, email=f"{username}@loyalty.example"))
     return created

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -73,6 +74,13 @@ def run_page(page: Callable[[], None]) -> None:
         st.caption("Reload the page once the cause is fixed; what was on the page was not changed.")
 
 
+def announce_users(users: list[dict]) -> None:
+    """The demo users' passwords, printed once to the terminal beside the admin's (never stored in clear, never on a page)."""
+    if users:
+        lines = "\n".join(f"***   {u['username']:<12} ({u['role']}): {u['password']}" for u in users)
+        print(f"\n*** Loyalty Console: demo users, one per role (shown only this once):\n{lines}\n", file=sys.stderr, flush=True)
+
+
 def ensure_demo_program() -> None:
     """On an empty database, fill the demo program (unless LOYALTY_DEMO=0), saying so on screen."""
     if os.environ.get("LOYALTY_DEMO", "1") == "0" or st.session_state.get("demo_checked"):
@@ -101,6 +109,7 @@ def ensure_demo_program() -> None:
                     bar.progress(min(max(fraction, 0.0), 1.0))
 
                 run_all(actor=SYSTEM_DEMO, progress=show_progress)
+                announce_users(summary.get("users", []))
                 status.update(
                     label=f"Demo program ready: {summary['members']:,} members, {summary['purchases']:,} purchases.", state="complete", expanded=False
                 )

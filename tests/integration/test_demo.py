@@ -542,7 +542,7 @@ def test_without_redemptions_members_only_earn_and_expire(session: Session) -> N
     assert kinds == {"earn", "bonus", "reverse", "expire"}
 
 
-def test_an_admin_also_gets_one_demo_user_per_role(session: Session) -> None:
+def test_an_admin_also_gets_one_demo_user_per_role_each_with_its_own_random_password(session: Session) -> None:
     from loyalty.access.roles import SYSTEM_DEMO
     from loyalty.access.users import DEMO_USERS, authenticate
 
@@ -550,3 +550,5 @@ def test_an_admin_also_gets_one_demo_user_per_role(session: Session) -> None:
     assert {(u["username"], u["role"]) for u in summary["users"]} == set(DEMO_USERS.items())
     first = summary["users"][0]
     assert authenticate(session, first["username"], first["password"]).role == first["role"]
+    passwords = [u["password"] for u in summary["users"]]
+    assert len(set(passwords)) == len(passwords) and all(len(p) >= 12 and u not in p for p, u in zip(passwords, DEMO_USERS))

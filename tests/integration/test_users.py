@@ -103,3 +103,65 @@ def test_the_cli_disables_and_enables_a_user(session, capsys):
     assert not is_enabled(session, "olga")
     assert run_cli(capsys, "users", "enable", "olga", "--json") == (0, {"ok": True, "username": "olga", "active": True})
     assert is_enabled(session, "olga")
+
+
+# --- lock-out ------------------------------------------------------------------------------------
+
+
+def test_forty_wrong_passwords_at_once_lock_the_account_at_the_fifth_and_count_all_forty(db_url: str):
+    """On PostgreSQL 40 sign-ins run at once (on SQLite they take turns): every failure is counted, the lock is taken once."""
+    import threading
+
+    from db.engine import get_engine, new_session
+
+    engine = get_engine(db_url)
+    with new_session(engine) as session:
+        create_user(session=session, username="target", role="analyst", password="right-password-123", actor=SYSTEM_CLI)
+    answers: list[str] = []
+    start = threading.Barrier(40)
+
+    def attempt() -> None:
+        with new_session(engine) as own:
+            start.wait(timeout=30)
+            try:
+                authenticate(own, "target", "wrong-password")
+            except AuthenticationFailed as refused:
+                answers.append(str(refused))
+
+    threads = [threading.Thread(target=attempt) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    with new_session(engine) as session:
+        user = session.exec(select(User).where(User.username == "target")).one()
+        locks = session.exec(select(AuditLog).where(AuditLog.action == "user.locked", AuditLog.entity_id == "target")).all()
+        assert len(answers) == 40
+        assert user.failed_attempts == 40 and user.locked_until is not None
+        assert len(locks) == 1 and json.loads(json.dumps(locks[0].after))["failed_attempts"] == 5
+        with pytest.raises(AuthenticationFailed, match="locked"):
+            authenticate(session, "target", "right-password-123")
+
+
+def test_unknown_user_wrong_password_and_locked_account_take_the_same_time(session):
+    import statistics
+    import time
+
+    create_user(session=session, username="timed", role="analyst", password="right-password-123", actor=SYSTEM_CLI)
+    create_user(session=session, username="locked", role="analyst", password="right-password-123", actor=SYSTEM_CLI)
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            authenticate(session, "locked", "nope")
+
+    def timed(username: str) -> float:
+        spent = []
+        for _ in range(5):
+            started = time.perf_counter()
+            with pytest.raises(AuthenticationFailed):
+                authenticate(session, username, "wrong-password")
+            spent.append(time.perf_counter() - started)
+        return statistics.median(spent)
+
+    unknown, wrong, locked = timed("nobody"), timed("timed"), timed("locked")
+    # Each costs one argon2 check (tens of milliseconds); without it an unknown or locked answer would take well under a millisecond.
+    assert min(unknown, wrong, locked) > 0.5 * max(unknown, wrong, locked), (unknown, wrong, locked)
