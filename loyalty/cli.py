@@ -322,12 +322,13 @@ def cmd_users_reset_password(args: argparse.Namespace) -> int:
 
 
 def cmd_members_erase(args: argparse.Namespace) -> int:
-    from loyalty.ledger.members import erase_member
+    from loyalty.ledger.erasure import erase_member
 
     with new_session() as session:
-        erase_member(session=session, external_id=args.member_id, actor=SYSTEM_CLI)
-    _print_json({"ok": True, "member": args.member_id}) if args.json else print(
-        f"member {args.member_id} anonymised; ledger and purchase totals kept"
+        changed = erase_member(session=session, external_id=args.member_id, actor=SYSTEM_CLI)
+    _print_json({"ok": True, "member": args.member_id, "changed": changed}) if args.json else print(
+        f"member {args.member_id} anonymised everywhere ({', '.join(f'{n} {what.replace(chr(95), chr(32))}' for what, n in changed.items())}); "
+        "ledger and purchase totals kept"
     )
     return 0
 

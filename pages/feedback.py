@@ -9,17 +9,17 @@ from loyalty.ui.charts import group_bars, nps_chart
 from loyalty.ui.core import db_session
 from loyalty.ui.filters import analysis_header
 
-page_actor("analysis.view")
+actor = page_actor("analysis.view")
 filters = analysis_header("feedback", "Feedback (NPS)")
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def load(filters: Filters) -> dict:
+def load(filters: Filters, role: str) -> dict:
     with db_session() as session:
-        return feedback_view(session, filters)
+        return feedback_view(session, filters, actor=actor)
 
 
-view = load(filters)
+view = load(filters, actor.role)  # cached per role: what a comment shows depends on it
 if view["answers"].empty:
     st.info("No survey answers in this range. Import them on the Import page (member_id, submitted_at, score 0-10, comment).")
     st.stop()

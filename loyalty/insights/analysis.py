@@ -19,6 +19,8 @@ from sqlmodel import Session, col, select
 
 from db.functions import month_key
 from db.models import Feedback, LedgerEntry, Member, Redemption, Reward
+from loyalty.access.privacy import mask_contacts
+from loyalty.access.roles import Actor
 from loyalty.analytics.cohorts import churn_over_time, cohort_table, period_label, retention_curves
 from loyalty.analytics.data import load_members, load_purchases
 from loyalty.settings import get_settings
@@ -303,14 +305,23 @@ def _nps(scores: pd.Series) -> float:
     return float(((scores >= 9).mean() - (scores <= 6).mean()) * 100) if len(scores) else float("nan")
 
 
-def feedback_view(session: Session, filters: Filters, *, comments: int = 30) -> dict[str, Any]:
-    """NPS per month and by tier and channel, with the latest comments."""
+def feedback_view(session: Session, filters: Filters, *, actor: Actor, comments: int = 30) -> dict[str, Any]:
+    """NPS per month and by tier and channel, with the latest comments.
+
+    Comments are what members wrote: roles without ``members.view_pii`` (analysts) see the
+    e-mail addresses and phone numbers in them masked; roles without ``analysis.view``
+    (executives) see no comment at all.
+    """
     rows = session.exec(
         select(Feedback.member_id, Feedback.submitted_at, Feedback.score, Feedback.comment, Member.external_id)  # type: ignore[call-overload]  # typed for at most 4 columns
         .join(Member, Member.id == Feedback.member_id)
         .where(Feedback.submitted_at >= _moment(filters.start), Feedback.submitted_at < _moment(filters.end))
     ).all()
     answers = pd.DataFrame(rows, columns=["member_id", "submitted_at", "score", "comment", "member"])
+    if not actor.can("analysis.view"):
+        answers["comment"] = ""
+    elif not actor.can("members.view_pii"):
+        answers["comment"] = mask_contacts(answers["comment"].astype("str"))
     members = load_members(session).to_pandas()
     ids = _member_ids(session, filters, load_members(session))
     if ids is not None:

@@ -1222,12 +1222,17 @@ def _rejected_rows(table: _Table, kept: np.ndarray, found: pd.DataFrame) -> pd.D
     return rejected
 
 
+def _rejected_path(source_path: Path) -> Path:
+    """Where the rejected rows of a file on disk go: ``<stem>.rejected.csv`` beside it (named in the import's audit entry)."""
+    return source_path.resolve().with_name(f"{source_path.stem}.rejected.csv")
+
+
 def _set_aside(rejected: pd.DataFrame, source_path: Path | None) -> tuple[Path | None, bytes | None]:
     """The rejected rows as ``<stem>.rejected.csv`` beside a file on disk, or as bytes for an upload."""
     rows = csv_text(rejected).encode("utf-8")
     if source_path is None:
         return None, rows
-    rejected_path = source_path.with_name(f"{source_path.stem}.rejected.csv")
+    rejected_path = _rejected_path(source_path)
     rejected_path.write_bytes(rows)
     return rejected_path, None
 
@@ -1317,7 +1322,8 @@ def import_csv(
             action="data.import",
             entity=kind,
             entity_id=name,
-            after={"file": name, "imported": imported, "skipped": plan.skipped, "rejected": rejected},
+            after={"file": name, "imported": imported, "skipped": plan.skipped, "rejected": rejected}
+            | ({"rejected_file": str(_rejected_path(source_path))} if rejected and source_path is not None else {}),
         )
     report(total, total)
 

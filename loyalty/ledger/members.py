@@ -10,6 +10,7 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier, stored_id
+from loyalty.access.privacy import mask_contacts
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.entries import member_balance, member_ledger, open_lots, spendable_balances
@@ -136,6 +137,8 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
         ).all(),
         columns=["submitted_at", "score", "comment"],
     )
+    if not actor.can("members.view_pii"):  # what the member wrote may hold their contact details
+        feedback["comment"] = mask_contacts(feedback["comment"].astype("str"))
     now = pd.Timestamp.now(tz="UTC")
     soon = now + pd.Timedelta(days=90)
     expiring = sum(
@@ -165,33 +168,6 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
         returnable=returnable,
         currency=currency,
     )
-
-
-def erase_member(*, session: Session, external_id: str, actor: Actor) -> None:
-    """Anonymise a member (right to erasure), keeping the ledger and purchase totals.
-
-    Personal fields and free-text feedback comments are blanked; the member's purchases,
-    points and NPS scores stay (they are no longer linked to a person), so KPIs do not
-    change. The company's member id is kept so a later import recognises the member as
-    erased and does not bring the personal data back.
-    """
-    from sqlalchemy import update
-
-    from db.engine import write_transaction
-    from db.models import utcnow
-    from loyalty.access.audit import record_audit
-    from loyalty.errors import AlreadyDone
-
-    require(actor, "members.erase")
-    with write_transaction(session):
-        member = find_member(session, external_id)
-        if member.erased_at is not None:
-            raise AlreadyDone(f"Member {external_id} was already erased on {member.erased_at:%Y-%m-%d}.")
-        member.name, member.email, member.phone, member.city = "", "", "", ""
-        member.birth_date, member.marketing_consent, member.erased_at = None, False, utcnow()
-        session.add(member)
-        session.execute(update(Feedback).where(col(Feedback.member_id) == member.id).values(comment=""))
-        record_audit(session, actor=actor, action="member.erase", entity="member", entity_id=external_id, after={"erased": True})
 
 
 EXPORT_PURPOSES = ("analysis", "marketing")

@@ -21,8 +21,8 @@ from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.errors import PermissionDenied
 from loyalty.ledger import imports
 from loyalty.ledger.entries import balance
+from loyalty.ledger.erasure import erase_member
 from loyalty.ledger.imports import MAX_PROBLEMS_SHOWN, ImportRefused, import_csv, preview_csv
-from loyalty.ledger.members import erase_member
 from loyalty.settings import update_settings
 from tests.factories import make_member, make_purchase, utc
 

@@ -16,7 +16,8 @@ from loyalty.access.roles import ROLES, Actor, pages_for
 from loyalty.access.users import create_user, disable_user, reset_password, set_role
 from loyalty.errors import LoyaltyError, PermissionDenied
 from loyalty.ledger.entries import adjust_points, expire_points, reverse_purchase
-from loyalty.ledger.members import erase_member, member_profile, search_members
+from loyalty.ledger.erasure import erase_member
+from loyalty.ledger.members import member_profile, search_members
 from loyalty.ledger.purchases import record_purchase
 from loyalty.ledger.redemptions import cancel_redemption, fulfil_redemption, redeem_reward
 from loyalty.settings import update_settings

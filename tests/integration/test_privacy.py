@@ -10,7 +10,8 @@ from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.errors import AlreadyDone
 from loyalty.insights.overview import program_summary
 from loyalty.ledger.entries import balance
-from loyalty.ledger.members import erase_member, export_members, member_profile, search_members
+from loyalty.ledger.erasure import erase_member
+from loyalty.ledger.members import export_members, member_profile, search_members
 from tests.factories import make_member, make_purchase, utc
 
 ANALYST, MANAGER = Actor("ann", "analyst"), Actor("max", "manager")
@@ -86,3 +87,67 @@ def test_an_analyst_cannot_find_a_member_by_a_masked_name_or_email(session, memb
     assert list(search_members(session, "M1", actor=ANALYST)["member"]) == ["M1"]
     assert list(search_members(session, "ana@example.com", actor=MANAGER)["member"]) == ["M1"]
     assert list(export_members(session, actor=ANALYST, purpose="analysis")["city"])[0] == "P***"
+
+
+def test_erasing_a_member_removes_their_data_from_ledger_reasons_audit_values_comments_and_rejected_files(session, members, tmp_path):
+    from pathlib import Path
+
+    from db.models import LedgerEntry
+    from loyalty.access.audit import record_audit
+    from loyalty.ledger.entries import adjust_points
+    from loyalty.ledger.erasure import pseudonym
+    from loyalty.ledger.imports import ImportRefused, import_csv  # noqa: F401
+
+    ana, _ = members
+    adjust_points(session=session, member_id=ana.id, points=10, reason="Goodwill for Ana Lima (ana@example.com)", actor=SYSTEM_CLI)
+    record_audit(
+        session,
+        actor=SYSTEM_CLI,
+        action="member.update",
+        entity="member",
+        entity_id="M1",
+        before={"email": "ana@example.com"},
+        after={"email": "ana.lima@example.com"},
+    )
+    session.commit()
+    feed = tmp_path / "members.csv"
+    feed.write_text(
+        "member_id,name,email,joined_at,acquisition_channel\nM1,Ana Lima,ana@example.com,2099-01-01,web\nM3,Cy,cy@example.com,2025-01-01,web\n"
+    )
+    result = import_csv(session, "members", feed, actor=SYSTEM_CLI, skip_invalid=True)
+    rejected = Path(result.rejected_path)
+    assert "Ana Lima" in rejected.read_text()
+
+    changed = erase_member(session=session, external_id="M1", actor=SYSTEM_CLI)
+
+    alias = pseudonym("M1")
+    session.expire_all()
+    reasons = session.exec(select(LedgerEntry.reason).where(LedgerEntry.member_id == ana.id, LedgerEntry.kind == "adjust")).all()
+    assert reasons == [f"Goodwill for {alias} ({alias})"]
+    audit = session.exec(select(AuditLog).where(AuditLog.action == "member.update")).one()
+    assert (audit.before, audit.after) == ({"email": alias}, {"email": "ana.lima@example.com"})  # a value that is not theirs stays
+    assert session.exec(select(Feedback.comment)).all() == [""]
+    text = rejected.read_text()
+    assert "Ana Lima" not in text and "ana@example.com" not in text and "M1" in text  # the row stays, its line and reason too
+    everything = " ".join(str(row) for row in session.exec(select(AuditLog.before, AuditLog.after)).all())
+    assert "Ana Lima" not in everything and "ana@example.com" not in everything
+    assert changed == {
+        "feedback_comments": 1,
+        "ledger_reasons": 1,
+        "pending_reasons": 0,
+        "audit_entries": 2,
+        "rejected_files": 1,
+    }  # the update and the adjustment's own entry
+
+
+def test_an_analyst_sees_comments_with_contacts_masked_and_an_executive_none(session, members):
+    from loyalty.insights.analysis import Filters, feedback_view
+
+    filters = Filters(start=utc(2026, 1, 1).date(), end=utc(2026, 12, 1).date())
+    manager = feedback_view(session, filters, actor=MANAGER)["comments"]["comment"].tolist()
+    analyst = feedback_view(session, filters, actor=ANALYST)["comments"]["comment"].tolist()
+    executive = feedback_view(session, filters, actor=Actor("eve", "executive"))["comments"]
+    assert manager == ["Ana here, call me on 900 000 001"]
+    assert analyst == ["Ana here, call me on [phone]"]
+    assert executive.empty
+    assert member_profile(session, "M1", actor=ANALYST).feedback["comment"].tolist() == ["Ana here, call me on [phone]"]

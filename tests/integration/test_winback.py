@@ -34,7 +34,7 @@ from loyalty.access.roles import SYSTEM_CLI, Actor
 from loyalty.decisions.planner import preview_campaign
 from loyalty.decisions.winback import create_winback_campaign, winback_candidates
 from loyalty.errors import InvalidInput, PermissionDenied
-from loyalty.ledger.members import erase_member
+from loyalty.ledger.erasure import erase_member
 from loyalty.ledger.purchases import add_purchases
 from loyalty.program.campaigns import MAX_LISTED_MEMBERS, activate_campaign, eligible_members, save_campaign
 from tests.factories import make_member, make_purchase, make_tier, utc
