@@ -20,14 +20,27 @@ import codecs
 import csv
 import io
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-__all__ = ["SEPARATORS", "CsvTable", "UnreadableFile", "first_bad_utf8_line", "read_csv_table", "separator_of"]
+__all__ = [
+    "SEPARATORS",
+    "CsvHeader",
+    "CsvTable",
+    "UnreadableFile",
+    "count_lines",
+    "first_bad_utf8_line",
+    "read_csv_chunks",
+    "read_csv_table",
+    "read_header",
+    "separator_of",
+]
 
 # The separators a file may use, as people call them.
 SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
@@ -62,13 +75,25 @@ class CsvTable:
 
 def first_bad_utf8_line(data: bytes) -> int | None:
     """The line of the first byte that is not UTF-8, or None when all of ``data`` is UTF-8."""
+    return first_bad_utf8_line_in(_blocks(data))
+
+
+def first_bad_utf8_line_in(blocks: Iterable[bytes]) -> int | None:
+    """:func:`first_bad_utf8_line` over a file read a block at a time."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    for start in range(0, len(data), BLOCK_BYTES):
-        held = len(decoder.getstate()[0])  # the start of a character cut by the previous block
+    lines_before = 0
+    for block in blocks:
+        held = len(decoder.getstate()[0])  # the start of a character cut by the previous block (never a line break)
         try:
-            decoder.decode(data[start : start + BLOCK_BYTES], final=start + BLOCK_BYTES >= len(data))
+            decoder.decode(block)
         except UnicodeDecodeError as error:
-            return data[: start - held + error.start].count(b"\n") + 1
+            position = error.start - held  # in this block; below 0: in the bytes the previous block ended with
+            return lines_before + (block[:position].count(b"\n") if position > 0 else 0) + 1
+        lines_before += block.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return lines_before + 1
     return None
 
 
@@ -107,23 +132,68 @@ def _split(text: str, separator: str, width: int) -> list[str]:
     return (values + [""] * width)[:width]
 
 
-def read_csv_table(data: bytes) -> CsvTable:
-    """Read ``data`` (the bytes of a CSV file) with every value kept as text.
+Source = bytes | Path
 
-    Raises :class:`UnreadableFile` for an empty file, one that is not UTF-8, or one whose
-    header names no column.
+
+def _blocks(source: Source, size: int = BLOCK_BYTES) -> Iterator[bytes]:
+    if isinstance(source, bytes):
+        for start in range(0, len(source), size):
+            yield source[start : start + size]
+        return
+    with open(source, "rb") as file:
+        while block := file.read(size):
+            yield block
+
+
+def _head(source: Source, size: int = 1 << 20) -> bytes:
+    """The start of the file (enough for its header line)."""
+    return source[:size] if isinstance(source, bytes) else next(_blocks(source, size), b"")
+
+
+@dataclass(frozen=True)
+class CsvHeader:
+    """What the first line says: the separator, the (stripped) column names, a byte-order mark."""
+
+    separator: str
+    names: list[str]
+    bom: bool
+
+
+def read_header(source: Source) -> CsvHeader:
+    """Check the file as a whole (not empty, UTF-8 throughout, a header) without holding it in memory.
+
+    Raises :class:`UnreadableFile` naming the line.
     """
-    if not data.strip():
+    head = _head(source)
+    if not head.strip() and not any(block.strip() for block in _blocks(source)):
         raise UnreadableFile(1, "the file is empty: it needs a header line with the column names")
-    if (line := first_bad_utf8_line(data)) is not None:
+    if (line := first_bad_utf8_line_in(_blocks(source))) is not None:
         raise UnreadableFile(line, "the file is not UTF-8 text: save it as 'CSV UTF-8'")
-    separator = separator_of(data)
-    names = _header(data, separator)
+    if not head.strip():
+        raise UnreadableFile(1, "the file is empty: it needs a header line with the column names")
+    separator = separator_of(head)
+    names = _header(head, separator)
     if not any(names):
         raise UnreadableFile(1, "the first line holds no column names")
-    width = len(names)
+    return CsvHeader(separator=separator, names=names, bom=head.startswith(codecs.BOM_UTF8))
+
+
+def count_lines(source: Source) -> int:
+    """Line breaks in the file: an estimate of its rows (for progress), read a block at a time."""
+    return sum(block.count(b"\n") for block in _blocks(source))
+
+
+def read_csv_chunks(source: Source, header: CsvHeader | None = None, *, block_bytes: int = BLOCK_BYTES) -> Iterator[CsvTable]:
+    """The file's rows a chunk at a time (about ``block_bytes`` of text each), every value as text,
+    every row with the line it starts on; memory does not grow with the file.
+
+    The first chunk's frame has the file's column names; so do the others. Raises
+    :class:`UnreadableFile` as :func:`read_header` does, and for a quote never closed.
+    """
+    header = header or read_header(source)
+    width = len(header.names)
     placeholders = [f"c{i}" for i in range(width)]
-    invalid: list[tuple[int, int, str]] = []  # (record number, values, text)
+    invalid: list[tuple[int, int, str]] = []  # (record number, values, text) since the last chunk
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         invalid.append((int(row.number), int(row.actual_columns), row.text))
@@ -131,26 +201,70 @@ def read_csv_table(data: bytes) -> CsvTable:
 
     try:
         reader = pacsv.open_csv(
-            io.BytesIO(data),
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES, skip_rows=1, column_names=placeholders),
-            parse_options=pacsv.ParseOptions(delimiter=separator, invalid_row_handler=on_invalid, ignore_empty_lines=False, newlines_in_values=True),
+            io.BytesIO(source) if isinstance(source, bytes) else str(source),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=block_bytes, skip_rows=1, column_names=placeholders),
+            parse_options=pacsv.ParseOptions(
+                delimiter=header.separator, invalid_row_handler=on_invalid, ignore_empty_lines=False, newlines_in_values=True
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(placeholders, pa.string()), strings_can_be_null=False, quoted_strings_can_be_null=False
             ),
         )
-        table = reader.read_all()
     except pa.ArrowInvalid as error:
         raise UnreadableFile(1, f"the file is not valid CSV: {str(error).strip()}") from None
-    raw = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get) if table.num_rows else None
-    if raw is None:
-        raw = pd.DataFrame({c: pd.Series([], dtype="str") for c in placeholders})
-    raw = raw.astype("str")
-    records = _record_numbers(len(raw), [number for number, _, _ in invalid])
+    quotes = sum(block.count(b'"') for block in _blocks(source)) % 2 == 1
+    next_record, line_offset = 2, 0  # the header is record 1
+    batches = iter(reader)
+    batch = _next_batch(batches)
+    while batch is not None or invalid:
+        following = _next_batch(batches) if batch is not None else None  # Arrow reads a block ahead: misfits may be of the next chunk
+        raw = _frame(batch, placeholders)
+        mine = _misfits_of(invalid, next_record, len(raw), everything=following is None)
+        invalid = invalid[len(mine) :]
+        chunk, next_record, line_offset = _chunk(raw, mine, next_record, line_offset, header, width)
+        if following is None and not invalid and quotes and len(chunk.raw) and chunk.raw.iloc[-1].str.contains("\n", regex=False).any():
+            raise UnreadableFile(int(chunk.lines[-1]), 'a quote (") opened on this line is never closed')
+        yield chunk
+        batch = following
+
+
+def _misfits_of(invalid: list[tuple[int, int, str]], start: int, valid: int, *, everything: bool) -> list[tuple[int, int, str]]:
+    """The misfit rows (sorted by record) that fall among the ``valid`` rows of a chunk starting at record ``start``."""
+    if everything:
+        return list(invalid)
+    taken = 0
+    while taken < len(invalid) and invalid[taken][0] < start + valid + taken:
+        taken += 1
+    return invalid[:taken]
+
+
+def _next_batch(batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:
+    try:
+        return next(batches)
+    except StopIteration:
+        return None
+    except pa.ArrowInvalid as error:
+        raise UnreadableFile(1, f"the file is not valid CSV: {str(error).strip()}") from None
+
+
+def _frame(batch: pa.RecordBatch | None, placeholders: list[str]) -> pd.DataFrame:
+    if batch is None or batch.num_rows == 0:
+        return pd.DataFrame({c: pd.Series([], dtype="str") for c in placeholders})
+    return batch.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get).astype("str")
+
+
+def _chunk(
+    raw: pd.DataFrame, invalid: list[tuple[int, int, str]], first_record: int, line_offset: int, header: CsvHeader, width: int
+) -> tuple[CsvTable, int, int]:
+    """One chunk: Arrow's rows and the misfit rows of the same stretch, in file order, each with its line."""
+    bad_records = np.array([number for number, _, _ in invalid], dtype=np.int64)
+    total = len(raw) + len(invalid)
+    numbers = np.arange(first_record, first_record + total, dtype=np.int64)
+    records = numbers[~np.isin(numbers, bad_records)] if len(invalid) else numbers
     breaks = _breaks(raw)
     width_problems: dict[int, str] = {}
     if invalid:
-        bad = pd.DataFrame([_split(text, separator, width) for _, _, text in invalid], columns=placeholders, dtype="str")
-        bad_records = np.array([number for number, _, _ in invalid], dtype=np.int64)
+        bad = pd.DataFrame([_split(text, header.separator, width) for _, _, text in invalid], columns=raw.columns, dtype="str")
         order = np.argsort(np.concatenate([records, bad_records]), kind="stable")
         raw = pd.concat([raw, bad], ignore_index=True).iloc[order].reset_index(drop=True)
         breaks = np.concatenate([breaks, [text.count("\n") for _, _, text in invalid]]).astype(np.int64)[order]
@@ -159,21 +273,29 @@ def read_csv_table(data: bytes) -> CsvTable:
         width_problems = {
             position[number]: f"has {count} value{'s' if count != 1 else ''} where the header has {width} columns" for number, count, _ in invalid
         }
-    raw.columns = names
-    if len(raw) and data.count(b'"') % 2 and raw.iloc[-1].str.contains("\n", regex=False).any():
-        raise UnreadableFile(int(records[-1] + breaks[:-1].sum()), 'a quote (") opened on this line is never closed')
-    # A record starts on its number plus the line breaks inside quoted values before it.
-    lines = records + np.concatenate([[0], np.cumsum(breaks)[:-1]]).astype(np.int64) if len(raw) else records
-    return CsvTable(raw=raw, lines=lines, separator=separator, bom=data.startswith(codecs.BOM_UTF8), width_problems=width_problems)
+    raw.columns = header.names
+    # A record starts on its number plus the line breaks inside quoted values before it (in this chunk and the ones before).
+    before = np.concatenate([[0], np.cumsum(breaks)[:-1]]).astype(np.int64) if len(raw) else np.zeros(0, dtype=np.int64)
+    lines = records + line_offset + before
+    chunk = CsvTable(raw=raw, lines=lines, separator=header.separator, bom=header.bom, width_problems=width_problems)
+    return chunk, first_record + total, line_offset + int(breaks.sum())
 
 
-def _record_numbers(valid: int, invalid: list[int]) -> np.ndarray:
-    """The record numbers (the header is record 1) of the ``valid`` rows Arrow kept, in order, around the ``invalid`` ones."""
-    total = valid + len(invalid)
-    numbers = np.arange(2, total + 2, dtype=np.int64)
-    if invalid:
-        numbers = numbers[~np.isin(numbers, np.asarray(invalid, dtype=np.int64))]
-    return numbers
+def read_csv_table(data: bytes) -> CsvTable:
+    """Read ``data`` (the bytes of a CSV file) whole, with every value kept as text (:func:`read_csv_chunks`, joined)."""
+    header = read_header(data)
+    chunks = list(read_csv_chunks(data, header))
+    if not chunks:
+        empty = pd.DataFrame({name: pd.Series([], dtype="str") for name in header.names})
+        return CsvTable(raw=empty, lines=np.zeros(0, dtype=np.int64), separator=header.separator, bom=header.bom)
+    offsets = np.cumsum([0] + [len(c.raw) for c in chunks[:-1]])
+    return CsvTable(
+        raw=pd.concat([c.raw for c in chunks], ignore_index=True),
+        lines=np.concatenate([c.lines for c in chunks]),
+        separator=header.separator,
+        bom=header.bom,
+        width_problems={int(offset + row): reason for offset, c in zip(offsets, chunks) for row, reason in c.width_problems.items()},
+    )
 
 
 def _breaks(raw: pd.DataFrame) -> np.ndarray:

@@ -84,3 +84,28 @@ def test_any_text_is_read_with_rows_in_order_or_refused_as_unreadable(text):
         return
     assert list(table.lines) == sorted(table.lines)
     assert table.raw.shape[1] == len(table.raw.columns)
+
+
+def test_small_chunks_give_the_same_rows_lines_and_problems_as_one_read():
+    from loyalty.ledger.csv_files import read_csv_chunks
+
+    data = b'a,b,c\n1,2,3\n4,5\n\n6,"x\ny",7\n8,9,10,11\n' + b"".join(f"{i},{i},{i}\n".encode() for i in range(12, 60)) + b"60,61\n"
+    whole = read_csv_table(data)
+    chunks = list(read_csv_chunks(data, block_bytes=64))
+    assert len(chunks) > 3
+    assert [line for c in chunks for line in c.lines] == whole.lines.tolist()
+    assert [tuple(r) for c in chunks for r in c.raw.itertuples(index=False)] == [tuple(r) for r in whole.raw.itertuples(index=False)]
+    misfits = [(int(c.lines[row]), reason) for c in chunks for row, reason in c.width_problems.items()]
+    assert misfits == [(int(whole.lines[row]), reason) for row, reason in sorted(whole.width_problems.items())]
+    assert [line for line, _ in misfits] == [3, 7, 56]
+
+
+def test_a_file_on_disk_is_read_a_block_at_a_time(tmp_path):
+    from loyalty.ledger.csv_files import count_lines, read_csv_chunks, read_header
+
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"a,b\n" + b"".join(f"{i},x\n".encode() for i in range(1000)))
+    header = read_header(path)
+    assert (header.names, header.separator, count_lines(path)) == (["a", "b"], ",", 1001)
+    chunks = list(read_csv_chunks(path, header, block_bytes=512))
+    assert len(chunks) > 5 and sum(len(c.raw) for c in chunks) == 1000 and chunks[-1].lines[-1] == 1001
