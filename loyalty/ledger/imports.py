@@ -8,10 +8,18 @@ Rules every import follows
 * **Canonical columns** (``REQUIRED_COLUMNS`` and ``OPTIONAL_COLUMNS``); a ``mapping``
   renames the file's own column names to them. ``member_id`` in a file is the company's
   member id (``Member.external_id``), never our internal key.
-* **All or nothing.** Every row is checked first; if any row is invalid the import is
-  refused with :class:`ImportRefused`, listing each problem with its line, column and
-  reason, and nothing is written. With ``skip_invalid`` the valid rows are imported and
-  the rejected ones are written, with their reasons, beside the input.
+* **All or nothing.** If any row is invalid the import is refused with
+  :class:`ImportRefused`, listing each problem with its line, column and reason (all are
+  counted; the first ``MAX_PROBLEMS_KEPT`` are kept), and nothing is written. With
+  ``skip_invalid`` the valid rows are imported and the rejected ones are written, with
+  their reasons, beside the input.
+* **Streamed.** The file is read, checked and written a chunk at a time
+  (``IMPORT_CHUNK_BYTES`` of text) inside the one transaction, so memory does not grow
+  with the file; once a problem refuses the file, the rest is only checked. What a chunk
+  needs of the earlier ones (each row's key, content and line as 64-bit hashes) is kept
+  in :class:`_Carry`. One difference with a file read in one piece: a key repeated with
+  other content in a *later* chunk is a problem of that later row only (with
+  ``skip_invalid`` the first one is imported).
 * **Idempotent.** Importing the same file twice changes nothing. Purchases are keyed by
   ``purchase_id`` or, without one, by a hash of their content plus the occurrence of
   identical rows in the file (``h:<hex>:<n>``); members by their id; NPS answers by
@@ -30,21 +38,22 @@ timezone-aware UTC.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import bindparam, text, update
+from sqlalchemy import Table, bindparam, func, select, text, update
 from sqlmodel import Session
 
-from db.bulk import allocate_ids, insert_frame, sqlite_page_cache, table_name
+from db.bulk import allocate_ids, id_batches, insert_frame, sqlite_page_cache, table_name
 from db.engine import write_transaction
 from db.models import Member, Purchase, utcnow
 from loyalty.access.audit import record_audit
@@ -52,7 +61,7 @@ from loyalty.access.roles import Actor, require
 from loyalty.bounds import Bounds, birth_date_problems
 from loyalty.errors import InvalidInput
 from loyalty.formatting import csv_text
-from loyalty.ledger.csv_files import SEPARATORS, UnreadableFile, read_csv_table
+from loyalty.ledger.csv_files import SEPARATORS, UnreadableFile, count_lines, read_csv_chunks, read_csv_table, read_header
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
 from loyalty.settings import get_settings
 
@@ -86,6 +95,11 @@ OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 MAX_PROBLEMS_SHOWN = 50
+# Problems kept in memory (all are counted): a file of a million bad rows must not hold a million messages.
+MAX_PROBLEMS_KEPT = 10_000
+# An import reads, checks and writes the file a chunk of about this much text at a time (about
+# 250,000 purchase rows): its memory does not grow with the file.
+IMPORT_CHUNK_BYTES = int(os.environ.get("LOYALTY_IMPORT_CHUNK_BYTES", 16 << 20))
 # The separators a CSV export may use, named as people call them. A comma comes first: it
 # wins a tie. Spreadsheets set to a decimal comma (most of Europe) export with ";".
 NPS_MIN, NPS_MAX = 0, 10
@@ -135,11 +149,11 @@ class Problem:
 class ImportRefused(InvalidInput):
     """The file has invalid rows and ``skip_invalid`` was not given: nothing was written."""
 
-    def __init__(self, problems: list[Problem], rejected: int, file: str = "the file") -> None:
-        self.problems = problems
+    def __init__(self, problems: list[Problem], rejected: int, file: str = "the file", *, count: int | None = None) -> None:
+        self.problems = problems  # the first MAX_PROBLEMS_KEPT of them
         self.rejected = rejected
         self.file = file
-        count = len(problems)
+        self.count = count = len(problems) if count is None else count
         if rejected == 0:  # the file as a whole: no row can be imported, skipping bad rows does not help
             message = f"Nothing was imported: {file} cannot be imported as it is ({count:,} problem{'s' if count != 1 else ''})."
         else:
@@ -153,8 +167,8 @@ class ImportRefused(InvalidInput):
     def report(self, limit: int = MAX_PROBLEMS_SHOWN) -> str:
         """The message, then the first ``limit`` problems one per line, then how many more."""
         lines = [str(self)] + [str(p) for p in self.problems[:limit]]
-        if len(self.problems) > limit:
-            more = len(self.problems) - limit
+        if self.count > limit:
+            more = self.count - limit
             lines.append(f"... and {more:,} more problem{'s' if more != 1 else ''}")
         return "\n".join(lines)
 
@@ -215,6 +229,16 @@ def _read_bytes(source: Source, *, limit_megabytes: int | None = None) -> tuple[
         data = data.encode("utf-8")
     name = Path(str(getattr(source, "name", "") or "upload.csv")).name
     return data, name, None
+
+
+def _open_source(source: Source, *, limit_megabytes: int) -> tuple[Path | bytes, str, Path | None]:
+    """What the reader streams from (a file's path, an upload's bytes), its name, and its path; a file above the limit is refused unread."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.stat().st_size > limit_megabytes * 1024 * 1024:
+            raise _too_large(path.name, path.stat().st_size, limit_megabytes * 1024 * 1024)
+        return path, path.name, path
+    return _read_bytes(source, limit_megabytes=limit_megabytes)
 
 
 def _too_large(name: str, size: int | None, limit: int) -> ImportRefused:
@@ -584,9 +608,48 @@ class _Field:
     left_out_when_absent: bool = False
 
 
+class _Carry:
+    """What the earlier chunks of a file leave for the later ones, 24 bytes a row: each row's key
+    and content (64-bit hashes) and line, and how often each content without an id was seen."""
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, dtype=np.uint64)  # sorted
+        self.contents = np.empty(0, dtype=np.uint64)
+        self.lines = np.empty(0, dtype=np.int64)
+        self.hashes = np.empty(0, dtype=np.uint64)  # sorted content hashes of rows without an id
+        self.counts = np.empty(0, dtype=np.int64)
+        self.created: list[np.ndarray] = []  # ids of the members created from purchases
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which ``keys`` an earlier chunk had, and where."""
+        if not len(self.keys):
+            return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return self.keys[at] == keys, at
+
+    def remember(self, keys: np.ndarray, contents: np.ndarray, lines: np.ndarray) -> None:
+        if len(keys):
+            keys, contents, lines = (np.concatenate([a, b]) for a, b in ((self.keys, keys), (self.contents, contents), (self.lines, lines)))
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.contents, self.lines = keys[order], contents[order], lines[order]
+
+    def seen_before(self, hashes: np.ndarray) -> np.ndarray:
+        """How often each content hash was seen in earlier chunks (rows without an id: their occurrence goes on)."""
+        if not len(self.hashes) or not len(hashes):
+            return np.zeros(len(hashes), dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
+        return np.where(self.hashes[at] == hashes, self.counts[at], 0)
+
+    def count(self, hashes: np.ndarray) -> None:
+        if len(hashes):
+            merged, inverse = np.unique(np.concatenate([self.hashes, hashes]), return_inverse=True)
+            weights = np.concatenate([self.counts, np.ones(len(hashes), dtype=np.int64)])
+            self.hashes, self.counts = merged, np.bincount(inverse, weights=weights, minlength=len(merged)).astype(np.int64)
+
+
 @dataclass
 class _Batch:
-    """The rows of one file as the planning steps see them."""
+    """The rows of one chunk of a file as the planning steps see them."""
 
     session: Session
     checks: _Checks
@@ -595,6 +658,7 @@ class _Batch:
     create_members: bool
     key: pd.DataFrame = field(default_factory=pd.DataFrame)  # what identifies a row (step 2)
     repeat: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # rows repeating an earlier one
+    carry: _Carry = field(default_factory=_Carry)  # what the file's earlier chunks left
 
     def __len__(self) -> int:
         return len(self.checks.lines)
@@ -637,9 +701,11 @@ class _FileKind:
         return list(self.content) if self.content is not None else [c for c in batch.fields if c != "member_id"]
 
 
-def _plan(kind: _FileKind, session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool) -> _Plan:
-    """Plan the import of ``values``: parse, check rows, check against the database, plan writes."""
-    batch = _Batch(session, checks, _parse_fields(kind, values, checks), actor, create_members)
+def _plan(
+    kind: _FileKind, session: Session, values: pd.DataFrame, checks: _Checks, *, actor: Actor, create_members: bool, carry: _Carry | None = None
+) -> _Plan:
+    """Plan the import of ``values`` (one chunk): parse, check rows, check against the database, plan writes."""
+    batch = _Batch(session, checks, _parse_fields(kind, values, checks), actor, create_members, carry=carry or _Carry())
     _check_rows(kind, batch)
     found = kind.check_stored(batch)
     return kind.plan_writes(batch, found)
@@ -656,6 +722,30 @@ def _check_rows(kind: _FileKind, batch: _Batch) -> None:
     batch.key = kind.key(batch)
     column, what = kind.duplicate
     batch.repeat = _in_file_duplicates(batch.checks, batch.key, lambda rows: batch.content(rows, columns), column, what)
+    _repeats_of_earlier_chunks(batch, columns, column, what)
+
+
+def _repeats_of_earlier_chunks(batch: _Batch, columns: list[str], column: str, what: str) -> None:
+    """A key an earlier chunk of the file had: the same content is a repeat (skipped), other content a problem; then remember this chunk's keys."""
+    rows = np.flatnonzero(batch.checks.ok & ~batch.repeat)
+    if not len(rows):
+        return
+    keys = _content_hash(batch.key.iloc[rows].reset_index(drop=True))
+    contents = batch.content(rows, columns)
+    found, at = batch.carry.find(keys)
+    if found.any():
+        same = found & (batch.carry.contents[at] == contents)
+        batch.repeat[rows[same]] = True
+        clash = found & ~same
+        if clash.any():
+            shown = batch.key.iloc[rows[clash], 0].astype(str).to_numpy()
+            earlier, here = batch.carry.lines[at[clash]], batch.checks.lines[rows[clash]]
+            mask = np.zeros(len(batch), dtype=bool)
+            mask[rows[clash]] = True
+            reasons = [f"{what} '{k}' appears on lines {e}, {h} with different content" for k, e, h in zip(shown, earlier, here)]
+            batch.checks.add(mask, column, np.asarray(reasons, dtype=object))
+    new = ~found
+    batch.carry.remember(keys[new], contents[new], batch.checks.lines[rows[new]])
 
 
 def _chunked_insert(session: Session, table: str, frame: pd.DataFrame, progress: ProgressFn) -> int:
@@ -700,7 +790,9 @@ def _purchase_key(batch: _Batch) -> pd.DataFrame:
     no_id = purchase_id.eq("").to_numpy()
     if no_id.any():
         hashes = batch.content(np.flatnonzero(no_id), _PURCHASE_CONTENT)
-        occurrence = pd.Series(hashes).groupby(hashes).cumcount().astype(str)
+        # The occurrence goes on from the file's earlier chunks: two coffees stay two purchases.
+        occurrence = pd.Series(pd.Series(hashes).groupby(hashes).cumcount().to_numpy() + batch.carry.seen_before(hashes)).astype(str)
+        batch.carry.count(hashes)
         key_values = purchase_id.to_numpy(dtype=object)
         key_values[no_id] = ("h:" + pd.Series(_hex(hashes)) + ":" + occurrence).to_numpy(dtype=object)
         key = pd.Series(key_values, dtype="str")
@@ -833,6 +925,7 @@ def _purchase_members(batch: _Batch, found: _StoredPurchases, rows: np.ndarray) 
         .min()
     )
     ids = _create_members_from_purchases(batch.session, first_purchase)
+    batch.carry.created.append(ids.to_numpy(dtype=np.int64))
     pk[missing] = ids.reindex(member.iloc[rows[missing]].to_numpy()).to_numpy()
     return pk, len(ids)
 
@@ -1227,16 +1320,6 @@ def _rejected_path(source_path: Path) -> Path:
     return source_path.resolve().with_name(f"{source_path.stem}.rejected.csv")
 
 
-def _set_aside(rejected: pd.DataFrame, source_path: Path | None) -> tuple[Path | None, bytes | None]:
-    """The rejected rows as ``<stem>.rejected.csv`` beside a file on disk, or as bytes for an upload."""
-    rows = csv_text(rejected).encode("utf-8")
-    if source_path is None:
-        return None, rows
-    rejected_path = _rejected_path(source_path)
-    rejected_path.write_bytes(rows)
-    return rejected_path, None
-
-
 def import_csv(
     session: Session,
     kind: ImportKind,
@@ -1290,58 +1373,171 @@ def import_csv(
         raise InvalidInput(f"Unknown import {kind!r}: choose members, purchases or feedback.")
     started = time.perf_counter()
     settings = get_settings(session)
-    data, name, source_path = _read_bytes(path, limit_megabytes=settings.max_import_megabytes)
-    table: _Table | None = None
+    source, name, source_path = _open_source(path, limit_megabytes=settings.max_import_megabytes)
     try:
-        table = _read_table(data, name)
-        values, file_name, kept = _canonical(table, kind, mapping)
+        header = read_header(source)
+        _canonical(_Table(raw=pd.DataFrame(columns=header.names), lines=np.zeros(0, dtype=np.int64), name=name), kind, mapping)
+    except UnreadableFile as unreadable:
+        raise ImportRefused([Problem(unreadable.line, "", unreadable.reason)], rejected=0, file=name) from None
     except _FileRefused as refused:
-        raise ImportRefused(refused.problems, rejected=len(table.raw) if table is not None else 0, file=name) from None
-    total = len(values)
+        raise ImportRefused(refused.problems, rejected=max(count_lines(source) - 1, 0), file=name) from None
+    estimate = max(count_lines(source) - 1, 1)  # data lines: the progress's total until the end is known
     report = progress or (lambda done, total: None)
-    checks = _Checks(table.lines[kept], file_name, Bounds.of(settings, utcnow()))
+    bounds, carry, tally = Bounds.of(settings, utcnow()), _Carry(), _Tally()
+    set_aside = _SetAside(source_path)
+    try:
+        with write_transaction(session), sqlite_page_cache(session, SQLITE_IMPORT_CACHE_KIB):
+            for chunk in read_csv_chunks(source, header, block_bytes=IMPORT_CHUNK_BYTES):
+                table = _Table(
+                    raw=chunk.raw, lines=chunk.lines, name=name, separator=chunk.separator, bom=chunk.bom, width_problems=chunk.width_problems
+                )
+                _import_chunk(
+                    session,
+                    kind,
+                    table,
+                    mapping,
+                    bounds,
+                    carry,
+                    tally,
+                    set_aside,
+                    actor=actor,
+                    create_members=create_members,
+                    skip_invalid=skip_invalid,
+                    report=lambda done, _: report(min(done, estimate), estimate),
+                )
+            if tally.problem_count and not skip_invalid:
+                raise ImportRefused(tally.problems, rejected=tally.rejected, file=name, count=tally.problem_count)
+            _joined_at_first_purchase(session, carry.created)
+            record_audit(
+                session,
+                actor=actor,
+                action="data.import",
+                entity=kind,
+                entity_id=name,
+                after={"file": name, "imported": tally.imported, "skipped": tally.skipped, "rejected": tally.rejected}
+                | ({"rejected_file": str(_rejected_path(source_path))} if tally.rejected and source_path is not None else {}),
+            )
+    except UnreadableFile as unreadable:  # found in the middle of the file (a quote never closed): nothing was written
+        set_aside.discard()
+        raise ImportRefused([Problem(unreadable.line, "", unreadable.reason)], rejected=0, file=name) from None
+    except BaseException:
+        set_aside.discard()
+        raise
+    report(tally.rows, tally.rows)
+    if tally.rejected:
+        rejected_path, rejected_csv = set_aside.finish()
+    else:
+        set_aside.discard()
+        rejected_path, rejected_csv = None, None
+    seconds = time.perf_counter() - started
+    return ImportResult(
+        imported=tally.imported,
+        skipped=tally.skipped,
+        rejected=tally.rejected,
+        problems=tally.problems,
+        rejected_path=rejected_path,
+        seconds=seconds,
+        rows_per_second=tally.rows / seconds if seconds > 0 else 0.0,
+        rejected_csv=rejected_csv,
+        members_created=tally.created,
+        kind=kind,
+        file=name,
+    )
+
+
+@dataclass
+class _Tally:
+    """What the chunks of one import add up to."""
+
+    rows: int = 0
+    imported: int = 0
+    created: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    problem_count: int = 0
+    problems: list[Problem] = field(default_factory=list)  # the first MAX_PROBLEMS_KEPT
+
+    def add_problems(self, problems: list[Problem]) -> None:
+        self.problem_count += len(problems)
+        self.problems.extend(problems[: max(MAX_PROBLEMS_KEPT - len(self.problems), 0)])
+
+
+def _import_chunk(
+    session: Session,
+    kind: str,
+    table: _Table,
+    mapping: dict[str, str] | None,
+    bounds: Bounds,
+    carry: _Carry,
+    tally: _Tally,
+    set_aside: _SetAside,
+    *,
+    actor: Actor,
+    create_members: bool,
+    skip_invalid: bool,
+    report: ProgressFn,
+) -> None:
+    """Check one chunk and, while the file has no problem (or bad rows are set aside), write it."""
+    values, file_name, kept = _canonical(table, kind, mapping)
+    checks = _Checks(table.lines[kept], file_name, bounds)
     if table.width_problems:
         position = {int(p): i for i, p in enumerate(kept)}
         misfits = [(position[p], reason) for p, reason in table.width_problems.items() if p in position]
         checks.refuse_rows(np.array([row for row, _ in misfits], dtype=np.int64), [reason for _, reason in misfits])
     _nul_characters(checks, values)
-    with write_transaction(session), sqlite_page_cache(session, SQLITE_IMPORT_CACHE_KIB):
-        plan = _plan(_FILE_KINDS[kind], session, values, checks, actor=actor, create_members=create_members)
-        found = checks.frame()
-        problems = checks.problems()
-        rejected = int(checks.bad.sum())
-        if problems and not skip_invalid:
-            raise ImportRefused(problems, rejected=rejected, file=name)
-        writing = plan.to_write()
-        done_before = total - writing
-        report(done_before, total)
-        imported, created = plan.write(lambda done, _: report(done_before + done, total))
-        record_audit(
-            session,
-            actor=actor,
-            action="data.import",
-            entity=kind,
-            entity_id=name,
-            after={"file": name, "imported": imported, "skipped": plan.skipped, "rejected": rejected}
-            | ({"rejected_file": str(_rejected_path(source_path))} if rejected and source_path is not None else {}),
-        )
-    report(total, total)
+    plan = _plan(_FILE_KINDS[kind], session, values, checks, actor=actor, create_members=create_members, carry=carry)
+    found, problems = checks.frame(), checks.problems()
+    tally.add_problems(problems)
+    tally.rejected += int(checks.bad.sum())
+    tally.skipped += plan.skipped
+    if skip_invalid or not tally.problem_count:  # once a problem refuses the file, the rest is only checked
+        done_before = tally.rows
+        imported, created = plan.write(lambda done, total: report(done_before + round(done / max(total, 1) * len(values)), 0))
+        tally.imported, tally.created = tally.imported + imported, tally.created + created
+    if len(found):
+        set_aside.add(_rejected_rows(table, kept, found))
+    tally.rows += len(table.raw)
+    report(tally.rows, 0)
 
-    rejected_path, rejected_csv = _set_aside(_rejected_rows(table, kept, found), source_path) if rejected else (None, None)
-    seconds = time.perf_counter() - started
-    return ImportResult(
-        imported=imported,
-        skipped=plan.skipped,
-        rejected=rejected,
-        problems=problems,
-        rejected_path=rejected_path,
-        seconds=seconds,
-        rows_per_second=total / seconds if seconds > 0 else 0.0,
-        rejected_csv=rejected_csv,
-        members_created=created,
-        kind=kind,
-        file=name,
-    )
+
+def _joined_at_first_purchase(session: Session, created: list[np.ndarray]) -> None:
+    """A member created from a purchase file joined at their first purchase in it, whichever chunk it came in."""
+    if not created:
+        return
+    member, purchase = cast(Table, Member.__table__), cast(Table, Purchase.__table__)  # type: ignore[attr-defined]
+    first = select(func.min(purchase.c.occurred_at)).where(purchase.c.member_id == member.c.id).scalar_subquery()
+    for batch in id_batches(np.concatenate(created)):
+        session.execute(update(member).where(member.c.id.in_(batch), member.c.joined_at > first).values(joined_at=first))
+
+
+class _SetAside:
+    """The rejected rows, written as they are found: ``<stem>.rejected.csv`` beside a file on disk, bytes for an upload."""
+
+    def __init__(self, source_path: Path | None) -> None:
+        self.path = None if source_path is None else _rejected_path(source_path)
+        self.partial = None if self.path is None else self.path.with_name(f".{self.path.name}.partial")
+        self.parts: list[str] = []
+        self.started = False
+
+    def add(self, rows: pd.DataFrame) -> None:
+        text = csv_text(rows, header=not self.started)
+        self.started = True
+        if self.partial is None:
+            self.parts.append(text)
+        else:
+            with open(self.partial, "a", encoding="utf-8") as file:
+                file.write(text)
+
+    def finish(self) -> tuple[Path | None, bytes | None]:
+        if self.partial is None or self.path is None:
+            return None, "".join(self.parts).encode("utf-8")
+        os.replace(self.partial, self.path)
+        return self.path, None
+
+    def discard(self) -> None:
+        if self.partial is not None:
+            self.partial.unlink(missing_ok=True)
+        self.parts = []
 
 
 def preview_csv(path_or_buffer: Source, kind: ImportKind, mapping: dict[str, str] | None = None, rows: int = 20) -> dict[str, Any]:
