@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["csv_text", "inert", "money", "number"]
+__all__ = ["csv_text", "inert", "money", "number", "progress_words"]
 
 
 def money(value: float | None, currency: str, *, decimals: int = 2) -> str:
@@ -47,3 +47,19 @@ def csv_text(frame: pd.DataFrame, *, header: bool = True) -> str:
         if pd.api.types.is_string_dtype(values) or values.dtype == object:
             safe[column] = values.map(lambda v: inert(v) if isinstance(v, str) else v)
     return safe.to_csv(index=False, header=header)
+
+
+def progress_words(done: int, total: int, seconds: float, unit: str = "rows") -> str:
+    """``120,000 of 2,400,000 rows · 35,000 rows/s · about 1 min left`` (rate and time left once there is a rate).
+
+    >>> progress_words(120_000, 2_400_000, 3.4)
+    '120,000 of 2,400,000 rows · 35,294 rows/s · about 1 min 5 s left'
+    """
+    words = f"{done:,} of {total:,} {unit}"
+    if done <= 0 or seconds <= 0:
+        return words
+    rate = done / seconds
+    left = max(total - done, 0) / rate
+    minutes, secs = divmod(round(left), 60)
+    remaining = f"{minutes} min {secs} s" if minutes else f"{secs} s"
+    return f"{words} · {rate:,.0f} {unit}/s · about {remaining} left"

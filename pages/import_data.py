@@ -1,9 +1,11 @@
 """Import: members, purchases and NPS answers from the company's systems (CSV)."""
 
 import io
+import time
 
 import streamlit as st
 
+from loyalty.formatting import progress_words
 from loyalty.ledger.imports import REQUIRED_COLUMNS, ImportRefused, import_csv, preview_csv
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
@@ -54,11 +56,17 @@ options = st.columns(2)
 create_members = options[0].checkbox("Create members first seen in this file", disabled=kind != "purchases", key="import_create_members")
 skip_invalid = options[1].checkbox("Import the valid rows and set invalid ones aside", key="import_skip_invalid")
 
+if cancelled := st.session_state.pop("import_running", None):  # the last run stopped half-way: its transaction was rolled back
+    st.warning(f"The import of {cancelled} was stopped before it finished: nothing of it was written.")
 if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f"Write the file's {rows} to the database", key="import_run"):
+    st.session_state["import_running"] = upload.name
     bar = st.progress(0.0, text="Importing…")
+    # Clicking it starts a new run of the page, which stops this one: its one transaction is rolled back.
+    st.button("Cancel the import", key="import_cancel", help="Stops the import; nothing of the file is written.")
+    started = time.monotonic()
 
     def progress(done: int, total: int) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"Importing… {done:,} of {total:,} rows")
+        bar.progress(min(done / max(total, 1), 1.0), text="Importing… " + progress_words(done, total, time.monotonic() - started))
 
     try:
         buffer = io.BytesIO(data)
@@ -68,10 +76,15 @@ if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f
                 session, kind, buffer, actor=actor, mapping=mapping, create_members=create_members, skip_invalid=skip_invalid, progress=progress
             )
     except ImportRefused as refused:
+        st.session_state.pop("import_running", None)
         bar.empty()
-        st.error(f"Nothing was imported: {len(refused.problems):,} problem(s) found. Fix the file, or tick “Import the valid rows”.")
+        st.error(f"Nothing was imported: {refused.count:,} problem(s) found. Fix the file, or tick “Import the valid rows”.")
         st.dataframe([vars(p) for p in refused.problems], hide_index=True, width="stretch")
         st.stop()
+    except Exception:  # not a stop: said as it is (run_page), not as a cancellation
+        st.session_state.pop("import_running", None)
+        raise
+    st.session_state.pop("import_running", None)
     bar.progress(1.0, text="Done")
     st.cache_data.clear()
     st.success(

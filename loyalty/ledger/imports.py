@@ -61,7 +61,7 @@ from loyalty.access.roles import Actor, require
 from loyalty.bounds import Bounds, birth_date_problems
 from loyalty.errors import InvalidInput
 from loyalty.formatting import csv_text
-from loyalty.ledger.csv_files import SEPARATORS, UnreadableFile, count_lines, read_csv_chunks, read_csv_table, read_header
+from loyalty.ledger.csv_files import SEPARATORS, UnreadableFile, count_lines, read_csv_chunks, read_header
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
 from loyalty.settings import get_settings
 
@@ -251,15 +251,6 @@ def _nul_characters(checks: _Checks, values: pd.DataFrame) -> None:
     """A NUL character is no text (PostgreSQL cannot even store it): a sign of a binary or damaged file."""
     for column in values.columns:
         checks.add(values[column].str.contains("\x00", regex=False).to_numpy(dtype=bool), column, "holds a NUL character (a binary or damaged file?)")
-
-
-def _read_table(data: bytes, name: str) -> _Table:
-    """Parse ``data`` with every value kept as text and each row's line (:func:`read_csv_table`)."""
-    try:
-        table = read_csv_table(data)
-    except UnreadableFile as unreadable:
-        raise _FileRefused([Problem(unreadable.line, "", unreadable.reason)]) from None
-    return _Table(raw=table.raw, lines=table.lines, name=name, separator=table.separator, bom=table.bom, width_problems=table.width_problems)
 
 
 def _canonical(table: _Table, kind: str, mapping: dict[str, str] | None) -> tuple[pd.DataFrame, dict[str, str], np.ndarray]:
@@ -1557,8 +1548,13 @@ def preview_csv(path_or_buffer: Source, kind: ImportKind, mapping: dict[str, str
         raise InvalidInput(f"Unknown import {kind!r}: choose members, purchases or feedback.")
     data, name, _ = _read_bytes(path_or_buffer)
     try:
-        table = _read_table(data, name)
-    except _FileRefused as refused:
+        header = read_header(data)
+        chunks = read_csv_chunks(data, header)
+        first = next(chunks, None)
+        count = (len(first.raw) if first is not None else 0) + sum(len(chunk.raw) for chunk in chunks)  # a chunk at a time
+        raw = first.raw if first is not None else pd.DataFrame(columns=header.names)
+        table = _Table(raw=raw, lines=np.zeros(len(raw), dtype=np.int64), name=name, separator=header.separator, bom=header.bom)
+    except UnreadableFile as unreadable:
         return {
             "columns": [],
             "missing": list(REQUIRED_COLUMNS[kind]),
@@ -1567,7 +1563,7 @@ def preview_csv(path_or_buffer: Source, kind: ImportKind, mapping: dict[str, str
             "rows": 0,
             "separator": "",
             "bom": False,
-            "problems": refused.problems,
+            "problems": [Problem(unreadable.line, "", unreadable.reason)],
         }
     renames = {str(k).strip(): str(v).strip() for k, v in (mapping or {}).items()}
     renamed = [renames.get(c, c) for c in table.raw.columns]
@@ -1576,7 +1572,7 @@ def preview_csv(path_or_buffer: Source, kind: ImportKind, mapping: dict[str, str
         "missing": [c for c in REQUIRED_COLUMNS[kind] if c not in renamed],
         "mapping": column_mapping(list(table.raw.columns), kind, renames),
         "sample": table.raw.head(rows).rename(columns=renames),
-        "rows": len(table.raw),
+        "rows": count,
         "separator": SEPARATORS[table.separator],
         "bom": table.bom,
         "problems": [],

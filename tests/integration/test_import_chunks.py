@@ -76,7 +76,15 @@ def test_members_created_from_a_file_join_at_their_first_purchase_in_any_chunk(s
 
 
 def test_every_problem_of_every_chunk_is_reported_and_set_aside(session: Session, members: Session, small_chunks, tmp_path: Path):
-    bad = HEADER + rows(20) + "P500,M1,2099-01-01,10,web,S1,food\n" + rows(30, start=20) + "P501,M1\n" + rows(10, start=50) + "P502,M404,2026-01-01,1,web,S1,food\n"
+    bad = (
+        HEADER
+        + rows(20)
+        + "P500,M1,2099-01-01,10,web,S1,food\n"
+        + rows(30, start=20)
+        + "P501,M1\n"
+        + rows(10, start=50)
+        + "P502,M404,2026-01-01,1,web,S1,food\n"
+    )
     path = tmp_path / "feed.csv"
     path.write_text(bad)
     with pytest.raises(ImportRefused) as refused:

@@ -73,3 +73,29 @@ def test_a_missing_column_is_mapped_from_the_files_own_columns_before_importing(
     assert mapping.loc["Customer", "field"] == "member_id" and mapping.loc["Customer", "status"] == "required, mapped"
     at.button(key="import_run").click().run()
     assert "Imported 1 rows" in at.success[0].value, [e.value for e in at.error]
+
+
+def test_an_import_stopped_half_way_says_so_on_the_next_run_and_wrote_nothing(app, session, monkeypatch):
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from loyalty.ledger import imports
+
+    make_member(session, external_id="M1")
+    at = open_page(app, "manager", "pages/import_data.py")
+    at.file_uploader(key="import_file").set_value(("purchases.csv", GOOD, "text/csv")).run()
+    real = imports._import_chunk
+
+    def stopped(*args, **kwargs):  # what the Cancel button (a new run of the page) does to the running one
+        real(*args, **kwargs)
+        raise StopException()
+
+    monkeypatch.setattr(imports, "_import_chunk", stopped)
+    at.button(key="import_run").click().run()
+    assert at.button(key="import_cancel") is not None
+    monkeypatch.setattr(imports, "_import_chunk", real)
+    at.run()
+    assert "was stopped before it finished: nothing of it was written" in at.warning[0].value
+    session.rollback()
+    assert session.exec(select(func.count()).select_from(Purchase)).one() == 0
+    at.run()
+    assert not [w for w in at.warning if "stopped" in w.value], "said once"
