@@ -482,8 +482,46 @@ def test_bad_input_is_refused_naming_line_field_and_reason_and_changes_nothing(p
     OUTCOMES.append((case, "refused: " + (str(refused.value.problems[0]) if isinstance(refused.value, ImportRefused) else message)))
 
 
+# --- the command line: a clear line on stderr, an exit code, nothing changed -------------------------
+
+CLI_CASES = [
+    ("adjust a member by 10^12 points", ["adjust", "--member", "M1", "--points", str(10**12), "--reason", "x"], 2, "at most 1,000,000 points"),
+    ("adjust an unknown member", ["adjust", "--member", "M404", "--points", "5", "--reason", "x"], 4, "No member with id M404"),
+    ("refund an amount 'all'", ["refund", "--purchase", "P1", "--amount", "all"], 2, "not an amount of money"),
+    ("refund more than the purchase", ["refund", "--purchase", "P1", "--amount", "1000"], 2, "can be returned now"),
+    ("refund an unknown purchase", ["refund", "--purchase", "P404"], 4, "P404"),
+    ("import a file that does not exist", ["import", "purchases", "/nonexistent/feed.csv"], 1, "No such file or directory"),
+    ("import a 2099 purchase", ["import", "purchases", "{feed}"], 2, "Nothing was imported: feed.csv has 1 problem in 1 row"),
+    ("export a segment without its name", ["export", "segment", "--out", "{out}"], 2, "Name the segment"),
+    ("export into a folder that does not exist", ["export", "members", "--out", "/nonexistent/dir/m.csv"], 1, "No such file or directory"),
+    ("evaluate as of a future day", ["evaluate", "--job", "kpi-snapshot", "--as-of", "2099-01-01"], 2, "future"),
+    ("an executive report of month 13", ["report", "--period", "2026-13", "--out", "{out}"], 2, "2026-13"),
+]
+
+
+@pytest.mark.parametrize("tried,argv,code,said", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_bad_input_on_the_command_line_is_one_line_an_exit_code_and_changes_nothing(program: Session, tmp_path, capsys, tried, argv, code, said):
+    from loyalty.cli import main
+
+    feed = tmp_path / "feed.csv"
+    feed.write_text(PURCHASES + "P10,M1,2099-01-01,10,web,S1,food\n")
+    argv = [a.format(feed=feed, out=tmp_path / "out.csv") for a in argv]
+    from loyalty.bootstrap import prepare_database
+
+    prepare_database(announce=False)  # the first start's admin, before the snapshot
+    before = state(program)
+    capsys.readouterr()
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    # One line says it (an import refused lists its problems after that line, one per line).
+    said_lines = [line for line in err.splitlines() if line.startswith(("error: ", "Nothing was imported"))]
+    assert len(said_lines) == 1 and said in said_lines[0] and "Traceback" not in err, err
+    assert state(program) == before
+    OUTCOMES.append((Case(tried, "cli", tried, lambda s: None, said), f"refused, exit {code}: {said_lines[0]}"))
+
+
 def test_the_catalogue_tries_at_least_sixty_bad_inputs():
-    assert len(CASES) >= 60
+    assert len(CASES) + len(CLI_CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES)
 
 
