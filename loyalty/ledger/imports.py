@@ -98,8 +98,8 @@ MAX_PROBLEMS_SHOWN = 50
 # Problems kept in memory (all are counted): a file of a million bad rows must not hold a million messages.
 MAX_PROBLEMS_KEPT = 10_000
 # An import reads, checks and writes the file a chunk of about this much text at a time (about
-# 250,000 purchase rows): its memory does not grow with the file.
-IMPORT_CHUNK_BYTES = int(os.environ.get("LOYALTY_IMPORT_CHUNK_BYTES", 16 << 20))
+# 130,000 purchase rows), so its memory does not grow with the file's text.
+IMPORT_CHUNK_BYTES = int(os.environ.get("LOYALTY_IMPORT_CHUNK_BYTES", 8 << 20))
 # The separators a CSV export may use, named as people call them. A comma comes first: it
 # wins a tie. Spreadsheets set to a decimal comma (most of Europe) export with ";".
 NPS_MIN, NPS_MAX = 0, 10
@@ -111,7 +111,9 @@ WRITE_CHUNK = 100_000
 # A bigger SQLite page cache for the duration of an import: updating the indexes of a
 # large table row by row spills the default 2 MB cache to the WAL every few hundred rows
 # (measured: 1M purchases into random-order indexes, 9.6 s with the default, 5.9 s with 512 MB).
-SQLITE_IMPORT_CACHE_KIB = 1024 * 1024
+# It counts in the import's memory: 2.4M purchases (a 147 MB file, /tmp/mem_import.py) peaked at
+# 682 MB and took 135 s with 128 MB, 822 MB and 137 s with 256 MB, 1.8 GB with 1 GB.
+SQLITE_IMPORT_CACHE_KIB = 128 * 1024
 # From this many new purchases, and when they outnumber those already stored, SQLite's
 # secondary indexes are rebuilt after the load instead of updated row by row.
 DEFER_INDEXES_MIN_ROWS = 100_000
