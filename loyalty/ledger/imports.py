@@ -16,8 +16,8 @@ Rules every import follows
 * **Streamed.** The file is read, checked and written a chunk at a time
   (``IMPORT_CHUNK_BYTES`` of text) inside the one transaction, so memory does not grow
   with the file; once a problem refuses the file, the rest is only checked. What a chunk
-  needs of the earlier ones (each row's key, content and line as 64-bit hashes) is kept
-  in :class:`_Carry`. One difference with a file read in one piece: a key repeated with
+  needs of the earlier ones (each row's key and content as hashes, and its line: 16 bytes
+  a row) is kept in :class:`_Carry`. One difference with a file read in one piece: a key repeated with
   other content in a *later* chunk is a problem of that later row only (with
   ``skip_invalid`` the first one is imported).
 * **Idempotent.** Importing the same file twice changes nothing. Purchases are keyed by
@@ -112,7 +112,8 @@ WRITE_CHUNK = 100_000
 # large table row by row spills the default 2 MB cache to the WAL every few hundred rows
 # (measured: 1M purchases into random-order indexes, 9.6 s with the default, 5.9 s with 512 MB).
 # It counts in the import's memory (peak RSS of one process importing 2.4M purchases, a 147 MB
-# file, on 2026-12-06): 682 MB and 135 s with 128 MB, 822 MB and 137 s with 256 MB, 1.8 GB with 1 GB.
+# file, on 2026-12-06): 682 MB and 135 s with 128 MB, 822 MB and 137 s with 256 MB, 1.8 GB with 1 GB;
+# 596 MB with 128 MB once the carry between chunks took 16 bytes a row in per-chunk blocks.
 SQLITE_IMPORT_CACHE_KIB = 128 * 1024
 # From this many new purchases, and when they outnumber those already stored, SQLite's
 # secondary indexes are rebuilt after the load instead of updated row by row.
@@ -602,29 +603,35 @@ class _Field:
 
 
 class _Carry:
-    """What the earlier chunks of a file leave for the later ones, 24 bytes a row: each row's key
-    and content (64-bit hashes) and line, and how often each content without an id was seen."""
+    """What the earlier chunks of a file leave for the later ones, 16 bytes a row: each row's key
+    (a 64-bit hash), content (32 bits of its hash) and line, one sorted block per chunk (no block
+    is ever copied to merge it); and how often each content without an id was seen."""
 
     def __init__(self) -> None:
-        self.keys = np.empty(0, dtype=np.uint64)  # sorted
-        self.contents = np.empty(0, dtype=np.uint64)
-        self.lines = np.empty(0, dtype=np.int64)
+        self.blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sorted keys, contents, lines) per chunk
         self.hashes = np.empty(0, dtype=np.uint64)  # sorted content hashes of rows without an id
         self.counts = np.empty(0, dtype=np.int64)
         self.created: list[np.ndarray] = []  # ids of the members created from purchases
 
-    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Which ``keys`` an earlier chunk had, and where."""
-        if not len(self.keys):
-            return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return self.keys[at] == keys, at
+    @staticmethod
+    def short(contents: np.ndarray) -> np.ndarray:
+        return (contents & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which ``keys`` an earlier chunk had: a mask, and their (short) content and line there."""
+        found = np.zeros(len(keys), dtype=bool)
+        contents, lines = np.zeros(len(keys), dtype=np.uint32), np.zeros(len(keys), dtype=np.int32)
+        for block_keys, block_contents, block_lines in self.blocks:
+            at = np.minimum(np.searchsorted(block_keys, keys), len(block_keys) - 1)
+            hit = ~found & (block_keys[at] == keys)
+            found |= hit
+            contents[hit], lines[hit] = block_contents[at[hit]], block_lines[at[hit]]
+        return found, contents, lines
 
     def remember(self, keys: np.ndarray, contents: np.ndarray, lines: np.ndarray) -> None:
         if len(keys):
-            keys, contents, lines = (np.concatenate([a, b]) for a, b in ((self.keys, keys), (self.contents, contents), (self.lines, lines)))
             order = np.argsort(keys, kind="stable")
-            self.keys, self.contents, self.lines = keys[order], contents[order], lines[order]
+            self.blocks.append((keys[order], self.short(contents[order]), lines[order].astype(np.int32)))
 
     def seen_before(self, hashes: np.ndarray) -> np.ndarray:
         """How often each content hash was seen in earlier chunks (rows without an id: their occurrence goes on)."""
@@ -725,14 +732,14 @@ def _repeats_of_earlier_chunks(batch: _Batch, columns: list[str], column: str, w
         return
     keys = _content_hash(batch.key.iloc[rows].reset_index(drop=True))
     contents = batch.content(rows, columns)
-    found, at = batch.carry.find(keys)
+    found, earlier_contents, earlier_lines = batch.carry.find(keys)
     if found.any():
-        same = found & (batch.carry.contents[at] == contents)
+        same = found & (earlier_contents == batch.carry.short(contents))
         batch.repeat[rows[same]] = True
         clash = found & ~same
         if clash.any():
             shown = batch.key.iloc[rows[clash], 0].astype(str).to_numpy()
-            earlier, here = batch.carry.lines[at[clash]], batch.checks.lines[rows[clash]]
+            earlier, here = earlier_lines[clash], batch.checks.lines[rows[clash]]
             mask = np.zeros(len(batch), dtype=bool)
             mask[rows[clash]] = True
             reasons = [f"{what} '{k}' appears on lines {e}, {h} with different content" for k, e, h in zip(shown, earlier, here)]
