@@ -62,7 +62,8 @@ if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f
     st.session_state["import_running"] = upload.name
     bar = st.progress(0.0, text="Importing…")
     # Clicking it starts a new run of the page, which stops this one: its one transaction is rolled back.
-    st.button("Cancel the import", key="import_cancel", help="Stops the import; nothing of the file is written.")
+    cancel = st.empty()
+    cancel.button("Cancel the import", key="import_cancel", help="Stops the import; nothing of the file is written.")
     started = time.monotonic()
 
     def progress(done: int, total: int) -> None:
@@ -78,6 +79,7 @@ if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f
     except ImportRefused as refused:
         st.session_state.pop("import_running", None)
         bar.empty()
+        cancel.empty()
         st.error(f"Nothing was imported: {refused.count:,} problem(s) found. Fix the file, or tick “Import the valid rows”.")
         st.dataframe([vars(p) for p in refused.problems], hide_index=True, width="stretch")
         st.stop()
@@ -85,6 +87,7 @@ if st.button("Import", type="primary", disabled=bool(preview["missing"]), help=f
         st.session_state.pop("import_running", None)
         raise
     st.session_state.pop("import_running", None)
+    cancel.empty()  # nothing left to cancel
     bar.progress(1.0, text="Done")
     st.cache_data.clear()
     st.success(
