@@ -8,9 +8,9 @@ Points balances are never stored: a member's balance is the sum of that member's
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import JSON, Column, Index, MetaData, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, MetaData, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # A naming convention makes constraint names stable, so Alembic's batch mode can
@@ -37,6 +37,11 @@ def stored_id(row: _Row) -> int:
     """The id of a row read from the database or flushed to it (``id`` is None only before that)."""
     assert row.id is not None, f"{type(row).__name__} has no id: it was never stored"
     return row.id
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a model, for SQLAlchemy Core statements (set by SQLModel at class creation, not in its stubs)."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
 def _json(**kwargs: Any) -> Any:

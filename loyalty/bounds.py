@@ -26,6 +26,7 @@ from decimal import Decimal, InvalidOperation
 import numpy as np
 import pandas as pd
 
+from loyalty.formatting import money
 from loyalty.settings import ProgramSettings
 
 __all__ = [
@@ -85,26 +86,26 @@ class Bounds:
         try:
             value = Decimal(str(amount).strip())
         except InvalidOperation:
-            return f"{amount!r} is not an amount of money (write it like 12.50)"
+            value = Decimal("NaN")
         if not value.is_finite():
             return f"{amount!r} is not an amount of money (write it like 12.50)"
         if value <= 0:
             return "must be above zero" if value == 0 else "is negative: record a refund instead"
         if value > Decimal(str(self.max_amount)):
-            return f"is above the largest purchase accepted ({self._money(self.max_amount)}, in the settings)"
+            return self._too_large
         exponent = value.normalize().as_tuple().exponent
         if isinstance(exponent, int) and -exponent > self.decimals:
-            return f"has more decimals than {self.currency} has ({self.decimals})"
+            return self._too_precise
         return None
 
-    def moment_problem(self, at: datetime, what: str = "date") -> str | None:
+    def moment_problem(self, at: datetime) -> str | None:
         """Why ``at`` cannot be when something happened, or None when it can."""
         if at.tzinfo is None:
             return "needs a time zone (UTC)"
         if at < self.earliest:
-            return f"is before the program's start ({self.earliest:%Y-%m-%d}, in the settings)"
+            return self._too_early
         if at > self.latest:
-            return f"is in the future (after {self.latest:%Y-%m-%d %H:%M} UTC)"
+            return self._too_late
         return None
 
     # --- a column of a file (the import) --------------------------------------------------
@@ -116,11 +117,11 @@ class Bounds:
         finite = np.isfinite(value)
         reasons[finite & (value == 0)] = "must be above zero"
         reasons[finite & (value < 0)] = "is negative: record a refund instead"
-        reasons[finite & (value > self.max_amount)] = f"is above the largest purchase accepted ({self._money(self.max_amount)}, in the settings)"
+        reasons[finite & (value > self.max_amount)] = self._too_large
         written = text.str.extract(_PLAIN_NUMBER, expand=False).fillna("").str.rstrip("0").str.len().to_numpy()
         exponent_form = finite & ~text.str.fullmatch(_PLAIN_NUMBER.pattern).fillna(False).to_numpy(dtype=bool)
         too_precise = finite & (reasons == "") & ((written > self.decimals) | (exponent_form & ~_whole_units(value, self.decimals)))
-        reasons[too_precise] = f"has more decimals than {self.currency} has ({self.decimals})"
+        reasons[too_precise] = self._too_precise
         return reasons
 
     def moment_problems(self, parsed: pd.Series) -> np.ndarray:
@@ -130,12 +131,26 @@ class Bounds:
         if known.any():
             early = known & (parsed < pd.Timestamp(self.earliest)).to_numpy(dtype=bool, na_value=False)
             late = known & (parsed > pd.Timestamp(self.latest)).to_numpy(dtype=bool, na_value=False)
-            reasons[early] = f"is before the program's start ({self.earliest:%Y-%m-%d}, in the settings)"
-            reasons[late] = f"is in the future (after {self.latest:%Y-%m-%d %H:%M} UTC)"
+            reasons[early], reasons[late] = self._too_early, self._too_late
         return reasons
 
-    def _money(self, amount: float) -> str:
-        return f"{self.currency} {amount:,.{self.decimals}f}"
+    # --- the reasons, worded once for both ------------------------------------------------
+
+    @property
+    def _too_large(self) -> str:
+        return f"is above the largest purchase accepted ({money(self.max_amount, self.currency, decimals=self.decimals)}, in the settings)"
+
+    @property
+    def _too_precise(self) -> str:
+        return f"has more decimals than {self.currency} has ({self.decimals})"
+
+    @property
+    def _too_early(self) -> str:
+        return f"is before the program's start ({self.earliest:%Y-%m-%d}, in the settings)"
+
+    @property
+    def _too_late(self) -> str:
+        return f"is in the future (after {self.latest:%Y-%m-%d %H:%M} UTC)"
 
 
 def _whole_units(value: np.ndarray, decimals: int) -> np.ndarray:

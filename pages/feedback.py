@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from loyalty.access.roles import Actor
 from loyalty.formatting import csv_text
 from loyalty.insights.analysis import Filters, feedback_view
 from loyalty.ui.auth import page_actor
@@ -14,12 +15,12 @@ filters = analysis_header("feedback", "Feedback (NPS)")
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def load(filters: Filters, role: str) -> dict:
+def load(filters: Filters, actor: Actor) -> dict:  # cached per actor: what a comment shows depends on the role
     with db_session() as session:
         return feedback_view(session, filters, actor=actor)
 
 
-view = load(filters, actor.role)  # cached per role: what a comment shows depends on it
+view = load(filters, actor)
 if view["answers"].empty:
     st.info("No survey answers in this range. Import them on the Import page (member_id, submitted_at, score 0-10, comment).")
     st.stop()

@@ -12,15 +12,14 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Table, func, or_, update
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from db.engine import begin_write
-from db.models import User, utcnow
+from db.models import User, table_of, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import ROLES, Actor, require
 from loyalty.access.sessions import end_user_sessions
@@ -130,7 +129,7 @@ def authenticate(session: Session, username: str, password: str, *, now: datetim
 
 def _count_failure(session: Session, user: User, now: datetime) -> bool:
     """Count one failed attempt atomically; at each fifth in a row lock the account (once). True if this one locked it."""
-    table = cast(Table, User.__table__)  # type: ignore[attr-defined]  # set by SQLModel at class creation
+    table = table_of(User)
     failures = session.execute(
         update(table).where(table.c.id == user.id).values(failed_attempts=table.c.failed_attempts + 1).returning(table.c.failed_attempts)
     ).scalar_one()

@@ -34,7 +34,6 @@ __all__ = [
     "CsvHeader",
     "CsvTable",
     "UnreadableFile",
-    "count_lines",
     "first_bad_utf8_line",
     "read_csv_chunks",
     "read_csv_table",
@@ -75,26 +74,36 @@ class CsvTable:
 
 def first_bad_utf8_line(data: bytes) -> int | None:
     """The line of the first byte that is not UTF-8, or None when all of ``data`` is UTF-8."""
-    return first_bad_utf8_line_in(_blocks(data))
+    return _scan(_blocks(data)).bad_line
 
 
-def first_bad_utf8_line_in(blocks: Iterable[bytes]) -> int | None:
-    """:func:`first_bad_utf8_line` over a file read a block at a time."""
+@dataclass(frozen=True)
+class _Scan:
+    """What one read of the whole file tells: the first line that is not UTF-8, its line breaks, whether a quote stays open."""
+
+    bad_line: int | None
+    line_breaks: int
+    odd_quotes: bool
+
+
+def _scan(blocks: Iterable[bytes]) -> _Scan:
+    """Read the file once, a block at a time (see :class:`_Scan`); it stops at the first byte that is not UTF-8."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    lines_before = 0
+    lines, quotes = 0, 0
     for block in blocks:
         held = len(decoder.getstate()[0])  # the start of a character cut by the previous block (never a line break)
         try:
             decoder.decode(block)
         except UnicodeDecodeError as error:
             position = error.start - held  # in this block; below 0: in the bytes the previous block ended with
-            return lines_before + (block[:position].count(b"\n") if position > 0 else 0) + 1
-        lines_before += block.count(b"\n")
+            return _Scan(lines + (block[:position].count(b"\n") if position > 0 else 0) + 1, lines, False)
+        lines += block.count(b"\n")
+        quotes += block.count(b'"')
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        return lines_before + 1
-    return None
+        return _Scan(lines + 1, lines, False)
+    return _Scan(None, lines, quotes % 2 == 1)
 
 
 def separator_of(data: bytes) -> str:
@@ -152,11 +161,15 @@ def _head(source: Source, size: int = 1 << 20) -> bytes:
 
 @dataclass(frozen=True)
 class CsvHeader:
-    """What the first line says: the separator, the (stripped) column names, a byte-order mark."""
+    """What the first line says (the separator, the stripped column names, a byte-order mark), and
+    what the one read of the whole file found: its line breaks (an estimate of its rows, for
+    progress) and whether a quote stays open."""
 
     separator: str
     names: list[str]
     bom: bool
+    line_breaks: int = 0
+    odd_quotes: bool = False
 
 
 def read_header(source: Source) -> CsvHeader:
@@ -164,23 +177,17 @@ def read_header(source: Source) -> CsvHeader:
 
     Raises :class:`UnreadableFile` naming the line.
     """
+    scan = _scan(_blocks(source))
+    if scan.bad_line is not None:
+        raise UnreadableFile(scan.bad_line, "the file is not UTF-8 text: save it as 'CSV UTF-8'")
     head = _head(source)
-    if not head.strip() and not any(block.strip() for block in _blocks(source)):
-        raise UnreadableFile(1, "the file is empty: it needs a header line with the column names")
-    if (line := first_bad_utf8_line_in(_blocks(source))) is not None:
-        raise UnreadableFile(line, "the file is not UTF-8 text: save it as 'CSV UTF-8'")
     if not head.strip():
         raise UnreadableFile(1, "the file is empty: it needs a header line with the column names")
     separator = separator_of(head)
     names = _header(head, separator)
     if not any(names):
         raise UnreadableFile(1, "the first line holds no column names")
-    return CsvHeader(separator=separator, names=names, bom=head.startswith(codecs.BOM_UTF8))
-
-
-def count_lines(source: Source) -> int:
-    """Line breaks in the file: an estimate of its rows (for progress), read a block at a time."""
-    return sum(block.count(b"\n") for block in _blocks(source))
+    return CsvHeader(separator=separator, names=names, bom=head.startswith(codecs.BOM_UTF8), line_breaks=scan.line_breaks, odd_quotes=scan.odd_quotes)
 
 
 def read_csv_chunks(source: Source, header: CsvHeader | None = None, *, block_bytes: int = BLOCK_BYTES) -> Iterator[CsvTable]:
@@ -212,7 +219,6 @@ def read_csv_chunks(source: Source, header: CsvHeader | None = None, *, block_by
         )
     except pa.ArrowInvalid as error:
         raise UnreadableFile(1, f"the file is not valid CSV: {str(error).strip()}") from None
-    quotes = sum(block.count(b'"') for block in _blocks(source)) % 2 == 1
     next_record, line_offset = 2, 0  # the header is record 1
     batches = iter(reader)
     batch = _next_batch(batches)
@@ -222,7 +228,7 @@ def read_csv_chunks(source: Source, header: CsvHeader | None = None, *, block_by
         mine = _misfits_of(invalid, next_record, len(raw), everything=following is None)
         invalid = invalid[len(mine) :]
         chunk, next_record, line_offset = _chunk(raw, mine, next_record, line_offset, header, width)
-        if following is None and not invalid and quotes and len(chunk.raw) and chunk.raw.iloc[-1].str.contains("\n", regex=False).any():
+        if following is None and not invalid and header.odd_quotes and len(chunk.raw) and chunk.raw.iloc[-1].str.contains("\n", regex=False).any():
             raise UnreadableFile(int(chunk.lines[-1]), 'a quote (") opened on this line is never closed')
         yield chunk
         batch = following

@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, Table, select
+from sqlalchemy import Select, select
 from sqlmodel import Session, col
 from sqlmodel import select as sqlmodel_select
 
-from db.models import LedgerEntry, Member, Purchase, Segment
+from db.models import LedgerEntry, Member, Purchase, Segment, table_of
 from loyalty.access.audit import record_audit
 from loyalty.access.privacy import mask_contacts
 from loyalty.access.roles import Actor, require
@@ -92,9 +92,9 @@ def _chunks(session: Session, what: str, *, actor: Actor, segment: str | None, p
         assert segment is not None
         yield from _members(session, _segment_ids(session, segment), actor=actor, purpose=purpose, chunk_rows=chunk_rows)
     elif what == "purchases":
-        yield from _keyset(session, _purchases_query(), _table(Purchase).c.id, chunk_rows, empty=PURCHASE_COLUMNS)
+        yield from _keyset(session, _purchases_query(), table_of(Purchase).c.id, chunk_rows, empty=PURCHASE_COLUMNS)
     else:
-        for chunk in _keyset(session, _ledger_query(), _table(LedgerEntry).c.id, chunk_rows, empty=LEDGER_COLUMNS):
+        for chunk in _keyset(session, _ledger_query(), table_of(LedgerEntry).c.id, chunk_rows, empty=LEDGER_COLUMNS):
             # Staff type reasons; roles without personal data see contact details in them masked.
             yield chunk if actor.can("members.view_pii") else chunk.assign(reason=mask_contacts(chunk["reason"].astype("str")))
 
@@ -107,7 +107,7 @@ def _members(session: Session, ids: np.ndarray, *, actor: Actor, purpose: str, c
 
 
 def _all_member_ids(session: Session) -> np.ndarray:
-    member_id = _table(Member).c.id
+    member_id = table_of(Member).c.id
     return np.asarray(session.execute(select(member_id).order_by(member_id)).scalars().all(), dtype=np.int64)
 
 
@@ -123,12 +123,8 @@ PURCHASE_COLUMNS = ["purchase_id", "member_id", "occurred_at", "amount", "return
 LEDGER_COLUMNS = ["entry", "member_id", "kind", "points", "occurred_at", "expires_at", "purchase_id", "campaign_id", "reason", "actor"]
 
 
-def _table(model: type) -> Table:
-    return cast(Table, model.__table__)  # type: ignore[attr-defined]  # set by SQLModel at class creation
-
-
 def _purchases_query() -> Select[Any]:
-    p, m = _table(Purchase), _table(Member)
+    p, m = table_of(Purchase), table_of(Member)
     return select(
         p.c.id,
         p.c.external_id.label("purchase_id"),
@@ -144,7 +140,7 @@ def _purchases_query() -> Select[Any]:
 
 
 def _ledger_query() -> Select[Any]:
-    entry, m, p = _table(LedgerEntry), _table(Member), _table(Purchase)
+    entry, m, p = table_of(LedgerEntry), table_of(Member), table_of(Purchase)
     return select(
         entry.c.id,
         entry.c.id.label("entry"),

@@ -45,23 +45,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import Table, bindparam, func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlmodel import Session
 
 from db.bulk import allocate_ids, id_batches, insert_frame, sqlite_page_cache, table_name
 from db.engine import write_transaction
-from db.models import Member, Purchase, utcnow
+from db.models import Member, Purchase, table_of, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import Bounds, birth_date_problems
 from loyalty.errors import InvalidInput
 from loyalty.formatting import csv_text
-from loyalty.ledger.csv_files import SEPARATORS, UnreadableFile, count_lines, read_csv_chunks, read_header
+from loyalty.ledger.csv_files import SEPARATORS, UnreadableFile, read_csv_chunks, read_header
 from loyalty.ledger.purchases import PURCHASE_COLUMNS, add_purchases
 from loyalty.settings import get_settings
 
@@ -217,31 +217,35 @@ class _Table:
     width_problems: dict[int, str] = field(default_factory=dict)  # row position -> why its values do not fit the header
 
 
-def _read_bytes(source: Source, *, limit_megabytes: int | None = None) -> tuple[bytes, str, Path | None]:
-    """The file's bytes, its name and its path (None for an upload); a file above ``limit_megabytes`` is refused unread."""
-    limit = None if limit_megabytes is None else limit_megabytes * 1024 * 1024
+def _read_bytes(source: Source) -> tuple[bytes, str, Path | None]:
+    """The file's bytes, its name and its path (None for an upload)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if limit is not None and path.stat().st_size > limit:
-            raise _too_large(path.name, path.stat().st_size, limit)
         return path.read_bytes(), path.name, path
-    data = source.read() if limit is None else source.read(limit + 1)
-    if limit is not None and len(data) > limit:
-        raise _too_large(Path(str(getattr(source, "name", "") or "upload.csv")).name, None, limit)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    name = Path(str(getattr(source, "name", "") or "upload.csv")).name
-    return data, name, None
+    return _upload_bytes(source, limit=None), _upload_name(source), None
 
 
 def _open_source(source: Source, *, limit_megabytes: int) -> tuple[Path | bytes, str, Path | None]:
     """What the reader streams from (a file's path, an upload's bytes), its name, and its path; a file above the limit is refused unread."""
+    limit = limit_megabytes * 1024 * 1024
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if path.stat().st_size > limit_megabytes * 1024 * 1024:
-            raise _too_large(path.name, path.stat().st_size, limit_megabytes * 1024 * 1024)
+        if path.stat().st_size > limit:
+            raise _too_large(path.name, path.stat().st_size, limit)
         return path, path.name, path
-    return _read_bytes(source, limit_megabytes=limit_megabytes)
+    return _upload_bytes(source, limit=limit), _upload_name(source), None
+
+
+def _upload_name(upload: IO[bytes] | IO[str]) -> str:
+    return Path(str(getattr(upload, "name", "") or "upload.csv")).name
+
+
+def _upload_bytes(upload: IO[bytes] | IO[str], *, limit: int | None) -> bytes:
+    """An upload's bytes; one above ``limit`` is refused after reading one byte past it."""
+    data = upload.read() if limit is None else upload.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise _too_large(_upload_name(upload), None, limit)
+    return data.encode("utf-8") if isinstance(data, str) else data
 
 
 def _too_large(name: str, size: int | None, limit: int) -> ImportRefused:
@@ -394,8 +398,8 @@ def _moment(value: str) -> pd.Timestamp:
         return pd.NaT
 
 
-def _timestamps(checks: _Checks, values: pd.DataFrame, column: str, *, required: bool = True) -> pd.Series:
-    """When something happened: ISO 8601, not before the program's start, not in the future (:class:`Bounds`)."""
+def _timestamps(checks: _Checks, values: pd.DataFrame, column: str, *, required: bool = True, in_program: bool = True) -> pd.Series:
+    """When something happened: ISO 8601 and, ``in_program``, not before the program's start nor in the future (:class:`Bounds`)."""
     series = values[column]
     parsed = _moments(series)
     empty = series.eq("").to_numpy()
@@ -404,7 +408,8 @@ def _timestamps(checks: _Checks, values: pd.DataFrame, column: str, *, required:
     unparsed = parsed.isna().to_numpy() & ~empty
     if unparsed.any():
         checks.add(unparsed, column, _quoted(series[unparsed]) + f" is not a date ({_DATE_HINT})")
-    checks.add_reasons(checks.bounds.moment_problems(parsed), column, series)
+    if in_program:
+        checks.add_reasons(checks.bounds.moment_problems(parsed), column, series)
     return parsed
 
 
@@ -968,13 +973,8 @@ def _acquisition_channels(checks: _Checks, values: pd.DataFrame, column: str) ->
 
 def _birth_dates(checks: _Checks, values: pd.DataFrame, column: str) -> pd.Series:
     """A date of birth is a calendar date, not in the future nor before 1900: kept as midnight (naive) for comparisons."""
-    series = values[column]
-    parsed = _moments(series)
-    unparsed = parsed.isna().to_numpy() & series.ne("").to_numpy()
-    if unparsed.any():
-        checks.add(unparsed, column, _quoted(series[unparsed]) + f" is not a date ({_DATE_HINT})")
-    born = parsed.dt.tz_localize(None).dt.normalize()
-    checks.add_reasons(birth_date_problems(born, checks.bounds.latest.date() - timedelta(days=1)), column, series)
+    born = _timestamps(checks, values, column, required=False, in_program=False).dt.tz_localize(None).dt.normalize()
+    checks.add_reasons(birth_date_problems(born, checks.bounds.latest.date() - timedelta(days=1)), column, values[column])
     return born
 
 
@@ -1380,8 +1380,8 @@ def import_csv(
     except UnreadableFile as unreadable:
         raise ImportRefused([Problem(unreadable.line, "", unreadable.reason)], rejected=0, file=name) from None
     except _FileRefused as refused:
-        raise ImportRefused(refused.problems, rejected=max(count_lines(source) - 1, 0), file=name) from None
-    estimate = max(count_lines(source) - 1, 1)  # data lines: the progress's total until the end is known
+        raise ImportRefused(refused.problems, rejected=max(header.line_breaks - 1, 0), file=name) from None
+    estimate = max(header.line_breaks - 1, 1)  # data lines: the progress's total until the end is known
     report = progress or (lambda done, total: None)
     bounds, carry, tally = Bounds.of(settings, utcnow()), _Carry(), _Tally()
     set_aside = _SetAside(source_path)
@@ -1415,7 +1415,7 @@ def import_csv(
                 entity=kind,
                 entity_id=name,
                 after={"file": name, "imported": tally.imported, "skipped": tally.skipped, "rejected": tally.rejected}
-                | ({"rejected_file": str(_rejected_path(source_path))} if tally.rejected and source_path is not None else {}),
+                | ({"rejected_file": str(set_aside.path)} if tally.rejected and set_aside.path is not None else {}),
             )
     except UnreadableFile as unreadable:  # found in the middle of the file (a quote never closed): nothing was written
         set_aside.discard()
@@ -1504,7 +1504,7 @@ def _joined_at_first_purchase(session: Session, created: list[np.ndarray]) -> No
     """A member created from a purchase file joined at their first purchase in it, whichever chunk it came in."""
     if not created:
         return
-    member, purchase = cast(Table, Member.__table__), cast(Table, Purchase.__table__)  # type: ignore[attr-defined]
+    member, purchase = table_of(Member), table_of(Purchase)
     first = select(func.min(purchase.c.occurred_at)).where(purchase.c.member_id == member.c.id).scalar_subquery()
     for batch in id_batches(np.concatenate(created)):
         session.execute(update(member).where(member.c.id.in_(batch), member.c.joined_at > first).values(joined_at=first))

@@ -53,9 +53,7 @@ def run_action(action: Callable[[Session], T], *, success: str | None = None) ->
         st.error(str(error))
         return None
     except Exception as error:  # a fault of the environment (database down, read-only, disk full): said, not a traceback
-        if (fault := describe_fault(error)) is None:
-            raise
-        st.error(fault[0])
+        st.error(fault_words(error))
         return None
     if success:
         st.success(success)
@@ -63,14 +61,19 @@ def run_action(action: Callable[[Session], T], *, success: str | None = None) ->
     return result
 
 
+def fault_words(error: Exception) -> str:
+    """The words a page shows for a fault of the environment (:func:`describe_fault`); anything else is raised again."""
+    if (fault := describe_fault(error)) is None:
+        raise error
+    return fault[0]
+
+
 def run_page(page: Callable[[], None]) -> None:
     """Run the app's script; a fault of the environment anywhere in it is shown in words and stays on screen."""
     try:
         page()
     except Exception as error:
-        if (fault := describe_fault(error)) is None:
-            raise
-        st.error(fault[0], icon=":material/error:")
+        st.error(fault_words(error), icon=":material/error:")
         st.caption("Reload the page once the cause is fixed; what was on the page was not changed.")
 
 

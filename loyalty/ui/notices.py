@@ -13,8 +13,8 @@ from typing import Literal, NoReturn, TypeVar
 import streamlit as st
 from sqlmodel import Session
 
-from loyalty.errors import LoyaltyError, describe_fault
-from loyalty.ui.core import db_session
+from loyalty.errors import LoyaltyError
+from loyalty.ui.core import db_session, fault_words
 
 __all__ = ["keep_notice", "run_and_reload", "show_notice"]
 
@@ -53,9 +53,7 @@ def run_and_reload(
     except LoyaltyError as error:
         keep_notice(page, str(error), "error")
     except Exception as error:  # a fault of the environment (read-only database, full disk): said, and kept
-        if (fault := describe_fault(error)) is None:
-            raise
-        keep_notice(page, fault[0], "error")
+        keep_notice(page, fault_words(error), "error")
     else:
         st.cache_data.clear()
         keep_notice(page, success(result) if callable(success) else success)
