@@ -132,6 +132,15 @@ def browser():
         browser.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    page = getattr(item, "funcargs", {}).get("page")
+    if report.when == "call" and report.failed and page is not None:
+        report.sections.append(("what the page showed", _what_the_page_showed(page, item.name)))
+    return report
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -141,11 +150,47 @@ def page(browser):
     context.close()
 
 
-@pytest.fixture(scope="session")
-def screenshots() -> Path:
+def _what_the_page_showed(page, test_name: str) -> str:
+    """After a failed browser test: a screenshot in the screenshots folder, and the page's
+    address and visible text for the test's report, so a failure in CI can be read afterwards."""
+    folder = _screenshots_folder()
+    try:
+        page.screenshot(path=str(folder / f"FAILED-{test_name}.png"), full_page=True, timeout=10_000)
+        text = page.locator("body").inner_text(timeout=10_000)
+    except Exception as error:  # the page may be gone: say so, the failure itself is already reported
+        text = f"(could not read the page: {error})"
+    cookie = "yes" if session_cookie(page.context) else "no"
+    return f"{page.url} (session cookie: {cookie}; screenshot FAILED-{test_name}.png)\n{text[:3000]}"
+
+
+def _screenshots_folder() -> Path:
     folder = Path(os.environ.get("LOYALTY_SCREENSHOTS") or (Path(os.environ.get("TMPDIR", "/tmp")) / "loyalty-screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    return _screenshots_folder()
+
+
+SESSION_COOKIE = "loyalty_session"
+
+
+def session_cookie(context) -> dict | None:
+    return next((c for c in context.cookies() if c["name"] == SESSION_COOKIE), None)
+
+
+def wait_for_cookie(page, timeout_s: float = 30) -> dict:
+    """The session cookie, once the browser has it. The signed-in page hands it over with a
+    fetch after it is drawn: going to another address before that fetch ends cancels it,
+    and the next page would start signed out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cookie := session_cookie(page.context):
+            return cookie
+        page.wait_for_timeout(100)
+    raise AssertionError(f"the browser did not receive its session cookie within {timeout_s:.0f} s")
 
 
 def sign_in(page, app_url: str, role: str) -> None:
@@ -154,6 +199,7 @@ def sign_in(page, app_url: str, role: str) -> None:
     page.get_by_label("Password", exact=True).fill(PASSWORDS[role])
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("button", name="Sign out").wait_for()
+    wait_for_cookie(page)
 
 
 def wait_for_page(page) -> None:

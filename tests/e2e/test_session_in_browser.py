@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import PASSWORDS, sign_in, wait_for_page
+from tests.e2e.conftest import PASSWORDS, session_cookie, sign_in, wait_for_cookie, wait_for_page
 
 pytestmark = pytest.mark.e2e
 
@@ -14,21 +14,9 @@ def _title(page) -> str:
     return page.locator("h1").first.inner_text()
 
 
-def _session_cookie(context) -> dict | None:
-    return next((c for c in context.cookies() if c["name"] == "loyalty_session"), None)
-
-
-def _wait_for_cookie(page) -> dict:
-    for _ in range(50):
-        if cookie := _session_cookie(page.context):
-            return cookie
-        page.wait_for_timeout(100)
-    raise AssertionError("the browser never received its session cookie")
-
-
 def test_a_reload_and_a_new_tab_keep_the_person_signed_in_on_the_same_page(page, app_url, screenshots):
     sign_in(page, app_url, "operations")
-    cookie = _wait_for_cookie(page)
+    cookie = wait_for_cookie(page)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert "loyalty_session" not in page.evaluate("document.cookie")  # out of reach of scripts
 
@@ -61,7 +49,7 @@ def test_a_page_address_opened_before_signing_in_is_where_the_sign_in_leads(page
 
 def test_sign_out_ends_the_session_for_every_tab_and_a_reload(page, app_url):
     sign_in(page, app_url, "manager")
-    _wait_for_cookie(page)
+    wait_for_cookie(page)
     other_tab = page.context.new_page()
     other_tab.goto(app_url)
     other_tab.get_by_role("button", name="Sign out").wait_for()
@@ -69,10 +57,10 @@ def test_sign_out_ends_the_session_for_every_tab_and_a_reload(page, app_url):
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("Username").wait_for()
     for _ in range(50):  # the sign-in page asks the server to delete the cookie
-        if _session_cookie(page.context) is None:
+        if session_cookie(page.context) is None:
             break
         page.wait_for_timeout(100)
-    assert _session_cookie(page.context) is None
+    assert session_cookie(page.context) is None
     page.reload()
     page.get_by_label("Username").wait_for()
     assert not page.get_by_role("button", name="Sign out").is_visible()
