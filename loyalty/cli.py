@@ -40,8 +40,12 @@ class _TerminalProgress:
             self._bar = tqdm(total=total, desc=self.label, unit="rows", file=sys.stderr, unit_scale=True)
         self._bar.update(done - self._bar.n)
 
-    def close(self) -> None:
+    def close(self, outcome: str | None = None) -> None:
+        """End the bar; ``outcome`` (e.g. "refused, nothing written") replaces its label, so a
+        bar that ran to the end of a refused file does not read as done."""
         if self._bar is not None:
+            if outcome:
+                self._bar.set_description(f"{self.label}: {outcome}", refresh=False)
             self._bar.close()
 
 
@@ -101,10 +105,10 @@ def cmd_import(args: argparse.Namespace) -> int:
                 progress=progress,
             )
     except ImportRefused as refused:
-        progress.close()
+        progress.close("refused, nothing written")
         if args.json:
             _print_json({"imported": 0, "skipped": 0, "rejected": refused.rejected, "error": str(refused)})
-        print(refused.report(), file=sys.stderr)
+        print(f"error: {refused.report()}", file=sys.stderr)
         return 2
     progress.close()
     if args.json:
