@@ -6,11 +6,11 @@ Jobs
 name                default (UTC)    what one run as of day ``D`` does
 ==================  ===============  =========================================================
 points-expiry       daily 01:00      expires every lot past its date at the end of ``D``
-kpi-snapshot        daily 02:00      stores the KPI catalogue, overall and by segment, tier and
+tier-evaluation     daily 02:00      moves members between tiers (upgrades at once, downgrades
+                                     after the tier's grace period) with a reason per move
+kpi-snapshot        daily 03:00      stores the KPI catalogue, overall and by segment, tier and
                                      channel, for the last complete month and quarter at the
                                      end of ``D`` and for the month to date (period ``mtd``)
-tier-evaluation     daily 03:00      moves members between tiers (upgrades at once, downgrades
-                                     after the tier's grace period) with a reason per move
 campaign-evaluation daily 04:00      uplift of treatment over holdout per campaign, with 95 %
                                      confidence intervals, points cost, revenue per point
 retention-alert     daily 05:00      alerts when retention falls below target or trend, and
@@ -29,7 +29,7 @@ As-of dates
 -----------
 A run is *as of* a UTC day ``D`` and sees the program as it stood at the end of that
 day (the *cutoff*, ``D + 1`` at 00:00 UTC). The default ``D`` is yesterday: the last
-complete day, so a run at 02:00 never sees half a day. ``D`` cannot be in the future.
+complete day, so a run at 03:00 never sees half a day. ``D`` cannot be in the future.
 
 Runs
 ----
@@ -313,21 +313,21 @@ JOBS: dict[str, JobSpec] = {
             _points_expiry_body,
         ),
         JobSpec(
-            "kpi-snapshot",
-            "KPI snapshot",
-            "loyalty.evaluation.jobs:kpi_snapshot",
-            "0 2 * * *",
-            "Stores every KPI for the last complete month and quarter and the month to date, "
-            "overall and by segment, tier and channel; goal status reads them.",
-            _kpi_snapshot_body,
-        ),
-        JobSpec(
             "tier-evaluation",
             "Tier evaluation",
             "loyalty.evaluation.jobs:tier_evaluation",
-            "0 3 * * *",
+            "0 2 * * *",
             "Moves members between tiers by spend and purchases over each tier's window; downgrades wait for the tier's grace period.",
             _tier_evaluation_body,
+        ),
+        JobSpec(
+            "kpi-snapshot",
+            "KPI snapshot",
+            "loyalty.evaluation.jobs:kpi_snapshot",
+            "0 3 * * *",
+            "Stores every KPI for the last complete month and quarter and the month to date, "
+            "overall and by segment, tier and channel; goal status reads them.",
+            _kpi_snapshot_body,
         ),
         JobSpec(
             "campaign-evaluation",
@@ -374,11 +374,13 @@ JOBS: dict[str, JobSpec] = {
     )
 }
 # `evaluate --job all`: the order of the default schedule, so expiry lands before the
-# KPIs that count points, the alerts read the fresh snapshots and the report the fresh forecast.
+# KPIs that count points, the KPIs split by tier see the tiers of the day (a second run
+# of the evaluation then changes no stored KPI), the alerts read the fresh snapshots and
+# the report the fresh forecast.
 JOB_ORDER: tuple[str, ...] = (
     "points-expiry",
-    "kpi-snapshot",
     "tier-evaluation",
+    "kpi-snapshot",
     "campaign-evaluation",
     "retention-alert",
     "liability-forecast",

@@ -540,8 +540,8 @@ def test_run_all_runs_every_job_in_schedule_order_and_goes_on_after_a_failure(se
     summaries = run_all(as_of=date(2026, 1, 10), actor=MANAGER)
     assert [s["job"] for s in summaries] == [
         "points-expiry",
-        "kpi-snapshot",
         "tier-evaluation",
+        "kpi-snapshot",
         "campaign-evaluation",
         "retention-alert",
         "liability-forecast",
@@ -588,3 +588,38 @@ def test_on_postgresql_a_run_waiting_for_another_runs_lock_gives_up_after_the_lo
             hold_job_lock(waiter, "points-expiry")
         assert time.monotonic() - started < 5
     dispose_engines()
+
+
+# --- the whole evaluation -------------------------------------------------------------------------
+
+
+def test_a_second_run_of_the_whole_evaluation_for_the_same_day_changes_no_stored_kpi(session, db_url, now):
+    """The KPI snapshot runs after the tier evaluation, so its split by tier sees the tiers of
+    the day; before, the second run moved the by-tier numbers of members upgraded by the first."""
+    from db.engine import get_engine
+    from loyalty.demo.simulation import create_demo
+
+    create_demo(session, members=300, months=12, seed=3, actor=MANAGER, now=now)
+    as_of = now.date() - timedelta(days=1)
+
+    def stored() -> dict[tuple, float | None]:
+        rows = _fresh(session).exec(
+            select(
+                KpiSnapshot.metric,
+                KpiSnapshot.period,
+                KpiSnapshot.period_start,
+                KpiSnapshot.dimension,
+                KpiSnapshot.dimension_value,
+                KpiSnapshot.value,
+            )
+        )
+        return {tuple(row[:5]): row[5] for row in rows}
+
+    first_run = run_all(as_of=as_of, actor=MANAGER, engine=get_engine(db_url))
+    assert {r["job"]: r["status"] for r in first_run}["kpi-snapshot"] == "succeeded"
+    first = stored()
+    assert any(key[3] == "tier" for key in first)
+    run_all(as_of=as_of, actor=MANAGER, engine=get_engine(db_url))
+    second = stored()
+    changed = {key: (first.get(key), second.get(key)) for key in first.keys() | second.keys() if first.get(key) != second.get(key)}
+    assert not changed, changed

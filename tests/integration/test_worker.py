@@ -47,8 +47,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LEASE, HEARTBEAT = 1.0, 0.1
 DEFAULT_JOBS = [
     "points-expiry",
-    "kpi-snapshot",
     "tier-evaluation",
+    "kpi-snapshot",
     "campaign-evaluation",
     "retention-alert",
     "liability-forecast",
@@ -115,14 +115,14 @@ def test_the_default_schedules_are_daily_and_monthly_in_utc(db_url):
     assert list(schedules) == DEFAULT_JOBS, "the weekly report is off by default"
     assert {i: s["cron"] for i, s in schedules.items()} == {
         "points-expiry": "0 1 * * *",
-        "kpi-snapshot": "0 2 * * *",
-        "tier-evaluation": "0 3 * * *",
+        "tier-evaluation": "0 2 * * *",
+        "kpi-snapshot": "0 3 * * *",
         "campaign-evaluation": "0 4 * * *",
         "retention-alert": "0 5 * * *",
         "liability-forecast": "30 5 1 * *",
         "executive-report": "0 6 1 * *",
     }
-    assert schedules["kpi-snapshot"]["schedule"] == "every day at 02:00 UTC"
+    assert schedules["kpi-snapshot"]["schedule"] == "every day at 03:00 UTC"
     assert schedules["executive-report"]["schedule"] == "on day 1 of every month at 06:00 UTC"
     assert schedules["liability-forecast"]["schedule"] == "on day 1 of every month at 05:30 UTC"
     now = datetime.now(UTC)
