@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["csv_text", "inert", "money", "number", "progress_words"]
+__all__ = ["csv_text", "inert", "money", "number", "percent", "progress_words"]
 
 
 def money(value: float | None, currency: str, *, decimals: int = 2) -> str:
@@ -16,6 +16,17 @@ def money(value: float | None, currency: str, *, decimals: int = 2) -> str:
     if value is None:
         return "n/a"
     return f"{currency} {value:,.{decimals}f}"
+
+
+def percent(share: float | None, *, decimals: int = 1) -> str:
+    """A share (0-1) as ``44.7%``; ``n/a`` for no value (a ratio over nobody).
+
+    >>> percent(0.4471), percent(None), percent(float("nan"))
+    ('44.7%', 'n/a', 'n/a')
+    """
+    if share is None or share != share:
+        return "n/a"
+    return f"{share:.{decimals}%}"
 
 
 def number(value: float) -> str:

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from loyalty.analytics.metrics import PERIOD_RULE, kpi_definitions
 from loyalty.program.goals import goal_status, list_goals
 from loyalty.program.segments import list_segments
 from loyalty.ui.auth import page_actor
@@ -25,12 +26,14 @@ if goals.empty:
 else:
     goal_cards(goals, status, show_archived=show_archived)
 
-if not actor.can("program.configure"):
-    st.stop()
+if actor.can("program.configure"):
+    left, right = st.columns(2)
+    with left:
+        goal_editor(actor, goals)
+    if not goals["archived"].all():
+        with right:
+            kpi_target_editor(actor, goals, status, segments)
 
-left, right = st.columns(2)
-with left:
-    goal_editor(actor, goals)
-if not goals["archived"].all():
-    with right:
-        kpi_target_editor(actor, goals, status, segments)
+st.subheader("KPI definitions", anchor="kpi-definitions")
+st.caption(PERIOD_RULE)
+st.dataframe(kpi_definitions(), hide_index=True, width="stretch", column_config={"definition": st.column_config.TextColumn(width="large")})

@@ -4,11 +4,11 @@ import streamlit as st
 
 from loyalty.decisions.forecast import backtest_forecast, backtest_table, latest_forecast
 from loyalty.errors import InvalidInput
-from loyalty.formatting import csv_text
+from loyalty.formatting import csv_text, percent
 from loyalty.insights.analysis import Filters, redemptions_view, reward_redeemers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, points_flow
-from loyalty.ui.core import db_session
+from loyalty.ui.core import METRICS_DOC, db_session
 from loyalty.ui.filters import analysis_header
 from loyalty.ui.forecast_charts import liability_chart, redemption_expiry_chart
 
@@ -40,18 +40,11 @@ if view["monthly"].empty:
 else:
     cols = st.columns(5)
     cols[0].metric("Points earned", f"{view['earned']:,}")
-    cols[1].metric(
-        "Redemption rate",
-        "n/a" if view["redemption_rate"] is None else f"{view['redemption_rate']:.1%}",
-        help="Points redeemed / points earned in the range.",
-    )
-    cols[2].metric(
-        "Breakage",
-        "n/a" if view["breakage"] is None else f"{view['breakage']:.1%}",
-        help="Expired / (expired + redeemed): the share of points that leave without being used.",
-    )
-    cols[3].metric("Points outstanding", f"{view['outstanding']:,}", help="At the end of the range.")
-    cols[4].metric("Liability", compact(view["liability"], view["currency"]))
+    definitions = view["definitions"]
+    cols[1].metric("Redemption rate", percent(view["redemption_rate"]), help=definitions["redemption_rate"] + METRICS_DOC)
+    cols[2].metric("Breakage estimate", percent(view["breakage"]), help=definitions["breakage_estimate"] + METRICS_DOC)
+    cols[3].metric("Points outstanding", f"{view['outstanding']:,}", help=definitions["points_outstanding"] + METRICS_DOC)
+    cols[4].metric("Points liability", compact(view["liability"], view["currency"]), help=definitions["points_liability"] + METRICS_DOC)
 
     st.plotly_chart(points_flow(view["monthly"]), width="stretch")
     st.download_button(
@@ -85,7 +78,11 @@ st.caption(
     "redemption behaviour, with an 80 % band. Filters above do not apply."
 )
 cols = st.columns(4)
-cols[0].metric("Liability now", compact((forecast["outstanding_now"] or 0) * forecast["point_value"], currency))
+cols[0].metric(
+    f"Liability on {forecast['as_of']:%-d %b %Y}",
+    compact((forecast["outstanding_now"] or 0) * forecast["point_value"], currency),
+    help="Points outstanding at the end of that day x the value of a point: the catalogue's points liability." + METRICS_DOC,
+)
 cols[1].metric(
     f"Liability on {end['last_day']:%-d %b %Y}",
     compact(end["money"], currency),
@@ -96,11 +93,7 @@ cols[2].metric(
     f"{forecast['expected_redeemed']:,.0f} pts",
     help=f"Expected expiry: {forecast['expected_expired']:,.0f} points.",
 )
-cols[3].metric(
-    "Expected breakage",
-    "n/a" if forecast["breakage"] is None else f"{forecast['breakage']:.1%}",
-    help="Expired / (expired + redeemed) over the 12 forecast months.",
-)
+cols[3].metric("Expected breakage", percent(forecast["breakage"]), help="Expired / (expired + redeemed) over the 12 forecast months.")
 st.plotly_chart(liability_chart(forecast["frame"], currency), width="stretch")
 st.plotly_chart(redemption_expiry_chart(forecast["frame"]), width="stretch")
 st.download_button(

@@ -610,7 +610,8 @@ def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto")
     One read for several periods at once (the nightly KPI snapshot): the per-period
     totals then come from :func:`ledger_totals_for_periods`, which cuts at each period's
     end. The entries stamped exactly at midnight ``end`` are the expiry run of that
-    cutoff: the Overview's "as of" numbers include them.
+    cutoff: read so the Overview's monthly flow can show them; balances, like the
+    catalogue's points outstanding, stop before ``end``.
     """
     end = _check_day(end, "end")
     dialect = dialect_of(session)

@@ -56,6 +56,7 @@ from loyalty.analytics.data import (
     purchases_frame,
 )
 from loyalty.errors import InvalidInput
+from loyalty.formatting import money
 from loyalty.periods import add_months, check_period, period_bounds, previous_period
 
 __all__ = [
@@ -67,11 +68,13 @@ __all__ = [
     "Metric",
     "compute_kpis",
     "get_metric",
+    "kpi_definitions",
     "kpi_summary",
     "kpis_from_inputs",
     "load_kpi_inputs",
     "member_table",
     "members_behind",
+    "PERIOD_RULE",
     "period_bounds",
     "previous_period",
 ]
@@ -79,6 +82,7 @@ __all__ = [
 Dimension = Literal["segment", "tier", "channel"]
 DIMENSIONS: tuple[Dimension, ...] = ("segment", "tier", "channel")
 OVERALL = "overall"
+SELECTED = "selected"  # the one group of compute_kpis(only=...)
 TRAILING_MONTHS = 12  # breakage looks back this far
 # Member columns every split (tier, channel, segment rules) may need.
 SPLIT_MEMBER_COLUMNS = ("member_id", "joined_on", "acquisition_channel", "tier", "city", "marketing_consent")
@@ -143,9 +147,14 @@ class Metric:
     columns: tuple[str, ...] = ()
     needs: frozenset[str] = field(default_factory=frozenset)
 
-    def display(self, value: float | None) -> str:
-        """The value formatted for a tile ("n/a" when undefined)."""
-        return "n/a" if value is None or math.isnan(value) else format(value, self.format)
+    def display(self, value: float | None, currency: str | None = None) -> str:
+        """The value formatted for a tile ("n/a" when undefined); money with its ``currency``
+        code when given (``EUR 1,234.50``)."""
+        if value is None or math.isnan(value):
+            return "n/a"
+        if self.unit == "money" and currency:
+            return money(value, currency)
+        return format(value, self.format)
 
 
 def _active_role() -> pl.Expr:
@@ -390,6 +399,25 @@ DEFAULT_METRICS = tuple(name for name, m in METRICS.items() if "model" not in m.
 _COUNT_METRICS = frozenset({"active_members", "new_members", "points_outstanding"})
 
 
+# How every KPI reads its period; said once on the Goals page and in docs/metrics.md.
+PERIOD_RULE = (
+    "A KPI is computed over a period [start, end) of whole UTC days, usually a calendar month. Counts and sums "
+    "take what happened inside the period; retention compares with the period before it (the previous calendar "
+    "month for a month); points outstanding and liability are balances at the period's end; the breakage estimate "
+    f"looks back {TRAILING_MONTHS} months from the period's end. A period that has not ended yet is 'so far'."
+)
+
+
+def kpi_definitions() -> pd.DataFrame:
+    """The catalogue as people read it: ``KPI, key, definition, unit, better`` (one row per metric)."""
+    return pd.DataFrame(
+        [
+            {"KPI": m.label, "key": m.name, "definition": m.definition, "unit": m.unit, "better": "higher" if m.direction == "up" else "lower"}
+            for m in METRICS.values()
+        ]
+    )
+
+
 def get_metric(name: str) -> Metric:
     """The catalogue entry of ``name``."""
     try:
@@ -565,16 +593,21 @@ def load_kpi_inputs(
     per_member: bool = False,
     point_value: float | None = None,
     reader: Reader = "auto",
+    only: Sequence[int] | None = None,
 ) -> KpiInputs:
     """Read what the requested metrics need for ``[start, end)``, and nothing more.
 
     Purchases since the previous period's start (all before ``end`` when a metric needs
-    history); the points ledger summed (per member only when split or ``per_member``);
-    members when split or when new members are asked for; NPS answers of the period.
+    history); the points ledger summed (per member only when split, ``per_member`` or
+    ``only``); members when split or when new members are asked for; NPS answers of the
+    period. ``only``: the ids of the members to count (a page's filters), overall only.
     """
     check_period(start, end)
     if by is not None and by not in DIMENSIONS:
         raise InvalidInput(f"Split KPIs by one of {', '.join(DIMENSIONS)}, not {by!r}.")
+    if by is not None and only is not None:
+        raise InvalidInput("KPIs of chosen members are overall numbers: do not split them too.")
+    per_member = per_member or only is not None
     names = _metric_names(metrics)
     needs = _needs(names)
     if point_value is None:
@@ -604,6 +637,10 @@ def load_kpi_inputs(
     feedback = load_feedback(session, start=start, end=end, reader=reader) if "feedback" in needs else None
     predicted = _predicted_clv(purchases, end) if "model" in needs else None
     groups = _groups(session, by, members, purchases, end)
+    if only is not None:  # one group of the chosen members: the KPIs over them alone
+        groups = pl.DataFrame(
+            {"member_id": np.asarray(only, dtype=np.int64), "dimension_value": SELECTED}, schema={"member_id": pl.Int64, "dimension_value": pl.String}
+        )
     return KpiInputs(
         start=start,
         end=end,
@@ -720,6 +757,7 @@ def compute_kpis(
     metrics: Sequence[str] | None = None,
     point_value: float | None = None,
     reader: Reader = "auto",
+    only: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """KPIs for the period ``[start, end)`` (UTC days, ``end`` exclusive).
 
@@ -738,6 +776,9 @@ def compute_kpis(
         model-based ``predicted_clv``, which fits the CLV models).
     point_value
         Money value of a point; default the programme setting.
+    only
+        Member ids: the KPIs over these members alone (a page's tier, channel or segment
+        filters), one row per metric with ``dimension_value`` ``"selected"``.
 
     Returns
     -------
@@ -746,7 +787,7 @@ def compute_kpis(
         ``value`` is NaN when undefined (e.g. retention with nobody active before).
     """
     names = _metric_names(metrics)
-    inputs = load_kpi_inputs(session, start, end, by=by, metrics=names, point_value=point_value, reader=reader)
+    inputs = load_kpi_inputs(session, start, end, by=by, metrics=names, point_value=point_value, reader=reader, only=only)
     return kpis_from_inputs(inputs, names).to_pandas()
 
 

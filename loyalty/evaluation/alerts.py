@@ -38,6 +38,7 @@ from loyalty.analytics.metrics import METRICS
 from loyalty.errors import NotFound
 from loyalty.periods import add_months, period_bounds
 from loyalty.program.goals import goal_status, target_status
+from loyalty.settings import get_settings
 
 __all__ = [
     "ALERT_KINDS",
@@ -205,6 +206,7 @@ def evaluate_alerts(
     if quarter_end == month_end:
         expected["quarter"] = quarter_start
     status = goal_status(session)
+    currency = get_settings(session).currency
     turned: dict[str, list[str]] = {}
     for row in status.itertuples(index=False):
         if row.metric == "retention_rate" or expected.get(row.period) != row.period_start or row.status != "off track":
@@ -214,7 +216,7 @@ def evaluate_alerts(
         if before == "off track":
             continue
         metric = METRICS.get(row.metric)
-        shown = metric.display(previous) if metric and previous is not None else "no value"
+        shown = metric.display(previous, currency) if metric and previous is not None else "no value"
         where = f" for segment {row.segment!r}" if row.segment else ""
         turned.setdefault(row.metric, []).append(
             f"{row.value_text} against a target of {row.target_text}{where} (goal {row.goal!r}, "

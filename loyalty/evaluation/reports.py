@@ -208,8 +208,8 @@ def _value(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value) else float(value)
 
 
-def _display(metric: str, value: float | None) -> str:
-    return METRICS[metric].display(value) if metric in METRICS else ("n/a" if value is None else f"{value:,.2f}")
+def _display(metric: str, value: float | None, currency: str) -> str:
+    return METRICS[metric].display(value, currency) if metric in METRICS else ("n/a" if value is None else f"{value:,.2f}")
 
 
 def _change_text(metric: str, value: float | None, previous: float | None) -> str:
@@ -247,6 +247,7 @@ def _overall_kpis(session: Session, periods: list[tuple[date, date]]) -> list[di
 def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | None]) -> pd.DataFrame:
     from db.models import Goal
     from loyalty.program.goals import target_status
+    from loyalty.settings import get_settings
 
     columns = ["goal", "kpi", "metric", "segment", "period", "target", "value", "target_text", "value_text", "status"]
     if period.cadence != "monthly":
@@ -262,6 +263,7 @@ def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | 
         .order_by(col(Goal.name), col(KpiTarget.id))
     ).all()
     segments = dict(session.exec(select(Segment.id, Segment.name)).all())
+    currency = get_settings(session).currency
     cache: dict[tuple[str, str | None], dict[str, dict[str, float | None]]] = {("month", None): {"": overall}}
     rows = []
     for target, goal in targets:
@@ -281,8 +283,8 @@ def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | 
                 "period": target.period,
                 "target": target.target_value,
                 "value": value,
-                "target_text": _display(target.metric, target.target_value),
-                "value_text": _display(target.metric, value),
+                "target_text": _display(target.metric, target.target_value, currency),
+                "value_text": _display(target.metric, value, currency),
                 "status": target_status(value, target.target_value, target.direction),
             }
         )
@@ -377,7 +379,7 @@ def _summary(content: ReportContent) -> list[str]:
     if active is not None:
         sentences.append(
             f"In {p.name}, {active_text} members bought at least once ({active_change} against {p.previous_name}); "
-            f"each spent {cur} {revenue_text} on average."
+            f"each spent {revenue_text} on average."
         )
     retention, retention_text, retention_change = number("retention_rate")
     if retention is not None:
@@ -436,6 +438,7 @@ def report_content(session: Session, period: str) -> ReportContent:
         raise InvalidInput(f"{p.name} has not started yet: there is nothing to report.")
     notes = [f"{p.name} is not over yet: the numbers run to {today:%-d %B %Y}."] if p.end > today + timedelta(days=1) else []
     current, previous = _overall_kpis(session, [(p.start, p.end), (p.previous_start, p.previous_end)])
+    currency = get_settings(session).currency
     key_numbers = pd.DataFrame(
         [
             {
@@ -443,8 +446,8 @@ def report_content(session: Session, period: str) -> ReportContent:
                 "kpi": METRICS[m].label,
                 "value": current.get(m),
                 "previous": previous.get(m),
-                "value_text": _display(m, current.get(m)),
-                "previous_text": _display(m, previous.get(m)),
+                "value_text": _display(m, current.get(m), currency),
+                "previous_text": _display(m, previous.get(m), currency),
                 "change_text": _change_text(m, current.get(m), previous.get(m)),
             }
             for m in HEADLINE_METRICS
@@ -463,7 +466,7 @@ def report_content(session: Session, period: str) -> ReportContent:
         period=p,
         title=f"Executive report: {p.name}" + (" (to date)" if notes else ""),
         liability=liability,
-        currency=get_settings(session).currency,
+        currency=currency,
         generated_at=utcnow(),
         summary=[],
         key_numbers=key_numbers,

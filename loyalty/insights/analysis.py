@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import polars as pl
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from db.functions import month_key
@@ -193,29 +193,51 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
 # --- redemptions and liability -------------------------------------------------------------
 
 
+# The figures of the Redemptions page, from the KPI catalogue (one definition each).
+REDEMPTION_FIGURES = ("redemption_rate", "breakage_estimate", "points_outstanding", "points_liability")
+
+
 def redemptions_view(session: Session, filters: Filters) -> dict[str, Any]:
-    """Points earned / redeemed / expired per month, redemption rate, rewards redeemed, liability."""
+    """Points earned, redeemed, returned and expired per month, rewards redeemed, and the
+    catalogue's redemption rate, breakage estimate, points outstanding and liability.
+
+    The figures are :data:`loyalty.analytics.metrics.METRICS` over the range (the monthly
+    rate too: the catalogue's expression per month), so they equal ``analyze kpis``, the
+    KPI snapshot and the report for the same period and members.
+    """
+    from loyalty.analytics.data import EARN_KINDS
+    from loyalty.analytics.metrics import METRICS, compute_kpis
+
     month = month_key(LedgerEntry.occurred_at)
+    is_return = case((col(LedgerEntry.redemption_id).is_not(None), 1), else_=0)
     query = (
-        select(month, LedgerEntry.kind, func.sum(LedgerEntry.points))
+        select(month, LedgerEntry.kind, is_return, func.sum(LedgerEntry.points))
         .where(LedgerEntry.occurred_at >= _moment(filters.start), LedgerEntry.occurred_at < _moment(filters.end))
-        .group_by(month, LedgerEntry.kind)
+        .group_by(month, LedgerEntry.kind, is_return)
     )
     ids = _member_ids(session, filters, load_members(session)) if filters.restricts_members else None
     if ids is not None:
         query = query.where(col(LedgerEntry.member_id).in_(ids.tolist()))
-    rows = pd.DataFrame(session.exec(query).all(), columns=["month", "kind", "points"])
-    monthly = rows.pivot_table(index="month", columns="kind", values="points", aggfunc="sum", fill_value=0) if not rows.empty else pd.DataFrame()
-    frame = pd.DataFrame(index=monthly.index)
-    for column, kinds, sign in (
-        ("earned", ["earn", "bonus"], 1),
-        ("redeemed", ["redeem"], -1),
-        ("expired", ["expire"], -1),
-        ("reversed", ["reverse"], -1),
-    ):
-        frame[column] = sum(monthly.get(k, 0) for k in kinds) * sign
-    frame = frame.reset_index()
-    frame["redemption_rate"] = np.where(frame["earned"] > 0, frame["redeemed"] / frame["earned"].where(frame["earned"] > 0, 1), np.nan)
+    rows = pl.DataFrame(
+        [tuple(r) for r in session.exec(query).all()],
+        schema={"month": pl.String, "kind": pl.String, "is_return": pl.Int64, "points": pl.Int64},
+        orient="row",
+    )
+    kind, points, returned = pl.col("kind"), pl.col("points"), pl.col("is_return") == 1
+    monthly = (
+        rows.group_by("month")
+        .agg(
+            earned=points.filter(kind.is_in(list(EARN_KINDS))).sum(),
+            redeemed=-points.filter(kind == "redeem").sum(),
+            returned=points.filter((kind == "reverse") & returned).sum(),
+            expired=-points.filter(kind == "expire").sum(),
+            reversed=-points.filter((kind == "reverse") & ~returned).sum(),
+        )
+        .sort("month")
+    )
+    rate = monthly.group_by("month").agg(METRICS["redemption_rate"].aggregate().alias("redemption_rate"))
+    frame = monthly.join(rate, on="month").sort("month").to_pandas()
+    frame["redemption_rate"] = frame["redemption_rate"].astype(float)
     rewards_query = (
         select(Reward.name, func.count(), func.sum(Redemption.points))
         .join(Reward, col(Reward.id) == Redemption.reward_id)
@@ -226,24 +248,21 @@ def redemptions_view(session: Session, filters: Filters) -> dict[str, Any]:
     if ids is not None:
         rewards_query = rewards_query.where(col(Redemption.member_id).in_(ids.tolist()))
     by_reward = pd.DataFrame(session.exec(rewards_query).all(), columns=["reward", "redemptions", "points"])
-    outstanding_query = select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(LedgerEntry.occurred_at < _moment(filters.end))
-    if ids is not None:
-        outstanding_query = outstanding_query.where(col(LedgerEntry.member_id).in_(ids.tolist()))
-    outstanding = int(session.exec(outstanding_query).one())
-    settings = get_settings(session)
-    earned, redeemed, expired = (int(frame[c].sum()) if not frame.empty else 0 for c in ("earned", "redeemed", "expired"))
-    breakage = expired / (expired + redeemed) if expired + redeemed else None
+    figures = compute_kpis(session, filters.start, filters.end, metrics=REDEMPTION_FIGURES, only=None if ids is None else ids.tolist())
+    values = {m: (None if pd.isna(v) else float(v)) for m, v in zip(figures["metric"], figures["value"])}
     return {
         "monthly": frame,
         "by_reward": by_reward,
-        "outstanding": outstanding,
-        "liability": outstanding * settings.point_value,
-        "currency": settings.currency,
-        "earned": earned,
-        "redeemed": redeemed,
-        "expired": expired,
-        "redemption_rate": redeemed / earned if earned else None,
-        "breakage": breakage,
+        "currency": get_settings(session).currency,
+        "earned": int(frame["earned"].sum()) if not frame.empty else 0,
+        "redeemed": int(frame["redeemed"].sum()) if not frame.empty else 0,
+        "returned": int(frame["returned"].sum()) if not frame.empty else 0,
+        "expired": int(frame["expired"].sum()) if not frame.empty else 0,
+        "redemption_rate": values["redemption_rate"],
+        "breakage": values["breakage_estimate"],
+        "outstanding": int(values["points_outstanding"] or 0),
+        "liability": values["points_liability"] or 0.0,
+        "definitions": {m: METRICS[m].definition for m in REDEMPTION_FIGURES},
     }
 
 

@@ -21,6 +21,7 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.program.lifecycle import Removal, archive_record, clone_record, count_rows, delete_record, restore_record
+from loyalty.settings import get_settings
 
 __all__ = [
     "AT_RISK_MARGIN",
@@ -302,6 +303,7 @@ def goal_status(session: Session, *, include_archived: bool = False) -> pd.DataF
     (column ``archived``: the target or its goal is archived).
     """
     metrics = _metrics()
+    currency = get_settings(session).currency
     segments = dict(session.exec(select(Segment.id, Segment.name)).all())
     rows = []
     query = select(KpiTarget, Goal).join(Goal, col(Goal.id) == KpiTarget.goal_id).order_by(col(Goal.name), col(KpiTarget.id))
@@ -340,8 +342,8 @@ def goal_status(session: Session, *, include_archived: bool = False) -> pd.DataF
                 "period_start": latest[0] if latest else None,
                 "status": target_status(value, target.target_value, target.direction),
                 "trend": [h[1] for h in history],
-                "value_text": metric.display(value) if metric else str(value),
-                "target_text": metric.display(target.target_value) if metric else str(target.target_value),
+                "value_text": metric.display(value, currency) if metric else str(value),
+                "target_text": metric.display(target.target_value, currency) if metric else str(target.target_value),
                 "segment_id": target.segment_id,
                 "archived": target.archived_at is not None or goal.archived_at is not None,
             }
@@ -386,6 +388,7 @@ OVERVIEW_METRICS = (
 def kpi_tiles(session: Session, *, metrics: tuple[str, ...] = OVERVIEW_METRICS, period: str = "month") -> list[dict[str, Any]]:
     """The Overview's KPI tiles: latest overall snapshot, change on the period before, target and status, trend."""
     catalogue = _metrics()
+    currency = get_settings(session).currency
     targets = {
         t.metric: t
         for t in session.exec(
@@ -414,11 +417,11 @@ def kpi_tiles(session: Session, *, metrics: tuple[str, ...] = OVERVIEW_METRICS, 
                 "label": metric.label,
                 "definition": metric.definition,
                 "value": value,
-                "value_text": metric.display(value),
+                "value_text": metric.display(value, currency),
                 "period_start": history[-1][0] if history else None,
-                "delta_text": None if value is None or previous is None else metric.display(value - previous),
+                "delta_text": None if value is None or previous is None else metric.display(value - previous, currency),
                 "better_when": metric.direction,
-                "target_text": metric.display(target.target_value) if target else None,
+                "target_text": metric.display(target.target_value, currency) if target else None,
                 "status": target_status(value, target.target_value, target.direction) if target else None,
                 "trend": [v for _, v in history if v is not None],
             }

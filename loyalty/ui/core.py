@@ -17,6 +17,9 @@ from loyalty.errors import LoyaltyError, describe_fault
 
 T = TypeVar("T")
 DEMO_MEMBERS = 5000
+# Appended to a KPI's help text: where every definition is (the Goals and KPIs page draws
+# the catalogue; docs/metrics.md says the same). A relative link, so a base URL path works.
+METRICS_DOC = "\n\nEvery KPI's definition and period rule: [Goals and KPIs › KPI definitions](goals#kpi-definitions)."
 
 
 @st.cache_resource(show_spinner="Preparing the database…")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 
@@ -42,7 +42,8 @@ def test_the_liability_chart_shows_history_then_the_forecast_in_money(app, forec
     flows = _traces(figure(at, 2))
     assert sum(flows["Expected expiry"]["y"]) == pytest.approx(100) and sum(flows["Expected redemptions"]["y"]) == 0
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Expected breakage"] == "100.0%" and metrics["Liability now"] == "EUR 1"
+    as_of = date.today() - timedelta(days=1)  # the clock is frozen (tests/clock)
+    assert metrics["Expected breakage"] == "100.0%" and metrics[f"Liability on {as_of:%-d %b %Y}"] == "EUR 1"
     assert any(button.label == "Liability forecast (CSV)" for button in at.get("download_button"))
 
 
