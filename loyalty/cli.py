@@ -17,7 +17,7 @@ from typing import Any
 from db.engine import get_engine, new_session
 from loyalty.access.roles import ROLES, SYSTEM_CLI
 from loyalty.bootstrap import prepare_database
-from loyalty.errors import LoyaltyError, describe_fault
+from loyalty.errors import InvalidInput, LoyaltyError, describe_fault
 
 
 def _print_json(payload: Any) -> None:
@@ -375,10 +375,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             from loyalty.analytics.metrics import kpi_summary
 
             result = kpi_summary(session, args.date_from, args.date_to)
+        elif args.analysis == "history":
+            from loyalty.analytics.metrics import kpi_history
+
+            result = kpi_history(session, first=args.date_from, last=args.date_to)
         else:
             from loyalty.analytics.rfm import rfm_analysis
 
             result = rfm_analysis(session, as_of=args.as_of)
+    period = result.get("period") if isinstance(result, dict) else None
+    if isinstance(period, dict) and period.get("complete") is False:
+        print(
+            f"warning: the period {period['from']} to {period['to']} (exclusive) has not ended: its figures are so far, not final.", file=sys.stderr
+        )
     if args.json:
         _print_json(result)
     else:
@@ -438,9 +447,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {fraction:>4.0%}  {message}", file=sys.stderr)
 
     if args.job == "all":
+        if args.backfill:
+            raise InvalidInput("--backfill applies to the kpi-snapshot job only: evaluate --job kpi-snapshot --backfill.")
         results = run_all(as_of=args.as_of, actor=SYSTEM_CLI, progress=progress)
     else:
-        results = [run_job(args.job, as_of=args.as_of, actor=SYSTEM_CLI, progress=progress)]
+        results = [run_job(args.job, as_of=args.as_of, actor=SYSTEM_CLI, progress=progress, backfill=args.backfill)]
     if args.json:
         _print_json(results if args.job == "all" else results[0])
     else:
@@ -571,6 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="date_from", type=_date, required=True)
     p.add_argument("--to", dest="date_to", type=_date, required=True, help="end of the period, exclusive (2026-11-01 ends with October)")
     p.add_argument("--json", action="store_true")
+    p = add("history", cmd_analyze, "The KPIs of every complete month (each as analyze kpis gives it).", parent=analyze)
+    p.add_argument("--from", dest="date_from", type=_date, help="a day of the first month (default: the month of the first purchase)")
+    p.add_argument("--to", dest="date_to", type=_date, help="a day of the last month (default: the last complete month)")
+    p.add_argument("--json", action="store_true")
     p = add("rfm", cmd_analyze, "RFM segment counts and the thresholds used.", parent=analyze)
     p.add_argument("--as-of", type=_date)
     p.add_argument("--json", action="store_true")
@@ -593,6 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--job", required=True, choices=["all", *JOBS])
     p.add_argument("--as-of", type=_date, help="evaluate as of this day (default: yesterday)")
+    p.add_argument(
+        "--backfill",
+        action="store_true",
+        help="kpi-snapshot: recompute the overall KPIs of every past month and quarter (those missing are filled anyway)",
+    )
     p.add_argument("--json", action="store_true")
     jobs = sub.add_parser("jobs", help="Evaluation job runs.").add_subparsers(dest="jobs_command", required=True)
     p = add("history", cmd_jobs_history, "Recent job runs, newest first.", parent=jobs)

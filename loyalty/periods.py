@@ -13,7 +13,18 @@ from typing import Literal
 
 from loyalty.errors import InvalidInput
 
-__all__ = ["add_months", "check_period", "cutoff_of", "default_as_of", "month_start", "period_bounds", "previous_period"]
+__all__ = [
+    "add_months",
+    "check_period",
+    "cutoff_of",
+    "default_as_of",
+    "is_complete",
+    "last_complete_month",
+    "month_start",
+    "period_bounds",
+    "period_info",
+    "previous_period",
+]
 
 Period = Literal["week", "month", "quarter", "year"]
 
@@ -76,3 +87,19 @@ def cutoff_of(as_of: date) -> datetime:
 def default_as_of(now: datetime) -> date:
     """Yesterday in UTC as seen at ``now``: the last complete day."""
     return now.astimezone(UTC).date() - timedelta(days=1)
+
+
+def is_complete(end: date, now: datetime) -> bool:
+    """Whether a period ending (exclusive) at ``end`` is over at ``now``: its last day has ended in UTC."""
+    return end <= now.astimezone(UTC).date()
+
+
+def period_info(start: date, end: date, now: datetime) -> dict[str, str | bool]:
+    """``{"from", "to", "complete"}``: how every JSON output names its period (``to`` exclusive)."""
+    return {"from": start.isoformat(), "to": end.isoformat(), "complete": is_complete(end, now)}
+
+
+def last_complete_month(now: datetime) -> tuple[date, date]:
+    """``[start, end)`` of the last calendar month that has ended at ``now`` (UTC)."""
+    end = month_start(now.astimezone(UTC).date())
+    return add_months(end, -1), end

@@ -41,8 +41,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import polars as pl
-from sqlmodel import Session
+from sqlalchemy import func
+from sqlmodel import Session, select
 
+from db.models import Purchase, utcnow
 from loyalty.analytics.arrays import align, member_arrays
 from loyalty.analytics.data import (
     Reader,
@@ -57,7 +59,7 @@ from loyalty.analytics.data import (
 )
 from loyalty.errors import InvalidInput
 from loyalty.formatting import money
-from loyalty.periods import add_months, check_period, period_bounds, previous_period
+from loyalty.periods import add_months, check_period, period_bounds, period_info, previous_period
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -69,6 +71,7 @@ __all__ = [
     "compute_kpis",
     "get_metric",
     "kpi_definitions",
+    "kpi_history",
     "kpi_summary",
     "kpis_from_inputs",
     "load_kpi_inputs",
@@ -857,14 +860,21 @@ def kpi_summary(session: Session, start: date, end: date, *, reader: Reader = "a
         points_liability, breakage_estimate}, "period": {"from", "to"}}``;
         counts are ints, shares 0-1, NPS -100..100, undefined values ``None``.
     """
-    # The extras are the default metrics that need no full purchase history, so the
-    # command reads only this period's and the previous period's purchases.
-    extras = [n for n in DEFAULT_METRICS if n not in KPI_SUMMARY_METRICS and "history" not in METRICS[n].needs]
-    names = list(KPI_SUMMARY_METRICS) + extras
-    frame = compute_kpis(session, start, end, metrics=names, reader=reader)
+    frame = compute_kpis(session, start, end, metrics=SUMMARY_NAMES, reader=reader)
+    return {"kpis": _plain_kpis(frame), "period": period_info(start, end, utcnow())}
+
+
+# What ``analyze kpis`` and ``analyze history`` print: the summary metrics, then the default
+# metrics that need no full purchase history (so a period reads only its own purchases and
+# those of the period before).
+SUMMARY_NAMES = list(KPI_SUMMARY_METRICS) + [n for n in DEFAULT_METRICS if n not in KPI_SUMMARY_METRICS and "history" not in METRICS[n].needs]
+
+
+def _plain_kpis(frame: pd.DataFrame) -> dict[str, Any]:
+    """``{metric: value}`` of :data:`SUMMARY_NAMES` as JSON has them: counts int, undefined None."""
     values = dict(zip(frame["metric"], frame["value"]))
     kpis: dict[str, Any] = {}
-    for name in names:
+    for name in SUMMARY_NAMES:
         value = values.get(name)
         if value is None or math.isnan(value):
             kpis[name] = None
@@ -872,7 +882,43 @@ def kpi_summary(session: Session, start: date, end: date, *, reader: Reader = "a
             kpis[name] = round(value)
         else:
             kpis[name] = float(value)
-    return {"kpis": kpis, "period": {"from": start.isoformat(), "to": end.isoformat()}}
+    return kpis
+
+
+def kpi_history(session: Session, *, first: date | None = None, last: date | None = None, reader: Reader = "auto") -> dict[str, Any]:
+    """The KPIs of every complete month, as ``analyze history --json`` prints them.
+
+    From the month of ``first`` (default: of the first purchase) to the month of ``last``
+    (default: the last complete month); each month's values are those of ``analyze kpis``
+    for that month (one read of the tables for all of them).
+
+    Returns
+    -------
+    dict
+        ``{"months": ["YYYY-MM", ...], "kpis": {metric: [value per month]}, "period":
+        {"from", "to", "complete"}}``; no months when nothing was bought yet.
+    """
+    from loyalty.periods import last_complete_month, month_start
+
+    now = utcnow()
+    if first is None:
+        earliest = session.exec(select(func.min(Purchase.occurred_at))).one()
+        first = earliest.date() if earliest is not None else None
+    end = add_months(month_start(last), 1) if last is not None else last_complete_month(now)[1]
+    months: list[date] = []
+    month = month_start(first) if first is not None else end
+    while month < end:
+        months.append(month)
+        month = add_months(month, 1)
+    if not months:
+        return {"months": [], "kpis": {name: [] for name in SUMMARY_NAMES}, "period": None}
+    frames = kpis_for_periods(session, [(m, add_months(m, 1)) for m in months], dimensions=(None,), reader=reader)
+    rows = [_plain_kpis(frame) for frame in frames]
+    return {
+        "months": [f"{m:%Y-%m}" for m in months],
+        "kpis": {name: [row[name] for row in rows] for name in SUMMARY_NAMES},
+        "period": period_info(months[0], end, now),
+    }
 
 
 def members_behind(

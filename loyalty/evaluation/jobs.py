@@ -116,6 +116,7 @@ class JobContext:
     cutoff: datetime
     actor: Actor
     progress: ProgressFn
+    backfill: bool = False  # kpi-snapshot: recompute every past month too
 
 
 @dataclass(frozen=True)
@@ -179,9 +180,10 @@ def _points_expiry_body(ctx: JobContext) -> dict[str, Any]:
 
 
 def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:
-    from loyalty.evaluation.kpis import kpi_snapshot_frames, snapshot_periods, store_kpi_snapshots, target_status_counts
+    from loyalty.evaluation.kpis import history_periods, kpi_snapshot_frames, snapshot_periods, store_kpi_snapshots, target_status_counts
 
     periods = snapshot_periods(ctx.as_of)
+    history = history_periods(ctx.session, ctx.as_of, every=ctx.backfill)
     ctx.progress(0.0, "reading purchases, members, answers and the points ledger")
     from loyalty.insights.overview import program_snapshot_frame, store_program_snapshot
 
@@ -192,7 +194,13 @@ def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:
         progress=ctx.progress,
         loaded=lambda purchases, entries: program.append(program_snapshot_frame(purchases, entries, as_of=ctx.as_of)),
     )
-    ctx.progress(0.8, "storing the snapshots")
+    if history:  # past months without a snapshot (or all of them, --backfill): overall only
+
+        def back(fraction: float, message: str) -> None:
+            ctx.progress(0.8 + 0.1 * fraction, f"history: {message}")
+
+        frames += kpi_snapshot_frames(ctx.session, history, dimensions=(None,), progress=back)
+    ctx.progress(0.9, "storing the snapshots")
     with write_transaction(ctx.session):
         hold_job_lock(ctx.session, "kpi-snapshot")
         rows = store_kpi_snapshots(ctx.session, frames, current_month=periods[0][2])
@@ -200,6 +208,7 @@ def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:
     return {
         "rows": rows,
         "periods": [{"period": p, "start": s.isoformat(), "end": e.isoformat()} for p, s, e in periods],
+        "history_periods": len(history),
         "targets": target_status_counts(ctx.session),
     }
 
@@ -511,7 +520,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_job(
-    name: str, *, as_of: date | None = None, actor: Actor = SYSTEM_SCHEDULER, progress: ProgressFn | None = None, engine: Engine | None = None
+    name: str,
+    *,
+    as_of: date | None = None,
+    actor: Actor = SYSTEM_SCHEDULER,
+    progress: ProgressFn | None = None,
+    engine: Engine | None = None,
+    backfill: bool = False,
 ) -> dict[str, Any]:
     """Run job ``name`` once as of ``as_of`` (default yesterday, UTC) and record the run.
 
@@ -526,6 +541,9 @@ def run_job(
     progress
         Called with ``(fraction 0-1, message)`` as the job goes; the run's JobRun row
         gets the fraction too.
+    backfill
+        ``kpi-snapshot`` only: recompute the overall snapshot of every past month and
+        quarter, not only those without one.
 
     Returns
     -------
@@ -540,6 +558,8 @@ def run_job(
     if spec is None:
         raise InvalidInput(f"Unknown job {name!r}; choose one of {', '.join(JOBS)} (or all).")
     require(actor, "evaluations.run")
+    if backfill and name != "kpi-snapshot":
+        raise InvalidInput(f"--backfill applies to the kpi-snapshot job only, not {name}.")
     as_of = _resolve_as_of(as_of)
     engine = engine or get_engine()
     run = _start_run(engine, name, as_of)
@@ -550,7 +570,7 @@ def run_job(
     try:
         with _Heartbeat(engine, run.id), new_session(engine) as session:
             reporter.session = session
-            result = spec.body(JobContext(session=session, as_of=as_of, cutoff=cutoff_of(as_of), actor=actor, progress=reporter))
+            result = spec.body(JobContext(session=session, as_of=as_of, cutoff=cutoff_of(as_of), actor=actor, progress=reporter, backfill=backfill))
         status = "succeeded"
     except Exception as exc:
         logger.exception("job %s as of %s failed", name, as_of)

@@ -13,6 +13,15 @@ segment, tier and channel, for
 
 Each period replaces its own rows. The values are computed before the write transaction
 opens, so the writer lock is held only to swap rows.
+
+History
+-------
+Every complete month (and quarter) since the first purchase that has no overall snapshot
+yet gets one on the next run (overall only: the tiers and segments of the past are not
+kept, so splits start when the nightly job first ran). A new program, the demo or an
+import of past purchases thus has a trend from the first evaluation. ``backfill=True``
+(``evaluate --job kpi-snapshot --backfill``) recomputes every past month, e.g. after an
+import changed months already stored.
 """
 
 from __future__ import annotations
@@ -21,12 +30,12 @@ from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 
 import pandas as pd
-from sqlalchemy import delete
-from sqlmodel import Session, col
+from sqlalchemy import delete, func
+from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
-from db.models import KpiSnapshot, utcnow
+from db.models import KpiSnapshot, Purchase, utcnow
 from loyalty.analytics.metrics import Dimension
 from loyalty.analytics.reader import analytics_reader
 from loyalty.evaluation.runs import ProgressFn
@@ -37,6 +46,7 @@ __all__ = [
     "kpi_snapshot_frame",
     "kpi_snapshot_frames",
     "snapshot_kpis",
+    "history_periods",
     "snapshot_periods",
     "store_kpi_snapshots",
     "target_status_counts",
@@ -64,6 +74,40 @@ def snapshot_periods(as_of: date) -> list[tuple[str, date, date]]:
     quarter_end = period_bounds("quarter", cutoff_day)[0]
     periods.append(("quarter", add_months(quarter_end, -3), quarter_end))
     return periods
+
+
+HISTORY_MONTHS_MAX = 120  # a backfill goes back at most ten years
+
+
+def history_periods(session: Session, as_of: date, *, every: bool = False) -> list[tuple[str, date, date]]:
+    """The complete months and quarters before those of :func:`snapshot_periods` that need an
+    overall snapshot: each one since the month of the first purchase (at most
+    :data:`HISTORY_MONTHS_MAX` months back) without one yet, or all of them with ``every``."""
+    first = session.exec(select(func.min(Purchase.occurred_at))).one()
+    if first is None:
+        return []
+    latest = {period: start for period, start, _ in snapshot_periods(as_of)}
+    month_end = latest["month"]  # months before the one the run stores anyway
+    first_month = max(period_bounds("month", first.date())[0], add_months(month_end, -HISTORY_MONTHS_MAX))
+    wanted: list[tuple[str, date, date]] = []
+    month = first_month
+    while month < month_end:
+        wanted.append(("month", month, add_months(month, 1)))
+        month = add_months(month, 1)
+    quarter = period_bounds("quarter", first_month)[0]
+    while quarter < latest["quarter"]:
+        wanted.append(("quarter", quarter, add_months(quarter, 3)))
+        quarter = add_months(quarter, 3)
+    if every or not wanted:
+        return wanted
+    stored = set(
+        session.exec(
+            select(col(KpiSnapshot.period), col(KpiSnapshot.period_start))
+            .where(col(KpiSnapshot.period).in_(["month", "quarter"]), KpiSnapshot.dimension == "overall")
+            .distinct()
+        ).all()
+    )
+    return [(period, start, end) for period, start, end in wanted if (period, start) not in stored]
 
 
 def kpi_snapshot_frames(
@@ -110,7 +154,7 @@ def kpi_snapshot_frame(session: Session, *, period: str, start: date, end: date,
 
 
 def store_kpi_snapshots(session: Session, frames: Sequence[pd.DataFrame], *, current_month: date | None = None) -> int:
-    """Replace the snapshot rows of each frame's (period, start); one transaction.
+    """Replace the snapshot rows of each frame's (period, start) and dimensions; one transaction.
 
     ``current_month`` (the first day of the month being lived): month-to-date rows of
     earlier months are removed, their complete month supersedes them.
@@ -120,7 +164,10 @@ def store_kpi_snapshots(session: Session, frames: Sequence[pd.DataFrame], *, cur
             if frame.empty:
                 continue
             period, start = frame["period"].iloc[0], frame["period_start"].iloc[0]
-            session.execute(delete(KpiSnapshot).where(KpiSnapshot.period == period, KpiSnapshot.period_start == start))
+            dimensions = [str(d) for d in frame["dimension"].unique()]  # a history frame is overall only: splits stay
+            session.execute(
+                delete(KpiSnapshot).where(KpiSnapshot.period == period, KpiSnapshot.period_start == start, col(KpiSnapshot.dimension).in_(dimensions))
+            )
         if current_month is not None:
             session.execute(delete(KpiSnapshot).where(col(KpiSnapshot.period) == "mtd", col(KpiSnapshot.period_start) < current_month))
         rows = pd.concat([f for f in frames if not f.empty], ignore_index=True) if frames else pd.DataFrame()

@@ -161,7 +161,7 @@ def test_kpi_summary_prints_the_contract_shape_with_hand_counted_values(session:
     ]
     assert summary["kpis"] == pytest.approx({k: v for k, v in EXPECTED_JUNE.items() if k in summary["kpis"]}, rel=1e-12)
     assert isinstance(summary["kpis"]["active_members"], int) and isinstance(summary["kpis"]["points_outstanding"], int)
-    assert summary["period"] == {"from": "2024-06-01", "to": "2024-07-01"}
+    assert summary["period"] == {"from": "2024-06-01", "to": "2024-07-01", "complete": True}
 
 
 @READERS

@@ -117,3 +117,78 @@ def test_the_overview_balance_is_the_catalogue_balance_at_the_end_of_its_day(ses
     values = dict(zip(at_end["metric"], at_end["value"]))
     assert summary.points_outstanding == values["points_outstanding"]
     assert _same(summary.liability, values["points_liability"])
+
+
+# --- history ----------------------------------------------------------------------------------------
+
+
+def test_history_gives_every_complete_month_as_analyze_kpis_gives_it(session, evaluated_program, capsys):
+    from loyalty.cli import main
+
+    as_of, start, end = evaluated_program
+    assert main(["analyze", "history", "--json"]) == 0
+    out = capsys.readouterr()
+    history = json.loads(out.out)
+    assert "warning" not in out.err
+    assert history["months"][-1] == f"{start:%Y-%m}" and len(history["months"]) == 12, "the demo's 12 months, the running one left out"
+    assert history["period"] == {"from": f"{history['months'][0]}-01", "to": end.isoformat(), "complete": True}
+    for i in (0, 5, len(history["months"]) - 1):
+        month = date.fromisoformat(history["months"][i] + "-01")
+        assert main(["analyze", "kpis", "--from", month.isoformat(), "--to", add_months(month, 1).isoformat(), "--json"]) == 0
+        single = json.loads(capsys.readouterr().out)
+        assert single["period"]["complete"] is True
+        for metric, values in history["kpis"].items():
+            assert _same(values[i], single["kpis"][metric]), (history["months"][i], metric, values[i], single["kpis"][metric])
+    # The snapshot has the same history (filled by the first evaluation): the Overview's sparklines.
+    stored = dict(
+        session.exec(
+            select(KpiSnapshot.period_start, KpiSnapshot.value).where(
+                KpiSnapshot.metric == "retention_rate", KpiSnapshot.period == "month", KpiSnapshot.dimension == "overall"
+            )
+        ).all()
+    )
+    assert [f"{m:%Y-%m}" for m in sorted(stored)] == history["months"]
+    assert all(_same(stored[date.fromisoformat(m + "-01")], v) for m, v in zip(history["months"], history["kpis"]["retention_rate"]))
+    tiles = {t["metric"]: t for t in kpi_tiles(session)}
+    assert len(tiles["retention_rate"]["trend"]) == 11 and tiles["retention_rate"]["delta_text"] is not None  # 12 months, the first has no retention
+
+
+def test_a_running_period_is_marked_and_warned_about(session, evaluated_program, capsys):
+    from loyalty.cli import main
+
+    as_of, _, end = evaluated_program
+    assert main(["analyze", "kpis", "--from", end.isoformat(), "--to", add_months(end, 1).isoformat(), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["period"] == {"from": end.isoformat(), "to": add_months(end, 1).isoformat(), "complete": False}
+    assert "warning: the period" in out.err and "so far" in out.err
+
+
+def test_a_backfill_recomputes_past_months_and_applies_to_the_snapshot_only(session, db_url, evaluated_program, capsys):
+    from db.engine import get_engine
+    from loyalty.cli import main
+    from loyalty.evaluation.jobs import run_job
+    from tests.factories import make_member, make_purchase, utc
+
+    as_of, start, _ = evaluated_program
+    early = date.fromisoformat(json.loads((main(["analyze", "history", "--json"]), capsys.readouterr().out)[1])["months"][0] + "-01")
+
+    def active(month: date) -> float:
+        session.rollback()
+        return session.exec(
+            select(KpiSnapshot.value).where(
+                KpiSnapshot.metric == "active_members",
+                KpiSnapshot.period == "month",
+                KpiSnapshot.period_start == month,
+                KpiSnapshot.dimension == "overall",
+            )
+        ).one()
+
+    before = active(early)
+    make_purchase(session, make_member(session), 12.0, occurred_at=utc(early.year, early.month, 3, 10))  # late data for a stored month
+    assert run_job("kpi-snapshot", as_of=as_of, actor=MANAGER, engine=get_engine(db_url))["history_periods"] == 0
+    assert active(early) == before, "a stored month is kept unless asked"
+    assert main(["evaluate", "--job", "kpi-snapshot", "--as-of", as_of.isoformat(), "--backfill", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["history_periods"] >= 11
+    assert active(early) == before + 1
+    assert main(["evaluate", "--job", "tier-evaluation", "--backfill"]) == 2
+    assert "kpi-snapshot job only" in capsys.readouterr().err
