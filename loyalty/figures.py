@@ -8,8 +8,14 @@ import plotly.graph_objects as go
 
 __all__ = ["house_layout"]
 
-# On a page: compact, legend below, one hover label for all series at an x.
-_SCREEN = {"margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "height": 340, "legend": {"orientation": "h", "y": -0.15}, "hovermode": "x unified"}
+# On a page: compact, legend below the axis labels (placed from the figure's bottom, so
+# labels of two lines never run under it), one hover label for all series at an x.
+_SCREEN = {
+    "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
+    "height": 360,
+    "legend": {"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom"},
+    "hovermode": "x unified",
+}
 # In a report: white background, room for axis labels, a larger font that survives printing.
 _PRINT = {
     "template": "plotly_white",

@@ -15,7 +15,7 @@ filters = analysis_header(
     "clv",
     "Customer lifetime value",
     "Predicted CLV: BG/NBD purchase model with Gamma-Gamma spend (Fader, Hardie and Lee 2005), fitted on purchases up to the end of the range; 12-month horizon, 1 % monthly discount.",
-    default_days=730,
+    default_months=24,
 )
 
 

@@ -159,6 +159,18 @@ class Metric:
             return money(value, currency)
         return format(value, self.format)
 
+    def display_change(self, change: float | None, currency: str | None = None) -> str | None:
+        """A change between two values, sign first (a tile reads its direction from it):
+        ``+1.0 pts`` for a share, ``-EUR 1.52`` for money, ``+152`` for a count."""
+        if change is None or math.isnan(change):
+            return None
+        sign = "-" if change < 0 else "+"
+        if self.unit == "share":
+            return f"{sign}{abs(change) * 100:.1f} pts"
+        if self.unit == "money" and currency:
+            return sign + money(abs(change), currency)
+        return sign + format(abs(change), self.format.lstrip("+"))
+
 
 def _active_role() -> pl.Expr:
     return pl.when(pl.col("active")).then(pl.lit("active"))

@@ -36,7 +36,7 @@ class ProgramSummary:
     liability: float
     currency: str
     pending_redemptions: int
-    monthly: pd.DataFrame  # month, revenue, purchases, buyers, points_earned, points_redeemed, points_expired
+    monthly: pd.DataFrame  # month, revenue, purchases, buyers, points_earned, points_redeemed, points_expired, complete
     as_of: date | None = None  # the nightly snapshot's day; None when computed live
 
 
@@ -156,11 +156,16 @@ def _summary_of(session: Session, frame: pd.DataFrame) -> ProgramSummary | None:
         .reindex(columns=list(MONTHLY_COLUMNS))
         .fillna(0.0)
     )
-    monthly.index = pd.to_datetime(monthly.index).strftime("%Y-%m")
+    as_of = headline["period_start"].iloc[0]
+    starts = pd.to_datetime(monthly.index)
+    # A month is complete once its last day is within the snapshot's day; the running one is "so far".
+    complete = [(start + pd.DateOffset(months=1)).date() <= as_of + timedelta(days=1) for start in starts]
+    monthly.index = starts.strftime("%Y-%m")
     monthly = monthly.rename_axis("month").reset_index()
     monthly.columns.name = None
     for column in MONTHLY_COLUMNS[1:]:
         monthly[column] = monthly[column].astype("int64")
+    monthly["complete"] = complete
     settings = get_settings(session)
     outstanding = int(values["points_outstanding"])
     return ProgramSummary(
@@ -173,7 +178,7 @@ def _summary_of(session: Session, frame: pd.DataFrame) -> ProgramSummary | None:
         currency=settings.currency,
         pending_redemptions=int(session.exec(select(func.count()).select_from(Redemption).where(Redemption.status == "requested")).one()),
         monthly=monthly,
-        as_of=headline["period_start"].iloc[0],
+        as_of=as_of,
     )
 
 

@@ -19,20 +19,67 @@ def compact(value: float, currency: str = "") -> str:
     return f"{prefix}{value:,.0f}"
 
 
+SO_FAR_OPACITY = 0.4
+
+
+def so_far(monthly: pd.DataFrame) -> tuple[list[str], list[float], list[bool]]:
+    """Month labels, bar opacities and completeness: a month still running (``complete``
+    False) reads "YYYY-MM (so far)" and is drawn faint, so it does not pass for a fall."""
+    complete = [bool(c) for c in monthly["complete"]] if "complete" in monthly else [True] * len(monthly)
+    labels = [m if c else f"{m} (so far)" for m, c in zip(monthly["month"], complete)]
+    return labels, [1.0 if c else SO_FAR_OPACITY for c in complete], complete
+
+
+def _month_axis(fig: go.Figure, labels: list[str], *, most: int = 8) -> None:
+    """Months as categories (a "(so far)" month, or one month alone, keeps a proper axis), at
+    most ``most`` ticks written "Nov / 2026" ("Dec / so far" for a running month), the latest
+    month always labelled."""
+    step = max(1, -(-len(labels) // most))
+    shown = labels[::-1][::step][::-1]
+
+    def words(label: str) -> str:
+        month = pd.Timestamp(label[:7] + "-01")
+        return f"{month:%b}<br>{'so far' if label.endswith('(so far)') else month.year}"
+
+    fig.update_xaxes(type="category", tickmode="array", tickvals=shown, ticktext=[words(label) for label in shown], tickangle=0)
+
+
+def _line_with_so_far(fig: go.Figure, x: list[str], y: pd.Series, complete: list[bool], *, name: str, colour: str, yaxis: str = "y") -> None:
+    """A line over the complete months, dashed on to a running month."""
+    done = [i for i, c in enumerate(complete) if c]
+    fig.add_scatter(x=[x[i] for i in done], y=[y.iloc[i] for i in done], name=name, yaxis=yaxis, mode="lines+markers", line_color=colour)
+    running = [i for i, c in enumerate(complete) if not c]
+    if running:
+        tail = done[-1:] + running
+        fig.add_scatter(
+            x=[x[i] for i in tail],
+            y=[y.iloc[i] for i in tail],
+            name=f"{name} (so far)",
+            yaxis=yaxis,
+            mode="lines+markers",
+            line={"color": colour, "dash": "dash"},
+            marker={"symbol": "circle-open"},
+        )
+
+
 def monthly_revenue(monthly: pd.DataFrame, currency: str) -> go.Figure:
+    labels, opacity, complete = so_far(monthly)
     fig = go.Figure()
-    fig.add_bar(x=monthly["month"], y=monthly["revenue"], name="Revenue", marker_color=TEAL)
-    fig.add_scatter(x=monthly["month"], y=monthly["buyers"], name="Buying members", yaxis="y2", mode="lines+markers", line_color=AMBER)
+    fig.add_bar(x=labels, y=monthly["revenue"], name="Revenue", marker_color=TEAL, marker_opacity=opacity)
+    _line_with_so_far(fig, labels, monthly["buyers"], complete, name="Buying members", colour=AMBER, yaxis="y2")
     fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "members", "rangemode": "tozero"})
+    _month_axis(fig, labels)
     return house_layout(fig, "Revenue and buying members per month", yaxis_title=currency)
 
 
 def monthly_points(monthly: pd.DataFrame) -> go.Figure:
+    labels, opacity, _ = so_far(monthly)
     fig = go.Figure()
-    fig.add_bar(x=monthly["month"], y=monthly["points_earned"] + monthly.get("points_bonus", 0), name="Earned", marker_color=TEAL)
-    fig.add_bar(x=monthly["month"], y=-monthly["points_redeemed"], name="Redeemed", marker_color=AMBER)
-    fig.add_bar(x=monthly["month"], y=-monthly["points_expired"], name="Expired", marker_color=ROSE)
+    fig.add_bar(x=labels, y=monthly["points_earned"] + monthly.get("points_bonus", 0), name="Earned", marker_color=TEAL, marker_opacity=opacity)
+    fig.add_bar(x=labels, y=-monthly["points_redeemed"], name="Redeemed", marker_color=AMBER, marker_opacity=opacity)
+    fig.add_bar(x=labels, y=-monthly["points_expired"], name="Expired", marker_color=ROSE, marker_opacity=opacity)
     fig.update_layout(barmode="relative")
+    _month_axis(fig, labels)
     return house_layout(fig, "Points earned, redeemed and expired per month", yaxis_title="points")
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import streamlit as st
 
+from db.models import utcnow
 from loyalty.insights.analysis import Filters
+from loyalty.periods import add_months, last_complete_month
 from loyalty.program.segments import list_segments
 from loyalty.program.tiers import list_tiers
 from loyalty.ui.core import db_session
@@ -21,29 +23,43 @@ def _choices() -> tuple[dict[int, str], list[str]]:
         return dict(zip(segments["id"], segments["name"])), list_tiers(session)["name"].tolist()
 
 
-def filter_bar(page: str, *, default_days: int = 365) -> Filters:
-    """Draw the filters in the sidebar and return them (keys prefixed with the page's name)."""
+def filter_bar(page: str, *, default_months: int = 12) -> Filters:
+    """Draw the filters in the sidebar and return them (keys prefixed with the page's name).
+
+    The date range starts as the last ``default_months`` complete months: a month still
+    running would read as a fall (fewer days, fewer purchases).
+    """
     segments, tiers = _choices()
-    today = date.today()
+    now = utcnow()
+    last_month, following = last_complete_month(now)
     with st.sidebar:
         st.markdown("**Filters**")
-        chosen = st.date_input("Date range", value=(today - timedelta(days=default_days), today), key=f"{page}_range")
+        default = (add_months(last_month, 1 - default_months), following - timedelta(days=1))
+        chosen = st.date_input("Date range", value=default, key=f"{page}_range")
         start, end = (list(chosen) + [None, None])[:2] if isinstance(chosen, (tuple, list)) else (chosen, None)
         segment = st.selectbox("Segment", [None, *segments], format_func=lambda i: "all members" if i is None else segments[i], key=f"{page}_segment")
         tier = st.selectbox("Tier", [None, *tiers], format_func=lambda t: "all tiers" if t is None else t, key=f"{page}_tier")
         channel = st.selectbox(
             "Acquisition channel", [None, *CHANNELS], format_func=lambda c: "all channels" if c is None else c, key=f"{page}_channel"
         )
-    start = start or today - timedelta(days=default_days)
-    return Filters(start=start, end=(end or today) + timedelta(days=1), segment_id=segment, tier=tier, channel=channel)
+    start = start or default[0]
+    # While only the first day is chosen, the range runs to the default's last day.
+    return Filters(start=start, end=(end or max(start, default[1])) + timedelta(days=1), segment_id=segment, tier=tier, channel=channel)
 
 
-def analysis_header(page: str, title: str, caption: str | None = None, *, default_days: int = 365) -> Filters:
+def analysis_header(page: str, title: str, caption: str | None = None, *, default_months: int = 12) -> Filters:
     """Draw an Analyse page's title, its caption if any and the sidebar filter bar; return the filters chosen.
 
-    ``page`` prefixes the filter widgets' keys, so each page keeps its own choices.
+    ``page`` prefixes the filter widgets' keys, so each page keeps its own choices. A range
+    that runs into a month not yet over says so under the title.
     """
     st.title(title)
     if caption:
         st.caption(caption)
-    return filter_bar(page, default_days=default_days)
+    filters = filter_bar(page, default_months=default_months)
+    if filters.end > last_complete_month(utcnow())[1]:
+        st.caption(
+            f":orange-badge[so far] The range runs to {filters.end - timedelta(days=1):%-d %B %Y}, into a month not over yet: "
+            "that month's figures are so far, not a full month."
+        )
+    return filters

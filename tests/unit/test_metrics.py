@@ -320,6 +320,27 @@ def test_metric_values_display_in_their_unit(metric: str, value: float | None, s
     assert get_metric(metric).display(value) == shown
 
 
+@pytest.mark.parametrize(
+    "metric,change,shown",
+    [
+        ("retention_rate", 0.0104, "+1.0 pts"),
+        ("average_transaction_value", -1.52, "-EUR 1.52"),
+        ("nps", 10.0, "+10"),
+        ("nps", -4.0, "-4"),
+        ("active_members", 152.0, "+152"),
+        ("points_liability", float("nan"), None),
+    ],
+)
+def test_a_change_reads_sign_first_in_its_unit(metric: str, change: float, shown: str | None) -> None:
+    # A tile takes its arrow from the first character: "EUR -1.52" would read as a rise.
+    assert get_metric(metric).display_change(change, "EUR") == shown
+
+
+def test_money_displays_with_its_currency_when_given() -> None:
+    assert get_metric("points_liability").display(558.48, "EUR") == "EUR 558.48"
+    assert get_metric("points_liability").display(558.48) == "558.48"
+
+
 def test_an_unknown_metric_names_the_known_ones() -> None:
     with pytest.raises(InvalidInput, match="retention_rate"):
         get_metric("retension")
