@@ -375,6 +375,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             from loyalty.analytics.metrics import kpi_summary
 
             result = kpi_summary(session, args.date_from, args.date_to)
+        elif args.analysis == "uplift":
+            from loyalty.insights.campaign_results import uplift_summary
+
+            result = uplift_summary(session, campaign_id=args.campaign)
         elif args.analysis == "history":
             from loyalty.analytics.metrics import kpi_history
 
@@ -585,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("history", cmd_analyze, "The KPIs of every complete month (each as analyze kpis gives it).", parent=analyze)
     p.add_argument("--from", dest="date_from", type=_date, help="a day of the first month (default: the month of the first purchase)")
     p.add_argument("--to", dest="date_to", type=_date, help="a day of the last month (default: the last complete month)")
+    p.add_argument("--json", action="store_true")
+    p = add("uplift", cmd_analyze, "Each campaign against its holdout, in money: incremental revenue, cost, ROI.", parent=analyze)
+    p.add_argument("--campaign", type=int, help="only this campaign (its id)")
     p.add_argument("--json", action="store_true")
     p = add("rfm", cmd_analyze, "RFM segment counts and the thresholds used.", parent=analyze)
     p.add_argument("--as-of", type=_date)

@@ -40,6 +40,9 @@ class ProgramSettings:
     max_purchase_amount: float = 1_000_000.0  # in the currency
     program_start: date = date(2000, 1, 1)  # nothing (a purchase, a member joining) happened before
     max_import_megabytes: int = 1024  # a larger file is refused before it is read
+    # The share of revenue left after the cost of goods: what a campaign's extra sales earn
+    # the company, for its return on investment.
+    gross_margin: float = 0.30
 
 
 # The largest values the rules below allow; points and sums stay far from 64-bit overflow.
@@ -60,6 +63,7 @@ SETTING_LABELS: dict[str, str] = {
     "max_purchase_amount": "Largest purchase amount accepted",
     "program_start": "Program start (nothing is dated before it)",
     "max_import_megabytes": "Largest import file (MB)",
+    "gross_margin": "Gross margin on sales (0-1, for campaign ROI)",
     "weekly_report": "Weekly executive report",
 }
 _DEFAULTS = ProgramSettings()
@@ -89,6 +93,8 @@ def _rule_broken(name: str, value: Any) -> str | None:
         return f"must be between 1 and {MAX_IMPORT_MEGABYTES:,} (you entered {value:,})."
     if name == "program_start" and not EARLIEST_PROGRAM_START <= value <= date.today():
         return f"must be a day between {EARLIEST_PROGRAM_START:%Y-%m-%d} and today (you entered {value:%Y-%m-%d})."
+    if name == "gross_margin" and not 0 < value <= 1:
+        return f"must be a share above 0 and at most 1, e.g. 0.30 for 30 % (you entered {value:g})."
     if name == "point_value" and value <= 0:
         return f"must be greater than 0, or the points liability reads as nothing (you entered {value:g})."
     if name == "idle_timeout_minutes" and value <= 0:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from loyalty.decisions.planner import preview_campaign
+from loyalty.insights.campaign_results import uplift_summary, uplift_table
 from loyalty.program.campaigns import (
     activate_campaign,
     archive_campaign,
@@ -20,7 +21,7 @@ from loyalty.program.segments import list_segments
 from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.campaign_form import campaign_form
-from loyalty.ui.charts import budget_burn
+from loyalty.ui.charts import budget_burn, uplift_chart
 from loyalty.ui.core import db_session, run_action
 from loyalty.ui.forms import archive_toggle, choice_box, form_key, form_saved, lifecycle_buttons, show_flash
 from loyalty.ui.planner_widgets import impact_panel
@@ -55,6 +56,17 @@ else:
     )
     if campaigns["budget_points"].notna().any():
         st.plotly_chart(budget_burn(campaigns), width="stretch")
+    st.subheader("Results against the holdout")
+    with db_session() as session:
+        uplift = uplift_summary(session, stored=True)
+    if not uplift["campaigns"]:
+        st.info("No results yet: a campaign with a holdout is measured by the nightly campaign evaluation once it has started.")
+    else:
+        st.caption(
+            f"Measured to the end of {uplift['as_of']}; ROI = (incremental revenue x gross margin {uplift['gross_margin']:.0%} - cost) / cost."
+        )
+        st.plotly_chart(uplift_chart(uplift), width="stretch")
+        st.dataframe(uplift_table(uplift), hide_index=True, width="stretch")
 
 if not actor.can("program.configure"):
     st.stop()

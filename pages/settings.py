@@ -50,6 +50,13 @@ with st.form("settings_form"):
         min_value=date(1900, 1, 1),
     )
     right.number_input(SETTING_LABELS["max_import_megabytes"], step=100, key="settings_max_import_megabytes")
+    right.number_input(
+        SETTING_LABELS["gross_margin"],
+        step=0.05,
+        format="%.2f",
+        key="settings_gross_margin",
+        help="What a campaign's extra sales earn the company: its ROI is (extra revenue x margin - cost) / cost.",
+    )
     right.checkbox(SETTING_LABELS["weekly_report"], key="settings_weekly_report", help="Also render an executive report every Monday.")
     submitted = st.form_submit_button("Save settings", type="primary", key="settings_save")
 

@@ -396,12 +396,13 @@ def _summary(content: ReportContent) -> list[str]:
         sentences.append(line + ".")
     for c in content.campaigns.itertuples():
         revenue_words = money(_value(c.incremental_revenue), cur)
-        per_point = _value(c.revenue_per_point)
+        roi = _value(c.roi)
         sentences.append(
             f"Campaign {c.campaign!r}: members who got it spent {money(_value(c.spend_uplift) or 0, cur)} more per head than the "
             f"holdout ({_interval_words(_value(c.spend_uplift_ci_low), _value(c.spend_uplift_ci_high))}), an estimated "
-            f"{revenue_words} of extra revenue for {int(c.points_cost):,} bonus points"
-            + (f" ({money(per_point, cur)} per point)." if per_point is not None else ".")
+            f"{revenue_words} of extra revenue for {int(c.points_cost):,} bonus points ({money(_value(c.cost), cur)})"
+            + (f", a return of {roi:+.0%} on that cost" if roi is not None else "")
+            + ("; the holdout is too small to tell a gain from a loss." if _value(c.underpowered) else ".")
         )
     if not content.tier_moves.empty:
         up = int(content.tier_moves.loc[content.tier_moves["direction"] == "up", "members"].sum())
@@ -666,9 +667,9 @@ def _campaign_rows(content: ReportContent) -> pd.DataFrame:
                 "spend": f"{_value(c.spend_uplift) or 0:+,.2f}" + (f" ({low:+,.2f} to {high:+,.2f})" if low is not None else ""),
                 "retention": f"{100 * (_value(c.retention_uplift) or 0):+.1f} pts"
                 + (f" ({100 * r_low:+.1f} to {100 * r_high:+.1f})" if r_low is not None and r_high is not None else ""),
-                "points": f"{int(c.points_cost):,}",
+                "cost": f"{money(_value(c.cost), cur)} ({int(c.points_cost):,} points)",
                 "revenue": money(_value(c.incremental_revenue), cur),
-                "per_point": "n/a" if _value(c.revenue_per_point) is None else f"{_value(c.revenue_per_point):,.2f}",
+                "roi": "n/a" if _value(c.roi) is None else f"{_value(c.roi):+.0%}" + (" (underpowered)" if _value(c.underpowered) else ""),
             }
         )
     return pd.DataFrame(rows)
@@ -679,9 +680,9 @@ _CAMPAIGN_COLUMNS = {
     "groups": "Treatment / holdout",
     "spend": "Spend uplift per member (95 % CI)",
     "retention": "Retention uplift (95 % CI)",
-    "points": "Points cost",
+    "cost": "Cost",
     "revenue": "Incremental revenue",
-    "per_point": "Revenue per point",
+    "roi": "ROI",
 }
 _TARGET_COLUMNS = {"goal": "Goal", "kpi": "KPI", "segment": "Segment", "target_text": "Target", "value_text": "Value", "status": "Status"}
 _NUMBER_COLUMNS = {"kpi": "KPI", "value_text": "This period", "previous_text": "Previous period", "change_text": "Change"}

@@ -14,7 +14,15 @@ min(ends_at, cutoff))``, per assigned member: spend and purchases (non-refunded)
 * points cost: the campaign's bonus points (``bonus`` and ``reverse`` entries of the
   campaign) before the cutoff;
 * incremental revenue = spend uplift per member × treatment size (with the interval
-  scaled the same way); incremental revenue per point = that / points cost.
+  scaled the same way); incremental revenue per point = that / points cost;
+* incremental members = retention uplift × treatment size: members who bought in the
+  window because of the campaign (with its interval);
+* cost = points cost × the value of a point (Settings); ROI = (incremental revenue ×
+  gross margin (Settings) − cost) / cost, its interval from the revenue's;
+* underpowered: the revenue interval holds 0, so the holdout cannot tell; holdout needed
+  = the holdout size at which the observed spend difference would be told apart from
+  none (two-sided 5 %, power 80 %, the treatment group as it is):
+  ``n₀ = s₀² / ((d / (z₀.₉₇₅ + z₀.₈))² − s₁²/n₁)``; none when no size would do.
 
 Results are stored as :class:`~db.models.KpiSnapshot` rows (no new table): ``period
 "campaign"``, ``dimension "campaign"``, ``dimension_value`` the campaign id,
@@ -28,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,11 +48,16 @@ from db.bulk import insert_frame
 from db.engine import write_transaction
 from db.models import Campaign, KpiSnapshot, LedgerEntry, stored_id, utcnow
 from loyalty.analytics.reader import analytics_reader
+from loyalty.periods import cutoff_of, default_as_of
+from loyalty.settings import get_settings
 
 __all__ = [
     "CAMPAIGN_METRICS",
     "CONFIDENCE",
     "campaign_results",
+    "holdout_needed",
+    "uplift_summary",
+    "uplift_table",
     "evaluate_campaigns",
     "proportion_difference_interval",
     "store_campaign_results",
@@ -77,7 +91,17 @@ CAMPAIGN_METRICS: tuple[str, ...] = (
     "incremental_revenue_ci_low",
     "incremental_revenue_ci_high",
     "revenue_per_point",
+    "incremental_members",
+    "incremental_members_ci_low",
+    "incremental_members_ci_high",
+    "cost",
+    "roi",
+    "roi_ci_low",
+    "roi_ci_high",
+    "underpowered",
+    "holdout_needed",
 )
+POWER = 0.80  # the chance a holdout of the needed size tells the observed effect apart from none
 
 # --- campaign evaluation ------------------------------------------------------------------------------
 
@@ -118,6 +142,27 @@ def proportion_difference_interval(
     diff = p1 - p0
     half = float(stats.norm.ppf(0.5 + confidence / 2) * math.sqrt(p1 * (1 - p1) / size_treatment + p0 * (1 - p0) / size_control))
     return diff, diff - half, diff + half
+
+
+def holdout_needed(treatment: np.ndarray, control: np.ndarray, confidence: float = CONFIDENCE, power: float = POWER) -> int | None:
+    """The holdout size at which the observed difference of means would be told apart from none.
+
+    Two-sided at ``1 - confidence``, with probability ``power``, the treatment group as it is:
+    ``n₀ = s₀² / ((d / (z(1 - α/2) + z(power)))² - s₁²/n₁)``. None when there is no difference
+    to detect, too few members to estimate a variance, or no holdout size would do (the
+    treatment group's own noise is already too large).
+    """
+    treatment, control = np.asarray(treatment, dtype=float), np.asarray(control, dtype=float)
+    if len(treatment) < 2 or len(control) < 2:
+        return None
+    effect = float(treatment.mean() - control.mean())
+    if effect == 0:
+        return None
+    z = float(stats.norm.ppf(0.5 + confidence / 2) + stats.norm.ppf(power))
+    room = (effect / z) ** 2 - treatment.var(ddof=1) / len(treatment)
+    if room <= 0:
+        return None
+    return max(2, math.ceil(control.var(ddof=1) / room))
 
 
 def _campaign_members(session: Session, campaign: Campaign, end: datetime) -> pd.DataFrame:
@@ -175,6 +220,7 @@ def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequ
     )
     if campaign_ids is not None:
         query = query.where(col(Campaign.id).in_(list(campaign_ids)))
+    settings = get_settings(session)
     results = []
     for campaign in session.exec(query):
         end = min(campaign.ends_at, cutoff)
@@ -195,6 +241,12 @@ def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequ
         )
         n_t = len(treated)
         incremental, incremental_low, incremental_high = (None if v is None else v * n_t for v in spend)
+        money = cost * settings.point_value
+        roi, roi_low, roi_high = (
+            None if v is None or money <= 0 else (v * settings.gross_margin - money) / money for v in (incremental, incremental_low, incremental_high)
+        )
+        members_gained = [None if v is None else v * n_t for v in retention]
+        unclear = incremental_low is None or incremental_high is None or incremental_low <= 0 <= incremental_high
         results.append(
             {
                 "campaign_id": campaign.id,
@@ -225,6 +277,15 @@ def evaluate_campaigns(session: Session, *, cutoff: datetime, campaign_ids: Sequ
                 "incremental_revenue_ci_low": incremental_low,
                 "incremental_revenue_ci_high": incremental_high,
                 "revenue_per_point": incremental / cost if cost > 0 and incremental is not None else None,
+                "incremental_members": members_gained[0],
+                "incremental_members_ci_low": members_gained[1],
+                "incremental_members_ci_high": members_gained[2],
+                "cost": money,
+                "roi": roi,
+                "roi_ci_low": roi_low,
+                "roi_ci_high": roi_high,
+                "underpowered": 1.0 if unclear else 0.0,
+                "holdout_needed": holdout_needed(treated["spend"].to_numpy(), held["spend"].to_numpy()) if unclear else None,
             }
         )
     return pd.DataFrame(results, columns=["campaign_id", "campaign", "kind", "status", "window_start", "window_end", *CAMPAIGN_METRICS])
@@ -304,3 +365,120 @@ def campaign_results(session: Session) -> pd.DataFrame:
         if metric not in table:
             table[metric] = None
     return table[columns].sort_values("window_start", ascending=False, ignore_index=True)
+
+
+def uplift_summary(session: Session, *, campaign_id: int | None = None, stored: bool = False, now: datetime | None = None) -> dict[str, Any]:
+    """Each campaign with a holdout in money, as ``analyze uplift --json`` prints it and the
+    Campaigns page shows it.
+
+    Measured now to the end of yesterday, as the nightly campaign evaluation does; with
+    ``stored``, what that evaluation stored (a page reads it without scanning purchases).
+
+    Returns
+    -------
+    dict
+        ``{"as_of", "currency", "gross_margin", "campaigns": [{"campaign_id", "campaign",
+        "status", "window": {"from", "to", "complete"}, "treatment_members",
+        "holdout_members", "incremental_revenue", "ci_low", "ci_high",
+        "incremental_members", "members_ci_low", "members_ci_high", "cost", "points_cost",
+        "roi", "roi_ci_low", "roi_ci_high", "underpowered", "holdout_needed"}]}``; an
+        interval or ROI that cannot be computed is None. ``as_of`` is None for stored
+        results when nothing was stored yet.
+    """
+    if campaign_id is not None and session.get(Campaign, campaign_id) is None:
+        from loyalty.errors import NotFound
+
+        raise NotFound(f"No campaign with id {campaign_id}.")
+    if stored:
+        results = campaign_results(session)
+        if campaign_id is not None:
+            results = results[results["campaign_id"] == campaign_id]
+        computed = results["computed_at"].max() if not results.empty else None
+        as_of = None if computed is None else default_as_of(pd.Timestamp(computed).to_pydatetime())
+    else:
+        as_of = default_as_of(now or utcnow())
+        results = evaluate_campaigns(session, cutoff=cutoff_of(as_of), campaign_ids=None if campaign_id is None else [campaign_id])
+    settings = get_settings(session)
+
+    def value(v: Any) -> float | None:
+        return None if v is None or pd.isna(v) else float(v)
+
+    def window(row: dict[str, Any]) -> dict[str, Any]:
+        end = row["window_end"]
+        # Stored results keep the exclusive end day; a fresh evaluation, the moment.
+        end_day = _day_after_or_at(pd.Timestamp(end).to_pydatetime()) if isinstance(end, (datetime, pd.Timestamp)) else end
+        return {"from": pd.Timestamp(row["window_start"]).date().isoformat(), "to": end_day.isoformat(), "complete": row["status"] == "ended"}
+
+    campaigns = []
+    for row in results.to_dict("records"):
+        campaigns.append(
+            {
+                "campaign_id": int(row["campaign_id"]),
+                "campaign": row["campaign"],
+                "status": row["status"],
+                "window": window(row),
+                "treatment_members": int(row["treatment_members"]),
+                "holdout_members": int(row["holdout_members"]),
+                "incremental_revenue": value(row["incremental_revenue"]),
+                "ci_low": value(row["incremental_revenue_ci_low"]),
+                "ci_high": value(row["incremental_revenue_ci_high"]),
+                "incremental_members": value(row["incremental_members"]),
+                "members_ci_low": value(row["incremental_members_ci_low"]),
+                "members_ci_high": value(row["incremental_members_ci_high"]),
+                "points_cost": int(row["points_cost"]),
+                "cost": value(row["cost"]),
+                "roi": value(row["roi"]),
+                "roi_ci_low": value(row["roi_ci_low"]),
+                "roi_ci_high": value(row["roi_ci_high"]),
+                "underpowered": bool(value(row["underpowered"])),
+                "holdout_needed": None if value(row["holdout_needed"]) is None else int(row["holdout_needed"]),
+            }
+        )
+    return {
+        "as_of": None if as_of is None else as_of.isoformat(),
+        "currency": settings.currency,
+        "gross_margin": settings.gross_margin,
+        "campaigns": campaigns,
+    }
+
+
+def uplift_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """The Campaigns page's results: one row per campaign, in words and money.
+
+    Columns ``campaign, window, incremental revenue (95 %), extra buyers (95 %), cost, ROI
+    (95 %), verdict``; each figure is followed by its 95 % interval, and the verdict says
+    "underpowered: a holdout of N was needed" when the interval cannot tell a gain from a loss.
+    """
+    cur = summary["currency"]
+
+    def with_interval(v: float | None, low: float | None, high: float | None, shown: Any) -> str:
+        if v is None:
+            return "n/a"
+        return shown(v) if low is None or high is None else f"{shown(v)} ({shown(low)} to {shown(high)})"
+
+    def amount(v: float) -> str:
+        return f"{cur} {v:,.0f}"
+
+    rows = []
+    for c in summary["campaigns"]:
+        if c["underpowered"]:
+            needed = c["holdout_needed"]
+            verdict = (
+                f"underpowered: a holdout of {needed:,} was needed (it had {c['holdout_members']:,})"
+                if needed
+                else "underpowered: the effect is too small to measure with this treatment group"
+            )
+        else:
+            verdict = "gain measured" if (c["ci_low"] or 0) > 0 else "loss measured"
+        rows.append(
+            {
+                "campaign": c["campaign"],
+                "window": f"{c['window']['from']} to {c['window']['to']}" + ("" if c["window"]["complete"] else " (running)"),
+                "incremental revenue (95 %)": with_interval(c["incremental_revenue"], c["ci_low"], c["ci_high"], amount),
+                "extra buyers (95 %)": with_interval(c["incremental_members"], c["members_ci_low"], c["members_ci_high"], lambda v: f"{v:+,.0f}"),
+                "cost": "n/a" if c["cost"] is None else amount(c["cost"]),
+                "ROI (95 %)": with_interval(c["roi"], c["roi_ci_low"], c["roi_ci_high"], lambda v: f"{v:+.0%}"),
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(rows, columns=["campaign", "window", "incremental revenue (95 %)", "extra buyers (95 %)", "cost", "ROI (95 %)", "verdict"])

@@ -237,3 +237,31 @@ def rfm_heatmap(cells: pd.DataFrame) -> go.Figure:
     )
     fig.update_layout(xaxis_title="frequency score (5 = most purchases)", yaxis_title="recency score (5 = most recent)", hovermode="closest")
     return house_layout(fig, "RFM grid: members per recency x frequency cell", yaxis_title="").update_layout(height=460)
+
+
+def uplift_chart(summary: dict) -> go.Figure:
+    """Each campaign's incremental revenue with its 95 % interval; the zero line is "no effect"."""
+    rows = [c for c in summary["campaigns"] if c["incremental_revenue"] is not None]
+    names = [c["campaign"] for c in rows]
+    centre = [c["incremental_revenue"] for c in rows]
+    fig = go.Figure(
+        go.Scatter(
+            x=centre,
+            y=names,
+            mode="markers",
+            marker={"size": 10, "color": [SLATE if c["underpowered"] else (TEAL if c["incremental_revenue"] > 0 else ROSE) for c in rows]},
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": [(c["ci_high"] - c["incremental_revenue"]) if c["ci_high"] is not None else 0 for c in rows],
+                "arrayminus": [(c["incremental_revenue"] - c["ci_low"]) if c["ci_low"] is not None else 0 for c in rows],
+                "color": SLATE,
+            },
+            name="Incremental revenue (95 % interval)",
+            showlegend=False,
+        )
+    )
+    fig.add_vline(x=0, line_dash="dot", line_color=SLATE)
+    fig.update_yaxes(type="category", autorange="reversed", automargin=True)
+    fig.update_layout(height=max(220, 70 + 45 * len(rows)))
+    return house_layout(fig, "Incremental revenue against the holdout, with its 95 % interval (grey: cannot tell)", yaxis_title="")

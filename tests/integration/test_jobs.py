@@ -421,6 +421,13 @@ def test_campaign_evaluation_measures_uplift_over_the_holdout_with_confidence_in
     assert row["incremental_revenue"] == pytest.approx(20.0 * 4)
     assert row["revenue_per_point"] == pytest.approx(80 / 120)
     assert (row["window_start"], row["window_end"]) == (date(2026, 9, 1), date(2026, 10, 1))
+    # In money: 120 points at EUR 0.01 cost EUR 1.20; ROI = (80 x 30 % margin - 1.20) / 1.20 = 19.
+    assert row["cost"] == pytest.approx(1.2) and row["roi"] == pytest.approx((80 * 0.3 - 1.2) / 1.2)
+    assert (row["roi_ci_low"], row["roi_ci_high"]) == pytest.approx(((4 * (20 - half) * 0.3 - 1.2) / 1.2, (4 * (20 + half) * 0.3 - 1.2) / 1.2))
+    assert (row["incremental_members"], row["incremental_members_ci_low"]) == pytest.approx((1.0, 4 * (0.25 - half_r)))
+    # Six members cannot tell: the interval holds 0. Four treated members are already too noisy
+    # ((20 / 2.80)² = 51 < s1²/n1 = 167): no holdout size would do, so none is named.
+    assert row["incremental_revenue_ci_low"] < 0 and row["underpowered"] == 1.0 and pd.isna(row["holdout_needed"])
 
     stored = _fresh(session).exec(select(func.count()).select_from(KpiSnapshot).where(KpiSnapshot.dimension == "campaign")).one()
     run_job("campaign-evaluation", as_of=date(2026, 10, 6), actor=MANAGER)

@@ -192,3 +192,31 @@ def test_a_backfill_recomputes_past_months_and_applies_to_the_snapshot_only(sess
     assert active(early) == before + 1
     assert main(["evaluate", "--job", "tier-evaluation", "--backfill"]) == 2
     assert "kpi-snapshot job only" in capsys.readouterr().err
+
+
+# --- campaign results ------------------------------------------------------------------------------
+
+
+def test_campaign_results_in_money_are_the_same_on_the_command_line_and_the_campaigns_page(session, evaluated_program, capsys):
+    from loyalty.cli import main
+    from loyalty.insights.campaign_results import uplift_summary, uplift_table
+
+    assert main(["analyze", "uplift", "--json"]) == 0
+    live = json.loads(capsys.readouterr().out)
+    page = uplift_summary(session, stored=True)  # what the nightly evaluation stored, as the page reads it
+    assert live["as_of"] == page["as_of"] and live["currency"] == "EUR" and live["campaigns"]
+    by_id = {c["campaign_id"]: c for c in page["campaigns"]}
+    for campaign in live["campaigns"]:
+        stored = by_id[campaign["campaign_id"]]
+        for key, value in campaign.items():
+            assert value == stored[key] or (isinstance(value, float) and _same(value, stored[key])), (campaign["campaign"], key, value, stored[key])
+        if campaign["cost"]:
+            assert _same(campaign["roi"], (campaign["incremental_revenue"] * live["gross_margin"] - campaign["cost"]) / campaign["cost"])
+        unclear = campaign["ci_low"] is None or campaign["ci_low"] <= 0 <= campaign["ci_high"]
+        assert campaign["underpowered"] == unclear
+    one = live["campaigns"][0]
+    assert main(["analyze", "uplift", "--campaign", str(one["campaign_id"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["campaigns"] == [one]
+    table = uplift_table(page)
+    assert len(table) == len(page["campaigns"]) and table["verdict"].str.contains("underpowered|measured").all()
+    assert main(["analyze", "uplift", "--campaign", "999999", "--json"]) == 4

@@ -116,8 +116,9 @@ def test_a_draft_of_a_kind_never_measured_shows_no_comparable_history(app, sessi
     at.selectbox(key="campaigns_choice").set_value("Referral bonus").run()
     assert not at.exception, at.exception
     # Two purchases are too few to estimate the cost either: both are said, no 0 shown.
-    assert at.info[0].value.startswith("Not enough history to estimate: 2 purchases in the window, need 10")
-    assert "No comparable history: no fixed bonus per purchase campaign has been measured" in at.info[0].value
+    (estimate,) = [i.value for i in at.info if i.value.startswith("Not enough history to estimate")]
+    assert estimate.startswith("Not enough history to estimate: 2 purchases in the window, need 10")
+    assert "No comparable history: no fixed bonus per purchase campaign has been measured" in estimate
     assert {m.label: m.value for m in at.metric}["Estimated points cost"] == "not enough history"
     assert "Incremental revenue" not in [m.label for m in at.metric]
 
@@ -167,3 +168,19 @@ def test_a_draft_shows_its_expected_impact_from_a_measured_campaign_of_its_kind(
     assert metrics["Incremental revenue"] == f"EUR {2 * (50.0 - holdout_mean) * impact.treatment:,.2f}"
     assert metrics["Points cost"] == f"{impact.points_cost:,} pts"
     assert "From 1 comparable campaign(s) measured against their holdout" in [e.label for e in at.expander]
+
+
+def test_an_analyst_sees_each_measured_campaign_in_money_with_its_interval_and_verdict(app, session, now):
+    from loyalty.demo.simulation import create_demo
+    from loyalty.evaluation.jobs import run_job
+
+    create_demo(session, members=300, months=12, seed=3, actor=Actor("max", "manager"), now=now)
+    run_job("campaign-evaluation", as_of=now.date() - timedelta(days=1), actor=Actor("max", "manager"))
+    at = _open(app, "analyst")
+    assert "Results against the holdout" in [h.value for h in at.subheader]
+    results = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    revenue = results["incremental revenue (95 %)"]
+    # A holdout of one member has no interval: the figure alone, and the verdict says it cannot tell.
+    assert revenue.str.fullmatch(r"EUR -?[\d,]+( \(EUR -?[\d,]+ to EUR -?[\d,]+\))?").all() and revenue.str.contains(" to ").sum() >= 2
+    assert results["verdict"].str.contains("underpowered|measured").all()
+    assert any("ROI = (incremental revenue x gross margin 30% - cost) / cost" in c.value for c in at.caption)

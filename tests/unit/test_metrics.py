@@ -601,3 +601,22 @@ def test_every_rule_key_is_documented() -> None:
 
     for key in RULE_KEYS:
         assert key in (segments.__doc__ or "")
+
+
+def test_the_holdout_needed_tells_the_observed_difference_apart_with_80_percent_power() -> None:
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    from loyalty.insights.campaign_results import holdout_needed
+
+    treated, held = np.tile([42.0, 62.0], 2_500), np.tile([40.0, 60.0], 20)  # means 52 and 50, spread about 10
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    d = treated.mean() - held.mean()
+    expected = math.ceil(held.var(ddof=1) / ((d / z) ** 2 - treated.var(ddof=1) / len(treated)))
+    # With a large treatment group about s0² / (d / 2.8)² = 100 / 0.51 = 196 for d = 2.
+    assert holdout_needed(treated, held) == expected and 190 < expected < 220
+    assert holdout_needed(treated, treated) is None, "no difference: nothing to detect"
+    assert holdout_needed(treated[:3], held) is None or holdout_needed(treated[:3], held) > 0
+    assert holdout_needed(np.array([1.0]), held) is None, "one member: no variance"
