@@ -64,7 +64,7 @@ from loyalty.analytics.metrics import METRICS, Dimension
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.figures import house_layout
 from loyalty.formatting import money
-from loyalty.periods import period_bounds
+from loyalty.periods import add_months, period_bounds
 
 __all__ = [
     "CADENCES",
@@ -252,14 +252,17 @@ def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | 
     columns = ["goal", "kpi", "metric", "segment", "period", "target", "value", "target_text", "value_text", "status"]
     if period.cadence != "monthly":
         return pd.DataFrame(columns=columns)
+    # Every target the Goals page counts (not archived, neither its goal): monthly ones for
+    # the report's month, quarterly ones for the last quarter complete at its end, as the
+    # KPI snapshot stores them; so the report and the Goals page count the same targets.
     quarter_start, quarter_end = period_bounds("quarter", period.start)
-    periods = {"month": (period.start, period.end)}
-    if quarter_end == period.end:
-        periods["quarter"] = (quarter_start, quarter_end)
+    if quarter_end != period.end:
+        quarter_start, quarter_end = add_months(quarter_start, -3), quarter_start
+    periods = {"month": (period.start, period.end), "quarter": (quarter_start, quarter_end)}
     targets = session.exec(
         select(KpiTarget, Goal)
         .join(Goal, col(Goal.id) == KpiTarget.goal_id)
-        .where(col(KpiTarget.period).in_(list(periods)))
+        .where(col(KpiTarget.period).in_(list(periods)), col(KpiTarget.archived_at).is_(None), col(Goal.archived_at).is_(None))
         .order_by(col(Goal.name), col(KpiTarget.id))
     ).all()
     segments = dict(session.exec(select(Segment.id, Segment.name)).all())

@@ -220,3 +220,17 @@ def test_campaign_results_in_money_are_the_same_on_the_command_line_and_the_camp
     table = uplift_table(page)
     assert len(table) == len(page["campaigns"]) and table["verdict"].str.contains("underpowered|measured").all()
     assert main(["analyze", "uplift", "--campaign", "999999", "--json"]) == 4
+
+
+def test_the_report_and_the_goals_page_count_the_same_targets_with_the_same_status(session, evaluated_program):
+    from loyalty.program.goals import goal_status
+
+    _, start, _ = evaluated_program
+    page = goal_status(session)
+    report = report_content(session, f"{start:%Y-%m}").targets
+    assert len(page) >= 9 and len(report) == len(page), (len(report), len(page))
+
+    def keyed(frame):
+        return {(r["goal"], r["metric"], r["segment"] or "", r["period"]): r["status"] for r in frame.to_dict("records")}
+
+    assert keyed(report) == keyed(page)
