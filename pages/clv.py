@@ -4,7 +4,7 @@ import streamlit as st
 
 from loyalty.errors import LoyaltyError
 from loyalty.formatting import csv_text
-from loyalty.insights.analysis import AT_RISK_ALIVE, Filters, clv_view
+from loyalty.insights.analysis import AT_RISK_ALIVE, LOST_ALIVE, Filters, clv_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import clv_scatter, group_bars, histogram
 from loyalty.ui.core import db_session
@@ -35,12 +35,17 @@ if members.empty:
     st.info("No members with purchases for these filters.")
     st.stop()
 
-cols = st.columns(4)
+cols = st.columns(5)
 cols[0].metric("Members", f"{len(members):,}")
 cols[1].metric("Mean historical CLV", f"{members['historical_clv'].mean():,.0f}")
 cols[2].metric("Mean predicted CLV (12 m)", f"{members['predicted_clv'].mean():,.0f}")
 cols[3].metric(
-    "High value at risk", f"{len(view['at_risk']):,}", help=f"Top fifth by historical CLV with probability alive below {AT_RISK_ALIVE:.0%}."
+    "High value at risk",
+    f"{len(view['at_risk']):,}",
+    help=f"Top fifth by historical CLV with probability alive from {LOST_ALIVE:.0%} to below {AT_RISK_ALIVE:.0%}: still worth winning back.",
+)
+cols[4].metric(
+    "High value lost", f"{len(view['lost']):,}", help=f"Top fifth by historical CLV with probability alive below {LOST_ALIVE:.0%}: most likely gone."
 )
 
 left, right = st.columns(2)
@@ -63,3 +68,5 @@ st.dataframe(
     },
 )
 st.download_button("Members at risk (CSV)", csv_text(view["at_risk"]), "clv_at_risk.csv", "text/csv", key="clv_download_at_risk")
+with st.expander(f"High-value members most likely lost ({len(view['lost']):,}, probability alive below {LOST_ALIVE:.0%})"):
+    st.dataframe(view["lost"], hide_index=True, width="stretch")

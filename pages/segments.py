@@ -50,7 +50,7 @@ if segments.empty:
 else:
     overview = overview_of_segments(show_archived)
     rows = [
-        {"segment": r.name, "members": r.members, "revenue_share": r.revenue_share, "rules": r.rules, "description": r.description}
+        {"segment": r.name, "members": r.members, "revenue_share": r.revenue_share, "rules": r.rules_text, "description": r.description}
         | ({"archived": r.archived} if show_archived else {})
         for r in overview.itertuples()
     ]

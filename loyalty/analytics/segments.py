@@ -41,7 +41,7 @@ from loyalty.analytics.data import load_members, load_purchases, members_frame, 
 from loyalty.analytics.rfm import RFM_SEGMENTS, rfm_measures, rfm_table
 from loyalty.errors import InvalidInput
 
-__all__ = ["RULE_KEYS", "match_members", "segment_members", "segment_memberships", "validate_rules"]
+__all__ = ["RULE_KEYS", "match_members", "rules_in_words", "segment_members", "segment_memberships", "validate_rules"]
 
 LIST_RULES = {"acquisition_channel": "acquisition_channel", "tier": "tier", "city": "city"}
 RANGE_RULES = ("days_since_last_purchase", "purchases", "spend")
@@ -57,6 +57,52 @@ RULE_KEYS: dict[str, str] = {
     "joined_on": '{"min": "YYYY-MM-DD", "max": "YYYY-MM-DD"}, inclusive',
     "rfm_segment": "list of RFM segment names",
 }
+
+
+_RULE_WORDS = {
+    "acquisition_channel": "joined through",
+    "tier": "in tier",
+    "city": "living in",
+    "rfm_segment": "in RFM segment",
+    "days_since_last_purchase": ("last bought", "days ago"),
+    "purchases": ("made", "purchases"),
+    "spend": ("spent", "in all"),
+}
+
+
+def rules_in_words(rules: Mapping[str, Any] | None) -> str:
+    """A segment's rules as a sentence a manager reads: ``Members in tier Gold or Platinum who
+    last bought at least 90 days ago.`` (every rule must hold)."""
+    if not rules:
+        return "Every member."
+
+    def either(values: Any) -> str:
+        names = [values] if isinstance(values, str) else [str(v) for v in values]
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+    def between(value: Mapping[str, Any]) -> str:
+        low, high = value.get("min"), value.get("max")
+        if low is not None and high is not None:
+            return f"between {low} and {high}"
+        return f"at least {low}" if low is not None else f"at most {high}"
+
+    parts = []
+    for key, value in rules.items():
+        words = _RULE_WORDS.get(key)
+        if key == "marketing_consent":
+            parts.append("who agreed to marketing" if value else "who did not agree to marketing")
+        elif key == "joined_on" and isinstance(value, Mapping):
+            low, high = value.get("min"), value.get("max")
+            when = f"from {low} to {high}" if low and high else (f"on or after {low}" if low else f"on or before {high}")
+            parts.append(f"who joined {when}")
+        elif isinstance(words, str):
+            parts.append(f"{words} {either(value)}")
+        elif isinstance(words, tuple) and isinstance(value, Mapping):
+            verb, unit = words
+            parts.append(f"who {verb} {between(value)} {unit}".rstrip())
+        else:
+            parts.append(f"{key} {value}")
+    return "Members " + ", ".join(parts) + "."
 
 
 def _names(key: str, value: Any) -> list[str]:

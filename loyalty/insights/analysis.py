@@ -42,6 +42,7 @@ __all__ = [
 FREQUENCY_BINS = 40  # bars of the purchase-frequency chart
 AT_RISK_ALIVE = 0.5  # members at risk: probability alive below this...
 AT_RISK_VALUE_QUANTILE = 0.8  # ...and historical or predicted CLV in the top fifth
+LOST_ALIVE = 0.01  # below this probability alive a member is counted lost, not at risk: too late to act
 # Median days between purchases -> what it means for a loyalty program (DOMAIN.md, mistake 1).
 CYCLE_VERDICTS = (
     (
@@ -167,9 +168,11 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
     if ids is not None:
         table = table[table["member_id"].isin(ids)]
     if table.empty:
-        return {"members": table, "by_tier": pd.DataFrame(), "by_channel": pd.DataFrame(), "at_risk": table}
+        return {"members": table, "by_tier": pd.DataFrame(), "by_channel": pd.DataFrame(), "at_risk": table, "lost": table}
     value_line = table["historical_clv"].quantile(AT_RISK_VALUE_QUANTILE)
-    at_risk = table[(table["probability_alive"] < AT_RISK_ALIVE) & (table["historical_clv"] >= value_line)]
+    valuable = table[table["historical_clv"] >= value_line]
+    at_risk = valuable[(valuable["probability_alive"] < AT_RISK_ALIVE) & (valuable["probability_alive"] >= LOST_ALIVE)]
+    lost = valuable[valuable["probability_alive"] < LOST_ALIVE]
     by = {
         name: table.groupby(col)
         .agg(members=("member_id", "size"), historical_clv=("historical_clv", "mean"), predicted_clv=("predicted_clv", "mean"))
@@ -177,6 +180,7 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
         .rename(columns={col: "group"})
         for name, col in (("by_tier", "tier"), ("by_channel", "acquisition_channel"))
     }
+    by["by_tier"] = _in_tier_order(session, by["by_tier"])
     columns = [
         "external_id",
         "tier",
@@ -187,7 +191,22 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
         "probability_alive",
         "expected_purchases",
     ]
-    return {"members": table, **by, "at_risk": at_risk.sort_values("historical_clv", ascending=False)[[c for c in columns if c in at_risk.columns]]}
+    shown = [c for c in columns if c in table.columns]
+    return {
+        "members": table,
+        **by,
+        "at_risk": at_risk.sort_values("historical_clv", ascending=False)[shown],
+        "lost": lost.sort_values("historical_clv", ascending=False)[shown],
+    }
+
+
+def _in_tier_order(session: Session, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (one row per tier in column ``group``) in the tiers' rank order, lowest first;
+    members without a tier last."""
+    from db.models import Tier
+
+    rank = {name: r for name, r in session.exec(select(Tier.name, Tier.rank)).all()}
+    return frame.sort_values("group", key=lambda names: names.map(lambda n: rank.get(n, len(rank) + 1)), kind="stable", ignore_index=True)
 
 
 # --- redemptions and liability -------------------------------------------------------------
@@ -362,6 +381,7 @@ def feedback_view(session: Session, filters: Filters, *, actor: Actor, comments:
         f"by_{name}": answers.groupby(col).agg(nps=("score", _nps), answers=("score", "size")).reset_index().rename(columns={col: "group"})
         for name, col in (("tier", "tier"), ("channel", "acquisition_channel"))
     }
+    by["by_tier"] = _in_tier_order(session, by["by_tier"])
     latest = answers[answers["comment"].str.len() > 0].sort_values("submitted_at", ascending=False).head(comments)
     return {
         "answers": answers,

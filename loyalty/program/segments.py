@@ -17,6 +17,7 @@ from db.engine import write_transaction
 from db.models import Campaign, KpiTarget, Segment, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
+from loyalty.analytics.segments import rules_in_words
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.program.lifecycle import Removal, archive_record, clone_record, count_rows, delete_record, restore_record
 
@@ -47,7 +48,7 @@ def segment_member_ids(session: Session, rules: dict[str, Any], *, now: datetime
 
 
 def list_segments(session: Session, *, include_archived: bool = False) -> pd.DataFrame:
-    """The saved segments by name; archived ones only with ``include_archived``."""
+    """The saved segments by name (``rules_text``: the rules as a sentence); archived ones only with ``include_archived``."""
     query = select(Segment).order_by(Segment.name)
     if not include_archived:
         query = query.where(col(Segment.archived_at).is_(None))
@@ -57,12 +58,13 @@ def list_segments(session: Session, *, include_archived: bool = False) -> pd.Dat
             "name": s.name,
             "description": s.description,
             "rules": s.rules,
+            "rules_text": rules_in_words(s.rules),
             "created_by": s.created_by,
             "archived": s.archived_at is not None,
         }
         for s in session.exec(query)
     ]
-    return pd.DataFrame(rows, columns=["id", "name", "description", "rules", "created_by", "archived"])
+    return pd.DataFrame(rows, columns=["id", "name", "description", "rules", "rules_text", "created_by", "archived"])
 
 
 def save_segment(

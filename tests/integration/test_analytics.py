@@ -479,3 +479,21 @@ def test_the_segments_overview_gives_each_segment_s_size_and_revenue_share_as_co
         assert overview.loc[name, "members"] == alone["members"], name
         assert overview.loc[name, "revenue_share"] == pytest.approx(alone["revenue_share"]), name
     assert overview.loc["Referrals", "members"] == 1  # B
+
+
+def test_tiers_are_listed_by_rank_and_lost_members_apart_from_those_at_risk(session, now):
+    from loyalty.access.roles import Actor
+    from loyalty.demo.simulation import create_demo
+    from loyalty.insights.analysis import AT_RISK_ALIVE, LOST_ALIVE, Filters, clv_view, feedback_view
+    from loyalty.program.tiers import list_tiers
+
+    create_demo(session, members=300, months=12, seed=3, actor=Actor("max", "manager"), now=now)
+    ranked = list_tiers(session)["name"].tolist()
+    assert ranked != sorted(ranked), "the demo's tiers are not in alphabetical order"
+    filters = Filters(start=now.date().replace(day=1, month=1), end=now.date())
+    for by_tier in (clv_view(session, filters)["by_tier"], feedback_view(session, filters, actor=Actor("ann", "analyst"))["by_tier"]):
+        shown = [t for t in by_tier["group"] if t in ranked]
+        assert shown == [t for t in ranked if t in shown] and len(shown) >= 2
+    view = clv_view(session, filters)
+    assert (view["lost"]["probability_alive"] < LOST_ALIVE).all()
+    assert view["at_risk"]["probability_alive"].between(LOST_ALIVE, AT_RISK_ALIVE, inclusive="left").all()
