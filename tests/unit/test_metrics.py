@@ -620,3 +620,14 @@ def test_the_holdout_needed_tells_the_observed_difference_apart_with_80_percent_
     assert holdout_needed(treated, treated) is None, "no difference: nothing to detect"
     assert holdout_needed(treated[:3], held) is None or holdout_needed(treated[:3], held) > 0
     assert holdout_needed(np.array([1.0]), held) is None, "one member: no variance"
+
+
+def test_docs_metrics_states_every_kpi_as_the_catalogue_defines_it() -> None:
+    from pathlib import Path
+
+    from loyalty.analytics.metrics import METRICS, PERIOD_RULE
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    assert PERIOD_RULE in text
+    for name, metric in METRICS.items():
+        assert f"| `{name}` | {metric.label} | {metric.definition} |" in text, f"docs/metrics.md is out of date for {name}"
