@@ -367,7 +367,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             from loyalty.analytics.cohorts import retention_analysis
 
             result = retention_analysis(session, period=args.period, as_of=args.as_of)
-        elif args.analysis == "clv":
+        elif args.analysis == "clv" and not args.members:
             from loyalty.analytics.clv import clv_analysis
 
             result = clv_analysis(session, calibration_end=args.calibration_end, time_unit=args.time_unit)
@@ -375,6 +375,35 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             from loyalty.analytics.metrics import kpi_summary
 
             result = kpi_summary(session, args.date_from, args.date_to)
+        elif args.analysis in ("redemptions", "nps", "cycle"):
+            from loyalty.evaluation import summaries
+
+            if args.analysis == "redemptions":
+                result = summaries.redemption_summary(session, args.date_from, args.date_to, by=args.by)
+            elif args.analysis == "nps":
+                result = summaries.nps_summary(session, args.date_from, args.date_to, by=args.by)
+            else:
+                result = summaries.cycle_summary(session, args.date_from, args.date_to)
+        elif args.analysis == "liability":
+            from loyalty.evaluation.summaries import liability_summary
+
+            result = liability_summary(session, as_of=args.as_of)
+        elif args.analysis == "forecast":
+            from loyalty.evaluation.summaries import forecast_summary_json
+
+            result = forecast_summary_json(session, as_of=args.as_of)
+        elif args.analysis == "winback":
+            from loyalty.evaluation.summaries import winback_summary
+
+            result = winback_summary(session, as_of=args.as_of, limit=args.limit)
+        elif args.analysis == "clv" and args.members:
+            from loyalty.analytics.clv import clv_analysis
+            from loyalty.evaluation.summaries import clv_members_summary
+
+            result = {
+                **clv_analysis(session, calibration_end=args.calibration_end, time_unit=args.time_unit),
+                "per_member": clv_members_summary(session, args.calibration_end, args.time_unit),
+            }
         elif args.analysis == "uplift":
             from loyalty.insights.campaign_results import uplift_summary
 
@@ -481,8 +510,13 @@ def cmd_jobs_history(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from loyalty.evaluation.reports import render_report
 
+    if args.out is None and args.format != "json":
+        raise InvalidInput("Name the file to write: --out FILE (only --format json prints to the screen).")
     with new_session() as session:
         content = render_report(session, args.period, args.format)
+    if args.out is None:
+        print(content.decode())
+        return 0
     Path(args.out).write_bytes(content)
     print(f"{args.format.upper()} report for {args.period} written to {args.out} ({len(content):,} bytes)")
     return 0
@@ -581,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("clv", cmd_analyze, "Fit BG/NBD + Gamma-Gamma on purchases up to the calibration end.", parent=analyze)
     p.add_argument("--calibration-end", type=_date, required=True)
     p.add_argument("--time-unit", choices=["day", "week", "month"], default="week")
+    p.add_argument("--members", action="store_true", help="also each member's probability of being alive and predicted CLV")
     p.add_argument("--json", action="store_true")
     p = add("kpis", cmd_analyze, "The KPI catalogue for a period [FROM, TO).", parent=analyze)
     p.add_argument("--from", dest="date_from", type=_date, required=True)
@@ -590,6 +625,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="date_from", type=_date, help="a day of the first month (default: the month of the first purchase)")
     p.add_argument("--to", dest="date_to", type=_date, help="a day of the last month (default: the last complete month)")
     p.add_argument("--json", action="store_true")
+    for name, words, by in (
+        ("redemptions", "Redemption rate, breakage, points outstanding and liability of a period [FROM, TO), per month.", True),
+        ("nps", "Net Promoter Score of a period [FROM, TO), per month.", True),
+        ("cycle", "Purchase cycle of a period [FROM, TO): days between purchases and the verdict.", False),
+    ):
+        p = add(name, cmd_analyze, words, parent=analyze)
+        p.add_argument("--from", dest="date_from", type=_date, required=True)
+        p.add_argument("--to", dest="date_to", type=_date, required=True, help="end of the period, exclusive")
+        if by:
+            p.add_argument("--by", choices=["tier", "channel", "segment"], help="also split the figures")
+        p.add_argument("--json", action="store_true")
+    for name, words in (
+        ("liability", "Points outstanding and liability at the end of a day (default yesterday)."),
+        ("forecast", "The liability forecast: the next 12 months of points outstanding, with a band."),
+        ("winback", "High-value members whose probability of being alive fell (masked as an analyst sees them)."),
+    ):
+        p = add(name, cmd_analyze, words, parent=analyze)
+        p.add_argument("--as-of", type=_date)
+        if name == "winback":
+            p.add_argument("--limit", type=int, default=100)
+        p.add_argument("--json", action="store_true")
     p = add("uplift", cmd_analyze, "Each campaign against its holdout, in money: incremental revenue, cost, ROI.", parent=analyze)
     p.add_argument("--campaign", type=int, help="only this campaign (its id)")
     p.add_argument("--json", action="store_true")
@@ -627,8 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("report", cmd_report, "Render the executive report of a period.")
     p.add_argument("--period", required=True, help="YYYY-MM (monthly) or YYYY-Www (weekly)")
-    p.add_argument("--format", choices=["html", "pdf"], default="html")
-    p.add_argument("--out", required=True)
+    p.add_argument("--format", choices=["html", "pdf", "json"], default="html", help="json: the report's figures")
+    p.add_argument("--out", help="the file to write (default for json: print it)")
 
     p = add("export", cmd_export, "Export members, purchases, the ledger or a segment's members to a CSV file (safe to open in a spreadsheet).")
     p.add_argument("what", choices=["members", "purchases", "ledger", "segment"])

@@ -401,7 +401,8 @@ def _summary(content: ReportContent) -> list[str]:
         revenue_words = money(_value(c.incremental_revenue), cur)
         roi = _value(c.roi)
         sentences.append(
-            f"Campaign {c.campaign!r}: members who got it spent {money(_value(c.spend_uplift) or 0, cur)} more per head than the "
+            f"Campaign {c.campaign!r}: members who got it spent {money(abs(_value(c.spend_uplift) or 0), cur)} "
+            f"{'less' if (_value(c.spend_uplift) or 0) < 0 else 'more'} per head than the "
             f"holdout ({_interval_words(_value(c.spend_uplift_ci_low), _value(c.spend_uplift_ci_high))}), an estimated "
             f"{revenue_words} of extra revenue for {int(c.points_cost):,} bonus points ({money(_value(c.cost), cur)})"
             + (f", a return of {roi:+.0%} on that cost" if roi is not None else "")
@@ -933,11 +934,59 @@ def _status_style(status: str) -> Any:
 # --- rendering, storing, listing -------------------------------------------------------------------------
 
 
+def report_data(content: ReportContent) -> dict[str, Any]:
+    """The report's figures as JSON-ready data (``report --format json``): the period, the
+    summary sentences, the key numbers (catalogue keys), the KPI targets with their status,
+    the campaigns in money and the tier moves; the same values the HTML and PDF show."""
+
+    def plain(value: Any) -> Any:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        if isinstance(value, (datetime, date, pd.Timestamp)):
+            return value.isoformat()
+        return value.item() if hasattr(value, "item") else value
+
+    def records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+        return [{c: plain(row.get(c)) for c in columns} for row in frame.to_dict("records")]
+
+    p = content.period
+    return {
+        "title": content.title,
+        "period": {"label": p.label, "from": p.start.isoformat(), "to": p.end.isoformat(), "complete": not content.notes},
+        "currency": content.currency,
+        "generated_at": content.generated_at.isoformat(),
+        "summary": content.summary,
+        "key_numbers": {
+            row["metric"]: {"value": plain(row["value"]), "previous": plain(row["previous"])} for row in content.key_numbers.to_dict("records")
+        },
+        "targets": records(content.targets, ["goal", "metric", "segment", "period", "target", "value", "status"]),
+        "campaigns": records(
+            content.campaigns,
+            [
+                "campaign",
+                "treatment_members",
+                "holdout_members",
+                "incremental_revenue",
+                "incremental_revenue_ci_low",
+                "incremental_revenue_ci_high",
+                "cost",
+                "roi",
+                "underpowered",
+            ],
+        ),
+        "tier_moves": records(content.tier_moves, ["from_tier", "to_tier", "direction", "members"]),
+    }
+
+
 def render_report(session: Session, period: str, fmt: str) -> bytes:
-    """``report --period YYYY-MM --format html|pdf``: the report of ``period`` as bytes."""
-    if fmt not in FORMATS:
-        raise InvalidInput(f"Format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
+    """``report --period YYYY-MM --format html|pdf|json``: the report of ``period`` as bytes."""
+    if fmt not in (*FORMATS, "json"):
+        raise InvalidInput(f"Format must be one of {', '.join(FORMATS)} or json, not {fmt!r}.")
     content = report_content(session, period)
+    if fmt == "json":
+        import json
+
+        return json.dumps(report_data(content), indent=2).encode()
     return render_html(content) if fmt == "html" else render_pdf(content)
 
 

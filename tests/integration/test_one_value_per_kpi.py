@@ -234,3 +234,54 @@ def test_the_report_and_the_goals_page_count_the_same_targets_with_the_same_stat
         return {(r["goal"], r["metric"], r["segment"] or "", r["period"]): r["status"] for r in frame.to_dict("records")}
 
     assert keyed(report) == keyed(page)
+
+
+# --- every analysis on the command line ------------------------------------------------------------
+
+
+def test_every_analysis_on_the_command_line_names_its_figures_with_the_catalogue_keys_and_values(session, evaluated_program, capsys):
+    from loyalty.cli import main
+
+    as_of, start, end = evaluated_program
+    catalogue = compute_kpis(session, start, end)
+    truth = {m: (None if math.isnan(v) else float(v)) for m, v in zip(catalogue["metric"], catalogue["value"])}
+
+    def run(*argv: str) -> dict:
+        assert main(["analyze", *argv, "--json"]) == 0, capsys.readouterr().err
+        return json.loads(capsys.readouterr().out)
+
+    period = ["--from", start.isoformat(), "--to", end.isoformat()]
+    redemptions = run("redemptions", *period, "--by", "tier")
+    assert redemptions["period"]["complete"] is True
+    for key in REDEMPTION_FIGURES:
+        assert _same(redemptions[key], truth[key]), key
+    by_tier = compute_kpis(session, start, end, by="tier", metrics=list(REDEMPTION_FIGURES))
+    for row in by_tier.itertuples(index=False):
+        assert _same(redemptions["by"][row.dimension_value][row.metric], None if math.isnan(row.value) else row.value)
+    assert redemptions["monthly"][0]["month"] == f"{start:%Y-%m}" and _same(redemptions["monthly"][0]["redemption_rate"], truth["redemption_rate"])
+
+    nps = run("nps", *period, "--by", "channel")
+    assert _same(nps["nps"], truth["nps"]) and nps["answers"] > 0 and set(nps["by"]) >= {"store", "web"}
+
+    liability = run("liability", "--as-of", as_of.isoformat())
+    summary = program_summary(session)
+    assert liability["points_outstanding"] == summary.points_outstanding and _same(liability["points_liability"], summary.liability)
+
+    forecast = run("forecast", "--as-of", as_of.isoformat())
+    assert forecast["as_of"] == as_of.isoformat() and forecast["points_outstanding"] == liability["points_outstanding"]
+    assert [m["kind"] for m in forecast["months"]].count("forecast") == 12
+
+    cycle = run("cycle", *period)
+    assert cycle["active_members"] == truth["active_members"] and cycle["median_gap_days"] is not None
+
+    winback = run("winback", "--as-of", as_of.isoformat(), "--limit", "5")
+    assert len(winback["members"]) <= 5 and all(m["member_id"].startswith("M") and "***" in m["email"] for m in winback["members"])
+
+    clv = run("clv", "--calibration-end", (end - timedelta(days=1)).isoformat(), "--members")
+    assert len(clv["per_member"]) == clv["members"] and all(0 <= m["probability_alive"] <= 1 for m in clv["per_member"])
+
+    assert main(["report", "--period", f"{start:%Y-%m}", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for metric, figures in report["key_numbers"].items():
+        assert _same(figures["value"], truth[metric]), metric
+    assert report["period"] == {"label": f"{start:%Y-%m}", "from": start.isoformat(), "to": end.isoformat(), "complete": True}
