@@ -9,6 +9,7 @@ from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import clv_scatter, group_bars, histogram
 from loyalty.ui.core import db_session
 from loyalty.ui.filters import analysis_header
+from loyalty.ui.tables import readable
 
 page_actor("analysis.view")
 filters = analysis_header(
@@ -58,15 +59,15 @@ st.download_button("Per-member CLV (CSV)", csv_text(members), "clv_members.csv",
 
 st.subheader("Members at risk: high value, falling probability of being alive")
 st.dataframe(
-    view["at_risk"],
+    readable(view["at_risk"]),
     hide_index=True,
     width="stretch",
     column_config={
-        "probability_alive": st.column_config.ProgressColumn("P(alive)", min_value=0, max_value=1, format="percent"),
-        "historical_clv": st.column_config.NumberColumn(format="%.0f"),
-        "predicted_clv": st.column_config.NumberColumn(format="%.0f"),
+        "probability alive": st.column_config.ProgressColumn("P(alive)", min_value=0, max_value=1, format="percent"),
+        "historical CLV": st.column_config.NumberColumn(format="%.0f"),
+        "predicted CLV": st.column_config.NumberColumn(format="%.0f"),
     },
 )
 st.download_button("Members at risk (CSV)", csv_text(view["at_risk"]), "clv_at_risk.csv", "text/csv", key="clv_download_at_risk")
 with st.expander(f"High-value members most likely lost ({len(view['lost']):,}, probability alive below {LOST_ALIVE:.0%})"):
-    st.dataframe(view["lost"], hide_index=True, width="stretch")
+    st.dataframe(readable(view["lost"]), hide_index=True, width="stretch")

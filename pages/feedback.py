@@ -9,6 +9,7 @@ from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import group_bars, nps_chart
 from loyalty.ui.core import db_session
 from loyalty.ui.filters import analysis_header
+from loyalty.ui.tables import readable
 
 actor = page_actor("analysis.view")
 filters = analysis_header("feedback", "Feedback (NPS)")
@@ -38,10 +39,10 @@ st.download_button(
     "Answers (CSV)", csv_text(view["answers"].drop(columns=["member_id"])), "nps_answers.csv", "text/csv", key="feedback_download_answers"
 )
 st.subheader("Latest comments")
-st.dataframe(view["comments"], hide_index=True, width="stretch")
+st.dataframe(readable(view["comments"]), hide_index=True, width="stretch")
 
 st.subheader("Members behind the score")
 group = st.segmented_control("Show", ["detractor", "passive", "promoter"], default="detractor", key="feedback_group") or "detractor"
 people = view["answers"][view["answers"]["group"] == group][["submitted_at", "member", "score", "comment", "tier", "acquisition_channel"]]
 st.caption(f"{len(people):,} {group} answers in the range.")
-st.dataframe(people.sort_values("submitted_at", ascending=False), hide_index=True, width="stretch")
+st.dataframe(readable(people.sort_values("submitted_at", ascending=False)), hide_index=True, width="stretch")

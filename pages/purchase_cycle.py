@@ -8,6 +8,7 @@ from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import counted_bars
 from loyalty.ui.core import db_session
 from loyalty.ui.filters import analysis_header
+from loyalty.ui.tables import readable
 
 page_actor("analysis.view")
 filters = analysis_header("purchase_cycle", "Purchase cycle")
@@ -59,5 +60,5 @@ def slow(filters: Filters, threshold: int):
 
 slow = slow(filters, threshold)
 st.caption(f"{len(slow):,} repeat buyers usually wait {threshold} days or more between purchases.")
-st.dataframe(slow, hide_index=True, width="stretch")
+st.dataframe(readable(slow), hide_index=True, width="stretch")
 st.download_button("These members (CSV)", csv_text(slow), "slow_repeaters.csv", "text/csv", key="purchase_cycle_download_slow")

@@ -11,6 +11,7 @@ from loyalty.ui.charts import compact, points_flow
 from loyalty.ui.core import METRICS_DOC, db_session
 from loyalty.ui.filters import analysis_header
 from loyalty.ui.forecast_charts import liability_chart, redemption_expiry_chart
+from loyalty.ui.tables import readable
 
 page_actor("analysis.view")
 filters = analysis_header("redemption_analysis", "Redemptions and liability")
@@ -61,7 +62,7 @@ else:
         )
         reward = st.selectbox("Who redeemed", view["by_reward"]["reward"].tolist(), key="redemption_analysis_reward")
         with db_session() as session:
-            st.dataframe(reward_redeemers(session, filters, reward), hide_index=True, width="stretch")
+            st.dataframe(readable(reward_redeemers(session, filters, reward)), hide_index=True, width="stretch")
 
 st.subheader("Liability forecast")
 forecast = load_forecast()

@@ -8,6 +8,7 @@ from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import churn_chart, cohort_heatmap, retention_curves_chart
 from loyalty.ui.core import db_session
 from loyalty.ui.filters import analysis_header
+from loyalty.ui.tables import readable
 
 page_actor("analysis.view")
 filters = analysis_header("retention", "Retention")
@@ -43,5 +44,5 @@ with db_session() as session:
     people = cohort_members(session, filters, cohort, age)
 kept = int(people["active_at_age"].sum())
 st.caption(f"{kept:,} of {len(people):,} members of the {cohort} cohort bought in month +{age}; the others are listed first.")
-st.dataframe(people, hide_index=True, width="stretch")
+st.dataframe(readable(people), hide_index=True, width="stretch")
 st.download_button("These members (CSV)", csv_text(people), f"cohort_{cohort}_plus{age}.csv", "text/csv", key="retention_download_members")

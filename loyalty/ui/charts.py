@@ -193,7 +193,7 @@ def clv_scatter(members: pd.DataFrame) -> go.Figure:
         )
     )
     fig.update_layout(xaxis_title="historical CLV (spend to date)", hovermode="closest")
-    return house_layout(fig, "Predicted (next 12 months) vs historical CLV, coloured by probability alive", yaxis_title="predicted CLV")
+    return house_layout(fig, "Predicted CLV (12 months) vs spend to date, by P(alive)", yaxis_title="predicted CLV")
 
 
 def points_flow(monthly: pd.DataFrame) -> go.Figure:
@@ -205,6 +205,7 @@ def points_flow(monthly: pd.DataFrame) -> go.Figure:
         x=monthly["month"], y=monthly["redemption_rate"] * 100, name="Redemption rate", yaxis="y2", mode="lines+markers", line_color=SLATE
     )
     fig.update_layout(barmode="relative", yaxis2={"overlaying": "y", "side": "right", "ticksuffix": "%", "showgrid": False, "rangemode": "tozero"})
+    _month_axis(fig, [str(m) for m in monthly["month"]])
     return house_layout(fig, "Points earned vs redeemed vs expired, and the redemption rate", yaxis_title="points")
 
 
@@ -213,7 +214,8 @@ def nps_chart(monthly: pd.DataFrame) -> go.Figure:
     # The line sits on the overlaying axis so it is drawn above the bars.
     fig.add_bar(x=monthly["month"], y=monthly["answers"], name="Answers", marker_color="#cbd5e1")
     fig.add_scatter(x=monthly["month"], y=monthly["nps"], name="NPS", mode="lines+markers", line_color=TEAL, yaxis="y2")
-    fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "range": [-100, 100], "title": "NPS"})
+    fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "range": [-100, 100], "dtick": 25, "title": "NPS"})
+    _month_axis(fig, [str(m) for m in monthly["month"]])
     return house_layout(fig, "Net Promoter Score per month (% promoters 9-10 minus % detractors 0-6)", yaxis_title="answers")
 
 

@@ -14,7 +14,23 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-__all__ = ["selected_ids", "selection_key"]
+__all__ = ["readable", "selected_ids", "selection_key"]
+
+# Column names that read differently from their words.
+_HEADERS = {"external_id": "member", "clv": "CLV", "nps": "NPS", "p_alive": "P(alive)"}
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with headers people read: ``historical_clv`` shows as "historical CLV",
+    ``external_id`` as "member" (the data is not changed)."""
+
+    def words(name: object) -> str:
+        text = str(name)
+        if text in _HEADERS:
+            return _HEADERS[text]
+        return " ".join(_HEADERS.get(part, part) for part in text.split("_"))
+
+    return frame.rename(columns=words)
 
 
 def selection_key(prefix: str, ids: Sequence[int] | pd.Series) -> str:

@@ -58,7 +58,7 @@ def test_retention_heatmap_shows_each_cohort_month_by_month(app, program):
     curves = {t["name"]: t["y"] for t in figure(at, 1)["data"]}
     assert curves["referral"][:2] == pytest.approx([100.0, 100.0]) and curves["social_ads"][:2] == pytest.approx([100.0, 0.0])
     people = at.dataframe[0].value
-    assert int(people["active_at_age"].sum()) == 2 and len(people) == 3
+    assert int(people["active at age"].sum()) == 2 and len(people) == 3  # headers in words
 
 
 @pytest.mark.calendar
@@ -121,7 +121,7 @@ def test_purchase_cycle_lists_the_members_behind_long_gaps(app, program):
     at.slider(key="purchase_cycle_gap").set_value(7).run()
     slow = at.dataframe[0].value
     # Two members bought twice, about five weeks apart; the third bought once.
-    assert len(slow) == 2 and (slow["median_gap_days"] >= 28).all()
+    assert len(slow) == 2 and (slow["median gap days"] >= 28).all()
 
 
 @pytest.mark.calendar
