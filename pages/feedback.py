@@ -7,7 +7,7 @@ from loyalty.formatting import csv_text
 from loyalty.insights.analysis import Filters, feedback_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import group_bars, nps_chart
-from loyalty.ui.core import db_session
+from loyalty.ui.core import METRICS_DOC, db_session
 from loyalty.ui.filters import analysis_header
 from loyalty.ui.tables import readable
 
@@ -27,7 +27,9 @@ if view["answers"].empty:
     st.stop()
 groups = view["answers"]["group"].value_counts()
 cols = st.columns(4)
-cols[0].metric("NPS", f"{view['nps']:+.0f}")
+cols[0].metric(
+    "NPS", "n/a" if view["nps"] is None else f"{view['nps']:+.0f}", help="The catalogue's Net Promoter Score over the range." + METRICS_DOC
+)
 cols[1].metric("Promoters (9-10)", f"{groups.get('promoter', 0):,}")
 cols[2].metric("Passives (7-8)", f"{groups.get('passive', 0):,}")
 cols[3].metric("Detractors (0-6)", f"{groups.get('detractor', 0):,}")

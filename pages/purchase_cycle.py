@@ -6,7 +6,7 @@ from loyalty.formatting import csv_text
 from loyalty.insights.analysis import Filters, purchase_cycle_view, slow_repeaters
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import counted_bars
-from loyalty.ui.core import db_session
+from loyalty.ui.core import METRICS_DOC, db_session
 from loyalty.ui.filters import analysis_header
 from loyalty.ui.tables import readable
 
@@ -27,7 +27,11 @@ if view["active_members"] == 0:
 st.info(view["verdict"])
 cols = st.columns(3)
 cols[0].metric("Median days between purchases", "n/a" if view["median_gap"] is None else f"{view['median_gap']:.0f}")
-cols[1].metric("Members buying on 2+ days", "n/a" if view["repeat_share"] is None else f"{view['repeat_share']:.0%}")
+cols[1].metric(
+    "Members buying on 2+ days",
+    "n/a" if view["repeat_share"] is None else f"{view['repeat_share']:.0%}",
+    help="The catalogue's repeat-purchase rate over the range." + METRICS_DOC,
+)
 cols[2].metric("Active members in range", f"{view['active_members']:,}")
 left, right = st.columns(2)
 gaps, frequency = view["gaps"], view["frequency"]

@@ -200,6 +200,19 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
     }
 
 
+def _catalogue(session: Session, filters: Filters, **names: str) -> dict[str, Any]:
+    """KPIs of the catalogue over the filters' range and members, under the view's own names
+    (``repeat_share="repeat_purchase_rate"``): a page's figure is the catalogue's figure."""
+    from loyalty.analytics.metrics import compute_kpis
+
+    ids = _member_ids(session, filters, load_members(session)) if filters.restricts_members else None
+    frame = compute_kpis(session, filters.start, filters.end, metrics=list(names.values()), only=None if ids is None else ids.tolist())
+    values: dict[str, Any] = {m: (None if pd.isna(v) else float(v)) for m, v in zip(frame["metric"], frame["value"])}
+    if values.get("active_members") is not None:
+        values["active_members"] = int(values["active_members"])
+    return {key: values[metric] for key, metric in names.items()}
+
+
 def _in_tier_order(session: Session, frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (one row per tier in column ``group``) in the tiers' rank order, lowest first;
     members without a tier last."""
@@ -330,8 +343,7 @@ def purchase_cycle_view(session: Session, filters: Filters) -> dict[str, Any]:
         "gaps": pd.DataFrame({"days_between_purchases": np.arange(len(gap_counts)), "gaps": gap_counts}).query("gaps > 0").reset_index(drop=True),
         "frequency": pd.DataFrame({"purchases_per_year_from": edges[:-1].round(2), "purchases_per_year_to": edges[1:].round(2), "members": counts}),
         "median_gap": median,
-        "repeat_share": float((per_member["purchase_days"] >= 2).mean()) if per_member.height else None,  # type: ignore[arg-type]  # a non-empty mean
-        "active_members": per_member.height,
+        **_catalogue(session, filters, repeat_share="repeat_purchase_rate", active_members="active_members"),
         "verdict": verdict,
     }
 
@@ -388,7 +400,7 @@ def feedback_view(session: Session, filters: Filters, *, actor: Actor, comments:
         "monthly": monthly,
         **by,
         "comments": latest[["submitted_at", "member", "score", "group", "comment"]],
-        "nps": _nps(answers["score"]),
+        **_catalogue(session, filters, nps="nps"),
     }
 
 

@@ -81,6 +81,11 @@ def test_each_kpi_of_a_month_has_one_value_on_every_surface(session, evaluated_p
         "points_liability": view["liability"],
     }
     assert set(surfaces["Redemptions page"]) == set(REDEMPTION_FIGURES)
+    from loyalty.insights.analysis import feedback_view, purchase_cycle_view
+
+    surfaces["Feedback page"] = {"nps": feedback_view(session, Filters(start, end), actor=MANAGER)["nps"]}
+    cycle = purchase_cycle_view(session, Filters(start, end))
+    surfaces["Purchase cycle page"] = {"repeat_purchase_rate": cycle["repeat_share"], "active_members": cycle["active_members"]}
 
     disagreements = []
     for surface, values in surfaces.items():
