@@ -33,7 +33,7 @@ See :data:`METRICS` for the exact words; the code below is the reference.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -87,6 +87,10 @@ DIMENSIONS: tuple[Dimension, ...] = ("segment", "tier", "channel")
 OVERALL = "overall"
 SELECTED = "selected"  # the one group of compute_kpis(only=...)
 TRAILING_MONTHS = 12  # breakage looks back this far
+LEDGER_PERIODS_AT_ONCE = 4
+HISTORY_MONTHS_MAX = (
+    120  # analyze history goes back at most ten years unless --from says further  # per-member ledger totals computed for this many periods at a time
+)
 # Member columns every split (tier, channel, segment rules) may need.
 SPLIT_MEMBER_COLUMNS = ("member_id", "joined_on", "acquisition_channel", "tier", "city", "marketing_consent")
 CLV_TIME_UNIT = "week"
@@ -164,12 +168,15 @@ class Metric:
         ``+1.0 pts`` for a share, ``-EUR 1.52`` for money, ``+152`` for a count."""
         if change is None or math.isnan(change):
             return None
-        sign = "-" if change < 0 else "+"
         if self.unit == "share":
-            return f"{sign}{abs(change) * 100:.1f} pts"
-        if self.unit == "money" and currency:
-            return sign + money(abs(change), currency)
-        return sign + format(abs(change), self.format.lstrip("+"))
+            magnitude = f"{abs(change) * 100:.1f} pts"
+        elif self.unit == "money" and currency:
+            magnitude = money(abs(change), currency)
+        else:
+            magnitude = format(abs(change), self.format.lstrip("+"))
+        if not any(c in "123456789" for c in magnitude.replace(currency or "", "")):
+            return magnitude  # rounds to nothing: no direction to show
+        return ("-" if change < 0 else "+") + magnitude
 
 
 def _active_role() -> pl.Expr:
@@ -653,9 +660,10 @@ def load_kpi_inputs(
     predicted = _predicted_clv(purchases, end) if "model" in needs else None
     groups = _groups(session, by, members, purchases, end)
     if only is not None:  # one group of the chosen members: the KPIs over them alone
-        groups = pl.DataFrame(
-            {"member_id": np.asarray(only, dtype=np.int64), "dimension_value": SELECTED}, schema={"member_id": pl.Int64, "dimension_value": pl.String}
-        )
+        # Member id -1 matches no row: the group exists even when the filters chose nobody,
+        # and then reads as the metrics over nobody (0 for a count, none for a ratio).
+        chosen = np.concatenate([np.asarray(only, dtype=np.int64), np.array([-1], dtype=np.int64)])
+        groups = pl.DataFrame({"member_id": chosen, "dimension_value": SELECTED}, schema={"member_id": pl.Int64, "dimension_value": pl.String})
     return KpiInputs(
         start=start,
         end=end,
@@ -841,8 +849,15 @@ def kpis_for_periods(
     if loaded:  # the caller reuses what was read (the nightly job: the Overview's numbers)
         loaded(purchases, entries)
     frames = []
-    ledgers = ledger_totals_for_periods(entries, [(start, end, add_months(end, -TRAILING_MONTHS)) for start, end in periods])
-    for done, ((start, end), ledger) in enumerate(zip(periods, ledgers)):
+
+    def ledgers() -> Iterator[pl.DataFrame]:
+        # A few periods at a time: each period adds nine columns per member (a backfill of
+        # two years at a million members would otherwise hold 32 periods' at once).
+        for first in range(0, len(periods), LEDGER_PERIODS_AT_ONCE):
+            chunk = periods[first : first + LEDGER_PERIODS_AT_ONCE]
+            yield from ledger_totals_for_periods(entries, [(start, end, add_months(end, -TRAILING_MONTHS)) for start, end in chunk])
+
+    for done, ((start, end), ledger) in enumerate(zip(periods, ledgers())):
         if progress:
             progress(done, len(periods))
         cut = purchases.filter(pl.col("occurred_on") < end) if end < last_end else purchases
@@ -916,9 +931,13 @@ def kpi_history(session: Session, *, first: date | None = None, last: date | Non
     if first is None:
         earliest = session.exec(select(func.min(Purchase.occurred_at))).one()
         first = earliest.date() if earliest is not None else None
-    end = add_months(month_start(last), 1) if last is not None else last_complete_month(now)[1]
+    # Never a month that has not started (it would read as nobody buying); the running one
+    # only when asked for, marked incomplete.
+    running_end = add_months(month_start(now.date()), 1)
+    end = min(add_months(month_start(last), 1), running_end) if last is not None else last_complete_month(now)[1]
     months: list[date] = []
     month = month_start(first) if first is not None else end
+    month = max(month, add_months(end, -HISTORY_MONTHS_MAX)) if first is None else month
     while month < end:
         months.append(month)
         month = add_months(month, 1)

@@ -194,16 +194,17 @@ def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:
         progress=ctx.progress,
         loaded=lambda purchases, entries: program.append(program_snapshot_frame(purchases, entries, as_of=ctx.as_of)),
     )
+    past: list = []
     if history:  # past months without a snapshot (or all of them, --backfill): overall only
 
         def back(fraction: float, message: str) -> None:
             ctx.progress(0.8 + 0.1 * fraction, f"history: {message}")
 
-        frames += kpi_snapshot_frames(ctx.session, history, dimensions=(None,), progress=back)
+        past = kpi_snapshot_frames(ctx.session, history, dimensions=(None,), progress=back)
     ctx.progress(0.9, "storing the snapshots")
     with write_transaction(ctx.session):
         hold_job_lock(ctx.session, "kpi-snapshot")
-        rows = store_kpi_snapshots(ctx.session, frames, current_month=periods[0][2])
+        rows = store_kpi_snapshots(ctx.session, frames, current_month=periods[0][2], history=past)
         rows += store_program_snapshot(ctx.session, program[0])
     return {
         "rows": rows,

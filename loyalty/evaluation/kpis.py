@@ -153,25 +153,27 @@ def kpi_snapshot_frame(session: Session, *, period: str, start: date, end: date,
     return kpi_snapshot_frames(session, [(period, start, end)], dimensions=dimensions)[0]
 
 
-def store_kpi_snapshots(session: Session, frames: Sequence[pd.DataFrame], *, current_month: date | None = None) -> int:
-    """Replace the snapshot rows of each frame's (period, start) and dimensions; one transaction.
+def store_kpi_snapshots(
+    session: Session, frames: Sequence[pd.DataFrame], *, current_month: date | None = None, history: Sequence[pd.DataFrame] = ()
+) -> int:
+    """Replace the snapshot rows of each frame's (period, start); one transaction.
 
+    ``history``: overall-only frames of past periods (:func:`history_periods`); they replace
+    the overall rows of their period only, so splits stored by earlier nightly runs stay.
     ``current_month`` (the first day of the month being lived): month-to-date rows of
     earlier months are removed, their complete month supersedes them.
     """
     with write_transaction(session):
-        for frame in frames:
+        for frame, only_overall in [(f, False) for f in frames] + [(f, True) for f in history]:
             if frame.empty:
                 continue
             period, start = frame["period"].iloc[0], frame["period_start"].iloc[0]
-            dimensions = [str(d) for d in frame["dimension"].unique()]  # a history frame is overall only: splits stay
-            session.execute(
-                delete(KpiSnapshot).where(KpiSnapshot.period == period, KpiSnapshot.period_start == start, col(KpiSnapshot.dimension).in_(dimensions))
-            )
+            replaced = delete(KpiSnapshot).where(KpiSnapshot.period == period, KpiSnapshot.period_start == start)
+            session.execute(replaced.where(col(KpiSnapshot.dimension) == "overall") if only_overall else replaced)
         if current_month is not None:
             session.execute(delete(KpiSnapshot).where(col(KpiSnapshot.period) == "mtd", col(KpiSnapshot.period_start) < current_month))
-        rows = pd.concat([f for f in frames if not f.empty], ignore_index=True) if frames else pd.DataFrame()
-        return insert_frame(session, "kpi_snapshot", rows) if not rows.empty else 0
+        written = [f for f in (*frames, *history) if not f.empty]
+        return insert_frame(session, "kpi_snapshot", pd.concat(written, ignore_index=True)) if written else 0
 
 
 def target_status_counts(session: Session) -> dict[str, int]:

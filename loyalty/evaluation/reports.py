@@ -441,7 +441,7 @@ def report_content(session: Session, period: str) -> ReportContent:
     today = utcnow().date()
     if p.start > today:
         raise InvalidInput(f"{p.name} has not started yet: there is nothing to report.")
-    notes = [f"{p.name} is not over yet: the numbers run to {today:%-d %B %Y}."] if p.end > today + timedelta(days=1) else []
+    notes = [f"{p.name} is not over yet: the numbers run to {today:%-d %B %Y}."] if p.end > today else []  # its last day not over yet
     current, previous = _overall_kpis(session, [(p.start, p.end), (p.previous_start, p.previous_end)])
     currency = get_settings(session).currency
     key_numbers = pd.DataFrame(

@@ -46,7 +46,7 @@ from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
-from db.models import Campaign, KpiSnapshot, LedgerEntry, stored_id, utcnow
+from db.models import Campaign, JobRun, KpiSnapshot, LedgerEntry, stored_id, utcnow
 from loyalty.analytics.reader import analytics_reader
 from loyalty.periods import cutoff_of, default_as_of
 from loyalty.settings import get_settings
@@ -393,8 +393,12 @@ def uplift_summary(session: Session, *, campaign_id: int | None = None, stored: 
         results = campaign_results(session)
         if campaign_id is not None:
             results = results[results["campaign_id"] == campaign_id]
-        computed = results["computed_at"].max() if not results.empty else None
-        as_of = None if computed is None else default_as_of(pd.Timestamp(computed).to_pydatetime())
+        # The day the stored results were measured to: the newest successful evaluation's.
+        as_of = (
+            session.exec(select(func.max(JobRun.as_of)).where(JobRun.job == "campaign-evaluation", JobRun.status == "succeeded")).one()
+            if not results.empty
+            else None
+        )
     else:
         as_of = default_as_of(now or utcnow())
         results = evaluate_campaigns(session, cutoff=cutoff_of(as_of), campaign_ids=None if campaign_id is None else [campaign_id])
@@ -407,7 +411,17 @@ def uplift_summary(session: Session, *, campaign_id: int | None = None, stored: 
         end = row["window_end"]
         # Stored results keep the exclusive end day; a fresh evaluation, the moment.
         end_day = _day_after_or_at(pd.Timestamp(end).to_pydatetime()) if isinstance(end, (datetime, pd.Timestamp)) else end
-        return {"from": pd.Timestamp(row["window_start"]).date().isoformat(), "to": end_day.isoformat(), "complete": row["status"] == "ended"}
+        # A window cut at the measurement's cutoff is still running (unless the campaign ended).
+        cut = as_of is not None and end_day >= as_of + timedelta(days=1)
+        return {
+            "from": pd.Timestamp(row["window_start"]).date().isoformat(),
+            "to": end_day.isoformat(),
+            "complete": row["status"] == "ended" or not cut,
+        }
+
+    def unclear(row: dict[str, Any]) -> bool:  # from the interval itself, as results stored before this rule have no flag
+        low, high = value(row["incremental_revenue_ci_low"]), value(row["incremental_revenue_ci_high"])
+        return low is None or high is None or low <= 0 <= high
 
     campaigns = []
     for row in results.to_dict("records"):
@@ -430,7 +444,7 @@ def uplift_summary(session: Session, *, campaign_id: int | None = None, stored: 
                 "roi": value(row["roi"]),
                 "roi_ci_low": value(row["roi_ci_low"]),
                 "roi_ci_high": value(row["roi_ci_high"]),
-                "underpowered": bool(value(row["underpowered"])),
+                "underpowered": unclear(row),
                 "holdout_needed": None if value(row["holdout_needed"]) is None else int(row["holdout_needed"]),
             }
         )
@@ -461,19 +475,27 @@ def uplift_table(summary: dict[str, Any]) -> pd.DataFrame:
 
     rows = []
     for c in summary["campaigns"]:
-        if c["underpowered"]:
-            needed = c["holdout_needed"]
+        needed = c["holdout_needed"]
+        if min(c["treatment_members"], c["holdout_members"]) < 2:
+            verdict = "cannot tell: a group has fewer than 2 members"
+        elif c["underpowered"]:
             verdict = (
                 f"underpowered: a holdout of {needed:,} was needed (it had {c['holdout_members']:,})"
                 if needed
-                else "underpowered: the effect is too small to measure with this treatment group"
+                else "underpowered: the difference is too small to tell with this treatment group"
             )
+        elif c["ci_low"] is not None and c["ci_low"] > 0:
+            pays = c["roi_ci_low"] is not None and c["roi_ci_low"] > 0
+            loses = c["roi_ci_high"] is not None and c["roi_ci_high"] < 0
+            verdict = "revenue gain measured" + ("; it pays back its cost" if pays else "; it does not pay back its cost" if loses else "")
         else:
-            verdict = "gain measured" if (c["ci_low"] or 0) > 0 else "loss measured"
+            verdict = "revenue loss measured"
         rows.append(
             {
                 "campaign": c["campaign"],
-                "window": f"{c['window']['from']} to {c['window']['to']}" + ("" if c["window"]["complete"] else " (running)"),
+                # The last day of the window (its "to" is the day after, as every period's).
+                "window": f"{c['window']['from']} to {date.fromisoformat(c['window']['to']) - timedelta(days=1)}"
+                + ("" if c["window"]["complete"] else " (running)"),
                 "incremental revenue (95 %)": with_interval(c["incremental_revenue"], c["ci_low"], c["ci_high"], amount),
                 "extra buyers (95 %)": with_interval(c["incremental_members"], c["members_ci_low"], c["members_ci_high"], lambda v: f"{v:+,.0f}"),
                 "cost": "n/a" if c["cost"] is None else amount(c["cost"]),
