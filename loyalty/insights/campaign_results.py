@@ -493,9 +493,8 @@ def uplift_table(summary: dict[str, Any]) -> pd.DataFrame:
         rows.append(
             {
                 "campaign": c["campaign"],
-                # The last day of the window (its "to" is the day after, as every period's).
-                "window": f"{c['window']['from']} to {date.fromisoformat(c['window']['to']) - timedelta(days=1)}"
-                + ("" if c["window"]["complete"] else " (running)"),
+                # "until" the window's end, the same day the campaign list shows as its end.
+                "window": f"{c['window']['from']} until {c['window']['to']}" + ("" if c["window"]["complete"] else " (running)"),
                 "incremental revenue (95 %)": with_interval(c["incremental_revenue"], c["ci_low"], c["ci_high"], amount),
                 "extra buyers (95 %)": with_interval(c["incremental_members"], c["members_ci_low"], c["members_ci_high"], lambda v: f"{v:+,.0f}"),
                 "cost": "n/a" if c["cost"] is None else amount(c["cost"]),
