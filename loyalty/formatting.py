@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
-__all__ = ["csv_text", "inert", "money", "number", "percent", "progress_words"]
+__all__ = ["csv_text", "inert", "json_records", "json_value", "money", "number", "percent", "progress_words"]
 
 
 def money(value: float | None, currency: str, *, decimals: int = 2) -> str:
@@ -74,3 +76,31 @@ def progress_words(done: int, total: int, seconds: float, unit: str = "rows") ->
     minutes, secs = divmod(round(left), 60)
     remaining = f"{minutes} min {secs} s" if minutes else f"{secs} s"
     return f"{words} · {rate:,.0f} {unit}/s · about {remaining} left"
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as JSON has it: numpy and pandas scalars as Python ones, NaN as None, days and
+    moments as ISO text (what the command line's ``--json`` outputs print).
+
+    >>> import numpy as np
+    >>> json_value(np.int64(3)), json_value(float("nan")), json_value(pd.Timestamp("2026-11-01"))
+    (3, None, '2026-11-01T00:00:00')
+    """
+    from datetime import date
+
+    if value is None:
+        return None
+    if isinstance(value, (pd.Timestamp, date)):
+        return value.isoformat()
+    item = getattr(value, "item", None)
+    if callable(item):
+        value = item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def json_records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of ``frame`` (only ``columns`` when given) as JSON objects of :func:`json_value`s."""
+    keys = list(frame.columns) if columns is None else columns
+    return [{str(k): json_value(row.get(k)) for k in keys} for row in frame.to_dict("records")]

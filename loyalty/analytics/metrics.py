@@ -70,6 +70,7 @@ __all__ = [
     "Metric",
     "compute_kpis",
     "get_metric",
+    "history_months",
     "kpi_definitions",
     "kpi_history",
     "kpi_summary",
@@ -87,10 +88,10 @@ DIMENSIONS: tuple[Dimension, ...] = ("segment", "tier", "channel")
 OVERALL = "overall"
 SELECTED = "selected"  # the one group of compute_kpis(only=...)
 TRAILING_MONTHS = 12  # breakage looks back this far
-LEDGER_PERIODS_AT_ONCE = 4
-HISTORY_MONTHS_MAX = (
-    120  # analyze history goes back at most ten years unless --from says further  # per-member ledger totals computed for this many periods at a time
-)
+LEDGER_PERIODS_AT_ONCE = 4  # per-member ledger totals computed for this many periods at a time
+# History (analyze history, the snapshot's backfill) goes back at most ten years from the
+# first purchase, unless a first month is given.
+HISTORY_MONTHS_MAX = 120
 # Member columns every split (tier, channel, segment rules) may need.
 SPLIT_MEMBER_COLUMNS = ("member_id", "joined_on", "acquisition_channel", "tier", "city", "marketing_consent")
 CLV_TIME_UNIT = "week"
@@ -912,6 +913,25 @@ def _plain_kpis(frame: pd.DataFrame) -> dict[str, Any]:
     return kpis
 
 
+def history_months(session: Session, end: date, *, first: date | None = None) -> list[date]:
+    """The first day of each month before ``end``, from the month of ``first`` or, by default,
+    of the first purchase (at most :data:`HISTORY_MONTHS_MAX` months back); none without purchases."""
+    from loyalty.periods import month_start
+
+    if first is None:
+        earliest = session.exec(select(func.min(Purchase.occurred_at))).one()
+        if earliest is None:
+            return []
+        month = max(month_start(earliest.date()), add_months(end, -HISTORY_MONTHS_MAX))
+    else:
+        month = month_start(first)
+    months: list[date] = []
+    while month < end:
+        months.append(month)
+        month = add_months(month, 1)
+    return months
+
+
 def kpi_history(session: Session, *, first: date | None = None, last: date | None = None, reader: Reader = "auto") -> dict[str, Any]:
     """The KPIs of every complete month, as ``analyze history --json`` prints them.
 
@@ -928,19 +948,11 @@ def kpi_history(session: Session, *, first: date | None = None, last: date | Non
     from loyalty.periods import last_complete_month, month_start
 
     now = utcnow()
-    if first is None:
-        earliest = session.exec(select(func.min(Purchase.occurred_at))).one()
-        first = earliest.date() if earliest is not None else None
     # Never a month that has not started (it would read as nobody buying); the running one
     # only when asked for, marked incomplete.
     running_end = add_months(month_start(now.date()), 1)
     end = min(add_months(month_start(last), 1), running_end) if last is not None else last_complete_month(now)[1]
-    months: list[date] = []
-    month = month_start(first) if first is not None else end
-    month = max(month, add_months(end, -HISTORY_MONTHS_MAX)) if first is None else month
-    while month < end:
-        months.append(month)
-        month = add_months(month, 1)
+    months = history_months(session, end, first=first)
     if not months:
         return {"months": [], "kpis": {name: [] for name in SUMMARY_NAMES}, "period": None}
     frames = kpis_for_periods(session, [(m, add_months(m, 1)) for m in months], dimensions=(None,), reader=reader)

@@ -30,13 +30,13 @@ from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 
 import pandas as pd
-from sqlalchemy import delete, func
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.engine import write_transaction
-from db.models import KpiSnapshot, Purchase, utcnow
-from loyalty.analytics.metrics import Dimension
+from db.models import KpiSnapshot, utcnow
+from loyalty.analytics.metrics import Dimension, history_months
 from loyalty.analytics.reader import analytics_reader
 from loyalty.evaluation.runs import ProgressFn
 from loyalty.periods import add_months, period_bounds
@@ -76,25 +76,16 @@ def snapshot_periods(as_of: date) -> list[tuple[str, date, date]]:
     return periods
 
 
-HISTORY_MONTHS_MAX = 120  # a backfill goes back at most ten years
-
-
 def history_periods(session: Session, as_of: date, *, every: bool = False) -> list[tuple[str, date, date]]:
     """The complete months and quarters before those of :func:`snapshot_periods` that need an
     overall snapshot: each one since the month of the first purchase (at most
-    :data:`HISTORY_MONTHS_MAX` months back) without one yet, or all of them with ``every``."""
-    first = session.exec(select(func.min(Purchase.occurred_at))).one()
-    if first is None:
-        return []
+    :data:`loyalty.analytics.metrics.HISTORY_MONTHS_MAX` months back) without one yet, or all of them with ``every``."""
     latest = {period: start for period, start, _ in snapshot_periods(as_of)}
-    month_end = latest["month"]  # months before the one the run stores anyway
-    first_month = max(period_bounds("month", first.date())[0], add_months(month_end, -HISTORY_MONTHS_MAX))
-    wanted: list[tuple[str, date, date]] = []
-    month = first_month
-    while month < month_end:
-        wanted.append(("month", month, add_months(month, 1)))
-        month = add_months(month, 1)
-    quarter = period_bounds("quarter", first_month)[0]
+    months = history_months(session, latest["month"])  # months before the one the run stores anyway
+    if not months:
+        return []
+    wanted: list[tuple[str, date, date]] = [("month", month, add_months(month, 1)) for month in months]
+    quarter = period_bounds("quarter", months[0])[0]
     while quarter < latest["quarter"]:
         wanted.append(("quarter", quarter, add_months(quarter, 3)))
         quarter = add_months(quarter, 3)

@@ -63,8 +63,8 @@ from loyalty.analytics.data import Reader
 from loyalty.analytics.metrics import METRICS, Dimension
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.figures import house_layout
-from loyalty.formatting import money
-from loyalty.periods import add_months, period_bounds
+from loyalty.formatting import json_records, json_value, money
+from loyalty.periods import period_bounds
 
 __all__ = [
     "CADENCES",
@@ -255,10 +255,9 @@ def _targets(session: Session, period: ReportPeriod, overall: dict[str, float | 
     # Every target the Goals page counts (not archived, neither its goal): monthly ones for
     # the report's month, quarterly ones for the last quarter complete at its end, as the
     # KPI snapshot stores them; so the report and the Goals page count the same targets.
-    quarter_start, quarter_end = period_bounds("quarter", period.start)
-    if quarter_end != period.end:
-        quarter_start, quarter_end = add_months(quarter_start, -3), quarter_start
-    periods = {"month": (period.start, period.end), "quarter": (quarter_start, quarter_end)}
+    from loyalty.evaluation.kpis import snapshot_periods
+
+    periods = {name: (start, end) for name, start, end in snapshot_periods(period.end - timedelta(days=1)) if name in ("month", "quarter")}
     targets = session.exec(
         select(KpiTarget, Goal)
         .join(Goal, col(Goal.id) == KpiTarget.goal_id)
@@ -939,16 +938,6 @@ def report_data(content: ReportContent) -> dict[str, Any]:
     summary sentences, the key numbers (catalogue keys), the KPI targets with their status,
     the campaigns in money and the tier moves; the same values the HTML and PDF show."""
 
-    def plain(value: Any) -> Any:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return None
-        if isinstance(value, (datetime, date, pd.Timestamp)):
-            return value.isoformat()
-        return value.item() if hasattr(value, "item") else value
-
-    def records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
-        return [{c: plain(row.get(c)) for c in columns} for row in frame.to_dict("records")]
-
     p = content.period
     return {
         "title": content.title,
@@ -957,10 +946,11 @@ def report_data(content: ReportContent) -> dict[str, Any]:
         "generated_at": content.generated_at.isoformat(),
         "summary": content.summary,
         "key_numbers": {
-            row["metric"]: {"value": plain(row["value"]), "previous": plain(row["previous"])} for row in content.key_numbers.to_dict("records")
+            row["metric"]: {"value": json_value(row["value"]), "previous": json_value(row["previous"])}
+            for row in content.key_numbers.to_dict("records")
         },
-        "targets": records(content.targets, ["goal", "metric", "segment", "period", "target", "value", "status"]),
-        "campaigns": records(
+        "targets": json_records(content.targets, ["goal", "metric", "segment", "period", "target", "value", "status"]),
+        "campaigns": json_records(
             content.campaigns,
             [
                 "campaign",
@@ -974,7 +964,7 @@ def report_data(content: ReportContent) -> dict[str, Any]:
                 "underpowered",
             ],
         ),
-        "tier_moves": records(content.tier_moves, ["from_tier", "to_tier", "direction", "members"]),
+        "tier_moves": json_records(content.tier_moves, ["from_tier", "to_tier", "direction", "members"]),
     }
 
 

@@ -8,7 +8,6 @@ money with the currency named once, undefined values ``None``.
 
 from __future__ import annotations
 
-import math
 from datetime import date, timedelta
 from typing import Any
 
@@ -19,8 +18,9 @@ from db.models import utcnow
 from loyalty.access.roles import Actor
 from loyalty.analytics.metrics import DIMENSIONS, Dimension, compute_kpis
 from loyalty.errors import InvalidInput
+from loyalty.formatting import json_records, json_value
 from loyalty.insights.analysis import REDEMPTION_FIGURES, Filters, feedback_view, purchase_cycle_view, redemptions_view
-from loyalty.periods import check_period, default_as_of, period_info
+from loyalty.periods import check_period, default_as_of, is_complete, period_info
 from loyalty.settings import get_settings
 
 __all__ = [
@@ -34,25 +34,6 @@ __all__ = [
 ]
 
 
-def _plain(value: Any) -> Any:
-    """A JSON value: numpy and pandas scalars as Python ones, NaN as None, days as ISO text."""
-    if value is None:
-        return None
-    if isinstance(value, (pd.Timestamp,)):
-        return value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
-
-
 def _split(session: Session, start: date, end: date, by: str | None, metrics: tuple[str, ...]) -> dict[str, dict[str, Any]] | None:
     """``{group: {metric: value}}`` of the catalogue split ``by`` tier, channel or segment."""
     if by is None:
@@ -63,7 +44,7 @@ def _split(session: Session, start: date, end: date, by: str | None, metrics: tu
     frame = compute_kpis(session, start, end, by=dimension, metrics=metrics)
     groups: dict[str, dict[str, Any]] = {}
     for row in frame.itertuples(index=False):
-        value = _plain(row.value)
+        value = json_value(row.value)
         groups.setdefault(str(row.dimension_value), {})[str(row.metric)] = (
             int(value) if row.metric == "points_outstanding" and value is not None else value
         )
@@ -91,7 +72,7 @@ def redemption_summary(session: Session, start: date, end: date, *, by: str | No
         "points_redeemed": view["redeemed"],
         "points_returned": view["returned"],
         "points_expired": view["expired"],
-        "monthly": _records(view["monthly"]),
+        "monthly": json_records(view["monthly"]),
         "by": _split(session, start, end, by, REDEMPTION_FIGURES),
     }
 
@@ -105,11 +86,11 @@ def liability_summary(session: Session, *, as_of: date | None = None) -> dict[st
     as_of = as_of or default_as_of(utcnow())
     end = as_of + timedelta(days=1)
     frame = compute_kpis(session, as_of, end, metrics=["points_outstanding", "points_liability"])
-    values = {str(m): _plain(v) for m, v in zip(frame["metric"], frame["value"])}
+    values = {str(m): json_value(v) for m, v in zip(frame["metric"], frame["value"])}
     settings = get_settings(session)
     return {
         "as_of": as_of.isoformat(),
-        "complete": end <= utcnow().date(),
+        "complete": is_complete(end, utcnow()),
         "currency": settings.currency,
         "point_value": settings.point_value,
         "points_outstanding": None if values["points_outstanding"] is None else int(values["points_outstanding"]),
@@ -134,11 +115,11 @@ def forecast_summary_json(session: Session, *, as_of: date | None = None) -> dic
     for row in frame.to_dict("records"):
         months.append(
             {
-                "month": _plain(pd.Timestamp(row["month"]).date()),
+                "month": json_value(pd.Timestamp(row["month"]).date()),
                 "kind": row["kind"],
-                **{k: _plain(row[k]) for k in ("earned", "redeemed", "expired", "outstanding") if k in row},
-                **{f"outstanding_{b}": _plain(row.get(f"outstanding_{b}")) for b in ("low", "high")},
-                "liability": _plain(row.get("outstanding_money")),
+                **{k: json_value(row[k]) for k in ("earned", "redeemed", "expired", "outstanding") if k in row},
+                **{f"outstanding_{b}": json_value(row.get(f"outstanding_{b}")) for b in ("low", "high")},
+                "liability": json_value(row.get("outstanding_money")),
             }
         )
     now = outlook["outstanding_now"]
@@ -148,9 +129,9 @@ def forecast_summary_json(session: Session, *, as_of: date | None = None) -> dic
         "currency": outlook["currency"],
         "points_outstanding": None if now is None else int(now),
         "points_liability": None if now is None else now * outlook["point_value"],
-        "expected_redeemed": _plain(outlook["expected_redeemed"]),
-        "expected_expired": _plain(outlook["expected_expired"]),
-        "breakage_estimate": _plain(outlook["breakage"]),
+        "expected_redeemed": json_value(outlook["expected_redeemed"]),
+        "expected_expired": json_value(outlook["expected_expired"]),
+        "breakage_estimate": json_value(outlook["breakage"]),
         "months": months,
     }
 
@@ -165,9 +146,9 @@ def nps_summary(session: Session, start: date, end: date, *, by: str | None = No
     view = feedback_view(session, Filters(start, end), actor=Actor("cli", "analyst"), comments=0)
     return {
         "period": period_info(start, end, utcnow()),
-        "nps": _plain(frame["value"].iloc[0]),
+        "nps": json_value(frame["value"].iloc[0]),
         "answers": len(view["answers"]),
-        "monthly": _records(view["monthly"]),
+        "monthly": json_records(view["monthly"]),
         "by": _split(session, start, end, by, ("nps",)),
     }
 
@@ -182,11 +163,11 @@ def cycle_summary(session: Session, start: date, end: date) -> dict[str, Any]:
     view = purchase_cycle_view(session, Filters(start, end))
     return {
         "period": period_info(start, end, utcnow()),
-        "median_gap_days": _plain(view["median_gap"]),
+        "median_gap_days": json_value(view["median_gap"]),
         "verdict": view["verdict"],
         "active_members": int(view["active_members"]),
-        "repeat_share": _plain(view["repeat_share"]),
-        "frequency": _records(view["frequency"]),
+        "repeat_share": json_value(view["repeat_share"]),
+        "frequency": json_records(view["frequency"]),
     }
 
 
@@ -201,7 +182,7 @@ def winback_summary(session: Session, *, as_of: date | None = None, limit: int =
     frame = winback_candidates(session, actor=Actor("cli", "analyst"), as_of=as_of, limit=limit)
     # The member's id in the company's systems, as everywhere else on the command line.
     frame = frame.drop(columns=["member_id"], errors="ignore").rename(columns={"member": "member_id"})
-    return {"as_of": as_of.isoformat(), "members": _records(frame)}
+    return {"as_of": as_of.isoformat(), "members": json_records(frame)}
 
 
 def clv_members_summary(session: Session, calibration_end: date, time_unit: str) -> list[dict[str, Any]]:
@@ -215,6 +196,6 @@ def clv_members_summary(session: Session, calibration_end: date, time_unit: str)
     table = table.merge(ids, on="member_id", how="left")
     columns = ["external_id", "probability_alive", "predicted_clv", "historical_clv", "frequency"]
     return [
-        {"member_id": r["external_id"], **{k: _plain(r[k]) for k in columns[1:] if k in r}}
+        {"member_id": r["external_id"], **{k: json_value(r[k]) for k in columns[1:] if k in r}}
         for r in table[[c for c in columns if c in table]].to_dict("records")
     ]

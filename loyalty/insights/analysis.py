@@ -200,12 +200,12 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
     }
 
 
-def _catalogue(session: Session, filters: Filters, **names: str) -> dict[str, Any]:
-    """KPIs of the catalogue over the filters' range and members, under the view's own names
-    (``repeat_share="repeat_purchase_rate"``): a page's figure is the catalogue's figure."""
+def _catalogue(session: Session, filters: Filters, ids: np.ndarray | None, **names: str) -> dict[str, Any]:
+    """KPIs of the catalogue over the filters' range and the members ``ids`` (None: everyone; the
+    view's :func:`_member_ids`), under the view's own names (``repeat_share="repeat_purchase_rate"``):
+    a page's figure is the catalogue's figure."""
     from loyalty.analytics.metrics import compute_kpis
 
-    ids = _member_ids(session, filters, load_members(session)) if filters.restricts_members else None
     frame = compute_kpis(session, filters.start, filters.end, metrics=list(names.values()), only=None if ids is None else ids.tolist())
     values: dict[str, Any] = {m: (None if pd.isna(v) else float(v)) for m, v in zip(frame["metric"], frame["value"])}
     if values.get("active_members") is not None:
@@ -238,7 +238,7 @@ def redemptions_view(session: Session, filters: Filters) -> dict[str, Any]:
     KPI snapshot and the report for the same period and members.
     """
     from loyalty.analytics.data import EARN_KINDS
-    from loyalty.analytics.metrics import METRICS, compute_kpis
+    from loyalty.analytics.metrics import METRICS
 
     month = month_key(LedgerEntry.occurred_at)
     is_return = case((col(LedgerEntry.redemption_id).is_not(None), 1), else_=0)
@@ -280,8 +280,7 @@ def redemptions_view(session: Session, filters: Filters) -> dict[str, Any]:
     if ids is not None:
         rewards_query = rewards_query.where(col(Redemption.member_id).in_(ids.tolist()))
     by_reward = pd.DataFrame(session.exec(rewards_query).all(), columns=["reward", "redemptions", "points"])
-    figures = compute_kpis(session, filters.start, filters.end, metrics=REDEMPTION_FIGURES, only=None if ids is None else ids.tolist())
-    values = {m: (None if pd.isna(v) else float(v)) for m, v in zip(figures["metric"], figures["value"])}
+    values = _catalogue(session, filters, ids, **{m: m for m in REDEMPTION_FIGURES})
     return {
         "monthly": frame,
         "by_reward": by_reward,
@@ -321,7 +320,8 @@ def _moment(day: date):
 
 def purchase_cycle_view(session: Session, filters: Filters) -> dict[str, Any]:
     """Days between a member's purchase days, purchases per active member, and the verdict."""
-    purchases, _ = _inputs(session, filters)
+    purchases, members = _inputs(session, filters)
+    chosen = members["member_id"].to_numpy() if filters.restricts_members else None
     window = purchases.filter(pl.col("occurred_on") >= filters.start)
     days = window.select("member_id", "occurred_on").unique().sort(["member_id", "occurred_on"])
     gaps = days.with_columns((pl.col("occurred_on").diff().over("member_id")).dt.total_days().alias("gap")).drop_nulls("gap")
@@ -343,7 +343,7 @@ def purchase_cycle_view(session: Session, filters: Filters) -> dict[str, Any]:
         "gaps": pd.DataFrame({"days_between_purchases": np.arange(len(gap_counts)), "gaps": gap_counts}).query("gaps > 0").reset_index(drop=True),
         "frequency": pd.DataFrame({"purchases_per_year_from": edges[:-1].round(2), "purchases_per_year_to": edges[1:].round(2), "members": counts}),
         "median_gap": median,
-        **_catalogue(session, filters, repeat_share="repeat_purchase_rate", active_members="active_members"),
+        **_catalogue(session, filters, chosen, repeat_share="repeat_purchase_rate", active_members="active_members"),
         "verdict": verdict,
     }
 
@@ -400,7 +400,7 @@ def feedback_view(session: Session, filters: Filters, *, actor: Actor, comments:
         "monthly": monthly,
         **by,
         "comments": latest[["submitted_at", "member", "score", "group", "comment"]],
-        **_catalogue(session, filters, nps="nps"),
+        **_catalogue(session, filters, ids, nps="nps"),
     }
 
 

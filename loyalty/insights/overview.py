@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 import polars as pl
@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from db.bulk import insert_frame
 from db.models import KpiSnapshot, Member, Redemption, utcnow
-from loyalty.periods import default_as_of
+from loyalty.periods import cutoff_of, default_as_of
 from loyalty.settings import get_settings
 
 __all__ = ["PROGRAM_PERIOD", "ProgramSummary", "program_snapshot_frame", "program_summary", "recent_alerts", "store_program_snapshot"]
@@ -112,17 +112,13 @@ def program_snapshot_frame(purchases: pl.DataFrame, entries: pl.DataFrame, *, as
         "revenue_30d": float(recent["amount"].sum()),
         # The catalogue's points outstanding at the end of as_of: every entry before the cutoff
         # (the expiry run stamped at the cutoff itself counts on the next day).
-        "points_outstanding": int(entries.filter(pl.col("occurred_seconds") < _seconds(end))["points"].sum()),
+        "points_outstanding": int(entries.filter(pl.col("occurred_seconds") < int(cutoff_of(as_of).timestamp()))["points"].sum()),
     }
     rows += [{"metric": k, "period_start": as_of, "period_end": end, "dimension": "headline", "value": float(v)} for k, v in headline.items()]
     frame = pd.DataFrame(rows)
     return frame.assign(period=PROGRAM_PERIOD, dimension_value="", computed_at=pd.Timestamp(utcnow()))[
         ["metric", "period", "period_start", "period_end", "dimension", "dimension_value", "value", "computed_at"]
     ]
-
-
-def _seconds(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
 def store_program_snapshot(session: Session, frame: pd.DataFrame) -> int:
