@@ -7,7 +7,7 @@ from loyalty.formatting import csv_text
 from loyalty.insights.analysis import AT_RISK_ALIVE, LOST_ALIVE, Filters, clv_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import clv_scatter, group_bars, histogram
-from loyalty.ui.core import db_session
+from loyalty.ui.core import METRICS_DOC, db_session
 from loyalty.ui.filters import analysis_header
 from loyalty.ui.tables import readable
 
@@ -38,8 +38,9 @@ if members.empty:
 
 cols = st.columns(5)
 cols[0].metric("Members", f"{len(members):,}")
-cols[1].metric("Mean historical CLV", f"{members['historical_clv'].mean():,.0f}")
-cols[2].metric("Mean predicted CLV (12 m)", f"{members['predicted_clv'].mean():,.0f}")
+definitions = view["definitions"]
+cols[1].metric("Mean historical CLV", f"{view['historical_clv']:,.0f}", help=definitions["historical_clv"] + METRICS_DOC)
+cols[2].metric("Mean predicted CLV (12 m)", f"{view['predicted_clv']:,.0f}", help=definitions["predicted_clv"] + METRICS_DOC)
 cols[3].metric(
     "High value at risk",
     f"{len(view['at_risk']):,}",

@@ -6,12 +6,17 @@ from loyalty.formatting import csv_text
 from loyalty.insights.analysis import Filters, cohort_members, retention_view
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import churn_chart, cohort_heatmap, retention_curves_chart
-from loyalty.ui.core import db_session
+from loyalty.ui.core import METRICS_DOC, db_session
 from loyalty.ui.filters import analysis_header
 from loyalty.ui.tables import readable
 
 page_actor("analysis.view")
-filters = analysis_header("retention", "Retention")
+filters = analysis_header(
+    "retention",
+    "Retention",
+    "Cohort retention: of the members whose first purchase fell in a month, the share who bought again N months later. "
+    "The KPI retention rate (Overview, Goals, report) compares each month with the one before it." + METRICS_DOC,
+)
 
 
 @st.cache_data(ttl=600, show_spinner="Computing cohorts…")

@@ -296,12 +296,35 @@ def scheduled_job_ids(engine: Engine | None = None) -> list[str]:
     return [name for name, spec in JOBS.items() if not spec.optional or weekly]
 
 
+# Defaults of an earlier release that ran the KPI snapshot before the tier evaluation (a
+# second run of the day then changed stored KPIs). A program that still has both exactly as
+# shipped gets today's order; one that changed either keeps what its admin chose.
+_FORMER_DEFAULTS = {"kpi-snapshot": "0 2 * * *", "tier-evaluation": "0 3 * * *"}
+
+
+def _move_former_defaults(scheduler: BaseScheduler) -> list[str]:
+    jobs = {name: scheduler.get_job(name) for name in _FORMER_DEFAULTS}
+    as_shipped = all(
+        job is not None and isinstance(job.trigger, CronTrigger) and _cron_text(job.trigger) == _cron_text(parse_cron(cron))
+        for job, cron in zip(jobs.values(), _FORMER_DEFAULTS.values())
+    )
+    if not as_shipped:
+        return []
+    for name in _FORMER_DEFAULTS:
+        scheduler.reschedule_job(name, trigger=parse_cron(JOBS[name].cron))
+        logger.info("schedule of %s moved to today's default %s (it ran before the tier evaluation)", name, JOBS[name].cron)
+    return list(_FORMER_DEFAULTS)
+
+
 def ensure_schedules(scheduler: BaseScheduler, engine: Engine | None = None) -> list[str]:
     """Add each missing job with its default schedule; never touch an existing one.
 
-    Returns the ids added. The optional weekly report is removed when switched off.
+    Returns the ids added. The optional weekly report is removed when switched off. The one
+    exception: the KPI snapshot and tier evaluation still at an earlier release's defaults
+    move to today's (see ``_FORMER_DEFAULTS``).
     """
     wanted = scheduled_job_ids(engine)
+    _move_former_defaults(scheduler)
     added = []
     for name in wanted:
         if scheduler.get_job(name) is not None:

@@ -7,6 +7,7 @@ SQL or Polars (``loyalty.analytics``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 from typing import Any
@@ -160,6 +161,7 @@ def cohort_members(session: Session, filters: Filters, cohort: str, age: int, *,
 def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) -> dict[str, Any]:
     """Per-member historical and predicted CLV (model fitted on purchases before the range end)."""
     from loyalty.analytics.clv import clv_members
+    from loyalty.analytics.metrics import METRICS
 
     table = clv_members(session, calibration_end=filters.end - timedelta(days=1), horizon_months=horizon_months)
     members = load_members(session).to_pandas()
@@ -168,7 +170,8 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
     if ids is not None:
         table = table[table["member_id"].isin(ids)]
     if table.empty:
-        return {"members": table, "by_tier": pd.DataFrame(), "by_channel": pd.DataFrame(), "at_risk": table, "lost": table}
+        empty = {"historical_clv": math.nan, "predicted_clv": math.nan, "definitions": {}}
+        return {"members": table, **empty, "by_tier": pd.DataFrame(), "by_channel": pd.DataFrame(), "at_risk": table, "lost": table}
     value_line = table["historical_clv"].quantile(AT_RISK_VALUE_QUANTILE)
     valuable = table[table["historical_clv"] >= value_line]
     at_risk = valuable[(valuable["probability_alive"] < AT_RISK_ALIVE) & (valuable["probability_alive"] >= LOST_ALIVE)]
@@ -194,6 +197,10 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
     shown = [c for c in columns if c in table.columns]
     return {
         "members": table,
+        # The catalogue's historical_clv and predicted_clv over these members (the cross-surface test checks it).
+        "historical_clv": float(table["historical_clv"].mean()),
+        "predicted_clv": float(table["predicted_clv"].mean()),
+        "definitions": {m: METRICS[m].definition for m in ("historical_clv", "predicted_clv")},
         **by,
         "at_risk": at_risk.sort_values("historical_clv", ascending=False)[shown],
         "lost": lost.sort_values("historical_clv", ascending=False)[shown],

@@ -204,7 +204,13 @@ def points_flow(monthly: pd.DataFrame) -> go.Figure:
     fig.add_scatter(
         x=monthly["month"], y=monthly["redemption_rate"] * 100, name="Redemption rate", yaxis="y2", mode="lines+markers", line_color=SLATE
     )
-    fig.update_layout(barmode="relative", yaxis2={"overlaying": "y", "side": "right", "ticksuffix": "%", "showgrid": False, "rangemode": "tozero"})
+    # An explicit range with head room: with one month, autorange put the single marker on the top edge.
+    top = float(pd.to_numeric(monthly["redemption_rate"], errors="coerce").fillna(0).max() if len(monthly) else 0.0) * 100
+    fig.update_layout(
+        barmode="relative",
+        yaxis2={"overlaying": "y", "side": "right", "ticksuffix": "%", "showgrid": False, "tickmode": "auto", "tickformat": ".0f"}
+        | {"range": [0, top * 1.25 if top > 0 else 100]},
+    )
     _month_axis(fig, [str(m) for m in monthly["month"]])
     return house_layout(fig, "Points earned vs redeemed vs expired, and the redemption rate", yaxis_title="points")
 

@@ -52,7 +52,7 @@ def test_each_kpi_of_a_month_has_one_value_on_every_surface(session, evaluated_p
     from loyalty.cli import main
 
     as_of, start, end = evaluated_program
-    catalogue = compute_kpis(session, start, end)
+    catalogue = compute_kpis(session, start, end, metrics=[*DEFAULT_METRICS, "predicted_clv"])
     truth = {m: (None if math.isnan(v) else float(v)) for m, v in zip(catalogue["metric"], catalogue["value"])}
     surfaces: dict[str, dict[str, float | None]] = {}
 
@@ -81,11 +81,13 @@ def test_each_kpi_of_a_month_has_one_value_on_every_surface(session, evaluated_p
         "points_liability": view["liability"],
     }
     assert set(surfaces["Redemptions page"]) == set(REDEMPTION_FIGURES)
-    from loyalty.insights.analysis import feedback_view, purchase_cycle_view
+    from loyalty.insights.analysis import clv_view, feedback_view, purchase_cycle_view
 
     surfaces["Feedback page"] = {"nps": feedback_view(session, Filters(start, end), actor=MANAGER)["nps"]}
     cycle = purchase_cycle_view(session, Filters(start, end))
     surfaces["Purchase cycle page"] = {"repeat_purchase_rate": cycle["repeat_share"], "active_members": cycle["active_members"]}
+    clv = clv_view(session, Filters(start, end))
+    surfaces["Lifetime value page"] = {"historical_clv": clv["historical_clv"], "predicted_clv": clv["predicted_clv"]}
 
     disagreements = []
     for surface, values in surfaces.items():
@@ -293,7 +295,7 @@ def test_every_analysis_on_the_command_line_names_its_figures_with_the_catalogue
 
 
 def test_filters_that_choose_nobody_give_the_figures_over_nobody_not_a_crash(session, evaluated_program):
-    from loyalty.insights.analysis import feedback_view, purchase_cycle_view
+    from loyalty.insights.analysis import clv_view, feedback_view, purchase_cycle_view
 
     _, start, end = evaluated_program
     nobody = Filters(start, end, tier="No such tier")
@@ -302,6 +304,8 @@ def test_filters_that_choose_nobody_give_the_figures_over_nobody_not_a_crash(ses
     cycle = purchase_cycle_view(session, nobody)
     assert cycle["active_members"] == 0 and cycle["repeat_share"] is None
     assert feedback_view(session, nobody, actor=MANAGER)["answers"].empty
+    clv = clv_view(session, nobody)
+    assert clv["members"].empty and math.isnan(clv["historical_clv"]) and math.isnan(clv["predicted_clv"])
 
 
 def test_history_never_counts_a_month_that_has_not_started(session, evaluated_program, capsys):

@@ -129,6 +129,20 @@ def test_the_default_schedules_are_daily_and_monthly_in_utc(db_url):
     assert all(now < s["next_run_time"] <= now + timedelta(days=31) and not s["paused"] for s in schedules.values())
 
 
+def test_an_install_still_on_the_former_defaults_gets_the_tier_evaluation_before_the_kpi_snapshot(db_url):
+    engine = get_engine(db_url)
+    list_schedules(engine)
+    reschedule_job("kpi-snapshot", "0 2 * * *", actor=MANAGER, engine=engine)  # as an earlier release shipped them
+    reschedule_job("tier-evaluation", "0 3 * * *", actor=MANAGER, engine=engine)
+    crons = {s["id"]: s["cron"] for s in list_schedules(engine)}
+    assert (crons["tier-evaluation"], crons["kpi-snapshot"]) == ("0 2 * * *", "0 3 * * *")
+    # A schedule the admin chose stays, and so does the other job's.
+    reschedule_job("kpi-snapshot", "30 2 * * *", actor=MANAGER, engine=engine)
+    reschedule_job("tier-evaluation", "0 3 * * *", actor=MANAGER, engine=engine)
+    crons = {s["id"]: s["cron"] for s in list_schedules(engine)}
+    assert (crons["tier-evaluation"], crons["kpi-snapshot"]) == ("0 3 * * *", "30 2 * * *")
+
+
 @pytest.mark.parametrize(
     "cron,description,first",
     [
