@@ -453,3 +453,97 @@ class LiabilityForecast(SQLModel, table=True):
     points_low: float | None = None
     points_high: float | None = None
     computed_at: datetime = Field(default_factory=utcnow)
+
+
+# --- integrations (the real-time API and webhooks) -------------------------------------
+
+
+class ApiKey(SQLModel, table=True):
+    """A key the company's systems send as ``Authorization: Bearer KEY`` (loyalty.integrations.apikeys).
+
+    Only the SHA-256 of the key is stored (the key is 32 random bytes, so a slow hash adds
+    nothing); ``prefix`` is its first characters, shown so people can tell keys apart.
+    """
+
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, index=True)
+    prefix: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64, unique=True)
+    scopes: list[str] = _json_list()
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="", max_length=100)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The answer given to one ``Idempotency-Key`` of one API key, replayed on a retry.
+
+    Written in the same transaction as the request's effect, so a key has an answer exactly
+    when its effect happened; the unique key makes a concurrent copy wait for it.
+    """
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (UniqueConstraint("api_key_id", "key", name="uq_idempotency_record_api_key_id_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    api_key_id: int = Field(foreign_key="api_key.id")
+    key: str = Field(max_length=200)
+    method: str = Field(max_length=10)
+    path: str = Field(max_length=300)
+    request_hash: str = Field(max_length=64)
+    status_code: int
+    response_body: str
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A URL that receives signed events (loyalty.integrations.webhooks)."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(max_length=500)
+    events: list[str] = _json_list()
+    # Kept readable: it signs every body (HMAC-SHA256), so it cannot be a one-way hash.
+    secret: str = Field(max_length=80)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="", max_length=100)
+    consecutive_failures: int = 0
+    disabled_at: datetime | None = None
+    disabled_reason: str = Field(default="", max_length=300)
+    removed_at: datetime | None = None
+
+
+class OutboxEvent(SQLModel, table=True):
+    """An event written in the same transaction as the change that caused it."""
+
+    __tablename__ = "outbox_event"
+
+    id: str = Field(primary_key=True, max_length=40)
+    type: str = Field(max_length=40, index=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    data: Any = Field(default=None, sa_column=Column(JSON))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to one endpoint: pending until delivered, retried with backoff, given up after 24 hours."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_delivery_event_id_endpoint_id"),
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(foreign_key="outbox_event.id", max_length=40, index=True)
+    endpoint_id: int = Field(foreign_key="webhook_endpoint.id", index=True)
+    status: str = Field(default="pending", max_length=12)  # pending, delivered, failed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str = Field(default="", max_length=500)
