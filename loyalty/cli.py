@@ -472,6 +472,53 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if not 1 <= args.workers <= 64:
+        raise InvalidInput("--workers is 1 to 64.")
+    print(f"Loyalty Console API on http://{args.host}:{args.port}/v1 (docs at /docs), {args.workers} worker(s)", file=sys.stderr)
+    # An import string and a factory: each worker process builds its own app and engine.
+    uvicorn.run(
+        "loyalty.integrations.api:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_apikeys(args: argparse.Namespace) -> int:
+    from loyalty.integrations.apikeys import create_key, list_keys, revoke_key
+
+    with new_session() as session:
+        if args.apikeys_command == "create":
+            made = create_key(session, name=args.name, scopes=args.scopes.split(","), actor=SYSTEM_CLI)
+            if args.json:
+                _print_json(made)
+            else:
+                print(f"API key {made['name']} ({', '.join(made['scopes'])}): {made['key']}")
+                print("Copy it now: it is not shown again (only its hash is kept).", file=sys.stderr)
+        elif args.apikeys_command == "list":
+            keys = list_keys(session)
+            if args.json:
+                _print_json(keys)
+            else:
+                for k in keys:
+                    state = f"revoked {k['revoked_at']:%Y-%m-%d}" if k["revoked_at"] else f"last used {k['last_used_at'] or 'never'}"
+                    print(f"{k['name']:<24} {k['prefix']}…  {','.join(k['scopes']):<60} {state}")
+        else:
+            revoked = revoke_key(session, args.name, actor=SYSTEM_CLI)
+            if args.json:
+                _print_json(revoked)
+            else:
+                print(f"API key {revoked['name']} revoked: requests with it now get 401.")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from loyalty.evaluation.jobs import run_all, run_job
 
@@ -664,6 +711,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["evaluate", "analyze", "decide", "pages", "redemptions"],
         help="only these measurement groups (repeatable; generation and imports always run)",
     )
+    p.add_argument("--json", action="store_true")
+    p = add("api", cmd_api, "Serve the HTTP API for tills, the web shop and the app (FastAPI on uvicorn).")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    apikeys = sub.add_parser("apikeys", help="Keys of the HTTP API.").add_subparsers(dest="apikeys_command", required=True)
+    p = add("create", cmd_apikeys, "Make an API key; it is printed once.", parent=apikeys)
+    p.add_argument("--name", required=True)
+    p.add_argument("--scopes", required=True, help="comma-separated: members:read,members:write,purchases:write,redemptions:write")
+    p.add_argument("--json", action="store_true")
+    p = add("list", cmd_apikeys, "List API keys (never the keys themselves).", parent=apikeys)
+    p.add_argument("--json", action="store_true")
+    p = add("revoke", cmd_apikeys, "Revoke an API key by name.", parent=apikeys)
+    p.add_argument("name")
     p.add_argument("--json", action="store_true")
     add("worker", cmd_worker, "Run the scheduler (one active worker per database; others wait as standby).")
     p = add("evaluate", cmd_evaluate, "Run an evaluation job once (or all of them).")

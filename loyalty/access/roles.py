@@ -13,17 +13,18 @@ from loyalty.errors import PermissionDenied
 
 ROLES = ("admin", "manager", "analyst", "operations", "executive")
 
-# permission -> roles allowed. admin may do everything.
+# permission -> roles allowed. admin may do everything. "integration" is no user's role: it is
+# the company's systems calling the HTTP API with a key, whose scopes narrow it further.
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "members.view": frozenset({"admin", "manager", "analyst", "operations"}),
-    "members.view_pii": frozenset({"admin", "manager", "operations"}),
+    "members.view": frozenset({"admin", "manager", "analyst", "operations", "integration"}),
+    "members.view_pii": frozenset({"admin", "manager", "operations", "integration"}),
     "members.export": frozenset({"admin", "manager", "analyst"}),
     "members.erase": frozenset({"admin"}),
-    "data.import": frozenset({"admin", "manager"}),
+    "data.import": frozenset({"admin", "manager", "integration"}),
     "points.adjust": frozenset({"admin", "operations"}),
     "points.approve": frozenset({"admin"}),  # a second person decides on adjustments above the limit
-    "purchases.refund": frozenset({"admin", "operations"}),
-    "redemptions.request": frozenset({"admin", "manager", "operations"}),
+    "purchases.refund": frozenset({"admin", "operations", "integration"}),
+    "redemptions.request": frozenset({"admin", "manager", "operations", "integration"}),
     "redemptions.fulfil": frozenset({"admin", "operations"}),
     "program.configure": frozenset({"admin", "manager"}),
     "segments.manage": frozenset({"admin", "manager", "analyst"}),

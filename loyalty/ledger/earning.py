@@ -11,11 +11,12 @@ the recording of one purchase run the same code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlmodel import Session
 
 from loyalty.bounds import MAX_POINTS_PER_ENTRY
@@ -42,12 +43,15 @@ class EarnRule(Protocol):
     def __call__(self, purchases: pd.DataFrame) -> pd.DataFrame: ...
 
 
-def member_multipliers(session: Session) -> pd.Series:
-    """Earn multiplier of every member that has a tier, indexed by member id."""
-    rows = session.execute(
-        # Members earning at 1x need no entry: earn_entries fills them with 1.0.
-        text("SELECT m.id, t.multiplier FROM member m JOIN tier t ON t.id = m.tier_id WHERE t.multiplier <> 1")
-    ).all()
+def member_multipliers(session: Session, member_ids: Sequence[int] | None = None) -> pd.Series:
+    """Earn multiplier of every member that has a tier (or only of ``member_ids``), indexed by member id."""
+    # Members earning at 1x need no entry: earn_entries fills them with 1.0.
+    sql = "SELECT m.id, t.multiplier FROM member m JOIN tier t ON t.id = m.tier_id WHERE t.multiplier <> 1"
+    if member_ids is None:
+        rows = session.execute(text(sql)).all()
+    else:  # a few members (a purchase arriving through the API): no need to read a million
+        statement = text(sql + " AND m.id IN :ids").bindparams(bindparam("ids", expanding=True))
+        rows = session.execute(statement, {"ids": [int(i) for i in member_ids]}).all() if len(member_ids) else []
     if not rows:
         return pd.Series(dtype="float64")
     ids, mult = zip(*rows)

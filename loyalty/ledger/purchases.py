@@ -19,7 +19,7 @@ from db.engine import write_transaction
 from db.models import Member, Purchase, utcnow
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import Bounds
-from loyalty.errors import InvalidInput, NotFound
+from loyalty.errors import AlreadyDone, InvalidInput, NotFound
 from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.ledger.entries import PurchaseReturn, return_purchase
 from loyalty.settings import get_settings
@@ -28,6 +28,8 @@ __all__ = ["PURCHASE_COLUMNS", "add_purchases", "record_purchase", "refund_purch
 
 PURCHASE_COLUMNS = ["external_id", "member_id", "occurred_at", "amount", "channel", "store", "category"]
 ProgressFn = Callable[[int, int], None]
+# Up to this many purchases at once, the multipliers of their members alone are read.
+FEW_PURCHASES = 1000
 
 
 def campaign_rules(session: Session, purchases: pd.DataFrame) -> tuple[EarnRule, ...]:
@@ -50,7 +52,8 @@ def add_purchases(
     if purchases.empty:
         return 0, 0
     settings = get_settings(session)
-    multipliers = member_multipliers(session)
+    few = purchases["member_id"].unique() if len(purchases) <= FEW_PURCHASES else None
+    multipliers = member_multipliers(session, None if few is None else few.tolist())
     now = pd.Timestamp(utcnow())
     total, entries_written = len(purchases), 0
     for start in range(0, total, chunk_rows):
@@ -89,8 +92,13 @@ def record_purchase(
         if session.get(Member, member_id) is None:
             raise NotFound(f"No member with id {member_id}.")
         key = external_id or f"api:{utcnow().timestamp():.6f}:{member_id}"
-        if session.exec(select(Purchase.id).where(Purchase.external_id == key)).first() is not None:
-            raise InvalidInput(f"Purchase {key} was already recorded.")
+        existing = session.exec(select(Purchase).where(Purchase.external_id == key)).first()
+        if existing is not None:
+            owner = session.get(Member, existing.member_id)
+            raise AlreadyDone(
+                f"Purchase {key} was already recorded (member {owner.external_id if owner else '?'}, amount {existing.amount:,.2f}, at "
+                f"{existing.occurred_at:%Y-%m-%d %H:%M:%S} UTC); its points were earned then."
+            )
         frame = pd.DataFrame(
             [
                 {

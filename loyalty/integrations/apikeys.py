@@ -1,0 +1,129 @@
+"""API keys: what the company's tills, shop and app send as ``Authorization: Bearer KEY``.
+
+A key is shown once, when it is made; the database keeps its SHA-256 (the key is 32 random
+bytes, so a slow password hash would add nothing) and its first characters, so people can
+tell keys apart. Each key has scopes; the API refuses a request outside them (403). Every
+write made with a key is audited with ``api:<key name>`` as the actor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from db.engine import write_transaction
+from db.models import ApiKey, stored_id, utcnow
+from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
+from loyalty.errors import InvalidInput, NotFound
+
+__all__ = ["KEY_PREFIX", "SCOPES", "ApiCaller", "authenticate", "create_key", "key_hash", "list_keys", "revoke_key"]
+
+SCOPES: dict[str, str] = {
+    "members:read": "read a member's balance, tier and next expiry",
+    "members:write": "create and update members",
+    "purchases:write": "record purchases (earning points) and their returns",
+    "redemptions:write": "redeem rewards and read redemptions",
+}
+KEY_PREFIX = "lk_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+# last_used_at is written at most this often per key: a write per request would slow every till.
+LAST_USED_EVERY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class ApiCaller:
+    """The key behind a request: who acts (``actor``) and what it may do (``scopes``)."""
+
+    key_id: int
+    name: str
+    scopes: frozenset[str]
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(f"api:{self.name}", "integration")
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _check_scopes(scopes: list[str] | tuple[str, ...]) -> list[str]:
+    chosen = list(dict.fromkeys(s.strip() for s in scopes if s.strip()))
+    if not chosen:
+        raise InvalidInput(f"Give the key at least one scope: {', '.join(SCOPES)}.")
+    unknown = [s for s in chosen if s not in SCOPES]
+    if unknown:
+        raise InvalidInput(f"Unknown scope {', '.join(map(repr, unknown))}: choose from {', '.join(SCOPES)}.")
+    return chosen
+
+
+def create_key(session: Session, *, name: str, scopes: list[str] | tuple[str, ...], actor: Actor) -> dict[str, Any]:
+    """Make a key; returns ``{"name", "key", "scopes"}``, the only time the key is shown."""
+    require(actor, "settings.manage")
+    name = (name or "").strip()
+    if not _NAME.match(name):
+        raise InvalidInput("A key's name is 1 to 100 letters, digits, spaces, dots, dashes or underscores, starting with a letter or digit.")
+    chosen = _check_scopes(scopes)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with write_transaction(session):
+        if session.exec(select(ApiKey.id).where(ApiKey.name == name, col(ApiKey.revoked_at).is_(None))).first() is not None:
+            raise InvalidInput(f"A key named {name!r} already exists; revoke it first or choose another name.")
+        row = ApiKey(name=name, prefix=key[:10], key_hash=key_hash(key), scopes=chosen, created_by=actor.username)
+        session.add(row)
+        session.flush()
+        record_audit(session, actor=actor, action="apikey.create", entity="api_key", entity_id=name, after={"scopes": chosen, "prefix": row.prefix})
+    return {"name": name, "key": key, "scopes": chosen}
+
+
+def list_keys(session: Session, *, include_revoked: bool = True) -> list[dict[str, Any]]:
+    """Every key, newest first, without the key itself: name, prefix, scopes, made, last used, revoked."""
+    query = select(ApiKey).order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
+    if not include_revoked:
+        query = query.where(col(ApiKey.revoked_at).is_(None))
+    return [
+        {
+            "name": k.name,
+            "prefix": k.prefix,
+            "scopes": list(k.scopes or []),
+            "created_at": k.created_at,
+            "created_by": k.created_by,
+            "last_used_at": k.last_used_at,
+            "revoked_at": k.revoked_at,
+        }
+        for k in session.exec(query)
+    ]
+
+
+def revoke_key(session: Session, name: str, *, actor: Actor) -> dict[str, Any]:
+    """Revoke the active key of that name: from now on it gets 401."""
+    require(actor, "settings.manage")
+    with write_transaction(session):
+        row = session.exec(select(ApiKey).where(ApiKey.name == name.strip(), col(ApiKey.revoked_at).is_(None))).first()
+        if row is None:
+            raise NotFound(f"No active key named {name!r}.")
+        row.revoked_at = utcnow()
+        session.add(row)
+        record_audit(session, actor=actor, action="apikey.revoke", entity="api_key", entity_id=row.name, before={"scopes": row.scopes})
+    return {"name": row.name, "revoked_at": row.revoked_at}
+
+
+def authenticate(session: Session, key: str, *, now: datetime | None = None) -> ApiCaller | None:
+    """The caller of an active key, or None (unknown or revoked). Notes when it was last used."""
+    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    row = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash(key), col(ApiKey.revoked_at).is_(None))).first()
+    if row is None:
+        return None
+    now = now or utcnow()
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
+        with write_transaction(session):
+            row.last_used_at = now
+            session.add(row)
+    return ApiCaller(key_id=stored_id(row), name=row.name, scopes=frozenset(row.scopes or []))

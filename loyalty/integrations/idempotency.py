@@ -1,0 +1,157 @@
+"""Idempotent writes: a retry with the same ``Idempotency-Key`` gets the first answer again.
+
+The answer is stored in the same transaction as the request's effect, with the key claimed
+first: a concurrent copy of the request (another API worker, another connection) waits on
+that claim (SQLite: the write lock; PostgreSQL: the unique index) and, once the first
+commits, finds the answer and replays it. So a key has a stored answer exactly when its
+effect happened, and never two effects. Answers are kept for :data:`KEPT_FOR`.
+
+Refusals of the domain (not enough points, an over-return) are answers too and are stored:
+the retry of a refused redemption is refused the same way, not tried again later with
+another outcome. Faults (a database that is down) store nothing, so a retry runs anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from db.engine import write_transaction
+from db.models import IdempotencyRecord, utcnow
+from loyalty.errors import InvalidInput, LoyaltyError
+
+__all__ = ["KEPT_FOR", "Answer", "KeyReused", "answer_now", "answer_once", "purge_expired", "request_hash"]
+
+KEPT_FOR = timedelta(hours=24)
+MAX_KEY_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+class KeyReused(LoyaltyError):
+    """The same Idempotency-Key came with another request (another body or address): 409."""
+
+    exit_code = 2
+
+
+def request_hash(method: str, path: str, body: bytes) -> str:
+    """What makes two requests "the same": method, path with its query, and the body's bytes
+    (JSON re-serialised with sorted keys, so spacing and key order do not count)."""
+    try:
+        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        canonical = body
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
+
+
+def _stored(session: Session, api_key_id: int, key: str, now: datetime) -> IdempotencyRecord | None:
+    return session.exec(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key, col(IdempotencyRecord.created_at) > now - KEPT_FOR
+        )
+    ).first()
+
+
+def _replay(record: IdempotencyRecord, fingerprint: str) -> Answer:
+    if record.request_hash != fingerprint:
+        raise KeyReused(
+            f"Idempotency-Key {record.key!r} was used {record.created_at:%Y-%m-%d %H:%M:%S} UTC for another request "
+            f"({record.method} {record.path}); use a new key for a new request."
+        )
+    return Answer(record.status_code, json.loads(record.response_body), replayed=True)
+
+
+class _Refused(Exception):
+    """Carries a refusal's answer out of the transaction that must roll its effect back."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+
+def answer_once(
+    session: Session,
+    *,
+    api_key_id: int,
+    key: str,
+    method: str,
+    path: str,
+    body: bytes,
+    effect: Callable[[Session], Answer],
+    refusal: Callable[[LoyaltyError], Answer],
+    now: datetime | None = None,
+) -> Answer:
+    """Run ``effect`` once per (API key, ``key``) and store its answer; replay it on a retry.
+
+    ``effect`` runs inside the transaction (domain functions join it) and returns the answer;
+    a :class:`LoyaltyError` it raises rolls its writes back and is stored as ``refusal(error)``.
+    """
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.")
+    now = now or utcnow()
+    fingerprint = request_hash(method, path, body)
+    if (record := _stored(session, api_key_id, key, now)) is not None:
+        return _replay(record, fingerprint)
+    try:
+        with write_transaction(session):
+            if (record := _stored(session, api_key_id, key, now)) is not None:  # committed while we waited for the lock
+                return _replay(record, fingerprint)
+            # An answer older than KEPT_FOR frees its key.
+            session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.api_key_id) == api_key_id, col(IdempotencyRecord.key) == key))
+            claim = IdempotencyRecord(
+                api_key_id=api_key_id,
+                key=key,
+                method=method,
+                path=path[:300],
+                request_hash=fingerprint,
+                status_code=0,
+                response_body="",
+                created_at=now,
+            )
+            session.add(claim)
+            session.flush()  # PostgreSQL: a concurrent copy waits here until this transaction ends
+            answer = _answered(session, effect, refusal)
+            claim.status_code, claim.response_body = answer.status_code, json.dumps(answer.body, default=str)
+            session.add(claim)
+        return answer
+    except IntegrityError:  # the concurrent copy committed first: its answer is ours
+        session.rollback()
+        record = _stored(session, api_key_id, key, now)
+        if record is None:
+            raise
+        return _replay(record, fingerprint)
+
+
+def answer_now(session: Session, *, effect: Callable[[Session], Answer], refusal: Callable[[LoyaltyError], Answer]) -> Answer:
+    """A write without an Idempotency-Key: ``effect`` in one transaction, a refusal rolled back."""
+    with write_transaction(session):
+        return _answered(session, effect, refusal)
+
+
+def _answered(session: Session, effect: Callable[[Session], Answer], refusal: Callable[[LoyaltyError], Answer]) -> Answer:
+    try:
+        with session.begin_nested():  # the effect's writes alone roll back on a refusal (or a dry run)
+            return effect(session)
+    except LoyaltyError as error:
+        return refusal(error)
+
+
+def purge_expired(session: Session, *, now: datetime | None = None) -> int:
+    """Delete answers older than :data:`KEPT_FOR`; returns how many."""
+    now = now or utcnow()
+    with write_transaction(session):
+        gone = session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.created_at) <= now - KEPT_FOR)).rowcount  # type: ignore[attr-defined]
+    return int(gone or 0)
