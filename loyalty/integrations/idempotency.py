@@ -31,6 +31,7 @@ from loyalty.errors import InvalidInput, LoyaltyError
 __all__ = ["KEPT_FOR", "Answer", "KeyReused", "answer_now", "answer_once", "purge_expired", "request_hash"]
 
 KEPT_FOR = timedelta(hours=24)
+ATTEMPTS = 3
 MAX_KEY_LENGTH = 200
 
 
@@ -103,6 +104,31 @@ def answer_once(
         raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.")
     now = now or utcnow()
     fingerprint = request_hash(method, path, body)
+    return _retried(lambda: _answer_once(session, api_key_id, key, method, path, fingerprint, effect, refusal, now), session)
+
+
+def _retried(attempt: Callable[[], Answer], session: Session) -> Answer:
+    """Run ``attempt`` again when a concurrent transaction took a unique value first (PostgreSQL
+    reports it at the insert): the next attempt sees what that one committed and answers by it."""
+    for _ in range(ATTEMPTS - 1):
+        try:
+            return attempt()
+        except IntegrityError:
+            session.rollback()
+    return attempt()
+
+
+def _answer_once(
+    session: Session,
+    api_key_id: int,
+    key: str,
+    method: str,
+    path: str,
+    fingerprint: str,
+    effect: Callable[[Session], Answer],
+    refusal: Callable[[LoyaltyError], Answer],
+    now: datetime,
+) -> Answer:
     if (record := _stored(session, api_key_id, key, now)) is not None:
         return _replay(record, fingerprint)
     try:
@@ -127,18 +153,22 @@ def answer_once(
             claim.status_code, claim.response_body = answer.status_code, json.dumps(answer.body, default=str)
             session.add(claim)
         return answer
-    except IntegrityError:  # the concurrent copy committed first: its answer is ours
+    except IntegrityError:  # a concurrent copy committed this key first: its answer is ours
         session.rollback()
         record = _stored(session, api_key_id, key, now)
         if record is None:
-            raise
+            raise  # another unique value (the purchase id): _retried runs it again
         return _replay(record, fingerprint)
 
 
 def answer_now(session: Session, *, effect: Callable[[Session], Answer], refusal: Callable[[LoyaltyError], Answer]) -> Answer:
     """A write without an Idempotency-Key: ``effect`` in one transaction, a refusal rolled back."""
-    with write_transaction(session):
-        return _answered(session, effect, refusal)
+
+    def attempt() -> Answer:
+        with write_transaction(session):
+            return _answered(session, effect, refusal)
+
+    return _retried(attempt, session)
 
 
 def _answered(session: Session, effect: Callable[[Session], Answer], refusal: Callable[[LoyaltyError], Answer]) -> Answer:

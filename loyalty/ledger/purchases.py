@@ -21,7 +21,7 @@ from loyalty.access.roles import Actor, require
 from loyalty.bounds import Bounds
 from loyalty.errors import AlreadyDone, InvalidInput, NotFound
 from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
-from loyalty.ledger.entries import PurchaseReturn, return_purchase
+from loyalty.ledger.entries import PurchaseReturn, lock_member, return_purchase
 from loyalty.settings import get_settings
 
 __all__ = ["PURCHASE_COLUMNS", "add_purchases", "record_purchase", "refund_purchase"]
@@ -91,6 +91,9 @@ def record_purchase(
     with write_transaction(session):
         if session.get(Member, member_id) is None:
             raise NotFound(f"No member with id {member_id}.")
+        # Copies of one purchase for one member wait here for each other, so the one that waited
+        # finds the purchase below instead of failing on the unique index.
+        lock_member(session, member_id)
         key = external_id or f"api:{utcnow().timestamp():.6f}:{member_id}"
         existing = session.exec(select(Purchase).where(Purchase.external_id == key)).first()
         if existing is not None:
