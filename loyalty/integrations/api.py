@@ -44,6 +44,8 @@ from loyalty.ledger.redemptions import list_rewards, redeem_reward
 __all__ = ["ApiLimits", "create_app"]
 
 API_VERSION = "1"
+# No text may carry a NUL character: the database cannot store it (PostgreSQL refuses it).
+NO_NUL = r"^[^\x00]*$"
 
 
 @dataclass(frozen=True)
@@ -120,22 +122,20 @@ def _error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 # --- request and answer shapes -----------------------------------------------------------------------
 
-_Text = Annotated[str, Field(max_length=200)]
-
 
 class MemberIn(BaseModel):
     """The fields of the members import."""
 
-    model_config = ConfigDict(extra="forbid")
-    member_id: Annotated[str, Field(min_length=1, max_length=64)]
-    name: Annotated[str, Field(max_length=200)] = ""
-    email: Annotated[str, Field(max_length=200)] = ""
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    member_id: Annotated[str, Field(pattern=NO_NUL, min_length=1, max_length=64)]
+    name: Annotated[str, Field(pattern=NO_NUL, max_length=200)] = ""
+    email: Annotated[str, Field(pattern=NO_NUL, max_length=200)] = ""
     joined_at: datetime
-    acquisition_channel: Annotated[str, Field(max_length=50)] = "unknown"
+    acquisition_channel: Annotated[str, Field(pattern=NO_NUL, max_length=50)] = "unknown"
     birth_date: date | None = None
-    city: Annotated[str, Field(max_length=100)] = ""
+    city: Annotated[str, Field(pattern=NO_NUL, max_length=100)] = ""
     marketing_consent: bool = False
-    phone: Annotated[str, Field(max_length=50)] = ""
+    phone: Annotated[str, Field(pattern=NO_NUL, max_length=50)] = ""
 
 
 class MemberOut(BaseModel):
@@ -154,14 +154,14 @@ class MemberWritten(MemberOut):
 
 
 class PurchaseIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    purchase_id: Annotated[str, Field(min_length=1, max_length=80, description="The till's or shop's id of the purchase, unique.")]
-    member_id: Annotated[str, Field(min_length=1, max_length=64)]
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    purchase_id: Annotated[str, Field(pattern=NO_NUL, min_length=1, max_length=80, description="The till's or shop's id of the purchase, unique.")]
+    member_id: Annotated[str, Field(pattern=NO_NUL, min_length=1, max_length=64)]
     occurred_at: datetime
     amount: Annotated[float, Field(gt=0, allow_inf_nan=False)]
-    channel: Annotated[str, Field(max_length=50)] = ""
-    store: Annotated[str, Field(max_length=100)] = ""
-    category: Annotated[str, Field(max_length=100)] = ""
+    channel: Annotated[str, Field(pattern=NO_NUL, max_length=50)] = ""
+    store: Annotated[str, Field(pattern=NO_NUL, max_length=100)] = ""
+    category: Annotated[str, Field(pattern=NO_NUL, max_length=100)] = ""
 
 
 class PurchaseOut(BaseModel):
@@ -173,9 +173,9 @@ class PurchaseOut(BaseModel):
 
 
 class ReturnIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     amount: Annotated[float | None, Field(gt=0, allow_inf_nan=False, description="The amount returned; omit it for all that is left.")] = None
-    reason: Annotated[str, Field(max_length=200)] = "return"
+    reason: Annotated[str, Field(pattern=NO_NUL, max_length=200)] = "return"
 
 
 class ReturnOut(BaseModel):
@@ -201,8 +201,8 @@ class RewardOut(BaseModel):
 
 
 class RedemptionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    member_id: Annotated[str, Field(min_length=1, max_length=64)]
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    member_id: Annotated[str, Field(pattern=NO_NUL, min_length=1, max_length=64)]
     reward_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
     dry_run: bool = False
 
@@ -282,7 +282,7 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         title="Loyalty Console API",
         version=API_VERSION,
         description="Members, purchases, returns, rewards and redemptions in real time. See docs/api.md.",
-        responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 429: {"model": ErrorOut}},
+        responses={code: {"model": ErrorOut} for code in (401, 403, 413, 422, 429)},
     )
     app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
 
@@ -358,7 +358,7 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
 
     # --- members ---
 
-    @app.post("/v1/members", status_code=201, response_model=MemberWritten, responses={200: {"model": MemberWritten}, 422: {"model": ErrorOut}})
+    @app.post("/v1/members", status_code=201, response_model=MemberWritten, responses={200: {"model": MemberWritten}, 409: {"model": ErrorOut}})
     def post_member(
         member: MemberIn,
         request: Request,
@@ -383,7 +383,9 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         return write(request, caller, member.model_dump_json().encode(), idempotency_key, effect)
 
     @app.get("/v1/members/{member_id}", response_model=MemberOut, responses={404: {"model": ErrorOut}})
-    def get_member(member_id: Annotated[str, Path(max_length=64)], caller: Annotated[ApiCaller, Depends(caller_with("members:read"))]) -> Any:
+    def get_member(
+        member_id: Annotated[str, Path(pattern=NO_NUL, max_length=64)], caller: Annotated[ApiCaller, Depends(caller_with("members:read"))]
+    ) -> Any:
         """A member's spendable balance, tier and next expiry."""
         with db() as session:
             return _member_out(session, _member(session, member_id))
@@ -394,7 +396,7 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         "/v1/purchases",
         status_code=201,
         response_model=PurchaseOut,
-        responses={200: {"model": PurchaseOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+        responses={200: {"model": PurchaseOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
     )
     def post_purchase(
         purchase: PurchaseIn,
@@ -436,10 +438,10 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         "/v1/purchases/{purchase_id}/returns",
         status_code=201,
         response_model=ReturnOut,
-        responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+        responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
     )
     def post_return(
-        purchase_id: Annotated[str, Path(max_length=80)],
+        purchase_id: Annotated[str, Path(pattern=NO_NUL, max_length=80)],
         returned: ReturnIn,
         request: Request,
         caller: Annotated[ApiCaller, Depends(caller_with("purchases:write"))],
@@ -493,7 +495,7 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         "/v1/redemptions",
         status_code=201,
         response_model=RedemptionOut,
-        responses={200: {"model": RedemptionCheck}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+        responses={200: {"model": RedemptionCheck}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
     )
     def post_redemption(
         redemption: RedemptionIn,
@@ -522,7 +524,7 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
 
     @app.get("/v1/redemptions/{redemption_id}", response_model=RedemptionOut, responses={404: {"model": ErrorOut}})
     def get_redemption(
-        redemption_id: Annotated[int, Path(ge=1, le=2**63 - 1)], caller: Annotated[ApiCaller, Depends(caller_with("redemptions:write"))]
+        redemption_id: Annotated[int, Path(ge=1, le=2**31 - 1)], caller: Annotated[ApiCaller, Depends(caller_with("redemptions:write"))]
     ) -> Any:
         """One redemption: its reward, points and status (requested, fulfilled or cancelled)."""
         with db() as session:
