@@ -439,6 +439,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         workdir=Path(args.workdir) if args.workdir else None,
         steps=tuple(args.steps or ()),
+        api_workers=args.api_workers,
+        api_connections=args.api_connections,
+        api_seconds=args.api_seconds,
     )
     echo = (lambda line: print(line, file=sys.stderr)) if args.json else print
     echo(f"{'step':<42} {'seconds':>11} {'peak':>12}")
@@ -708,10 +711,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps",
         action="append",
-        choices=["evaluate", "analyze", "decide", "pages", "redemptions"],
+        choices=["evaluate", "analyze", "decide", "pages", "redemptions", "api"],
         help="only these measurement groups (repeatable; generation and imports always run)",
     )
     p.add_argument("--json", action="store_true")
+    p.add_argument("--api-workers", type=int, default=1, help="api step: API server processes (default 1)")
+    p.add_argument("--api-connections", type=int, default=32, help="api step: tills, one key and keep-alive connection each")
+    p.add_argument("--api-seconds", type=float, default=30.0, help="api step: how long the load runs")
     p = add("api", cmd_api, "Serve the HTTP API for tills, the web shop and the app (FastAPI on uvicorn).")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -71,6 +71,9 @@ class BenchConfig:
     workdir: Path | None = None
     keep_files: bool = False
     steps: tuple[str, ...] = ()  # empty: all
+    api_workers: int = 1
+    api_connections: int = 32
+    api_seconds: float = 30.0
     now: datetime = field(default_factory=lambda: datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
 
 
@@ -553,6 +556,79 @@ def _redemption_client(args: tuple[str, list[int], list[int], int, int]) -> dict
     return outcome
 
 
+def _step_api(connections: int, seconds: float, workers: int) -> dict[str, Any]:
+    """Tills posting purchases to ``python -m loyalty api`` (``workers`` processes), one key and
+    keep-alive connection each, one request in ten retried (loyalty.devtools.api_load); then
+    the check that every purchase answered 201 is stored once and earned exactly once."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from sqlalchemy import func
+    from sqlmodel import col, select
+
+    from db.engine import new_session
+    from db.models import LedgerEntry, Member, Purchase
+    from loyalty.access.roles import SYSTEM_CLI
+    from loyalty.devtools.api_load import run_load
+    from loyalty.integrations.apikeys import create_key
+
+    run = f"{time.time():.0f}"
+    with new_session() as session:
+        keys = [create_key(session, name=f"load-{run}-{i}", scopes=["purchases:write"], actor=SYSTEM_CLI)["key"] for i in range(connections)]
+        members = list(session.exec(select(Member.external_id).where(col(Member.erased_at).is_(None)).limit(20_000)))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "loyalty", "api", "--port", str(port), "--workers", str(workers)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/openapi.json", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the API server did not start within 60 s") from None
+                time.sleep(0.2)
+        result = run_load(url, keys=keys, members=members, seconds=seconds, prefix=f"LOAD-{run}-")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    with new_session() as session:
+        stored = dict(
+            session.exec(
+                select(Purchase.external_id, func.count(col(LedgerEntry.id)))
+                .join(LedgerEntry, col(LedgerEntry.purchase_id) == Purchase.id, isouter=True)
+                .where(col(Purchase.external_id).like(f"LOAD-{run}-%"), col(LedgerEntry.kind) == "earn")
+                .group_by(col(Purchase.external_id))
+            ).all()
+        )
+        points = dict(
+            session.exec(
+                select(Purchase.external_id, func.sum(LedgerEntry.points))
+                .join(LedgerEntry, col(LedgerEntry.purchase_id) == Purchase.id)
+                .where(col(Purchase.external_id).like(f"LOAD-{run}-%"))
+                .group_by(col(Purchase.external_id))
+            ).all()
+        )
+    summary = result.summary()
+    summary["workers"] = workers
+    summary["check"] = {
+        "answered_201": len(result.earned),
+        "stored": len(stored),
+        "earned_once": sum(1 for p in result.earned if stored.get(p) == 1),
+        "points_as_answered": sum(1 for p, pts in result.earned.items() if points.get(p) == pts),
+        "stored_without_answer": len(set(stored) - set(result.earned)),
+    }
+    return summary
+
+
 def _step_redemptions(clients: int, attempts: int) -> dict[str, Any]:
     """``attempts`` redemptions from ``clients`` processes at once on a contested pool.
 
@@ -702,6 +778,10 @@ def run_bench(config: BenchConfig, *, echo: Any = print) -> dict[str, Any]:
     if on("redemptions"):
         result = record("redemptions", run_measured(_internal("redemptions", str(REDEMPTION_CLIENTS), str(REDEMPTION_ATTEMPTS)), env))
         details["redemptions"] = result.output
+    if on("api"):
+        api_args = ("api", str(config.api_connections), str(config.api_seconds), str(config.api_workers))
+        result = record(f"api:{config.api_workers}-workers", run_measured(_internal(*api_args), env))
+        details["api"] = result.output
     if not config.keep_files:
         for path in [files["members_file"], *files["purchase_files"]]:
             Path(path).unlink(missing_ok=True)
@@ -815,6 +895,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("redemptions")
     p.add_argument("clients", type=int)
     p.add_argument("attempts", type=int)
+    p = sub.add_parser("api")
+    p.add_argument("connections", type=int)
+    p.add_argument("seconds", type=float)
+    p.add_argument("workers", type=int)
     args = parser.parse_args(argv)
     if args.step == "report":
         results = [json.loads(Path(path).read_text()) for path in args.results]
@@ -834,6 +918,8 @@ def main(argv: list[str] | None = None) -> int:
         output = _step_pages()
     elif args.step == "decide":
         output = _step_decide()
+    elif args.step == "api":
+        output = _step_api(args.connections, args.seconds, args.workers)
     else:
         output = _step_redemptions(args.clients, args.attempts)
     print(json.dumps(output, default=str))

@@ -26,19 +26,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db.engine import get_engine, new_session
-from db.models import LedgerEntry, Member, Purchase, Redemption, Reward, Tier, stored_id
+from db.models import Member, Purchase, Redemption, Reward, Tier, stored_id
+from loyalty.access.roles import Actor
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, LoyaltyError, NotFound, OutOfStock, PermissionDenied, RewardUnavailable
 from loyalty.integrations.apikeys import ApiCaller, authenticate
-from loyalty.integrations.idempotency import Answer, KeyReused, answer_now, answer_once
+from loyalty.integrations.batching import PurchaseBatcher, PurchaseWork
+from loyalty.integrations.idempotency import Answer, Keyed, KeyReused, answer_now, answer_once, check_key, request_hash
 from loyalty.ledger.entries import member_balance, return_purchase
 from loyalty.ledger.imports import ImportRefused, import_csv
 from loyalty.ledger.members import find_member
-from loyalty.ledger.purchases import record_purchase
+from loyalty.ledger.purchases import RecordedPurchase, record_purchases
 from loyalty.ledger.redemptions import list_rewards, redeem_reward
 
 __all__ = ["ApiLimits", "create_app"]
@@ -55,6 +57,9 @@ class ApiLimits:
     max_body_bytes: int = 64 * 1024
     requests_per_second: float = 200.0
     burst: int = 400
+    # A key checked in the database is trusted this long by this process: a key revoked
+    # elsewhere stops working within this many seconds (0: every request asks the database).
+    key_cache_seconds: float = 5.0
 
     @classmethod
     def from_environment(cls) -> "ApiLimits":
@@ -82,6 +87,29 @@ class _Buckets:
                 return 0.0
             self.state[key_id] = (tokens, now)
             return (1 - tokens) / self.rate
+
+
+class _KeyCache:
+    """Keys this process checked lately (a dict read per request instead of a query)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.entries: dict[str, tuple[float, ApiCaller]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> ApiCaller | None:
+        found = self.entries.get(key)
+        if found is None or time.monotonic() - found[0] > self.seconds:
+            return None
+        return found[1]
+
+    def put(self, key: str, caller: ApiCaller) -> None:
+        if self.seconds <= 0:
+            return
+        with self.lock:
+            if len(self.entries) > 10_000:  # keys are few; a flood of random ones must not grow this
+                self.entries.clear()
+            self.entries[key] = (time.monotonic(), caller)
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -277,6 +305,7 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
     """The API on ``engine`` (default: ``LOYALTY_DATABASE_URL``'s)."""
     limits = limits or ApiLimits.from_environment()
     buckets = _Buckets(limits.requests_per_second, limits.burst)
+    known_keys = _KeyCache(limits.key_cache_seconds)
     bearer = HTTPBearer(auto_error=False, description="An API key made with `python -m loyalty apikeys create`.")
     app = FastAPI(
         title="Loyalty Console API",
@@ -311,8 +340,12 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiCaller:
             if credentials is None or credentials.scheme.lower() != "bearer":
                 raise ApiError(401, "unauthenticated", "Send an API key: Authorization: Bearer KEY.", {"WWW-Authenticate": "Bearer"})
-            with db() as session:
-                caller = authenticate(session, credentials.credentials)
+            caller = known_keys.get(credentials.credentials)
+            if caller is None:
+                with db() as session:
+                    caller = authenticate(session, credentials.credentials)
+                if caller is not None:
+                    known_keys.put(credentials.credentials, caller)
             if caller is None:
                 raise ApiError(401, "unauthenticated", "This API key is unknown or revoked.", {"WWW-Authenticate": "Bearer"})
             if scope is not None and scope not in caller.scopes:
@@ -323,29 +356,29 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
 
         return check
 
-    def write(request: Request, caller: ApiCaller, body: bytes, key: str | None, effect: Callable[[Session], Answer]) -> JSONResponse:
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-
+    def answered(api_key_id: int, key: str | None, method: str, path: str, body: bytes, effect: Callable[[Session], Answer]) -> Answer:
         def encoded(session: Session) -> Answer:  # stored as sent: a replay is the same bytes
             answer = effect(session)
             return Answer(answer.status_code, jsonable_encoder(answer.body))
 
         with db() as session:
             if key is None:
-                answer = answer_now(session, effect=encoded, refusal=refusal_or_dry_run)
-            else:
-                answer = answer_once(
-                    session,
-                    api_key_id=caller.key_id,
-                    key=key,
-                    method=request.method,
-                    path=path,
-                    body=body,
-                    effect=encoded,
-                    refusal=refusal_or_dry_run,
-                )
-        headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
-        return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+                return answer_now(session, effect=encoded, refusal=refusal_or_dry_run)
+            return answer_once(
+                session, api_key_id=api_key_id, key=key, method=method, path=path, body=body, effect=encoded, refusal=refusal_or_dry_run
+            )
+
+    def write(request: Request, caller: ApiCaller, body: bytes, key: str | None, effect: Callable[[Session], Answer]) -> JSONResponse:
+        return respond(answered(caller.key_id, key, request.method, _path_of(request), body, effect))
+
+    def one_by_one(work: PurchaseWork) -> Answer:
+        keyed = work.keyed
+        return answered(keyed.api_key_id, keyed.key, keyed.method, keyed.path, work.body, _purchase_effect(work.row, work.actor, dry_run=False))
+
+    batcher = PurchaseBatcher(
+        engine or get_engine(), answer=lambda done: _purchase_answer(done, dry_run=False), refusal=refusal_or_dry_run, one_by_one=one_by_one
+    )
+    app.router.on_shutdown.append(batcher.stop)
 
     IdempotencyKey = Annotated[
         str | None,
@@ -406,33 +439,13 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         idempotency_key: IdempotencyKey = None,
     ) -> Any:
         """Record a purchase and earn its points at once (campaigns and the tier's multiplier applied)."""
-
-        def effect(session: Session) -> Answer:
-            member = _member(session, purchase.member_id)
-            purchase_key = record_purchase(
-                session=session,
-                member_id=stored_id(member),
-                amount=purchase.amount,
-                occurred_at=purchase.occurred_at,
-                actor=caller.actor,
-                external_id=purchase.purchase_id,
-                channel=purchase.channel,
-                store=purchase.store,
-                category=purchase.category,
-            )
-            earned = session.exec(select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(LedgerEntry.purchase_id == purchase_key)).one()
-            body = {
-                "purchase_id": purchase.purchase_id,
-                "member_id": member.external_id,
-                "points_earned": int(earned),
-                "balance": member_balance(session, stored_id(member)).points,
-                "dry_run": dry_run,
-            }
-            if dry_run:
-                raise _DryRun(Answer(200, body))
-            return Answer(201, body)
-
-        return write(request, caller, purchase.model_dump_json().encode(), idempotency_key, effect)
+        body = purchase.model_dump_json().encode()
+        if dry_run:
+            return write(request, caller, body, idempotency_key, _purchase_effect(purchase.model_dump(), caller.actor, dry_run=True))
+        path = _path_of(request)
+        key = check_key(idempotency_key) if idempotency_key is not None else None
+        keyed = Keyed(caller.key_id, key, request.method, path, request_hash(request.method, path, body))
+        return respond(batcher.submit(PurchaseWork(row=purchase.model_dump(), actor=caller.actor, keyed=keyed, body=body)))
 
     @app.post(
         "/v1/purchases/{purchase_id}/returns",
@@ -546,6 +559,33 @@ class _DryRun(LoyaltyError):
 def refusal_or_dry_run(error: LoyaltyError) -> Answer:
     answer = error.answer if isinstance(error, _DryRun) else refusal_answer(error)
     return Answer(answer.status_code, jsonable_encoder(answer.body))
+
+
+def respond(answer: Answer) -> JSONResponse:
+    return JSONResponse(answer.body, status_code=answer.status_code, headers={"Idempotent-Replayed": "true"} if answer.replayed else {})
+
+
+def _path_of(request: Request) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def _purchase_answer(done: RecordedPurchase, *, dry_run: bool) -> Answer:
+    body = {"purchase_id": done.purchase, "member_id": done.member, "points_earned": done.points_earned, "balance": done.balance, "dry_run": dry_run}
+    return Answer(200 if dry_run else 201, body)
+
+
+def _purchase_effect(row: dict[str, Any], actor: Actor, *, dry_run: bool) -> Callable[[Session], Answer]:
+    """One purchase through record_purchases, as a batch of one (a dry run, or a batch that failed)."""
+
+    def effect(session: Session) -> Answer:
+        (outcome,) = record_purchases(session, [row], actors=[actor])
+        if isinstance(outcome, LoyaltyError):
+            raise outcome
+        if dry_run:
+            raise _DryRun(_purchase_answer(outcome, dry_run=True))
+        return _purchase_answer(outcome, dry_run=False)
+
+    return effect
 
 
 def _one_row_csv(row: dict[str, Any]) -> bytes:

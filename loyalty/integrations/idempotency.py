@@ -28,7 +28,7 @@ from db.engine import write_transaction
 from db.models import IdempotencyRecord, utcnow
 from loyalty.errors import InvalidInput, LoyaltyError
 
-__all__ = ["KEPT_FOR", "Answer", "KeyReused", "answer_now", "answer_once", "purge_expired", "request_hash"]
+__all__ = ["KEPT_FOR", "Answer", "KeyReused", "Keyed", "answer_many", "answer_now", "answer_once", "check_key", "purge_expired", "request_hash"]
 
 KEPT_FOR = timedelta(hours=24)
 ATTEMPTS = 3
@@ -99,12 +99,18 @@ def answer_once(
     ``effect`` runs inside the transaction (domain functions join it) and returns the answer;
     a :class:`LoyaltyError` it raises rolls its writes back and is stored as ``refusal(error)``.
     """
-    key = key.strip()
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.")
+    key = check_key(key)
     now = now or utcnow()
     fingerprint = request_hash(method, path, body)
     return _retried(lambda: _answer_once(session, api_key_id, key, method, path, fingerprint, effect, refusal, now), session)
+
+
+def check_key(key: str) -> str:
+    """The key without surrounding spaces, or InvalidInput if it cannot be one."""
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.")
+    return key
 
 
 def _retried(attempt: Callable[[], Answer], session: Session) -> Answer:
@@ -176,6 +182,97 @@ def _answered(session: Session, effect: Callable[[Session], Answer], refusal: Ca
         with session.begin_nested():  # the effect's writes alone roll back on a refusal (or a dry run)
             return effect(session)
     except LoyaltyError as error:
+        return refusal(error)
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """One request of a batch: its API key, its Idempotency-Key (None: none sent) and its fingerprint."""
+
+    api_key_id: int
+    key: str | None
+    method: str
+    path: str
+    fingerprint: str
+
+
+def answer_many(
+    session: Session,
+    requests: list[Keyed],
+    *,
+    effect: Callable[[Session, list[int]], list[Answer]],
+    refusal: Callable[[LoyaltyError], Answer],
+    now: datetime | None = None,
+) -> list[Answer]:
+    """:func:`answer_once` for a batch of requests, in one transaction.
+
+    A request whose key has a stored answer gets it replayed; of several copies in the batch
+    the first runs and the others replay its answer; ``effect(session, indexes)`` answers the
+    rest, and each answer is stored with its key. A conflict with a concurrent transaction
+    (PostgreSQL's unique index) raises IntegrityError: the caller answers the batch one by one.
+    """
+    now = now or utcnow()
+    answers: list[Answer | None] = [None] * len(requests)
+    with write_transaction(session):
+        pairs = {(r.api_key_id, r.key) for r in requests if r.key}
+        stored = {
+            (record.api_key_id, record.key): record
+            for record in session.exec(
+                select(IdempotencyRecord).where(
+                    col(IdempotencyRecord.key).in_({key for _, key in pairs}), col(IdempotencyRecord.created_at) > now - KEPT_FOR
+                )
+            )
+            if (record.api_key_id, record.key) in pairs
+        }
+        first: dict[tuple[int, str], int] = {}
+        run: list[int] = []
+        for i, r in enumerate(requests):
+            if r.key is None:
+                run.append(i)
+            elif (r.api_key_id, r.key) in stored:
+                answers[i] = _replayed_or_refused(stored[(r.api_key_id, r.key)], r.fingerprint, refusal)
+            elif (r.api_key_id, r.key) not in first:
+                first[(r.api_key_id, r.key)] = i
+                run.append(i)
+        if stale := [key for key in first if key not in stored]:  # answers older than KEPT_FOR free their keys
+            session.execute(
+                delete(IdempotencyRecord).where(
+                    col(IdempotencyRecord.key).in_({k for _, k in stale}), col(IdempotencyRecord.created_at) <= now - KEPT_FOR
+                )
+            )
+        for i, answer in zip(run, effect(session, run)):
+            answers[i] = answer
+            r = requests[i]
+            if r.key is not None:
+                session.add(
+                    IdempotencyRecord(
+                        api_key_id=r.api_key_id,
+                        key=r.key,
+                        method=r.method,
+                        path=r.path[:300],
+                        request_hash=r.fingerprint,
+                        status_code=answer.status_code,
+                        response_body=json.dumps(answer.body, default=str),
+                        created_at=now,
+                    )
+                )
+        session.flush()
+        for i, r in enumerate(requests):  # copies within the batch
+            if answers[i] is None and r.key is not None:
+                original = first[(r.api_key_id, r.key)]
+                ran = requests[original]
+                answers[i] = (
+                    Answer(answers[original].status_code, answers[original].body, replayed=True)  # type: ignore[union-attr]
+                    if ran.fingerprint == r.fingerprint
+                    else refusal(KeyReused(f"Idempotency-Key {r.key!r} was just used for another request; use a new key for a new request."))
+                )
+    return [a for a in answers if a is not None]
+
+
+def _replayed_or_refused(record: IdempotencyRecord, fingerprint: str, refusal: Callable[[LoyaltyError], Answer]) -> Answer:
+    try:
+        return _replay(record, fingerprint)
+    except KeyReused as error:
         return refusal(error)
 
 

@@ -74,6 +74,7 @@ __all__ = [
     "expiry_date",
     "expiry_dates",
     "lock_member",
+    "lock_members",
     "member_balance",
     "member_ledger",
     "negative_balances",
@@ -638,6 +639,15 @@ def lock_member(session: Session, member_id: int) -> Member:
     """
     _hold_ledger_lock(session, exclusive=False)
     return locked(session, Member, member_id, "member")
+
+
+def lock_members(session: Session, member_ids: Sequence[int]) -> None:
+    """:func:`lock_member` for several members in one statement, in id order (two callers never
+    wait for each other in a circle). On SQLite the write transaction already holds the database."""
+    if session.get_bind().dialect.name != "postgresql" or not member_ids:
+        return
+    _hold_ledger_lock(session, exclusive=False)
+    session.execute(select(Member.id).where(col(Member.id).in_(sorted(set(member_ids)))).order_by(col(Member.id)).with_for_update())
 
 
 # An advisory lock per schema: (this key, hash of the schema name).

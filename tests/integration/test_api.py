@@ -26,7 +26,9 @@ ALL_SCOPES = ["members:read", "members:write", "purchases:write", "redemptions:w
 
 @pytest.fixture
 def api(db_url):
-    return TestClient(create_app(get_engine(db_url), limits=ApiLimits(requests_per_second=1000, burst=1000)), raise_server_exceptions=True)
+    return TestClient(
+        create_app(get_engine(db_url), limits=ApiLimits(requests_per_second=1000, burst=1000, key_cache_seconds=0)), raise_server_exceptions=True
+    )
 
 
 @pytest.fixture
