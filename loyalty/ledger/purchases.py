@@ -22,6 +22,7 @@ from loyalty.bounds import Bounds
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.ledger.entries import PurchaseReturn, return_purchase
+from loyalty.ledger.outbox import emit_entries
 from loyalty.settings import get_settings
 
 __all__ = ["PURCHASE_COLUMNS", "add_purchases", "record_purchase", "refund_purchase"]
@@ -45,7 +46,8 @@ def add_purchases(
     """Insert new purchases (``PURCHASE_COLUMNS``, ``member_id`` internal) and earn their points.
 
     The caller owns the transaction and has checked the rows. Returns
-    ``(purchases inserted, ledger entries inserted)``.
+    ``(purchases inserted, ledger entries inserted)``. Emits ``points.changed`` per member
+    and kind per chunk of ``chunk_rows`` purchases (:mod:`loyalty.ledger.outbox`).
     """
     if purchases.empty:
         return 0, 0
@@ -61,6 +63,7 @@ def add_purchases(
         entries = earn_entries(chunk, settings=settings, multipliers=multipliers, rules=campaign_rules(session, chunk), actor=actor.username)
         entries["created_at"] = now
         entries_written += insert_frame(session, "ledger_entry", entries)
+        emit_entries(session, entries, purchases=pd.Series(chunk["external_id"].to_numpy(), index=chunk["id"].to_numpy()))
         if progress:
             progress(min(start + chunk_rows, total), total)
     return total, entries_written
