@@ -173,7 +173,7 @@ def enable_endpoint(session: Session, endpoint_id: int, actor: Actor) -> dict[st
         endpoint = _endpoint(session, endpoint_id)
         if endpoint.disabled_at is None:
             raise AlreadyDone(f"Webhook endpoint {endpoint_id} is enabled.")
-        before = {"disabled_at": endpoint.disabled_at, "disabled_reason": endpoint.disabled_reason}
+        before = {"disabled_at": iso(endpoint.disabled_at), "disabled_reason": endpoint.disabled_reason}
         now = utcnow()
         endpoint.disabled_at, endpoint.disabled_reason, endpoint.consecutive_failures = None, "", 0
         session.add(endpoint)
