@@ -24,7 +24,18 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from db.models import LedgerEntry, Member, Redemption
-from loyalty.events import POINTS_CHANGED, POINTS_EXPIRING, REDEMPTION_UPDATED, emit, emit_many, iso, member_external_ids, stable_event_id, subscribed
+from loyalty.events import (
+    POINTS_CHANGED,
+    POINTS_EXPIRING,
+    REDEMPTION_UPDATED,
+    emit,
+    emit_many,
+    iso,
+    iso_column,
+    member_external_ids,
+    stable_event_id,
+    subscribed,
+)
 
 __all__ = ["EXPIRING_WITHIN", "emit_entries", "emit_entry", "emit_points_expiring", "emit_redemption"]
 
@@ -81,6 +92,7 @@ def emit_entries(session: Session, entries: pd.DataFrame, *, purchases: pd.Serie
         purchase=("purchase", "first"),
     )
     names = member_external_ids(session, grouped.index.get_level_values("member_id").to_numpy())
+    grouped = grouped.assign(at=iso_column(grouped["occurred_at"]))
     data = []
     for (member_id, kind), row in zip(grouped.index, grouped.itertuples(index=False)):
         item: dict[str, Any] = {
@@ -88,10 +100,10 @@ def emit_entries(session: Session, entries: pd.DataFrame, *, purchases: pd.Serie
             "points": int(row.points),
             "kind": kind,
             "reason": row.reason if row.reasons == 1 else "",
-            "occurred_at": iso(row.occurred_at),
+            "occurred_at": row.at,
             "entries": int(row.entries),
         }
-        if row.purchases == 1 and row.entries >= 1 and not pd.isna(row.purchase):
+        if row.purchases == 1 and not pd.isna(row.purchase):
             item["purchase_id"] = str(row.purchase)
         data.append(item)
     return len(emit_many(session, POINTS_CHANGED, data))

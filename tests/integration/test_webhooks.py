@@ -114,10 +114,12 @@ def subscribe(session: Session, events: list[str] | tuple[str, ...] = EVENT_TYPE
 
 
 def outbox(session: Session, event_type: str | None = None) -> list[dict[str, Any]]:
-    query = select(OutboxEvent).order_by(OutboxEvent.created_at, OutboxEvent.id)
+    """The events' data in the order they were written (one emit's events share a time: then by member and data)."""
+    query = select(OutboxEvent)
     if event_type:
         query = query.where(OutboxEvent.type == event_type)
-    return [e.data for e in fresh(session).exec(query)]
+    events = fresh(session).exec(query).all()
+    return [e.data for e in sorted(events, key=lambda e: (e.created_at, str(e.data.get("member_id")), json.dumps(e.data, sort_keys=True)))]
 
 
 def count(session: Session, model: type) -> int:
