@@ -5,7 +5,8 @@ Jobs
 ==================  ===============  =========================================================
 name                default (UTC)    what one run as of day ``D`` does
 ==================  ===============  =========================================================
-points-expiry       daily 01:00      expires every lot past its date at the end of ``D``
+points-expiry       daily 01:00      expires every lot past its date at the end of ``D``; webhooks:
+                                     ``points.expiring`` for points expiring within 30 days
 tier-evaluation     daily 02:00      moves members between tiers (upgrades at once, downgrades
                                      after the tier's grace period) with a reason per move
 kpi-snapshot        daily 03:00      stores the KPI catalogue, overall and by segment, tier and
