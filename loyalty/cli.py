@@ -18,6 +18,7 @@ from db.engine import get_engine, new_session
 from loyalty.access.roles import ROLES, SYSTEM_CLI
 from loyalty.bootstrap import prepare_database
 from loyalty.errors import InvalidInput, LoyaltyError, describe_fault
+from loyalty.events import EVENT_TYPES
 
 
 def _print_json(payload: Any) -> None:
@@ -337,6 +338,45 @@ def cmd_members_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks_add(args: argparse.Namespace) -> int:
+    from loyalty.integrations.webhooks import add_endpoint
+
+    with new_session() as session:
+        created = add_endpoint(session, url=args.url, events=args.events, actor=SYSTEM_CLI)
+    if args.json:
+        _print_json({"id": created["id"], "secret": created["secret"]})
+    else:
+        print(f"webhook {created['id']} added for {args.url}")
+        print(f"signing secret (shown once, keep it with the receiver): {created['secret']}")
+    return 0
+
+
+def cmd_webhooks_list(args: argparse.Namespace) -> int:
+    from loyalty.integrations.webhooks import list_endpoints
+
+    with new_session() as session:
+        endpoints = list_endpoints(session)
+    if args.json:
+        _print_json(endpoints)
+    else:
+        for e in endpoints:
+            state = f"disabled: {e['disabled_reason']}" if e["disabled_at"] else "active"
+            print(f"{e['id']:>4}  {e['url']:<50} {','.join(e['events']):<40} {e['pending']:>6,} pending  {state}")
+    return 0
+
+
+def cmd_webhooks_remove(args: argparse.Namespace) -> int:
+    from loyalty.integrations.webhooks import remove_endpoint
+
+    with new_session() as session:
+        removed = remove_endpoint(session, args.id, SYSTEM_CLI)
+    if args.json:
+        _print_json({"ok": True, "id": removed["id"], "pending_dropped": removed["pending_dropped"]})
+    else:
+        print(f"webhook {removed['id']} removed ({removed['pending_dropped']:,} undelivered events dropped)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from loyalty.access.roles import Actor
     from loyalty.ledger.exports import export_csv
@@ -651,6 +691,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("reset-password", cmd_users_reset_password, "Set a new password and unlock the account.", parent=users)
     p.add_argument("username")
     p.add_argument("--password-stdin", action="store_true")
+
+    webhooks = sub.add_parser("webhooks", help="Endpoints that receive the program's events (docs/webhooks.md).").add_subparsers(
+        dest="webhooks_command", required=True
+    )
+    p = add("add", cmd_webhooks_add, "Add an endpoint; its signing secret is printed once.", parent=webhooks)
+    p.add_argument("--url", required=True)
+    p.add_argument("--events", required=True, help="comma-separated: " + ",".join(EVENT_TYPES))
+    p.add_argument("--json", action="store_true")
+    p = add("list", cmd_webhooks_list, "List endpoints with their pending deliveries (never their secret).", parent=webhooks)
+    p.add_argument("--json", action="store_true")
+    p = add("remove", cmd_webhooks_remove, "Remove an endpoint; its undelivered events are dropped.", parent=webhooks)
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--json", action="store_true")
 
     members = sub.add_parser("members", help="Member administration.").add_subparsers(dest="members_command", required=True)
     p = add("erase", cmd_members_erase, "Anonymise a member (right to erasure); KPIs are unchanged.", parent=members)

@@ -14,6 +14,7 @@ from db.models import Campaign, utcnow
 from loyalty.access.roles import Actor
 from loyalty.demo.parameters import CampaignPlan, ProgressFn
 from loyalty.demo.timeline import as_datetime, as_seconds, month_boundaries
+from loyalty.ledger.outbox import emit_entries
 from loyalty.settings import get_settings
 
 
@@ -132,3 +133,4 @@ class Simulation:
             return
         frame = frame.assign(actor=self.actor.username, created_at=pd.Timestamp(utcnow()))
         self.counts["ledger_entries"] += insert_frame(self.session, "ledger_entry", frame)
+        emit_entries(self.session, frame)

@@ -5,7 +5,8 @@ Jobs
 ==================  ===============  =========================================================
 name                default (UTC)    what one run as of day ``D`` does
 ==================  ===============  =========================================================
-points-expiry       daily 01:00      expires every lot past its date at the end of ``D``
+points-expiry       daily 01:00      expires every lot past its date at the end of ``D``; webhooks:
+                                     ``points.expiring`` for points expiring within 30 days
 tier-evaluation     daily 02:00      moves members between tiers (upgrades at once, downgrades
                                      after the tier's grace period) with a reason per move
 kpi-snapshot        daily 03:00      stores the KPI catalogue, overall and by segment, tier and
@@ -157,6 +158,7 @@ def _points_expiry_body(ctx: JobContext) -> dict[str, Any]:
 
     from db.models import LedgerEntry
     from loyalty.ledger.entries import EXPIRE, expire_points
+    from loyalty.ledger.outbox import emit_points_expiring
 
     # A run as of today must not date expiry entries in the future: a balance is the
     # sum of all entries, so a future-dated entry would take points away already now.
@@ -176,7 +178,9 @@ def _points_expiry_body(ctx: JobContext) -> dict[str, Any]:
         # ledger can be read as last committed, outside this connection.
         members = expire_points(session=ctx.session, as_of=moment, actor=ctx.actor, read_last_commit=True)
         points = before - int(ctx.session.exec(expired_at_moment).one())
-    return {"rows": members, "members": members, "points_expired": points, "moment": moment.isoformat()}
+        # Webhooks: points that expire within 30 days, once per member and expiry day.
+        expiring = emit_points_expiring(ctx.session, after=moment)
+    return {"rows": members, "members": members, "points_expired": points, "moment": moment.isoformat(), "expiring_events": expiring}
 
 
 def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:

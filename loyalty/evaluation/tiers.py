@@ -16,6 +16,9 @@ spend **and** purchase thresholds they meet (:func:`loyalty.program.tiers.qualif
   :class:`~db.models.TierMovement` with ``as_of = D`` and a reason a member can read:
   ``spent 1,234.00 and bought 14 times in the last 12 months: qualifies for Gold``.
 * Erased members are left as they are.
+* Each member whose tier differs from the stored one emits ``tier.changed``
+  (``{"member_id", "from", "to", "at"}``: tier names, None outside the tiers; ``at`` the
+  cutoff) in the same transaction; a re-run that leaves a tier as it was emits nothing.
 * A re-run as of the same ``D`` first undoes that day's movements (the tier goes back to
   the movement's ``from_tier``; ``tier_since`` to the member's previous movement's
   ``moved_at``, or ``joined_at`` when there is none), then evaluates again: the result is
@@ -40,6 +43,7 @@ from db.bulk import insert_frame
 from db.engine import write_transaction
 from db.models import Member, Purchase, Tier, TierMovement
 from loyalty.evaluation.runs import ProgressFn, hold_job_lock
+from loyalty.events import TIER_CHANGED, emit_many, iso, member_external_ids, subscribed
 from loyalty.periods import cutoff_of
 from loyalty.program.tiers import qualifying_tier_index
 
@@ -185,6 +189,7 @@ def evaluate_tiers(session: Session, *, as_of: date, progress: ProgressFn | None
         moves = _decide_moves(table, members, spend_by_window, count_by_window, cutoff)
         movements, upward = _movements(table, moves, member_ids, spend_by_window, count_by_window, cutoff=cutoff, as_of=as_of)
         _write(session, members, moves, movements)
+        _emit_tier_changes(session, table, members, moves, cutoff)
     return {
         "rows": int(moves.moved.sum()),
         "upgrades": int(upward.sum()),
@@ -369,3 +374,24 @@ def _write(session: Session, members: _Members, moves: _Moves, movements: pd.Dat
             ),
         )
     insert_frame(session, "tier_movement", movements)
+
+
+def _emit_tier_changes(session: Session, table: _TierTable, members: _Members, moves: _Moves, cutoff: datetime) -> int:
+    """``tier.changed`` for every member whose stored tier this run changes (compared with the stored tier,
+    so undoing and redoing the same day's moves emits nothing)."""
+    if not subscribed(session, TIER_CHANGED):
+        return 0
+    before, after = members.current_tier, moves.final_tier
+    same = (before == after).fillna(False) | (before.isna() & after.isna())
+    changed = members.frame.index[~same.to_numpy()]
+    if not len(changed):
+        return 0
+    name_of = {int(i): str(n) for i, n in zip(table.ids, table.names)}
+    external = member_external_ids(session, changed.to_numpy())
+
+    def name(tier_id: object) -> str | None:
+        return None if pd.isna(tier_id) else name_of.get(int(tier_id), str(tier_id))  # type: ignore[call-overload]
+
+    at = iso(cutoff)
+    data = [{"member_id": external.get(int(m), str(m)), "from": name(before.loc[m]), "to": name(after.loc[m]), "at": at} for m in changed]
+    return len(emit_many(session, TIER_CHANGED, data))

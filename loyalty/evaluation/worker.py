@@ -29,6 +29,9 @@ One scheduler, one job store, one leader
   limit), logs the jobs it gives up on, and the worker process then exits at once with
   status :data:`EXIT_JOBS_LEFT_RUNNING`; their transactions roll back and the next
   leader marks their runs interrupted.
+* **Webhooks.** Beside the scheduler, every worker (leader or standby) runs a
+  :class:`WebhookSender` thread: :func:`loyalty.integrations.webhooks.deliver_due` every
+  :data:`WEBHOOK_POLL_SECONDS`. A stop waits for at most the request in flight (its time-out).
 
 Editing schedules from another process
 --------------------------------------
@@ -87,6 +90,7 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.evaluation.jobs import JOBS, mark_interrupted_runs
+from loyalty.integrations.webhooks import DELIVERY_TIMEOUT_SECONDS, deliver_due
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -99,6 +103,8 @@ __all__ = [
     "STOP_GRACE_SECONDS",
     "GuardedJobStore",
     "ScheduleConflict",
+    "WEBHOOK_POLL_SECONDS",
+    "WebhookSender",
     "Worker",
     "build_scheduler",
     "ensure_schedules",
@@ -137,6 +143,9 @@ EXIT_JOBS_LEFT_RUNNING = 3
 MISFIRE_GRACE_TIME: int | None = None
 MIN_SCHEDULE_INTERVAL = timedelta(minutes=5)
 EDIT_RETRIES = 3
+# Webhooks: due deliveries are posted this often, by every worker (leader and standby alike:
+# claims keep two workers off the same delivery), so an event goes out within seconds.
+WEBHOOK_POLL_SECONDS = 2.0
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 WEEKLY_REPORT_SETTING = "weekly_report"
@@ -649,6 +658,35 @@ def worker_status(engine: Engine | None = None, *, now: datetime | None = None) 
 # --- the worker ------------------------------------------------------------------------------------
 
 
+class WebhookSender:
+    """A thread posting due webhook deliveries every ``every_seconds`` until :meth:`stop`."""
+
+    def __init__(self, engine: Engine, *, every_seconds: float = WEBHOOK_POLL_SECONDS, timeout: float = DELIVERY_TIMEOUT_SECONDS) -> None:
+        self.engine, self.every_seconds, self.timeout = engine, every_seconds, timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                deliver_due(self.engine, timeout=self.timeout, should_stop=self._stop.is_set)
+            except Exception:  # a database hiccup must not end the deliveries: try again next time
+                logger.exception("webhook delivery failed")
+            self._stop.wait(self.every_seconds)
+
+    def stop(self) -> bool:
+        """Stop, waiting for at most the request in flight and its outcome; whether the thread ended."""
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(self.timeout + SCHEDULER_THREAD_STOP_SECONDS)
+        return not self._thread.is_alive()
+
+
 @dataclass
 class _Leadership:
     scheduler: BackgroundScheduler
@@ -670,6 +708,7 @@ class Worker:
         lease_seconds: float = LEASE_SECONDS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
+        webhook_seconds: float | None = WEBHOOK_POLL_SECONDS,
     ) -> None:
         if heartbeat_seconds * 2 > lease_seconds:
             raise InvalidInput("The heartbeat must be at most half the lease, or a healthy leader would lose it.")
@@ -677,6 +716,8 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds, self.heartbeat_seconds = lease_seconds, heartbeat_seconds
         self.stop_grace_seconds = stop_grace_seconds
+        # None: no webhook deliveries from this worker.
+        self.webhooks = WebhookSender(self.engine, every_seconds=webhook_seconds) if webhook_seconds else None
         self._leadership: _Leadership | None = None
         self.became_leader = threading.Event()
 
@@ -744,6 +785,8 @@ class Worker:
     def run(self, stop_event: threading.Event) -> list[str]:
         """Run until ``stop_event`` is set; the ids of jobs still running when the stop gave up waiting."""
         logger.info("worker %s starting (lease %ss, heartbeat %ss)", self.owner, self.lease_seconds, self.heartbeat_seconds)
+        if self.webhooks:
+            self.webhooks.start()
         try:
             while not stop_event.is_set():
                 try:
@@ -754,6 +797,8 @@ class Worker:
         finally:
             # A clean stop lets a running job finish (within the grace time), then hands the lease over at once.
             running = self._step_down(release=True, wait=True)
+            if self.webhooks and not self.webhooks.stop():
+                logger.warning("worker %s: a webhook delivery was still under way at the stop (it is retried)", self.owner)
             logger.info("worker %s stopped", self.owner)
         return running
 

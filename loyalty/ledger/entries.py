@@ -55,6 +55,7 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import MAX_ADJUSTMENT_POINTS
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
+from loyalty.ledger.outbox import emit_entries, emit_entry
 from loyalty.records import locked
 from loyalty.settings import get_settings
 
@@ -339,6 +340,7 @@ def expire_points(
             frame["actor"] = actor.username
             frame["created_at"] = pd.Timestamp(utcnow())
             insert_frame(session, "ledger_entry", frame)
+            emit_entries(session, frame)
     return len(due)
 
 
@@ -419,6 +421,7 @@ def adjust_points(*, session: Session, member_id: int, points: int, reason: str,
         )
         session.add(entry)
         session.flush()
+        emit_entry(session, entry)
         record_audit(
             session,
             actor=actor,
@@ -520,17 +523,17 @@ def return_purchase(
         if returned != total:  # a partial return, or the rest after earlier ones
             note = f"{currency} {returned / 100:,.2f} returned: {note}"
         if reversed_points:
-            session.add(
-                LedgerEntry(
-                    member_id=purchase.member_id,
-                    kind=REVERSE,
-                    points=-reversed_points,
-                    occurred_at=now,
-                    purchase_id=purchase_id,
-                    reason=note[:500],
-                    actor=actor.username,
-                )
+            entry = LedgerEntry(
+                member_id=purchase.member_id,
+                kind=REVERSE,
+                points=-reversed_points,
+                occurred_at=now,
+                purchase_id=purchase_id,
+                reason=note[:500],
+                actor=actor.username,
             )
+            session.add(entry)
+            emit_entry(session, entry, purchase=purchase.external_id)
         record_audit(
             session,
             actor=actor,

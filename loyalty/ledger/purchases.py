@@ -25,6 +25,7 @@ from loyalty.bounds import Bounds
 from loyalty.errors import AlreadyDone, InvalidInput, LoyaltyError, NotFound
 from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.ledger.entries import PurchaseReturn, lock_members, return_purchase, spendable_balances
+from loyalty.ledger.outbox import emit_entries
 from loyalty.settings import get_settings
 
 __all__ = ["PURCHASE_COLUMNS", "RecordedPurchase", "add_purchases", "record_purchase", "record_purchases", "refund_purchase"]
@@ -51,7 +52,8 @@ def add_purchases(
 
     The caller owns the transaction and has checked the rows. An ``actor`` column, if any,
     names who recorded each row (ledger entries' actor); otherwise ``actor`` did. Returns
-    ``(purchases inserted, ledger entries inserted)``.
+    ``(purchases inserted, ledger entries inserted)``. Emits ``points.changed`` per member
+    and kind per chunk of ``chunk_rows`` purchases (:mod:`loyalty.ledger.outbox`).
     """
     if purchases.empty:
         return 0, 0
@@ -71,6 +73,7 @@ def add_purchases(
             entries["actor"] = entries["purchase_id"].map(dict(zip(chunk["id"], rows["actor"]))).to_numpy()
         entries["created_at"] = now
         entries_written += insert_frame(session, "ledger_entry", entries)
+        emit_entries(session, entries, purchases=pd.Series(chunk["external_id"].to_numpy(), index=chunk["id"].to_numpy()))
         if progress:
             progress(min(start + chunk_rows, total), total)
     return total, entries_written

@@ -22,6 +22,7 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, OutOfStock, RewardUnavailable
 from loyalty.ledger.entries import REDEEM, REVERSE, balance, expire_points, expiry_date, lock_member
+from loyalty.ledger.outbox import emit_entry, emit_redemption
 from loyalty.records import locked
 from loyalty.settings import get_settings
 
@@ -92,17 +93,18 @@ def redeem_reward(*, session: Session, member_id: int, reward_id: int, actor: Ac
         redemption = Redemption(member_id=member.id, reward_id=reward.id, points=reward.points_cost, requested_at=now)
         session.add(redemption)
         session.flush()
-        session.add(
-            LedgerEntry(
-                member_id=member.id,
-                kind=REDEEM,
-                points=-reward.points_cost,
-                occurred_at=now,
-                redemption_id=redemption.id,
-                reason=f"redeemed {reward.name}",
-                actor=actor.username,
-            )
+        entry = LedgerEntry(
+            member_id=member.id,
+            kind=REDEEM,
+            points=-reward.points_cost,
+            occurred_at=now,
+            redemption_id=redemption.id,
+            reason=f"redeemed {reward.name}",
+            actor=actor.username,
         )
+        session.add(entry)
+        emit_entry(session, entry)
+        emit_redemption(session, redemption, member=member.external_id)
         record_audit(
             session,
             actor=actor,
@@ -139,6 +141,7 @@ def fulfil_redemption(*, session: Session, redemption_id: int, actor: Actor, not
         redemption.status, redemption.fulfilled_at, redemption.handled_by = "fulfilled", utcnow(), actor.username
         redemption.note = note
         session.add(redemption)
+        emit_redemption(session, redemption)
         record_audit(
             session,
             actor=actor,
@@ -167,18 +170,19 @@ def cancel_redemption(*, session: Session, redemption_id: int, actor: Actor, rea
             update(Reward).where(col(Reward.id) == redemption.reward_id, col(Reward.stock).is_not(None)).values(stock=col(Reward.stock) + 1)
         )
         # Returned points are a new lot with a fresh expiry period.
-        session.add(
-            LedgerEntry(
-                member_id=redemption.member_id,
-                kind=REVERSE,
-                points=redemption.points,
-                occurred_at=now,
-                expires_at=expiry_date(now, get_settings(session).expiry_months),
-                redemption_id=redemption.id,
-                reason=f"redemption cancelled: {reason}",
-                actor=actor.username,
-            )
+        entry = LedgerEntry(
+            member_id=redemption.member_id,
+            kind=REVERSE,
+            points=redemption.points,
+            occurred_at=now,
+            expires_at=expiry_date(now, get_settings(session).expiry_months),
+            redemption_id=redemption.id,
+            reason=f"redemption cancelled: {reason}",
+            actor=actor.username,
         )
+        session.add(entry)
+        emit_entry(session, entry)
+        emit_redemption(session, redemption)
         record_audit(
             session,
             actor=actor,
