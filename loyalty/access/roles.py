@@ -99,6 +99,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("Admin", "pages/audit.py", "Audit", ":material/policy:", "audit.view"),
     PageSpec("Admin", "pages/users.py", "Users", ":material/manage_accounts:", "users.manage"),
     PageSpec("Admin", "pages/settings.py", "Settings", ":material/settings:", "settings.manage"),
+    PageSpec("Admin", "pages/integrations.py", "Integrations", ":material/hub:", "settings.manage"),
 )
 SECTIONS = ("Overview", "Plan", "Analyse", "Operate", "Admin")
 

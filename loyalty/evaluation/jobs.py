@@ -180,7 +180,18 @@ def _points_expiry_body(ctx: JobContext) -> dict[str, Any]:
         points = before - int(ctx.session.exec(expired_at_moment).one())
         # Webhooks: points that expire within 30 days, once per member and expiry day.
         expiring = emit_points_expiring(ctx.session, after=moment)
-    return {"rows": members, "members": members, "points_expired": points, "moment": moment.isoformat(), "expiring_events": expiring}
+    # The API's idempotency answers are kept 24 hours; older ones only take room.
+    from loyalty.integrations.idempotency import purge_expired
+
+    purged = purge_expired(ctx.session)
+    return {
+        "rows": members,
+        "members": members,
+        "points_expired": points,
+        "moment": moment.isoformat(),
+        "expiring_events": expiring,
+        "idempotency_answers_purged": purged,
+    }
 
 
 def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:

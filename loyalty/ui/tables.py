@@ -20,9 +20,11 @@ __all__ = ["readable", "selected_ids", "selection_key"]
 _HEADERS = {"external_id": "member", "clv": "CLV", "nps": "NPS", "p_alive": "P(alive)"}
 
 
-def readable(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with headers people read: ``historical_clv`` shows as "historical CLV",
-    ``external_id`` as "member" (the data is not changed)."""
+def readable(frame: pd.DataFrame | Sequence[dict]) -> pd.DataFrame:
+    """``frame`` (or rows as dicts) with headers people read: ``historical_clv`` shows as
+    "historical CLV", ``external_id`` as "member" (the data is not changed)."""
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame(list(frame))
 
     def words(name: object) -> str:
         text = str(name)

@@ -82,3 +82,40 @@ def test_copies_in_one_batch_run_once_and_replay_and_stored_keys_replay_later(se
     session.rollback()
     assert sorted(session.exec(select(Purchase.external_id))) == ["K-1", "K-3"]
     assert len(session.exec(select(IdempotencyRecord)).all()) == 1
+
+
+def test_answers_older_than_a_day_are_purged_by_the_nightly_expiry_and_free_their_key(session, now):
+    from loyalty.access.roles import SYSTEM_CLI
+    from loyalty.evaluation.jobs import run_job
+    from loyalty.integrations.apikeys import create_key
+
+    create_key(session, name="k", scopes=["purchases:write"], actor=SYSTEM_CLI)
+    session.add(
+        IdempotencyRecord(
+            api_key_id=1,
+            key="old",
+            method="POST",
+            path="/v1/purchases",
+            request_hash="h",
+            status_code=201,
+            response_body="{}",
+            created_at=now - timedelta(hours=25),
+        )
+    )
+    session.add(
+        IdempotencyRecord(
+            api_key_id=1,
+            key="new",
+            method="POST",
+            path="/v1/purchases",
+            request_hash="h",
+            status_code=201,
+            response_body="{}",
+            created_at=now - timedelta(hours=1),
+        )
+    )
+    session.commit()
+    result = run_job("points-expiry", actor=SYSTEM_CLI)
+    assert result["status"] == "succeeded" and result["idempotency_answers_purged"] == 1
+    session.rollback()
+    assert [r.key for r in session.exec(select(IdempotencyRecord))] == ["new"]
