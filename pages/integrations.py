@@ -49,7 +49,9 @@ with revoke:
     st.markdown("**Revoke a key**")
     if active:
         target = st.selectbox("Key", [k["name"] for k in active], key="integrations_revoke_name")
-        sure = st.checkbox(f"Yes, revoke {target}: its requests get 401 from now on", key="integrations_revoke_sure")
+        sure = st.checkbox(
+            f"Yes, revoke {target}: its requests get 401 from now on", key=f"integrations_revoke_sure_{target}"
+        )  # a new key, a new confirmation
         if st.button("Revoke", disabled=not sure, key="integrations_revoke"):
             run_and_reload("integrations", lambda s: revoke_key(s, target, actor=actor), f"Key {target} revoked: requests with it now get 401.")
     else:
@@ -82,7 +84,7 @@ with change:
     if endpoints:
         chosen = st.selectbox("Webhook", endpoints, format_func=lambda e: f"{e['id']}: {e['url']}", key="integrations_webhook_target")
         b1, b2 = st.columns(2)
-        sure = b1.checkbox("Yes, remove it", key="integrations_remove_sure")
+        sure = b1.checkbox("Yes, remove it", key=f"integrations_remove_sure_{chosen['id']}")
         if b1.button("Remove", disabled=not sure, key="integrations_remove"):
             run_and_reload("integrations", lambda s: remove_endpoint(s, chosen["id"], actor), f"Webhook {chosen['id']} removed.")
         if chosen["disabled_at"] is not None and b2.button("Enable again", key="integrations_enable"):

@@ -30,7 +30,7 @@ def test_an_admin_makes_a_key_sees_it_once_and_revokes_it_after_confirming(app, 
     assert at.dataframe[0].value["name"].tolist() == ["till-0042"]
     revoke = next(b for b in at.button if b.label == "Revoke")
     assert revoke.disabled, "revoking waits for the confirmation"
-    at.checkbox(key="integrations_revoke_sure").check().run()
+    at.checkbox(key="integrations_revoke_sure_till-0042").check().run()
     click(at, "Revoke")
     assert "till-0042 revoked" in at.success[0].value
     session.expire_all()
