@@ -15,7 +15,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -28,6 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db.engine import get_engine, new_session
@@ -336,14 +337,18 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         fields = ", ".join(dict.fromkeys(p["field"] or "body" for p in problems))
         return JSONResponse(_error_body("invalid", f"Invalid request: {fields}.", problems=problems), status_code=422)
 
-    def caller_with(scope: str | None) -> Callable[..., ApiCaller]:
-        def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiCaller:
+    def caller_with(scope: str | None) -> Callable[..., Awaitable[ApiCaller]]:
+        def lookup(key: str) -> ApiCaller | None:
+            with db() as session:
+                return authenticate(session, key)
+
+        # Async: a key found in the cache costs no thread of the pool.
+        async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiCaller:
             if credentials is None or credentials.scheme.lower() != "bearer":
                 raise ApiError(401, "unauthenticated", "Send an API key: Authorization: Bearer KEY.", {"WWW-Authenticate": "Bearer"})
             caller = known_keys.get(credentials.credentials)
             if caller is None:
-                with db() as session:
-                    caller = authenticate(session, credentials.credentials)
+                caller = await run_in_threadpool(lookup, credentials.credentials)
                 if caller is not None:
                     known_keys.put(credentials.credentials, caller)
             if caller is None:
@@ -431,7 +436,7 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         response_model=PurchaseOut,
         responses={200: {"model": PurchaseOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
     )
-    def post_purchase(
+    async def post_purchase(
         purchase: PurchaseIn,
         request: Request,
         caller: Annotated[ApiCaller, Depends(caller_with("purchases:write"))],
@@ -441,11 +446,13 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         """Record a purchase and earn its points at once (campaigns and the tier's multiplier applied)."""
         body = purchase.model_dump_json().encode()
         if dry_run:
-            return write(request, caller, body, idempotency_key, _purchase_effect(purchase.model_dump(), caller.actor, dry_run=True))
+            effect = _purchase_effect(purchase.model_dump(), caller.actor, dry_run=True)
+            return await run_in_threadpool(write, request, caller, body, idempotency_key, effect)
         path = _path_of(request)
         key = check_key(idempotency_key) if idempotency_key is not None else None
         keyed = Keyed(caller.key_id, key, request.method, path, request_hash(request.method, path, body))
-        return respond(batcher.submit(PurchaseWork(row=purchase.model_dump(), actor=caller.actor, keyed=keyed, body=body)))
+        # Async: the request waits for its batch without holding a thread of the pool.
+        return respond(await batcher.submit_async(PurchaseWork(row=purchase.model_dump(), actor=caller.actor, keyed=keyed, body=body)))
 
     @app.post(
         "/v1/purchases/{purchase_id}/returns",

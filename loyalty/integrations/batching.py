@@ -15,6 +15,7 @@ request takes: nothing is lost and nothing written twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -71,6 +72,12 @@ class PurchaseBatcher:
         self._start()
         self.queue.put(work)
         return work.future.result(timeout=WAIT_LIMIT_S)
+
+    async def submit_async(self, work: PurchaseWork) -> Answer:
+        """:meth:`submit` for an async endpoint: no thread of the pool waits for the batch."""
+        self._start()
+        self.queue.put(work)
+        return await asyncio.wait_for(asyncio.wrap_future(work.future), WAIT_LIMIT_S)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -240,23 +240,25 @@ def answer_many(
                     col(IdempotencyRecord.key).in_({k for _, k in stale}), col(IdempotencyRecord.created_at) <= now - KEPT_FOR
                 )
             )
+        records = []
         for i, answer in zip(run, effect(session, run)):
             answers[i] = answer
             r = requests[i]
             if r.key is not None:
-                session.add(
-                    IdempotencyRecord(
-                        api_key_id=r.api_key_id,
-                        key=r.key,
-                        method=r.method,
-                        path=r.path[:300],
-                        request_hash=r.fingerprint,
-                        status_code=answer.status_code,
-                        response_body=json.dumps(answer.body, default=str),
-                        created_at=now,
-                    )
+                records.append(
+                    {
+                        "api_key_id": r.api_key_id,
+                        "key": r.key,
+                        "method": r.method,
+                        "path": r.path[:300],
+                        "request_hash": r.fingerprint,
+                        "status_code": answer.status_code,
+                        "response_body": json.dumps(answer.body, default=str),
+                        "created_at": now,
+                    }
                 )
-        session.flush()
+        if records:  # one INSERT for the batch (ORM objects cost more than the purchases)
+            session.execute(insert(IdempotencyRecord), records)
         for i, r in enumerate(requests):  # copies within the batch
             if answers[i] is None and r.key is not None:
                 original = first[(r.api_key_id, r.key)]
