@@ -76,3 +76,17 @@ def test_the_scaling_table_gives_the_growth_exponent_between_the_two_largest_siz
     assert table[0].startswith("| step | 10,000 members | 100,000 members | 1,000,000 members |")
     assert table[2] == "| evaluate-all | 2.00 s | 10.00 s | 100.00 s | 1.00 |"  # 10x the members, 10x the time
     assert table[3] == "| analyze:clv | 1.00 s | 2.00 s | 4.00 s | 0.30 |"  # log 2 / log 10
+
+
+def test_the_api_step_loads_a_real_server_and_checks_every_purchase_it_answered(tmp_path: Path, now: datetime) -> None:
+    from loyalty.devtools.bench import BenchConfig, run_bench
+
+    config = BenchConfig(members=150, purchases_per_member=2, workdir=tmp_path, steps=("api",), api_connections=4, api_seconds=3, now=now)
+    result = run_bench(config, echo=lambda line: None)
+    api = result["details"]["api"]
+    assert api["server_errors"] == 0 and api["statuses"].keys() == {"201"}, api
+    assert api["purchases"] > 0 and api["retries_sent"] == api["replayed"]
+    check = api["check"]
+    assert check["answered_201"] == check["stored"] == check["earned_once"] == check["points_as_answered"] == api["purchases"]
+    assert check["stored_without_answer"] == 0
+    assert "api:1-workers" in result["steps"]
