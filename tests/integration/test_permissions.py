@@ -116,6 +116,7 @@ EXPECTED_PAGES = {
         "Users",
         "Settings",
         "Approvals",
+        "Integrations",
     },
     "manager": {
         "Overview",
