@@ -141,8 +141,16 @@ def _answer_once(
         with write_transaction(session):
             if (record := _stored(session, api_key_id, key, now)) is not None:  # committed while we waited for the lock
                 return _replay(record, fingerprint)
-            # An answer older than KEPT_FOR frees its key.
-            session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.api_key_id) == api_key_id, col(IdempotencyRecord.key) == key))
+            # An answer older than KEPT_FOR frees its key. Only such an answer: on PostgreSQL this
+            # statement sees what committed since the check above, and deleting a concurrent copy's
+            # fresh answer would let this request run its effect a second time.
+            session.execute(
+                delete(IdempotencyRecord).where(
+                    col(IdempotencyRecord.api_key_id) == api_key_id,
+                    col(IdempotencyRecord.key) == key,
+                    col(IdempotencyRecord.created_at) <= now - KEPT_FOR,
+                )
+            )
             claim = IdempotencyRecord(
                 api_key_id=api_key_id,
                 key=key,

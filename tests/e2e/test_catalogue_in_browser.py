@@ -79,6 +79,7 @@ def test_a_reward_is_edited_cloned_and_archived(page, app_url, e2e_database, scr
         name = f"E2E mug {tag} {n}"
         _add_reward(page, name, 5)
         _choose(page, "Add or edit", name)
+        expect(page.get_by_label("Stock", exact=True)).to_have_count(1)  # the form of the chosen reward alone, redrawn
         page.screenshot(path=str(screenshots / f"rewards-edit-{n}.png"), full_page=True)
         expect(page.get_by_label("Stock", exact=True)).to_have_value("5")
         page.get_by_label("Stock", exact=True).fill("12")
