@@ -34,6 +34,7 @@ REQUEST_TIMEOUT_S = 30.0
 class LoadResult:
     seconds: float
     latencies_ms: list[float] = field(default_factory=list)
+    sent_at_s: list[float] = field(default_factory=list)  # when each request was sent, from the run's start
     statuses: dict[int, int] = field(default_factory=dict)
     replayed: int = 0
     retries_sent: int = 0
@@ -47,6 +48,7 @@ class LoadResult:
             return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1) if ordered else None
 
         requests = len(ordered)
+        slowest = max(range(requests), key=self.latencies_ms.__getitem__) if requests else None
         return {
             "seconds": round(self.seconds, 2),
             "requests": requests,
@@ -57,7 +59,9 @@ class LoadResult:
             "replayed": self.replayed,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "server_errors": sum(v for k, v in self.statuses.items() if k >= 500),
-            "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": ordered[-1] if ordered else None},
+            "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": round(ordered[-1], 1) if ordered else None},
+            # When the slowest request was sent, in seconds from the start of the run.
+            "slowest_sent_at_s": round(self.sent_at_s[slowest], 2) if slowest is not None else None,
             "client_errors": self.errors[:5],
         }
 
@@ -86,6 +90,7 @@ async def _till(
     result: LoadResult,
     rng: random.Random,
     prefix: str,
+    run_started: float,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     previous: bytes | None = None
@@ -114,6 +119,7 @@ async def _till(
                 ).encode() + body
                 previous, retry = request, False
             started = time.perf_counter()
+            result.sent_at_s.append(time.monotonic() - run_started)
             writer.write(request)
             await writer.drain()
             status, headers, answer = await asyncio.wait_for(_read_answer(reader), REQUEST_TIMEOUT_S)
@@ -136,7 +142,9 @@ async def _run(url: str, keys: list[str], members: list[str], seconds: float, re
     result = LoadResult(seconds=0.0)
     started = time.monotonic()
     deadline = started + seconds
-    tills = [_till(i, host, port, key, members, deadline, retry_share, result, random.Random(seed + i), prefix) for i, key in enumerate(keys)]
+    tills = [
+        _till(i, host, port, key, members, deadline, retry_share, result, random.Random(seed + i), prefix, started) for i, key in enumerate(keys)
+    ]
     outcomes = await asyncio.gather(*tills, return_exceptions=True)
     result.seconds = time.monotonic() - started
     result.errors.extend(f"connection: {o!r}" for o in outcomes if isinstance(o, BaseException))

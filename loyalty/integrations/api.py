@@ -35,7 +35,7 @@ from db.engine import get_engine, new_session
 from db.models import Member, Purchase, Redemption, Reward, Tier, stored_id
 from loyalty.access.roles import Actor
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, LoyaltyError, NotFound, OutOfStock, PermissionDenied, RewardUnavailable
-from loyalty.integrations.apikeys import ApiCaller, authenticate
+from loyalty.integrations.apikeys import ApiCaller, KeyUseNotes, authenticate
 from loyalty.integrations.batching import PurchaseBatcher, PurchaseWork
 from loyalty.integrations.idempotency import Answer, Keyed, KeyReused, answer_now, answer_once, check_key, request_hash
 from loyalty.ledger.entries import member_balance, return_purchase
@@ -307,6 +307,7 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
     limits = limits or ApiLimits.from_environment()
     buckets = _Buckets(limits.requests_per_second, limits.burst)
     known_keys = _KeyCache(limits.key_cache_seconds)
+    key_use = KeyUseNotes(engine or get_engine())
     bearer = HTTPBearer(auto_error=False, description="An API key made with `python -m loyalty apikeys create`.")
     app = FastAPI(
         title="Loyalty Console API",
@@ -353,6 +354,7 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
                     known_keys.put(credentials.credentials, caller)
             if caller is None:
                 raise ApiError(401, "unauthenticated", "This API key is unknown or revoked.", {"WWW-Authenticate": "Bearer"})
+            key_use.saw(caller.key_id)
             if scope is not None and scope not in caller.scopes:
                 raise ApiError(403, "forbidden", f"The key {caller.name!r} does not have the scope {scope!r}.")
             if wait := buckets.take(caller.key_id):
@@ -384,6 +386,7 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
         engine or get_engine(), answer=lambda done: _purchase_answer(done, dry_run=False), refusal=refusal_or_dry_run, one_by_one=one_by_one
     )
     app.router.on_shutdown.append(batcher.stop)
+    app.router.on_shutdown.append(key_use.stop)
 
     IdempotencyKey = Annotated[
         str | None,

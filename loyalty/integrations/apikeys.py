@@ -9,21 +9,26 @@ write made with a key is audited with ``api:<key name>`` as the actor.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Engine, or_, update
 from sqlmodel import Session, col, select
 
-from db.engine import write_transaction
+from db.engine import new_session, write_transaction
 from db.models import ApiKey, stored_id, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 
-__all__ = ["KEY_PREFIX", "SCOPES", "ApiCaller", "authenticate", "create_key", "key_hash", "list_keys", "revoke_key"]
+__all__ = ["KEY_PREFIX", "SCOPES", "ApiCaller", "KeyUseNotes", "authenticate", "create_key", "key_hash", "list_keys", "note_key_use", "revoke_key"]
+
+log = logging.getLogger(__name__)
 
 SCOPES: dict[str, str] = {
     "members:read": "read a member's balance, tier and next expiry",
@@ -114,16 +119,87 @@ def revoke_key(session: Session, name: str, *, actor: Actor) -> dict[str, Any]:
     return {"name": row.name, "revoked_at": row.revoked_at}
 
 
-def authenticate(session: Session, key: str, *, now: datetime | None = None) -> ApiCaller | None:
-    """The caller of an active key, or None (unknown or revoked). Notes when it was last used."""
+def authenticate(session: Session, key: str) -> ApiCaller | None:
+    """The caller of an active key, or None (unknown or revoked). Reads only: when a key was
+    last used is noted apart (:class:`KeyUseNotes`), so checking a key never waits for a write."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
     row = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash(key), col(ApiKey.revoked_at).is_(None))).first()
     if row is None:
         return None
-    now = now or utcnow()
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
-        with write_transaction(session):
-            row.last_used_at = now
-            session.add(row)
     return ApiCaller(key_id=stored_id(row), name=row.name, scopes=frozenset(row.scopes or []))
+
+
+def note_key_use(session: Session, used: dict[int, datetime]) -> None:
+    """Store when each key (by id) was last used, in one transaction; a later time already stored stays."""
+    if not used:
+        return
+    with write_transaction(session):
+        for key_id, at in used.items():
+            session.execute(
+                update(ApiKey)
+                .where(col(ApiKey.id) == key_id, or_(col(ApiKey.last_used_at).is_(None), col(ApiKey.last_used_at) < at))
+                .values(last_used_at=at)
+            )
+
+
+class KeyUseNotes:
+    """When this process's keys were last used, written by a thread of its own.
+
+    A request only notes the time in memory (:meth:`saw`); a daemon thread stores the times at
+    most once per :data:`LAST_USED_EVERY` per key (the first use at once). Under load on SQLite
+    a request that wrote ``last_used_at`` itself waited seconds for the write lock behind the
+    purchase writer; now no request waits for it. A failed write is tried again later.
+    """
+
+    def __init__(self, engine: Engine, *, every: timedelta = LAST_USED_EVERY, poll_seconds: float = 1.0) -> None:
+        self.engine, self.every, self.poll_seconds = engine, every, poll_seconds
+        self.stored: dict[int, datetime] = {}  # last time written per key
+        self.pending: dict[int, datetime] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def saw(self, key_id: int, at: datetime | None = None) -> None:
+        at = at or utcnow()
+        before = self.stored.get(key_id)
+        if before is not None and at - before < self.every:
+            return
+        with self.lock:
+            self.pending[key_id] = at
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="api-key-use", daemon=True)
+                self.thread.start()
+        self.wake.set()
+
+    def flush(self) -> None:
+        """Write what is pending now (the thread does this; tests and shutdown call it)."""
+        with self.lock:
+            pending, self.pending = self.pending, {}
+            for key_id, at in pending.items():  # no second note for this key until `every` has passed
+                self.stored[key_id] = at
+        if not pending:
+            return
+        try:
+            with new_session(self.engine) as session:
+                note_key_use(session, pending)
+        except Exception:
+            log.warning("could not note when %d API key(s) were last used; trying again later", len(pending), exc_info=True)
+            with self.lock:
+                for key_id, at in pending.items():
+                    self.stored.pop(key_id, None)
+                    self.pending.setdefault(key_id, at)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            self.wake.wait(timeout=self.poll_seconds)
+            self.wake.clear()
+            self.flush()

@@ -7,18 +7,19 @@ tests in test_api_contract.py.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
 
-from db.engine import get_engine
-from db.models import AuditLog, LedgerEntry, Purchase, Redemption
+from db.engine import get_engine, new_session
+from db.models import ApiKey, AuditLog, LedgerEntry, Purchase, Redemption
 from loyalty.access.roles import SYSTEM_CLI
 from loyalty.cli import main
 from loyalty.integrations.api import ApiLimits, create_app
-from loyalty.integrations.apikeys import create_key, revoke_key
+from loyalty.integrations.apikeys import KeyUseNotes, authenticate, create_key, list_keys, note_key_use, revoke_key
 from tests.factories import make_member, make_reward, make_tier
 
 ALL_SCOPES = ["members:read", "members:write", "purchases:write", "redemptions:write"]
@@ -75,6 +76,59 @@ def test_apikeys_on_the_command_line_print_the_key_once_and_keep_only_its_hash(d
     assert main(["apikeys", "revoke", "web shop", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == "web shop"
     assert main(["apikeys", "revoke", "web shop", "--json"]) == 4
+
+
+def test_checking_a_key_reads_only_so_it_never_waits_for_a_writer(db_url, session):
+    """Under load the purchase writer holds the write lock nearly all the time; a key check that
+    noted "last used" itself waited seconds for it (the bench's slowest answers: 6 to 11 s)."""
+    key = create_key(session, name="till-02", scopes=["purchases:write"], actor=SYSTEM_CLI)["key"]
+    engine = get_engine(db_url)
+    with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as writer:
+        writer.begin()  # SQLite: BEGIN IMMEDIATE takes the write lock
+        if engine.dialect.name == "postgresql":
+            writer.exec_driver_sql("LOCK TABLE api_key IN EXCLUSIVE MODE")  # reads pass, writes wait
+        with new_session(engine) as other:
+            caller = authenticate(other, key)
+        writer.rollback()
+    assert caller is not None and caller.name == "till-02"
+
+
+def test_when_a_key_was_last_used_is_noted_once_a_minute_and_never_goes_back(db_url, session):
+    made = create_key(session, name="till-03", scopes=["purchases:write"], actor=SYSTEM_CLI)
+    (key_id,) = session.exec(select(ApiKey.id).where(ApiKey.name == "till-03")).all()
+    notes = KeyUseNotes(get_engine(db_url))
+
+    def stored() -> datetime | None:
+        session.rollback()  # a new snapshot: the notes are written by another connection
+        return session.exec(select(ApiKey.last_used_at).where(ApiKey.id == key_id)).one()
+
+    first = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    notes.saw(key_id, first)
+    notes.stop()  # writes what is pending
+    assert stored() == first
+    notes.saw(key_id, first + timedelta(seconds=30))  # within the minute: nothing new to write
+    notes.flush()
+    assert stored() == first
+    notes.saw(key_id, first + timedelta(minutes=2))
+    notes.flush()
+    assert stored() == first + timedelta(minutes=2)
+    note_key_use(session, {key_id: first})  # an older time (another API process) does not go back
+    assert stored() == first + timedelta(minutes=2)
+    assert [k["last_used_at"] for k in list_keys(session) if k["name"] == "till-03"] == [first + timedelta(minutes=2)]
+    assert made["name"] == "till-03"
+
+
+def test_a_request_notes_its_key_as_used_without_waiting_for_it(api, session, key):
+    make_member(session, external_id="M9")
+    assert api.get("/v1/members/M9", headers=auth(key)).status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        session.rollback()
+        if session.exec(select(ApiKey.last_used_at).where(ApiKey.name == "till-01")).one() is not None:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the key's last use was not noted within 10 s")
 
 
 # --- members -------------------------------------------------------------------------------------------------
