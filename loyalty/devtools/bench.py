@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import signal
@@ -810,7 +811,19 @@ def _machine() -> dict[str, Any]:
         "memory_gb": round(memory_kb / 1024 / 1024, 1),
         "python": platform.python_version(),
         "system": platform.platform(),
+        # Machines of one kind differ in speed ("Intel Xeon Processor" says little): the time of a
+        # fixed pure-Python loop lets two runs' figures be compared (best of three).
+        "python_loop_seconds": _python_loop_seconds(),
     }
+
+
+def _python_loop_seconds() -> float:
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        sum(i * i for i in range(2_000_000))
+        best = min(best, time.perf_counter() - started)
+    return round(best, 3)
 
 
 SCALING_STEPS = (
