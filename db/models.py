@@ -547,3 +547,55 @@ class WebhookDelivery(SQLModel, table=True):
     delivered_at: datetime | None = None
     last_status_code: int | None = None
     last_error: str = Field(default="", max_length=500)
+
+
+# --- engagement -----------------------------------------------------------------------------
+
+
+class Challenge(SQLModel, table=True):
+    """A goal members reach by buying (loyalty.engagement.challenges): ``target`` purchases, a
+    spend of ``min_spend``, or a streak of ``target`` consecutive months with a purchase;
+    within ``within_days`` of each other if set, in ``category`` if set. Pays ``points`` and/or
+    ``badge`` up to ``max_completions`` times per member."""
+
+    __tablename__ = "challenge"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    kind: str = Field(max_length=20)  # purchases, spend, streak_months
+    target: int = 0  # purchases, or consecutive months
+    min_spend: float | None = None
+    within_days: int | None = None
+    category: str = Field(default="", max_length=100)
+    points: int = 0
+    badge: str = Field(default="", max_length=100)
+    starts_at: datetime
+    ends_at: datetime | None = None
+    segment_id: int | None = Field(default=None, foreign_key="segment.id")
+    max_completions: int = 1
+    holdout_pct: float = 0.0
+    status: str = Field(default="active", max_length=10)  # active, ended
+    created_by: str = Field(default="", max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ChallengeCompletion(SQLModel, table=True):
+    """A member meeting a challenge, once per ``sequence``; ``purchase_id`` is the purchase that met it.
+
+    ``ledger_entry_id`` is the reward paid; ``reversed_at`` is set when a full refund of that
+    purchase within the return window took the reward back.
+    """
+
+    __tablename__ = "challenge_completion"
+    __table_args__ = (UniqueConstraint("challenge_id", "member_id", "sequence"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    challenge_id: int = Field(foreign_key="challenge.id")
+    member_id: int = Field(foreign_key="member.id", index=True)
+    sequence: int = 1
+    purchase_id: int = Field(foreign_key="purchase.id", index=True)
+    completed_at: datetime
+    points: int = 0
+    ledger_entry_id: int | None = Field(default=None, foreign_key="ledger_entry.id")
+    reversed_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)

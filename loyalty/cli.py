@@ -562,6 +562,51 @@ def cmd_apikeys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_challenges(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, time
+
+    from loyalty.engagement.challenges import define_challenge, list_challenges
+
+    def moment(day: Any) -> datetime | None:
+        return None if day is None else datetime.combine(day, time(), tzinfo=UTC)
+
+    with new_session() as session:
+        if args.challenges_command == "add":
+            made = define_challenge(
+                session,
+                name=args.name,
+                purchases=args.purchases,
+                min_spend=args.min_spend,
+                streak_months=args.streak_months,
+                within_days=args.within_days,
+                category=args.category or "",
+                points=args.points,
+                badge=args.badge or "",
+                starts=moment(args.starts),
+                ends=moment(args.ends),
+                max_completions=args.max_completions,
+                actor=SYSTEM_CLI,
+            )
+            if args.json:
+                _print_json(made)
+            else:
+                print(
+                    f"Challenge {made['name']} saved (id {made['id']}): {made['points']:,} points{' and the badge ' + made['badge'] if made['badge'] else ''}."
+                )
+        else:
+            found = list_challenges(session)
+            if args.json:
+                _print_json(found)
+            else:
+                for c in found or []:
+                    print(
+                        f"{c['id']:>4} {c['name']:<32} {c['kind']:<14} target {c['target']:<8} {c['points']:>7,} pts  {c['members_completed']:,} completed"
+                    )
+                if not found:
+                    print("No challenge yet: python -m loyalty challenges add --help")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from loyalty.evaluation.jobs import run_all, run_job
 
@@ -784,6 +829,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("revoke", cmd_apikeys, "Revoke an API key by name.", parent=apikeys)
     p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    challenges = sub.add_parser("challenges", help="Challenges members meet by buying.").add_subparsers(dest="challenges_command", required=True)
+    p = add("add", cmd_challenges, "Define a challenge: a number of purchases, a spend, or a streak of months.", parent=challenges)
+    p.add_argument("--name", required=True)
+    goal = p.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--purchases", type=int, help="this many purchases")
+    goal.add_argument("--min-spend", type=float, help="purchases adding up to at least this amount")
+    goal.add_argument("--streak-months", type=int, help="a purchase in each of this many consecutive months")
+    p.add_argument("--within-days", type=int, help="all within this many days of each other (default: anywhere in the dates)")
+    p.add_argument("--category", help="only purchases of this category count")
+    p.add_argument("--points", type=int, required=True, help="points paid on completion (0 for a badge only)")
+    p.add_argument("--badge", help="a badge the member earns")
+    p.add_argument("--starts", type=_date, help="first day (default: now)")
+    p.add_argument("--ends", type=_date, help="the day it ends (exclusive; default: open)")
+    p.add_argument("--max-completions", type=int, default=1, help="times one member can complete it (default 1)")
+    p.add_argument("--json", action="store_true")
+    p = add("list", cmd_challenges, "List challenges with how many members completed each.", parent=challenges)
     p.add_argument("--json", action="store_true")
     add("worker", cmd_worker, "Run the scheduler (one active worker per database; others wait as standby).")
     p = add("evaluate", cmd_evaluate, "Run an evaluation job once (or all of them).")

@@ -43,6 +43,9 @@ class ProgramSettings:
     # The share of revenue left after the cost of goods: what a campaign's extra sales earn
     # the company, for its return on investment.
     gross_margin: float = 0.30
+    # A full refund within this many days of the purchase also takes back the challenge and
+    # referral rewards the purchase paid.
+    return_window_days: int = 30
 
 
 # The largest values the rules below allow; points and sums stay far from 64-bit overflow.
@@ -64,6 +67,7 @@ SETTING_LABELS: dict[str, str] = {
     "program_start": "Program start (nothing is dated before it)",
     "max_import_megabytes": "Largest import file (MB)",
     "gross_margin": "Gross margin on sales (0-1, for campaign ROI)",
+    "return_window_days": "Return window (days): a full refund within it takes back challenge rewards",
     "weekly_report": "Weekly executive report",
 }
 _DEFAULTS = ProgramSettings()
@@ -97,6 +101,8 @@ def _rule_broken(name: str, value: Any) -> str | None:
         return f"must be a share above 0 and at most 1, e.g. 0.30 for 30 % (you entered {value:g})."
     if name == "point_value" and value <= 0:
         return f"must be greater than 0, or the points liability reads as nothing (you entered {value:g})."
+    if name == "return_window_days" and not 0 <= value <= 3650:
+        return f"must be between 0 and 3,650 days (you entered {value:,})."
     if name == "idle_timeout_minutes" and value <= 0:
         return f"must be at least 1 minute (you entered {value})."
     if name in ("expiry_months", "adjustment_approval_limit") and value < 0:

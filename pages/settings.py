@@ -57,6 +57,12 @@ with st.form("settings_form"):
         key="settings_gross_margin",
         help="What a campaign's extra sales earn the company: its ROI is (extra revenue x margin - cost) / cost.",
     )
+    right.number_input(
+        SETTING_LABELS["return_window_days"],
+        step=1,
+        key="settings_return_window_days",
+        help="A purchase refunded in full within this many days also gives back the challenge rewards it paid.",
+    )
     right.checkbox(SETTING_LABELS["weekly_report"], key="settings_weekly_report", help="Also render an executive report every Monday.")
     submitted = st.form_submit_button("Save settings", type="primary", key="settings_save")
 

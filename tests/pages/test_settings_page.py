@@ -61,3 +61,14 @@ def test_saving_an_unchanged_form_says_nothing_changed(app, session):
     at = open_page(app, "admin", "pages/settings.py")
     save(at)
     assert "Nothing changed" in at.info[0].value
+
+
+def test_the_return_window_is_a_setting_with_its_rule(app, session):
+    at = open_page(app, "admin", "pages/settings.py")
+    assert at.number_input(key="settings_return_window_days").value == 30
+    at.number_input(key="settings_return_window_days").set_value(5000)
+    at.button(key="settings_save").click().run()
+    assert "between 0 and 3,650 days" in at.error[0].value
+    at.number_input(key="settings_return_window_days").set_value(14)
+    at.button(key="settings_save").click().run()
+    assert "Return window (days)" in at.success[0].value and "is now 14" in at.success[0].value

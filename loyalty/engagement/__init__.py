@@ -1,0 +1,1 @@
+"""Engagement: challenges and badges (referrals and messages to members follow)."""
