@@ -562,6 +562,22 @@ def cmd_apikeys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_members_show(args: argparse.Namespace) -> int:
+    from loyalty.ledger.members import member_profile
+
+    with new_session() as session:
+        card = member_profile(session, args.member_id, actor=SYSTEM_CLI).summary()
+    if args.json:
+        _print_json(card)
+    else:
+        print(f"{card['member_id']}: {card['balance']:,} points, tier {card['tier'] or 'none'}, next expiry {card['next_expiry'] or 'none'}")
+        print(f"  {card['streak_months']} month(s) in a row with a purchase; badges: {', '.join(b['name'] for b in card['badges']) or 'none'}")
+        for c in card["challenges"]:
+            done = f", completed {c['completed_at']:%Y-%m-%d}" if c["completed_at"] is not None else ""
+            print(f"  {c['name']}: {c['progress']} of {c['target']}{done}")
+    return 0
+
+
 def cmd_challenges(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, time
 
@@ -751,6 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     members = sub.add_parser("members", help="Member administration.").add_subparsers(dest="members_command", required=True)
+    p = add("show", cmd_members_show, "A member's balance, tier, next expiry, badges and challenges.", parent=members)
+    p.add_argument("member_id")
+    p.add_argument("--json", action="store_true")
     p = add("erase", cmd_members_erase, "Anonymise a member (right to erasure); KPIs are unchanged.", parent=members)
     p.add_argument("member_id", metavar="MEMBER_ID")
     p.add_argument("--json", action="store_true")

@@ -5,7 +5,7 @@ import streamlit as st
 from loyalty.ledger.members import member_profile, search_members
 from loyalty.ui.auth import page_actor
 from loyalty.ui.core import db_session
-from loyalty.ui.member_panels import export_panel, ledger_panel, profile_header, purchases_panel, redemptions_panel
+from loyalty.ui.member_panels import engagement_panel, export_panel, ledger_panel, profile_header, purchases_panel, redemptions_panel
 
 actor = page_actor("members.view")
 st.title("Members")
@@ -45,8 +45,8 @@ with db_session() as session:
     profile = member_profile(session, member_id, actor=actor)
 profile_header(profile)
 
-ledger_tab, purchases_tab, redemptions_tab, feedback_tab = st.tabs(
-    ["Points ledger", "Purchases", "Redemptions", "Feedback"], key="members_tab", on_change="rerun"
+ledger_tab, purchases_tab, redemptions_tab, feedback_tab, challenges_tab = st.tabs(
+    ["Points ledger", "Purchases", "Redemptions", "Feedback", "Challenges"], key="members_tab", on_change="rerun"
 )
 with ledger_tab:
     ledger_panel(actor, member_id, profile)
@@ -59,3 +59,5 @@ with feedback_tab:
         st.info("No survey answers yet.")
     else:
         st.dataframe(profile.feedback, hide_index=True, width="stretch")
+with challenges_tab:
+    engagement_panel(profile)

@@ -52,6 +52,7 @@ __all__ = [
     "member_badges",
     "member_challenges",
     "reverse_for_refund",
+    "streak_months",
 ]
 
 KINDS = ("purchases", "spend", "streak_months")
@@ -489,13 +490,16 @@ def member_challenges(session: Session, member_id: int, *, now: datetime | None 
         done = _stored_completions(session, stored_id(challenge), members, challenge.kind)
         rows = _after_last_completion(_counted_purchases(session, challenge, members), done)
         rows = rows[rows["occurred_at"] <= now]
+        progress = _progress(challenge, rows, now)
+        target = float(challenge.min_spend) if challenge.kind == "spend" and challenge.min_spend is not None else challenge.target
         out.append(
             {
                 "name": challenge.name,
-                "progress": _progress(challenge, rows, now),
-                "target": float(challenge.min_spend) if challenge.kind == "spend" and challenge.min_spend is not None else challenge.target,
+                "progress": progress,
+                "target": target,
                 "completed_at": None if pd.isna(done["completed_at"].iloc[0]) else done["completed_at"].iloc[0].to_pydatetime(),
                 "completions": int(done["standing"].iloc[0]),
+                "share": min(1.0, float(progress) / float(target)) if target else 0.0,
             }
         )
     return out

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, or_
@@ -12,6 +13,7 @@ from sqlmodel import Session, col, select
 from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier, stored_id
 from loyalty.access.privacy import mask_contacts
 from loyalty.access.roles import Actor, require
+from loyalty.engagement.challenges import member_badges, member_challenges, streak_months
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.entries import member_balance, member_ledger, open_lots, spendable_balances
 from loyalty.settings import get_settings
@@ -92,6 +94,24 @@ class MemberProfile:
     # Purchases not yet returned in full, company id -> a label naming date, amount and returns.
     returnable: dict[str, str]
     currency: str
+    # Engagement: badges held ({"name", "earned_at"}), each active challenge's progress
+    # (name, progress, target, completed_at, completions), and the months in a row with a purchase.
+    badges: list[dict[str, Any]] = field(default_factory=list)
+    challenges: list[dict[str, Any]] = field(default_factory=list)
+    streak_months: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """What ``members show --json`` prints: the member's numbers, badges and challenges."""
+        return {
+            "member_id": self.member["external_id"],
+            "balance": self.balance,
+            "tier": self.tier or None,
+            "next_expiry": self.next_expiry_on,
+            "next_expiry_points": self.next_expiry_points,
+            "badges": self.badges,
+            "challenges": [{k: c[k] for k in ("name", "progress", "target", "completed_at")} for c in self.challenges],
+            "streak_months": self.streak_months,
+        }
 
 
 def member_profile(session: Session, external_id: str, *, actor: Actor) -> MemberProfile:
@@ -167,6 +187,9 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
         purchase_count=len(active),
         returnable=returnable,
         currency=currency,
+        badges=member_badges(session, stored_id(member)),
+        challenges=member_challenges(session, stored_id(member), now=now.to_pydatetime()),
+        streak_months=streak_months(active["occurred_at"], now.to_pydatetime()) if not active.empty else 0,
     )
 
 

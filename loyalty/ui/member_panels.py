@@ -192,3 +192,22 @@ def redemptions_panel(actor: Actor, member_id: str, profile: MemberProfile) -> N
         st.info("No redemptions yet.")
     else:
         st.dataframe(profile.redemptions, hide_index=True, width="stretch")
+
+
+def engagement_panel(profile: MemberProfile) -> None:
+    """Badges held, the months in a row with a purchase, and each active challenge's progress."""
+    badges = ", ".join(f"{b['name']} ({b['earned_at']:%Y-%m-%d})" for b in profile.badges)
+    st.caption(f"Badges: {badges or 'none yet'} · {profile.streak_months} month(s) in a row with a purchase")
+    if not profile.challenges:
+        st.info("No active challenge: managers define them with `python -m loyalty challenges add`.")
+        return
+    st.dataframe(
+        profile.challenges,
+        hide_index=True,
+        width="stretch",
+        column_order=["name", "progress", "target", "share", "completions", "completed_at"],
+        column_config={
+            "share": st.column_config.ProgressColumn("towards the next completion", min_value=0.0, max_value=1.0, format="percent"),
+            "completed_at": st.column_config.DatetimeColumn("last completed", format="YYYY-MM-DD"),
+        },
+    )

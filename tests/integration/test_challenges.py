@@ -202,3 +202,24 @@ def test_challenges_on_the_command_line(db_url, session, capsys):
     assert main(["challenges", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(c["name"], c["members_completed"]) for c in listed] == [("Eco five", 0)]
+
+
+def test_members_show_gives_the_members_badges_challenges_and_streak(db_url, session, capsys):
+    import json
+
+    from loyalty.cli import main
+
+    define_challenge(session, name="Two buys", purchases=2, points=150, badge="Duo", starts=utc(2026, 1, 1), actor=MANAGER)
+    define_challenge(session, name="Spend 500", min_spend=500, points=1000, starts=utc(2026, 1, 1), actor=MANAGER)
+    member = make_member(session, external_id="M77")
+    for at in (utc(2026, 9, 3), utc(2026, 10, 3), utc(2026, 11, 2)):  # the tests' clock stands in November 2026
+        make_purchase(session, member, 40, at)
+    assert main(["members", "show", "M77", "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["member_id"] == "M77" and card["streak_months"] == 3
+    assert card["badges"] == [{"name": "Duo", "earned_at": "2026-10-03 00:00:00+00:00"}]
+    assert card["challenges"] == [
+        {"name": "Two buys", "progress": 1, "target": 2, "completed_at": "2026-10-03 00:00:00+00:00"},
+        {"name": "Spend 500", "progress": 120.0, "target": 500.0, "completed_at": None},
+    ]
+    assert card["balance"] == 120 + 150

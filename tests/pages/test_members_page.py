@@ -130,3 +130,24 @@ def test_a_redemption_the_member_cannot_afford_is_refused_in_words(app, carla, s
 def test_an_analyst_sees_neither_refund_nor_redemption_forms(app, carla, frozen):
     at = open_member(app, role="analyst")
     assert not [b for b in at.button if b.label in ("Refund", "Redeem", "Apply adjustment")]
+
+
+def test_the_challenges_tab_shows_badges_progress_and_a_full_refund_taking_one_back(app, session, frozen):
+    from loyalty.access.roles import Actor
+    from loyalty.engagement.challenges import define_challenge
+
+    manager = Actor("maria", "manager")
+    define_challenge(session, name="Two buys", purchases=2, points=150, badge="Duo", starts=utc(2026, 1, 1), actor=manager)
+    define_challenge(session, name="Spend 500", min_spend=500, points=1000, starts=utc(2026, 1, 1), actor=manager)
+    member = make_member(session, external_id="M9", name="Carla Reyes")
+    make_purchase(session, member, 120.00, occurred_at=utc(2026, 2, 5), external_id="P-A")
+    make_purchase(session, member, 80.00, occurred_at=utc(2026, 3, 2), external_id="P-B")
+    at = open_member(app)
+    assert "Badges: Duo (2026-03-02) · 2 month(s) in a row with a purchase" in [c.value for c in at.caption]
+    shown = at.dataframe[-1].value
+    assert shown[["name", "progress", "target"]].values.tolist() == [["Two buys", 0, 2], ["Spend 500", 200.0, 500.0]]
+    assert shown["share"].tolist() == [0.0, 0.4]
+    assert metrics(at)["Balance"] == f"{120 + 80 + 150} pts"
+    refund(at, "P-B")
+    assert metrics(at)["Balance"] == "120 pts", "the refund took back the purchase's points and the challenge's"
+    assert "Badges: none yet · 1 month(s) in a row with a purchase" in [c.value for c in at.caption]
