@@ -490,8 +490,10 @@ def member_challenges(session: Session, member_id: int, *, now: datetime | None 
         done = _stored_completions(session, stored_id(challenge), members, challenge.kind)
         rows = _after_last_completion(_counted_purchases(session, challenge, members), done)
         rows = rows[rows["occurred_at"] <= now]
-        progress = _progress(challenge, rows, now)
+        finished = int(done["standing"].iloc[0]) >= challenge.max_completions
         target = float(challenge.min_spend) if challenge.kind == "spend" and challenge.min_spend is not None else challenge.target
+        # A challenge completed as often as allowed shows as full: nothing counts towards it any more.
+        progress = target if finished else _progress(challenge, rows, now)
         out.append(
             {
                 "name": challenge.name,

@@ -90,6 +90,7 @@ def test_spend_within_days_counts_the_window_ending_at_each_purchase(session):
         "target": 100.0,
         "completed_at": None,
         "completions": 0,
+        "share": 0.3,
     }
     make_purchase(session, member, 70, utc(2025, 4, 12))
     assert challenge_points(session, member.id) == [300]
@@ -219,7 +220,7 @@ def test_members_show_gives_the_members_badges_challenges_and_streak(db_url, ses
     assert card["member_id"] == "M77" and card["streak_months"] == 3
     assert card["badges"] == [{"name": "Duo", "earned_at": "2026-10-03 00:00:00+00:00"}]
     assert card["challenges"] == [
-        {"name": "Two buys", "progress": 1, "target": 2, "completed_at": "2026-10-03 00:00:00+00:00"},
+        {"name": "Two buys", "progress": 2, "target": 2, "completed_at": "2026-10-03 00:00:00+00:00"},
         {"name": "Spend 500", "progress": 120.0, "target": 500.0, "completed_at": None},
     ]
     assert card["balance"] == 120 + 150

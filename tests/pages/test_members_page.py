@@ -145,8 +145,8 @@ def test_the_challenges_tab_shows_badges_progress_and_a_full_refund_taking_one_b
     at = open_member(app)
     assert "Badges: Duo (2026-03-02) · 2 month(s) in a row with a purchase" in [c.value for c in at.caption]
     shown = at.dataframe[-1].value
-    assert shown[["name", "progress", "target"]].values.tolist() == [["Two buys", 0, 2], ["Spend 500", 200.0, 500.0]]
-    assert shown["share"].tolist() == [0.0, 0.4]
+    assert shown[["name", "progress", "target"]].values.tolist() == [["Two buys", 2, 2], ["Spend 500", 200.0, 500.0]]
+    assert shown["share"].tolist() == [1.0, 0.4]
     assert metrics(at)["Balance"] == f"{120 + 80 + 150} pts"
     refund(at, "P-B")
     assert metrics(at)["Balance"] == "120 pts", "the refund took back the purchase's points and the challenge's"
