@@ -83,6 +83,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("Plan", "pages/segments.py", "Segments", ":material/groups:", "analysis.view"),
     PageSpec("Plan", "pages/tiers.py", "Tiers", ":material/military_tech:", "analysis.view"),
     PageSpec("Plan", "pages/rewards.py", "Rewards", ":material/card_giftcard:", "analysis.view"),
+    PageSpec("Plan", "pages/challenges.py", "Challenges", ":material/emoji_events:", "analysis.view"),
     PageSpec("Plan", "pages/whatif.py", "What-if", ":material/science:", "analysis.view"),
     PageSpec("Plan", "pages/winback.py", "Win-back", ":material/person_search:", "analysis.view"),
     PageSpec("Analyse", "pages/retention.py", "Retention", ":material/autorenew:", "analysis.view"),

@@ -80,9 +80,9 @@ def define_challenge(
     *,
     name: str,
     actor: Actor,
-    purchases: int | None = None,
+    purchases: float | None = None,
     min_spend: float | None = None,
-    streak_months: int | None = None,
+    streak_months: float | None = None,
     within_days: int | None = None,
     category: str = "",
     points: int = 0,
@@ -103,12 +103,12 @@ def define_challenge(
         problems.append("name: 1 to 100 characters.")
     elif session.exec(select(Challenge.id).where(Challenge.name == name)).first() is not None:
         problems.append(f"name: a challenge named {name!r} already exists.")
-    if purchases is not None and not 1 <= purchases <= MAX_TARGET:
-        problems.append(f"purchases: a whole number from 1 to {MAX_TARGET:,} (you entered {purchases}).")
+    if purchases is not None and not (float(purchases).is_integer() and 1 <= purchases <= MAX_TARGET):
+        problems.append(f"purchases: a whole number from 1 to {MAX_TARGET:,} (you entered {purchases:g}).")
     if min_spend is not None and not (np.isfinite(min_spend) and 0 < min_spend <= get_settings(session).max_purchase_amount * MAX_TARGET):
         problems.append(f"min_spend: an amount above 0 (you entered {min_spend}).")
-    if streak_months is not None and not 2 <= streak_months <= MAX_STREAK_MONTHS:
-        problems.append(f"streak_months: from 2 to {MAX_STREAK_MONTHS} months (you entered {streak_months}).")
+    if streak_months is not None and not (float(streak_months).is_integer() and 2 <= streak_months <= MAX_STREAK_MONTHS):
+        problems.append(f"streak_months: a whole number of months from 2 to {MAX_STREAK_MONTHS} (you entered {streak_months:g}).")
     if within_days is not None and streak_months is not None:
         problems.append("within_days: a streak counts calendar months; leave within_days out.")
     elif within_days is not None and not 1 <= within_days <= MAX_WITHIN_DAYS:

@@ -273,3 +273,13 @@ def uplift_chart(summary: dict) -> go.Figure:
     fig.update_yaxes(type="category", autorange="reversed", automargin=True)
     fig.update_layout(height=max(220, 70 + 45 * len(rows)))
     return house_layout(fig, "Incremental revenue against the holdout, with its 95 % interval (grey: cannot tell)", yaxis_title="")
+
+
+def challenge_completions(weekly: pd.DataFrame) -> go.Figure:
+    """Completions per week, a bar per challenge (``week, challenge, completions``)."""
+    fig = go.Figure()
+    for name, rows in weekly.groupby("challenge", sort=False):
+        fig.add_bar(x=rows["week"], y=rows["completions"], name=str(name))
+    most = int(weekly.groupby("week")["completions"].sum().max())
+    fig.update_layout(barmode="stack", xaxis={"type": "category"}, bargap=0.5, yaxis={"tick0": 0, "dtick": max(1, -(-most // 5))})
+    return house_layout(fig, "Completions per week (taken back ones left out)", yaxis_title="completions")

@@ -199,7 +199,7 @@ def test_challenges_on_the_command_line(db_url, session, capsys):
         "badge": "Eco friend",
     }
     assert main(["challenges", "add", "--name", "Bad", "--streak-months", "1", "--points", "0", "--json"]) == 2
-    assert "streak_months: from 2 to 120 months (you entered 1)" in json.loads(capsys.readouterr().out)["error"]
+    assert "streak_months: a whole number of months from 2 to 120 (you entered 1)" in json.loads(capsys.readouterr().out)["error"]
     assert main(["challenges", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(c["name"], c["members_completed"]) for c in listed] == [("Eco five", 0)]
@@ -224,3 +224,16 @@ def test_members_show_gives_the_members_badges_challenges_and_streak(db_url, ses
         {"name": "Spend 500", "progress": 120.0, "target": 500.0, "completed_at": None},
     ]
     assert card["balance"] == 120 + 150
+
+
+def test_results_count_members_close_to_a_streak(session):
+    from loyalty.engagement.results import challenge_results
+
+    define_challenge(session, name="Four months", streak_months=4, points=100, starts=utc(2025, 10, 1), actor=MANAGER)
+    running, lapsed, started = (make_member(session) for _ in range(3))
+    for at in (utc(2026, 1, 10), utc(2026, 2, 10)):  # this month (March) not over yet: the run ends in February
+        make_purchase(session, running, 10, at)
+    make_purchase(session, lapsed, 10, utc(2025, 12, 10))
+    make_purchase(session, started, 10, utc(2026, 3, 2))
+    row = challenge_results(session, now=utc(2026, 3, 20)).table.iloc[0]
+    assert (row["participants"], row["close"], row["members_completed"]) == (3, 1, 0)

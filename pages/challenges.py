@@ -1,0 +1,95 @@
+"""Challenges: goals members reach by buying (purchases, spend, a streak of months), paid the moment they are met."""
+
+from datetime import UTC, datetime, time
+
+import streamlit as st
+
+from loyalty.engagement.challenges import define_challenge
+from loyalty.engagement.results import CLOSE_SHARE, challenge_results
+from loyalty.ui.auth import page_actor
+from loyalty.ui.charts import challenge_completions
+from loyalty.ui.core import db_session
+from loyalty.ui.notices import run_and_reload, show_notice
+
+actor = page_actor("analysis.view")
+st.title("Challenges")
+st.caption(
+    "A challenge is met the moment the purchase that meets it arrives (import, page or API) and paid once; "
+    "a full refund of that purchase within the return window (Settings) takes the reward back."
+)
+show_notice("challenges")
+
+with db_session() as session:
+    results = challenge_results(session)
+table = results.table
+
+if table.empty:
+    st.info("No challenge yet." + (" Define the first one below." if actor.can("program.configure") else ""))
+else:
+    cols = st.columns(4)
+    cols[0].metric("Challenges", f"{len(table):,}")
+    cols[1].metric("Members who completed one or more", f"{int(table['members_completed'].sum()):,}", help="Summed over challenges.")
+    cols[2].metric(
+        "Close to completing", f"{int(table['close'].sum()):,}", help=f"Members not completed yet, at {CLOSE_SHARE:.0%} of a target or more now."
+    )
+    cols[3].metric(
+        "Cost of rewards paid", f"{results.currency} {table['cost'].sum():,.2f}", help="Points paid and not taken back, times the value of a point."
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "starts_at": st.column_config.DatetimeColumn("starts", format="YYYY-MM-DD"),
+            "ends_at": st.column_config.DatetimeColumn("ends", format="YYYY-MM-DD"),
+            "members_completed": st.column_config.NumberColumn("members completed"),
+            "completion_rate": st.column_config.NumberColumn("completion rate", format="percent", help="Members completed / participants."),
+            "close": st.column_config.NumberColumn("close", help=f"Not completed, at {CLOSE_SHARE:.0%} of the target or more now."),
+            "taken_back": st.column_config.NumberColumn("taken back", help="Completions whose purchase was refunded in full within the window."),
+            "points_paid": st.column_config.NumberColumn("points paid", format="%d"),
+            "cost": st.column_config.NumberColumn(f"cost ({results.currency})", format="%.2f"),
+        },
+    )
+    if results.weekly.empty:
+        st.caption("No completion yet: the chart of completions per week appears with the first.")
+    else:
+        st.plotly_chart(challenge_completions(results.weekly), width="stretch")
+
+if actor.can("program.configure"):
+    st.subheader("Define a challenge")
+    with st.form("challenges_form"):
+        left, right = st.columns(2)
+        name = left.text_input("Name", key="challenges_name", max_chars=100)
+        goal = left.radio(
+            "Goal", ["purchases", "spend", "streak of months"], key="challenges_goal", horizontal=True, help="What the member has to do."
+        )
+        amount = left.number_input(
+            "Target", min_value=0.0, value=3.0, step=1.0, key="challenges_target", help="Purchases, an amount spent, or months in a row."
+        )
+        within = left.number_input("Within days (0: anywhere in the dates)", min_value=0, value=30, step=1, key="challenges_within")
+        category = left.text_input("Only purchases of category (empty: any)", key="challenges_category")
+        points = right.number_input("Points paid", min_value=0, value=200, step=50, key="challenges_points")
+        badge = right.text_input("Badge (optional)", key="challenges_badge", max_chars=100)
+        starts = right.date_input("Starts", key="challenges_starts")
+        ends = right.date_input("Ends (optional, exclusive)", value=None, key="challenges_ends")
+        most = right.number_input("Completions per member", min_value=1, value=1, step=1, key="challenges_max")
+        submitted = st.form_submit_button("Save challenge", type="primary", key="challenges_save")
+    if submitted:
+        fields = {{"purchases": "purchases", "spend": "min_spend"}.get(goal, "streak_months"): float(amount)}
+        run_and_reload(
+            "challenges",
+            lambda s: define_challenge(
+                s,
+                name=name,
+                actor=actor,
+                within_days=None if goal == "streak of months" or not within else int(within),
+                category=category,
+                points=int(points),
+                badge=badge,
+                starts=datetime.combine(starts, time(), tzinfo=UTC),
+                ends=datetime.combine(ends, time(), tzinfo=UTC) if ends else None,
+                max_completions=int(most),
+                **fields,
+            ),
+            lambda made: f"Challenge {made['name']} saved (audited): it counts purchases from {made['starts_at']:%Y-%m-%d}.",
+        )
