@@ -599,3 +599,26 @@ class ChallengeCompletion(SQLModel, table=True):
     ledger_entry_id: int | None = Field(default=None, foreign_key="ledger_entry.id")
     reversed_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Referral(SQLModel, table=True):
+    """A member (the referee) brought by another (the referrer) with the referrer's code.
+
+    ``pending`` until the referee's first purchase of at least the minimum amount, which pays
+    both bonuses (``rewarded``: ``purchase_id`` and the two ledger entries); a full refund of
+    that purchase within the return window takes both back (``reversed``).
+    """
+
+    __tablename__ = "referral"
+
+    id: int | None = Field(default=None, primary_key=True)
+    referrer_id: int = Field(foreign_key="member.id", index=True)
+    referee_id: int = Field(foreign_key="member.id", unique=True)
+    code: str = Field(max_length=16)
+    referred_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default="pending", max_length=10, index=True)  # pending, rewarded, reversed
+    purchase_id: int | None = Field(default=None, foreign_key="purchase.id", index=True)
+    rewarded_at: datetime | None = None
+    referrer_points: int = 0
+    referee_points: int = 0
+    reversed_at: datetime | None = None

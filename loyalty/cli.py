@@ -572,6 +572,8 @@ def cmd_members_show(args: argparse.Namespace) -> int:
     else:
         print(f"{card['member_id']}: {card['balance']:,} points, tier {card['tier'] or 'none'}, next expiry {card['next_expiry'] or 'none'}")
         print(f"  {card['streak_months']} month(s) in a row with a purchase; badges: {', '.join(b['name'] for b in card['badges']) or 'none'}")
+        referred = f", referred by {card['referred_by']}" if card["referred_by"] else ""
+        print(f"  referral code {card['referral_code']}: {card['referrals']} member(s) referred{referred}")
         for c in card["challenges"]:
             done = f", completed {c['completed_at']:%Y-%m-%d}" if c["completed_at"] is not None else ""
             print(f"  {c['name']}: {c['progress']} of {c['target']}{done}")

@@ -46,6 +46,10 @@ class ProgramSettings:
     # A full refund within this many days of the purchase also takes back the challenge and
     # referral rewards the purchase paid.
     return_window_days: int = 30
+    # A referee's first purchase of at least this amount pays both referral bonuses, once.
+    referral_referrer_points: int = 500
+    referral_referee_points: int = 250
+    referral_min_purchase: float = 20.0
 
 
 # The largest values the rules below allow; points and sums stay far from 64-bit overflow.
@@ -54,6 +58,7 @@ MAX_PURCHASE_AMOUNT_LIMIT = 10_000_000  # in cents (returns count cents) it stil
 MAX_ADJUSTMENT_LIMIT = 1_000_000
 MAX_IMPORT_MEGABYTES = 100_000
 EARLIEST_PROGRAM_START = date(1900, 1, 1)
+MAX_REFERRAL_POINTS = 1_000_000
 
 
 SETTING_LABELS: dict[str, str] = {
@@ -67,7 +72,10 @@ SETTING_LABELS: dict[str, str] = {
     "program_start": "Program start (nothing is dated before it)",
     "max_import_megabytes": "Largest import file (MB)",
     "gross_margin": "Gross margin on sales (0-1, for campaign ROI)",
-    "return_window_days": "Return window (days): a full refund within it takes back challenge rewards",
+    "return_window_days": "Return window (days): a full refund within it takes back challenge and referral rewards",
+    "referral_referrer_points": "Referral bonus for the referrer (points)",
+    "referral_referee_points": "Referral bonus for the new member (points)",
+    "referral_min_purchase": "Referral: first purchase of at least (amount)",
     "weekly_report": "Weekly executive report",
 }
 _DEFAULTS = ProgramSettings()
@@ -101,6 +109,10 @@ def _rule_broken(name: str, value: Any) -> str | None:
         return f"must be a share above 0 and at most 1, e.g. 0.30 for 30 % (you entered {value:g})."
     if name == "point_value" and value <= 0:
         return f"must be greater than 0, or the points liability reads as nothing (you entered {value:g})."
+    if name in ("referral_referrer_points", "referral_referee_points") and not 0 <= value <= MAX_REFERRAL_POINTS:
+        return f"must be between 0 and {MAX_REFERRAL_POINTS:,} points (you entered {value:,})."
+    if name == "referral_min_purchase" and value < 0:
+        return f"cannot be negative (you entered {value:g})."
     if name == "return_window_days" and not 0 <= value <= 3650:
         return f"must be between 0 and 3,650 days (you entered {value:,})."
     if name == "idle_timeout_minutes" and value <= 0:

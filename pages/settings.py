@@ -63,6 +63,16 @@ with st.form("settings_form"):
         key="settings_return_window_days",
         help="A purchase refunded in full within this many days also gives back the challenge rewards it paid.",
     )
+    left.number_input(SETTING_LABELS["referral_referrer_points"], min_value=0, step=50, key="settings_referral_referrer_points")
+    left.number_input(SETTING_LABELS["referral_referee_points"], min_value=0, step=50, key="settings_referral_referee_points")
+    right.number_input(
+        SETTING_LABELS["referral_min_purchase"],
+        min_value=0.0,
+        step=5.0,
+        format="%.2f",
+        key="settings_referral_min_purchase",
+        help="A referred member's first purchase of at least this amount pays both bonuses, once.",
+    )
     right.checkbox(SETTING_LABELS["weekly_report"], key="settings_weekly_report", help="Also render an executive report every Monday.")
     submitted = st.form_submit_button("Save settings", type="primary", key="settings_save")
 

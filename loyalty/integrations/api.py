@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from db.engine import get_engine, new_session
 from db.models import Member, Purchase, Redemption, Reward, Tier, stored_id
 from loyalty.access.roles import Actor
+from loyalty.engagement.referrals import member_referral
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, LoyaltyError, NotFound, OutOfStock, PermissionDenied, RewardUnavailable
 from loyalty.integrations.apikeys import ApiCaller, KeyUseNotes, authenticate
 from loyalty.integrations.batching import PurchaseBatcher, PurchaseWork
@@ -165,6 +166,7 @@ class MemberIn(BaseModel):
     city: Annotated[str, Field(pattern=NO_NUL, max_length=100)] = ""
     marketing_consent: bool = False
     phone: Annotated[str, Field(pattern=NO_NUL, max_length=50)] = ""
+    referred_by: Annotated[str, Field(pattern=NO_NUL, max_length=16, description="The referral code of the member who brought this one.")] = ""
 
 
 class MemberOut(BaseModel):
@@ -176,6 +178,8 @@ class MemberOut(BaseModel):
     next_expiry_points: int
     joined_at: datetime
     marketing_consent: bool
+    referral_code: str = Field(description="The code this member gives friends.")
+    referred_by: str | None = Field(description="The member id of who referred this member.")
 
 
 class MemberWritten(MemberOut):
@@ -627,6 +631,7 @@ def _member_out(session: Session, member: Member) -> dict[str, Any]:
         "next_expiry_points": points.next_expiry_points,
         "joined_at": member.joined_at,
         "marketing_consent": member.marketing_consent,
+        **{k: v for k, v in member_referral(session, stored_id(member)).items() if k != "referrals"},
     }
 
 

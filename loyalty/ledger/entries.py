@@ -534,11 +534,16 @@ def return_purchase(
             )
             session.add(entry)
             emit_entry(session, entry, purchase=purchase.external_id)
-        challenge_points = 0
+        challenge_points = referral_points = 0
         if after >= total:  # refunded in full: the challenges it met are taken back too (within the return window)
-            from loyalty.engagement.challenges import reverse_for_refund
+            from loyalty.engagement import challenges, referrals
 
-            challenge_points = reverse_for_refund(session, purchase_id=purchase_id, purchase_at=purchase.occurred_at, refunded_at=now, actor=actor)
+            challenge_points = challenges.reverse_for_refund(
+                session, purchase_id=purchase_id, purchase_at=purchase.occurred_at, refunded_at=now, actor=actor
+            )
+            referral_points = referrals.reverse_for_refund(
+                session, purchase_id=purchase_id, purchase_at=purchase.occurred_at, refunded_at=now, actor=actor
+            )
         record_audit(
             session,
             actor=actor,
@@ -551,6 +556,7 @@ def return_purchase(
                 "points_reversed": reversed_points,
                 "points_already_expired": already_expired,
                 "challenge_points_reversed": challenge_points,
+                "referral_points_reversed": referral_points,
                 "reason": reason,
             },
         )

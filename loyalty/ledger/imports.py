@@ -89,7 +89,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "feedback": ("member_id", "submitted_at", "score", "comment"),
 }
 OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
-    "members": ("birth_date", "city", "marketing_consent", "phone"),
+    "members": ("birth_date", "city", "marketing_consent", "phone", "referred_by"),
     "purchases": ("purchase_id",),
     "feedback": (),
 }
@@ -998,11 +998,12 @@ class _StoredMembers:
     unchanged: np.ndarray  # ... with the file's values already
     erased: np.ndarray  # ... erased: their personal data is never brought back
     member_pk: np.ndarray  # our id of the stored ones
+    referrer: np.ndarray | None = None  # the referrer's id of rows with a valid referral code (0: none)
 
 
 def _member_columns(batch: _Batch) -> list[str]:
-    """The member's columns the file gives (all but their id)."""
-    return [c for c in batch.fields if c != "member_id"]
+    """The member's columns the file gives (all but their id, and the referral code: a referral of its own)."""
+    return [c for c in batch.fields if c not in ("member_id", "referred_by")]
 
 
 def _check_stored_members(batch: _Batch) -> _StoredMembers:
@@ -1014,6 +1015,8 @@ def _check_stored_members(batch: _Batch) -> _StoredMembers:
     external = batch.fields["member_id"]
     if not len(candidates):
         return found
+    if "referred_by" in batch.fields:
+        found.referrer = _check_referral_codes(batch, candidates)
     stored = _select_by_keys(
         batch.session,
         "SELECT m.external_id, m.id, CASE WHEN m.erased_at IS NULL THEN 0 ELSE 1 END, "
@@ -1034,6 +1037,23 @@ def _check_stored_members(batch: _Batch) -> _StoredMembers:
     changed = np.logical_or.reduce([_differs(_values(batch.fields[c].iloc[rows]), theirs[c]) for c in present])
     found.unchanged[rows[~changed]] = True
     return found
+
+
+def _check_referral_codes(batch: _Batch, candidates: np.ndarray) -> np.ndarray:
+    """The referrer of each row with a referral code; a code that is not valid for the row is a problem of its line."""
+    from loyalty.engagement.referrals import code_problems
+
+    codes = batch.fields["referred_by"]
+    referrer = np.zeros(len(batch), dtype=np.int64)
+    rows = candidates[(codes.iloc[candidates].str.strip() != "").to_numpy()]
+    if len(rows):
+        emails = batch.fields["email"].iloc[rows] if "email" in batch.fields else None
+        found, reasons = code_problems(batch.session, codes.iloc[rows], batch.fields["member_id"].iloc[rows], emails)
+        referrer[rows] = found
+        every = np.full(len(batch), "", dtype=object)
+        every[rows] = reasons
+        batch.checks.add_reasons(every, "referred_by", codes)
+    return referrer
 
 
 def _stored_member_values(stored: pd.Series, column: str) -> np.ndarray:
@@ -1064,6 +1084,8 @@ def _plan_member_writes(batch: _Batch, found: _StoredMembers) -> _Plan:
         _chunked_insert(batch.session, "member", _new_members(batch, rows), lambda done, _: progress(done, total))
         present = _member_columns(batch)
         _update_members(batch.session, found.member_pk[updates], {c: batch.fields[c].iloc[updates] for c in present})
+        if found.referrer is not None:
+            _write_referrals(batch, found)
         progress(total, total)
         return total, 0
 
@@ -1072,6 +1094,24 @@ def _plan_member_writes(batch: _Batch, found: _StoredMembers) -> _Plan:
         to_write=lambda: len(new_rows()) + len(changed_rows()),
         write=write,
     )
+
+
+def _write_referrals(batch: _Batch, found: _StoredMembers) -> None:
+    """Referrals of the rows with a valid code (new members, and stored ones not referred yet)."""
+    from loyalty.engagement.referrals import record_referrals
+
+    assert found.referrer is not None
+    rows = np.flatnonzero(batch.checks.ok & ~batch.repeat & (found.referrer > 0) & ~found.erased)
+    if not len(rows):
+        return
+    ids = _select_by_keys(
+        batch.session,
+        "SELECT m.external_id, m.id FROM {keys} k CROSS JOIN member m WHERE m.external_id = k.import_key",
+        batch.fields["member_id"].iloc[rows].tolist(),
+        ["external_id", "id"],
+    )
+    referee = pd.Series(ids["id"].to_numpy(dtype=np.int64), index=ids["external_id"]).reindex(batch.fields["member_id"].iloc[rows]).to_numpy()
+    record_referrals(batch.session, referee.astype(np.int64), found.referrer[rows])
 
 
 def _new_members(batch: _Batch, rows: np.ndarray) -> pd.DataFrame:
@@ -1229,6 +1269,7 @@ _FILE_KINDS: dict[str, _FileKind] = {
             _Field("joined_at", _timestamps),
             _Field("birth_date", _birth_dates, left_out_when_absent=True),
             _Field("marketing_consent", _consents, left_out_when_absent=True),
+            _Field("referred_by", _text_field(Member, "external_id"), left_out_when_absent=True),
         ),
         content=None,
         key=_member_key,

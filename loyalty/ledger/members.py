@@ -14,6 +14,7 @@ from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier, stor
 from loyalty.access.privacy import mask_contacts
 from loyalty.access.roles import Actor, require
 from loyalty.engagement.challenges import member_badges, member_challenges, streak_months
+from loyalty.engagement.referrals import member_referral
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger.entries import member_balance, member_ledger, open_lots, spendable_balances
 from loyalty.settings import get_settings
@@ -99,6 +100,7 @@ class MemberProfile:
     badges: list[dict[str, Any]] = field(default_factory=list)
     challenges: list[dict[str, Any]] = field(default_factory=list)
     streak_months: int = 0
+    referral: dict[str, Any] = field(default_factory=dict)  # {"referral_code", "referred_by", "referrals"}
 
     def summary(self) -> dict[str, Any]:
         """What ``members show --json`` prints: the member's numbers, badges and challenges."""
@@ -111,6 +113,9 @@ class MemberProfile:
             "badges": self.badges,
             "challenges": [{k: c[k] for k in ("name", "progress", "target", "completed_at")} for c in self.challenges],
             "streak_months": self.streak_months,
+            "referral_code": self.referral.get("referral_code"),
+            "referred_by": self.referral.get("referred_by"),
+            "referrals": self.referral.get("referrals", 0),
         }
 
 
@@ -190,6 +195,7 @@ def member_profile(session: Session, external_id: str, *, actor: Actor) -> Membe
         badges=member_badges(session, stored_id(member)),
         challenges=member_challenges(session, stored_id(member), now=now.to_pydatetime()),
         streak_months=streak_months(active["occurred_at"], now.to_pydatetime()) if not active.empty else 0,
+        referral=member_referral(session, stored_id(member)),
     )
 
 

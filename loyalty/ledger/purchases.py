@@ -23,6 +23,7 @@ from db.models import LedgerEntry, Member, Purchase, stored_id, utcnow
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import Bounds
 from loyalty.engagement.challenges import evaluate_purchases
+from loyalty.engagement.referrals import pay_referrals
 from loyalty.errors import AlreadyDone, InvalidInput, LoyaltyError, NotFound
 from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.ledger.entries import PurchaseReturn, lock_members, return_purchase, spendable_balances
@@ -76,6 +77,7 @@ def add_purchases(
         entries_written += insert_frame(session, "ledger_entry", entries)
         emit_entries(session, entries, purchases=pd.Series(chunk["external_id"].to_numpy(), index=chunk["id"].to_numpy()))
         evaluate_purchases(session, chunk, actor="system")  # challenges met by these purchases are paid now
+        pay_referrals(session, chunk, actor="system")  # and the referrals whose first purchase this is
         if progress:
             progress(min(start + chunk_rows, total), total)
     return total, entries_written

@@ -198,6 +198,11 @@ def engagement_panel(profile: MemberProfile) -> None:
     """Badges held, the months in a row with a purchase, and each active challenge's progress."""
     badges = ", ".join(f"{b['name']} ({b['earned_at']:%Y-%m-%d})" for b in profile.badges)
     st.caption(f"Badges: {badges or 'none yet'} · {profile.streak_months} month(s) in a row with a purchase")
+    referral = profile.referral
+    st.caption(
+        f"Referral code **{referral['referral_code']}** · referred {referral['referrals']:,} member(s)"
+        + (f" · joined referred by {referral['referred_by']}" if referral["referred_by"] else "")
+    )
     if not profile.challenges:
         st.info("No active challenge: managers define them with `python -m loyalty challenges add`.")
         return

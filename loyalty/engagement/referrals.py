@@ -1,0 +1,262 @@
+"""Referrals: members bring members with a code; the newcomer's first real purchase pays both.
+
+Every member has a referral code: eight letters and digits (Crockford's base 32, so O reads
+as 0 and I or L as 1) computed from the member's id by an invertible scramble, so codes are
+unique, need no column, and do not reveal how many members there are. A member joins
+referred (the members import's ``referred_by`` column, so also the API): an unknown code, a
+member's own code, or a code of a member with the same e-mail is refused with its line.
+
+The referee's first purchase of at least ``referral_min_purchase`` (Settings) pays the
+referrer ``referral_referrer_points`` and the referee ``referral_referee_points``, once
+(:func:`pay_referrals`, in the transaction writing the purchase). A full refund of that
+purchase within the return window takes both back (:func:`reverse_for_refund`); the referral
+is then ``reversed`` and pays no more (a refunded first purchase is the usual referral fraud).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import bindparam, insert, text, update
+from sqlmodel import Session, col, select
+
+from db.bulk import allocate_ids, id_batches
+from db.models import LedgerEntry, Member, Referral, table_of, utcnow
+from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor
+from loyalty.ledger.entries import BONUS, REVERSE, expiry_date
+from loyalty.ledger.outbox import emit_entries
+from loyalty.settings import get_settings
+
+__all__ = ["CODE_PATTERN", "code_problems", "decode", "pay_referrals", "referral_code", "referral_codes", "reverse_for_refund"]
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_BITS = 40
+_MASK = (1 << _BITS) - 1
+_SCRAMBLE = 0x5DEECE66D  # odd: multiplying by it is a bijection modulo 2**40
+_UNSCRAMBLE = pow(_SCRAMBLE, -1, 1 << _BITS)
+CODE_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{8}$")
+_LARGEST_ID = 2**31 - 1  # member ids are 32-bit
+_READ_AS = str.maketrans({"O": "0", "I": "1", "L": "1", "-": None, " ": None})
+
+
+def referral_codes(member_ids: np.ndarray) -> np.ndarray:
+    """The codes of these member ids (vectorised)."""
+    scrambled = (np.asarray(member_ids, dtype=np.uint64) * np.uint64(_SCRAMBLE)) & np.uint64(_MASK)
+    digits = [(scrambled >> np.uint64(5 * (7 - i))) & np.uint64(31) for i in range(8)]
+    letters = np.array(list(_ALPHABET))
+    out = letters[digits[0].astype(np.int64)].astype(object)
+    for d in digits[1:]:
+        out = out + letters[d.astype(np.int64)]
+    return out
+
+
+def referral_code(member_id: int) -> str:
+    return str(referral_codes(np.array([member_id]))[0])
+
+
+def normalised(code: str) -> str:
+    return (code or "").strip().upper().translate(_READ_AS)
+
+
+def decode(code: str) -> int | None:
+    """The member id a code stands for (whether that member exists is for the caller), or None if it is no code."""
+    code = normalised(code)
+    if not CODE_PATTERN.match(code):
+        return None
+    value = 0
+    for letter in code:
+        value = value * 32 + _ALPHABET.index(letter)
+    return (value * _UNSCRAMBLE) & _MASK
+
+
+def code_problems(session: Session, codes: pd.Series, referee_external: pd.Series, referee_email: pd.Series | None) -> tuple[np.ndarray, np.ndarray]:
+    """For each row (code, the referee's member id and e-mail): the referrer's id (0: none) and the reason it is refused ("" if not).
+
+    Refused: not a code; no member with it (or an erased one); the member's own code; a code of
+    a member with the same e-mail; a member already referred by someone else.
+    """
+    n = len(codes)
+    referrer = np.zeros(n, dtype=np.int64)
+    reasons = np.full(n, "", dtype=object)
+    decoded = [decode(c) for c in codes]
+    for i, value in enumerate(decoded):
+        if value is None:
+            reasons[i] = "is not a referral code (8 letters and digits)"
+        elif value > _LARGEST_ID:
+            reasons[i] = "is no member's referral code"
+        else:
+            referrer[i] = value
+    wanted = np.unique(referrer[referrer > 0])
+    known: dict[int, tuple[str, str, bool]] = {}
+    for batch in id_batches(wanted):
+        for member_id, external, email, erased in session.exec(
+            select(Member.id, Member.external_id, Member.email, Member.erased_at).where(col(Member.id).in_(batch))
+        ):
+            known[int(member_id or 0)] = (external, (email or "").strip().lower(), erased is not None)
+    already = _existing_referrers(session, referee_external)
+    for i in range(n):
+        if reasons[i]:
+            continue
+        found = known.get(int(referrer[i]))
+        if found is None or found[2]:
+            reasons[i] = "is no member's referral code"
+        elif found[0] == referee_external.iloc[i]:
+            reasons[i] = "is the member's own referral code"
+        elif referee_email is not None and found[1] and found[1] == str(referee_email.iloc[i]).strip().lower():
+            reasons[i] = f"belongs to member {found[0]}, who has the same e-mail: a member cannot refer themselves"
+        elif (before := already.get(referee_external.iloc[i])) is not None and before != int(referrer[i]):
+            reasons[i] = "differs from the referral code this member joined with (a referral is not changed)"
+        if reasons[i]:
+            referrer[i] = 0
+    return referrer, reasons
+
+
+def _existing_referrers(session: Session, referee_external: pd.Series) -> dict[str, int]:
+    keys = list(dict.fromkeys(str(v) for v in referee_external))
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 10_000):
+        rows = session.exec(
+            select(Member.external_id, Referral.referrer_id)
+            .join(Referral, col(Referral.referee_id) == Member.id)
+            .where(col(Member.external_id).in_(keys[start : start + 10_000]))
+        ).all()
+        found.update({external: int(referrer) for external, referrer in rows})
+    return found
+
+
+def record_referrals(session: Session, referee_ids: np.ndarray, referrer_ids: np.ndarray, *, at: datetime | None = None) -> int:
+    """Store new referrals (referees not referred yet); returns how many were added. In the caller's transaction."""
+    if not len(referee_ids):
+        return 0
+    taken: set[int] = set()
+    for batch in id_batches(np.unique(referee_ids)):
+        taken.update(int(r) for r in session.exec(select(Referral.referee_id).where(col(Referral.referee_id).in_(batch))))
+    codes = referral_codes(referrer_ids)
+    rows = [
+        {"referrer_id": int(referrer), "referee_id": int(referee), "code": str(code), "referred_at": at or utcnow(), "status": "pending"}
+        for referee, referrer, code in zip(referee_ids, referrer_ids, codes)
+        if int(referee) not in taken and int(referee) != int(referrer)
+    ]
+    rows = list({r["referee_id"]: r for r in rows}.values())
+    if rows:
+        session.execute(insert(table_of(Referral)), [{**r, "referrer_points": 0, "referee_points": 0} for r in rows])
+    return len(rows)
+
+
+def pay_referrals(session: Session, purchases: pd.DataFrame, *, actor: str) -> int:
+    """Pay the referrals whose referee's first qualifying purchase is now written; returns how many were paid."""
+    if purchases.empty:
+        return 0
+    members = np.unique(purchases["member_id"].to_numpy(dtype=np.int64))
+    pending: list[tuple[int, int, int]] = []
+    for batch in id_batches(members):
+        pending.extend(
+            (int(i or 0), int(referrer), int(referee))
+            for i, referrer, referee in session.exec(
+                select(Referral.id, Referral.referrer_id, Referral.referee_id).where(
+                    Referral.status == "pending", col(Referral.referee_id).in_(batch)
+                )
+            )
+        )
+    if not pending:
+        return 0
+    settings = get_settings(session)
+    referees = np.array([p[2] for p in pending], dtype=np.int64)
+    statement = text(
+        "SELECT id, member_id, occurred_at FROM purchase WHERE member_id IN :ids AND amount >= :least AND refunded_at IS NULL"
+    ).bindparams(bindparam("ids", expanding=True))
+    found = pd.DataFrame(
+        [r for batch in id_batches(referees) for r in session.execute(statement, {"ids": batch, "least": settings.referral_min_purchase}).all()],
+        columns=["id", "member_id", "occurred_at"],
+    )
+    if found.empty:
+        return 0
+    found["occurred_at"] = pd.to_datetime(found["occurred_at"], utc=True)
+    first = found.sort_values(["member_id", "occurred_at", "id"]).groupby("member_id").first()
+    now = utcnow()
+    entries: list[dict[str, Any]] = []
+    paid: list[dict[str, Any]] = []
+    for referral_id, referrer, referee in pending:
+        if referee not in first.index:
+            continue
+        purchase_id, at = int(first.at[referee, "id"]), first.at[referee, "occurred_at"].to_pydatetime()
+        expires = expiry_date(at, settings.expiry_months)
+        for member, points, reason in (
+            (referrer, settings.referral_referrer_points, "referral bonus: a member you referred made a first purchase"),
+            (referee, settings.referral_referee_points, "referral bonus: welcome"),
+        ):
+            if points > 0:
+                entries.append({"member_id": member, "kind": BONUS, "points": points, "occurred_at": at, "expires_at": expires, "reason": reason})
+        paid.append(
+            {
+                "b_id": referral_id,
+                "b_purchase": purchase_id,
+                "b_at": at,
+                "b_referrer_points": settings.referral_referrer_points,
+                "b_referee_points": settings.referral_referee_points,
+            }
+        )
+    if entries:
+        ids = allocate_ids(session, "ledger_entry", len(entries))
+        rows = [{**e, "id": int(i), "actor": actor, "created_at": now} for e, i in zip(entries, ids)]
+        session.execute(insert(table_of(LedgerEntry)), rows)
+        emit_entries(session, pd.DataFrame(rows))
+    if paid:
+        table = table_of(Referral)
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.status == "pending")
+            .values(
+                status="rewarded",
+                purchase_id=bindparam("b_purchase"),
+                rewarded_at=bindparam("b_at"),
+                referrer_points=bindparam("b_referrer_points"),
+                referee_points=bindparam("b_referee_points"),
+            ),
+            paid,
+        )
+    return len(paid)
+
+
+def reverse_for_refund(session: Session, *, purchase_id: int, purchase_at: datetime, refunded_at: datetime, actor: Actor) -> int:
+    """A purchase was refunded in full: take back the referral bonuses it paid, if within the return window. Returns the points taken back."""
+    window = timedelta(days=get_settings(session).return_window_days)
+    at = purchase_at if purchase_at.tzinfo else purchase_at.replace(tzinfo=refunded_at.tzinfo)
+    if refunded_at - at > window:
+        return 0
+    taken = 0
+    for referral in session.exec(select(Referral).where(Referral.purchase_id == purchase_id, Referral.status == "rewarded")).all():
+        for member, points, reason in (
+            (referral.referrer_id, referral.referrer_points, "referral bonus taken back: the referred member's first purchase was refunded"),
+            (referral.referee_id, referral.referee_points, "referral bonus taken back: first purchase refunded"),
+        ):
+            if points:
+                session.add(LedgerEntry(member_id=member, kind=REVERSE, points=-points, occurred_at=refunded_at, reason=reason, actor=actor.username))
+                taken += points
+        referral.status, referral.reversed_at = "reversed", refunded_at
+        session.add(referral)
+        record_audit(
+            session,
+            actor=actor,
+            action="referral.reverse",
+            entity="referral",
+            entity_id=referral.id,
+            after={"points": referral.referrer_points + referral.referee_points},
+        )
+    if taken:
+        session.flush()
+    return taken
+
+
+def member_referral(session: Session, member_id: int) -> dict[str, Any]:
+    """``{"referral_code", "referred_by", "referrals"}``: the member's code, who referred them (their member id), how many they referred."""
+    referred_by = session.exec(
+        select(Member.external_id).join(Referral, col(Referral.referrer_id) == Member.id).where(Referral.referee_id == member_id)
+    ).first()
+    count = session.execute(text("SELECT COUNT(*) FROM referral WHERE referrer_id = :m"), {"m": member_id}).scalar_one()
+    return {"referral_code": referral_code(member_id), "referred_by": referred_by, "referrals": int(count)}
