@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -141,6 +142,15 @@ def begin_write(session: Session) -> None:
     if session.in_transaction():
         session.commit()
     session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+
+
+def sql_moment(session: Session, moment: datetime | None) -> object:
+    """A moment bound into a raw SQL text query: on SQLite the text the UTC column stores
+    (``YYYY-MM-DD HH:MM:SS.ffffff``, so comparisons are exact), elsewhere the datetime itself."""
+    if moment is None or session.get_bind().dialect.name != "sqlite":
+        return moment
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment
+    return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 @contextmanager

@@ -622,3 +622,38 @@ class Referral(SQLModel, table=True):
     referrer_points: int = 0
     referee_points: int = 0
     reversed_at: datetime | None = None
+
+
+class MemberMessage(SQLModel, table=True):
+    """A message to a member (loyalty.engagement.messages): queued, sent, failed or suppressed (with the reason).
+
+    ``dedupe_key`` names what the message is about (an expiry day, a tier move, a completion, a
+    campaign), so running the daily job twice never queues the same message twice.
+    """
+
+    __tablename__ = "member_message"
+    __table_args__ = (UniqueConstraint("member_id", "kind", "dedupe_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    kind: str = Field(max_length=30)
+    dedupe_key: str = Field(max_length=100)
+    channel: str = Field(max_length=10)  # email, csv
+    status: str = Field(max_length=12, index=True)  # queued, sent, failed, suppressed
+    reason: str = Field(default="", max_length=300)
+    data: dict[str, Any] = _json()
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    sent_at: datetime | None = None
+    attempts: int = 0
+
+
+class MessageTemplate(SQLModel, table=True):
+    """A manager's wording of one kind of message (the defaults live in loyalty.engagement.messages)."""
+
+    __tablename__ = "message_template"
+
+    kind: str = Field(primary_key=True, max_length=30)
+    subject: str = Field(max_length=200)
+    body: str = Field(max_length=4000)
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(default="", max_length=100)

@@ -580,6 +580,32 @@ def cmd_members_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_messages(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from loyalty.engagement.messages import export_csv, list_messages
+
+    with new_session() as session:
+        if args.messages_command == "list":
+            found = list_messages(session, status=args.status, kind=args.kind, limit=args.limit)
+            if args.json:
+                _print_json(found)
+            else:
+                for m in found:
+                    why = f" ({m['reason']})" if m["reason"] else ""
+                    print(f"{m['created_at']:%Y-%m-%d %H:%M} {m['member_id']:<12} {m['kind']:<20} {m['channel']:<6} {m['status']}{why}")
+                if not found:
+                    print("No messages.")
+        else:
+            content, count = export_csv(session, actor=SYSTEM_CLI)
+            Path(args.out).write_bytes(content)
+            if args.json:
+                _print_json({"messages": count, "out": args.out})
+            else:
+                print(f"{count:,} message(s) written to {args.out} and marked sent.")
+    return 0
+
+
 def cmd_challenges(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, time
 
@@ -850,6 +876,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("revoke", cmd_apikeys, "Revoke an API key by name.", parent=apikeys)
     p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    messages = sub.add_parser("messages", help="Messages to members (reminders, tier news, challenges, offers).").add_subparsers(
+        dest="messages_command", required=True
+    )
+    p = add("list", cmd_messages, "The newest messages with their status (queued, sent, failed, suppressed).", parent=messages)
+    p.add_argument("--status", choices=["queued", "sent", "failed", "suppressed"])
+    p.add_argument("--kind", choices=["points_expiring", "tier_up", "tier_down", "challenge_completed", "campaign_offer"])
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+    p = add("export", cmd_messages, "Write the queued CSV-channel messages for an e-mail service provider, and mark them sent.", parent=messages)
+    p.add_argument("--out", required=True)
     p.add_argument("--json", action="store_true")
     challenges = sub.add_parser("challenges", help="Challenges members meet by buying.").add_subparsers(dest="challenges_command", required=True)
     p = add("add", cmd_challenges, "Define a challenge: a number of purchases, a spend, or a streak of months.", parent=challenges)

@@ -50,6 +50,8 @@ class ProgramSettings:
     referral_referrer_points: int = 500
     referral_referee_points: int = 250
     referral_min_purchase: float = 20.0
+    # Messages to one member in one calendar month at most (the rest are suppressed).
+    messages_per_member_per_month: int = 4
 
 
 # The largest values the rules below allow; points and sums stay far from 64-bit overflow.
@@ -76,6 +78,7 @@ SETTING_LABELS: dict[str, str] = {
     "referral_referrer_points": "Referral bonus for the referrer (points)",
     "referral_referee_points": "Referral bonus for the new member (points)",
     "referral_min_purchase": "Referral: first purchase of at least (amount)",
+    "messages_per_member_per_month": "Messages per member per month at most",
     "weekly_report": "Weekly executive report",
 }
 _DEFAULTS = ProgramSettings()
@@ -111,6 +114,8 @@ def _rule_broken(name: str, value: Any) -> str | None:
         return f"must be greater than 0, or the points liability reads as nothing (you entered {value:g})."
     if name in ("referral_referrer_points", "referral_referee_points") and not 0 <= value <= MAX_REFERRAL_POINTS:
         return f"must be between 0 and {MAX_REFERRAL_POINTS:,} points (you entered {value:,})."
+    if name == "messages_per_member_per_month" and not 0 <= value <= 100:
+        return f"must be between 0 and 100 (you entered {value:,})."
     if name == "referral_min_purchase" and value < 0:
         return f"cannot be negative (you entered {value:g})."
     if name == "return_window_days" and not 0 <= value <= 3650:

@@ -73,6 +73,13 @@ with st.form("settings_form"):
         key="settings_referral_min_purchase",
         help="A referred member's first purchase of at least this amount pays both bonuses, once.",
     )
+    right.number_input(
+        SETTING_LABELS["messages_per_member_per_month"],
+        min_value=0,
+        step=1,
+        key="settings_messages_per_member_per_month",
+        help="More messages to one member in a calendar month are suppressed, the most useful kept (expiry reminders first).",
+    )
     right.checkbox(SETTING_LABELS["weekly_report"], key="settings_weekly_report", help="Also render an executive report every Monday.")
     submitted = st.form_submit_button("Save settings", type="primary", key="settings_save")
 

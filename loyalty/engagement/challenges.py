@@ -33,7 +33,7 @@ from sqlalchemy import bindparam, insert, text
 from sqlmodel import Session, col, select
 
 from db.bulk import allocate_ids, id_batches
-from db.engine import write_transaction
+from db.engine import sql_moment, write_transaction
 from db.models import Challenge, ChallengeCompletion, LedgerEntry, Segment, stored_id, table_of, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
@@ -241,7 +241,11 @@ def _counted_purchases(session: Session, challenge: Challenge, members: np.ndarr
         + (" AND category = :category" if challenge.category else "")
     )
     statement = text(sql).bindparams(bindparam("ids", expanding=True))
-    params: dict[str, Any] = {"starts": challenge.starts_at, "ends": challenge.ends_at, "category": challenge.category}
+    params: dict[str, Any] = {
+        "starts": sql_moment(session, challenge.starts_at),
+        "ends": sql_moment(session, challenge.ends_at),
+        "category": challenge.category,
+    }
     parts = [
         pd.DataFrame(session.execute(statement, {**params, "ids": batch}).all(), columns=["id", "member_id", "occurred_at", "amount"])
         for batch in id_batches(members)

@@ -11,6 +11,7 @@ import pandas as pd
 from sqlalchemy import text
 from sqlmodel import Session
 
+from db.engine import sql_moment
 from db.models import Challenge, stored_id, utcnow
 from loyalty.engagement.challenges import list_challenges
 from loyalty.settings import get_settings
@@ -104,9 +105,15 @@ def _counted(challenge: Challenge) -> tuple[str, dict[str, Any]]:
     return where, {"starts": challenge.starts_at, "category": challenge.category}
 
 
+def _moments(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    return {k: sql_moment(session, v) if isinstance(v, datetime) else v for k, v in params.items()}
+
+
 def _participants(session: Session, challenge: Challenge, end: datetime) -> int:
     where, params = _counted(challenge)
-    return int(session.execute(text(f"SELECT COUNT(DISTINCT member_id) FROM purchase WHERE {where}"), {**params, "end": end}).scalar_one())
+    return int(
+        session.execute(text(f"SELECT COUNT(DISTINCT member_id) FROM purchase WHERE {where}"), _moments(session, {**params, "end": end})).scalar_one()
+    )
 
 
 def _close(session: Session, challenge: Challenge, end: datetime) -> int:
@@ -139,7 +146,7 @@ def _close(session: Session, challenge: Challenge, end: datetime) -> int:
     goal = float(challenge.target) if challenge.kind == "purchases" else float(challenge.min_spend or 0)
     found = session.execute(
         text(f"SELECT member_id FROM purchase WHERE {where} AND {done} GROUP BY member_id HAVING {measure} >= :half"),
-        {**params, "starts": start, "half": goal * CLOSE_SHARE},
+        _moments(session, {**params, "starts": start, "half": goal * CLOSE_SHARE}),
     ).all()
     return len(found)
 

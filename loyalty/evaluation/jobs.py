@@ -264,6 +264,16 @@ def _retention_alert_body(ctx: JobContext) -> dict[str, Any]:
     }
 
 
+def _member_messages_body(ctx: JobContext) -> dict[str, Any]:
+    from loyalty.engagement.messages import queue_messages, send_queued
+
+    ctx.progress(0.1, "queueing reminders, tier news, challenges and offers")
+    queued = queue_messages(ctx.session, now=min(ctx.cutoff, utcnow()))
+    ctx.progress(0.6, "sending e-mail")
+    sent = send_queued(ctx.session)
+    return {"rows": queued["queued"] + queued["suppressed"], **queued, **sent}
+
+
 def _liability_forecast_body(ctx: JobContext) -> dict[str, Any]:
     from loyalty.decisions.forecast import forecast_liability, store_forecast
 
@@ -388,6 +398,15 @@ JOBS: dict[str, JobSpec] = {
             _executive_report_body,
         ),
         JobSpec(
+            "member-messages",
+            "Member messages",
+            "loyalty.evaluation.jobs:member_messages",
+            "0 7 * * *",
+            "Queues reminders of points expiring within 30 days, tier news, completed challenges and campaign offers "
+            "(with consent, under the monthly cap) and e-mails them when SMTP is configured.",
+            _member_messages_body,
+        ),
+        JobSpec(
             "executive-report-weekly",
             "Weekly executive report",
             "loyalty.evaluation.jobs:executive_report_weekly",
@@ -410,6 +429,7 @@ JOB_ORDER: tuple[str, ...] = (
     "retention-alert",
     "liability-forecast",
     "executive-report",
+    "member-messages",
 )
 
 
@@ -746,6 +766,10 @@ def campaign_evaluation(as_of: date | None = None) -> dict[str, Any]:
 
 def retention_alert(as_of: date | None = None) -> dict[str, Any]:
     return run_job("retention-alert", as_of=as_of)
+
+
+def member_messages(as_of: date | None = None) -> dict[str, Any]:
+    return run_job("member-messages", as_of=as_of)
 
 
 def liability_forecast(as_of: date | None = None) -> dict[str, Any]:

@@ -43,7 +43,7 @@ import os
 import re
 import smtplib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -1031,12 +1031,11 @@ class SmtpSettings:
     starttls: bool = False
 
 
-def smtp_settings(env: Mapping[str, str] | None = None) -> SmtpSettings | None:
-    """SMTP settings from ``LOYALTY_SMTP_*``, or None when no host or recipient is set."""
+def smtp_server(env: Mapping[str, str] | None = None) -> SmtpSettings | None:
+    """The SMTP server of ``LOYALTY_SMTP_*`` (no recipients), or None when no host is set."""
     env = os.environ if env is None else env
     host = env.get("LOYALTY_SMTP_HOST", "").strip()
-    recipients = tuple(a.strip() for a in env.get("LOYALTY_SMTP_TO", "").split(",") if a.strip())
-    if not host or not recipients:
+    if not host:
         return None
     try:
         port = int(env.get("LOYALTY_SMTP_PORT", "25"))
@@ -1046,11 +1045,21 @@ def smtp_settings(env: Mapping[str, str] | None = None) -> SmtpSettings | None:
         host=host,
         port=port,
         sender=env.get("LOYALTY_SMTP_FROM", "loyalty-console@localhost").strip(),
-        recipients=recipients,
+        recipients=(),
         user=env.get("LOYALTY_SMTP_USER", ""),
         password=env.get("LOYALTY_SMTP_PASSWORD", ""),
         starttls=env.get("LOYALTY_SMTP_STARTTLS", "") in ("1", "true", "yes"),
     )
+
+
+def smtp_settings(env: Mapping[str, str] | None = None) -> SmtpSettings | None:
+    """SMTP settings from ``LOYALTY_SMTP_*`` with the report's recipients, or None when no host or recipient is set."""
+    env = os.environ if env is None else env
+    server = smtp_server(env)
+    recipients = tuple(a.strip() for a in env.get("LOYALTY_SMTP_TO", "").split(",") if a.strip())
+    if server is None or not recipients:
+        return None
+    return replace(server, recipients=recipients)
 
 
 def send_report_email(

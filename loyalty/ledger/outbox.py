@@ -139,17 +139,13 @@ AND (e.points < 0 OR (e.expires_at IS NOT NULL AND e.expires_at <= :until))
 """
 
 
-def emit_points_expiring(session: Session, *, after: datetime, within: timedelta = EXPIRING_WITHIN) -> int:
-    """``points.expiring`` for points that expire after ``after`` and within ``within`` (to the end of that UTC day).
+def expiring_points(session: Session, *, after: datetime, within: timedelta = EXPIRING_WITHIN) -> pd.DataFrame:
+    """Points that expire after ``after`` and within ``within`` (to the end of that UTC day), per member and expiry day.
 
-    One event per member and expiry day: ``{"member_id", "points", "expires_at"}`` with the
-    points still unspent in that day's lots (spending uses the soonest-expiring lots first)
-    and the first moment one of them expires. The event id is derived from the member and
-    the day, so a second run (the job re-run, the next night) writes nothing new for them.
-    Returns the number of events written.
+    ``member_id, day, points, expires_at``: the points still unspent in that day's lots
+    (spending uses the soonest-expiring lots first) and the first moment one of them expires.
     """
-    if not subscribed(session, POINTS_EXPIRING):
-        return 0
+    empty = pd.DataFrame(columns=["member_id", "day", "points", "expires_at"])
     until = (pd.Timestamp(after + within).tz_convert("UTC").normalize() + pd.Timedelta(days=1)).to_pydatetime()
     sqlite = session.get_bind().dialect.name == "sqlite"
 
@@ -159,7 +155,7 @@ def emit_points_expiring(session: Session, *, after: datetime, within: timedelta
 
     rows = session.execute(text(_EXPIRING_SQL), {"after": bound(after), "until": bound(until)}).all()
     if not rows:
-        return 0
+        return empty
     frame = pd.DataFrame(rows, columns=["member_id", "expires_at", "points", "lot"])
     frame["lot"] = frame["lot"].astype(bool)
     consumed = -frame.loc[~frame["lot"]].groupby("member_id")["points"].sum()
@@ -171,13 +167,27 @@ def emit_points_expiring(session: Session, *, after: datetime, within: timedelta
     lots["unspent"] = unspent_through - unspent_through.groupby(lots["member_id"]).shift(fill_value=0)
     due = lots[(lots["expires_at"] > pd.Timestamp(after)) & (lots["unspent"] > 0)]
     if due.empty:
-        return 0
-    per_day = (
+        return empty
+    return (
         due.assign(day=due["expires_at"].dt.normalize())
         .groupby(["member_id", "day"], sort=True)
         .agg(points=("unspent", "sum"), expires_at=("expires_at", "min"))
         .reset_index()
     )
+
+
+def emit_points_expiring(session: Session, *, after: datetime, within: timedelta = EXPIRING_WITHIN) -> int:
+    """``points.expiring`` for :func:`expiring_points`: one event per member and expiry day.
+
+    ``{"member_id", "points", "expires_at"}``. The event id is derived from the member and the
+    day, so a second run (the job re-run, the next night) writes nothing new for them.
+    Returns the number of events written.
+    """
+    if not subscribed(session, POINTS_EXPIRING):
+        return 0
+    per_day = expiring_points(session, after=after, within=within)
+    if per_day.empty:
+        return 0
     names = member_external_ids(session, per_day["member_id"].to_numpy())
     data, ids = [], []
     for member_id, day, points, expires_at in per_day[["member_id", "day", "points", "expires_at"]].itertuples(index=False):

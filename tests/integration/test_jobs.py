@@ -552,9 +552,10 @@ def test_run_all_runs_every_job_in_schedule_order_and_goes_on_after_a_failure(se
         "retention-alert",
         "liability-forecast",
         "executive-report",
+        "member-messages",
     ]
-    assert [s["status"] for s in summaries] == ["succeeded"] * 6 + ["failed"]
-    assert summaries[-1]["error"] == "RuntimeError: no Chromium (simulated)"
+    assert [s["status"] for s in summaries] == ["succeeded"] * 6 + ["failed", "succeeded"]
+    assert summaries[-2]["error"] == "RuntimeError: no Chromium (simulated)", "the jobs after a failed one still run"
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import socketserver
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -43,6 +41,7 @@ from loyalty.evaluation.reports import (
 from loyalty.program.campaigns import activate_campaign, save_campaign
 from loyalty.program.goals import save_goal, save_kpi_target
 from tests.factories import make_member, make_purchase, make_tier, utc
+from tests.smtp_sink import SmtpSink, running_smtp_sink
 
 MANAGER = Actor("max", "manager")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -242,56 +241,11 @@ def test_the_report_job_finishes_on_a_machine_without_chromium(session, program,
     assert sum(len(page.images) for page in PdfReader(io.BytesIO(stored.content)).pages) == 4
 
 
-class _SmtpSink(socketserver.StreamRequestHandler):
-    """Just enough SMTP to accept messages (EHLO, MAIL, RCPT, DATA, QUIT)."""
-
-    timeout = 10  # seconds of silence before the handler gives up
-
-    def handle(self) -> None:
-        self.wfile.write(b"220 sink ready\r\n")
-        lines: list[bytes] | None = None
-        while line := self.rfile.readline():
-            if lines is not None:
-                if line.rstrip(b"\r\n") == b".":
-                    self.server.messages.append(b"".join(lines))
-                    lines = None
-                    self.wfile.write(b"250 queued\r\n")
-                else:
-                    lines.append(line[1:] if line.startswith(b"..") else line)
-                continue
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                self.wfile.write(b"250-sink\r\n250 OK\r\n")
-            elif verb == b"RCPT":
-                self.server.recipients.append(line.decode().split(":", 1)[1].strip(" <>\r\n"))
-                self.wfile.write(b"250 OK\r\n")
-            elif verb == b"DATA":
-                lines = []
-                self.wfile.write(b"354 go ahead\r\n")
-            elif verb == b"QUIT":
-                self.wfile.write(b"221 bye\r\n")
-                return
-            else:
-                self.wfile.write(b"250 OK\r\n")
-
-
 @pytest.fixture
-def smtp_server(monkeypatch) -> Iterator[socketserver.ThreadingTCPServer]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpSink)
-    server.daemon_threads = True
-    server.messages, server.recipients = [], []
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("LOYALTY_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("LOYALTY_SMTP_PORT", str(server.server_address[1]))
-    monkeypatch.setenv("LOYALTY_SMTP_FROM", "loyalty@example.com")
-    monkeypatch.setenv("LOYALTY_SMTP_TO", "ceo@example.com, cfo@example.com")
-    try:
+def smtp_server(monkeypatch) -> Iterator[SmtpSink]:
+    with running_smtp_sink(monkeypatch) as server:
+        monkeypatch.setenv("LOYALTY_SMTP_TO", "ceo@example.com, cfo@example.com")
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_the_report_job_stores_html_and_pdf_once_per_period_and_mails_the_pdf(session, program, tiny_charts, smtp_server):

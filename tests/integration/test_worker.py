@@ -53,6 +53,7 @@ DEFAULT_JOBS = [
     "retention-alert",
     "liability-forecast",
     "executive-report",
+    "member-messages",
 ]
 
 
@@ -121,6 +122,7 @@ def test_the_default_schedules_are_daily_and_monthly_in_utc(db_url):
         "retention-alert": "0 5 * * *",
         "liability-forecast": "30 5 1 * *",
         "executive-report": "0 6 1 * *",
+        "member-messages": "0 7 * * *",
     }
     assert schedules["kpi-snapshot"]["schedule"] == "every day at 03:00 UTC"
     assert schedules["executive-report"]["schedule"] == "on day 1 of every month at 06:00 UTC"

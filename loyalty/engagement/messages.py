@@ -1,0 +1,444 @@
+"""Messages to members: reminders and news on the channel they chose, only with their consent.
+
+The daily job ``member-messages`` (:func:`queue_messages`) queues, for each member:
+
+- ``points_expiring``: points that expire within 30 days (one per member and expiry day);
+- ``tier_up`` / ``tier_down``: a tier move of the last week;
+- ``challenge_completed``: a challenge completed in the last week (and not taken back);
+- ``campaign_offer``: a campaign the member was put in (its treatment group) in the last week.
+
+Each message is unique per member, kind and subject (``dedupe_key``), so running the job
+twice, or a day late, never queues one twice. A member without marketing consent, without
+an e-mail address, or erased gets the message ``suppressed`` with the reason; so does one
+over the frequency cap (Settings: messages per member per calendar month, the most
+useful first: expiry reminders, tier news, challenges, offers).
+
+Channels: with ``LOYALTY_SMTP_HOST`` set, messages go out by e-mail (:func:`send_queued`,
+``sent`` or ``failed`` with the server's answer, tried up to three times); otherwise they wait
+for an e-mail service provider's CSV (:func:`export_csv`, which marks them sent). Webhook
+subscribers get ``points.expiring`` and the other events either way. Managers word each
+kind in a template (:func:`save_template`) with ``{placeholders}``, previewed before saving.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import smtplib
+import string
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import bindparam, insert, text, update
+from sqlmodel import Session, col, select
+
+from db.engine import sql_moment, write_transaction
+from db.models import Member, MemberMessage, MessageTemplate, table_of, utcnow
+from loyalty.access.audit import record_audit
+from loyalty.access.roles import Actor, require
+from loyalty.errors import InvalidInput
+from loyalty.ledger.outbox import expiring_points
+from loyalty.settings import get_settings
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "KINDS",
+    "STATUSES",
+    "export_csv",
+    "list_messages",
+    "message_counts",
+    "preview",
+    "queue_messages",
+    "save_template",
+    "send_queued",
+    "templates",
+]
+
+# In the order the frequency cap keeps them.
+KINDS = ("points_expiring", "tier_up", "tier_down", "challenge_completed", "campaign_offer")
+STATUSES = ("queued", "sent", "failed", "suppressed")
+LOOK_BACK = timedelta(days=7)  # tier moves, completions and offers this recent are news
+MAX_ATTEMPTS = 3
+SEND_TIMEOUT_S = 30.0
+
+PLACEHOLDERS: dict[str, tuple[str, ...]] = {
+    "points_expiring": ("name", "points", "expires_on"),
+    "tier_up": ("name", "tier"),
+    "tier_down": ("name", "tier"),
+    "challenge_completed": ("name", "challenge", "points"),
+    "campaign_offer": ("name", "campaign"),
+}
+DEFAULT_TEMPLATES: dict[str, tuple[str, str]] = {
+    "points_expiring": (
+        "{points} of your points expire on {expires_on}",
+        "Hello {name},\n\n{points} of your points expire on {expires_on}. Spend them on a reward before then.\n",
+    ),
+    "tier_up": ("Welcome to {tier}", "Hello {name},\n\nYou are now a {tier} member. Thank you for shopping with us.\n"),
+    "tier_down": ("Your tier is now {tier}", "Hello {name},\n\nYour tier is now {tier}. A few more purchases bring you back up.\n"),
+    "challenge_completed": ("You completed {challenge}", "Hello {name},\n\nYou completed the challenge {challenge} and earned {points} points.\n"),
+    "campaign_offer": ("An offer for you: {campaign}", "Hello {name},\n\nThe offer {campaign} is on now, for you.\n"),
+}
+_SAMPLE = {
+    "name": "Alex Example",
+    "points": "1,250",
+    "expires_on": "2027-01-31",
+    "tier": "Gold",
+    "challenge": "Three visits in 30 days",
+    "campaign": "Double points",
+}
+
+
+# --- templates ---------------------------------------------------------------------------------
+
+
+def templates(session: Session) -> dict[str, dict[str, Any]]:
+    """Every kind's wording: ``{kind: {"subject", "body", "placeholders", "changed_by"}}`` (defaults where never changed)."""
+    stored = {t.kind: t for t in session.exec(select(MessageTemplate))}
+    out = {}
+    for kind in KINDS:
+        subject, body = DEFAULT_TEMPLATES[kind]
+        if kind in stored:
+            subject, body = stored[kind].subject, stored[kind].body
+        out[kind] = {
+            "subject": subject,
+            "body": body,
+            "placeholders": PLACEHOLDERS[kind],
+            "changed_by": stored[kind].updated_by if kind in stored else "",
+        }
+    return out
+
+
+def _check_wording(kind: str, subject: str, body: str) -> None:
+    if kind not in KINDS:
+        raise InvalidInput(f"Unknown kind of message {kind!r}: one of {', '.join(KINDS)}.")
+    problems = []
+    if not subject.strip() or len(subject) > 200:
+        problems.append("subject: 1 to 200 characters.")
+    if not body.strip() or len(body) > 4000:
+        problems.append("body: 1 to 4,000 characters.")
+    for field, wording in (("subject", subject), ("body", body)):
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(wording) if name is not None}
+        except ValueError as error:
+            problems.append(f"{field}: {error} (write a brace as {{{{ or }}}}).")
+            continue
+        unknown = sorted(n for n in names if n not in PLACEHOLDERS[kind])
+        if unknown:
+            problems.append(
+                f"{field}: unknown placeholder {', '.join('{' + n + '}' for n in unknown)}; this message knows {', '.join('{' + p + '}' for p in PLACEHOLDERS[kind])}."
+            )
+    if problems:
+        raise InvalidInput("The template was not saved. " + " ".join(problems))
+
+
+def render(kind: str, subject: str, body: str, data: Mapping[str, Any]) -> tuple[str, str]:
+    values = {**{p: "" for p in PLACEHOLDERS[kind]}, **{k: v for k, v in data.items() if k in PLACEHOLDERS[kind]}}
+    return subject.format(**values), body.format(**values)
+
+
+def preview(kind: str, subject: str, body: str) -> tuple[str, str]:
+    """The wording filled with an example member's values (refused, naming the field, if it is not valid)."""
+    _check_wording(kind, subject, body)
+    return render(kind, subject, body, _SAMPLE)
+
+
+def save_template(session: Session, *, kind: str, subject: str, body: str, actor: Actor) -> dict[str, Any]:
+    require(actor, "program.configure")
+    _check_wording(kind, subject, body)
+    with write_transaction(session):
+        row = session.get(MessageTemplate, kind)
+        before = {"subject": row.subject, "body": row.body} if row else dict(zip(("subject", "body"), DEFAULT_TEMPLATES[kind]))
+        row = row or MessageTemplate(kind=kind, subject=subject, body=body)
+        row.subject, row.body, row.updated_at, row.updated_by = subject, body, utcnow(), actor.username
+        session.add(row)
+        record_audit(
+            session,
+            actor=actor,
+            action="message_template.update",
+            entity="message_template",
+            entity_id=kind,
+            before=before,
+            after={"subject": subject, "body": body},
+        )
+    return {"kind": kind, "subject": subject, "body": body}
+
+
+# --- queueing ----------------------------------------------------------------------------------
+
+
+def _candidates(session: Session, now: datetime) -> pd.DataFrame:
+    """``member_id, kind, dedupe_key, data`` of everything worth telling members now."""
+    parts: list[pd.DataFrame] = []
+    expiring = expiring_points(session, after=now)
+    if not expiring.empty:
+        parts.append(
+            pd.DataFrame(
+                {
+                    "member_id": expiring["member_id"].astype("int64"),
+                    "kind": "points_expiring",
+                    "dedupe_key": expiring["day"].dt.strftime("expiry:%Y-%m-%d"),
+                    "data": [{"points": f"{int(p):,}", "expires_on": f"{d:%Y-%m-%d}"} for p, d in zip(expiring["points"], expiring["day"])],
+                }
+            )
+        )
+    since = now - LOOK_BACK
+    moves = session.execute(
+        text(
+            "SELECT m.id, m.member_id, t.name, COALESCE(t.rank, 0), COALESCE(f.rank, -1) FROM tier_movement m "
+            "LEFT JOIN tier t ON t.id = m.to_tier_id LEFT JOIN tier f ON f.id = m.from_tier_id WHERE m.moved_at > :since AND m.moved_at <= :now"
+        ),
+        {"since": sql_moment(session, since), "now": sql_moment(session, now)},
+    ).all()
+    if moves:
+        parts.append(
+            pd.DataFrame(
+                [
+                    {
+                        "member_id": int(member),
+                        "kind": "tier_up" if to_rank > from_rank else "tier_down",
+                        "dedupe_key": f"move:{move}",
+                        "data": {"tier": tier or "no tier"},
+                    }
+                    for move, member, tier, to_rank, from_rank in moves
+                ]
+            )
+        )
+    done = session.execute(
+        text(
+            "SELECT cc.id, cc.member_id, c.name, cc.points FROM challenge_completion cc JOIN challenge c ON c.id = cc.challenge_id "
+            "WHERE cc.reversed_at IS NULL AND cc.created_at > :since AND cc.created_at <= :now"
+        ),
+        {"since": sql_moment(session, since), "now": sql_moment(session, now)},
+    ).all()
+    if done:
+        parts.append(
+            pd.DataFrame(
+                [
+                    {
+                        "member_id": int(member),
+                        "kind": "challenge_completed",
+                        "dedupe_key": f"completion:{i}",
+                        "data": {"challenge": name, "points": f"{points:,}"},
+                    }
+                    for i, member, name, points in done
+                ]
+            )
+        )
+    offers = session.execute(
+        text(
+            "SELECT a.campaign_id, a.member_id, c.name FROM campaign_assignment a JOIN campaign c ON c.id = a.campaign_id "
+            "WHERE a.\"group\" = 'treatment' AND a.assigned_at > :since AND a.assigned_at <= :now AND c.status = 'active'"
+        ),
+        {"since": sql_moment(session, since), "now": sql_moment(session, now)},
+    ).all()
+    if offers:
+        parts.append(
+            pd.DataFrame(
+                [
+                    {"member_id": int(member), "kind": "campaign_offer", "dedupe_key": f"campaign:{c}", "data": {"campaign": name}}
+                    for c, member, name in offers
+                ]
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=["member_id", "kind", "dedupe_key", "data"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def queue_messages(session: Session, *, now: datetime | None = None) -> dict[str, Any]:
+    """Queue (or suppress, with the reason) every message due now; returns counts by status and kind. One transaction."""
+    now = now or utcnow()
+    channel = "email" if _smtp() is not None else "csv"
+    with write_transaction(session):
+        wanted = _candidates(session, now)
+        if wanted.empty:
+            return {"queued": 0, "suppressed": 0, "by_kind": {}, "channel": channel}
+        members = sorted(set(wanted["member_id"].tolist()))
+        known = _known(session, members, now)
+        wanted = wanted[[(m, k, d) not in known["sent_before"] for m, k, d in zip(wanted["member_id"], wanted["kind"], wanted["dedupe_key"])]]
+        wanted = wanted.assign(order=wanted["kind"].map({k: i for i, k in enumerate(KINDS)})).sort_values(["member_id", "order", "dedupe_key"])
+        cap = get_settings(session).messages_per_member_per_month
+        rows: list[dict[str, Any]] = []
+        used = dict(known["this_month"])
+        for member_id, kind, key, data in wanted[["member_id", "kind", "dedupe_key", "data"]].itertuples(index=False):
+            person = known["members"].get(int(member_id))
+            reason = ""
+            if person is None or person["erased"]:
+                reason = "member erased"
+            elif not person["consent"]:
+                reason = "no marketing consent"
+            elif not person["email"]:
+                reason = "no e-mail address"
+            elif used.get(int(member_id), 0) >= cap:
+                reason = f"frequency cap: {cap} messages this month"
+            else:
+                used[int(member_id)] = used.get(int(member_id), 0) + 1
+            name = person["name"] if person else ""
+            rows.append(
+                {
+                    "member_id": int(member_id),
+                    "kind": kind,
+                    "dedupe_key": key,
+                    "channel": channel,
+                    "status": "suppressed" if reason else "queued",
+                    "reason": reason,
+                    "data": {**data, "name": name},
+                    "created_at": now,
+                    "attempts": 0,
+                }
+            )
+        if rows:
+            session.execute(insert(table_of(MemberMessage)), rows)
+    statuses = pd.Series([r["status"] for r in rows])
+    return {
+        "queued": int((statuses == "queued").sum()),
+        "suppressed": int((statuses == "suppressed").sum()),
+        "by_kind": pd.Series([r["kind"] for r in rows]).value_counts().to_dict() if rows else {},
+        "channel": channel,
+    }
+
+
+def _known(session: Session, members: list[int], now: datetime) -> dict[str, Any]:
+    people: dict[int, dict[str, Any]] = {}
+    before: set[tuple[int, str, str]] = set()
+    month: dict[int, int] = {}
+    first_of_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    for start in range(0, len(members), 10_000):
+        batch = members[start : start + 10_000]
+        for member_id, name, email, consent, erased in session.exec(
+            select(Member.id, Member.name, Member.email, Member.marketing_consent, Member.erased_at).where(col(Member.id).in_(batch))  # type: ignore[call-overload]  # typed for at most 4 columns
+        ):
+            people[int(member_id or 0)] = {"name": name, "email": (email or "").strip(), "consent": bool(consent), "erased": erased is not None}
+        for member_id, kind, key, status, created in session.exec(
+            select(MemberMessage.member_id, MemberMessage.kind, MemberMessage.dedupe_key, MemberMessage.status, MemberMessage.created_at).where(  # type: ignore[call-overload]  # typed for at most 4 columns
+                col(MemberMessage.member_id).in_(batch)
+            )
+        ):
+            before.add((int(member_id), kind, key))
+            if status in ("queued", "sent") and created >= first_of_month:
+                month[int(member_id)] = month.get(int(member_id), 0) + 1
+    return {"members": people, "sent_before": before, "this_month": month}
+
+
+# --- sending -------------------------------------------------------------------------------------
+
+
+def _smtp() -> Any:
+    from loyalty.evaluation.reports import smtp_server
+
+    return smtp_server()
+
+
+def send_queued(session: Session, *, limit: int = 5_000) -> dict[str, int]:
+    """E-mail queued (and failed, fewer than three tries) e-mail messages; returns ``{"sent", "failed"}``."""
+    server = _smtp()
+    if server is None:
+        return {"sent": 0, "failed": 0}
+    wording = templates(session)
+    due = session.exec(
+        select(MemberMessage, Member.email)
+        .join(Member, col(Member.id) == MemberMessage.member_id)
+        .where(MemberMessage.channel == "email", col(MemberMessage.status).in_(["queued", "failed"]), MemberMessage.attempts < MAX_ATTEMPTS)
+        .order_by(col(MemberMessage.id))
+        .limit(limit)
+    ).all()
+    outcomes: list[dict[str, Any]] = []
+    if due:
+        try:
+            with smtplib.SMTP(server.host, server.port, timeout=SEND_TIMEOUT_S) as smtp:
+                if server.starttls:
+                    smtp.starttls()
+                if server.user:
+                    smtp.login(server.user, server.password)
+                for message, email in due:
+                    subject, body = render(message.kind, wording[message.kind]["subject"], wording[message.kind]["body"], message.data or {})
+                    mail = EmailMessage()
+                    mail["Subject"], mail["From"], mail["To"] = subject, server.sender, email
+                    mail.set_content(body)
+                    try:
+                        smtp.send_message(mail)
+                        outcomes.append({"b_id": message.id, "b_status": "sent", "b_reason": "", "b_at": utcnow()})
+                    except smtplib.SMTPException as error:
+                        outcomes.append(
+                            {"b_id": message.id, "b_status": "failed", "b_reason": f"the mail server refused it: {error}"[:300], "b_at": None}
+                        )
+        except (OSError, smtplib.SMTPException) as error:  # no server: every message not yet tried fails this time
+            tried = {o["b_id"] for o in outcomes}
+            reason = f"could not reach the mail server {server.host}:{server.port}: {error}"[:300]
+            outcomes += [{"b_id": m.id, "b_status": "failed", "b_reason": reason, "b_at": None} for m, _ in due if m.id not in tried]
+    if outcomes:
+        table = table_of(MemberMessage)
+        with write_transaction(session):
+            session.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values(status=bindparam("b_status"), reason=bindparam("b_reason"), sent_at=bindparam("b_at"), attempts=table.c.attempts + 1),
+                outcomes,
+            )
+    return {"sent": sum(o["b_status"] == "sent" for o in outcomes), "failed": sum(o["b_status"] == "failed" for o in outcomes)}
+
+
+def export_csv(session: Session, *, actor: Actor) -> tuple[bytes, int]:
+    """The queued CSV-channel messages as a file for an e-mail service provider, marked sent; ``(file, messages)``."""
+    require(actor, "program.configure")
+    wording = templates(session)
+    with write_transaction(session):
+        due = session.exec(
+            select(MemberMessage, Member.external_id, Member.email)
+            .join(Member, col(Member.id) == MemberMessage.member_id)
+            .where(MemberMessage.channel == "csv", MemberMessage.status == "queued")
+            .order_by(col(MemberMessage.id))
+        ).all()
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["member_id", "email", "name", "kind", "subject", "body", "created_at"])
+        now = utcnow()
+        for message, external, email in due:
+            subject, body = render(message.kind, wording[message.kind]["subject"], wording[message.kind]["body"], message.data or {})
+            writer.writerow([external, email, (message.data or {}).get("name", ""), message.kind, subject, body, message.created_at.isoformat()])
+            message.status, message.sent_at, message.attempts = "sent", now, message.attempts + 1
+            session.add(message)
+        record_audit(session, actor=actor, action="messages.export", entity="member_message", after={"messages": len(due)})
+    return out.getvalue().encode(), len(due)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def list_messages(session: Session, *, status: str | None = None, kind: str | None = None, limit: int = 1_000) -> list[dict[str, Any]]:
+    """The newest messages: ``member_id, kind, channel, status, reason, created_at, sent_at``."""
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"Unknown status {status!r}: one of {', '.join(STATUSES)}.")
+    if kind is not None and kind not in KINDS:
+        raise InvalidInput(f"Unknown kind {kind!r}: one of {', '.join(KINDS)}.")
+    query = select(MemberMessage, Member.external_id).join(Member, col(Member.id) == MemberMessage.member_id)
+    if status:
+        query = query.where(MemberMessage.status == status)
+    if kind:
+        query = query.where(MemberMessage.kind == kind)
+    rows = session.exec(query.order_by(col(MemberMessage.created_at).desc(), col(MemberMessage.id).desc()).limit(limit)).all()
+    return [
+        {
+            "member_id": external,
+            "kind": m.kind,
+            "channel": m.channel,
+            "status": m.status,
+            "reason": m.reason,
+            "created_at": m.created_at,
+            "sent_at": m.sent_at,
+        }
+        for m, external in rows
+    ]
+
+
+def message_counts(session: Session) -> pd.DataFrame:
+    """Messages per day, kind and status (``day, kind, status, messages``), for the chart."""
+    rows = session.execute(text("SELECT created_at, kind, status FROM member_message")).all()
+    if not rows:
+        return pd.DataFrame(columns=["day", "kind", "status", "messages"])
+    frame = pd.DataFrame(rows, columns=["created_at", "kind", "status"])
+    frame["day"] = pd.to_datetime(frame["created_at"], utc=True).dt.tz_localize(None).dt.normalize()
+    return frame.groupby(["day", "kind", "status"], as_index=False).size().rename(columns={"size": "messages"})

@@ -1,0 +1,147 @@
+"""Messages to members: consent, the monthly cap, never queued twice, e-mail or a CSV for the provider, templates."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from email import message_from_bytes, policy
+
+import pytest
+from sqlmodel import select
+
+from db.engine import write_transaction
+from db.models import MemberMessage, TierMovement
+from loyalty.access.roles import Actor
+from loyalty.engagement.challenges import define_challenge
+from loyalty.engagement.messages import export_csv, list_messages, preview, queue_messages, save_template, send_queued, templates
+from loyalty.errors import InvalidInput
+from loyalty.settings import update_settings
+from tests.factories import make_member, make_purchase, make_tier, utc
+from tests.smtp_sink import running_smtp_sink
+
+MANAGER = Actor("maria", "manager")
+ADMIN = Actor("ada", "admin")
+NOW = utc(2026, 3, 1, 8)
+
+
+def statuses(session) -> list[tuple[str, str, str, str]]:
+    session.rollback()
+    rows = session.exec(select(MemberMessage).order_by(MemberMessage.member_id, MemberMessage.kind)).all()
+    return [(m.kind, m.channel, m.status, m.reason) for m in rows]
+
+
+@pytest.fixture
+def expiring(session):
+    """Two members whose 2025-03-10 points expire on 2026-03-10: one consented to marketing, one did not."""
+    yes = make_member(session, external_id="YES", name="Yann", marketing_consent=True)
+    no = make_member(session, external_id="NO", name="Nora", marketing_consent=False)
+    for member in (yes, no):
+        make_purchase(session, member, 80.0, utc(2025, 3, 10))
+    return yes, no
+
+
+def test_expiry_reminders_go_only_to_members_who_consented_and_a_second_run_queues_nothing(session, expiring):
+    first = queue_messages(session, now=NOW)
+    assert (first["queued"], first["suppressed"], first["channel"]) == (1, 1, "csv")
+    assert statuses(session) == [("points_expiring", "csv", "queued", ""), ("points_expiring", "csv", "suppressed", "no marketing consent")]
+    again = queue_messages(session, now=NOW.replace(hour=20))
+    assert (again["queued"], again["suppressed"]) == (0, 0)
+    (message,) = [m for m in list_messages(session, status="queued")]
+    assert message == {
+        "member_id": "YES",
+        "kind": "points_expiring",
+        "channel": "csv",
+        "status": "queued",
+        "reason": "",
+        "created_at": NOW,
+        "sent_at": None,
+    }
+
+
+def test_the_monthly_cap_keeps_the_expiry_reminder_and_suppresses_the_rest(session, expiring):
+    yes, _ = expiring
+    update_settings(session=session, actor=ADMIN, messages_per_member_per_month=1)
+    gold = make_tier(session, name="Gold", rank=5)
+    with write_transaction(session):
+        session.add(TierMovement(member_id=yes.id, from_tier_id=None, to_tier_id=gold.id, moved_at=utc(2026, 2, 28), reason="spend"))
+    queue_messages(session, now=NOW)
+    mine = [s for s in statuses(session) if s[2] != "suppressed" or "cap" in s[3]]
+    assert mine == [("points_expiring", "csv", "queued", ""), ("tier_up", "csv", "suppressed", "frequency cap: 1 messages this month")]
+
+
+def test_a_completed_challenge_is_news_and_the_csv_for_the_provider_marks_messages_sent(session):
+    member = make_member(session, external_id="CHL", name="Chloe", email="chloe@example.com", marketing_consent=True)
+    define_challenge(session, name="Two buys", purchases=2, points=100, starts=utc(2026, 1, 1), actor=MANAGER)
+    make_purchase(session, member, 10.0, utc(2026, 2, 1))
+    make_purchase(session, member, 10.0, utc(2026, 2, 2))
+    queued = queue_messages(session, now=None)  # completions are news for a week after they are recorded
+    assert queued["by_kind"] == {"challenge_completed": 1}
+    content, count = export_csv(session, actor=MANAGER)
+    rows = list(csv.DictReader(io.StringIO(content.decode())))
+    assert count == 1 and rows[0]["email"] == "chloe@example.com" and rows[0]["subject"] == "You completed Two buys"
+    assert "earned 100 points" in rows[0]["body"] and rows[0]["name"] == "Chloe"
+    assert [s[2] for s in statuses(session)] == ["sent"]
+    assert export_csv(session, actor=MANAGER)[1] == 0, "exported once"
+
+
+def test_with_an_smtp_server_messages_are_mailed_in_the_managers_wording(session, expiring, monkeypatch):
+    yes, _ = expiring
+    save_template(session, kind="points_expiring", subject="Hurry, {name}: {points} points", body="They expire on {expires_on}.", actor=MANAGER)
+    with running_smtp_sink(monkeypatch) as sink:
+        assert queue_messages(session, now=NOW)["channel"] == "email"
+        assert send_queued(session) == {"sent": 1, "failed": 0}
+        (raw,) = sink.messages
+    mail = message_from_bytes(raw, policy=policy.default)
+    assert mail["To"] == yes.email and mail["Subject"] == "Hurry, Yann: 80 points"
+    assert mail.get_content().strip() == "They expire on 2026-03-10."
+    assert statuses(session)[0][:3] == ("points_expiring", "email", "sent")
+
+
+def test_an_unreachable_mail_server_fails_the_message_with_the_reason_and_it_is_tried_again(session, expiring, monkeypatch):
+    monkeypatch.setenv("LOYALTY_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("LOYALTY_SMTP_PORT", "1")  # nothing listens there
+    queue_messages(session, now=NOW)
+    assert send_queued(session) == {"sent": 0, "failed": 1}
+    kind, channel, status, reason = statuses(session)[0]
+    assert (status, channel) == ("failed", "email") and "could not reach the mail server 127.0.0.1:1" in reason
+    with running_smtp_sink(monkeypatch) as sink:
+        assert send_queued(session) == {"sent": 1, "failed": 0}
+        assert len(sink.messages) == 1
+
+
+def test_a_template_with_an_unknown_placeholder_is_refused_naming_it_and_the_preview_fills_an_example(session):
+    with pytest.raises(InvalidInput, match=r"body: unknown placeholder \{balance\}; this message knows \{name\}, \{tier\}"):
+        save_template(session, kind="tier_up", subject="Welcome to {tier}", body="Your balance is {balance}", actor=MANAGER)
+    assert templates(session)["tier_up"]["changed_by"] == ""
+    assert preview("tier_up", "Welcome to {tier}", "Hello {name}") == ("Welcome to Gold", "Hello Alex Example")
+
+
+def test_messages_list_on_the_command_line(db_url, session, expiring, capsys):
+    from loyalty.cli import main
+
+    queue_messages(session, now=NOW)
+    assert main(["messages", "list", "--status", "suppressed", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert {k: row[k] for k in ("member_id", "kind", "channel", "status", "reason")} == {
+        "member_id": "NO",
+        "kind": "points_expiring",
+        "channel": "csv",
+        "status": "suppressed",
+        "reason": "no marketing consent",
+    }
+    with pytest.raises(SystemExit) as refused:
+        main(["messages", "list", "--status", "lost"])
+    assert refused.value.code == 2 and "invalid choice: 'lost'" in capsys.readouterr().err
+
+
+def test_the_daily_job_run_twice_queues_each_reminder_once(session, expiring):
+    from datetime import date
+
+    from loyalty.evaluation.jobs import run_job
+
+    first = run_job("member-messages", as_of=date(2026, 3, 1), actor=MANAGER)
+    second = run_job("member-messages", as_of=date(2026, 3, 1), actor=MANAGER)
+    assert (first["status"], first["queued"], first["suppressed"]) == ("succeeded", 1, 1)
+    assert (second["status"], second["queued"], second["suppressed"]) == ("succeeded", 0, 0)
+    assert len(statuses(session)) == 2
