@@ -94,6 +94,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("Operate", "pages/members.py", "Members", ":material/group:", "members.view"),
     PageSpec("Operate", "pages/redemptions.py", "Redemptions", ":material/redeem:", "redemptions.fulfil"),
     PageSpec("Operate", "pages/import_data.py", "Import", ":material/upload_file:", "data.import"),
+    PageSpec("Operate", "pages/messages.py", "Member messages", ":material/mail:", "analysis.view"),
     PageSpec("Overview", "pages/reports.py", "Reports", ":material/summarize:", "reports.view"),
     PageSpec("Admin", "pages/approvals.py", "Approvals", ":material/approval:", "points.approve"),
     PageSpec("Admin", "pages/jobs.py", "Jobs", ":material/schedule:", "evaluations.run"),

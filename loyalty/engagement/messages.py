@@ -49,7 +49,8 @@ __all__ = [
     "STATUSES",
     "export_csv",
     "list_messages",
-    "message_counts",
+    "message_overview",
+    "send_test",
     "preview",
     "queue_messages",
     "save_template",
@@ -192,7 +193,8 @@ def _candidates(session: Session, now: datetime) -> pd.DataFrame:
         ),
         {"since": sql_moment(session, since), "now": sql_moment(session, now)},
     ).all()
-    if moves:
+    if moves:  # the latest move of each member is the news
+        moves = list({int(member): (move, member, tier, to_rank, from_rank) for move, member, tier, to_rank, from_rank in sorted(moves)}.values())
         parts.append(
             pd.DataFrame(
                 [
@@ -405,7 +407,60 @@ def export_csv(session: Session, *, actor: Actor) -> tuple[bytes, int]:
     return out.getvalue().encode(), len(due)
 
 
+def send_test(session: Session, *, kind: str, subject: str, body: str, actor: Actor) -> str:
+    """Mail the wording, filled with an example member's values, to the user asking; returns the address."""
+    require(actor, "program.configure")
+    from db.models import User
+
+    _check_wording(kind, subject, body)
+    server = _smtp()
+    if server is None:
+        raise InvalidInput("No mail server is set up (LOYALTY_SMTP_HOST): messages go out as a CSV for the e-mail provider.")
+    email = session.exec(select(User.email).where(User.username == actor.username)).first()
+    if not email:
+        raise InvalidInput(f"Your user {actor.username} has no e-mail address: an admin can add one on the Users page.")
+    filled_subject, filled_body = render(kind, subject, body, _SAMPLE)
+    mail = EmailMessage()
+    mail["Subject"], mail["From"], mail["To"] = f"[test] {filled_subject}", server.sender, email
+    mail.set_content(filled_body)
+    try:
+        with smtplib.SMTP(server.host, server.port, timeout=SEND_TIMEOUT_S) as smtp:
+            if server.starttls:
+                smtp.starttls()
+            if server.user:
+                smtp.login(server.user, server.password)
+            smtp.send_message(mail)
+    except (OSError, smtplib.SMTPException) as error:
+        raise InvalidInput(f"The test was not sent: the mail server {server.host}:{server.port} answered {error}.") from None
+    return email
+
+
 # --- reading -------------------------------------------------------------------------------------
+
+
+def message_overview(session: Session, *, now: datetime | None = None, days: int = 30) -> dict[str, Any]:
+    """The last ``days`` days: messages per status, per day and kind (the chart), and the channel in use now."""
+    now = now or utcnow()
+    since = now - timedelta(days=days)
+    rows = session.execute(
+        text("SELECT created_at, kind, status FROM member_message WHERE created_at > :since"), {"since": sql_moment(session, since)}
+    ).all()
+    frame = pd.DataFrame(rows, columns=["created_at", "kind", "status"])
+    per_status = {s: int((frame["status"] == s).sum()) for s in STATUSES}
+    if frame.empty:
+        daily = pd.DataFrame(columns=["day", "kind", "messages"])
+    else:
+        day = pd.to_datetime(frame["created_at"], utc=True).dt.tz_localize(None).dt.normalize()
+        daily = frame.assign(day=day).groupby(["day", "kind"], as_index=False).size().rename(columns={"size": "messages"})
+        daily["day"] = daily["day"].dt.strftime("%d %b")
+    queued_csv = session.execute(text("SELECT COUNT(*) FROM member_message WHERE status = 'queued' AND channel = 'csv'")).scalar_one()
+    return {
+        "per_status": per_status,
+        "daily": daily,
+        "channel": "email" if _smtp() is not None else "csv",
+        "queued_for_csv": int(queued_csv),
+        "days": days,
+    }
 
 
 def list_messages(session: Session, *, status: str | None = None, kind: str | None = None, limit: int = 1_000) -> list[dict[str, Any]]:
@@ -432,13 +487,3 @@ def list_messages(session: Session, *, status: str | None = None, kind: str | No
         }
         for m, external in rows
     ]
-
-
-def message_counts(session: Session) -> pd.DataFrame:
-    """Messages per day, kind and status (``day, kind, status, messages``), for the chart."""
-    rows = session.execute(text("SELECT created_at, kind, status FROM member_message")).all()
-    if not rows:
-        return pd.DataFrame(columns=["day", "kind", "status", "messages"])
-    frame = pd.DataFrame(rows, columns=["created_at", "kind", "status"])
-    frame["day"] = pd.to_datetime(frame["created_at"], utc=True).dt.tz_localize(None).dt.normalize()
-    return frame.groupby(["day", "kind", "status"], as_index=False).size().rename(columns={"size": "messages"})

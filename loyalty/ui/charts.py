@@ -283,3 +283,12 @@ def challenge_completions(weekly: pd.DataFrame) -> go.Figure:
     most = int(weekly.groupby("week")["completions"].sum().max())
     fig.update_layout(barmode="stack", xaxis={"type": "category"}, bargap=0.5, yaxis={"tick0": 0, "dtick": max(1, -(-most // 5))})
     return house_layout(fig, "Completions per week (taken back ones left out)", yaxis_title="completions")
+
+
+def messages_per_day(daily: pd.DataFrame) -> go.Figure:
+    """Messages queued or suppressed per day, stacked by kind (``day, kind, messages``)."""
+    fig = go.Figure()
+    for kind, rows in daily.groupby("kind", sort=True):
+        fig.add_bar(x=rows["day"], y=rows["messages"], name=str(kind).replace("_", " "))
+    fig.update_layout(barmode="stack", xaxis={"type": "category"}, bargap=0.5)
+    return house_layout(fig, "Messages per day by kind (all statuses)", yaxis_title="messages")
