@@ -57,6 +57,9 @@ def csv_handover(actor: Actor, queued: int) -> None:
             type="primary",
         )
         st.caption("These messages are marked sent: upload the file to the e-mail provider now.")
+        if st.button("Done: the file is uploaded", key="messages_csv_done"):
+            st.session_state.pop("messages_csv", None)
+            st.rerun()
         return
     if not queued:
         st.caption("No message waits for the CSV.")

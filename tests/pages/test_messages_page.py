@@ -18,7 +18,9 @@ NOW = utc(2026, 3, 1, 8)
 def queued(session):
     with time_machine.travel(NOW, tick=False):
         for external, consent in (("YES", True), ("NO", False)):
-            make_purchase(session, make_member(session, external_id=external, name=external.title(), marketing_consent=consent), 80.0, utc(2025, 3, 10))
+            make_purchase(
+                session, make_member(session, external_id=external, name=external.title(), marketing_consent=consent), 80.0, utc(2025, 3, 10)
+            )
         queue_messages(session, now=NOW)
         yield
 
@@ -63,3 +65,5 @@ def test_the_csv_for_the_e_mail_provider_needs_a_confirmation_and_marks_the_mess
         assert at.get("download_button")[0].proto.label == "Download the CSV (1 message)"
         session.rollback()
         assert sorted(m.status for m in session.exec(select(MemberMessage))) == ["sent", "suppressed"]
+        next(b for b in at.button if b.label == "Done: the file is uploaded").click().run()
+        assert not at.get("download_button") and "No message waits for the CSV." in [c.value for c in at.caption]

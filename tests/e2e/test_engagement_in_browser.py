@@ -1,0 +1,79 @@
+"""Challenges and member messages in the browser, as a manager uses them: two challenges defined in a
+row (a fraction of a purchase refused by name), a message worded twice in a row, and the queued
+messages handed over as a CSV after confirming."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlmodel import select
+
+from db.engine import get_engine, new_session
+from db.models import Challenge, MemberMessage
+from tests.e2e.conftest import scroll_to, sign_in, wait_for_page
+
+pytestmark = pytest.mark.e2e
+
+
+def go_to(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
+    wait_for_page(page)
+    page.get_by_role("heading", name=title).first.wait_for()
+
+
+def define(page, name: str, target: str) -> None:
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_role("spinbutton", name="Target").fill(target)
+    page.get_by_label("Badge (optional)").fill(f"{name} badge")
+    page.get_by_role("button", name="Save challenge").click()
+    wait_for_page(page)
+
+
+def test_a_manager_defines_two_challenges_in_a_row(page, app_url, e2e_database, screenshots):
+    tag = uuid.uuid4().hex[:5]
+    sign_in(page, app_url, "manager")
+    go_to(page, "Challenges")
+    define(page, f"Half a visit {tag}", "2.5")
+    page.get_by_text("purchases: a whole number from 1 to 1,000 (you entered 2.5)").wait_for()
+    for n in (1, 2):
+        define(page, f"Visits {tag}-{n}", str(2 + n))
+        page.get_by_text(f"Challenge Visits {tag}-{n} saved (audited)").wait_for()
+    with new_session(get_engine(e2e_database)) as session:
+        saved = session.exec(select(Challenge.name, Challenge.target).where(Challenge.name.like(f"%{tag}%")).order_by(Challenge.id)).all()
+    assert saved == [(f"Visits {tag}-1", 3), (f"Visits {tag}-2", 4)]
+    page.screenshot(path=str(screenshots / "challenges-two-defined.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_a_manager_words_a_message_twice_and_hands_the_csv_over(page, app_url, e2e_database, screenshots):
+    sign_in(page, app_url, "manager")
+    go_to(page, "Member messages")
+    scroll_to(page, 'text="Wording"')
+    for n in (1, 2):
+        body = page.get_by_label("Body")
+        body.fill(f"Hello {{name}}, {{points}} points expire on {{expires_on}} (version {n}).")
+        body.press("Control+Enter")
+        wait_for_page(page)
+        page.get_by_text(f"Hello Alex Example, 1,250 points expire on 2027-01-31 (version {n}).").wait_for()
+        page.get_by_role("button", name="Save template").click()
+        page.get_by_text("The points expiring template is saved (audited)").wait_for()
+        wait_for_page(page)
+    engine = get_engine(e2e_database)
+    with new_session(engine) as session:
+        queued = len(session.exec(select(MemberMessage.id).where(MemberMessage.status == "queued", MemberMessage.channel == "csv")).all())
+    assert queued > 0, "the evaluation queued messages on the demo program"
+    prepare = page.get_by_role("button", name="Prepare the CSV")
+    assert prepare.is_disabled(), "nothing is marked sent before confirming"
+    page.get_by_text(f"I will upload these {queued:,} messages").click()
+    wait_for_page(page)
+    page.get_by_role("button", name="Prepare the CSV").click()
+    wait_for_page(page)
+    with page.expect_download() as download:
+        page.get_by_role("button", name=f"Download the CSV ({queued:,} message").click()
+    lines = download.value.path().read_text().splitlines()
+    assert lines[0] == "member_id,email,name,kind,subject,body,created_at" and len(lines) > queued
+    with new_session(engine) as session:
+        assert session.exec(select(MemberMessage.id).where(MemberMessage.status == "queued")).all() == []
+    page.screenshot(path=str(screenshots / "messages-after-csv.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0
