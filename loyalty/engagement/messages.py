@@ -194,7 +194,7 @@ def _candidates(session: Session, now: datetime) -> pd.DataFrame:
         {"since": sql_moment(session, since), "now": sql_moment(session, now)},
     ).all()
     if moves:  # the latest move of each member is the news
-        moves = list({int(member): (move, member, tier, to_rank, from_rank) for move, member, tier, to_rank, from_rank in sorted(moves)}.values())
+        latest = {int(member): (move, member, tier, to_rank, from_rank) for move, member, tier, to_rank, from_rank in sorted(moves)}
         parts.append(
             pd.DataFrame(
                 [
@@ -204,7 +204,7 @@ def _candidates(session: Session, now: datetime) -> pd.DataFrame:
                         "dedupe_key": f"move:{move}",
                         "data": {"tier": tier or "no tier"},
                     }
-                    for move, member, tier, to_rank, from_rank in moves
+                    for move, member, tier, to_rank, from_rank in latest.values()
                 ]
             )
         )
