@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, text, update
 
 from db.models import KpiTarget, Reward, Segment, stored_id
 from loyalty.access.audit import record_audit
+from loyalty.demo.engagement import add_engagement, add_messages
 from loyalty.demo.parameters import ACQUISITION_CHANNELS, GOALS, SEGMENTS, TARGET_DIRECTIONS, TargetPlan
 from loyalty.demo.state import Simulation
 from loyalty.ledger.entries import expire_points
@@ -19,6 +20,7 @@ from loyalty.program.campaigns import activate_campaign
 def finish_history(sim: Simulation) -> None:
     """The end of the history: expiry at ``now``, reward stock left, scheduled campaigns, segments, goals."""
     session, actor = sim.session, sim.actor
+    add_engagement(sim)  # challenges and referrals paid over the history, before its last expiry
     # The last boundary is `now` itself, not a 1st of the month: the ledger's own
     # expiry run computes it exactly.
     if sim.expiry_months > 0:
@@ -44,6 +46,7 @@ def finish_history(sim: Simulation) -> None:
         sim.segment_ids[name] = stored_id(segment)
     sim.points_outstanding = int(session.execute(text("SELECT COALESCE(SUM(points), 0) FROM ledger_entry")).scalar_one())
     _create_goals(sim)
+    add_messages(sim)
     record_audit(
         session,
         actor=actor,

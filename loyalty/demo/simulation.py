@@ -243,4 +243,9 @@ def _summary(sim: Simulation) -> dict[str, Any]:
         "tier_movements": sim.counts["tier_movements"],
         "campaign_assignments": sim.counts["campaign_assignments"],
         "points_outstanding": sim.points_outstanding,
+        "challenges": 2,
+        "challenge_completions": sim.counts["challenge_completions"],
+        "referrals": sim.counts["referrals"],
+        "referrals_paid": sim.counts["referrals_paid"],
+        "messages_queued": sim.counts["messages_queued"],
     }

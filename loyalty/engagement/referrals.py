@@ -16,6 +16,7 @@ is then ``reversed`` and pays no more (a refunded first purchase is the usual re
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -129,17 +130,19 @@ def _existing_referrers(session: Session, referee_external: pd.Series) -> dict[s
     return found
 
 
-def record_referrals(session: Session, referee_ids: np.ndarray, referrer_ids: np.ndarray, *, at: datetime | None = None) -> int:
-    """Store new referrals (referees not referred yet); returns how many were added. In the caller's transaction."""
+def record_referrals(session: Session, referee_ids: np.ndarray, referrer_ids: np.ndarray, *, at: datetime | Sequence[datetime] | None = None) -> int:
+    """Store new referrals (referees not referred yet), made ``at`` (one moment, or one per row; default now).
+    Returns how many were added. In the caller's transaction."""
     if not len(referee_ids):
         return 0
+    moments = [at or utcnow()] * len(referee_ids) if at is None or isinstance(at, datetime) else list(at)
     taken: set[int] = set()
     for batch in id_batches(np.unique(referee_ids)):
         taken.update(int(r) for r in session.exec(select(Referral.referee_id).where(col(Referral.referee_id).in_(batch))))
     codes = referral_codes(referrer_ids)
     rows = [
-        {"referrer_id": int(referrer), "referee_id": int(referee), "code": str(code), "referred_at": at or utcnow(), "status": "pending"}
-        for referee, referrer, code in zip(referee_ids, referrer_ids, codes)
+        {"referrer_id": int(referrer), "referee_id": int(referee), "code": str(code), "referred_at": moment, "status": "pending"}
+        for referee, referrer, code, moment in zip(referee_ids, referrer_ids, codes, moments)
         if int(referee) not in taken and int(referee) != int(referrer)
     ]
     rows = list({r["referee_id"]: r for r in rows}.values())

@@ -116,8 +116,9 @@ def ledger(demo: tuple[Engine, dict]) -> pd.DataFrame:
                 LedgerEntry.purchase_id,
                 LedgerEntry.redemption_id,
                 LedgerEntry.campaign_id,
+                LedgerEntry.reason,
             ),
-            ["id", "member_id", "kind", "points", "occurred_at", "expires_at", "purchase_id", "redemption_id", "campaign_id"],
+            ["id", "member_id", "kind", "points", "occurred_at", "expires_at", "purchase_id", "redemption_id", "campaign_id", "reason"],
         )
     frame["occurred_at"], frame["expires_at"] = _utc(frame["occurred_at"]), _utc(frame["expires_at"])
     return frame
@@ -421,7 +422,10 @@ def test_campaign_bonuses_go_to_treatment_members_only(demo_session: Session, le
         select(CampaignAssignment.campaign_id, CampaignAssignment.member_id, CampaignAssignment.group),
         ["campaign_id", "member_id", "group"],
     )
-    bonus = ledger[ledger["kind"] == "bonus"].merge(assigned, on=["campaign_id", "member_id"], how="left")
+    bonuses = ledger[ledger["kind"] == "bonus"]
+    others = bonuses[bonuses["campaign_id"].isna()]  # challenges' and referrals' bonuses: no campaign, no purchase
+    assert others["reason"].str.match(r"^(challenge: |referral bonus: )").all() and others["purchase_id"].isna().all()
+    bonus = bonuses[bonuses["campaign_id"].notna()].merge(assigned, on=["campaign_id", "member_id"], how="left")
     assert len(bonus) > 200
     assert (bonus["group"] == "treatment").all()
     assert (bonus["points"] > 0).all() and bonus["purchase_id"].notna().all()
@@ -552,3 +556,18 @@ def test_an_admin_also_gets_one_demo_user_per_role_each_with_its_own_random_pass
     assert authenticate(session, first["username"], first["password"]).role == first["role"]
     passwords = [u["password"] for u in summary["users"]]
     assert len(set(passwords)) == len(passwords) and all(len(p) >= 12 and u not in p for p, u in zip(passwords, DEMO_USERS))
+
+
+def test_the_demo_engages_members_with_challenges_referrals_and_a_month_of_messages(demo: tuple[Engine, dict], demo_session: Session) -> None:
+    from db.models import ChallengeCompletion, MemberMessage, Referral
+
+    summary = demo[1]
+    completions = demo_session.exec(select(ChallengeCompletion.challenge_id)).all()
+    assert summary["challenges"] == 2 and len(set(completions)) == 2 and len(completions) == summary["challenge_completions"] > 0
+    referrals = demo_session.exec(select(Referral.status)).all()
+    assert len(referrals) == summary["referrals"] and 0.05 * summary["members"] <= len(referrals) <= 0.1 * summary["members"]
+    assert referrals.count("rewarded") == summary["referrals_paid"] > 0
+    messages = demo_session.exec(select(MemberMessage.created_at, MemberMessage.status)).all()
+    days = {pd.Timestamp(at).date() for at, _ in messages}
+    assert len(days) >= 25 and max(days) == NOW.date() and min(days) >= (NOW - timedelta(days=31)).date()
+    assert {status for _, status in messages} == {"sent", "queued", "suppressed"}
