@@ -54,6 +54,7 @@ from loyalty.analytics.reader import ReaderTimeout, close_readers, read_sqlite
 from loyalty.errors import InvalidInput
 
 __all__ = [
+    "load_referrals",
     "DEFAULT_MEMBER_COLUMNS",
     "DEFAULT_PURCHASE_COLUMNS",
     "MEMBER_COLUMNS",
@@ -190,7 +191,7 @@ def _check_day(value: date | None, name: str) -> date | None:
 
 # Timestamp columns the reads here convert or filter on: epoch_sql and _range take no others,
 # so nothing but these names is ever formatted into a statement.
-_TIMESTAMP_COLUMNS = frozenset({"occurred_at", "submitted_at", "requested_at", "expires_at", "m.joined_at"})
+_TIMESTAMP_COLUMNS = frozenset({"occurred_at", "submitted_at", "requested_at", "expires_at", "m.joined_at", "r.referred_at", "r.rewarded_at"})
 # Paramstyles of the statements the readers run: `?` for SQLite (sqlite3 and the ADBC
 # reader process bind by position), `$1` for ADBC PostgreSQL. COPY uses the session's own
 # dialect (psycopg's `%(name)s`).
@@ -499,6 +500,26 @@ def load_feedback(session: Session, *, start: date | None = None, end: date | No
     sql = f"SELECT member_id, {epoch_sql(dialect, 'submitted_at')} AS submitted_seconds, score FROM feedback {where_clause(conditions)}"
     frame = fetch_frame(session, sql, {"member_id": pl.Int64, "submitted_seconds": pl.Int64, "score": pl.Int64}, params=params, reader=reader)
     return _with_times(frame, "submitted_seconds", keep_at="submitted_at", day=None).select("member_id", "submitted_at", "score")
+
+
+def load_referrals(session: Session, *, point_value: float, reader: Reader = "auto") -> pl.DataFrame:
+    """Referrals by referee: ``member_id, referred_on, rewarded_on`` (UTC days; null when not paid
+    or taken back) and ``bonus_value`` (both bonuses x ``point_value``; 0 when not paid)."""
+    dialect = dialect_of(session)
+    sql = (
+        f"SELECT r.referee_id, {epoch_sql(dialect, 'r.referred_at')}, "
+        f"CASE WHEN r.status = 'rewarded' THEN {epoch_sql(dialect, 'r.rewarded_at')} END, "
+        "CASE WHEN r.status = 'rewarded' THEN r.referrer_points + r.referee_points ELSE 0 END FROM referral r"
+    )
+    schema = {"member_id": pl.Int64, "referred_on": pl.Int64, "rewarded_on": pl.Int64, "bonus_points": pl.Int64}
+    frame = fetch_frame(session, sql, schema, reader=reader)
+    day = SECONDS_PER_DAY
+    return frame.select(
+        "member_id",
+        (pl.col("referred_on") // day).cast(pl.Int32).cast(pl.Date),
+        (pl.col("rewarded_on") // day).cast(pl.Int32).cast(pl.Date),
+        bonus_value=pl.col("bonus_points").cast(pl.Float64) * point_value,
+    )
 
 
 LEDGER_TOTAL_COLUMNS = ("earned", "redeemed", "returned", "expired", "trailing_redeemed", "trailing_returned", "trailing_expired", "balance")

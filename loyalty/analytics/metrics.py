@@ -54,6 +54,7 @@ from loyalty.analytics.data import (
     load_ledger_entries,
     load_members,
     load_purchases,
+    load_referrals,
     members_frame,
     purchases_frame,
 )
@@ -108,6 +109,10 @@ PROMOTER_MIN, DETRACTOR_MAX = 9, 6  # NPS: 9-10 promoters, 0-6 detractors
 def _ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
     """``numerator / denominator``, null when the denominator is 0 (the metric is undefined)."""
     return pl.when(denominator > 0).then(numerator / denominator)
+
+
+def _count_where(condition: pl.Expr) -> pl.Expr:
+    return condition.cast(pl.Int64).sum()
 
 
 def _count(column: str) -> pl.Expr:
@@ -341,6 +346,77 @@ METRICS: dict[str, Metric] = {
             frozenset({"feedback"}),
         ),
         Metric(
+            "referrals",
+            "Referrals",
+            "Members who joined with another member's referral code in the period.",
+            "members",
+            ",.0f",
+            "up",
+            "members",
+            lambda: _count("referred_in_period"),
+            lambda: pl.when(pl.col("referred_in_period")).then(pl.when(pl.col("referral_paid")).then(pl.lit("paid")).otherwise(pl.lit("pending"))),
+            ("joined_on", "purchases", "revenue"),
+            frozenset({"members", "referrals"}),
+        ),
+        Metric(
+            "referral_conversion",
+            "Referral conversion",
+            "Of the members referred in the period, the share whose first purchase of at least the minimum amount paid "
+            "both referral bonuses by the period end (and was not refunded in full within the return window).",
+            "share",
+            ".1%",
+            "up",
+            "members",
+            lambda: _ratio(_count_where(pl.col("referred_in_period") & pl.col("referral_paid")), _count("referred_in_period")),
+            lambda: pl.when(pl.col("referred_in_period")).then(pl.when(pl.col("referral_paid")).then(pl.lit("paid")).otherwise(pl.lit("pending"))),
+            ("joined_on", "purchases", "revenue"),
+            frozenset({"members", "referrals"}),
+        ),
+        Metric(
+            "referral_bonus_cost",
+            "Referral bonus cost",
+            "Referral bonuses paid in the period (the referrer's and the new member's, counted on the new member), "
+            "not taken back, x the money value of a point.",
+            "money",
+            ",.2f",
+            "down",
+            "members",
+            lambda: pl.col("referral_bonus_value").sum(),
+            lambda: pl.when(pl.col("referral_bonus_value") > 0).then(pl.lit("paid in the period")),
+            ("referral_bonus_value",),
+            frozenset({"members", "referrals"}),
+        ),
+        Metric(
+            "referred_revenue_per_member",
+            "Revenue per active referred member",
+            "Revenue in the period / active members who joined with a referral code before the period end.",
+            "money",
+            ",.2f",
+            "up",
+            "members",
+            lambda: _ratio(
+                pl.col("revenue").filter(pl.col("active") & pl.col("referred")).sum(), _count_where(pl.col("active") & pl.col("referred"))
+            ),
+            lambda: pl.when(pl.col("active") & pl.col("referred")).then(pl.lit("referred")),
+            _PERIOD_COLUMNS,
+            frozenset({"members", "referrals"}),
+        ),
+        Metric(
+            "unreferred_revenue_per_member",
+            "Revenue per active member not referred",
+            "Revenue in the period / active members who did not join with a referral code (the comparison for referred members).",
+            "money",
+            ",.2f",
+            "up",
+            "members",
+            lambda: _ratio(
+                pl.col("revenue").filter(pl.col("active") & ~pl.col("referred")).sum(), _count_where(pl.col("active") & ~pl.col("referred"))
+            ),
+            lambda: pl.when(pl.col("active") & ~pl.col("referred")).then(pl.lit("not referred")),
+            _PERIOD_COLUMNS,
+            frozenset({"members", "referrals"}),
+        ),
+        Metric(
             "redemption_rate",
             "Redemption rate",
             "Points redeemed in the period, less points returned by redemptions cancelled in the period, / points "
@@ -469,6 +545,7 @@ def member_table(
     members: pl.DataFrame | pd.DataFrame | None = None,
     feedback: pl.DataFrame | pd.DataFrame | None = None,
     predicted_clv: pl.DataFrame | None = None,
+    referrals: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per member with everything the ``members`` metrics aggregate.
 
@@ -487,6 +564,8 @@ def member_table(
         only those in the period count.
     predicted_clv
         ``member_id, predicted_clv`` from the CLV model.
+    referrals
+        ``member_id, referred_on, rewarded_on, bonus_value`` by referee (:func:`load_referrals`).
 
     Returns
     -------
@@ -549,7 +628,24 @@ def member_table(
         table = table.join(predicted_clv.select("member_id", "predicted_clv"), on="member_id", how="left", maintain_order="left")
     else:
         table = table.with_columns(predicted_clv=pl.lit(None, dtype=pl.Float64))
+    table = _with_referrals(table, referrals, start, end)
     return table if table["member_id"].is_sorted() else table.sort("member_id")
+
+
+def _with_referrals(table: pl.DataFrame, referrals: pl.DataFrame | None, start: date, end: date) -> pl.DataFrame:
+    """``referred`` (joined with a code before ``end``), ``referred_in_period``, ``referral_paid`` (its bonuses
+    paid by ``end`` and not taken back) and ``referral_bonus_value`` (paid in the period)."""
+    if referrals is None:
+        return table.with_columns(
+            referred=pl.lit(False), referred_in_period=pl.lit(False), referral_paid=pl.lit(False), referral_bonus_value=pl.lit(0.0)
+        )
+    table = table.join(referrals.select("member_id", "referred_on", "rewarded_on", "bonus_value"), on="member_id", how="left", maintain_order="left")
+    return table.with_columns(
+        referred=(pl.col("referred_on") < end).fill_null(False),
+        referred_in_period=((pl.col("referred_on") >= start) & (pl.col("referred_on") < end)).fill_null(False),
+        referral_paid=(pl.col("rewarded_on") < end).fill_null(False),
+        referral_bonus_value=pl.when((pl.col("rewarded_on") >= start) & (pl.col("rewarded_on") < end)).then(pl.col("bonus_value")).otherwise(0.0),
+    ).drop("referred_on", "rewarded_on", "bonus_value")
 
 
 def _answers(feedback: pl.DataFrame | pd.DataFrame, start: date, end: date) -> pl.DataFrame:
@@ -598,6 +694,7 @@ class KpiInputs:
     members: pl.DataFrame | None = None
     feedback: pl.DataFrame | None = None
     predicted_clv: pl.DataFrame | None = None
+    referrals: pl.DataFrame | None = None
     groups: pl.DataFrame | None = None  # member_id, dimension_value
     dimension: str = OVERALL
 
@@ -659,6 +756,7 @@ def load_kpi_inputs(
         members = load_members(session, columns=columns, reader=reader)
     feedback = load_feedback(session, start=start, end=end, reader=reader) if "feedback" in needs else None
     predicted = _predicted_clv(purchases, end) if "model" in needs else None
+    referrals = load_referrals(session, point_value=float(point_value), reader=reader) if "referrals" in needs else None
     groups = _groups(session, by, members, purchases, end)
     if only is not None:  # one group of the chosen members: the KPIs over them alone
         # Member id -1 matches no row: the group exists even when the filters chose nobody,
@@ -674,6 +772,7 @@ def load_kpi_inputs(
         members=members,
         feedback=feedback,
         predicted_clv=predicted,
+        referrals=referrals,
         groups=groups,
         dimension=by or OVERALL,
     )
@@ -713,7 +812,13 @@ def _predicted_clv(purchases: pl.DataFrame, end: date) -> pl.DataFrame | None:
 
 def _tables(inputs: KpiInputs) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     members = member_table(
-        inputs.purchases, inputs.start, inputs.end, members=inputs.members, feedback=inputs.feedback, predicted_clv=inputs.predicted_clv
+        inputs.purchases,
+        inputs.start,
+        inputs.end,
+        members=inputs.members,
+        feedback=inputs.feedback,
+        predicted_clv=inputs.predicted_clv,
+        referrals=inputs.referrals,
     )
     points = _points_table(inputs.ledger, inputs.point_value) if inputs.ledger is not None else None
     return members, points
@@ -846,6 +951,7 @@ def kpis_for_periods(
     purchases = load_purchases(session, end=last_end, reader=reader)
     members = load_members(session, columns=list(SPLIT_MEMBER_COLUMNS), reader=reader)
     feedback = load_feedback(session, start=first_start, end=last_end, reader=reader)
+    referrals = load_referrals(session, point_value=float(point_value), reader=reader)
     entries = load_ledger_entries(session, last_end, reader=reader)
     if loaded:  # the caller reuses what was read (the nightly job: the Overview's numbers)
         loaded(purchases, entries)
@@ -864,7 +970,9 @@ def kpis_for_periods(
         cut = purchases.filter(pl.col("occurred_on") < end) if end < last_end else purchases
         answers = feedback.filter(pl.col("submitted_at").dt.date().is_between(start, end, closed="left"))
         overall_ledger = ledger.drop("member_id").sum()
-        base = KpiInputs(start=start, end=end, purchases=cut, ledger=ledger, point_value=float(point_value), members=members, feedback=answers)
+        base = KpiInputs(
+            start=start, end=end, purchases=cut, ledger=ledger, point_value=float(point_value), members=members, feedback=answers, referrals=referrals
+        )
         member_rows = _tables(KpiInputs(**{**base.__dict__, "ledger": None}))[0]
         parts = []
         for by in dimensions:

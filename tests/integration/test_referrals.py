@@ -135,3 +135,30 @@ def test_the_api_takes_a_referral_code_and_refuses_a_bad_one_naming_the_field(db
 def made_id(session, external: str) -> int:
     session.rollback()
     return int(session.exec(select(Member.id).where(Member.external_id == external)).one())
+
+
+def test_referral_kpis_counted_by_hand(session):
+    from datetime import date
+
+    from loyalty.analytics.metrics import compute_kpis
+
+    ana = make_member(session, external_id="KA", joined_at=utc(2026, 1, 5))
+    dan = make_member(session, external_id="KD", joined_at=utc(2026, 1, 6))
+    import_members(
+        session,
+        f"KB,Bo,kb@example.com,2026-06-03,web,{referral_code(ana.id)}",
+        f"KC,Cy,kc@example.com,2026-06-04,web,{referral_code(ana.id)}",
+    )
+    bo = session.exec(select(Member).where(Member.external_id == "KB")).one()
+    for referral in session.exec(select(Referral)).all():  # referred when they joined
+        referral.referred_at = utc(2026, 6, 3)
+        session.add(referral)
+    session.commit()
+    make_purchase(session, bo, 30.0, utc(2026, 6, 10))  # pays 500 + 250 points
+    make_purchase(session, dan, 100.0, utc(2026, 6, 12))
+    make_purchase(session, ana, 45.0, utc(2026, 5, 20))  # active in May only
+    names = ["referrals", "referral_conversion", "referral_bonus_cost", "referred_revenue_per_member", "unreferred_revenue_per_member"]
+    frame = compute_kpis(session, date(2026, 6, 1), date(2026, 7, 1), metrics=names)
+    assert dict(zip(frame["metric"], frame["value"])) == pytest.approx(
+        {"referrals": 2, "referral_conversion": 0.5, "referral_bonus_cost": 7.5, "referred_revenue_per_member": 30.0, "unreferred_revenue_per_member": 100.0}
+    )
