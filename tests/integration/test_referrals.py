@@ -145,9 +145,7 @@ def test_referral_kpis_counted_by_hand(session):
     ana = make_member(session, external_id="KA", joined_at=utc(2026, 1, 5))
     dan = make_member(session, external_id="KD", joined_at=utc(2026, 1, 6))
     import_members(
-        session,
-        f"KB,Bo,kb@example.com,2026-06-03,web,{referral_code(ana.id)}",
-        f"KC,Cy,kc@example.com,2026-06-04,web,{referral_code(ana.id)}",
+        session, f"KB,Bo,kb@example.com,2026-06-03,web,{referral_code(ana.id)}", f"KC,Cy,kc@example.com,2026-06-04,web,{referral_code(ana.id)}"
     )
     bo = session.exec(select(Member).where(Member.external_id == "KB")).one()
     for referral in session.exec(select(Referral)).all():  # referred when they joined
@@ -160,5 +158,11 @@ def test_referral_kpis_counted_by_hand(session):
     names = ["referrals", "referral_conversion", "referral_bonus_cost", "referred_revenue_per_member", "unreferred_revenue_per_member"]
     frame = compute_kpis(session, date(2026, 6, 1), date(2026, 7, 1), metrics=names)
     assert dict(zip(frame["metric"], frame["value"])) == pytest.approx(
-        {"referrals": 2, "referral_conversion": 0.5, "referral_bonus_cost": 7.5, "referred_revenue_per_member": 30.0, "unreferred_revenue_per_member": 100.0}
+        {
+            "referrals": 2,
+            "referral_conversion": 0.5,
+            "referral_bonus_cost": 7.5,
+            "referred_revenue_per_member": 30.0,
+            "unreferred_revenue_per_member": 100.0,
+        }
     )
