@@ -553,7 +553,7 @@ class WebhookDelivery(SQLModel, table=True):
 
 
 class Challenge(SQLModel, table=True):
-    """A goal members reach by buying (loyalty.engagement.challenges): ``target`` purchases, a
+    """A goal members reach by buying (loyalty.ledger.challenges): ``target`` purchases, a
     spend of ``min_spend``, or a streak of ``target`` consecutive months with a purchase;
     within ``within_days`` of each other if set, in ``category`` if set. Pays ``points`` and/or
     ``badge`` up to ``max_completions`` times per member."""

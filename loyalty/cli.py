@@ -609,7 +609,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
 def cmd_challenges(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, time
 
-    from loyalty.engagement.challenges import define_challenge, list_challenges
+    from loyalty.ledger.challenges import define_challenge, list_challenges
 
     def moment(day: Any) -> datetime | None:
         return None if day is None else datetime.combine(day, time(), tzinfo=UTC)

@@ -4,8 +4,8 @@ from datetime import UTC, datetime, time
 
 import streamlit as st
 
-from loyalty.engagement.challenges import define_challenge
 from loyalty.engagement.results import CLOSE_SHARE, challenge_results
+from loyalty.ledger.challenges import define_challenge
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import challenge_completions
 from loyalty.ui.core import db_session

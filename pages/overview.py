@@ -8,8 +8,8 @@ from loyalty.insights.overview import program_summary, recent_alerts
 from loyalty.program.goals import kpi_tiles
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, monthly_points, monthly_revenue
-from loyalty.ui.core import METRICS_DOC, db_session
-from loyalty.ui.goal_forms import STATUS_BADGE
+from loyalty.ui.core import db_session
+from loyalty.ui.kpi_tiles import kpi_tile_grid
 
 actor = page_actor()
 
@@ -49,21 +49,7 @@ measured = [t for t in tiles if t["value"] is not None]
 if measured:
     latest = max(t["period_start"] for t in measured)
     st.subheader(f"KPIs for {latest:%B %Y}")
-    cols = [c for _ in range(0, len(tiles), 4) for c in st.columns(4)]
-    for col, tile in zip(cols, tiles):
-        with col.container(border=True):
-            st.metric(
-                tile["label"],
-                tile["value_text"],
-                delta=tile["delta_text"],
-                delta_color="normal" if tile["better_when"] == "up" else "inverse",
-                help=tile["definition"] + METRICS_DOC,
-                chart_data=tile["trend"] if len(tile["trend"]) > 1 else None,
-            )
-            if tile["target_text"]:
-                st.badge(f"{tile['status']} · target {tile['target_text']}", color=STATUS_BADGE[tile["status"]])
-            else:
-                st.caption("No monthly target set.")
+    kpi_tile_grid(tiles)
     if actor.can("members.view"):
         with st.expander("Members behind a KPI"):
             chosen = st.selectbox(

@@ -91,6 +91,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("Analyse", "pages/redemptions_analysis.py", "Redemptions and liability", ":material/account_balance_wallet:", "analysis.view"),
     PageSpec("Analyse", "pages/purchase_cycle.py", "Purchase cycle", ":material/event_repeat:", "analysis.view"),
     PageSpec("Analyse", "pages/feedback.py", "Feedback", ":material/reviews:", "analysis.view"),
+    PageSpec("Analyse", "pages/referrals.py", "Referrals", ":material/share:", "analysis.view"),
     PageSpec("Operate", "pages/members.py", "Members", ":material/group:", "members.view"),
     PageSpec("Operate", "pages/redemptions.py", "Redemptions", ":material/redeem:", "redemptions.fulfil"),
     PageSpec("Operate", "pages/import_data.py", "Import", ":material/upload_file:", "data.import"),

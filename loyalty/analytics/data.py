@@ -507,9 +507,9 @@ def load_referrals(session: Session, *, point_value: float, reader: Reader = "au
     or taken back) and ``bonus_value`` (both bonuses x ``point_value``; 0 when not paid)."""
     dialect = dialect_of(session)
     sql = (
-        f"SELECT r.referee_id, {epoch_sql(dialect, 'r.referred_at')}, "
-        f"CASE WHEN r.status = 'rewarded' THEN {epoch_sql(dialect, 'r.rewarded_at')} END, "
-        "CASE WHEN r.status = 'rewarded' THEN r.referrer_points + r.referee_points ELSE 0 END FROM referral r"
+        f"SELECT r.referee_id AS member_id, {epoch_sql(dialect, 'r.referred_at')} AS referred_on, "
+        f"CASE WHEN r.status = 'rewarded' THEN {epoch_sql(dialect, 'r.rewarded_at')} END AS rewarded_on, "
+        "CASE WHEN r.status = 'rewarded' THEN r.referrer_points + r.referee_points ELSE 0 END AS bonus_points FROM referral r"
     )
     schema = {"member_id": pl.Int64, "referred_on": pl.Int64, "rewarded_on": pl.Int64, "bonus_points": pl.Int64}
     frame = fetch_frame(session, sql, schema, reader=reader)

@@ -19,9 +19,9 @@ from sqlalchemy import text
 
 from db.engine import sql_moment
 from loyalty.demo.state import Simulation
-from loyalty.engagement.challenges import define_challenge, evaluate_purchases
 from loyalty.engagement.messages import queue_messages
-from loyalty.engagement.referrals import pay_referrals, record_referrals
+from loyalty.ledger.challenges import define_challenge, evaluate_purchases
+from loyalty.ledger.referrals import pay_referrals, record_referrals
 
 __all__ = ["add_engagement", "add_messages"]
 

@@ -40,6 +40,7 @@ from db.models import Member, MemberMessage, MessageTemplate, table_of, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput
+from loyalty.integrations.mail import smtp_server
 from loyalty.ledger.outbox import expiring_points
 from loyalty.settings import get_settings
 
@@ -329,8 +330,6 @@ def _known(session: Session, members: list[int], now: datetime) -> dict[str, Any
 
 
 def _smtp() -> Any:
-    from loyalty.evaluation.reports import smtp_server
-
     return smtp_server()
 
 

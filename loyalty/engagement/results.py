@@ -1,4 +1,4 @@
-"""How challenges do: who takes part, who completes, what it costs, who is close (the Challenges page)."""
+"""How challenges and referrals do: who takes part, who completes, what it costs (the Challenges and Referrals pages)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import text
-from sqlmodel import Session
+from sqlalchemy import func, text
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
 
-from db.engine import sql_moment
-from db.models import Challenge, stored_id, utcnow
-from loyalty.engagement.challenges import list_challenges
+from db.models import Challenge, ChallengeCompletion, KpiSnapshot, Purchase, stored_id, table_of, utcnow
+from loyalty.ledger.challenges import list_challenges
+from loyalty.program.goals import kpi_tiles
 from loyalty.settings import get_settings
 
-__all__ = ["CLOSE_SHARE", "ChallengeResults", "challenge_results", "describe_goal"]
+__all__ = ["CLOSE_SHARE", "REFERRAL_METRICS", "ChallengeResults", "challenge_results", "describe_goal", "referral_overview"]
 
 # A member who has reached this share of a challenge's target, and not completed it, is "close".
 CLOSE_SHARE = 0.5
@@ -100,32 +101,32 @@ def describe_goal(challenge: Challenge, currency: str) -> str:
     return what + (f" within {challenge.within_days} days" if challenge.within_days else "")
 
 
-def _counted(challenge: Challenge) -> tuple[str, dict[str, Any]]:
-    where = "refunded_at IS NULL AND occurred_at >= :starts AND occurred_at < :end" + (" AND category = :category" if challenge.category else "")
-    return where, {"starts": challenge.starts_at, "category": challenge.category}
+_PURCHASE = table_of(Purchase)
+_COMPLETION = table_of(ChallengeCompletion)
 
 
-def _moments(session: Session, params: dict[str, Any]) -> dict[str, Any]:
-    return {k: sql_moment(session, v) if isinstance(v, datetime) else v for k, v in params.items()}
+def _counted(challenge: Challenge, starts: datetime, end: datetime) -> list[Any]:
+    """Conditions on purchases that count towards the challenge from ``starts`` to ``end`` (not refunded in full)."""
+    conditions = [_PURCHASE.c.refunded_at.is_(None), _PURCHASE.c.occurred_at >= starts, _PURCHASE.c.occurred_at < end]
+    if challenge.category:
+        conditions.append(_PURCHASE.c.category == challenge.category)
+    return conditions
 
 
 def _participants(session: Session, challenge: Challenge, end: datetime) -> int:
-    where, params = _counted(challenge)
-    return int(
-        session.execute(text(f"SELECT COUNT(DISTINCT member_id) FROM purchase WHERE {where}"), _moments(session, {**params, "end": end})).scalar_one()
-    )
+    statement = sa_select(func.count(func.distinct(_PURCHASE.c.member_id))).where(*_counted(challenge, challenge.starts_at, end))
+    return int(session.execute(statement).scalar_one())
 
 
 def _close(session: Session, challenge: Challenge, end: datetime) -> int:
     """Members who never completed it whose progress now is at least ``CLOSE_SHARE`` of the target."""
-    where, params = _counted(challenge)
-    done = "member_id NOT IN (SELECT member_id FROM challenge_completion WHERE challenge_id = :c AND reversed_at IS NULL)"
-    params = {**params, "end": end, "c": stored_id(challenge)}
+    completed = sa_select(_COMPLETION.c.member_id).where(_COMPLETION.c.challenge_id == stored_id(challenge), _COMPLETION.c.reversed_at.is_(None))
+    not_completed = _PURCHASE.c.member_id.not_in(completed)
     if challenge.kind == "streak_months":
         since = (pd.Timestamp(end).tz_convert("UTC").tz_localize(None).to_period("M") - challenge.target).to_timestamp().tz_localize("UTC")
+        starts = max(challenge.starts_at, since.to_pydatetime())
         found = session.execute(
-            text(f"SELECT member_id, occurred_at FROM purchase WHERE {where} AND occurred_at >= :since AND {done}"),
-            {**params, "since": since.to_pydatetime()},
+            sa_select(_PURCHASE.c.member_id, _PURCHASE.c.occurred_at).where(*_counted(challenge, starts, end), not_completed)
         ).all()
         if not found:
             return 0
@@ -139,16 +140,18 @@ def _close(session: Session, challenge: Challenge, end: datetime) -> int:
         in_run = (months["month"] == anchor - months.groupby("member_id").cumcount()).astype(int)
         run = in_run.groupby(months["member_id"]).cumprod().groupby(months["member_id"]).sum()
         return int((run >= math.ceil(challenge.target * CLOSE_SHARE)).sum())
-    start = params["starts"]
+    start = challenge.starts_at
     if challenge.within_days:
         start = max(start, end - timedelta(days=challenge.within_days))
-    measure = "COUNT(*)" if challenge.kind == "purchases" else "SUM(amount)"
+    measure = func.count() if challenge.kind == "purchases" else func.sum(_PURCHASE.c.amount)
     goal = float(challenge.target) if challenge.kind == "purchases" else float(challenge.min_spend or 0)
-    found = session.execute(
-        text(f"SELECT member_id FROM purchase WHERE {where} AND {done} GROUP BY member_id HAVING {measure} >= :half"),
-        _moments(session, {**params, "starts": start, "half": goal * CLOSE_SHARE}),
-    ).all()
-    return len(found)
+    statement = (
+        sa_select(_PURCHASE.c.member_id)
+        .where(*_counted(challenge, start, end), not_completed)
+        .group_by(_PURCHASE.c.member_id)
+        .having(measure >= goal * CLOSE_SHARE)
+    )
+    return len(session.execute(statement).all())
 
 
 def _weekly(session: Session) -> pd.DataFrame:
@@ -170,3 +173,52 @@ def _weekly(session: Session) -> pd.DataFrame:
         .drop(columns="monday")
         .rename(columns={"size": "completions"})
     )
+
+
+# --- the Referrals page ---------------------------------------------------------------------------
+
+REFERRAL_METRICS = ("referrals", "referral_conversion", "referral_bonus_cost", "referred_revenue_per_member", "unreferred_revenue_per_member")
+
+
+def referral_overview(session: Session, *, months: int = 12) -> dict[str, Any]:
+    """What the Referrals page shows: the rules in force, the referral KPIs of the latest monthly
+    snapshot (tiles with trend), referrals and conversion per month (snapshots), the referrals
+    still pending, and the members who referred most."""
+    settings = get_settings(session)
+    history = pd.DataFrame(
+        session.exec(
+            select(KpiSnapshot.period_start, KpiSnapshot.metric, KpiSnapshot.value).where(  # type: ignore[call-overload]  # value is Optional
+                col(KpiSnapshot.metric).in_(["referrals", "referral_conversion"]), KpiSnapshot.period == "month", KpiSnapshot.dimension == "overall"
+            )
+        ).all(),
+        columns=["month", "metric", "value"],
+    )
+    monthly = (
+        history.pivot_table(index="month", columns="metric", values="value", aggfunc="first", dropna=False).reset_index().tail(months)
+        if not history.empty
+        else pd.DataFrame(columns=["month", "referrals", "referral_conversion"])
+    )
+    top = pd.DataFrame(
+        session.execute(
+            text(
+                "SELECT m.external_id, COUNT(*), SUM(CASE WHEN r.status = 'rewarded' THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN r.status = 'rewarded' THEN r.referrer_points ELSE 0 END), MAX(r.referred_at) "
+                "FROM referral r JOIN member m ON m.id = r.referrer_id GROUP BY m.external_id ORDER BY COUNT(*) DESC, m.external_id LIMIT 20"
+            )
+        ).all(),
+        columns=["member", "referred", "paid", "bonus_points", "last_referral"],
+    )
+    status = dict(session.execute(text("SELECT status, COUNT(*) FROM referral GROUP BY status")).all())
+    return {
+        "rules": {
+            "referrer_points": settings.referral_referrer_points,
+            "referee_points": settings.referral_referee_points,
+            "min_purchase": settings.referral_min_purchase,
+            "return_window_days": settings.return_window_days,
+            "currency": settings.currency,
+        },
+        "tiles": kpi_tiles(session, metrics=REFERRAL_METRICS),
+        "monthly": monthly,
+        "top_referrers": top,
+        "by_status": {s: int(status.get(s, 0)) for s in ("pending", "rewarded", "reversed")},
+    }

@@ -39,11 +39,10 @@ from __future__ import annotations
 import html
 import io
 import math
-import os
 import re
 import smtplib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -64,6 +63,7 @@ from loyalty.analytics.metrics import METRICS, Dimension
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.figures import house_layout
 from loyalty.formatting import json_records, json_value, money
+from loyalty.integrations.mail import SmtpSettings, smtp_settings
 from loyalty.periods import period_bounds
 
 __all__ = [
@@ -1018,48 +1018,6 @@ def get_report(session: Session, report_id: int) -> Report:
 
 
 # --- e-mail -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    host: str
-    port: int
-    sender: str
-    recipients: tuple[str, ...]
-    user: str = ""
-    password: str = ""
-    starttls: bool = False
-
-
-def smtp_server(env: Mapping[str, str] | None = None) -> SmtpSettings | None:
-    """The SMTP server of ``LOYALTY_SMTP_*`` (no recipients), or None when no host is set."""
-    env = os.environ if env is None else env
-    host = env.get("LOYALTY_SMTP_HOST", "").strip()
-    if not host:
-        return None
-    try:
-        port = int(env.get("LOYALTY_SMTP_PORT", "25"))
-    except ValueError:
-        raise InvalidInput(f"LOYALTY_SMTP_PORT must be a number, not {env.get('LOYALTY_SMTP_PORT')!r}.") from None
-    return SmtpSettings(
-        host=host,
-        port=port,
-        sender=env.get("LOYALTY_SMTP_FROM", "loyalty-console@localhost").strip(),
-        recipients=(),
-        user=env.get("LOYALTY_SMTP_USER", ""),
-        password=env.get("LOYALTY_SMTP_PASSWORD", ""),
-        starttls=env.get("LOYALTY_SMTP_STARTTLS", "") in ("1", "true", "yes"),
-    )
-
-
-def smtp_settings(env: Mapping[str, str] | None = None) -> SmtpSettings | None:
-    """SMTP settings from ``LOYALTY_SMTP_*`` with the report's recipients, or None when no host or recipient is set."""
-    env = os.environ if env is None else env
-    server = smtp_server(env)
-    recipients = tuple(a.strip() for a in env.get("LOYALTY_SMTP_TO", "").split(",") if a.strip())
-    if server is None or not recipients:
-        return None
-    return replace(server, recipients=recipients)
 
 
 def send_report_email(

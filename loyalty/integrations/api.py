@@ -34,7 +34,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from db.engine import get_engine, new_session
 from db.models import Member, Purchase, Redemption, Reward, Tier, stored_id
 from loyalty.access.roles import Actor
-from loyalty.engagement.referrals import member_referral
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, LoyaltyError, NotFound, OutOfStock, PermissionDenied, RewardUnavailable
 from loyalty.integrations.apikeys import ApiCaller, KeyUseNotes, authenticate
 from loyalty.integrations.batching import PurchaseBatcher, PurchaseWork
@@ -44,6 +43,7 @@ from loyalty.ledger.imports import ImportRefused, import_csv
 from loyalty.ledger.members import find_member
 from loyalty.ledger.purchases import RecordedPurchase, record_purchases
 from loyalty.ledger.redemptions import list_rewards, redeem_reward
+from loyalty.ledger.referrals import member_referral
 
 __all__ = ["ApiLimits", "create_app"]
 

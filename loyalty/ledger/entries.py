@@ -55,12 +55,10 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import MAX_ADJUSTMENT_POINTS
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
+from loyalty.ledger.kinds import ADJUST, BONUS, EARN, EXPIRE, KINDS, REDEEM, REVERSE, expiry_date, expiry_dates
 from loyalty.ledger.outbox import emit_entries, emit_entry
 from loyalty.records import locked
 from loyalty.settings import get_settings
-
-EARN, BONUS, REDEEM, EXPIRE, ADJUST, REVERSE = "earn", "bonus", "redeem", "expire", "adjust", "reverse"
-KINDS = (EARN, BONUS, REDEEM, EXPIRE, ADJUST, REVERSE)
 
 __all__ = [
     "KINDS",
@@ -84,24 +82,6 @@ __all__ = [
     "reverse_purchase",
     "spendable_balances",
 ]
-
-
-def expiry_date(earned_at: datetime, months: int) -> datetime | None:
-    """The moment a lot earned at ``earned_at`` expires (``None`` if points never expire)."""
-    if months <= 0:
-        return None
-    earned = pd.Timestamp(earned_at)
-    # Month arithmetic in UTC, as expiry_dates does: Jan 31 23:00 at UTC-2 is Feb 1 UTC.
-    if earned.tzinfo is not None:
-        earned = earned.tz_convert("UTC")
-    return (earned + pd.DateOffset(months=months)).to_pydatetime()
-
-
-def expiry_dates(earned_at: pd.Series, months: int) -> pd.Series:
-    """Vectorised :func:`expiry_date` for a column of UTC timestamps."""
-    if months <= 0:
-        return pd.Series(pd.NaT, index=earned_at.index, dtype=earned_at.dtype)
-    return earned_at + pd.DateOffset(months=months)
 
 
 def balance(session: Session, member_id: int) -> int:
@@ -536,7 +516,7 @@ def return_purchase(
             emit_entry(session, entry, purchase=purchase.external_id)
         challenge_points = referral_points = 0
         if after >= total:  # refunded in full: the challenges it met are taken back too (within the return window)
-            from loyalty.engagement import challenges, referrals
+            from loyalty.ledger import challenges, referrals
 
             challenge_points = challenges.reverse_for_refund(
                 session, purchase_id=purchase_id, purchase_at=purchase.occurred_at, refunded_at=now, actor=actor

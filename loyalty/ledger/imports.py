@@ -1041,7 +1041,7 @@ def _check_stored_members(batch: _Batch) -> _StoredMembers:
 
 def _check_referral_codes(batch: _Batch, candidates: np.ndarray) -> np.ndarray:
     """The referrer of each row with a referral code; a code that is not valid for the row is a problem of its line."""
-    from loyalty.engagement.referrals import code_problems
+    from loyalty.ledger.referrals import code_problems
 
     codes = batch.fields["referred_by"]
     referrer = np.zeros(len(batch), dtype=np.int64)
@@ -1098,7 +1098,7 @@ def _plan_member_writes(batch: _Batch, found: _StoredMembers) -> _Plan:
 
 def _write_referrals(batch: _Batch, found: _StoredMembers) -> None:
     """Referrals of the rows with a valid code (new members, and stored ones not referred yet)."""
-    from loyalty.engagement.referrals import record_referrals
+    from loyalty.ledger.referrals import record_referrals
 
     assert found.referrer is not None
     rows = np.flatnonzero(batch.checks.ok & ~batch.repeat & (found.referrer > 0) & ~found.erased)
@@ -1111,7 +1111,9 @@ def _write_referrals(batch: _Batch, found: _StoredMembers) -> None:
         ["external_id", "id"],
     )
     referee = pd.Series(ids["id"].to_numpy(dtype=np.int64), index=ids["external_id"]).reindex(batch.fields["member_id"].iloc[rows]).to_numpy()
-    record_referrals(batch.session, referee.astype(np.int64), found.referrer[rows])
+    # A member is referred when they join: the referral counts in the month they joined.
+    joined = list(pd.to_datetime(batch.fields["joined_at"].iloc[rows], utc=True).dt.to_pydatetime()) if "joined_at" in batch.fields else None
+    record_referrals(batch.session, referee.astype(np.int64), found.referrer[rows], at=joined)
 
 
 def _new_members(batch: _Batch, rows: np.ndarray) -> pd.DataFrame:

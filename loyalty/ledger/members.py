@@ -13,10 +13,10 @@ from sqlmodel import Session, col, select
 from db.models import Feedback, Member, Purchase, Redemption, Reward, Tier, stored_id
 from loyalty.access.privacy import mask_contacts
 from loyalty.access.roles import Actor, require
-from loyalty.engagement.challenges import member_badges, member_challenges, streak_months
-from loyalty.engagement.referrals import member_referral
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.ledger.challenges import member_badges, member_challenges, streak_months
 from loyalty.ledger.entries import member_balance, member_ledger, open_lots, spendable_balances
+from loyalty.ledger.referrals import member_referral
 from loyalty.settings import get_settings
 
 __all__ = ["MemberProfile", "export_members", "find_member", "mask", "member_export_rows", "member_key", "member_profile", "search_members"]

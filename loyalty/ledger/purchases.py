@@ -22,12 +22,12 @@ from db.engine import write_transaction
 from db.models import LedgerEntry, Member, Purchase, stored_id, utcnow
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import Bounds
-from loyalty.engagement.challenges import evaluate_purchases
-from loyalty.engagement.referrals import pay_referrals
 from loyalty.errors import AlreadyDone, InvalidInput, LoyaltyError, NotFound
+from loyalty.ledger.challenges import evaluate_purchases
 from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.ledger.entries import PurchaseReturn, lock_members, return_purchase, spendable_balances
 from loyalty.ledger.outbox import emit_entries
+from loyalty.ledger.referrals import pay_referrals
 from loyalty.settings import get_settings
 
 __all__ = ["PURCHASE_COLUMNS", "RecordedPurchase", "add_purchases", "record_purchase", "record_purchases", "refund_purchase"]

@@ -292,3 +292,14 @@ def messages_per_day(daily: pd.DataFrame) -> go.Figure:
         fig.add_bar(x=rows["day"], y=rows["messages"], name=str(kind).replace("_", " "))
     fig.update_layout(barmode="stack", xaxis={"type": "category"}, bargap=0.5)
     return house_layout(fig, "Messages per day by kind (all statuses)", yaxis_title="messages")
+
+
+def referrals_per_month(monthly: pd.DataFrame) -> go.Figure:
+    """Members referred per month (bars) and the referral conversion (line, right axis), from the monthly snapshots."""
+    months = [f"{m:%b %Y}" for m in pd.to_datetime(monthly["month"])]
+    fig = go.Figure(go.Bar(x=months, y=monthly["referrals"], name="Members referred", marker_color=TEAL))
+    fig.add_scatter(x=months, y=monthly["referral_conversion"] * 100, name="Conversion", yaxis="y2", mode="lines+markers", line_color=AMBER)
+    fig.update_layout(
+        xaxis={"type": "category"}, yaxis2={"overlaying": "y", "side": "right", "ticksuffix": "%", "rangemode": "tozero", "showgrid": False}
+    )
+    return house_layout(fig, "Members referred per month, and the share whose first purchase paid the bonuses", yaxis_title="members")

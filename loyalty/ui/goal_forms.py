@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Literal
 
 import pandas as pd
 import streamlit as st
@@ -30,7 +31,12 @@ from loyalty.ui.forms import choice_box, form_key, form_saved, lifecycle_buttons
 __all__ = ["goal_cards", "goal_editor", "kpi_target_editor"]
 
 STATUS_COLOUR = {"on track": "#dcfce7", "at risk": "#fef3c7", "off track": "#fee2e2", "no data": "#f1f5f9"}
-STATUS_BADGE = {"on track": "green", "at risk": "orange", "off track": "red", "no data": "gray"}  # st.badge colours
+STATUS_BADGE: dict[str, Literal["green", "orange", "red", "gray"]] = {
+    "on track": "green",
+    "at risk": "orange",
+    "off track": "red",
+    "no data": "gray",
+}  # st.badge colours
 NEW_GOAL = "New goal"
 NEW_TARGET = "New KPI target"
 

@@ -11,8 +11,8 @@ from sqlmodel import col, select
 from db.engine import write_transaction
 from db.models import ChallengeCompletion, LedgerEntry
 from loyalty.access.roles import SYSTEM_CLI, Actor
-from loyalty.engagement.challenges import define_challenge, list_challenges, member_badges, member_challenges
 from loyalty.errors import InvalidInput, PermissionDenied
+from loyalty.ledger.challenges import define_challenge, list_challenges, member_badges, member_challenges
 from loyalty.ledger.entries import member_balance, return_purchase
 from loyalty.ledger.purchases import add_purchases
 from tests.factories import make_member, make_purchase, utc

@@ -13,9 +13,9 @@ from sqlmodel import select
 from db.engine import write_transaction
 from db.models import MemberMessage, TierMovement
 from loyalty.access.roles import Actor
-from loyalty.engagement.challenges import define_challenge
 from loyalty.engagement.messages import export_csv, list_messages, preview, queue_messages, save_template, send_queued, templates
 from loyalty.errors import InvalidInput
+from loyalty.ledger.challenges import define_challenge
 from loyalty.settings import update_settings
 from tests.factories import make_member, make_purchase, make_tier, utc
 from tests.smtp_sink import running_smtp_sink

@@ -11,9 +11,9 @@ from sqlmodel import col, select
 
 from db.models import LedgerEntry, Member, Referral
 from loyalty.access.roles import SYSTEM_CLI, Actor
-from loyalty.engagement.referrals import decode, member_referral, referral_code, referral_codes
 from loyalty.ledger.entries import return_purchase
 from loyalty.ledger.imports import ImportRefused, import_csv
+from loyalty.ledger.referrals import decode, member_referral, referral_code, referral_codes
 from tests.factories import make_member, make_purchase, utc
 
 OPERATIONS = Actor("olaf", "operations")
@@ -148,10 +148,7 @@ def test_referral_kpis_counted_by_hand(session):
         session, f"KB,Bo,kb@example.com,2026-06-03,web,{referral_code(ana.id)}", f"KC,Cy,kc@example.com,2026-06-04,web,{referral_code(ana.id)}"
     )
     bo = session.exec(select(Member).where(Member.external_id == "KB")).one()
-    for referral in session.exec(select(Referral)).all():  # referred when they joined
-        referral.referred_at = utc(2026, 6, 3)
-        session.add(referral)
-    session.commit()
+    assert [r.referred_at for r in session.exec(select(Referral).order_by(Referral.id))] == [utc(2026, 6, 3), utc(2026, 6, 4)], "when they joined"
     make_purchase(session, bo, 30.0, utc(2026, 6, 10))  # pays 500 + 250 points
     make_purchase(session, dan, 100.0, utc(2026, 6, 12))
     make_purchase(session, ana, 45.0, utc(2026, 5, 20))  # active in May only

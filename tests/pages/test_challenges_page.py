@@ -8,7 +8,7 @@ import pytest
 import time_machine
 
 from loyalty.access.roles import Actor
-from loyalty.engagement.challenges import define_challenge, list_challenges
+from loyalty.ledger.challenges import define_challenge, list_challenges
 from tests.factories import make_member, make_purchase, utc
 from tests.pages.conftest import open_page
 

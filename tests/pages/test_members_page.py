@@ -134,7 +134,7 @@ def test_an_analyst_sees_neither_refund_nor_redemption_forms(app, carla, frozen)
 
 def test_the_challenges_tab_shows_badges_progress_and_a_full_refund_taking_one_back(app, session, frozen):
     from loyalty.access.roles import Actor
-    from loyalty.engagement.challenges import define_challenge
+    from loyalty.ledger.challenges import define_challenge
 
     manager = Actor("maria", "manager")
     define_challenge(session, name="Two buys", purchases=2, points=150, badge="Duo", starts=utc(2026, 1, 1), actor=manager)

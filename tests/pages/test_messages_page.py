@@ -62,7 +62,7 @@ def test_the_csv_for_the_e_mail_provider_needs_a_confirmation_and_marks_the_mess
         at.checkbox(key="messages_csv_sure").check().run()
         next(b for b in at.button if b.label == "Prepare the CSV").click().run()
         assert not at.exception
-        assert at.get("download_button")[0].proto.label == "Download the CSV (1 message)"
+        assert [button.proto.label for button in at.get("download_button")] == ["Download the CSV (1 message)"]
         session.rollback()
         assert sorted(m.status for m in session.exec(select(MemberMessage))) == ["sent", "suppressed"]
         next(b for b in at.button if b.label == "Done: the file is uploaded").click().run()

@@ -55,14 +55,14 @@ def test_members_search_finds_a_member_and_opens_the_profile(app, program):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Balance"] == "150 pts"
     assert metrics["Purchases"] == "2"
-    assert "ana@example.com" in at.caption[-1].value
+    assert any("ana@example.com" in c.value for c in at.caption)
 
 
 def test_an_analyst_sees_member_details_with_personal_fields_masked(app, program):
     at = _open(app, "analyst", "pages/members.py")
     at.text_input(key="members_query").input("M1").run()
-    assert "ana@example.com" not in at.caption[-1].value
-    assert "a***@example.com" in at.caption[-1].value
+    assert not any("ana@example.com" in c.value for c in at.caption)
+    assert any("a***@example.com" in c.value for c in at.caption)
 
 
 def test_operations_adjust_points_with_a_reason_and_it_is_audited(app, program, session):

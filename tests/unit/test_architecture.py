@@ -26,6 +26,7 @@ LAYERS: list[str] = [
     "loyalty.program",
     "loyalty.ledger",
     "loyalty.integrations",
+    "loyalty.engagement",
     "loyalty.insights",
     "loyalty.decisions",
     "loyalty.evaluation",

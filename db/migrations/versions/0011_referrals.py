@@ -6,7 +6,7 @@ Create Date: 2026-12-07 04:35:00
 
 Engagement (issue 19): a member brought by another member's referral code, and the bonuses
 the referee's first qualifying purchase paid. Codes are not stored: each is computed from the
-member's id (loyalty.engagement.referrals).
+member's id (loyalty.ledger.referrals).
 """
 
 from collections.abc import Sequence

@@ -39,7 +39,7 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import MAX_BONUS_POINTS
 from loyalty.errors import InvalidInput
-from loyalty.ledger.entries import BONUS, REVERSE, expiry_date
+from loyalty.ledger.kinds import BONUS, REVERSE, expiry_date
 from loyalty.ledger.outbox import emit_entries
 from loyalty.settings import get_settings
 

@@ -29,7 +29,7 @@ from db.bulk import allocate_ids, id_batches
 from db.models import LedgerEntry, Member, Referral, table_of, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor
-from loyalty.ledger.entries import BONUS, REVERSE, expiry_date
+from loyalty.ledger.kinds import BONUS, REVERSE, expiry_date
 from loyalty.ledger.outbox import emit_entries
 from loyalty.settings import get_settings
 
