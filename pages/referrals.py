@@ -32,7 +32,7 @@ cols[2].metric("Taken back (refunded)", f"{status['reversed']:,}")
 measured = [t for t in overview["tiles"] if t["value"] is not None]
 if measured:
     st.subheader(f"KPIs for {max(t['period_start'] for t in measured):%B %Y}")
-    kpi_tile_grid(overview["tiles"], per_row=5)
+    kpi_tile_grid(overview["tiles"], per_row=3)
 else:
     st.caption("The referral KPIs appear after the first KPI snapshot (the nightly evaluation).")
 if not overview["monthly"].empty:

@@ -495,7 +495,7 @@ KPI_SUMMARY_METRICS = (
 # Everything that needs no model fit; predicted_clv fits BG/NBD + Gamma-Gamma (seconds
 # at a million members) and is computed when asked for by name.
 DEFAULT_METRICS = tuple(name for name, m in METRICS.items() if "model" not in m.needs)
-_COUNT_METRICS = frozenset({"active_members", "new_members", "points_outstanding"})
+_COUNT_METRICS = frozenset({"active_members", "new_members", "points_outstanding", "referrals"})
 
 
 # How every KPI reads its period; said once on the Goals page and in docs/metrics.md.
