@@ -629,6 +629,7 @@ def cmd_challenges(args: argparse.Namespace) -> int:
                 starts=moment(args.starts),
                 ends=moment(args.ends),
                 max_completions=args.max_completions,
+                holdout_pct=args.holdout,
                 actor=SYSTEM_CLI,
             )
             if args.json:
@@ -902,6 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--starts", type=_date, help="first day (default: now)")
     p.add_argument("--ends", type=_date, help="the day it ends (exclusive; default: open)")
     p.add_argument("--max-completions", type=int, default=1, help="times one member can complete it (default 1)")
+    p.add_argument("--holdout", type=float, default=0.0, help="share of members left out to measure the effect (0 to 0.5)")
     p.add_argument("--json", action="store_true")
     p = add("list", cmd_challenges, "List challenges with how many members completed each.", parent=challenges)
     p.add_argument("--json", action="store_true")

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, time
 
 import streamlit as st
 
-from loyalty.engagement.results import CLOSE_SHARE, challenge_results
+from loyalty.engagement.results import CLOSE_SHARE, challenge_effect, challenge_results, effect_table
 from loyalty.ledger.challenges import define_challenge
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import challenge_completions
@@ -36,7 +36,7 @@ else:
         "Cost of rewards paid", f"{results.currency} {table['cost'].sum():,.2f}", help="Points paid and not taken back, times the value of a point."
     )
     st.dataframe(
-        table,
+        table.drop(columns=["id"]),
         hide_index=True,
         width="stretch",
         column_config={
@@ -48,12 +48,26 @@ else:
             "taken_back": st.column_config.NumberColumn("taken back", help="Completions whose purchase was refunded in full within the window."),
             "points_paid": st.column_config.NumberColumn("points paid", format="%d"),
             "cost": st.column_config.NumberColumn(f"cost ({results.currency})", format="%.2f"),
+            "holdout_pct": st.column_config.NumberColumn("holdout", format="percent"),
         },
     )
     if results.weekly.empty:
         st.caption("No completion yet: the chart of completions per week appears with the first.")
     else:
         st.plotly_chart(challenge_completions(results.weekly), width="stretch")
+
+held = table[table["holdout_pct"] > 0] if not table.empty else table
+if not held.empty:
+    st.subheader("Measured effect")
+    st.caption("Members of the holdout never see the challenge: the difference per eligible member since its start is its effect.")
+    chosen = st.selectbox("Challenge with a holdout", held["name"].tolist(), key="challenges_effect_name")
+    if st.button("Measure the effect", key="challenges_measure"):
+        with st.spinner("Reading the purchases since the challenge started…"), db_session() as session:
+            effect = challenge_effect(session, int(held.loc[held["name"] == chosen, "id"].iloc[0]))
+        st.dataframe(effect_table(effect), hide_index=True, width="stretch")
+        st.markdown(
+            f"**{effect['verdict'].capitalize()}** ({effect['treatment_members']:,} members against a holdout of {effect['holdout_members']:,})."
+        )
 
 if actor.can("program.configure"):
     st.subheader("Define a challenge")
@@ -73,6 +87,9 @@ if actor.can("program.configure"):
         starts = right.date_input("Starts", key="challenges_starts")
         ends = right.date_input("Ends (optional, exclusive)", value=None, key="challenges_ends")
         most = right.number_input("Completions per member", min_value=1, value=1, step=1, key="challenges_max")
+        holdout = left.number_input(
+            "Holdout (share left out, to measure the effect)", min_value=0.0, max_value=0.5, value=0.0, step=0.05, key="challenges_holdout"
+        )
         submitted = st.form_submit_button("Save challenge", type="primary", key="challenges_save")
     if submitted:
         fields = {{"purchases": "purchases", "spend": "min_spend"}.get(goal, "streak_months"): float(amount)}
@@ -89,6 +106,7 @@ if actor.can("program.configure"):
                 starts=datetime.combine(starts, time(), tzinfo=UTC),
                 ends=datetime.combine(ends, time(), tzinfo=UTC) if ends else None,
                 max_completions=int(most),
+                holdout_pct=float(holdout),
                 **fields,
             ),
             lambda made: f"Challenge {made['name']} saved (audited): it counts purchases from {made['starts_at']:%Y-%m-%d}.",

@@ -7,22 +7,34 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import func, text
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from db.models import Challenge, ChallengeCompletion, KpiSnapshot, Purchase, stored_id, table_of, utcnow
+from db.models import Challenge, ChallengeCompletion, KpiSnapshot, Member, Purchase, stored_id, table_of, utcnow
+from loyalty.errors import InvalidInput
 from loyalty.ledger.challenges import list_challenges
 from loyalty.program.goals import kpi_tiles
 from loyalty.settings import get_settings
 
-__all__ = ["CLOSE_SHARE", "REFERRAL_METRICS", "ChallengeResults", "challenge_results", "describe_goal", "referral_overview"]
+__all__ = [
+    "CLOSE_SHARE",
+    "REFERRAL_METRICS",
+    "ChallengeResults",
+    "challenge_effect",
+    "challenge_results",
+    "describe_goal",
+    "effect_table",
+    "referral_overview",
+]
 
 # A member who has reached this share of a challenge's target, and not completed it, is "close".
 CLOSE_SHARE = 0.5
 
 RESULT_COLUMNS = [
+    "id",
     "name",
     "goal",
     "reward",
@@ -36,6 +48,7 @@ RESULT_COLUMNS = [
     "taken_back",
     "points_paid",
     "cost",
+    "holdout_pct",
 ]
 
 
@@ -71,6 +84,7 @@ def challenge_results(session: Session, *, now: datetime | None = None) -> Chall
         made, standing, points, completed = (int(v) for v in stats)
         rows.append(
             {
+                "id": challenge.id,
                 "name": challenge.name,
                 "goal": describe_goal(challenge, settings.currency),
                 "reward": " + ".join(
@@ -86,9 +100,88 @@ def challenge_results(session: Session, *, now: datetime | None = None) -> Chall
                 "taken_back": made - standing,
                 "points_paid": points,
                 "cost": round(points * settings.point_value, 2),
+                "holdout_pct": challenge.holdout_pct,
             }
         )
     return ChallengeResults(pd.DataFrame(rows, columns=RESULT_COLUMNS), _weekly(session), settings.currency)
+
+
+def challenge_effect(session: Session, challenge_id: int, *, now: datetime | None = None) -> dict[str, Any]:
+    """The challenge's effect measured against its holdout, as a campaign's is.
+
+    The eligible members (its segment, or every member not erased) who joined before it
+    ended are split as :func:`loyalty.ledger.challenges.in_holdout` splits them; over the
+    challenge's dates so far, purchases and revenue per member of each group (members who did
+    not buy count as 0), and the difference with its 95 % Welch interval. ``verdict`` says
+    whether the interval of the purchases per member excludes 0.
+    """
+    from loyalty.insights.campaign_results import welch_interval
+    from loyalty.ledger.challenges import in_holdout
+
+    challenge = session.get(Challenge, challenge_id)
+    if challenge is None:
+        raise InvalidInput(f"No challenge with id {challenge_id}.")
+    if not challenge.holdout_pct:
+        raise InvalidInput(f"The challenge {challenge.name} has no holdout: nothing to measure its effect against.")
+    end = min(now or utcnow(), challenge.ends_at) if challenge.ends_at else (now or utcnow())
+    member = table_of(Member)
+    eligible = sa_select(member.c.id).where(member.c.erased_at.is_(None), member.c.joined_at < end)
+    ids = np.asarray([r[0] for r in session.execute(eligible).all()], dtype=np.int64)
+    if challenge.segment_id is not None:
+        from loyalty.ledger.challenges import segment_members
+
+        ids = np.intersect1d(ids, segment_members(session, challenge.segment_id))
+    bought = session.execute(
+        sa_select(_PURCHASE.c.member_id, func.count(), func.sum(_PURCHASE.c.amount))
+        .where(*_counted(challenge, challenge.starts_at, end))
+        .group_by(_PURCHASE.c.member_id)
+    ).all()
+    per_member = pd.DataFrame(bought, columns=["member_id", "purchases", "revenue"]).set_index("member_id")
+    frame = pd.DataFrame(index=pd.Index(ids, name="member_id")).join(per_member).fillna(0.0)
+    holdout = in_holdout(challenge, ids)
+    out: dict[str, Any] = {
+        "challenge": challenge.name,
+        "from": challenge.starts_at,
+        "to": end,
+        "treatment_members": int((~holdout).sum()),
+        "holdout_members": int(holdout.sum()),
+    }
+    for column in ("purchases", "revenue"):
+        treated, held = frame[column].to_numpy()[~holdout], frame[column].to_numpy()[holdout]
+        difference, low, high = welch_interval(treated, held)
+        out[column] = {
+            "treatment_per_member": float(treated.mean()) if len(treated) else math.nan,
+            "holdout_per_member": float(held.mean()) if len(held) else math.nan,
+            "difference": difference,
+            "ci_low": low,
+            "ci_high": high,
+        }
+    low, high = out["purchases"]["ci_low"], out["purchases"]["ci_high"]
+    if low is None or high is None:
+        out["verdict"] = "too few members to tell"
+    elif low > 0:
+        out["verdict"] = "more purchases than the holdout"
+    elif high < 0:
+        out["verdict"] = "fewer purchases than the holdout"
+    else:
+        out["verdict"] = "no difference shown (the interval includes 0)"
+    return out
+
+
+def effect_table(effect: dict[str, Any]) -> pd.DataFrame:
+    """The effect as rows a page shows: per member in each group, the difference and its interval."""
+    return pd.DataFrame(
+        [
+            {
+                "per member": label,
+                "with the challenge": effect[key]["treatment_per_member"],
+                "holdout": effect[key]["holdout_per_member"],
+                "difference": effect[key]["difference"],
+                "95 % interval": "n/a" if effect[key]["ci_low"] is None else f"{effect[key]['ci_low']:,.2f} to {effect[key]['ci_high']:,.2f}",
+            }
+            for key, label in (("purchases", "purchases"), ("revenue", "revenue"))
+        ]
+    )
 
 
 def describe_goal(challenge: Challenge, currency: str) -> str:

@@ -48,6 +48,8 @@ __all__ = [
     "Completion",
     "define_challenge",
     "evaluate_purchases",
+    "in_holdout",
+    "segment_members",
     "list_challenges",
     "member_badges",
     "member_challenges",
@@ -60,6 +62,7 @@ MAX_TARGET = 1_000
 MAX_STREAK_MONTHS = 120
 MAX_WITHIN_DAYS = 3_650
 MAX_COMPLETIONS = 100
+MAX_HOLDOUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,13 @@ def define_challenge(
     ends: datetime | None = None,
     segment_id: int | None = None,
     max_completions: int = 1,
+    holdout_pct: float = 0.0,
 ) -> dict[str, Any]:
-    """Save a new challenge after checking every field; refused whole, naming each field and why."""
+    """Save a new challenge after checking every field; refused whole, naming each field and why.
+
+    ``holdout_pct``: a stable share of the eligible members who are left out (never complete
+    it, never see it), so its effect can be measured as a campaign's is.
+    """
     require(actor, "program.configure")
     name, category, badge = (name or "").strip(), (category or "").strip(), (badge or "").strip()
     problems: list[str] = []
@@ -127,6 +135,8 @@ def define_challenge(
         problems.append(f"ends: after the start ({starts:%Y-%m-%d}); you entered {ends:%Y-%m-%d}.")
     if not 1 <= max_completions <= MAX_COMPLETIONS:
         problems.append(f"max_completions: from 1 to {MAX_COMPLETIONS} (you entered {max_completions}).")
+    if not (np.isfinite(holdout_pct) and 0 <= holdout_pct <= MAX_HOLDOUT):
+        problems.append(f"holdout: a share from 0 to {MAX_HOLDOUT:g} (you entered {holdout_pct:g}).")
     if segment_id is not None and session.get(Segment, segment_id) is None:
         problems.append(f"segment: no segment with id {segment_id}.")
     if problems:
@@ -146,6 +156,7 @@ def define_challenge(
             ends_at=ends,
             segment_id=segment_id,
             max_completions=max_completions,
+            holdout_pct=float(holdout_pct),
             created_by=actor.username,
         )
         session.add(row)
@@ -179,6 +190,7 @@ def _as_dict(c: Challenge) -> dict[str, Any]:
         "ends_at": c.ends_at,
         "segment_id": c.segment_id,
         "max_completions": c.max_completions,
+        "holdout_pct": c.holdout_pct,
         "status": c.status,
         "created_by": c.created_by,
     }
@@ -216,13 +228,24 @@ def evaluate_purchases(session: Session, purchases: pd.DataFrame, *, actor: str)
             arrived = arrived[arrived["category"] == challenge.category]
         members = np.unique(arrived["member_id"].to_numpy(dtype=np.int64))
         if challenge.segment_id is not None and len(members):
-            members = np.intersect1d(members, _segment_members(session, challenge.segment_id))
+            members = np.intersect1d(members, segment_members(session, challenge.segment_id))
+        members = members[~in_holdout(challenge, members)]
         if len(members):
             made.extend(_complete(session, challenge, members, actor=actor))
     return made
 
 
-def _segment_members(session: Session, segment_id: int) -> np.ndarray:
+def in_holdout(challenge: Challenge, member_ids: np.ndarray) -> np.ndarray:
+    """Whether each member is in the challenge's holdout: fixed per (challenge, member), a ``holdout_pct`` share."""
+    if not challenge.holdout_pct:
+        return np.zeros(len(member_ids), dtype=bool)
+    from loyalty.program.campaigns import stable_uniform
+
+    # Offset from campaign ids, so a challenge and a campaign with the same id draw independently.
+    return stable_uniform((1 << 40) + stored_id(challenge), np.asarray(member_ids, dtype=np.int64)) < challenge.holdout_pct
+
+
+def segment_members(session: Session, segment_id: int) -> np.ndarray:
     cache: dict[int, np.ndarray] = session.info.setdefault("challenge_segments", {})
     if segment_id not in cache:
         from loyalty.program.segments import segment_member_ids
@@ -491,6 +514,8 @@ def member_challenges(session: Session, member_id: int, *, now: datetime | None 
     members = np.array([member_id], dtype=np.int64)
     out = []
     for challenge in session.exec(select(Challenge).where(Challenge.status == "active").order_by(col(Challenge.id))).all():
+        if in_holdout(challenge, members)[0]:
+            continue  # a member of the holdout does not see it
         done = _stored_completions(session, stored_id(challenge), members, challenge.kind)
         rows = _after_last_completion(_counted_purchases(session, challenge, members), done)
         rows = rows[rows["occurred_at"] <= now]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlmodel import col, select
@@ -237,3 +238,28 @@ def test_results_count_members_close_to_a_streak(session):
     make_purchase(session, started, 10, utc(2026, 3, 2))
     row = challenge_results(session, now=utc(2026, 3, 20)).table.iloc[0]
     assert (row["participants"], row["close"], row["members_completed"]) == (3, 1, 0)
+
+
+def test_a_holdout_never_completes_nor_sees_the_challenge_and_its_effect_is_measured(session):
+    from db.models import Challenge
+    from loyalty.engagement.results import challenge_effect
+    from loyalty.ledger.challenges import in_holdout
+
+    define_challenge(session, name="Held", purchases=2, points=50, starts=utc(2026, 1, 1), holdout_pct=0.5, actor=MANAGER)
+    challenge = session.exec(select(Challenge)).one()
+    members = [make_member(session, joined_at=utc(2025, 6, 1)) for _ in range(30)]
+    held = in_holdout(challenge, np.array([m.id for m in members]))
+    assert 5 < held.sum() < 25, "about half"
+    for member, out in zip(members, held):
+        for day in (1, 2) if out else (1, 2, 3, 4):  # the treated buy more
+            make_purchase(session, member, 20.0, utc(2026, 2, day))
+    completed = {c.member_id for c in session.exec(select(ChallengeCompletion)).all()}
+    assert completed == {m.id for m, out in zip(members, held) if not out}, "only members outside the holdout complete it"
+    shown = {m.id: [c["name"] for c in member_challenges(session, m.id, now=utc(2026, 3, 1))] for m in members}
+    assert all(shown[m.id] == ([] if out else ["Held"]) for m, out in zip(members, held))
+    effect = challenge_effect(session, challenge.id, now=utc(2026, 3, 1))
+    assert (effect["treatment_members"], effect["holdout_members"]) == (int((~held).sum()), int(held.sum()))
+    assert effect["purchases"]["treatment_per_member"] == 4 and effect["purchases"]["holdout_per_member"] == 2
+    assert effect["revenue"]["difference"] == pytest.approx(40.0) and effect["verdict"] == "more purchases than the holdout"
+    with pytest.raises(InvalidInput, match="holdout: a share from 0 to 0.5"):
+        define_challenge(session, name="Too held", purchases=2, points=50, holdout_pct=0.7, actor=MANAGER)

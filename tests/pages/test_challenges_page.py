@@ -63,3 +63,16 @@ def test_a_manager_defines_a_challenge_and_a_fraction_of_a_purchase_is_refused_b
     (saved,) = list_challenges(session)
     assert (saved["kind"], saved["target"], saved["within_days"], saved["category"], saved["points"]) == ("purchases", 3, 30, "eco", 200)
     assert at.dataframe[0].value["name"].tolist() == ["Eco trio"]
+
+
+def test_the_effect_of_a_challenge_with_a_holdout_is_measured_on_demand(app, session, frozen):
+    define_challenge(session, name="Held back", purchases=2, points=100, starts=utc(2026, 1, 1), holdout_pct=0.5, actor=MANAGER)
+    for n in range(12):
+        make_purchase(session, make_member(session, joined_at=utc(2025, 6, 1)), 20, utc(2026, 2, 1 + n))
+    at = open_page(app, "analyst", "pages/challenges.py")
+    assert at.selectbox(key="challenges_effect_name").value == "Held back"
+    at.button(key="challenges_measure").click().run()
+    assert not at.exception
+    shown = at.dataframe[1].value
+    assert shown["per member"].tolist() == ["purchases", "revenue"] and (shown["with the challenge"] == shown["holdout"]).all()
+    assert any("No difference shown (the interval includes 0)" in m.value for m in at.markdown)
