@@ -333,28 +333,96 @@ def _smtp() -> Any:
     return smtp_server()
 
 
+CLAIM_EXPIRES = timedelta(hours=1)  # a claim left by a run that died is taken again after this
+SENDING = "sending"
+WRITE_EVERY = 100  # outcomes written in transactions of this many messages
+
+
+def _allowed(consent: bool, erased: datetime | None, email: str | None) -> str:
+    """Why a message may not go out now ("" when it may): consent and erasure are checked again at sending."""
+    if erased is not None:
+        return "member erased"
+    if not consent:
+        return "consent withdrawn before sending"
+    if not (email or "").strip():
+        return "no e-mail address"
+    return ""
+
+
+def _claim(session: Session, now: datetime, limit: int) -> list[tuple[MemberMessage, str, bool, datetime | None]]:
+    """Claim queued (and failed, fewer than three tries) e-mail messages for this run: a second run
+    at the same time, or the next one while this one sends, never takes them too."""
+    table = table_of(MemberMessage)
+    with write_transaction(session):
+        ids = session.exec(
+            select(MemberMessage.id)
+            .where(
+                MemberMessage.channel == "email",
+                col(MemberMessage.status).in_(["queued", "failed"]),
+                MemberMessage.attempts < MAX_ATTEMPTS,
+                ~((col(MemberMessage.reason) == SENDING) & (col(MemberMessage.sent_at) > now - CLAIM_EXPIRES)),
+            )
+            .order_by(col(MemberMessage.id))
+            .limit(limit)
+        ).all()
+        if not ids:
+            return []
+        session.execute(
+            update(table)
+            .where(table.c.id.in_(ids), ~((table.c.reason == SENDING) & (table.c.sent_at > now - CLAIM_EXPIRES)))
+            .values(reason=SENDING, sent_at=now, attempts=table.c.attempts + 1)
+        )
+    return list(
+        session.exec(
+            select(MemberMessage, Member.email, Member.marketing_consent, Member.erased_at)
+            .join(Member, col(Member.id) == MemberMessage.member_id)
+            .where(col(MemberMessage.id).in_(ids), MemberMessage.reason == SENDING, MemberMessage.sent_at == now)
+            .order_by(col(MemberMessage.id))
+            .execution_options(populate_existing=True)  # the rows as this claim left them, not as read before
+        ).all()
+    )
+
+
 def send_queued(session: Session, *, limit: int = 5_000) -> dict[str, int]:
-    """E-mail queued (and failed, fewer than three tries) e-mail messages; returns ``{"sent", "failed"}``."""
+    """E-mail queued (and failed, fewer than three tries) e-mail messages; returns ``{"sent", "failed", "suppressed"}``.
+
+    The messages are claimed first (:func:`_claim`); each outcome is written soon after it is
+    known, so a run that dies leaves at most a few sent messages marked as still being sent (taken
+    again after an hour, at most three tries in all).
+    """
     server = _smtp()
+    counts = {"sent": 0, "failed": 0, "suppressed": 0}
     if server is None:
-        return {"sent": 0, "failed": 0}
+        return counts
     wording = templates(session)
-    due = session.exec(
-        select(MemberMessage, Member.email)
-        .join(Member, col(Member.id) == MemberMessage.member_id)
-        .where(MemberMessage.channel == "email", col(MemberMessage.status).in_(["queued", "failed"]), MemberMessage.attempts < MAX_ATTEMPTS)
-        .order_by(col(MemberMessage.id))
-        .limit(limit)
-    ).all()
+    claimed = _claim(session, utcnow(), limit)
     outcomes: list[dict[str, Any]] = []
-    if due:
-        try:
-            with smtplib.SMTP(server.host, server.port, timeout=SEND_TIMEOUT_S) as smtp:
-                if server.starttls:
-                    smtp.starttls()
-                if server.user:
-                    smtp.login(server.user, server.password)
-                for message, email in due:
+    finished: set[int] = set()
+
+    def write() -> None:
+        table = table_of(MemberMessage)
+        with write_transaction(session):
+            session.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values(status=bindparam("b_status"), reason=bindparam("b_reason"), sent_at=bindparam("b_at")),
+                outcomes,
+            )
+        for o in outcomes:
+            counts[o["b_status"]] += 1
+            finished.add(o["b_id"])
+        outcomes.clear()
+
+    try:
+        with smtplib.SMTP(server.host, server.port, timeout=SEND_TIMEOUT_S) as smtp:
+            if server.starttls:
+                smtp.starttls()
+            if server.user:
+                smtp.login(server.user, server.password)
+            for message, email, consent, erased in claimed:
+                if why := _allowed(consent, erased, email):
+                    outcomes.append({"b_id": message.id, "b_status": "suppressed", "b_reason": why, "b_at": None})
+                else:
                     subject, body = render(message.kind, wording[message.kind]["subject"], wording[message.kind]["body"], message.data or {})
                     mail = EmailMessage()
                     mail["Subject"], mail["From"], mail["To"] = subject, server.sender, email
@@ -366,20 +434,15 @@ def send_queued(session: Session, *, limit: int = 5_000) -> dict[str, int]:
                         outcomes.append(
                             {"b_id": message.id, "b_status": "failed", "b_reason": f"the mail server refused it: {error}"[:300], "b_at": None}
                         )
-        except (OSError, smtplib.SMTPException) as error:  # no server: every message not yet tried fails this time
-            tried = {o["b_id"] for o in outcomes}
-            reason = f"could not reach the mail server {server.host}:{server.port}: {error}"[:300]
-            outcomes += [{"b_id": m.id, "b_status": "failed", "b_reason": reason, "b_at": None} for m, _ in due if m.id not in tried]
+                if len(outcomes) >= WRITE_EVERY:
+                    write()
+    except (OSError, smtplib.SMTPException) as error:  # no server: every claimed message not yet tried fails this time
+        known = finished | {o["b_id"] for o in outcomes}
+        reason = f"could not reach the mail server {server.host}:{server.port}: {error}"[:300]
+        outcomes += [{"b_id": m.id, "b_status": "failed", "b_reason": reason, "b_at": None} for m, _, _, _ in claimed if m.id not in known]
     if outcomes:
-        table = table_of(MemberMessage)
-        with write_transaction(session):
-            session.execute(
-                update(table)
-                .where(table.c.id == bindparam("b_id"))
-                .values(status=bindparam("b_status"), reason=bindparam("b_reason"), sent_at=bindparam("b_at"), attempts=table.c.attempts + 1),
-                outcomes,
-            )
-    return {"sent": sum(o["b_status"] == "sent" for o in outcomes), "failed": sum(o["b_status"] == "failed" for o in outcomes)}
+        write()
+    return counts
 
 
 def export_csv(session: Session, *, actor: Actor) -> tuple[bytes, int]:
@@ -388,7 +451,7 @@ def export_csv(session: Session, *, actor: Actor) -> tuple[bytes, int]:
     wording = templates(session)
     with write_transaction(session):
         due = session.exec(
-            select(MemberMessage, Member.external_id, Member.email)
+            select(MemberMessage, Member.external_id, Member.email, Member.marketing_consent, Member.erased_at)  # type: ignore[call-overload]  # typed for at most 4 columns
             .join(Member, col(Member.id) == MemberMessage.member_id)
             .where(MemberMessage.channel == "csv", MemberMessage.status == "queued")
             .order_by(col(MemberMessage.id))
@@ -396,14 +459,18 @@ def export_csv(session: Session, *, actor: Actor) -> tuple[bytes, int]:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["member_id", "email", "name", "kind", "subject", "body", "created_at"])
-        now = utcnow()
-        for message, external, email in due:
-            subject, body = render(message.kind, wording[message.kind]["subject"], wording[message.kind]["body"], message.data or {})
-            writer.writerow([external, email, (message.data or {}).get("name", ""), message.kind, subject, body, message.created_at.isoformat()])
-            message.status, message.sent_at, message.attempts = "sent", now, message.attempts + 1
+        now, exported = utcnow(), 0
+        for message, external, email, consent, erased in due:
+            if why := _allowed(consent, erased, email):  # consent is checked again as the message leaves
+                message.status, message.reason = "suppressed", why
+            else:
+                subject, body = render(message.kind, wording[message.kind]["subject"], wording[message.kind]["body"], message.data or {})
+                writer.writerow([external, email, (message.data or {}).get("name", ""), message.kind, subject, body, message.created_at.isoformat()])
+                message.status, message.sent_at, message.attempts = "sent", now, message.attempts + 1
+                exported += 1
             session.add(message)
-        record_audit(session, actor=actor, action="messages.export", entity="member_message", after={"messages": len(due)})
-    return out.getvalue().encode(), len(due)
+        record_audit(session, actor=actor, action="messages.export", entity="member_message", after={"messages": exported})
+    return out.getvalue().encode(), exported
 
 
 def send_test(session: Session, *, kind: str, subject: str, body: str, actor: Actor) -> str:

@@ -271,7 +271,13 @@ def _member_messages_body(ctx: JobContext) -> dict[str, Any]:
     queued = queue_messages(ctx.session, now=min(ctx.cutoff, utcnow()))
     ctx.progress(0.6, "sending e-mail")
     sent = send_queued(ctx.session)
-    return {"rows": queued["queued"] + queued["suppressed"], **queued, **sent}
+    return {
+        "rows": queued["queued"] + queued["suppressed"],
+        **queued,
+        "sent": sent["sent"],
+        "failed": sent["failed"],
+        "suppressed_at_sending": sent["suppressed"],
+    }
 
 
 def _liability_forecast_body(ctx: JobContext) -> dict[str, Any]:

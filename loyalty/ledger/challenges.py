@@ -29,24 +29,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import bindparam, insert, text
+from sqlalchemy import bindparam, text
 from sqlmodel import Session, col, select
 
-from db.bulk import allocate_ids, id_batches
+from db.bulk import allocate_ids, id_batches, insert_frame
 from db.engine import sql_moment, write_transaction
-from db.models import Challenge, ChallengeCompletion, LedgerEntry, Segment, stored_id, table_of, utcnow
+from db.models import Challenge, ChallengeCompletion, LedgerEntry, Purchase, Segment, stored_id, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import MAX_BONUS_POINTS
 from loyalty.errors import InvalidInput
-from loyalty.ledger.kinds import BONUS, REVERSE, expiry_date
-from loyalty.ledger.outbox import emit_entries
+from loyalty.ledger.kinds import BONUS, REVERSE, expiry_dates
+from loyalty.ledger.outbox import emit_entries, emit_entry
 from loyalty.settings import get_settings
 
 __all__ = [
     "KINDS",
     "Completion",
     "define_challenge",
+    "active_challenges",
     "evaluate_purchases",
     "in_holdout",
     "segment_members",
@@ -207,6 +208,14 @@ def _utc(moment: datetime) -> datetime:
 # --- evaluating ---------------------------------------------------------------------------------------
 
 
+def active_challenges(session: Session, first: datetime, last: datetime) -> list[Challenge]:
+    """The active challenges whose dates overlap purchases made from ``first`` to ``last``."""
+    query = select(Challenge).where(
+        Challenge.status == "active", Challenge.starts_at <= last, (col(Challenge.ends_at).is_(None)) | (col(Challenge.ends_at) > first)
+    )
+    return list(session.exec(query).all())
+
+
 def evaluate_purchases(session: Session, purchases: pd.DataFrame, *, actor: str) -> list[Completion]:
     """Pay every challenge the members of ``purchases`` (just written: ``member_id, occurred_at``) now meet.
 
@@ -215,12 +224,7 @@ def evaluate_purchases(session: Session, purchases: pd.DataFrame, *, actor: str)
     if purchases.empty:
         return []
     at = pd.to_datetime(purchases["occurred_at"], utc=True)
-    first, last = at.min().to_pydatetime(), at.max().to_pydatetime()
-    active = session.exec(
-        select(Challenge).where(
-            Challenge.status == "active", Challenge.starts_at <= last, (col(Challenge.ends_at).is_(None)) | (col(Challenge.ends_at) > first)
-        )
-    ).all()
+    active = active_challenges(session, at.min().to_pydatetime(), at.max().to_pydatetime())
     made: list[Completion] = []
     for challenge in active:
         arrived = purchases[(at >= challenge.starts_at) & ((at < challenge.ends_at) if challenge.ends_at else True)]
@@ -400,43 +404,34 @@ def _complete(session: Session, challenge: Challenge, members: np.ndarray, *, ac
 
 
 def _pay(session: Session, challenge: Challenge, completions: list[dict[str, Any]], *, actor: str) -> list[Completion]:
+    """The completions and their bonus entries, written in bulk (an import may complete thousands at once)."""
     settings = get_settings(session)
-    entry_ids = allocate_ids(session, "ledger_entry", len(completions)) if challenge.points else [None] * len(completions)
-    now = utcnow()
-    reason = f"challenge: {challenge.name}"[:500]
+    now = pd.Timestamp(utcnow())
+    done = pd.DataFrame(completions)
+    done["completed_at"] = pd.to_datetime(done["completed_at"], utc=True)
+    done["ledger_entry_id"] = pd.array([pd.NA] * len(done), dtype="Int64")
     if challenge.points:
-        entries = [
+        done["ledger_entry_id"] = pd.array(allocate_ids(session, "ledger_entry", len(done)), dtype="Int64")
+        entries = pd.DataFrame(
             {
-                "id": int(entry_id),
-                "member_id": c["member_id"],
+                "id": done["ledger_entry_id"].astype("int64"),
+                "member_id": done["member_id"].astype("int64"),
                 "kind": BONUS,
                 "points": challenge.points,
-                "occurred_at": c["completed_at"],
-                "expires_at": expiry_date(c["completed_at"], settings.expiry_months),
-                "reason": reason,
+                "occurred_at": done["completed_at"],
+                "expires_at": expiry_dates(done["completed_at"], settings.expiry_months),
+                "reason": f"challenge: {challenge.name}"[:500],
                 "actor": actor,
                 "created_at": now,
             }
-            for entry_id, c in zip(entry_ids, completions)
-        ]
-        session.execute(insert(table_of(LedgerEntry)), entries)
-        emit_entries(session, pd.DataFrame(entries))
-    session.execute(
-        insert(table_of(ChallengeCompletion)),
-        [
-            {
-                "challenge_id": challenge.id,
-                "member_id": c["member_id"],
-                "sequence": c["sequence"],
-                "purchase_id": c["purchase_id"],
-                "completed_at": c["completed_at"],
-                "points": challenge.points,
-                "ledger_entry_id": None if entry_id is None else int(entry_id),
-                "reversed_at": None,
-                "created_at": now,
-            }
-            for entry_id, c in zip(entry_ids, completions)
-        ],
+        )
+        insert_frame(session, "ledger_entry", entries)
+        emit_entries(session, entries)
+    rows = done.assign(challenge_id=stored_id(challenge), points=challenge.points, created_at=now)
+    insert_frame(
+        session,
+        "challenge_completion",
+        rows[["challenge_id", "member_id", "sequence", "purchase_id", "completed_at", "points", "ledger_entry_id", "created_at"]],
     )
     return [Completion(challenge.name, c["member_id"], c["purchase_id"], c["completed_at"], challenge.points, challenge.badge) for c in completions]
 
@@ -445,19 +440,33 @@ def _pay(session: Session, challenge: Challenge, completions: list[dict[str, Any
 
 
 def reverse_for_refund(session: Session, *, purchase_id: int, purchase_at: datetime, refunded_at: datetime, actor: Actor) -> int:
-    """A purchase was refunded in full: take back the challenges it met, if within the return window.
+    """A purchase was refunded in full: take back the completions that are no longer met without it,
+    if the refund is within the return window.
 
-    Runs in the refund's transaction. Returns the points taken back. The member's balance may
-    go below zero (the points were spent): a debt, as with any return.
+    The completions looked at are the member's standing ones at or after the purchase; one is
+    taken back when the purchases that still count (the refunded one no longer does) do not meet
+    the challenge by the completion's own purchase: the purchase that met it, or one that made up
+    its count, spend or streak. Runs in the refund's transaction; the purchase is already marked
+    refunded. Returns the points taken back. The member's balance may go below zero (the points
+    were spent): a debt, as with any return.
     """
     window = timedelta(days=get_settings(session).return_window_days)
-    if refunded_at - _utc(purchase_at) > window:
+    purchase_at = _utc(purchase_at)
+    if refunded_at - purchase_at > window:
         return 0
-    found = session.exec(
-        select(ChallengeCompletion, Challenge.name)
+    member_id = session.exec(select(Purchase.member_id).where(Purchase.id == purchase_id)).one()
+    candidates = session.exec(
+        select(ChallengeCompletion, Challenge)
         .join(Challenge, col(Challenge.id) == ChallengeCompletion.challenge_id)
-        .where(ChallengeCompletion.purchase_id == purchase_id, col(ChallengeCompletion.reversed_at).is_(None))
+        .where(
+            ChallengeCompletion.member_id == member_id,
+            col(ChallengeCompletion.reversed_at).is_(None),
+            ChallengeCompletion.completed_at >= purchase_at,
+            Challenge.starts_at <= purchase_at,
+        )
+        .order_by(col(ChallengeCompletion.challenge_id), col(ChallengeCompletion.sequence))
     ).all()
+    found = [(c, challenge.name) for c, challenge in candidates if c.purchase_id == purchase_id or not _still_met(session, challenge, c)]
     taken = 0
     for completion, name in found:
         completion.reversed_at = refunded_at
@@ -472,6 +481,7 @@ def reverse_for_refund(session: Session, *, purchase_id: int, purchase_at: datet
                 actor=actor.username,
             )
             session.add(entry)
+            emit_entry(session, entry)
             taken += completion.points
         record_audit(
             session,
@@ -484,6 +494,33 @@ def reverse_for_refund(session: Session, *, purchase_id: int, purchase_at: datet
     if taken:
         session.flush()
     return taken
+
+
+def _still_met(session: Session, challenge: Challenge, completion: ChallengeCompletion) -> bool:
+    """Whether the purchases that count now meet the challenge by the completion's purchase (counting
+    from the member's previous standing completion of it, as when it was paid)."""
+    members = np.array([completion.member_id], dtype=np.int64)
+    rows = _counted_purchases(session, challenge, members)
+    earlier = session.exec(
+        select(ChallengeCompletion.purchase_id).where(
+            ChallengeCompletion.challenge_id == challenge.id,
+            ChallengeCompletion.member_id == completion.member_id,
+            col(ChallengeCompletion.reversed_at).is_(None),
+            ChallengeCompletion.sequence < completion.sequence,
+        )
+    ).all()
+    marks = session.exec(select(Purchase.id, Purchase.occurred_at).where(col(Purchase.id).in_([*earlier, completion.purchase_id]))).all()
+    at = {int(i or 0): pd.Timestamp(t).tz_convert("UTC") if pd.Timestamp(t).tzinfo else pd.Timestamp(t, tz="UTC") for i, t in marks}
+    own = (at[completion.purchase_id], completion.purchase_id)
+    if earlier:
+        previous = max((at[int(i)], int(i)) for i in earlier)
+        done = pd.DataFrame({"after_at": [previous[0]], "after_id": [previous[1]]}, index=pd.Index(members, name="member_id"))
+        if challenge.kind == "streak_months":
+            done["after_at"], done["after_id"] = _month_end(done["after_at"]), np.iinfo(np.int64).max
+        rows = _after_last_completion(rows, done)
+    keys = list(zip(rows["occurred_at"], rows["id"]))
+    rows = rows[[key <= own for key in keys]].reset_index(drop=True)
+    return not _first_meeting(challenge, rows).empty
 
 
 # --- the member's view --------------------------------------------------------------------------------

@@ -45,10 +45,12 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from numbers import Integral
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Integer, case, cast, func, text, update
 from sqlmodel import Session, col, select
 
+from db.bulk import id_batches
 from db.engine import write_transaction
 from db.models import Campaign, LedgerEntry, Member, Purchase, Redemption, Reward, utcnow
 from loyalty.access.audit import record_audit
@@ -642,7 +644,8 @@ def lock_members(session: Session, member_ids: Sequence[int]) -> None:
     if session.get_bind().dialect.name != "postgresql" or not member_ids:
         return
     _hold_ledger_lock(session, exclusive=False)
-    session.execute(select(Member.id).where(col(Member.id).in_(sorted(set(member_ids)))).order_by(col(Member.id)).with_for_update())
+    for batch in id_batches(np.asarray(sorted(set(member_ids)), dtype=np.int64)):  # ascending across batches too
+        session.execute(select(Member.id).where(col(Member.id).in_(batch)).order_by(col(Member.id)).with_for_update())
 
 
 # An advisory lock per schema: (this key, hash of the schema name).

@@ -7,7 +7,8 @@
 * the audit trail: every before/after value holding one of their personal values gets the
   pseudonym instead (who did what, when, stays);
 * files the product wrote: the rejected rows set aside beside an import (their rows'
-  personal columns blanked).
+  personal columns blanked);
+* messages to them: the name they carry removed, those not sent yet suppressed.
 
 Purchases, points and NPS scores stay, no longer linked to a person, so KPIs do not change.
 The pseudonym (``erased-member-<8 hex>``) is the same everywhere for one member, so an
@@ -65,11 +66,26 @@ def erase_member(*, session: Session, external_id: str, actor: Actor) -> dict[st
             "ledger_reasons": _scrub_reasons(session, LedgerEntry, member, values, alias),
             "pending_reasons": _scrub_reasons(session, PendingAdjustment, member, values, alias),
             "audit_entries": _pseudonymise_audit(session, values, alias),
+            # Messages not sent yet are never sent now; each keeps no name.
+            "messages": _scrub_messages(session, member),
         }
         files = _rejected_files(session)
         record_audit(session, actor=actor, action="member.erase", entity="member", entity_id=external_id, after={"erased": True, "pseudonym": alias})
     # After the commit: a file is rewritten only once the database no longer holds the data.
     changed["rejected_files"] = sum(_scrub_file(path, external_id, values) for path in files)
+    return changed
+
+
+def _scrub_messages(session: Session, member: Member) -> int:
+    from db.models import MemberMessage
+
+    changed = 0
+    for message in session.exec(select(MemberMessage).where(MemberMessage.member_id == member.id)):
+        message.data = {k: v for k, v in (message.data or {}).items() if k != "name"}
+        if message.status in ("queued", "failed"):
+            message.status, message.reason = "suppressed", "member erased"
+        session.add(message)
+        changed += 1
     return changed
 
 

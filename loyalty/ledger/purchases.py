@@ -23,11 +23,11 @@ from db.models import LedgerEntry, Member, Purchase, stored_id, utcnow
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import Bounds
 from loyalty.errors import AlreadyDone, InvalidInput, LoyaltyError, NotFound
-from loyalty.ledger.challenges import evaluate_purchases
+from loyalty.ledger.challenges import active_challenges, evaluate_purchases
 from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.ledger.entries import PurchaseReturn, lock_members, return_purchase, spendable_balances
 from loyalty.ledger.outbox import emit_entries
-from loyalty.ledger.referrals import pay_referrals
+from loyalty.ledger.referrals import pay_referrals, pending_referees
 from loyalty.settings import get_settings
 
 __all__ = ["PURCHASE_COLUMNS", "RecordedPurchase", "add_purchases", "record_purchase", "record_purchases", "refund_purchase"]
@@ -45,6 +45,17 @@ def campaign_rules(session: Session, purchases: pd.DataFrame) -> tuple[EarnRule,
     except ImportError:  # campaigns arrive with the planning workspace
         return ()
     return earn_rules_for(session, purchases)
+
+
+def engaged_members(session: Session, purchases: pd.DataFrame) -> list[int]:
+    """The members of ``purchases`` a challenge or a referral may pay now (on PostgreSQL only: SQLite writes one at a time)."""
+    if purchases.empty or session.get_bind().dialect.name != "postgresql":
+        return []
+    members = purchases["member_id"].unique()
+    at = pd.to_datetime(purchases["occurred_at"], utc=True)
+    if active_challenges(session, at.min().to_pydatetime(), at.max().to_pydatetime()):
+        return [int(m) for m in members]
+    return pending_referees(session, members)
 
 
 def add_purchases(
@@ -76,8 +87,12 @@ def add_purchases(
         entries["created_at"] = now
         entries_written += insert_frame(session, "ledger_entry", entries)
         emit_entries(session, entries, purchases=pd.Series(chunk["external_id"].to_numpy(), index=chunk["id"].to_numpy()))
-        evaluate_purchases(session, chunk, actor="system")  # challenges met by these purchases are paid now
-        pay_referrals(session, chunk, actor="system")  # and the referrals whose first purchase this is
+        # Challenges met by these purchases are paid now, and the referrals whose first purchase this is.
+        # On PostgreSQL another transaction may be adding purchases of the same members: their rows are
+        # locked first, so each sees the other's purchases and completions (no reward twice, none missed).
+        lock_members(session, engaged_members(session, chunk))
+        evaluate_purchases(session, chunk, actor="system")
+        pay_referrals(session, chunk, actor="system")
         if progress:
             progress(min(start + chunk_rows, total), total)
     return total, entries_written

@@ -25,15 +25,15 @@ import pandas as pd
 from sqlalchemy import bindparam, insert, text, update
 from sqlmodel import Session, col, select
 
-from db.bulk import allocate_ids, id_batches
+from db.bulk import allocate_ids, id_batches, insert_frame
 from db.models import LedgerEntry, Member, Referral, table_of, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor
-from loyalty.ledger.kinds import BONUS, REVERSE, expiry_date
-from loyalty.ledger.outbox import emit_entries
+from loyalty.ledger.kinds import BONUS, REVERSE, expiry_dates
+from loyalty.ledger.outbox import emit_entries, emit_entry
 from loyalty.settings import get_settings
 
-__all__ = ["CODE_PATTERN", "code_problems", "decode", "pay_referrals", "referral_code", "referral_codes", "reverse_for_refund"]
+__all__ = ["pending_referees", "CODE_PATTERN", "code_problems", "decode", "pay_referrals", "referral_code", "referral_codes", "reverse_for_refund"]
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _BITS = 40
@@ -79,7 +79,8 @@ def code_problems(session: Session, codes: pd.Series, referee_external: pd.Serie
     """For each row (code, the referee's member id and e-mail): the referrer's id (0: none) and the reason it is refused ("" if not).
 
     Refused: not a code; no member with it (or an erased one); the member's own code; a code of
-    a member with the same e-mail; a member already referred by someone else.
+    a member with the same e-mail; a member already referred by someone else; a member already
+    in the programme (a member is referred when joining; the same code again is accepted).
     """
     n = len(codes)
     referrer = np.zeros(n, dtype=np.int64)
@@ -100,6 +101,7 @@ def code_problems(session: Session, codes: pd.Series, referee_external: pd.Serie
         ):
             known[int(member_id or 0)] = (external, (email or "").strip().lower(), erased is not None)
     already = _existing_referrers(session, referee_external)
+    stored = _stored_members(session, referee_external)
     for i in range(n):
         if reasons[i]:
             continue
@@ -112,9 +114,19 @@ def code_problems(session: Session, codes: pd.Series, referee_external: pd.Serie
             reasons[i] = f"belongs to member {found[0]}, who has the same e-mail: a member cannot refer themselves"
         elif (before := already.get(referee_external.iloc[i])) is not None and before != int(referrer[i]):
             reasons[i] = "differs from the referral code this member joined with (a referral is not changed)"
+        elif before is None and referee_external.iloc[i] in stored:
+            reasons[i] = "is for a member who already joined: a member is referred when joining"
         if reasons[i]:
             referrer[i] = 0
     return referrer, reasons
+
+
+def _stored_members(session: Session, external_ids: pd.Series) -> set[str]:
+    keys = list(dict.fromkeys(str(v) for v in external_ids))
+    found: set[str] = set()
+    for start in range(0, len(keys), 10_000):
+        found.update(session.exec(select(Member.external_id).where(col(Member.external_id).in_(keys[start : start + 10_000]))))
+    return found
 
 
 def _existing_referrers(session: Session, referee_external: pd.Series) -> dict[str, int]:
@@ -151,21 +163,33 @@ def record_referrals(session: Session, referee_ids: np.ndarray, referrer_ids: np
     return len(rows)
 
 
+def pending_referees(session: Session, member_ids: Sequence[int] | np.ndarray) -> list[int]:
+    """Those of these members whose referral waits for its first qualifying purchase."""
+    found: list[int] = []
+    for batch in id_batches(np.unique(np.asarray(member_ids, dtype=np.int64))):
+        found += [int(r) for r in session.exec(select(Referral.referee_id).where(Referral.status == "pending", col(Referral.referee_id).in_(batch)))]
+    return found
+
+
 def pay_referrals(session: Session, purchases: pd.DataFrame, *, actor: str) -> int:
-    """Pay the referrals whose referee's first qualifying purchase is now written; returns how many were paid."""
+    """Pay the referrals whose referee's first qualifying purchase is now written; returns how many were paid.
+
+    The first qualifying purchase is the referee's earliest purchase, made since the referral, of
+    at least the minimum amount and not refunded in full. Each referral is claimed by a
+    conditional update (pending to rewarded) before its bonuses are written: of two transactions
+    paying the same referral, the second finds it rewarded and writes nothing.
+    """
     if purchases.empty:
         return 0
     members = np.unique(purchases["member_id"].to_numpy(dtype=np.int64))
-    pending: list[tuple[int, int, int]] = []
+    pending: list[tuple[int, int, int, datetime]] = []
     for batch in id_batches(members):
-        pending.extend(
-            (int(i or 0), int(referrer), int(referee))
-            for i, referrer, referee in session.exec(
-                select(Referral.id, Referral.referrer_id, Referral.referee_id).where(
-                    Referral.status == "pending", col(Referral.referee_id).in_(batch)
-                )
+        rows = session.exec(
+            select(Referral.id, Referral.referrer_id, Referral.referee_id, Referral.referred_at).where(
+                Referral.status == "pending", col(Referral.referee_id).in_(batch)
             )
         )
+        pending.extend((int(i or 0), int(referrer), int(referee), at) for i, referrer, referee, at in rows)
     if not pending:
         return 0
     settings = get_settings(session)
@@ -180,50 +204,47 @@ def pay_referrals(session: Session, purchases: pd.DataFrame, *, actor: str) -> i
     if found.empty:
         return 0
     found["occurred_at"] = pd.to_datetime(found["occurred_at"], utc=True)
+    since = pd.Series(
+        {referee: pd.Timestamp(at).tz_convert("UTC") if pd.Timestamp(at).tzinfo else pd.Timestamp(at, tz="UTC") for _, _, referee, at in pending}
+    )
+    found = found[found["occurred_at"].to_numpy() >= found["member_id"].map(since).to_numpy()]  # a purchase before the referral does not count
     first = found.sort_values(["member_id", "occurred_at", "id"]).groupby("member_id").first()
-    now = utcnow()
+    table = table_of(Referral)
     entries: list[dict[str, Any]] = []
-    paid: list[dict[str, Any]] = []
-    for referral_id, referrer, referee in pending:
+    paid = 0
+    for referral_id, referrer, referee, _ in pending:
         if referee not in first.index:
             continue
         purchase_id, at = int(first.at[referee, "id"]), first.at[referee, "occurred_at"].to_pydatetime()
-        expires = expiry_date(at, settings.expiry_months)
+        claimed = session.execute(
+            update(table)
+            .where(table.c.id == referral_id, table.c.status == "pending")
+            .values(
+                status="rewarded",
+                purchase_id=purchase_id,
+                rewarded_at=at,
+                referrer_points=settings.referral_referrer_points,
+                referee_points=settings.referral_referee_points,
+            )
+        ).rowcount  # type: ignore[attr-defined]  # an UPDATE returns a CursorResult
+        if not claimed:
+            continue  # another transaction paid it meanwhile
+        paid += 1
         for member, points, reason in (
             (referrer, settings.referral_referrer_points, "referral bonus: a member you referred made a first purchase"),
             (referee, settings.referral_referee_points, "referral bonus: welcome"),
         ):
             if points > 0:
-                entries.append({"member_id": member, "kind": BONUS, "points": points, "occurred_at": at, "expires_at": expires, "reason": reason})
-        paid.append(
-            {
-                "b_id": referral_id,
-                "b_purchase": purchase_id,
-                "b_at": at,
-                "b_referrer_points": settings.referral_referrer_points,
-                "b_referee_points": settings.referral_referee_points,
-            }
-        )
+                entries.append({"member_id": member, "kind": BONUS, "points": points, "occurred_at": at, "reason": reason})
     if entries:
-        ids = allocate_ids(session, "ledger_entry", len(entries))
-        rows = [{**e, "id": int(i), "actor": actor, "created_at": now} for e, i in zip(entries, ids)]
-        session.execute(insert(table_of(LedgerEntry)), rows)
-        emit_entries(session, pd.DataFrame(rows))
-    if paid:
-        table = table_of(Referral)
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.status == "pending")
-            .values(
-                status="rewarded",
-                purchase_id=bindparam("b_purchase"),
-                rewarded_at=bindparam("b_at"),
-                referrer_points=bindparam("b_referrer_points"),
-                referee_points=bindparam("b_referee_points"),
-            ),
-            paid,
-        )
-    return len(paid)
+        frame = pd.DataFrame(entries)
+        frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
+        frame["expires_at"] = expiry_dates(frame["occurred_at"], settings.expiry_months)
+        frame["id"] = allocate_ids(session, "ledger_entry", len(frame))
+        frame["actor"], frame["created_at"] = actor, pd.Timestamp(utcnow())
+        insert_frame(session, "ledger_entry", frame)
+        emit_entries(session, frame)
+    return paid
 
 
 def reverse_for_refund(session: Session, *, purchase_id: int, purchase_at: datetime, refunded_at: datetime, actor: Actor) -> int:
@@ -239,7 +260,9 @@ def reverse_for_refund(session: Session, *, purchase_id: int, purchase_at: datet
             (referral.referee_id, referral.referee_points, "referral bonus taken back: first purchase refunded"),
         ):
             if points:
-                session.add(LedgerEntry(member_id=member, kind=REVERSE, points=-points, occurred_at=refunded_at, reason=reason, actor=actor.username))
+                entry = LedgerEntry(member_id=member, kind=REVERSE, points=-points, occurred_at=refunded_at, reason=reason, actor=actor.username)
+                session.add(entry)
+                emit_entry(session, entry)
                 taken += points
         referral.status, referral.reversed_at = "reversed", refunded_at
         session.add(referral)

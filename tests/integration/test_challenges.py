@@ -263,3 +263,25 @@ def test_a_holdout_never_completes_nor_sees_the_challenge_and_its_effect_is_meas
     assert effect["revenue"]["difference"] == pytest.approx(40.0) and effect["verdict"] == "more purchases than the holdout"
     with pytest.raises(InvalidInput, match="holdout: a share from 0 to 0.5"):
         define_challenge(session, name="Too held", purchases=2, points=50, holdout_pct=0.7, actor=MANAGER)
+
+
+def test_a_full_refund_of_a_purchase_the_spend_needed_takes_the_reward_back(session):
+    define_challenge(session, name="Spend 100", min_spend=100, points=1000, starts=utc(2025, 1, 1), actor=MANAGER)
+    member = make_member(session)
+    big = make_purchase(session, member, 95, utc(2025, 6, 1))
+    make_purchase(session, member, 6, utc(2025, 6, 2))  # meets it: 101
+    assert challenge_points(session, member.id) == [1000]
+    return_purchase(session=session, purchase_id=big, actor=OPERATIONS, now=utc(2025, 6, 10))
+    assert challenge_points(session, member.id) == [1000, -1000], "without the 95 the spend is 6"
+    make_purchase(session, member, 94, utc(2025, 6, 12))  # 100 again
+    assert challenge_points(session, member.id) == [1000, -1000, 1000]
+
+
+def test_a_full_refund_of_a_purchase_the_completion_did_not_need_keeps_it(session):
+    define_challenge(session, name="Two buys kept", purchases=2, points=300, starts=utc(2025, 1, 1), actor=MANAGER)
+    member = make_member(session)
+    make_purchase(session, member, 10, utc(2025, 6, 1))
+    make_purchase(session, member, 10, utc(2025, 6, 2))  # meets it
+    later = make_purchase(session, member, 10, utc(2025, 6, 3))  # after the completion: it counted for nothing
+    return_purchase(session=session, purchase_id=later, actor=OPERATIONS, now=utc(2025, 6, 10))
+    assert challenge_points(session, member.id) == [300]

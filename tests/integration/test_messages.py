@@ -27,6 +27,7 @@ NOW = utc(2026, 3, 1, 8)
 
 def statuses(session) -> list[tuple[str, str, str, str]]:
     session.rollback()
+    session.expire_all()  # the rows were changed through Core statements, not these objects
     rows = session.exec(select(MemberMessage).order_by(MemberMessage.member_id, MemberMessage.kind)).all()
     return [(m.kind, m.channel, m.status, m.reason) for m in rows]
 
@@ -90,7 +91,7 @@ def test_with_an_smtp_server_messages_are_mailed_in_the_managers_wording(session
     save_template(session, kind="points_expiring", subject="Hurry, {name}: {points} points", body="They expire on {expires_on}.", actor=MANAGER)
     with running_smtp_sink(monkeypatch) as sink:
         assert queue_messages(session, now=NOW)["channel"] == "email"
-        assert send_queued(session) == {"sent": 1, "failed": 0}
+        assert send_queued(session) == {"sent": 1, "failed": 0, "suppressed": 0}
         (raw,) = sink.messages
     mail = message_from_bytes(raw, policy=policy.default)
     assert mail["To"] == yes.email and mail["Subject"] == "Hurry, Yann: 80 points"
@@ -102,11 +103,11 @@ def test_an_unreachable_mail_server_fails_the_message_with_the_reason_and_it_is_
     monkeypatch.setenv("LOYALTY_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("LOYALTY_SMTP_PORT", "1")  # nothing listens there
     queue_messages(session, now=NOW)
-    assert send_queued(session) == {"sent": 0, "failed": 1}
+    assert send_queued(session) == {"sent": 0, "failed": 1, "suppressed": 0}
     kind, channel, status, reason = statuses(session)[0]
     assert (status, channel) == ("failed", "email") and "could not reach the mail server 127.0.0.1:1" in reason
     with running_smtp_sink(monkeypatch) as sink:
-        assert send_queued(session) == {"sent": 1, "failed": 0}
+        assert send_queued(session) == {"sent": 1, "failed": 0, "suppressed": 0}
         assert len(sink.messages) == 1
 
 
@@ -145,3 +146,46 @@ def test_the_daily_job_run_twice_queues_each_reminder_once(session, expiring):
     assert (first["status"], first["queued"], first["suppressed"]) == ("succeeded", 1, 1)
     assert (second["status"], second["queued"], second["suppressed"]) == ("succeeded", 0, 0)
     assert len(statuses(session)) == 2
+
+
+def test_consent_withdrawn_or_an_erasure_after_queueing_stops_the_message_and_the_name_goes(session, monkeypatch):
+    from loyalty.ledger.erasure import erase_member
+
+    era = make_member(session, external_id="ERA", name="Erin Secret", marketing_consent=True)
+    wdr = make_member(session, external_id="WDR", name="Walt", marketing_consent=True)
+    ok = make_member(session, external_id="OK", name="Olga", marketing_consent=True)
+    for member in (era, wdr, ok):
+        make_purchase(session, member, 80.0, utc(2025, 3, 10))
+    assert queue_messages(session, now=NOW)["queued"] == 3
+    erase_member(session=session, external_id="ERA", actor=ADMIN)
+    wdr.marketing_consent = False
+    session.add(wdr)
+    session.commit()
+    content, count = export_csv(session, actor=MANAGER)
+    assert count == 1 and "Erin" not in content.decode() and [r["member_id"] for r in csv.DictReader(io.StringIO(content.decode()))] == ["OK"]
+    session.rollback()
+    rows = {m.member_id: m for m in session.exec(select(MemberMessage))}
+    assert (rows[era.id].status, rows[era.id].reason, rows[era.id].data.get("name")) == ("suppressed", "member erased", None)
+    assert (rows[wdr.id].status, rows[wdr.id].reason) == ("suppressed", "consent withdrawn before sending")
+
+
+def test_two_sending_runs_at_once_never_mail_a_message_twice(session, expiring, monkeypatch):
+    from datetime import timedelta
+
+    from loyalty.engagement import messages
+
+    with running_smtp_sink(monkeypatch) as sink:
+        queue_messages(session, now=NOW)
+        # A run that claimed the message a moment ago and is still sending: this one leaves it alone.
+        first = messages._claim(session, messages.utcnow(), 10)
+        assert len(first) == 1
+        assert send_queued(session) == {"sent": 0, "failed": 0, "suppressed": 0}
+        # The claim of a run that died is taken again after an hour (its try counted).
+        later = first[0][0].sent_at + timedelta(hours=2)
+        monkeypatch.setattr(messages, "utcnow", lambda: later)
+        assert send_queued(session) == {"sent": 1, "failed": 0, "suppressed": 0}
+        assert len(sink.messages) == 1
+    session.rollback()
+    session.expire_all()
+    (message,) = [m for m in session.exec(select(MemberMessage)) if m.status != "suppressed"]
+    assert (message.status, message.attempts) == ("sent", 2)

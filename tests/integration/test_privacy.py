@@ -136,6 +136,7 @@ def test_erasing_a_member_removes_their_data_from_ledger_reasons_audit_values_co
         "ledger_reasons": 1,
         "pending_reasons": 0,
         "audit_entries": 2,
+        "messages": 0,
         "rejected_files": 1,
     }  # the update and the adjustment's own entry
 

@@ -163,3 +163,27 @@ def test_referral_kpis_counted_by_hand(session):
             "unreferred_revenue_per_member": 100.0,
         }
     )
+
+
+def test_a_member_already_in_the_programme_cannot_be_referred(session):
+    ana = make_member(session, external_id="ANA6", email="ana6@example.com")
+    old = make_member(session, external_id="OLD6", email="old6@example.com")
+    make_purchase(session, old, 90.0, utc(2023, 2, 1))
+    with pytest.raises(ImportRefused) as refused:
+        import_members(session, f"OLD6,Old,old6@example.com,2023-01-10,web,{referral_code(ana.id)}")
+    assert "is for a member who already joined: a member is referred when joining" in refused.value.problems[0].reason
+    assert session.exec(select(Referral)).all() == []
+
+
+def test_only_purchases_since_the_referral_count_as_the_first(session):
+    ana, ben = make_member(session, external_id="ANA7"), make_member(session, external_id="BEN7")
+    make_purchase(session, ben, 90.0, utc(2026, 1, 5))  # before the referral was recorded
+    from db.engine import write_transaction
+    from loyalty.ledger.referrals import record_referrals
+
+    with write_transaction(session):
+        record_referrals(session, np.array([ben.id]), np.array([ana.id]), at=utc(2026, 2, 1))
+    make_purchase(session, ben, 5.0, utc(2026, 2, 3))  # below the minimum: still nothing
+    assert bonuses(session, ana.id) == []
+    second = make_purchase(session, ben, 25.0, utc(2026, 2, 4))
+    assert bonuses(session, ana.id) == [500] and session.exec(select(Referral.purchase_id)).one() == second
