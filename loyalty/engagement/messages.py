@@ -26,7 +26,8 @@ import csv
 import io
 import smtplib
 import string
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -40,7 +41,7 @@ from db.models import Member, MemberMessage, MessageTemplate, table_of, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput
-from loyalty.integrations.mail import smtp_server
+from loyalty.integrations.mail import SmtpSettings, smtp_server
 from loyalty.ledger.outbox import expiring_points
 from loyalty.settings import get_settings
 
@@ -338,6 +339,17 @@ SENDING = "sending"
 WRITE_EVERY = 100  # outcomes written in transactions of this many messages
 
 
+@contextmanager
+def _connected(server: SmtpSettings) -> Iterator[smtplib.SMTP]:
+    """An SMTP connection to ``server``, TLS and login as configured, closed on leaving."""
+    with smtplib.SMTP(server.host, server.port, timeout=SEND_TIMEOUT_S) as smtp:
+        if server.starttls:
+            smtp.starttls()
+        if server.user:
+            smtp.login(server.user, server.password)
+        yield smtp
+
+
 def _allowed(consent: bool, erased: datetime | None, email: str | None) -> str:
     """Why a message may not go out now ("" when it may): consent and erasure are checked again at sending."""
     if erased is not None:
@@ -414,11 +426,7 @@ def send_queued(session: Session, *, limit: int = 5_000) -> dict[str, int]:
         outcomes.clear()
 
     try:
-        with smtplib.SMTP(server.host, server.port, timeout=SEND_TIMEOUT_S) as smtp:
-            if server.starttls:
-                smtp.starttls()
-            if server.user:
-                smtp.login(server.user, server.password)
+        with _connected(server) as smtp:
             for message, email, consent, erased in claimed:
                 if why := _allowed(consent, erased, email):
                     outcomes.append({"b_id": message.id, "b_status": "suppressed", "b_reason": why, "b_at": None})
@@ -490,11 +498,7 @@ def send_test(session: Session, *, kind: str, subject: str, body: str, actor: Ac
     mail["Subject"], mail["From"], mail["To"] = f"[test] {filled_subject}", server.sender, email
     mail.set_content(filled_body)
     try:
-        with smtplib.SMTP(server.host, server.port, timeout=SEND_TIMEOUT_S) as smtp:
-            if server.starttls:
-                smtp.starttls()
-            if server.user:
-                smtp.login(server.user, server.password)
+        with _connected(server) as smtp:
             smtp.send_message(mail)
     except (OSError, smtplib.SMTPException) as error:
         raise InvalidInput(f"The test was not sent: the mail server {server.host}:{server.port} answered {error}.") from None
