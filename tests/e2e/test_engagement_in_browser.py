@@ -94,3 +94,31 @@ def test_a_manager_words_a_message_twice_and_hands_the_csv_over(page, app_url, e
         assert session.exec(select(MemberMessage.id).where(MemberMessage.status == "queued")).all() == []
     page.screenshot(path=str(screenshots / "messages-after-csv.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_an_analyst_reads_the_referrals_and_a_member_shows_badges_and_code(page, app_url, e2e_database, screenshots):
+    from db.models import ChallengeCompletion, Member, Referral
+
+    with new_session(get_engine(e2e_database)) as session:
+        referrals = len(session.exec(select(Referral.id)).all())
+        member = session.exec(
+            select(Member.external_id)
+            .join(ChallengeCompletion, ChallengeCompletion.member_id == Member.id)
+            .where(ChallengeCompletion.reversed_at.is_(None))
+        ).first()
+    assert referrals > 0 and member is not None, "the demo program has referrals and completed challenges"
+    sign_in(page, app_url, "analyst")
+    go_to(page, "Referrals")
+    page.get_by_text("Members who referred most").wait_for()
+    page.get_by_text("Referral conversion").first.wait_for()
+    page.screenshot(path=str(screenshots / "referrals.png"), full_page=True)
+    go_to(page, "Members")
+    page.get_by_label("Search by member id, name or e-mail").fill(member)
+    page.get_by_label("Search by member id, name or e-mail").press("Enter")
+    wait_for_page(page)
+    page.get_by_role("tab", name="Challenges").click()
+    page.get_by_text("Referral code").wait_for()
+    page.get_by_text("Badges: ").first.wait_for()
+    assert page.get_by_text("none yet").count() == 0, "this member holds a badge"
+    page.screenshot(path=str(screenshots / "member-challenges.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0
