@@ -610,6 +610,7 @@ def cmd_challenges(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, time
 
     from loyalty.ledger.challenges import define_challenge, list_challenges
+    from loyalty.program.segments import segment_id
 
     def moment(day: Any) -> datetime | None:
         return None if day is None else datetime.combine(day, time(), tzinfo=UTC)
@@ -630,6 +631,7 @@ def cmd_challenges(args: argparse.Namespace) -> int:
                 ends=moment(args.ends),
                 max_completions=args.max_completions,
                 holdout_pct=args.holdout,
+                segment_id=segment_id(session, args.segment) if args.segment else None,
                 actor=SYSTEM_CLI,
             )
             if args.json:
@@ -904,6 +906,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ends", type=_date, help="the day it ends (exclusive; default: open)")
     p.add_argument("--max-completions", type=int, default=1, help="times one member can complete it (default 1)")
     p.add_argument("--holdout", type=float, default=0.0, help="share of members left out to measure the effect (0 to 0.5)")
+    p.add_argument("--segment", help="only members of this saved segment (by name) can complete it")
     p.add_argument("--json", action="store_true")
     p = add("list", cmd_challenges, "List challenges with how many members completed each.", parent=challenges)
     p.add_argument("--json", action="store_true")

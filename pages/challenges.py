@@ -1,15 +1,13 @@
 """Challenges: goals members reach by buying (purchases, spend, a streak of months), paid the moment they are met."""
 
-from datetime import UTC, datetime, time
-
 import streamlit as st
 
 from loyalty.engagement.results import CLOSE_SHARE, challenge_effect, challenge_results, effect_table
-from loyalty.ledger.challenges import define_challenge
 from loyalty.ui.auth import page_actor
+from loyalty.ui.challenge_form import challenge_form
 from loyalty.ui.charts import challenge_completions
 from loyalty.ui.core import db_session
-from loyalty.ui.notices import run_and_reload, show_notice
+from loyalty.ui.notices import show_notice
 
 actor = page_actor("analysis.view")
 st.title("Challenges")
@@ -71,43 +69,4 @@ if not held.empty:
 
 if actor.can("program.configure"):
     st.subheader("Define a challenge")
-    with st.form("challenges_form"):
-        left, right = st.columns(2)
-        name = left.text_input("Name", key="challenges_name", max_chars=100)
-        goal = left.radio(
-            "Goal", ["purchases", "spend", "streak of months"], key="challenges_goal", horizontal=True, help="What the member has to do."
-        )
-        amount = left.number_input(
-            "Target", min_value=0.0, value=3.0, step=1.0, key="challenges_target", help="Purchases, an amount spent, or months in a row."
-        )
-        within = left.number_input("Within days (0: anywhere in the dates)", min_value=0, value=30, step=1, key="challenges_within")
-        category = left.text_input("Only purchases of category (empty: any)", key="challenges_category")
-        points = right.number_input("Points paid", min_value=0, value=200, step=50, key="challenges_points")
-        badge = right.text_input("Badge (optional)", key="challenges_badge", max_chars=100)
-        starts = right.date_input("Starts", key="challenges_starts")
-        ends = right.date_input("Ends (optional, exclusive)", value=None, key="challenges_ends")
-        most = right.number_input("Completions per member", min_value=1, value=1, step=1, key="challenges_max")
-        holdout = left.number_input(
-            "Holdout (share left out, to measure the effect)", min_value=0.0, max_value=0.5, value=0.0, step=0.05, key="challenges_holdout"
-        )
-        submitted = st.form_submit_button("Save challenge", type="primary", key="challenges_save")
-    if submitted:
-        fields = {{"purchases": "purchases", "spend": "min_spend"}.get(goal, "streak_months"): float(amount)}
-        run_and_reload(
-            "challenges",
-            lambda s: define_challenge(
-                s,
-                name=name,
-                actor=actor,
-                within_days=None if goal == "streak of months" or not within else int(within),
-                category=category,
-                points=int(points),
-                badge=badge,
-                starts=datetime.combine(starts, time(), tzinfo=UTC),
-                ends=datetime.combine(ends, time(), tzinfo=UTC) if ends else None,
-                max_completions=int(most),
-                holdout_pct=float(holdout),
-                **fields,
-            ),
-            lambda made: f"Challenge {made['name']} saved (audited): it counts purchases from {made['starts_at']:%Y-%m-%d}.",
-        )
+    challenge_form(actor)

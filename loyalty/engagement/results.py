@@ -13,7 +13,7 @@ from sqlalchemy import func, text
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from db.models import Challenge, ChallengeCompletion, KpiSnapshot, Member, Purchase, stored_id, table_of, utcnow
+from db.models import Challenge, ChallengeCompletion, KpiSnapshot, Member, Purchase, table_of, utcnow
 from loyalty.errors import InvalidInput
 from loyalty.ledger.challenges import list_challenges
 from loyalty.program.goals import kpi_tiles
@@ -104,6 +104,26 @@ def challenge_results(session: Session, *, now: datetime | None = None) -> Chall
             }
         )
     return ChallengeResults(pd.DataFrame(rows, columns=RESULT_COLUMNS), _weekly(session), settings.currency)
+
+
+def preview_challenge(session: Session, *, now: datetime | None = None, **fields: Any) -> dict[str, Any]:
+    """What a challenge not saved yet (the fields of :func:`define_challenge`) would find now:
+    ``participants`` (members with a purchase that counts so far), ``would_complete`` (already at
+    the target: paid with their next purchase) and ``close`` (half way or more, not there yet)."""
+    from loyalty.ledger.challenges import draft_challenge
+
+    challenge = draft_challenge(session, refused="Nothing to preview:", check_name=False, **fields)
+    now = now or utcnow()
+    end = min(now, challenge.ends_at) if challenge.ends_at else now
+    if challenge.starts_at >= end:
+        return {"participants": 0, "would_complete": 0, "close": 0, "goal": describe_goal(challenge, get_settings(session).currency)}
+    reached = _close(session, challenge, end, 1.0)
+    return {
+        "participants": _participants(session, challenge, end),
+        "would_complete": reached,
+        "close": _close(session, challenge, end) - reached,
+        "goal": describe_goal(challenge, get_settings(session).currency),
+    }
 
 
 def challenge_effect(session: Session, challenge_id: int, *, now: datetime | None = None) -> dict[str, Any]:
@@ -211,9 +231,9 @@ def _participants(session: Session, challenge: Challenge, end: datetime) -> int:
     return int(session.execute(statement).scalar_one())
 
 
-def _close(session: Session, challenge: Challenge, end: datetime) -> int:
-    """Members who never completed it whose progress now is at least ``CLOSE_SHARE`` of the target."""
-    completed = sa_select(_COMPLETION.c.member_id).where(_COMPLETION.c.challenge_id == stored_id(challenge), _COMPLETION.c.reversed_at.is_(None))
+def _close(session: Session, challenge: Challenge, end: datetime, share: float = CLOSE_SHARE) -> int:
+    """Members who never completed it whose progress now is at least ``share`` of the target."""
+    completed = sa_select(_COMPLETION.c.member_id).where(_COMPLETION.c.challenge_id == (challenge.id or -1), _COMPLETION.c.reversed_at.is_(None))
     not_completed = _PURCHASE.c.member_id.not_in(completed)
     if challenge.kind == "streak_months":
         since = (pd.Timestamp(end).tz_convert("UTC").tz_localize(None).to_period("M") - challenge.target).to_timestamp().tz_localize("UTC")
@@ -232,7 +252,7 @@ def _close(session: Session, challenge: Challenge, end: datetime) -> int:
         anchor = months["member_id"].map(months.groupby("member_id")["month"].max().eq(current)).map({True: current, False: current - 1})
         in_run = (months["month"] == anchor - months.groupby("member_id").cumcount()).astype(int)
         run = in_run.groupby(months["member_id"]).cumprod().groupby(months["member_id"]).sum()
-        return int((run >= math.ceil(challenge.target * CLOSE_SHARE)).sum())
+        return int((run >= math.ceil(challenge.target * share)).sum())
     start = challenge.starts_at
     if challenge.within_days:
         start = max(start, end - timedelta(days=challenge.within_days))
@@ -242,7 +262,7 @@ def _close(session: Session, challenge: Challenge, end: datetime) -> int:
         sa_select(_PURCHASE.c.member_id)
         .where(*_counted(challenge, start, end), not_completed)
         .group_by(_PURCHASE.c.member_id)
-        .having(measure >= goal * CLOSE_SHARE)
+        .having(measure >= goal * share - 1e-9)
     )
     return len(session.execute(statement).all())
 

@@ -47,6 +47,7 @@ __all__ = [
     "KINDS",
     "Completion",
     "define_challenge",
+    "draft_challenge",
     "active_challenges",
     "evaluate_purchases",
     "in_holdout",
@@ -103,12 +104,58 @@ def define_challenge(
     it, never see it), so its effect can be measured as a campaign's is.
     """
     require(actor, "program.configure")
+    row = draft_challenge(
+        session,
+        name=name,
+        purchases=purchases,
+        min_spend=min_spend,
+        streak_months=streak_months,
+        within_days=within_days,
+        category=category,
+        points=points,
+        badge=badge,
+        starts=starts,
+        ends=ends,
+        segment_id=segment_id,
+        max_completions=max_completions,
+        holdout_pct=holdout_pct,
+    )
+    row.created_by = actor.username
+    with write_transaction(session):
+        session.add(row)
+        session.flush()
+        record_audit(session, actor=actor, action="challenge.create", entity="challenge", entity_id=row.name, after=_jsonable(_as_dict(row)))
+    return _as_dict(row)
+
+
+def draft_challenge(
+    session: Session,
+    *,
+    name: str,
+    purchases: float | None = None,
+    min_spend: float | None = None,
+    streak_months: float | None = None,
+    within_days: int | None = None,
+    category: str = "",
+    points: int = 0,
+    badge: str = "",
+    starts: datetime | None = None,
+    ends: datetime | None = None,
+    segment_id: int | None = None,
+    max_completions: int = 1,
+    holdout_pct: float = 0.0,
+    refused: str = "The challenge was not saved.",
+    check_name: bool = True,
+) -> Challenge:
+    """A challenge checked field by field and not saved (what :func:`define_challenge` saves, what a preview measures)."""
     name, category, badge = (name or "").strip(), (category or "").strip(), (badge or "").strip()
     problems: list[str] = []
     chosen = [k for k, v in (("purchases", purchases), ("min_spend", min_spend), ("streak_months", streak_months)) if v is not None]
     if len(chosen) != 1:
         problems.append("goal: give exactly one of purchases, min_spend or streak_months.")
-    if not name or len(name) > 100:
+    if not check_name:
+        pass
+    elif not name or len(name) > 100:
         problems.append("name: 1 to 100 characters.")
     elif session.exec(select(Challenge.id).where(Challenge.name == name)).first() is not None:
         problems.append(f"name: a challenge named {name!r} already exists.")
@@ -141,29 +188,23 @@ def define_challenge(
     if segment_id is not None and session.get(Segment, segment_id) is None:
         problems.append(f"segment: no segment with id {segment_id}.")
     if problems:
-        raise InvalidInput("The challenge was not saved. " + " ".join(problems))
+        raise InvalidInput(f"{refused} " + " ".join(problems))
     kind = "purchases" if purchases is not None else "spend" if min_spend is not None else "streak_months"
-    with write_transaction(session):
-        row = Challenge(
-            name=name,
-            kind=kind,
-            target=int(purchases or streak_months or 0),
-            min_spend=min_spend,
-            within_days=within_days,
-            category=category,
-            points=points,
-            badge=badge,
-            starts_at=starts,
-            ends_at=ends,
-            segment_id=segment_id,
-            max_completions=max_completions,
-            holdout_pct=float(holdout_pct),
-            created_by=actor.username,
-        )
-        session.add(row)
-        session.flush()
-        record_audit(session, actor=actor, action="challenge.create", entity="challenge", entity_id=name, after=_jsonable(_as_dict(row)))
-    return _as_dict(row)
+    return Challenge(
+        name=name,
+        kind=kind,
+        target=int(purchases or streak_months or 0),
+        min_spend=min_spend,
+        within_days=within_days,
+        category=category,
+        points=points,
+        badge=badge,
+        starts_at=starts,
+        ends_at=ends,
+        segment_id=segment_id,
+        max_completions=max_completions,
+        holdout_pct=float(holdout_pct),
+    )
 
 
 def list_challenges(session: Session) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ __all__ = [
     "list_segments",
     "restore_segment",
     "save_segment",
+    "segment_id",
     "segment_member_ids",
     "segment_stats",
     "segments_overview",
@@ -45,6 +46,14 @@ def segment_member_ids(session: Session, rules: dict[str, Any], *, now: datetime
     from loyalty.analytics.segments import segment_members
 
     return np.sort(np.asarray(segment_members(session, rules, as_of=(now or utcnow()).date()), dtype=np.int64))
+
+
+def segment_id(session: Session, name: str) -> int:
+    """The id of the saved segment of that name (not archived)."""
+    found = session.exec(select(Segment.id).where(Segment.name == name.strip(), col(Segment.archived_at).is_(None))).first()
+    if found is None:
+        raise NotFound(f"No segment named {name!r}: see the Segments page for their names.")
+    return int(found)
 
 
 def list_segments(session: Session, *, include_archived: bool = False) -> pd.DataFrame:

@@ -204,6 +204,8 @@ def test_challenges_on_the_command_line(db_url, session, capsys):
     assert main(["challenges", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(c["name"], c["members_completed"]) for c in listed] == [("Eco five", 0)]
+    assert main(["challenges", "add", "--name", "Web only", "--purchases", "2", "--points", "50", "--segment", "Nobody", "--json"]) == 4
+    assert "No segment named 'Nobody'" in json.loads(capsys.readouterr().out)["error"]
 
 
 def test_members_show_gives_the_members_badges_challenges_and_streak(db_url, session, capsys):

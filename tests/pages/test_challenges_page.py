@@ -76,3 +76,22 @@ def test_the_effect_of_a_challenge_with_a_holdout_is_measured_on_demand(app, ses
     shown = at.dataframe[1].value
     assert shown["per member"].tolist() == ["purchases", "revenue"] and (shown["with the challenge"] == shown["holdout"]).all()
     assert any("No difference shown (the interval includes 0)" in m.value for m in at.markdown)
+
+
+def test_a_preview_counts_members_who_already_meet_it_or_are_half_way_and_saves_nothing(app, session, frozen):
+    from loyalty.program.segments import save_segment
+
+    first, second, third = (make_member(session, joined_at=utc(2025, 6, 1)) for _ in range(3))
+    for member, purchases in ((first, 4), (second, 2), (third, 1)):
+        for n in range(purchases):
+            make_purchase(session, member, 20, utc(2026, 3, 1 + n))
+    save_segment(session=session, actor=MANAGER, name="Web joiners", rules={"acquisition_channel": ["web"]})
+    at = open_page(app, "manager", "pages/challenges.py")
+    assert at.selectbox(key="challenges_segment").options == ["everyone", "Web joiners"]
+    at.number_input(key="challenges_target").set_value(4.0)
+    at.date_input(key="challenges_starts").set_value(date(2026, 3, 1))
+    at.button(key="challenges_preview").click().run()
+    assert not at.exception
+    assert "4 purchases within 30 days: 3 members have a purchase that counts so far; 1 already meet it" in at.info[-1].value
+    assert "and 1 are half way or more" in at.info[-1].value
+    assert list_challenges(session) == []
