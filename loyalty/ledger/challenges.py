@@ -80,46 +80,15 @@ class Completion:
 # --- defining ---------------------------------------------------------------------------------------
 
 
-def define_challenge(
-    session: Session,
-    *,
-    name: str,
-    actor: Actor,
-    purchases: float | None = None,
-    min_spend: float | None = None,
-    streak_months: float | None = None,
-    within_days: int | None = None,
-    category: str = "",
-    points: int = 0,
-    badge: str = "",
-    starts: datetime | None = None,
-    ends: datetime | None = None,
-    segment_id: int | None = None,
-    max_completions: int = 1,
-    holdout_pct: float = 0.0,
-) -> dict[str, Any]:
-    """Save a new challenge after checking every field; refused whole, naming each field and why.
+def define_challenge(session: Session, *, actor: Actor, **fields: Any) -> dict[str, Any]:
+    """Save a new challenge after checking every field (those of :func:`draft_challenge`); refused
+    whole, naming each field and why. Returns the challenge as ``challenges list`` shows it.
 
     ``holdout_pct``: a stable share of the eligible members who are left out (never complete
     it, never see it), so its effect can be measured as a campaign's is.
     """
     require(actor, "program.configure")
-    row = draft_challenge(
-        session,
-        name=name,
-        purchases=purchases,
-        min_spend=min_spend,
-        streak_months=streak_months,
-        within_days=within_days,
-        category=category,
-        points=points,
-        badge=badge,
-        starts=starts,
-        ends=ends,
-        segment_id=segment_id,
-        max_completions=max_completions,
-        holdout_pct=holdout_pct,
-    )
+    row = draft_challenge(session, **fields)
     row.created_by = actor.username
     with write_transaction(session):
         session.add(row)
