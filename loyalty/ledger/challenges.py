@@ -218,12 +218,18 @@ def _utc(moment: datetime) -> datetime:
 # --- evaluating ---------------------------------------------------------------------------------------
 
 
+_ACTIVE_IDS = text("SELECT id FROM challenge WHERE status = 'active' AND starts_at <= :last AND (ends_at IS NULL OR ends_at > :first) ORDER BY id")
+
+
 def active_challenges(session: Session, first: datetime, last: datetime) -> list[Challenge]:
-    """The active challenges whose dates overlap purchases made from ``first`` to ``last``."""
-    query = select(Challenge).where(
-        Challenge.status == "active", Challenge.starts_at <= last, (col(Challenge.ends_at).is_(None)) | (col(Challenge.ends_at) > first)
-    )
-    return list(session.exec(query).all())
+    """The active challenges whose dates overlap purchases made from ``first`` to ``last``.
+
+    Asked first as one plain statement: every batch of purchases the API writes asks, and a
+    program mostly has none (the ORM query costs a millisecond a batch)."""
+    ids = session.execute(_ACTIVE_IDS, {"first": sql_moment(session, first), "last": sql_moment(session, last)}).scalars().all()
+    if not ids:
+        return []
+    return list(session.exec(select(Challenge).where(col(Challenge.id).in_(ids)).order_by(col(Challenge.id))).all())
 
 
 def evaluate_purchases(session: Session, purchases: pd.DataFrame, *, actor: str) -> list[Completion]:
@@ -233,8 +239,11 @@ def evaluate_purchases(session: Session, purchases: pd.DataFrame, *, actor: str)
     """
     if purchases.empty:
         return []
+    first, last = pd.Timestamp(purchases["occurred_at"].min()), pd.Timestamp(purchases["occurred_at"].max())
+    active = active_challenges(session, _utc(first.to_pydatetime()), _utc(last.to_pydatetime()))
+    if not active:
+        return []
     at = pd.to_datetime(purchases["occurred_at"], utc=True)
-    active = active_challenges(session, at.min().to_pydatetime(), at.max().to_pydatetime())
     made: list[Completion] = []
     for challenge in active:
         arrived = purchases[(at >= challenge.starts_at) & ((at < challenge.ends_at) if challenge.ends_at else True)]

@@ -171,6 +171,17 @@ def pending_referees(session: Session, member_ids: Sequence[int] | np.ndarray) -
     return found
 
 
+_PENDING = text("SELECT id, referrer_id, referee_id, referred_at FROM referral WHERE status = 'pending' AND referee_id IN :ids").bindparams(
+    bindparam("ids", expanding=True)
+)
+
+
+def _moment(value: Any) -> datetime:
+    """A timestamp read by a plain statement (SQLite gives text) as an aware UTC datetime."""
+    stamp = pd.Timestamp(value)
+    return (stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")).to_pydatetime()
+
+
 def pay_referrals(session: Session, purchases: pd.DataFrame, *, actor: str) -> int:
     """Pay the referrals whose referee's first qualifying purchase is now written; returns how many were paid.
 
@@ -183,13 +194,9 @@ def pay_referrals(session: Session, purchases: pd.DataFrame, *, actor: str) -> i
         return 0
     members = np.unique(purchases["member_id"].to_numpy(dtype=np.int64))
     pending: list[tuple[int, int, int, datetime]] = []
-    for batch in id_batches(members):
-        rows = session.exec(
-            select(Referral.id, Referral.referrer_id, Referral.referee_id, Referral.referred_at).where(
-                Referral.status == "pending", col(Referral.referee_id).in_(batch)
-            )
-        )
-        pending.extend((int(i or 0), int(referrer), int(referee), at) for i, referrer, referee, at in rows)
+    for batch in id_batches(members):  # one plain statement: every batch the API writes asks
+        rows = session.execute(_PENDING, {"ids": batch}).all()
+        pending.extend((int(i), int(referrer), int(referee), _moment(at)) for i, referrer, referee, at in rows)
     if not pending:
         return 0
     settings = get_settings(session)
