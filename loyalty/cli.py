@@ -607,13 +607,8 @@ def cmd_messages(args: argparse.Namespace) -> int:
 
 
 def cmd_challenges(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime, time
-
     from loyalty.ledger.challenges import define_challenge, list_challenges
     from loyalty.program.segments import segment_id
-
-    def moment(day: Any) -> datetime | None:
-        return None if day is None else datetime.combine(day, time(), tzinfo=UTC)
 
     with new_session() as session:
         if args.challenges_command == "add":
@@ -627,8 +622,8 @@ def cmd_challenges(args: argparse.Namespace) -> int:
                 category=args.category or "",
                 points=args.points,
                 badge=args.badge or "",
-                starts=moment(args.starts),
-                ends=moment(args.ends),
+                starts=args.starts,
+                ends=args.ends,
                 max_completions=args.max_completions,
                 holdout_pct=args.holdout,
                 segment_id=segment_id(session, args.segment) if args.segment else None,

@@ -15,6 +15,7 @@ from loyalty.errors import InvalidInput
 
 __all__ = [
     "add_months",
+    "as_utc",
     "check_period",
     "cutoff_of",
     "default_as_of",
@@ -27,6 +28,15 @@ __all__ = [
 ]
 
 Period = Literal["week", "month", "quarter", "year"]
+
+
+def as_utc(moment: datetime | date | str) -> datetime:
+    """A moment as an aware UTC datetime: a naive one (or SQLite's stored text) is taken as UTC, a day as its start."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if not isinstance(moment, datetime):
+        return datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def add_months(day: date, months: int) -> date:

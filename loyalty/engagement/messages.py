@@ -172,84 +172,40 @@ def save_template(session: Session, *, kind: str, subject: str, body: str, actor
 # --- queueing ----------------------------------------------------------------------------------
 
 
+_TIER_MOVES = text(
+    "SELECT m.id, m.member_id, t.name, COALESCE(t.rank, 0), COALESCE(f.rank, -1) FROM tier_movement m "
+    "LEFT JOIN tier t ON t.id = m.to_tier_id LEFT JOIN tier f ON f.id = m.from_tier_id "
+    "WHERE m.moved_at > :since AND m.moved_at <= :now ORDER BY m.id"
+)
+_COMPLETIONS = text(
+    "SELECT cc.id, cc.member_id, c.name, cc.points FROM challenge_completion cc JOIN challenge c ON c.id = cc.challenge_id "
+    "WHERE cc.reversed_at IS NULL AND cc.created_at > :since AND cc.created_at <= :now"
+)
+_OFFERS = text(
+    "SELECT a.campaign_id, a.member_id, c.name FROM campaign_assignment a JOIN campaign c ON c.id = a.campaign_id "
+    "WHERE a.\"group\" = 'treatment' AND a.assigned_at > :since AND a.assigned_at <= :now AND c.status = 'active'"
+)
+
+
 def _candidates(session: Session, now: datetime) -> pd.DataFrame:
     """``member_id, kind, dedupe_key, data`` of everything worth telling members now."""
-    parts: list[pd.DataFrame] = []
+    found: list[dict[str, Any]] = []
+
+    def add(member_id: Any, kind: str, key: str, data: dict[str, Any]) -> None:
+        found.append({"member_id": int(member_id), "kind": kind, "dedupe_key": key, "data": data})
+
     expiring = expiring_points(session, after=now)
-    if not expiring.empty:
-        parts.append(
-            pd.DataFrame(
-                {
-                    "member_id": expiring["member_id"].astype("int64"),
-                    "kind": "points_expiring",
-                    "dedupe_key": expiring["day"].dt.strftime("expiry:%Y-%m-%d"),
-                    "data": [{"points": f"{int(p):,}", "expires_on": f"{d:%Y-%m-%d}"} for p, d in zip(expiring["points"], expiring["day"])],
-                }
-            )
-        )
-    since = now - LOOK_BACK
-    moves = session.execute(
-        text(
-            "SELECT m.id, m.member_id, t.name, COALESCE(t.rank, 0), COALESCE(f.rank, -1) FROM tier_movement m "
-            "LEFT JOIN tier t ON t.id = m.to_tier_id LEFT JOIN tier f ON f.id = m.from_tier_id WHERE m.moved_at > :since AND m.moved_at <= :now"
-        ),
-        {"since": sql_moment(session, since), "now": sql_moment(session, now)},
-    ).all()
-    if moves:  # the latest move of each member is the news
-        latest = {int(member): (move, member, tier, to_rank, from_rank) for move, member, tier, to_rank, from_rank in sorted(moves)}
-        parts.append(
-            pd.DataFrame(
-                [
-                    {
-                        "member_id": int(member),
-                        "kind": "tier_up" if to_rank > from_rank else "tier_down",
-                        "dedupe_key": f"move:{move}",
-                        "data": {"tier": tier or "no tier"},
-                    }
-                    for move, member, tier, to_rank, from_rank in latest.values()
-                ]
-            )
-        )
-    done = session.execute(
-        text(
-            "SELECT cc.id, cc.member_id, c.name, cc.points FROM challenge_completion cc JOIN challenge c ON c.id = cc.challenge_id "
-            "WHERE cc.reversed_at IS NULL AND cc.created_at > :since AND cc.created_at <= :now"
-        ),
-        {"since": sql_moment(session, since), "now": sql_moment(session, now)},
-    ).all()
-    if done:
-        parts.append(
-            pd.DataFrame(
-                [
-                    {
-                        "member_id": int(member),
-                        "kind": "challenge_completed",
-                        "dedupe_key": f"completion:{i}",
-                        "data": {"challenge": name, "points": f"{points:,}"},
-                    }
-                    for i, member, name, points in done
-                ]
-            )
-        )
-    offers = session.execute(
-        text(
-            "SELECT a.campaign_id, a.member_id, c.name FROM campaign_assignment a JOIN campaign c ON c.id = a.campaign_id "
-            "WHERE a.\"group\" = 'treatment' AND a.assigned_at > :since AND a.assigned_at <= :now AND c.status = 'active'"
-        ),
-        {"since": sql_moment(session, since), "now": sql_moment(session, now)},
-    ).all()
-    if offers:
-        parts.append(
-            pd.DataFrame(
-                [
-                    {"member_id": int(member), "kind": "campaign_offer", "dedupe_key": f"campaign:{c}", "data": {"campaign": name}}
-                    for c, member, name in offers
-                ]
-            )
-        )
-    if not parts:
-        return pd.DataFrame(columns=["member_id", "kind", "dedupe_key", "data"])
-    return pd.concat(parts, ignore_index=True)
+    for member_id, day, points in zip(expiring["member_id"], expiring["day"], expiring["points"]):
+        add(member_id, "points_expiring", f"expiry:{day:%Y-%m-%d}", {"points": f"{int(points):,}", "expires_on": f"{day:%Y-%m-%d}"})
+    news = {"since": sql_moment(session, now - LOOK_BACK), "now": sql_moment(session, now)}
+    latest = {int(row[1]): row for row in session.execute(_TIER_MOVES, news).all()}  # by id: each member's latest move stays
+    for move, member, tier, to_rank, from_rank in latest.values():
+        add(member, "tier_up" if to_rank > from_rank else "tier_down", f"move:{move}", {"tier": tier or "no tier"})
+    for completion, member, name, points in session.execute(_COMPLETIONS, news).all():
+        add(member, "challenge_completed", f"completion:{completion}", {"challenge": name, "points": f"{points:,}"})
+    for campaign, member, name in session.execute(_OFFERS, news).all():
+        add(member, "campaign_offer", f"campaign:{campaign}", {"campaign": name})
+    return pd.DataFrame(found, columns=["member_id", "kind", "dedupe_key", "data"])
 
 
 def queue_messages(session: Session, *, now: datetime | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from db.models import Challenge, ChallengeCompletion, KpiSnapshot, Member, Purchase, table_of, utcnow
 from loyalty.errors import InvalidInput
-from loyalty.ledger.challenges import list_challenges
+from loyalty.ledger.challenges import challenge_target, draft_challenge, in_holdout, list_challenges, segment_members, streak_runs
 from loyalty.program.goals import kpi_tiles
 from loyalty.settings import get_settings
 
@@ -110,8 +110,6 @@ def preview_challenge(session: Session, *, now: datetime | None = None, **fields
     """What a challenge not saved yet (the fields of :func:`define_challenge`) would find now:
     ``participants`` (members with a purchase that counts so far), ``would_complete`` (already at
     the target: paid with their next purchase) and ``close`` (half way or more, not there yet)."""
-    from loyalty.ledger.challenges import draft_challenge
-
     challenge = draft_challenge(session, refused="Nothing to preview:", check_name=False, **fields)
     now = now or utcnow()
     end = min(now, challenge.ends_at) if challenge.ends_at else now
@@ -136,7 +134,6 @@ def challenge_effect(session: Session, challenge_id: int, *, now: datetime | Non
     whether the interval of the purchases per member excludes 0.
     """
     from loyalty.insights.campaign_results import welch_interval
-    from loyalty.ledger.challenges import in_holdout
 
     challenge = session.get(Challenge, challenge_id)
     if challenge is None:
@@ -148,8 +145,6 @@ def challenge_effect(session: Session, challenge_id: int, *, now: datetime | Non
     eligible = sa_select(member.c.id).where(member.c.erased_at.is_(None), member.c.joined_at < end)
     ids = np.asarray([r[0] for r in session.execute(eligible).all()], dtype=np.int64)
     if challenge.segment_id is not None:
-        from loyalty.ledger.challenges import segment_members
-
         ids = np.intersect1d(ids, segment_members(session, challenge.segment_id))
     bought = session.execute(
         sa_select(_PURCHASE.c.member_id, func.count(), func.sum(_PURCHASE.c.amount))
@@ -244,20 +239,13 @@ def _close(session: Session, challenge: Challenge, end: datetime, share: float =
         if not found:
             return 0
         frame = pd.DataFrame(found, columns=["member_id", "occurred_at"])
-        stamp = pd.to_datetime(frame["occurred_at"], utc=True)
-        frame["month"] = stamp.dt.year * 12 + stamp.dt.month - 1
-        current = end.year * 12 + end.month - 1
-        months = frame.drop_duplicates(["member_id", "month"]).sort_values(["member_id", "month"], ascending=[True, False])
-        # the run of months ending this month, or last month (this one is not over yet)
-        anchor = months["member_id"].map(months.groupby("member_id")["month"].max().eq(current)).map({True: current, False: current - 1})
-        in_run = (months["month"] == anchor - months.groupby("member_id").cumcount()).astype(int)
-        run = in_run.groupby(months["member_id"]).cumprod().groupby(months["member_id"]).sum()
+        run = streak_runs(frame["member_id"], frame["occurred_at"], end)
         return int((run >= math.ceil(challenge.target * share)).sum())
     start = challenge.starts_at
     if challenge.within_days:
         start = max(start, end - timedelta(days=challenge.within_days))
     measure = func.count() if challenge.kind == "purchases" else func.sum(_PURCHASE.c.amount)
-    goal = float(challenge.target) if challenge.kind == "purchases" else float(challenge.min_spend or 0)
+    goal = float(challenge_target(challenge))
     statement = (
         sa_select(_PURCHASE.c.member_id)
         .where(*_counted(challenge, start, end), not_completed)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from loyalty.bounds import MAX_BONUS_POINTS
 from loyalty.errors import InvalidInput
 from loyalty.ledger.kinds import BONUS, REVERSE, expiry_dates
 from loyalty.ledger.outbox import emit_entries, emit_entry
+from loyalty.periods import as_utc
 from loyalty.settings import get_settings
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "define_challenge",
     "draft_challenge",
     "active_challenges",
+    "challenges_during",
     "evaluate_purchases",
     "in_holdout",
     "segment_members",
@@ -56,7 +58,9 @@ __all__ = [
     "member_badges",
     "member_challenges",
     "reverse_for_refund",
+    "challenge_target",
     "streak_months",
+    "streak_runs",
 ]
 
 KINDS = ("purchases", "spend", "streak_months")
@@ -108,15 +112,17 @@ def draft_challenge(
     category: str = "",
     points: int = 0,
     badge: str = "",
-    starts: datetime | None = None,
-    ends: datetime | None = None,
+    starts: datetime | date | None = None,
+    ends: datetime | date | None = None,
     segment_id: int | None = None,
     max_completions: int = 1,
     holdout_pct: float = 0.0,
     refused: str = "The challenge was not saved.",
     check_name: bool = True,
 ) -> Challenge:
-    """A challenge checked field by field and not saved (what :func:`define_challenge` saves, what a preview measures)."""
+    """A challenge checked field by field and not saved (what :func:`define_challenge` saves, what a preview measures).
+
+    ``starts`` and ``ends`` are moments, or days (their start, UTC); ``starts`` defaults to now."""
     name, category, badge = (name or "").strip(), (category or "").strip(), (badge or "").strip()
     problems: list[str] = []
     chosen = [k for k, v in (("purchases", purchases), ("min_spend", min_spend), ("streak_months", streak_months)) if v is not None]
@@ -146,8 +152,8 @@ def draft_challenge(
         problems.append(f"points: from 0 to {MAX_BONUS_POINTS:,} (you entered {points}).")
     if points == 0 and not badge:
         problems.append("reward: give points, a badge, or both.")
-    starts = _utc(starts) if starts is not None else utcnow()
-    ends = _utc(ends) if ends is not None else None
+    starts = as_utc(starts) if starts is not None else utcnow()
+    ends = as_utc(ends) if ends is not None else None
     if ends is not None and ends <= starts:
         problems.append(f"ends: after the start ({starts:%Y-%m-%d}); you entered {ends:%Y-%m-%d}.")
     if not 1 <= max_completions <= MAX_COMPLETIONS:
@@ -192,7 +198,7 @@ def _as_dict(c: Challenge) -> dict[str, Any]:
         "id": c.id,
         "name": c.name,
         "kind": c.kind,
-        "target": float(c.min_spend) if c.kind == "spend" and c.min_spend is not None else c.target,
+        "target": challenge_target(c),
         "within_days": c.within_days,
         "category": c.category,
         "points": c.points,
@@ -211,8 +217,9 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+def challenge_target(challenge: Challenge) -> float | int:
+    """What a member must reach: purchases or months (a whole number), or an amount spent."""
+    return float(challenge.min_spend or 0) if challenge.kind == "spend" else challenge.target
 
 
 # --- evaluating ---------------------------------------------------------------------------------------
@@ -232,16 +239,22 @@ def active_challenges(session: Session, first: datetime, last: datetime) -> list
     return list(session.exec(select(Challenge).where(col(Challenge.id).in_(ids)).order_by(col(Challenge.id))).all())
 
 
-def evaluate_purchases(session: Session, purchases: pd.DataFrame, *, actor: str) -> list[Completion]:
-    """Pay every challenge the members of ``purchases`` (just written: ``member_id, occurred_at``) now meet.
-
-    Runs in the caller's write transaction. Returns the completions it added.
-    """
+def challenges_during(session: Session, purchases: pd.DataFrame) -> list[Challenge]:
+    """The active challenges whose dates overlap these purchases (``occurred_at``)."""
     if purchases.empty:
         return []
     first, last = pd.Timestamp(purchases["occurred_at"].min()), pd.Timestamp(purchases["occurred_at"].max())
-    active = active_challenges(session, _utc(first.to_pydatetime()), _utc(last.to_pydatetime()))
-    if not active:
+    return active_challenges(session, as_utc(first.to_pydatetime()), as_utc(last.to_pydatetime()))
+
+
+def evaluate_purchases(session: Session, purchases: pd.DataFrame, *, actor: str, active: list[Challenge] | None = None) -> list[Completion]:
+    """Pay every challenge the members of ``purchases`` (just written: ``member_id, occurred_at``) now meet.
+
+    ``active``: :func:`challenges_during` these purchases, when the caller has asked already.
+    Runs in the caller's write transaction. Returns the completions it added.
+    """
+    active = challenges_during(session, purchases) if active is None else active
+    if purchases.empty or not active:
         return []
     at = pd.to_datetime(purchases["occurred_at"], utc=True)
     made: list[Completion] = []
@@ -308,6 +321,19 @@ def _month_end(moments: pd.Series) -> pd.Series:
     return (start + pd.DateOffset(months=1) - pd.Timedelta(microseconds=1)).dt.tz_localize("UTC")
 
 
+def _restart_points(kind: str, member_ids: Sequence[int] | np.ndarray, moments: Any, purchase_ids: Sequence[int] | np.ndarray) -> pd.DataFrame:
+    """Per member, the point after which purchases count again (``after_at``, ``after_id``): the
+    purchase of a completion, or for a streak the end of that purchase's month."""
+    points = pd.DataFrame(
+        {"after_at": pd.to_datetime(pd.Series(list(moments)), utc=True).to_numpy(), "after_id": np.asarray(purchase_ids, dtype=np.int64)},
+        index=pd.Index(np.asarray(member_ids, dtype=np.int64), name="member_id"),
+    )
+    points["after_at"] = pd.to_datetime(points["after_at"], utc=True)
+    if kind == "streak_months":  # a streak starts again with the next month
+        points["after_at"], points["after_id"] = _month_end(points["after_at"]), np.iinfo(np.int64).max
+    return points
+
+
 def _stored_completions(session: Session, challenge_id: int, members: np.ndarray, kind: str) -> pd.DataFrame:
     """Per member: sequences used so far, completions standing, and the purchase after which counting restarts."""
     statement = text(
@@ -318,10 +344,10 @@ def _stored_completions(session: Session, challenge_id: int, members: np.ndarray
     frame = pd.DataFrame(rows, columns=["member_id", "sequence", "reversed_at", "completed_at", "after_at", "after_id"])
     frame["completed_at"] = pd.to_datetime(frame["completed_at"], utc=True)
     frame["after_at"] = pd.to_datetime(frame["after_at"], utc=True)
-    if kind == "streak_months":  # a streak starts again with the next month
-        frame["after_at"] = _month_end(frame["after_at"])
     standing = frame[frame["reversed_at"].isna()]
     last = standing.sort_values(["after_at", "after_id"]).groupby("member_id")[["after_at", "after_id", "completed_at"]].last()
+    restart = _restart_points(kind, last.index, last["after_at"], last["after_id"])
+    last = last.assign(after_at=restart["after_at"], after_id=restart["after_id"])
     out = pd.DataFrame(index=pd.Index(np.unique(members), name="member_id"))
     out["sequences"] = frame.groupby("member_id")["sequence"].max().reindex(out.index).fillna(0).astype("int64")
     out["standing"] = standing.groupby("member_id").size().reindex(out.index).fillna(0).astype("int64")
@@ -370,13 +396,11 @@ def _first_meeting(challenge: Challenge, rows: pd.DataFrame) -> pd.DataFrame:
     index = np.arange(len(rows))
     if challenge.kind == "purchases":
         progress = (index - j + 1).astype(np.float64)
-        goal = float(challenge.target)
     else:
         cumulative = np.cumsum(rows["amount"].to_numpy(dtype=np.float64))
         before = np.where(j > 0, cumulative[np.maximum(j - 1, 0)], 0.0)
         progress = np.round(cumulative - before, 2)
-        goal = float(challenge.min_spend or 0)
-    met_rows = np.flatnonzero(progress >= goal - 1e-9)
+    met_rows = np.flatnonzero(progress >= float(challenge_target(challenge)) - 1e-9)
     if not len(met_rows):
         return rows.iloc[0:0]
     first = pd.Series(met_rows, index=member[met_rows]).groupby(level=0).first().to_numpy()
@@ -408,14 +432,7 @@ def _complete(session: Session, challenge: Challenge, members: np.ndarray, *, ac
                     "sequence": sequences[member_id],
                 }
             )
-        restart = pd.DataFrame(
-            {"after_at": met["occurred_at"].to_numpy(), "after_id": met["id"].to_numpy()},
-            index=pd.Index(met["member_id"].to_numpy(), name="member_id"),
-        )
-        restart["after_at"] = pd.to_datetime(restart["after_at"], utc=True)
-        if challenge.kind == "streak_months":
-            restart["after_at"] = _month_end(restart["after_at"])
-            restart["after_id"] = np.iinfo(np.int64).max
+        restart = _restart_points(challenge.kind, met["member_id"], met["occurred_at"], met["id"])
         rows = _after_last_completion(rows[rows["member_id"].isin(restart.index)], restart)
     if not completions:
         return []
@@ -459,8 +476,8 @@ def _pay(session: Session, challenge: Challenge, completions: list[dict[str, Any
 
 
 def reverse_for_refund(session: Session, *, purchase_id: int, purchase_at: datetime, refunded_at: datetime, actor: Actor) -> int:
-    """A purchase was refunded in full: take back the completions that are no longer met without it,
-    if the refund is within the return window.
+    """A purchase was refunded in full within the return window: take back the completions that are
+    no longer met without it.
 
     The completions looked at are the member's standing ones at or after the purchase; one is
     taken back when the purchases that still count (the refunded one no longer does) do not meet
@@ -469,10 +486,7 @@ def reverse_for_refund(session: Session, *, purchase_id: int, purchase_at: datet
     refunded. Returns the points taken back. The member's balance may go below zero (the points
     were spent): a debt, as with any return.
     """
-    window = timedelta(days=get_settings(session).return_window_days)
-    purchase_at = _utc(purchase_at)
-    if refunded_at - purchase_at > window:
-        return 0
+    purchase_at = as_utc(purchase_at)
     member_id = session.exec(select(Purchase.member_id).where(Purchase.id == purchase_id)).one()
     candidates = session.exec(
         select(ChallengeCompletion, Challenge)
@@ -529,14 +543,11 @@ def _still_met(session: Session, challenge: Challenge, completion: ChallengeComp
         )
     ).all()
     marks = session.exec(select(Purchase.id, Purchase.occurred_at).where(col(Purchase.id).in_([*earlier, completion.purchase_id]))).all()
-    at = {int(i or 0): pd.Timestamp(t).tz_convert("UTC") if pd.Timestamp(t).tzinfo else pd.Timestamp(t, tz="UTC") for i, t in marks}
+    at = {int(i or 0): pd.Timestamp(as_utc(t)) for i, t in marks}
     own = (at[completion.purchase_id], completion.purchase_id)
     if earlier:
         previous = max((at[int(i)], int(i)) for i in earlier)
-        done = pd.DataFrame({"after_at": [previous[0]], "after_id": [previous[1]]}, index=pd.Index(members, name="member_id"))
-        if challenge.kind == "streak_months":
-            done["after_at"], done["after_id"] = _month_end(done["after_at"]), np.iinfo(np.int64).max
-        rows = _after_last_completion(rows, done)
+        rows = _after_last_completion(rows, _restart_points(challenge.kind, members, [previous[0]], [previous[1]]))
     keys = list(zip(rows["occurred_at"], rows["id"]))
     rows = rows[[key <= own for key in keys]].reset_index(drop=True)
     return not _first_meeting(challenge, rows).empty
@@ -566,7 +577,7 @@ def member_challenges(session: Session, member_id: int, *, now: datetime | None 
     window ending now, or the streak of months up to this month or the last); ``completed_at``
     is the last completion standing, or None.
     """
-    now = _utc(now or utcnow())
+    now = as_utc(now or utcnow())
     members = np.array([member_id], dtype=np.int64)
     out = []
     for challenge in session.exec(select(Challenge).where(Challenge.status == "active").order_by(col(Challenge.id))).all():
@@ -576,7 +587,7 @@ def member_challenges(session: Session, member_id: int, *, now: datetime | None 
         rows = _after_last_completion(_counted_purchases(session, challenge, members), done)
         rows = rows[rows["occurred_at"] <= now]
         finished = int(done["standing"].iloc[0]) >= challenge.max_completions
-        target = float(challenge.min_spend) if challenge.kind == "spend" and challenge.min_spend is not None else challenge.target
+        target = challenge_target(challenge)
         # A challenge completed as often as allowed shows as full: nothing counts towards it any more.
         progress = target if finished else _progress(challenge, rows, now)
         out.append(
@@ -602,14 +613,19 @@ def _progress(challenge: Challenge, rows: pd.DataFrame, now: datetime) -> float 
     return round(float(rows["amount"].sum()), 2)
 
 
+def streak_runs(member_ids: Sequence[int] | np.ndarray | pd.Series, moments: Any, now: datetime) -> pd.Series:
+    """Per member (index), the consecutive calendar months (UTC) with a purchase ending this month,
+    or last month when this one has none yet (it is not over); members with no such run are left out."""
+    stamps = pd.to_datetime(pd.Series(list(moments)), utc=True)
+    frame = pd.DataFrame({"member_id": np.asarray(member_ids, dtype=np.int64), "month": (stamps.dt.year * 12 + stamps.dt.month - 1).to_numpy()})
+    months = frame.drop_duplicates().sort_values(["member_id", "month"], ascending=[True, False])
+    current = now.year * 12 + now.month - 1
+    anchor = months["member_id"].map(months.groupby("member_id")["month"].max().eq(current)).map({True: current, False: current - 1})
+    in_run = (months["month"] == anchor - months.groupby("member_id").cumcount()).astype(int)
+    return in_run.groupby(months["member_id"]).cumprod().groupby(months["member_id"]).sum()
+
+
 def streak_months(moments: pd.Series | Sequence[datetime], now: datetime) -> int:
     """Consecutive calendar months with a purchase, ending this month (or last month: this one is not over)."""
-    stamps = pd.to_datetime(pd.Series(list(moments)), utc=True)
-    months = set((stamps.dt.year * 12 + stamps.dt.month - 1).tolist())
-    current = now.year * 12 + now.month - 1
-    month = current if current in months else current - 1
-    run = 0
-    while month in months:
-        run += 1
-        month -= 1
-    return run
+    moments = list(moments)
+    return int(streak_runs(np.zeros(len(moments), dtype=np.int64), moments, now).get(0, 0))

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from numbers import Integral
 from typing import Any
@@ -59,6 +59,7 @@ from loyalty.bounds import MAX_ADJUSTMENT_POINTS
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, NotFound
 from loyalty.ledger.kinds import ADJUST, BONUS, EARN, EXPIRE, KINDS, REDEEM, REVERSE, expiry_date, expiry_dates
 from loyalty.ledger.outbox import emit_entries, emit_entry
+from loyalty.periods import as_utc
 from loyalty.records import locked
 from loyalty.settings import get_settings
 
@@ -469,7 +470,8 @@ def return_purchase(
             raise NotFound(f"No purchase with id {purchase_id}.")
         lock_member(session, found.member_id)
         purchase = locked(session, Purchase, purchase_id, "purchase")
-        currency = get_settings(session).currency
+        settings = get_settings(session)
+        currency = settings.currency
         total = _cents(purchase.amount)
         left = total - purchase.returned_cents
         if purchase.refunded_at is not None:
@@ -517,15 +519,14 @@ def return_purchase(
             session.add(entry)
             emit_entry(session, entry, purchase=purchase.external_id)
         challenge_points = referral_points = 0
-        if after >= total:  # refunded in full: the challenges it met are taken back too (within the return window)
+        # Refunded in full within the return window: the challenges and the referral it paid are taken back too.
+        if after >= total and now - as_utc(purchase.occurred_at) <= timedelta(days=settings.return_window_days):
             from loyalty.ledger import challenges, referrals
 
             challenge_points = challenges.reverse_for_refund(
                 session, purchase_id=purchase_id, purchase_at=purchase.occurred_at, refunded_at=now, actor=actor
             )
-            referral_points = referrals.reverse_for_refund(
-                session, purchase_id=purchase_id, purchase_at=purchase.occurred_at, refunded_at=now, actor=actor
-            )
+            referral_points = referrals.reverse_for_refund(session, purchase_id=purchase_id, refunded_at=now, actor=actor)
         record_audit(
             session,
             actor=actor,

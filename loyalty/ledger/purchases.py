@@ -19,11 +19,11 @@ from sqlmodel import Session, col, select
 
 from db.bulk import allocate_ids, insert_frame
 from db.engine import write_transaction
-from db.models import LedgerEntry, Member, Purchase, stored_id, utcnow
+from db.models import Challenge, LedgerEntry, Member, Purchase, stored_id, utcnow
 from loyalty.access.roles import Actor, require
 from loyalty.bounds import Bounds
 from loyalty.errors import AlreadyDone, InvalidInput, LoyaltyError, NotFound
-from loyalty.ledger.challenges import active_challenges, evaluate_purchases
+from loyalty.ledger.challenges import challenges_during, evaluate_purchases
 from loyalty.ledger.earning import EarnRule, earn_entries, member_multipliers
 from loyalty.ledger.entries import PurchaseReturn, lock_members, return_purchase, spendable_balances
 from loyalty.ledger.outbox import emit_entries
@@ -47,13 +47,13 @@ def campaign_rules(session: Session, purchases: pd.DataFrame) -> tuple[EarnRule,
     return earn_rules_for(session, purchases)
 
 
-def engaged_members(session: Session, purchases: pd.DataFrame) -> list[int]:
-    """The members of ``purchases`` a challenge or a referral may pay now (on PostgreSQL only: SQLite writes one at a time)."""
+def engaged_members(session: Session, purchases: pd.DataFrame, active: list[Challenge]) -> list[int]:
+    """The members of ``purchases`` a challenge (of ``active``) or a referral may pay now (on
+    PostgreSQL only: SQLite writes one transaction at a time)."""
     if purchases.empty or session.get_bind().dialect.name != "postgresql":
         return []
     members = purchases["member_id"].unique()
-    at = pd.to_datetime(purchases["occurred_at"], utc=True)
-    if active_challenges(session, at.min().to_pydatetime(), at.max().to_pydatetime()):
+    if active:
         return [int(m) for m in members]
     return pending_referees(session, members)
 
@@ -90,8 +90,9 @@ def add_purchases(
         # Challenges met by these purchases are paid now, and the referrals whose first purchase this is.
         # On PostgreSQL another transaction may be adding purchases of the same members: their rows are
         # locked first, so each sees the other's purchases and completions (no reward twice, none missed).
-        lock_members(session, engaged_members(session, chunk))
-        evaluate_purchases(session, chunk, actor="system")
+        active = challenges_during(session, chunk)
+        lock_members(session, engaged_members(session, chunk, active))
+        evaluate_purchases(session, chunk, actor="system", active=active)
         pay_referrals(session, chunk, actor="system")
         if progress:
             progress(min(start + chunk_rows, total), total)

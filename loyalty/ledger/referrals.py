@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor
 from loyalty.ledger.kinds import BONUS, REVERSE, expiry_dates
 from loyalty.ledger.outbox import emit_entries, emit_entry
+from loyalty.periods import as_utc
 from loyalty.settings import get_settings
 
 __all__ = ["pending_referees", "CODE_PATTERN", "code_problems", "decode", "pay_referrals", "referral_code", "referral_codes", "reverse_for_refund"]
@@ -163,23 +164,24 @@ def record_referrals(session: Session, referee_ids: np.ndarray, referrer_ids: np
     return len(rows)
 
 
-def pending_referees(session: Session, member_ids: Sequence[int] | np.ndarray) -> list[int]:
-    """Those of these members whose referral waits for its first qualifying purchase."""
-    found: list[int] = []
-    for batch in id_batches(np.unique(np.asarray(member_ids, dtype=np.int64))):
-        found += [int(r) for r in session.exec(select(Referral.referee_id).where(Referral.status == "pending", col(Referral.referee_id).in_(batch)))]
-    return found
-
-
 _PENDING = text("SELECT id, referrer_id, referee_id, referred_at FROM referral WHERE status = 'pending' AND referee_id IN :ids").bindparams(
     bindparam("ids", expanding=True)
 )
 
 
-def _moment(value: Any) -> datetime:
-    """A timestamp read by a plain statement (SQLite gives text) as an aware UTC datetime."""
-    stamp = pd.Timestamp(value)
-    return (stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")).to_pydatetime()
+def _pending(session: Session, member_ids: Sequence[int] | np.ndarray) -> list[tuple[int, int, int, datetime]]:
+    """``(referral, referrer, referee, referred_at)`` of these members' referrals waiting for a first
+    qualifying purchase. One plain statement a batch: every batch of purchases the API writes asks."""
+    found = []
+    for batch in id_batches(np.unique(np.asarray(member_ids, dtype=np.int64))):
+        rows = session.execute(_PENDING, {"ids": batch}).all()
+        found += [(int(i), int(referrer), int(referee), as_utc(at)) for i, referrer, referee, at in rows]
+    return found
+
+
+def pending_referees(session: Session, member_ids: Sequence[int] | np.ndarray) -> list[int]:
+    """Those of these members whose referral waits for its first qualifying purchase."""
+    return [referee for _, _, referee, _ in _pending(session, member_ids)]
 
 
 def pay_referrals(session: Session, purchases: pd.DataFrame, *, actor: str) -> int:
@@ -192,11 +194,7 @@ def pay_referrals(session: Session, purchases: pd.DataFrame, *, actor: str) -> i
     """
     if purchases.empty:
         return 0
-    members = np.unique(purchases["member_id"].to_numpy(dtype=np.int64))
-    pending: list[tuple[int, int, int, datetime]] = []
-    for batch in id_batches(members):  # one plain statement: every batch the API writes asks
-        rows = session.execute(_PENDING, {"ids": batch}).all()
-        pending.extend((int(i), int(referrer), int(referee), _moment(at)) for i, referrer, referee, at in rows)
+    pending = _pending(session, purchases["member_id"].to_numpy(dtype=np.int64))
     if not pending:
         return 0
     settings = get_settings(session)
@@ -254,12 +252,9 @@ def pay_referrals(session: Session, purchases: pd.DataFrame, *, actor: str) -> i
     return paid
 
 
-def reverse_for_refund(session: Session, *, purchase_id: int, purchase_at: datetime, refunded_at: datetime, actor: Actor) -> int:
-    """A purchase was refunded in full: take back the referral bonuses it paid, if within the return window. Returns the points taken back."""
-    window = timedelta(days=get_settings(session).return_window_days)
-    at = purchase_at if purchase_at.tzinfo else purchase_at.replace(tzinfo=refunded_at.tzinfo)
-    if refunded_at - at > window:
-        return 0
+def reverse_for_refund(session: Session, *, purchase_id: int, refunded_at: datetime, actor: Actor) -> int:
+    """A purchase was refunded in full within the return window: take back the referral bonuses it
+    paid, for good. Runs in the refund's transaction. Returns the points taken back."""
     taken = 0
     for referral in session.exec(select(Referral).where(Referral.purchase_id == purchase_id, Referral.status == "rewarded")).all():
         for member, points, reason in (

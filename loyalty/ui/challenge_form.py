@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
 from typing import Any
 
 import streamlit as st
@@ -16,10 +15,6 @@ from loyalty.ui.core import db_session
 from loyalty.ui.notices import run_and_reload
 
 GOALS = {"purchases": "purchases", "spend": "min_spend", "streak of months": "streak_months"}
-
-
-def _moment(day: date | None) -> datetime | None:
-    return None if day is None else datetime.combine(day, time(), tzinfo=UTC)
 
 
 def challenge_form(actor: Actor) -> None:
@@ -53,8 +48,8 @@ def challenge_form(actor: Actor) -> None:
         "category": category,
         "points": int(points),
         "badge": badge,
-        "starts": _moment(starts),
-        "ends": _moment(ends),
+        "starts": starts,
+        "ends": ends,
         "segment_id": None if segment == "everyone" else int(segment_names[segment]),
         "max_completions": int(most),
         "holdout_pct": float(holdout),
