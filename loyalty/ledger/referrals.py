@@ -101,8 +101,7 @@ def code_problems(session: Session, codes: pd.Series, referee_external: pd.Serie
             select(Member.id, Member.external_id, Member.email, Member.erased_at).where(col(Member.id).in_(batch))
         ):
             known[int(member_id or 0)] = (external, (email or "").strip().lower(), erased is not None)
-    already = _existing_referrers(session, referee_external)
-    stored = _stored_members(session, referee_external)
+    stored = _stored_referees(session, referee_external)
     for i in range(n):
         if reasons[i]:
             continue
@@ -113,7 +112,7 @@ def code_problems(session: Session, codes: pd.Series, referee_external: pd.Serie
             reasons[i] = "is the member's own referral code"
         elif referee_email is not None and found[1] and found[1] == str(referee_email.iloc[i]).strip().lower():
             reasons[i] = f"belongs to member {found[0]}, who has the same e-mail: a member cannot refer themselves"
-        elif (before := already.get(referee_external.iloc[i])) is not None and before != int(referrer[i]):
+        elif (before := stored.get(referee_external.iloc[i])) is not None and before != int(referrer[i]):
             reasons[i] = "differs from the referral code this member joined with (a referral is not changed)"
         elif before is None and referee_external.iloc[i] in stored:
             reasons[i] = "is for a member who already joined: a member is referred when joining"
@@ -122,24 +121,17 @@ def code_problems(session: Session, codes: pd.Series, referee_external: pd.Serie
     return referrer, reasons
 
 
-def _stored_members(session: Session, external_ids: pd.Series) -> set[str]:
+def _stored_referees(session: Session, external_ids: pd.Series) -> dict[str, int | None]:
+    """Of these member ids, those stored, each with the id of the member who referred them (None: not referred)."""
     keys = list(dict.fromkeys(str(v) for v in external_ids))
-    found: set[str] = set()
-    for start in range(0, len(keys), 10_000):
-        found.update(session.exec(select(Member.external_id).where(col(Member.external_id).in_(keys[start : start + 10_000]))))
-    return found
-
-
-def _existing_referrers(session: Session, referee_external: pd.Series) -> dict[str, int]:
-    keys = list(dict.fromkeys(str(v) for v in referee_external))
-    found: dict[str, int] = {}
+    found: dict[str, int | None] = {}
     for start in range(0, len(keys), 10_000):
         rows = session.exec(
             select(Member.external_id, Referral.referrer_id)
-            .join(Referral, col(Referral.referee_id) == Member.id)
+            .join(Referral, col(Referral.referee_id) == Member.id, isouter=True)
             .where(col(Member.external_id).in_(keys[start : start + 10_000]))
         ).all()
-        found.update({external: int(referrer) for external, referrer in rows})
+        found.update({external: None if referrer is None else int(referrer) for external, referrer in rows})
     return found
 
 
