@@ -115,6 +115,16 @@ def _count_where(condition: pl.Expr) -> pl.Expr:
     return condition.cast(pl.Int64).sum()
 
 
+def _revenue_per_member_where(condition: pl.Expr) -> pl.Expr:
+    """Revenue of the period / active members, over the active members meeting ``condition``."""
+    chosen = pl.col("active") & condition
+    return _ratio(pl.col("revenue").filter(chosen).sum(), _count_where(chosen))
+
+
+def _referral_role() -> pl.Expr:
+    return pl.when(pl.col("referred_in_period")).then(pl.when(pl.col("referral_paid")).then(pl.lit("paid")).otherwise(pl.lit("pending")))
+
+
 def _count(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Int64).sum()
 
@@ -354,7 +364,7 @@ METRICS: dict[str, Metric] = {
             "up",
             "members",
             lambda: _count("referred_in_period"),
-            lambda: pl.when(pl.col("referred_in_period")).then(pl.when(pl.col("referral_paid")).then(pl.lit("paid")).otherwise(pl.lit("pending"))),
+            _referral_role,
             ("joined_on", "purchases", "revenue"),
             frozenset({"members", "referrals"}),
         ),
@@ -368,7 +378,7 @@ METRICS: dict[str, Metric] = {
             "up",
             "members",
             lambda: _ratio(_count_where(pl.col("referred_in_period") & pl.col("referral_paid")), _count("referred_in_period")),
-            lambda: pl.when(pl.col("referred_in_period")).then(pl.when(pl.col("referral_paid")).then(pl.lit("paid")).otherwise(pl.lit("pending"))),
+            _referral_role,
             ("joined_on", "purchases", "revenue"),
             frozenset({"members", "referrals"}),
         ),
@@ -394,9 +404,7 @@ METRICS: dict[str, Metric] = {
             ",.2f",
             "up",
             "members",
-            lambda: _ratio(
-                pl.col("revenue").filter(pl.col("active") & pl.col("referred")).sum(), _count_where(pl.col("active") & pl.col("referred"))
-            ),
+            lambda: _revenue_per_member_where(pl.col("referred")),
             lambda: pl.when(pl.col("active") & pl.col("referred")).then(pl.lit("referred")),
             _PERIOD_COLUMNS,
             frozenset({"members", "referrals"}),
@@ -409,9 +417,7 @@ METRICS: dict[str, Metric] = {
             ",.2f",
             "up",
             "members",
-            lambda: _ratio(
-                pl.col("revenue").filter(pl.col("active") & ~pl.col("referred")).sum(), _count_where(pl.col("active") & ~pl.col("referred"))
-            ),
+            lambda: _revenue_per_member_where(~pl.col("referred")),
             lambda: pl.when(pl.col("active") & ~pl.col("referred")).then(pl.lit("not referred")),
             _PERIOD_COLUMNS,
             frozenset({"members", "referrals"}),
