@@ -156,7 +156,9 @@ def _what_the_page_showed(page, test_name: str) -> str:
     folder = _screenshots_folder()
     try:
         page.screenshot(path=str(folder / f"FAILED-{test_name}.png"), full_page=True, timeout=10_000)
-        text = page.locator("body").inner_text(timeout=10_000)
+        # The main area first: the sidebar's links alone can fill the report's length.
+        main = page.locator('[data-testid="stMain"]')
+        text = (main if main.count() else page.locator("body")).inner_text(timeout=10_000)
     except Exception as error:  # the page may be gone: say so, the failure itself is already reported
         text = f"(could not read the page: {error})"
     cookie = "yes" if session_cookie(page.context) else "no"

@@ -23,9 +23,22 @@ def go_to(page, title: str) -> None:
 
 
 def define(page, name: str, target: str) -> None:
-    page.get_by_label("Name", exact=True).fill(name)
-    page.get_by_role("spinbutton", name="Target").fill(target)
-    page.get_by_label("Badge (optional)").fill(f"{name} badge")
+    """Fill the form and save it. Each field is left with Tab (as a person moves on), and its value
+    read back before saving: on a loaded machine the rerun that showed the previous refusal can
+    still be redrawing the form and put its old Target back over what was typed."""
+    wait_for_page(page)
+    fields = [
+        (page.get_by_label("Name", exact=True), name, str),
+        (page.get_by_role("spinbutton", name="Target"), target, float),
+        (page.get_by_label("Badge (optional)"), f"{name} badge", str),
+    ]
+    for field, value, _ in fields:
+        field.fill(value)
+        field.press("Tab")
+    wait_for_page(page)
+    for field, value, kind in fields:
+        shown = field.input_value()
+        assert kind(shown) == kind(value), f"the form shows {shown!r} where {value!r} was typed"
     page.get_by_role("button", name="Save challenge").click()
     wait_for_page(page)
 
