@@ -358,6 +358,26 @@ class Report(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class StoredView(SQLModel, table=True):
+    """What an analysis page shows for its first view, computed by the nightly ``page-views`` job
+    (issue 20): the page reads this row instead of scanning the purchase and ledger tables.
+
+    ``params`` is the JSON of the view's arguments (an Analyse page's default filters); ``payload``
+    a zip of the view's frames (Parquet) and numbers (JSON), see ``loyalty.insights.stored``.
+    """
+
+    __tablename__ = "stored_view"
+    __table_args__ = (UniqueConstraint("name", "params", name="uq_stored_view_name_params"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=40)
+    params: str = Field(max_length=400)
+    as_of: date
+    computed_at: datetime = Field(default_factory=utcnow)
+    seconds: float = 0.0
+    payload: bytes = b""
+
+
 # --- access ----------------------------------------------------------------------------
 
 

@@ -854,7 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps",
         action="append",
-        choices=["evaluate", "analyze", "decide", "pages", "redemptions", "api"],
+        choices=["evaluate", "analyze", "decide", "pages", "browser", "redemptions", "api"],
         help="only these measurement groups (repeatable; generation and imports always run)",
     )
     p.add_argument("--json", action="store_true")

@@ -3,24 +3,18 @@
 import streamlit as st
 
 from loyalty.formatting import csv_text
-from loyalty.insights.analysis import Filters, purchase_cycle_view, slow_repeaters
+from loyalty.insights.analysis import Filters, slow_repeaters
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import counted_bars
 from loyalty.ui.core import METRICS_DOC, db_session
-from loyalty.ui.filters import analysis_header
+from loyalty.ui.filters import analysis_header, analysis_view
 from loyalty.ui.tables import readable
 
 page_actor("analysis.view")
 filters = analysis_header("purchase_cycle", "Purchase cycle")
 
 
-@st.cache_data(ttl=600, show_spinner=False)
-def load(filters: Filters) -> dict:
-    with db_session() as session:
-        return purchase_cycle_view(session, filters)
-
-
-view = load(filters)
+view = analysis_view("purchase_cycle", filters)
 if view["active_members"] == 0:
     st.info("No purchases in this range for these filters.")
     st.stop()
@@ -62,6 +56,12 @@ def slow(filters: Filters, threshold: int):
         return slow_repeaters(session, filters, min_gap_days=threshold)
 
 
+# Listed on request: finding them reads every purchase of the range.
+if st.session_state.get("purchase_cycle_listed") != (filters, threshold):
+    if st.button("List these members", key="purchase_cycle_list"):
+        st.session_state["purchase_cycle_listed"] = (filters, threshold)
+        st.rerun()
+    st.stop()
 slow = slow(filters, threshold)
 st.caption(f"{len(slow):,} repeat buyers usually wait {threshold} days or more between purchases.")
 st.dataframe(readable(slow), hide_index=True, width="stretch")

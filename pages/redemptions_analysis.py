@@ -5,22 +5,16 @@ import streamlit as st
 from loyalty.decisions.forecast import backtest_forecast, backtest_table, latest_forecast
 from loyalty.errors import InvalidInput
 from loyalty.formatting import csv_text, percent
-from loyalty.insights.analysis import Filters, redemptions_view, reward_redeemers
+from loyalty.insights.analysis import reward_redeemers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact, points_flow
 from loyalty.ui.core import METRICS_DOC, db_session
-from loyalty.ui.filters import analysis_header
+from loyalty.ui.filters import analysis_header, analysis_view
 from loyalty.ui.forecast_charts import liability_chart, redemption_expiry_chart
 from loyalty.ui.tables import readable
 
 page_actor("analysis.view")
 filters = analysis_header("redemption_analysis", "Redemptions and liability")
-
-
-@st.cache_data(ttl=600, show_spinner=False)
-def load(filters: Filters) -> dict:
-    with db_session() as session:
-        return redemptions_view(session, filters)
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -35,7 +29,7 @@ def load_backtest() -> dict:
         return backtest_forecast(session)
 
 
-view = load(filters)
+view = analysis_view("redemption_analysis", filters)
 if view["monthly"].empty:
     st.info("No points movements in this range for these filters.")
 else:

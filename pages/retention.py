@@ -3,11 +3,11 @@
 import streamlit as st
 
 from loyalty.formatting import csv_text
-from loyalty.insights.analysis import Filters, cohort_members, retention_view
+from loyalty.insights.analysis import Filters, cohort_members
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import churn_chart, cohort_heatmap, retention_curves_chart
 from loyalty.ui.core import METRICS_DOC, db_session
-from loyalty.ui.filters import analysis_header
+from loyalty.ui.filters import analysis_header, analysis_view
 from loyalty.ui.tables import readable
 
 page_actor("analysis.view")
@@ -19,13 +19,7 @@ filters = analysis_header(
 )
 
 
-@st.cache_data(ttl=600, show_spinner="Computing cohorts…")
-def load(filters: Filters) -> dict:
-    with db_session() as session:
-        return retention_view(session, filters)
-
-
-view = load(filters)
+view = analysis_view("retention", filters)
 if view["matrix"].empty:
     st.info("No purchases in this range for these filters: widen the date range or clear a filter.")
     st.stop()
@@ -45,8 +39,21 @@ cols = st.columns(2)
 cohort = cols[0].selectbox("Cohort", list(view["matrix"].index), key="retention_cohort")
 ages = [int(a) for a in view["matrix"].columns if view["matrix"].loc[cohort].notna().get(a, False)]
 age = cols[1].selectbox("Months after the first purchase", ages, index=min(1, len(ages) - 1), key="retention_age")
-with db_session() as session:
-    people = cohort_members(session, filters, cohort, age)
+
+
+@st.cache_data(ttl=600, show_spinner="Finding the members of the cohort…")
+def members_of(filters: Filters, cohort: str, age: int):
+    with db_session() as session:
+        return cohort_members(session, filters, cohort, age)
+
+
+# Listed on request: finding a cohort's members reads every purchase of the range.
+if st.session_state.get("retention_listed") != (filters, cohort, age):
+    if st.button("List these members", key="retention_list"):
+        st.session_state["retention_listed"] = (filters, cohort, age)
+        st.rerun()
+    st.stop()
+people = members_of(filters, cohort, age)
 kept = int(people["active_at_age"].sum())
 st.caption(f"{kept:,} of {len(people):,} members of the {cohort} cohort bought in month +{age}; the others are listed first.")
 st.dataframe(readable(people), hide_index=True, width="stretch")

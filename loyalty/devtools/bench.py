@@ -561,10 +561,8 @@ def _step_api(connections: int, seconds: float, workers: int) -> dict[str, Any]:
     """Tills posting purchases to ``python -m loyalty api`` (``workers`` processes), one key and
     keep-alive connection each, one request in ten retried (loyalty.devtools.api_load); then
     the check that every purchase answered 201 is stored once and earned exactly once."""
-    import socket
     import subprocess
     import sys
-    import urllib.request
 
     from sqlalchemy import func
     from sqlmodel import col, select
@@ -573,34 +571,21 @@ def _step_api(connections: int, seconds: float, workers: int) -> dict[str, Any]:
     from db.models import LedgerEntry, Member, Purchase
     from loyalty.access.roles import SYSTEM_CLI
     from loyalty.devtools.api_load import run_load
+    from loyalty.devtools.servers import free_port, stop, wait_until_up
     from loyalty.integrations.apikeys import create_key
 
     run = f"{time.time():.0f}"
     with new_session() as session:
         keys = [create_key(session, name=f"load-{run}-{i}", scopes=["purchases:write"], actor=SYSTEM_CLI)["key"] for i in range(connections)]
         members = list(session.exec(select(Member.external_id).where(col(Member.erased_at).is_(None)).limit(20_000)))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "loyalty", "api", "--port", str(port), "--workers", str(workers)], stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/openapi.json", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the API server did not start within 60 s") from None
-                time.sleep(0.2)
+        wait_until_up(server, f"{url}/openapi.json", timeout_s=60, what="the API server")
         result = run_load(url, keys=keys, members=members, seconds=seconds, prefix=f"LOAD-{run}-")
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
     with new_session() as session:
         stored = dict(
             session.exec(
@@ -776,6 +761,11 @@ def run_bench(config: BenchConfig, *, echo: Any = print) -> dict[str, Any]:
         details["pages_process"] = {"seconds": result.seconds, "peak_mb": result.peak_mb}
         for title, seconds in result.output.get("pages", {}).items():
             record(f"page:{title}", StepResult(seconds, result.peak_mb))
+    if on("browser") and ("browser" in wanted or Path("/usr/bin/chromium").exists()):
+        result = run_measured(_internal("browser"), env)
+        details["browser"] = result.output
+        for title, seconds in result.output.get("first", {}).items():
+            record(f"browser:{title}", StepResult(seconds, result.peak_mb))
     if on("redemptions"):
         result = record("redemptions", run_measured(_internal("redemptions", str(REDEMPTION_CLIENTS), str(REDEMPTION_ATTEMPTS)), env))
         details["redemptions"] = result.output
@@ -901,6 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("start", type=date.fromisoformat)
     p.add_argument("end", type=date.fromisoformat)
     sub.add_parser("pages")
+    sub.add_parser("browser", help="every page clicked from the sidebar in Chromium, timed (needs /usr/bin/chromium)")
     sub.add_parser("decide")
     p = sub.add_parser("report", help="a scaling table (Markdown) and a log-log chart from bench --json outputs")
     p.add_argument("results", nargs="+")
@@ -929,6 +920,10 @@ def main(argv: list[str] | None = None) -> int:
         output = _step_baseline(args.start, args.end)
     elif args.step == "pages":
         output = _step_pages()
+    elif args.step == "browser":
+        from loyalty.devtools.browser_pages import time_pages
+
+        output = time_pages(screenshots=Path(os.environ["LOYALTY_SCREENSHOTS"]) if os.environ.get("LOYALTY_SCREENSHOTS") else None)
     elif args.step == "decide":
         output = _step_decide()
     elif args.step == "api":

@@ -300,6 +300,19 @@ def _liability_forecast_body(ctx: JobContext) -> dict[str, Any]:
     }
 
 
+def _page_views_body(ctx: JobContext) -> dict[str, Any]:
+    from loyalty.insights.stored import compute_page_views, save_page_views
+
+    # The pages' default filters end with the last complete month as of the day after as_of
+    # (the day the pages are read), whatever the clock says when a past day is evaluated.
+    now = datetime.combine(ctx.as_of + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    rows = compute_page_views(ctx.session, now=now, as_of=ctx.as_of, progress=ctx.progress)
+    ctx.progress(0.95, "storing the views")
+    with write_transaction(ctx.session):
+        hold_job_lock(ctx.session, "page-views")
+        return save_page_views(ctx.session, rows)
+
+
 def _report_body(ctx: JobContext, cadence: str) -> dict[str, Any]:
     from loyalty.evaluation.reports import (
         last_complete_period,
@@ -396,6 +409,15 @@ JOBS: dict[str, JobSpec] = {
             _liability_forecast_body,
         ),
         JobSpec(
+            "page-views",
+            "Page views",
+            "loyalty.evaluation.jobs:page_views",
+            "45 5 * * *",
+            "Computes what the Retention, Lifetime value, Purchase cycle and Redemptions pages show for their default "
+            "filters and stores it, so they open without scanning the purchases and the ledger.",
+            _page_views_body,
+        ),
+        JobSpec(
             "executive-report",
             "Executive report",
             "loyalty.evaluation.jobs:executive_report",
@@ -434,6 +456,7 @@ JOB_ORDER: tuple[str, ...] = (
     "campaign-evaluation",
     "retention-alert",
     "liability-forecast",
+    "page-views",
     "executive-report",
     "member-messages",
 )
@@ -776,6 +799,10 @@ def retention_alert(as_of: date | None = None) -> dict[str, Any]:
 
 def member_messages(as_of: date | None = None) -> dict[str, Any]:
     return run_job("member-messages", as_of=as_of)
+
+
+def page_views(as_of: date | None = None) -> dict[str, Any]:
+    return run_job("page-views", as_of=as_of)
 
 
 def liability_forecast(as_of: date | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -24,13 +24,17 @@ from loyalty.access.privacy import mask_contacts
 from loyalty.access.roles import Actor
 from loyalty.analytics.cohorts import churn_over_time, cohort_table, period_label, retention_curves
 from loyalty.analytics.data import load_members, load_purchases
+from loyalty.periods import add_months, last_complete_month
 from loyalty.settings import get_settings
 
 __all__ = [
     "CYCLE_VERDICTS",
     "Filters",
+    "clv_high_value",
+    "clv_members_table",
     "clv_view",
     "cohort_members",
+    "default_filters",
     "feedback_view",
     "purchase_cycle_view",
     "redemptions_view",
@@ -73,6 +77,13 @@ class Filters:
     @property
     def restricts_members(self) -> bool:
         return any(v is not None for v in (self.segment_id, self.tier, self.channel))
+
+
+def default_filters(now: datetime, months: int = 12) -> Filters:
+    """An Analyse page's filters before anyone changes them: the last ``months`` complete
+    calendar months (a month still running would read as a fall), every member."""
+    last_month, following = last_complete_month(now)
+    return Filters(start=add_months(last_month, 1 - months), end=following)
 
 
 def _member_ids(session: Session, filters: Filters, members: pl.DataFrame) -> np.ndarray | None:
@@ -158,24 +169,74 @@ def cohort_members(session: Session, filters: Filters, cohort: str, age: int, *,
 # --- CLV -----------------------------------------------------------------------------------
 
 
-def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) -> dict[str, Any]:
-    """Per-member historical and predicted CLV (model fitted on purchases before the range end)."""
+CLV_BINS = 40  # bars of the predicted-CLV histogram
+CLV_SCATTER_POINTS = 3_000  # members drawn in the scatter: a sample, the same one every time
+CLV_LISTED = 1_000  # members at risk (and lost) listed on the page; the CSV has them all
+CLV_COLUMNS = (
+    "external_id",
+    "tier",
+    "acquisition_channel",
+    "frequency",
+    "historical_clv",
+    "predicted_clv",
+    "probability_alive",
+    "expected_purchases",
+)
+
+
+def clv_members_table(session: Session, filters: Filters, *, horizon_months: int = 12) -> pd.DataFrame:
+    """Per-member historical and predicted CLV (model fitted on purchases before the range end)
+    with the member's number, tier and acquisition channel, for the members the filters keep."""
     from loyalty.analytics.clv import clv_members
-    from loyalty.analytics.metrics import METRICS
 
     table = clv_members(session, calibration_end=filters.end - timedelta(days=1), horizon_months=horizon_months)
-    members = load_members(session).to_pandas()
-    ids = _member_ids(session, filters, load_members(session))
-    table = table.merge(members[["member_id", "external_id", "tier", "acquisition_channel"]], on="member_id", how="left")
-    if ids is not None:
-        table = table[table["member_id"].isin(ids)]
+    loaded = load_members(session)
+    members = loaded.select("member_id", "external_id", "tier", "acquisition_channel").to_pandas()
+    ids = _member_ids(session, filters, loaded)
+    table = table.merge(members, on="member_id", how="left")
+    return table[table["member_id"].isin(ids)] if ids is not None else table
+
+
+def clv_high_value(table: pd.DataFrame, which: str) -> pd.DataFrame:
+    """Of the top fifth by historical CLV: ``which="at_risk"`` those with a probability alive from
+    :data:`LOST_ALIVE` to below :data:`AT_RISK_ALIVE`, ``"lost"`` those below it; highest value first."""
     if table.empty:
-        empty = {"historical_clv": math.nan, "predicted_clv": math.nan, "definitions": {}}
-        return {"members": table, **empty, "by_tier": pd.DataFrame(), "by_channel": pd.DataFrame(), "at_risk": table, "lost": table}
-    value_line = table["historical_clv"].quantile(AT_RISK_VALUE_QUANTILE)
-    valuable = table[table["historical_clv"] >= value_line]
-    at_risk = valuable[(valuable["probability_alive"] < AT_RISK_ALIVE) & (valuable["probability_alive"] >= LOST_ALIVE)]
-    lost = valuable[valuable["probability_alive"] < LOST_ALIVE]
+        return table
+    valuable = table[table["historical_clv"] >= table["historical_clv"].quantile(AT_RISK_VALUE_QUANTILE)]
+    alive = valuable["probability_alive"]
+    chosen = valuable[(alive < AT_RISK_ALIVE) & (alive >= LOST_ALIVE)] if which == "at_risk" else valuable[alive < LOST_ALIVE]
+    return chosen.sort_values("historical_clv", ascending=False)[[c for c in CLV_COLUMNS if c in table.columns]]
+
+
+def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) -> dict[str, Any]:
+    """What the Lifetime value page shows, small whatever the program's size: the means, the
+    predicted-CLV histogram counted, a sample for the scatter, the means by tier and channel,
+    and the first :data:`CLV_LISTED` members at risk and lost (with their counts). The whole
+    per-member table is :func:`clv_members_table`."""
+    from loyalty.analytics.metrics import METRICS
+
+    table = clv_members_table(session, filters, horizon_months=horizon_months)
+    at_risk, lost = clv_high_value(table, "at_risk"), clv_high_value(table, "lost")
+    counts, edges = np.histogram(table["predicted_clv"], bins=CLV_BINS) if len(table) else (np.zeros(0, dtype=np.int64), np.zeros(1))
+    sample = table.sample(CLV_SCATTER_POINTS, random_state=0) if len(table) > CLV_SCATTER_POINTS else table
+    view: dict[str, Any] = {
+        "members": len(table),
+        "predicted_bins": pd.DataFrame({"predicted_clv_from": edges[:-1], "predicted_clv_to": edges[1:], "members": counts}),
+        "sample": sample[["external_id", "historical_clv", "predicted_clv", "probability_alive"]].reset_index(drop=True),
+        "at_risk": at_risk.head(CLV_LISTED).reset_index(drop=True),
+        "at_risk_count": len(at_risk),
+        "lost": lost.head(CLV_LISTED).reset_index(drop=True),
+        "lost_count": len(lost),
+    }
+    if table.empty:
+        return {
+            **view,
+            "historical_clv": math.nan,
+            "predicted_clv": math.nan,
+            "definitions": {},
+            "by_tier": pd.DataFrame(),
+            "by_channel": pd.DataFrame(),
+        }
     by = {
         name: table.groupby(col)
         .agg(members=("member_id", "size"), historical_clv=("historical_clv", "mean"), predicted_clv=("predicted_clv", "mean"))
@@ -184,26 +245,13 @@ def clv_view(session: Session, filters: Filters, *, horizon_months: int = 12) ->
         for name, col in (("by_tier", "tier"), ("by_channel", "acquisition_channel"))
     }
     by["by_tier"] = _in_tier_order(session, by["by_tier"])
-    columns = [
-        "external_id",
-        "tier",
-        "acquisition_channel",
-        "frequency",
-        "historical_clv",
-        "predicted_clv",
-        "probability_alive",
-        "expected_purchases",
-    ]
-    shown = [c for c in columns if c in table.columns]
     return {
-        "members": table,
+        **view,
         # The catalogue's historical_clv and predicted_clv over these members (the cross-surface test checks it).
         "historical_clv": float(table["historical_clv"].mean()),
         "predicted_clv": float(table["predicted_clv"].mean()),
         "definitions": {m: METRICS[m].definition for m in ("historical_clv", "predicted_clv")},
         **by,
-        "at_risk": at_risk.sort_values("historical_clv", ascending=False)[shown],
-        "lost": lost.sort_values("historical_clv", ascending=False)[shown],
     }
 
 
@@ -316,9 +364,7 @@ def reward_redeemers(session: Session, filters: Filters, reward: str) -> pd.Data
     return pd.DataFrame(rows, columns=["member", "requested_at", "points", "status"])
 
 
-def _moment(day: date):
-    from datetime import datetime
-
+def _moment(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 

@@ -160,12 +160,6 @@ def churn_chart(churn: pd.DataFrame) -> go.Figure:
     return house_layout(fig, "Month-on-month retention and churn of active members", yaxis_title="")
 
 
-def histogram(values: pd.Series, title: str, x_title: str, *, bins: int = 40, colour: str = TEAL) -> go.Figure:
-    fig = go.Figure(go.Histogram(x=values, nbinsx=bins, marker_color=colour))
-    fig.update_layout(xaxis_title=x_title, bargap=0.05, hovermode="closest")
-    return house_layout(fig, title, yaxis_title="members")
-
-
 def counted_bars(x: pd.Series, counts: pd.Series, title: str, x_title: str, y_title: str, *, colour: str = TEAL) -> go.Figure:
     """A histogram already counted (bins in ``x``, their counts): small to send whatever the data size."""
     fig = go.Figure(go.Bar(x=x, y=counts, marker_color=colour))
@@ -180,8 +174,17 @@ def group_bars(frame: pd.DataFrame, columns: list[str], title: str, yaxis: str =
     return house_layout(fig, title, yaxis_title=yaxis).update_layout(hovermode="closest")
 
 
-def clv_scatter(members: pd.DataFrame) -> go.Figure:
-    sample = members.sample(min(len(members), 3000), random_state=0) if len(members) > 3000 else members
+def binned_bars(bins: pd.DataFrame, title: str, x_title: str, y_title: str = "members", *, colour: str = TEAL) -> go.Figure:
+    """A histogram counted before drawing: ``bins`` has a lower edge, an upper edge and a count,
+    in that column order (``loyalty.insights.analysis.clv_view``'s ``predicted_bins``)."""
+    low, high, counts = (bins.iloc[:, i] for i in range(3))
+    fig = go.Figure(go.Bar(x=(low + high) / 2, y=counts, width=high - low, marker_color=colour))
+    fig.update_layout(xaxis_title=x_title, bargap=0.05, hovermode="closest")
+    return house_layout(fig, title, yaxis_title=y_title)
+
+
+def clv_scatter(sample: pd.DataFrame) -> go.Figure:
+    """Historical against predicted CLV for a sample of members (``clv_view``'s ``sample``)."""
     fig = go.Figure(
         go.Scattergl(
             x=sample["historical_clv"],

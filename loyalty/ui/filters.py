@@ -7,8 +7,9 @@ from datetime import timedelta
 import streamlit as st
 
 from db.models import utcnow
-from loyalty.insights.analysis import Filters
-from loyalty.periods import add_months, last_complete_month
+from loyalty.insights.analysis import Filters, default_filters
+from loyalty.insights.stored import page_view
+from loyalty.periods import last_complete_month
 from loyalty.program.segments import list_segments
 from loyalty.program.tiers import list_tiers
 from loyalty.ui.core import db_session
@@ -30,11 +31,10 @@ def filter_bar(page: str, *, default_months: int = 12) -> Filters:
     running would read as a fall (fewer days, fewer purchases).
     """
     segments, tiers = _choices()
-    now = utcnow()
-    last_month, following = last_complete_month(now)
+    defaults = default_filters(utcnow(), default_months)
     with st.sidebar:
         st.markdown("**Filters**")
-        default = (add_months(last_month, 1 - default_months), following - timedelta(days=1))
+        default = (defaults.start, defaults.end - timedelta(days=1))
         chosen = st.date_input("Date range", value=default, key=f"{page}_range")
         start, end = (list(chosen) + [None, None])[:2] if isinstance(chosen, (tuple, list)) else (chosen, None)
         segment = st.selectbox("Segment", [None, *segments], format_func=lambda i: "all members" if i is None else segments[i], key=f"{page}_segment")
@@ -63,3 +63,30 @@ def analysis_header(page: str, title: str, caption: str | None = None, *, defaul
             "that month's figures are so far, not a full month."
         )
     return filters
+
+
+@st.cache_data(ttl=600, show_spinner="Computing from the purchases and the ledger…")
+def _view(name: str, filters: Filters, live: bool) -> dict:
+    with db_session() as session:
+        return page_view(session, name, filters, live=live)
+
+
+def analysis_view(page: str, filters: Filters) -> dict:
+    """The page's view for ``filters``: what the nightly evaluation stored when they are the
+    defaults (one row read), else computed now; says which under the title, with a button to
+    recompute the stored figures from today's data."""
+    live_key = f"{page}_live"
+    view = _view(page, filters, bool(st.session_state.get(live_key)))
+    stored = view["stored"]
+    if stored is not None:
+        text, button = st.columns([5, 1], vertical_alignment="center")
+        text.caption(
+            f":material/schedule: Figures of the nightly evaluation: data to {stored['as_of']:%-d %B %Y}, "
+            f"computed {stored['computed_at']:%-d %b %H:%M} UTC. Purchases imported since then are not in them yet."
+        )
+        if button.button("Recompute now", key=f"{page}_recompute", help="Compute these figures from today's data (takes longer)."):
+            st.session_state[live_key] = True
+            st.rerun()
+    elif st.session_state.get(live_key):
+        st.caption(":material/bolt: Computed now from today's data.")
+    return view

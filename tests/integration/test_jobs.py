@@ -551,10 +551,11 @@ def test_run_all_runs_every_job_in_schedule_order_and_goes_on_after_a_failure(se
         "campaign-evaluation",
         "retention-alert",
         "liability-forecast",
+        "page-views",
         "executive-report",
         "member-messages",
     ]
-    assert [s["status"] for s in summaries] == ["succeeded"] * 6 + ["failed", "succeeded"]
+    assert [s["status"] for s in summaries] == ["succeeded"] * 7 + ["failed", "succeeded"]
     assert summaries[-2]["error"] == "RuntimeError: no Chromium (simulated)", "the jobs after a failed one still run"
 
 

@@ -305,7 +305,7 @@ def test_filters_that_choose_nobody_give_the_figures_over_nobody_not_a_crash(ses
     assert cycle["active_members"] == 0 and cycle["repeat_share"] is None
     assert feedback_view(session, nobody, actor=MANAGER)["answers"].empty
     clv = clv_view(session, nobody)
-    assert clv["members"].empty and math.isnan(clv["historical_clv"]) and math.isnan(clv["predicted_clv"])
+    assert clv["members"] == 0 and clv["sample"].empty and math.isnan(clv["historical_clv"]) and math.isnan(clv["predicted_clv"])
 
 
 def test_history_never_counts_a_month_that_has_not_started(session, evaluated_program, capsys):

@@ -52,6 +52,7 @@ DEFAULT_JOBS = [
     "campaign-evaluation",
     "retention-alert",
     "liability-forecast",
+    "page-views",
     "executive-report",
     "member-messages",
 ]
@@ -121,6 +122,7 @@ def test_the_default_schedules_are_daily_and_monthly_in_utc(db_url):
         "campaign-evaluation": "0 4 * * *",
         "retention-alert": "0 5 * * *",
         "liability-forecast": "30 5 1 * *",
+        "page-views": "45 5 * * *",
         "executive-report": "0 6 1 * *",
         "member-messages": "0 7 * * *",
     }

@@ -57,6 +57,8 @@ def test_retention_heatmap_shows_each_cohort_month_by_month(app, program):
     assert heat["y"][0].endswith("(3)")
     curves = {t["name"]: t["y"] for t in figure(at, 1)["data"]}
     assert curves["referral"][:2] == pytest.approx([100.0, 100.0]) and curves["social_ads"][:2] == pytest.approx([100.0, 0.0])
+    assert not at.dataframe, "the members behind a cell are listed when asked: it reads every purchase of the range"
+    at.button(key="retention_list").click().run()
     people = at.dataframe[0].value
     assert int(people["active at age"].sum()) == 2 and len(people) == 3  # headers in words
 
@@ -119,6 +121,7 @@ def test_each_analysis_page_says_so_when_there_is_no_data(app, session, page):
 def test_purchase_cycle_lists_the_members_behind_long_gaps(app, program):
     at = _open(app, "pages/purchase_cycle.py")
     at.slider(key="purchase_cycle_gap").set_value(7).run()
+    at.button(key="purchase_cycle_list").click().run()
     slow = at.dataframe[0].value
     # Two members bought twice, about five weeks apart; the third bought once.
     assert len(slow) == 2 and (slow["median gap days"] >= 28).all()
@@ -129,3 +132,24 @@ def test_feedback_lists_the_detractors_behind_the_score(app, program, today):
     at = _last_days(_open(app, "pages/feedback.py"), "feedback", today)
     detractors = at.dataframe[1].value
     assert list(detractors["score"]) == [3]
+
+
+@pytest.mark.calendar
+@pytest.mark.parametrize(
+    ("path", "page"), [("retention", "retention"), ("purchase_cycle", "purchase_cycle"), ("redemptions_analysis", "redemption_analysis")]
+)
+def test_an_analysis_page_opens_on_the_nightly_figures_and_recomputes_them_when_asked(app, session, program, path, page, today):
+    import streamlit as st
+
+    from loyalty.evaluation.jobs import run_job
+
+    live = _open(app, f"pages/{path}.py")
+    assert not any("nightly evaluation" in c.value for c in live.caption), "before the first evaluation the page computes"
+    run_job("page-views", as_of=today - timedelta(days=1))
+    st.cache_data.clear()  # the server's cache of the live figures lives ten minutes
+    at = _open(app, f"pages/{path}.py")
+    assert any("Figures of the nightly evaluation" in c.value for c in at.caption)
+    assert [figure(at, 0)["data"][0]] == [figure(live, 0)["data"][0]], "the stored figures are the ones computed live"
+    at.button(key=f"{page}_recompute").click().run()
+    assert any("Computed now from today's data" in c.value for c in at.caption)
+    assert figure(at, 0)["data"][0] == figure(live, 0)["data"][0]
