@@ -110,18 +110,17 @@ def _write_message(sink: BinaryIO, message: bytes) -> None:
     sink.flush()
 
 
-def _parameter_batch(params: Sequence[Any]) -> pa.RecordBatch:
-    """One row, one column per ``?`` in order (ADBC binds SQLite parameters by position)."""
-    return pa.record_batch([pa.array([value]) for value in params], names=[f"p{i}" for i in range(len(params))])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The child: answer queries on the SQLite file ``argv[0]``, leaving Arrow files in ``argv[1]``."""
-    import adbc_driver_manager as manager
-    import adbc_driver_sqlite as driver
+    # ADBC's DB-API layer, not its low-level statements: binding a parameter batch to a bare
+    # AdbcStatement crashed this process (SIGSEGV) on the second or third query with ADBC 1.13
+    # and pyarrow 26 (seen 2026-12-07: three reads of a 100k-row table); the cursor keeps what it
+    # binds alive for the statement's life. Autocommit: no read transaction stays open between
+    # queries, so each query sees what was committed before it.
+    import adbc_driver_sqlite.dbapi as dbapi
 
     path, folder = argv if argv is not None else sys.argv[1:]
-    database = driver.connect(path)
+    connection = dbapi.connect(path, autocommit=True)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     for number in itertools.count():
         request = _read_message(source)
@@ -129,25 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
         try:
             query = json.loads(request)
-            connection = manager.AdbcConnection(database)
-            try:
-                statement = manager.AdbcStatement(connection)
-                try:
-                    statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
-                    statement.set_sql_query(query["sql"])
-                    if query["params"]:
-                        statement.bind(_parameter_batch(query["params"]))
-                    stream, _ = statement.execute_query()
-                    reader = pa.RecordBatchReader._import_from_c(stream.address)
-                    # An Arrow file in shared memory: the parent maps it without a copy.
-                    answer = os.path.join(folder, f"loyalty-analytics-{os.getpid()}-{number}.arrow")
-                    with pa.OSFile(answer, "wb") as out, pa.ipc.new_file(out, reader.schema) as writer:
-                        for batch in reader:
-                            writer.write_batch(batch)
-                finally:
-                    statement.close()
-            finally:
-                connection.close()
+            with connection.cursor() as cursor:
+                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+                cursor.execute(query["sql"], query["params"] or None)
+                reader = cursor.fetch_record_batch()
+                # An Arrow file in shared memory: the parent maps it without a copy.
+                answer = os.path.join(folder, f"loyalty-analytics-{os.getpid()}-{number}.arrow")
+                with pa.OSFile(answer, "wb") as out, pa.ipc.new_file(out, reader.schema) as writer:
+                    for batch in reader:
+                        writer.write_batch(batch)
             reply = _OK + answer.encode()
         except Exception as error:  # noqa: BLE001 - every failure goes back to the parent as its answer
             reply = _FAILED + f"{type(error).__name__}: {error}".encode()
@@ -213,6 +202,9 @@ class _SqliteReader:
             stdout = self.process.stdout.fileno()  # raw reads only: select() must see every unread byte
             head = _read_exactly(stdout, _LENGTH.size, deadline, limit)
             if len(head) < _LENGTH.size:
+                # Its pipe closed: wait for the end, so the next read starts a new reader, not this one.
+                self.process.kill()
+                self.process.wait(timeout=10)
                 raise _ReaderStopped("The SQLite reader process stopped; the query was not answered.")
             reply = _read_exactly(stdout, _LENGTH.unpack(head)[0], deadline, limit)
         except BrokenPipeError:

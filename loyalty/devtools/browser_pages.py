@@ -24,7 +24,22 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 USERNAME = "bench-browser-admin"
 PAGE_TIME_LIMIT_MS = 600_000  # a page that takes ten minutes is stuck, not slow
 
-SETTLED = """() => {
+# Streamlit marks its root with the script's run state; an observer counts the runs that start,
+# so a page is not taken as settled in the instant between the click and its run's start.
+COUNT_RUNS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!window.__loyaltyRuns) {
+    window.__loyaltyRuns = 0;
+    new MutationObserver(() => {
+      if (app.getAttribute('data-test-script-state') === 'running') window.__loyaltyRuns++;
+    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+  }
+  return window.__loyaltyRuns;
+}"""
+SETTLED = """(runsBefore) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (window.__loyaltyRuns <= runsBefore) return false;
+  if (app.getAttribute('data-test-script-state') !== 'notRunning') return false;
   if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
   if (document.querySelector('[data-testid="stElementContainer"][data-stale="true"]')) return false;
   if (document.querySelector('[data-testid="stSpinner"], [data-testid="stSkeleton"]')) return false;
@@ -63,10 +78,12 @@ def _start_app(log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def _open(page: Any, title: str) -> float:
+    link = page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True)
+    runs = page.evaluate(COUNT_RUNS)
     t0 = time.perf_counter()
-    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
+    link.click()
     page.get_by_role("heading", name=title).first.wait_for(timeout=PAGE_TIME_LIMIT_MS)
-    page.wait_for_function(SETTLED, timeout=PAGE_TIME_LIMIT_MS, polling=50)
+    page.wait_for_function(SETTLED, arg=runs, timeout=PAGE_TIME_LIMIT_MS, polling=50)
     seconds = time.perf_counter() - t0
     if page.locator('[data-testid="stException"]').count():
         raise RuntimeError(f"{title}: the page showed an exception: {page.locator('[data-testid=stException]').first.inner_text()[:500]}")
@@ -93,11 +110,13 @@ def time_pages(*, screenshots: Path | None = None) -> dict[str, Any]:
             page.set_default_timeout(60_000)
             t0 = time.perf_counter()
             page.goto(url)
+            page.locator('[data-testid="stApp"]').wait_for()
+            runs = page.evaluate(COUNT_RUNS)
             page.get_by_label("Username").fill(USERNAME)
             page.get_by_label("Password", exact=True).fill(password)
             page.get_by_role("button", name="Sign in").click()
             page.get_by_role("button", name="Sign out").wait_for(timeout=PAGE_TIME_LIMIT_MS)
-            page.wait_for_function(SETTLED, timeout=PAGE_TIME_LIMIT_MS, polling=50)
+            page.wait_for_function(SETTLED, arg=runs, timeout=PAGE_TIME_LIMIT_MS, polling=50)
             sign_in = round(time.perf_counter() - t0, 3)
             for visit in (first, second):
                 for spec in PAGES:
