@@ -158,3 +158,24 @@ def test_postgresql_copy_binds_parameters_on_the_client(postgres_session: Sessio
     except ImportError:
         return
     assert_frame_equal(fetch_frame(session, sql, SCHEMA, params=params, reader="adbc"), expected)
+
+
+def test_one_reader_answers_many_bound_queries_of_more_than_one_batch(tmp_path):
+    """Regression: with a parameter bound to a bare ADBC statement the reader process died
+    (SIGSEGV) on its second or third query once an answer spanned several Arrow batches."""
+    import sqlite3
+
+    path = tmp_path / "many.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, day TEXT, amount REAL)")
+        db.executemany(
+            "INSERT INTO t (day, amount) VALUES (?, ?)",
+            ((f"2026-{1 + i % 12:02d}-01", i * 0.5) for i in range(3 * analytics_reader_module.BATCH_ROWS)),
+        )
+    pid = None
+    for month in (12, 11, 11, 10, 9):
+        table = read_sqlite(str(path), "SELECT id, amount FROM t WHERE day < ?", [f"2026-{month:02d}-01"])
+        assert table.num_rows == sum(1 for i in range(3 * analytics_reader_module.BATCH_ROWS) if 1 + i % 12 < month)
+        reader = analytics_reader_module._readers[os.path.abspath(path)]
+        assert pid in (None, reader.process.pid), "the same reader process answered every query"
+        pid = reader.process.pid
