@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 
 from db.bulk import id_batches, insert_frame
 from db.models import Member, OutboxEvent, WebhookDelivery, WebhookEndpoint, table_of, utcnow
+from loyalty.event_types import EVENT_TYPES, POINTS_CHANGED, POINTS_EXPIRING, REDEMPTION_UPDATED, TIER_CHANGED
 
 __all__ = [
     "EVENT_TYPES",
@@ -49,8 +50,6 @@ __all__ = [
     "subscribed",
 ]
 
-POINTS_CHANGED, TIER_CHANGED, REDEMPTION_UPDATED, POINTS_EXPIRING = "points.changed", "tier.changed", "redemption.updated", "points.expiring"
-EVENT_TYPES = (POINTS_CHANGED, TIER_CHANGED, REDEMPTION_UPDATED, POINTS_EXPIRING)
 # Above this many rows (events + deliveries) the bulk writer beats an executemany.
 BULK_ROWS = 1_000
 _ID_NAMESPACE = uuid.UUID("5b0c4a8e-2f0e-4d61-9a53-6c1f3b7e9d20")
