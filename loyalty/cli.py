@@ -18,7 +18,7 @@ from db.engine import get_engine, new_session
 from loyalty.access.roles import ROLES, SYSTEM_CLI
 from loyalty.bootstrap import prepare_database
 from loyalty.errors import InvalidInput, LoyaltyError, describe_fault
-from loyalty.event_types import EVENT_TYPES
+from loyalty.events import EVENT_TYPES
 
 
 def _print_json(payload: Any) -> None:

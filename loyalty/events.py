@@ -20,18 +20,18 @@ import os
 import uuid
 import weakref
 from collections.abc import Sequence
-from datetime import date, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from sqlalchemy import insert
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, col, select
 
-from db.bulk import id_batches, insert_frame
+if TYPE_CHECKING:  # pandas and numpy are imported where used: the command line imports this module to name the events
+    import numpy as np
+    import pandas as pd
+
 from db.models import Member, OutboxEvent, WebhookDelivery, WebhookEndpoint, table_of, utcnow
-from loyalty.event_types import EVENT_TYPES, POINTS_CHANGED, POINTS_EXPIRING, REDEMPTION_UPDATED, TIER_CHANGED
 
 __all__ = [
     "EVENT_TYPES",
@@ -50,6 +50,8 @@ __all__ = [
     "subscribed",
 ]
 
+POINTS_CHANGED, TIER_CHANGED, REDEMPTION_UPDATED, POINTS_EXPIRING = "points.changed", "tier.changed", "redemption.updated", "points.expiring"
+EVENT_TYPES = (POINTS_CHANGED, TIER_CHANGED, REDEMPTION_UPDATED, POINTS_EXPIRING)
 # Above this many rows (events + deliveries) the bulk writer beats an executemany.
 BULK_ROWS = 1_000
 _ID_NAMESPACE = uuid.UUID("5b0c4a8e-2f0e-4d61-9a53-6c1f3b7e9d20")
@@ -75,6 +77,9 @@ def stable_event_id(event_type: str, key: str) -> str:
 
 def iso_column(moments: pd.Series) -> pd.Series:
     """:func:`iso` of a column of instants, vectorised (the same text)."""
+    import numpy as np
+    import pandas as pd
+
     utc = pd.to_datetime(moments, utc=True)
     fraction = pd.Series(np.where(utc.dt.microsecond.to_numpy() != 0, utc.dt.strftime(".%f"), ""), index=moments.index)
     return utc.dt.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "+00:00"
@@ -84,9 +89,9 @@ def iso(moment: datetime | date | pd.Timestamp) -> str:
     """An instant in ISO 8601, UTC (a stored time without a zone is UTC)."""
     if isinstance(moment, date) and not isinstance(moment, datetime):
         return moment.isoformat()
-    stamp = pd.Timestamp(moment)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.to_pydatetime().isoformat()
+    if type(moment) is not datetime:  # a pandas Timestamp: to whole microseconds, as Python's
+        moment = moment.to_pydatetime()
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)).isoformat()
 
 
 def _check_type(event_type: str) -> None:
@@ -128,14 +133,10 @@ def forget_subscribers(session: Session) -> None:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, (datetime, date, pd.Timestamp)):
+    if isinstance(value, (datetime, date)):  # pandas Timestamps too
         return iso(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # a numpy integer, float or bool
+        return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
@@ -177,6 +178,10 @@ def emit_many(session: Session, event_type: str, data: Sequence[dict[str, Any]],
         )
         session.execute(insert(table_of(WebhookDelivery)), [_delivery(i, endpoint_id, now) for i in ids for endpoint_id in endpoints])
     else:
+        import pandas as pd
+
+        from db.bulk import insert_frame
+
         events = pd.DataFrame({"id": ids, "type": event_type, "created_at": pd.Timestamp(now), "data": payloads})
         insert_frame(session, "outbox_event", events)
         insert_frame(session, "webhook_delivery", pd.DataFrame([_delivery(i, endpoint_id, now) for endpoint_id in endpoints for i in ids]))
@@ -193,6 +198,10 @@ def _text_batches(values: list[str], size: int = 10_000) -> list[list[str]]:
 
 def member_external_ids(session: Session, member_ids: Sequence[int] | np.ndarray) -> dict[int, str]:
     """The company's id of each member (the id events name members by)."""
+    import numpy as np
+
+    from db.bulk import id_batches
+
     found: dict[int, str] = {}
     for batch in id_batches(np.unique(np.asarray(member_ids, dtype=np.int64))):
         found.update({int(i): str(e) for i, e in session.execute(select(Member.id, Member.external_id).where(col(Member.id).in_(batch))).all()})

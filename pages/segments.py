@@ -3,7 +3,7 @@
 import streamlit as st
 
 from loyalty.formatting import csv_text
-from loyalty.insights.analysis import rfm_grid
+from loyalty.insights.analysis import rfm_segment_members
 from loyalty.ledger.members import export_members
 from loyalty.program.segments import (
     archive_segment,
@@ -19,6 +19,7 @@ from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import rfm_heatmap
 from loyalty.ui.core import db_session, run_action
+from loyalty.ui.filters import analysis_view
 from loyalty.ui.forms import archive_toggle, choice_box, form_key, form_saved, lifecycle_buttons, show_flash
 from loyalty.ui.segment_form import segment_rules
 
@@ -36,9 +37,9 @@ def stats(rules: dict) -> dict:
 
 
 @st.cache_data(ttl=300, show_spinner="Counting members…")
-def overview_of_segments(include_archived: bool):
+def overview_with_archived():
     with db_session() as session:
-        return segments_overview(session, include_archived=include_archived)
+        return segments_overview(session, include_archived=True)
 
 
 with db_session() as session:
@@ -48,7 +49,8 @@ with db_session() as session:
 if segments.empty:
     st.info("No segments yet: build the first one below.")
 else:
-    overview = overview_of_segments(show_archived)
+    # The nightly figures (until a segment is saved or changed), or every segment counted now.
+    overview = overview_with_archived() if show_archived else analysis_view("segments")["overview"]
     rows = [
         {"segment": r.name, "members": r.members, "revenue_share": r.revenue_share, "rules": r.rules_text, "description": r.description}
         | ({"archived": r.archived} if show_archived else {})
@@ -79,13 +81,7 @@ else:
 st.subheader("RFM grid")
 
 
-@st.cache_data(ttl=600, show_spinner="Scoring members…")
-def rfm() -> dict:
-    with db_session() as session:
-        return rfm_grid(session)
-
-
-grid = rfm()
+grid = analysis_view("segments", view="rfm", say_which=False)
 if grid["cells"].empty:
     st.info("No purchases yet, so no RFM scores.")
 else:
@@ -103,8 +99,13 @@ else:
     right.download_button("RFM grid (CSV)", csv_text(grid["cells"]), "rfm_grid.csv", "text/csv", key="segments_download_rfm")
     name = right.selectbox("Members of RFM segment", grid["segments"]["segment"].tolist(), key="segments_rfm_drill")
     right.caption("Save it as a segment below with the RFM segment rule to target it.")
-    behind = grid["members"][grid["members"]["segment"] == name]
-    st.dataframe(behind.drop(columns=["member_id"]).head(500), hide_index=True, width="stretch")
+    # Listed on request: scoring every member reads every purchase.
+    if st.session_state.get("segments_rfm_listed") == name:
+        with db_session() as session:
+            st.dataframe(rfm_segment_members(session, name), hide_index=True, width="stretch")
+    elif right.button("List the first 500 members", key="segments_rfm_list"):
+        st.session_state["segments_rfm_listed"] = name
+        st.rerun()
 
 if not actor.can("segments.manage"):
     st.stop()

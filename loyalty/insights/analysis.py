@@ -41,6 +41,7 @@ __all__ = [
     "retention_view",
     "reward_redeemers",
     "rfm_grid",
+    "rfm_segment_members",
     "slow_repeaters",
 ]
 
@@ -458,19 +459,30 @@ def feedback_view(session: Session, filters: Filters, *, actor: Actor, comments:
 
 
 def rfm_grid(session: Session, *, as_of: date | None = None) -> dict[str, pd.DataFrame]:
-    """The RFM grid: members and revenue per (recency score, frequency score) cell, and per segment."""
+    """The RFM grid: members and revenue per (recency score, frequency score) cell, and per
+    segment. The members of a segment: :func:`rfm_segment_members`."""
     from loyalty.analytics.rfm import rfm_members
 
     table = rfm_members(session, as_of=as_of)
     if table.empty:
-        return {"cells": pd.DataFrame(columns=["r_score", "f_score", "segment", "members", "revenue"]), "segments": pd.DataFrame(), "members": table}
-    ids = load_members(session).select("member_id", "external_id").to_pandas()
-    table = table.merge(ids, on="member_id", how="left")
-    table = table[["external_id", *[c for c in table.columns if c != "external_id"]]]
+        return {"cells": pd.DataFrame(columns=["r_score", "f_score", "segment", "members", "revenue"]), "segments": pd.DataFrame()}
     cells = table.groupby(["r_score", "f_score", "segment"]).agg(members=("member_id", "size"), revenue=("monetary", "sum")).reset_index()
     segments = table.groupby("segment").agg(members=("member_id", "size"), revenue=("monetary", "sum")).reset_index()
     segments["revenue_share"] = segments["revenue"] / segments["revenue"].sum() if segments["revenue"].sum() else 0.0
-    return {"cells": cells, "segments": segments.sort_values("revenue", ascending=False), "members": table}
+    return {"cells": cells, "segments": segments.sort_values("revenue", ascending=False, ignore_index=True)}
+
+
+def rfm_segment_members(session: Session, segment: str, *, as_of: date | None = None, limit: int | None = 500) -> pd.DataFrame:
+    """Drill-down from the RFM grid: the members of an RFM segment with their scores (the first
+    ``limit`` by member number; None: all)."""
+    from loyalty.analytics.rfm import rfm_members
+
+    table = rfm_members(session, as_of=as_of)
+    table = table[table["segment"] == segment] if not table.empty else table
+    ids = load_members(session).select("member_id", "external_id").to_pandas()
+    table = table.merge(ids, on="member_id", how="left").sort_values("external_id")
+    table = table[["external_id", *[c for c in table.columns if c not in ("external_id", "member_id")]]]
+    return table.head(limit).reset_index(drop=True) if limit is not None else table.reset_index(drop=True)
 
 
 def slow_repeaters(session: Session, filters: Filters, *, min_gap_days: int) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 
 from db.models import StoredView, utcnow
 from loyalty.errors import InvalidInput, LoyaltyError
-from loyalty.insights.analysis import Filters, clv_view, default_filters, purchase_cycle_view, redemptions_view, retention_view
+from loyalty.insights.analysis import Filters, clv_view, default_filters, purchase_cycle_view, redemptions_view, retention_view, rfm_grid
 
 __all__ = ["VIEWS", "ViewSpec", "compute_page_views", "pack", "page_view", "params_key", "save_page_views", "unpack"]
 
@@ -40,23 +40,57 @@ ProgressFn = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """An Analyse page's view: its function and the months its date range covers by default."""
+    """A page's view: its function, and the months an Analyse page's date range covers by default
+    (None: a view without filters, such as the RFM grid). ``current`` says whether a stored view
+    still describes what the page would show (the Segments overview: the same segments and
+    rules); without it a stored view is current until the next night."""
 
-    compute: Callable[[Session, Filters], dict[str, Any]]
-    default_months: int = 12
+    compute: Callable[[Session, Any], dict[str, Any]]  # (session, Filters), or (session, None) without filters
+    default_months: int | None = 12
+    current: Callable[[Session, dict[str, Any]], bool] | None = None
 
 
-# Keyed as the pages' filter keys (``analysis_header(page, ...)``).
+def _segments_overview(session: Session, _filters: Filters | None) -> dict[str, Any]:
+    from loyalty.program.segments import segments_overview
+
+    return {"overview": segments_overview(session)}
+
+
+def _segment_keys(segments: pd.DataFrame) -> list[str]:
+    return [json.dumps([n, r, d], sort_keys=True) for n, r, d in zip(segments["name"], segments["rules"], segments["description"])]
+
+
+def _same_segments(session: Session, view: dict[str, Any]) -> bool:
+    """The stored overview counted the segments saved now, with the same rules and descriptions."""
+    from loyalty.program.segments import list_segments
+
+    return _segment_keys(list_segments(session)) == list(view["overview"]["segment_key"])
+
+
+def _with_segment_key(view: dict[str, Any]) -> dict[str, Any]:
+    """The overview as stored: each segment's name, rules and description as one JSON key (what
+    :func:`_same_segments` compares) in place of the rules themselves (mappings, not columns)."""
+    overview = view["overview"]
+    return {"overview": overview.assign(segment_key=_segment_keys(overview) if len(overview) else []).drop(columns="rules")}
+
+
+# Keyed as the pages' filter keys (``analysis_header(page, ...)``) for the Analyse pages.
 VIEWS: dict[str, ViewSpec] = {
     "retention": ViewSpec(retention_view),
     "clv": ViewSpec(clv_view, default_months=24),
     "purchase_cycle": ViewSpec(purchase_cycle_view),
     "redemption_analysis": ViewSpec(redemptions_view),
+    "rfm": ViewSpec(lambda session, _filters: rfm_grid(session), default_months=None),
+    "segments": ViewSpec(
+        lambda session, filters: _with_segment_key(_segments_overview(session, filters)), default_months=None, current=_same_segments
+    ),
 }
 
 
-def params_key(filters: Filters) -> str:
-    """The stored row's key for these filters: their JSON, keys sorted."""
+def params_key(filters: Filters | None) -> str:
+    """The stored row's key for these filters: their JSON, keys sorted (``{}``: no filters)."""
+    if filters is None:
+        return "{}"
     return json.dumps(
         {
             "start": filters.start.isoformat(),
@@ -69,7 +103,7 @@ def params_key(filters: Filters) -> str:
     )
 
 
-def page_view(session: Session, name: str, filters: Filters, *, live: bool = False) -> dict[str, Any]:
+def page_view(session: Session, name: str, filters: Filters | None = None, *, live: bool = False) -> dict[str, Any]:
     """The view ``name`` for ``filters``: the stored one when there is one for exactly these
     filters (and ``live`` is false), else computed now. ``view["stored"]`` says which:
     ``{"computed_at", "as_of", "seconds"}`` of the stored row, or None when computed now."""
@@ -80,8 +114,9 @@ def page_view(session: Session, name: str, filters: Filters, *, live: bool = Fal
             view = unpack(row.payload)
             if "refused" in view:
                 raise InvalidInput(view["refused"])
-            view["stored"] = {"computed_at": row.computed_at, "as_of": row.as_of, "seconds": row.seconds}
-            return view
+            if spec.current is None or spec.current(session, view):
+                view["stored"] = {"computed_at": row.computed_at, "as_of": row.as_of, "seconds": row.seconds}
+                return view
     view = spec.compute(session, filters)
     view["stored"] = None
     return view
@@ -95,7 +130,7 @@ def compute_page_views(session: Session, *, now: datetime, as_of: date, progress
     for i, (name, spec) in enumerate(VIEWS.items()):
         if progress is not None:
             progress(i / len(VIEWS), f"computing the {name.replace('_', ' ')} page")
-        filters = default_filters(now, spec.default_months)
+        filters = None if spec.default_months is None else default_filters(now, spec.default_months)
         t0 = time.perf_counter()
         try:
             payload = pack(spec.compute(session, filters))

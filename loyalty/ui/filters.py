@@ -66,18 +66,21 @@ def analysis_header(page: str, title: str, caption: str | None = None, *, defaul
 
 
 @st.cache_data(ttl=600, show_spinner="Computing from the purchases and the ledger…")
-def _view(name: str, filters: Filters, live: bool) -> dict:
+def _view(name: str, filters: Filters | None, live: bool) -> dict:
     with db_session() as session:
         return page_view(session, name, filters, live=live)
 
 
-def analysis_view(page: str, filters: Filters) -> dict:
-    """The page's view for ``filters``: what the nightly evaluation stored when they are the
-    defaults (one row read), else computed now; says which under the title, with a button to
-    recompute the stored figures from today's data."""
+def analysis_view(page: str, filters: Filters | None = None, *, view: str | None = None, say_which: bool = True) -> dict:
+    """The page's view ``view`` (default: the page's name) for ``filters``: what the nightly
+    evaluation stored when they are the defaults (one row read), else computed now. With
+    ``say_which`` it says which under the title, with a button that recomputes every view of
+    the page from today's data."""
     live_key = f"{page}_live"
-    view = _view(page, filters, bool(st.session_state.get(live_key)))
-    stored = view["stored"]
+    result = _view(view or page, filters, bool(st.session_state.get(live_key)))
+    stored = result["stored"]
+    if not say_which:
+        return result
     if stored is not None:
         text, button = st.columns([5, 1], vertical_alignment="center")
         text.caption(
@@ -89,4 +92,4 @@ def analysis_view(page: str, filters: Filters) -> dict:
             st.rerun()
     elif st.session_state.get(live_key):
         st.caption(":material/bolt: Computed now from today's data.")
-    return view
+    return result

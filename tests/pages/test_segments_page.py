@@ -58,5 +58,32 @@ def test_the_rfm_grid_counts_members_per_cell_and_lists_a_segments_members(app, 
     segments = at.dataframe[0].value
     assert segments["members"].sum() == 10
     first = segments.iloc[0]
+    assert len(at.dataframe) == 1, "an RFM segment's members are listed when asked: scoring reads every purchase"
+    at.button(key="segments_rfm_list").click().run()
     behind = at.dataframe[1].value
     assert len(behind) == first["members"] and set(behind["segment"]) == {first["segment"]}
+
+
+def test_the_segment_list_reads_the_nightly_counts_until_a_segment_changes(app, session, today):
+    from datetime import timedelta
+
+    import streamlit as st
+
+    from loyalty.evaluation.jobs import run_job
+
+    a = make_member(session, acquisition_channel="referral")
+    make_member(session, acquisition_channel="web")
+    make_purchase(session, a, 75.0, occurred_at=utc(2026, 10, 1))
+    save_segment(session=session, actor=SYSTEM_CLI, name="Referred", rules={"acquisition_channel": ["referral"]})
+    run_job("page-views", as_of=today - timedelta(days=1))
+    make_member(session, acquisition_channel="referral")  # joins after the night: not in the stored count
+    st.cache_data.clear()
+    at = _open(app, "manager")
+    assert any("Figures of the nightly evaluation" in c.value for c in at.caption)
+    assert at.dataframe[0].value.iloc[0]["members"] == 1
+    save_segment(session=session, actor=SYSTEM_CLI, name="Web", rules={"acquisition_channel": ["web"]})
+    st.cache_data.clear()
+    at = _open(app, "manager")
+    counted = at.dataframe[0].value.set_index("segment")["members"].to_dict()
+    assert counted == {"Referred": 2, "Web": 1}, "a new segment: every segment counted now"
+    assert not any("Figures of the nightly evaluation" in c.value for c in at.caption)
