@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlmodel import Session, col, select
 
 from db.models import AuditLog
 from loyalty.access.roles import Actor, require
+
+if TYPE_CHECKING:  # imported where used: every audited command imports this module
+    import pandas as pd
 
 
 def record_audit(session: Session, *, actor: Actor, action: str, entity: str, entity_id: object = "", before: Any = None, after: Any = None) -> None:
@@ -46,6 +48,8 @@ def audit_entries(
     if action:
         query = query.where(AuditLog.action == action)
     rows = session.exec(query).all()
+    import pandas as pd
+
     return pd.DataFrame(
         [
             {

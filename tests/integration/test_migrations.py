@@ -21,3 +21,19 @@ def test_the_migrated_schema_matches_the_models(db_url):
         context = MigrationContext.configure(connection, opts={"compare_type": False})
         differences = [d for d in compare_metadata(context, metadata) if not (isinstance(d, tuple) and _ignorable(d))]
     assert differences == [], differences
+
+
+def test_the_head_read_from_the_file_names_is_alembic_s_one_head():
+    """``upgrade_to_head`` skips Alembic when the database is at ``head_revision()``: the file
+    names must give the head Alembic would (one head, numbered one after the other)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from db.engine import MIGRATIONS, head_revision
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    script = ScriptDirectory.from_config(config)
+    assert script.get_heads() == [head_revision()]
+    ordered = sorted(script.walk_revisions(), key=lambda r: r.revision)
+    assert [r.down_revision for r in ordered] == [None, *[r.revision for r in ordered[:-1]]], "each revision follows the one numbered before it"
