@@ -652,7 +652,11 @@ class MemberMessage(SQLModel, table=True):
     """
 
     __tablename__ = "member_message"
-    __table_args__ = (UniqueConstraint("member_id", "kind", "dedupe_key"),)
+    __table_args__ = (
+        UniqueConstraint("member_id", "kind", "dedupe_key"),
+        # Covers the Member messages page's counts per day, kind, status and channel (issue 20).
+        Index("ix_member_message_created_kind_status_channel", "created_at", "kind", "status", "channel"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     member_id: int = Field(foreign_key="member.id", index=True)

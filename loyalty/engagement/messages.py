@@ -33,10 +33,12 @@ from email.message import EmailMessage
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import bindparam, insert, text, update
+from sqlalchemy import bindparam, func, insert, text, update
+from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
 from db.engine import sql_moment, write_transaction
+from db.functions import day_key
 from db.models import Member, MemberMessage, MessageTemplate, table_of, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
@@ -468,23 +470,30 @@ def message_overview(session: Session, *, now: datetime | None = None, days: int
     """The last ``days`` days: messages per status, per day and kind (the chart), and the channel in use now."""
     now = now or utcnow()
     since = now - timedelta(days=days)
+    # Counted in the database: a night at a million members queues over a million messages.
+    # One scan of the covering index (created_at, kind, status, channel) for the counts and the chart.
+    day = day_key(MemberMessage.created_at)
+    kind, status, channel = col(MemberMessage.kind), col(MemberMessage.status), col(MemberMessage.channel)
     rows = session.execute(
-        text("SELECT created_at, kind, status FROM member_message WHERE created_at > :since"), {"since": sql_moment(session, since)}
+        sql_select(day, kind, status, channel, func.count())  # sqlmodel's select types at most four columns
+        .where(col(MemberMessage.created_at) > since)
+        .group_by(day, kind, status, channel)
     ).all()
-    frame = pd.DataFrame(rows, columns=["created_at", "kind", "status"])
-    per_status = {s: int((frame["status"] == s).sum()) for s in STATUSES}
+    frame = pd.DataFrame(rows, columns=["day", "kind", "status", "channel", "messages"])
+    older_queued_csv = session.execute(
+        select(func.count()).where(MemberMessage.status == "queued", MemberMessage.channel == "csv", col(MemberMessage.created_at) <= since)
+    ).scalar_one()
+    per_status = {s: int(frame.loc[frame["status"] == s, "messages"].sum()) for s in STATUSES}
     if frame.empty:
         daily = pd.DataFrame(columns=["day", "kind", "messages"])
     else:
-        day = pd.to_datetime(frame["created_at"], utc=True).dt.tz_localize(None).dt.normalize()
-        daily = frame.assign(day=day).groupby(["day", "kind"], as_index=False).size().rename(columns={"size": "messages"})
-        daily["day"] = daily["day"].dt.strftime("%d %b")
-    queued_csv = session.execute(text("SELECT COUNT(*) FROM member_message WHERE status = 'queued' AND channel = 'csv'")).scalar_one()
+        daily = frame.groupby(["day", "kind"], as_index=False)["messages"].sum().sort_values(["day", "kind"], ignore_index=True)
+        daily["day"] = pd.to_datetime(daily["day"]).dt.strftime("%d %b")
     return {
         "per_status": per_status,
         "daily": daily,
         "channel": "email" if _smtp() is not None else "csv",
-        "queued_for_csv": int(queued_csv),
+        "queued_for_csv": int(frame.loc[(frame["status"] == "queued") & (frame["channel"] == "csv"), "messages"].sum()) + older_queued_csv,
         "days": days,
     }
 

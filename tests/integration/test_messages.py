@@ -189,3 +189,29 @@ def test_two_sending_runs_at_once_never_mail_a_message_twice(session, expiring, 
     session.expire_all()
     (message,) = [m for m in session.exec(select(MemberMessage)) if m.status != "suppressed"]
     assert (message.status, message.attempts) == ("sent", 2)
+
+
+def test_the_overview_counts_by_day_kind_and_status_and_every_message_waiting_for_the_csv(session, monkeypatch):
+    from loyalty.engagement import messages as module
+    from loyalty.engagement.messages import message_overview
+
+    monkeypatch.setattr(module, "_smtp", lambda: None)
+    member = make_member(session)
+    rows = [
+        ("points_expiring", "queued", "csv", utc(2026, 3, 1, 9)),
+        ("points_expiring", "queued", "csv", utc(2026, 3, 1, 23)),
+        ("tier_up", "suppressed", "csv", utc(2026, 3, 2, 8)),
+        ("tier_up", "sent", "email", utc(2026, 3, 2, 9)),
+        ("tier_up", "queued", "csv", utc(2026, 1, 5, 9)),  # older than the 30 days: still waits for the CSV
+    ]
+    for i, (kind, status, channel, at) in enumerate(rows):
+        session.add(MemberMessage(member_id=member.id, kind=kind, dedupe_key=str(i), channel=channel, status=status, created_at=at))
+    session.commit()
+    overview = message_overview(session, now=utc(2026, 3, 3, 12))
+    assert overview["per_status"] == {"queued": 2, "sent": 1, "failed": 0, "suppressed": 1}
+    assert overview["queued_for_csv"] == 3
+    daily = overview["daily"].to_dict("records")
+    assert daily == [
+        {"day": "01 Mar", "kind": "points_expiring", "messages": 2},
+        {"day": "02 Mar", "kind": "tier_up", "messages": 2},
+    ]
