@@ -363,7 +363,7 @@ class StoredView(SQLModel, table=True):
     (issue 20): the page reads this row instead of scanning the purchase and ledger tables.
 
     ``params`` is the JSON of the view's arguments (an Analyse page's default filters); ``payload``
-    a zip of the view's frames (Parquet) and numbers (JSON), see ``loyalty.insights.stored``.
+    a zip of the view's frames (Parquet) and numbers (JSON), see ``loyalty.evaluation.views``.
     """
 
     __tablename__ = "stored_view"

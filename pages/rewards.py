@@ -4,13 +4,13 @@ from datetime import UTC, datetime, time
 
 import streamlit as st
 
-from loyalty.decisions.barrier import entry_barrier
 from loyalty.ledger.redemptions import list_rewards
 from loyalty.program.rewards import REWARD_KINDS, archive_reward, clone_reward, delete_reward, restore_reward, save_reward
 from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import reward_reach
 from loyalty.ui.core import db_session, run_action
+from loyalty.ui.filters import analysis_view
 from loyalty.ui.forms import archive_toggle, choice_box, form_key, form_saved, lifecycle_buttons, show_flash
 
 actor = page_actor("analysis.view")
@@ -21,8 +21,8 @@ show_archived = archive_toggle("rewards", "rewards")
 with db_session() as session:
     rewards = list_rewards(session, include_archived=show_archived)
     tiers = list_tiers(session)
-    barrier = entry_barrier(session)["rewards"]
 tier_names = dict(zip(tiers["id"], tiers["name"]))
+barrier = analysis_view("rewards", view="barrier")["rewards"]  # the nightly reach, or computed now after a change
 
 if not rewards:
     st.info("The catalogue is empty: add the first reward below.")

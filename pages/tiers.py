@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from loyalty.decisions.barrier import entry_barrier
 from loyalty.program.tiers import list_tiers, save_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import members_per_tier
 from loyalty.ui.core import db_session, run_action
+from loyalty.ui.filters import analysis_view
 
 actor = page_actor("analysis.view")
 st.title("Tiers")
@@ -17,7 +17,7 @@ st.caption(
 
 with db_session() as session:
     tiers = list_tiers(session)
-    barrier = entry_barrier(session)["tiers"]
+barrier = analysis_view("tiers", view="barrier")["tiers"]  # the nightly reach, or computed now after a change
 
 if not tiers.empty:
     st.plotly_chart(members_per_tier(tiers, barrier), width="stretch")

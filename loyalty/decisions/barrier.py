@@ -17,6 +17,7 @@ Active members: at least one purchase in the pace window.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -26,7 +27,7 @@ from sqlmodel import Session, col, select
 from db.models import Reward, Tier, utcnow
 from loyalty.settings import get_settings
 
-__all__ = ["BARRIER_FLAG_SHARE", "PACE_MONTHS", "REWARD_HORIZON_MONTHS", "entry_barrier", "member_pace"]
+__all__ = ["BARRIER_FLAG_SHARE", "PACE_MONTHS", "REWARD_HORIZON_MONTHS", "barrier_inputs", "entry_barrier", "member_pace"]
 
 PACE_MONTHS = 6
 REWARD_HORIZON_MONTHS = 12
@@ -81,6 +82,19 @@ def member_pace(session: Session, *, now: datetime | None = None, pace_months: i
             "points_pace": frame["earned"].astype(float) / pace_months,
         }
     )
+
+
+def barrier_inputs(session: Session) -> str:
+    """What :func:`entry_barrier` depends on besides the members' pace, as one text: the active
+    rewards' costs and dates, the tiers' thresholds, the expiry setting. A stored barrier with
+    another text is out of date (a tier or reward was changed since)."""
+    rewards = session.exec(
+        select(Reward.id, Reward.name, Reward.points_cost, Reward.available_until)
+        .where(col(Reward.active).is_(True), col(Reward.archived_at).is_(None))
+        .order_by(col(Reward.id))
+    ).all()
+    tiers = [(t.id, t.name, t.rank, t.min_spend, t.min_purchases, t.window_months) for t in session.exec(select(Tier).order_by(col(Tier.id)))]
+    return json.dumps([[list(r) for r in rewards], [list(t) for t in tiers], get_settings(session).expiry_months], default=str)
 
 
 def entry_barrier(session: Session, *, now: datetime | None = None) -> dict[str, pd.DataFrame]:

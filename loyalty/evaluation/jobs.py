@@ -301,7 +301,7 @@ def _liability_forecast_body(ctx: JobContext) -> dict[str, Any]:
 
 
 def _page_views_body(ctx: JobContext) -> dict[str, Any]:
-    from loyalty.insights.stored import compute_page_views, save_page_views
+    from loyalty.evaluation.views import compute_page_views, save_page_views
 
     # The pages' default filters end with the last complete month as of the day after as_of
     # (the day the pages are read), whatever the clock says when a past day is evaluated.

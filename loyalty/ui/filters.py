@@ -7,8 +7,8 @@ from datetime import timedelta
 import streamlit as st
 
 from db.models import utcnow
+from loyalty.evaluation.views import page_view
 from loyalty.insights.analysis import Filters, default_filters
-from loyalty.insights.stored import page_view
 from loyalty.periods import last_complete_month
 from loyalty.program.segments import list_segments
 from loyalty.program.tiers import list_tiers

@@ -211,7 +211,4 @@ def test_the_overview_counts_by_day_kind_and_status_and_every_message_waiting_fo
     assert overview["per_status"] == {"queued": 2, "sent": 1, "failed": 0, "suppressed": 1}
     assert overview["queued_for_csv"] == 3
     daily = overview["daily"].to_dict("records")
-    assert daily == [
-        {"day": "01 Mar", "kind": "points_expiring", "messages": 2},
-        {"day": "02 Mar", "kind": "tier_up", "messages": 2},
-    ]
+    assert daily == [{"day": "01 Mar", "kind": "points_expiring", "messages": 2}, {"day": "02 Mar", "kind": "tier_up", "messages": 2}]

@@ -15,8 +15,8 @@ from db.models import StoredView
 from loyalty.access.roles import Actor
 from loyalty.errors import InvalidInput
 from loyalty.evaluation.jobs import run_job
+from loyalty.evaluation.views import VIEWS, pack, page_view, unpack
 from loyalty.insights.analysis import default_filters
-from loyalty.insights.stored import VIEWS, pack, page_view, unpack
 from tests.factories import make_member, make_purchase, utc
 
 MANAGER = Actor("max", "manager")
@@ -100,3 +100,19 @@ def test_pack_keeps_labels_indexes_types_and_missing_values():
     assert math.isnan(back["rate"]) and back["count"] == 7 and isinstance(back["count"], int) and back["none"] is None
     assert back["day"] == date(2026, 3, 1) and back["moment"] == datetime(2026, 3, 1, 12, 0)
     assert back["definitions"] == {"historical_clv": "Spend to date."}
+
+
+def test_the_stored_reach_of_tiers_and_rewards_is_read_until_a_threshold_changes(demo, today):
+    from db.models import Tier
+
+    run_job("page-views", as_of=today - timedelta(days=1), actor=MANAGER)
+    demo.rollback()
+    demo.expire_all()
+    assert page_view(demo, "barrier")["stored"] is not None
+    top = demo.exec(select(Tier).order_by(Tier.rank.desc())).first()
+    top.min_spend = top.min_spend + 1000
+    demo.add(top)
+    demo.commit()
+    after = page_view(demo, "barrier")
+    assert after["stored"] is None, "a changed threshold: the reach is computed now"
+    assert after["tiers"].set_index("tier").loc[top.name, "min_spend"] == top.min_spend

@@ -74,6 +74,19 @@ def _with_segment_key(view: dict[str, Any]) -> dict[str, Any]:
     return {"overview": overview.assign(segment_key=_segment_keys(overview) if len(overview) else []).drop(columns="rules")}
 
 
+def _barrier(session: Session, _filters: Filters | None) -> dict[str, Any]:
+    from loyalty.decisions.barrier import barrier_inputs, entry_barrier
+
+    return {**entry_barrier(session), "inputs": barrier_inputs(session)}
+
+
+def _same_program(session: Session, view: dict[str, Any]) -> bool:
+    """The stored reach was computed for the tiers, rewards and expiry of now."""
+    from loyalty.decisions.barrier import barrier_inputs
+
+    return bool(view["inputs"] == barrier_inputs(session))
+
+
 # Keyed as the pages' filter keys (``analysis_header(page, ...)``) for the Analyse pages.
 VIEWS: dict[str, ViewSpec] = {
     "retention": ViewSpec(retention_view),
@@ -84,6 +97,8 @@ VIEWS: dict[str, ViewSpec] = {
     "segments": ViewSpec(
         lambda session, filters: _with_segment_key(_segments_overview(session, filters)), default_months=None, current=_same_segments
     ),
+    # The Tiers and Rewards pages: the share of active members who can reach each (loyalty.decisions.barrier).
+    "barrier": ViewSpec(_barrier, default_months=None, current=_same_program),
 }
 
 
