@@ -70,6 +70,8 @@ def test_the_holdout_sizing_follows_the_holdout_and_the_target_as_they_change(ap
     # Spend 0, 10, 20, 30 in the last 31 days (the default campaign length): mean 15, sd sqrt(500/3) = 12.91.
     _buyers_spending(session, [0.0, 10.0, 20.0, 30.0])
     at = _open(app, "manager")
+    assert not at.metric, "the sizing reads past purchases: only when asked"
+    at.toggle(key="campaigns_size_holdout").set_value(True).run()
     assert "The 4 members this campaign would reach spent on average EUR 15.00 each (standard deviation EUR 12.91)" in at.caption[-1].value
     metrics = {m.label: m.value for m in at.metric}
     # 10 %: (1.959964 + 0.841621) * 12.9099 * sqrt(1/3.6 + 1/0.4) = 36.1680 * 1.666667 = 60.28
@@ -91,6 +93,7 @@ def test_the_holdout_sizing_follows_the_holdout_and_the_target_as_they_change(ap
 def test_a_target_even_an_even_split_cannot_detect_is_said_in_words(app, session):
     _buyers_spending(session, [0.0, 10.0, 20.0, 30.0])
     at = _open(app, "manager")
+    at.toggle(key="campaigns_size_holdout").set_value(True).run()
     # +20 % of 15 = 3 per member: c = 4 * (3 / 36.1680)^2 = 0.0275 < 4; 4 * (36.1680 / 3)^2 = 581.4 -> 582 members.
     assert {m.label: m.value for m in at.metric}["Holdout needed"] == "over 50%"
     assert at.warning[0].value == (
