@@ -75,7 +75,9 @@ def holdout_sizing_panel(*, kind: str, eligibility: dict[str, Any], rule: dict[s
         st.caption("Choose a start and an end date to size the holdout.")
         return
     # On request: sizing reads the eligible members' past purchases (seconds on a program of a million).
-    if not st.toggle("Size it from the eligible members' past spend", key="campaigns_size_holdout"):
+    if not st.toggle(
+        "Size the holdout from past spend", key="campaigns_size_holdout", help="Reads the past purchases of the members it would reach."
+    ):
         return
     cols = st.columns([1.3, 1, 1, 1])
     unit = cols[0].radio("Target uplift as", UPLIFT_UNITS, horizontal=True, key="campaigns_uplift_unit")

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_retention_opens_on_the_nightly_figures_and_lists_two_cells_in_a_row(page, app_url, e2e_database, screenshots):
-    assert run_job("page-views", engine=get_engine(e2e_database))["status"] == "succeeded"
+    result = run_job("page-views", engine=get_engine(e2e_database))
+    assert result["status"] == "succeeded", result["error"]
     sign_in(page, app_url, "analyst")
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Retention", exact=True).click()
     wait_for_page(page)
