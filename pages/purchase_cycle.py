@@ -7,7 +7,7 @@ from loyalty.insights.analysis import Filters, slow_repeaters
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import counted_bars
 from loyalty.ui.core import METRICS_DOC, db_session
-from loyalty.ui.filters import analysis_header, analysis_view
+from loyalty.ui.filters import analysis_header, analysis_view, listed_on_request
 from loyalty.ui.tables import readable
 
 page_actor("analysis.view")
@@ -56,11 +56,7 @@ def slow(filters: Filters, threshold: int):
         return slow_repeaters(session, filters, min_gap_days=threshold)
 
 
-# Listed on request: finding them reads every purchase of the range.
-if st.session_state.get("purchase_cycle_listed") != (filters, threshold):
-    if st.button("List these members", key="purchase_cycle_list"):
-        st.session_state["purchase_cycle_listed"] = (filters, threshold)
-        st.rerun()
+if not listed_on_request("purchase_cycle_list", (filters, threshold)):
     st.stop()
 slow = slow(filters, threshold)
 st.caption(f"{len(slow):,} repeat buyers usually wait {threshold} days or more between purchases.")

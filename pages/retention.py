@@ -7,7 +7,7 @@ from loyalty.insights.analysis import Filters, cohort_members
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import churn_chart, cohort_heatmap, retention_curves_chart
 from loyalty.ui.core import METRICS_DOC, db_session
-from loyalty.ui.filters import analysis_header, analysis_view
+from loyalty.ui.filters import analysis_header, analysis_view, listed_on_request
 from loyalty.ui.tables import readable
 
 page_actor("analysis.view")
@@ -47,11 +47,7 @@ def members_of(filters: Filters, cohort: str, age: int):
         return cohort_members(session, filters, cohort, age)
 
 
-# Listed on request: finding a cohort's members reads every purchase of the range.
-if st.session_state.get("retention_listed") != (filters, cohort, age):
-    if st.button("List these members", key="retention_list"):
-        st.session_state["retention_listed"] = (filters, cohort, age)
-        st.rerun()
+if not listed_on_request("retention_list", (filters, cohort, age)):
     st.stop()
 people = members_of(filters, cohort, age)
 kept = int(people["active_at_age"].sum())

@@ -19,7 +19,7 @@ from loyalty.program.tiers import list_tiers
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import rfm_heatmap
 from loyalty.ui.core import db_session, run_action
-from loyalty.ui.filters import analysis_view
+from loyalty.ui.filters import analysis_view, listed_on_request
 from loyalty.ui.forms import archive_toggle, choice_box, form_key, form_saved, lifecycle_buttons, show_flash
 from loyalty.ui.segment_form import segment_rules
 
@@ -49,7 +49,6 @@ with db_session() as session:
 if segments.empty:
     st.info("No segments yet: build the first one below.")
 else:
-    # The nightly figures (until a segment is saved or changed), or every segment counted now.
     overview = overview_with_archived() if show_archived else analysis_view("segments")["overview"]
     rows = [
         {"segment": r.name, "members": r.members, "revenue_share": r.revenue_share, "rules": r.rules_text, "description": r.description}
@@ -81,6 +80,12 @@ else:
 st.subheader("RFM grid")
 
 
+@st.cache_data(ttl=600, show_spinner="Scoring members…")
+def rfm_members_of(segment: str):
+    with db_session() as session:
+        return rfm_segment_members(session, segment)
+
+
 grid = analysis_view("segments", view="rfm", say_which=False)
 if grid["cells"].empty:
     st.info("No purchases yet, so no RFM scores.")
@@ -99,13 +104,8 @@ else:
     right.download_button("RFM grid (CSV)", csv_text(grid["cells"]), "rfm_grid.csv", "text/csv", key="segments_download_rfm")
     name = right.selectbox("Members of RFM segment", grid["segments"]["segment"].tolist(), key="segments_rfm_drill")
     right.caption("Save it as a segment below with the RFM segment rule to target it.")
-    # Listed on request: scoring every member reads every purchase.
-    if st.session_state.get("segments_rfm_listed") == name:
-        with db_session() as session:
-            st.dataframe(rfm_segment_members(session, name), hide_index=True, width="stretch")
-    elif right.button("List the first 500 members", key="segments_rfm_list"):
-        st.session_state["segments_rfm_listed"] = name
-        st.rerun()
+    if listed_on_request("segments_rfm_list", name, label="List the first 500 members", where=right):
+        st.dataframe(rfm_members_of(name), hide_index=True, width="stretch")
 
 if not actor.can("segments.manage"):
     st.stop()

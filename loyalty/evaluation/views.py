@@ -50,10 +50,14 @@ class ViewSpec:
     current: Callable[[Session, dict[str, Any]], bool] | None = None
 
 
-def _segments_overview(session: Session, _filters: Filters | None) -> dict[str, Any]:
+def _segments(session: Session, _filters: Filters | None) -> dict[str, Any]:
+    """The Segments page's list with each segment's size and revenue share, as stored: each
+    segment's name, rules and description as one JSON key (what :func:`_same_segments` compares)
+    in place of the rules themselves (mappings, not columns)."""
     from loyalty.program.segments import segments_overview
 
-    return {"overview": segments_overview(session)}
+    overview = segments_overview(session)
+    return {"overview": overview.assign(segment_key=_segment_keys(overview)).drop(columns="rules")}
 
 
 def _segment_keys(segments: pd.DataFrame) -> list[str]:
@@ -65,13 +69,6 @@ def _same_segments(session: Session, view: dict[str, Any]) -> bool:
     from loyalty.program.segments import list_segments
 
     return _segment_keys(list_segments(session)) == list(view["overview"]["segment_key"])
-
-
-def _with_segment_key(view: dict[str, Any]) -> dict[str, Any]:
-    """The overview as stored: each segment's name, rules and description as one JSON key (what
-    :func:`_same_segments` compares) in place of the rules themselves (mappings, not columns)."""
-    overview = view["overview"]
-    return {"overview": overview.assign(segment_key=_segment_keys(overview) if len(overview) else []).drop(columns="rules")}
 
 
 def _barrier(session: Session, _filters: Filters | None) -> dict[str, Any]:
@@ -94,9 +91,7 @@ VIEWS: dict[str, ViewSpec] = {
     "purchase_cycle": ViewSpec(purchase_cycle_view),
     "redemption_analysis": ViewSpec(redemptions_view),
     "rfm": ViewSpec(lambda session, _filters: rfm_grid(session), default_months=None),
-    "segments": ViewSpec(
-        lambda session, filters: _with_segment_key(_segments_overview(session, filters)), default_months=None, current=_same_segments
-    ),
+    "segments": ViewSpec(_segments, default_months=None, current=_same_segments),
     # The Tiers and Rewards pages: the share of active members who can reach each (loyalty.decisions.barrier).
     "barrier": ViewSpec(_barrier, default_months=None, current=_same_program),
 }
@@ -212,11 +207,9 @@ def _frame_layout(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         "columns_dtype": str(frame.columns.dtype) if frame.columns.dtype.kind in "iuf" else None,
         "index": None if default_index else [_label(n) for n in frame.index.names],
     }
-    flat = frame if default_index else frame.reset_index(names=[f"i{i}" for i in range(frame.index.nlevels)])
-    flat = flat.set_axis(
-        [*([f"i{i}" for i in range(frame.index.nlevels)] if not default_index else []), *[f"c{i}" for i in range(frame.shape[1])]], axis=1
-    )
-    return flat, layout
+    index_columns = [] if default_index else [f"i{i}" for i in range(frame.index.nlevels)]
+    flat = frame if default_index else frame.reset_index(names=index_columns)
+    return flat.set_axis([*index_columns, *[f"c{i}" for i in range(frame.shape[1])]], axis=1), layout
 
 
 def _frame_from(flat: pd.DataFrame, layout: dict[str, Any]) -> pd.DataFrame:
@@ -224,9 +217,7 @@ def _frame_from(flat: pd.DataFrame, layout: dict[str, Any]) -> pd.DataFrame:
     if index is not None:
         flat = flat.set_index([f"i{i}" for i in range(len(index))])
         flat.index = flat.index.set_names(index)
-    labels = pd.Index(layout["columns"], dtype=layout["columns_dtype"], name=layout["columns_name"])
-    frame = flat.set_axis(labels, axis=1)
-    return frame
+    return flat.set_axis(pd.Index(layout["columns"], dtype=layout["columns_dtype"], name=layout["columns_name"]), axis=1)
 
 
 def pack(view: dict[str, Any]) -> bytes:

@@ -472,9 +472,9 @@ def rfm_grid(session: Session, *, as_of: date | None = None) -> dict[str, pd.Dat
     return {"cells": cells, "segments": segments.sort_values("revenue", ascending=False, ignore_index=True)}
 
 
-def rfm_segment_members(session: Session, segment: str, *, as_of: date | None = None, limit: int | None = 500) -> pd.DataFrame:
+def rfm_segment_members(session: Session, segment: str, *, as_of: date | None = None, limit: int = 500) -> pd.DataFrame:
     """Drill-down from the RFM grid: the members of an RFM segment with their scores (the first
-    ``limit`` by member number; None: all)."""
+    ``limit`` by member number)."""
     from loyalty.analytics.rfm import rfm_members
 
     table = rfm_members(session, as_of=as_of)
@@ -482,7 +482,7 @@ def rfm_segment_members(session: Session, segment: str, *, as_of: date | None = 
     ids = load_members(session).select("member_id", "external_id").to_pandas()
     table = table.merge(ids, on="member_id", how="left").sort_values("external_id")
     table = table[["external_id", *[c for c in table.columns if c not in ("external_id", "member_id")]]]
-    return table.head(limit).reset_index(drop=True) if limit is not None else table.reset_index(drop=True)
+    return table.head(limit).reset_index(drop=True)
 
 
 def slow_repeaters(session: Session, filters: Filters, *, min_gap_days: int) -> pd.DataFrame:

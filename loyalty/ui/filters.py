@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import timedelta
+from typing import Any
 
 import streamlit as st
 
@@ -93,3 +95,15 @@ def analysis_view(page: str, filters: Filters | None = None, *, view: str | None
     elif st.session_state.get(live_key):
         st.caption(":material/bolt: Computed now from today's data.")
     return result
+
+
+def listed_on_request(key: str, selection: Hashable, *, label: str = "List these members", where: Any = st) -> bool:
+    """Whether the members behind ``selection`` (a cohort and an age, a threshold...) were asked
+    for: a drill-down that reads every purchase runs only after its button ``key`` is clicked,
+    and again only when asked for another selection. The button is drawn in ``where``."""
+    if st.session_state.get(f"{key}_for") == selection:
+        return True
+    if where.button(label, key=key):
+        st.session_state[f"{key}_for"] = selection
+        st.rerun()
+    return False
