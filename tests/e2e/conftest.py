@@ -226,3 +226,24 @@ def scroll_to(page, selector: str, attempts: int = 5) -> None:
             if "not attached" not in str(error) or attempt == attempts - 1:
                 raise
             wait_for_page(page)
+
+
+def choose(page, label: str, option: str, attempts: int = 4) -> None:
+    """Open the select box ``label`` and pick ``option`` (exact text). A click that lands while the
+    page is redrawn can leave the list closed (CI saw it on a busy machine): close it and try again,
+    as a person would click the box a second time."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        page.get_by_label(label, exact=True).click()
+        wanted = page.get_by_role("option", name=option, exact=True)
+        try:
+            wanted.wait_for(timeout=5_000)
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
+            wait_for_page(page)
+            continue
+        wanted.click()
+        return

@@ -8,7 +8,7 @@ import pytest
 
 from db.engine import get_engine
 from loyalty.evaluation.jobs import run_job
-from tests.e2e.conftest import scroll_to, sign_in, wait_for_page
+from tests.e2e.conftest import choose, scroll_to, sign_in, wait_for_page
 
 pytestmark = pytest.mark.e2e
 
@@ -29,8 +29,7 @@ def test_retention_opens_on_the_nightly_figures_and_lists_two_cells_in_a_row(pag
 
     for age in ("1", "2"):
         scroll_to(page, 'text="The members behind a cell"')
-        page.get_by_label("Months after the first purchase").click()
-        page.get_by_role("option", name=age, exact=True).click()
+        choose(page, "Months after the first purchase", age)
         wait_for_page(page)
         page.get_by_role("button", name="List these members").click()
         wait_for_page(page)
