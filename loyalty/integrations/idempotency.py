@@ -225,11 +225,7 @@ def answer_many(
         pairs = {(r.api_key_id, r.key) for r in requests if r.key}
         stored = {
             (record.api_key_id, record.key): record
-            for record in session.exec(
-                select(IdempotencyRecord).where(
-                    col(IdempotencyRecord.key).in_({key for _, key in pairs}), col(IdempotencyRecord.created_at) > now - KEPT_FOR
-                )
-            )
+            for record in session.exec(select(IdempotencyRecord).where(*_pairs_of(pairs), col(IdempotencyRecord.created_at) > now - KEPT_FOR))
             if (record.api_key_id, record.key) in pairs
         }
         first: dict[tuple[int, str], int] = {}
@@ -245,8 +241,8 @@ def answer_many(
         if stale := [key for key in first if key not in stored]:  # answers older than KEPT_FOR free their keys
             session.execute(
                 delete(IdempotencyRecord).where(
-                    col(IdempotencyRecord.key).in_({k for _, k in stale}), col(IdempotencyRecord.created_at) <= now - KEPT_FOR
-                )
+                    *_pairs_of(set(stale)), col(IdempotencyRecord.created_at) <= now - KEPT_FOR
+                )  # other pairs it meets are as old: gone too
             )
         records = []
         for i, answer in zip(run, effect(session, run)):
@@ -277,6 +273,13 @@ def answer_many(
                     else refusal(KeyReused(f"Idempotency-Key {r.key!r} was just used for another request; use a new key for a new request."))
                 )
     return [a for a in answers if a is not None]
+
+
+def _pairs_of(pairs: set[tuple[int, str]]) -> tuple[Any, Any]:
+    """Conditions that narrow the answers to these (API key, Idempotency-Key) pairs through the
+    unique index on both (the caller keeps only the exact pairs). On the key alone the database
+    searched the index of created_at instead: every answer of the last 24 hours, each batch."""
+    return col(IdempotencyRecord.api_key_id).in_({api_key for api_key, _ in pairs}), col(IdempotencyRecord.key).in_({key for _, key in pairs})
 
 
 def _replayed_or_refused(record: IdempotencyRecord, fingerprint: str, refusal: Callable[[LoyaltyError], Answer]) -> Answer:

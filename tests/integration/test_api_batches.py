@@ -119,3 +119,45 @@ def test_answers_older_than_a_day_are_purged_by_the_nightly_expiry_and_free_thei
     assert result["status"] == "succeeded" and result["idempotency_answers_purged"] == 1
     session.rollback()
     assert [r.key for r in session.exec(select(IdempotencyRecord))] == ["new"]
+
+
+def test_one_idempotency_key_under_two_api_keys_is_two_requests_and_found_through_the_pair_index(session, now):
+    """Tills choose their own keys, so two tills may send the same one: each is its own request.
+    The batch finds stored answers through the unique (API key, key) index; it used to search the
+    index of created_at, that is every answer of the last day, for each batch (at 300 purchases/s,
+    millions of rows by evening)."""
+    from sqlalchemy import event
+
+    from loyalty.access.roles import SYSTEM_CLI
+    from loyalty.integrations.apikeys import create_key
+
+    for name in ("till-a", "till-b"):
+        create_key(session, name=name, scopes=["purchases:write"], actor=SYSTEM_CLI)  # api key ids 1 and 2
+    make_member(session, external_id="A4")
+    at = now - timedelta(minutes=1)
+    rows = [row("T-1", "A4", 10.0, at), row("T-2", "A4", 20.0, at)]
+    keyed = [Keyed(1, "shared", "POST", "/v1/purchases", "f1"), Keyed(2, "shared", "POST", "/v1/purchases", "f2")]
+
+    def effect(session, indexes):
+        return _answers(session, record_purchases(session, [rows[i] for i in indexes], actors=[TILL_A] * len(indexes)))
+
+    lookups: list[tuple[str, object]] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and "FROM idempotency_record" in statement:
+            lookups.append((statement, parameters))
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        first = answer_many(session, keyed, effect=effect, refusal=lambda error: Answer(409, {"e": str(error)}))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert first == [Answer(201, {"p": "T-1"}), Answer(201, {"p": "T-2"})]
+    again = answer_many(session, list(reversed(keyed)), effect=effect, refusal=lambda error: Answer(409, {"e": str(error)}))
+    assert again == [Answer(201, {"p": "T-2"}, replayed=True), Answer(201, {"p": "T-1"}, replayed=True)]
+    assert len(lookups) == 1
+    if engine.dialect.name == "sqlite":
+        statement, parameters = lookups[0]
+        plan = " ".join(str(r[-1]) for r in session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+        assert "api_key_id=? AND key=?" in plan, plan
