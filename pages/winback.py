@@ -4,22 +4,24 @@ from datetime import date, timedelta
 
 import streamlit as st
 
-from loyalty.access.roles import Actor
 from loyalty.decisions.winback import (
     DEFAULT_MAX_ALIVE,
     EXPORT_COLUMNS,
     WINBACK_HOLDOUT,
     WINBACK_POINTS,
+    WinbackChoice,
     campaign_window,
     create_winback_campaign,
-    winback_candidates,
     winback_scores,
+    winback_view,
+    with_contacts,
 )
 from loyalty.errors import LoyaltyError
 from loyalty.formatting import csv_text
 from loyalty.ui.auth import page_actor
 from loyalty.ui.charts import compact
 from loyalty.ui.core import db_session, run_action
+from loyalty.ui.filters import analysis_view
 from loyalty.ui.winback_charts import alive_then_vs_now
 
 actor = page_actor("analysis.view")
@@ -45,18 +47,19 @@ def load_scores(reference_days: int):
 
 
 @st.cache_data(ttl=600, show_spinner="Selecting members…")
-def load_candidates(reference_days: int, top_share: int, min_drop: int, username: str, role: str):
+def load_view(choice: WinbackChoice):
     with db_session() as session:
-        return winback_candidates(
-            session, actor=Actor(username, role), scores=load_scores(reference_days), min_value_quantile=1 - top_share / 100, min_drop=min_drop / 100
-        )
+        return winback_view(session, choice, scores=load_scores(choice.reference_days))
 
 
-try:
-    candidates = load_candidates(reference_days, top_share, min_drop, actor.username, actor.role)
+choice = WinbackChoice(reference_days, top_share, min_drop)
+try:  # the default thresholds: the list of the nightly evaluation; others: computed now
+    view = analysis_view("winback") if choice == WinbackChoice() else load_view(choice)
 except LoyaltyError as error:  # too few buyers for the model, say
     st.info(f"The CLV model cannot be fitted here: {error}")
     st.stop()
+with db_session() as session:  # names and e-mails as this person may see them
+    candidates = with_contacts(session, view, actor=actor)
 criteria = candidates.attrs["criteria"]
 if candidates.empty:
     st.info(

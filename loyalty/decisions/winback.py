@@ -24,6 +24,7 @@ members, with a holdout so the campaign's effect can be measured.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NamedTuple
 
@@ -60,12 +61,15 @@ __all__ = [
     "DEFAULT_REFERENCE_DAYS",
     "DEFAULT_VALUE_QUANTILE",
     "EXPORT_COLUMNS",
+    "WinbackChoice",
     "WinbackScores",
     "campaign_window",
     "create_winback_campaign",
     "describe_selection",
     "winback_candidates",
     "winback_scores",
+    "winback_view",
+    "with_contacts",
 ]
 
 DEFAULT_REFERENCE_DAYS = 90
@@ -99,6 +103,16 @@ CANDIDATE_COLUMNS = [
     "expected_purchases_12m",
 ]
 EXPORT_COLUMNS = CANDIDATE_COLUMNS[1:]  # without the internal id
+CONTACT_COLUMNS = ("name", "email")
+
+
+@dataclass(frozen=True)
+class WinbackChoice:
+    """What the Win-back page's sliders chose; the defaults are the list the night stores."""
+
+    reference_days: int = DEFAULT_REFERENCE_DAYS
+    top_share_percent: int = round((1 - DEFAULT_VALUE_QUANTILE) * 100)
+    min_drop_points: int = round(DEFAULT_MIN_DROP * 100)
 
 
 class WinbackScores(NamedTuple):
@@ -200,6 +214,46 @@ def winback_candidates(
     if limit < 1:
         raise InvalidInput("List at least one member (limit >= 1).")
     scores = scores or winback_scores(session, as_of=as_of, reference_days=reference_days)
+    listed, criteria = _selection(session, scores, min_value_quantile=min_value_quantile, min_drop=min_drop, max_alive=max_alive, limit=limit)
+    return with_contacts(session, {"candidates": listed, "criteria": criteria}, actor=actor)
+
+
+def winback_view(session: Session, choice: WinbackChoice | None, *, scores: WinbackScores | None = None) -> dict[str, Any]:
+    """The Win-back page's list for ``choice`` (default: the defaults), without names and
+    e-mails: ``{"candidates", "criteria"}`` (what the nightly evaluation stores; the page adds
+    the contacts its reader may see with :func:`with_contacts`). ``scores``: a
+    :func:`winback_scores` of the choice's ``reference_days`` to reuse."""
+    choice = choice or WinbackChoice()
+    scores = scores or winback_scores(session, reference_days=choice.reference_days)
+    listed, criteria = _selection(
+        session, scores, min_value_quantile=1 - choice.top_share_percent / 100, min_drop=choice.min_drop_points / 100, max_alive=DEFAULT_MAX_ALIVE
+    )
+    return {"candidates": listed, "criteria": criteria}
+
+
+def with_contacts(session: Session, view: dict[str, Any], *, actor: Actor | None) -> pd.DataFrame:
+    """The candidates of a :func:`winback_view` with names and e-mails, masked unless ``actor``
+    may see personal data; a member erased since the list was made is left out (and uncounted).
+
+    Returns :data:`CANDIDATE_COLUMNS`; ``attrs["criteria"]`` as :func:`winback_candidates` says."""
+    listed = view["candidates"]
+    ids = [int(i) for i in listed["member_id"]]
+    erased = {
+        member_id
+        for start in range(0, len(ids), 10_000)
+        for member_id in session.exec(select(Member.id).where(col(Member.id).in_(ids[start : start + 10_000]), col(Member.erased_at).is_not(None)))
+    }
+    kept = listed[~listed["member_id"].isin(list(erased))]
+    contacts = _contacts(session, [int(i) for i in kept["member_id"]], show_pii=actor is not None and actor.can("members.view_pii")).to_pandas()
+    frame = kept.merge(contacts, on="member_id", how="left")[CANDIDATE_COLUMNS].reset_index(drop=True)
+    frame.attrs["criteria"] = {**view["criteria"], "matched": view["criteria"]["matched"] - len(erased), "listed": len(frame)}
+    return frame
+
+
+def _selection(
+    session: Session, scores: WinbackScores, *, min_value_quantile: float, min_drop: float, max_alive: float, limit: int = DEFAULT_LIMIT
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The candidates (:data:`CANDIDATE_COLUMNS` but the contacts) and the criteria that chose them."""
     # A model on the edge of its parameter space can fail to predict (NaN): then only
     # historical spend decides who is high value.
     scored = scores.members.with_columns(pl.col("predicted_clv_12m", "expected_purchases_12m").fill_nan(None))
@@ -220,10 +274,8 @@ def winback_candidates(
         )
         .sort(["historical_spend", "drop", "member_id"], descending=[True, True, False])
     )
-    listed = matched.head(limit)
-    contacts = _contacts(session, listed["member_id"].to_list(), show_pii=actor is not None and actor.can("members.view_pii"))
-    frame = listed.rename({"external_id": "member"}).join(contacts, on="member_id", how="left").select(CANDIDATE_COLUMNS).to_pandas()
-    frame.attrs["criteria"] = {
+    listed = matched.head(limit).rename({"external_id": "member"}).select([c for c in CANDIDATE_COLUMNS if c not in CONTACT_COLUMNS]).to_pandas()
+    criteria = {
         "as_of": scores.as_of.isoformat(),
         "reference": scores.reference.isoformat(),
         "reference_days": (scores.as_of - scores.reference).days,
@@ -234,12 +286,12 @@ def winback_candidates(
         "predicted_line": predicted_line,
         "members_scored": scored.height,
         "matched": matched.height,
-        "listed": len(frame),
+        "listed": len(listed),
         "bgnbd": scores.model.bgnbd.as_dict(),
         "time_unit": scores.model.time_unit,
         "currency": get_settings(session).currency,
     }
-    return frame
+    return listed, criteria
 
 
 def _contacts(session: Session, member_ids: list[int], *, show_pii: bool) -> pl.DataFrame:

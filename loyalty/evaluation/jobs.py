@@ -413,7 +413,7 @@ JOBS: dict[str, JobSpec] = {
             "Page views",
             "loyalty.evaluation.jobs:page_views",
             "45 5 * * *",
-            "Computes what the Retention, Lifetime value, Purchase cycle, Redemptions, Segments, Tiers and Rewards pages "
+            "Computes what the Retention, Lifetime value, Purchase cycle, Redemptions, Segments, Tiers, Rewards and Win-back pages "
             "show for their default filters and stores it, so they open without scanning the purchases and the ledger.",
             _page_views_body,
         ),

@@ -77,6 +77,12 @@ def _barrier(session: Session, _filters: Filters | None) -> dict[str, Any]:
     return {**entry_barrier(session), "inputs": barrier_inputs(session)}
 
 
+def _winback(session: Session, _filters: Filters | None) -> dict[str, Any]:
+    from loyalty.decisions.winback import winback_view
+
+    return winback_view(session, None)
+
+
 def _same_program(session: Session, view: dict[str, Any]) -> bool:
     """The stored reach was computed for the tiers, rewards and expiry of now."""
     from loyalty.decisions.barrier import barrier_inputs
@@ -94,6 +100,8 @@ VIEWS: dict[str, ViewSpec] = {
     "segments": ViewSpec(_segments, default_months=None, current=_same_segments),
     # The Tiers and Rewards pages: the share of active members who can reach each (loyalty.decisions.barrier).
     "barrier": ViewSpec(_barrier, default_months=None, current=_same_program),
+    # The Win-back list of the default thresholds, without contacts (the page adds what its reader may see).
+    "winback": ViewSpec(_winback, default_months=None),
 }
 
 

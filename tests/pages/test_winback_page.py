@@ -83,3 +83,24 @@ def test_without_enough_buyers_the_page_says_the_model_cannot_be_fitted(app, ses
     at = _open(app, "manager")
     assert at.info[0].value.startswith("The CLV model cannot be fitted here: Only 1 members bought")
     assert not at.get("plotly_chart")
+
+
+@pytest.mark.calendar
+def test_after_the_night_the_page_reads_the_stored_list_without_a_member_erased_since_and_other_thresholds_compute_now(app, session, program, today):
+    from loyalty.access.roles import SYSTEM_CLI
+    from loyalty.evaluation.jobs import run_job
+    from loyalty.ledger.erasure import erase_member
+
+    assert run_job("page-views", as_of=today, actor=SYSTEM_CLI)["status"] == "succeeded"
+    lapsed = list(reversed(program["lapsed"][:3]))
+    erase_member(session=session, external_id=lapsed[0].external_id, actor=SYSTEM_CLI)  # after the night, before the page opens
+    at = _open(app, "manager")
+    assert any("Figures of the nightly evaluation" in c.value for c in at.caption)
+    table = at.dataframe[0].value
+    assert table["member"].tolist() == [m.external_id for m in lapsed[1:]]
+    assert table["name"].tolist() == [m.name for m in lapsed[1:]]
+    assert {m.label: m.value for m in at.metric}["Candidates"] == "2"
+
+    at.slider(key="winback_top_share").set_value(25).run()
+    assert not any("Figures of the nightly evaluation" in c.value for c in at.caption)
+    assert at.dataframe[0].value["member"].tolist() == [m.external_id for m in lapsed[1:]]
