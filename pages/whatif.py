@@ -20,7 +20,7 @@ st.caption(
 @st.cache_data(ttl=600, show_spinner=False)
 def load_program() -> dict:
     with db_session() as session:
-        return whatif.current_program(session) | {"purchases": whatif.window_purchases(session)}
+        return whatif.current_program(session) | {"purchases": whatif.has_window_purchases(session)}
 
 
 program = load_program()

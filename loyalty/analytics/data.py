@@ -56,6 +56,7 @@ from loyalty.errors import InvalidInput
 __all__ = [
     "load_referrals",
     "DEFAULT_MEMBER_COLUMNS",
+    "NO_TIER",
     "DEFAULT_PURCHASE_COLUMNS",
     "MEMBER_COLUMNS",
     "PURCHASE_COLUMNS",

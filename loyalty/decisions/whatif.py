@@ -123,7 +123,7 @@ __all__ = [
     "tiers_frame",
     "window_label",
     "window_of",
-    "window_purchases",
+    "has_window_purchases",
 ]
 
 WINDOW_MONTHS = 12
@@ -325,16 +325,14 @@ def window_of(as_of: date | None = None) -> tuple[date, date]:
     return add_months(end, -WINDOW_MONTHS), end
 
 
-def window_purchases(session: Session, *, as_of: date | None = None) -> int:
-    """Purchases (not refunded) in the replayed window: 0 means there is nothing to replay."""
+def has_window_purchases(session: Session, *, as_of: date | None = None) -> bool:
+    """Whether the replayed window holds a purchase (not refunded): without one there is nothing
+    to replay. One row looked up, not the window's millions counted."""
     start, end = (datetime(d.year, d.month, 1, tzinfo=UTC) for d in window_of(as_of))
-    return int(
-        session.exec(
-            select(func.count())
-            .select_from(Purchase)
-            .where(Purchase.occurred_at >= start, Purchase.occurred_at < end, col(Purchase.refunded_at).is_(None))
-        ).one()
-    )
+    found = session.exec(
+        select(Purchase.id).where(Purchase.occurred_at >= start, Purchase.occurred_at < end, col(Purchase.refunded_at).is_(None)).limit(1)
+    ).first()
+    return found is not None
 
 
 def window_label(as_of: date | None = None) -> str:

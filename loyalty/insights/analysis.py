@@ -23,7 +23,7 @@ from db.models import Feedback, LedgerEntry, Member, Redemption, Reward
 from loyalty.access.privacy import mask_contacts
 from loyalty.access.roles import Actor
 from loyalty.analytics.cohorts import churn_over_time, cohort_table, period_label, retention_curves
-from loyalty.analytics.data import load_members, load_purchases
+from loyalty.analytics.data import NO_TIER, load_members, load_purchases
 from loyalty.periods import add_months, last_complete_month
 from loyalty.settings import get_settings
 
@@ -87,11 +87,12 @@ def default_filters(now: datetime, months: int = 12) -> Filters:
     return Filters(start=add_months(last_month, 1 - months), end=following)
 
 
-def _member_ids(session: Session, filters: Filters, members: pl.DataFrame) -> np.ndarray | None:
-    """Ids of the members the filters keep (None: everyone)."""
+def _member_ids(session: Session, filters: Filters, members: pl.DataFrame | None = None) -> np.ndarray | None:
+    """Ids of the members the filters keep (None: everyone); ``members`` as ``load_members`` gives
+    them, read only when needed if not given."""
     if not filters.restricts_members:
         return None
-    keep = members
+    keep = load_members(session) if members is None else members
     if filters.tier is not None:
         keep = keep.filter(pl.col("tier") == filters.tier)
     if filters.channel is not None:
@@ -416,21 +417,28 @@ def feedback_view(session: Session, filters: Filters, *, actor: Actor, comments:
     e-mail addresses and phone numbers in them masked; roles without ``analysis.view``
     (executives) see no comment at all.
     """
+    from db.models import Tier
+
+    # The answerers' tier and channel come with their answers: reading every member cost
+    # seconds at a million members for a few thousand answers.
     rows = session.exec(
-        select(Feedback.member_id, Feedback.submitted_at, Feedback.score, Feedback.comment, Member.external_id)  # type: ignore[call-overload]  # typed for at most 4 columns
+        select(  # type: ignore[call-overload]  # typed for at most 4 columns
+            Feedback.member_id, Feedback.submitted_at, Feedback.score, Feedback.comment, Member.external_id, Tier.name, Member.acquisition_channel
+        )
         .join(Member, Member.id == Feedback.member_id)
+        .join(Tier, col(Tier.id) == Member.tier_id, isouter=True)
         .where(Feedback.submitted_at >= _moment(filters.start), Feedback.submitted_at < _moment(filters.end))
     ).all()
-    answers = pd.DataFrame(rows, columns=["member_id", "submitted_at", "score", "comment", "member"])
+    answers = pd.DataFrame(rows, columns=["member_id", "submitted_at", "score", "comment", "member", "tier", "acquisition_channel"])
+    answers["tier"] = answers["tier"].fillna(NO_TIER)
+    answers["acquisition_channel"] = answers["acquisition_channel"].fillna("")
     if not actor.can("analysis.view"):
         answers["comment"] = ""
     elif not actor.can("members.view_pii"):
         answers["comment"] = mask_contacts(answers["comment"].astype("str"))
-    members = load_members(session).to_pandas()
-    ids = _member_ids(session, filters, load_members(session))
+    ids = _member_ids(session, filters)
     if ids is not None:
-        answers = answers[answers["member_id"].isin(ids)]
-    answers = answers.merge(members[["member_id", "tier", "acquisition_channel"]], on="member_id", how="left")
+        answers = answers[answers["member_id"].isin(ids)].reset_index(drop=True)
     if answers.empty:
         return {
             "answers": answers,
