@@ -229,7 +229,8 @@ class CampaignAssignment(SQLModel, table=True):
     """A member's stable place in a campaign: ``treatment`` or ``holdout``."""
 
     __tablename__ = "campaign_assignment"
-    __table_args__ = (Index("ix_assignment_member", "member_id"),)
+    # The second index lets the Campaigns page count each group from the index alone (migration 0015).
+    __table_args__ = (Index("ix_assignment_member", "member_id"), Index("ix_assignment_campaign_group", "campaign_id", "group"))
 
     campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
     member_id: int = Field(foreign_key="member.id", primary_key=True)
