@@ -401,20 +401,28 @@ def _date(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _add_engine(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=["default", "spark"],
+        help="where the figures are added up (default: LOYALTY_ANALYTICS_ENGINE, else default); spark: LOYALTY_SPARK_MASTER, local[*] unless set",
+    )
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     with new_session() as session:
         if args.analysis == "retention":
-            from loyalty.analytics.cohorts import retention_analysis
+            from loyalty.analytics.engines import retention_analysis_on
 
-            result = retention_analysis(session, period=args.period, as_of=args.as_of)
+            result = retention_analysis_on(session, args.period, args.as_of, engine=args.engine)
         elif args.analysis == "clv" and not args.members:
             from loyalty.analytics.clv import clv_analysis
 
             result = clv_analysis(session, calibration_end=args.calibration_end, time_unit=args.time_unit)
         elif args.analysis == "kpis":
-            from loyalty.analytics.metrics import kpi_summary
+            from loyalty.analytics.engines import kpi_summary_on
 
-            result = kpi_summary(session, args.date_from, args.date_to)
+            result = kpi_summary_on(session, args.date_from, args.date_to, engine=args.engine)
         elif args.analysis in ("redemptions", "nps", "cycle"):
             from loyalty.evaluation import summaries
 
@@ -453,9 +461,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
             result = kpi_history(session, first=args.date_from, last=args.date_to)
         else:
-            from loyalty.analytics.rfm import rfm_analysis
+            from loyalty.analytics.engines import rfm_analysis_on
 
-            result = rfm_analysis(session, as_of=args.as_of)
+            result = rfm_analysis_on(session, args.as_of, engine=args.engine)
     period = result.get("period") if isinstance(result, dict) else None
     if isinstance(period, dict) and period.get("complete") is False:
         print(
@@ -804,6 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("retention", cmd_analyze, "Cohort retention (cohort = month of first purchase).", parent=analyze)
     p.add_argument("--period", choices=["month", "quarter"], default="month")
     p.add_argument("--as-of", type=_date)
+    _add_engine(p)
     p.add_argument("--json", action="store_true")
     p = add("clv", cmd_analyze, "Fit BG/NBD + Gamma-Gamma on purchases up to the calibration end.", parent=analyze)
     p.add_argument("--calibration-end", type=_date, required=True)
@@ -813,6 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("kpis", cmd_analyze, "The KPI catalogue for a period [FROM, TO).", parent=analyze)
     p.add_argument("--from", dest="date_from", type=_date, required=True)
     p.add_argument("--to", dest="date_to", type=_date, required=True, help="end of the period, exclusive (2026-11-01 ends with October)")
+    _add_engine(p)
     p.add_argument("--json", action="store_true")
     p = add("history", cmd_analyze, "The KPIs of every complete month (each as analyze kpis gives it).", parent=analyze)
     p.add_argument("--from", dest="date_from", type=_date, help="a day of the first month (default: the month of the first purchase)")
@@ -844,6 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("rfm", cmd_analyze, "RFM segment counts and the thresholds used.", parent=analyze)
     p.add_argument("--as-of", type=_date)
+    _add_engine(p)
     p.add_argument("--json", action="store_true")
 
     p = add("bench", cmd_bench, "Build a program of the given size and measure every step (issue 8).")
