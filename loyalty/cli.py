@@ -381,6 +381,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from loyalty.access.roles import Actor
     from loyalty.ledger.exports import export_csv
 
+    if args.what == "parquet":
+        return _export_parquet(args)
+
     # The command line acts as an administrator; --as-role writes what that role would get (masking included).
     actor = SYSTEM_CLI if args.as_role is None else Actor(f"{SYSTEM_CLI.username} as {args.as_role}", args.as_role)
     with new_session() as session:
@@ -389,6 +392,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         print(f"exported {result['rows']:,} rows of {args.what}{' ' + args.name if args.name else ''} to {result['file']}")
+    return 0
+
+
+def _export_parquet(args: argparse.Namespace) -> int:
+    from loyalty.analytics.parquet import export_parquet
+
+    if args.name or args.as_role or args.purpose != "analysis":
+        raise InvalidInput("export parquet takes only --out DIR (and --json): it writes the analytics columns, no contact details.")
+    with new_session() as session:
+        result = export_parquet(session, args.out, actor=SYSTEM_CLI)
+    if args.json:
+        _print_json(result)
+    else:
+        for name, table in result["tables"].items():
+            print(f"{name}: {table['rows']:,} rows; {len(table['months_written'])} months written, {len(table['months_kept'])} unchanged")
+        print(f"in {result['out']}")
     return 0
 
 
@@ -937,10 +956,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["html", "pdf", "json"], default="html", help="json: the report's figures")
     p.add_argument("--out", help="the file to write (default for json: print it)")
 
-    p = add("export", cmd_export, "Export members, purchases, the ledger or a segment's members to a CSV file (safe to open in a spreadsheet).")
-    p.add_argument("what", choices=["members", "purchases", "ledger", "segment"])
+    p = add(
+        "export",
+        cmd_export,
+        "Export members, purchases, the ledger or a segment's members to a CSV file (safe to open in a spreadsheet); "
+        "parquet: all three to a folder as Parquet by month, rewriting only new or changed months.",
+    )
+    p.add_argument("what", choices=["members", "purchases", "ledger", "segment", "parquet"])
     p.add_argument("name", nargs="?", help="the segment's name (export segment NAME)")
-    p.add_argument("--out", required=True, help="the CSV file to write")
+    p.add_argument("--out", required=True, help="the CSV file to write (parquet: the folder)")
     p.add_argument("--purpose", choices=["analysis", "marketing"], default="analysis", help="marketing leaves out members without consent")
     p.add_argument("--as-role", choices=list(ROLES), help="mask as this role would see the data (default: administrator)")
     p.add_argument("--json", action="store_true")
