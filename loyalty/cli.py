@@ -381,6 +381,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from loyalty.access.roles import Actor
     from loyalty.ledger.exports import export_csv
 
+    if args.what == "parquet":
+        return _export_parquet(args)
+
     # The command line acts as an administrator; --as-role writes what that role would get (masking included).
     actor = SYSTEM_CLI if args.as_role is None else Actor(f"{SYSTEM_CLI.username} as {args.as_role}", args.as_role)
     with new_session() as session:
@@ -389,6 +392,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         print(f"exported {result['rows']:,} rows of {args.what}{' ' + args.name if args.name else ''} to {result['file']}")
+    return 0
+
+
+def _export_parquet(args: argparse.Namespace) -> int:
+    from loyalty.analytics.parquet import export_parquet
+
+    if args.name or args.as_role or args.purpose != "analysis":
+        raise InvalidInput("export parquet takes only --out DIR (and --json): it writes the analytics columns, no contact details.")
+    with new_session() as session:
+        result = export_parquet(session, args.out, actor=SYSTEM_CLI)
+    if args.json:
+        _print_json(result)
+    else:
+        for name, table in result["tables"].items():
+            print(f"{name}: {table['rows']:,} rows; {len(table['months_written'])} months written, {len(table['months_kept'])} unchanged")
+        print(f"in {result['out']}")
     return 0
 
 
@@ -401,20 +420,28 @@ def _date(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _add_engine(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=["default", "spark"],
+        help="where the figures are added up (default: LOYALTY_ANALYTICS_ENGINE, else default); spark: LOYALTY_SPARK_MASTER, local[*] unless set",
+    )
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     with new_session() as session:
         if args.analysis == "retention":
-            from loyalty.analytics.cohorts import retention_analysis
+            from loyalty.analytics.engines import retention_analysis_on
 
-            result = retention_analysis(session, period=args.period, as_of=args.as_of)
+            result = retention_analysis_on(session, args.period, args.as_of, engine=args.engine)
         elif args.analysis == "clv" and not args.members:
             from loyalty.analytics.clv import clv_analysis
 
             result = clv_analysis(session, calibration_end=args.calibration_end, time_unit=args.time_unit)
         elif args.analysis == "kpis":
-            from loyalty.analytics.metrics import kpi_summary
+            from loyalty.analytics.engines import kpi_summary_on
 
-            result = kpi_summary(session, args.date_from, args.date_to)
+            result = kpi_summary_on(session, args.date_from, args.date_to, engine=args.engine)
         elif args.analysis in ("redemptions", "nps", "cycle"):
             from loyalty.evaluation import summaries
 
@@ -453,9 +480,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
             result = kpi_history(session, first=args.date_from, last=args.date_to)
         else:
-            from loyalty.analytics.rfm import rfm_analysis
+            from loyalty.analytics.engines import rfm_analysis_on
 
-            result = rfm_analysis(session, as_of=args.as_of)
+            result = rfm_analysis_on(session, args.as_of, engine=args.engine)
     period = result.get("period") if isinstance(result, dict) else None
     if isinstance(period, dict) and period.get("complete") is False:
         print(
@@ -804,6 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("retention", cmd_analyze, "Cohort retention (cohort = month of first purchase).", parent=analyze)
     p.add_argument("--period", choices=["month", "quarter"], default="month")
     p.add_argument("--as-of", type=_date)
+    _add_engine(p)
     p.add_argument("--json", action="store_true")
     p = add("clv", cmd_analyze, "Fit BG/NBD + Gamma-Gamma on purchases up to the calibration end.", parent=analyze)
     p.add_argument("--calibration-end", type=_date, required=True)
@@ -813,6 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("kpis", cmd_analyze, "The KPI catalogue for a period [FROM, TO).", parent=analyze)
     p.add_argument("--from", dest="date_from", type=_date, required=True)
     p.add_argument("--to", dest="date_to", type=_date, required=True, help="end of the period, exclusive (2026-11-01 ends with October)")
+    _add_engine(p)
     p.add_argument("--json", action="store_true")
     p = add("history", cmd_analyze, "The KPIs of every complete month (each as analyze kpis gives it).", parent=analyze)
     p.add_argument("--from", dest="date_from", type=_date, help="a day of the first month (default: the month of the first purchase)")
@@ -844,6 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("rfm", cmd_analyze, "RFM segment counts and the thresholds used.", parent=analyze)
     p.add_argument("--as-of", type=_date)
+    _add_engine(p)
     p.add_argument("--json", action="store_true")
 
     p = add("bench", cmd_bench, "Build a program of the given size and measure every step (issue 8).")
@@ -926,10 +956,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["html", "pdf", "json"], default="html", help="json: the report's figures")
     p.add_argument("--out", help="the file to write (default for json: print it)")
 
-    p = add("export", cmd_export, "Export members, purchases, the ledger or a segment's members to a CSV file (safe to open in a spreadsheet).")
-    p.add_argument("what", choices=["members", "purchases", "ledger", "segment"])
+    p = add(
+        "export",
+        cmd_export,
+        "Export members, purchases, the ledger or a segment's members to a CSV file (safe to open in a spreadsheet); "
+        "parquet: all three to a folder as Parquet by month, rewriting only new or changed months.",
+    )
+    p.add_argument("what", choices=["members", "purchases", "ledger", "segment", "parquet"])
     p.add_argument("name", nargs="?", help="the segment's name (export segment NAME)")
-    p.add_argument("--out", required=True, help="the CSV file to write")
+    p.add_argument("--out", required=True, help="the CSV file to write (parquet: the folder)")
     p.add_argument("--purpose", choices=["analysis", "marketing"], default="analysis", help="marketing leaves out members without consent")
     p.add_argument("--as-role", choices=list(ROLES), help="mask as this role would see the data (default: administrator)")
     p.add_argument("--json", action="store_true")

@@ -16,11 +16,12 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session
 
 from tests.clock import CALENDAR_DATES, DEFAULT_INSTANT, at_noon, frozen_clock
@@ -98,6 +99,40 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@contextmanager
+def demo_database(
+    sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory, *, members: int, months: int, seed: int, now: datetime
+) -> Iterator[tuple[Engine, dict]]:
+    """A demo program in a database of its own (a SQLite file, or a PostgreSQL schema under
+    ``LOYALTY_TEST_DATABASE_URL``): its engine and ``create_demo``'s summary; dropped after."""
+    from db.engine import get_engine, new_session, upgrade_to_head
+    from loyalty.access.roles import Actor
+    from loyalty.demo.simulation import create_demo
+
+    schema = admin = None
+    if PG_URL:
+        schema = f"t_demo_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        engine = get_engine(_pg_schema_url(schema))
+        upgrade_to_head(engine)
+    else:
+        path = tmp_path_factory.mktemp("demo") / "demo.db"
+        shutil.copy(sqlite_template, path)
+        engine = get_engine(f"sqlite:///{path}")
+    with new_session(engine) as session:
+        summary = create_demo(session, members=members, months=months, seed=seed, actor=Actor("max", "manager"), now=now)
+    try:
+        yield engine, summary
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
 
 
 @pytest.fixture

@@ -10,6 +10,9 @@ Modules
 ``cohorts``    cohort retention, retention curves by channel, churn over time
 ``rfm``        RFM scores, segments and summary
 ``clv``        BG/NBD + Gamma-Gamma fitted by maximum likelihood, per-member CLV
+``engines``    which engine runs ``analyze kpis|retention|rfm`` (``LOYALTY_ANALYTICS_ENGINE``)
+``spark``      the Spark engine: the same answers, the large aggregations in Apache Spark
+``parquet``    ``export parquet``: members, purchases and the ledger by month, incremental
 
 Functions that take a ``session`` read the database and return pandas frames or
 JSON-ready dicts (what pages and the command line use); the others take pandas or

@@ -41,10 +41,12 @@ __all__ = [
     "cohort_table",
     "period_index",
     "period_label",
+    "period_of",
     "retention_analysis",
     "retention_by_channel",
     "retention_cohorts",
     "retention_curves",
+    "retention_from_counts",
 ]
 
 PERIODS = ("month", "quarter")
@@ -73,7 +75,8 @@ def period_label(index: int, period: str = DEFAULT_PERIOD) -> str:
     return f"{index // 4:04d}-Q{index % 4 + 1}"
 
 
-def _index_of(day: date, period: str) -> int:
+def period_of(day: date, period: str = DEFAULT_PERIOD) -> int:
+    """The :func:`period_index` of one day."""
     return day.year * 12 + day.month - 1 if period == "month" else day.year * 4 + (day.month - 1) // 3
 
 
@@ -106,7 +109,7 @@ def _activity(purchases: pl.DataFrame | pd.DataFrame, period: str, as_of: date |
         # Quarter of each month: (base + offset) // 3, re-based on the first quarter.
         offsets = (offsets + np.int32(base % 3)) // np.int32(3)
         base //= 3
-    last = _index_of(as_of, period) if as_of is not None else base + int(offsets.max())
+    last = period_of(as_of, period) if as_of is not None else base + int(offsets.max())
     span = last - base + 1
     position, offset = arrays.distinct(offsets, span)
     starts = np.empty(len(position), dtype=bool)
@@ -183,13 +186,25 @@ def retention_cohorts(purchases: pl.DataFrame | pd.DataFrame, period: str = DEFA
         of the cohort with a purchase in period cohort + k.
     """
     activity = _activity(purchases, period, as_of)
+    if activity is None:
+        return retention_from_counts(np.zeros((0, 0), dtype=np.int64), 0, period)
+    return retention_from_counts(_counts(activity)[0], activity.base, period)
+
+
+def retention_from_counts(counts: np.ndarray, base: int, period: str = DEFAULT_PERIOD) -> dict[str, Any]:
+    """:func:`retention_cohorts`' answer from the counts of active members.
+
+    ``counts[c, k]`` = members of cohort ``base + c`` (a :func:`period_index`) with a purchase
+    at age ``k``, a square array over every period from ``base`` to the last; whichever
+    engine counted them (the Spark engine: :mod:`loyalty.analytics.spark`), the shares are
+    divided here.
+    """
+    span = counts.shape[0]
     cohorts: list[dict[str, Any]] = []
-    if activity is not None:
-        counts = _counts(activity)[0]
-        for c in np.nonzero(counts[:, 0])[0]:
-            size = int(counts[c, 0])
-            row = counts[c, : activity.span - c] / size
-            cohorts.append({"cohort": period_label(activity.base + int(c), period), "size": size, "retention": row.tolist()})
+    for c in np.nonzero(counts[:, 0])[0] if span else []:
+        size = int(counts[c, 0])
+        row = counts[c, : span - c] / size
+        cohorts.append({"cohort": period_label(base + int(c), period), "size": size, "retention": row.tolist()})
     return {"period": period, "cohorts": cohorts}
 
 

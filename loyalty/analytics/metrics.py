@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,7 @@ __all__ = [
     "DIMENSIONS",
     "KPI_SUMMARY_METRICS",
     "METRICS",
+    "KpiAggregation",
     "KpiInputs",
     "Metric",
     "compute_kpis",
@@ -77,11 +78,13 @@ __all__ = [
     "kpi_summary",
     "kpis_from_inputs",
     "load_kpi_inputs",
+    "MEASURES_SCHEMA",
     "member_table",
     "members_behind",
     "PERIOD_RULE",
     "period_bounds",
     "previous_period",
+    "purchase_measures",
 ]
 
 Dimension = Literal["segment", "tier", "channel"]
@@ -543,42 +546,33 @@ def _metric_names(metrics: Sequence[str] | None) -> list[str]:
 # --- the per-member tables -------------------------------------------------------------------------
 
 
-def member_table(
-    purchases: pl.DataFrame | pd.DataFrame,
-    start: date,
-    end: date,
-    *,
-    members: pl.DataFrame | pd.DataFrame | None = None,
-    feedback: pl.DataFrame | pd.DataFrame | None = None,
-    predicted_clv: pl.DataFrame | None = None,
-    referrals: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """One row per member with everything the ``members`` metrics aggregate.
+MEASURES_SCHEMA = {
+    "member_id": pl.Int64,
+    "purchases": pl.Int64,
+    "revenue": pl.Float64,
+    "purchase_days": pl.Int64,
+    "active_previous": pl.Boolean,
+    "revenue_to_date": pl.Float64,
+    "customer": pl.Boolean,
+}
 
-    Parameters
-    ----------
-    purchases
-        Non-refunded purchases before ``end``: at least those since the previous period's
-        start; ``revenue_to_date`` and ``customer`` count whatever is given, so pass the
-        whole history for ``historical_clv``.
-    members
-        ``member_id`` and ``joined_on``: every member of the programme, one row each (the
-        table has exactly these rows). Without it, the rows are the members with a
-        purchase or an answer.
-    feedback
-        NPS answers: ``member_id``, ``score`` and ``submitted_at`` (or ``submitted_on``);
-        only those in the period count.
-    predicted_clv
-        ``member_id, predicted_clv`` from the CLV model.
-    referrals
-        ``member_id, referred_on, rewarded_on, bonus_value`` by referee (:func:`load_referrals`).
+
+MEASURE_COLUMNS = ("purchases", "revenue", "purchase_days", "active_previous", "revenue_to_date", "customer")
+
+
+def purchase_measures(purchases: pl.DataFrame | pd.DataFrame, start: date, end: date) -> pl.DataFrame:
+    """Each member's purchases in ``[start, end)`` and before it: the aggregation behind the member table.
 
     Returns
     -------
     polars.DataFrame
-        ``member_id, purchases, revenue, purchase_days, active, active_previous,
-        retained, revenue_to_date, customer, joined, answers, promoters, detractors,
-        last_score, predicted_clv``.
+        ``member_id`` (sorted, unique) then :data:`MEASURE_COLUMNS`: ``purchases`` and
+        ``revenue`` in the period, ``purchase_days`` (distinct UTC days with a purchase in
+        it), ``active_previous`` (a purchase in the previous period), ``revenue_to_date``
+        and ``customer`` (a purchase before ``end``). Money is added exactly
+        (:meth:`~loyalty.analytics.arrays.MemberArrays.money_sum`). Members may appear with
+        nothing bought (all zero); the Spark engine
+        (:func:`loyalty.analytics.spark.spark_purchase_measures`) gives the same figures.
     """
     check_period(start, end)
     previous_start, _ = previous_period(start, end)
@@ -590,26 +584,79 @@ def member_table(
     in_period = before_end & (arrays.day >= first_day)
     in_previous = (arrays.day >= previous_day) & (arrays.day < first_day)
     day_position, _ = arrays.distinct(arrays.day - first_day, end_day - first_day, rows=in_period)
-    per_position = {
-        "purchases": arrays.count(in_period),
-        "revenue": arrays.sum(arrays.amount, in_period),
-        "purchase_days": np.bincount(day_position, minlength=arrays.size).astype(np.int64),
-        "active_previous": arrays.count(in_previous) > 0,
-        "revenue_to_date": arrays.sum(arrays.amount, before_end),
-        "customer": arrays.count(before_end) > 0,
-    }
+    return pl.DataFrame(
+        {
+            "member_id": arrays.member_ids,
+            "purchases": arrays.count(in_period),
+            "revenue": arrays.money_sum(in_period),
+            "purchase_days": np.bincount(day_position, minlength=arrays.size).astype(np.int64),
+            "active_previous": arrays.count(in_previous) > 0,
+            "revenue_to_date": arrays.money_sum(before_end),
+            "customer": arrays.count(before_end) > 0,
+        },
+        schema=MEASURES_SCHEMA,
+    )
+
+
+def member_table(
+    purchases: pl.DataFrame | pd.DataFrame | None,
+    start: date,
+    end: date,
+    *,
+    members: pl.DataFrame | pd.DataFrame | None = None,
+    feedback: pl.DataFrame | pd.DataFrame | None = None,
+    predicted_clv: pl.DataFrame | None = None,
+    referrals: pl.DataFrame | None = None,
+    measures: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """One row per member with everything the ``members`` metrics aggregate.
+
+    Parameters
+    ----------
+    purchases
+        Non-refunded purchases before ``end``: at least those since the previous period's
+        start; ``revenue_to_date`` and ``customer`` count whatever is given, so pass the
+        whole history for ``historical_clv``. None when ``measures`` are given.
+    members
+        ``member_id`` and ``joined_on``: every member of the programme, one row each (the
+        table has exactly these rows). Without it, the rows are the members with a
+        purchase or an answer.
+    feedback
+        NPS answers: ``member_id``, ``score`` and ``submitted_at`` (or ``submitted_on``);
+        only those in the period count.
+    predicted_clv
+        ``member_id, predicted_clv`` from the CLV model.
+    referrals
+        ``member_id, referred_on, rewarded_on, bonus_value`` by referee (:func:`load_referrals`).
+    measures
+        :func:`purchase_measures` of these purchases, when an engine computed them already.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``member_id, purchases, revenue, purchase_days, active, active_previous,
+        retained, revenue_to_date, customer, joined, answers, promoters, detractors,
+        last_score, predicted_clv``.
+    """
+    check_period(start, end)
+    if measures is None:
+        if purchases is None:
+            raise InvalidInput("member_table needs the purchases or their measures.")
+        measures = purchase_measures(purchases, start, end)
+    member_ids = measures["member_id"].to_numpy()
+    per_position = {name: measures[name].to_numpy() for name in MEASURE_COLUMNS}
     answers = _answers(feedback, start, end) if feedback is not None else None
     if members is not None:
         # The members frame is the universe: one row each, purchases or not.
         member_rows = members_frame(members)
         table = member_rows.select("member_id", *(["joined_on"] if "joined_on" in member_rows.columns else []))
     else:
-        ids = arrays.member_ids[per_position["customer"]]
+        ids = member_ids[per_position["customer"]]
         if answers is not None:
             ids = np.union1d(ids, answers["member_id"].to_numpy())
         table = pl.DataFrame({"member_id": ids}, schema={"member_id": pl.Int64})
     # Gather each member's numbers by position (a sorted search, not a join).
-    index, found = align(arrays.member_ids, table["member_id"].to_numpy())
+    index, found = align(member_ids, table["member_id"].to_numpy())
     table = (
         table.with_columns(
             # values is empty when nobody bought in the period: everyone gets 0.
@@ -694,7 +741,7 @@ class KpiInputs:
 
     start: date
     end: date
-    purchases: pl.DataFrame
+    purchases: pl.DataFrame | None  # None when an engine gave the measures instead
     ledger: pl.DataFrame | None
     point_value: float
     members: pl.DataFrame | None = None
@@ -703,6 +750,22 @@ class KpiInputs:
     referrals: pl.DataFrame | None = None
     groups: pl.DataFrame | None = None  # member_id, dimension_value
     dimension: str = OVERALL
+    measures: pl.DataFrame | None = None  # purchase_measures() of the purchases, from another engine
+
+
+class KpiAggregation(Protocol):
+    """Another engine's aggregation of the two large tables (the Spark engine,
+    :mod:`loyalty.analytics.spark`): the same figures as :func:`purchase_measures` and
+    :func:`~loyalty.analytics.data.ledger_totals` (overall), from which the catalogue's own
+    expressions compute the KPIs."""
+
+    def purchase_measures(self, session: Session, start: date, end: date, *, since: date | None) -> pl.DataFrame:
+        """:func:`purchase_measures` of the purchases since ``since`` (None: all) before ``end``."""
+        ...
+
+    def ledger_totals(self, session: Session, start: date, end: date, *, trailing_start: date) -> pl.DataFrame:
+        """:func:`~loyalty.analytics.data.ledger_totals` of the period, one row of totals."""
+        ...
 
 
 def _needs(names: Sequence[str]) -> set[str]:
@@ -720,6 +783,7 @@ def load_kpi_inputs(
     point_value: float | None = None,
     reader: Reader = "auto",
     only: Sequence[int] | None = None,
+    aggregation: KpiAggregation | None = None,
 ) -> KpiInputs:
     """Read what the requested metrics need for ``[start, end)``, and nothing more.
 
@@ -727,6 +791,7 @@ def load_kpi_inputs(
     history); the points ledger summed (per member only when split, ``per_member`` or
     ``only``); members when split or when new members are asked for; NPS answers of the
     period. ``only``: the ids of the members to count (a page's filters), overall only.
+    ``aggregation``: another engine sums the purchases and the ledger (overall KPIs only).
     """
     check_period(start, end)
     if by is not None and by not in DIMENSIONS:
@@ -736,16 +801,26 @@ def load_kpi_inputs(
     per_member = per_member or only is not None
     names = _metric_names(metrics)
     needs = _needs(names)
+    if aggregation is not None and (by is not None or per_member or "model" in needs):
+        raise InvalidInput("The Spark engine computes the overall KPIs; split them, list members or predict CLV with the default engine.")
     if point_value is None:
         from loyalty.settings import get_settings
 
         point_value = get_settings(session).point_value
     previous_start, _ = previous_period(start, end)
     history = "history" in needs or by == "segment"
-    purchases = load_purchases(session, start=None if history else previous_start, end=end, reader=reader)
+    since = None if history else previous_start
+    purchases = measures = None
+    if aggregation is None:
+        purchases = load_purchases(session, start=since, end=end, reader=reader)
+    else:
+        measures = aggregation.purchase_measures(session, start, end, since=since)
     if any(METRICS[n].table == "points" for n in names):
         trailing = add_months(end, -TRAILING_MONTHS)
-        ledger = ledger_totals(session, start, end, trailing_start=trailing, by_member=by is not None or per_member, reader=reader)
+        if aggregation is None:
+            ledger = ledger_totals(session, start, end, trailing_start=trailing, by_member=by is not None or per_member, reader=reader)
+        else:
+            ledger = aggregation.ledger_totals(session, start, end, trailing_start=trailing)
     else:
         ledger = None
     members = None
@@ -761,7 +836,7 @@ def load_kpi_inputs(
             columns.append("external_id")
         members = load_members(session, columns=columns, reader=reader)
     feedback = load_feedback(session, start=start, end=end, reader=reader) if "feedback" in needs else None
-    predicted = _predicted_clv(purchases, end) if "model" in needs else None
+    predicted = _predicted_clv(purchases, end) if purchases is not None and "model" in needs else None
     referrals = load_referrals(session, point_value=float(point_value), reader=reader) if "referrals" in needs else None
     groups = _groups(session, by, members, purchases, end)
     if only is not None:  # one group of the chosen members: the KPIs over them alone
@@ -781,10 +856,11 @@ def load_kpi_inputs(
         referrals=referrals,
         groups=groups,
         dimension=by or OVERALL,
+        measures=measures,
     )
 
 
-def _groups(session: Session, by: Dimension | None, members: pl.DataFrame | None, purchases: pl.DataFrame, end: date) -> pl.DataFrame | None:
+def _groups(session: Session, by: Dimension | None, members: pl.DataFrame | None, purchases: pl.DataFrame | None, end: date) -> pl.DataFrame | None:
     """``member_id, dimension_value`` of a split (segments as of the period's last day), None overall."""
     if by == "tier":
         assert members is not None  # loaded for a tier or channel split
@@ -795,6 +871,7 @@ def _groups(session: Session, by: Dimension | None, members: pl.DataFrame | None
     if by == "segment":
         from loyalty.analytics.segments import segment_memberships
 
+        assert purchases is not None  # read for a segment split
         return segment_memberships(session, as_of=end - timedelta(days=1), members=members, purchases=purchases).rename(
             {"segment": "dimension_value"}
         )
@@ -825,6 +902,7 @@ def _tables(inputs: KpiInputs) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         feedback=inputs.feedback,
         predicted_clv=inputs.predicted_clv,
         referrals=inputs.referrals,
+        measures=inputs.measures,
     )
     points = _points_table(inputs.ledger, inputs.point_value) if inputs.ledger is not None else None
     return members, points
@@ -893,6 +971,7 @@ def compute_kpis(
     point_value: float | None = None,
     reader: Reader = "auto",
     only: Sequence[int] | None = None,
+    aggregation: KpiAggregation | None = None,
 ) -> pd.DataFrame:
     """KPIs for the period ``[start, end)`` (UTC days, ``end`` exclusive).
 
@@ -914,6 +993,8 @@ def compute_kpis(
     only
         Member ids: the KPIs over these members alone (a page's tier, channel or segment
         filters), one row per metric with ``dimension_value`` ``"selected"``.
+    aggregation
+        Another engine's sums of the purchases and the ledger (the Spark engine); overall only.
 
     Returns
     -------
@@ -922,7 +1003,7 @@ def compute_kpis(
         ``value`` is NaN when undefined (e.g. retention with nobody active before).
     """
     names = _metric_names(metrics)
-    inputs = load_kpi_inputs(session, start, end, by=by, metrics=names, point_value=point_value, reader=reader, only=only)
+    inputs = load_kpi_inputs(session, start, end, by=by, metrics=names, point_value=point_value, reader=reader, only=only, aggregation=aggregation)
     return kpis_from_inputs(inputs, names).to_pandas()
 
 
@@ -990,8 +1071,8 @@ def kpis_for_periods(
     return frames
 
 
-def kpi_summary(session: Session, start: date, end: date, *, reader: Reader = "auto") -> dict[str, Any]:
-    """The overall KPIs as ``analyze kpis --json`` prints them.
+def kpi_summary(session: Session, start: date, end: date, *, reader: Reader = "auto", aggregation: KpiAggregation | None = None) -> dict[str, Any]:
+    """The overall KPIs as ``analyze kpis --json`` prints them (``aggregation``: see :func:`compute_kpis`).
 
     Returns
     -------
@@ -1002,7 +1083,7 @@ def kpi_summary(session: Session, start: date, end: date, *, reader: Reader = "a
         points_liability, breakage_estimate}, "period": {"from", "to"}}``;
         counts are ints, shares 0-1, NPS -100..100, undefined values ``None``.
     """
-    frame = compute_kpis(session, start, end, metrics=SUMMARY_NAMES, reader=reader)
+    frame = compute_kpis(session, start, end, metrics=SUMMARY_NAMES, reader=reader, aggregation=aggregation)
     return {"kpis": _plain_kpis(frame), "period": period_info(start, end, utcnow())}
 
 

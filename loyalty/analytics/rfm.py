@@ -39,6 +39,7 @@ from loyalty.analytics.data import load_purchases, purchases_frame
 from loyalty.errors import InvalidInput
 
 __all__ = [
+    "RFM_MEASURES_SCHEMA",
     "QUANTILES",
     "RFM_GRID",
     "RFM_SEGMENTS",
@@ -47,11 +48,13 @@ __all__ = [
     "rfm_members",
     "rfm_segment_of",
     "rfm_summary",
+    "rfm_summary_of_measures",
     "rfm_table",
     "rfm_thresholds",
 ]
 
 QUANTILES = (0.2, 0.4, 0.6, 0.8)
+RFM_MEASURES_SCHEMA = {"member_id": pl.Int64, "recency_days": pl.Int64, "frequency": pl.Int64, "monetary": pl.Float64}
 RFM_SEGMENTS = (
     "Champions",
     "Loyal",
@@ -86,10 +89,11 @@ def rfm_measures(purchases: pl.DataFrame | pd.DataFrame, as_of: date | None = No
     """Per-member ``recency_days, frequency, monetary`` (see the module docstring).
 
     One row per member with a purchase on or before ``as_of`` (default: the last
-    purchase day), within ``window_days`` when given; sorted by ``member_id``.
+    purchase day), within ``window_days`` when given; sorted by ``member_id``; ``monetary``
+    added exactly (:meth:`~loyalty.analytics.arrays.MemberArrays.money_sum`).
     """
     frame = purchases_frame(purchases)
-    schema = {"member_id": pl.Int64, "recency_days": pl.Int64, "frequency": pl.Int64, "monetary": pl.Float64}
+    schema = RFM_MEASURES_SCHEMA
     if frame.height == 0:
         return pl.DataFrame(schema=schema)
     as_of = as_of or cast(date, frame["occurred_on"].max())  # a Date column's max (polars types it as any literal)
@@ -110,7 +114,7 @@ def rfm_measures(purchases: pl.DataFrame | pd.DataFrame, as_of: date | None = No
             "member_id": arrays.member_ids[bought],
             "recency_days": (as_of - date(1970, 1, 1)).days - last[bought],
             "frequency": count[bought],
-            "monetary": arrays.sum(arrays.amount)[bought],
+            "monetary": arrays.money_sum()[bought],
         },
         schema=schema,
     )
@@ -133,7 +137,7 @@ def _score(values: np.ndarray, thresholds: list[float], *, reverse: bool) -> np.
 
 
 def rfm_table(
-    purchases: pl.DataFrame | pd.DataFrame,
+    purchases: pl.DataFrame | pd.DataFrame | None,
     as_of: date | None = None,
     *,
     window_days: int | None = None,
@@ -163,6 +167,8 @@ def rfm_table(
         rfm_score`` (e.g. ``"545"``) ``, segment``.
     """
     if measures is None:
+        if purchases is None:
+            raise InvalidInput("rfm_table needs the purchases or their measures.")
         measures = rfm_measures(purchases, as_of, window_days=window_days)
     thresholds = thresholds or rfm_thresholds(measures)
     if measures.height == 0:
@@ -201,9 +207,14 @@ def rfm_summary(purchases: pl.DataFrame | pd.DataFrame, as_of: date | None = Non
     frame = purchases_frame(purchases)
     if as_of is None and frame.height:
         as_of = cast(date, frame["occurred_on"].max())
-    measures = rfm_measures(frame, as_of, window_days=window_days)
+    return rfm_summary_of_measures(rfm_measures(frame, as_of, window_days=window_days), as_of)
+
+
+def rfm_summary_of_measures(measures: pl.DataFrame, as_of: date | None) -> dict[str, Any]:
+    """:func:`rfm_summary` from :func:`rfm_measures` (or the Spark engine's same figures,
+    :mod:`loyalty.analytics.spark`): the thresholds, scores and counts are computed here."""
     thresholds = rfm_thresholds(measures)
-    table = rfm_table(frame, as_of, window_days=window_days, thresholds=thresholds, measures=measures)
+    table = rfm_table(None, as_of, thresholds=thresholds, measures=measures)
     per_segment = {
         name: (members, revenue) for name, members, revenue in table.group_by("segment").agg(pl.len(), pl.col("monetary").sum()).iter_rows()
     }

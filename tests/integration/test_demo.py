@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, create_engine, func, text
+from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from db.models import (
@@ -42,7 +41,7 @@ from loyalty.demo.simulation import ACQUISITION_CHANNELS, create_demo
 from loyalty.errors import InvalidInput, PermissionDenied
 from loyalty.ledger.entries import expire_points, fifo_lots
 from loyalty.program.campaigns import stable_uniform
-from tests.conftest import PG_URL
+from tests.conftest import demo_database
 from tests.factories import make_member, utc
 
 MANAGER = Actor("max", "manager")
@@ -59,28 +58,8 @@ SMALL_MEMBERS, SMALL_MONTHS = 300, 12
 @pytest.fixture(scope="module")
 def demo(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, dict]]:
     """One demo program for the read-only tests, in a database of its own."""
-    from db.engine import get_engine, new_session, upgrade_to_head
-
-    schema = admin = None
-    if PG_URL:
-        schema = f"t_demo_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        engine = get_engine(f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}")
-        upgrade_to_head(engine)
-    else:
-        path = tmp_path_factory.mktemp("demo") / "demo.db"
-        shutil.copy(sqlite_template, path)
-        engine = get_engine(f"sqlite:///{path}")
-    with new_session(engine) as session:
-        summary = create_demo(session, members=DEMO_MEMBERS, months=DEMO_MONTHS, seed=DEMO_SEED, actor=MANAGER, now=NOW)
-    yield engine, summary
-    engine.dispose()
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with demo_database(sqlite_template, tmp_path_factory, members=DEMO_MEMBERS, months=DEMO_MONTHS, seed=DEMO_SEED, now=NOW) as built:
+        yield built
 
 
 @pytest.fixture

@@ -1,0 +1,64 @@
+"""Which engine runs the analyses: the default (numpy and Polars in this process) or Spark.
+
+``LOYALTY_ANALYTICS_ENGINE`` (``default`` or ``spark``) chooses for the command line's
+``analyze kpis|retention|rfm`` and the nightly KPI figures; ``--engine`` overrides it for
+one command. Both engines give the same answers, to the last digit
+(:mod:`loyalty.analytics.spark`).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from typing import Any, Literal
+
+from sqlmodel import Session
+
+from loyalty.errors import InvalidInput
+
+__all__ = ["ENGINES", "ENGINE_VARIABLE", "Engine", "analytics_engine", "kpi_summary_on", "retention_analysis_on", "rfm_analysis_on"]
+
+Engine = Literal["default", "spark"]
+ENGINES: tuple[Engine, ...] = ("default", "spark")
+ENGINE_VARIABLE = "LOYALTY_ANALYTICS_ENGINE"
+
+
+def analytics_engine(engine: str | None = None) -> Engine:
+    """``engine`` when given, else ``LOYALTY_ANALYTICS_ENGINE``, else ``"default"``."""
+    chosen = engine or os.environ.get(ENGINE_VARIABLE) or "default"
+    if chosen not in ENGINES:
+        raise InvalidInput(f"Unknown analytics engine {chosen!r}; choose one of {', '.join(ENGINES)} ({ENGINE_VARIABLE}).")
+    return chosen
+
+
+def kpi_summary_on(session: Session, start: date, end: date, *, engine: str | None = None) -> dict[str, Any]:
+    """``analyze kpis``: :func:`~loyalty.analytics.metrics.kpi_summary` on the chosen engine."""
+    if analytics_engine(engine) == "spark":
+        from loyalty.analytics.spark import spark_kpi_summary
+
+        return spark_kpi_summary(session, start, end)
+    from loyalty.analytics.metrics import kpi_summary
+
+    return kpi_summary(session, start, end)
+
+
+def retention_analysis_on(session: Session, period: str, as_of: date | None, *, engine: str | None = None) -> dict[str, Any]:
+    """``analyze retention``: :func:`~loyalty.analytics.cohorts.retention_analysis` on the chosen engine."""
+    if analytics_engine(engine) == "spark":
+        from loyalty.analytics.spark import spark_retention_analysis
+
+        return spark_retention_analysis(session, period, as_of)
+    from loyalty.analytics.cohorts import retention_analysis
+
+    return retention_analysis(session, period, as_of)
+
+
+def rfm_analysis_on(session: Session, as_of: date | None, *, engine: str | None = None) -> dict[str, Any]:
+    """``analyze rfm``: :func:`~loyalty.analytics.rfm.rfm_analysis` on the chosen engine."""
+    if analytics_engine(engine) == "spark":
+        from loyalty.analytics.spark import spark_rfm_analysis
+
+        return spark_rfm_analysis(session, as_of)
+    from loyalty.analytics.rfm import rfm_analysis
+
+    return rfm_analysis(session, as_of)

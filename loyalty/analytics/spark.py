@@ -1,0 +1,241 @@
+"""The Spark engine: the large aggregations of KPIs, retention and RFM in Apache Spark.
+
+The default engine adds purchases and ledger entries up with numpy and Polars in this
+process. The Spark engine reads the same rows (the same loaders of
+:mod:`loyalty.analytics.data`), hands them to Spark as Arrow tables and lets Spark do the
+grouping: per-member measures of the purchases, the ledger's totals, the cohort counts.
+What comes back is small (one row per member at most, or a few numbers) and goes through
+the same shaping code as the default engine's (the catalogue's expressions,
+:func:`~loyalty.analytics.cohorts.retention_from_counts`,
+:func:`~loyalty.analytics.rfm.rfm_summary_of_measures`), so both engines print the same
+JSON to the last digit: money travels as whole ten-thousandths
+(:data:`~loyalty.analytics.arrays.MONEY_SCALE`) and is divided once, on this side.
+
+Settings
+--------
+``LOYALTY_SPARK_MASTER``
+    Where Spark runs: ``local[*]`` (default: every core of this machine) or a cluster's
+    master URL (``spark://host:7077``).
+
+pyspark is imported on the first use, never when the command line starts; one Spark
+session serves the whole process and is stopped when it exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from sqlmodel import Session
+
+from loyalty.analytics.arrays import MONEY_SCALE, money_units
+from loyalty.analytics.cohorts import DEFAULT_PERIOD, PERIODS, period_of, retention_from_counts
+from loyalty.analytics.data import EARN_KINDS, LEDGER_TOTAL_COLUMNS, load_ledger_entries, load_purchases
+from loyalty.analytics.metrics import MEASURES_SCHEMA, KpiAggregation, kpi_summary
+from loyalty.analytics.rfm import RFM_MEASURES_SCHEMA, rfm_summary_of_measures
+from loyalty.errors import InvalidInput
+
+__all__ = [
+    "DEFAULT_MASTER",
+    "MASTER_VARIABLE",
+    "SPARK_SETTINGS",
+    "SparkAggregation",
+    "spark_kpi_summary",
+    "spark_retention_analysis",
+    "spark_rfm_analysis",
+    "spark_session",
+    "stop_spark",
+]
+
+MASTER_VARIABLE = "LOYALTY_SPARK_MASTER"
+DEFAULT_MASTER = "local[*]"
+# Small settings for one machine: few shuffle partitions (the default 200 costs seconds on
+# small data), no web UI, UTC, a modest driver. A cluster's own defaults apply otherwise.
+SPARK_SETTINGS = {
+    "spark.sql.shuffle.partitions": "4",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "1g",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+_EPOCH = date(1970, 1, 1)
+_session: Any = None
+
+
+def spark_session() -> Any:
+    """The process's Spark session, started on first use (the JVM takes seconds to start)."""
+    global _session
+    if _session is None:
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError:
+            raise InvalidInput("The Spark engine needs pyspark (pip install -r requirements.txt) and Java 17; or use --engine default.") from None
+        master = os.environ.get(MASTER_VARIABLE) or DEFAULT_MASTER
+        builder = SparkSession.builder.master(master).appName("loyalty-console")
+        for key, value in SPARK_SETTINGS.items():
+            builder = builder.config(key, value)
+        if master.startswith("local"):  # one machine: no need to find this host's outside address
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+        _session = builder.getOrCreate()
+        _session.sparkContext.setLogLevel("ERROR")
+        atexit.register(stop_spark)
+    return _session
+
+
+def stop_spark() -> None:
+    """Stop the Spark session and its JVM (at exit; tests call it at the end of their session)."""
+    global _session
+    if _session is not None:
+        _session.stop()
+        _session = None
+
+
+def _days(frame: pl.DataFrame) -> pa.Array:
+    return pa.array(frame["occurred_on"].cast(pl.Int32).to_numpy())
+
+
+def _purchase_rows(session: Session, *, start: date | None, end: date | None, money: bool) -> Any:
+    """Purchases as a Spark frame: ``member_id, day`` (days since 1970-01-01) and ``units``
+    (the amount in whole ten-thousandths) when ``money``."""
+    columns = ("member_id", "occurred_on", "amount") if money else ("member_id", "occurred_on")
+    frame = load_purchases(session, start=start, end=end, columns=columns)
+    table = {"member_id": pa.array(frame["member_id"].to_numpy()), "day": _days(frame)}
+    if money:
+        table["units"] = pa.array(money_units(frame["amount"].fill_null(0.0).to_numpy()))
+    return spark_session().createDataFrame(pa.table(table))
+
+
+def _collect(frame: Any, schema: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A Spark frame's columns as numpy arrays of the schema's types (one Arrow transfer)."""
+    table = frame.toArrow()
+    numpy_types = {pl.Int64: np.int64, pl.Float64: np.float64, pl.Boolean: np.bool_}
+    return {name: table[name].to_numpy().astype(numpy_types[dtype]) for name, dtype in schema.items()}
+
+
+class SparkAggregation(KpiAggregation):
+    """The purchases' measures and the ledger's totals of a KPI period, summed by Spark."""
+
+    def purchase_measures(self, session: Session, start: date, end: date, *, since: date | None) -> pl.DataFrame:
+        from pyspark.sql import functions as F
+
+        from loyalty.periods import previous_period
+
+        previous_start, _ = previous_period(start, end)
+        first, previous, last = ((d - _EPOCH).days for d in (start, previous_start, end))
+        rows = _purchase_rows(session, start=since, end=end, money=True).where(F.col("day") < last)
+        in_period = F.col("day") >= first
+        measures = (
+            rows.groupBy("member_id")
+            .agg(
+                F.sum(in_period.cast("long")).alias("purchases"),
+                F.sum(F.when(in_period, F.col("units")).otherwise(0)).alias("revenue"),
+                F.count_distinct(F.when(in_period, F.col("day"))).alias("purchase_days"),
+                F.max((F.col("day") >= previous) & ~in_period).alias("active_previous"),
+                F.sum("units").alias("revenue_to_date"),
+                F.lit(True).alias("customer"),
+            )
+            .orderBy("member_id")
+        )
+        columns = _collect(measures, MEASURES_SCHEMA)
+        for name in ("revenue", "revenue_to_date"):  # whole units, divided as the default engine divides them
+            columns[name] = columns[name] / MONEY_SCALE
+        return pl.DataFrame(columns, schema=MEASURES_SCHEMA)
+
+    def ledger_totals(self, session: Session, start: date, end: date, *, trailing_start: date) -> pl.DataFrame:
+        from pyspark.sql import functions as F
+
+        def seconds(day: date) -> int:
+            return (day - _EPOCH).days * 86_400
+
+        entries = load_ledger_entries(session, end).with_columns(pl.col("kind").cast(pl.String))
+        ledger = spark_session().createDataFrame(entries.to_arrow())
+        at, kind, points = F.col("occurred_seconds"), F.col("kind"), F.col("points")
+        before_end = at < seconds(end)
+        in_period = (at >= seconds(start)) & before_end
+        in_trailing = (at >= seconds(trailing_start)) & before_end
+        returned = (kind == "reverse") & (F.col("is_return") == 1)
+
+        def points_where(condition: Any, sign: int) -> Any:
+            return F.coalesce(F.sum(F.when(condition, points * sign).otherwise(0)), F.lit(0)).cast("long")
+
+        sums = {
+            "earned": points_where(kind.isin(*EARN_KINDS) & in_period, 1),
+            "redeemed": points_where((kind == "redeem") & in_period, -1),
+            "returned": points_where(returned & in_period, 1),
+            "expired": points_where((kind == "expire") & in_period, -1),
+            "trailing_redeemed": points_where((kind == "redeem") & in_trailing, -1),
+            "trailing_returned": points_where(returned & in_trailing, 1),
+            "trailing_expired": points_where((kind == "expire") & in_trailing, -1),
+            "balance": points_where(before_end, 1),
+        }
+        row = ledger.agg(*(sums[name].alias(name) for name in LEDGER_TOTAL_COLUMNS)).collect()[0]
+        return pl.DataFrame({name: [int(row[name])] for name in LEDGER_TOTAL_COLUMNS}, schema={name: pl.Int64 for name in LEDGER_TOTAL_COLUMNS})
+
+
+def spark_kpi_summary(session: Session, start: date, end: date) -> dict[str, Any]:
+    """:func:`~loyalty.analytics.metrics.kpi_summary` with the purchases and the ledger summed by Spark."""
+    return kpi_summary(session, start, end, aggregation=SparkAggregation())
+
+
+def _period_index(period: str) -> Any:
+    """A day number's calendar month or quarter as :func:`~loyalty.analytics.cohorts.period_index` numbers it."""
+    from pyspark.sql import functions as F
+
+    day = F.date_from_unix_date(F.col("day"))
+    if period == "month":
+        return F.year(day) * 12 + F.month(day) - 1
+    return F.year(day) * 4 + F.floor((F.month(day) - 1) / 3).cast("int")
+
+
+def spark_retention_analysis(session: Session, period: str = DEFAULT_PERIOD, as_of: date | None = None) -> dict[str, Any]:
+    """:func:`~loyalty.analytics.cohorts.retention_analysis`, the cohort counts made by Spark."""
+    from pyspark.sql import functions as F
+
+    if period not in PERIODS:
+        raise InvalidInput(f"Unknown period {period!r}; choose one of {', '.join(PERIODS)}.")
+    end = None if as_of is None else as_of + timedelta(days=1)
+    activity = _purchase_rows(session, start=None, end=end, money=False).select("member_id", _period_index(period).alias("period")).distinct()
+    first = activity.agg(F.min("period")).collect()[0][0]
+    if first is None:
+        return retention_from_counts(np.zeros((0, 0), dtype=np.int64), 0, period)
+    last = period_of(as_of, period) if as_of is not None else activity.agg(F.max("period")).collect()[0][0]
+    cohorts = activity.groupBy("member_id").agg(F.min("period").alias("cohort"))
+    counted = activity.join(cohorts, "member_id").groupBy("cohort", "period").count().collect()
+    span = last - first + 1
+    counts = np.zeros((span, span), dtype=np.int64)
+    for row in counted:
+        counts[row["cohort"] - first, row["period"] - row["cohort"]] = row["count"]
+    return retention_from_counts(counts, first, period)
+
+
+def spark_rfm_analysis(session: Session, as_of: date | None = None, *, window_days: int | None = None) -> dict[str, Any]:
+    """:func:`~loyalty.analytics.rfm.rfm_analysis`, each member's recency, frequency and spend summed by Spark."""
+    from pyspark.sql import functions as F
+
+    if window_days is not None and window_days <= 0:
+        raise InvalidInput(f"window_days must be a positive number of days, not {window_days}.")
+    end = None if as_of is None else as_of + timedelta(days=1)
+    first_day = None if as_of is None or window_days is None else as_of - timedelta(days=window_days - 1)
+    rows = _purchase_rows(session, start=first_day, end=end, money=True)
+    if as_of is None:
+        last = rows.agg(F.max("day")).collect()[0][0]
+        if last is None:
+            return rfm_summary_of_measures(pl.DataFrame(schema=RFM_MEASURES_SCHEMA), None)
+        as_of = _EPOCH + timedelta(days=int(last))
+    as_of_day = (as_of - _EPOCH).days
+    measures = (
+        rows.where(F.col("day") <= as_of_day)
+        .groupBy("member_id")
+        .agg((F.lit(as_of_day) - F.max("day")).cast("long").alias("recency_days"), F.count("*").alias("frequency"), F.sum("units").alias("monetary"))
+        .orderBy("member_id")
+    )
+    columns = _collect(measures, RFM_MEASURES_SCHEMA)
+    columns["monetary"] = columns["monetary"] / MONEY_SCALE
+    return rfm_summary_of_measures(pl.DataFrame(columns, schema=RFM_MEASURES_SCHEMA), as_of)

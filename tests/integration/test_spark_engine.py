@@ -1,0 +1,110 @@
+"""The Spark engine gives the default engine's answers to the last digit (issue 20).
+
+One demo program, one Spark session for the module (the JVM takes seconds to start); the
+tests run on one xdist worker together (their ``xdist_group``). They skip, saying why,
+where pyspark or Java is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from loyalty.analytics.engines import analytics_engine, kpi_summary_on, retention_analysis_on, rfm_analysis_on
+from loyalty.errors import InvalidInput
+from tests.conftest import demo_database
+from tests.factories import utc
+
+pytestmark = [pytest.mark.xdist_group("spark")]
+
+NOW = utc(2026, 11, 16, 12)
+MEMBERS, MONTHS, SEED = 400, 14, 11
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    pytest.importorskip("pyspark", reason="the Spark engine needs pyspark (pip install -r requirements.txt)")
+    if shutil.which("java") is None:
+        pytest.skip("the Spark engine needs Java 17 (apt-get install openjdk-17-jre-headless); .ci/run installs it")
+    from loyalty.analytics.spark import spark_session, stop_spark
+
+    yield spark_session()
+    stop_spark()
+
+
+@pytest.fixture(scope="module")
+def demo(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    with demo_database(sqlite_template, tmp_path_factory, members=MEMBERS, months=MONTHS, seed=SEED, now=NOW) as (engine, _):
+        yield engine
+
+
+@pytest.fixture
+def demo_session(demo: Engine) -> Iterator[Session]:
+    from db.engine import new_session
+
+    with new_session(demo) as session:
+        yield session
+
+
+ANALYSES: dict[str, Callable[[Session, str], dict[str, Any]]] = {
+    "kpis of October": lambda s, e: kpi_summary_on(s, date(2026, 10, 1), date(2026, 11, 1), engine=e),
+    "kpis of the third quarter": lambda s, e: kpi_summary_on(s, date(2026, 7, 1), date(2026, 10, 1), engine=e),
+    "kpis of the running month": lambda s, e: kpi_summary_on(s, date(2026, 11, 1), date(2026, 12, 1), engine=e),
+    "retention by month": lambda s, e: retention_analysis_on(s, "month", None, engine=e),
+    "retention by quarter as of a day": lambda s, e: retention_analysis_on(s, "quarter", date(2026, 8, 14), engine=e),
+    "rfm": lambda s, e: rfm_analysis_on(s, None, engine=e),
+    "rfm as of a day": lambda s, e: rfm_analysis_on(s, date(2026, 6, 30), engine=e),
+}
+
+
+@pytest.mark.parametrize("analysis", list(ANALYSES), ids=list(ANALYSES))
+def test_the_spark_engine_prints_the_default_engines_json_to_the_last_digit(spark: Any, demo_session: Session, analysis: str) -> None:
+    run = ANALYSES[analysis]
+    default = json.dumps(run(demo_session, "default"), default=str)
+    assert json.dumps(run(demo_session, "spark"), default=str) == default
+    assert '"size"' in default or '"kpis"' in default or '"segments"' in default  # not an empty answer
+
+
+def test_analyze_with_the_engine_from_the_environment_uses_spark(
+    spark: Any, demo: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loyalty import analytics
+    from loyalty.cli import main
+
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", demo.url.render_as_string(hide_password=False))
+    assert main(["analyze", "rfm", "--json"]) == 0
+    default = capsys.readouterr().out
+    called: list[str] = []
+    monkeypatch.setenv("LOYALTY_ANALYTICS_ENGINE", "spark")
+    real = analytics.spark.spark_rfm_analysis
+    monkeypatch.setattr(analytics.spark, "spark_rfm_analysis", lambda *a, **k: called.append("spark") or real(*a, **k))
+    assert main(["analyze", "rfm", "--json"]) == 0
+    assert capsys.readouterr().out == default
+    assert called == ["spark"]
+
+
+def test_the_spark_engine_refuses_a_split_it_does_not_compute(spark: Any, demo_session: Session) -> None:
+    from loyalty.analytics.metrics import compute_kpis
+    from loyalty.analytics.spark import SparkAggregation
+
+    with pytest.raises(InvalidInput, match="overall KPIs"):
+        compute_kpis(demo_session, date(2026, 10, 1), date(2026, 11, 1), by="tier", aggregation=SparkAggregation())
+
+
+def test_the_engine_comes_from_the_argument_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOYALTY_ANALYTICS_ENGINE", raising=False)
+    assert analytics_engine() == "default"
+    monkeypatch.setenv("LOYALTY_ANALYTICS_ENGINE", "spark")
+    assert analytics_engine() == "spark"
+    assert analytics_engine("default") == "default"
+    monkeypatch.setenv("LOYALTY_ANALYTICS_ENGINE", "hadoop")
+    with pytest.raises(InvalidInput, match="default, spark"):
+        analytics_engine()
