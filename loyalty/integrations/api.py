@@ -35,7 +35,7 @@ from db.engine import get_engine, new_session
 from db.models import Member, Purchase, Redemption, Reward, Tier, stored_id
 from loyalty.access.roles import Actor
 from loyalty.errors import AlreadyDone, InsufficientPoints, InvalidInput, LoyaltyError, NotFound, OutOfStock, PermissionDenied, RewardUnavailable
-from loyalty.integrations.apikeys import ApiCaller, KeyUseNotes, authenticate
+from loyalty.integrations.apikeys import ApiCaller, KeyUseNotes, active_key_ids, authenticate
 from loyalty.integrations.batching import PurchaseBatcher, PurchaseWork
 from loyalty.integrations.idempotency import Answer, Keyed, KeyReused, answer_now, answer_once, check_key, request_hash
 from loyalty.ledger.entries import member_balance, return_purchase
@@ -92,18 +92,23 @@ class _Buckets:
 
 
 class _KeyCache:
-    """Keys this process checked lately (a dict read per request instead of a query)."""
+    """Keys this process checked (a dict read per request instead of a query).
+
+    Every ``seconds`` the keys it knows are checked again, all in one query: a key revoked
+    elsewhere stops working within that time. (Each key asked on its own when its time ran
+    out: 32 tills cost 32 queries every few seconds, each on a connection of its own.)"""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.entries: dict[str, tuple[float, ApiCaller]] = {}
+        self.entries: dict[str, ApiCaller] = {}
+        self.checked_at = -math.inf
         self.lock = threading.Lock()
 
+    def fresh(self) -> bool:
+        return time.monotonic() - self.checked_at <= self.seconds
+
     def get(self, key: str) -> ApiCaller | None:
-        found = self.entries.get(key)
-        if found is None or time.monotonic() - found[0] > self.seconds:
-            return None
-        return found[1]
+        return self.entries.get(key) if self.fresh() else None
 
     def put(self, key: str, caller: ApiCaller) -> None:
         if self.seconds <= 0:
@@ -111,7 +116,18 @@ class _KeyCache:
         with self.lock:
             if len(self.entries) > 10_000:  # keys are few; a flood of random ones must not grow this
                 self.entries.clear()
-            self.entries[key] = (time.monotonic(), caller)
+            if not self.entries:
+                self.checked_at = time.monotonic()
+            self.entries[key] = caller
+
+    def recheck(self, active: Callable[[set[int]], set[int]]) -> None:
+        """Keep the keys ``active`` (given their ids) says are still active; one caller at a time."""
+        with self.lock:
+            if self.fresh() or not self.entries:
+                return
+            still = active({caller.key_id for caller in self.entries.values()})
+            self.entries = {key: caller for key, caller in self.entries.items() if caller.key_id in still}
+            self.checked_at = time.monotonic()
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -347,11 +363,18 @@ def create_app(engine: Engine | None = None, *, limits: ApiLimits | None = None)
             with db() as session:
                 return authenticate(session, key)
 
+        def active(ids: set[int]) -> set[int]:
+            with db() as session:
+                return active_key_ids(session, ids)
+
         # Async: a key found in the cache costs no thread of the pool.
         async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiCaller:
             if credentials is None or credentials.scheme.lower() != "bearer":
                 raise ApiError(401, "unauthenticated", "Send an API key: Authorization: Bearer KEY.", {"WWW-Authenticate": "Bearer"})
             caller = known_keys.get(credentials.credentials)
+            if caller is None and known_keys.entries and not known_keys.fresh():
+                await run_in_threadpool(known_keys.recheck, active)
+                caller = known_keys.get(credentials.credentials)
             if caller is None:
                 caller = await run_in_threadpool(lookup, credentials.credentials)
                 if caller is not None:

@@ -26,7 +26,19 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
 from loyalty.errors import InvalidInput, NotFound
 
-__all__ = ["KEY_PREFIX", "SCOPES", "ApiCaller", "KeyUseNotes", "authenticate", "create_key", "key_hash", "list_keys", "note_key_use", "revoke_key"]
+__all__ = [
+    "KEY_PREFIX",
+    "SCOPES",
+    "ApiCaller",
+    "KeyUseNotes",
+    "active_key_ids",
+    "authenticate",
+    "create_key",
+    "key_hash",
+    "list_keys",
+    "note_key_use",
+    "revoke_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +140,13 @@ def authenticate(session: Session, key: str) -> ApiCaller | None:
     if row is None:
         return None
     return ApiCaller(key_id=stored_id(row), name=row.name, scopes=frozenset(row.scopes or []))
+
+
+def active_key_ids(session: Session, ids: set[int]) -> set[int]:
+    """Those of ``ids`` whose keys are not revoked (one query)."""
+    if not ids:
+        return set()
+    return {int(i) for i in session.exec(select(ApiKey.id).where(col(ApiKey.id).in_(ids), col(ApiKey.revoked_at).is_(None))) if i is not None}
 
 
 def note_key_use(session: Session, used: dict[int, datetime]) -> None:

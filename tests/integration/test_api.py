@@ -64,6 +64,34 @@ def test_a_request_without_a_valid_key_gets_401_and_outside_its_scopes_403(api, 
     assert gone.status_code == 401 and gone.headers["WWW-Authenticate"] == "Bearer"
 
 
+def test_keys_a_process_knows_are_checked_again_together_and_a_revoked_one_stops_within_the_cache_time(db_url, session):
+    from sqlalchemy import event
+
+    make_member(session, external_id="M1")
+    keys = {name: create_key(session, name=name, scopes=["members:read"], actor=SYSTEM_CLI)["key"] for name in ("till-a", "till-b", "till-c")}
+    api = TestClient(create_app(get_engine(db_url), limits=ApiLimits(key_cache_seconds=0.5)))
+    assert all(api.get("/v1/members/M1", headers=auth(k)).status_code == 200 for k in keys.values())
+    revoke_key(session, "till-b", actor=SYSTEM_CLI)
+    assert api.get("/v1/members/M1", headers=auth(keys["till-b"])).status_code == 200  # trusted for the cache time
+    time.sleep(0.6)
+    asked: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if "FROM api_key" in statement:
+            asked.append(statement)
+
+    engine = get_engine(db_url)
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert api.get("/v1/members/M1", headers=auth(keys["till-a"])).status_code == 200
+        assert api.get("/v1/members/M1", headers=auth(keys["till-c"])).status_code == 200
+        gone = api.get("/v1/members/M1", headers=auth(keys["till-b"]))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert gone.status_code == 401
+    assert len(asked) == 2, asked  # the three keys checked again in one query; the revoked one asked alone, and refused
+
+
 def test_apikeys_on_the_command_line_print_the_key_once_and_keep_only_its_hash(db_url, session, capsys):
     assert main(["apikeys", "create", "--name", "web shop", "--scopes", "purchases:write,members:read", "--json"]) == 0
     made = json.loads(capsys.readouterr().out)
