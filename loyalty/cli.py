@@ -426,6 +426,12 @@ def _add_engine(parser: argparse.ArgumentParser) -> None:
         choices=["default", "spark"],
         help="where the figures are added up (default: LOYALTY_ANALYTICS_ENGINE, else default); spark: LOYALTY_SPARK_MASTER, local[*] unless set",
     )
+    parser.add_argument(
+        "--parquet",
+        metavar="DIR",
+        help="with --engine spark: read purchases and the ledger from this Parquet export (export parquet --out DIR), "
+        "not the database (default: LOYALTY_PARQUET_DIR)",
+    )
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -433,7 +439,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if args.analysis == "retention":
             from loyalty.analytics.engines import retention_analysis_on
 
-            result = retention_analysis_on(session, args.period, args.as_of, engine=args.engine)
+            result = retention_analysis_on(session, args.period, args.as_of, engine=args.engine, lake=args.parquet)
         elif args.analysis == "clv" and not args.members:
             from loyalty.analytics.clv import clv_analysis
 
@@ -441,7 +447,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         elif args.analysis == "kpis":
             from loyalty.analytics.engines import kpi_summary_on
 
-            result = kpi_summary_on(session, args.date_from, args.date_to, engine=args.engine)
+            result = kpi_summary_on(session, args.date_from, args.date_to, engine=args.engine, lake=args.parquet)
         elif args.analysis in ("redemptions", "nps", "cycle"):
             from loyalty.evaluation import summaries
 
@@ -482,7 +488,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         else:
             from loyalty.analytics.engines import rfm_analysis_on
 
-            result = rfm_analysis_on(session, args.as_of, engine=args.engine)
+            result = rfm_analysis_on(session, args.as_of, engine=args.engine, lake=args.parquet)
     period = result.get("period") if isinstance(result, dict) else None
     if isinstance(period, dict) and period.get("complete") is False:
         print(

@@ -16,6 +16,12 @@ Settings
 ``LOYALTY_SPARK_MASTER``
     Where Spark runs: ``local[*]`` (default: every core of this machine) or a cluster's
     master URL (``spark://host:7077``).
+``LOYALTY_PARQUET_DIR`` (or ``--parquet DIR``)
+    Read the purchases and the ledger from the Parquet export there
+    (:mod:`loyalty.analytics.parquet`) instead of the database: Spark's executors read the
+    files themselves, the rows never pass through this process, and a month outside the
+    period is not read at all (its partition is skipped). The answers are the database's
+    as of that export.
 
 pyspark is imported on the first use, never when the command line starts; one Spark
 session serves the whole process and is stopped when it exits.
@@ -26,6 +32,7 @@ from __future__ import annotations
 import atexit
 import os
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,15 +108,60 @@ def _days(frame: pl.DataFrame) -> pa.Array:
     return pa.array(frame["occurred_on"].cast(pl.Int32).to_numpy())
 
 
-def _purchase_rows(session: Session, *, start: date | None, end: date | None, money: bool) -> Any:
-    """Purchases as a Spark frame: ``member_id, day`` (days since 1970-01-01) and ``units``
-    (the amount in whole ten-thousandths) when ``money``."""
+def _purchase_rows(session: Session, *, start: date | None, end: date | None, money: bool, lake: str | None) -> Any:
+    """Purchases with ``start <= day < end`` as a Spark frame: ``member_id, day`` (days since
+    1970-01-01) and ``units`` (the amount in whole ten-thousandths) when ``money``; from the
+    Parquet export in ``lake`` when given, else from the database."""
+    if lake is not None:
+        from pyspark.sql import functions as F
+
+        rows = _lake_table(lake, "purchases", start, end)
+        day = F.datediff(F.col("occurred_on"), F.lit(_EPOCH.isoformat()))
+        units = [F.round(F.coalesce(F.col("amount"), F.lit(0.0)) * MONEY_SCALE).cast("long").alias("units")] if money else []
+        rows = rows.select("member_id", day.alias("day"), *units)
+        if start is not None:
+            rows = rows.where(F.col("day") >= (start - _EPOCH).days)
+        return rows.where(F.col("day") < (end - _EPOCH).days) if end is not None else rows
     columns = ("member_id", "occurred_on", "amount") if money else ("member_id", "occurred_on")
     frame = load_purchases(session, start=start, end=end, columns=columns)
     table = {"member_id": pa.array(frame["member_id"].to_numpy()), "day": _days(frame)}
     if money:
         table["units"] = pa.array(money_units(frame["amount"].fill_null(0.0).to_numpy()))
     return spark_session().createDataFrame(pa.table(table))
+
+
+def _lake_table(lake: str, table: str, start: date | None, end: date | None) -> Any:
+    """One table of the Parquet export, only the month partitions that can hold ``[start, end]``."""
+    from pyspark.sql import functions as F
+
+    path = Path(lake) / table
+    if not path.is_dir():
+        raise InvalidInput(f"No {table} in the Parquet export {lake}: run python -m loyalty export parquet --out {lake} first.")
+    rows = spark_session().read.parquet(str(path))
+    if start is not None:
+        rows = rows.where(F.col("month") >= f"{start:%Y-%m}")
+    return rows.where(F.col("month") <= f"{end:%Y-%m}") if end is not None else rows
+
+
+def _ledger_rows(session: Session, end: date, lake: str | None) -> Any:
+    """:func:`~loyalty.analytics.data.load_ledger_entries` as a Spark frame (from the export in ``lake`` when given)."""
+    if lake is None:
+        entries = load_ledger_entries(session, end).with_columns(pl.col("kind").cast(pl.String))
+        return spark_session().createDataFrame(entries.to_arrow())
+    from pyspark.sql import functions as F
+
+    last_second = (end - _EPOCH).days * 86_400  # the entries stamped at midnight of ``end`` too, as the loader reads them
+    return (
+        _lake_table(lake, "ledger", None, end)
+        .select(
+            "member_id",
+            "kind",
+            "points",
+            F.when(F.col("redemption_id").isNotNull(), 1).otherwise(0).alias("is_return"),
+            F.unix_timestamp("occurred_at").cast("long").alias("occurred_seconds"),
+        )
+        .where(F.col("occurred_seconds") <= last_second)
+    )
 
 
 def _collect(frame: Any, schema: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -120,7 +172,11 @@ def _collect(frame: Any, schema: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 class SparkAggregation(KpiAggregation):
-    """The purchases' measures and the ledger's totals of a KPI period, summed by Spark."""
+    """The purchases' measures and the ledger's totals of a KPI period, summed by Spark (read
+    from the Parquet export in ``lake`` when given)."""
+
+    def __init__(self, lake: str | None = None) -> None:
+        self.lake = lake
 
     def purchase_measures(self, session: Session, start: date, end: date, *, since: date | None) -> pl.DataFrame:
         from pyspark.sql import functions as F
@@ -129,7 +185,7 @@ class SparkAggregation(KpiAggregation):
 
         previous_start, _ = previous_period(start, end)
         first, previous, last = ((d - _EPOCH).days for d in (start, previous_start, end))
-        rows = _purchase_rows(session, start=since, end=end, money=True).where(F.col("day") < last)
+        rows = _purchase_rows(session, start=since, end=end, money=True, lake=self.lake).where(F.col("day") < last)
         in_period = F.col("day") >= first
         measures = (
             rows.groupBy("member_id")
@@ -154,8 +210,7 @@ class SparkAggregation(KpiAggregation):
         def seconds(day: date) -> int:
             return (day - _EPOCH).days * 86_400
 
-        entries = load_ledger_entries(session, end).with_columns(pl.col("kind").cast(pl.String))
-        ledger = spark_session().createDataFrame(entries.to_arrow())
+        ledger = _ledger_rows(session, end, self.lake)
         at, kind, points = F.col("occurred_seconds"), F.col("kind"), F.col("points")
         before_end = at < seconds(end)
         in_period = (at >= seconds(start)) & before_end
@@ -179,9 +234,9 @@ class SparkAggregation(KpiAggregation):
         return pl.DataFrame({name: [int(row[name])] for name in LEDGER_TOTAL_COLUMNS}, schema={name: pl.Int64 for name in LEDGER_TOTAL_COLUMNS})
 
 
-def spark_kpi_summary(session: Session, start: date, end: date) -> dict[str, Any]:
+def spark_kpi_summary(session: Session, start: date, end: date, *, lake: str | None = None) -> dict[str, Any]:
     """:func:`~loyalty.analytics.metrics.kpi_summary` with the purchases and the ledger summed by Spark."""
-    return kpi_summary(session, start, end, aggregation=SparkAggregation())
+    return kpi_summary(session, start, end, aggregation=SparkAggregation(lake))
 
 
 def _period_index(period: str) -> Any:
@@ -194,14 +249,16 @@ def _period_index(period: str) -> Any:
     return F.year(day) * 4 + F.floor((F.month(day) - 1) / 3).cast("int")
 
 
-def spark_retention_analysis(session: Session, period: str = DEFAULT_PERIOD, as_of: date | None = None) -> dict[str, Any]:
+def spark_retention_analysis(session: Session, period: str = DEFAULT_PERIOD, as_of: date | None = None, *, lake: str | None = None) -> dict[str, Any]:
     """:func:`~loyalty.analytics.cohorts.retention_analysis`, the cohort counts made by Spark."""
     from pyspark.sql import functions as F
 
     if period not in PERIODS:
         raise InvalidInput(f"Unknown period {period!r}; choose one of {', '.join(PERIODS)}.")
     end = None if as_of is None else as_of + timedelta(days=1)
-    activity = _purchase_rows(session, start=None, end=end, money=False).select("member_id", _period_index(period).alias("period")).distinct()
+    activity = (
+        _purchase_rows(session, start=None, end=end, money=False, lake=lake).select("member_id", _period_index(period).alias("period")).distinct()
+    )
     first = activity.agg(F.min("period")).collect()[0][0]
     if first is None:
         return retention_from_counts(np.zeros((0, 0), dtype=np.int64), 0, period)
@@ -215,7 +272,7 @@ def spark_retention_analysis(session: Session, period: str = DEFAULT_PERIOD, as_
     return retention_from_counts(counts, first, period)
 
 
-def spark_rfm_analysis(session: Session, as_of: date | None = None, *, window_days: int | None = None) -> dict[str, Any]:
+def spark_rfm_analysis(session: Session, as_of: date | None = None, *, window_days: int | None = None, lake: str | None = None) -> dict[str, Any]:
     """:func:`~loyalty.analytics.rfm.rfm_analysis`, each member's recency, frequency and spend summed by Spark."""
     from pyspark.sql import functions as F
 
@@ -223,7 +280,7 @@ def spark_rfm_analysis(session: Session, as_of: date | None = None, *, window_da
         raise InvalidInput(f"window_days must be a positive number of days, not {window_days}.")
     end = None if as_of is None else as_of + timedelta(days=1)
     first_day = None if as_of is None or window_days is None else as_of - timedelta(days=window_days - 1)
-    rows = _purchase_rows(session, start=first_day, end=end, money=True)
+    rows = _purchase_rows(session, start=first_day, end=end, money=True, lake=lake)
     if as_of is None:
         last = rows.agg(F.max("day")).collect()[0][0]
         if last is None:

@@ -73,6 +73,42 @@ def test_the_spark_engine_prints_the_default_engines_json_to_the_last_digit(spar
     assert '"size"' in default or '"kpis"' in default or '"segments"' in default  # not an empty answer
 
 
+@pytest.fixture(scope="module")
+def lake(demo: Engine, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo program exported as Parquet (what Spark reads on a cluster)."""
+    from db.engine import new_session
+    from loyalty.access.roles import Actor
+    from loyalty.analytics.parquet import export_parquet
+
+    out = tmp_path_factory.mktemp("lake")
+    with new_session(demo) as session:
+        export_parquet(session, out, actor=Actor("test-admin", "admin"))
+    return out
+
+
+@pytest.mark.parametrize("analysis", list(ANALYSES), ids=list(ANALYSES))
+def test_the_spark_engine_reading_the_parquet_export_prints_the_same_json(
+    spark: Any, demo_session: Session, lake: Path, analysis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loyalty.analytics import spark as engine
+
+    run = ANALYSES[analysis]
+    default = json.dumps(run(demo_session, "default"), default=str)
+    monkeypatch.setenv("LOYALTY_PARQUET_DIR", str(lake))
+    monkeypatch.setattr(engine, "load_purchases", _not_the_database)  # the rows come from the files
+    monkeypatch.setattr(engine, "load_ledger_entries", _not_the_database)
+    assert json.dumps(run(demo_session, "spark"), default=str) == default
+
+
+def _not_the_database(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the Spark engine read the database, not the Parquet export")
+
+
+def test_a_missing_export_is_said_in_words(spark: Any, demo_session: Session, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="export parquet --out"):
+        rfm_analysis_on(demo_session, None, engine="spark", lake=str(tmp_path / "nowhere"))
+
+
 def test_analyze_with_the_engine_from_the_environment_uses_spark(
     spark: Any, demo: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
