@@ -34,7 +34,7 @@ import pandas as pd
 import polars as pl
 from sqlmodel import Session
 
-from loyalty.analytics.arrays import member_arrays
+from loyalty.analytics.arrays import MONEY_SCALE, member_arrays
 from loyalty.analytics.data import load_purchases, purchases_frame
 from loyalty.errors import InvalidInput
 
@@ -215,9 +215,10 @@ def rfm_summary_of_measures(measures: pl.DataFrame, as_of: date | None) -> dict[
     :mod:`loyalty.analytics.spark`): the thresholds, scores and counts are computed here."""
     thresholds = rfm_thresholds(measures)
     table = rfm_table(None, as_of, thresholds=thresholds, measures=measures)
-    per_segment = {
-        name: (members, revenue) for name, members, revenue in table.group_by("segment").agg(pl.len(), pl.col("monetary").sum()).iter_rows()
-    }
+    # Each segment's revenue added in whole ten-thousandths: a sum of floats depends on the order
+    # the rows are added in (Polars' threads; Spark's partitions), the last digit of the JSON with it.
+    units = (pl.col("monetary") * MONEY_SCALE).round().cast(pl.Int64).sum()
+    per_segment = {name: (members, total / MONEY_SCALE) for name, members, total in table.group_by("segment").agg(pl.len(), units).iter_rows()}
     segments = {
         name: {"members": int(per_segment.get(name, (0, 0.0))[0]), "revenue": float(per_segment.get(name, (0, 0.0))[1])} for name in RFM_SEGMENTS
     }
