@@ -237,15 +237,10 @@ def with_contacts(session: Session, view: dict[str, Any], *, actor: Actor | None
 
     Returns :data:`CANDIDATE_COLUMNS`; ``attrs["criteria"]`` as :func:`winback_candidates` says."""
     listed = view["candidates"]
-    ids = [int(i) for i in listed["member_id"]]
-    erased = {
-        member_id
-        for start in range(0, len(ids), 10_000)
-        for member_id in session.exec(select(Member.id).where(col(Member.id).in_(ids[start : start + 10_000]), col(Member.erased_at).is_not(None)))
-    }
-    kept = listed[~listed["member_id"].isin(list(erased))]
-    contacts = _contacts(session, [int(i) for i in kept["member_id"]], show_pii=actor is not None and actor.can("members.view_pii")).to_pandas()
-    frame = kept.merge(contacts, on="member_id", how="left")[CANDIDATE_COLUMNS].reset_index(drop=True)
+    contacts = _contacts(session, [int(i) for i in listed["member_id"]], show_pii=actor is not None and actor.can("members.view_pii"))
+    erased = contacts.filter(pl.col("erased"))["member_id"].to_list()
+    kept = listed[~listed["member_id"].isin(erased)]
+    frame = kept.merge(contacts.drop("erased").to_pandas(), on="member_id", how="left")[CANDIDATE_COLUMNS].reset_index(drop=True)
     frame.attrs["criteria"] = {**view["criteria"], "matched": view["criteria"]["matched"] - len(erased), "listed": len(frame)}
     return frame
 
@@ -295,16 +290,23 @@ def _selection(
 
 
 def _contacts(session: Session, member_ids: list[int], *, show_pii: bool) -> pl.DataFrame:
-    """Name and e-mail of the listed members, masked unless ``show_pii``."""
+    """Name and e-mail of the listed members, masked unless ``show_pii``, and whether each is erased."""
     rows = [
         row
         for start in range(0, len(member_ids), 10_000)
-        for row in session.exec(select(Member.id, Member.name, Member.email).where(col(Member.id).in_(member_ids[start : start + 10_000]))).all()
+        for row in session.exec(
+            select(Member.id, Member.name, Member.email, Member.erased_at).where(col(Member.id).in_(member_ids[start : start + 10_000]))
+        ).all()
     ]
     shown = (lambda v: v or "") if show_pii else mask
     return pl.DataFrame(
-        {"member_id": [r[0] for r in rows], "name": [shown(r[1]) for r in rows], "email": [shown(r[2]) for r in rows]},
-        schema={"member_id": pl.Int64, "name": pl.String, "email": pl.String},
+        {
+            "member_id": [r[0] for r in rows],
+            "name": [shown(r[1]) for r in rows],
+            "email": [shown(r[2]) for r in rows],
+            "erased": [r[3] is not None for r in rows],
+        },
+        schema={"member_id": pl.Int64, "name": pl.String, "email": pl.String, "erased": pl.Boolean},
     )
 
 
