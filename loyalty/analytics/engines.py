@@ -38,9 +38,18 @@ def parquet_lake(lake: str | None = None) -> str | None:
     return lake or os.environ.get(LAKE_VARIABLE) or None
 
 
+def _on_spark(engine: str | None, lake: str | None) -> bool:
+    """Whether the chosen engine is Spark; an export named for the default engine, which reads
+    only the database, is refused rather than ignored."""
+    spark = analytics_engine(engine) == "spark"
+    if lake and not spark:
+        raise InvalidInput(f"The Parquet export {lake} is read by the Spark engine only: add --engine spark, or leave out --parquet.")
+    return spark
+
+
 def kpi_summary_on(session: Session, start: date, end: date, *, engine: str | None = None, lake: str | None = None) -> dict[str, Any]:
     """``analyze kpis``: :func:`~loyalty.analytics.metrics.kpi_summary` on the chosen engine."""
-    if analytics_engine(engine) == "spark":
+    if _on_spark(engine, lake):
         from loyalty.analytics.spark import spark_kpi_summary
 
         return spark_kpi_summary(session, start, end, lake=parquet_lake(lake))
@@ -51,7 +60,7 @@ def kpi_summary_on(session: Session, start: date, end: date, *, engine: str | No
 
 def retention_analysis_on(session: Session, period: str, as_of: date | None, *, engine: str | None = None, lake: str | None = None) -> dict[str, Any]:
     """``analyze retention``: :func:`~loyalty.analytics.cohorts.retention_analysis` on the chosen engine."""
-    if analytics_engine(engine) == "spark":
+    if _on_spark(engine, lake):
         from loyalty.analytics.spark import spark_retention_analysis
 
         return spark_retention_analysis(session, period, as_of, lake=parquet_lake(lake))
@@ -62,7 +71,7 @@ def retention_analysis_on(session: Session, period: str, as_of: date | None, *, 
 
 def rfm_analysis_on(session: Session, as_of: date | None, *, engine: str | None = None, lake: str | None = None) -> dict[str, Any]:
     """``analyze rfm``: :func:`~loyalty.analytics.rfm.rfm_analysis` on the chosen engine."""
-    if analytics_engine(engine) == "spark":
+    if _on_spark(engine, lake):
         from loyalty.analytics.spark import spark_rfm_analysis
 
         return spark_rfm_analysis(session, as_of, lake=parquet_lake(lake))

@@ -135,6 +135,12 @@ def test_the_spark_engine_refuses_a_split_it_does_not_compute(spark: Any, demo_s
         compute_kpis(demo_session, date(2026, 10, 1), date(2026, 11, 1), by="tier", aggregation=SparkAggregation())
 
 
+def test_an_export_named_for_the_default_engine_is_refused_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOYALTY_ANALYTICS_ENGINE", raising=False)
+    with pytest.raises(InvalidInput, match="add --engine spark"):
+        rfm_analysis_on(None, None, lake="/data/lake")  # type: ignore[arg-type]  # refused before any read
+
+
 def test_the_engine_comes_from_the_argument_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LOYALTY_ANALYTICS_ENGINE", raising=False)
     assert analytics_engine() == "default"
