@@ -38,7 +38,6 @@ from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
 from db.engine import sql_moment, write_transaction
-from db.functions import day_key
 from db.models import Member, MemberMessage, MessageTemplate, table_of, utcnow
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import Actor, require
@@ -471,15 +470,18 @@ def message_overview(session: Session, *, now: datetime | None = None, days: int
     now = now or utcnow()
     since = now - timedelta(days=days)
     # Counted in the database: a night at a million members queues over a million messages.
-    # One scan of the covering index (created_at, kind, status, channel) for the counts and the chart.
-    day = day_key(MemberMessage.created_at)
-    kind, status, channel = col(MemberMessage.kind), col(MemberMessage.status), col(MemberMessage.channel)
+    # One scan of the covering index (created_at, kind, status, channel) for the counts and the chart,
+    # grouped by the index's own columns so the database needs no sort: every message of a run of
+    # the daily job has the run's moment, so there are a few groups per run; they are put into days
+    # here. (Grouped by the day, SQLite sorted 1.4 million index entries: 0.86 s against 0.12 s.)
+    created, kind, status, channel = col(MemberMessage.created_at), col(MemberMessage.kind), col(MemberMessage.status), col(MemberMessage.channel)
     rows = session.execute(
-        sql_select(day, kind, status, channel, func.count())  # sqlmodel's select types at most four columns
-        .where(col(MemberMessage.created_at) > since)
-        .group_by(day, kind, status, channel)
+        sql_select(created, kind, status, channel, func.count())  # sqlmodel's select types at most four columns
+        .where(created > since)
+        .group_by(created, kind, status, channel)
     ).all()
-    frame = pd.DataFrame(rows, columns=["day", "kind", "status", "channel", "messages"])
+    frame = pd.DataFrame(rows, columns=["created_at", "kind", "status", "channel", "messages"])
+    frame.insert(0, "day", pd.to_datetime(frame["created_at"], utc=True).dt.strftime("%Y-%m-%d"))
     older_queued_csv = session.execute(
         select(func.count()).where(MemberMessage.status == "queued", MemberMessage.channel == "csv", col(MemberMessage.created_at) <= since)
     ).scalar_one()
