@@ -188,78 +188,126 @@ _OFFERS = text(
 )
 
 
+# The values a message's wording may use besides the member's name (PLACEHOLDERS), one column each.
+_FIELDS = ("points", "expires_on", "tier", "challenge", "campaign")
+_CANDIDATE_COLUMNS = ["member_id", "kind", "dedupe_key", *_FIELDS]
+# Members whose messages are made and written at a time: a first night at a million members
+# makes 1.4 million messages, which held at once as rows to insert took over a gigabyte.
+CHUNK_MEMBERS = 10_000
+
+
 def _candidates(session: Session, now: datetime) -> pd.DataFrame:
-    """``member_id, kind, dedupe_key, data`` of everything worth telling members now."""
-    found: list[dict[str, Any]] = []
-
-    def add(member_id: Any, kind: str, key: str, data: dict[str, Any]) -> None:
-        found.append({"member_id": int(member_id), "kind": kind, "dedupe_key": key, "data": data})
-
+    """``member_id, kind, dedupe_key`` and the wording's values (``_FIELDS``) of everything worth
+    telling members now, a column per value: each message's data is made when it is written."""
+    parts: list[pd.DataFrame] = []
     expiring = expiring_points(session, after=now)
-    for member_id, day, points in zip(expiring["member_id"], expiring["day"], expiring["points"]):
-        add(member_id, "points_expiring", f"expiry:{day:%Y-%m-%d}", {"points": f"{int(points):,}", "expires_on": f"{day:%Y-%m-%d}"})
+    if not expiring.empty:
+        day = expiring["day"].dt.strftime("%Y-%m-%d")
+        parts.append(
+            pd.DataFrame(
+                {
+                    "member_id": expiring["member_id"],
+                    "kind": "points_expiring",
+                    "dedupe_key": "expiry:" + day,
+                    "points": expiring["points"],
+                    "expires_on": day,
+                }
+            )
+        )
     news = {"since": sql_moment(session, now - LOOK_BACK), "now": sql_moment(session, now)}
-    latest = {int(row[1]): row for row in session.execute(_TIER_MOVES, news).all()}  # by id: each member's latest move stays
-    for move, member, tier, to_rank, from_rank in latest.values():
-        add(member, "tier_up" if to_rank > from_rank else "tier_down", f"move:{move}", {"tier": tier or "no tier"})
-    for completion, member, name, points in session.execute(_COMPLETIONS, news).all():
-        add(member, "challenge_completed", f"completion:{completion}", {"challenge": name, "points": f"{points:,}"})
-    for campaign, member, name in session.execute(_OFFERS, news).all():
-        add(member, "campaign_offer", f"campaign:{campaign}", {"campaign": name})
-    return pd.DataFrame(found, columns=["member_id", "kind", "dedupe_key", "data"])
+    latest = {int(row[1]): tuple(row) for row in session.execute(_TIER_MOVES, news).all()}  # by id: each member's latest move stays
+    if latest:
+        moves = pd.DataFrame(list(latest.values()), columns=["move", "member_id", "tier", "to_rank", "from_rank"])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "member_id": moves["member_id"],
+                    "kind": moves["to_rank"].gt(moves["from_rank"]).map({True: "tier_up", False: "tier_down"}),
+                    "dedupe_key": "move:" + moves["move"].astype(str),
+                    "tier": moves["tier"].fillna("").replace("", "no tier"),
+                }
+            )
+        )
+    if completions := session.execute(_COMPLETIONS, news).all():
+        done = pd.DataFrame([tuple(r) for r in completions], columns=["completion", "member_id", "challenge", "points"])
+        parts.append(done.assign(kind="challenge_completed", dedupe_key="completion:" + done["completion"].astype(str)).drop(columns="completion"))
+    if offers := session.execute(_OFFERS, news).all():
+        offered = pd.DataFrame([tuple(r) for r in offers], columns=["campaign_id", "member_id", "campaign"])
+        parts.append(offered.assign(kind="campaign_offer", dedupe_key="campaign:" + offered["campaign_id"].astype(str)).drop(columns="campaign_id"))
+    if not parts:
+        return pd.DataFrame(columns=_CANDIDATE_COLUMNS)
+    found = pd.concat(parts, ignore_index=True).reindex(columns=_CANDIDATE_COLUMNS)
+    return found.astype({"member_id": "int64"})
+
+
+def _data(kind: str, values: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A message's data: the member's name and its kind's values, numbers of points with thousands separators."""
+    data = {field: (f"{int(values[field]):,}" if field == "points" else values[field]) for field in PLACEHOLDERS[kind] if field != "name"}
+    return {**data, "name": name}
 
 
 def queue_messages(session: Session, *, now: datetime | None = None) -> dict[str, Any]:
     """Queue (or suppress, with the reason) every message due now; returns counts by status and kind. One transaction."""
     now = now or utcnow()
     channel = "email" if _smtp() is not None else "csv"
+    statuses = {"queued": 0, "suppressed": 0}
+    by_kind: dict[str, int] = {}
     with write_transaction(session):
         wanted = _candidates(session, now)
         if wanted.empty:
-            return {"queued": 0, "suppressed": 0, "by_kind": {}, "channel": channel}
-        members = sorted(set(wanted["member_id"].tolist()))
-        known = _known(session, members, now)
-        wanted = wanted[[(m, k, d) not in known["sent_before"] for m, k, d in zip(wanted["member_id"], wanted["kind"], wanted["dedupe_key"])]]
-        wanted = wanted.assign(order=wanted["kind"].map({k: i for i, k in enumerate(KINDS)})).sort_values(["member_id", "order", "dedupe_key"])
+            return {**statuses, "by_kind": by_kind, "channel": channel}
+        wanted = wanted.assign(order=wanted["kind"].map({k: i for i, k in enumerate(KINDS)}))
+        wanted = wanted.sort_values(["member_id", "order", "dedupe_key"], ignore_index=True)
         cap = get_settings(session).messages_per_member_per_month
-        rows: list[dict[str, Any]] = []
-        used = dict(known["this_month"])
-        for member_id, kind, key, data in wanted[["member_id", "kind", "dedupe_key", "data"]].itertuples(index=False):
-            person = known["members"].get(int(member_id))
-            reason = ""
-            if person is None or person["erased"]:
-                reason = "member erased"
-            elif not person["consent"]:
-                reason = "no marketing consent"
-            elif not person["email"]:
-                reason = "no e-mail address"
-            elif used.get(int(member_id), 0) >= cap:
-                reason = f"frequency cap: {cap} messages this month"
-            else:
-                used[int(member_id)] = used.get(int(member_id), 0) + 1
-            name = person["name"] if person else ""
-            rows.append(
-                {
-                    "member_id": int(member_id),
-                    "kind": kind,
-                    "dedupe_key": key,
-                    "channel": channel,
-                    "status": "suppressed" if reason else "queued",
-                    "reason": reason,
-                    "data": {**data, "name": name},
-                    "created_at": now,
-                    "attempts": 0,
-                }
-            )
-        if rows:
-            session.execute(insert(table_of(MemberMessage)), rows)
-    statuses = pd.Series([r["status"] for r in rows])
-    return {
-        "queued": int((statuses == "queued").sum()),
-        "suppressed": int((statuses == "suppressed").sum()),
-        "by_kind": pd.Series([r["kind"] for r in rows]).value_counts().to_dict() if rows else {},
-        "channel": channel,
-    }
+        member_of_row = wanted["member_id"].to_numpy()
+        members = pd.unique(member_of_row)  # sorted, as the rows are
+        for start in range(0, len(members), CHUNK_MEMBERS):
+            chunk = members[start : start + CHUNK_MEMBERS]
+            lo, hi = member_of_row.searchsorted(chunk[0], "left"), member_of_row.searchsorted(chunk[-1], "right")
+            rows = _message_rows(wanted.iloc[lo:hi], _known(session, chunk.tolist(), now), cap=cap, channel=channel, now=now)
+            if rows:
+                session.execute(insert(table_of(MemberMessage)), rows)
+            for row in rows:
+                statuses[row["status"]] += 1
+                by_kind[row["kind"]] = by_kind.get(row["kind"], 0) + 1
+    return {**statuses, "by_kind": by_kind, "channel": channel}
+
+
+def _message_rows(wanted: pd.DataFrame, known: dict[str, Any], *, cap: int, channel: str, now: datetime) -> list[dict[str, Any]]:
+    """The rows to insert for ``wanted`` (some members' candidates, in the cap's order), each queued or
+    suppressed with the reason; those already made before are left out."""
+    rows: list[dict[str, Any]] = []
+    used = dict(known["this_month"])
+    for values in wanted.to_dict("records"):
+        member_id, kind, key = int(values["member_id"]), values["kind"], values["dedupe_key"]
+        if (member_id, kind, key) in known["sent_before"]:
+            continue
+        person = known["members"].get(member_id)
+        reason = ""
+        if person is None or person["erased"]:
+            reason = "member erased"
+        elif not person["consent"]:
+            reason = "no marketing consent"
+        elif not person["email"]:
+            reason = "no e-mail address"
+        elif used.get(member_id, 0) >= cap:
+            reason = f"frequency cap: {cap} messages this month"
+        else:
+            used[member_id] = used.get(member_id, 0) + 1
+        rows.append(
+            {
+                "member_id": member_id,
+                "kind": kind,
+                "dedupe_key": key,
+                "channel": channel,
+                "status": "suppressed" if reason else "queued",
+                "reason": reason,
+                "data": _data(kind, values, person["name"] if person else ""),
+                "created_at": now,
+                "attempts": 0,
+            }
+        )
+    return rows
 
 
 def _known(session: Session, members: list[int], now: datetime) -> dict[str, Any]:

@@ -136,6 +136,45 @@ def test_messages_list_on_the_command_line(db_url, session, expiring, capsys):
     assert refused.value.code == 2 and "invalid choice: 'lost'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 10_000])
+def test_messages_are_made_a_few_members_at_a_time_with_the_same_wording_values_and_cap(session, monkeypatch, chunk):
+    """The job makes and writes the messages of CHUNK_MEMBERS members at a time (memory at a
+    million members); chunks of one and two members give exactly what one chunk gives."""
+    import loyalty.engagement.messages as module
+
+    monkeypatch.setattr(module, "CHUNK_MEMBERS", chunk)
+    update_settings(session=session, actor=ADMIN, messages_per_member_per_month=1)
+    gold = make_tier(session, name="Gold", rank=5)
+    up = make_member(session, external_id="UP", name="Una", marketing_consent=True)
+    down = make_member(session, external_id="DOWN", name="Dan", marketing_consent=True)
+    quiet = make_member(session, external_id="QUIET", name="Quinn", marketing_consent=False)
+    for member, amount in ((up, 1500.0), (down, 80.0), (quiet, 2500.0)):
+        make_purchase(session, member, amount, utc(2025, 3, 10))
+    with write_transaction(session):
+        session.add(TierMovement(member_id=up.id, from_tier_id=None, to_tier_id=gold.id, moved_at=utc(2026, 2, 27), reason="spend"))
+        session.add(TierMovement(member_id=down.id, from_tier_id=gold.id, to_tier_id=None, moved_at=utc(2026, 2, 28), reason="spend"))
+    result = queue_messages(session, now=NOW)
+    assert (result["queued"], result["suppressed"]) == (2, 3)
+    assert result["by_kind"] == {"points_expiring": 3, "tier_up": 1, "tier_down": 1}
+    session.rollback()
+    made = session.exec(select(MemberMessage).order_by(MemberMessage.member_id, MemberMessage.id)).all()
+    assert [(m.member_id, m.kind, m.dedupe_key.split(":")[0], m.status, m.reason, m.data) for m in made] == [
+        (up.id, "points_expiring", "expiry", "queued", "", {"points": "1,500", "expires_on": "2026-03-10", "name": "Una"}),
+        (up.id, "tier_up", "move", "suppressed", "frequency cap: 1 messages this month", {"tier": "Gold", "name": "Una"}),
+        (down.id, "points_expiring", "expiry", "queued", "", {"points": "80", "expires_on": "2026-03-10", "name": "Dan"}),
+        (down.id, "tier_down", "move", "suppressed", "frequency cap: 1 messages this month", {"tier": "no tier", "name": "Dan"}),
+        (
+            quiet.id,
+            "points_expiring",
+            "expiry",
+            "suppressed",
+            "no marketing consent",
+            {"points": "2,500", "expires_on": "2026-03-10", "name": "Quinn"},
+        ),
+    ]
+    assert queue_messages(session, now=NOW)["by_kind"] == {}, "a second run makes none again"
+
+
 def test_the_daily_job_run_twice_queues_each_reminder_once(session, expiring):
     from datetime import date
 
