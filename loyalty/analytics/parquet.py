@@ -58,14 +58,14 @@ def _ledger(session: Session) -> pl.DataFrame:
 
 
 def _table(session: Session, name: str) -> tuple[pl.DataFrame, str]:
-    """The table's rows with their ``month`` (``YYYY-MM``), sorted by their id, and the id's column."""
+    """The table's rows with their ``month`` (``YYYYMM``), in no particular order, and the id's column."""
     if name == "members":
         frame, day, key = load_members(session, columns=MEMBER_COLUMNS), pl.col("joined_on"), "member_id"
     elif name == "purchases":
         frame, day, key = load_purchases(session, columns=PURCHASE_COLUMNS), pl.col("occurred_on"), "purchase_id"
     else:
         frame, day, key = _ledger(session), pl.col("occurred_at"), "entry_id"
-    return frame.with_columns(month=day.dt.strftime("%Y-%m")).sort(key), key
+    return frame.with_columns(month=(day.dt.year() * 100 + day.dt.month()).cast(pl.Int32)), key  # 202611: a string per row took 15 bytes
 
 
 def _fingerprint(rows: pl.DataFrame, key: str) -> dict[str, Any]:
@@ -87,9 +87,15 @@ def _replace(path: Path, write: Any) -> None:
 
 def _export_table(session: Session, out: Path, name: str, known: dict[str, Any], running: str) -> tuple[dict[str, Any], dict[str, Any]]:
     frame, key = _table(session, name)
+    total = frame.height
+    # Split first and sort each month on its own, letting go of the whole table and of each month once
+    # written: the table is held about twice at the peak, not three times (2.7 GB at 1M members).
+    parts = frame.partition_by("month", as_dict=True, include_key=False)
+    del frame
     months: dict[str, Any] = {}
     written, kept = [], []
-    for (month,), rows in sorted(frame.partition_by("month", as_dict=True, include_key=False).items()):
+    for (number,) in sorted(parts):
+        rows, month = parts.pop((number,)).sort(key), f"{number // 100:04d}-{number % 100:02d}"
         months[month] = _fingerprint(rows, key)
         folder = out / name / f"month={month}"
         if month < running and known.get(month) == months[month] and (folder / _FILE).exists():
@@ -102,7 +108,7 @@ def _export_table(session: Session, out: Path, name: str, known: dict[str, Any],
     removed = sorted(set(known) - set(months))
     for month in removed:  # every row of the month gone (all its purchases refunded, say)
         shutil.rmtree(out / name / f"month={month}", ignore_errors=True)
-    return months, {"months_written": written, "months_kept": kept, "months_removed": removed, "rows": frame.height}
+    return months, {"months_written": written, "months_kept": kept, "months_removed": removed, "rows": total}
 
 
 def export_parquet(session: Session, out: str | Path, *, actor: Actor) -> dict[str, Any]:
