@@ -24,21 +24,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 USERNAME = "bench-browser-admin"
 PAGE_TIME_LIMIT_MS = 600_000  # a page that takes ten minutes is stuck, not slow
 
-# Streamlit marks its root with the script's run state; an observer counts the runs that start,
-# so a page is not taken as settled in the instant between the click and its run's start.
-COUNT_RUNS = """() => {
+# Settled: the page's run is over (Streamlit marks its root with the script's run state), nothing of
+# the previous run is left stale, no spinner, every chart drawn. The caller first waits for what only
+# the new run draws (the page's title, the Sign out button), so the old page is never taken for the
+# new one. Counting the runs that start did not work: a run of a few tens of milliseconds can start
+# and end within one React render, so the root is never seen 'running' and the page was waited for
+# until the time limit (seen twice in a row at 1M members, on Approvals after Reports).
+SETTLED = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
-  if (!window.__loyaltyRuns) {
-    window.__loyaltyRuns = 0;
-    new MutationObserver(() => {
-      if (app.getAttribute('data-test-script-state') === 'running') window.__loyaltyRuns++;
-    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
-  }
-  return window.__loyaltyRuns;
-}"""
-SETTLED = """(runsBefore) => {
-  const app = document.querySelector('[data-testid="stApp"]');
-  if (window.__loyaltyRuns <= runsBefore) return false;
   if (app.getAttribute('data-test-script-state') !== 'notRunning') return false;
   if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
   if (document.querySelector('[data-testid="stElementContainer"][data-stale="true"]')) return false;
@@ -79,11 +72,10 @@ def _start_app(log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def _open(page: Any, title: str) -> float:
     link = page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True)
-    runs = page.evaluate(COUNT_RUNS)
     t0 = time.perf_counter()
     link.click()
     page.get_by_role("heading", name=title).first.wait_for(timeout=PAGE_TIME_LIMIT_MS)
-    page.wait_for_function(SETTLED, arg=runs, timeout=PAGE_TIME_LIMIT_MS, polling=50)
+    page.wait_for_function(SETTLED, timeout=PAGE_TIME_LIMIT_MS, polling=50)
     seconds = time.perf_counter() - t0
     if page.locator('[data-testid="stException"]').count():
         raise RuntimeError(f"{title}: the page showed an exception: {page.locator('[data-testid=stException]').first.inner_text()[:500]}")
@@ -111,12 +103,11 @@ def time_pages(*, screenshots: Path | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
             page.goto(url)
             page.locator('[data-testid="stApp"]').wait_for()
-            runs = page.evaluate(COUNT_RUNS)
             page.get_by_label("Username").fill(USERNAME)
             page.get_by_label("Password", exact=True).fill(password)
             page.get_by_role("button", name="Sign in").click()
             page.get_by_role("button", name="Sign out").wait_for(timeout=PAGE_TIME_LIMIT_MS)
-            page.wait_for_function(SETTLED, arg=runs, timeout=PAGE_TIME_LIMIT_MS, polling=50)
+            page.wait_for_function(SETTLED, timeout=PAGE_TIME_LIMIT_MS, polling=50)
             sign_in = round(time.perf_counter() - t0, 3)
             for visit in (first, second):
                 for spec in PAGES:
