@@ -32,11 +32,13 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import bindparam, func, insert, text, update
+from sqlalchemy import bindparam, func, text, update
 from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
+from db.bulk import insert_frame
 from db.engine import sql_moment, write_transaction
 from db.models import Member, MemberMessage, MessageTemplate, table_of, utcnow
 from loyalty.access.audit import record_audit
@@ -240,10 +242,20 @@ def _candidates(session: Session, now: datetime) -> pd.DataFrame:
     return found.astype({"member_id": "int64"})
 
 
-def _data(kind: str, values: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """A message's data: the member's name and its kind's values, numbers of points with thousands separators."""
-    data = {field: (f"{int(values[field]):,}" if field == "points" else values[field]) for field in PLACEHOLDERS[kind] if field != "name"}
-    return {**data, "name": name}
+def _data(wanted: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
+    """Each message's data: its kind's values (PLACEHOLDERS) and the member's name, numbers of points
+    with thousands separators; made a kind at a time."""
+    data: list[dict[str, Any]] = [{}] * len(wanted)
+    kinds = wanted["kind"].to_numpy()
+    for kind in pd.unique(kinds):
+        rows = (kinds == kind).nonzero()[0]
+        fields = [f for f in PLACEHOLDERS[kind] if f != "name"]
+        columns = [[f"{int(v):,}" for v in wanted[f].to_numpy()[rows]] if f == "points" else wanted[f].to_numpy()[rows].tolist() for f in fields]
+        columns.append([names[i] for i in rows])
+        keys = [*fields, "name"]
+        for i, values in zip(rows, zip(*columns)):
+            data[i] = dict(zip(keys, values))
+    return data
 
 
 def queue_messages(session: Session, *, now: datetime | None = None) -> dict[str, Any]:
@@ -264,54 +276,52 @@ def queue_messages(session: Session, *, now: datetime | None = None) -> dict[str
         for start in range(0, len(members), CHUNK_MEMBERS):
             chunk = members[start : start + CHUNK_MEMBERS]
             lo, hi = member_of_row.searchsorted(chunk[0], "left"), member_of_row.searchsorted(chunk[-1], "right")
-            rows = _message_rows(wanted.iloc[lo:hi], _known(session, chunk.tolist(), now), cap=cap, channel=channel, now=now)
-            if rows:
-                session.execute(insert(table_of(MemberMessage)), rows)
-            for row in rows:
-                statuses[row["status"]] += 1
-                by_kind[row["kind"]] = by_kind.get(row["kind"], 0) + 1
+            made = _message_frame(wanted.iloc[lo:hi], _known(session, chunk.tolist(), now), cap=cap, channel=channel, now=now)
+            insert_frame(session, "member_message", made)
+            for status, count in made["status"].value_counts().items():
+                statuses[str(status)] += int(count)
+            for kind, count in made["kind"].value_counts().items():
+                by_kind[str(kind)] = by_kind.get(str(kind), 0) + int(count)
     return {**statuses, "by_kind": by_kind, "channel": channel}
 
 
-def _message_rows(wanted: pd.DataFrame, known: dict[str, Any], *, cap: int, channel: str, now: datetime) -> list[dict[str, Any]]:
+def _message_frame(wanted: pd.DataFrame, known: dict[str, Any], *, cap: int, channel: str, now: datetime) -> pd.DataFrame:
     """The rows to insert for ``wanted`` (some members' candidates, in the cap's order), each queued or
-    suppressed with the reason; those already made before are left out."""
-    rows: list[dict[str, Any]] = []
-    used = dict(known["this_month"])
-    for values in wanted.to_dict("records"):
-        member_id, kind, key = int(values["member_id"]), values["kind"], values["dedupe_key"]
-        if (member_id, kind, key) in known["sent_before"]:
-            continue
-        person = known["members"].get(member_id)
-        reason = ""
-        if person is None or person["erased"]:
-            reason = "member erased"
-        elif not person["consent"]:
-            reason = "no marketing consent"
-        elif not person["email"]:
-            reason = "no e-mail address"
-        elif used.get(member_id, 0) >= cap:
-            reason = f"frequency cap: {cap} messages this month"
-        else:
-            used[member_id] = used.get(member_id, 0) + 1
-        rows.append(
-            {
-                "member_id": member_id,
-                "kind": kind,
-                "dedupe_key": key,
-                "channel": channel,
-                "status": "suppressed" if reason else "queued",
-                "reason": reason,
-                "data": _data(kind, values, person["name"] if person else ""),
-                "created_at": now,
-                "attempts": 0,
-            }
-        )
-    return rows
+    suppressed with the reason; those made before are left out. Whole columns at a time: a first
+    night at a million members makes 1.4 million."""
+    before = known["sent_before"]
+    if before:
+        fresh = [(m, k, d) not in before for m, k, d in zip(wanted["member_id"].tolist(), wanted["kind"].tolist(), wanted["dedupe_key"].tolist())]
+        wanted = wanted[fresh]
+    member = wanted["member_id"].to_numpy()
+    people = known["members"].reindex(member)  # a member not found: as erased
+    erased = people["erased"].fillna(True).to_numpy(dtype=bool)
+    consent = people["consent"].fillna(False).to_numpy(dtype=bool)
+    email = people["email"].fillna("").to_numpy(dtype=object) != ""
+    reason = np.select([erased, ~consent, ~email], ["member erased", "no marketing consent", "no e-mail address"], default="").astype(object)
+    eligible = reason == ""
+    # The cap takes the member's messages in order: the n-th that may go out goes if the month's
+    # messages so far plus the n - 1 before it stay under the cap.
+    nth = pd.Series(eligible.astype(np.int64)).groupby(member).cumsum().to_numpy() - 1
+    sent_this_month = pd.Series(member).map(known["this_month"]).fillna(0).to_numpy()
+    reason[eligible & (sent_this_month + nth >= cap)] = f"frequency cap: {cap} messages this month"
+    return pd.DataFrame(
+        {
+            "member_id": member,
+            "kind": wanted["kind"].to_numpy(),
+            "dedupe_key": wanted["dedupe_key"].to_numpy(),
+            "channel": channel,
+            "status": np.where(reason == "", "queued", "suppressed").astype(object),
+            "reason": reason,
+            "data": _data(wanted, people["name"].fillna("").tolist()),
+            "created_at": pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC"),
+            "attempts": 0,
+        }
+    )
 
 
 def _known(session: Session, members: list[int], now: datetime) -> dict[str, Any]:
-    people: dict[int, dict[str, Any]] = {}
+    people: list[tuple[int, str, str, bool, bool]] = []
     before: set[tuple[int, str, str]] = set()
     month: dict[int, int] = {}
     first_of_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -320,7 +330,7 @@ def _known(session: Session, members: list[int], now: datetime) -> dict[str, Any
         for member_id, name, email, consent, erased in session.exec(
             select(Member.id, Member.name, Member.email, Member.marketing_consent, Member.erased_at).where(col(Member.id).in_(batch))  # type: ignore[call-overload]  # typed for at most 4 columns
         ):
-            people[int(member_id or 0)] = {"name": name, "email": (email or "").strip(), "consent": bool(consent), "erased": erased is not None}
+            people.append((int(member_id or 0), name, (email or "").strip(), bool(consent), erased is not None))
         for member_id, kind, key, status, created in session.exec(
             select(MemberMessage.member_id, MemberMessage.kind, MemberMessage.dedupe_key, MemberMessage.status, MemberMessage.created_at).where(  # type: ignore[call-overload]  # typed for at most 4 columns
                 col(MemberMessage.member_id).in_(batch)
@@ -329,7 +339,8 @@ def _known(session: Session, members: list[int], now: datetime) -> dict[str, Any
             before.add((int(member_id), kind, key))
             if status in ("queued", "sent") and created >= first_of_month:
                 month[int(member_id)] = month.get(int(member_id), 0) + 1
-    return {"members": people, "sent_before": before, "this_month": month}
+    frame = pd.DataFrame(people, columns=["member_id", "name", "email", "consent", "erased"]).set_index("member_id")
+    return {"members": frame, "sent_before": before, "this_month": month}
 
 
 # --- sending -------------------------------------------------------------------------------------
