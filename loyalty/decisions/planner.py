@@ -62,14 +62,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from db.models import Campaign, Purchase, stored_id, utcnow
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.insights.campaign_results import CONFIDENCE as EVALUATION_CONFIDENCE
-from loyalty.insights.campaign_results import campaign_results
+from loyalty.insights.campaign_results import campaign_results, normal_quantile, t_quantile
 from loyalty.ledger.campaign_earning import ReplayedCampaignEngine
 from loyalty.ledger.earning import base_points, member_multipliers
 from loyalty.program.campaigns import CAMPAIGN_KINDS, MAX_REPLAY_DAYS, MIN_PREVIEW_PURCHASES, PREVIEW_LOOKBACK_DAYS, eligible_members, stable_uniform
@@ -111,7 +110,7 @@ def _z_sum(alpha: float, power: float) -> float:
         raise InvalidInput("The significance level must be between 0 and 1 (5% is usual).")
     if not 0 < power < 1:
         raise InvalidInput("The power must be between 0 and 1 (80% is usual).")
-    return float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
+    return float(normal_quantile(1 - alpha / 2) + normal_quantile(power))
 
 
 def required_sample_size(delta: float, sigma: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER, ratio: float = 1.0) -> float:
@@ -350,7 +349,7 @@ class PooledUplift:
 
     def prediction_interval(self, confidence: float) -> tuple[float, float]:
         """Where a new campaign's own uplift is expected: ``μ ± z · sqrt(se² + τ²)``."""
-        half = float(stats.norm.ppf(0.5 + confidence / 2)) * math.sqrt(self.se**2 + self.tau**2)
+        half = float(normal_quantile(0.5 + confidence / 2)) * math.sqrt(self.se**2 + self.tau**2)
         return self.mean - half, self.mean + half
 
 
@@ -463,7 +462,7 @@ def comparable_campaigns(session: Session, kind: str, *, exclude_campaign_id: in
     }
     frame["days"] = [_window_days(*times[int(cid)], window_end) for cid, window_end in zip(frame["campaign_id"], frame["window_end"])]
     dof = frame["treatment_members"] + frame["holdout_members"] - 2
-    t = stats.t.ppf(0.5 + EVALUATION_CONFIDENCE / 2, dof.to_numpy()) if len(frame) else np.array([])
+    t = t_quantile(0.5 + EVALUATION_CONFIDENCE / 2, dof.to_numpy()) if len(frame) else np.array([])
     frame["se"] = (results["spend_uplift_ci_high"].astype(float) - results["spend_uplift_ci_low"].astype(float)).to_numpy() / (2 * t)
     frame["points_per_member"] = frame["points_cost"].fillna(0) / frame["treatment_members"]
     frame = frame[frame["days"] > 0]

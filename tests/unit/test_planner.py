@@ -143,3 +143,17 @@ def test_the_expected_uplift_of_a_draft_pools_past_campaigns_scaled_to_its_lengt
     # 1,000 treated members: EUR 2,000 expected, 2,000 -/+ 1,000 * 1.644854 * sqrt(2) = -/+ 2,326.17
     assert pooled.mean * 1_000 == pytest.approx(2_000.0)
     assert (low * 1_000, high * 1_000) == pytest.approx((2_000 - 2_326.174, 2_000 + 2_326.174), abs=0.01)
+
+
+def test_the_quantiles_are_scipy_stats_own_to_the_last_bit():
+    """The planner and the campaign results take quantiles from scipy.special (imported when used:
+    scipy.stats slowed the Campaigns page's first visit); they are what scipy.stats gives."""
+    from scipy import stats
+
+    from loyalty.insights.campaign_results import normal_quantile, t_quantile
+
+    p = np.array([0.5, 0.8, 0.9, 0.95, 0.975, 0.995, 0.9995])
+    assert np.array_equal(normal_quantile(p), stats.norm.ppf(p))
+    for dof in (1.0, 2.5, 7.0, 30.0, 1e6, np.array([3.0, 10.5, 100.0, 4.2, 9.0, 2.0, 50.0])):
+        assert np.array_equal(t_quantile(p, dof), stats.t.ppf(p, dof))
+    assert np.isnan(t_quantile(0.975, np.nan)) and np.isnan(stats.t.ppf(0.975, np.nan))
