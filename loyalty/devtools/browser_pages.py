@@ -25,7 +25,7 @@ USERNAME = "bench-browser-admin"
 PAGE_TIME_LIMIT_MS = 600_000  # a page that takes ten minutes is stuck, not slow
 
 # Settled: the page's run is over (Streamlit marks its root with the script's run state), nothing of
-# the previous run is left stale, no spinner, every chart drawn. The caller first waits for what only
+# the previous run is left stale, no spinner, every chart drawn, every embedded document loaded. The caller first waits for what only
 # the new run draws (the page's title, the Sign out button), so the old page is never taken for the
 # new one. Counting the runs that start did not work: a run of a few tens of milliseconds can start
 # and end within one React render, so the root is never seen 'running' and the page was waited for
@@ -37,7 +37,11 @@ SETTLED = """() => {
   if (document.querySelector('[data-testid="stElementContainer"][data-stale="true"]')) return false;
   if (document.querySelector('[data-testid="stSpinner"], [data-testid="stSkeleton"]')) return false;
   const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
-  return charts.every(c => c.querySelector('.main-svg'));
+  if (!charts.every(c => c.querySelector('.main-svg'))) return false;
+  // An embedded document (the executive report) has loaded and run its scripts (its own charts).
+  return [...document.querySelectorAll('iframe')].every(f => {
+    try { return f.contentDocument === null || f.contentDocument.readyState === 'complete'; } catch (e) { return true; }
+  });
 }"""
 
 
