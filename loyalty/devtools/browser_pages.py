@@ -25,9 +25,9 @@ USERNAME = "bench-browser-admin"
 PAGE_TIME_LIMIT_MS = 600_000  # a page that takes ten minutes is stuck, not slow
 
 # Settled: the page's run is over (Streamlit marks its root with the script's run state), nothing of
-# the previous run is left stale, no spinner, every chart drawn, every embedded document loaded. The caller first waits for what only
-# the new run draws (the page's title, the Sign out button), so the old page is never taken for the
-# new one. Counting the runs that start did not work: a run of a few tens of milliseconds can start
+# the previous run is left stale, no spinner, every chart drawn, every embedded document loaded.
+# The caller first waits for what only the new run draws (the page's title, the Sign out button),
+# so the old page is never taken for the new one. Counting the runs that start did not work: a run of a few tens of milliseconds can start
 # and end within one React render, so the root is never seen 'running' and the page was waited for
 # until the time limit (seen twice in a row at 1M members, on Approvals after Reports).
 SETTLED = """() => {

@@ -314,7 +314,7 @@ def _message_frame(wanted: pd.DataFrame, known: dict[str, Any], *, cap: int, cha
             "status": np.where(reason == "", "queued", "suppressed").astype(object),
             "reason": reason,
             "data": _data(wanted, people["name"].fillna("").tolist()),
-            "created_at": pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC"),
+            "created_at": pd.Timestamp(now),  # the bulk writer stores it in UTC (a naive moment taken as UTC)
             "attempts": 0,
         }
     )
