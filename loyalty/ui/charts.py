@@ -293,7 +293,9 @@ def messages_per_day(daily: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for kind, rows in daily.groupby("kind", sort=True):
         fig.add_bar(x=rows["day"], y=rows["messages"], name=str(kind).replace("_", " "))
-    fig.update_layout(barmode="stack", xaxis={"type": "category"}, bargap=0.5)
+    # The days in the frame's order (oldest first): by default Plotly orders categories as the traces
+    # bring them, so a day with a kind no earlier day had came first.
+    fig.update_layout(barmode="stack", xaxis={"type": "category", "categoryorder": "array", "categoryarray": list(daily["day"].unique())}, bargap=0.5)
     return house_layout(fig, "Messages per day by kind (all statuses)", yaxis_title="messages")
 
 

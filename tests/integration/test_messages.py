@@ -251,3 +251,20 @@ def test_the_overview_counts_by_day_kind_and_status_and_every_message_waiting_fo
     assert overview["queued_for_csv"] == 3
     daily = overview["daily"].to_dict("records")
     assert daily == [{"day": "01 Mar", "kind": "points_expiring", "messages": 2}, {"day": "02 Mar", "kind": "tier_up", "messages": 2}]
+
+
+def test_the_chart_keeps_the_days_in_order_whichever_kinds_each_day_has():
+    """Plotly orders categories as the traces bring them: the first kind's days came first (the demo
+    drew 01 Dec before 08 Nov, since only 01 Dec had campaign offers)."""
+    import pandas as pd
+
+    from loyalty.ui.charts import messages_per_day
+
+    daily = pd.DataFrame(
+        [("28 Feb", "tier_up", 3), ("01 Mar", "campaign_offer", 1), ("01 Mar", "tier_up", 2), ("02 Mar", "points_expiring", 4)],
+        columns=["day", "kind", "messages"],
+    )
+    fig = messages_per_day(daily)
+    assert [trace.name for trace in fig.data] == ["campaign offer", "points expiring", "tier up"]
+    assert list(fig.layout.xaxis.categoryarray) == ["28 Feb", "01 Mar", "02 Mar"]
+    assert fig.layout.xaxis.categoryorder == "array"
