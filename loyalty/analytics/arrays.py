@@ -4,8 +4,8 @@ Member ids become positions in arrays (the ids themselves when they are dense, a
 database ids are; otherwise their rank), so a per-member sum is one ``np.bincount``
 and a per-member minimum one ``np.minimum.at``: measured here at 10M purchases,
 0.07 s and 0.04 s, against about 1 s for a Polars ``group_by``. Distinct
-(member, day) or (member, month) pairs come from one ``np.sort`` of integer keys
-(0.2 s at 10M).
+(member, day) or (member, month) pairs come from one sort of integer keys
+(Polars' sort, on every core: 0.2 s at 10M on two cores).
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ class MemberArrays:
         values = minor if rows is None else minor[rows]
         keys = position * np.int64(span)
         keys += values
-        keys.sort()
+        # Polars sorts on every core: 0.2 s for ten million keys on two cores, against 0.64 s for np.sort.
+        keys = pl.Series(keys).sort().to_numpy()
         if len(keys):
             keep = np.empty(len(keys), dtype=bool)
             keep[0] = True

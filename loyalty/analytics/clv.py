@@ -51,10 +51,9 @@ r = 0.243, alpha = 4.414, a = 0.793, b = 2.426 and p = 6.25, q = 3.74, v = 15.44
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 import polars as pl
 from scipy import optimize, special
 from sqlmodel import Session
@@ -62,6 +61,9 @@ from sqlmodel import Session
 from loyalty.analytics.arrays import member_arrays
 from loyalty.analytics.data import load_purchases, purchases_frame
 from loyalty.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DEFAULT_DISCOUNT_RATE",

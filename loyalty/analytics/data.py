@@ -38,11 +38,11 @@ import importlib.util
 import io
 import os
 import sqlite3
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-import pandas as pd
 import polars as pl
 import pyarrow as pa
 from sqlalchemy import text
@@ -50,8 +50,11 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlmodel import Session
 
-from loyalty.analytics.reader import ReaderTimeout, close_readers, read_sqlite
+from loyalty.analytics.reader import READ_PARTS, ReaderTimeout, close_readers, read_sqlite, read_sqlite_parts
 from loyalty.errors import InvalidInput
+
+if TYPE_CHECKING:  # pandas is imported by callers that hand over pandas frames, not by every analysis
+    import pandas as pd
 
 __all__ = [
     "load_referrals",
@@ -98,7 +101,8 @@ EARN_KINDS = ("earn", "bonus")
 def _to_polars(frame: pl.DataFrame | pd.DataFrame, what: str) -> pl.DataFrame:
     if isinstance(frame, pl.DataFrame):
         return frame
-    if isinstance(frame, pd.DataFrame):
+    pandas = sys.modules.get("pandas")  # a pandas frame exists only once pandas is imported
+    if pandas is not None and isinstance(frame, pandas.DataFrame):
         return pl.from_pandas(frame)
     raise InvalidInput(f"{what} must be a pandas or Polars DataFrame, not {type(frame).__name__}.")
 
@@ -328,7 +332,13 @@ def _copy_postgresql(session: Session, sql: str, params: dict[str, Any], schema:
 
 
 def fetch_frame(
-    session: Session, sql: str, schema: dict[str, Any], *, params: Mapping[str, Any] | None = None, reader: Reader = "auto"
+    session: Session,
+    sql: str,
+    schema: dict[str, Any],
+    *,
+    params: Mapping[str, Any] | None = None,
+    reader: Reader = "auto",
+    parts: Sequence[Mapping[str, Any]] | None = None,
 ) -> pl.DataFrame:
     """Run a read-only ``sql`` and return its rows as a Polars frame of ``schema``.
 
@@ -350,7 +360,13 @@ def fetch_frame(
         ``"adbc"`` (Arrow straight from the driver), ``"dbapi"`` (the session's own
         connection: ``sqlite3`` chunks or PostgreSQL ``COPY``), or ``"auto"``: ADBC when
         its driver is installed and the database is a file or a server.
+    parts
+        More parameters, one mapping per part (see :func:`_id_parts`): the query runs once
+        per part, the rows stacked in order; at the same time in SQLite's reader
+        processes, one after the other otherwise.
     """
+    if parts is not None:
+        return _fetch_parts(session, sql, schema, params or {}, reader, parts)
     if reader not in ("auto", "adbc", "dbapi"):
         raise InvalidInput(f"reader must be 'auto', 'adbc' or 'dbapi', not {reader!r}.")
     dialect = dialect_of(session)
@@ -364,12 +380,7 @@ def fetch_frame(
         else:
             table = _adbc_postgresql(session, sql, values)
         if table is not None:
-            frame = pl.from_arrow(table)
-            assert isinstance(frame, pl.DataFrame)
-            frame.columns = list(schema)
-            # ADBC hands over thousands of small batches; one contiguous block per
-            # column makes every later pass (and to_numpy) cheaper.
-            return frame.cast(schema).rechunk() if frame.height else pl.DataFrame(schema=schema)  # type: ignore[arg-type]  # polars types the keys as names or selectors
+            return _arrow_frame(table, schema)
         if reader == "adbc":
             raise InvalidInput(
                 f"The ADBC reader needs `pip install adbc-driver-{dialect}` and a database file or server "
@@ -378,6 +389,70 @@ def fetch_frame(
     if dialect == "sqlite":
         return _dbapi_sqlite(session, sql, values, schema)
     return _copy_postgresql(session, sql, values, schema)
+
+
+def _arrow_frame(table: pa.Table, schema: dict[str, Any], *, rechunk: bool = True) -> pl.DataFrame:
+    frame = pl.from_arrow(table, rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    frame.columns = list(schema)
+    if not frame.height:
+        return pl.DataFrame(schema=schema)
+    frame = frame.cast(schema)  # type: ignore[arg-type]  # polars types the keys as names or selectors
+    # ADBC hands over thousands of small batches; one contiguous block per
+    # column makes every later pass (and to_numpy) cheaper.
+    return frame.rechunk() if rechunk else frame
+
+
+def _reader_file(session: Session, reader: Reader) -> str | None:
+    """The SQLite file the reader processes read for ``reader``, or None when the rows come another way."""
+    if reader == "dbapi" or dialect_of(session) != "sqlite":
+        return None
+    return _sqlite_file(session)
+
+
+def _fetch_parts(
+    session: Session, sql: str, schema: dict[str, Any], params: Mapping[str, Any], reader: Reader, parts: Sequence[Mapping[str, Any]]
+) -> pl.DataFrame:
+    path = _reader_file(session, reader)
+    if path is None or len(parts) < 2:
+        frames = [fetch_frame(session, sql, schema, params={**params, **part}, reader=reader) for part in parts]
+        return pl.concat(frames) if len(frames) > 1 else frames[0]
+    dialect = dialect_of(session)
+    queries = []
+    for part in parts:
+        values = {name: _bind_value(dialect, value) for name, value in {**params, **part}.items()}
+        queries.append(_positional(sql, values, _SQLITE_STATEMENTS))
+    # Each part's types are the driver's guess from its own rows (a REAL column of whole
+    # numbers can come back as integers): each is cast to the schema before they are stacked.
+    return pl.concat([_arrow_frame(table, schema, rechunk=False) for table in read_sqlite_parts(path, queries)], rechunk=True)
+
+
+# The first and last id of the tables read in parts. Two subqueries: SQLite reads a lone
+# MIN or MAX off the end of the index, but both in one SELECT scan the table (0.9 s for
+# ten million purchases).
+_ID_BOUNDS = {
+    "purchase": "SELECT (SELECT MIN(id) FROM purchase), (SELECT MAX(id) FROM purchase)",
+    "ledger_entry": "SELECT (SELECT MIN(id) FROM ledger_entry), (SELECT MAX(id) FROM ledger_entry)",
+}
+# Below this many rows a table is read by one query: a part's own start costs more than it saves.
+SPLIT_MIN_ROWS = 400_000
+
+
+def _id_parts(session: Session, table: str, reader: Reader) -> list[dict[str, int]] | None:
+    """Ranges of ``table``'s ids, ``{"part_from", "part_to"}`` (``part_from <= id < part_to``),
+    for reading a large table in :data:`~loyalty.analytics.reader.READ_PARTS` parts at once
+    (SQLite's reader processes); None when it is read whole.
+
+    The ids are the rowid: the range is a seek, not a scan. The ranges are cut by id, not
+    by count: where rows were deleted, the parts are only less even.
+    """
+    if READ_PARTS < 2 or table not in _ID_BOUNDS or _reader_file(session, reader) is None:
+        return None
+    low, high = session.execute(text(_ID_BOUNDS[table])).one()
+    if low is None or high - low + 1 < SPLIT_MIN_ROWS:
+        return None
+    edges = [low + (high + 1 - low) * i // READ_PARTS for i in range(READ_PARTS + 1)]
+    return [{"part_from": edges[i], "part_to": edges[i + 1]} for i in range(READ_PARTS)]
 
 
 def _with_times(frame: pl.DataFrame, column: str, *, keep_at: str | None, day: str | None) -> pl.DataFrame:
@@ -447,8 +522,11 @@ def load_purchases(
     conditions, params = range_conditions("occurred_at", start, end)
     if not include_refunded:
         conditions.append("refunded_at IS NULL")
+    parts = _id_parts(session, "purchase", reader)
+    if parts:
+        conditions.append("id >= :part_from AND id < :part_to")
     sql = f"SELECT {_select_list(select)} FROM purchase {where_clause(conditions)}"
-    frame = fetch_frame(session, sql, schema, params=params, reader=reader)
+    frame = fetch_frame(session, sql, schema, params=params, reader=reader, parts=parts)
     if wants_time:
         frame = _with_times(
             frame,
@@ -640,14 +718,17 @@ def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto")
     last_second = int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp())
     # SQLite compares text ('day 00:00:00' > 'day'), so read to the next day and cut exactly in memory.
     end = end + timedelta(days=1)
+    parts = _id_parts(session, "ledger_entry", reader)
     return (
         fetch_frame(
             session,
             "SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
-            f"{epoch_sql(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < :end",
+            f"{epoch_sql(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < :end"
+            + (" AND id >= :part_from AND id < :part_to" if parts else ""),
             {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "occurred_seconds": pl.Int64},
             params={"end": end},
             reader=reader,
+            parts=parts,
         )
         .filter(pl.col("occurred_seconds") <= last_second)
         .with_columns(pl.col("kind").cast(pl.Categorical))

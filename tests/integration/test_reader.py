@@ -116,7 +116,7 @@ def test_a_reader_process_that_does_not_answer_in_time_is_killed_with_a_clear_er
     with pytest.raises(ReaderTimeout, match="did not answer within 1 s; it was stopped"):
         fetch_frame(session, endless, {"x": pl.Int64}, params={"floor": 0}, reader="adbc")
     assert time.monotonic() - started < 5
-    stuck = analytics_reader_module._readers[_path(session)]
+    stuck = analytics_reader_module._readers[(_path(session), 0)]
     assert stuck.process.wait(timeout=5) == -signal.SIGKILL, "the stuck reader was killed"
     # The usual time limit again: a new reader's start may take over 1 s on a busy machine.
     monkeypatch.setattr(analytics_reader_module, "READER_QUERY_SECONDS", usual)
@@ -176,6 +176,31 @@ def test_one_reader_answers_many_bound_queries_of_more_than_one_batch(tmp_path):
     for month in (12, 11, 11, 10, 9):
         table = read_sqlite(str(path), "SELECT id, amount FROM t WHERE day < ?", [f"2026-{month:02d}-01"])
         assert table.num_rows == sum(1 for i in range(3 * analytics_reader_module.BATCH_ROWS) if 1 + i % 12 < month)
-        reader = analytics_reader_module._readers[os.path.abspath(path)]
+        reader = analytics_reader_module._readers[(os.path.abspath(path), 0)]
         assert pid in (None, reader.process.pid), "the same reader process answered every query"
         pid = reader.process.pid
+
+
+def test_a_large_table_is_read_in_parts_at_once_with_the_same_rows(
+    session: Session, purchases: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Purchases and the ledger are read in id ranges by several reader processes at once
+    (here two parts, whatever the machine's cores); the rows are those of one read."""
+    _sqlite_only(session)
+    from loyalty.analytics import data
+
+    make_purchase(session, make_member(session, external_id="cy"), 5.0, utc(2024, 6, 4, 8))
+    whole = (data.load_purchases(session, reader="dbapi"), data.load_ledger_entries(session, date(2024, 7, 1), reader="dbapi"))
+    monkeypatch.setattr(data, "READ_PARTS", 2)
+    monkeypatch.setattr(analytics_reader_module, "READ_PARTS", 2)
+    monkeypatch.setattr(data, "SPLIT_MIN_ROWS", 2)
+    assert data._id_parts(session, "purchase", "auto") is not None
+    assert data._id_parts(session, "purchase", "dbapi") is None, "the session's own connection reads in one query"
+    parts = data._id_parts(session, "ledger_entry", "auto")
+    assert parts is not None and len(parts) == 2 and parts[0]["part_to"] == parts[1]["part_from"], "two ranges, end to end"
+    in_parts = (data.load_purchases(session), data.load_ledger_entries(session, date(2024, 7, 1)))
+    for one, split in zip(whole, in_parts):
+        assert split.height == one.height == 5
+        assert_frame_equal(split.sort(split.columns), one.sort(one.columns))
+    slots = {slot for path, slot in analytics_reader_module._readers if path == _path(session)}
+    assert slots == {0, 1}, "each part had a reader process of its own"
