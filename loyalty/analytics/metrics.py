@@ -767,6 +767,14 @@ class KpiAggregation(Protocol):
         """:func:`~loyalty.analytics.data.ledger_totals` of the period, one row of totals."""
         ...
 
+    def member_ledger_totals(self, session: Session, start: date, end: date, *, trailing_start: date) -> pl.DataFrame:
+        """The same totals per member, as :func:`~loyalty.analytics.data.ledger_totals_for_periods` gives them."""
+        ...
+
+    def rfm_measures(self, session: Session, as_of: date) -> pl.DataFrame:
+        """:func:`~loyalty.analytics.rfm.rfm_measures` of every purchase up to ``as_of`` (what segment rules read)."""
+        ...
+
 
 def _needs(names: Sequence[str]) -> set[str]:
     return set().union(*(METRICS[n].needs for n in names)) if names else set()
@@ -860,8 +868,19 @@ def load_kpi_inputs(
     )
 
 
-def _groups(session: Session, by: Dimension | None, members: pl.DataFrame | None, purchases: pl.DataFrame | None, end: date) -> pl.DataFrame | None:
-    """``member_id, dimension_value`` of a split (segments as of the period's last day), None overall."""
+def _groups(
+    session: Session,
+    by: Dimension | None,
+    members: pl.DataFrame | None,
+    purchases: pl.DataFrame | None,
+    end: date,
+    *,
+    rfm: pl.DataFrame | None = None,
+) -> pl.DataFrame | None:
+    """``member_id, dimension_value`` of a split (segments as of the period's last day), None overall.
+
+    ``rfm``: the members' RFM measures as of that day, when another engine computed them
+    (then ``purchases`` may be None)."""
     if by == "tier":
         assert members is not None  # loaded for a tier or channel split
         return members.select("member_id", dimension_value="tier")
@@ -871,8 +890,8 @@ def _groups(session: Session, by: Dimension | None, members: pl.DataFrame | None
     if by == "segment":
         from loyalty.analytics.segments import segment_memberships
 
-        assert purchases is not None  # read for a segment split
-        return segment_memberships(session, as_of=end - timedelta(days=1), members=members, purchases=purchases).rename(
+        assert purchases is not None or rfm is not None  # read or measured for a segment split
+        return segment_memberships(session, as_of=end - timedelta(days=1), members=members, purchases=purchases, rfm=rfm).rename(
             {"segment": "dimension_value"}
         )
     return None
@@ -1016,6 +1035,7 @@ def kpis_for_periods(
     reader: Reader = "auto",
     progress: Callable[[int, int], None] | None = None,
     loaded: Callable[[pl.DataFrame, pl.DataFrame], None] | None = None,
+    aggregation: KpiAggregation | None = None,
 ) -> list[pd.DataFrame]:
     """The default KPIs of several periods, overall and by each dimension, from one read.
 
@@ -1023,6 +1043,11 @@ def kpis_for_periods(
     purchases, members, NPS answers and points ledger are read once for all of them
     and cut per period in memory (the nightly snapshot: 3 periods x 4 splits would
     otherwise read the same tables 72 times). One frame per period, splits stacked.
+
+    ``aggregation``: another engine (Spark) sums the purchases and the ledger per member
+    and period, and the members' RFM measures for the segment rules; the small tables
+    (members, answers, referrals) are read here, and the catalogue's expressions do the
+    rest, so the values are the same. ``loaded`` is then not called: nothing large is read.
     """
     if not periods:
         return []
@@ -1035,12 +1060,12 @@ def kpis_for_periods(
         point_value = get_settings(session).point_value
     last_end = max(end for _, end in periods)
     first_start = min(start for start, _ in periods)
-    purchases = load_purchases(session, end=last_end, reader=reader)
+    purchases = load_purchases(session, end=last_end, reader=reader) if aggregation is None else None
     members = load_members(session, columns=list(SPLIT_MEMBER_COLUMNS), reader=reader)
     feedback = load_feedback(session, start=first_start, end=last_end, reader=reader)
     referrals = load_referrals(session, point_value=float(point_value), reader=reader)
-    entries = load_ledger_entries(session, last_end, reader=reader)
-    if loaded:  # the caller reuses what was read (the nightly job: the Overview's numbers)
+    entries = load_ledger_entries(session, last_end, reader=reader) if aggregation is None else None
+    if loaded and purchases is not None and entries is not None:  # the caller reuses what was read (the nightly job: the Overview's numbers)
         loaded(purchases, entries)
     frames = []
 
@@ -1048,22 +1073,41 @@ def kpis_for_periods(
         # A few periods at a time: each period adds nine columns per member (a backfill of
         # two years at a million members would otherwise hold 32 periods' at once).
         for first in range(0, len(periods), LEDGER_PERIODS_AT_ONCE):
-            chunk = periods[first : first + LEDGER_PERIODS_AT_ONCE]
-            yield from ledger_totals_for_periods(entries, [(start, end, add_months(end, -TRAILING_MONTHS)) for start, end in chunk])
+            chunk = [(start, end, add_months(end, -TRAILING_MONTHS)) for start, end in periods[first : first + LEDGER_PERIODS_AT_ONCE]]
+            if aggregation is not None:
+                yield from (aggregation.member_ledger_totals(session, start, end, trailing_start=trailing) for start, end, trailing in chunk)
+            else:
+                assert entries is not None  # read above for the default engine
+                yield from ledger_totals_for_periods(entries, chunk)
 
     for done, ((start, end), ledger) in enumerate(zip(periods, ledgers())):
         if progress:
             progress(done, len(periods))
-        cut = purchases.filter(pl.col("occurred_on") < end) if end < last_end else purchases
+        cut = measures = rfm = None
+        if purchases is not None:
+            cut = purchases.filter(pl.col("occurred_on") < end) if end < last_end else purchases
+        else:
+            assert aggregation is not None
+            measures = aggregation.purchase_measures(session, start, end, since=None)
+            if "segment" in dimensions:
+                rfm = aggregation.rfm_measures(session, end - timedelta(days=1))
         answers = feedback.filter(pl.col("submitted_at").dt.date().is_between(start, end, closed="left"))
         overall_ledger = ledger.drop("member_id").sum()
         base = KpiInputs(
-            start=start, end=end, purchases=cut, ledger=ledger, point_value=float(point_value), members=members, feedback=answers, referrals=referrals
+            start=start,
+            end=end,
+            purchases=cut,
+            ledger=ledger,
+            point_value=float(point_value),
+            members=members,
+            feedback=answers,
+            referrals=referrals,
+            measures=measures,
         )
         member_rows = _tables(KpiInputs(**{**base.__dict__, "ledger": None}))[0]
         parts = []
         for by in dimensions:
-            groups = _groups(session, by, members, cut, end)
+            groups = _groups(session, by, members, cut, end, rfm=rfm)
             ledger_rows = overall_ledger if by is None else ledger
             inputs = KpiInputs(**{**base.__dict__, "ledger": ledger_rows, "groups": groups, "dimension": by or OVERALL})
             parts.append(kpis_from_inputs(inputs, names, tables=(member_rows, _points_table(ledger_rows, float(point_value)))).to_pandas())

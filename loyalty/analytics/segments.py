@@ -182,6 +182,7 @@ def match_members(
     *,
     purchases: pl.DataFrame | pd.DataFrame | None = None,
     as_of: date | None = None,
+    rfm: pl.DataFrame | None = None,
 ) -> np.ndarray:
     """Ids of the members matching ``rules``, sorted (pure: frames in, ids out).
 
@@ -194,9 +195,13 @@ def match_members(
         A rules object (see the module docstring).
     purchases
         Needed by the purchase-based rules (``days_since_last_purchase``, ``purchases``,
-        ``spend``, ``rfm_segment``).
+        ``spend``, ``rfm_segment``), unless ``rfm`` is given.
     as_of
         The day the rules look from; default today (UTC).
+    rfm
+        :func:`~loyalty.analytics.rfm.rfm_measures` of the purchases up to ``as_of``, when
+        another engine computed them (the Spark engine's nightly KPIs): used instead of
+        ``purchases``.
     """
     checked = validate_rules(rules)
     frame = members_frame(members)
@@ -212,16 +217,17 @@ def match_members(
     if "joined_on" in checked:
         conditions.append(_in_range(pl.col("joined_on"), *checked["joined_on"]))
     if PURCHASE_RULES & set(checked):
-        if purchases is None:
-            raise InvalidInput(f"Rules {sorted(PURCHASE_RULES & set(checked))} need the purchases frame.")
-        bought = purchases_frame(purchases).filter(pl.col("occurred_on") <= as_of)
-        totals = rfm_measures(bought, as_of).select("member_id", days_since_last_purchase="recency_days", purchases="frequency", spend="monetary")
+        if rfm is None:
+            if purchases is None:
+                raise InvalidInput(f"Rules {sorted(PURCHASE_RULES & set(checked))} need the purchases frame.")
+            rfm = rfm_measures(purchases_frame(purchases).filter(pl.col("occurred_on") <= as_of), as_of)
+        totals = rfm.select("member_id", days_since_last_purchase="recency_days", purchases="frequency", spend="monetary")
         frame = frame.join(totals, on="member_id", how="left").with_columns(pl.col("purchases").fill_null(0), pl.col("spend").fill_null(0.0))
         for key in RANGE_RULES:
             if key in checked:
                 conditions.append(_in_range(pl.col(key), *checked[key]).fill_null(False))
         if "rfm_segment" in checked:
-            scored = rfm_table(bought, as_of).select("member_id", rfm_segment="segment")
+            scored = rfm_table(None, as_of, measures=rfm).select("member_id", rfm_segment="segment")
             frame = frame.join(scored, on="member_id", how="left")
             conditions.append(pl.col("rfm_segment").is_in(checked["rfm_segment"]).fill_null(False))
     selected = frame.filter(pl.all_horizontal(conditions)) if conditions else frame
@@ -248,12 +254,18 @@ def segment_members(session: Session, rules: Mapping[str, Any] | None, *, as_of:
 
 
 def segment_memberships(
-    session: Session, *, as_of: date | None = None, members: pl.DataFrame | None = None, purchases: pl.DataFrame | None = None
+    session: Session,
+    *,
+    as_of: date | None = None,
+    members: pl.DataFrame | None = None,
+    purchases: pl.DataFrame | None = None,
+    rfm: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Every saved segment's members: ``member_id, segment`` (a member may be in several).
 
     ``members`` and ``purchases`` frames already loaded can be passed to avoid reading
-    them again; they must carry the columns the rules need.
+    them again; they must carry the columns the rules need. ``rfm``: the purchases'
+    RFM measures as of ``as_of`` instead of the purchases (see :func:`match_members`).
     """
     segments = session.exec(select(Segment.name, Segment.rules).order_by(Segment.name)).all()
     frames = []
@@ -261,10 +273,10 @@ def segment_memberships(
         checked = validate_rules(rules)
         if members is None or not set(_member_columns(checked)) <= set(members.columns):
             members = load_members(session)
-        if purchases is None and PURCHASE_RULES & set(checked):
+        if purchases is None and rfm is None and PURCHASE_RULES & set(checked):
             end = None if as_of is None else date.fromordinal(as_of.toordinal() + 1)
             purchases = load_purchases(session, end=end)
-        ids = match_members(members, rules, purchases=purchases, as_of=as_of)
+        ids = match_members(members, rules, purchases=purchases, as_of=as_of, rfm=rfm)
         frames.append(pl.DataFrame({"member_id": ids, "segment": [name] * len(ids)}, schema={"member_id": pl.Int64, "segment": pl.String}))
     if not frames:
         return pl.DataFrame(schema={"member_id": pl.Int64, "segment": pl.String})

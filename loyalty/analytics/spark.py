@@ -204,7 +204,8 @@ class SparkAggregation(KpiAggregation):
             columns[name] = columns[name] / MONEY_SCALE
         return pl.DataFrame(columns, schema=MEASURES_SCHEMA)
 
-    def ledger_totals(self, session: Session, start: date, end: date, *, trailing_start: date) -> pl.DataFrame:
+    def _ledger_sums(self, session: Session, start: date, end: date, trailing_start: date) -> tuple[Any, dict[str, Any], Any]:
+        """The ledger rows, the sums of :data:`LEDGER_TOTAL_COLUMNS` over them, and "before the end"."""
         from pyspark.sql import functions as F
 
         def seconds(day: date) -> int:
@@ -230,8 +231,24 @@ class SparkAggregation(KpiAggregation):
             "trailing_expired": points_where((kind == "expire") & in_trailing, -1),
             "balance": points_where(before_end, 1),
         }
+        return ledger, sums, before_end
+
+    def ledger_totals(self, session: Session, start: date, end: date, *, trailing_start: date) -> pl.DataFrame:
+        ledger, sums, _ = self._ledger_sums(session, start, end, trailing_start)
         row = ledger.agg(*(sums[name].alias(name) for name in LEDGER_TOTAL_COLUMNS)).collect()[0]
         return pl.DataFrame({name: [int(row[name])] for name in LEDGER_TOTAL_COLUMNS}, schema={name: pl.Int64 for name in LEDGER_TOTAL_COLUMNS})
+
+    def member_ledger_totals(self, session: Session, start: date, end: date, *, trailing_start: date) -> pl.DataFrame:
+        # As ledger_totals_for_periods: the members with an entry before the end, by member id.
+        ledger, sums, before_end = self._ledger_sums(session, start, end, trailing_start)
+        totals = ledger.where(before_end).groupBy("member_id").agg(*(sums[name].alias(name) for name in LEDGER_TOTAL_COLUMNS)).orderBy("member_id")
+        schema = {"member_id": pl.Int64, **{name: pl.Int64 for name in LEDGER_TOTAL_COLUMNS}}
+        return pl.DataFrame(_collect(totals, schema), schema=schema)
+
+    def rfm_measures(self, session: Session, as_of: date) -> pl.DataFrame:
+        measured = _rfm_measures(session, as_of, None, self.lake)
+        assert measured is not None  # with a day given there is a frame, empty or not
+        return measured[0]
 
 
 def spark_kpi_summary(session: Session, start: date, end: date, *, lake: str | None = None) -> dict[str, Any]:
@@ -272,19 +289,19 @@ def spark_retention_analysis(session: Session, period: str = DEFAULT_PERIOD, as_
     return retention_from_counts(counts, first, period)
 
 
-def spark_rfm_analysis(session: Session, as_of: date | None = None, *, window_days: int | None = None, lake: str | None = None) -> dict[str, Any]:
-    """:func:`~loyalty.analytics.rfm.rfm_analysis`, each member's recency, frequency and spend summed by Spark."""
+def _rfm_measures(session: Session, as_of: date | None, window_days: int | None, lake: str | None) -> tuple[pl.DataFrame, date] | None:
+    """Each member's recency, frequency and spend as of ``as_of`` (default: the last purchase
+    day), summed by Spark, as :func:`~loyalty.analytics.rfm.rfm_measures` gives them, and that
+    day; None without purchases and without ``as_of``."""
     from pyspark.sql import functions as F
 
-    if window_days is not None and window_days <= 0:
-        raise InvalidInput(f"window_days must be a positive number of days, not {window_days}.")
     end = None if as_of is None else as_of + timedelta(days=1)
     first_day = None if as_of is None or window_days is None else as_of - timedelta(days=window_days - 1)
     rows = _purchase_rows(session, start=first_day, end=end, money=True, lake=lake)
     if as_of is None:
         last = rows.agg(F.max("day")).collect()[0][0]
         if last is None:
-            return rfm_summary_of_measures(pl.DataFrame(schema=RFM_MEASURES_SCHEMA), None)
+            return None
         as_of = _EPOCH + timedelta(days=int(last))
     as_of_day = (as_of - _EPOCH).days
     measures = (
@@ -295,4 +312,14 @@ def spark_rfm_analysis(session: Session, as_of: date | None = None, *, window_da
     )
     columns = _collect(measures, RFM_MEASURES_SCHEMA)
     columns["monetary"] = columns["monetary"] / MONEY_SCALE
-    return rfm_summary_of_measures(pl.DataFrame(columns, schema=RFM_MEASURES_SCHEMA), as_of)
+    return pl.DataFrame(columns, schema=RFM_MEASURES_SCHEMA), as_of
+
+
+def spark_rfm_analysis(session: Session, as_of: date | None = None, *, window_days: int | None = None, lake: str | None = None) -> dict[str, Any]:
+    """:func:`~loyalty.analytics.rfm.rfm_analysis`, each member's recency, frequency and spend summed by Spark."""
+    if window_days is not None and window_days <= 0:
+        raise InvalidInput(f"window_days must be a positive number of days, not {window_days}.")
+    measured = _rfm_measures(session, as_of, window_days, lake)
+    if measured is None:
+        return rfm_summary_of_measures(pl.DataFrame(schema=RFM_MEASURES_SCHEMA), None)
+    return rfm_summary_of_measures(*measured)

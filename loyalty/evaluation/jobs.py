@@ -216,6 +216,14 @@ def _kpi_snapshot_body(ctx: JobContext) -> dict[str, Any]:
             ctx.progress(0.8 + 0.1 * fraction, f"history: {message}")
 
         past = kpi_snapshot_frames(ctx.session, history, dimensions=(None,), progress=back)
+    if not program:  # the Spark engine summed the large tables itself: the Overview's numbers read them here
+        from loyalty.analytics.data import load_ledger_entries, load_purchases
+        from loyalty.analytics.reader import analytics_reader
+
+        reader = analytics_reader(ctx.session)
+        end = max(period_end for _, _, period_end in periods)  # what the default engine reads for both
+        purchases = load_purchases(ctx.session, end=end, reader=reader)
+        program.append(program_snapshot_frame(purchases, load_ledger_entries(ctx.session, end, reader=reader), as_of=ctx.as_of))
     ctx.progress(0.9, "storing the snapshots")
     with write_transaction(ctx.session):
         hold_job_lock(ctx.session, "kpi-snapshot")

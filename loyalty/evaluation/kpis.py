@@ -108,13 +108,24 @@ def kpi_snapshot_frames(
     dimensions: Sequence[Dimension | None] = DIMENSIONS,
     progress: ProgressFn | None = None,
     loaded: Callable[..., None] | None = None,
+    engine: str | None = None,
 ) -> list[pd.DataFrame]:
     """Every default KPI of each ``(period, start, end)`` overall and by each dimension, as snapshot rows.
 
     The tables are read once for all the periods (:func:`loyalty.analytics.metrics.kpis_for_periods`);
     the same values as :func:`loyalty.analytics.metrics.compute_kpis` period by period.
+    ``engine``: ``"spark"`` has Spark sum the purchases and the ledger (from the Parquet
+    export when ``LOYALTY_PARQUET_DIR`` is set); default ``LOYALTY_ANALYTICS_ENGINE``.
+    The values are the same to the last digit.
     """
+    from loyalty.analytics.engines import analytics_engine, parquet_lake
     from loyalty.analytics.metrics import kpis_for_periods
+
+    aggregation = None
+    if analytics_engine(engine) == "spark":
+        from loyalty.analytics.spark import SparkAggregation
+
+        aggregation = SparkAggregation(parquet_lake())
 
     def computing(done: int, total: int) -> None:
         if progress:
@@ -128,6 +139,7 @@ def kpi_snapshot_frames(
         reader=analytics_reader(session),
         progress=computing,
         loaded=loaded,
+        aggregation=aggregation,
     )
     frames = []
     for (period, start, end), values in zip(periods, computed):

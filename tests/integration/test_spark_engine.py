@@ -150,3 +150,82 @@ def test_the_engine_comes_from_the_argument_then_the_environment(monkeypatch: py
     monkeypatch.setenv("LOYALTY_ANALYTICS_ENGINE", "hadoop")
     with pytest.raises(InvalidInput, match="default, spark"):
         analytics_engine()
+
+
+# --- the nightly KPI snapshot -----------------------------------------------------------------
+
+AS_OF = date(2026, 11, 15)
+
+
+def _snapshot_values(frames: list[Any]) -> list[tuple[Any, ...]]:
+    """The snapshot rows without the moment they were computed, in one order."""
+    import pandas as pd
+
+    rows = pd.concat(frames, ignore_index=True).drop(columns=["computed_at"])
+    return sorted(tuple(None if pd.isna(v) else v for v in row) for row in rows.itertuples(index=False))
+
+
+def test_the_nightly_kpi_snapshot_on_spark_gives_every_split_the_default_engines_values(spark: Any, demo_session: Session) -> None:
+    """Month, month to date and quarter, overall and by segment, tier and channel: every value to the last digit."""
+    from loyalty.evaluation.kpis import kpi_snapshot_frames, snapshot_periods
+
+    periods = [*snapshot_periods(AS_OF), ("month", date(2026, 6, 1), date(2026, 7, 1))]
+    default = _snapshot_values(kpi_snapshot_frames(demo_session, periods, engine="default"))
+    on_spark = _snapshot_values(kpi_snapshot_frames(demo_session, periods, engine="spark"))
+    assert on_spark == default
+    splits = {(row[4], row[5]) for row in default}
+    for dimension in ("overall", "segment", "tier", "channel"):
+        assert any(d == dimension for d, _ in splits), f"no {dimension} rows: the comparison would prove nothing"
+    assert len({value for (_, dimension_value) in splits for value in [dimension_value] if dimension_value}) >= 6
+
+
+def test_the_nightly_kpi_snapshot_on_spark_reads_the_parquet_export_not_the_large_tables(
+    spark: Any, demo_session: Session, lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loyalty.analytics import metrics, segments
+    from loyalty.analytics import spark as engine
+    from loyalty.evaluation.kpis import kpi_snapshot_frames, snapshot_periods
+
+    periods = snapshot_periods(AS_OF)
+    default = _snapshot_values(kpi_snapshot_frames(demo_session, periods, engine="default"))
+    monkeypatch.setenv("LOYALTY_PARQUET_DIR", str(lake))
+    for module in (engine, metrics, segments):
+        monkeypatch.setattr(module, "load_purchases", _not_the_database)
+    for module in (engine, metrics):
+        monkeypatch.setattr(module, "load_ledger_entries", _not_the_database)
+    assert _snapshot_values(kpi_snapshot_frames(demo_session, periods, engine="spark")) == default
+
+
+def test_the_kpi_snapshot_job_with_the_spark_engine_stores_what_the_default_engine_stores(
+    spark: Any, demo: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nightly job as the scheduler runs it, LOYALTY_ANALYTICS_ENGINE=spark: the same rows,
+    the Overview's numbers included, and Spark did the KPIs' sums."""
+    from sqlalchemy import text
+
+    from db.engine import new_session
+    from loyalty.analytics import spark as engine
+    from loyalty.evaluation.jobs import run_job
+
+    def stored() -> list[tuple[Any, ...]]:
+        with new_session(demo) as session:
+            return [
+                tuple(row)
+                for row in session.execute(
+                    text(
+                        "SELECT metric, period, period_start, period_end, dimension, dimension_value, value FROM kpi_snapshot ORDER BY 1, 2, 3, 5, 6"
+                    )
+                )
+            ]
+
+    monkeypatch.delenv("LOYALTY_ANALYTICS_ENGINE", raising=False)
+    assert run_job("kpi-snapshot", as_of=AS_OF, engine=demo)["status"] == "succeeded"
+    default = stored()
+    called: list[str] = []
+    real = engine.SparkAggregation.member_ledger_totals
+    monkeypatch.setattr(engine.SparkAggregation, "member_ledger_totals", lambda *a, **k: called.append("spark") or real(*a, **k))
+    monkeypatch.setenv("LOYALTY_ANALYTICS_ENGINE", "spark")
+    assert run_job("kpi-snapshot", as_of=AS_OF, engine=demo)["status"] == "succeeded"
+    assert stored() == default
+    assert called, "Spark summed the ledger"
+    assert any(row[4] == "headline" for row in default) and any(row[4] == "segment" for row in default)
