@@ -39,7 +39,9 @@ import io
 import os
 import sqlite3
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -466,6 +468,36 @@ def _with_times(frame: pl.DataFrame, column: str, *, keep_at: str | None, day: s
     return frame.with_columns(derived).drop(column)
 
 
+# What a shared_reads() block has read: (what, database, arguments) -> the frame.
+_shared_frames: ContextVar[dict[tuple[Any, ...], pl.DataFrame] | None] = ContextVar("loyalty_shared_frames", default=None)
+
+
+@contextmanager
+def shared_reads() -> Iterator[None]:
+    """Within the block, :func:`load_purchases` and :func:`load_members` read each table once
+    per set of arguments and hand the same frame to every later call.
+
+    For a job that computes many views of one moment (the nightly page views: eight reads
+    of the same ten million purchases otherwise). The caller promises that the tables do
+    not change meanwhile, or that a view of the first read is what it wants. Polars
+    frames are not changed in place by their operations, so sharing one is safe.
+    """
+    token = _shared_frames.set({})
+    try:
+        yield
+    finally:
+        _shared_frames.reset(token)
+
+
+def _shared_read(key: tuple[Any, ...], read: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    frames = _shared_frames.get()
+    if frames is None:
+        return read()
+    if key not in frames:
+        frames[key] = read()
+    return frames[key]
+
+
 def load_purchases(
     session: Session,
     *,
@@ -497,6 +529,13 @@ def load_purchases(
     if unknown:
         raise InvalidInput(f"Unknown purchase column(s) {sorted(unknown)}; choose from {list(PURCHASE_COLUMNS)}.")
     start, end = _check_day(start, "start"), _check_day(end, "end")
+    key = ("purchases", session.get_bind().engine.url, tuple(columns), start, end, include_refunded, reader)
+    return _shared_read(key, lambda: _read_purchases(session, start, end, columns, include_refunded, reader))
+
+
+def _read_purchases(
+    session: Session, start: date | None, end: date | None, columns: Sequence[str], include_refunded: bool, reader: Reader
+) -> pl.DataFrame:
     dialect = dialect_of(session)
     select: list[tuple[str, str]] = []
     schema: dict[str, Any] = {}
@@ -546,6 +585,11 @@ def load_members(session: Session, *, columns: Sequence[str] = DEFAULT_MEMBER_CO
     unknown = set(columns) - set(MEMBER_COLUMNS)
     if unknown:
         raise InvalidInput(f"Unknown member column(s) {sorted(unknown)}; choose from {list(MEMBER_COLUMNS)}.")
+    key = ("members", session.get_bind().engine.url, tuple(columns), reader)
+    return _shared_read(key, lambda: _read_members(session, columns, reader))
+
+
+def _read_members(session: Session, columns: Sequence[str], reader: Reader) -> pl.DataFrame:
     dialect = dialect_of(session)
     sources: dict[str, tuple[str, Any]] = {
         "member_id": ("m.id", pl.Int64),

@@ -30,6 +30,7 @@ from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from db.models import StoredView, utcnow
+from loyalty.analytics.data import shared_reads
 from loyalty.errors import InvalidInput, LoyaltyError
 from loyalty.insights.analysis import Filters, clv_view, default_filters, purchase_cycle_view, redemptions_view, retention_view, rfm_grid
 
@@ -145,17 +146,18 @@ def compute_page_views(session: Session, *, now: datetime, as_of: date, progress
     (:func:`save_page_views`). A view the data refuses (too few buyers for the CLV model) is
     stored as that refusal, which the page then shows as it would have computed it."""
     rows: list[StoredView] = []
-    for i, (name, spec) in enumerate(VIEWS.items()):
-        if progress is not None:
-            progress(i / len(VIEWS), f"computing the {name.replace('_', ' ')} page")
-        filters = None if spec.default_months is None else default_filters(now, spec.default_months)
-        t0 = time.perf_counter()
-        try:
-            payload = pack(spec.compute(session, filters))
-        except LoyaltyError as refusal:
-            payload = pack({"refused": str(refusal)})
-        seconds = round(time.perf_counter() - t0, 3)
-        rows.append(StoredView(name=name, params=params_key(filters), as_of=as_of, computed_at=utcnow(), seconds=seconds, payload=payload))
+    with shared_reads():  # the views read the same purchases and members: each read once
+        for i, (name, spec) in enumerate(VIEWS.items()):
+            if progress is not None:
+                progress(i / len(VIEWS), f"computing the {name.replace('_', ' ')} page")
+            filters = None if spec.default_months is None else default_filters(now, spec.default_months)
+            t0 = time.perf_counter()
+            try:
+                payload = pack(spec.compute(session, filters))
+            except LoyaltyError as refusal:
+                payload = pack({"refused": str(refusal)})
+            seconds = round(time.perf_counter() - t0, 3)
+            rows.append(StoredView(name=name, params=params_key(filters), as_of=as_of, computed_at=utcnow(), seconds=seconds, payload=payload))
     return rows
 
 

@@ -204,3 +204,22 @@ def test_a_large_table_is_read_in_parts_at_once_with_the_same_rows(
         assert_frame_equal(split.sort(split.columns), one.sort(one.columns))
     slots = {slot for path, slot in analytics_reader_module._readers if path == _path(session)}
     assert slots == {0, 1}, "each part had a reader process of its own"
+
+
+def test_shared_reads_read_each_table_once_per_set_of_arguments(session: Session, purchases: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside shared_reads() the same read is made once and its frame handed to every caller;
+    other arguments are another read; outside the block every call reads."""
+    from loyalty.analytics import data
+
+    reads: list[str] = []
+    real_purchases, real_members = data._read_purchases, data._read_members
+    monkeypatch.setattr(data, "_read_purchases", lambda *a: reads.append("purchases") or real_purchases(*a))
+    monkeypatch.setattr(data, "_read_members", lambda *a: reads.append("members") or real_members(*a))
+    with data.shared_reads():
+        first = data.load_purchases(session, end=date(2024, 6, 3))
+        assert data.load_purchases(session, end=date(2024, 6, 3)) is first
+        assert data.load_purchases(session, end=date(2024, 6, 4)).height == 4 and first.height == 3
+        assert data.load_members(session, columns=("member_id",)) is data.load_members(session, columns=("member_id",))
+    assert reads == ["purchases", "purchases", "members"]
+    assert data.load_purchases(session, end=date(2024, 6, 3)) is not first
+    assert reads[-1] == "purchases", "outside the block every call reads"
