@@ -70,6 +70,8 @@ __all__ = [
     "close_readers",
     "dialect_of",
     "epoch_sql",
+    "moment_text_sql",
+    "parse_moments",
     "fetch_frame",
     "ledger_totals",
     "ledger_totals_for_periods",
@@ -198,12 +200,31 @@ def _check_day(value: date | None, name: str) -> date | None:
 
 # Timestamp columns the reads here convert or filter on: epoch_sql and _range take no others,
 # so nothing but these names is ever formatted into a statement.
-_TIMESTAMP_COLUMNS = frozenset({"occurred_at", "submitted_at", "requested_at", "expires_at", "m.joined_at", "r.referred_at", "r.rewarded_at"})
+_TIMESTAMP_COLUMNS = frozenset(
+    {"occurred_at", "submitted_at", "requested_at", "expires_at", "m.joined_at", "r.referred_at", "r.rewarded_at", "joined_at", "tier_since"}
+)
 # Paramstyles of the statements the readers run: `?` for SQLite (sqlite3 and the ADBC
 # reader process bind by position), `$1` for ADBC PostgreSQL. COPY uses the session's own
 # dialect (psycopg's `%(name)s`).
 _SQLITE_STATEMENTS = sqlite_dialect.dialect()
 _ADBC_POSTGRESQL_STATEMENTS = postgresql_dialect.dialect(paramstyle="numeric_dollar")
+
+
+def moment_text_sql(dialect: str, column: str) -> str:
+    """A timestamp column as UTC text to the microsecond, ``YYYY-MM-DD HH:MM:SS.ffffff``, on both
+    databases (SQLite stores that text; PostgreSQL formats it): exact where epoch seconds
+    would drop the fraction. :func:`parse_moments` reads it back."""
+    column = _timestamp_column(column)
+    if dialect == "sqlite":
+        return column
+    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+
+
+def parse_moments(values: pd.Series) -> pd.Series:
+    """UTC timestamps (NaT for null) from :func:`moment_text_sql`'s text."""
+    import pandas
+
+    return pandas.to_datetime(values, utc=True, format="ISO8601")
 
 
 def _timestamp_column(column: str) -> str:

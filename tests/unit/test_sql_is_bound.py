@@ -23,6 +23,8 @@ ALLOWED_HELPERS = {
     # loyalty/analytics/data.py: the dialect's epoch-seconds expression of a column
     # checked against a fixed set of timestamp columns.
     "epoch_sql",
+    # loyalty/analytics/data.py: a checked timestamp column as UTC text (to_char on PostgreSQL).
+    "moment_text_sql",
     # loyalty/analytics/data.py: `expression AS name` pairs from fixed dicts; names checked.
     "_select_list",
     # loyalty/analytics/data.py: WHERE + conditions written in code, values as :name.
