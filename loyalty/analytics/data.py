@@ -73,6 +73,7 @@ __all__ = [
     "moment_text_sql",
     "parse_moments",
     "fetch_frame",
+    "id_parts",
     "ledger_totals",
     "ledger_totals_for_periods",
     "load_feedback",
@@ -384,7 +385,7 @@ def fetch_frame(
         connection: ``sqlite3`` chunks or PostgreSQL ``COPY``), or ``"auto"``: ADBC when
         its driver is installed and the database is a file or a server.
     parts
-        More parameters, one mapping per part (see :func:`_id_parts`): the query runs once
+        More parameters, one mapping per part (see :func:`id_parts`): the query runs once
         per part, the rows stacked in order; at the same time in SQLite's reader
         processes, one after the other otherwise.
     """
@@ -461,7 +462,7 @@ _ID_BOUNDS = {
 SPLIT_MIN_ROWS = 400_000
 
 
-def _id_parts(session: Session, table: str, reader: Reader) -> list[dict[str, int]] | None:
+def id_parts(session: Session, table: str, reader: Reader) -> list[dict[str, int]] | None:
     """Ranges of ``table``'s ids, ``{"part_from", "part_to"}`` (``part_from <= id < part_to``),
     for reading a large table in :data:`~loyalty.analytics.reader.READ_PARTS` parts at once
     (SQLite's reader processes); None when it is read whole.
@@ -582,7 +583,7 @@ def _read_purchases(
     conditions, params = range_conditions("occurred_at", start, end)
     if not include_refunded:
         conditions.append("refunded_at IS NULL")
-    parts = _id_parts(session, "purchase", reader)
+    parts = id_parts(session, "purchase", reader)
     if parts:
         conditions.append("id >= :part_from AND id < :part_to")
     sql = f"SELECT {_select_list(select)} FROM purchase {where_clause(conditions)}"
@@ -783,7 +784,7 @@ def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto")
     last_second = int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp())
     # SQLite compares text ('day 00:00:00' > 'day'), so read to the next day and cut exactly in memory.
     end = end + timedelta(days=1)
-    parts = _id_parts(session, "ledger_entry", reader)
+    parts = id_parts(session, "ledger_entry", reader)
     return (
         fetch_frame(
             session,

@@ -198,11 +198,12 @@ _CANDIDATE_COLUMNS = ["member_id", "kind", "dedupe_key", *_FIELDS]
 CHUNK_MEMBERS = 10_000
 
 
-def _candidates(session: Session, now: datetime) -> pd.DataFrame:
+def _candidates(session: Session, now: datetime, *, read_last_commit: bool = False) -> pd.DataFrame:
     """``member_id, kind, dedupe_key`` and the wording's values (``_FIELDS``) of everything worth
-    telling members now, a column per value: each message's data is made when it is written."""
+    telling members now, a column per value: each message's data is made when it is written.
+    ``read_last_commit``: see :func:`queue_messages`."""
     parts: list[pd.DataFrame] = []
-    expiring = expiring_points(session, after=now)
+    expiring = expiring_points(session, after=now, read_last_commit=read_last_commit)
     if not expiring.empty:
         day = expiring["day"].dt.strftime("%Y-%m-%d")
         parts.append(
@@ -258,14 +259,19 @@ def _data(wanted: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
     return data
 
 
-def queue_messages(session: Session, *, now: datetime | None = None) -> dict[str, Any]:
-    """Queue (or suppress, with the reason) every message due now; returns counts by status and kind. One transaction."""
+def queue_messages(session: Session, *, now: datetime | None = None, read_last_commit: bool = False) -> dict[str, Any]:
+    """Queue (or suppress, with the reason) every message due now; returns counts by status and kind. One transaction.
+
+    ``read_last_commit``: the caller has written nothing in the session's transaction (the
+    nightly job), so the expiring points may be read from the last commit, much faster on
+    SQLite (:func:`~loyalty.ledger.outbox.expiring_points`); the messages are written after.
+    """
     now = now or utcnow()
     channel = "email" if _smtp() is not None else "csv"
     statuses = {"queued": 0, "suppressed": 0}
     by_kind: dict[str, int] = {}
     with write_transaction(session):
-        wanted = _candidates(session, now)
+        wanted = _candidates(session, now, read_last_commit=read_last_commit)
         if wanted.empty:
             return {**statuses, "by_kind": by_kind, "channel": channel}
         wanted = wanted.assign(order=wanted["kind"].map({k: i for i, k in enumerate(KINDS)}))

@@ -276,7 +276,8 @@ def _member_messages_body(ctx: JobContext) -> dict[str, Any]:
     from loyalty.engagement.messages import queue_messages, send_queued
 
     ctx.progress(0.1, "queueing reminders, tier news, challenges and offers")
-    queued = queue_messages(ctx.session, now=min(ctx.cutoff, utcnow()))
+    # The job's session has written nothing yet: the expiring points are read as last committed.
+    queued = queue_messages(ctx.session, now=min(ctx.cutoff, utcnow()), read_last_commit=True)
     ctx.progress(0.6, "sending e-mail")
     sent = send_queued(ctx.session)
     return {

@@ -139,11 +139,14 @@ AND (e.points < 0 OR (e.expires_at IS NOT NULL AND e.expires_at <= :until))
 """
 
 
-def expiring_points(session: Session, *, after: datetime, within: timedelta = EXPIRING_WITHIN) -> pd.DataFrame:
+def expiring_points(session: Session, *, after: datetime, within: timedelta = EXPIRING_WITHIN, read_last_commit: bool = False) -> pd.DataFrame:
     """Points that expire after ``after`` and within ``within`` (to the end of that UTC day), per member and expiry day.
 
     ``member_id, day, points, expires_at``: the points still unspent in that day's lots
     (spending uses the soonest-expiring lots first) and the first moment one of them expires.
+    ``read_last_commit`` (SQLite): read the ledger as last committed, through the analytics
+    reader processes, for a caller that has written nothing in its transaction yet (the
+    nightly messages): one scan in parts instead of a lookup per member.
     """
     empty = pd.DataFrame(columns=["member_id", "day", "points", "expires_at"])
     until = (pd.Timestamp(after + within).tz_convert("UTC").normalize() + pd.Timedelta(days=1)).to_pydatetime()
@@ -153,12 +156,17 @@ def expiring_points(session: Session, *, after: datetime, within: timedelta = EX
         utc = pd.Timestamp(moment).tz_convert("UTC")
         return utc.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else utc.to_pydatetime()
 
-    rows = session.execute(text(_EXPIRING_SQL), {"after": bound(after), "until": bound(until)}).all()
-    if not rows:
-        return empty
-    # Built from columns: from the rows themselves pandas asks each row for namedtuple fields, and
-    # SQLAlchemy's rows answer slowly (0.85 s against 0.33 s for 226k rows).
-    frame = pd.DataFrame(dict(zip(["member_id", "expires_at", "points", "lot"], zip(*rows))))
+    if read_last_commit and sqlite:
+        frame = _expiring_rows_last_commit(session, bound(after), bound(until))
+        if frame.empty:
+            return empty
+    else:
+        rows = session.execute(text(_EXPIRING_SQL), {"after": bound(after), "until": bound(until)}).all()
+        if not rows:
+            return empty
+        # Built from columns: from the rows themselves pandas asks each row for namedtuple fields, and
+        # SQLAlchemy's rows answer slowly (0.85 s against 0.33 s for 226k rows).
+        frame = pd.DataFrame(dict(zip(["member_id", "expires_at", "points", "lot"], zip(*rows))))
     frame["lot"] = frame["lot"].astype(bool)
     consumed = -frame.loc[~frame["lot"]].groupby("member_id")["points"].sum()
     lots = frame.loc[frame["lot"]].assign(expires_at=lambda f: pd.to_datetime(f["expires_at"], utc=True)).sort_values(["member_id", "expires_at"])
@@ -176,6 +184,40 @@ def expiring_points(session: Session, *, after: datetime, within: timedelta = EX
         .agg(points=("unspent", "sum"), expires_at=("expires_at", "min"))
         .reset_index()
     )
+
+
+# _EXPIRING_SQL's rows, as one scan: every entry that may count, and whether it is a lot
+# expiring in the window (its member is then one to tell).
+_EXPIRING_SCAN_SQL = (
+    "SELECT member_id, expires_at, points, CASE WHEN points > 0 THEN 1 ELSE 0 END AS lot, "
+    "CASE WHEN points > 0 AND expires_at > :after AND expires_at <= :until THEN 1 ELSE 0 END AS soon "
+    "FROM ledger_entry WHERE (points < 0 OR (expires_at IS NOT NULL AND expires_at <= :until))"
+)
+
+
+def _expiring_rows_last_commit(session: Session, after: object, until: object) -> pd.DataFrame:
+    """:data:`_EXPIRING_SQL`'s rows (``member_id, expires_at, points, lot``) from a read of the last
+    commit in the analytics reader processes, the ledger in parts at once.
+
+    SQLite ran _EXPIRING_SQL as a lookup of each listed member's entries in the member index,
+    a row fetched from the table for each: 30 s and more at ten million entries.
+    """
+    import polars as pl
+
+    from loyalty.analytics.data import fetch_frame, id_parts
+
+    parts = id_parts(session, "ledger_entry", "auto")
+    entries = fetch_frame(
+        session,
+        _EXPIRING_SCAN_SQL + (" AND id >= :part_from AND id < :part_to" if parts else ""),
+        {"member_id": pl.Int64, "expires_at": pl.String, "points": pl.Int64, "lot": pl.Int8, "soon": pl.Int8},
+        params={"after": after, "until": until},
+        parts=parts,
+    )
+    erased = [int(m) for m in session.execute(text("SELECT id FROM member WHERE erased_at IS NOT NULL")).scalars()]
+    told = entries.filter(pl.col("soon") == 1)["member_id"].unique()
+    kept = entries.filter(pl.col("member_id").is_in(told.implode()) & ~pl.col("member_id").is_in(erased))
+    return kept.select("member_id", "expires_at", "points", "lot").to_pandas()
 
 
 def emit_points_expiring(session: Session, *, after: datetime, within: timedelta = EXPIRING_WITHIN) -> int:

@@ -268,3 +268,38 @@ def test_the_chart_keeps_the_days_in_order_whichever_kinds_each_day_has():
     assert [trace.name for trace in fig.data] == ["campaign offer", "points expiring", "tier up"]
     assert list(fig.layout.xaxis.categoryarray) == ["28 Feb", "01 Mar", "02 Mar"]
     assert fig.layout.xaxis.categoryorder == "array"
+
+
+def test_expiring_points_read_from_the_last_commit_in_parts_are_the_sessions_own(session, monkeypatch):
+    """The nightly job reads the ledger as last committed, in parts at once (SQLite): the same
+    reminders as the per-member query, spent lots and erased members included."""
+    if session.get_bind().dialect.name != "sqlite":
+        pytest.skip("the reader processes serve SQLite")
+    pytest.importorskip("adbc_driver_sqlite", reason="pip install adbc-driver-sqlite (requirements.txt)")
+    from sqlalchemy import text
+
+    from loyalty.analytics import data, reader
+    from loyalty.ledger.outbox import expiring_points
+    from loyalty.ledger.redemptions import redeem_reward
+    from tests.factories import make_reward
+
+    spender, keeper, erased, later = (make_member(session, external_id=name) for name in ("SPENDER", "KEEPER", "ERASED", "LATER"))
+    make_purchase(session, spender, 80.0, utc(2025, 3, 10))
+    make_purchase(session, spender, 50.0, utc(2025, 3, 25))
+    redeem_reward(session=session, member_id=spender.id, reward_id=make_reward(session, points_cost=100).id, actor=ADMIN, now=utc(2025, 5, 1))
+    make_purchase(session, keeper, 40.0, utc(2025, 3, 12))
+    make_purchase(session, keeper, 10.0, utc(2025, 3, 12, 18))
+    make_purchase(session, erased, 60.0, utc(2025, 3, 11))
+    make_purchase(session, later, 70.0, utc(2025, 9, 1))
+    with write_transaction(session):
+        session.execute(text("UPDATE member SET erased_at = :now WHERE id = :id"), {"now": "2026-01-01 00:00:00.000000", "id": erased.id})
+    per_member = expiring_points(session, after=NOW)
+    monkeypatch.setattr(data, "READ_PARTS", 2)
+    monkeypatch.setattr(reader, "READ_PARTS", 2)
+    monkeypatch.setattr(data, "SPLIT_MIN_ROWS", 2)
+    assert data.id_parts(session, "ledger_entry", "auto") is not None, "read in two parts"
+    last_commit = expiring_points(session, after=NOW, read_last_commit=True)
+    assert last_commit.to_dict("records") == per_member.to_dict("records")
+    points = dict(zip(per_member["member_id"], per_member["points"]))
+    assert set(points) == {spender.id, keeper.id}, "the erased member and the later lot are left out"
+    assert 0 < points[spender.id] < 50 and points[keeper.id] == 50, "the spent lot is gone, the same day's lots add up"

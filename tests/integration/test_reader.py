@@ -194,9 +194,9 @@ def test_a_large_table_is_read_in_parts_at_once_with_the_same_rows(
     monkeypatch.setattr(data, "READ_PARTS", 2)
     monkeypatch.setattr(analytics_reader_module, "READ_PARTS", 2)
     monkeypatch.setattr(data, "SPLIT_MIN_ROWS", 2)
-    assert data._id_parts(session, "purchase", "auto") is not None
-    assert data._id_parts(session, "purchase", "dbapi") is None, "the session's own connection reads in one query"
-    parts = data._id_parts(session, "ledger_entry", "auto")
+    assert data.id_parts(session, "purchase", "auto") is not None
+    assert data.id_parts(session, "purchase", "dbapi") is None, "the session's own connection reads in one query"
+    parts = data.id_parts(session, "ledger_entry", "auto")
     assert parts is not None and len(parts) == 2 and parts[0]["part_to"] == parts[1]["part_from"], "two ranges, end to end"
     in_parts = (data.load_purchases(session), data.load_ledger_entries(session, date(2024, 7, 1)))
     for one, split in zip(whole, in_parts):
