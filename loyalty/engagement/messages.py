@@ -279,10 +279,13 @@ def queue_messages(session: Session, *, now: datetime | None = None, read_last_c
         cap = get_settings(session).messages_per_member_per_month
         member_of_row = wanted["member_id"].to_numpy()
         members = pd.unique(member_of_row)  # sorted, as the rows are
+        # Read once, before anything is written, when the last commit is the transaction's state.
+        everyone = _KnownTables.read(session, now) if read_last_commit else None
         for start in range(0, len(members), CHUNK_MEMBERS):
             chunk = members[start : start + CHUNK_MEMBERS]
             lo, hi = member_of_row.searchsorted(chunk[0], "left"), member_of_row.searchsorted(chunk[-1], "right")
-            made = _message_frame(wanted.iloc[lo:hi], _known(session, chunk.tolist(), now), cap=cap, channel=channel, now=now)
+            known = everyone.of(int(chunk[0]), int(chunk[-1])) if everyone is not None else _known(session, chunk.tolist(), now)
+            made = _message_frame(wanted.iloc[lo:hi], known, cap=cap, channel=channel, now=now)
             insert_frame(session, "member_message", made)
             for status, count in made["status"].value_counts().items():
                 statuses[str(status)] += int(count)
@@ -324,6 +327,59 @@ def _message_frame(wanted: pd.DataFrame, known: dict[str, Any], *, cap: int, cha
             "attempts": 0,
         }
     )
+
+
+class _KnownTables:
+    """What :func:`_known` reads, for every member at once: two columnar reads of the last commit
+    (the analytics reader) instead of two queries per chunk of members, row by row (20 s of a
+    night at a million members that had its messages already)."""
+
+    def __init__(self, people: pd.DataFrame, messages: pd.DataFrame) -> None:
+        self.people, self.messages = people, messages  # both sorted by member_id
+
+    @classmethod
+    def read(cls, session: Session, now: datetime) -> _KnownTables:
+        import polars as pl
+
+        from loyalty.analytics.data import fetch_frame
+        from loyalty.analytics.reader import analytics_reader
+
+        first_of_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        people = fetch_frame(
+            session,
+            "SELECT id AS member_id, COALESCE(name, '') AS name, COALESCE(email, '') AS email, "
+            "CASE WHEN marketing_consent THEN 1 ELSE 0 END AS consent, CASE WHEN erased_at IS NULL THEN 0 ELSE 1 END AS erased FROM member",
+            {"member_id": pl.Int64, "name": pl.String, "email": pl.String, "consent": pl.Int8, "erased": pl.Int8},
+            reader=analytics_reader(session),
+        )
+        messages = fetch_frame(
+            session,
+            "SELECT member_id, kind, dedupe_key, CASE WHEN status IN ('queued', 'sent') AND created_at >= :first THEN 1 ELSE 0 END AS this_month "
+            "FROM member_message",
+            {"member_id": pl.Int64, "kind": pl.String, "dedupe_key": pl.String, "this_month": pl.Int8},
+            params={"first": first_of_month},
+            reader=analytics_reader(session),
+        )
+        people = people.sort("member_id").with_columns(
+            pl.col("email").str.strip_chars(), pl.col("consent").cast(pl.Boolean), pl.col("erased").cast(pl.Boolean)
+        )
+        return cls(people.to_pandas(), messages.sort("member_id", maintain_order=True).to_pandas())
+
+    def of(self, first: int, last: int) -> dict[str, Any]:
+        """:func:`_known`'s answer for the members ``first..last`` (and any between them)."""
+        people = self.people.iloc[_between(self.people["member_id"], first, last)]
+        messages = self.messages.iloc[_between(self.messages["member_id"], first, last)]
+        counted = messages[messages["this_month"] == 1].groupby("member_id").size()
+        return {
+            "members": people.set_index("member_id"),
+            "sent_before": set(zip(messages["member_id"].tolist(), messages["kind"].tolist(), messages["dedupe_key"].tolist())),
+            "this_month": {int(m): int(n) for m, n in counted.items()},
+        }
+
+
+def _between(ids: pd.Series, first: int, last: int) -> slice:
+    values = ids.to_numpy()
+    return slice(int(values.searchsorted(first, "left")), int(values.searchsorted(last, "right")))
 
 
 def _known(session: Session, members: list[int], now: datetime) -> dict[str, Any]:

@@ -303,3 +303,27 @@ def test_expiring_points_read_from_the_last_commit_in_parts_are_the_sessions_own
     points = dict(zip(per_member["member_id"], per_member["points"]))
     assert set(points) == {spender.id, keeper.id}, "the erased member and the later lot are left out"
     assert 0 < points[spender.id] < 50 and points[keeper.id] == 50, "the spent lot is gone, the same day's lots add up"
+
+
+def test_what_is_known_of_every_member_at_once_is_what_each_chunk_reads(session, expiring):
+    """The nightly job reads members and their earlier messages once (_KnownTables), not per chunk:
+    the same people, earlier messages and this month's counts; on the second night nothing is queued twice."""
+    from sqlalchemy import text
+
+    from loyalty.engagement.messages import _known, _KnownTables
+
+    extra = make_member(session, external_id="GONE", name=None, email="  gone@example.com \t", marketing_consent=True)
+    with write_transaction(session):
+        session.execute(text("UPDATE member SET erased_at = :now WHERE id = :id"), {"now": "2026-02-01 00:00:00.000000", "id": extra.id})
+    assert queue_messages(session, now=NOW)["queued"] == 1
+    ids = sorted([expiring[0].id, expiring[1].id, extra.id])
+    later = utc(2026, 3, 20, 8)
+    for now in (NOW, later):
+        each = _known(session, ids, now)
+        at_once = _KnownTables.read(session, now).of(ids[0], ids[-1])
+        assert at_once["sent_before"] == each["sent_before"] and len(each["sent_before"]) == 2
+        assert at_once["this_month"] == each["this_month"] == {expiring[0].id: 1}
+        people, expected = at_once["members"].loc[ids], each["members"].loc[ids]
+        assert people.to_dict("index") == expected.to_dict("index")
+        assert people.loc[extra.id, "email"] == "gone@example.com" and people.loc[extra.id, "erased"]
+    assert queue_messages(session, now=later, read_last_commit=True) == {"queued": 0, "suppressed": 0, "by_kind": {}, "channel": "csv"}
