@@ -214,7 +214,11 @@ _ADBC_POSTGRESQL_STATEMENTS = postgresql_dialect.dialect(paramstyle="numeric_dol
 def moment_text_sql(dialect: str, column: str) -> str:
     """A timestamp column as UTC text to the microsecond, ``YYYY-MM-DD HH:MM:SS.ffffff``, on both
     databases (SQLite stores that text; PostgreSQL formats it): exact where epoch seconds
-    would drop the fraction. :func:`parse_moments` reads it back."""
+    would drop the fraction. :func:`parse_moments` reads it back.
+
+    Wrap a nullable column in ``COALESCE(..., '')`` when SQLite's reader process reads it: its
+    driver takes a column's type from the first 65,536 rows, and a column NULL in all of them
+    is read as integers, so the first text after them fails the query."""
     column = _timestamp_column(column)
     if dialect == "sqlite":
         return column
@@ -222,10 +226,10 @@ def moment_text_sql(dialect: str, column: str) -> str:
 
 
 def parse_moments(values: pd.Series) -> pd.Series:
-    """UTC timestamps (NaT for null) from :func:`moment_text_sql`'s text."""
+    """UTC timestamps from :func:`moment_text_sql`'s text (NaT for null or ``''``)."""
     import pandas
 
-    return pandas.to_datetime(values, utc=True, format="ISO8601")
+    return pandas.to_datetime(values.mask(values == ""), utc=True, format="ISO8601")
 
 
 def _timestamp_column(column: str) -> str:
@@ -458,6 +462,8 @@ _ID_BOUNDS = {
     "purchase": "SELECT (SELECT MIN(id) FROM purchase), (SELECT MAX(id) FROM purchase)",
     "ledger_entry": "SELECT (SELECT MIN(id) FROM ledger_entry), (SELECT MAX(id) FROM ledger_entry)",
 }
+# Above any id: the last part reads to the end of the table.
+_NO_LAST_ID = 2**62
 # Below this many rows a table is read by one query: a part's own start costs more than it saves.
 SPLIT_MIN_ROWS = 400_000
 
@@ -469,6 +475,11 @@ def id_parts(session: Session, table: str, reader: Reader) -> list[dict[str, int
 
     The ids are the rowid: the range is a seek, not a scan. The ranges are cut by id, not
     by count: where rows were deleted, the parts are only less even.
+
+    Each part is a query of its own, reading the last commit when it starts: a commit that
+    lands between two parts' starts is seen by the later ones only. A job that holds the
+    write lock (``write_transaction``) reads one state; other readers get what a read at
+    slightly different moments gives, as two queries one after the other always did.
     """
     if READ_PARTS < 2 or table not in _ID_BOUNDS or _reader_file(session, reader) is None:
         return None
@@ -476,6 +487,7 @@ def id_parts(session: Session, table: str, reader: Reader) -> list[dict[str, int
     if low is None or high - low + 1 < SPLIT_MIN_ROWS:
         return None
     edges = [low + (high + 1 - low) * i // READ_PARTS for i in range(READ_PARTS + 1)]
+    edges[-1] = _NO_LAST_ID  # the last part open-ended: rows committed since the bounds were read are not lost
     return [{"part_from": edges[i], "part_to": edges[i + 1]} for i in range(READ_PARTS)]
 
 
@@ -583,7 +595,9 @@ def _read_purchases(
     conditions, params = range_conditions("occurred_at", start, end)
     if not include_refunded:
         conditions.append("refunded_at IS NULL")
-    parts = id_parts(session, "purchase", reader)
+    # In parts only when reading from the start: a read from a day on is served by the index on
+    # occurred_at, which an id range would turn into a scan of the whole table.
+    parts = id_parts(session, "purchase", reader) if start is None else None
     if parts:
         conditions.append("id >= :part_from AND id < :part_to")
     sql = f"SELECT {_select_list(select)} FROM purchase {where_clause(conditions)}"

@@ -156,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         request = _read_message(source)
         if request is None:
             break
+        answer = None
         try:
             query = json.loads(request)
             with connection.cursor() as cursor:
@@ -170,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             reply = _OK + answer.encode()
         except Exception as error:  # noqa: BLE001 - every failure goes back to the parent as its answer
             reply = _FAILED + f"{type(error).__name__}: {error}".encode()
+            if answer is not None and os.path.exists(answer):  # half written: nobody will read it
+                os.unlink(answer)
         _write_message(sink, reply)
     return 0
 

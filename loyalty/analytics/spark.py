@@ -52,6 +52,7 @@ __all__ = [
     "MASTER_VARIABLE",
     "SPARK_SETTINGS",
     "SparkAggregation",
+    "check_export_is_current",
     "spark_kpi_summary",
     "spark_retention_analysis",
     "spark_rfm_analysis",
@@ -249,6 +250,34 @@ class SparkAggregation(KpiAggregation):
         measured = _rfm_measures(session, as_of, None, self.lake)
         assert measured is not None  # with a day given there is a frame, empty or not
         return measured[0]
+
+
+def check_export_is_current(session: Session, lake: str) -> None:
+    """Refuse a Parquet export that lacks ledger entries the database has (InvalidInput).
+
+    For the nightly KPI snapshot, which stores its figures beside live ones (members, answers,
+    the Overview's): an export made before the day's last purchases would store old sums
+    without a word. Every purchase, redemption, expiry and refund adds a ledger entry, so the
+    export is behind when the database holds a larger ledger id than any it wrote.
+    """
+    import json
+
+    from sqlalchemy import text
+
+    from loyalty.analytics.parquet import MANIFEST
+
+    manifest = Path(lake) / MANIFEST
+    if not manifest.is_file():
+        raise InvalidInput(f"No Parquet export in {lake}: run python -m loyalty export parquet --out {lake} first.")
+    months = json.loads(manifest.read_text()).get("tables", {}).get("ledger", {})
+    exported = max((m.get("max_id") or 0 for m in months.values()), default=0)
+    current = session.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entry")).scalar_one()
+    if current > exported:
+        raise InvalidInput(
+            f"The Parquet export in {lake} ends at ledger entry {exported:,} and the database has entries up to {current:,}: "
+            f"export again (python -m loyalty export parquet --out {lake}) before the KPI snapshot, "
+            "or unset LOYALTY_PARQUET_DIR to have Spark read the database."
+        )
 
 
 def spark_kpi_summary(session: Session, start: date, end: date, *, lake: str | None = None) -> dict[str, Any]:

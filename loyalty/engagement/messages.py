@@ -280,7 +280,7 @@ def queue_messages(session: Session, *, now: datetime | None = None, read_last_c
         member_of_row = wanted["member_id"].to_numpy()
         members = pd.unique(member_of_row)  # sorted, as the rows are
         # Read once, before anything is written, when the last commit is the transaction's state.
-        everyone = _KnownTables.read(session, now) if read_last_commit else None
+        everyone = _KnownTables.read(session, now, int(members[0]), int(members[-1])) if read_last_commit else None
         for start in range(0, len(members), CHUNK_MEMBERS):
             chunk = members[start : start + CHUNK_MEMBERS]
             lo, hi = member_of_row.searchsorted(chunk[0], "left"), member_of_row.searchsorted(chunk[-1], "right")
@@ -338,7 +338,8 @@ class _KnownTables:
         self.people, self.messages = people, messages  # both sorted by member_id
 
     @classmethod
-    def read(cls, session: Session, now: datetime) -> _KnownTables:
+    def read(cls, session: Session, now: datetime, first: int, last: int) -> _KnownTables:
+        """The members ``first..last`` (the candidates' range) and their messages."""
         import polars as pl
 
         from loyalty.analytics.data import fetch_frame
@@ -348,16 +349,18 @@ class _KnownTables:
         people = fetch_frame(
             session,
             "SELECT id AS member_id, COALESCE(name, '') AS name, COALESCE(email, '') AS email, "
-            "CASE WHEN marketing_consent THEN 1 ELSE 0 END AS consent, CASE WHEN erased_at IS NULL THEN 0 ELSE 1 END AS erased FROM member",
+            "CASE WHEN marketing_consent THEN 1 ELSE 0 END AS consent, CASE WHEN erased_at IS NULL THEN 0 ELSE 1 END AS erased "
+            "FROM member WHERE id BETWEEN :first AND :last",
             {"member_id": pl.Int64, "name": pl.String, "email": pl.String, "consent": pl.Int8, "erased": pl.Int8},
+            params={"first": first, "last": last},
             reader=analytics_reader(session),
         )
         messages = fetch_frame(
             session,
-            "SELECT member_id, kind, dedupe_key, CASE WHEN status IN ('queued', 'sent') AND created_at >= :first THEN 1 ELSE 0 END AS this_month "
-            "FROM member_message",
+            "SELECT member_id, kind, dedupe_key, CASE WHEN status IN ('queued', 'sent') AND created_at >= :month THEN 1 ELSE 0 END AS this_month "
+            "FROM member_message WHERE member_id BETWEEN :first AND :last",
             {"member_id": pl.Int64, "kind": pl.String, "dedupe_key": pl.String, "this_month": pl.Int8},
-            params={"first": first_of_month},
+            params={"month": first_of_month, "first": first, "last": last},
             reader=analytics_reader(session),
         )
         people = people.sort("member_id").with_columns(

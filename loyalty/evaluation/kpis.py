@@ -115,7 +115,8 @@ def kpi_snapshot_frames(
     The tables are read once for all the periods (:func:`loyalty.analytics.metrics.kpis_for_periods`);
     the same values as :func:`loyalty.analytics.metrics.compute_kpis` period by period.
     ``engine``: ``"spark"`` has Spark sum the purchases and the ledger (from the Parquet
-    export when ``LOYALTY_PARQUET_DIR`` is set); default ``LOYALTY_ANALYTICS_ENGINE``.
+    export when ``LOYALTY_PARQUET_DIR`` is set, refused when it lacks entries the database
+    has); default ``LOYALTY_ANALYTICS_ENGINE``.
     The values are the same to the last digit.
     """
     from loyalty.analytics.engines import analytics_engine, parquet_lake
@@ -123,9 +124,12 @@ def kpi_snapshot_frames(
 
     aggregation = None
     if analytics_engine(engine) == "spark":
-        from loyalty.analytics.spark import SparkAggregation
+        from loyalty.analytics.spark import SparkAggregation, check_export_is_current
 
-        aggregation = SparkAggregation(parquet_lake())
+        lake = parquet_lake()
+        if lake is not None:
+            check_export_is_current(session, lake)
+        aggregation = SparkAggregation(lake)
 
     def computing(done: int, total: int) -> None:
         if progress:

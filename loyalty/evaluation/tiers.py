@@ -229,7 +229,7 @@ def _read_members(session: Session, as_of: date) -> _Members:
     frame = (
         fetch_frame(
             session,
-            f"SELECT id AS member_id, tier_id, {moment_text_sql(dialect, 'tier_since')} AS tier_since, "
+            f"SELECT id AS member_id, tier_id, COALESCE({moment_text_sql(dialect, 'tier_since')}, '') AS tier_since, "
             f"{moment_text_sql(dialect, 'joined_at')} AS joined_at FROM member WHERE erased_at IS NULL",
             {"member_id": pl.Int64, "tier_id": pl.Int64, "tier_since": pl.String, "joined_at": pl.String},
             reader=analytics_reader(session),

@@ -189,7 +189,7 @@ def expiring_points(session: Session, *, after: datetime, within: timedelta = EX
 # _EXPIRING_SQL's rows, as one scan: every entry that may count, and whether it is a lot
 # expiring in the window (its member is then one to tell).
 _EXPIRING_SCAN_SQL = (
-    "SELECT member_id, expires_at, points, CASE WHEN points > 0 THEN 1 ELSE 0 END AS lot, "
+    "SELECT member_id, COALESCE(expires_at, '') AS expires_at, points, CASE WHEN points > 0 THEN 1 ELSE 0 END AS lot, "
     "CASE WHEN points > 0 AND expires_at > :after AND expires_at <= :until THEN 1 ELSE 0 END AS soon "
     "FROM ledger_entry WHERE (points < 0 OR (expires_at IS NOT NULL AND expires_at <= :until))"
 )
@@ -217,7 +217,9 @@ def _expiring_rows_last_commit(session: Session, after: object, until: object) -
     erased = [int(m) for m in session.execute(text("SELECT id FROM member WHERE erased_at IS NOT NULL")).scalars()]
     told = entries.filter(pl.col("soon") == 1)["member_id"].unique()
     kept = entries.filter(pl.col("member_id").is_in(told.implode()) & ~pl.col("member_id").is_in(erased))
-    return kept.select("member_id", "expires_at", "points", "lot").to_pandas()
+    # Text, never NULL, through the reader (its driver types a column from its first 65,536 rows,
+    # and an all-NULL start would be taken for integers): '' is no expiry date.
+    return kept.select("member_id", pl.col("expires_at").replace("", None), "points", "lot").to_pandas()
 
 
 def emit_points_expiring(session: Session, *, after: datetime, within: timedelta = EXPIRING_WITHIN) -> int:

@@ -320,7 +320,7 @@ def test_what_is_known_of_every_member_at_once_is_what_each_chunk_reads(session,
     later = utc(2026, 3, 20, 8)
     for now in (NOW, later):
         each = _known(session, ids, now)
-        at_once = _KnownTables.read(session, now).of(ids[0], ids[-1])
+        at_once = _KnownTables.read(session, now, ids[0], ids[-1]).of(ids[0], ids[-1])
         assert at_once["sent_before"] == each["sent_before"] and len(each["sent_before"]) == 2
         assert at_once["this_month"] == each["this_month"] == {expiring[0].id: 1}
         people, expected = at_once["members"].loc[ids], each["members"].loc[ids]

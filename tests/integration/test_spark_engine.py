@@ -229,3 +229,22 @@ def test_the_kpi_snapshot_job_with_the_spark_engine_stores_what_the_default_engi
     assert stored() == default
     assert called, "Spark summed the ledger"
     assert any(row[4] == "headline" for row in default) and any(row[4] == "segment" for row in default)
+
+
+def test_the_nightly_kpi_snapshot_refuses_an_export_older_than_the_ledger(
+    spark: Any, demo_session: Session, lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export made before the day's last entries would store old sums beside live figures: refused, in words."""
+    from loyalty.evaluation.kpis import kpi_snapshot_frames, snapshot_periods
+
+    older = tmp_path / "older"
+    shutil.copytree(lake, older)
+    manifest = json.loads((older / "_manifest.json").read_text())
+    last_month = max(manifest["tables"]["ledger"])
+    manifest["tables"]["ledger"][last_month]["max_id"] -= 1  # as if the last entry came after the export
+    (older / "_manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("LOYALTY_PARQUET_DIR", str(older))
+    with pytest.raises(InvalidInput, match="export again"):
+        kpi_snapshot_frames(demo_session, snapshot_periods(AS_OF), engine="spark")
+    monkeypatch.setenv("LOYALTY_PARQUET_DIR", str(lake))
+    assert kpi_snapshot_frames(demo_session, snapshot_periods(AS_OF), engine="spark"), "the current export is taken"
