@@ -74,6 +74,7 @@ __all__ = [
     "parse_moments",
     "fetch_frame",
     "id_parts",
+    "INDEX_SHARE",
     "ledger_totals",
     "ledger_totals_for_periods",
     "load_feedback",
@@ -462,13 +463,20 @@ _ID_BOUNDS = {
     "purchase": "SELECT (SELECT MIN(id) FROM purchase), (SELECT MAX(id) FROM purchase)",
     "ledger_entry": "SELECT (SELECT MIN(id) FROM ledger_entry), (SELECT MAX(id) FROM ledger_entry)",
 }
+# The first purchase on or after a day, by the occurred_at index (one seek).
+_FIRST_PURCHASE_SINCE = text("SELECT id FROM purchase WHERE occurred_at >= :since ORDER BY occurred_at LIMIT 1")
+# Below this share of the table, a read from a day on goes through the occurred_at index in one
+# query; above it, in parts. Measured at 10M purchases on two cores (load_purchases, twice each):
+# 13 months, 78 % of the rows, 2.8-3.4 s by the index and 2.2-2.4 s in parts; 4 months, 29 %,
+# 1.1-1.6 s by the index and 1.4-1.9 s in parts.
+INDEX_SHARE = 0.4
 # Above any id: the last part reads to the end of the table.
 _NO_LAST_ID = 2**62
 # Below this many rows a table is read by one query: a part's own start costs more than it saves.
 SPLIT_MIN_ROWS = 400_000
 
 
-def id_parts(session: Session, table: str, reader: Reader) -> list[dict[str, int]] | None:
+def id_parts(session: Session, table: str, reader: Reader, *, since: date | None = None) -> list[dict[str, int]] | None:
     """Ranges of ``table``'s ids, ``{"part_from", "part_to"}`` (``part_from <= id < part_to``),
     for reading a large table in :data:`~loyalty.analytics.reader.READ_PARTS` parts at once
     (SQLite's reader processes); None when it is read whole.
@@ -486,6 +494,13 @@ def id_parts(session: Session, table: str, reader: Reader) -> list[dict[str, int
     low, high = session.execute(text(_ID_BOUNDS[table])).one()
     if low is None or high - low + 1 < SPLIT_MIN_ROWS:
         return None
+    if since is not None and table == "purchase":
+        # A read from a day on: the index on occurred_at serves a short range better than a scan of
+        # every part (SQLite takes the id range when both are offered). Ids grow with time, mostly:
+        # the first purchase of that day tells roughly what share of the table the read covers.
+        first = session.execute(_FIRST_PURCHASE_SINCE, {"since": _bind_value(dialect_of(session), since)}).scalar()
+        if first is None or (high - first) < INDEX_SHARE * (high - low + 1):
+            return None
     edges = [low + (high + 1 - low) * i // READ_PARTS for i in range(READ_PARTS + 1)]
     edges[-1] = _NO_LAST_ID  # the last part open-ended: rows committed since the bounds were read are not lost
     return [{"part_from": edges[i], "part_to": edges[i + 1]} for i in range(READ_PARTS)]
@@ -595,9 +610,7 @@ def _read_purchases(
     conditions, params = range_conditions("occurred_at", start, end)
     if not include_refunded:
         conditions.append("refunded_at IS NULL")
-    # In parts only when reading from the start: a read from a day on is served by the index on
-    # occurred_at, which an id range would turn into a scan of the whole table.
-    parts = id_parts(session, "purchase", reader) if start is None else None
+    parts = id_parts(session, "purchase", reader, since=start)
     if parts:
         conditions.append("id >= :part_from AND id < :part_to")
     sql = f"SELECT {_select_list(select)} FROM purchase {where_clause(conditions)}"

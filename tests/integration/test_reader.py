@@ -196,6 +196,9 @@ def test_a_large_table_is_read_in_parts_at_once_with_the_same_rows(
     monkeypatch.setattr(data, "SPLIT_MIN_ROWS", 2)
     assert data.id_parts(session, "purchase", "auto") is not None
     assert data.id_parts(session, "purchase", "dbapi") is None, "the session's own connection reads in one query"
+    assert data.id_parts(session, "purchase", "auto", since=date(2024, 1, 1)) is not None, "from before every purchase: in parts"
+    assert data.id_parts(session, "purchase", "auto", since=date(2024, 6, 4)) is None, "the last day only: one query by the day's index"
+    assert data.id_parts(session, "purchase", "auto", since=date(2025, 1, 1)) is None, "nothing to read after it"
     parts = data.id_parts(session, "ledger_entry", "auto")
     assert parts is not None and len(parts) == 2 and parts[0]["part_to"] == parts[1]["part_from"], "two ranges, end to end"
     in_parts = (data.load_purchases(session), data.load_ledger_entries(session, date(2024, 7, 1)))
