@@ -74,6 +74,7 @@ __all__ = [
     "parse_moments",
     "fetch_frame",
     "id_parts",
+    "PART_CONDITION",
     "INDEX_SHARE",
     "ledger_totals",
     "ledger_totals_for_periods",
@@ -470,6 +471,8 @@ _FIRST_PURCHASE_SINCE = text("SELECT id FROM purchase WHERE occurred_at >= :sinc
 # 13 months, 78 % of the rows, 2.8-3.4 s by the index and 2.2-2.4 s in parts; 4 months, 29 %,
 # 1.1-1.6 s by the index and 1.4-1.9 s in parts.
 INDEX_SHARE = 0.4
+# The condition a query read in parts adds, bound to each part's range from id_parts.
+PART_CONDITION = "id >= :part_from AND id < :part_to"
 # Above any id: the last part reads to the end of the table.
 _NO_LAST_ID = 2**62
 # Below this many rows a table is read by one query: a part's own start costs more than it saves.
@@ -477,7 +480,7 @@ SPLIT_MIN_ROWS = 400_000
 
 
 def id_parts(session: Session, table: str, reader: Reader, *, since: date | None = None) -> list[dict[str, int]] | None:
-    """Ranges of ``table``'s ids, ``{"part_from", "part_to"}`` (``part_from <= id < part_to``),
+    """Ranges of ``table``'s ids, ``{"part_from", "part_to"}`` (:data:`PART_CONDITION`),
     for reading a large table in :data:`~loyalty.analytics.reader.READ_PARTS` parts at once
     (SQLite's reader processes); None when it is read whole.
 
@@ -612,7 +615,7 @@ def _read_purchases(
         conditions.append("refunded_at IS NULL")
     parts = id_parts(session, "purchase", reader, since=start)
     if parts:
-        conditions.append("id >= :part_from AND id < :part_to")
+        conditions.append(PART_CONDITION)
     sql = f"SELECT {_select_list(select)} FROM purchase {where_clause(conditions)}"
     frame = fetch_frame(session, sql, schema, params=params, reader=reader, parts=parts)
     if wants_time:
@@ -817,7 +820,7 @@ def load_ledger_entries(session: Session, end: date, *, reader: Reader = "auto")
             session,
             "SELECT member_id, kind, points, CASE WHEN redemption_id IS NOT NULL THEN 1 ELSE 0 END AS is_return, "
             f"{epoch_sql(dialect, 'occurred_at')} AS occurred_seconds FROM ledger_entry WHERE occurred_at < :end"
-            + (" AND id >= :part_from AND id < :part_to" if parts else ""),
+            + (" AND " + PART_CONDITION if parts else ""),
             {"member_id": pl.Int64, "kind": pl.String, "points": pl.Int64, "is_return": pl.Int8, "occurred_seconds": pl.Int64},
             params={"end": end},
             reader=reader,

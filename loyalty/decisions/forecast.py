@@ -89,7 +89,7 @@ from sqlmodel import Session, col, select
 from db.engine import write_transaction
 from db.models import LedgerEntry, LiabilityForecast, Reward, utcnow
 from loyalty.analytics.clv import MIN_MEMBERS, expected_purchases, fit_bgnbd, months_in, probability_alive, summary_data
-from loyalty.analytics.data import dialect_of, epoch_sql, fetch_frame, id_parts
+from loyalty.analytics.data import PART_CONDITION, dialect_of, epoch_sql, fetch_frame, id_parts
 from loyalty.errors import InvalidInput
 from loyalty.periods import cutoff_of
 from loyalty.settings import get_settings
@@ -193,7 +193,7 @@ def _read_ledger(session: Session, until: datetime) -> pl.DataFrame:
     )
     parts = id_parts(session, "ledger_entry", "auto")  # the whole ledger: in parts at once on SQLite
     if parts:
-        sql += " AND id >= :part_from AND id < :part_to"
+        sql += " AND " + PART_CONDITION
     schema = {"member_id": pl.Int64, "kind": pl.Int8, "points": pl.Int64, "occurred_s": pl.Int64, "expires_s": pl.Int64}
     return fetch_frame(session, sql, schema, params={**codes, "until": day}, parts=parts)
 

@@ -204,12 +204,12 @@ def _expiring_rows_last_commit(session: Session, after: object, until: object) -
     """
     import polars as pl
 
-    from loyalty.analytics.data import fetch_frame, id_parts
+    from loyalty.analytics.data import PART_CONDITION, fetch_frame, id_parts
 
     parts = id_parts(session, "ledger_entry", "auto")
     entries = fetch_frame(
         session,
-        _EXPIRING_SCAN_SQL + (" AND id >= :part_from AND id < :part_to" if parts else ""),
+        _EXPIRING_SCAN_SQL + (" AND " + PART_CONDITION if parts else ""),
         {"member_id": pl.Int64, "expires_at": pl.String, "points": pl.Int64, "lot": pl.Int8, "soon": pl.Int8},
         params={"after": after, "until": until},
         parts=parts,
